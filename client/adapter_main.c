@@ -1,0 +1,2 @@
+/* placeholder, replaced by the adapter tool */
+int main(void) { return 0; }

@@ -1,0 +1,48 @@
+/* errors.c - error strings and the per-thread detail message. */
+#include "errors.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local char fl_msg[FL_ERROR_MSG_MAX];
+static _Thread_local int fl_last;
+
+const char *fl_strerror(int err)
+{
+	switch (err) {
+	case FL_OK: return "success";
+	case FL_ENOMEM: return "out of memory";
+	case FL_EINVAL: return "invalid argument";
+	case FL_EIO: return "input/output error";
+	case FL_EFORMAT: return "malformed input";
+	case FL_ERANGE: return "value out of range";
+	case FL_ENONFINITE: return "non-finite value";
+	case FL_ENOTFOUND: return "not found";
+	case FL_EUNSUPPORTED: return "unsupported";
+	case FL_ESHAPE: return "shape mismatch";
+	default: return "unknown error";
+	}
+}
+
+int fl_error_set(int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(fl_msg, sizeof(fl_msg), fmt, ap);
+	va_end(ap);
+	fl_last = err;
+	return err;
+}
+
+const char *fl_error_msg(void)
+{
+	if (fl_msg[0])
+		return fl_msg;
+	return fl_strerror(fl_last);
+}
+
+void fl_error_clear(void)
+{
+	fl_msg[0] = '\0';
+	fl_last = FL_OK;
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs every Debian package fedloha needs to build, test and run.
+# Idempotent: packages already present are skipped; apt-get runs only when
+# something is missing. Pass --with-torch to also install the optional
+# PyTorch reference (python3-torch), used to regenerate golden files and to
+# check that saved models load in PyTorch.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config
+      libuv1-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
+      libopenblas-dev zlib1g-dev libjansson-dev libcmocka-dev
+      dataset-fashion-mnist gnuplot-nox)
+for arg in "$@"; do
+  case "$arg" in
+    --with-torch) pkgs+=(python3-torch python3-numpy) ;;
+    -h|--help)
+      echo "usage: deploy/install-deps.sh [--with-torch]"
+      echo "Installs the Debian packages fedloha needs (build, test, run)."
+      exit 0 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+echo "install-deps: missing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo="sudo"
+    echo "install-deps: not root, using sudo to run apt-get"
+  else
+    echo "install-deps: these packages must be installed by root:" >&2
+    echo "  apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

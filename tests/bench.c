@@ -1,0 +1,2 @@
+/* placeholder, replaced by the benchmark */
+int main(void) { return 0; }
