@@ -57,13 +57,18 @@ int fl_st_read(const char *path, struct fl_st **out);
 int fl_st_parse(const void *buf, size_t len, const char *what, struct fl_st **out);
 void fl_st_free(struct fl_st *st);
 
-/* Tensors in file order (ascending data offset). */
+/* Tensors in file order (ascending data offset), then those added with
+ * fl_st_add() in the order added. Pointers stay valid until fl_st_free(). */
 size_t fl_st_count(const struct fl_st *st);
 const struct fl_st_tensor *fl_st_at(const struct fl_st *st, size_t i);
 /* NULL when absent. */
 const struct fl_st_tensor *fl_st_find(const struct fl_st *st, const char *name);
 /* A __metadata__ value, or NULL. */
 const char *fl_st_metadata(const struct fl_st *st, const char *key);
+/* The __metadata__ entries in order: the i-th key (value through *value if
+ * not NULL), or NULL when i >= fl_st_metadata_count(). */
+size_t fl_st_metadata_count(const struct fl_st *st);
+const char *fl_st_metadata_at(const struct fl_st *st, size_t i, const char **value);
 
 /* Copies a floating tensor (F32, F16, BF16 or F64) into dst as float32;
  * FL_EUNSUPPORTED for integer dtypes, FL_ESHAPE when numel differs. */

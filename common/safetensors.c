@@ -1,0 +1,606 @@
+/* safetensors.c - read and validate safetensors files (format in
+ * safetensors.h) and build new ones in memory.
+ *
+ * The reader loads the whole file into one buffer, parses the JSON header
+ * with jansson and checks every field, every offset and the exact tiling of
+ * the data area before any tensor is exposed; tensors then point into that
+ * buffer. fl_st_add() keeps its own copies of added bytes. Element types and
+ * the float32 conversions live in dtype.c, fl_st_write() in
+ * safetensors_write.c. No memory mapping, no streaming: files are held in
+ * memory whole.
+ */
+#include "safetensors.h"
+
+#include "errors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* One tensor; allocated on its own so fl_st_at() pointers survive fl_st_add(). */
+struct st_entry {
+	struct fl_st_tensor t;
+	void *own;	/* bytes copied by fl_st_add(), or NULL when t.data is in buf */
+	uint64_t begin; /* data offset of a read tensor (sort key) */
+};
+
+struct st_meta {
+	char *key, *value;
+};
+
+struct fl_st {
+	struct st_entry **v;
+	size_t n, cap;
+	struct st_meta *meta;
+	size_t nmeta, meta_cap;
+	unsigned char *buf; /* the whole file, for read tensors; NULL for a new writer */
+};
+
+/* ---- helpers ---- */
+
+/* A string from a file made safe for a one-line message: control bytes
+ * become '?', long strings are cut with "...". */
+static const char *msg_str(const char *s, char *buf, size_t cap)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < cap; i++)
+		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+	buf[i] = '\0';
+	if (s[i] && cap > 4)
+		memcpy(buf + cap - 4, "...", 4);
+	return buf;
+}
+
+static uint64_t load_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static char *dup_str(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = malloc(n);
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+/* Checks the header length N against the format, the limit and the bytes
+ * that follow the 8-byte length field. */
+static int check_header_len(uint64_t hlen, uint64_t avail, const char *what)
+{
+	if (hlen < 2)
+		return fl_error_set(FL_EFORMAT, "%s: header length %llu is too small", what,
+				    (unsigned long long)hlen);
+	if (hlen > FL_ST_HEADER_MAX)
+		return fl_error_set(FL_ERANGE, "%s: header length %llu exceeds the limit of %u bytes",
+				    what, (unsigned long long)hlen, FL_ST_HEADER_MAX);
+	if (hlen > avail)
+		return fl_error_set(FL_EFORMAT,
+				    "%s: header length %llu exceeds the %llu bytes that follow it "
+				    "(truncated file?)",
+				    what, (unsigned long long)hlen, (unsigned long long)avail);
+	return FL_OK;
+}
+
+/* ---- reading ---- */
+
+static int parse_metadata(struct fl_st *st, json_t *obj, const char *what)
+{
+	char kb[96];
+	if (!json_is_object(obj))
+		return fl_error_set(FL_EFORMAT, "%s: \"__metadata__\" is not an object", what);
+	size_t count = json_object_size(obj);
+	st->meta = calloc(count ? count : 1, sizeof(*st->meta));
+	if (!st->meta)
+		return fl_error_set(FL_ENOMEM, "%s: out of memory for metadata", what);
+	st->meta_cap = count;
+	const char *key;
+	json_t *val;
+	json_object_foreach(obj, key, val) {
+		if (!json_is_string(val))
+			return fl_error_set(FL_EFORMAT,
+					    "%s: \"__metadata__\" value of key '%s' is not a string",
+					    what, msg_str(key, kb, sizeof(kb)));
+		struct st_meta *m = &st->meta[st->nmeta];
+		m->key = dup_str(key);
+		m->value = dup_str(json_string_value(val));
+		st->nmeta++;
+		if (!m->key || !m->value)
+			return fl_error_set(FL_ENOMEM, "%s: out of memory for metadata", what);
+	}
+	return FL_OK;
+}
+
+/* Validates one tensor entry and appends it (offsets are checked against the
+ * data area here; the tiling is checked once all entries are in). */
+static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
+		       const unsigned char *data, size_t data_len, const char *what)
+{
+	char nb[128], db[40];
+	const char *nm = msg_str(name, nb, sizeof(nb));
+	if (!json_is_object(obj))
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': entry is not an object", what, nm);
+	json_t *jd = json_object_get(obj, "dtype");
+	json_t *js = json_object_get(obj, "shape");
+	json_t *jo = json_object_get(obj, "data_offsets");
+	if (!jd || !js || !jo)
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': missing \"%s\"", what, nm,
+				    !jd ? "dtype" : !js ? "shape" : "data_offsets");
+
+	enum fl_dtype dtype;
+	if (!json_is_string(jd))
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': \"dtype\" is not a string", what,
+				    nm);
+	if (fl_dtype_parse(json_string_value(jd), &dtype) != FL_OK)
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': unknown dtype \"%s\"", what, nm,
+				    msg_str(json_string_value(jd), db, sizeof(db)));
+	size_t dsize = fl_dtype_size(dtype);
+
+	if (!json_is_array(js))
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': \"shape\" is not an array", what,
+				    nm);
+	size_t ndim = json_array_size(js);
+	if (ndim > FL_ST_NDIM_MAX)
+		return fl_error_set(FL_ERANGE, "%s: tensor '%s': %zu dimensions, at most %d supported",
+				    what, nm, ndim, FL_ST_NDIM_MAX);
+	int64_t shape[FL_ST_NDIM_MAX];
+	int has_zero = 0;
+	for (size_t i = 0; i < ndim; i++) {
+		json_t *d = json_array_get(js, i);
+		if (!json_is_integer(d))
+			return fl_error_set(FL_EFORMAT, "%s: tensor '%s': shape[%zu] is not an integer",
+					    what, nm, i);
+		shape[i] = json_integer_value(d);
+		if (shape[i] < 0)
+			return fl_error_set(FL_EFORMAT, "%s: tensor '%s': shape[%zu] = %lld is negative",
+					    what, nm, i, (long long)shape[i]);
+		has_zero |= shape[i] == 0;
+	}
+	/* numel * dsize must fit both size_t and the int64 offsets. */
+	uint64_t limit = (SIZE_MAX < INT64_MAX ? (uint64_t)SIZE_MAX : (uint64_t)INT64_MAX) / dsize;
+	uint64_t numel = 1;
+	for (size_t i = 0; i < ndim && !has_zero; i++) {
+		if (numel > limit / (uint64_t)shape[i])
+			return fl_error_set(FL_ERANGE,
+					    "%s: tensor '%s': shape product overflows (dimension %zu)",
+					    what, nm, i);
+		numel *= (uint64_t)shape[i];
+	}
+	if (has_zero)
+		numel = 0;
+	uint64_t nbytes = numel * dsize;
+
+	if (!json_is_array(jo) || json_array_size(jo) != 2 ||
+	    !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))
+		return fl_error_set(FL_EFORMAT,
+				    "%s: tensor '%s': \"data_offsets\" is not [begin, end] integers",
+				    what, nm);
+	json_int_t b = json_integer_value(json_array_get(jo, 0));
+	json_int_t e = json_integer_value(json_array_get(jo, 1));
+	if (b < 0 || e < 0)
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': negative data_offsets [%lld, %lld]",
+				    what, nm, (long long)b, (long long)e);
+	if (e < b)
+		return fl_error_set(FL_EFORMAT,
+				    "%s: tensor '%s': data_offsets [%lld, %lld] end before begin", what,
+				    nm, (long long)b, (long long)e);
+	if ((uint64_t)(e - b) != nbytes)
+		return fl_error_set(FL_EFORMAT,
+				    "%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, but "
+				    "%llu elements of %s need %llu",
+				    what, nm, (long long)b, (long long)e, (long long)(e - b),
+				    (unsigned long long)numel, fl_dtype_name(dtype),
+				    (unsigned long long)nbytes);
+	if ((uint64_t)e > data_len)
+		return fl_error_set(FL_EFORMAT,
+				    "%s: tensor '%s': data_offsets [%lld, %lld] outside the data area "
+				    "of %zu bytes",
+				    what, nm, (long long)b, (long long)e, data_len);
+
+	struct st_entry *en = calloc(1, sizeof(*en));
+	if (!en || !(en->t.name = dup_str(name))) {
+		free(en);
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
+	}
+	en->t.dtype = dtype;
+	en->t.ndim = (int)ndim;
+	memcpy(en->t.shape, shape, ndim * sizeof(shape[0]));
+	en->t.numel = (size_t)numel;
+	en->t.data = data + b;
+	en->t.nbytes = (size_t)nbytes;
+	en->begin = (uint64_t)b;
+	st->v[st->n++] = en;
+	return FL_OK;
+}
+
+static int cmp_offset(const void *pa, const void *pb)
+{
+	const struct st_entry *a = *(struct st_entry *const *)pa;
+	const struct st_entry *b = *(struct st_entry *const *)pb;
+	uint64_t ea = a->begin + a->t.nbytes, eb = b->begin + b->t.nbytes;
+	if (a->begin != b->begin)
+		return a->begin < b->begin ? -1 : 1;
+	if (ea != eb)
+		return ea < eb ? -1 : 1;
+	return strcmp(a->t.name, b->t.name);
+}
+
+/* Sorts the tensors by offset and checks that they cover the data area
+ * exactly once: no overlap, no hole, nothing after the last one. */
+static int check_tiling(struct fl_st *st, size_t data_len, const char *what)
+{
+	char nb[100], pb[100];
+	if (st->n > 1)
+		qsort(st->v, st->n, sizeof(st->v[0]), cmp_offset);
+	uint64_t pos = 0;
+	const struct st_entry *prev = NULL;
+	for (size_t i = 0; i < st->n; i++) {
+		const struct st_entry *e = st->v[i];
+		if (e->begin < pos)
+			return fl_error_set(FL_EFORMAT,
+					    "%s: tensors '%s' and '%s' are overlapping (offset %llu < %llu)",
+					    what, msg_str(prev->t.name, pb, sizeof(pb)),
+					    msg_str(e->t.name, nb, sizeof(nb)),
+					    (unsigned long long)e->begin, (unsigned long long)pos);
+		if (e->begin > pos)
+			return fl_error_set(FL_EFORMAT,
+					    "%s: hole of %llu bytes at data offset %llu, before tensor '%s'",
+					    what, (unsigned long long)(e->begin - pos),
+					    (unsigned long long)pos, msg_str(e->t.name, nb, sizeof(nb)));
+		pos = e->begin + e->t.nbytes;
+		prev = e;
+	}
+	if (pos != data_len) {
+		if (prev)
+			return fl_error_set(FL_EFORMAT,
+					    "%s: %llu trailing bytes after the last tensor '%s'", what,
+					    (unsigned long long)(data_len - pos),
+					    msg_str(prev->t.name, nb, sizeof(nb)));
+		return fl_error_set(FL_EFORMAT, "%s: %zu trailing bytes and no tensors", what,
+				    data_len);
+	}
+	return FL_OK;
+}
+
+/* Parses a whole file held in buf (malloc'ed; ownership moves here). */
+static int parse_owned(unsigned char *buf, size_t len, const char *what, struct fl_st **out)
+{
+	json_t *root = NULL;
+	int rc;
+	struct fl_st *st = calloc(1, sizeof(*st));
+	if (!st) {
+		free(buf);
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
+	}
+	st->buf = buf;
+	if (len < 8) {
+		rc = fl_error_set(FL_EFORMAT, "%s: %zu bytes, too short for a safetensors file", what,
+				  len);
+		goto fail;
+	}
+	uint64_t hlen = load_le64(buf);
+	rc = check_header_len(hlen, len - 8, what);
+	if (rc)
+		goto fail;
+	json_error_t jerr;
+	root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		char tb[JSON_ERROR_TEXT_LENGTH];
+		rc = fl_error_set(FL_EFORMAT, "%s: header is not valid JSON: line %d, column %d: %s",
+				  what, jerr.line, jerr.column, msg_str(jerr.text, tb, sizeof(tb)));
+		goto fail;
+	}
+	if (!json_is_object(root)) {
+		rc = fl_error_set(FL_EFORMAT, "%s: header is not a JSON object", what);
+		goto fail;
+	}
+	size_t count = json_object_size(root);
+	st->v = calloc(count ? count : 1, sizeof(st->v[0]));
+	if (!st->v) {
+		rc = fl_error_set(FL_ENOMEM, "%s: out of memory for %zu tensors", what, count);
+		goto fail;
+	}
+	st->cap = count;
+	const unsigned char *data = buf + 8 + hlen;
+	size_t data_len = len - 8 - (size_t)hlen;
+	const char *key;
+	json_t *val;
+	json_object_foreach(root, key, val) {
+		if (strcmp(key, "__metadata__") == 0)
+			rc = parse_metadata(st, val, what);
+		else
+			rc = parse_entry(st, key, val, data, data_len, what);
+		if (rc)
+			goto fail;
+	}
+	rc = check_tiling(st, data_len, what);
+	if (rc)
+		goto fail;
+	json_decref(root);
+	*out = st;
+	return FL_OK;
+fail:
+	json_decref(root);
+	fl_st_free(st);
+	return rc;
+}
+
+int fl_st_parse(const void *buf, size_t len, const char *what, struct fl_st **out)
+{
+	*out = NULL;
+	if (!what)
+		what = "<buffer>";
+	if (!buf && len)
+		return fl_error_set(FL_EINVAL, "%s: NULL buffer", what);
+	unsigned char *copy = malloc(len ? len : 1);
+	if (!copy)
+		return fl_error_set(FL_ENOMEM, "%s: out of memory for %zu bytes", what, len);
+	if (len)
+		memcpy(copy, buf, len);
+	return parse_owned(copy, len, what, out);
+}
+
+/* pread until n bytes or end of file; returns bytes read or -1. */
+static ssize_t read_at(int fd, unsigned char *p, size_t n, off_t off)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(fd, p + got, n - got, off + (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+int fl_st_read(const char *path, struct fl_st **out)
+{
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fl_error_set(errno == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: cannot open: %s",
+				    path, strerror(errno));
+	int rc;
+	unsigned char *buf = NULL;
+	struct stat sb;
+	if (fstat(fd, &sb) != 0) {
+		rc = fl_error_set(FL_EIO, "%s: cannot stat: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = fl_error_set(FL_EIO, "%s: not a regular file", path);
+		goto fail;
+	}
+	uint64_t size = (uint64_t)sb.st_size;
+	if (size < 8) {
+		rc = fl_error_set(FL_EFORMAT, "%s: %llu bytes, too short for a safetensors file", path,
+				  (unsigned long long)size);
+		goto fail;
+	}
+	if (size > SIZE_MAX) {
+		rc = fl_error_set(FL_ERANGE, "%s: %llu bytes do not fit in memory", path,
+				  (unsigned long long)size);
+		goto fail;
+	}
+	/* Check the header length against the file size before allocating. */
+	unsigned char lenbuf[8];
+	if (read_at(fd, lenbuf, 8, 0) != 8) {
+		rc = fl_error_set(FL_EIO, "%s: cannot read the header length: %s", path,
+				  strerror(errno));
+		goto fail;
+	}
+	rc = check_header_len(load_le64(lenbuf), size - 8, path);
+	if (rc)
+		goto fail;
+	buf = malloc((size_t)size);
+	if (!buf) {
+		rc = fl_error_set(FL_ENOMEM, "%s: out of memory for %llu bytes", path,
+				  (unsigned long long)size);
+		goto fail;
+	}
+	ssize_t got = read_at(fd, buf, (size_t)size, 0);
+	if (got < 0 || (uint64_t)got != size) {
+		rc = fl_error_set(FL_EIO, "%s: %s", path,
+				  got < 0 ? strerror(errno) : "file shrank while being read");
+		goto fail;
+	}
+	close(fd);
+	return parse_owned(buf, (size_t)size, path, out);
+fail:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+void fl_st_free(struct fl_st *st)
+{
+	if (!st)
+		return;
+	for (size_t i = 0; i < st->n; i++) {
+		free(st->v[i]->t.name);
+		free(st->v[i]->own);
+		free(st->v[i]);
+	}
+	for (size_t i = 0; i < st->nmeta; i++) {
+		free(st->meta[i].key);
+		free(st->meta[i].value);
+	}
+	free(st->v);
+	free(st->meta);
+	free(st->buf);
+	free(st);
+}
+
+/* ---- access ---- */
+
+size_t fl_st_count(const struct fl_st *st)
+{
+	return st->n;
+}
+
+const struct fl_st_tensor *fl_st_at(const struct fl_st *st, size_t i)
+{
+	return i < st->n ? &st->v[i]->t : NULL;
+}
+
+const struct fl_st_tensor *fl_st_find(const struct fl_st *st, const char *name)
+{
+	for (size_t i = 0; i < st->n; i++)
+		if (strcmp(st->v[i]->t.name, name) == 0)
+			return &st->v[i]->t;
+	return NULL;
+}
+
+size_t fl_st_metadata_count(const struct fl_st *st)
+{
+	return st->nmeta;
+}
+
+const char *fl_st_metadata_at(const struct fl_st *st, size_t i, const char **value)
+{
+	if (i >= st->nmeta)
+		return NULL;
+	if (value)
+		*value = st->meta[i].value;
+	return st->meta[i].key;
+}
+
+const char *fl_st_metadata(const struct fl_st *st, const char *key)
+{
+	for (size_t i = 0; i < st->nmeta; i++)
+		if (strcmp(st->meta[i].key, key) == 0)
+			return st->meta[i].value;
+	return NULL;
+}
+
+/* ---- writing ---- */
+
+int fl_st_new(struct fl_st **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out ? FL_OK : fl_error_set(FL_ENOMEM, "out of memory for a safetensors writer");
+}
+
+/* Whether jansson will accept s as a JSON string (valid UTF-8). */
+static int json_ok_str(const char *s)
+{
+	json_t *j = json_string(s);
+	json_decref(j);
+	return j != NULL;
+}
+
+int fl_st_add(struct fl_st *st, const char *name, enum fl_dtype dtype, const int64_t *shape,
+	      int ndim, const void *data)
+{
+	char nb[128];
+	if (!name)
+		return fl_error_set(FL_EINVAL, "fl_st_add: NULL name");
+	const char *nm = msg_str(name, nb, sizeof(nb));
+	if ((unsigned)dtype >= FL_DTYPE_COUNT || ndim < 0 || ndim > FL_ST_NDIM_MAX ||
+	    (ndim > 0 && !shape))
+		return fl_error_set(FL_EINVAL, "tensor '%s': bad dtype %d or ndim %d", nm,
+				    (int)dtype, ndim);
+	if (strcmp(name, "__metadata__") == 0 || !json_ok_str(name))
+		return fl_error_set(FL_EINVAL, "tensor '%s': reserved name or not UTF-8", nm);
+	if (fl_st_find(st, name))
+		return fl_error_set(FL_EINVAL, "tensor '%s': already present", nm);
+	uint64_t limit = (SIZE_MAX < INT64_MAX ? (uint64_t)SIZE_MAX : (uint64_t)INT64_MAX) /
+			 fl_dtype_size(dtype);
+	uint64_t numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		if (shape[i] < 0)
+			return fl_error_set(FL_EINVAL, "tensor '%s': negative shape[%d]", nm, i);
+		if (shape[i] > 0 && numel > limit / (uint64_t)shape[i])
+			return fl_error_set(FL_ERANGE, "tensor '%s': shape product overflows", nm);
+		numel *= (uint64_t)shape[i];
+	}
+	size_t nbytes = (size_t)numel * fl_dtype_size(dtype);
+	if (nbytes && !data)
+		return fl_error_set(FL_EINVAL, "tensor '%s': NULL data", nm);
+	if (st->n == st->cap) {
+		size_t cap = st->cap ? 2 * st->cap : 16;
+		struct st_entry **v = realloc(st->v, cap * sizeof(*v));
+		if (!v)
+			return fl_error_set(FL_ENOMEM, "tensor '%s': out of memory", nm);
+		st->v = v;
+		st->cap = cap;
+	}
+	struct st_entry *en = calloc(1, sizeof(*en));
+	if (en) {
+		en->t.name = dup_str(name);
+		en->own = malloc(nbytes ? nbytes : 1);
+	}
+	if (!en || !en->t.name || !en->own) {
+		if (en) {
+			free(en->t.name);
+			free(en->own);
+		}
+		free(en);
+		return fl_error_set(FL_ENOMEM, "tensor '%s': out of memory for %zu bytes", nm, nbytes);
+	}
+	if (nbytes)
+		memcpy(en->own, data, nbytes);
+	en->t.dtype = dtype;
+	en->t.ndim = ndim;
+	if (ndim)
+		memcpy(en->t.shape, shape, (size_t)ndim * sizeof(shape[0]));
+	en->t.numel = (size_t)numel;
+	en->t.data = en->own;
+	en->t.nbytes = nbytes;
+	st->v[st->n++] = en;
+	return FL_OK;
+}
+
+int fl_st_add_f32(struct fl_st *st, const char *name, const int64_t *shape, int ndim,
+		  const float *data)
+{
+	return fl_st_add(st, name, FL_DTYPE_F32, shape, ndim, data);
+}
+
+int fl_st_set_metadata(struct fl_st *st, const char *key, const char *value)
+{
+	if (!key || !value || !json_ok_str(key) || !json_ok_str(value))
+		return fl_error_set(FL_EINVAL, "metadata key or value missing or not UTF-8");
+	char *v = dup_str(value);
+	if (!v)
+		return fl_error_set(FL_ENOMEM, "out of memory for metadata");
+	for (size_t i = 0; i < st->nmeta; i++) {
+		if (strcmp(st->meta[i].key, key) == 0) {
+			free(st->meta[i].value);
+			st->meta[i].value = v;
+			return FL_OK;
+		}
+	}
+	if (st->nmeta == st->meta_cap) {
+		size_t cap = st->meta_cap ? 2 * st->meta_cap : 4;
+		struct st_meta *m = realloc(st->meta, cap * sizeof(*m));
+		if (!m) {
+			free(v);
+			return fl_error_set(FL_ENOMEM, "out of memory for metadata");
+		}
+		st->meta = m;
+		st->meta_cap = cap;
+	}
+	char *k = dup_str(key);
+	if (!k) {
+		free(v);
+		return fl_error_set(FL_ENOMEM, "out of memory for metadata");
+	}
+	st->meta[st->nmeta].key = k;
+	st->meta[st->nmeta].value = v;
+	st->nmeta++;
+	return FL_OK;
+}
