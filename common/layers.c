@@ -1,0 +1,247 @@
+/* layers.c - Linear, ReLU, MaxPool2d and softmax cross-entropy kernels, and
+ * the Linear naive twins. Conv2d lives in conv.c. Shapes and conventions are
+ * in layers.h; nothing here allocates, logs or reads globals.
+ */
+#include "layers.h"
+
+#include "blas.h"
+#include "errors.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- Linear -------------------------------------------------------------- */
+
+/* x (B, in), w (out, in), b (out) or NULL -> y (B, out) */
+void fl_linear_forward(float *y, const float *x, const float *w, const float *b, int batch, int in,
+		       int out)
+{
+	assert(batch >= 0 && in >= 0 && out >= 0);
+	if (b) {
+		for (int n = 0; n < batch; n++)
+			memcpy(y + (size_t)n * out, b, sizeof(float) * (size_t)out);
+	}
+	/* y (B, out) = x (B, in) * w^T (in, out) [+ y]: w stored (out, in), transposed. */
+	fl_blas_sgemm(0, 1, batch, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out);
+}
+
+/* dy (B, out), x (B, in), w (out, in) -> dx (B, in) +=, dw (out, in) +=, db (out) += */
+void fl_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+			const float *w, int batch, int in, int out)
+{
+	assert(batch >= 0 && in >= 0 && out >= 0);
+	if (batch == 0)
+		return;
+	/* dw (out, in) += dy^T (out, B) * x (B, in): dy stored (B, out), transposed. */
+	if (dw)
+		fl_blas_sgemm(1, 0, out, in, batch, 1.0f, dy, out, x, in, 1.0f, dw, in);
+	if (db) {
+		for (int n = 0; n < batch; n++) {
+			const float *r = dy + (size_t)n * out;
+			for (int o = 0; o < out; o++)
+				db[o] += r[o];
+		}
+	}
+	/* dx (B, in) += dy (B, out) * w (out, in). */
+	if (dx)
+		fl_blas_sgemm(0, 0, batch, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+}
+
+void fl_linear_forward_ref(float *y, const float *x, const float *w, const float *b, int batch,
+			   int in, int out)
+{
+	for (int n = 0; n < batch; n++) {
+		for (int o = 0; o < out; o++) {
+			double acc = b ? b[o] : 0.0;
+			for (int i = 0; i < in; i++)
+				acc += (double)x[(size_t)n * in + i] * w[(size_t)o * in + i];
+			y[(size_t)n * out + o] = (float)acc;
+		}
+	}
+}
+
+void fl_linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+			    const float *w, int batch, int in, int out)
+{
+	for (int o = 0; o < out; o++) {
+		if (dw) {
+			for (int i = 0; i < in; i++) {
+				double acc = 0.0;
+				for (int n = 0; n < batch; n++)
+					acc += (double)dy[(size_t)n * out + o] *
+					       x[(size_t)n * in + i];
+				dw[(size_t)o * in + i] += (float)acc;
+			}
+		}
+		if (db) {
+			double acc = 0.0;
+			for (int n = 0; n < batch; n++)
+				acc += dy[(size_t)n * out + o];
+			db[o] += (float)acc;
+		}
+	}
+	if (dx) {
+		for (int n = 0; n < batch; n++) {
+			for (int i = 0; i < in; i++) {
+				double acc = 0.0;
+				for (int o = 0; o < out; o++)
+					acc += (double)dy[(size_t)n * out + o] *
+					       w[(size_t)o * in + i];
+				dx[(size_t)n * in + i] += (float)acc;
+			}
+		}
+	}
+}
+
+/* ---- ReLU ---------------------------------------------------------------- */
+
+/* x (n) -> y (n); y may equal x */
+void fl_relu_forward(float *y, const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* y (n) the forward output, dy (n) -> dx (n) += */
+void fl_relu_backward(float *dx, const float *y, const float *dy, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* ---- MaxPool2d ----------------------------------------------------------- */
+
+int fl_pool2d_out_h(const struct fl_pool2d_dims *d)
+{
+	return (d->in_h - d->k) / d->stride + 1;
+}
+
+int fl_pool2d_out_w(const struct fl_pool2d_dims *d)
+{
+	return (d->in_w - d->k) / d->stride + 1;
+}
+
+static int pool2d_dims_ok(const struct fl_pool2d_dims *d)
+{
+	if (d->batch < 1 || d->channels < 1 || d->in_h < 1 || d->in_w < 1 || d->k < 1 ||
+	    d->stride < 1 || d->k > d->in_h || d->k > d->in_w)
+		return 0;
+	long long plane = (long long)d->in_h * d->in_w;
+	return plane <= INT32_MAX && plane * d->channels * d->batch <= (long long)INT_MAX;
+}
+
+int fl_pool2d_dims_check(const struct fl_pool2d_dims *d)
+{
+	if (!pool2d_dims_ok(d))
+		return fl_error_set(FL_EINVAL,
+				    "maxpool2d: bad dims (batch %d, channels %d, input %dx%d, "
+				    "kernel %d, stride %d)",
+				    d->batch, d->channels, d->in_h, d->in_w, d->k, d->stride);
+	return FL_OK;
+}
+
+/* x (B, C, H, W) -> y (B, C, OH, OW), idx (B, C, OH, OW) offsets in the (H, W) plane */
+void fl_maxpool2d_forward(float *y, int32_t *idx, const float *x, const struct fl_pool2d_dims *d)
+{
+	assert(pool2d_dims_ok(d));
+	int h = d->in_h, w = d->in_w, k = d->k, s = d->stride;
+	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d);
+	size_t planes = (size_t)d->batch * d->channels;
+	for (size_t p = 0; p < planes; p++) {
+		const float *xp = x + p * h * w;
+		float *yp = y + p * oh * ow;
+		int32_t *ip = idx + p * oh * ow;
+		for (int i = 0; i < oh; i++) {
+			for (int j = 0; j < ow; j++) {
+				int best = i * s * w + j * s;
+				float bv = xp[best];
+				for (int u = 0; u < k; u++) {
+					const float *row = xp + (i * s + u) * w + j * s;
+					for (int v = 0; v < k; v++) {
+						if (row[v] > bv || (isnan(row[v]) && !isnan(bv))) {
+							bv = row[v];
+							best = (i * s + u) * w + j * s + v;
+						}
+					}
+				}
+				yp[i * ow + j] = bv;
+				ip[i * ow + j] = best;
+			}
+		}
+	}
+}
+
+/* dy (B, C, OH, OW), idx from forward -> dx (B, C, H, W) += */
+void fl_maxpool2d_backward(float *dx, const int32_t *idx, const float *dy,
+			   const struct fl_pool2d_dims *d)
+{
+	assert(pool2d_dims_ok(d));
+	size_t plane = (size_t)d->in_h * d->in_w;
+	size_t oplane = (size_t)fl_pool2d_out_h(d) * fl_pool2d_out_w(d);
+	size_t planes = (size_t)d->batch * d->channels;
+	for (size_t p = 0; p < planes; p++) {
+		float *dxp = dx + p * plane;
+		const float *dyp = dy + p * oplane;
+		const int32_t *ip = idx + p * oplane;
+		for (size_t q = 0; q < oplane; q++) {
+			assert(ip[q] >= 0 && (size_t)ip[q] < plane);
+			dxp[ip[q]] += dyp[q];
+		}
+	}
+}
+
+/* ---- Softmax cross-entropy ----------------------------------------------- */
+
+/* logits (B, C), labels (B) -> loss (mean), correct (count), probs (B, C) */
+void fl_softmax_ce_forward(double *loss, int *correct, float *probs, const float *logits,
+			   const int *labels, int batch, int classes)
+{
+	assert(batch >= 0 && classes >= 1);
+	double total = 0.0;
+	int hits = 0;
+	for (int n = 0; n < batch; n++) {
+		const float *l = logits + (size_t)n * classes;
+		int label = labels[n];
+		assert(label >= 0 && label < classes);
+		int arg = 0;
+		for (int c = 1; c < classes; c++)
+			if (l[c] > l[arg])
+				arg = c;
+		double mx = l[arg];
+		double sum = 1.0; /* exp(l[arg] - mx) */
+		for (int c = 0; c < classes; c++)
+			if (c != arg)
+				sum += exp((double)l[c] - mx);
+		total += mx + log(sum) - l[label];
+		hits += arg == label;
+		if (probs) {
+			float *pr = probs + (size_t)n * classes;
+			for (int c = 0; c < classes; c++)
+				pr[c] = (float)(exp((double)l[c] - mx) / sum);
+		}
+	}
+	if (loss)
+		*loss = batch > 0 ? total / batch : 0.0;
+	if (correct)
+		*correct = hits;
+}
+
+/* probs (B, C) from forward, labels (B) -> dlogits (B, C) += (probs - onehot) / B */
+void fl_softmax_ce_backward(float *dlogits, const float *probs, const int *labels, int batch,
+			    int classes)
+{
+	assert(batch >= 0 && classes >= 1);
+	if (batch == 0)
+		return;
+	float inv = 1.0f / (float)batch;
+	for (int n = 0; n < batch; n++) {
+		const float *pr = probs + (size_t)n * classes;
+		float *dl = dlogits + (size_t)n * classes;
+		int label = labels[n];
+		assert(label >= 0 && label < classes);
+		for (int c = 0; c < classes; c++)
+			dl[c] += (pr[c] - (c == label ? 1.0f : 0.0f)) * inv;
+	}
+}

@@ -1,0 +1,128 @@
+/* layers.h - forward/backward kernels of the layers local training needs:
+ * Linear, Conv2d, ReLU, MaxPool2d and softmax cross-entropy. Batched, NCHW,
+ * PyTorch weight layouts (Linear weight (out, in), Conv2d weight
+ * (O, C, K1, K2)), single precision.
+ *
+ * Conventions (llm.c style):
+ * - Argument order: outputs, caches/work, inputs, parameters, sizes.
+ * - Backward ADDS into every gradient it produces, parameter gradients and
+ *   the input gradient dx alike; the caller zeroes them. Any gradient pointer
+ *   may be NULL and is then skipped (dx NULL for a first layer, dw NULL for a
+ *   frozen weight).
+ * - Kernels never allocate, log or read globals. Conv2d needs a work buffer
+ *   of fl_conv2d_work_floats() floats, passed in by the caller.
+ * - Matrix products go through fl_blas_sgemm; Linear and Conv2d have naive
+ *   loop twins (_ref, double accumulation, no work buffer) for the tests.
+ * - Sizes are trusted: a layer's dims are validated once, when the model is
+ *   built (fl_conv2d_dims_check, fl_pool2d_dims_check); kernels assert.
+ *
+ * Flatten needs no kernel: an NCHW tensor (B, C, H, W) stored contiguously is
+ * already the (B, C*H*W) matrix PyTorch's flatten(1) produces, in the same
+ * order, and its gradient is the same memory too.
+ *
+ * Not here: LoHa / FedPara weight composition (loha.h), optimisers, model
+ * graphs, normalisation layers.
+ */
+#ifndef FL_LAYERS_H
+#define FL_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Linear --------------------------------------------------------------
+ * x (B, in), w (out, in), b (out) or NULL, y (B, out):
+ *   y = x w^T + b
+ * backward (each term skipped when its output is NULL):
+ *   dw += dy^T x    db += sum_B dy    dx += dy w
+ */
+void fl_linear_forward(float *y, const float *x, const float *w, const float *b, int batch, int in,
+		       int out);
+void fl_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+			const float *w, int batch, int in, int out);
+void fl_linear_forward_ref(float *y, const float *x, const float *w, const float *b, int batch,
+			   int in, int out);
+void fl_linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+			    const float *w, int batch, int in, int out);
+
+/* ---- Conv2d --------------------------------------------------------------
+ * x (B, C, H, W), w (O, C, K1, K2), b (O) or NULL, y (B, O, OH, OW),
+ * symmetric zero padding p, stride s (both directions):
+ *   OH = (H + 2p - K1) / s + 1,  OW = (W + 2p - K2) / s + 1
+ *   y[n,o,i,j] = b[o] + sum_{c,u,v} w[o,c,u,v] x[n, c, i*s+u-p, j*s+v-p]
+ * Implemented as im2col + sgemm over chunks of samples (the columns are
+ * recomputed in backward, nothing is cached); backward: dw, db, dx (col2im).
+ */
+struct fl_conv2d_dims {
+	int batch;
+	int in_c, in_h, in_w;
+	int out_c;
+	int k_h, k_w;
+	int stride, pad;
+};
+
+int fl_conv2d_out_h(const struct fl_conv2d_dims *d);
+int fl_conv2d_out_w(const struct fl_conv2d_dims *d);
+/* FL_OK, or FL_EINVAL (with a detail) for impossible dims: non-positive
+ * sizes or stride, negative padding, a kernel larger than the padded input,
+ * or tensors too large for int indexing. */
+int fl_conv2d_dims_check(const struct fl_conv2d_dims *d);
+/* Floats of scratch space forward and backward need (the same for both).
+ * Never decreases as the batch grows: a buffer sized for the largest batch
+ * serves every smaller one. Dims must pass fl_conv2d_dims_check. */
+size_t fl_conv2d_work_floats(const struct fl_conv2d_dims *d);
+
+void fl_conv2d_forward(float *y, float *work, const float *x, const float *w, const float *b,
+		       const struct fl_conv2d_dims *d);
+void fl_conv2d_backward(float *dx, float *dw, float *db, float *work, const float *dy,
+			const float *x, const float *w, const struct fl_conv2d_dims *d);
+void fl_conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+			   const struct fl_conv2d_dims *d);
+void fl_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+			    const float *w, const struct fl_conv2d_dims *d);
+
+/* ---- ReLU ----------------------------------------------------------------
+ * y = max(x, 0) over n floats; y == x (in place) is allowed.
+ * backward uses the output: dx += dy where y > 0.
+ */
+void fl_relu_forward(float *y, const float *x, size_t n);
+void fl_relu_backward(float *dx, const float *y, const float *dy, size_t n);
+
+/* ---- MaxPool2d -----------------------------------------------------------
+ * x (B, C, H, W), y (B, C, OH, OW), kernel k x k, stride s, no padding,
+ * floor mode (PyTorch defaults): OH = (H - k) / s + 1, OW = (W - k) / s + 1.
+ * idx (B, C, OH, OW) caches the argmax of each window as an offset within its
+ * (H, W) input plane (as PyTorch's return_indices). Ties go to the first
+ * element in row-major window order; a NaN wins over numbers.
+ * backward: dx[plane + idx] += dy.
+ */
+struct fl_pool2d_dims {
+	int batch, channels;
+	int in_h, in_w;
+	int k, stride;
+};
+
+int fl_pool2d_out_h(const struct fl_pool2d_dims *d);
+int fl_pool2d_out_w(const struct fl_pool2d_dims *d);
+/* FL_OK, or FL_EINVAL (with a detail) for impossible dims. */
+int fl_pool2d_dims_check(const struct fl_pool2d_dims *d);
+
+void fl_maxpool2d_forward(float *y, int32_t *idx, const float *x, const struct fl_pool2d_dims *d);
+void fl_maxpool2d_backward(float *dx, const int32_t *idx, const float *dy,
+			   const struct fl_pool2d_dims *d);
+
+/* ---- Softmax cross-entropy -----------------------------------------------
+ * logits (B, C), labels (B) in [0, C) (out of range is a caller bug: assert).
+ * forward: *loss = mean over the batch of -log softmax(logits)[label]
+ * (log-sum-exp with max subtraction, accumulated in double); *correct = the
+ * number of rows whose argmax (first on ties) equals the label. loss,
+ * correct and probs may each be NULL; probs (B, C), when given, receives
+ * softmax(logits) and is the cache backward needs.
+ * backward: dlogits += (probs - onehot(labels)) / B  (adds, like every
+ * backward here).
+ */
+void fl_softmax_ce_forward(double *loss, int *correct, float *probs, const float *logits,
+			   const int *labels, int batch, int classes);
+void fl_softmax_ce_backward(float *dlogits, const float *probs, const int *labels, int batch,
+			    int classes);
+
+#endif
