@@ -1,0 +1,44 @@
+/* client_main.c - fedloha-client: the edge-side command line.
+ *
+ *   fedloha-client train   local (centralised) training and evaluation
+ *   fedloha-client eval    evaluate a saved model on a test set
+ *
+ * The federated client (connect, hello, rounds) arrives with the protocol.
+ * This file parses flags and reports progress; the work is in libfedloha.
+ */
+#include "client_cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: fedloha-client <command> [options]\n\n"
+		   "commands:\n"
+		   "  train    train a model locally on a data set and save it\n"
+		   "  eval     evaluate a saved model on a test set\n\n"
+		   "Run 'fedloha-client <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "--version") == 0) {
+		printf("fedloha-client 0.1.0\n");
+		return 0;
+	}
+	if (strcmp(cmd, "train") == 0)
+		return cli_train_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "eval") == 0)
+		return cli_eval_main(argc - 1, argv + 1);
+	fprintf(stderr, "fedloha-client: unknown command '%s' (try --help)\n", cmd);
+	return 2;
+}

@@ -1,0 +1,556 @@
+/* model.c - building models: architectures, parameterisation of each weight
+ * layer, the tensor table and the one parameter buffer, initialisation.
+ * Running them (forward/backward) is in model_run.c; saving in model_io.c.
+ */
+#include "model_impl.h"
+
+#include "errors.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One architecture entry: kind, name, output features/channels, kernel,
+ * stride, padding. out == -1 means "the number of classes". */
+struct arch_step {
+	enum fl_layer_kind kind;
+	const char *name;
+	int out, k, stride, pad;
+};
+
+static const struct arch_step arch_2nn[] = {
+	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0},  {FL_LAYER_LINEAR, "fc1", 200, 0, 0, 0},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},     {FL_LAYER_LINEAR, "fc2", 200, 0, 0, 0},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},     {FL_LAYER_LINEAR, "fc3", -1, 0, 0, 0},
+};
+static const struct arch_step arch_cnn[] = {
+	{FL_LAYER_CONV2D, "conv1", 32, 5, 1, 2}, {FL_LAYER_RELU, "", 0, 0, 0, 0},
+	{FL_LAYER_MAXPOOL, "", 0, 2, 2, 0},      {FL_LAYER_CONV2D, "conv2", 64, 5, 1, 2},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},         {FL_LAYER_MAXPOOL, "", 0, 2, 2, 0},
+	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0},      {FL_LAYER_LINEAR, "fc1", 512, 0, 0, 0},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},         {FL_LAYER_LINEAR, "fc2", -1, 0, 0, 0},
+};
+static const struct arch_step arch_mlp[] = {
+	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0},
+	{FL_LAYER_LINEAR, "fc1", 256, 0, 0, 0},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},
+	{FL_LAYER_LINEAR, "fc2", -1, 0, 0, 0},
+};
+
+static const struct {
+	const char *name;
+	const struct arch_step *steps;
+	int n;
+} arches[] = {
+	{"2nn", arch_2nn, (int)(sizeof(arch_2nn) / sizeof(arch_2nn[0]))},
+	{"cnn", arch_cnn, (int)(sizeof(arch_cnn) / sizeof(arch_cnn[0]))},
+	{"mlp", arch_mlp, (int)(sizeof(arch_mlp) / sizeof(arch_mlp[0]))},
+};
+
+int fl_model_arch_valid(const char *arch)
+{
+	for (size_t i = 0; i < sizeof(arches) / sizeof(arches[0]); i++)
+		if (arch && strcmp(arch, arches[i].name) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- tensor table ---- */
+
+static int add_tensor(struct fl_model *m, int layer, const char *lname, const char *suffix,
+		      unsigned flags, int ndim, const int64_t *shape)
+{
+	if (m->ntensors == FL_MODEL_TENSORS_MAX)
+		return fl_error_set(FL_ERANGE, "model: too many tensors");
+	struct fl_model_tensor *t = &m->tensors[m->ntensors];
+	memset(t, 0, sizeof(*t));
+	char name[FL_MODEL_NAME_MAX];
+	snprintf(name, sizeof(name), "%s.%s", lname, suffix);
+	memcpy(t->name, name, sizeof(name));
+	t->ndim = ndim;
+	t->numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		t->shape[i] = shape[i];
+		t->numel *= (size_t)shape[i];
+	}
+	t->flags = flags;
+	t->layer = layer;
+	return (int)m->ntensors++;
+}
+
+static int add2(struct fl_model *m, int layer, const char *lname, const char *suffix,
+		unsigned flags, int64_t a, int64_t b)
+{
+	int64_t s[2] = {a, b};
+	return add_tensor(m, layer, lname, suffix, flags, 2, s);
+}
+
+/* Group of a tensor in the buffer: transmitted first, then local, then base,
+ * so the transmitted part of the model is one contiguous slice. */
+static int tensor_group(unsigned flags)
+{
+	if (flags & FL_TENSOR_GLOBAL)
+		return 0;
+	if (flags & FL_TENSOR_LOCAL)
+		return 1;
+	return 2;
+}
+
+static void layout_tensors(struct fl_model *m)
+{
+	size_t off = 0;
+	for (int g = 0; g < 3; g++) {
+		for (size_t i = 0; i < m->ntensors; i++) {
+			if (tensor_group(m->tensors[i].flags) != g)
+				continue;
+			m->tensors[i].offset = off;
+			off += m->tensors[i].numel;
+		}
+	}
+	m->nparams = off;
+	/* Trainable spans: merge adjacent trainable tensors in buffer order. */
+	m->nranges = 0;
+	size_t start = 0, end = 0;
+	int open = 0;
+	for (size_t pos = 0; pos < m->nparams;) {
+		const struct fl_model_tensor *t = NULL;
+		for (size_t i = 0; i < m->ntensors; i++)
+			if (m->tensors[i].offset == pos && m->tensors[i].numel) {
+				t = &m->tensors[i];
+				break;
+			}
+		assert(t);
+		int tr = (t->flags & FL_TENSOR_TRAINABLE) != 0;
+		if (tr && open && end == pos) {
+			end = pos + t->numel;
+		} else if (tr) {
+			if (open)
+				m->ranges[m->nranges++] = (struct fl_optim_range){start, end - start};
+			start = pos;
+			end = pos + t->numel;
+			open = 1;
+		}
+		pos += t->numel;
+	}
+	if (open)
+		m->ranges[m->nranges++] = (struct fl_optim_range){start, end - start};
+}
+
+/* ---- parameterisation of one weight layer ---- */
+
+static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_peft_config *cfg,
+			int is_output)
+{
+	L->param = FL_PEFT_PARAM_DENSE;
+	if (!cfg || cfg->parameterization == FL_PEFT_PARAM_DENSE)
+		return FL_OK;
+	int targeted = 0, is_linear = L->kind == FL_LAYER_LINEAR;
+	if (cfg->target_kind == FL_PEFT_SEL_NULL) {
+		targeted = !is_output; /* fedloha default: every weight layer but the output */
+	} else {
+		int err = fl_peft_config_targets(cfg, L->name, is_linear, is_output, &targeted);
+		if (err)
+			return err;
+	}
+	if (!targeted)
+		return FL_OK;
+	L->param = cfg->parameterization;
+	int kk = L->kind == FL_LAYER_CONV2D ? L->k : 1;
+	L->ld.form = (cfg->use_effective_conv2d && kk > 1) ? FL_LOHA_FORM_TUCKER
+							    : FL_LOHA_FORM_LINEAR;
+	L->ld.out = L->out_c;
+	L->ld.in = L->in_c;
+	L->ld.k1 = L->ld.k2 = kk;
+	if (cfg->has_gamma && L->param != FL_PEFT_PARAM_LOHA)
+		L->ld.r = fl_loha_rank_from_gamma(&L->ld, cfg->gamma);
+	else
+		L->ld.r = fl_peft_config_rank(cfg, L->name);
+	if (L->ld.r < 1)
+		return fl_error_set(FL_EINVAL, "model %s: layer %s: rank %d < 1", m->arch, L->name,
+				    L->ld.r);
+	L->scale = L->param == FL_PEFT_PARAM_LOHA ? (float)fl_peft_config_scale(cfg, L->name) : 1.0f;
+	if (L->param == FL_PEFT_PARAM_LOWRANK) {
+		L->lowrank_k = fl_lowrank_rank_for_budget(&L->ld);
+		L->ld.form = FL_LOHA_FORM_LINEAR; /* low rank works on the reshaped kernel */
+	}
+	if (L->param == FL_PEFT_PARAM_LOHA) {
+		L->rank_dropout = (float)cfg->rank_dropout;
+		L->module_dropout = (float)cfg->module_dropout;
+	}
+	return FL_OK;
+}
+
+/* Registers the tensors of weight layer L (index li). */
+static int add_layer_tensors(struct fl_model *m, int li, const struct fl_peft_config *cfg)
+{
+	struct fl_layer *L = &m->layers[li];
+	const unsigned G = FL_TENSOR_TRAINABLE | FL_TENSOR_GLOBAL;
+	const unsigned LOC = FL_TENSOR_TRAINABLE | FL_TENSOR_LOCAL;
+	const unsigned BASE = FL_TENSOR_BASE;
+	int64_t o = L->out_c, in = L->in_c, k = L->kind == FL_LAYER_CONV2D ? L->k : 1;
+	int64_t n = in * k * k;
+	for (int i = 0; i < FL_LT_COUNT; i++)
+		L->t[i] = -1;
+	unsigned wflags = L->param == FL_PEFT_PARAM_DENSE ? G : BASE;
+	if (L->param == FL_PEFT_PARAM_DENSE || L->param == FL_PEFT_PARAM_LOHA) {
+		if (L->param == FL_PEFT_PARAM_DENSE && cfg && cfg->parameterization == FL_PEFT_PARAM_LOHA &&
+		    !fl_peft_config_is_module_to_save(cfg, L->name))
+			wflags = BASE; /* loha mode: untargeted layers are frozen base too */
+		int64_t s4[4] = {o, in, k, k};
+		L->t[FL_LT_WEIGHT] = add_tensor(m, li, L->name, "weight", wflags,
+						L->kind == FL_LAYER_CONV2D ? 4 : 2, s4);
+	}
+	unsigned bflags = G;
+	if (cfg && cfg->parameterization == FL_PEFT_PARAM_LOHA && !(wflags & FL_TENSOR_GLOBAL))
+		bflags = BASE;
+	int64_t sb[1] = {o};
+	L->t[FL_LT_BIAS] = add_tensor(m, li, L->name, "bias", bflags, 1, sb);
+
+	if (L->param == FL_PEFT_PARAM_FEDPARA || L->param == FL_PEFT_PARAM_PFEDPARA ||
+	    L->param == FL_PEFT_PARAM_LOHA) {
+		unsigned f2 = L->param == FL_PEFT_PARAM_PFEDPARA ? LOC : G;
+		int64_t r = L->ld.r;
+		if (L->ld.form == FL_LOHA_FORM_TUCKER) {
+			int64_t st[4] = {r, r, k, k};
+			L->t[FL_LT_T1] = add_tensor(m, li, L->name, "hada_t1", G, 4, st);
+			L->t[FL_LT_W1A] = add2(m, li, L->name, "hada_w1_a", G, r, o);
+			L->t[FL_LT_W1B] = add2(m, li, L->name, "hada_w1_b", G, r, in);
+			L->t[FL_LT_T2] = add_tensor(m, li, L->name, "hada_t2", f2, 4, st);
+			L->t[FL_LT_W2A] = add2(m, li, L->name, "hada_w2_a", f2, r, o);
+			L->t[FL_LT_W2B] = add2(m, li, L->name, "hada_w2_b", f2, r, in);
+		} else {
+			L->t[FL_LT_W1A] = add2(m, li, L->name, "hada_w1_a", G, o, r);
+			L->t[FL_LT_W1B] = add2(m, li, L->name, "hada_w1_b", G, r, n);
+			L->t[FL_LT_W2A] = add2(m, li, L->name, "hada_w2_a", f2, o, r);
+			L->t[FL_LT_W2B] = add2(m, li, L->name, "hada_w2_b", f2, r, n);
+		}
+	} else if (L->param == FL_PEFT_PARAM_LOWRANK) {
+		L->t[FL_LT_LORA_B] = add2(m, li, L->name, "lora_B.weight", G, o, L->lowrank_k);
+		L->t[FL_LT_LORA_A] = add2(m, li, L->name, "lora_A.weight", G, L->lowrank_k, n);
+	}
+	for (int i = 0; i < FL_LT_COUNT; i++)
+		if (L->t[i] < -1)
+			return L->t[i]; /* add_tensor failed */
+	return FL_OK;
+}
+
+/* ---- initialisation ---- */
+
+static void uniform_fill(float *x, size_t n, float bound, struct fl_rng *rng)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (2.0f * fl_rng_uniform(rng) - 1.0f) * bound;
+}
+
+float *fl_model_tensor_ptr(struct fl_model *m, int t)
+{
+	return t < 0 ? NULL : m->params + m->tensors[t].offset;
+}
+
+void fl_model_layer_factors(struct fl_model *m, int li, float *base, struct fl_loha_factors *f)
+{
+	struct fl_layer *L = &m->layers[li];
+	const int idx[6] = {FL_LT_W1A, FL_LT_W1B, FL_LT_W2A, FL_LT_W2B, FL_LT_T1, FL_LT_T2};
+	float **dst[6] = {&f->w1a, &f->w1b, &f->w2a, &f->w2b, &f->t1, &f->t2};
+	for (int i = 0; i < 6; i++)
+		*dst[i] = L->t[idx[i]] < 0 ? NULL : base + m->tensors[L->t[idx[i]]].offset;
+}
+
+static void init_layer(struct fl_model *m, int li, uint64_t seed)
+{
+	struct fl_layer *L = &m->layers[li];
+	struct fl_rng rng;
+	fl_rng_seed_stream(&rng, seed, (uint64_t)li);
+	int kk = L->kind == FL_LAYER_CONV2D ? L->k : 1;
+	float bound = 1.0f / sqrtf((float)L->in_c * kk * kk); /* PyTorch default for w and b */
+	if (L->t[FL_LT_WEIGHT] >= 0)
+		uniform_fill(fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
+			     m->tensors[L->t[FL_LT_WEIGHT]].numel, bound, &rng);
+	uniform_fill(fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), m->tensors[L->t[FL_LT_BIAS]].numel,
+		     bound, &rng);
+	struct fl_loha_factors f;
+	switch (L->param) {
+	case FL_PEFT_PARAM_FEDPARA:
+	case FL_PEFT_PARAM_PFEDPARA:
+		fl_model_layer_factors(m, li, m->params, &f);
+		fl_loha_init_he(&f, &L->ld, L->scale,
+				L->param == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
+								   : FL_LOHA_MODE_LOHA,
+				&rng);
+		break;
+	case FL_PEFT_PARAM_LOHA:
+		fl_model_layer_factors(m, li, m->params, &f);
+		fl_loha_init_peft(&f, &L->ld, m->init_weights, &rng);
+		break;
+	case FL_PEFT_PARAM_LOWRANK:
+		fl_lowrank_init_he(fl_model_tensor_ptr(m, L->t[FL_LT_LORA_B]),
+				   fl_model_tensor_ptr(m, L->t[FL_LT_LORA_A]), L->out_c,
+				   L->in_c * kk * kk, L->lowrank_k, L->scale, &rng);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- build ---- */
+
+static int build_layers(struct fl_model *m, const struct arch_step *steps, int nsteps,
+			const struct fl_peft_config *cfg)
+{
+	int c = m->c, h = m->h, w = m->w, last_weight = -1;
+	for (int i = 0; i < nsteps; i++)
+		if (steps[i].kind == FL_LAYER_LINEAR || steps[i].kind == FL_LAYER_CONV2D)
+			last_weight = i;
+	for (int i = 0; i < nsteps; i++) {
+		const struct arch_step *s = &steps[i];
+		struct fl_layer *L = &m->layers[m->nlayers++];
+		memset(L, 0, sizeof(*L));
+		L->param = FL_PEFT_PARAM_DENSE; /* non-zero: enum value 0 is loha */
+		for (int t = 0; t < FL_LT_COUNT; t++)
+			L->t[t] = -1;
+		L->kind = s->kind;
+		snprintf(L->name, sizeof(L->name), "%s", s->name);
+		L->in_c = c;
+		L->in_h = h;
+		L->in_w = w;
+		int out = s->out == -1 ? m->classes : s->out;
+		switch (s->kind) {
+		case FL_LAYER_FLATTEN:
+			c = c * h * w;
+			h = w = 1;
+			break;
+		case FL_LAYER_RELU:
+			break;
+		case FL_LAYER_LINEAR:
+			if (h != 1 || w != 1)
+				return fl_error_set(FL_EINVAL, "model %s: %s needs a flat input",
+						    m->arch, s->name);
+			c = out;
+			break;
+		case FL_LAYER_CONV2D: {
+			L->k = s->k;
+			L->stride = s->stride;
+			L->pad = s->pad;
+			struct fl_conv2d_dims d = {1, c, h, w, out, s->k, s->k, s->stride, s->pad};
+			int err = fl_conv2d_dims_check(&d);
+			if (err)
+				return err;
+			h = fl_conv2d_out_h(&d);
+			w = fl_conv2d_out_w(&d);
+			c = out;
+			break;
+		}
+		case FL_LAYER_MAXPOOL: {
+			L->k = s->k;
+			L->stride = s->stride;
+			struct fl_pool2d_dims d = {1, c, h, w, s->k, s->stride};
+			int err = fl_pool2d_dims_check(&d);
+			if (err)
+				return err;
+			h = fl_pool2d_out_h(&d);
+			w = fl_pool2d_out_w(&d);
+			break;
+		}
+		}
+		L->out_c = c;
+		L->out_h = h;
+		L->out_w = w;
+		if (s->kind == FL_LAYER_LINEAR || s->kind == FL_LAYER_CONV2D) {
+			int err = choose_param(m, L, cfg, i == last_weight);
+			if (!err)
+				err = add_layer_tensors(m, m->nlayers - 1, cfg);
+			if (err)
+				return err;
+		}
+	}
+	if (c != m->classes)
+		return fl_error_set(FL_EINVAL, "model %s: output %d != classes %d", m->arch, c,
+				    m->classes);
+	return FL_OK;
+}
+
+static int alloc_buffers(struct fl_model *m)
+{
+	size_t B = (size_t)m->max_batch;
+	m->params = calloc(m->nparams ? m->nparams : 1, sizeof(float));
+	m->grads = calloc(m->nparams ? m->nparams : 1, sizeof(float));
+	if (!m->params || !m->grads)
+		return fl_error_set(FL_ENOMEM, "model: no memory for %zu parameters", m->nparams);
+	for (int i = 0; i < m->nlayers; i++) {
+		struct fl_layer *L = &m->layers[i];
+		size_t per = (size_t)L->out_c * L->out_h * L->out_w;
+		L->act = malloc(sizeof(float) * B * per);
+		L->dact = malloc(sizeof(float) * B * per);
+		if (!L->act || !L->dact)
+			return fl_error_set(FL_ENOMEM, "model: no memory for activations");
+		if (L->kind == FL_LAYER_MAXPOOL) {
+			L->pool_idx = malloc(sizeof(int32_t) * B * per);
+			if (!L->pool_idx)
+				return fl_error_set(FL_ENOMEM, "model: no memory for pool indices");
+		}
+		if (L->kind == FL_LAYER_CONV2D) {
+			struct fl_conv2d_dims d = {m->max_batch, L->in_c, L->in_h, L->in_w, L->out_c,
+						   L->k, L->k, L->stride, L->pad};
+			size_t wf = fl_conv2d_work_floats(&d);
+			if (wf > m->conv_work_floats)
+				m->conv_work_floats = wf;
+		}
+		if (L->param != FL_PEFT_PARAM_DENSE) {
+			size_t wn = (size_t)L->out_c * L->in_c * (L->k ? L->k * L->k : 1);
+			L->weff = malloc(sizeof(float) * wn);
+			L->dweff = malloc(sizeof(float) * wn);
+			L->mask = malloc(sizeof(float) * (size_t)L->out_c);
+			if (!L->weff || !L->dweff || !L->mask)
+				return fl_error_set(FL_ENOMEM, "model: no memory for composed weights");
+			size_t lw = L->param == FL_PEFT_PARAM_LOWRANK ? 0 : fl_loha_work_floats(&L->ld);
+			if (lw > m->loha_work_floats)
+				m->loha_work_floats = lw;
+		}
+	}
+	m->conv_work = malloc(sizeof(float) * (m->conv_work_floats + 1));
+	m->loha_work = malloc(sizeof(float) * (m->loha_work_floats + 1));
+	if (!m->conv_work || !m->loha_work)
+		return fl_error_set(FL_ENOMEM, "model: no memory for work buffers");
+	return FL_OK;
+}
+
+int fl_model_new(const char *arch, int c, int h, int w, int classes,
+		 const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
+		 struct fl_model **out)
+{
+	*out = NULL;
+	int ai = -1;
+	for (size_t i = 0; i < sizeof(arches) / sizeof(arches[0]); i++)
+		if (arch && strcmp(arch, arches[i].name) == 0)
+			ai = (int)i;
+	if (ai < 0)
+		return fl_error_set(FL_EINVAL, "unknown model '%s' (2nn, cnn, mlp)", arch ? arch : "");
+	if (c < 1 || h < 1 || w < 1 || classes < 2 || max_batch < 1 || (size_t)c * h * w > (1u << 24))
+		return fl_error_set(FL_EINVAL, "model %s: bad input dims %dx%dx%d, %d classes, batch %d",
+				    arch, c, h, w, classes, max_batch);
+	if (cfg) {
+		int err = fl_peft_config_validate(cfg);
+		if (err)
+			return err;
+	}
+	struct fl_model *m = calloc(1, sizeof(*m));
+	if (!m)
+		return fl_error_set(FL_ENOMEM, "model: out of memory");
+	snprintf(m->arch, sizeof(m->arch), "%s", arch);
+	m->c = c;
+	m->h = h;
+	m->w = w;
+	m->classes = classes;
+	m->max_batch = max_batch;
+	m->param = cfg ? cfg->parameterization : FL_PEFT_PARAM_DENSE;
+	m->init_weights = cfg ? cfg->init_weights : 1;
+	m->stale = 1;
+	int err = build_layers(m, arches[ai].steps, arches[ai].n, cfg);
+	if (!err) {
+		layout_tensors(m);
+		err = alloc_buffers(m);
+	}
+	if (err) {
+		fl_model_free(m);
+		return err;
+	}
+	for (int i = 0; i < m->nlayers; i++)
+		if (m->layers[i].kind == FL_LAYER_LINEAR || m->layers[i].kind == FL_LAYER_CONV2D)
+			init_layer(m, i, seed);
+	*out = m;
+	return FL_OK;
+}
+
+void fl_model_free(struct fl_model *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; i < m->nlayers; i++) {
+		struct fl_layer *L = &m->layers[i];
+		free(L->act);
+		free(L->dact);
+		free(L->pool_idx);
+		free(L->weff);
+		free(L->dweff);
+		free(L->mask);
+	}
+	free(m->params);
+	free(m->grads);
+	free(m->conv_work);
+	free(m->loha_work);
+	free(m);
+}
+
+/* ---- accessors ---- */
+
+const char *fl_model_arch(const struct fl_model *m) { return m->arch; }
+enum fl_peft_param fl_model_param(const struct fl_model *m) { return m->param; }
+float *fl_model_params(struct fl_model *m) { return m->params; }
+float *fl_model_grads(struct fl_model *m) { return m->grads; }
+size_t fl_model_param_floats(const struct fl_model *m) { return m->nparams; }
+void fl_model_params_changed(struct fl_model *m) { m->stale = 1; }
+size_t fl_model_tensor_count(const struct fl_model *m) { return m->ntensors; }
+int fl_model_layer_count(const struct fl_model *m) { return m->nlayers; }
+
+void fl_model_input_dims(const struct fl_model *m, int *c, int *h, int *w, int *classes)
+{
+	if (c)
+		*c = m->c;
+	if (h)
+		*h = m->h;
+	if (w)
+		*w = m->w;
+	if (classes)
+		*classes = m->classes;
+}
+
+const struct fl_model_tensor *fl_model_tensor_at(const struct fl_model *m, size_t i)
+{
+	return i < m->ntensors ? &m->tensors[i] : NULL;
+}
+
+const struct fl_model_tensor *fl_model_tensor_find(const struct fl_model *m, const char *name)
+{
+	for (size_t i = 0; i < m->ntensors; i++)
+		if (strcmp(m->tensors[i].name, name) == 0)
+			return &m->tensors[i];
+	return NULL;
+}
+
+size_t fl_model_count_floats(const struct fl_model *m, unsigned flags)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->ntensors; i++)
+		if ((m->tensors[i].flags & flags) == flags)
+			n += m->tensors[i].numel;
+	return n;
+}
+
+const struct fl_optim_range *fl_model_trainable_ranges(const struct fl_model *m, size_t *n)
+{
+	*n = m->nranges;
+	return m->ranges;
+}
+
+void fl_model_layer_info(const struct fl_model *m, int i, struct fl_model_layer_info *out)
+{
+	const struct fl_layer *L = &m->layers[i];
+	memset(out, 0, sizeof(*out));
+	out->name = L->name;
+	out->kind = L->kind;
+	out->param = L->param;
+	if (L->kind != FL_LAYER_LINEAR && L->kind != FL_LAYER_CONV2D)
+		return;
+	out->out = L->out_c;
+	out->in = L->in_c;
+	out->k1 = out->k2 = L->kind == FL_LAYER_CONV2D ? L->k : 1;
+	out->rank = L->param == FL_PEFT_PARAM_LOWRANK ? L->lowrank_k
+		    : L->param == FL_PEFT_PARAM_DENSE ? 0
+						      : L->ld.r;
+	out->tucker = L->param != FL_PEFT_PARAM_DENSE && L->param != FL_PEFT_PARAM_LOWRANK &&
+		      L->ld.form == FL_LOHA_FORM_TUCKER;
+	out->scale = L->scale;
+	out->has_bias = L->t[FL_LT_BIAS] >= 0;
+}

@@ -1,0 +1,134 @@
+/* model.h - a model is a named sequence of layers (PyTorch names) whose
+ * parameters live in one contiguous buffer, indexed by a table of named
+ * tensors. Every weight layer (Linear, Conv2d) is parameterised one way:
+ *
+ *   dense     <name>.weight                       trained, transmitted
+ *   fedpara   <name>.hada_w1_a/_b, hada_w2_a/_b   W = P1 ⊙ P2 (s = 1), no W0;
+ *             (+ hada_t1/_t2 in Tucker form)      all transmitted
+ *   pfedpara  the same names;                     W = P1 ⊙ (P2 + 1); pair 1
+ *                                                 transmitted, pair 2 local
+ *   lowrank   <name>.lora_B.weight (m, k),        W = B A, k chosen so the
+ *             <name>.lora_A.weight (k, n)         budget equals fedpara's
+ *   loha      <name>.weight frozen (base) +       W = W0 + s P1 ⊙ P2 (PEFT),
+ *             hada_* factors                      only the factors travel
+ *
+ * Biases are <name>.bias: trained and transmitted, except under loha where
+ * they belong to the frozen base (as in PEFT). Which weight layers are
+ * parameterised comes from a PEFT-format config (peft_config.h): by default
+ * every Linear and Conv2d except the output layer.
+ *
+ * Every tensor carries flags, so the wire and the aggregator never guess.
+ * Gradients mirror the parameter buffer. This module builds models and runs
+ * them (forward, backward); it does not train (train.h) or save (model_io.h).
+ */
+#ifndef FL_MODEL_H
+#define FL_MODEL_H
+
+#include "loha.h"
+#include "optim.h"
+#include "peft_config.h"
+#include "rng.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FL_MODEL_NAME_MAX 64
+#define FL_MODEL_NDIM_MAX 4
+
+enum fl_tensor_flag {
+	FL_TENSOR_TRAINABLE = 1u << 0, /* updated by local training */
+	FL_TENSOR_GLOBAL = 1u << 1,    /* sent to / received from the coordinator */
+	FL_TENSOR_LOCAL = 1u << 2,     /* client-private, persisted by the client */
+	FL_TENSOR_BASE = 1u << 3,      /* frozen pretrained weight (loha mode) */
+};
+
+struct fl_model_tensor {
+	char name[FL_MODEL_NAME_MAX]; /* "fc1.weight", "fc1.hada_w1_a", ... */
+	int ndim;
+	int64_t shape[FL_MODEL_NDIM_MAX];
+	size_t offset; /* in floats, into params / grads */
+	size_t numel;
+	unsigned flags;
+	int layer; /* index of the owning layer */
+};
+
+enum fl_layer_kind {
+	FL_LAYER_LINEAR = 0,
+	FL_LAYER_CONV2D,
+	FL_LAYER_RELU,
+	FL_LAYER_MAXPOOL,
+	FL_LAYER_FLATTEN,
+};
+
+/* Opaque: layers, activations, work buffers. */
+struct fl_model;
+
+/* Built-in architectures (DESIGN.md §2): "2nn", "cnn", "mlp". */
+int fl_model_arch_valid(const char *arch);
+
+/* Builds `arch` for inputs (c, h, w) and `classes` outputs. cfg selects and
+ * shapes the parameterisation (cfg->parameterization, r / gamma / patterns,
+ * alpha, dropouts, use_effective_conv2d, init_weights); NULL = all dense.
+ * Parameters are initialised from `seed`: dense layers as PyTorch does
+ * (kaiming-uniform a=sqrt 5 weights, U(+-1/sqrt fan_in) biases), fedpara /
+ * pfedpara / lowrank factors with fl_loha_init_he, loha factors as PEFT
+ * (fl_loha_init_peft; the base weights are initialised too and are then
+ * usually replaced by fl_model_load_base). max_batch bounds the batch of
+ * forward/backward. */
+int fl_model_new(const char *arch, int c, int h, int w, int classes,
+		 const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
+		 struct fl_model **out);
+void fl_model_free(struct fl_model *m);
+
+const char *fl_model_arch(const struct fl_model *m);
+enum fl_peft_param fl_model_param(const struct fl_model *m);
+void fl_model_input_dims(const struct fl_model *m, int *c, int *h, int *w, int *classes);
+
+/* The parameter buffer (owned by the model) and its gradient twin. After
+ * writing parameters directly, call fl_model_params_changed(). */
+float *fl_model_params(struct fl_model *m);
+float *fl_model_grads(struct fl_model *m);
+size_t fl_model_param_floats(const struct fl_model *m);
+void fl_model_params_changed(struct fl_model *m);
+
+size_t fl_model_tensor_count(const struct fl_model *m);
+const struct fl_model_tensor *fl_model_tensor_at(const struct fl_model *m, size_t i);
+/* NULL when absent. */
+const struct fl_model_tensor *fl_model_tensor_find(const struct fl_model *m, const char *name);
+/* Floats in tensors having all of `flags`. */
+size_t fl_model_count_floats(const struct fl_model *m, unsigned flags);
+
+/* Layer description for summaries and savers. */
+struct fl_model_layer_info {
+	const char *name; /* "fc1"; "" for ReLU/pool/flatten */
+	enum fl_layer_kind kind;
+	enum fl_peft_param param; /* FL_PEFT_PARAM_DENSE for unparameterised */
+	int out, in, k1, k2;      /* weight (out, in, k1, k2); k = 1 for Linear */
+	int rank;                 /* r (LoHa family) or k (lowrank); 0 for dense */
+	int tucker;               /* factors in Tucker form */
+	float scale;              /* s of the composition */
+	int has_bias;
+};
+int fl_model_layer_count(const struct fl_model *m);
+void fl_model_layer_info(const struct fl_model *m, int i, struct fl_model_layer_info *out);
+
+/* Composes the weight of weight layer i into w (out*in*k1*k2 floats) as
+ * evaluation sees it (no dropout). For loha this is W0 + ΔW. */
+void fl_model_compose_weight(struct fl_model *m, int layer, float *w);
+
+/* Forward pass over a batch x (batch, c*h*w) -> logits (batch, classes),
+ * returned as a pointer into the model (valid until the next call). train:
+ * rank/module dropout active, drawn from rng (may be NULL when not
+ * training). */
+const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int train,
+			      struct fl_rng *rng);
+/* Backward from dlogits (batch, classes) of the last forward: ADDS into the
+ * gradient buffer (zero it with fl_model_zero_grads). */
+void fl_model_backward(struct fl_model *m, const float *dlogits);
+void fl_model_zero_grads(struct fl_model *m);
+
+/* Trainable spans of the buffer (for fl_optim_step), and the spans of the
+ * transmitted tensors (for FedProx). Pointers into the model. */
+const struct fl_optim_range *fl_model_trainable_ranges(const struct fl_model *m, size_t *n);
+
+#endif

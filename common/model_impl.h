@@ -1,0 +1,71 @@
+/* model_impl.h - the model's private structures, shared by model.c,
+ * model_run.c and model_io.c only. Not part of the public API. */
+#ifndef FL_MODEL_IMPL_H
+#define FL_MODEL_IMPL_H
+
+#include "layers.h"
+#include "model.h"
+
+#define FL_MODEL_LAYERS_MAX 32
+#define FL_MODEL_TENSORS_MAX 128
+
+/* Slots of a weight layer's tensors in the model's tensor table. */
+enum fl_layer_tensor {
+	FL_LT_WEIGHT = 0,
+	FL_LT_BIAS,
+	FL_LT_W1A,
+	FL_LT_W1B,
+	FL_LT_W2A,
+	FL_LT_W2B,
+	FL_LT_T1,
+	FL_LT_T2,
+	FL_LT_LORA_A, /* (k, n) */
+	FL_LT_LORA_B, /* (m, k) */
+	FL_LT_COUNT
+};
+
+struct fl_layer {
+	enum fl_layer_kind kind;
+	char name[32];
+	int in_c, in_h, in_w;    /* Linear: in_c = in features, h = w = 1 */
+	int out_c, out_h, out_w; /* Linear: out_c = out features */
+	int k, stride, pad;      /* Conv2d / MaxPool2d */
+	enum fl_peft_param param;
+	struct fl_loha_dims ld; /* LoHa family */
+	int lowrank_k;
+	float scale;
+	float rank_dropout, module_dropout; /* loha only */
+	int t[FL_LT_COUNT];                 /* tensor indices, -1 when absent */
+	float *act, *dact;                  /* output and its gradient, (max_batch, out) */
+	int32_t *pool_idx;                  /* MaxPool2d argmax cache */
+	float *weff, *dweff;                /* composed weight and dL/dW (parameterised) */
+	float *mask;                        /* rank-dropout row mask (loha) */
+	int skip, masked;                   /* module dropped / rows masked this step */
+};
+
+struct fl_model {
+	char arch[16];
+	int c, h, w, classes;
+	enum fl_peft_param param;
+	int init_weights;
+	int nlayers;
+	struct fl_layer layers[FL_MODEL_LAYERS_MAX];
+	struct fl_model_tensor tensors[FL_MODEL_TENSORS_MAX];
+	size_t ntensors;
+	float *params, *grads;
+	size_t nparams;
+	struct fl_optim_range ranges[FL_MODEL_TENSORS_MAX];
+	size_t nranges;
+	int max_batch, batch;
+	const float *input;
+	float *conv_work, *loha_work;
+	size_t conv_work_floats, loha_work_floats;
+	int stale; /* composed weights must be recomputed before evaluation */
+};
+
+/* Pointer to tensor t's values (NULL for t < 0). */
+float *fl_model_tensor_ptr(struct fl_model *m, int t);
+/* The factor pointers of layer li inside `base` (params or grads). */
+void fl_model_layer_factors(struct fl_model *m, int li, float *base, struct fl_loha_factors *f);
+
+#endif

@@ -1,0 +1,222 @@
+/* model_load.c - rebuilding a saved model (fedloha.json + safetensors) and
+ * loading frozen base weights from a PyTorch file. Every value read from a
+ * file is checked (types, ranges, shapes) before it is used. */
+#include "model_io.h"
+
+#include "errors.h"
+#include "fsutil.h"
+#include "model_impl.h"
+#include "safetensors.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PEFT_PREFIX "base_model.model."
+
+static char *xstrdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = malloc(n);
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+static int json_int_in(json_t *v, const char *path, const char *key, int lo, int hi, int *out)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return fl_error_set(FL_EFORMAT, "%s: key '%s': expected an integer in [%d, %d]", path,
+				    key, lo, hi);
+	*out = (int)json_integer_value(v);
+	return FL_OK;
+}
+
+/* Builds the PEFT config that recreates the saved per-layer forms. */
+static int config_from_json(json_t *root, const char *path, struct fl_peft_config **out)
+{
+	*out = NULL;
+	json_t *param = json_object_get(root, "parameterization");
+	json_t *layers = json_object_get(root, "layers");
+	if (!json_is_string(param))
+		return fl_error_set(FL_EFORMAT, "%s: key 'parameterization': expected a string", path);
+	if (!json_is_array(layers) || json_array_size(layers) > 64)
+		return fl_error_set(FL_EFORMAT, "%s: key 'layers': expected a list", path);
+	struct fl_peft_config *c;
+	int err = fl_peft_config_new(&c);
+	if (err)
+		return err;
+	err = fl_peft_param_parse(json_string_value(param), &c->parameterization);
+	size_t n = json_array_size(layers);
+	c->target_kind = FL_PEFT_SEL_LIST;
+	c->target_modules = calloc(n + 1, sizeof(char *));
+	c->rank_pattern = calloc(n + 1, sizeof(*c->rank_pattern));
+	c->alpha_pattern = calloc(n + 1, sizeof(*c->alpha_pattern));
+	if (!err && (!c->target_modules || !c->rank_pattern || !c->alpha_pattern))
+		err = fl_error_set(FL_ENOMEM, "load: out of memory");
+	for (size_t i = 0; i < n && !err; i++) {
+		json_t *l = json_array_get(layers, i);
+		const char *name = json_string_value(json_object_get(l, "name"));
+		const char *lp = json_string_value(json_object_get(l, "param"));
+		json_t *alpha = json_object_get(l, "alpha");
+		int r = 0;
+		if (!name || !lp || !*name || strlen(name) > 30 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.") != strlen(name)) {
+			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu]: bad 'name' or 'param'", path, i);
+			break;
+		}
+		if (strcmp(lp, "dense") == 0)
+			continue;
+		err = json_int_in(json_object_get(l, "r"), path, "layers[].r", 1, 1 << 20, &r);
+		if (!err && !json_is_number(alpha))
+			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu].alpha: expected a number", path, i);
+		if (err)
+			break;
+		size_t j = c->n_target_modules;
+		c->target_modules[j] = xstrdup(name);
+		c->n_target_modules++;
+		c->rank_pattern[j].key = xstrdup(name);
+		c->rank_pattern[j].value = r;
+		c->n_rank_pattern++;
+		c->alpha_pattern[j].key = xstrdup(name);
+		c->alpha_pattern[j].value = json_number_value(alpha);
+		c->n_alpha_pattern++;
+		if (!c->target_modules[j] || !c->rank_pattern[j].key || !c->alpha_pattern[j].key)
+			err = fl_error_set(FL_ENOMEM, "load: out of memory");
+		if (j == 0) {
+			c->r = r;
+			c->alpha = json_number_value(alpha);
+			c->rank_dropout = json_number_value(json_object_get(l, "rank_dropout"));
+			c->module_dropout = json_number_value(json_object_get(l, "module_dropout"));
+		}
+		if (json_is_true(json_object_get(l, "tucker")))
+			c->use_effective_conv2d = 1;
+	}
+	if (err) {
+		fl_peft_config_free(c);
+		return err;
+	}
+	*out = c;
+	return FL_OK;
+}
+
+static int load_tensor(struct fl_model *m, const struct fl_model_tensor *t, const struct fl_st *src,
+		       const char *key, const char *what)
+{
+	const struct fl_st_tensor *st = fl_st_find(src, key);
+	if (!st)
+		return FL_ENOTFOUND;
+	int same = st->ndim == t->ndim;
+	for (int i = 0; same && i < t->ndim; i++)
+		same = st->shape[i] == t->shape[i];
+	/* lowrank conv factors are stored 4-D as PEFT's LoRA Conv2d layers */
+	if (!same && strstr(t->name, ".lora_") && st->numel == t->numel && st->ndim == 4 &&
+	    st->shape[0] == t->shape[0])
+		same = 1;
+	if (!same)
+		return fl_error_set(FL_ESHAPE, "%s: tensor '%s' has the wrong shape for model %s", what,
+				    key, m->arch);
+	int err = fl_st_tensor_to_f32(st, m->params + t->offset, t->numel);
+	if (err)
+		return err;
+	return FL_OK;
+}
+
+int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
+{
+	*out = NULL;
+	char path[4096], *text = NULL;
+	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
+	int err = fl_file_read_all(path, 1u << 20, &text, NULL);
+	if (err)
+		return err;
+	json_error_t je;
+	json_t *root = json_loads(text, 0, &je);
+	free(text);
+	if (!root)
+		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+	struct fl_peft_config *cfg = NULL;
+	struct fl_model *m = NULL;
+	struct fl_st *files[3] = {NULL, NULL, NULL};
+	const char *fname[3] = {"adapter_model.safetensors", "base_model.safetensors",
+				"model.safetensors"};
+	const char *arch = json_string_value(json_object_get(root, "arch"));
+	json_t *input = json_object_get(root, "input");
+	int c = 0, h = 0, w = 0, classes = 0;
+	if (!json_is_string(json_object_get(root, "format")) ||
+	    strcmp(json_string_value(json_object_get(root, "format")), "fedloha-model") != 0)
+		err = fl_error_set(FL_EFORMAT, "%s: not a fedloha model file (key 'format')", path);
+	else if (!arch || !fl_model_arch_valid(arch))
+		err = fl_error_set(FL_EFORMAT, "%s: key 'arch': unknown model", path);
+	else if (!json_is_array(input) || json_array_size(input) != 3)
+		err = fl_error_set(FL_EFORMAT, "%s: key 'input': expected [c, h, w]", path);
+	if (!err)
+		err = json_int_in(json_array_get(input, 0), path, "input", 1, 64, &c);
+	if (!err)
+		err = json_int_in(json_array_get(input, 1), path, "input", 1, 4096, &h);
+	if (!err)
+		err = json_int_in(json_array_get(input, 2), path, "input", 1, 4096, &w);
+	if (!err)
+		err = json_int_in(json_object_get(root, "classes"), path, "classes", 2, 100000, &classes);
+	if (!err)
+		err = config_from_json(root, path, &cfg);
+	if (!err)
+		err = fl_model_new(arch, c, h, w, classes, cfg, 0, max_batch, &m);
+	for (int i = 0; i < 3 && !err; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, fname[i]);
+		if (fl_path_exists(path))
+			err = fl_st_read(path, &files[i]);
+	}
+	if (!err && !files[2])
+		err = fl_error_set(FL_ENOTFOUND, "%s/model.safetensors: missing", dir);
+	if (!err && m->param != FL_PEFT_PARAM_DENSE && !files[0])
+		err = fl_error_set(FL_ENOTFOUND, "%s/adapter_model.safetensors: missing", dir);
+	for (size_t i = 0; i < (m ? fl_model_tensor_count(m) : 0) && !err; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		char key[256];
+		snprintf(key, sizeof(key), PEFT_PREFIX "%s", t->name);
+		int r = files[0] ? load_tensor(m, t, files[0], key, fname[0]) : FL_ENOTFOUND;
+		if (r == FL_ENOTFOUND && !strstr(t->name, ".hada_") && !strstr(t->name, ".lora_")) {
+			for (int f = 1; f < 3 && r == FL_ENOTFOUND; f++)
+				if (files[f])
+					r = load_tensor(m, t, files[f], t->name, fname[f]);
+		}
+		if (r == FL_ENOTFOUND)
+			err = fl_error_set(FL_ENOTFOUND, "%s: tensor '%s' not found in the saved files", dir,
+					   t->name);
+		else
+			err = r;
+	}
+	for (int i = 0; i < 3; i++)
+		fl_st_free(files[i]);
+	fl_peft_config_free(cfg);
+	json_decref(root);
+	if (err) {
+		fl_model_free(m);
+		return err;
+	}
+	fl_model_params_changed(m);
+	*out = m;
+	return FL_OK;
+}
+
+int fl_model_load_base(struct fl_model *m, const char *path)
+{
+	struct fl_st *st;
+	int err = fl_st_read(path, &st);
+	if (err)
+		return err;
+	for (size_t i = 0; i < m->ntensors && !err; i++) {
+		const struct fl_model_tensor *t = &m->tensors[i];
+		if (!(t->flags & FL_TENSOR_BASE))
+			continue;
+		int r = load_tensor(m, t, st, t->name, path);
+		if (r == FL_ENOTFOUND)
+			err = fl_error_set(FL_ENOTFOUND, "%s: base tensor '%s' is missing", path, t->name);
+		else
+			err = r;
+	}
+	fl_st_free(st);
+	fl_model_params_changed(m);
+	return err;
+}

@@ -1,0 +1,228 @@
+/* model_run.c - forward and backward passes of a model: composing the
+ * weights of parameterised layers (with PEFT's dropouts when training), the
+ * layer kernels, and the chain rule back into the factor gradients. */
+#include "model_impl.h"
+
+#include <assert.h>
+#include <string.h>
+
+static size_t weight_floats(const struct fl_layer *L)
+{
+	int kk = L->kind == FL_LAYER_CONV2D ? L->k * L->k : 1;
+	return (size_t)L->out_c * L->in_c * kk;
+}
+
+/* Composes layer li's effective weight into dst. train: apply loha's module
+ * and rank dropout, drawn from rng. */
+static void compose(struct fl_model *m, int li, float *dst, int train, struct fl_rng *rng)
+{
+	struct fl_layer *L = &m->layers[li];
+	size_t wn = weight_floats(L);
+	struct fl_loha_factors f;
+	L->skip = 0;
+	L->masked = 0;
+	switch (L->param) {
+	case FL_PEFT_PARAM_FEDPARA:
+	case FL_PEFT_PARAM_PFEDPARA:
+		fl_model_layer_factors(m, li, m->params, &f);
+		fl_loha_forward(dst, m->loha_work, &f, &L->ld, L->scale,
+				L->param == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
+								   : FL_LOHA_MODE_LOHA);
+		break;
+	case FL_PEFT_PARAM_LOWRANK:
+		fl_lowrank_forward(dst, fl_model_tensor_ptr(m, L->t[FL_LT_LORA_B]),
+				   fl_model_tensor_ptr(m, L->t[FL_LT_LORA_A]), L->out_c,
+				   (int)(wn / (size_t)L->out_c), L->lowrank_k, L->scale);
+		break;
+	case FL_PEFT_PARAM_LOHA: {
+		const float *w0 = fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]);
+		if (train && L->module_dropout > 0 && fl_loha_module_dropout(L->module_dropout, rng)) {
+			L->skip = 1;
+			memcpy(dst, w0, sizeof(float) * wn);
+			break;
+		}
+		fl_model_layer_factors(m, li, m->params, &f);
+		fl_loha_forward(dst, m->loha_work, &f, &L->ld, L->scale, FL_LOHA_MODE_LOHA);
+		if (train && L->rank_dropout > 0) {
+			fl_loha_rank_dropout_mask(L->mask, L->out_c, L->rank_dropout, rng);
+			fl_loha_apply_row_mask(dst, L->mask, L->out_c, (long)(wn / (size_t)L->out_c));
+			L->masked = 1;
+		}
+		fl_loha_merge(dst, w0, wn);
+		break;
+	}
+	default:
+		assert(0 && "compose on a dense layer");
+	}
+}
+
+void fl_model_compose_weight(struct fl_model *m, int layer, float *w)
+{
+	struct fl_layer *L = &m->layers[layer];
+	assert(L->kind == FL_LAYER_LINEAR || L->kind == FL_LAYER_CONV2D);
+	if (L->param == FL_PEFT_PARAM_DENSE)
+		memcpy(w, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]), sizeof(float) * weight_floats(L));
+	else
+		compose(m, layer, w, 0, NULL);
+}
+
+static const float *layer_weight(struct fl_model *m, struct fl_layer *L)
+{
+	return L->param == FL_PEFT_PARAM_DENSE ? fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]) : L->weff;
+}
+
+static struct fl_conv2d_dims conv_dims(const struct fl_layer *L, int batch)
+{
+	struct fl_conv2d_dims d = {batch, L->in_c, L->in_h, L->in_w, L->out_c,
+				   L->k,  L->k,    L->stride, L->pad};
+	return d;
+}
+
+static struct fl_pool2d_dims pool_dims(const struct fl_layer *L, int batch)
+{
+	struct fl_pool2d_dims d = {batch, L->in_c, L->in_h, L->in_w, L->k, L->stride};
+	return d;
+}
+
+const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int train,
+			      struct fl_rng *rng)
+{
+	assert(batch >= 1 && batch <= m->max_batch);
+	assert(!train || rng);
+	m->batch = batch;
+	m->input = x;
+	if (train || m->stale) {
+		for (int i = 0; i < m->nlayers; i++)
+			if (m->layers[i].param != FL_PEFT_PARAM_DENSE)
+				compose(m, i, m->layers[i].weff, train, rng);
+	}
+	/* Training composes with fresh dropout draws each step and the optimiser
+	 * then changes the factors, so only an evaluation result can be reused. */
+	m->stale = train;
+	const float *in = x;
+	for (int i = 0; i < m->nlayers; i++) {
+		struct fl_layer *L = &m->layers[i];
+		size_t n_out = (size_t)batch * L->out_c * L->out_h * L->out_w;
+		switch (L->kind) {
+		case FL_LAYER_FLATTEN:
+			memcpy(L->act, in, sizeof(float) * n_out);
+			break;
+		case FL_LAYER_RELU:
+			fl_relu_forward(L->act, in, n_out);
+			break;
+		case FL_LAYER_LINEAR:
+			fl_linear_forward(L->act, in, layer_weight(m, L),
+					  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), batch, L->in_c,
+					  L->out_c);
+			break;
+		case FL_LAYER_CONV2D: {
+			struct fl_conv2d_dims d = conv_dims(L, batch);
+			fl_conv2d_forward(L->act, m->conv_work, in, layer_weight(m, L),
+					  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), &d);
+			break;
+		}
+		case FL_LAYER_MAXPOOL: {
+			struct fl_pool2d_dims d = pool_dims(L, batch);
+			fl_maxpool2d_forward(L->act, L->pool_idx, in, &d);
+			break;
+		}
+		}
+		in = L->act;
+	}
+	return in;
+}
+
+void fl_model_zero_grads(struct fl_model *m)
+{
+	memset(m->grads, 0, sizeof(float) * m->nparams);
+}
+
+/* dW of a parameterised layer -> factor gradients. */
+static void factor_backward(struct fl_model *m, int li)
+{
+	struct fl_layer *L = &m->layers[li];
+	size_t wn = weight_floats(L);
+	struct fl_loha_factors f, g;
+	switch (L->param) {
+	case FL_PEFT_PARAM_LOWRANK:
+		fl_lowrank_backward(m->grads + m->tensors[L->t[FL_LT_LORA_B]].offset,
+				    m->grads + m->tensors[L->t[FL_LT_LORA_A]].offset, L->dweff,
+				    fl_model_tensor_ptr(m, L->t[FL_LT_LORA_B]),
+				    fl_model_tensor_ptr(m, L->t[FL_LT_LORA_A]), L->out_c,
+				    (int)(wn / (size_t)L->out_c), L->lowrank_k, L->scale);
+		return;
+	case FL_PEFT_PARAM_LOHA:
+		if (L->skip)
+			return;
+		if (L->masked)
+			fl_loha_apply_row_mask(L->dweff, L->mask, L->out_c, (long)(wn / (size_t)L->out_c));
+		/* fall through */
+	case FL_PEFT_PARAM_FEDPARA:
+	case FL_PEFT_PARAM_PFEDPARA:
+		fl_model_layer_factors(m, li, m->params, &f);
+		fl_model_layer_factors(m, li, m->grads, &g);
+		fl_loha_backward(&g, m->loha_work, L->dweff, &f, &L->ld, L->scale,
+				 L->param == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
+								    : FL_LOHA_MODE_LOHA);
+		return;
+	default:
+		return;
+	}
+}
+
+void fl_model_backward(struct fl_model *m, const float *dlogits)
+{
+	int batch = m->batch;
+	assert(batch >= 1);
+	const float *dy = dlogits;
+	for (int i = m->nlayers - 1; i >= 0; i--) {
+		struct fl_layer *L = &m->layers[i];
+		const float *in = i > 0 ? m->layers[i - 1].act : m->input;
+		float *dx = i > 0 ? m->layers[i - 1].dact : NULL;
+		size_t n_in = (size_t)batch * L->in_c * L->in_h * L->in_w;
+		if (dx)
+			memset(dx, 0, sizeof(float) * n_in);
+		switch (L->kind) {
+		case FL_LAYER_FLATTEN:
+			if (dx)
+				memcpy(dx, dy, sizeof(float) * n_in);
+			break;
+		case FL_LAYER_RELU:
+			if (dx)
+				fl_relu_backward(dx, L->act, dy, n_in);
+			break;
+		case FL_LAYER_MAXPOOL: {
+			struct fl_pool2d_dims d = pool_dims(L, batch);
+			if (dx)
+				fl_maxpool2d_backward(dx, L->pool_idx, dy, &d);
+			break;
+		}
+		case FL_LAYER_LINEAR:
+		case FL_LAYER_CONV2D: {
+			float *dw = NULL, *db = NULL;
+			const struct fl_model_tensor *bt = &m->tensors[L->t[FL_LT_BIAS]];
+			if (bt->flags & FL_TENSOR_TRAINABLE)
+				db = m->grads + bt->offset;
+			if (L->param == FL_PEFT_PARAM_DENSE) {
+				const struct fl_model_tensor *wt = &m->tensors[L->t[FL_LT_WEIGHT]];
+				if (wt->flags & FL_TENSOR_TRAINABLE)
+					dw = m->grads + wt->offset;
+			} else if (!(L->param == FL_PEFT_PARAM_LOHA && L->skip)) {
+				dw = L->dweff;
+				memset(dw, 0, sizeof(float) * weight_floats(L));
+			}
+			const float *w = layer_weight(m, L);
+			if (L->kind == FL_LAYER_LINEAR) {
+				fl_linear_backward(dx, dw, db, dy, in, w, batch, L->in_c, L->out_c);
+			} else {
+				struct fl_conv2d_dims d = conv_dims(L, batch);
+				fl_conv2d_backward(dx, dw, db, m->conv_work, dy, in, w, &d);
+			}
+			if (L->param != FL_PEFT_PARAM_DENSE)
+				factor_backward(m, i);
+			break;
+		}
+		}
+		dy = dx;
+	}
+}
