@@ -1,0 +1,313 @@
+/* peft_match.c - PEFT's module-selection rules (target/exclude modules,
+ * layer indexes, rank/alpha patterns, modules_to_save) and the translation of
+ * Python regexes to POSIX extended regexes. Semantics: peft_config.h. This
+ * file does not parse JSON and keeps no compiled state: patterns are compiled
+ * per call (a few microseconds; adapters have hundreds of modules at most).
+ */
+#include "peft_config.h"
+
+#include "errors.h"
+
+#include <ctype.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- regex translation (Python syntax -> POSIX ERE) ---- */
+
+/* Appends the POSIX form of Python regex `py` to `o` (room for 16*len+1).
+ * Returns NULL or a static reason. */
+static const char *peft_regex_translate(const char *py, char *o)
+{
+	int in_br = 0, br_dash = 0, br_start = 0;
+	for (const char *p = py; *p; p++) {
+		char ch = *p;
+		if (ch == '\\') {
+			char e = *++p;
+			const char *rep = NULL;
+			if (!e)
+				return "trailing backslash";
+			if (!in_br) {
+				switch (e) {
+				case 'd': rep = "[0-9]"; break;
+				case 'D': rep = "[^0-9]"; break;
+				case 'w': rep = "[A-Za-z0-9_]"; break;
+				case 'W': rep = "[^A-Za-z0-9_]"; break;
+				case 's': rep = "[[:space:]]"; break;
+				case 'S': rep = "[^[:space:]]"; break;
+				case 'n': rep = "\n"; break;
+				case 't': rep = "\t"; break;
+				default:
+					if (isalnum((unsigned char)e))
+						return "unsupported escape (only \\d \\w \\s \\D \\W \\S \\n \\t)";
+					if (strchr(".^$*+?()[]{}|\\", e))
+						o += sprintf(o, "\\%c", e);
+					else
+						*o++ = e;
+					continue;
+				}
+			} else {
+				switch (e) {
+				case 'd': rep = "0-9"; break;
+				case 'w': rep = "A-Za-z0-9_"; break;
+				case 's': rep = "[:space:]"; break;
+				case 'n': rep = "\n"; break;
+				case 't': rep = "\t"; break;
+				case '-': br_dash = br_start = 1; continue;
+				case ']': return "\\] inside [...] is not supported";
+				case '^':
+					if (!br_start)
+						return "\\^ inside [...] is not supported";
+					rep = "^";
+					break;
+				default:
+					if (isalnum((unsigned char)e))
+						return "unsupported escape inside [...]";
+					*o++ = e;
+					continue;
+				}
+			}
+			o += sprintf(o, "%s", rep);
+			if (in_br)
+				br_start = 1;
+			continue;
+		}
+		if (in_br) {
+			if (ch == ']' && br_start) {
+				if (br_dash)
+					*o++ = '-';
+				in_br = 0;
+			}
+			*o++ = ch;
+			br_start = 1;
+			continue;
+		}
+		if (ch == '(' && p[1] == '?') {
+			if (p[2] != ':')
+				return "(?...) groups other than (?:...) are not supported";
+			*o++ = '(';
+			p += 2;
+			continue;
+		}
+		if (strchr("*+?}", ch) && p[1] == '?') { /* lazy -> greedy */
+			*o++ = ch;
+			p++;
+			continue;
+		}
+		*o++ = ch;
+		if (ch == '[') {
+			in_br = 1;
+			br_dash = 0;
+			br_start = 0;
+			if (p[1] == '^')
+				*o++ = *++p;
+			if (p[1] == ']') { /* a leading ] is literal */
+				*o++ = *++p;
+				br_start = 1;
+			}
+		}
+	}
+	*o = '\0';
+	return in_br ? "unterminated [...]" : NULL;
+}
+
+/* Compiles prefix + translate(py) + suffix. Returns FL_OK or FL_EINVAL with
+ * a message naming the regex. */
+static int peft_regex_compile(regex_t *re, const char *prefix, const char *py, const char *suffix)
+{
+	size_t n = strlen(prefix) + 16 * strlen(py) + strlen(suffix) + 1;
+	char *buf = malloc(n);
+	if (!buf)
+		return fl_error_set(FL_ENOMEM, "regex: out of memory");
+	strcpy(buf, prefix);
+	const char *why = peft_regex_translate(py, buf + strlen(buf));
+	if (why) {
+		free(buf);
+		return fl_error_set(FL_EINVAL, "regex '%.100s': %s", py, why);
+	}
+	strcat(buf, suffix);
+	int rc = regcomp(re, buf, REG_EXTENDED);
+	free(buf);
+	if (rc != 0) {
+		char msg[128];
+		regerror(rc, re, msg, sizeof(msg));
+		return fl_error_set(FL_EINVAL, "regex '%.100s': POSIX regcomp cannot compile it: %s",
+				    py, msg);
+	}
+	return FL_OK;
+}
+
+static int peft_regex_match(const char *prefix, const char *py, const char *suffix, const char *s,
+			    int *matched)
+{
+	regex_t re;
+	int err = peft_regex_compile(&re, prefix, py, suffix);
+	if (err != FL_OK)
+		return err;
+	*matched = regexec(&re, s, 0, NULL, 0) == 0;
+	regfree(&re);
+	return FL_OK;
+}
+
+int fl_peft_regex_fullmatch(const char *pattern, const char *s, int *matched)
+{
+	*matched = 0;
+	return peft_regex_match("^(", pattern, ")$", s, matched);
+}
+
+/* Layer index of `module` per layers_pattern (see the header); -1 if none. */
+static int peft_layer_index(const struct fl_peft_config *c, const char *module, long *index)
+{
+	*index = -1;
+	size_t np = c->n_layers_pattern;
+	if (np == 1 && !c->layers_pattern_is_list && c->layers_pattern[0][0] == '\0')
+		np = 0; /* "" counts as empty, as in PEFT */
+	for (size_t i = 0; i < (np ? np : 1); i++) {
+		regex_t re;
+		int err = np ? peft_regex_compile(&re, "^.*\\.(", c->layers_pattern[i], ")\\.([0-9]+)\\.")
+			     : peft_regex_compile(&re, "^.*\\.[^.]*\\.([0-9]+)\\.", "", "");
+		if (err != FL_OK)
+			return err;
+		regmatch_t m[32];
+		size_t g = re.re_nsub; /* the digits are the last group */
+		int ok = g < 32 && regexec(&re, module, g + 1, m, 0) == 0 && m[g].rm_so >= 0;
+		regfree(&re);
+		if (ok) {
+			*index = strtol(module + m[g].rm_so, NULL, 10);
+			return FL_OK;
+		}
+	}
+	return FL_OK;
+}
+
+
+/* Re-records the current detail prefixed with "what: key 'key': ". */
+static int peft_wrap(int err, const char *what, const char *key)
+{
+	char msg[FL_ERROR_MSG_MAX];
+	snprintf(msg, sizeof(msg), "%s", fl_error_msg());
+	return fl_error_set(err, "%s: key '%s': %s", what, key, msg);
+}
+
+int fl_peft_config_check_patterns(const struct fl_peft_config *c, const char *what)
+{
+	int m, err;
+	if (c->target_kind == FL_PEFT_SEL_REGEX &&
+	    (err = fl_peft_regex_fullmatch(c->target_modules[0], "", &m)) != FL_OK)
+		return peft_wrap(err, what, "target_modules");
+	if (c->exclude_kind == FL_PEFT_SEL_REGEX &&
+	    (err = fl_peft_regex_fullmatch(c->exclude_modules[0], "", &m)) != FL_OK)
+		return peft_wrap(err, what, "exclude_modules");
+	for (size_t i = 0; i < c->n_layers_pattern; i++) {
+		regex_t re;
+		if ((err = peft_regex_compile(&re, "^.*\\.(", c->layers_pattern[i],
+					      ")\\.([0-9]+)\\.")) != FL_OK)
+			return peft_wrap(err, what, "layers_pattern");
+		regfree(&re);
+	}
+	for (size_t i = 0; i < c->n_rank_pattern; i++)
+		if ((err = peft_regex_match("^(.*\\.)?(", c->rank_pattern[i].key, ")$", "", &m)) != FL_OK)
+			return peft_wrap(err, what, "rank_pattern");
+	for (size_t i = 0; i < c->n_alpha_pattern; i++)
+		if ((err = peft_regex_match("^(.*\\.)?(", c->alpha_pattern[i].key, ")$", "", &m)) != FL_OK)
+			return peft_wrap(err, what, "alpha_pattern");
+	return FL_OK;
+}
+
+/* ---- matching ---- */
+
+static int peft_list_match(char **v, size_t n, const char *module, int *exact)
+{
+	size_t ml = strlen(module);
+	*exact = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(module, v[i]) == 0)
+			return *exact = 1;
+	for (size_t i = 0; i < n; i++) {
+		size_t el = strlen(v[i]);
+		if (ml > el && module[ml - el - 1] == '.' && strcmp(module + ml - el, v[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int fl_peft_config_targets(const struct fl_peft_config *c, const char *module, int is_linear,
+			   int is_output_layer, int *targeted)
+{
+	int m = 0, exact = 0, err;
+	*targeted = 0;
+	if (c->exclude_kind == FL_PEFT_SEL_REGEX) {
+		if ((err = fl_peft_regex_fullmatch(c->exclude_modules[0], module, &m)) != FL_OK)
+			return err;
+		if (m)
+			return FL_OK;
+	} else if (c->exclude_kind == FL_PEFT_SEL_LIST &&
+		   peft_list_match(c->exclude_modules, c->n_exclude_modules, module, &exact)) {
+		return FL_OK;
+	}
+	switch (c->target_kind) {
+	case FL_PEFT_SEL_NULL:
+		return fl_error_set(FL_EUNSUPPORTED,
+				    "target_modules is null (PEFT then picks modules by model type, "
+				    "which fedloha cannot know): list them in adapter_config.json");
+	case FL_PEFT_SEL_REGEX:
+		return fl_peft_regex_fullmatch(c->target_modules[0], module, targeted);
+	case FL_PEFT_SEL_ALL_LINEAR:
+		/* PEFT expands to the base names of the linear layers. */
+		if (!is_linear || is_output_layer)
+			return FL_OK;
+		m = 1;
+		exact = strchr(module, '.') == NULL;
+		break;
+	case FL_PEFT_SEL_LIST:
+		m = peft_list_match(c->target_modules, c->n_target_modules, module, &exact);
+		break;
+	}
+	if (m && !exact && c->layers_to_transform && c->n_layers_to_transform > 0) {
+		long idx;
+		if ((err = peft_layer_index(c, module, &idx)) != FL_OK)
+			return err;
+		m = 0;
+		for (size_t i = 0; idx >= 0 && i < c->n_layers_to_transform; i++)
+			if (c->layers_to_transform[i] == idx)
+				m = 1;
+	}
+	*targeted = m;
+	return FL_OK;
+}
+
+static const struct fl_peft_pattern *peft_pattern_find(const struct fl_peft_pattern *p, size_t n,
+							const char *module)
+{
+	for (size_t i = 0; i < n; i++) {
+		int m = 0;
+		if (peft_regex_match("^(.*\\.)?(", p[i].key, ")$", module, &m) == FL_OK && m)
+			return &p[i];
+	}
+	return NULL;
+}
+
+int fl_peft_config_rank(const struct fl_peft_config *c, const char *module)
+{
+	const struct fl_peft_pattern *p = peft_pattern_find(c->rank_pattern, c->n_rank_pattern, module);
+	return p ? (int)p->value : c->r;
+}
+
+double fl_peft_config_alpha(const struct fl_peft_config *c, const char *module)
+{
+	const struct fl_peft_pattern *p =
+		peft_pattern_find(c->alpha_pattern, c->n_alpha_pattern, module);
+	return p ? p->value : c->alpha;
+}
+
+double fl_peft_config_scale(const struct fl_peft_config *c, const char *module)
+{
+	return fl_peft_config_alpha(c, module) / fl_peft_config_rank(c, module);
+}
+
+int fl_peft_config_is_module_to_save(const struct fl_peft_config *c, const char *module)
+{
+	int exact;
+	return peft_list_match(c->modules_to_save, c->n_modules_to_save, module, &exact);
+}
