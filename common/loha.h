@@ -60,8 +60,8 @@ size_t fl_loha_param_count(const struct fl_loha_dims *d);
 /* Dense parameters of the weight: out*in*k1*k2. */
 size_t fl_loha_dense_count(const struct fl_loha_dims *d);
 /* Upper bound of the rank of the composed weight (reshaped to out x rest):
- * min(r^2, m, n) for LoHa; the same for pFedPara (its rank is at most
- * r^2 + r, clamped to min(m, n)). */
+ * min(r^2, m, n) for LoHa; min(r^2 + r, m, n) for pFedPara
+ * (W1 ⊙ W2 + W1 has rank at most r^2 + r). */
 long fl_loha_rank_bound(const struct fl_loha_dims *d, enum fl_loha_mode mode);
 /* Floats of scratch space forward/backward need. */
 size_t fl_loha_work_floats(const struct fl_loha_dims *d);

@@ -1,2 +1,242 @@
-/* placeholder, replaced by the benchmark */
-int main(void) { return 0; }
+/* bench.c - fl-bench: throughput of the LoHa / FedPara kernels against
+ * OpenBLAS sgemm measured in the same run. Prints one JSON object per line:
+ * first sgemm at 1024^3, then ΔW forward + backward for a few layer shapes,
+ * each with its ratio to sgemm. Medians over several samples, since the
+ * machines are shared and noisy. This is a program, not a test: it asserts
+ * nothing.
+ *
+ * Flop model ("flops"): the algorithmic count, forward = 2 products P1, P2
+ * (2 m n r each) + 2 m n elementwise; backward = 4 gradient products
+ * (2 m n r each) + 3 m n elementwise. Tucker adds the core contractions
+ * U_k = w_k_b^T t_k (2 r^2 n per pair, forward) and their gradients (dt_k,
+ * dw_k_b: 2 x 2 r^2 n per pair). "executed_flops" also counts what the
+ * backward recomputes (P1, P2 and, for Tucker, U1, U2), since backward only
+ * receives dL/dW and the factors.
+ *
+ * What bounds the ratio: the backward must recompute P1 and P2, so
+ * executed = 16 m n r against 12 m n r algorithmic flops (at best 0.75 x the
+ * gemm efficiency); the products have inner dimension r (or the block
+ * height), which runs at roughly 85-95% of the square 1024^3 sgemm; the
+ * elementwise passes (read dL/dW, write W) run on one thread, which weighs
+ * more when OpenBLAS has two.
+ */
+#include "blas.h"
+#include "loha.h"
+#include "rng.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void fill(float *x, size_t n, struct fl_rng *rng)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = 2.0f * fl_rng_uniform(rng) - 1.0f;
+}
+
+struct bench_opts {
+	int threads, samples;
+	double min_sample_s; /* repeat a call until one sample lasts this long */
+};
+
+/* The sgemm baseline, 1024^3; its buffers live for the whole run. */
+struct sgemm_ctx {
+	int n;
+	float *a, *b, *c;
+};
+
+static int sgemm_init(struct sgemm_ctx *g)
+{
+	g->n = 1024;
+	size_t nn = (size_t)g->n * g->n;
+	g->a = malloc(sizeof(float) * nn);
+	g->b = malloc(sizeof(float) * nn);
+	g->c = malloc(sizeof(float) * nn);
+	if (!g->a || !g->b || !g->c)
+		return -1;
+	struct fl_rng rng;
+	fl_rng_seed(&rng, 1);
+	fill(g->a, nn, &rng);
+	fill(g->b, nn, &rng);
+	fl_blas_sgemm(0, 0, g->n, g->n, g->n, 1.0f, g->a, g->n, g->b, g->n, 0.0f, g->c, g->n);
+	return 0;
+}
+
+static void sgemm_free(struct sgemm_ctx *g)
+{
+	free(g->a), free(g->b), free(g->c);
+}
+
+/* One sample: GFLOP/s of sgemm calls repeated for at least min_s. */
+static double sgemm_sample(const struct sgemm_ctx *g, double min_s)
+{
+	int n = g->n, reps = 0;
+	double t0 = now_s(), el;
+	do {
+		fl_blas_sgemm(0, 0, n, n, n, 1.0f, g->a, n, g->b, n, 0.0f, g->c, n);
+		reps++;
+		el = now_s() - t0;
+	} while (el < min_s);
+	return 2.0 * n * n * (double)n * reps / el * 1e-9;
+}
+
+static double bench_sgemm(const struct bench_opts *o, const struct sgemm_ctx *g)
+{
+	double gf[32];
+	for (int s = 0; s < o->samples; s++)
+		gf[s] = sgemm_sample(g, o->min_sample_s);
+	double med = median(gf, o->samples);
+	printf("{\"bench\":\"sgemm\",\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":%d,\"samples\":%d,"
+	       "\"median_ms\":%.3f,\"gflops\":%.2f}\n",
+	       g->n, g->n, g->n, o->threads, o->samples, 2.0 * g->n * g->n * (double)g->n / med * 1e-6,
+	       med);
+	fflush(stdout);
+	return med;
+}
+
+/* Each sample times sgemm and then the case back to back, so that the
+ * per-sample ratio sees the same machine load; the reported ratios are the
+ * medians of those per-sample ratios. */
+static void bench_loha(const struct bench_opts *o, const struct sgemm_ctx *sg, const char *label,
+		       enum fl_loha_form form, int out, int in, int k, int r)
+{
+	struct fl_loha_dims d = {form, out, in, k, k, r};
+	size_t na = fl_loha_w_a_floats(&d), nb = fl_loha_w_b_floats(&d), nt = fl_loha_t_floats(&d);
+	size_t np = fl_loha_param_count(&d), nw = fl_loha_dense_count(&d);
+	size_t nwork = fl_loha_work_floats(&d);
+	float *mem = malloc(sizeof(float) * (2 * np + 2 * nw + nwork));
+	if (!mem) {
+		fprintf(stderr, "fl-bench: out of memory for %s\n", label);
+		return;
+	}
+	float *p = mem, *gp = mem + np, *w = gp + np, *dw = w + nw, *work = dw + nw;
+	struct fl_loha_factors f = {p, p + na, p + na + nb, p + 2 * na + nb,
+				    nt ? p + 2 * (na + nb) : NULL, nt ? p + 2 * (na + nb) + nt : NULL};
+	struct fl_loha_factors g = {gp, gp + na, gp + na + nb, gp + 2 * na + nb,
+				    nt ? gp + 2 * (na + nb) : NULL,
+				    nt ? gp + 2 * (na + nb) + nt : NULL};
+	struct fl_rng rng;
+	fl_rng_seed(&rng, 2);
+	fl_loha_init_he(&f, &d, 1.0f, FL_LOHA_MODE_LOHA, &rng);
+	fill(dw, nw, &rng);
+	memset(gp, 0, sizeof(float) * np);
+
+	double m = out, n = (double)in * k * k, rr = r;
+	double prod = 2.0 * m * n * rr; /* one m x n x r product */
+	double core = 0.0;              /* Tucker U_k, one pair */
+	if (form == FL_LOHA_FORM_TUCKER)
+		core = 2.0 * rr * rr * n;
+	double flops = 2 * (prod + core) + 2 * m * n     /* forward */
+		       + 2 * (2 * prod + 2 * core) + 3 * m * n; /* backward gradients */
+	double executed = flops + 2 * (prod + core);          /* backward recomputes P, U */
+
+	fl_loha_forward(w, work, &f, &d, 1.0f, FL_LOHA_MODE_LOHA); /* warm up */
+	fl_loha_backward(&g, work, dw, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
+	double t[32], tf[32], ratio[32], sgs[32];
+	for (int s = 0; s < o->samples; s++) {
+		sgs[s] = sgemm_sample(sg, o->min_sample_s);
+		int reps = 0;
+		double t0 = now_s(), el, fwd = 0.0;
+		do {
+			double a = now_s();
+			fl_loha_forward(w, work, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
+			fwd += now_s() - a;
+			fl_loha_backward(&g, work, dw, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
+			reps++;
+			el = now_s() - t0;
+		} while (el < o->min_sample_s);
+		t[s] = el / reps;
+		tf[s] = fwd / reps;
+		ratio[s] = flops / t[s] * 1e-9 / sgs[s];
+	}
+	double med = median(t, o->samples), medf = median(tf, o->samples);
+	double rat = median(ratio, o->samples), sgm = median(sgs, o->samples);
+	double gf = flops / med * 1e-9, egf = executed / med * 1e-9;
+	printf("{\"bench\":\"loha_fwd_bwd\",\"case\":\"%s\",\"form\":\"%s\",\"mode\":\"loha\","
+	       "\"out\":%d,\"in\":%d,\"k1\":%d,\"k2\":%d,\"r\":%d,\"m\":%.0f,\"n\":%.0f,"
+	       "\"threads\":%d,\"samples\":%d,\"median_ms\":%.3f,\"forward_median_ms\":%.3f,"
+	       "\"flops\":%.0f,\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"ratio_to_sgemm\":%.3f,"
+	       "\"executed_flops\":%.0f,\"executed_gflops\":%.2f,"
+	       "\"executed_ratio_to_sgemm\":%.3f,\"work_floats\":%zu,\"flop_model\":\"%s\"}\n",
+	       label, form == FL_LOHA_FORM_TUCKER ? "tucker" : "linear", out, in, k, k, r, m, n,
+	       o->threads, o->samples, med * 1e3, medf * 1e3, flops, gf, sgm, rat, executed, egf,
+	       rat * executed / flops, nwork,
+	       form == FL_LOHA_FORM_TUCKER
+		       ? "flops = fwd 2*(2mnr + 2r^2n) + 2mn, bwd 2*(2*2mnr + 2*2r^2n) + 3mn; "
+			 "executed_flops adds the backward recompute 2*(2mnr + 2r^2n)"
+		       : "flops = fwd 2*2mnr + 2mn, bwd 4*2mnr + 3mn; executed_flops adds the "
+			 "backward recompute of P1, P2: 2*2mnr");
+	fflush(stdout);
+	free(mem);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: fl-bench [--threads N] [--quick] [--help]\n"
+		   "  Prints JSON lines: OpenBLAS sgemm GFLOP/s at 1024^3, then LoHa dW\n"
+		   "  forward+backward GFLOP/s (median) and the ratio to sgemm for linear\n"
+		   "  256x256 r16, 256x784 r16, 4096x4096 r64 and Tucker conv 64x32x3x3 r8.\n"
+		   "  --threads N  OpenBLAS threads (default 1)\n"
+		   "  --quick      fewer, shorter samples\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o = {1, 7, 0.25};
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--quick")) {
+			o.samples = 3;
+			o.min_sample_s = 0.05;
+		} else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (*end || v < 1 || v > 256) {
+				fprintf(stderr, "fl-bench: --threads wants 1..256, got '%s'\n", argv[i]);
+				return 2;
+			}
+			o.threads = (int)v;
+		} else {
+			fprintf(stderr, "fl-bench: unknown argument '%s'\n", argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	fl_blas_set_threads(o.threads);
+	struct sgemm_ctx sg;
+	if (sgemm_init(&sg) != 0) {
+		fprintf(stderr, "fl-bench: out of memory\n");
+		sgemm_free(&sg);
+		return 1;
+	}
+	bench_sgemm(&o, &sg);
+	/* linear m x n = out x in: 256x256, the pFedPara fc1 (784 -> 256) */
+	bench_loha(&o, &sg, "linear_256x256_r16", FL_LOHA_FORM_LINEAR, 256, 256, 1, 16);
+	bench_loha(&o, &sg, "linear_256x784_r16", FL_LOHA_FORM_LINEAR, 256, 784, 1, 16);
+	bench_loha(&o, &sg, "linear_4096x4096_r64", FL_LOHA_FORM_LINEAR, 4096, 4096, 1, 64);
+	bench_loha(&o, &sg, "tucker_64x32x3x3_r8", FL_LOHA_FORM_TUCKER, 64, 32, 3, 8);
+	sgemm_free(&sg);
+	return 0;
+}
