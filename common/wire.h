@@ -71,8 +71,9 @@ void fl_wire_envelope_free(fl_envelope *env);
 struct fl_frame_reader {
 	uint8_t hdr[FL_WIRE_FRAME_HEADER_BYTES];
 	size_t hdr_have;
-	uint8_t *buf;
+	uint8_t *buf; /* a fragmented frame being reassembled, else NULL */
 	size_t need, have, max_frame;
+	int err; /* sticky: once a feed failed, every later feed returns it */
 };
 void fl_frame_reader_init(struct fl_frame_reader *r, size_t max_frame);
 void fl_frame_reader_free(struct fl_frame_reader *r);
