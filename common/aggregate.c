@@ -1,0 +1,118 @@
+/* aggregate.c - the fixed-point weighted-average accumulator (see
+ * aggregate.h). Plain sequential loops; no server optimiser, no I/O. */
+#include "aggregate.h"
+
+#include "errors.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fl_agg {
+	size_t n;
+	size_t count;
+	uint64_t weight;
+	__int128 *acc;
+};
+
+#define AGG_SCALE 1099511627776.0 /* 2^40 */
+#define AGG_WEIGHT_TOTAL_MAX ((uint64_t)1 << 62)
+
+int fl_agg_new(size_t n, struct fl_agg **out)
+{
+	*out = NULL;
+	struct fl_agg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return fl_error_set(FL_ENOMEM, "aggregate: out of memory");
+	a->n = n;
+	if (n) {
+		if (n > SIZE_MAX / sizeof(__int128)) {
+			free(a);
+			return fl_error_set(FL_ERANGE, "aggregate: %zu elements is too many", n);
+		}
+		a->acc = calloc(n, sizeof(__int128));
+		if (!a->acc) {
+			free(a);
+			return fl_error_set(FL_ENOMEM, "aggregate: out of memory for %zu elements", n);
+		}
+	}
+	*out = a;
+	return FL_OK;
+}
+
+void fl_agg_free(struct fl_agg *a)
+{
+	if (!a)
+		return;
+	free(a->acc);
+	free(a);
+}
+
+void fl_agg_reset(struct fl_agg *a)
+{
+	if (a->n)
+		memset(a->acc, 0, a->n * sizeof(__int128));
+	a->count = 0;
+	a->weight = 0;
+}
+
+int fl_agg_add(struct fl_agg *a, const float *x, uint64_t w)
+{
+	if (w == 0 || w > FL_AGG_WEIGHT_MAX)
+		return fl_error_set(FL_EINVAL, "aggregate: weight %llu is outside 1..2^32",
+				    (unsigned long long)w);
+	if (a->weight + w > AGG_WEIGHT_TOTAL_MAX)
+		return fl_error_set(FL_ERANGE, "aggregate: total weight over 2^62");
+	for (size_t i = 0; i < a->n; i++) {
+		if (!isfinite(x[i]))
+			return fl_error_set(FL_ENONFINITE, "aggregate: value %zu is not finite", i);
+		if (fabs((double)x[i]) > FL_AGG_ABS_MAX)
+			return fl_error_set(FL_ERANGE, "aggregate: value %zu (%g) exceeds |x| <= %g", i,
+					    (double)x[i], FL_AGG_ABS_MAX);
+	}
+	/* |x| * 2^40 <= 1e6 * 2^40 < 2^60 fits a long long; times w <= 2^32
+	 * gives < 2^92 per update, so 2^35 updates fit the 127-bit sum. */
+	__int128 wi = (__int128)w;
+	for (size_t i = 0; i < a->n; i++)
+		a->acc[i] += (__int128)llround((double)x[i] * AGG_SCALE) * wi;
+	a->weight += w;
+	a->count++;
+	return FL_OK;
+}
+
+/* An exact int128 as long double: the high and low halves are converted
+ * separately (each exactly up to 64 bits) and joined, so the only rounding
+ * is that of the final sum. */
+static long double i128_to_ld(__int128 v)
+{
+	int neg = v < 0;
+	unsigned __int128 u = neg ? -(unsigned __int128)v : (unsigned __int128)v;
+	uint64_t hi = (uint64_t)(u >> 64), lo = (uint64_t)u;
+	long double r = (long double)hi * 18446744073709551616.0L + (long double)lo;
+	return neg ? -r : r;
+}
+
+int fl_agg_result(const struct fl_agg *a, float *out)
+{
+	if (a->count == 0)
+		return fl_error_set(FL_EINVAL, "aggregate: no update to average");
+	long double den = (long double)a->weight * (long double)AGG_SCALE;
+	for (size_t i = 0; i < a->n; i++)
+		out[i] = (float)(i128_to_ld(a->acc[i]) / den);
+	return FL_OK;
+}
+
+size_t fl_agg_size(const struct fl_agg *a)
+{
+	return a->n;
+}
+
+size_t fl_agg_count(const struct fl_agg *a)
+{
+	return a->count;
+}
+
+uint64_t fl_agg_total_weight(const struct fl_agg *a)
+{
+	return a->weight;
+}

@@ -1,0 +1,48 @@
+/* aggregate.h - order-independent weighted averaging of client updates.
+ *
+ * Every update x (n floats) with an integer weight w (its num_examples,
+ * 1..2^32) is added as round(x[i] * 2^40) * w into a 128-bit fixed-point
+ * accumulator per element. Integer sums are exact, so the result does not
+ * depend on the order in which updates arrive (bit-identical over any
+ * permutation); it equals the exact weighted mean up to the 2^-40
+ * quantisation of each value and the final rounding to float.
+ *
+ * An update is checked whole before anything is added: a non-finite value
+ * (FL_ENONFINITE) or one with |x| > FL_AGG_ABS_MAX (FL_ERANGE) refuses the
+ * whole update and leaves the accumulator unchanged.
+ *
+ * This module does not apply server optimisers (optim.h) and keeps no
+ * per-client state; memory is 16 bytes per element whatever the number of
+ * clients.
+ */
+#ifndef FL_AGGREGATE_H
+#define FL_AGGREGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FL_AGG_ABS_MAX 1e6
+#define FL_AGG_WEIGHT_MAX ((uint64_t)1 << 32)
+#define FL_AGG_FRAC_BITS 40
+
+/* Opaque: n accumulators, the total weight and the number of updates. */
+struct fl_agg;
+
+/* An empty accumulator over n floats (n may be 0). */
+int fl_agg_new(size_t n, struct fl_agg **out);
+void fl_agg_free(struct fl_agg *a);
+/* Forgets every update. */
+void fl_agg_reset(struct fl_agg *a);
+/* Adds n floats (the n of _new) with weight w in 1..FL_AGG_WEIGHT_MAX
+ * (FL_EINVAL otherwise). FL_ENONFINITE / FL_ERANGE as above, and FL_ERANGE
+ * when the total weight would exceed 2^62; nothing changes on error. */
+int fl_agg_add(struct fl_agg *a, const float *x, uint64_t w);
+/* out[i] = sum_k w_k x_k[i] / sum_k w_k, rounded to float. FL_EINVAL when
+ * no update was added. */
+int fl_agg_result(const struct fl_agg *a, float *out);
+size_t fl_agg_size(const struct fl_agg *a);
+/* Updates added since _new / _reset. */
+size_t fl_agg_count(const struct fl_agg *a);
+uint64_t fl_agg_total_weight(const struct fl_agg *a);
+
+#endif

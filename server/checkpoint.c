@@ -1,0 +1,268 @@
+/* checkpoint.c - saving and restoring the coordinator state as one
+ * safetensors file (see checkpoint.h). Validation happens in full before
+ * the model or the optimiser are touched. No networking, no policy. */
+#include "checkpoint.h"
+
+#include "errors.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OPT_M_NAME "server_opt.m"
+#define OPT_V_NAME "server_opt.v"
+
+void srv_checkpoint_model_digest(const struct fl_model *m, char out[SRV_CHECKPOINT_DIGEST_HEX])
+{
+	crypto_hash_sha256_state st;
+	crypto_hash_sha256_init(&st);
+	char line[FL_MODEL_NAME_MAX + 160];
+	size_t n = fl_model_tensor_count(m);
+	for (size_t i = 0; i < n; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		int k = snprintf(line, sizeof(line), "%s|%d|", t->name, t->ndim);
+		for (int d = 0; d < t->ndim; d++)
+			k += snprintf(line + k, sizeof(line) - (size_t)k, "%" PRId64 ",", t->shape[d]);
+		k += snprintf(line + k, sizeof(line) - (size_t)k, "|%u\n", t->flags);
+		crypto_hash_sha256_update(&st, (const unsigned char *)line, (unsigned long long)k);
+	}
+	unsigned char h[crypto_hash_sha256_BYTES];
+	crypto_hash_sha256_final(&st, h);
+	sodium_bin2hex(out, SRV_CHECKPOINT_DIGEST_HEX, h, sizeof(h));
+}
+
+static int set_u64(struct fl_st *st, const char *key, uint64_t v)
+{
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%" PRIu64, v);
+	return fl_st_set_metadata(st, key, buf);
+}
+
+int srv_checkpoint_save(const char *path, struct fl_model *m, const struct fl_server_opt *opt,
+			const struct srv_checkpoint_meta *meta)
+{
+	struct fl_st *st = NULL;
+	int err = fl_st_new(&st);
+	if (err != FL_OK)
+		return err;
+	const float *params = fl_model_params(m);
+	size_t n = fl_model_tensor_count(m);
+	for (size_t i = 0; i < n && err == FL_OK; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		if (t->flags & FL_TENSOR_GLOBAL)
+			err = fl_st_add_f32(st, t->name, t->shape, t->ndim, params + t->offset);
+	}
+	const float *om = NULL, *ov = NULL;
+	size_t on = 0;
+	uint64_t step = 0;
+	if (opt)
+		fl_server_opt_state(opt, &om, &ov, &on, &step);
+	int64_t shape1[1] = {(int64_t)on};
+	if (err == FL_OK && om)
+		err = fl_st_add_f32(st, OPT_M_NAME, shape1, 1, om);
+	if (err == FL_OK && ov)
+		err = fl_st_add_f32(st, OPT_V_NAME, shape1, 1, ov);
+	char digest[SRV_CHECKPOINT_DIGEST_HEX];
+	srv_checkpoint_model_digest(m, digest);
+	if (err == FL_OK)
+		err = fl_st_set_metadata(st, "format", SRV_CHECKPOINT_FORMAT);
+	if (err == FL_OK)
+		err = fl_st_set_metadata(st, "version", SRV_CHECKPOINT_VERSION);
+	if (err == FL_OK)
+		err = set_u64(st, "round", meta->round);
+	if (err == FL_OK)
+		err = set_u64(st, "step", step);
+	if (err == FL_OK)
+		err = set_u64(st, "bytes_up", meta->bytes_up);
+	if (err == FL_OK)
+		err = set_u64(st, "bytes_down", meta->bytes_down);
+	if (err == FL_OK)
+		err = set_u64(st, "seed", meta->seed);
+	if (err == FL_OK)
+		err = fl_st_set_metadata(st, "server_opt",
+					 fl_server_opt_name(opt ? opt->cfg.kind : FL_SERVER_OPT_FEDAVG));
+	if (err == FL_OK)
+		err = fl_st_set_metadata(st, "model_digest", digest);
+	if (err == FL_OK)
+		err = fl_st_write(st, path);
+	fl_st_free(st);
+	return err;
+}
+
+static int get_u64(const struct fl_st *st, const char *path, const char *key, uint64_t *out)
+{
+	const char *s = fl_st_metadata(st, key);
+	if (!s)
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"%s\"", path, key);
+	if (*s < '0' || *s > '9')
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata \"%s\" = \"%s\" is not a count",
+				    path, key, s);
+	char *end = NULL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || !end || *end)
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata \"%s\" = \"%s\" is not a count",
+				    path, key, s);
+	*out = (uint64_t)v;
+	return FL_OK;
+}
+
+static int check_meta_str(const struct fl_st *st, const char *path, const char *key,
+			  const char *want)
+{
+	const char *s = fl_st_metadata(st, key);
+	if (!s)
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"%s\"", path, key);
+	if (strcmp(s, want) != 0)
+		return fl_error_set(FL_EINVAL, "%s: checkpoint %s is \"%s\", expected \"%s\"", path, key,
+				    s, want);
+	return FL_OK;
+}
+
+/* A finite F32 tensor of exactly `numel` elements and the given shape,
+ * converted into dst. */
+static int read_f32(const struct fl_st *st, const char *path, const char *name, int ndim,
+		    const int64_t *shape, size_t numel, float *dst)
+{
+	const struct fl_st_tensor *t = fl_st_find(st, name);
+	if (!t)
+		return fl_error_set(FL_ENOTFOUND, "%s: checkpoint lacks tensor %s", path, name);
+	if (t->dtype != FL_DTYPE_F32)
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint tensor %s is %s, expected F32", path,
+				    name, fl_dtype_name(t->dtype));
+	int same = t->ndim == ndim && t->numel == numel;
+	for (int d = 0; same && d < ndim; d++)
+		same = t->shape[d] == shape[d];
+	if (!same)
+		return fl_error_set(FL_ESHAPE, "%s: checkpoint tensor %s has another shape than the model's",
+				    path, name);
+	int err = fl_st_tensor_to_f32(t, dst, numel);
+	if (err != FL_OK)
+		return err;
+	for (size_t i = 0; i < numel; i++)
+		if (!isfinite(dst[i]))
+			return fl_error_set(FL_ENONFINITE, "%s: checkpoint tensor %s has a non-finite value",
+					    path, name);
+	return FL_OK;
+}
+
+int srv_checkpoint_load(const char *path, struct fl_model *m, struct fl_server_opt *opt,
+			const uint64_t *expect_seed, struct srv_checkpoint_meta *meta)
+{
+	struct fl_st *st = NULL;
+	float *slice = NULL, *om = NULL, *ov = NULL;
+	int err = fl_st_read(path, &st);
+	if (err != FL_OK)
+		return err;
+	char digest[SRV_CHECKPOINT_DIGEST_HEX];
+	srv_checkpoint_model_digest(m, digest);
+	struct srv_checkpoint_meta mt = {0};
+	if ((err = check_meta_str(st, path, "format", SRV_CHECKPOINT_FORMAT)) != FL_OK ||
+	    (err = check_meta_str(st, path, "version", SRV_CHECKPOINT_VERSION)) != FL_OK)
+		goto done;
+	const char *d = fl_st_metadata(st, "model_digest");
+	if (!d) {
+		err = fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"model_digest\"", path);
+		goto done;
+	}
+	if (strcmp(d, digest) != 0) {
+		err = fl_error_set(FL_EINVAL,
+				   "%s: checkpoint was written for another model or configuration "
+				   "(tensor table digest %.12s..., this model %.12s...)",
+				   path, d, digest);
+		goto done;
+	}
+	enum fl_server_opt_kind kind = opt ? opt->cfg.kind : FL_SERVER_OPT_FEDAVG;
+	if ((err = check_meta_str(st, path, "server_opt", fl_server_opt_name(kind))) != FL_OK ||
+	    (err = get_u64(st, path, "round", &mt.round)) != FL_OK ||
+	    (err = get_u64(st, path, "step", &mt.step)) != FL_OK ||
+	    (err = get_u64(st, path, "bytes_up", &mt.bytes_up)) != FL_OK ||
+	    (err = get_u64(st, path, "bytes_down", &mt.bytes_down)) != FL_OK ||
+	    (err = get_u64(st, path, "seed", &mt.seed)) != FL_OK)
+		goto done;
+	if (expect_seed && mt.seed != *expect_seed) {
+		err = fl_error_set(FL_EINVAL, "%s: checkpoint seed %llu differs from the configured %llu",
+				   path, (unsigned long long)mt.seed, (unsigned long long)*expect_seed);
+		goto done;
+	}
+
+	size_t nglobal = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	slice = malloc((nglobal ? nglobal : 1) * sizeof(float));
+	if (!slice) {
+		err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+		goto done;
+	}
+	size_t expected = 0, nt = fl_model_tensor_count(m);
+	for (size_t i = 0; i < nt; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		if (!(t->flags & FL_TENSOR_GLOBAL))
+			continue;
+		/* GLOBAL tensors are the slice [0, nglobal) of the buffer. */
+		if (t->offset + t->numel > nglobal) {
+			err = fl_error_set(FL_EINVAL, "model: GLOBAL tensor %s outside the global slice",
+					   t->name);
+			goto done;
+		}
+		if ((err = read_f32(st, path, t->name, t->ndim, t->shape, t->numel,
+				    slice + t->offset)) != FL_OK)
+			goto done;
+		expected++;
+	}
+	const float *cm = NULL, *cv = NULL;
+	size_t on = 0;
+	if (opt)
+		fl_server_opt_state(opt, &cm, &cv, &on, NULL);
+	int64_t shape1[1] = {(int64_t)on};
+	if (cm) {
+		if (!(om = malloc((on ? on : 1) * sizeof(float)))) {
+			err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+			goto done;
+		}
+		if ((err = read_f32(st, path, OPT_M_NAME, 1, shape1, on, om)) != FL_OK)
+			goto done;
+		expected++;
+	}
+	if (cv) {
+		if (!(ov = malloc((on ? on : 1) * sizeof(float)))) {
+			err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+			goto done;
+		}
+		if ((err = read_f32(st, path, OPT_V_NAME, 1, shape1, on, ov)) != FL_OK)
+			goto done;
+		expected++;
+	}
+	if (fl_st_count(st) != expected) {
+		for (size_t i = 0; i < fl_st_count(st); i++) {
+			const char *name = fl_st_at(st, i)->name;
+			const struct fl_model_tensor *t = fl_model_tensor_find(m, name);
+			int known = (t && (t->flags & FL_TENSOR_GLOBAL)) ||
+				    (cm && strcmp(name, OPT_M_NAME) == 0) ||
+				    (cv && strcmp(name, OPT_V_NAME) == 0);
+			if (!known) {
+				err = fl_error_set(FL_EFORMAT, "%s: checkpoint has unexpected tensor %s",
+						   path, name);
+				goto done;
+			}
+		}
+		err = fl_error_set(FL_EFORMAT, "%s: checkpoint holds %zu tensors, expected %zu", path,
+				   fl_st_count(st), expected);
+		goto done;
+	}
+	if (opt && (err = fl_server_opt_restore(opt, om, ov, on, mt.step)) != FL_OK)
+		goto done;
+	if (nglobal)
+		memcpy(fl_model_params(m), slice, nglobal * sizeof(float));
+	fl_model_params_changed(m);
+	*meta = mt;
+done:
+	free(slice);
+	free(om);
+	free(ov);
+	fl_st_free(st);
+	return err;
+}

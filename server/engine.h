@@ -1,0 +1,121 @@
+/* engine.h - the coordinator's round engine: a transport-agnostic state
+ * machine (proto/PROTOCOL.md). A transport (the libuv daemon, the
+ * in-process simulator, a test) feeds it connection events, frame payloads
+ * and the clock; the engine answers through srv_engine_io callbacks with
+ * encoded frames. It never calls libuv, never sleeps and never reads the
+ * clock itself: time is the now_ms the caller passes (any monotonic ms).
+ *
+ * Per round: select among the welcomed, idle clients (sorted by client_id,
+ * RNG stream seed/(round*1000 + attempt), so a restart replays the same
+ * selection), encode the global tensors once per dtype in use and send the
+ * same frames to every selected client, check and fold each update as it
+ * arrives into an order-independent accumulator (common/aggregate.h),
+ * aggregate when everyone reported or at the deadline with min_report
+ * updates (else retry), apply the server optimiser, checkpoint atomically,
+ * optionally run a federated evaluation, report, next round.
+ *
+ * Callbacks must not re-enter the engine (queue frames, deliver later).
+ * Round numbers on the wire are 1-based: the first round is round 1.
+ */
+#ifndef SRV_ENGINE_H
+#define SRV_ENGINE_H
+
+#include "model.h"
+#include "optim.h"
+#include "wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct srv_engine_config {
+	uint64_t rounds; /* rounds to run */
+	uint64_t seed;
+	int min_available;         /* clients connected before a round starts (>= 1) */
+	int min_fit;               /* at least this many selected */
+	double fraction;           /* selected = max(min_fit, ceil(fraction * available)), capped */
+	int min_report;            /* updates needed at the deadline, else the round is retried */
+	int max_retries;           /* per round, then the engine fails */
+	uint32_t round_timeout_ms; /* deadline after the task is sent (also for evaluation) */
+	uint32_t heartbeat_ms, idle_timeout_ms; /* 0 = off */
+	/* client training settings */
+	uint32_t epochs, batch_size;
+	float lr, lr_decay; /* round t (1-based) gets lr * lr_decay^(t-1) */
+	float momentum, weight_decay, prox_mu;
+	const char *optimizer; /* "sgd" | "adam" */
+	/* server strategy */
+	struct fl_server_opt_config server_opt; /* fedavg/fedavgm/fedadam/fedyogi/fedadagrad */
+	enum fl_wire_dtype dtype;
+	int dtype_required; /* force this encoding, else honour the client's preference */
+	uint32_t max_frame_bytes, chunk_bytes;
+	uint32_t eval_every;         /* federated evaluation every N rounds and after the last (0 = never) */
+	const char *checkpoint_path; /* NULL = no checkpoints */
+	const char *config_json;     /* PEFT-format config text sent in Welcome */
+	const char *base_path;       /* loha: frozen base safetensors served to clients (NULL = none) */
+};
+
+struct srv_round_report {
+	uint64_t round; /* 1-based number of the round just aggregated */
+	int selected, reported, dropped, rejected; /* of the attempt that succeeded */
+	int attempts;                               /* 1 + retries */
+	double train_loss, train_accuracy;          /* weighted by num_examples */
+	uint64_t examples;                          /* sum of num_examples aggregated */
+	uint64_t bytes_up, bytes_down;              /* this round (since the previous report) */
+	uint64_t total_up, total_down;
+	int eval_clients;
+	double eval_loss, eval_accuracy; /* federated eval, if this round had one */
+	double seconds;                  /* from the first task to the report */
+};
+
+struct srv_engine_io {
+	void *ctx;
+	/* Queues a whole frame (4-byte length included); takes over one
+	 * reference. Non-zero: the frame could not be queued (the transport will
+	 * report the disconnect). */
+	int (*send)(void *ctx, uint64_t conn, struct fl_buf *frame);
+	/* Flush queued frames, then close; the engine has already forgotten conn. */
+	void (*close)(void *ctx, uint64_t conn);
+	/* After each aggregated round (and its evaluation); may be NULL. */
+	void (*on_round)(void *ctx, const struct srv_round_report *r);
+};
+
+struct srv_engine;
+
+/* 3 rounds, all clients, fedavg, f32, 60 s round timeout, heartbeat 10 s,
+ * idle timeout 60 s, 1 epoch, batch 64, SGD lr 0.1 decay 1, 4 MiB frames,
+ * 1 MiB chunks, no checkpoint, no evaluation. */
+void srv_engine_config_default(struct srv_engine_config *c);
+
+/* model is borrowed and must outlive the engine; its GLOBAL slice is the
+ * global model (updated in place after each round). The config strings are
+ * copied. The base file (if any) is read, hashed and cut into frames here. */
+int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
+		   const struct srv_engine_io *io, struct srv_engine **out);
+/* From cfg->checkpoint_path if the file exists (FL_OK if there is none or
+ * no path). Call before the first connection; nothing changes on error. */
+int srv_engine_restore(struct srv_engine *e);
+/* Forgets every connection without calling io. NULL is a no-op. */
+void srv_engine_free(struct srv_engine *e);
+
+void srv_engine_on_connect(struct srv_engine *e, uint64_t conn, uint64_t now_ms);
+/* One frame payload (without its 4-byte length). */
+void srv_engine_on_frame(struct srv_engine *e, uint64_t conn, const uint8_t *payload, size_t len,
+			 uint64_t now_ms);
+/* The peer went away (or the transport closed it); unknown conns are ignored. */
+void srv_engine_on_disconnect(struct srv_engine *e, uint64_t conn, uint64_t now_ms);
+/* Deadlines, heartbeats, idle timeouts. Call at srv_engine_next_deadline. */
+void srv_engine_tick(struct srv_engine *e, uint64_t now_ms);
+/* Absolute ms of the next thing tick must handle; UINT64_MAX if none. */
+uint64_t srv_engine_next_deadline(const struct srv_engine *e);
+
+int srv_engine_finished(const struct srv_engine *e); /* all rounds done (Bye sent to everyone) */
+int srv_engine_failed(const struct srv_engine *e, const char **why);
+uint64_t srv_engine_round(const struct srv_engine *e); /* completed rounds */
+void srv_engine_bytes(const struct srv_engine *e, uint64_t *up, uint64_t *down);
+/* Connections the engine knows (any state). */
+size_t srv_engine_conn_count(const struct srv_engine *e);
+/* Bytes received from / sent to one known connection (frames with their
+ * length prefix); 0 when conn is unknown. */
+int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up,
+			  uint64_t *down);
+
+#endif

@@ -1,0 +1,311 @@
+/* engine_conn.c - what the engine does with one decoded frame from one
+ * connection: Hello / Welcome, BaseRequest, Update and its tensor chunks,
+ * EvalResult, Heartbeat, Bye / Error from the peer. Every protocol violation
+ * answers Error and closes only that connection. Round progress (folding,
+ * aggregation, timers) is in engine_round.c. */
+#include "engine_impl.h"
+
+#include "errors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int client_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n < 1 || n > SRV_CLIENT_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+			 (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+		if (!ok)
+			return 0;
+	}
+	return 1;
+}
+
+static int has_cap(const Fedloha__V1__Hello *h, const char *cap)
+{
+	for (size_t i = 0; i < h->n_capabilities; i++)
+		if (h->capabilities[i] && strcmp(h->capabilities[i], cap) == 0)
+			return 1;
+	return 0;
+}
+
+/* f32 is always understood; the others must be announced. */
+static int dtype_supported(const Fedloha__V1__Hello *h, enum fl_wire_dtype t)
+{
+	return t == FL_WIRE_F32 || has_cap(h, fl_wire_dtype_name(t));
+}
+
+static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Hello *h)
+{
+	if (h->protocol_version != FL_WIRE_PROTOCOL_VERSION) {
+		srv_eng_reject(e, c, FL_EUNSUPPORTED, "protocol version %u, this server speaks %u",
+			       h->protocol_version, FL_WIRE_PROTOCOL_VERSION);
+		return;
+	}
+	const char *id = h->client_id ? h->client_id : "";
+	if (!client_id_valid(id)) {
+		srv_eng_reject(e, c, FL_EINVAL,
+			       "client id must be 1..%d characters of [A-Za-z0-9._-]",
+			       SRV_CLIENT_ID_MAX);
+		return;
+	}
+	for (size_t i = 0; i < e->nconns; i++) {
+		const struct srv_conn *o = e->conns[i];
+		if (o != c && o->state != SRV_CONN_NEW && strcmp(o->client_id, id) == 0) {
+			srv_eng_reject(e, c, FL_EINVAL, "client id '%s' is already connected", id);
+			return;
+		}
+	}
+	enum fl_wire_dtype dt = FL_WIRE_F32;
+	if (e->cfg.dtype_required) {
+		if (!dtype_supported(h, e->cfg.dtype)) {
+			srv_eng_reject(e, c, FL_EUNSUPPORTED,
+				       "this server requires dtype %s, not in the client's capabilities",
+				       fl_wire_dtype_name(e->cfg.dtype));
+			return;
+		}
+		dt = e->cfg.dtype;
+	} else if ((unsigned)h->preferred_dtype <= FL_WIRE_INT8 &&
+		   dtype_supported(h, (enum fl_wire_dtype)h->preferred_dtype)) {
+		dt = (enum fl_wire_dtype)h->preferred_dtype;
+	}
+	snprintf(c->client_id, sizeof(c->client_id), "%s", id);
+	c->dtype = dt;
+	c->can_eval = has_cap(h, "eval");
+	c->state = SRV_CONN_READY;
+
+	int ci = 0, hi = 0, wi = 0, classes = 0;
+	fl_model_input_dims(e->model, &ci, &hi, &wi, &classes);
+	uint32_t input[3] = {(uint32_t)ci, (uint32_t)hi, (uint32_t)wi};
+	Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
+	ms.arch = (char *)fl_model_arch(e->model);
+	ms.n_input = 3;
+	ms.input = input;
+	ms.classes = (uint32_t)classes;
+	ms.config_json = e->config_json;
+	if (e->has_base) {
+		ms.base_sha256.data = e->base_sha;
+		ms.base_sha256.len = sizeof(e->base_sha);
+		ms.base_bytes = e->base_bytes;
+	}
+	Fedloha__V1__Limits lim = FEDLOHA__V1__LIMITS__INIT;
+	lim.max_frame_bytes = e->cfg.max_frame_bytes;
+	lim.chunk_bytes = e->cfg.chunk_bytes;
+	lim.heartbeat_ms = e->cfg.heartbeat_ms;
+	lim.idle_timeout_ms = e->cfg.idle_timeout_ms;
+	char session[64];
+	snprintf(session, sizeof(session), "%016llx-%llu", (unsigned long long)e->cfg.seed,
+		 (unsigned long long)c->id);
+	Fedloha__V1__Welcome w = FEDLOHA__V1__WELCOME__INIT;
+	w.protocol_version = FL_WIRE_PROTOCOL_VERSION;
+	w.session_id = session;
+	w.model = &ms;
+	w.limits = &lim;
+	w.dtype = (Fedloha__V1__DType)dt;
+	w.seed = e->cfg.seed;
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_WELCOME;
+	env.welcome = &w;
+	srv_eng_send_env(e, c, &env);
+}
+
+static void on_base_request(struct srv_engine *e, struct srv_conn *c,
+			    const Fedloha__V1__BaseRequest *r)
+{
+	if (!e->has_base) {
+		srv_eng_reject(e, c, FL_EUNSUPPORTED, "this server has no base model to send");
+		return;
+	}
+	if (c->state != SRV_CONN_READY) {
+		srv_eng_reject(e, c, FL_EINVAL, "BaseRequest is only allowed between rounds");
+		return;
+	}
+	if (r->sha256.len && (r->sha256.len != sizeof(e->base_sha) ||
+			      memcmp(r->sha256.data, e->base_sha, sizeof(e->base_sha)) != 0)) {
+		srv_eng_reject(e, c, FL_ENOTFOUND, "BaseRequest for a base this server does not have");
+		return;
+	}
+	srv_eng_send_frames(e, c, &e->base);
+}
+
+static uint64_t cur_round(const struct srv_engine *e)
+{
+	return e->done + 1;
+}
+
+/* An Update or TensorChunk from a connection that owes none. */
+static void refuse_unexpected_update(struct srv_engine *e, struct srv_conn *c, uint64_t round)
+{
+	if (c->state == SRV_CONN_LATE) {
+		srv_eng_reject(e, c, FL_ERANGE, "late update for round %llu: its deadline has passed",
+			       (unsigned long long)c->task_round);
+	} else if (e->phase == SRV_PHASE_TRAIN && c->done_round == cur_round(e) &&
+		   c->done_attempt == e->attempt) {
+		srv_eng_reject(e, c, FL_EINVAL, "duplicate update for round %llu",
+			       (unsigned long long)c->done_round);
+	} else {
+		srv_eng_reject(e, c, FL_EINVAL, "update for round %llu from a client not selected",
+			       (unsigned long long)round);
+	}
+}
+
+static const double *metric_find(const Fedloha__V1__Update *u, const char *name)
+{
+	for (size_t i = 0; i < u->n_metrics; i++)
+		if (u->metrics[i] && u->metrics[i]->name && strcmp(u->metrics[i]->name, name) == 0)
+			return &u->metrics[i]->value;
+	return NULL;
+}
+
+static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u)
+{
+	if (c->state != SRV_CONN_TASKED) {
+		refuse_unexpected_update(e, c, u->round);
+		return;
+	}
+	if (c->uploading) {
+		srv_eng_reject(e, c, FL_EINVAL, "duplicate Update for round %llu",
+			       (unsigned long long)c->task_round);
+		return;
+	}
+	if (u->round != c->task_round) {
+		srv_eng_reject(e, c, FL_EINVAL, "update for round %llu, the current round is %llu",
+			       (unsigned long long)u->round, (unsigned long long)c->task_round);
+		return;
+	}
+	if (u->num_tensors != e->K) {
+		srv_eng_reject(e, c, FL_EFORMAT, "update announces %u tensors, expected %zu",
+			       u->num_tensors, e->K);
+		return;
+	}
+	if (u->num_examples < 1 || u->num_examples > FL_AGG_WEIGHT_MAX) {
+		srv_eng_reject(e, c, FL_ERANGE, "update num_examples %llu outside 1..2^32",
+			       (unsigned long long)u->num_examples);
+		return;
+	}
+	const double *loss = metric_find(u, "train_loss"), *acc = metric_find(u, "train_accuracy");
+	c->has_loss = loss && isfinite(*loss);
+	c->has_acc = acc && isfinite(*acc);
+	c->upd_loss = c->has_loss ? *loss : 0.0;
+	c->upd_acc = c->has_acc ? *acc : 0.0;
+	c->upd_examples = u->num_examples;
+	/* Staging exists only while an update is in flight. */
+	c->staging = malloc((e->nglobal ? e->nglobal : 1) * sizeof(float));
+	struct fl_wire_tensor *ex = malloc((e->K ? e->K : 1) * sizeof(*ex));
+	int err = FL_ENOMEM;
+	if (c->staging && ex) {
+		for (size_t i = 0; i < e->K; i++) {
+			ex[i] = e->gt[i];
+			ex[i].data = c->staging + e->goff[i];
+		}
+		err = fl_wire_rx_new(ex, e->K, c->dtype, &c->rx);
+	}
+	free(ex);
+	if (err != FL_OK) {
+		srv_eng_reject(e, c, err, "server cannot receive the update: %s", fl_error_msg());
+		return;
+	}
+	fl_wire_rx_reset(c->rx, c->task_round);
+	c->uploading = 1;
+	if (fl_wire_rx_complete(c->rx))
+		srv_eng_update_complete(e, c);
+}
+
+static void on_chunk(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__TensorChunk *ch)
+{
+	if (c->state != SRV_CONN_TASKED) {
+		refuse_unexpected_update(e, c, ch->round);
+		return;
+	}
+	if (!c->uploading) {
+		srv_eng_reject(e, c, FL_EFORMAT, "tensor chunk before the Update header");
+		return;
+	}
+	if (ch->round != c->task_round) {
+		srv_eng_reject(e, c, FL_EINVAL, "tensor chunk for round %llu, the current round is %llu",
+			       (unsigned long long)ch->round, (unsigned long long)c->task_round);
+		return;
+	}
+	int err = fl_wire_rx_chunk(c->rx, ch);
+	if (err != FL_OK) {
+		srv_eng_reject(e, c, err, "%s", fl_error_msg());
+		return;
+	}
+	if (fl_wire_rx_complete(c->rx))
+		srv_eng_update_complete(e, c);
+}
+
+static void on_eval_result(struct srv_engine *e, struct srv_conn *c,
+			   const Fedloha__V1__EvalResult *r)
+{
+	if (!c->eval_pending || e->phase != SRV_PHASE_EVAL) {
+		/* A result after the evaluation deadline is harmless: ignore it. */
+		if (r->round >= 1 && r->round <= e->done)
+			return;
+		srv_eng_reject(e, c, FL_EINVAL, "EvalResult for round %llu was not asked for",
+			       (unsigned long long)r->round);
+		return;
+	}
+	if (r->round != e->done) {
+		srv_eng_reject(e, c, FL_EINVAL, "EvalResult for round %llu, expected %llu",
+			       (unsigned long long)r->round, (unsigned long long)e->done);
+		return;
+	}
+	if (r->num_examples > FL_AGG_WEIGHT_MAX || !isfinite(r->loss) || !isfinite(r->accuracy)) {
+		srv_eng_reject(e, c, FL_ERANGE, "EvalResult with num_examples over 2^32 or non-finite "
+						"loss / accuracy");
+		return;
+	}
+	c->eval_pending = 0;
+	e->eval_outstanding--;
+	if (r->num_examples) {
+		e->eval_clients++;
+		e->eval_loss_sum += r->loss * (double)r->num_examples;
+		e->eval_acc_sum += r->accuracy * (double)r->num_examples;
+		e->eval_w += r->num_examples;
+	}
+}
+
+void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope *env)
+{
+	int body = env->body_case;
+	if (c->state == SRV_CONN_NEW && body != FEDLOHA__V1__ENVELOPE__BODY_HELLO) {
+		srv_eng_reject(e, c, FL_EFORMAT, "expected Hello as the first frame");
+		return;
+	}
+	switch (body) {
+	case FEDLOHA__V1__ENVELOPE__BODY_HELLO:
+		if (c->state != SRV_CONN_NEW)
+			srv_eng_reject(e, c, FL_EFORMAT, "Hello after the session started");
+		else
+			on_hello(e, c, env->hello);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_UPDATE:
+		on_update(e, c, env->update);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_CHUNK:
+		on_chunk(e, c, env->chunk);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_EVAL_RESULT:
+		on_eval_result(e, c, env->eval_result);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST:
+		on_base_request(e, c, env->base_request);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT:
+		return; /* any frame is a sign of life */
+	case FEDLOHA__V1__ENVELOPE__BODY_BYE:
+	case FEDLOHA__V1__ENVELOPE__BODY_ERROR:
+		srv_eng_drop(e, c); /* the peer is leaving */
+		return;
+	default:
+		srv_eng_reject(e, c, FL_EFORMAT, "a client may not send this message (body %d)", body);
+		return;
+	}
+}

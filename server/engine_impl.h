@@ -1,0 +1,136 @@
+/* engine_impl.h - the round engine's internal state, shared by engine.c
+ * (lifecycle, connections, sending), engine_conn.c (incoming frames) and
+ * engine_round.c (selection, aggregation, evaluation, timers). Not part of
+ * the public API. */
+#ifndef SRV_ENGINE_IMPL_H
+#define SRV_ENGINE_IMPL_H
+
+#include "aggregate.h"
+#include "engine.h"
+
+#define SRV_CLIENT_ID_MAX 64
+#define SRV_WHY_MAX 256
+#define SRV_NDTYPES 4
+
+enum srv_conn_state {
+	SRV_CONN_NEW = 0, /* only Hello accepted */
+	SRV_CONN_READY,   /* welcomed, idle */
+	SRV_CONN_TASKED,  /* task of the current attempt sent, update owed */
+	SRV_CONN_LATE,    /* missed a deadline: not selectable; its update is refused */
+};
+
+struct srv_conn {
+	uint64_t id;
+	enum srv_conn_state state;
+	char client_id[SRV_CLIENT_ID_MAX + 1];
+	enum fl_wire_dtype dtype; /* session encoding */
+	int can_eval;
+	uint64_t last_rx_ms;
+	uint64_t bytes_up, bytes_down;
+	/* the update being received (TASKED with uploading set) */
+	uint64_t task_round;
+	int uploading;
+	uint64_t upd_examples;
+	double upd_loss, upd_acc;
+	int has_loss, has_acc;
+	float *staging;
+	struct fl_wire_rx *rx;
+	/* last completed update (duplicate detection) */
+	uint64_t done_round;
+	int done_attempt;
+	int eval_pending;
+};
+
+enum srv_phase {
+	SRV_PHASE_WAIT = 0, /* waiting for clients to start (or retry) a round */
+	SRV_PHASE_TRAIN,    /* tasks out, collecting updates */
+	SRV_PHASE_EVAL,     /* evaluation tasks out, collecting results */
+	SRV_PHASE_DONE,
+	SRV_PHASE_FAILED,
+};
+
+struct srv_frames {
+	struct fl_buf **f;
+	size_t n;
+};
+
+struct srv_engine {
+	struct srv_engine_config cfg; /* strings point at the copies below */
+	char *optimizer, *checkpoint_path, *config_json;
+	struct fl_model *model;
+	struct srv_engine_io io;
+	size_t nglobal;
+	struct fl_wire_tensor *gt; /* the K global tensors, model order, data = NULL */
+	size_t *goff;              /* their offsets in the parameter buffer */
+	size_t K;
+	struct fl_agg *agg;
+	struct fl_server_opt opt;
+	float *result; /* nglobal floats */
+
+	struct srv_conn **conns;
+	size_t nconns, cap;
+
+	enum srv_phase phase;
+	uint64_t done; /* completed rounds; the current round is done + 1 */
+	int attempt;
+	uint64_t deadline; /* of the training or evaluation phase */
+	uint64_t round_start_ms;
+	int round_started;
+	uint64_t now;
+	uint64_t next_hb;
+	struct srv_frames task[SRV_NDTYPES], evalf[SRV_NDTYPES];
+
+	/* current attempt */
+	int selected, reported, dropped, rejected, outstanding;
+	double loss_sum, acc_sum;
+	uint64_t loss_w, acc_w, examples;
+	/* evaluation */
+	int eval_clients, eval_outstanding;
+	double eval_loss_sum, eval_acc_sum;
+	uint64_t eval_w;
+	struct srv_round_report report; /* filled at aggregation, sent after eval */
+
+	uint64_t bytes_up, bytes_down, round_up, round_down;
+
+	int has_base;
+	uint8_t base_sha[32];
+	uint64_t base_bytes;
+	struct srv_frames base;
+
+	char why[SRV_WHY_MAX];
+};
+
+/* engine.c */
+struct srv_conn *srv_eng_find(struct srv_engine *e, uint64_t id);
+/* Sends and counts one frame (ownership of one reference passes). */
+void srv_eng_send(struct srv_engine *e, struct srv_conn *c, struct fl_buf *frame);
+void srv_eng_send_env(struct srv_engine *e, struct srv_conn *c, const fl_envelope *env);
+void srv_eng_send_frames(struct srv_engine *e, struct srv_conn *c, const struct srv_frames *fr);
+void srv_eng_send_bye(struct srv_engine *e, struct srv_conn *c, const char *reason);
+void srv_eng_send_heartbeat(struct srv_engine *e, struct srv_conn *c);
+void srv_eng_frames_free(struct srv_frames *fr);
+/* Forgets c (counted dropped when it owed an update), then io->close. */
+void srv_eng_drop(struct srv_engine *e, struct srv_conn *c);
+/* Error{-err, msg} to c (nothing else). */
+void srv_eng_send_error(struct srv_engine *e, struct srv_conn *c, int err, const char *msg);
+/* Error{-err, message} to c, then dropped (counted rejected when it owed
+ * an update). Returns err. */
+int srv_eng_reject(struct srv_engine *e, struct srv_conn *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Bye to everyone, every connection closed, phase set (DONE or FAILED). */
+void srv_eng_fail(struct srv_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Frees a connection's upload state (staging, receiver). */
+void srv_eng_upload_free(struct srv_conn *c);
+
+/* engine_conn.c */
+void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope *env);
+
+/* engine_round.c */
+/* Moves the round machine forward after any event. */
+void srv_eng_advance(struct srv_engine *e);
+/* A completed update of c: fold it (or reject c). */
+void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c);
+void srv_eng_timers(struct srv_engine *e);
+uint64_t srv_eng_next_deadline(const struct srv_engine *e);
+
+#endif

@@ -1,0 +1,92 @@
+/* engine_fake.h - a test harness for the round engine: a fake transport
+ * (frames queued per connection, closes recorded, virtual time) and fake
+ * clients that speak raw envelopes through common/wire.h. Not a library. */
+#ifndef FL_ENGINE_FAKE_H
+#define FL_ENGINE_FAKE_H
+
+#include "engine.h"
+#include "wire.h"
+
+#define FAKE_MAX_CLIENTS 32
+#define FAKE_MAX_REPORTS 32
+
+struct fake_client {
+	uint64_t conn;
+	char id[80];
+	struct fl_buf **q; /* frames the engine sent, not yet processed */
+	size_t nq, cap;
+	int closed;    /* the engine called io->close */
+	int welcomed;
+	enum fl_wire_dtype dtype;
+	uint32_t error_code; /* last Error received (0 = none) */
+	char error_msg[256];
+	int byes;
+	char bye[128];
+	int heartbeats, tasks, evals, base_chunks;
+	uint64_t base_got; /* bytes of BaseChunk data received */
+	/* the task / eval being received */
+	struct fl_wire_rx *rx;
+	float *global;
+	uint64_t task_round;
+	int rx_is_eval, rx_done;
+	/* behaviour */
+	uint64_t num_examples;
+	float value, mix; /* update = mix * received + value */
+	int hold;         /* do not answer tasks (the test answers by hand) */
+	int drop_on_task; /* disconnect when a task arrives */
+	double loss;      /* train_loss metric and eval loss */
+	int updates_sent;
+};
+
+struct fake_net {
+	struct srv_engine *e;
+	struct fl_model *model;
+	size_t nglobal;
+	uint64_t now;
+	struct fake_client *cl[FAKE_MAX_CLIENTS];
+	int n;
+	uint64_t next_conn;
+	uint64_t sent_bytes, recv_bytes; /* as seen by the fake transport */
+	struct srv_round_report rep[FAKE_MAX_REPORTS];
+	int nrep;
+};
+
+/* Builds the engine over model (borrowed). NULL on failure (message in
+ * fl_error_msg). */
+struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg);
+void fake_net_free(struct fake_net *net);
+
+/* A new connection; no Hello yet. */
+struct fake_client *fake_connect_raw(struct fake_net *net, const char *id);
+/* Connects and sends a valid Hello (capabilities "eval" plus caps, may be NULL). */
+struct fake_client *fake_connect(struct fake_net *net, const char *id, uint64_t num_examples,
+				 float value, const char *caps);
+void fake_send_hello(struct fake_net *net, struct fake_client *c, uint32_t version, const char *id,
+		     const char *caps, enum fl_wire_dtype preferred);
+void fake_send_env(struct fake_net *net, struct fake_client *c, const fl_envelope *env);
+void fake_send_raw(struct fake_net *net, struct fake_client *c, const uint8_t *p, size_t n);
+void fake_disconnect(struct fake_net *net, struct fake_client *c);
+
+void fake_send_update_header(struct fake_net *net, struct fake_client *c, uint64_t round,
+			     uint64_t num_examples, uint32_t num_tensors);
+/* One f32 TensorChunk (data: count floats). */
+void fake_send_chunk(struct fake_net *net, struct fake_client *c, uint64_t round, const char *name,
+		     const int64_t *shape, int ndim, enum fl_wire_dtype dtype, uint64_t offset,
+		     const void *data, size_t bytes, int last);
+/* The full update of c for `round`: header + every tensor from `values`
+ * (nglobal floats), in c's session dtype. */
+void fake_send_update(struct fake_net *net, struct fake_client *c, uint64_t round,
+		      uint64_t num_examples, const float *values);
+
+/* Answers the task (or evaluation) c last received completely. */
+void fake_answer(struct fake_net *net, struct fake_client *c);
+/* Processes every queued frame of every client (answers tasks unless
+ * hold), until nothing is left. */
+void fake_pump(struct fake_net *net);
+/* Moves time to t and ticks. */
+void fake_tick_at(struct fake_net *net, uint64_t t);
+/* Pumps and ticks at the engine's deadlines until it finishes or fails,
+ * or virtual time passes limit_ms. Returns 1 when finished. */
+int fake_run(struct fake_net *net, uint64_t limit_ms);
+
+#endif

@@ -1,0 +1,183 @@
+/* test_checkpoint.c - coordinator checkpoints: bit-exact round trip of the
+ * global slice and the server optimiser state, metadata, and refusals that
+ * leave the model and the optimiser untouched (another model, another
+ * strategy, another seed, a non-finite value, an extra tensor, a missing
+ * file). */
+#include "checkpoint.h"
+#include "errors.h"
+#include "safetensors.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct fl_model *model(int classes, uint64_t seed)
+{
+	struct fl_model *m = NULL;
+	FL_CHECK(fl_model_new("mlp", 1, 2, 2, classes, NULL, seed, 1, &m) == FL_OK);
+	return m;
+}
+
+static void opt_init(struct fl_server_opt *o, enum fl_server_opt_kind k, size_t n)
+{
+	struct fl_server_opt_config c;
+	fl_server_opt_config_default(&c, k);
+	FL_CHECK(fl_server_opt_init(o, &c, n) == FL_OK);
+}
+
+static void test_roundtrip(void)
+{
+	const char *dir = fl_test_tmpdir("ckpt");
+	char path[600];
+	snprintf(path, sizeof(path), "%s/state.safetensors", dir);
+	struct fl_model *a = model(3, 1), *b = model(3, 2);
+	size_t n = fl_model_count_floats(a, FL_TENSOR_GLOBAL);
+	struct fl_server_opt oa, ob;
+	opt_init(&oa, FL_SERVER_OPT_FEDYOGI, n);
+	opt_init(&ob, FL_SERVER_OPT_FEDYOGI, n);
+	float *y = malloc(n * sizeof(float));
+	fl_test_fill_uniform(y, n, 9, -1, 1);
+	FL_CHECK(fl_server_opt_step(&oa, fl_model_params(a), y, n) == FL_OK);
+	FL_CHECK(fl_server_opt_step(&oa, fl_model_params(a), y, n) == FL_OK);
+	struct srv_checkpoint_meta meta = {.round = 2, .bytes_up = 123, .bytes_down = 4567, .seed = 42};
+	FL_CHECK(srv_checkpoint_save(path, a, &oa, &meta) == FL_OK);
+
+	struct srv_checkpoint_meta got;
+	memset(&got, 0xee, sizeof(got));
+	uint64_t seed = 42;
+	FL_CHECK(srv_checkpoint_load(path, b, &ob, &seed, &got) == FL_OK);
+	FL_CHECK(got.round == 2 && got.step == 2 && got.bytes_up == 123 && got.bytes_down == 4567 &&
+		 got.seed == 42);
+	FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b), n * sizeof(float)) == 0);
+	const float *ma, *va, *mb, *vb;
+	uint64_t sa, sb;
+	fl_server_opt_state(&oa, &ma, &va, NULL, &sa);
+	fl_server_opt_state(&ob, &mb, &vb, NULL, &sb);
+	FL_CHECK(sa == sb && memcmp(ma, mb, n * sizeof(float)) == 0 &&
+		 memcmp(va, vb, n * sizeof(float)) == 0);
+	/* Non-global floats are not in the file and not touched (all global here). */
+	struct fl_st *st = NULL;
+	FL_CHECK(fl_st_read(path, &st) == FL_OK);
+	FL_CHECK(strcmp(fl_st_metadata(st, "format"), "fedloha-checkpoint") == 0);
+	FL_CHECK(strcmp(fl_st_metadata(st, "version"), "1") == 0);
+	FL_CHECK(strlen(fl_st_metadata(st, "model_digest")) == 64);
+	FL_CHECK(fl_st_count(st) == 4 + 2);
+	fl_st_free(st);
+
+	/* The same step sequence continues identically. */
+	FL_CHECK(fl_server_opt_step(&oa, fl_model_params(a), y, n) == FL_OK);
+	FL_CHECK(fl_server_opt_step(&ob, fl_model_params(b), y, n) == FL_OK);
+	FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b), n * sizeof(float)) == 0);
+	free(y);
+	fl_server_opt_free(&oa);
+	fl_server_opt_free(&ob);
+	fl_model_free(a);
+	fl_model_free(b);
+}
+
+/* Loading fails with err and leaves m and o exactly as they were. */
+static void expect_refused(const char *path, struct fl_model *m, struct fl_server_opt *o,
+			   const uint64_t *seed, int err, const char *needle)
+{
+	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	float *before = malloc(n * sizeof(float));
+	memcpy(before, fl_model_params(m), n * sizeof(float));
+	uint64_t step0 = o->step;
+	struct srv_checkpoint_meta got = {0};
+	int rc = srv_checkpoint_load(path, m, o, seed, &got);
+	FL_CHECK_MSG(rc == err, "got %d (%s), expected %d", rc, fl_error_msg(), err);
+	FL_CHECK_MSG(!needle || strstr(fl_error_msg(), needle), "message '%s' lacks '%s'",
+		     fl_error_msg(), needle);
+	FL_CHECK(memcmp(before, fl_model_params(m), n * sizeof(float)) == 0);
+	FL_CHECK(o->step == step0 && got.round == 0);
+	free(before);
+}
+
+/* Copies a checkpoint, optionally with a NaN in server_opt.m or an extra
+ * tensor. */
+static void rewrite(const char *src, const char *dst, int nan_, int extra)
+{
+	struct fl_st *st = NULL, *w = NULL;
+	FL_CHECK(fl_st_read(src, &st) == FL_OK);
+	FL_CHECK(fl_st_new(&w) == FL_OK);
+	for (size_t i = 0; i < fl_st_metadata_count(st); i++) {
+		const char *v = NULL, *k = fl_st_metadata_at(st, i, &v);
+		fl_st_set_metadata(w, k, v);
+	}
+	for (size_t i = 0; i < fl_st_count(st); i++) {
+		const struct fl_st_tensor *t = fl_st_at(st, i);
+		float *buf = malloc(t->numel * sizeof(float));
+		FL_CHECK(fl_st_tensor_to_f32(t, buf, t->numel) == FL_OK);
+		if (nan_ && strcmp(t->name, "server_opt.m") == 0)
+			buf[3] = NAN;
+		fl_st_add_f32(w, t->name, t->shape, t->ndim, buf);
+		free(buf);
+	}
+	float z = 0;
+	int64_t one = 1;
+	if (extra)
+		fl_st_add_f32(w, "extra", &one, 1, &z);
+	FL_CHECK(fl_st_write(w, dst) == FL_OK);
+	fl_st_free(w);
+	fl_st_free(st);
+}
+
+static void test_refusals(void)
+{
+	const char *dir = fl_test_tmpdir("ckpt-bad");
+	char path[600], bad[600];
+	snprintf(path, sizeof(path), "%s/ok.safetensors", dir);
+	struct fl_model *a = model(3, 1);
+	size_t n = fl_model_count_floats(a, FL_TENSOR_GLOBAL);
+	struct fl_server_opt oa;
+	opt_init(&oa, FL_SERVER_OPT_FEDAVGM, n);
+	struct srv_checkpoint_meta meta = {.round = 1, .seed = 7};
+	FL_CHECK(srv_checkpoint_save(path, a, &oa, &meta) == FL_OK);
+
+	struct fl_model *other = model(4, 1); /* another head: another digest */
+	struct fl_server_opt oo;
+	opt_init(&oo, FL_SERVER_OPT_FEDAVGM, fl_model_count_floats(other, FL_TENSOR_GLOBAL));
+	expect_refused(path, other, &oo, NULL, FL_EINVAL, "another model");
+	fl_server_opt_free(&oo);
+	fl_model_free(other);
+
+	struct fl_model *b = model(3, 5);
+	struct fl_server_opt adam;
+	opt_init(&adam, FL_SERVER_OPT_FEDADAM, n);
+	expect_refused(path, b, &adam, NULL, FL_EINVAL, "server_opt");
+	fl_server_opt_free(&adam);
+
+	struct fl_server_opt ob;
+	opt_init(&ob, FL_SERVER_OPT_FEDAVGM, n);
+	uint64_t seed = 8;
+	expect_refused(path, b, &ob, &seed, FL_EINVAL, "seed");
+
+	snprintf(bad, sizeof(bad), "%s/missing.safetensors", dir);
+	expect_refused(bad, b, &ob, NULL, FL_ENOTFOUND, NULL);
+
+	/* A NaN in the optimiser state, and an unexpected extra tensor. */
+	snprintf(bad, sizeof(bad), "%s/nan.safetensors", dir);
+	rewrite(path, bad, 1, 0);
+	expect_refused(bad, b, &ob, NULL, FL_ENONFINITE, "server_opt.m");
+	snprintf(bad, sizeof(bad), "%s/extra.safetensors", dir);
+	rewrite(path, bad, 0, 1);
+	expect_refused(bad, b, &ob, NULL, FL_EFORMAT, "extra");
+
+	/* The good file still loads into b. */
+	struct srv_checkpoint_meta got;
+	FL_CHECK(srv_checkpoint_load(path, b, &ob, NULL, &got) == FL_OK && got.round == 1);
+	FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b), n * sizeof(float)) == 0);
+	fl_server_opt_free(&ob);
+	fl_server_opt_free(&oa);
+	fl_model_free(a);
+	fl_model_free(b);
+}
+
+int main(void)
+{
+	FL_RUN(test_roundtrip);
+	FL_RUN(test_refusals);
+	return fl_test_main_end();
+}
