@@ -49,12 +49,12 @@ static void train_usage(FILE *f)
 		"  --test-limit N      evaluate on the first N test samples\n"
 		"training:\n"
 		"  --epochs N          (default 5)\n"
-		"  --batch B           (default 64)\n"
+		"  --batch B           (default 32)\n"
 		"  --optim sgd|adam    (default sgd)\n"
-		"  --lr LR             (default 0.05 for sgd, 0.001 for adam)\n"
+		"  --lr LR             (default 0.01 for sgd, 0.001 for adam)\n"
 		"  --momentum M        sgd momentum (default 0.9)\n"
 		"  --weight-decay WD   (default 0)\n"
-		"  --lr-decay D        lr multiplied by D after every epoch (default 1)\n"
+		"  --lr-decay D        lr multiplied by D after every epoch (default 0.8)\n"
 		"  --seed S            (default 1)\n"
 		"  --threads T         BLAS threads (default 2)\n"
 		"output:\n"
@@ -246,7 +246,7 @@ static void print_model_summary(struct fl_model *m)
 int cli_train_main(int argc, char **argv)
 {
 	struct train_opts o = {.model = "cnn", .gamma = 0.1, .lr = -1, .momentum = 0.9,
-			       .lr_decay = 1.0, .epochs = 5, .batch = 64, .threads = 2, .tucker = 1,
+			       .lr_decay = 0.8, .epochs = 5, .batch = 32, .threads = 2, .tucker = 1,
 			       .seed = 1};
 	static const struct option longopts[] = {
 		{"model", 1, 0, 'm'},        {"param", 1, 0, 'p'},     {"gamma", 1, 0, 'g'},
@@ -336,7 +336,7 @@ int cli_train_main(int argc, char **argv)
 		err = fl_model_load_base(m, o.base);
 	struct fl_optim_config oc;
 	fl_optim_config_default(&oc, o.optim_adam ? FL_OPTIM_ADAM : FL_OPTIM_SGD);
-	oc.lr = (float)(o.lr >= 0 ? o.lr : (o.optim_adam ? 0.001 : 0.05));
+	oc.lr = (float)(o.lr >= 0 ? o.lr : (o.optim_adam ? 0.001 : 0.01));
 	if (!o.optim_adam)
 		oc.momentum = (float)o.momentum;
 	oc.weight_decay = (float)o.wd;
