@@ -1,0 +1,283 @@
+/* allowlist.c - allow-list files: parse with line numbers, sorted key set,
+ * constant-time-per-entry lookup, swap on reload, atomic append. No
+ * enrolment tokens (enrol.c). */
+#include "allowlist.h"
+
+#include "errors.h"
+#include "fsutil.h"
+
+#include <sodium.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct entry {
+	uint8_t pk[FL_PUBKEY_BYTES];
+	char name[FL_ALLOWLIST_NAME_MAX + 1];
+	size_t line; /* for stable sorting: the first occurrence wins */
+};
+
+struct fl_allowlist {
+	struct entry *e; /* sorted by key, no duplicates */
+	size_t n, cap;
+};
+
+int fl_allowlist_new(struct fl_allowlist **out)
+{
+	int err = fl_crypto_init();
+	if (err)
+		return err;
+	struct fl_allowlist *al = calloc(1, sizeof(*al));
+	if (!al)
+		return fl_error_set(FL_ENOMEM, "allow-list: out of memory");
+	*out = al;
+	return FL_OK;
+}
+
+void fl_allowlist_free(struct fl_allowlist *al)
+{
+	if (!al)
+		return;
+	free(al->e);
+	free(al);
+}
+
+size_t fl_allowlist_count(const struct fl_allowlist *al)
+{
+	return al->n;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+	int c = memcmp(x->pk, y->pk, FL_PUBKEY_BYTES);
+	if (c)
+		return c;
+	return (x->line > y->line) - (x->line < y->line);
+}
+
+static int push(struct fl_allowlist *al, const uint8_t *pk, const char *name, size_t nlen,
+		size_t line)
+{
+	if (al->n == al->cap) {
+		size_t cap = al->cap ? al->cap * 2 : 16;
+		struct entry *e = realloc(al->e, cap * sizeof(*e));
+		if (!e)
+			return fl_error_set(FL_ENOMEM, "allow-list: out of memory");
+		al->e = e;
+		al->cap = cap;
+	}
+	struct entry *e = &al->e[al->n++];
+	memcpy(e->pk, pk, FL_PUBKEY_BYTES);
+	if (nlen > FL_ALLOWLIST_NAME_MAX)
+		nlen = FL_ALLOWLIST_NAME_MAX;
+	memcpy(e->name, name, nlen);
+	e->name[nlen] = '\0';
+	e->line = line;
+	return FL_OK;
+}
+
+/* Sorts and drops later duplicates. */
+static void normalise(struct fl_allowlist *al)
+{
+	if (al->n < 2)
+		return;
+	qsort(al->e, al->n, sizeof(*al->e), entry_cmp);
+	size_t k = 1;
+	for (size_t i = 1; i < al->n; i++)
+		if (memcmp(al->e[i].pk, al->e[k - 1].pk, FL_PUBKEY_BYTES) != 0)
+			al->e[k++] = al->e[i];
+	al->n = k;
+}
+
+/* One line (not NUL-terminated, no '\n'). 0 = ok or skipped; else an error
+ * with the reason in fl_error_msg(). */
+static int parse_line(struct fl_allowlist *al, const char *s, size_t len, size_t lineno)
+{
+	size_t i = 0;
+	while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
+		i++;
+	if (i == len || s[i] == '#')
+		return FL_OK;
+	size_t k = i;
+	while (k < len && s[k] != ' ' && s[k] != '\t' && s[k] != '\r')
+		k++;
+	char key[FL_PUBKEY_STRING_BYTES + 16];
+	if (k - i >= sizeof(key))
+		return fl_error_set(FL_EFORMAT, "public key '%.20s...' too long", s + i);
+	memcpy(key, s + i, k - i);
+	key[k - i] = '\0';
+	uint8_t pk[FL_PUBKEY_BYTES];
+	int err = fl_pubkey_parse(key, pk);
+	if (err)
+		return err;
+	while (k < len && (s[k] == ' ' || s[k] == '\t'))
+		k++;
+	size_t end = len;
+	while (end > k && (s[end - 1] == ' ' || s[end - 1] == '\t' || s[end - 1] == '\r'))
+		end--;
+	for (size_t j = k; j < end; j++)
+		if ((unsigned char)s[j] < 0x20 && s[j] != '\t')
+			return fl_error_set(FL_EFORMAT, "control character in the name");
+	return push(al, pk, s + k, end - k, lineno);
+}
+
+int fl_allowlist_parse(const char *text, size_t len, const char *source,
+		       struct fl_allowlist **out)
+{
+	struct fl_allowlist *al = NULL;
+	int err = fl_allowlist_new(&al);
+	if (err)
+		return err;
+	int first_err = FL_OK;
+	size_t first_line = 0, nbad = 0;
+	char first_msg[FL_ERROR_MSG_MAX] = "";
+	size_t lineno = 0;
+	for (size_t pos = 0; pos < len;) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t l = nl ? (size_t)(nl - (text + pos)) : len - pos;
+		lineno++;
+		if (memchr(text + pos, '\0', l))
+			err = fl_error_set(FL_EFORMAT, "NUL byte in the line");
+		else
+			err = parse_line(al, text + pos, l, lineno);
+		if (err == FL_ENOMEM) {
+			fl_allowlist_free(al);
+			return err;
+		}
+		if (err) {
+			if (!nbad++) {
+				first_err = err;
+				first_line = lineno;
+				snprintf(first_msg, sizeof(first_msg), "%s", fl_error_msg());
+			}
+		}
+		pos += l + (nl ? 1 : 0);
+	}
+	if (nbad) {
+		fl_allowlist_free(al);
+		if (nbad > 1)
+			return fl_error_set(first_err, "%s:%zu: %s (and %zu more bad lines)", source,
+					    first_line, first_msg, nbad - 1);
+		return fl_error_set(first_err, "%s:%zu: %s", source, first_line, first_msg);
+	}
+	normalise(al);
+	*out = al;
+	return FL_OK;
+}
+
+int fl_allowlist_load(const char *path, struct fl_allowlist **out)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int err = fl_file_read_all(path, FL_ALLOWLIST_FILE_MAX, &text, &len);
+	if (err)
+		return err;
+	err = fl_allowlist_parse(text, len, path, out);
+	free(text);
+	return err;
+}
+
+int fl_allowlist_reload(const char *path, struct fl_allowlist **current)
+{
+	struct fl_allowlist *al = NULL;
+	int err = fl_allowlist_load(path, &al);
+	if (err)
+		return err;
+	fl_allowlist_free(*current);
+	*current = al;
+	return FL_OK;
+}
+
+/* Index of pk or -1, comparing with every entry (no early exit). */
+static long find(const struct fl_allowlist *al, const uint8_t *pk)
+{
+	long hit = -1;
+	for (size_t i = 0; i < al->n; i++) {
+		int eq = sodium_memcmp(al->e[i].pk, pk, FL_PUBKEY_BYTES) == 0;
+		long mask = -(long)eq; /* all ones when equal */
+		hit = (hit & ~mask) | ((long)i & mask);
+	}
+	return hit;
+}
+
+int fl_allowlist_contains(const struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
+{
+	return find(al, pk) >= 0;
+}
+
+const char *fl_allowlist_name(const struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
+{
+	long i = find(al, pk);
+	return i >= 0 ? al->e[i].name : NULL;
+}
+
+static int check_name(const char *name)
+{
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p < 0x20 && *p != '\t')
+			return fl_error_set(FL_EINVAL, "allow-list name with a control character");
+	return FL_OK;
+}
+
+int fl_allowlist_add(struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
+{
+	if (!name)
+		name = "";
+	int err = check_name(name);
+	if (err)
+		return err;
+	if (find(al, pk) >= 0)
+		return FL_OK;
+	err = push(al, pk, name, strlen(name), (size_t)-1);
+	if (!err)
+		normalise(al);
+	return err;
+}
+
+int fl_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
+			     const char *name)
+{
+	if (!name)
+		name = "";
+	int err = check_name(name);
+	if (err)
+		return err;
+	char *text = NULL;
+	size_t len = 0;
+	err = fl_file_read_all(path, FL_ALLOWLIST_FILE_MAX, &text, &len);
+	int private_ = 0;
+	if (err == FL_ENOTFOUND) {
+		err = FL_OK;
+		len = 0;
+	} else if (err) {
+		return err;
+	} else {
+		struct stat st;
+		private_ = stat(path, &st) == 0 && !(st.st_mode & 077);
+	}
+	char key[FL_PUBKEY_STRING_BYTES];
+	fl_pubkey_format(pk, key);
+	size_t nlen = strnlen(name, FL_ALLOWLIST_NAME_MAX);
+	size_t cap = len + 1 + sizeof(key) + 1 + nlen + 2;
+	char *buf = malloc(cap);
+	if (!buf) {
+		free(text);
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+	}
+	size_t n = 0;
+	if (len) {
+		memcpy(buf, text, len);
+		n = len;
+		if (buf[n - 1] != '\n')
+			buf[n++] = '\n';
+	}
+	n += (size_t)snprintf(buf + n, cap - n, "%s%s%.*s\n", key, nlen ? " " : "", (int)nlen, name);
+	err = fl_file_write_atomic(path, buf, n, private_);
+	free(buf);
+	free(text);
+	return err;
+}

@@ -1,0 +1,470 @@
+/* channel.c - the secure channel's public API: configuration, framing of
+ * incoming bytes (handshake messages, then records), the record layer
+ * (crypto_secretstream_xchacha20poly1305, one stream per direction), orderly
+ * close, truncation detection and the insecure pass-through. The handshake
+ * messages themselves are in handshake.c. No sockets, no event loop. */
+#include "channel_impl.h"
+
+#include "errors.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SS_HEADER_BYTES crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define SS_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+#define MAX_RECORD_LIMIT ((size_t)UINT32_MAX - SS_ABYTES)
+
+_Static_assert(FL_CHANNEL_RECORD_OVERHEAD == SS_ABYTES, "record overhead");
+
+static void wipe_secrets(struct fl_channel *ch)
+{
+	sodium_memzero(ch->eph_sk, sizeof(ch->eph_sk));
+	sodium_memzero(ch->k_c2s, sizeof(ch->k_c2s));
+	sodium_memzero(ch->k_s2c, sizeof(ch->k_s2c));
+	sodium_memzero(ch->rx_key, sizeof(ch->rx_key));
+	sodium_memzero(&ch->tx, sizeof(ch->tx));
+	sodium_memzero(&ch->rx, sizeof(ch->rx));
+	sodium_memzero(ch->token, sizeof(ch->token));
+}
+
+int fl_ch_fail(struct fl_channel *ch, int err, const char *fmt, ...)
+{
+	static const char prefix[] = "secure channel: ";
+	char msg[FL_ERROR_MSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* No double prefix when a message is passed on. */
+	size_t off = strncmp(msg, prefix, sizeof(prefix) - 1) ? sizeof(prefix) - 1 : 0;
+	memcpy(ch->why, prefix, off);
+	size_t ml = strnlen(msg, sizeof(ch->why) - off - 1);
+	memcpy(ch->why + off, msg, ml);
+	ch->why[off + ml] = '\0';
+	ch->err = err;
+	ch->tx_ready = ch->rx_ready = 0;
+	wipe_secrets(ch);
+	return fl_error_set(err, "%s", ch->why);
+}
+
+static int dead(const struct fl_channel *ch)
+{
+	return fl_error_set(ch->err, "%s", ch->why);
+}
+
+int fl_channel_new(const struct fl_channel_config *cfg, struct fl_channel **out)
+{
+	int err = fl_crypto_init();
+	if (err)
+		return err;
+	if (!cfg->insecure) {
+		if (!cfg->self)
+			return fl_error_set(FL_EINVAL, "secure channel: no identity (secret key) given");
+		if (!cfg->is_server && !cfg->pinned_server_pk)
+			return fl_error_set(FL_EINVAL,
+					    "secure channel: the client needs the server's public key");
+		if (cfg->is_server && !cfg->authorize)
+			return fl_error_set(FL_EINVAL, "secure channel: the server needs an authoriser");
+		if (cfg->max_record > MAX_RECORD_LIMIT)
+			return fl_error_set(FL_EINVAL, "secure channel: max_record %zu too large",
+					    cfg->max_record);
+	}
+	struct fl_channel *ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return fl_error_set(FL_ENOMEM, "secure channel: out of memory");
+	ch->is_server = !!cfg->is_server;
+	ch->insecure = !!cfg->insecure;
+	ch->max_record = cfg->max_record ? cfg->max_record
+					 : FL_WIRE_MAX_FRAME_DEFAULT + FL_WIRE_FRAME_HEADER_BYTES;
+	ch->timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms
+						   : FL_CHANNEL_TIMEOUT_DEFAULT_MS;
+	if (ch->insecure) {
+		ch->hs = HS_DONE;
+		*out = ch;
+		return FL_OK;
+	}
+	ch->self = cfg->self;
+	ch->hs = ch->is_server ? HS_SERVER_WAIT1 : HS_CLIENT_START;
+	if (!ch->is_server) {
+		memcpy(ch->pinned, cfg->pinned_server_pk, FL_PUBKEY_BYTES);
+		if (cfg->enrol_token && cfg->enrol_token[0]) {
+			err = fl_token_parse(cfg->enrol_token, ch->token);
+			if (err) {
+				fl_channel_free(ch);
+				return err;
+			}
+			ch->has_token = 1;
+		}
+	}
+	ch->authorize = cfg->authorize;
+	ch->auth_ctx = cfg->auth_ctx;
+	*out = ch;
+	return FL_OK;
+}
+
+void fl_channel_free(struct fl_channel *ch)
+{
+	if (!ch)
+		return;
+	free(ch->buf);
+	free(ch->out);
+	free(ch->plain);
+	sodium_memzero(ch, sizeof(*ch));
+	free(ch);
+}
+
+/* Makes *buf hold at least n bytes. Buffers only grow, up to the largest
+ * message the peer may send (max_record + 17), so a steady stream of
+ * records touches no fresh memory. */
+static int reserve(struct fl_channel *ch, uint8_t **buf, size_t *cap, size_t n)
+{
+	if (n <= *cap)
+		return FL_OK;
+	uint8_t *b = realloc(*buf, n);
+	if (!b)
+		return fl_ch_fail(ch, FL_ENOMEM, "out of memory for a %zu-byte message", n);
+	*buf = b;
+	*cap = n;
+	return FL_OK;
+}
+
+int fl_ch_emit(struct fl_channel *ch, const uint8_t *p, size_t n)
+{
+	size_t need = ch->out_len + FL_WIRE_FRAME_HEADER_BYTES + n;
+	if (need > ch->out_cap) {
+		size_t cap = ch->out_cap ? ch->out_cap : 512;
+		while (cap < need)
+			cap *= 2;
+		uint8_t *o = realloc(ch->out, cap);
+		if (!o)
+			return fl_ch_fail(ch, FL_ENOMEM, "out of memory");
+		ch->out = o;
+		ch->out_cap = cap;
+	}
+	uint8_t *d = ch->out + ch->out_len;
+	d[0] = (uint8_t)(n >> 24);
+	d[1] = (uint8_t)(n >> 16);
+	d[2] = (uint8_t)(n >> 8);
+	d[3] = (uint8_t)n;
+	memcpy(d + 4, p, n);
+	ch->out_len = need;
+	return FL_OK;
+}
+
+/* Moves the collected output into a new buffer (NULL when there is none). */
+static int flush(struct fl_channel *ch, struct fl_buf **out)
+{
+	*out = NULL;
+	if (!ch->out_len)
+		return FL_OK;
+	struct fl_buf *b = fl_buf_new(ch->out_len);
+	if (!b) {
+		ch->out_len = 0;
+		return fl_error_set(FL_ENOMEM, "secure channel: out of memory");
+	}
+	memcpy(b->data, ch->out, ch->out_len);
+	ch->out_len = 0;
+	*out = b;
+	return FL_OK;
+}
+
+int fl_ch_keys_ready(struct fl_channel *ch, uint8_t tx_key[HS_KEY_BYTES],
+		     uint8_t rx_key[HS_KEY_BYTES])
+{
+	uint8_t header[SS_HEADER_BYTES];
+	crypto_secretstream_xchacha20poly1305_init_push(&ch->tx, header, tx_key);
+	memcpy(ch->rx_key, rx_key, HS_KEY_BYTES);
+	ch->rx_key_set = 1;
+	ch->tx_ready = 1;
+	return fl_ch_emit(ch, header, sizeof(header));
+}
+
+int fl_channel_start(struct fl_channel *ch, struct fl_buf **out)
+{
+	*out = NULL;
+	if (ch->err)
+		return dead(ch);
+	if (ch->insecure || ch->is_server)
+		return FL_OK;
+	if (ch->hs != HS_CLIENT_START)
+		return fl_error_set(FL_EINVAL, "secure channel: started twice");
+	int err = fl_hs_client_hello(ch);
+	if (err)
+		return err;
+	return flush(ch, out);
+}
+
+/* The largest message acceptable in the current state. */
+static size_t limit(const struct fl_channel *ch)
+{
+	if (ch->hs != HS_DONE)
+		return FL_CHANNEL_HANDSHAKE_MAX;
+	if (!ch->rx_ready)
+		return SS_HEADER_BYTES;
+	return ch->max_record + SS_ABYTES;
+}
+
+struct deliver_to {
+	fl_channel_deliver_fn fn;
+	void *ctx;
+};
+
+static int on_record(struct fl_channel *ch, const uint8_t *p, size_t n, struct deliver_to *d)
+{
+	if (ch->peer_final)
+		return fl_ch_fail(ch, FL_EFORMAT, "data after the peer's final record");
+	if (n < SS_ABYTES)
+		return fl_ch_fail(ch, FL_EFORMAT, "record of %zu bytes is too short", n);
+	size_t mlen = n - SS_ABYTES;
+	int err = reserve(ch, &ch->plain, &ch->plain_cap, mlen ? mlen : 1);
+	if (err)
+		return err;
+	uint8_t *plain = ch->plain;
+	unsigned long long got = 0;
+	unsigned char tag = 0;
+	if (crypto_secretstream_xchacha20poly1305_pull(&ch->rx, plain, &got, &tag, p, n, NULL, 0) !=
+	    0) {
+		return fl_ch_fail(ch, FL_EFORMAT,
+				  "authentication failed: record %llu from the peer is corrupted, "
+				  "replayed or out of order",
+				  (unsigned long long)ch->rx_records + 1);
+	}
+	ch->rx_records++;
+	int rc = FL_OK;
+	if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+		ch->peer_final = 1;
+	} else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) {
+		rc = fl_ch_fail(ch, FL_EFORMAT, "record with unexpected tag %u", tag);
+	}
+	if (!rc && got && d->fn) {
+		rc = d->fn(d->ctx, plain, (size_t)got);
+		if (rc) {
+			char why[FL_ERROR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", fl_error_msg());
+			rc = fl_ch_fail(ch, rc, "%s", why);
+		}
+	}
+	return rc;
+}
+
+/* One complete message from the framing layer. */
+static int on_message(struct fl_channel *ch, const uint8_t *p, size_t n, struct deliver_to *d)
+{
+	if (ch->hs != HS_DONE) {
+		int err = fl_hs_on_message(ch, p, n);
+		if (!err && ch->hs == HS_DONE) {
+			/* handshake secrets are no longer needed */
+			sodium_memzero(ch->k_c2s, sizeof(ch->k_c2s));
+			sodium_memzero(ch->k_s2c, sizeof(ch->k_s2c));
+			sodium_memzero(ch->token, sizeof(ch->token));
+		}
+		return err;
+	}
+	if (!ch->rx_ready) {
+		if (n != SS_HEADER_BYTES || !ch->rx_key_set)
+			return fl_ch_fail(ch, FL_EFORMAT, "bad stream header (%zu bytes)", n);
+		crypto_secretstream_xchacha20poly1305_init_pull(&ch->rx, p, ch->rx_key);
+		sodium_memzero(ch->rx_key, sizeof(ch->rx_key));
+		ch->rx_key_set = 0;
+		ch->rx_ready = 1;
+		return FL_OK;
+	}
+	return on_record(ch, p, n, d);
+}
+
+static int feed(struct fl_channel *ch, const uint8_t *data, size_t len, struct deliver_to *d)
+{
+	size_t i = 0;
+	while (i < len) {
+		if (ch->hdr_have < FL_WIRE_FRAME_HEADER_BYTES) {
+			size_t k = FL_WIRE_FRAME_HEADER_BYTES - ch->hdr_have;
+			if (k > len - i)
+				k = len - i;
+			memcpy(ch->hdr + ch->hdr_have, data + i, k);
+			ch->hdr_have += k;
+			i += k;
+			if (ch->hdr_have < FL_WIRE_FRAME_HEADER_BYTES)
+				break;
+			size_t n = (size_t)ch->hdr[0] << 24 | (size_t)ch->hdr[1] << 16 |
+				   (size_t)ch->hdr[2] << 8 | ch->hdr[3];
+			size_t max = limit(ch);
+			if (n == 0 || n > max)
+				return fl_ch_fail(ch, n ? FL_ERANGE : FL_EFORMAT,
+						  "%s of %zu bytes from the peer (limit %zu)",
+						  ch->hs != HS_DONE ? "handshake message" : "record",
+						  n, max);
+			ch->need = n;
+			ch->have = 0;
+			if (len - i >= n) {
+				int err = on_message(ch, data + i, n, d);
+				i += n;
+				ch->hdr_have = 0;
+				if (err)
+					return err;
+				continue;
+			}
+			int err = reserve(ch, &ch->buf, &ch->buf_cap, n);
+			if (err)
+				return err;
+		}
+		size_t k = ch->need - ch->have;
+		if (k > len - i)
+			k = len - i;
+		memcpy(ch->buf + ch->have, data + i, k);
+		ch->have += k;
+		i += k;
+		if (ch->have == ch->need) {
+			ch->hdr_have = 0;
+			int err = on_message(ch, ch->buf, ch->need, d);
+			if (err)
+				return err;
+		}
+	}
+	return FL_OK;
+}
+
+int fl_channel_recv(struct fl_channel *ch, const uint8_t *data, size_t len,
+		    fl_channel_deliver_fn deliver, void *ctx, struct fl_buf **reply)
+{
+	*reply = NULL;
+	if (ch->err)
+		return dead(ch);
+	if (ch->insecure) {
+		if (!len || !deliver)
+			return FL_OK;
+		int rc = deliver(ctx, data, len);
+		if (rc) {
+			char why[FL_ERROR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", fl_error_msg());
+			return fl_ch_fail(ch, rc, "%s", why);
+		}
+		return FL_OK;
+	}
+	struct deliver_to d = {deliver, ctx};
+	int err = feed(ch, data, len, &d);
+	/* Even after a failure: a refusal notice is meant to reach the peer. */
+	char why[FL_ERROR_MSG_MAX];
+	snprintf(why, sizeof(why), "%s", fl_error_msg());
+	int ferr = flush(ch, reply);
+	if (err) {
+		fl_error_set(err, "%s", why);
+		return err;
+	}
+	return ferr;
+}
+
+int fl_channel_seal(struct fl_channel *ch, const uint8_t *plain, size_t n, struct fl_buf **out)
+{
+	*out = NULL;
+	if (ch->err)
+		return dead(ch);
+	if (ch->sent_final)
+		return fl_error_set(FL_EINVAL, "secure channel: seal after close");
+	if (ch->insecure) {
+		struct fl_buf *b = fl_buf_new(n);
+		if (!b)
+			return fl_error_set(FL_ENOMEM, "secure channel: out of memory");
+		memcpy(b->data, plain, n);
+		*out = b;
+		return FL_OK;
+	}
+	if (ch->hs != HS_DONE || !ch->tx_ready)
+		return fl_error_set(FL_EINVAL, "secure channel: seal before the handshake ended");
+	if (n > ch->max_record)
+		return fl_error_set(FL_ERANGE, "secure channel: %zu bytes over the %zu-byte record "
+				    "limit", n, ch->max_record);
+	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + n + SS_ABYTES);
+	if (!b)
+		return fl_error_set(FL_ENOMEM, "secure channel: out of memory for a %zu-byte record",
+				    n);
+	size_t c = n + SS_ABYTES;
+	b->data[0] = (uint8_t)(c >> 24);
+	b->data[1] = (uint8_t)(c >> 16);
+	b->data[2] = (uint8_t)(c >> 8);
+	b->data[3] = (uint8_t)c;
+	crypto_secretstream_xchacha20poly1305_push(&ch->tx, b->data + 4, NULL, plain, n, NULL, 0,
+						   crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+	*out = b;
+	return FL_OK;
+}
+
+int fl_channel_seal_buf(struct fl_channel *ch, struct fl_buf *in, struct fl_buf **out)
+{
+	if (ch->insecure && !ch->err && !ch->sent_final) {
+		*out = fl_buf_ref(in);
+		return FL_OK;
+	}
+	return fl_channel_seal(ch, in->data, in->len, out);
+}
+
+int fl_channel_close(struct fl_channel *ch, struct fl_buf **out)
+{
+	*out = NULL;
+	if (ch->err)
+		return dead(ch);
+	if (ch->sent_final)
+		return FL_OK;
+	ch->sent_final = 1;
+	if (ch->insecure || ch->hs != HS_DONE || !ch->tx_ready)
+		return FL_OK;
+	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + SS_ABYTES);
+	if (!b)
+		return fl_error_set(FL_ENOMEM, "secure channel: out of memory");
+	b->data[0] = b->data[1] = b->data[2] = 0;
+	b->data[3] = SS_ABYTES;
+	crypto_secretstream_xchacha20poly1305_push(&ch->tx, b->data + 4, NULL, NULL, 0, NULL, 0,
+						   crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+	sodium_memzero(&ch->tx, sizeof(ch->tx));
+	ch->tx_ready = 0;
+	*out = b;
+	return FL_OK;
+}
+
+int fl_channel_eof(struct fl_channel *ch)
+{
+	if (ch->err)
+		return dead(ch);
+	if (ch->insecure || ch->peer_final)
+		return FL_OK;
+	if (ch->hs != HS_DONE)
+		return fl_ch_fail(ch, FL_EFORMAT, "the peer closed the connection during the handshake");
+	return fl_ch_fail(ch, FL_EFORMAT,
+			  "connection truncated: the peer closed without its final record");
+}
+
+int fl_channel_established(const struct fl_channel *ch)
+{
+	return !ch->err && ch->hs == HS_DONE;
+}
+
+int fl_channel_peer_closed(const struct fl_channel *ch)
+{
+	return ch->peer_final;
+}
+
+const uint8_t *fl_channel_peer_pk(const struct fl_channel *ch)
+{
+	return !ch->insecure && ch->peer_known && !ch->err ? ch->peer_pk : NULL;
+}
+
+int fl_channel_error(const struct fl_channel *ch)
+{
+	return ch->err;
+}
+
+uint32_t fl_channel_handshake_timeout_ms(const struct fl_channel *ch)
+{
+	return ch->timeout_ms;
+}
+
+size_t fl_channel_max_record(const struct fl_channel *ch)
+{
+	return ch->max_record;
+}
+
+int fl_channel_insecure(const struct fl_channel *ch)
+{
+	return ch->insecure;
+}

@@ -1,0 +1,288 @@
+/* test_channel_keys.c - identities and key files (0600, refused when
+ * group/other-readable, damage detected), the "fl1:" public-key form,
+ * allow-list files (names, comments, duplicates, errors with line numbers,
+ * reload keeps the old set on error, atomic append) and enrolment tokens
+ * (issue, consume once, expiry, parse). */
+#include "allowlist.h"
+#include "enrol.h"
+#include "errors.h"
+#include "fsutil.h"
+#include "identity.h"
+#include "testutil.h"
+
+#include <sodium.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static char g_path[600];
+
+static const char *tmp_file(const char *name)
+{
+	static const char *dir;
+	if (!dir)
+		dir = fl_test_tmpdir("chan-keys");
+	snprintf(g_path, sizeof(g_path), "%s/%s", dir, name);
+	return g_path;
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FL_CHECK(fl_file_write_atomic(path, text, strlen(text), 0) == FL_OK);
+}
+
+static void test_identity_files(void)
+{
+	struct fl_identity *id = NULL, *back = NULL;
+	FL_CHECK(fl_identity_generate(&id) == FL_OK);
+	const char *path = tmp_file("server.key");
+	FL_CHECK(fl_identity_save(id, path) == FL_OK);
+	struct stat st;
+	FL_CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+	char *text = NULL;
+	size_t len = 0;
+	FL_CHECK(fl_file_read_all(path, 1024, &text, &len) == FL_OK);
+	FL_CHECK(strncmp(text, "fedloha-secret-key-v1 ", 22) == 0 && text[len - 1] == '\n');
+	FL_CHECK(fl_identity_load(path, &back) == FL_OK);
+	FL_CHECK(memcmp(fl_identity_pk(id), fl_identity_pk(back), 32) == 0);
+	/* the loaded key signs like the original */
+	uint8_t sig[FL_SIGNATURE_BYTES];
+	fl_identity_sign(back, (const uint8_t *)"msg", 3, sig);
+	FL_CHECK(crypto_sign_verify_detached(sig, (const uint8_t *)"msg", 3, fl_identity_pk(id)) == 0);
+	fl_identity_free(back);
+	back = NULL;
+
+	/* readable by group: refused with the fix in the message */
+	FL_CHECK(chmod(path, 0640) == 0);
+	FL_CHECK(fl_identity_load(path, &back) == FL_EINVAL && back == NULL);
+	FL_CHECK(strstr(fl_error_msg(), "chmod 600") != NULL);
+	FL_CHECK(chmod(path, 0604) == 0);
+	FL_CHECK(fl_identity_load(path, &back) == FL_EINVAL);
+	FL_CHECK(chmod(path, 0600) == 0);
+
+	/* damage: public half not matching, bad base64, wrong tag, missing */
+	char *bad = strdup(text);
+	size_t b64 = 22;
+	/* the last 32 bytes of the key are the public half: change a character
+	 * well inside the last third of the base64 */
+	bad[b64 + 70] = bad[b64 + 70] == 'A' ? 'B' : 'A';
+	FILE *f = fopen(path, "w");
+	fputs(bad, f);
+	fclose(f);
+	chmod(path, 0600);
+	FL_CHECK(fl_identity_load(path, &back) == FL_EFORMAT);
+	FL_CHECK(strstr(fl_error_msg(), "does not match") != NULL);
+	strcpy(bad, "fedloha-secret-key-v1 !!!notbase64\n");
+	f = fopen(path, "w");
+	fputs(bad, f);
+	fclose(f);
+	FL_CHECK(fl_identity_load(path, &back) == FL_EFORMAT);
+	f = fopen(path, "w");
+	fputs("ssh-ed25519 AAAA\n", f);
+	fclose(f);
+	FL_CHECK(fl_identity_load(path, &back) == FL_EFORMAT);
+	FL_CHECK(strstr(fl_error_msg(), "not a fedloha secret key file") != NULL);
+	FL_CHECK(fl_identity_load(tmp_file("missing.key"), &back) == FL_ENOTFOUND);
+	free(bad);
+	free(text);
+	fl_identity_free(id);
+	fl_identity_free(NULL);
+}
+
+static void test_identity_from_seed(void)
+{
+	uint8_t seed[32], pk[32], sk[64];
+	memset(seed, 7, sizeof(seed));
+	crypto_sign_seed_keypair(pk, sk, seed);
+	struct fl_identity *a = NULL, *b = NULL;
+	FL_CHECK(fl_identity_from_seed(seed, &a) == FL_OK && fl_identity_from_seed(seed, &b) == FL_OK);
+	FL_CHECK(memcmp(fl_identity_pk(a), pk, 32) == 0 && memcmp(fl_identity_pk(b), pk, 32) == 0);
+	fl_identity_free(a);
+	fl_identity_free(b);
+}
+
+static void test_pubkey_strings(void)
+{
+	struct fl_identity *id = NULL;
+	FL_CHECK(fl_identity_generate(&id) == FL_OK);
+	char s[FL_PUBKEY_STRING_BYTES];
+	fl_identity_public_string(id, s);
+	FL_CHECK(strlen(s) == 47 && strncmp(s, "fl1:", 4) == 0);
+	FL_CHECK(strspn(s + 4, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+		 43);
+	uint8_t pk[32];
+	FL_CHECK(fl_pubkey_parse(s, pk) == FL_OK && memcmp(pk, fl_identity_pk(id), 32) == 0);
+
+	char t[64];
+	FL_CHECK(fl_pubkey_parse(s + 4, pk) == FL_EFORMAT);
+	FL_CHECK(strstr(fl_error_msg(), "does not start with 'fl1:'") != NULL);
+	snprintf(t, sizeof(t), "%s=", s);
+	FL_CHECK(fl_pubkey_parse(t, pk) == FL_EFORMAT && strstr(fl_error_msg(), "characters"));
+	snprintf(t, sizeof(t), "%.46s", s);
+	FL_CHECK(fl_pubkey_parse(t, pk) == FL_EFORMAT);
+	snprintf(t, sizeof(t), "%s", s);
+	t[10] = '+';
+	FL_CHECK(fl_pubkey_parse(t, pk) == FL_EFORMAT && strstr(fl_error_msg(), "base64url"));
+	/* all-zero key: a small-order point */
+	uint8_t zero[32] = {0};
+	fl_pubkey_format(zero, t);
+	FL_CHECK(fl_pubkey_parse(t, pk) == FL_EFORMAT && strstr(fl_error_msg(), "Ed25519"));
+
+	/* --server-key: the string itself or a file holding it */
+	const char *path = tmp_file("server.pub");
+	char text[128];
+	snprintf(text, sizeof(text), "# coordinator key\n\n  %s  prod\n", s);
+	write_text(path, text);
+	memset(pk, 0, sizeof(pk));
+	FL_CHECK(fl_pubkey_parse_arg(path, pk) == FL_OK && memcmp(pk, fl_identity_pk(id), 32) == 0);
+	FL_CHECK(fl_pubkey_parse_arg(s, pk) == FL_OK);
+	FL_CHECK(fl_pubkey_parse_arg(tmp_file("nope.pub"), pk) == FL_ENOTFOUND);
+	write_text(path, "# nothing\n");
+	FL_CHECK(fl_pubkey_parse_arg(path, pk) == FL_EFORMAT);
+	fl_identity_free(id);
+}
+
+static void test_allowlist_parse(void)
+{
+	uint8_t k[4][32];
+	char ks[4][FL_PUBKEY_STRING_BYTES];
+	for (int i = 0; i < 4; i++) {
+		struct fl_identity *id = NULL;
+		FL_CHECK(fl_identity_generate(&id) == FL_OK);
+		memcpy(k[i], fl_identity_pk(id), 32);
+		fl_pubkey_format(k[i], ks[i]);
+		fl_identity_free(id);
+	}
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "# clients\n\n%s alice laptop\n   %s\tbob  \r\n%s\n%s carol-dup\n", ks[0], ks[1],
+		 ks[2], ks[0]);
+	struct fl_allowlist *al = NULL;
+	FL_CHECK(fl_allowlist_parse(text, strlen(text), "allow", &al) == FL_OK);
+	FL_CHECK(fl_allowlist_count(al) == 3);
+	FL_CHECK(fl_allowlist_contains(al, k[0]) && fl_allowlist_contains(al, k[1]) &&
+		 fl_allowlist_contains(al, k[2]) && !fl_allowlist_contains(al, k[3]));
+	FL_CHECK(strcmp(fl_allowlist_name(al, k[0]), "alice laptop") == 0);
+	FL_CHECK(strcmp(fl_allowlist_name(al, k[1]), "bob") == 0);
+	FL_CHECK(strcmp(fl_allowlist_name(al, k[2]), "") == 0);
+	FL_CHECK(fl_allowlist_name(al, k[3]) == NULL);
+	FL_CHECK(fl_allowlist_add(al, k[3], "dave") == FL_OK && fl_allowlist_count(al) == 4);
+	FL_CHECK(fl_allowlist_add(al, k[3], "again") == FL_OK && fl_allowlist_count(al) == 4);
+	FL_CHECK(fl_allowlist_add(al, k[3], "bad\nname") == FL_EINVAL);
+	fl_allowlist_free(al);
+
+	/* errors name the file and line */
+	snprintf(text, sizeof(text), "# ok\n%s\nfl1:tooshort x\n", ks[0]);
+	al = NULL;
+	FL_CHECK(fl_allowlist_parse(text, strlen(text), "allow.txt", &al) == FL_EFORMAT && !al);
+	FL_CHECK_MSG(strncmp(fl_error_msg(), "allow.txt:3: ", 13) == 0, "%s", fl_error_msg());
+	snprintf(text, sizeof(text), "ssh-rsa AAAA\n%s\n\nnot-a-key\n%s\n", ks[0], ks[1]);
+	FL_CHECK(fl_allowlist_parse(text, strlen(text), "a", &al) == FL_EFORMAT);
+	FL_CHECK_MSG(strncmp(fl_error_msg(), "a:1: ", 5) == 0 &&
+			     strstr(fl_error_msg(), "(and 1 more bad lines)"),
+		     "%s", fl_error_msg());
+	const char nul[] = "# a\0b\n";
+	FL_CHECK(fl_allowlist_parse(nul, sizeof(nul) - 1, "n", &al) == FL_EFORMAT);
+	FL_CHECK(fl_allowlist_parse("", 0, "empty", &al) == FL_OK && fl_allowlist_count(al) == 0);
+	fl_allowlist_free(al);
+}
+
+static void test_allowlist_reload_and_append(void)
+{
+	struct fl_identity *a = NULL, *b = NULL;
+	FL_CHECK(fl_identity_generate(&a) == FL_OK && fl_identity_generate(&b) == FL_OK);
+	char as[FL_PUBKEY_STRING_BYTES], bs[FL_PUBKEY_STRING_BYTES], text[256];
+	fl_identity_public_string(a, as);
+	fl_identity_public_string(b, bs);
+	const char *path = tmp_file("allow.txt");
+	snprintf(text, sizeof(text), "# team\n%s alice", as); /* no final newline */
+	write_text(path, text);
+	struct fl_allowlist *cur = NULL;
+	FL_CHECK(fl_allowlist_load(path, &cur) == FL_OK && fl_allowlist_count(cur) == 1);
+	struct fl_allowlist *before = cur;
+
+	/* a bad file: error, the current set is untouched */
+	snprintf(text, sizeof(text), "%s alice\n%s.bob\n", as, bs);
+	write_text(path, text);
+	FL_CHECK(fl_allowlist_reload(path, &cur) == FL_EFORMAT);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "allow.txt:2:") != NULL, "%s", fl_error_msg());
+	FL_CHECK(cur == before && fl_allowlist_contains(cur, fl_identity_pk(a)));
+	FL_CHECK(fl_allowlist_reload(tmp_file("gone.txt"), &cur) == FL_ENOTFOUND && cur == before);
+
+	/* a good file: swapped in */
+	snprintf(text, sizeof(text), "# team\n%s alice", as);
+	write_text(path, text);
+	FL_CHECK(fl_allowlist_append_file(path, fl_identity_pk(b), "bob") == FL_OK);
+	char *got = NULL;
+	size_t len = 0;
+	FL_CHECK(fl_file_read_all(path, 4096, &got, &len) == FL_OK);
+	char want[256];
+	snprintf(want, sizeof(want), "# team\n%s alice\n%s bob\n", as, bs);
+	FL_CHECK_MSG(strcmp(got, want) == 0, "%s", got);
+	free(got);
+	FL_CHECK(fl_allowlist_reload(path, &cur) == FL_OK);
+	FL_CHECK(fl_allowlist_count(cur) == 2 && fl_allowlist_contains(cur, fl_identity_pk(b)));
+	FL_CHECK(strcmp(fl_allowlist_name(cur, fl_identity_pk(b)), "bob") == 0);
+
+	/* append creates a missing file; a private file stays private */
+	const char *p2 = tmp_file("new-allow.txt");
+	FL_CHECK(fl_allowlist_append_file(p2, fl_identity_pk(a), NULL) == FL_OK);
+	FL_CHECK(chmod(p2, 0600) == 0);
+	FL_CHECK(fl_allowlist_append_file(p2, fl_identity_pk(b), "b") == FL_OK);
+	struct stat st;
+	FL_CHECK(stat(p2, &st) == 0 && (st.st_mode & 0777) == 0600);
+	struct fl_allowlist *al2 = NULL;
+	FL_CHECK(fl_allowlist_load(p2, &al2) == FL_OK && fl_allowlist_count(al2) == 2);
+	fl_allowlist_free(al2);
+	fl_allowlist_free(cur);
+	fl_identity_free(a);
+	fl_identity_free(b);
+}
+
+static void test_tokens(void)
+{
+	struct fl_enrol *e = NULL;
+	FL_CHECK(fl_enrol_new(&e) == FL_OK);
+	char t1[FL_TOKEN_STRING_BYTES], t2[FL_TOKEN_STRING_BYTES];
+	FL_CHECK(fl_enrol_issue(e, 100, 1000, t1) == FL_OK);
+	FL_CHECK(fl_enrol_issue(e, 100, 50, t2) == FL_OK);
+	FL_CHECK(fl_enrol_issue(e, 100, 0, t2) == FL_EINVAL);
+	uint8_t r1[32], r2[32];
+	FL_CHECK(fl_token_parse(t1, r1) == FL_OK && fl_token_parse(t2, r2) == FL_OK);
+	FL_CHECK(fl_enrol_count(e, 100) == 2);
+	FL_CHECK(fl_enrol_consume(e, r2, 150) == FL_ENOTFOUND); /* expired at 150 */
+	FL_CHECK(fl_enrol_count(e, 150) == 1);
+	uint8_t wrong[32];
+	memcpy(wrong, r1, 32);
+	wrong[31] ^= 0x80;
+	FL_CHECK(fl_enrol_consume(e, wrong, 200) == FL_ENOTFOUND);
+	FL_CHECK(fl_enrol_consume(e, r1, 200) == FL_OK);
+	FL_CHECK(fl_enrol_consume(e, r1, 200) == FL_ENOTFOUND); /* one time only */
+	FL_CHECK(fl_enrol_count(e, 200) == 0);
+	FL_CHECK(fl_token_parse("abc", r1) == FL_EFORMAT);
+	char bad[FL_TOKEN_STRING_BYTES];
+	memcpy(bad, t1, sizeof(bad));
+	bad[5] = '/';
+	FL_CHECK(fl_token_parse(bad, r1) == FL_EFORMAT);
+	/* the store is bounded */
+	int err = FL_OK;
+	for (int i = 0; i < FL_ENROL_MAX_TOKENS + 1 && !err; i++)
+		err = fl_enrol_issue(e, 300, 1000, t1);
+	FL_CHECK(err == FL_ERANGE && fl_enrol_count(e, 300) == FL_ENROL_MAX_TOKENS);
+	FL_CHECK(fl_enrol_count(e, 1300) == 0);
+	fl_enrol_free(e);
+	fl_enrol_free(NULL);
+}
+
+int main(void)
+{
+	FL_RUN(test_identity_files);
+	FL_RUN(test_identity_from_seed);
+	FL_RUN(test_pubkey_strings);
+	FL_RUN(test_allowlist_parse);
+	FL_RUN(test_allowlist_reload_and_append);
+	FL_RUN(test_tokens);
+	return fl_test_main_end();
+}
