@@ -62,6 +62,16 @@ static void train_usage(FILE *f)
 		"  --quiet             no progress lines\n");
 }
 
+/* One line for a getopt failure (opterr = 0, optstring starting with ':'). */
+static void option_error(const char *cmd, int ch, char **argv)
+{
+	if (ch == ':')
+		fprintf(stderr, "fedloha-client %s: option %s needs a value\n", cmd, argv[optind - 1]);
+	else
+		fprintf(stderr, "fedloha-client %s: unknown option '%s' (try --help)\n", cmd,
+			argv[optind - 1]);
+}
+
 static int parse_double(const char *s, const char *flag, double lo, double hi, double *out)
 {
 	char *end;
@@ -260,11 +270,19 @@ int cli_train_main(int argc, char **argv)
 		{"help", 0, 0, 'h'},         {0, 0, 0, 0}};
 	int ch, bad = 0;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		int seed;
+	opterr = 0;
+	while (!bad && (ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		int seed = 0;
+		enum fl_peft_param pp;
 		switch (ch) {
 		case 'm': o.model = optarg; break;
-		case 'p': o.param = optarg; break;
+		case 'p':
+			o.param = optarg;
+			if (fl_peft_param_parse(optarg, &pp)) {
+				fprintf(stderr, "fedloha-client: --param: %s\n", fl_error_msg());
+				bad = 1;
+			}
+			break;
 		case 'g': bad |= parse_double(optarg, "--gamma", 0, 1, &o.gamma); break;
 		case 'r': bad |= parse_int(optarg, "--rank", 1, 1 << 16, &o.rank); break;
 		case 'a': bad |= parse_double(optarg, "--alpha", 1e-6, 1e6, &o.alpha); break;
@@ -301,17 +319,15 @@ int cli_train_main(int argc, char **argv)
 		case 'o': o.out = optarg; break;
 		case 'q': o.quiet = 1; break;
 		case 'h': train_usage(stdout); return 0;
-		default: bad = 1;
+		default: option_error("train", ch, argv); bad = 1;
 		}
 	}
-	if (optind < argc) {
+	if (!bad && optind < argc) {
 		fprintf(stderr, "fedloha-client train: unexpected argument '%s'\n", argv[optind]);
 		bad = 1;
 	}
-	if (bad) {
-		fprintf(stderr, "fedloha-client train: try --help\n");
+	if (bad)
 		return 2;
-	}
 	if (!fl_model_arch_valid(o.model)) {
 		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n", o.model);
 		return 2;
@@ -383,9 +399,9 @@ int cli_train_main(int argc, char **argv)
 		norm_json(train, norm, sizeof(norm));
 		snprintf(meta, sizeof(meta),
 			 "{\"data\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
-			 "\"test_loss\": %.6f, \"test_samples\": %d, \"norm\": %s}",
+			 "\"test_loss\": %.6f, \"test_samples\": %d, \"train_samples\": %d, \"norm\": %s}",
 			 o.data ? o.data : "fashion-mnist", o.epochs, o.seed, ev.accuracy, ev.loss,
-			 test->n, norm);
+			 test->n, train->n, norm);
 		if ((err = fl_model_save(m, o.out, meta))) {
 			fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 			goto out;
@@ -419,7 +435,8 @@ int cli_eval_main(int argc, char **argv)
 		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'},
 		{"help", 0, 0, 'h'},    {0, 0, 0, 0}};
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	opterr = 0;
+	while (!bad && (ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'i': in = optarg; break;
 		case 'd': data = optarg; break;
@@ -428,15 +445,19 @@ int cli_eval_main(int argc, char **argv)
 		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &batch); break;
 		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &threads); break;
 		case 'h': eval_usage(stdout); return 0;
-		default: bad = 1;
+		default: option_error("eval", ch, argv); bad = 1;
 		}
 	}
-	if (!in && !bad)
-		fprintf(stderr, "fedloha-client eval: --in DIR is required\n");
-	if (bad || !in || optind < argc) {
-		fprintf(stderr, "fedloha-client eval: try --help\n");
-		return 2;
+	if (!bad && optind < argc) {
+		fprintf(stderr, "fedloha-client eval: unexpected argument '%s'\n", argv[optind]);
+		bad = 1;
 	}
+	if (!bad && !in) {
+		fprintf(stderr, "fedloha-client eval: --in DIR is required (try --help)\n");
+		bad = 1;
+	}
+	if (bad)
+		return 2;
 	fl_blas_set_threads(threads);
 	struct fl_dataset *train = NULL, *test = NULL;
 	struct fl_model *m = NULL;

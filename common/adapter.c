@@ -164,7 +164,9 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 	struct fl_loha_factors fac = {buf[FL_ADAPTER_W1A], buf[FL_ADAPTER_W1B], buf[FL_ADAPTER_W2A],
 				      buf[FL_ADAPTER_W2B], buf[FL_ADAPTER_T1],  buf[FL_ADAPTER_T2]};
 	double scale = fl_peft_config_scale(f->cfg, m->name);
-	fl_loha_forward(dw, work, &fac, d, (float)scale, FL_LOHA_MODE_LOHA);
+	fl_loha_forward(dw, work, &fac, d, (float)scale,
+			f->cfg->parameterization == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
+									  : FL_LOHA_MODE_LOHA);
 	err = ad_store_merged(out, w, dw);
 done:
 	for (int k = 0; k < FL_ADAPTER_NFACT; k++)

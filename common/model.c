@@ -172,6 +172,7 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 				    L->ld.r);
 	L->scale = L->param == FL_PEFT_PARAM_LOHA ? (float)fl_peft_config_scale(cfg, L->name) : 1.0f;
 	if (L->param == FL_PEFT_PARAM_LOWRANK) {
+		L->lowrank_tucker = L->ld.form == FL_LOHA_FORM_TUCKER;
 		L->lowrank_k = fl_lowrank_rank_for_budget(&L->ld);
 		L->ld.form = FL_LOHA_FORM_LINEAR; /* low rank works on the reshaped kernel */
 	}

@@ -33,6 +33,7 @@ struct fl_layer {
 	enum fl_peft_param param;
 	struct fl_loha_dims ld; /* LoHa family */
 	int lowrank_k;
+	int lowrank_tucker; /* lowrank: k from the Tucker fedpara budget */
 	float scale;
 	float rank_dropout, module_dropout; /* loha only */
 	int t[FL_LT_COUNT];                 /* tensor indices, -1 when absent */

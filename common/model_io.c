@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PEFT_PREFIX "base_model.model."
 #define FEDLOHA_JSON_MAX (1u << 20)
@@ -307,9 +308,12 @@ static int write_fedloha_json(const struct fl_model *m, const char *path, const 
 		json_t *l = json_pack("{s:s, s:s, s:i, s:f, s:b, s:f, s:f}", "name", L->name, "param",
 				      fl_peft_param_name(L->param), "r", L->ld.r, "alpha",
 				      (double)L->scale * L->ld.r, "tucker",
-				      L->ld.form == FL_LOHA_FORM_TUCKER, "rank_dropout",
+				      L->ld.form == FL_LOHA_FORM_TUCKER || L->lowrank_tucker, "rank_dropout",
 				      (double)L->rank_dropout, "module_dropout",
 				      (double)L->module_dropout);
+		if (m->param == FL_PEFT_PARAM_LOHA && L->param == FL_PEFT_PARAM_DENSE &&
+		    (m->tensors[L->t[FL_LT_WEIGHT]].flags & FL_TENSOR_GLOBAL))
+			json_object_set_new(l, "module_to_save", json_true());
 		json_array_append_new(layers, l);
 	}
 	json_object_set_new(j, "layers", layers);
@@ -336,7 +340,16 @@ int fl_model_save(struct fl_model *m, const char *dir, const char *meta_json)
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);
 	if ((err = write_dense(m, path, 0)))
 		return err;
-	if (m->param != FL_PEFT_PARAM_DENSE) {
+	if (m->param == FL_PEFT_PARAM_DENSE) {
+		/* a dense model has no adapter: drop those of an older save */
+		static const char *const stale[] = {"adapter_model.safetensors",
+						    "base_model.safetensors", "adapter_config.json"};
+		for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+			snprintf(path, sizeof(path), "%s/%s", dir, stale[i]);
+			if (fl_path_exists(path) && unlink(path) != 0)
+				return fl_error_set(FL_EIO, "%s: cannot remove a stale file", path);
+		}
+	} else {
 		snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
 		if ((err = write_adapter_tensors(m, path)))
 			return err;

@@ -53,7 +53,8 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 	c->target_modules = calloc(n + 1, sizeof(char *));
 	c->rank_pattern = calloc(n + 1, sizeof(*c->rank_pattern));
 	c->alpha_pattern = calloc(n + 1, sizeof(*c->alpha_pattern));
-	if (!err && (!c->target_modules || !c->rank_pattern || !c->alpha_pattern))
+	c->modules_to_save = calloc(n + 1, sizeof(char *));
+	if (!err && (!c->target_modules || !c->rank_pattern || !c->alpha_pattern || !c->modules_to_save))
 		err = fl_error_set(FL_ENOMEM, "load: out of memory");
 	for (size_t i = 0; i < n && !err; i++) {
 		json_t *l = json_array_get(layers, i);
@@ -65,8 +66,12 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu]: bad 'name' or 'param'", path, i);
 			break;
 		}
-		if (strcmp(lp, "dense") == 0)
+		if (strcmp(lp, "dense") == 0) {
+			if (json_is_true(json_object_get(l, "module_to_save")) &&
+			    !(c->modules_to_save[c->n_modules_to_save++] = xstrdup(name)))
+				err = fl_error_set(FL_ENOMEM, "load: out of memory");
 			continue;
+		}
 		err = json_int_in(json_object_get(l, "r"), path, "layers[].r", 1, 1 << 20, &r);
 		if (!err && !json_is_number(alpha))
 			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu].alpha: expected a number", path, i);
@@ -163,12 +168,16 @@ int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 	if (!err)
 		err = fl_model_new(arch, c, h, w, classes, cfg, 0, max_batch, &m);
 	for (int i = 0; i < 3 && !err; i++) {
+		if (i < 2 && m->param == FL_PEFT_PARAM_DENSE)
+			continue; /* stale adapter files of an older save */
 		snprintf(path, sizeof(path), "%s/%s", dir, fname[i]);
 		if (fl_path_exists(path))
 			err = fl_st_read(path, &files[i]);
 	}
 	if (!err && !files[2])
 		err = fl_error_set(FL_ENOTFOUND, "%s/model.safetensors: missing", dir);
+	if (!err && m->param == FL_PEFT_PARAM_LOHA && !files[1])
+		err = fl_error_set(FL_ENOTFOUND, "%s/base_model.safetensors: missing", dir);
 	if (!err && m->param != FL_PEFT_PARAM_DENSE && !files[0])
 		err = fl_error_set(FL_ENOTFOUND, "%s/adapter_model.safetensors: missing", dir);
 	for (size_t i = 0; i < (m ? fl_model_tensor_count(m) : 0) && !err; i++) {
@@ -177,7 +186,8 @@ int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 		snprintf(key, sizeof(key), PEFT_PREFIX "%s", t->name);
 		int r = files[0] ? load_tensor(m, t, files[0], key, fname[0]) : FL_ENOTFOUND;
 		if (r == FL_ENOTFOUND && !strstr(t->name, ".hada_") && !strstr(t->name, ".lora_")) {
-			for (int f = 1; f < 3 && r == FL_ENOTFOUND; f++)
+			int last = (t->flags & FL_TENSOR_BASE) ? 2 : 3; /* W0 only from the base */
+			for (int f = 1; f < last && r == FL_ENOTFOUND; f++)
 				if (files[f])
 					r = load_tensor(m, t, files[f], t->name, fname[f]);
 		}

@@ -1,0 +1,472 @@
+/* test_model.c - model building: parameter counts of the classic FL models,
+ * tensor names, shapes and flags per parameterisation, the buffer layout
+ * (transmitted slice first, no overlap, trainable ranges = TRAINABLE
+ * tensors), explicit targets and rank / alpha patterns, bad arguments.
+ * Running and training: test_model_train.c; gradients: test_model_grad.c;
+ * files: test_model_io.c and test_model_load.c. */
+#include "errors.h"
+#include "model.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A config for parameterisation p: gamma (fedpara family) when r == 0, else
+ * an explicit r with alpha. */
+static struct fl_peft_config *cfg_make(enum fl_peft_param p, int tucker, double gamma, int r,
+				       double alpha)
+{
+	struct fl_peft_config *c = NULL;
+	if (fl_peft_config_new(&c) != FL_OK)
+		return NULL;
+	c->parameterization = p;
+	c->use_effective_conv2d = tucker;
+	if (r > 0) {
+		c->r = r;
+		c->alpha = alpha;
+	} else {
+		c->has_gamma = 1;
+		c->gamma = gamma;
+	}
+	return c;
+}
+
+static struct fl_model *build(const char *arch, int c, int h, int w, int classes,
+			      const struct fl_peft_config *cfg, uint64_t seed)
+{
+	struct fl_model *m = NULL;
+	int err = fl_model_new(arch, c, h, w, classes, cfg, seed, 16, &m);
+	FL_CHECK_MSG(err == FL_OK, "fl_model_new(%s): %s", arch, fl_error_msg());
+	return m;
+}
+
+/* Checks that a tensor exists with the given shape and exactly `flags`. */
+static void expect_tensor(struct fl_model *m, const char *name, unsigned flags, int ndim,
+			  int64_t s0, int64_t s1, int64_t s2, int64_t s3)
+{
+	const struct fl_model_tensor *t = fl_model_tensor_find(m, name);
+	if (!FL_CHECK_MSG(t != NULL, "tensor %s missing", name))
+		return;
+	int64_t s[4] = {s0, s1, s2, s3};
+	FL_CHECK_MSG(t->ndim == ndim, "%s: ndim %d, expected %d", name, t->ndim, ndim);
+	size_t numel = 1;
+	for (int i = 0; i < ndim && i < t->ndim; i++) {
+		FL_CHECK_MSG(t->shape[i] == s[i], "%s: shape[%d] = %lld, expected %lld", name, i,
+			     (long long)t->shape[i], (long long)s[i]);
+		numel *= (size_t)s[i];
+	}
+	FL_CHECK_MSG(t->numel == numel, "%s: numel %zu, expected %zu", name, t->numel, numel);
+	FL_CHECK_MSG(t->flags == flags, "%s: flags 0x%x, expected 0x%x", name, t->flags, flags);
+}
+
+static void expect_absent(struct fl_model *m, const char *name)
+{
+	FL_CHECK_MSG(fl_model_tensor_find(m, name) == NULL, "tensor %s should not exist", name);
+}
+
+/* Layout invariants that hold for every model: tensors tile the buffer
+ * without overlap, GLOBAL tensors form the prefix [0, n_global), the
+ * trainable ranges cover exactly the TRAINABLE tensors. */
+static void check_layout(struct fl_model *m)
+{
+	size_t n = fl_model_param_floats(m), nt = fl_model_tensor_count(m);
+	size_t n_global = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	unsigned char *cover = calloc(n ? n : 1, 1), *trn = calloc(n ? n : 1, 1);
+	size_t sum = 0;
+	for (size_t i = 0; i < nt; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		sum += t->numel;
+		FL_CHECK_MSG(t->offset + t->numel <= n, "%s beyond the buffer", t->name);
+		if (t->flags & FL_TENSOR_GLOBAL)
+			FL_CHECK_MSG(t->offset + t->numel <= n_global, "%s: GLOBAL outside prefix",
+				     t->name);
+		else
+			FL_CHECK_MSG(t->offset >= n_global, "%s: non-GLOBAL inside the prefix", t->name);
+		/* LOCAL and GLOBAL are exclusive; BASE is never trainable */
+		FL_CHECK(!((t->flags & FL_TENSOR_LOCAL) && (t->flags & FL_TENSOR_GLOBAL)));
+		FL_CHECK(!((t->flags & FL_TENSOR_BASE) && (t->flags & FL_TENSOR_TRAINABLE)));
+		for (size_t k = t->offset; k < t->offset + t->numel && k < n; k++) {
+			cover[k]++;
+			trn[k] = (t->flags & FL_TENSOR_TRAINABLE) != 0;
+		}
+	}
+	FL_CHECK(sum == n);
+	int overlap = 0;
+	for (size_t k = 0; k < n; k++)
+		overlap += cover[k] != 1;
+	FL_CHECK_MSG(overlap == 0, "%d floats covered != 1 times", overlap);
+	size_t nr;
+	const struct fl_optim_range *r = fl_model_trainable_ranges(m, &nr);
+	unsigned char *in_range = calloc(n ? n : 1, 1);
+	for (size_t i = 0; i < nr; i++)
+		for (size_t k = r[i].off; k < r[i].off + r[i].len && k < n; k++)
+			in_range[k]++;
+	int mism = 0;
+	for (size_t k = 0; k < n; k++)
+		mism += in_range[k] != trn[k];
+	FL_CHECK_MSG(mism == 0, "%d floats: trainable ranges disagree with flags", mism);
+	free(cover);
+	free(trn);
+	free(in_range);
+}
+
+#define GT (FL_TENSOR_GLOBAL | FL_TENSOR_TRAINABLE)
+#define LT (FL_TENSOR_LOCAL | FL_TENSOR_TRAINABLE)
+#define BS FL_TENSOR_BASE
+
+static void test_dense_counts(void)
+{
+	struct fl_model *m = build("2nn", 1, 28, 28, 10, NULL, 1);
+	if (m) {
+		FL_CHECK(fl_model_param_floats(m) == 199210);
+		FL_CHECK(fl_model_count_floats(m, GT) == 199210);
+		FL_CHECK(fl_model_tensor_count(m) == 6);
+		expect_tensor(m, "fc1.weight", GT, 2, 200, 784, 0, 0);
+		expect_tensor(m, "fc1.bias", GT, 1, 200, 0, 0, 0);
+		expect_tensor(m, "fc2.weight", GT, 2, 200, 200, 0, 0);
+		expect_tensor(m, "fc3.weight", GT, 2, 10, 200, 0, 0);
+		expect_tensor(m, "fc3.bias", GT, 1, 10, 0, 0, 0);
+		FL_CHECK(fl_model_param(m) == FL_PEFT_PARAM_DENSE);
+		FL_CHECK(strcmp(fl_model_arch(m), "2nn") == 0);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	m = build("cnn", 1, 28, 28, 10, NULL, 1);
+	if (m) {
+		FL_CHECK(fl_model_param_floats(m) == 1663370);
+		expect_tensor(m, "conv1.weight", GT, 4, 32, 1, 5, 5);
+		expect_tensor(m, "conv1.bias", GT, 1, 32, 0, 0, 0);
+		expect_tensor(m, "conv2.weight", GT, 4, 64, 32, 5, 5);
+		expect_tensor(m, "fc1.weight", GT, 2, 512, 3136, 0, 0);
+		expect_tensor(m, "fc2.weight", GT, 2, 10, 512, 0, 0);
+		expect_tensor(m, "fc2.bias", GT, 1, 10, 0, 0, 0);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	m = build("mlp", 1, 28, 28, 10, NULL, 1);
+	if (m) {
+		FL_CHECK(fl_model_param_floats(m) == 784 * 256 + 256 + 256 * 10 + 10);
+		expect_tensor(m, "fc1.weight", GT, 2, 256, 784, 0, 0);
+		expect_tensor(m, "fc2.weight", GT, 2, 10, 256, 0, 0);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	/* an explicit dense config is the same model, bit for bit */
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_DENSE, 0, 0.1, 0, 0);
+	struct fl_model *a = build("cnn", 3, 32, 32, 10, NULL, 5);
+	struct fl_model *b = build("cnn", 3, 32, 32, 10, c, 5);
+	if (a && b) {
+		/* 32x32 RGB: conv1 3*32*25+32, conv2 51264, fc1 4096*512+512, fc2 5130 */
+		FL_CHECK(fl_model_param_floats(a) == 2432 + 51264 + 2097664 + 5130);
+		FL_CHECK(fl_model_param_floats(a) == fl_model_param_floats(b));
+		FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b),
+				sizeof(float) * fl_model_param_floats(a)) == 0);
+	}
+	fl_model_free(a);
+	fl_model_free(b);
+	fl_peft_config_free(c);
+}
+
+static void test_bad_args(void)
+{
+	struct fl_model *m = (struct fl_model *)1;
+	FL_CHECK(fl_model_new("resnet", 1, 28, 28, 10, NULL, 1, 8, &m) == FL_EINVAL && m == NULL);
+	FL_CHECK(fl_model_new(NULL, 1, 28, 28, 10, NULL, 1, 8, &m) == FL_EINVAL);
+	FL_CHECK(fl_model_new("2nn", 0, 28, 28, 10, NULL, 1, 8, &m) == FL_EINVAL);
+	FL_CHECK(fl_model_new("2nn", 1, -28, 28, 10, NULL, 1, 8, &m) == FL_EINVAL);
+	FL_CHECK(fl_model_new("2nn", 1, 28, 28, 1, NULL, 1, 8, &m) == FL_EINVAL);
+	FL_CHECK(fl_model_new("2nn", 1, 28, 28, 10, NULL, 1, 0, &m) == FL_EINVAL);
+	/* the cnn needs at least a 4x4 input (two 2x2 pools) */
+	FL_CHECK(fl_model_new("cnn", 1, 3, 3, 10, NULL, 1, 8, &m) != FL_OK && m == NULL);
+	FL_CHECK(fl_model_arch_valid("cnn") && fl_model_arch_valid("2nn") &&
+		 fl_model_arch_valid("mlp") && !fl_model_arch_valid("CNN") &&
+		 !fl_model_arch_valid(NULL));
+	/* invalid config values are refused */
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
+	c->rank_dropout = 1.5;
+	FL_CHECK(fl_model_new("2nn", 1, 28, 28, 10, c, 1, 8, &m) == FL_EINVAL && m == NULL);
+	fl_peft_config_free(c);
+}
+
+/* FedPara factor count of one layer from its info. */
+static size_t fedpara_floats(const struct fl_model_layer_info *li)
+{
+	if (li->tucker)
+		return 2u * li->rank * (li->out + li->in + li->rank * li->k1 * li->k2);
+	return 2u * li->rank * (li->out + li->in * li->k1 * li->k2);
+}
+
+static const struct fl_model_layer_info *find_layer(struct fl_model *m, const char *name,
+						    struct fl_model_layer_info *li)
+{
+	for (int i = 0; i < fl_model_layer_count(m); i++) {
+		fl_model_layer_info(m, i, li);
+		if (strcmp(li->name, name) == 0)
+			return li;
+	}
+	return NULL;
+}
+
+static void test_fedpara_tensors(void)
+{
+	/* 2nn, gamma 0.1: fc1 (200x784) r_min 15, r_max 79 -> round(13.5 + 7.9) =
+	 * 21; fc2 (200x200) r_min 15, r_max 50 -> round(18.5) = 19 */
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
+	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 200, 21, 0, 0);
+		expect_tensor(m, "fc1.hada_w1_b", GT, 2, 21, 784, 0, 0);
+		expect_tensor(m, "fc1.hada_w2_a", GT, 2, 200, 21, 0, 0);
+		expect_tensor(m, "fc1.hada_w2_b", GT, 2, 21, 784, 0, 0);
+		expect_tensor(m, "fc1.bias", GT, 1, 200, 0, 0, 0);
+		expect_tensor(m, "fc2.hada_w1_a", GT, 2, 200, 19, 0, 0);
+		expect_tensor(m, "fc2.hada_w2_b", GT, 2, 19, 200, 0, 0);
+		expect_tensor(m, "fc3.weight", GT, 2, 10, 200, 0, 0); /* output layer stays dense */
+		expect_tensor(m, "fc3.bias", GT, 1, 10, 0, 0, 0);
+		expect_absent(m, "fc1.weight");
+		expect_absent(m, "fc2.weight");
+		expect_absent(m, "fc3.hada_w1_a");
+		size_t want = 2 * 21 * (200 + 784) + 200 + 2 * 19 * 400 + 200 + 2010;
+		FL_CHECK(fl_model_param_floats(m) == want);
+		FL_CHECK(fl_model_count_floats(m, GT) == want);
+		struct fl_model_layer_info li;
+		if (FL_CHECK(find_layer(m, "fc1", &li) != NULL))
+			FL_CHECK(li.param == FL_PEFT_PARAM_FEDPARA && li.rank == 21 && !li.tucker &&
+				 li.scale == 1.0f && li.has_bias);
+		check_layout(m);
+	}
+	fl_model_free(m);
+
+	/* cnn Tucker, gamma 0.1: conv1 (32,1,5,5) r_min 1 -> 1; conv2 (64,32,5,5)
+	 * r_min 6, r_max 30 -> round(8.4) = 8; fc1 (512x3136) r_min 23, r_max 220
+	 * -> round(42.7) = 43 */
+	m = build("cnn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "conv1.hada_t1", GT, 4, 1, 1, 5, 5);
+		expect_tensor(m, "conv1.hada_t2", GT, 4, 1, 1, 5, 5);
+		expect_tensor(m, "conv1.hada_w1_a", GT, 2, 1, 32, 0, 0);
+		expect_tensor(m, "conv1.hada_w1_b", GT, 2, 1, 1, 0, 0);
+		expect_tensor(m, "conv2.hada_t1", GT, 4, 8, 8, 5, 5);
+		expect_tensor(m, "conv2.hada_w1_a", GT, 2, 8, 64, 0, 0);
+		expect_tensor(m, "conv2.hada_w2_b", GT, 2, 8, 32, 0, 0);
+		expect_tensor(m, "conv2.bias", GT, 1, 64, 0, 0, 0);
+		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 512, 43, 0, 0);
+		expect_tensor(m, "fc1.hada_w2_b", GT, 2, 43, 3136, 0, 0);
+		expect_tensor(m, "fc2.weight", GT, 2, 10, 512, 0, 0);
+		expect_absent(m, "conv1.weight");
+		expect_absent(m, "fc1.weight");
+		size_t want = 0;
+		for (int i = 0; i < fl_model_layer_count(m); i++) {
+			struct fl_model_layer_info li;
+			fl_model_layer_info(m, i, &li);
+			if (li.kind != FL_LAYER_LINEAR && li.kind != FL_LAYER_CONV2D)
+				continue;
+			want += (size_t)li.out; /* bias */
+			if (li.param == FL_PEFT_PARAM_DENSE)
+				want += (size_t)li.out * li.in * li.k1 * li.k2;
+			else
+				want += fedpara_floats(&li);
+			if (li.kind == FL_LAYER_CONV2D)
+				FL_CHECK(li.tucker && li.param == FL_PEFT_PARAM_FEDPARA);
+		}
+		FL_CHECK(want == 2 * 1 * (32 + 1 + 25) + 32 + 2 * 8 * (64 + 32 + 200) + 64 +
+				     2 * 43 * (512 + 3136) + 512 + 5130);
+		FL_CHECK(fl_model_param_floats(m) == want);
+		check_layout(m);
+	}
+	fl_model_free(m);
+
+	/* reshape convs: hada_w*_a (O, r), hada_w*_b (r, I*K*K); r_min on
+	 * in*k*k: conv2 min(8, 29) = 8 */
+	c->use_effective_conv2d = 0;
+	m = build("cnn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		struct fl_model_layer_info li;
+		if (FL_CHECK(find_layer(m, "conv2", &li) != NULL)) {
+			FL_CHECK(!li.tucker);
+			expect_tensor(m, "conv2.hada_w1_a", GT, 2, 64, li.rank, 0, 0);
+			expect_tensor(m, "conv2.hada_w1_b", GT, 2, li.rank, 800, 0, 0);
+			expect_tensor(m, "conv2.hada_w2_b", GT, 2, li.rank, 800, 0, 0);
+		}
+		if (FL_CHECK(find_layer(m, "conv1", &li) != NULL))
+			expect_tensor(m, "conv1.hada_w1_b", GT, 2, li.rank, 25, 0, 0);
+		expect_absent(m, "conv2.hada_t1");
+		check_layout(m);
+	}
+	fl_model_free(m);
+	fl_peft_config_free(c);
+}
+
+static void test_pfedpara_tensors(void)
+{
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_PFEDPARA, 1, 0.5, 0, 0);
+	struct fl_model *m = build("mlp", 1, 28, 28, 10, c, 1);
+	if (m) {
+		struct fl_model_layer_info li;
+		int r = find_layer(m, "fc1", &li) ? li.rank : -1;
+		/* fc1 256x784, gamma 0.5: r_min 16, r_max floor(200704/2080) = 96 -> 56 */
+		FL_CHECK(r == 56);
+		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 256, r, 0, 0);
+		expect_tensor(m, "fc1.hada_w1_b", GT, 2, r, 784, 0, 0);
+		expect_tensor(m, "fc1.hada_w2_a", LT, 2, 256, r, 0, 0);
+		expect_tensor(m, "fc1.hada_w2_b", LT, 2, r, 784, 0, 0);
+		expect_tensor(m, "fc1.bias", GT, 1, 256, 0, 0, 0);
+		expect_tensor(m, "fc2.weight", GT, 2, 10, 256, 0, 0);
+		size_t pair = (size_t)r * (256 + 784);
+		FL_CHECK(fl_model_count_floats(m, FL_TENSOR_LOCAL) == pair);
+		FL_CHECK(fl_model_count_floats(m, FL_TENSOR_GLOBAL) == pair + 256 + 2570);
+		FL_CHECK(fl_model_count_floats(m, FL_TENSOR_TRAINABLE) == fl_model_param_floats(m));
+		check_layout(m);
+	}
+	fl_model_free(m);
+	m = build("cnn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		const struct fl_model_tensor *t1 = fl_model_tensor_find(m, "conv2.hada_t1");
+		const struct fl_model_tensor *t2 = fl_model_tensor_find(m, "conv2.hada_t2");
+		FL_CHECK(t1 && t1->flags == GT);
+		FL_CHECK(t2 && t2->flags == LT);
+		const struct fl_model_tensor *b = fl_model_tensor_find(m, "conv2.hada_w2_b");
+		FL_CHECK(b && b->flags == LT && b->ndim == 2 && b->shape[1] == 32);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	fl_peft_config_free(c);
+}
+
+static void test_lowrank_tensors(void)
+{
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOWRANK, 1, 0.1, 0, 0);
+	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		/* the fedpara budget at r = 21 is 2*21*(m+n): k = 42 */
+		expect_tensor(m, "fc1.lora_B.weight", GT, 2, 200, 42, 0, 0);
+		expect_tensor(m, "fc1.lora_A.weight", GT, 2, 42, 784, 0, 0);
+		expect_tensor(m, "fc2.lora_B.weight", GT, 2, 200, 38, 0, 0);
+		expect_tensor(m, "fc2.lora_A.weight", GT, 2, 38, 200, 0, 0);
+		expect_tensor(m, "fc3.weight", GT, 2, 10, 200, 0, 0);
+		expect_absent(m, "fc1.weight");
+		expect_absent(m, "fc1.hada_w1_a");
+		FL_CHECK(fl_model_param_floats(m) ==
+			 42 * 984 + 200 + 38 * 400 + 200 + 2010);
+		struct fl_model_layer_info li;
+		if (FL_CHECK(find_layer(m, "fc1", &li) != NULL))
+			FL_CHECK(li.param == FL_PEFT_PARAM_LOWRANK && li.rank == 42);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	/* conv: budget of the Tucker fedpara layer, on the reshaped kernel */
+	m = build("cnn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		struct fl_model_layer_info li;
+		if (FL_CHECK(find_layer(m, "conv2", &li) != NULL)) {
+			/* conv2 Tucker r = 8: 2*8*(64+32+200) = 4736 over (64 + 800) -> k = 5 */
+			FL_CHECK(li.rank == 5);
+			expect_tensor(m, "conv2.lora_B.weight", GT, 2, 64, 5, 0, 0);
+			expect_tensor(m, "conv2.lora_A.weight", GT, 2, 5, 800, 0, 0);
+		}
+		check_layout(m);
+	}
+	fl_model_free(m);
+	fl_peft_config_free(c);
+}
+
+static void test_loha_tensors(void)
+{
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 8);
+	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "fc1.weight", BS, 2, 200, 784, 0, 0);
+		expect_tensor(m, "fc1.bias", BS, 1, 200, 0, 0, 0);
+		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 200, 4, 0, 0);
+		expect_tensor(m, "fc1.hada_w2_b", GT, 2, 4, 784, 0, 0);
+		expect_tensor(m, "fc2.weight", BS, 2, 200, 200, 0, 0);
+		expect_tensor(m, "fc2.hada_w1_b", GT, 2, 4, 200, 0, 0);
+		/* the untargeted output layer is part of the frozen base too */
+		expect_tensor(m, "fc3.weight", BS, 2, 10, 200, 0, 0);
+		expect_tensor(m, "fc3.bias", BS, 1, 10, 0, 0, 0);
+		size_t factors = 2 * 4 * (200 + 784) + 2 * 4 * 400;
+		FL_CHECK(fl_model_count_floats(m, GT) == factors);
+		FL_CHECK(fl_model_count_floats(m, FL_TENSOR_TRAINABLE) == factors);
+		FL_CHECK(fl_model_count_floats(m, BS) == 199210);
+		struct fl_model_layer_info li;
+		if (FL_CHECK(find_layer(m, "fc1", &li) != NULL))
+			FL_CHECK(li.param == FL_PEFT_PARAM_LOHA && li.rank == 4 && li.scale == 2.0f);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	/* modules_to_save: fc3 is trained and transmitted (weight and bias) */
+	c->modules_to_save = calloc(1, sizeof(char *));
+	c->modules_to_save[0] = strdup("fc3");
+	c->n_modules_to_save = 1;
+	m = build("2nn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "fc3.weight", GT, 2, 10, 200, 0, 0);
+		expect_tensor(m, "fc3.bias", GT, 1, 10, 0, 0, 0);
+		expect_tensor(m, "fc2.bias", BS, 1, 200, 0, 0, 0);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	/* cnn, reshape convs (PEFT default) */
+	m = build("cnn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "conv1.weight", BS, 4, 32, 1, 5, 5);
+		expect_tensor(m, "conv1.hada_w1_a", GT, 2, 32, 4, 0, 0);
+		expect_tensor(m, "conv1.hada_w1_b", GT, 2, 4, 25, 0, 0);
+		expect_tensor(m, "conv2.hada_w2_b", GT, 2, 4, 800, 0, 0);
+		check_layout(m);
+	}
+	fl_model_free(m);
+	/* rank_pattern / alpha_pattern give per-layer r and scale */
+	c->rank_pattern = calloc(1, sizeof(*c->rank_pattern));
+	c->rank_pattern[0].key = strdup("fc2");
+	c->rank_pattern[0].value = 2;
+	c->n_rank_pattern = 1;
+	c->alpha_pattern = calloc(1, sizeof(*c->alpha_pattern));
+	c->alpha_pattern[0].key = strdup("fc2");
+	c->alpha_pattern[0].value = 1;
+	c->n_alpha_pattern = 1;
+	m = build("2nn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "fc2.hada_w1_a", GT, 2, 200, 2, 0, 0);
+		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 200, 4, 0, 0);
+		struct fl_model_layer_info li;
+		if (FL_CHECK(find_layer(m, "fc2", &li) != NULL))
+			FL_CHECK(li.rank == 2 && li.scale == 0.5f);
+	}
+	fl_model_free(m);
+	fl_peft_config_free(c);
+}
+
+/* An explicit target list overrides "every weight layer but the output". */
+static void test_targets(void)
+{
+	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
+	c->target_kind = FL_PEFT_SEL_LIST;
+	c->target_modules = calloc(1, sizeof(char *));
+	c->target_modules[0] = strdup("fc1");
+	c->n_target_modules = 1;
+	struct fl_model *m = build("cnn", 1, 28, 28, 10, c, 1);
+	if (m) {
+		expect_tensor(m, "conv1.weight", GT, 4, 32, 1, 5, 5);
+		expect_tensor(m, "conv2.weight", GT, 4, 64, 32, 5, 5);
+		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 512, 43, 0, 0);
+		expect_absent(m, "fc1.weight");
+		check_layout(m);
+	}
+	fl_model_free(m);
+	fl_peft_config_free(c);
+}
+
+int main(void)
+{
+	FL_RUN(test_dense_counts);
+	FL_RUN(test_bad_args);
+	FL_RUN(test_fedpara_tensors);
+	FL_RUN(test_pfedpara_tensors);
+	FL_RUN(test_lowrank_tensors);
+	FL_RUN(test_loha_tensors);
+	FL_RUN(test_targets);
+	return fl_test_main_end();
+}
