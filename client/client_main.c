@@ -2,10 +2,11 @@
  *
  *   fedloha-client train   local (centralised) training and evaluation
  *   fedloha-client eval    evaluate a saved model on a test set
+ *   fedloha-client run     the federated client daemon (cli_run.c)
  *
- * The federated client (connect, hello, rounds) arrives with the protocol.
  * This file parses flags and reports progress; the work is in libfedloha.
  */
+#include "cli_run.h"
 #include "client_cli.h"
 
 #include <stdio.h>
@@ -16,7 +17,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: fedloha-client <command> [options]\n\n"
 		   "commands:\n"
 		   "  train    train a model locally on a data set and save it\n"
-		   "  eval     evaluate a saved model on a test set\n\n"
+		   "  eval     evaluate a saved model on a test set\n"
+		   "  run      join a federated session (fedloha-server) and train rounds\n\n"
 		   "Run 'fedloha-client <command> --help' for the options of a command.\n");
 }
 
@@ -39,6 +41,8 @@ int main(int argc, char **argv)
 		return cli_train_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "eval") == 0)
 		return cli_eval_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "run") == 0)
+		return cli_run_main(argc - 1, argv + 1);
 	fprintf(stderr, "fedloha-client: unknown command '%s' (try --help)\n", cmd);
 	return 2;
 }

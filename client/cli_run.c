@@ -1,0 +1,307 @@
+/* cli_run.c - `fedloha-client run`: loads this client's data (a partition
+ * of a data set, or its own IDX files), builds the session (session.h) and
+ * the libuv transport (transport.h) and runs the loop until the server ends
+ * the session or a signal arrives. Protocol and training logic live in the
+ * session; this file parses flags and wires the parts together.
+ */
+#include "cli_run.h"
+
+#include "blas.h"
+#include "dataset.h"
+#include "errors.h"
+#include "fsutil.h"
+#include "log.h"
+#include "partition.h"
+#include "session.h"
+#include "transport.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct run_opts {
+	const char *server, *id, *data, *data_path, *partition, *state_dir, *dtype, *log_level;
+	int num_clients, client_index, limit, threads, max_attempts, debug_tensors;
+	double holdout, backoff_min, backoff_max;
+	long long max_frame;
+	unsigned long long seed;
+};
+
+static void run_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: fedloha-client run --server HOST:PORT --id ID [options]\n"
+		"Joins a federated session run by fedloha-server: trains each round on the local\n"
+		"data and sends back the transmitted tensors. Exits 0 when the server is done.\n\n"
+		"  --server HOST:PORT   coordinator address (default 127.0.0.1:7420)\n"
+		"  --id ID              client id, 1..64 of [A-Za-z0-9._-] (default client-INDEX)\n"
+		"data (a partition of a data set):\n"
+		"  --data NAME          fashion-mnist (default), mnist or cifar10\n"
+		"  --data-path DIR      folder of the data set files (default: Debian's)\n"
+		"  --partition SPEC     iid (default), dirichlet:ALPHA or shards:K\n"
+		"  --num-clients N      clients in the partition\n"
+		"  --client-index I     this client's part, 0..N-1\n"
+		"  --seed S             partition seed (default 0)\n"
+		"  --limit N            at most N samples for this client\n"
+		"  --holdout F          fraction held out for federated evaluation (default 0.1)\n"
+		"  without --num-clients, all of --data-path's training files are this client's\n"
+		"state and wire:\n"
+		"  --state-dir DIR      pFedPara local tensors and a fetched loha base live here\n"
+		"  --dtype f32|f16|bf16|int8   preferred tensor encoding (default f32)\n"
+		"  --max-frame BYTES    largest frame accepted (default 4 MiB)\n"
+		"  --backoff-min SEC (0.25)  --backoff-max SEC (30)   reconnect delays\n"
+		"  --max-attempts N     give up after N failed connects in a row (0 = never)\n"
+		"  --threads T          BLAS threads for training (default 1)\n"
+		"  --log-level error|warn|info|debug (debug also logs every tensor name on the wire)\n");
+}
+
+static int rnum(const char *k, const char *v, double lo, double hi, double *out)
+{
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi) {
+		fprintf(stderr, "fedloha-client: --%s: expected a number in [%g, %g], got '%s'\n", k,
+			lo, hi, v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+static int rint_(const char *k, const char *v, double lo, double hi, int *out)
+{
+	double x;
+	if (rnum(k, v, lo, hi, &x))
+		return -1;
+	if (x != floor(x)) {
+		fprintf(stderr, "fedloha-client: --%s: expected an integer, got '%s'\n", k, v);
+		return -1;
+	}
+	*out = (int)x;
+	return 0;
+}
+
+static int split_hostport(const char *s, char *host, size_t cap, int *port)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s || (size_t)(colon - s) >= cap)
+		return -1;
+	const char *h = s;
+	size_t hl = (size_t)(colon - s);
+	if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']')
+		h++, hl -= 2;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	char *end;
+	long p = strtol(colon + 1, &end, 10);
+	if (end == colon + 1 || *end || p < 1 || p > 65535)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+	static const struct option longopts[] = {
+		{"server", 1, 0, 0},      {"id", 1, 0, 0},          {"data", 1, 0, 0},
+		{"data-path", 1, 0, 0},   {"partition", 1, 0, 0},   {"num-clients", 1, 0, 0},
+		{"client-index", 1, 0, 0}, {"seed", 1, 0, 0},       {"limit", 1, 0, 0},
+		{"holdout", 1, 0, 0},     {"state-dir", 1, 0, 0},   {"dtype", 1, 0, 0},
+		{"threads", 1, 0, 0},     {"log-level", 1, 0, 0},   {"max-frame", 1, 0, 0},
+		{"backoff-min", 1, 0, 0}, {"backoff-max", 1, 0, 0}, {"max-attempts", 1, 0, 0},
+		{"debug-tensors", 0, 0, 0}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+	int ch, idx, bad = 0;
+	double d;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+		if (ch == 'h') {
+			run_usage(stdout);
+			return 1;
+		}
+		if (ch != 0) {
+			bad = 1;
+			continue;
+		}
+		const char *k = longopts[idx].name, *v = optarg;
+		if (!strcmp(k, "server")) o->server = v;
+		else if (!strcmp(k, "id")) o->id = v;
+		else if (!strcmp(k, "data")) o->data = v;
+		else if (!strcmp(k, "data-path")) o->data_path = v;
+		else if (!strcmp(k, "partition")) o->partition = v;
+		else if (!strcmp(k, "state-dir")) o->state_dir = v;
+		else if (!strcmp(k, "dtype")) o->dtype = v;
+		else if (!strcmp(k, "log-level")) o->log_level = v;
+		else if (!strcmp(k, "debug-tensors")) o->debug_tensors = 1;
+		else if (!strcmp(k, "num-clients"))
+			bad |= rint_(k, v, 1, FL_PARTITION_CLIENTS_MAX, &o->num_clients);
+		else if (!strcmp(k, "client-index"))
+			bad |= rint_(k, v, 0, FL_PARTITION_CLIENTS_MAX - 1, &o->client_index);
+		else if (!strcmp(k, "limit")) bad |= rint_(k, v, 1, 1e9, &o->limit);
+		else if (!strcmp(k, "threads")) bad |= rint_(k, v, 1, 256, &o->threads);
+		else if (!strcmp(k, "max-attempts")) bad |= rint_(k, v, 0, 1e9, &o->max_attempts);
+		else if (!strcmp(k, "holdout")) bad |= rnum(k, v, 0, 0.99, &o->holdout);
+		else if (!strcmp(k, "backoff-min")) bad |= rnum(k, v, 0.001, 3600, &o->backoff_min);
+		else if (!strcmp(k, "backoff-max")) bad |= rnum(k, v, 0.001, 3600, &o->backoff_max);
+		else if (!strcmp(k, "max-frame")) {
+			bad |= rnum(k, v, 2048, 1 << 30, &d);
+			o->max_frame = (long long)d;
+		} else if (!strcmp(k, "seed")) {
+			bad |= rnum(k, v, 0, 9007199254740992.0, &d);
+			o->seed = (unsigned long long)d;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "fedloha-client run: unexpected argument '%s'\n", argv[optind]);
+		bad = 1;
+	}
+	if (!bad && o->num_clients && o->client_index >= o->num_clients) {
+		fprintf(stderr, "fedloha-client run: --client-index %d is not below --num-clients %d\n",
+			o->client_index, o->num_clients);
+		bad = 1;
+	}
+	if (!bad && o->backoff_max < o->backoff_min)
+		o->backoff_max = o->backoff_min;
+	return bad ? -1 : 0;
+}
+
+/* This client's samples: a partition of the data set, or all of it. */
+static int load_data(const struct run_opts *o, struct fl_dataset **ds, struct fl_partition **part,
+		     int *which)
+{
+	int err = fl_dataset_load(o->data, o->data_path, 1, ds);
+	if (!err)
+		err = fl_dataset_compute_norm(*ds); /* same statistics as the server's evaluation */
+	if (err)
+		return err;
+	struct fl_partition_config pc;
+	fl_partition_config_init(&pc);
+	pc.clients = o->num_clients ? o->num_clients : 1;
+	pc.seed = o->seed;
+	pc.holdout = o->holdout;
+	pc.max_per_client = o->limit;
+	if (o->partition && (err = fl_partition_parse(o->partition, &pc)))
+		return err;
+	*which = o->num_clients ? o->client_index : 0;
+	return fl_partition_make(*ds, &pc, part);
+}
+
+int cli_run_main(int argc, char **argv)
+{
+	struct run_opts o = {.server = "127.0.0.1:7420", .holdout = 0.1, .threads = 1,
+			     .backoff_min = 0.25, .backoff_max = 30,
+			     .max_frame = FL_WIRE_MAX_FRAME_DEFAULT};
+	int rc = parse_args(argc, argv, &o);
+	if (rc > 0)
+		return 0;
+	char host[256], idbuf[CLI_CLIENT_ID_MAX + 1];
+	int port = 0;
+	enum fl_log_level lvl = FL_LOG_INFO;
+	enum fl_wire_dtype dtype = FL_WIRE_F32;
+	if (!rc && split_hostport(o.server, host, sizeof(host), &port)) {
+		fprintf(stderr, "fedloha-client run: --server: expected HOST:PORT, got '%s'\n", o.server);
+		rc = -1;
+	}
+	if (!rc && o.log_level && fl_log_parse_level(o.log_level, &lvl)) {
+		fprintf(stderr, "fedloha-client run: --log-level: %s\n", fl_error_msg());
+		rc = -1;
+	}
+	if (!rc && o.dtype && fl_wire_dtype_parse(o.dtype, &dtype)) {
+		fprintf(stderr, "fedloha-client run: --dtype: %s\n", fl_error_msg());
+		rc = -1;
+	}
+	if (rc) {
+		fprintf(stderr, "fedloha-client run: try --help\n");
+		return 2;
+	}
+	if (!o.id) {
+		snprintf(idbuf, sizeof(idbuf), "client-%d", o.client_index);
+		o.id = idbuf;
+	}
+	fl_log_set_level(lvl);
+	fl_blas_set_threads(o.threads);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct fl_dataset *ds = NULL;
+	struct fl_partition *part = NULL;
+	struct cli_transport *t = NULL;
+	struct cli_session *s = NULL;
+	uv_loop_t loop;
+	int which = 0, looped = 0;
+	rc = 1;
+	int err = load_data(&o, &ds, &part, &which);
+	if (!err && o.state_dir)
+		err = fl_mkdir_p(o.state_dir, 1);
+	if (err)
+		goto out;
+	const struct fl_partition_client *pcl = &part->client[which];
+	fl_log_info("client %s: %d training samples, %d held out", o.id, pcl->n_train,
+		    pcl->n_holdout);
+
+	struct cli_transport_config tc;
+	cli_transport_config_default(&tc);
+	tc.host = host;
+	tc.port = port;
+	tc.max_frame_bytes = (uint32_t)o.max_frame;
+	tc.backoff_min_ms = (uint32_t)(o.backoff_min * 1000 + 0.5);
+	tc.backoff_max_ms = (uint32_t)(o.backoff_max * 1000 + 0.5);
+	tc.max_attempts = o.max_attempts;
+	tc.debug_tensors = o.debug_tensors || lvl == FL_LOG_DEBUG;
+	tc.seed = o.seed ^ ((uint64_t)which * 0x9e3779b97f4a7c15ULL);
+	uv_loop_init(&loop);
+	looped = 1;
+	if ((err = cli_transport_new(&loop, &tc, &t)))
+		goto out;
+	struct cli_session_config sc;
+	cli_session_config_default(&sc);
+	sc.client_id = o.id;
+	sc.data = ds;
+	sc.train_idx = pcl->train;
+	sc.n_train = pcl->n_train;
+	sc.eval_idx = pcl->holdout;
+	sc.n_eval = pcl->n_holdout;
+	sc.preferred_dtype = dtype;
+	sc.state_dir = o.state_dir;
+	sc.max_frame_bytes = (uint32_t)o.max_frame;
+	sc.threads = o.threads;
+	struct cli_session_io io;
+	cli_transport_session_io(t, &io);
+	if ((err = cli_session_new(&sc, &io, &s)) || (err = cli_transport_start(t, s)))
+		goto out;
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uint64_t up = 0, down = 0;
+	cli_session_bytes(s, &up, &down);
+	switch (cli_transport_result(t)) {
+	case CLI_TRANSPORT_FINISHED:
+		printf("client %s: finished after %llu training rounds (bytes up %llu down %llu)\n",
+		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
+		       (unsigned long long)down);
+		rc = 0;
+		break;
+	case CLI_TRANSPORT_SIGNALLED:
+		printf("client %s: stopped after %llu training rounds (bytes up %llu down %llu)\n",
+		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
+		       (unsigned long long)down);
+		rc = cli_transport_signal(t) ? 128 + cli_transport_signal(t) : 0;
+		break;
+	default:
+		rc = 1;
+	}
+	fflush(stdout);
+out:
+	if (err)
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
+	if (looped)
+		uv_run(&loop, UV_RUN_DEFAULT); /* whatever is still closing */
+	cli_session_free(s);
+	cli_transport_free(t);
+	if (looped && uv_loop_close(&loop) != 0)
+		fl_log_error("event loop still busy at exit");
+	fl_partition_free(part);
+	fl_dataset_free(ds);
+	return rc;
+}

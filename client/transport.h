@@ -1,0 +1,75 @@
+/* transport.h - the edge client's libuv TCP transport: it resolves and
+ * connects to the coordinator, reconnects with exponential backoff and
+ * seeded jitter when the connection fails or goes away, reassembles frames
+ * for the session (session.h), writes the frames it queues, runs its
+ * training / evaluation jobs on the libuv thread pool (uv_queue_work), ticks
+ * it on a timer (heartbeats, server silence) and stops in order on SIGINT /
+ * SIGTERM or when the session is finished (Bye "done").
+ *
+ * No protocol logic here: the session decides everything. Socket and
+ * session calls happen on the loop thread only; cli_job_run() runs on a
+ * pool thread.
+ *
+ * Lifecycle:
+ *   cli_transport_new(loop, cfg, &t)
+ *   cli_transport_session_io(t, &io)     io for cli_session_new
+ *   cli_session_new(..., &io, &s)
+ *   cli_transport_start(t, s)            first connection attempt, timers,
+ *                                        signals
+ *   uv_run(loop, UV_RUN_DEFAULT)         returns once every handle is closed
+ *                                        and no job is left
+ *   cli_transport_result(t)              why it stopped
+ *   cli_session_free(s); cli_transport_free(t); uv_loop_close(loop) == 0
+ */
+#ifndef CLI_TRANSPORT_H
+#define CLI_TRANSPORT_H
+
+#include "session.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define CLI_TRANSPORT_READ_BYTES 65536
+
+struct cli_transport_config {
+	const char *host; /* name or address of the coordinator (copied) */
+	int port;
+	uint32_t max_frame_bytes;    /* larger incoming frames close the connection */
+	size_t max_output_bytes;     /* queued, unwritten bytes before the connection is cut */
+	uint32_t backoff_min_ms;     /* first reconnect delay */
+	uint32_t backoff_max_ms;     /* cap of the doubling delay */
+	uint32_t connect_timeout_ms; /* a connect (or resolve) taking longer is retried */
+	uint32_t tick_ms;            /* session tick period */
+	int max_attempts;            /* consecutive failed connects before giving up (0 = never) */
+	uint64_t seed;               /* jitter stream */
+	int debug_tensors;           /* log tensor names sent / received (debug level) */
+};
+
+enum cli_transport_result {
+	CLI_TRANSPORT_RUNNING = 0,
+	CLI_TRANSPORT_FINISHED, /* the session got Bye("done") */
+	CLI_TRANSPORT_SIGNALLED,
+	CLI_TRANSPORT_GAVE_UP, /* max_attempts connects failed in a row */
+};
+
+struct cli_transport;
+
+/* Defaults: 127.0.0.1:7420, 4 MiB frames, 256 MiB output, backoff 250 ms
+ * .. 30 s, connect timeout 10 s, tick 500 ms, retry forever, seed 0. */
+void cli_transport_config_default(struct cli_transport_config *c);
+/* loop is borrowed and must outlive the transport. */
+int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
+		      struct cli_transport **out);
+/* send / close / submit for cli_session_new (ctx = t). */
+void cli_transport_session_io(struct cli_transport *t, struct cli_session_io *io);
+/* Starts connecting (s is borrowed until the loop run ends). */
+int cli_transport_start(struct cli_transport *t, struct cli_session *s);
+/* Begins the orderly shutdown as SIGTERM would. */
+void cli_transport_stop(struct cli_transport *t);
+enum cli_transport_result cli_transport_result(const struct cli_transport *t);
+int cli_transport_signal(const struct cli_transport *t); /* the signal received, or 0 */
+/* Only after uv_run returned; NULL is a no-op. */
+void cli_transport_free(struct cli_transport *t);
+
+#endif

@@ -1,0 +1,83 @@
+/* transport.h - the coordinator's libuv TCP transport: it accepts
+ * connections, reassembles frames (a length over max_frame_bytes closes that
+ * connection before anything is allocated), hands payloads, connects,
+ * disconnects and the clock to the round engine (engine.h), and writes the
+ * frames the engine queues. It owns one uv_timer (re-armed to
+ * srv_engine_next_deadline after every engine call), the listening socket
+ * and the SIGINT / SIGTERM / SIGHUP handlers.
+ *
+ * It does no protocol logic: rounds, timeouts and checks are the engine's.
+ * Every socket and engine call happens on the loop thread.
+ *
+ * Lifecycle:
+ *   srv_transport_new(loop, cfg, &t)
+ *   srv_transport_engine_io(t, &io)      io for srv_engine_new
+ *   srv_engine_new(..., &io, &e); srv_engine_restore(e)
+ *   srv_transport_start(t, e)            bind, listen, signals, timer
+ *   uv_run(loop, UV_RUN_DEFAULT)         returns when the engine finished or
+ *                                        failed, or after a signal, once
+ *                                        every handle is closed
+ *   srv_transport_free(t); uv_loop_close(loop) == 0
+ *
+ * Shutdown (engine done, SIGINT/SIGTERM, srv_transport_stop): the listener
+ * closes first; on a signal every client gets Bye("shutdown") and the
+ * engine is not told (it already checkpointed its last completed round);
+ * each connection is flushed (at most flush_timeout_ms) and closed.
+ */
+#ifndef SRV_TRANSPORT_H
+#define SRV_TRANSPORT_H
+
+#include "engine.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define SRV_TRANSPORT_READ_BYTES 65536 /* one shared read buffer */
+#define SRV_TRANSPORT_OUTPUT_DEFAULT ((size_t)64 << 20)
+#define SRV_TRANSPORT_CONNS_DEFAULT 10000
+
+struct srv_transport_config {
+	const char *host;  /* numeric address or name to bind (copied) */
+	int port;          /* 0 = any free port (see srv_transport_port) */
+	int backlog;       /* listen(2) backlog */
+	uint32_t max_frame_bytes;  /* larger incoming frames close the connection */
+	size_t max_output_bytes;   /* bytes queued but not yet written, per connection:
+				      above it the slow reader is closed */
+	size_t max_conns;          /* further connections are accepted and closed at once */
+	uint32_t flush_timeout_ms; /* a closing connection still unflushed after this is cut */
+	int debug_tensors;         /* log every tensor name sent / received (debug level) */
+	/* Hooks on the loop thread; any may be NULL. */
+	void *hook_ctx;
+	void (*on_round)(void *ctx, const struct srv_round_report *r);
+	void (*on_reload)(void *ctx); /* SIGHUP: reload what can be reloaded */
+	void (*on_stop)(void *ctx);   /* the transport began its shutdown */
+};
+
+struct srv_transport;
+
+/* Defaults: 127.0.0.1:7420, backlog 511, 4 MiB frames, 64 MiB output, 10000
+ * connections, flush 2 s, no hooks. */
+void srv_transport_config_default(struct srv_transport_config *c);
+/* loop is borrowed and must outlive the transport. Nothing is bound yet. */
+int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
+		      struct srv_transport **out);
+/* The send / close / on_round table for srv_engine_new (ctx = t). */
+void srv_transport_engine_io(struct srv_transport *t, struct srv_engine_io *io);
+/* Binds and listens (FL_EIO with the address and reason on failure), starts
+ * the signal handlers and the timer. e is borrowed; it must outlive the
+ * loop run. An engine that is already finished (restored from a final
+ * checkpoint) makes the transport stop at once. */
+int srv_transport_start(struct srv_transport *t, struct srv_engine *e);
+/* The bound port (after start), e.g. when cfg.port was 0. */
+int srv_transport_port(const struct srv_transport *t);
+/* Begins the orderly shutdown as a signal would (sig 0 = not a signal). */
+void srv_transport_stop(struct srv_transport *t, int sig);
+/* The signal that stopped the transport, 0 if none. */
+int srv_transport_signal(const struct srv_transport *t);
+/* Connections open (accepted and not yet closed). */
+size_t srv_transport_conn_count(const struct srv_transport *t);
+/* Only after uv_run returned (every handle closed); NULL is a no-op. */
+void srv_transport_free(struct srv_transport *t);
+
+#endif

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# cli_loopback.sh - fedloha-server and fedloha-client daemons over real TCP on
+# 127.0.0.1 (port 0: the server prints the port it got):
+#   1. 4 clients, 3 rounds of 2nn fedpara: central test accuracy rises
+#   2. pFedPara: only global tensors (hada_w1_*) travel; bytes match the size
+#   3. a client killed with SIGKILL mid-round: the round ends with the quorum
+#   4. the server killed with SIGKILL and restarted on its checkpoint resumes
+#      and ends with the same model bytes as run 1 (same seed, no restart)
+#   5. oversized length, garbage and a silent half-frame sender are each
+#      closed while the real clients carry on
+# Every process runs under timeout(1); the trap kills what is left.
+set -u
+BIN=${FL_BIN:-build/bin}
+TMP=${FL_TMP:-/tmp}/cli_loopback.$$
+DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
+if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx3-ubyte" ]; then
+	echo "SKIP: Fashion-MNIST not found in $DATA (apt install dataset-fashion-mnist)"
+	exit 0
+fi
+mkdir -p "$TMP"
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+fail() { echo "FAIL: $*"; for f in "$TMP"/*.out "$TMP"/*.err; do [ -s "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done; exit 1; }
+START=$(date +%s)
+
+# start_server NAME ARGS...: background server; sets PORT and SPID.
+start_server() {
+	local name=$1; shift
+	timeout 40 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --data-path "$DATA" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	SPID=$!
+	for _ in $(seq 100); do
+		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
+		[ -n "$PORT" ] && return 0
+		kill -0 $SPID 2>/dev/null || fail "$name did not start"
+		sleep 0.1
+	done
+	fail "$name: no 'listening on' line"
+}
+# start_client NAME INDEX ARGS...: sets CPID.
+start_client() {
+	local name=$1 idx=$2; shift 2
+	timeout 40 "$BIN/fedloha-client" run --server 127.0.0.1:$PORT --data-path "$DATA" \
+		--num-clients 4 --client-index "$idx" --seed 3 --backoff-min 0.05 --backoff-max 0.3 \
+		"$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	CPID=$!
+}
+# wait_for FILE REGEX SECONDS
+wait_for() {
+	for _ in $(seq $(($3 * 20))); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
+}
+# kill9 PID: SIGKILL the daemon that the timeout(1) process PID runs.
+kill9() { local kids; kids=$(pgrep -P "$1"); [ -n "$kids" ] && kill -9 $kids; }
+central_acc() { sed -n "s/^round $2 central test-acc \([0-9.]*\).*/\1/p" "$TMP/$1.out"; }
+
+COMMON=(--model 2nn --param fedpara --gamma 0.2 --rounds 3 --min-clients 4 --seed 7
+	--epochs 1 --lr 0.1 --batch 32 --round-timeout 20 --eval-data fashion-mnist
+	--eval-limit 1000)
+
+# ---- 1. four clients, three rounds, accuracy rises ----
+start_server s1 "${COMMON[@]}" --out "$TMP/model_a"
+pids=()
+for i in 0 1 2 3; do start_client c1_$i $i --limit 800; pids+=($CPID); done
+wait $SPID || fail "1: server exit $?"
+for p in "${pids[@]}"; do wait "$p" || fail "1: a client exited $?"; done
+a1=$(central_acc s1 1); a3=$(central_acc s1 3)
+[ -n "$a1" ] && [ -n "$a3" ] || fail "1: no central accuracy lines"
+awk -v a="$a1" -v b="$a3" 'BEGIN { exit !(b > a && b > 0.55) }' || fail "1: accuracy $a1 -> $a3"
+grep -q "^round 3/3 selected 4 reported 4" "$TMP/s1.out" || fail "1: round 3 not reported by 4"
+grep -q "finished after 3 training rounds" "$TMP/c1_0.out" || fail "1: client 0 not finished"
+echo "ok 1: 4 clients, 3 rounds, central accuracy $a1 -> $a3"
+
+# ---- 2. pFedPara: only the global half on the wire ----
+start_server s2 --model 2nn --param pfedpara --gamma 0.2 --rounds 1 --min-clients 2 --seed 1 \
+	--round-timeout 20 --log-level debug
+for i in 0 1; do start_client c2_$i $i --limit 200 --log-level debug --state-dir "$TMP/state$i"; pids[$i]=$CPID; done
+wait $SPID || fail "2: server exit $?"
+wait "${pids[0]}" && wait "${pids[1]}" || fail "2: a client failed"
+grep -q "sent tensor fc1.hada_w1_a" "$TMP/c2_0.err" || fail "2: no global tensor logged as sent"
+if grep -E "(sent|received) tensor [^ ]*hada_w2" "$TMP"/c2_*.err "$TMP/s2.err"; then
+	fail "2: a local pFedPara tensor (hada_w2_*) went over the wire"
+fi
+[ -s "$TMP/state0/local.safetensors" ] || fail "2: local tensors not persisted"
+g=$(sed -n 's/.* \([0-9]*\) transmitted.*/\1/p' "$TMP/s2.out")
+up=$(sed -n 's/^round 1\/1 .* up \([0-9]*\) down.*/\1/p' "$TMP/s2.out")
+# two updates of g f32 values each plus framing (< 4 KiB per update)
+awk -v g="$g" -v u="$up" 'BEGIN { exit !(u >= 8*g && u < 8*g + 8192) }' ||
+	fail "2: $up bytes up for 2 updates of $g floats"
+echo "ok 2: pfedpara sent only global tensors ($up bytes up for 2 x $g floats)"
+
+# ---- 3. a client killed mid-round; the quorum carries the round ----
+start_server s3 --model 2nn --param fedpara --rounds 2 --min-clients 4 --min-report 3 \
+	--round-timeout 20 --seed 2
+for i in 0 1 2; do start_client c3_$i $i --limit 300; pids[$i]=$CPID; done
+start_client c3_3 3 --limit 12000 --log-level debug  # slow: still training when killed
+slow=$CPID
+wait_for "$TMP/c3_3.err" "received tensor .* round 2" 20 || fail "3: round 2 never reached client 3"
+kill9 $slow
+wait $SPID || fail "3: server exit $?"
+grep -q "^round 2/2 selected 4 reported 3 dropped 1" "$TMP/s3.out" || fail "3: round 2 not closed by quorum"
+for i in 0 1 2; do wait "${pids[$i]}" || fail "3: client $i exited $?"; done
+echo "ok 3: killed client dropped, round 2 aggregated with 3 of 4"
+
+# ---- 4. server SIGKILL + restart from the checkpoint, same final model ----
+CK="$TMP/ck.safetensors"
+start_server s4a "${COMMON[@]}" --checkpoint "$CK" --out "$TMP/model_b"
+for i in 0 1 2 3; do start_client c4_$i $i --limit 800; pids[$i]=$CPID; done
+wait_for "$TMP/s4a.out" "^round 1/3" 20 || fail "4: round 1 never ended"
+kill9 $SPID; wait $SPID 2>/dev/null
+[ -s "$CK" ] || fail "4: no checkpoint after round 1"
+start_server s4b "${COMMON[@]}" --checkpoint "$CK" --out "$TMP/model_b" --listen 127.0.0.1:$PORT
+wait $SPID || fail "4: restarted server exit $?"
+grep -q "resumed from .* after round [12]" "$TMP/s4b.err" || fail "4: did not resume"
+grep -q "^round 3/3" "$TMP/s4b.out" || fail "4: round 3 not run after the restart"
+for i in 0 1 2 3; do wait "${pids[$i]}" || fail "4: client $i exited $?"; done
+cmp "$TMP/model_a/model.safetensors" "$TMP/model_b/model.safetensors" ||
+	fail "4: final model differs from the run without restart"
+echo "ok 4: resumed after $(sed -n 's/.*after round \([0-9]*\).*/\1/p' "$TMP/s4b.err"), final model identical"
+
+# ---- 5. malformed input over a real socket ----
+start_server s5 --model 2nn --rounds 1 --min-clients 3 --round-timeout 20 --heartbeat 0.3 \
+	--idle-timeout 1.5 --max-frame 65536
+for i in 0 1; do start_client c5_$i $i --limit 200; pids[$i]=$CPID; done
+wait_for "$TMP/s5.err" "connected" 10 || fail "5: clients did not connect"
+exec 3<>/dev/tcp/127.0.0.1/$PORT # a length of 4 GiB - 1
+printf '\xff\xff\xff\xff' >&3
+timeout 5 cat <&3 >"$TMP/huge.bin" || fail "5: oversized frame: connection not closed"
+[ -s "$TMP/huge.bin" ] || fail "5: oversized frame: no Error frame before the close"
+exec 3<&-
+exec 4<>/dev/tcp/127.0.0.1/$PORT # 16 bytes that are no protobuf Envelope
+printf '\x00\x00\x00\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff' >&4
+timeout 5 cat <&4 >"$TMP/garbage.bin" || fail "5: garbage: connection not closed"
+[ -s "$TMP/garbage.bin" ] || fail "5: garbage: no Error frame before the close"
+exec 4<&-
+exec 5<>/dev/tcp/127.0.0.1/$PORT # half a header, then silence
+printf '\x00\x00' >&5
+t0=$(date +%s%N)
+timeout 6 cat <&5 >/dev/null || fail "5: silent sender not dropped"
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $ms -ge 1000 ] || fail "5: silent sender dropped after $ms ms, before the idle timeout"
+exec 5<&-
+grep -q "over the limit\|over max\|too large\|exceeds" "$TMP/s5.err" || grep -q "closing" "$TMP/s5.err" ||
+	fail "5: no log line for the closed connections"
+kill -0 "${pids[0]}" && kill -0 "${pids[1]}" || fail "5: a real client died"
+start_client c5_2 2 --limit 200
+wait $SPID || fail "5: server exit $?"
+grep -q "^round 1/1 selected 3 reported 3" "$TMP/s5.out" || fail "5: the round did not run"
+for i in 0 1; do wait "${pids[$i]}" || fail "5: client $i exited $?"; done
+echo "ok 5: oversized, garbage and silent connections closed (silent after $ms ms); round ran"
+
+echo "cli_loopback: all ok in $(($(date +%s) - START)) s"
