@@ -1,0 +1,506 @@
+/* sim.c - fedloha-sim's set-up and bookkeeping: data loading and
+ * partitioning, the PEFT-format model config every party builds from, the
+ * engine and its model, one client session per partition entry, the rows
+ * of results (engine reports + central evaluations on copies of the
+ * global model), and teardown. The transport and the loop are in
+ * sim_loop.c, the worker threads in sim_pool.c, result files in
+ * sim_report.c. */
+#include "sim_impl.h"
+
+#include "blas.h"
+#include "errors.h"
+#include "model_io.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void srv_sim_config_default(struct srv_sim_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->arch = "2nn";
+	c->param = FL_PEFT_PARAM_FEDPARA;
+	c->gamma = 0.0;
+	c->tucker = 1;
+	c->rounds = 10;
+	c->fraction = 0.25;
+	c->epochs = 1;
+	c->batch = 32;
+	c->lr = 0.1f;
+	c->lr_decay = 1.0f;
+	c->strategy = FL_SERVER_OPT_FEDAVG;
+	c->prox_mu = 0.01f;
+	c->dtype = FL_WIRE_F32;
+	c->seed = 1;
+	c->threads = 1;
+	c->eval_batch = 128;
+}
+
+const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size_t cap)
+{
+	if (c->label[0])
+		snprintf(buf, cap, "%s", c->label);
+	else if (c->dtype != FL_WIRE_F32)
+		snprintf(buf, cap, "%s-%s", fl_peft_param_name(c->param), fl_wire_dtype_name(c->dtype));
+	else
+		snprintf(buf, cap, "%s", fl_peft_param_name(c->param));
+	return buf;
+}
+
+/* ---- data ---- */
+
+void srv_sim_data_free(struct srv_sim_data *d)
+{
+	if (!d)
+		return;
+	fl_dataset_free(d->train);
+	fl_dataset_free(d->test);
+	fl_partition_free(d->part);
+	free(d);
+}
+
+int srv_sim_data_wrap(struct fl_dataset *train, struct fl_dataset *test,
+		      const struct fl_partition_config *pc, struct srv_sim_data **out)
+{
+	*out = NULL;
+	struct srv_sim_data *d = calloc(1, sizeof(*d));
+	if (!d) {
+		fl_dataset_free(train);
+		fl_dataset_free(test);
+		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	}
+	d->train = train;
+	d->test = test;
+	int err = fl_dataset_compute_norm(train);
+	if (!err)
+		err = fl_dataset_copy_norm(test, train);
+	if (!err && (train->c != test->c || train->h != test->h || train->w != test->w))
+		err = fl_error_set(FL_ESHAPE, "sim: training and test samples differ in shape");
+	if (!err)
+		err = fl_partition_make(train, pc, &d->part);
+	if (err) {
+		srv_sim_data_free(d);
+		return err;
+	}
+	*out = d;
+	return FL_OK;
+}
+
+static int keep_first(struct fl_dataset **ds, int n)
+{
+	if (n <= 0 || n >= (*ds)->n)
+		return FL_OK;
+	struct fl_dataset *s = NULL;
+	int err = fl_dataset_subset(*ds, NULL, n, &s);
+	if (err)
+		return err;
+	fl_dataset_free(*ds);
+	*ds = s;
+	return FL_OK;
+}
+
+int srv_sim_data_load(const char *name, const char *path, int limit, int test_limit,
+		      const struct fl_partition_config *pc, struct srv_sim_data **out)
+{
+	*out = NULL;
+	struct fl_dataset *train = NULL, *test = NULL;
+	int err = fl_dataset_load(name, path, 1, &train);
+	if (!err)
+		err = fl_dataset_load(name, path, 0, &test);
+	if (!err)
+		err = keep_first(&train, limit);
+	if (!err)
+		err = keep_first(&test, test_limit);
+	if (err) {
+		fl_dataset_free(train);
+		fl_dataset_free(test);
+		return err;
+	}
+	return srv_sim_data_wrap(train, test, pc, out);
+}
+
+/* ---- the model config every party builds from ---- */
+
+/* The PEFT-format JSON sent in Welcome ("" for dense: no config). */
+static int make_config_json(const struct srv_sim_config *cfg, char **json,
+			    struct fl_peft_config **peft)
+{
+	*json = NULL;
+	*peft = NULL;
+	if (cfg->param == FL_PEFT_PARAM_DENSE) {
+		*json = strdup("");
+		return *json ? FL_OK : fl_error_set(FL_ENOMEM, "sim: out of memory");
+	}
+	int r = cfg->rank > 0 ? cfg->rank : 8;
+	json_t *o = json_object();
+	int bad = !o;
+	bad = bad || json_object_set_new(o, "peft_type", json_string("LOHA"));
+	bad = bad || json_object_set_new(o, "r", json_integer(r));
+	bad = bad || json_object_set_new(o, "alpha", json_real((double)r));
+	bad = bad || json_object_set_new(o, "use_effective_conv2d",
+					 json_boolean(cfg->tucker && cfg->param != FL_PEFT_PARAM_LOHA));
+	bad = bad || json_object_set_new(o, "fedloha_parameterization",
+					 json_string(fl_peft_param_name(cfg->param)));
+	if (cfg->rank <= 0 && cfg->param != FL_PEFT_PARAM_LOHA)
+		bad = bad || json_object_set_new(o, "fedloha_gamma", json_real(cfg->gamma));
+	char *text = bad ? NULL : json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(o);
+	if (!text)
+		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	int err = fl_peft_config_parse(text, strlen(text), "sim model config", peft);
+	if (err) {
+		free(text);
+		return err;
+	}
+	*json = text;
+	return FL_OK;
+}
+
+static int new_model(const struct sim *s, int max_batch, struct fl_model **out)
+{
+	const struct fl_dataset *d = s->data->train;
+	int err = fl_model_new(s->cfg->arch, d->c, d->h, d->w, d->classes, s->peft, s->cfg->seed,
+			       max_batch, out);
+	if (!err && s->cfg->base_path && (err = fl_model_load_base(*out, s->cfg->base_path))) {
+		fl_model_free(*out);
+		*out = NULL;
+	}
+	return err;
+}
+
+/* ---- rows ---- */
+
+static void emit_rows(struct sim *s)
+{
+	while (s->rows_emitted < s->cfg->rounds && s->row_ready[s->rows_emitted] == 3) {
+		if (s->cfg->cb.on_row)
+			s->cfg->cb.on_row(s->cfg->cb.ctx, s->cfg, &s->rows[s->rows_emitted]);
+		s->rows_emitted++;
+	}
+}
+
+static void fail(struct sim *s, const char *what)
+{
+	if (s->failed)
+		return;
+	s->failed = 1;
+	snprintf(s->why, sizeof(s->why), "%s", what);
+}
+
+static void eval_task_run(struct sim_task *t)
+{
+	struct sim_eval *ev = (struct sim_eval *)((char *)t - offsetof(struct sim_eval, task));
+	const struct fl_dataset *test = ev->sim->data->test;
+	struct fl_train_stats st;
+	fl_error_clear();
+	ev->err = fl_trainer_evaluate(ev->trainer, test, NULL, test->n, &st);
+	if (ev->err)
+		snprintf(ev->errmsg, sizeof(ev->errmsg), "%s", fl_error_msg());
+	ev->loss = st.loss;
+	ev->accuracy = st.accuracy;
+}
+
+static struct sim_eval *eval_slot(struct sim *s)
+{
+	for (int i = 0; i < s->nevals; i++)
+		if (!s->evals[i]->busy)
+			return s->evals[i];
+	struct sim_eval **p = realloc(s->evals, (size_t)(s->nevals + 1) * sizeof(*p));
+	if (!p)
+		return NULL;
+	s->evals = p;
+	struct sim_eval *ev = calloc(1, sizeof(*ev));
+	if (!ev)
+		return NULL;
+	ev->sim = s;
+	ev->task.run = eval_task_run;
+	struct fl_optim_config oc;
+	fl_optim_config_default(&oc, FL_OPTIM_SGD);
+	oc.momentum = 0;
+	if (new_model(s, s->cfg->eval_batch, &ev->model) ||
+	    fl_trainer_new(ev->model, &oc, s->cfg->eval_batch, &ev->trainer)) {
+		fl_model_free(ev->model);
+		free(ev);
+		return NULL;
+	}
+	s->evals[s->nevals++] = ev;
+	return ev;
+}
+
+void sim_on_report(struct sim *s, const struct srv_round_report *r)
+{
+	if (r->round < 1 || r->round > s->cfg->rounds)
+		return;
+	size_t i = (size_t)(r->round - 1);
+	struct srv_sim_row *row = &s->rows[i];
+	row->round = r->round;
+	row->train_loss = r->train_loss;
+	row->train_accuracy = r->train_accuracy;
+	row->bytes_up = r->bytes_up;
+	row->bytes_down = r->bytes_down;
+	row->total_up = r->total_up;
+	row->total_down = r->total_down;
+	row->selected = r->selected;
+	row->reported = r->reported;
+	row->dropped = r->dropped;
+	row->attempts = r->attempts;
+	row->seconds = sim_wall_seconds() - s->t0;
+	s->row_ready[i] |= 1;
+	if (s->pfed) {
+		row->accuracy = r->eval_accuracy;
+		row->loss = r->eval_loss;
+		s->row_ready[i] |= 2;
+	} else {
+		struct sim_eval *ev = eval_slot(s);
+		if (!ev) {
+			char msg[FL_ERROR_MSG_MAX + 64];
+			snprintf(msg, sizeof(msg), "central evaluation model: %s", fl_error_msg());
+			fail(s, msg);
+			return;
+		}
+		memcpy(fl_model_params(ev->model), fl_model_params(s->model),
+		       sizeof(float) * fl_model_param_floats(s->model));
+		fl_model_params_changed(ev->model);
+		ev->round = r->round;
+		ev->busy = 1;
+		ev->task.ordered = 0;
+		sim_pool_submit(&s->pool, &ev->task);
+	}
+	emit_rows(s);
+}
+
+void sim_on_eval_done(struct sim *s, struct sim_eval *ev)
+{
+	ev->busy = 0;
+	if (ev->err) {
+		char msg[FL_ERROR_MSG_MAX + 64];
+		snprintf(msg, sizeof(msg), "central evaluation of round %llu: %s",
+			 (unsigned long long)ev->round, ev->errmsg);
+		fail(s, msg);
+		return;
+	}
+	size_t i = (size_t)(ev->round - 1);
+	s->rows[i].accuracy = ev->accuracy;
+	s->rows[i].loss = ev->loss;
+	s->row_ready[i] |= 2;
+	emit_rows(s);
+}
+
+/* ---- set-up and teardown ---- */
+
+static int check_config(const struct srv_sim_config *c, const struct srv_sim_data *d)
+{
+	if (!c->arch || !fl_model_arch_valid(c->arch))
+		return fl_error_set(FL_EINVAL, "sim: unknown model '%s' (2nn, cnn or mlp)",
+				    c->arch ? c->arch : "");
+	if (c->rounds < 1 || c->epochs < 1 || c->batch < 1 || c->batch > CLI_SESSION_BATCH_MAX)
+		return fl_error_set(FL_EINVAL, "sim: rounds, epochs >= 1 and batch in [1, %d]",
+				    CLI_SESSION_BATCH_MAX);
+	if (!(c->fraction > 0 && c->fraction <= 1))
+		return fl_error_set(FL_EINVAL, "sim: fraction %g outside (0, 1]", c->fraction);
+	if (!(c->dropout >= 0 && c->dropout < 1))
+		return fl_error_set(FL_EINVAL, "sim: dropout %g outside [0, 1)", c->dropout);
+	if (c->threads < 1 || c->threads > SRV_SIM_THREADS_MAX)
+		return fl_error_set(FL_EINVAL, "sim: threads %d outside [1, %d]", c->threads,
+				    SRV_SIM_THREADS_MAX);
+	if (c->eval_batch < 1 || c->eval_batch > 4096)
+		return fl_error_set(FL_EINVAL, "sim: eval batch %d outside [1, 4096]", c->eval_batch);
+	if (!(c->gamma >= 0 && c->gamma <= 1) || c->rank < 0)
+		return fl_error_set(FL_EINVAL, "sim: gamma in [0, 1] and rank >= 0");
+	if (!d || !d->part || d->part->clients < 1)
+		return fl_error_set(FL_EINVAL, "sim: no clients");
+	int pfed = c->param == FL_PEFT_PARAM_PFEDPARA || c->fed_eval;
+	for (int i = 0; pfed && i < d->part->clients; i++)
+		if (d->part->client[i].n_holdout < 1)
+			return fl_error_set(FL_EINVAL,
+					    "sim: federated evaluation (pfedpara) needs held-out "
+					    "samples on every client; client %d has none", i);
+	return FL_OK;
+}
+
+static int setup(struct sim *s)
+{
+	const struct srv_sim_config *cfg = s->cfg;
+	const struct srv_sim_data *d = s->data;
+	int n = d->part->clients;
+	int err = make_config_json(cfg, &s->config_json, &s->peft);
+	if (!err)
+		err = new_model(s, 1, &s->model);
+	if (err)
+		return err;
+	s->rows = calloc(cfg->rounds, sizeof(*s->rows));
+	s->row_ready = calloc(cfg->rounds, sizeof(*s->row_ready));
+	s->clients = calloc((size_t)n, sizeof(*s->clients));
+	if (!s->rows || !s->row_ready || !s->clients)
+		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	s->nclients = n;
+	s->next_conn = 1;
+	for (int i = 0; i < n; i++) {
+		s->clients[i].sim = s;
+		s->clients[i].index = i;
+		snprintf(s->clients[i].id, sizeof(s->clients[i].id), "client-%05d", i);
+	}
+
+	int selected = (int)ceil(cfg->fraction * n);
+	if (selected < 1)
+		selected = 1;
+	if (selected > n)
+		selected = n;
+	struct srv_engine_config ec;
+	srv_engine_config_default(&ec);
+	ec.rounds = cfg->rounds;
+	ec.seed = cfg->seed;
+	ec.min_available = n; /* every client is connected before a round starts */
+	ec.min_fit = 1;
+	ec.fraction = cfg->fraction;
+	ec.min_report = cfg->min_report > 0 ? cfg->min_report : selected / 2;
+	if (ec.min_report < 1)
+		ec.min_report = 1;
+	if (ec.min_report > selected)
+		ec.min_report = selected;
+	ec.max_retries = 20;
+	ec.round_timeout_ms = 3600u * 1000u; /* virtual: only a stuck client reaches it */
+	ec.heartbeat_ms = 0;
+	ec.idle_timeout_ms = 0;
+	ec.epochs = (uint32_t)cfg->epochs;
+	ec.batch_size = (uint32_t)cfg->batch;
+	ec.lr = cfg->lr;
+	ec.lr_decay = cfg->lr_decay;
+	ec.momentum = cfg->momentum;
+	ec.weight_decay = cfg->weight_decay;
+	ec.prox_mu = cfg->prox ? cfg->prox_mu : 0.0f;
+	ec.optimizer = "sgd";
+	fl_server_opt_config_default(&ec.server_opt, cfg->strategy);
+	ec.dtype = cfg->dtype;
+	ec.dtype_required = 1;
+	ec.eval_every = s->pfed || cfg->fed_eval ? 1 : 0;
+	ec.config_json = s->config_json;
+	ec.base_path = cfg->base_path;
+
+	struct srv_engine_io eio;
+	struct cli_session_io cio;
+	sim_io_setup(s, &eio, &cio);
+	if ((err = srv_engine_new(&ec, s->model, &eio, &s->engine)))
+		return err;
+	for (int i = 0; i < n; i++) {
+		struct sim_client *c = &s->clients[i];
+		const struct fl_partition_client *pc = &d->part->client[i];
+		struct cli_session_config cc;
+		cli_session_config_default(&cc);
+		cc.client_id = c->id;
+		cc.data = d->train;
+		cc.train_idx = pc->train;
+		cc.n_train = pc->n_train;
+		cc.eval_idx = pc->holdout;
+		cc.n_eval = pc->n_holdout;
+		cc.preferred_dtype = cfg->dtype;
+		cc.base_path = cfg->base_path;
+		cc.heartbeat_ms = 0;
+		cc.threads = 1;
+		cio.ctx = c;
+		if ((err = cli_session_new(&cc, &cio, &c->s)))
+			return err;
+	}
+	s->res->clients = n;
+	s->res->selected_per_round = selected;
+	s->res->param_floats = fl_model_param_floats(s->model);
+	s->res->global_floats = fl_model_count_floats(s->model, FL_TENSOR_GLOBAL);
+	if ((err = sim_pool_init(&s->pool, cfg->threads)))
+		return err;
+	s->pool_up = 1;
+	return FL_OK;
+}
+
+static void teardown(struct sim *s)
+{
+	if (s->pool_up)
+		sim_pool_destroy(&s->pool); /* every job has been handed back by now */
+	sim_events_free(s);
+	for (int i = 0; s->clients && i < s->nclients; i++)
+		cli_session_free(s->clients[i].s);
+	free(s->clients);
+	for (int i = 0; i < s->nevals; i++) {
+		fl_trainer_free(s->evals[i]->trainer);
+		fl_model_free(s->evals[i]->model);
+		free(s->evals[i]);
+	}
+	free(s->evals);
+	srv_engine_free(s->engine);
+	fl_model_free(s->model);
+	fl_peft_config_free(s->peft);
+	free(s->config_json);
+	free(s->rows);
+	free(s->row_ready);
+}
+
+static int finish(struct sim *s)
+{
+	struct srv_sim_result *res = s->res;
+	res->nrows = s->rows_emitted;
+	res->rows = malloc((res->nrows ? res->nrows : 1) * sizeof(*res->rows));
+	res->n_final_params = fl_model_param_floats(s->model);
+	res->final_params = malloc(res->n_final_params * sizeof(float));
+	if (!res->rows || !res->final_params)
+		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	memcpy(res->rows, s->rows, res->nrows * sizeof(*res->rows));
+	memcpy(res->final_params, fl_model_params(s->model), res->n_final_params * sizeof(float));
+	srv_engine_bytes(s->engine, &res->engine_up, &res->engine_down);
+	res->seconds = sim_wall_seconds() - s->t0;
+	if (s->cfg->model_dir) {
+		char meta[512];
+		const struct srv_sim_row *last = res->nrows ? &res->rows[res->nrows - 1] : NULL;
+		snprintf(meta, sizeof(meta),
+			 "{\"simulation\": {\"label\": \"%s\", \"rounds\": %zu, \"accuracy\": %.6f, "
+			 "\"seed\": %llu}}",
+			 res->label, res->nrows, last ? last->accuracy : 0.0,
+			 (unsigned long long)s->cfg->seed);
+		int err = fl_model_save(s->model, s->cfg->model_dir, meta);
+		if (err)
+			return err;
+	}
+	return FL_OK;
+}
+
+int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
+		struct srv_sim_result **out)
+{
+	*out = NULL;
+	int err = check_config(cfg, d);
+	if (err)
+		return err;
+	struct sim s = {.cfg = cfg, .data = d, .pfed = cfg->param == FL_PEFT_PARAM_PFEDPARA};
+	s.res = calloc(1, sizeof(*s.res));
+	if (!s.res)
+		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	srv_sim_config_label(cfg, s.res->label, sizeof(s.res->label));
+	/* Jobs run on T workers: BLAS stays single-threaded inside them, which
+	 * also keeps every result bit-identical whatever T is. */
+	int blas_threads = fl_blas_get_threads();
+	fl_blas_set_threads(1);
+	s.t0 = sim_wall_seconds();
+	err = setup(&s);
+	if (!err)
+		err = sim_loop_run(&s);
+	if (!err)
+		err = finish(&s);
+	teardown(&s);
+	fl_blas_set_threads(blas_threads);
+	if (err) {
+		srv_sim_result_free(s.res);
+		return err;
+	}
+	*out = s.res;
+	return FL_OK;
+}
+
+void srv_sim_result_free(struct srv_sim_result *r)
+{
+	if (!r)
+		return;
+	free(r->rows);
+	free(r->final_params);
+	free(r);
+}

@@ -1,0 +1,167 @@
+/* sim.h - fedloha-sim's core: federated rounds simulated in one process with
+ * the same round engine (engine.h) and the same client sessions
+ * (client/session.h) as the daemons. Every message is encoded into a frame
+ * and decoded from it exactly as on a socket; frames travel through
+ * in-memory queues, so the byte counts are the real ones. Local training
+ * and evaluation jobs run on a pool of worker threads; their completions
+ * are handled on the calling thread in submission order, and the engine
+ * runs on virtual time, so a run is a function of its seed (whatever the
+ * thread count) apart from the wall-clock seconds it reports.
+ *
+ * After every round the global model is evaluated centrally on the test
+ * set (a copy of the engine's model, on the pool). For pfedpara the global
+ * model is not what a client runs, so the accuracy of a round is the mean
+ * personalised accuracy of a federated evaluation (every client evaluates
+ * global + its own local tensors on its held-out samples).
+ *
+ * Client dropout: a selected client vanishes, with probability p per task
+ * (seeded), after receiving its task and before reporting; both ends see
+ * the disconnect, and it reconnects (a new connection, Hello) once the
+ * simulation is idle, i.e. for the next round.
+ *
+ * This module does not print (results and progress go through callbacks
+ * and structs) and does not parse flags; sim_report.c writes result files
+ * and tables, sim_main.c is the command line.
+ */
+#ifndef SRV_SIM_H
+#define SRV_SIM_H
+
+#include "dataset.h"
+#include "optim.h"
+#include "partition.h"
+#include "peft_config.h"
+#include "wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SRV_SIM_LABEL_MAX 64
+#define SRV_SIM_THREADS_MAX 256
+#define SRV_SIM_TARGETS_MAX 16 /* targets the table shows */
+
+/* ---- data: a training and a test set plus the clients' partition ---- */
+
+struct srv_sim_data {
+	struct fl_dataset *train, *test; /* owned, normalised with the training statistics */
+	struct fl_partition *part;       /* owned; one entry per client */
+};
+
+/* Loads data set `name` (fl_dataset_load; NULL = fashion-mnist) from path
+ * (NULL = the default folder), keeps the first `limit` training and
+ * `test_limit` test samples (0 = all), normalises, and partitions the
+ * training set with pc. */
+int srv_sim_data_load(const char *name, const char *path, int limit, int test_limit,
+		      const struct fl_partition_config *pc, struct srv_sim_data **out);
+/* The same from data sets in memory; takes ownership of train and test
+ * (also on failure). */
+int srv_sim_data_wrap(struct fl_dataset *train, struct fl_dataset *test,
+		      const struct fl_partition_config *pc, struct srv_sim_data **out);
+void srv_sim_data_free(struct srv_sim_data *d); /* NULL is a no-op */
+
+/* ---- one simulated configuration ---- */
+
+struct srv_sim_row {
+	uint64_t round;                  /* 1-based */
+	double accuracy, loss;           /* central test set (pfedpara: mean personalised) */
+	double train_loss, train_accuracy; /* clients' last local epoch, weighted */
+	uint64_t bytes_up, bytes_down;   /* whole frames of this round (incl. retries) */
+	uint64_t total_up, total_down;   /* cumulative */
+	int selected, reported, dropped, attempts;
+	double seconds; /* wall clock from the start of the run to this round's end */
+};
+
+struct srv_sim_config;
+
+struct srv_sim_callbacks {
+	void *ctx;
+	/* Every frame on the in-memory wire, whole (4-byte length included),
+	 * when it is queued (down: engine -> client) or delivered (up: client ->
+	 * engine). May be NULL. */
+	void (*on_frame)(void *ctx, int up, const uint8_t *frame, size_t len);
+	/* A round's row is complete (its evaluation too); rows arrive in order.
+	 * May be NULL. */
+	void (*on_row)(void *ctx, const struct srv_sim_config *cfg, const struct srv_sim_row *row);
+};
+
+struct srv_sim_config {
+	char label[SRV_SIM_LABEL_MAX]; /* "" = the parameterisation's name (+ "-dtype") */
+	/* model */
+	const char *arch;            /* "2nn", "cnn", "mlp" */
+	enum fl_peft_param param;
+	double gamma;                /* rank from gamma (DESIGN.md §1.4) unless rank > 0 */
+	int rank;
+	int tucker;                  /* convs in Tucker form (fedpara family) */
+	const char *base_path;       /* loha: frozen base weights (safetensors), or NULL */
+	/* rounds */
+	uint64_t rounds;
+	double fraction;
+	int min_report;              /* updates needed per round; 0 = half the selected, >= 1 */
+	int epochs, batch;
+	float lr, lr_decay, momentum, weight_decay;
+	enum fl_server_opt_kind strategy;
+	int prox;                    /* fedprox: clients add prox_mu/2 ||w - w_global||^2 */
+	float prox_mu;
+	enum fl_wire_dtype dtype;
+	double dropout;              /* probability a task's client vanishes mid-round */
+	int fed_eval;                /* federated evaluation every round (always for pfedpara) */
+	uint64_t seed;
+	int threads;                 /* worker threads (BLAS runs single-threaded inside) */
+	int eval_batch;              /* central evaluation batch */
+	const char *model_dir;       /* save the final global model there (NULL = no) */
+	struct srv_sim_callbacks cb;
+};
+
+/* 2nn fedpara gamma 0, 10 rounds, fraction 0.25, E 1, B 32, SGD lr 0.1, no
+ * decay, no momentum, fedavg, f32, no dropout, seed 1, 1 thread. */
+void srv_sim_config_default(struct srv_sim_config *c);
+/* The label used for files and tables (c->label, else derived). */
+const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size_t cap);
+
+struct srv_sim_result {
+	char label[SRV_SIM_LABEL_MAX];
+	struct srv_sim_row *rows; /* one per completed round */
+	size_t nrows;
+	size_t param_floats, global_floats; /* model size, transmitted floats */
+	int clients, selected_per_round;
+	/* counted by the simulator's queues, independently of the engine */
+	uint64_t wire_up, wire_down, frames_up, frames_down;
+	uint64_t engine_up, engine_down; /* srv_engine_bytes at the end */
+	uint64_t vanished, client_errors;
+	double seconds;
+	float *final_params; /* the engine's parameter buffer after the last round */
+	size_t n_final_params;
+	char last_client_error[256];
+};
+
+/* Runs one configuration on d (borrowed). FL_OK with *out, or an error
+ * (engine failure, stall, bad configuration) with a one-line message. */
+int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
+		struct srv_sim_result **out);
+void srv_sim_result_free(struct srv_sim_result *r); /* NULL is a no-op */
+
+/* ---- results (sim_report.c) ---- */
+
+/* First round whose accuracy >= target (a fraction); its cumulative bytes
+ * (up + down). 0 when never reached. */
+uint64_t srv_sim_reach(const struct srv_sim_result *r, double target, uint64_t *bytes);
+double srv_sim_best_accuracy(const struct srv_sim_result *r);
+/* DIR/<label>.csv: round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,
+ * train_loss,selected,reported,dropped,attempts (MB = 1e6 bytes). */
+int srv_sim_write_csv(const struct srv_sim_result *r, const char *path);
+/* DIR/<label>.json: the configuration, sizes, per-round rows and the
+ * rounds / MB to reach each target. */
+int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_config *cfg,
+		       const double *targets, int ntargets, const char *path);
+/* The comparison table at targets[0] (the main target, a fraction), then
+ * MB and reduction versus the first result labelled "dense" (if any) at
+ * every target. */
+void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
+			 int ntargets);
+/* Writes DIR/accuracy_vs_mb.gp and runs gnuplot on it to make
+ * DIR/accuracy_vs_mb.png. FL_ENOTFOUND when gnuplot is not installed (the
+ * script is still written), FL_EIO when it failed. */
+int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double target,
+		 char *png, size_t cap);
+
+#endif

@@ -1,0 +1,142 @@
+/* sim_impl.h - the simulator's internals shared by sim.c (set-up, data,
+ * teardown), sim_loop.c (the in-memory transport and the event loop) and
+ * sim_pool.c (worker threads). Not part of the API. */
+#ifndef SRV_SIM_IMPL_H
+#define SRV_SIM_IMPL_H
+
+#include "engine.h"
+#include "errors.h"
+#include "session.h"
+#include "sim.h"
+#include "train.h"
+
+#include <pthread.h>
+
+/* ---- worker pool (sim_pool.c) ---- */
+
+/* One unit of work; embedded in its owner, never allocated by the pool. */
+struct sim_task {
+	void (*run)(struct sim_task *t); /* on a worker */
+	uint64_t seq;                    /* ordered tasks: handled in seq order */
+	int ordered;
+	struct sim_task *next;
+};
+
+struct sim_pool {
+	pthread_mutex_t mu;
+	pthread_cond_t work, done_cv;
+	struct sim_task *head, *tail; /* FIFO of queued tasks */
+	struct sim_task *done;        /* finished tasks, any order */
+	int stop;
+	int running; /* queued + running */
+	pthread_t *threads;
+	int nthreads;
+};
+
+int sim_pool_init(struct sim_pool *p, int threads);
+/* Joins the workers (after the queue drained). */
+void sim_pool_destroy(struct sim_pool *p);
+void sim_pool_submit(struct sim_pool *p, struct sim_task *t);
+/* Finished tasks (a list linked by next, any order), waiting for at least
+ * one when `wait` and work is outstanding; NULL when none. */
+struct sim_task *sim_pool_take_done(struct sim_pool *p, int wait);
+/* Tasks submitted and not yet taken back. */
+int sim_pool_outstanding(struct sim_pool *p);
+
+/* ---- the simulation ---- */
+
+enum sim_ev_kind {
+	SIM_EV_DOWN = 0, /* frame engine -> client */
+	SIM_EV_UP,       /* frame client -> engine */
+	SIM_EV_CLOSE_DOWN, /* the engine closed the conn: the client sees it after the frames */
+	SIM_EV_CLOSE_UP,   /* the client closed the conn: the engine sees it after the frames */
+};
+
+struct sim_ev {
+	enum sim_ev_kind kind;
+	int client;
+	uint64_t conn;
+	struct fl_buf *buf;
+	struct sim_ev *next;
+};
+
+struct sim;
+
+struct sim_client {
+	struct sim *sim;
+	int index;
+	char id[24];
+	struct cli_session *s;
+	uint64_t conn;        /* current connection, 0 = offline */
+	int engine_closed;    /* the engine forgot conn: frames up are dropped */
+	int last_task_eval;   /* the last task header delivered was an EvalTask */
+	struct fl_rng drop_rng;
+	struct cli_job *job;  /* the job in flight (or vanishing), else NULL */
+	int vanish;           /* vanish once the current delivery returns */
+	int errors;           /* consecutive session errors */
+	int retired;          /* too many errors: never reconnected */
+	struct sim_task task;
+};
+
+/* A copy of the global model evaluated on the test set after a round. */
+struct sim_eval {
+	struct sim *sim;
+	struct fl_model *model;
+	struct fl_trainer *trainer;
+	uint64_t round;
+	int busy, err;
+	double loss, accuracy;
+	char errmsg[FL_ERROR_MSG_MAX];
+	struct sim_task task;
+};
+
+#define SIM_CLIENT_ERRORS_MAX 3
+
+struct sim {
+	const struct srv_sim_config *cfg;
+	const struct srv_sim_data *data;
+	struct srv_sim_result *res;
+	int pfed; /* accuracy from the federated evaluation */
+
+	struct fl_model *model; /* the engine's */
+	struct fl_peft_config *peft;
+	char *config_json;
+	struct srv_engine *engine;
+
+	struct sim_client *clients;
+	int nclients;
+	uint64_t next_conn;
+	uint64_t now; /* virtual ms */
+
+	struct sim_ev *head, *tail; /* the wire, FIFO */
+	struct sim_pool pool;
+	int pool_up;
+	uint64_t next_seq, deliver_seq;
+	struct sim_task *held; /* finished ordered tasks waiting for their turn */
+
+	struct sim_eval **evals;
+	int nevals;
+
+	struct srv_sim_row *rows; /* capacity cfg->rounds */
+	int *row_ready;           /* report in (bit 1), accuracy in (bit 2) */
+	size_t rows_emitted;
+	double t0;
+	int failed;
+	char why[FL_ERROR_MSG_MAX + 128];
+};
+
+/* sim_loop.c */
+void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_io *cio);
+/* Connects every client and runs until the engine finished (FL_OK) or
+ * failed / stalled (an error with a message). */
+int sim_loop_run(struct sim *s);
+void sim_events_free(struct sim *s);
+double sim_wall_seconds(void);
+
+/* sim.c */
+/* The round's report arrived (from the engine's on_round). */
+void sim_on_report(struct sim *s, const struct srv_round_report *r);
+/* A central evaluation finished (on the loop thread). */
+void sim_on_eval_done(struct sim *s, struct sim_eval *ev);
+
+#endif

@@ -1,0 +1,494 @@
+/* sim_main.c - fedloha-sim: federated rounds simulated on one machine with
+ * the real round engine, the real client sessions and the real encoded
+ * messages (sim.h). Parses flags, loads and partitions the data once, runs
+ * every configuration of --compare on that same partition, shows progress
+ * on stderr, and writes CSV / JSON per configuration, the comparison table
+ * and a plot of accuracy versus MB. Exit codes: 0 ok, 1 failure, 2 usage. */
+#include "sim.h"
+
+#include "errors.h"
+#include "fsutil.h"
+#include "model.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROG "fedloha-sim"
+#define CONFIGS_MAX 16
+#define NTARGETS 5
+/* The built-in default: what `make run` shows. The target is fixed here,
+ * before looking at any curve. */
+#define DEF_COMPARE "dense,fedpara,lowrank"
+#define DEF_MODEL "2nn"
+#define DEF_CLIENTS 20
+#define DEF_FRACTION 0.25
+#define DEF_ROUNDS 30
+#define DEF_EPOCHS 2
+#define DEF_BATCH 32
+#define DEF_LR 0.1
+#define DEF_PARTITION "dirichlet:0.5"
+#define DEF_TARGET 80.0
+#define DEF_OUT "fedloha-sim-results"
+
+struct opts {
+	struct srv_sim_config base;
+	const char *compare, *param, *partition, *data, *data_path, *out, *strategy;
+	int clients, limit, test_limit, quiet, save_model, holdout_set;
+	double target, holdout;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: " PROG " [options]\n"
+		"Simulates federated training on one machine: N clients in one process, driven by\n"
+		"the real round engine and client sessions, every message encoded as on the wire.\n"
+		"Without options it runs the built-in default (make run): Fashion-MNIST, "
+		"%s over\n"
+		"%d clients, %.0f%% per round, %s, %d rounds of E=%d B=%d lr %g, comparing\n"
+		"%s (gamma 0), target accuracy fixed in advance at %.0f%%.\n\n"
+		"model:\n"
+		"  --model NAME        2nn, cnn or mlp (default %s)\n"
+		"  --param KIND        dense, fedpara, pfedpara, lowrank or loha: one configuration\n"
+		"  --compare LIST      several configurations on identical partitions, e.g.\n"
+		"                      dense,fedpara,lowrank; an item may add a wire dtype:\n"
+		"                      fedpara:int8 (default %s)\n"
+		"  --gamma G           rank from gamma in [0,1] (FedPara rule; default 0)\n"
+		"  --rank R            explicit rank instead of gamma\n"
+		"  --no-tucker         convs in reshape form instead of Tucker (fedpara family)\n"
+		"  --base FILE         loha: frozen base weights (safetensors, PyTorch names)\n"
+		"federation:\n"
+		"  --clients N         (default %d)\n"
+		"  --fraction F        clients selected per round (default %g)\n"
+		"  --rounds R          (default %d)\n"
+		"  --partition P       iid, dirichlet:ALPHA or shards:K (default %s)\n"
+		"  --holdout F         share of each client's samples held out for federated\n"
+		"                      evaluation (default 0.2 with pfedpara or --fed-eval, else 0)\n"
+		"  --strategy S        fedavg, fedavgm, fedadam, fedyogi, fedadagrad or fedprox\n"
+		"  --prox-mu MU        fedprox proximal weight (default 0.01)\n"
+		"  --dtype T           wire encoding f32, f16, bf16 or int8 (default f32)\n"
+		"  --dropout P         probability that a selected client vanishes mid-round\n"
+		"  --min-report N      updates a round needs (default half of the selected)\n"
+		"  --fed-eval          federated evaluation every round (always on for pfedpara,\n"
+		"                      whose accuracy is the clients' mean personalised accuracy)\n"
+		"local training:\n"
+		"  --epochs E          (default %d)\n"
+		"  --batch B           (default %d)\n"
+		"  --lr LR             SGD learning rate (default %g)\n"
+		"  --lr-decay D        lr multiplied by D every round (default 1)\n"
+		"  --momentum M        (default 0)\n"
+		"  --weight-decay WD   (default 0)\n"
+		"data:\n"
+		"  --data NAME         fashion-mnist (default), mnist or cifar10\n"
+		"  --data-path DIR     folder of the data files (default: Debian's Fashion-MNIST)\n"
+		"  --limit N           use the first N training samples\n"
+		"  --test-limit N      evaluate on the first N test samples\n"
+		"run and output:\n"
+		"  --seed S            (default 1); results depend only on the seed\n"
+		"  --threads T         worker threads (default: online CPUs)\n"
+		"  --target ACC        target accuracy in %% for the table (default %.0f); the\n"
+		"                      table also shows ACC-6, -4, -2 and +2\n"
+		"  --out DIR           results folder (default ./%s): <config>.csv,\n"
+		"                      <config>.json, accuracy_vs_mb.gp/.png, table.txt\n"
+		"  --save-model        also save each final global model in DIR/<config>-model\n"
+		"  --quiet             no progress line\n"
+		"  --help\n",
+		DEF_PARTITION, DEF_CLIENTS, 100 * DEF_FRACTION, DEF_MODEL, DEF_ROUNDS, DEF_EPOCHS,
+		DEF_BATCH, DEF_LR, DEF_COMPARE, DEF_TARGET, DEF_MODEL, DEF_COMPARE, DEF_CLIENTS,
+		DEF_FRACTION, DEF_ROUNDS, DEF_PARTITION, DEF_EPOCHS, DEF_BATCH, DEF_LR, DEF_TARGET,
+		DEF_OUT);
+}
+
+static int parse_double(const char *s, const char *flag, double lo, double hi, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+		fprintf(stderr, PROG ": %s: expected a number in [%g, %g], got '%s'\n", flag, lo, hi,
+			s);
+		return 1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, PROG ": %s: expected an integer in [%ld, %ld], got '%s'\n", flag, lo,
+			hi, s);
+		return 1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+static int parse_float(const char *s, const char *flag, double lo, double hi, float *out)
+{
+	double v;
+	if (parse_double(s, flag, lo, hi, &v))
+		return 1;
+	*out = (float)v;
+	return 0;
+}
+
+static int default_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+}
+
+/* Long options only; the value of `val` picks the case below. */
+enum {
+	O_MODEL = 256, O_PARAM, O_COMPARE, O_GAMMA, O_RANK, O_NO_TUCKER, O_BASE, O_CLIENTS,
+	O_FRACTION, O_ROUNDS, O_PARTITION, O_HOLDOUT, O_STRATEGY, O_PROX_MU, O_DTYPE, O_DROPOUT,
+	O_MIN_REPORT, O_FED_EVAL, O_EPOCHS, O_BATCH, O_LR, O_LR_DECAY, O_MOMENTUM, O_WD, O_DATA,
+	O_DATA_PATH, O_LIMIT, O_TEST_LIMIT, O_SEED, O_THREADS, O_TARGET, O_OUT, O_SAVE_MODEL,
+	O_QUIET, O_HELP,
+};
+
+static const struct option longopts[] = {
+	{"model", 1, 0, O_MODEL},	  {"param", 1, 0, O_PARAM},
+	{"compare", 1, 0, O_COMPARE},	  {"gamma", 1, 0, O_GAMMA},
+	{"rank", 1, 0, O_RANK},		  {"no-tucker", 0, 0, O_NO_TUCKER},
+	{"base", 1, 0, O_BASE},		  {"clients", 1, 0, O_CLIENTS},
+	{"fraction", 1, 0, O_FRACTION},	  {"rounds", 1, 0, O_ROUNDS},
+	{"partition", 1, 0, O_PARTITION}, {"holdout", 1, 0, O_HOLDOUT},
+	{"strategy", 1, 0, O_STRATEGY},	  {"prox-mu", 1, 0, O_PROX_MU},
+	{"dtype", 1, 0, O_DTYPE},	  {"dropout", 1, 0, O_DROPOUT},
+	{"min-report", 1, 0, O_MIN_REPORT}, {"fed-eval", 0, 0, O_FED_EVAL},
+	{"epochs", 1, 0, O_EPOCHS},	  {"batch", 1, 0, O_BATCH},
+	{"lr", 1, 0, O_LR},		  {"lr-decay", 1, 0, O_LR_DECAY},
+	{"momentum", 1, 0, O_MOMENTUM},	  {"weight-decay", 1, 0, O_WD},
+	{"data", 1, 0, O_DATA},		  {"data-path", 1, 0, O_DATA_PATH},
+	{"limit", 1, 0, O_LIMIT},	  {"test-limit", 1, 0, O_TEST_LIMIT},
+	{"seed", 1, 0, O_SEED},		  {"threads", 1, 0, O_THREADS},
+	{"target", 1, 0, O_TARGET},	  {"out", 1, 0, O_OUT},
+	{"save-model", 0, 0, O_SAVE_MODEL}, {"quiet", 0, 0, O_QUIET},
+	{"help", 0, 0, O_HELP},		  {0, 0, 0, 0}};
+
+/* 0 ok, 1 bad value (message printed), 2 --help. */
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	struct srv_sim_config *c = &o->base;
+	int bad = 0, seed;
+	double d;
+	optind = 1;
+	opterr = 0;
+	for (;;) {
+		int prev = optind, ch = getopt_long(argc, argv, ":", longopts, NULL);
+		if (ch == -1)
+			break;
+		switch (ch) {
+		case O_MODEL: c->arch = optarg; break;
+		case O_PARAM: o->param = optarg; break;
+		case O_COMPARE: o->compare = optarg; break;
+		case O_GAMMA: bad |= parse_double(optarg, "--gamma", 0, 1, &c->gamma); break;
+		case O_RANK: bad |= parse_int(optarg, "--rank", 1, 4096, &c->rank); break;
+		case O_NO_TUCKER: c->tucker = 0; break;
+		case O_BASE: c->base_path = optarg; break;
+		case O_CLIENTS: bad |= parse_int(optarg, "--clients", 1, 100000, &o->clients); break;
+		case O_FRACTION: bad |= parse_double(optarg, "--fraction", 1e-9, 1, &c->fraction); break;
+		case O_ROUNDS:
+			bad |= parse_int(optarg, "--rounds", 1, 1000000, &seed);
+			c->rounds = (uint64_t)seed;
+			break;
+		case O_PARTITION: o->partition = optarg; break;
+		case O_HOLDOUT:
+			bad |= parse_double(optarg, "--holdout", 0, 0.9, &o->holdout);
+			o->holdout_set = 1;
+			break;
+		case O_STRATEGY: o->strategy = optarg; break;
+		case O_PROX_MU: bad |= parse_float(optarg, "--prox-mu", 0, 1e6, &c->prox_mu); break;
+		case O_DTYPE:
+			if (fl_wire_dtype_parse(optarg, &c->dtype)) {
+				fprintf(stderr, PROG ": --dtype: expected f32, f16, bf16 or int8, got "
+						"'%s'\n", optarg);
+				bad = 1;
+			}
+			break;
+		case O_DROPOUT: bad |= parse_double(optarg, "--dropout", 0, 0.99, &c->dropout); break;
+		case O_MIN_REPORT:
+			bad |= parse_int(optarg, "--min-report", 1, 100000, &c->min_report);
+			break;
+		case O_FED_EVAL: c->fed_eval = 1; break;
+		case O_EPOCHS: bad |= parse_int(optarg, "--epochs", 1, 10000, &c->epochs); break;
+		case O_BATCH: bad |= parse_int(optarg, "--batch", 1, 4096, &c->batch); break;
+		case O_LR: bad |= parse_float(optarg, "--lr", 0, 100, &c->lr); break;
+		case O_LR_DECAY: bad |= parse_float(optarg, "--lr-decay", 1e-6, 1, &c->lr_decay); break;
+		case O_MOMENTUM: bad |= parse_float(optarg, "--momentum", 0, 0.9999, &c->momentum); break;
+		case O_WD: bad |= parse_float(optarg, "--weight-decay", 0, 1, &c->weight_decay); break;
+		case O_DATA: o->data = optarg; break;
+		case O_DATA_PATH: o->data_path = optarg; break;
+		case O_LIMIT: bad |= parse_int(optarg, "--limit", 1, 1 << 30, &o->limit); break;
+		case O_TEST_LIMIT:
+			bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o->test_limit);
+			break;
+		case O_SEED:
+			bad |= parse_int(optarg, "--seed", 0, 2147483647, &seed);
+			c->seed = (uint64_t)seed;
+			break;
+		case O_THREADS:
+			bad |= parse_int(optarg, "--threads", 1, SRV_SIM_THREADS_MAX, &c->threads);
+			break;
+		case O_TARGET:
+			bad |= parse_double(optarg, "--target", 0, 100, &d);
+			o->target = d;
+			break;
+		case O_OUT: o->out = optarg; break;
+		case O_SAVE_MODEL: o->save_model = 1; break;
+		case O_QUIET: o->quiet = 1; break;
+		case O_HELP: return 2;
+		case ':':
+			fprintf(stderr, PROG ": %s needs a value\n", argv[prev]);
+			bad = 1;
+			break;
+		default:
+			fprintf(stderr, PROG ": unknown option '%s'\n", argv[prev]);
+			bad = 1;
+		}
+	}
+	if (!bad && optind < argc) {
+		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
+		bad = 1;
+	}
+	if (!bad && !fl_model_arch_valid(c->arch)) {
+		fprintf(stderr, PROG ": --model: unknown model '%s' (2nn, cnn or mlp)\n", c->arch);
+		bad = 1;
+	}
+	if (!bad && o->strategy) {
+		int prox = 0;
+		if (fl_server_opt_parse(o->strategy, &c->strategy, &prox)) {
+			fprintf(stderr, PROG ": --strategy: %s\n", fl_error_msg());
+			bad = 1;
+		}
+		c->prox = prox;
+	}
+	return bad;
+}
+
+/* --compare / --param into configurations (labels unique). */
+static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *n)
+{
+	const char *list = o->compare ? o->compare : o->param ? o->param : DEF_COMPARE;
+	if (o->compare && o->param) {
+		fprintf(stderr, PROG ": give either --param or --compare\n");
+		return 1;
+	}
+	*n = 0;
+	const char *p = list;
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		char item[64];
+		if (len == 0 || len >= sizeof(item)) {
+			fprintf(stderr, PROG ": --compare: bad item in '%s'\n", list);
+			return 1;
+		}
+		if (*n == CONFIGS_MAX) {
+			fprintf(stderr, PROG ": --compare: at most %d configurations\n", CONFIGS_MAX);
+			return 1;
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		p += len + (p[len] == ',');
+		struct srv_sim_config *c = &cfgs[*n];
+		*c = o->base;
+		char *colon = strchr(item, ':');
+		if (colon) {
+			*colon = '\0';
+			if (fl_wire_dtype_parse(colon + 1, &c->dtype)) {
+				fprintf(stderr, PROG ": --compare: '%s': dtype must be f32, f16, bf16 or "
+						"int8\n", colon + 1);
+				return 1;
+			}
+		}
+		if (fl_peft_param_parse(item, &c->param)) {
+			fprintf(stderr, PROG ": unknown parameterisation '%s' (dense, fedpara, "
+					"pfedpara, lowrank or loha)\n", item);
+			return 1;
+		}
+		char label[SRV_SIM_LABEL_MAX], other[SRV_SIM_LABEL_MAX];
+		srv_sim_config_label(c, label, sizeof(label));
+		for (int i = 0; i < *n; i++) {
+			if (!strcmp(label, srv_sim_config_label(&cfgs[i], other, sizeof(other)))) {
+				fprintf(stderr, PROG ": --compare: '%s' given twice\n", label);
+				return 1;
+			}
+		}
+		(*n)++;
+	}
+	if (!*n) {
+		fprintf(stderr, PROG ": --compare: empty list\n");
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- progress ---- */
+
+struct progress {
+	int quiet, tty, index, count;
+	double t0, mb;
+};
+
+static void on_row(void *ctx, const struct srv_sim_config *cfg, const struct srv_sim_row *row)
+{
+	struct progress *p = ctx;
+	if (p->quiet)
+		return;
+	uint64_t n = cfg->rounds, every = n >= 10 ? n / 10 : 1;
+	if (!p->tty && row->round % every != 0 && row->round != n)
+		return;
+	double el = row->seconds, eta = el / (double)row->round * (double)(n - row->round);
+	char label[SRV_SIM_LABEL_MAX];
+	fprintf(stderr,
+		"%s[%d/%d %s] round %llu/%llu  acc %.2f%%  %.1f MB  elapsed %.0fs  ETA %.0fs%s",
+		p->tty ? "\r" : "", p->index + 1, p->count,
+		srv_sim_config_label(cfg, label, sizeof(label)), (unsigned long long)row->round,
+		(unsigned long long)n, 100 * row->accuracy,
+		(double)(row->total_up + row->total_down) / 1e6, el, eta, p->tty ? "\033[K" : "\n");
+	if (p->tty && row->round == n)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+/* ---- main ---- */
+
+static int write_results(struct srv_sim_result *const *res, const struct srv_sim_config *cfgs,
+			 int n, const char *dir, const double *targets)
+{
+	char path[4096];
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/%s.csv", dir, res[i]->label);
+		int err = srv_sim_write_csv(res[i], path);
+		snprintf(path, sizeof(path), "%s/%s.json", dir, res[i]->label);
+		if (!err)
+			err = srv_sim_write_json(res[i], &cfgs[i], targets, NTARGETS, path);
+		if (err)
+			return err;
+	}
+	snprintf(path, sizeof(path), "%s/table.txt", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return fl_error_set(FL_EIO, "%s: %s", path, strerror(errno));
+	srv_sim_print_table(f, res, n, targets, NTARGETS);
+	if (fclose(f) != 0)
+		return fl_error_set(FL_EIO, "%s: write failed", path);
+	return FL_OK;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {.clients = DEF_CLIENTS, .target = DEF_TARGET, .out = DEF_OUT,
+			 .partition = DEF_PARTITION};
+	srv_sim_config_default(&o.base);
+	o.base.arch = DEF_MODEL;
+	o.base.rounds = DEF_ROUNDS;
+	o.base.fraction = DEF_FRACTION;
+	o.base.epochs = DEF_EPOCHS;
+	o.base.batch = DEF_BATCH;
+	o.base.lr = (float)DEF_LR;
+	o.base.threads = default_threads();
+	int rc = parse_args(argc, argv, &o);
+	if (rc == 2) {
+		usage(stdout);
+		return 0;
+	}
+	static struct srv_sim_config cfgs[CONFIGS_MAX];
+	int n = 0;
+	if (rc || make_configs(&o, cfgs, &n)) {
+		fprintf(stderr, PROG ": try --help\n");
+		return 2;
+	}
+	struct fl_partition_config pc;
+	fl_partition_config_init(&pc);
+	if (fl_partition_parse(o.partition, &pc)) {
+		fprintf(stderr, PROG ": --%s\n" PROG ": try --help\n", fl_error_msg());
+		return 2;
+	}
+	int need_holdout = o.base.fed_eval;
+	for (int i = 0; i < n; i++)
+		need_holdout |= cfgs[i].param == FL_PEFT_PARAM_PFEDPARA;
+	pc.clients = o.clients;
+	pc.seed = o.base.seed;
+	pc.holdout = o.holdout_set ? o.holdout : need_holdout ? 0.2 : 0.0;
+	pc.min_per_client = 2;
+	double target = o.target / 100.0;
+	double targets[NTARGETS] = {target, target - 0.06, target - 0.04, target - 0.02,
+				    target + 0.02};
+
+	struct srv_sim_data *data = NULL;
+	int err = srv_sim_data_load(o.data, o.data_path, o.limit, o.test_limit, &pc, &data);
+	if (err) {
+		fprintf(stderr, PROG ": %s\n", fl_error_msg());
+		return 1;
+	}
+	if ((err = fl_mkdir_p(o.out, 0))) {
+		fprintf(stderr, PROG ": %s\n", fl_error_msg());
+		srv_sim_data_free(data);
+		return 1;
+	}
+	printf("fedloha-sim: %s, %d training / %d test samples, %d clients (%s), %.0f%% per "
+	       "round\n",
+	       o.data ? o.data : "fashion-mnist", data->train->n, data->test->n, o.clients,
+	       o.partition, 100 * o.base.fraction);
+	printf("model %s, %llu rounds, E=%d B=%d lr %g (decay %g), %s, seed %llu, %d threads\n",
+	       o.base.arch, (unsigned long long)o.base.rounds, o.base.epochs, o.base.batch,
+	       (double)o.base.lr, (double)o.base.lr_decay,
+	       o.base.prox ? "fedprox" : fl_server_opt_name(o.base.strategy),
+	       (unsigned long long)o.base.seed, o.base.threads);
+	fflush(stdout);
+
+	struct srv_sim_result *res[CONFIGS_MAX] = {0};
+	struct progress pr = {.quiet = o.quiet, .tty = isatty(2), .count = n};
+	char model_dir[4096];
+	rc = 0;
+	for (int i = 0; i < n && !rc; i++) {
+		pr.index = i;
+		cfgs[i].cb = (struct srv_sim_callbacks){.ctx = &pr, .on_row = on_row};
+		if (o.save_model) {
+			char label[SRV_SIM_LABEL_MAX];
+			snprintf(model_dir, sizeof(model_dir), "%s/%s-model", o.out,
+				 srv_sim_config_label(&cfgs[i], label, sizeof(label)));
+			cfgs[i].model_dir = model_dir;
+		}
+		if ((err = srv_sim_run(&cfgs[i], data, &res[i]))) {
+			fprintf(stderr, "%s" PROG ": %s\n", pr.tty && !o.quiet ? "\n" : "",
+				fl_error_msg());
+			rc = 1;
+			break;
+		}
+		if (res[i]->client_errors)
+			fprintf(stderr, PROG ": %s: %llu client errors, last: %s\n", res[i]->label,
+				(unsigned long long)res[i]->client_errors, res[i]->last_client_error);
+	}
+	if (!rc) {
+		srv_sim_print_table(stdout, res, n, targets, NTARGETS);
+		if ((err = write_results(res, cfgs, n, o.out, targets))) {
+			fprintf(stderr, PROG ": %s\n", fl_error_msg());
+			rc = 1;
+		}
+	}
+	if (!rc) {
+		char png[4200];
+		printf("\nresults: %s/ (per configuration: CSV per round, JSON summary)\n", o.out);
+		err = srv_sim_plot(res, n, o.out, target, png, sizeof(png));
+		if (!err)
+			printf("plot: %s\n", png);
+		else
+			printf("plot: not drawn: %s\n", fl_error_msg());
+	}
+	for (int i = 0; i < n; i++)
+		srv_sim_result_free(res[i]);
+	srv_sim_data_free(data);
+	return rc;
+}

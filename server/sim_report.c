@@ -1,0 +1,368 @@
+/* sim_report.c - what fedloha-sim leaves behind: a per-round CSV and a JSON
+ * summary per configuration, the comparison table (accuracy, rounds and
+ * MB to a target accuracy, reduction versus dense, at several targets) and
+ * a gnuplot script + PNG of accuracy versus cumulative MB. MB = 10^6 bytes
+ * of whole frames, upload + download. Runs no simulation. */
+#include "sim.h"
+
+#include "errors.h"
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MB 1e6
+
+static uint64_t row_bytes(const struct srv_sim_row *r)
+{
+	return r->total_up + r->total_down;
+}
+
+uint64_t srv_sim_reach(const struct srv_sim_result *r, double target, uint64_t *bytes)
+{
+	for (size_t i = 0; i < r->nrows; i++) {
+		if (r->rows[i].accuracy >= target) {
+			if (bytes)
+				*bytes = row_bytes(&r->rows[i]);
+			return r->rows[i].round;
+		}
+	}
+	if (bytes)
+		*bytes = 0;
+	return 0;
+}
+
+double srv_sim_best_accuracy(const struct srv_sim_result *r)
+{
+	double best = 0;
+	for (size_t i = 0; i < r->nrows; i++)
+		if (r->rows[i].accuracy > best)
+			best = r->rows[i].accuracy;
+	return best;
+}
+
+static double final_accuracy(const struct srv_sim_result *r)
+{
+	return r->nrows ? r->rows[r->nrows - 1].accuracy : 0.0;
+}
+
+/* A growing text buffer; `bad` once an allocation failed. */
+struct text {
+	char *p;
+	size_t len, cap;
+	int bad;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(struct text *t, const char *fmt, ...)
+{
+	if (t->bad)
+		return;
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->bad = 1;
+			return;
+		}
+		if (t->p && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = t->cap ? t->cap * 2 : 4096;
+		while (cap < t->len + (size_t)n + 1)
+			cap *= 2;
+		char *q = realloc(t->p, cap);
+		if (!q) {
+			t->bad = 1;
+			return;
+		}
+		t->p = q;
+		t->cap = cap;
+	}
+}
+
+static int text_write(struct text *t, const char *path)
+{
+	int err = t->bad ? fl_error_set(FL_ENOMEM, "%s: out of memory", path)
+			 : fl_file_write_atomic(path, t->p ? t->p : "", t->len, 0);
+	free(t->p);
+	*t = (struct text){0};
+	return err;
+}
+
+int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
+{
+	struct text t = {0};
+	text_add(&t, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,train_loss,selected,"
+		     "reported,dropped,attempts\n");
+	for (size_t i = 0; i < r->nrows; i++) {
+		const struct srv_sim_row *w = &r->rows[i];
+		text_add(&t, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d\n",
+			 (unsigned long long)w->round, w->accuracy, w->loss,
+			 (unsigned long long)w->bytes_up, (unsigned long long)w->bytes_down,
+			 (double)row_bytes(w) / MB, w->seconds, w->train_loss, w->selected,
+			 w->reported, w->dropped, w->attempts);
+	}
+	return text_write(&t, path);
+}
+
+static json_t *config_json(const struct srv_sim_config *c)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "model", json_string(c->arch));
+	json_object_set_new(o, "param", json_string(fl_peft_param_name(c->param)));
+	if (c->rank > 0)
+		json_object_set_new(o, "rank", json_integer(c->rank));
+	else
+		json_object_set_new(o, "gamma", json_real(c->gamma));
+	json_object_set_new(o, "rounds", json_integer((json_int_t)c->rounds));
+	json_object_set_new(o, "fraction", json_real(c->fraction));
+	json_object_set_new(o, "epochs", json_integer(c->epochs));
+	json_object_set_new(o, "batch", json_integer(c->batch));
+	json_object_set_new(o, "lr", json_real(c->lr));
+	json_object_set_new(o, "lr_decay", json_real(c->lr_decay));
+	json_object_set_new(o, "momentum", json_real(c->momentum));
+	json_object_set_new(o, "strategy",
+			    json_string(c->prox ? "fedprox" : fl_server_opt_name(c->strategy)));
+	if (c->prox)
+		json_object_set_new(o, "prox_mu", json_real(c->prox_mu));
+	json_object_set_new(o, "dtype", json_string(fl_wire_dtype_name(c->dtype)));
+	json_object_set_new(o, "dropout", json_real(c->dropout));
+	json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
+	json_object_set_new(o, "threads", json_integer(c->threads));
+	return o;
+}
+
+int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_config *cfg,
+		       const double *targets, int ntargets, const char *path)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "label", json_string(r->label));
+	json_object_set_new(o, "config", config_json(cfg));
+	json_object_set_new(o, "clients", json_integer(r->clients));
+	json_object_set_new(o, "selected_per_round", json_integer(r->selected_per_round));
+	json_object_set_new(o, "param_floats", json_integer((json_int_t)r->param_floats));
+	json_object_set_new(o, "transmitted_floats", json_integer((json_int_t)r->global_floats));
+	json_object_set_new(o, "final_accuracy", json_real(final_accuracy(r)));
+	json_object_set_new(o, "best_accuracy", json_real(srv_sim_best_accuracy(r)));
+	json_object_set_new(o, "bytes_up", json_integer((json_int_t)r->engine_up));
+	json_object_set_new(o, "bytes_down", json_integer((json_int_t)r->engine_down));
+	json_object_set_new(o, "frames_up", json_integer((json_int_t)r->frames_up));
+	json_object_set_new(o, "frames_down", json_integer((json_int_t)r->frames_down));
+	json_object_set_new(o, "vanished", json_integer((json_int_t)r->vanished));
+	json_object_set_new(o, "client_errors", json_integer((json_int_t)r->client_errors));
+	json_object_set_new(o, "seconds", json_real(r->seconds));
+	json_t *ts = json_array();
+	for (int i = 0; i < ntargets; i++) {
+		uint64_t bytes = 0, round = srv_sim_reach(r, targets[i], &bytes);
+		json_t *e = json_object();
+		json_object_set_new(e, "target", json_real(targets[i]));
+		json_object_set_new(e, "round", round ? json_integer((json_int_t)round) : json_null());
+		json_object_set_new(e, "mb", round ? json_real((double)bytes / MB) : json_null());
+		json_array_append_new(ts, e);
+	}
+	json_object_set_new(o, "targets", ts);
+	json_t *rows = json_array();
+	for (size_t i = 0; i < r->nrows; i++) {
+		const struct srv_sim_row *w = &r->rows[i];
+		json_t *e = json_object();
+		json_object_set_new(e, "round", json_integer((json_int_t)w->round));
+		json_object_set_new(e, "accuracy", json_real(w->accuracy));
+		json_object_set_new(e, "loss", json_real(w->loss));
+		json_object_set_new(e, "train_loss", json_real(w->train_loss));
+		json_object_set_new(e, "bytes_up", json_integer((json_int_t)w->bytes_up));
+		json_object_set_new(e, "bytes_down", json_integer((json_int_t)w->bytes_down));
+		json_object_set_new(e, "cum_mb", json_real((double)row_bytes(w) / MB));
+		json_object_set_new(e, "selected", json_integer(w->selected));
+		json_object_set_new(e, "reported", json_integer(w->reported));
+		json_object_set_new(e, "dropped", json_integer(w->dropped));
+		json_object_set_new(e, "attempts", json_integer(w->attempts));
+		json_object_set_new(e, "seconds", json_real(w->seconds));
+		json_array_append_new(rows, e);
+	}
+	json_object_set_new(o, "rounds", rows);
+	char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+	json_decref(o);
+	if (!text)
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+	struct text t = {.p = text, .len = strlen(text), .cap = strlen(text) + 1};
+	text_add(&t, "\n");
+	return text_write(&t, path);
+}
+
+/* ---- the table ---- */
+
+static const struct srv_sim_result *find_dense(struct srv_sim_result *const *r, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(r[i]->label, "dense"))
+			return r[i];
+	return NULL;
+}
+
+static void fmt_factor(char *buf, size_t cap, const struct srv_sim_result *dense,
+		       const struct srv_sim_result *r, double target)
+{
+	uint64_t bd = 0, b = 0;
+	if (!dense || !srv_sim_reach(dense, target, &bd) || !srv_sim_reach(r, target, &b) || !b)
+		snprintf(buf, cap, "-");
+	else
+		snprintf(buf, cap, "%.2fx", (double)bd / (double)b);
+}
+
+void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
+			 int ntargets)
+{
+	if (n < 1 || ntargets < 1)
+		return;
+	const struct srv_sim_result *dense = find_dense(r, n);
+	double t0 = targets[0];
+	fprintf(f, "\ntarget accuracy %.1f%% (MB = 10^6 bytes of frames, up + down)\n", 100 * t0);
+	fprintf(f, "%-16s %9s %9s %9s %8s %13s %10s\n", "configuration", "final", "best", "MB/round",
+		"rounds", "MB to target", "vs dense");
+	for (int i = 0; i < n; i++) {
+		const struct srv_sim_result *x = r[i];
+		uint64_t bytes = 0, round = srv_sim_reach(x, t0, &bytes);
+		double per_round = x->nrows ? (double)row_bytes(&x->rows[x->nrows - 1]) /
+						      (double)x->nrows / MB
+					    : 0.0;
+		char rs[32], ms[32], fs[32];
+		if (round) {
+			snprintf(rs, sizeof(rs), "%llu", (unsigned long long)round);
+			snprintf(ms, sizeof(ms), "%.2f", (double)bytes / MB);
+		} else {
+			snprintf(rs, sizeof(rs), "-");
+			snprintf(ms, sizeof(ms), "not reached");
+		}
+		fmt_factor(fs, sizeof(fs), dense, x, t0);
+		fprintf(f, "%-16s %8.2f%% %8.2f%% %9.3f %8s %13s %10s\n", x->label,
+			100 * final_accuracy(x), 100 * srv_sim_best_accuracy(x), per_round, rs, ms,
+			fs);
+	}
+	if (ntargets < 2)
+		return;
+	fprintf(f, "\nMB to reach each target (reduction vs dense; * = the main target)\n%-9s",
+		"target");
+	for (int i = 0; i < n; i++)
+		fprintf(f, " %20s", r[i]->label);
+	fprintf(f, "\n");
+	/* ascending targets */
+	int order[SRV_SIM_TARGETS_MAX], m = ntargets < SRV_SIM_TARGETS_MAX ? ntargets
+									    : SRV_SIM_TARGETS_MAX;
+	for (int k = 0; k < m; k++) {
+		int j = k;
+		while (j > 0 && targets[order[j - 1]] > targets[k]) {
+			order[j] = order[j - 1];
+			j--;
+		}
+		order[j] = k;
+	}
+	for (int kk = 0; kk < m; kk++) {
+		int k = order[kk];
+		fprintf(f, "%7.1f%%%c", 100 * targets[k], k == 0 ? '*' : ' ');
+		for (int i = 0; i < n; i++) {
+			uint64_t bytes = 0;
+			char cell[64], fs[32];
+			if (srv_sim_reach(r[i], targets[k], &bytes)) {
+				fmt_factor(fs, sizeof(fs), dense, r[i], targets[k]);
+				snprintf(cell, sizeof(cell), "%.2f (%s)", (double)bytes / MB, fs);
+			} else {
+				snprintf(cell, sizeof(cell), "not reached");
+			}
+			fprintf(f, " %20s", cell);
+		}
+		fprintf(f, "\n");
+	}
+}
+
+/* ---- the plot ---- */
+
+/* Runs `gnuplot script` in dir with no output; its exit status, 127 when it
+ * could not be started. */
+static int run_gnuplot(const char *dir, const char *script)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (chdir(dir) != 0)
+			_exit(126);
+		execlp("gnuplot", "gnuplot", script, (char *)NULL);
+		_exit(127);
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* gnuplot single-quoted string: a quote is written twice. */
+static void text_quoted(struct text *t, const char *s)
+{
+	text_add(t, "'");
+	for (; *s; s++)
+		text_add(t, *s == '\'' ? "''" : "%c", *s);
+	text_add(t, "'");
+}
+
+int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double target,
+		 char *png, size_t cap)
+{
+	struct text t = {0};
+	text_add(&t, "# accuracy versus cumulative communication; run: gnuplot accuracy_vs_mb.gp\n"
+		     "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+		     "  set terminal pngcairo size 960,600 noenhanced\n"
+		     "} else {\n"
+		     "  set terminal png size 960,600 noenhanced\n"
+		     "}\n"
+		     "set output 'accuracy_vs_mb.png'\n"
+		     "set datafile separator ','\n"
+		     "set key bottom right\n"
+		     "set grid\n"
+		     "set logscale x\n"
+		     "set xlabel 'cumulative communication, MB (upload + download)'\n"
+		     "set ylabel 'test accuracy (%%)'\n"
+		     "set title 'fedloha-sim: accuracy versus communication'\n"
+		     "plot \\\n");
+	for (int i = 0; i < n; i++) {
+		char file[SRV_SIM_LABEL_MAX + 8];
+		snprintf(file, sizeof(file), "%s.csv", r[i]->label);
+		text_add(&t, "  ");
+		text_quoted(&t, file);
+		text_add(&t, " using 6:($2*100) skip 1 with linespoints pt 7 ps 0.5 title ");
+		text_quoted(&t, r[i]->label);
+		text_add(&t, ", \\\n");
+	}
+	text_add(&t, "  %.4f with lines dt 2 lc rgb 'gray40' title 'target %.1f%%'\n", 100 * target,
+		 100 * target);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/accuracy_vs_mb.gp", dir);
+	int err = text_write(&t, path);
+	if (err)
+		return err;
+	snprintf(png, cap, "%s/accuracy_vs_mb.png", dir);
+	int rc = run_gnuplot(dir, "accuracy_vs_mb.gp");
+	if (rc == 127)
+		return fl_error_set(FL_ENOTFOUND, "gnuplot is not installed (apt-get install "
+						  "gnuplot-nox); the script is %s", path);
+	if (rc != 0)
+		return fl_error_set(FL_EIO, "gnuplot failed on %s (exit %d)", path, rc);
+	return FL_OK;
+}

@@ -1,0 +1,91 @@
+#!/bin/bash
+# cli_sim.sh - the real fedloha-sim binary: help, usage errors (exit 2, one
+# clear line then "try --help"), a missing data folder (exit 1), and a tiny
+# comparison on the mnist-tiny fixture: exit 0, the table on stdout, the
+# progress lines on stderr, the CSV / JSON / table / plot script written.
+set -u
+BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
+DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
+TMP=${FL_TMP:-/tmp}/cli-sim.$$
+rm -rf "$TMP" && mkdir -p "$TMP"
+fails=0
+
+fail() {
+	echo "FAIL: $*"
+	fails=$((fails + 1))
+}
+
+expect() {
+	local want=$1
+	shift
+	"$@" >"$TMP/out" 2>"$TMP/err"
+	local rc=$?
+	[ "$rc" -eq "$want" ] || fail "exit $rc (want $want): $*: $(head -c 300 "$TMP/err")"
+}
+
+contains() {
+	grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 400 "$1")"
+}
+
+# ---- help and usage errors ----
+expect 0 "$BIN" --help
+contains "$TMP/out" "usage: fedloha-sim"
+contains "$TMP/out" "--compare"
+contains "$TMP/out" "target accuracy fixed in advance"
+
+for args in "--rounds 0" "--rounds x" "--model resnet" "--param dens" "--partition zipf" \
+	"--dtype f64" "--strategy sgd" "--fraction 2" "--dropout 1" "--bogus" "--compare dense,dense" \
+	"--compare fedpara:f8" "--param dense --compare fedpara" "--target 120" "extra"; do
+	# shellcheck disable=SC2086
+	expect 2 "$BIN" $args
+	n=$(wc -l <"$TMP/err")
+	[ "$n" -eq 2 ] || fail "$args: stderr has $n lines: $(cat "$TMP/err")"
+	head -1 "$TMP/err" | grep -q '^fedloha-sim: ' || fail "$args: no prefix: $(cat "$TMP/err")"
+	contains "$TMP/err" "try --help"
+done
+expect 2 "$BIN" --rounds
+contains "$TMP/err" "--rounds needs a value"
+
+# ---- a missing data folder ----
+expect 1 "$BIN" --data mnist --data-path "$TMP/nowhere" --out "$TMP/r0" --quiet
+[ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "missing data: $(cat "$TMP/err")"
+
+# ---- a tiny comparison (20 samples, 2 clients) ----
+OUT="$TMP/res"
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
+	--rounds 2 --epochs 1 --batch 4 --compare dense,fedpara,lowrank:int8 --threads 2 \
+	--target 50 --out "$OUT"
+contains "$TMP/out" "target accuracy 50.0%"
+contains "$TMP/out" "dense"
+contains "$TMP/out" "lowrank-int8"
+contains "$TMP/out" "results: $OUT/"
+contains "$TMP/err" "[2/3 fedpara] round 2/2"
+for f in dense.csv fedpara.json lowrank-int8.csv table.txt accuracy_vs_mb.gp; do
+	[ -s "$OUT/$f" ] || fail "missing $OUT/$f"
+done
+[ "$(wc -l <"$OUT/dense.csv")" -eq 3 ] || fail "dense.csv: $(cat "$OUT/dense.csv")"
+head -1 "$OUT/dense.csv" | grep -q '^round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds' ||
+	fail "csv header: $(head -1 "$OUT/dense.csv")"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['label']=='fedpara' and len(d['rounds'])==2" \
+	"$OUT/fedpara.json" || fail "fedpara.json"
+if command -v gnuplot >/dev/null; then
+	[ -s "$OUT/accuracy_vs_mb.png" ] || fail "no plot"
+	contains "$TMP/out" "plot: $OUT/accuracy_vs_mb.png"
+fi
+
+# int8 sends about a quarter of f32's tensor bytes
+up_f32=$(python3 -c "import json; print(json.load(open('$OUT/fedpara.json'))['bytes_up'])")
+up_i8=$(python3 -c "import json; print(json.load(open('$OUT/lowrank-int8.json'))['bytes_up'])")
+[ "$up_i8" -lt "$up_f32" ] || fail "int8 upload $up_i8 not below f32 $up_f32"
+
+# --quiet: no progress
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --param dense --quiet \
+	--out "$TMP/res2"
+[ ! -s "$TMP/err" ] || fail "--quiet printed: $(cat "$TMP/err")"
+
+rm -rf "$TMP"
+if [ "$fails" -ne 0 ]; then
+	echo "$fails failure(s)"
+	exit 1
+fi
+echo "cli_sim: all passed"
