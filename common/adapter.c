@@ -7,6 +7,7 @@
 #include "adapter.h"
 
 #include "errors.h"
+#include "half.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -16,60 +17,7 @@
 
 #define AD_NAME_MAX 160
 
-/* A name from a file, safe for a one-line message. */
-static const char *ad_safe(const char *s, char *buf)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < AD_NAME_MAX; i++)
-		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-	buf[i] = '\0';
-	if (s[i])
-		memcpy(buf + AD_NAME_MAX - 4, "...", 4);
-	return buf;
-}
-
-static const char *ad_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
-{
-	size_t k = (size_t)snprintf(buf, cap, "[");
-	for (int i = 0; i < ndim && k < cap; i++)
-		k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (k < cap)
-		snprintf(buf + k, cap - k, "]");
-	return buf;
-}
-
 /* ---- merge ---- */
-
-static uint16_t ad_f32_to_f16(float v)
-{
-	uint32_t x;
-	memcpy(&x, &v, 4);
-	uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-	if (ax > 0x7f800000u)
-		return (uint16_t)(sign | 0x7e00u); /* NaN */
-	if (ax >= 0x477ff000u)                     /* >= 65520 rounds to inf */
-		return (uint16_t)(sign | 0x7c00u);
-	if (ax < 0x38800000u) { /* below 2^-14: subnormal half, units of 2^-24 */
-		float a;
-		memcpy(&a, &ax, 4);
-		return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f));
-	}
-	uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7fffffu) >> 13);
-	uint32_t rem = ax & 0x1fffu;
-	if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-		h++; /* a carry into the exponent is still correct */
-	return (uint16_t)(sign | h);
-}
-
-static uint16_t ad_f32_to_bf16(float v)
-{
-	uint32_t x;
-	memcpy(&x, &v, 4);
-	if ((x & 0x7fffffffu) > 0x7f800000u)
-		return (uint16_t)((x >> 16) | 0x40u);
-	x += 0x7fffu + ((x >> 16) & 1u);
-	return (uint16_t)(x >> 16);
-}
 
 /* w0 + dw in the dtype of w, added to out. */
 static int ad_store_merged(struct fl_st *out, const struct fl_st_tensor *w, const float *dw)
@@ -80,12 +28,12 @@ static int ad_store_merged(struct fl_st *out, const struct fl_st_tensor *w, cons
 	if (w->dtype == FL_DTYPE_F64) {
 		double *s = malloc(n * sizeof(double) + 1);
 		if (!s)
-			return fl_error_set(FL_ENOMEM, "out of memory merging '%s'", ad_safe(w->name, nb));
+			return fl_error_set(FL_ENOMEM, "out of memory merging '%s'", fl_error_safe_str(w->name, nb, AD_NAME_MAX));
 		memcpy(s, w->data, n * sizeof(double));
 		for (size_t i = 0; i < n && err == FL_OK; i++)
 			if (!isfinite(s[i] + (double)dw[i]))
 				err = fl_error_set(FL_ENONFINITE, "merge of '%s': non-finite value at index %zu",
-						   ad_safe(w->name, nb), i);
+						   fl_error_safe_str(w->name, nb, AD_NAME_MAX), i);
 		for (size_t i = 0; i < n && err == FL_OK; i++)
 			s[i] += (double)dw[i];
 		if (err == FL_OK)
@@ -96,7 +44,7 @@ static int ad_store_merged(struct fl_st *out, const struct fl_st_tensor *w, cons
 	float *s = malloc(n * sizeof(float) + 1);
 	uint16_t *h = w->dtype == FL_DTYPE_F32 ? NULL : malloc(n * sizeof(uint16_t) + 1);
 	if (!s || (w->dtype != FL_DTYPE_F32 && !h)) {
-		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'", ad_safe(w->name, nb));
+		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'", fl_error_safe_str(w->name, nb, AD_NAME_MAX));
 		goto done;
 	}
 	if ((err = fl_st_tensor_to_f32(w, s, n)) != FL_OK)
@@ -108,11 +56,11 @@ static int ad_store_merged(struct fl_st *out, const struct fl_st_tensor *w, cons
 		goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		h[i] = w->dtype == FL_DTYPE_F16 ? ad_f32_to_f16(s[i]) : ad_f32_to_bf16(s[i]);
+		h[i] = w->dtype == FL_DTYPE_F16 ? fl_f32_to_f16(s[i]) : fl_f32_to_bf16(s[i]);
 		uint16_t inf = w->dtype == FL_DTYPE_F16 ? 0x7c00u : 0x7f80u;
 		if ((h[i] & 0x7fffu) == inf) {
 			err = fl_error_set(FL_ENONFINITE, "merge of '%s': %g at index %zu overflows %s",
-					   ad_safe(w->name, nb), (double)s[i], i, fl_dtype_name(w->dtype));
+					   fl_error_safe_str(w->name, nb, AD_NAME_MAX), (double)s[i], i, fl_dtype_name(w->dtype));
 			goto done;
 		}
 	}
@@ -133,13 +81,13 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 	int err = FL_OK;
 	size_t n = fl_loha_dense_count(d);
 	if (n != w->numel)
-		return fl_error_set(FL_ESHAPE, "module '%s': dimension mismatch", ad_safe(m->name, nb));
+		return fl_error_set(FL_ESHAPE, "module '%s': dimension mismatch", fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	for (int k = 0; k < FL_ADAPTER_NFACT && err == FL_OK; k++) {
 		const struct fl_st_tensor *t = m->t[k];
 		if (!t || (k >= FL_ADAPTER_T1 && d->form != FL_LOHA_FORM_TUCKER))
 			continue;
 		if (!(buf[k] = malloc(t->numel * sizeof(float) + 1))) {
-			err = fl_error_set(FL_ENOMEM, "out of memory reading '%s'", ad_safe(t->name, nb));
+			err = fl_error_set(FL_ENOMEM, "out of memory reading '%s'", fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 			break;
 		}
 		if ((err = fl_st_tensor_to_f32(t, buf[k], t->numel)) != FL_OK)
@@ -147,7 +95,7 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 		for (size_t i = 0; i < t->numel; i++) {
 			if (!isfinite(buf[k][i])) {
 				err = fl_error_set(FL_ENONFINITE, "%s: tensor '%s' has a non-finite value "
-						   "(%g) at index %zu", f->st_path, ad_safe(t->name, nb),
+						   "(%g) at index %zu", f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX),
 						   (double)buf[k][i], i);
 				break;
 			}
@@ -158,7 +106,7 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 	dw = malloc(n * sizeof(float) + 1);
 	work = malloc(fl_loha_work_floats(d) * sizeof(float) + 1);
 	if (!dw || !work) {
-		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'", ad_safe(m->name, nb));
+		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'", fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 		goto done;
 	}
 	struct fl_loha_factors fac = {buf[FL_ADAPTER_W1A], buf[FL_ADAPTER_W1B], buf[FL_ADAPTER_W2A],
@@ -201,7 +149,7 @@ static int ad_merge_tensor(const struct fl_adapter_folder *f, const struct fl_st
 			err = fl_error_set(FL_ENOTFOUND,
 					   "module '%s' is targeted by the config but %s has no factors "
 					   "for it%s",
-					   ad_safe(module, nb), f->st_path,
+					   fl_error_safe_str(module, nb, AD_NAME_MAX), f->st_path,
 					   f->cfg->target_kind == FL_PEFT_SEL_ALL_LINEAR
 						   ? " (all-linear: name the output layer if it is one)"
 						   : "");
@@ -209,7 +157,7 @@ static int ad_merge_tensor(const struct fl_adapter_folder *f, const struct fl_st
 			err = fl_error_set(FL_EINVAL,
 					   "%s has LoHa factors for module '%s', which the config does "
 					   "not target",
-					   f->st_path, ad_safe(module, nb));
+					   f->st_path, fl_error_safe_str(module, nb, AD_NAME_MAX));
 		free(module);
 		if (err != FL_OK)
 			return err;
@@ -252,12 +200,12 @@ int fl_adapter_merge(const char *base_path, const char *adapter_dir, const char 
 			same = b->shape[k] == s->shape[k];
 		if (!b)
 			err = fl_error_set(FL_ENOTFOUND, "modules_to_save tensor '%s' has no counterpart "
-					   "in %s", ad_safe(s->name, nb), base_path);
+					   "in %s", fl_error_safe_str(s->name, nb, AD_NAME_MAX), base_path);
 		else if (!same)
 			err = fl_error_set(FL_ESHAPE, "modules_to_save tensor '%s' has shape %s, the "
-					   "base has %s", ad_safe(s->name, nb),
-					   ad_shape_str(s->shape, s->ndim, sa, sizeof(sa)),
-					   ad_shape_str(b->shape, b->ndim, sb, sizeof(sb)));
+					   "base has %s", fl_error_safe_str(s->name, nb, AD_NAME_MAX),
+					   fl_error_shape_str(s->shape, s->ndim, sa, sizeof(sa)),
+					   fl_error_shape_str(b->shape, b->ndim, sb, sizeof(sb)));
 		if (err != FL_OK)
 			goto done;
 	}
@@ -317,7 +265,7 @@ static int ad_info_module(const struct fl_adapter_folder *f, const struct fl_st 
 		return err;
 	if (!tg)
 		return fl_error_set(FL_EINVAL, "%s has LoHa factors for module '%s', which the config "
-				    "does not target", f->st_path, ad_safe(m->name, nb));
+				    "does not target", f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	if (!(im->name = strdup(m->name)))
 		return fl_error_set(FL_ENOMEM, "out of memory");
 	im->form = form;

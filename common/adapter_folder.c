@@ -36,28 +36,6 @@ const char *fl_adapter_form_name(enum fl_adapter_form f)
 	return "?";
 }
 
-/* A name from a file, safe for a one-line message. */
-static const char *ad_safe(const char *s, char *buf)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < AD_NAME_MAX; i++)
-		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-	buf[i] = '\0';
-	if (s[i])
-		memcpy(buf + AD_NAME_MAX - 4, "...", 4);
-	return buf;
-}
-
-static const char *ad_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
-{
-	size_t k = (size_t)snprintf(buf, cap, "[");
-	for (int i = 0; i < ndim && k < cap; i++)
-		k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (k < cap)
-		snprintf(buf + k, cap - k, "]");
-	return buf;
-}
-
 static char *ad_join(const char *a, const char *b)
 {
 	size_t n = strlen(a) + strlen(b) + 2;
@@ -98,11 +76,11 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 	size_t pl = strlen(AD_PREFIX);
 	if (strncmp(t->name, AD_PREFIX, pl) != 0)
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s' does not start with '" AD_PREFIX
-				    "' (not a PEFT adapter file)", f->st_path, ad_safe(t->name, nb));
+				    "' (not a PEFT adapter file)", f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 	const char *rest = t->name + pl, *dot = strrchr(rest, '.');
 	if (!dot || dot == rest || !dot[1])
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s' has no module name", f->st_path,
-				    ad_safe(t->name, nb));
+				    fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 	char *module = strndup(rest, (size_t)(dot - rest));
 	if (!module)
 		return fl_error_set(FL_ENOMEM, "%s: out of memory", f->st_path);
@@ -113,7 +91,7 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 		if (k == FL_ADAPTER_NFACT) {
 			free(module);
 			return fl_error_set(FL_EFORMAT, "%s: tensor '%s': unknown LoHa factor name",
-					    f->st_path, ad_safe(t->name, nb));
+					    f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 		}
 		struct fl_adapter_factors *m = ad_find(f, module);
 		if (m) {
@@ -138,7 +116,7 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 		return fl_error_set(FL_EFORMAT,
 				    "%s: tensor '%s' is neither a LoHa factor (hada_*) nor part of a "
 				    "module in modules_to_save",
-				    f->st_path, ad_safe(t->name, nb));
+				    f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 	struct fl_adapter_saved *ns = realloc(f->saved, (f->n_saved + 1) * sizeof(*ns));
 	if (!ns)
 		return fl_error_set(FL_ENOMEM, "%s: out of memory", f->st_path);
@@ -215,16 +193,16 @@ int fl_adapter_base_weight(const struct fl_adapter_folder *f, const struct fl_st
 	if (!*w)
 		return fl_error_set(FL_ENOTFOUND,
 				    "%s has LoHa factors for module '%s', but %s has no tensor '%s.weight'",
-				    f->st_path, ad_safe(m->name, nb), base_path, ad_safe(m->name, nb));
+				    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	if ((*w)->ndim != 2 && (*w)->ndim != 4)
 		return fl_error_set(FL_EUNSUPPORTED,
 				    "%s: module '%s': base weight is %d-D; LoHa adapts only linear (2-D) "
 				    "and conv (4-D) weights",
-				    base_path, ad_safe(m->name, nb), (*w)->ndim);
+				    base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), (*w)->ndim);
 	for (int i = 0; i < (*w)->ndim; i++)
 		if ((*w)->shape[i] < 1 || (*w)->shape[i] > INT_MAX / 16)
 			return fl_error_set(FL_ERANGE, "%s: module '%s': weight dimension %lld unsupported",
-					    base_path, ad_safe(m->name, nb), (long long)(*w)->shape[i]);
+					    base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), (long long)(*w)->shape[i]);
 	return FL_OK;
 }
 
@@ -254,13 +232,13 @@ int fl_adapter_dims_from_factors(const struct fl_adapter_folder *f,
 	if (!a || !b || a->ndim != 2 || b->ndim != 2 || (t && t->ndim != 4))
 		return fl_error_set(a && b ? FL_ESHAPE : FL_ENOTFOUND,
 				    "%s: module '%s': hada_w1_a / hada_w1_b %s", f->st_path,
-				    ad_safe(m->name, nb), a && b ? "are not 2-D" : "missing");
+				    fl_error_safe_str(m->name, nb, AD_NAME_MAX), a && b ? "are not 2-D" : "missing");
 	int64_t o = t ? a->shape[1] : a->shape[0], i = b->shape[1];
 	int64_t k1 = t ? t->shape[2] : 1, k2 = t ? t->shape[3] : 1;
 	if (o < 1 || i < 1 || k1 < 1 || k2 < 1 || o > INT_MAX / 16 || i > INT_MAX / 16 ||
 	    k1 > 4096 || k2 > 4096)
 		return fl_error_set(FL_ERANGE, "%s: module '%s': unsupported factor shapes",
-				    f->st_path, ad_safe(m->name, nb));
+				    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	d->out = (int)o;
 	d->in = (int)i;
 	d->k1 = (int)k1;
@@ -285,13 +263,13 @@ int fl_adapter_factors_check(const struct fl_adapter_folder *f, const struct fl_
 			return fl_error_set(FL_EFORMAT,
 					    "%s: module '%s' has %s, but it takes the linear / reshape "
 					    "form (use_effective_conv2d %s, kernel %dx%d)",
-					    f->st_path, ad_safe(m->name, nb), ad_fact_names[k],
+					    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), ad_fact_names[k],
 					    f->cfg->use_effective_conv2d ? "true" : "false", d->k1, d->k2);
 		if (!need)
 			continue;
 		if (!t)
 			return fl_error_set(FL_ENOTFOUND, "%s: module '%s': factor %s is missing",
-					    f->st_path, ad_safe(m->name, nb), ad_fact_names[k]);
+					    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), ad_fact_names[k]);
 		int64_t e[4];
 		int nd = 2;
 		if (k >= FL_ADAPTER_T1) {
@@ -313,10 +291,10 @@ int fl_adapter_factors_check(const struct fl_adapter_folder *f, const struct fl_
 			return fl_error_set(FL_ESHAPE,
 					    "%s: tensor '%s' has shape %s, expected %s (weight %dx%dx%dx%d, "
 					    "r = %d for '%s' in the config)",
-					    f->st_path, ad_safe(t->name, tb),
-					    ad_shape_str(t->shape, t->ndim, sa, sizeof(sa)),
-					    ad_shape_str(e, nd, se, sizeof(se)), d->out, d->in, d->k1,
-					    d->k2, d->r, ad_safe(m->name, nb));
+					    f->st_path, fl_error_safe_str(t->name, tb, AD_NAME_MAX),
+					    fl_error_shape_str(t->shape, t->ndim, sa, sizeof(sa)),
+					    fl_error_shape_str(e, nd, se, sizeof(se)), d->out, d->in, d->k1,
+					    d->k2, d->r, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	}
 	return FL_OK;
 }

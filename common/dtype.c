@@ -9,6 +9,7 @@
 #include "safetensors.h"
 
 #include "errors.h"
+#include "half.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -52,45 +53,12 @@ int fl_dtype_parse(const char *s, enum fl_dtype *out)
 	return FL_EFORMAT;
 }
 
-static float bits_to_f32(uint32_t u)
-{
-	float f;
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
-/* IEEE binary16 -> binary32, exact: normals rebias the exponent, subnormals
- * are m * 2^-24 (exact in float), inf and NaN keep sign and payload. */
-static float f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu;
-	uint32_t man = h & 0x3ffu;
-	if (exp == 0x1f)
-		return bits_to_f32(sign | 0x7f800000u | (man << 13));
-	if (exp != 0)
-		return bits_to_f32(sign | ((exp + 127 - 15) << 23) | (man << 13));
-	float mag = (float)man * 0x1p-24f;
-	return sign ? -mag : mag;
-}
-
-/* A tensor name made printable for a one-line message (control bytes become
- * '?', long names are cut). */
-static const char *msg_name(const char *name, char *buf, size_t cap)
-{
-	size_t i = 0;
-	for (; name[i] && i + 1 < cap; i++)
-		buf[i] = ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) ? '?' : name[i];
-	buf[i] = '\0';
-	return buf;
-}
-
 int fl_st_tensor_to_f32(const struct fl_st_tensor *t, float *dst, size_t numel)
 {
 	char nb[128];
 	if (t->numel != numel)
 		return fl_error_set(FL_ESHAPE, "tensor '%s': has %zu elements, caller expects %zu",
-				    msg_name(t->name, nb, sizeof(nb)), t->numel, numel);
+				    fl_error_safe_str(t->name, nb, sizeof(nb)), t->numel, numel);
 	const unsigned char *src = t->data;
 	switch (t->dtype) {
 	case FL_DTYPE_F32:
@@ -101,14 +69,14 @@ int fl_st_tensor_to_f32(const struct fl_st_tensor *t, float *dst, size_t numel)
 		for (size_t i = 0; i < numel; i++) {
 			uint16_t h;
 			memcpy(&h, src + 2 * i, 2);
-			dst[i] = f16_to_f32(h);
+			dst[i] = fl_f16_to_f32(h);
 		}
 		return FL_OK;
 	case FL_DTYPE_BF16:
 		for (size_t i = 0; i < numel; i++) {
 			uint16_t h;
 			memcpy(&h, src + 2 * i, 2);
-			dst[i] = bits_to_f32((uint32_t)h << 16);
+			dst[i] = fl_bf16_to_f32(h);
 		}
 		return FL_OK;
 	case FL_DTYPE_F64:
@@ -121,19 +89,8 @@ int fl_st_tensor_to_f32(const struct fl_st_tensor *t, float *dst, size_t numel)
 		return FL_OK;
 	default:
 		return fl_error_set(FL_EUNSUPPORTED, "tensor '%s': dtype %s is not a floating type",
-				    msg_name(t->name, nb, sizeof(nb)), fl_dtype_name(t->dtype));
+				    fl_error_safe_str(t->name, nb, sizeof(nb)), fl_dtype_name(t->dtype));
 	}
-}
-
-/* "[2, 3]" into buf. */
-static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
-{
-	size_t k = (size_t)snprintf(buf, cap, "[");
-	for (int i = 0; i < ndim && k < cap; i++)
-		k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (k < cap)
-		snprintf(buf + k, cap - k, "]");
-	return buf;
 }
 
 int fl_st_get_f32(const struct fl_st *st, const char *name, const int64_t *shape, int ndim,
@@ -143,14 +100,14 @@ int fl_st_get_f32(const struct fl_st *st, const char *name, const int64_t *shape
 	const struct fl_st_tensor *t = fl_st_find(st, name);
 	if (!t)
 		return fl_error_set(FL_ENOTFOUND, "tensor '%s' not found",
-				    msg_name(name, nb, sizeof(nb)));
+				    fl_error_safe_str(name, nb, sizeof(nb)));
 	int same = t->ndim == ndim;
 	for (int i = 0; same && i < ndim; i++)
 		same = t->shape[i] == shape[i];
 	if (!same)
 		return fl_error_set(FL_ESHAPE, "tensor '%s': shape %s, expected %s",
-				    msg_name(name, nb, sizeof(nb)),
-				    shape_str(t->shape, t->ndim, sa, sizeof(sa)),
-				    shape_str(shape, ndim < 0 ? 0 : ndim, sb, sizeof(sb)));
+				    fl_error_safe_str(name, nb, sizeof(nb)),
+				    fl_error_shape_str(t->shape, t->ndim, sa, sizeof(sa)),
+				    fl_error_shape_str(shape, ndim < 0 ? 0 : ndim, sb, sizeof(sb)));
 	return fl_st_tensor_to_f32(t, dst, t->numel);
 }

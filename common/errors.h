@@ -9,6 +9,9 @@
 #ifndef FL_ERRORS_H
 #define FL_ERRORS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 enum fl_err {
 	FL_OK = 0,
 	FL_ENOMEM = -1,       /* allocation failed */
@@ -20,6 +23,7 @@ enum fl_err {
 	FL_ENOTFOUND = -7,    /* a named tensor, key or file is missing */
 	FL_EUNSUPPORTED = -8, /* valid input that fedloha does not handle */
 	FL_ESHAPE = -9,       /* tensor shapes do not agree */
+	FL_EAUTH = -10,       /* a peer failed authentication or is not authorised */
 };
 
 #define FL_ERROR_MSG_MAX 512
@@ -37,5 +41,12 @@ const char *fl_error_msg(void);
 
 /* Forgets the calling thread's last detail. */
 void fl_error_clear(void);
+
+/* A string from a file or a peer made safe for a one-line message: control
+ * bytes become '?', and a string longer than cap-1 is cut with "...".
+ * Returns buf. */
+const char *fl_error_safe_str(const char *s, char *buf, size_t cap);
+/* "[2, 3]" into buf; returns buf. */
+const char *fl_error_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
 
 #endif

@@ -43,19 +43,6 @@ struct fl_st {
 
 /* ---- helpers ---- */
 
-/* A string from a file made safe for a one-line message: control bytes
- * become '?', long strings are cut with "...". */
-static const char *msg_str(const char *s, char *buf, size_t cap)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < cap; i++)
-		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
-	buf[i] = '\0';
-	if (s[i] && cap > 4)
-		memcpy(buf + cap - 4, "...", 4);
-	return buf;
-}
-
 static uint64_t load_le64(const unsigned char *p)
 {
 	uint64_t v = 0;
@@ -109,7 +96,7 @@ static int parse_metadata(struct fl_st *st, json_t *obj, const char *what)
 		if (!json_is_string(val))
 			return fl_error_set(FL_EFORMAT,
 					    "%s: \"__metadata__\" value of key '%s' is not a string",
-					    what, msg_str(key, kb, sizeof(kb)));
+					    what, fl_error_safe_str(key, kb, sizeof(kb)));
 		struct st_meta *m = &st->meta[st->nmeta];
 		m->key = dup_str(key);
 		m->value = dup_str(json_string_value(val));
@@ -126,7 +113,7 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
 		       const unsigned char *data, size_t data_len, const char *what)
 {
 	char nb[128], db[40];
-	const char *nm = msg_str(name, nb, sizeof(nb));
+	const char *nm = fl_error_safe_str(name, nb, sizeof(nb));
 	if (!json_is_object(obj))
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': entry is not an object", what, nm);
 	json_t *jd = json_object_get(obj, "dtype");
@@ -142,7 +129,7 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
 				    nm);
 	if (fl_dtype_parse(json_string_value(jd), &dtype) != FL_OK)
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': unknown dtype \"%s\"", what, nm,
-				    msg_str(json_string_value(jd), db, sizeof(db)));
+				    fl_error_safe_str(json_string_value(jd), db, sizeof(db)));
 	size_t dsize = fl_dtype_size(dtype);
 
 	if (!json_is_array(js))
@@ -248,14 +235,14 @@ static int check_tiling(struct fl_st *st, size_t data_len, const char *what)
 		if (e->begin < pos)
 			return fl_error_set(FL_EFORMAT,
 					    "%s: tensors '%s' and '%s' are overlapping (offset %llu < %llu)",
-					    what, msg_str(prev->t.name, pb, sizeof(pb)),
-					    msg_str(e->t.name, nb, sizeof(nb)),
+					    what, fl_error_safe_str(prev->t.name, pb, sizeof(pb)),
+					    fl_error_safe_str(e->t.name, nb, sizeof(nb)),
 					    (unsigned long long)e->begin, (unsigned long long)pos);
 		if (e->begin > pos)
 			return fl_error_set(FL_EFORMAT,
 					    "%s: hole of %llu bytes at data offset %llu, before tensor '%s'",
 					    what, (unsigned long long)(e->begin - pos),
-					    (unsigned long long)pos, msg_str(e->t.name, nb, sizeof(nb)));
+					    (unsigned long long)pos, fl_error_safe_str(e->t.name, nb, sizeof(nb)));
 		pos = e->begin + e->t.nbytes;
 		prev = e;
 	}
@@ -264,7 +251,7 @@ static int check_tiling(struct fl_st *st, size_t data_len, const char *what)
 			return fl_error_set(FL_EFORMAT,
 					    "%s: %llu trailing bytes after the last tensor '%s'", what,
 					    (unsigned long long)(data_len - pos),
-					    msg_str(prev->t.name, nb, sizeof(nb)));
+					    fl_error_safe_str(prev->t.name, nb, sizeof(nb)));
 		return fl_error_set(FL_EFORMAT, "%s: %zu trailing bytes and no tensors", what,
 				    data_len);
 	}
@@ -296,7 +283,7 @@ static int parse_owned(unsigned char *buf, size_t len, const char *what, struct 
 	if (!root) {
 		char tb[JSON_ERROR_TEXT_LENGTH];
 		rc = fl_error_set(FL_EFORMAT, "%s: header is not valid JSON: line %d, column %d: %s",
-				  what, jerr.line, jerr.column, msg_str(jerr.text, tb, sizeof(tb)));
+				  what, jerr.line, jerr.column, fl_error_safe_str(jerr.text, tb, sizeof(tb)));
 		goto fail;
 	}
 	if (!json_is_object(root)) {
@@ -508,7 +495,7 @@ int fl_st_add(struct fl_st *st, const char *name, enum fl_dtype dtype, const int
 	char nb[128];
 	if (!name)
 		return fl_error_set(FL_EINVAL, "fl_st_add: NULL name");
-	const char *nm = msg_str(name, nb, sizeof(nb));
+	const char *nm = fl_error_safe_str(name, nb, sizeof(nb));
 	if ((unsigned)dtype >= FL_DTYPE_COUNT || ndim < 0 || ndim > FL_ST_NDIM_MAX ||
 	    (ndim > 0 && !shape))
 		return fl_error_set(FL_EINVAL, "tensor '%s': bad dtype %d or ndim %d", nm,

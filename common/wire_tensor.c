@@ -4,14 +4,14 @@
  *
  * Conversions: f16 and bf16 round to nearest, ties to even; int8 uses one
  * scale per tensor, max|x| / 127 (1 when all zero), q = clamp(round(x /
- * scale), -127, 127), value = q * scale. The half -> float decoders are
- * static here because dtype.c keeps its own static (safetensors.h exports
- * only whole-tensor conversions). Elements are little-endian; only
- * little-endian hosts are supported. Framing is in wire.c; no I/O here.
+ * scale), -127, 127), value = q * scale (the 16-bit conversions are
+ * half.h's). Elements are little-endian; only little-endian hosts are
+ * supported. Framing is in wire.c; no I/O here.
  */
 #include "wire.h"
 
 #include "errors.h"
+#include "half.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -24,74 +24,6 @@
 
 /* ---- element conversions ---- */
 
-static uint32_t f32_bits(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static float bits_f32(uint32_t u)
-{
-	float f;
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
-/* binary32 -> binary16, round to nearest even; overflow gives inf. */
-static uint16_t f32_to_f16(float f)
-{
-	uint32_t x = f32_bits(f);
-	uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-	uint32_t ax = x & 0x7fffffffu;
-	if (ax > 0x7f800000u) /* NaN stays a (quiet) NaN */
-		return sign | 0x7e00u;
-	if (ax >= 0x477ff000u) /* >= 65520 rounds past 65504 */
-		return sign | 0x7c00u;
-	if (ax < 0x38800000u) { /* below 2^-14: a half subnormal, m * 2^-24 */
-		if (ax < 0x33000000u) /* below 2^-25: rounds to zero */
-			return sign;
-		uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
-		uint32_t shift = 126 - e; /* 14 .. 24 */
-		uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-		if (rem > half || (rem == half && (q & 1)))
-			q++; /* may carry into the smallest normal, which is right */
-		return sign | (uint16_t)q;
-	}
-	uint32_t h = (ax >> 13) - ((uint32_t)(127 - 15) << 10), rem = ax & 0x1fffu;
-	if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
-		h++;
-	return sign | (uint16_t)h;
-}
-
-/* binary16 -> binary32, exact (the same as dtype.c's). */
-static float f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-	if (exp == 0x1f)
-		return bits_f32(sign | 0x7f800000u | (man << 13));
-	if (exp != 0)
-		return bits_f32(sign | ((exp + 127 - 15) << 23) | (man << 13));
-	float mag = (float)man * 0x1p-24f;
-	return sign ? -mag : mag;
-}
-
-/* binary32 -> bfloat16, round to nearest even; overflow gives inf. */
-static uint16_t f32_to_bf16(float f)
-{
-	uint32_t x = f32_bits(f);
-	if ((x & 0x7fffffffu) > 0x7f800000u)
-		return (uint16_t)((x >> 16) | 0x40u);
-	x += 0x7fffu + ((x >> 16) & 1u);
-	return (uint16_t)(x >> 16);
-}
-
-static float bf16_to_f32(uint16_t h)
-{
-	return bits_f32((uint32_t)h << 16);
-}
-
 static int8_t f32_to_q8(float x, float scale)
 {
 	float q = roundf(x / scale);
@@ -100,16 +32,6 @@ static int8_t f32_to_q8(float x, float scale)
 	if (q < -127.0f)
 		q = -127.0f;
 	return (int8_t)q;
-}
-
-/* A name made printable and short for a one-line message. */
-static const char *msg_name(const char *name, char *buf, size_t cap)
-{
-	size_t i = 0;
-	for (; name && name[i] && i + 1 < cap; i++)
-		buf[i] = ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) ? '?' : name[i];
-	buf[i] = '\0';
-	return buf;
 }
 
 /* numel from a shape; 0 when a dim is negative or the product overflows. */
@@ -135,14 +57,14 @@ static int check_tensor(const struct fl_wire_tensor *t, const char *what)
 	size_t numel;
 	if (!t->name || !t->name[0] || strlen(t->name) > FL_WIRE_NAME_MAX)
 		return fl_error_set(FL_EINVAL, "wire %s: tensor name '%s' empty or over %d bytes", what,
-				    msg_name(t->name, nb, sizeof(nb)), FL_WIRE_NAME_MAX);
+				    fl_error_safe_str(t->name, nb, sizeof(nb)), FL_WIRE_NAME_MAX);
 	if (t->ndim < 0 || t->ndim > FL_WIRE_NDIM_MAX || !shape_numel(t->shape, t->ndim, &numel) ||
 	    numel != t->numel)
 		return fl_error_set(FL_ESHAPE, "wire %s: tensor '%s': bad shape (%d dims) for %zu elements",
-				    what, msg_name(t->name, nb, sizeof(nb)), t->ndim, t->numel);
+				    what, fl_error_safe_str(t->name, nb, sizeof(nb)), t->ndim, t->numel);
 	if (t->numel && !t->data)
 		return fl_error_set(FL_EINVAL, "wire %s: tensor '%s' has no data", what,
-				    msg_name(t->name, nb, sizeof(nb)));
+				    fl_error_safe_str(t->name, nb, sizeof(nb)));
 	return FL_OK;
 }
 
@@ -163,13 +85,13 @@ static int convert_out(void *dst, const float *src, size_t n, enum fl_wire_dtype
 		uint16_t h;
 		switch (dtype) {
 		case FL_WIRE_F16:
-			h = f32_to_f16(src[i]);
+			h = fl_f32_to_f16(src[i]);
 			if ((h & 0x7c00u) == 0x7c00u)
 				goto overflow;
 			memcpy(d + 2 * i, &h, 2);
 			break;
 		case FL_WIRE_BF16:
-			h = f32_to_bf16(src[i]);
+			h = fl_f32_to_bf16(src[i]);
 			if ((h & 0x7f80u) == 0x7f80u)
 				goto overflow;
 			memcpy(d + 2 * i, &h, 2);
@@ -207,7 +129,7 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 	for (size_t i = 0; i < t->numel; i++) {
 		if (!isfinite(t->data[i]))
 			return fl_error_set(FL_ENONFINITE, "wire encode: tensor '%s': non-finite value at %zu",
-					    msg_name(t->name, nb, sizeof(nb)), i);
+					    fl_error_safe_str(t->name, nb, sizeof(nb)), i);
 		if (fabsf(t->data[i]) > amax)
 			amax = fabsf(t->data[i]);
 	}
@@ -255,7 +177,7 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 			ch.data.data = cnt ? (uint8_t *)(t->data + off) : NULL;
 		} else if (convert_out(scratch, t->data + off, cnt, dtype, scale, &bad)) {
 			rc = fl_error_set(FL_ERANGE, "wire encode: tensor '%s': value %g at %zu overflows %s",
-					  msg_name(t->name, nb, sizeof(nb)), (double)t->data[off + bad],
+					  fl_error_safe_str(t->name, nb, sizeof(nb)), (double)t->data[off + bad],
 					  off + bad, fl_wire_dtype_name(dtype));
 			goto fail;
 		} else {
@@ -308,7 +230,7 @@ int fl_wire_rx_new(const struct fl_wire_tensor *expect, size_t n, enum fl_wire_d
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(expect[i].name, expect[j].name) == 0)
 				return fl_error_set(FL_EINVAL, "wire rx: tensor '%s' expected twice",
-						    msg_name(expect[i].name, nb, sizeof(nb)));
+						    fl_error_safe_str(expect[i].name, nb, sizeof(nb)));
 	}
 	if (n > (SIZE_MAX - sizeof(struct fl_wire_rx)) / sizeof(struct rx_tensor))
 		return fl_error_set(FL_ERANGE, "wire rx: too many tensors");
@@ -386,11 +308,11 @@ static int convert_in(float *dst, const uint8_t *src, size_t cnt, enum fl_wire_d
 		switch (dtype) {
 		case FL_WIRE_F16:
 			memcpy(&h, src + 2 * i, 2);
-			dst[i] = f16_to_f32(h);
+			dst[i] = fl_f16_to_f32(h);
 			break;
 		case FL_WIRE_BF16:
 			memcpy(&h, src + 2 * i, 2);
-			dst[i] = bf16_to_f32(h);
+			dst[i] = fl_bf16_to_f32(h);
 			break;
 		case FL_WIRE_INT8:
 			dst[i] = (float)(int8_t)src[i] * scale;
@@ -412,13 +334,13 @@ int fl_wire_rx_chunk(struct fl_wire_rx *rx, const Fedloha__V1__TensorChunk *c)
 	const char *cname = c->name ? c->name : "";
 	if (c->round != rx->round)
 		return fl_error_set(FL_EFORMAT, "tensor '%s': chunk for round %llu, expected round %llu",
-				    msg_name(cname, nb, sizeof(nb)), (unsigned long long)c->round,
+				    fl_error_safe_str(cname, nb, sizeof(nb)), (unsigned long long)c->round,
 				    (unsigned long long)rx->round);
 	struct rx_tensor *r = rx_find(rx, cname);
 	if (!r)
 		return fl_error_set(FL_ENOTFOUND, "tensor '%s': not an expected tensor",
-				    msg_name(cname, nb, sizeof(nb)));
-	const char *name = msg_name(r->t.name, nb, sizeof(nb));
+				    fl_error_safe_str(cname, nb, sizeof(nb)));
+	const char *name = fl_error_safe_str(r->t.name, nb, sizeof(nb));
 	if ((int)c->dtype != (int)rx->dtype)
 		return fl_error_set(FL_EFORMAT, "tensor '%s': dtype %d, session dtype is %s", name,
 				    (int)c->dtype, fl_wire_dtype_name(rx->dtype));
