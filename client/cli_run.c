@@ -1,13 +1,16 @@
-/* cli_run.c - `fedloha-client run`: loads this client's data (a partition
- * of a data set, or its own IDX files), builds the session (session.h) and
- * the libuv transport (transport.h) and runs the loop until the server ends
- * the session or a signal arrives. Protocol and training logic live in the
+/* cli_run.c - `fedloha-client run`: loads this client's key and the pinned
+ * server key (or takes --insecure), its data (a partition of a data set, or
+ * its own IDX files), builds the session (session.h) and the libuv
+ * transport (transport.h) and runs the loop until the server ends the
+ * session, refuses us, or a signal arrives. Protocol and training logic live in the
  * session; this file parses flags and wires the parts together.
  */
 #include "cli_run.h"
 
 #include "blas.h"
+#include "channel.h"
 #include "dataset.h"
+#include "enrol.h"
 #include "errors.h"
 #include "fsutil.h"
 #include "log.h"
@@ -19,14 +22,16 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct run_opts {
 	const char *server, *id, *data, *data_path, *partition, *state_dir, *dtype, *log_level;
-	int num_clients, client_index, limit, threads, max_attempts, debug_tensors;
-	double holdout, backoff_min, backoff_max;
+	const char *key, *server_key, *enrol_token;
+	int num_clients, client_index, limit, threads, max_attempts, debug_tensors, insecure;
+	double holdout, backoff_min, backoff_max, handshake_timeout;
 	long long max_frame;
 	unsigned long long seed;
 };
@@ -38,7 +43,14 @@ static void run_usage(FILE *f)
 		"Joins a federated session run by fedloha-server: trains each round on the local\n"
 		"data and sends back the transmitted tensors. Exits 0 when the server is done.\n\n"
 		"  --server HOST:PORT   coordinator address (default 127.0.0.1:7420)\n"
-		"  --id ID              client id, 1..64 of [A-Za-z0-9._-] (default client-INDEX)\n"
+		"  --id ID              client id, 1..64 of [A-Za-z0-9._-] (default client-INDEX);\n"
+		"                       must equal the NAME of our key in the server's allow-list\n"
+		"security (docs/SECURITY.md):\n"
+		"  --key FILE           this client's secret key (fedloha-client keygen --out FILE)\n"
+		"  --server-key KEY     the coordinator's public key: fl1:... or a file holding it\n"
+		"  --enrol-token TOKEN  one-time token from 'fedloha-server run --enrol'\n"
+		"  --handshake-timeout SEC (10)\n"
+		"  --insecure           plaintext, no authentication (tests; the server needs it too)\n"
 		"data (a partition of a data set):\n"
 		"  --data NAME          fashion-mnist (default), mnist or cifar10\n"
 		"  --data-path DIR      folder of the data set files (default: Debian's)\n"
@@ -56,7 +68,9 @@ static void run_usage(FILE *f)
 		"  --backoff-min SEC (0.25)  --backoff-max SEC (30)   reconnect delays\n"
 		"  --max-attempts N     give up after N failed connects in a row (0 = never)\n"
 		"  --threads T          BLAS threads for training (default 1)\n"
-		"  --log-level error|warn|info|debug (debug also logs every tensor name on the wire)\n");
+		"  --log-level error|warn|info|debug (debug also logs every tensor name on the wire)\n"
+		"exit status: 0 done, 1 failure, 2 bad flags, 3 refused by the server or its key did\n"
+		"not match (not retried), 128+N after signal N\n");
 }
 
 static int rnum(const char *k, const char *v, double lo, double hi, double *out)
@@ -114,7 +128,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{"holdout", 1, 0, 0},     {"state-dir", 1, 0, 0},   {"dtype", 1, 0, 0},
 		{"threads", 1, 0, 0},     {"log-level", 1, 0, 0},   {"max-frame", 1, 0, 0},
 		{"backoff-min", 1, 0, 0}, {"backoff-max", 1, 0, 0}, {"max-attempts", 1, 0, 0},
-		{"debug-tensors", 0, 0, 0}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+		{"debug-tensors", 0, 0, 0}, {"help", 0, 0, 'h'},    {"key", 1, 0, 0},
+		{"server-key", 1, 0, 0},  {"enrol-token", 1, 0, 0}, {"insecure", 0, 0, 0},
+		{"handshake-timeout", 1, 0, 0}, {0, 0, 0, 0}};
 	int ch, idx, bad = 0;
 	double d;
 	optind = 1;
@@ -137,6 +153,12 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(k, "dtype")) o->dtype = v;
 		else if (!strcmp(k, "log-level")) o->log_level = v;
 		else if (!strcmp(k, "debug-tensors")) o->debug_tensors = 1;
+		else if (!strcmp(k, "key")) o->key = v;
+		else if (!strcmp(k, "server-key")) o->server_key = v;
+		else if (!strcmp(k, "enrol-token")) o->enrol_token = v;
+		else if (!strcmp(k, "insecure")) o->insecure = 1;
+		else if (!strcmp(k, "handshake-timeout"))
+			bad |= rnum(k, v, 0.05, 3600, &o->handshake_timeout);
 		else if (!strcmp(k, "num-clients"))
 			bad |= rint_(k, v, 1, FL_PARTITION_CLIENTS_MAX, &o->num_clients);
 		else if (!strcmp(k, "client-index"))
@@ -169,6 +191,35 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	return bad ? -1 : 0;
 }
 
+/* Our key and the pinned server key; a clear message when one is missing. */
+static int load_keys(const struct run_opts *o, struct fl_identity **id, uint8_t spk[FL_PUBKEY_BYTES])
+{
+	if (o->insecure) {
+		fl_log_warn("--insecure: traffic is neither encrypted nor authenticated");
+		return FL_OK;
+	}
+	if (!o->key)
+		return fl_error_set(FL_EINVAL, "no --key: make this client's key with 'fedloha-client "
+					       "keygen --out FILE' and send the printed fl1:... line to "
+					       "the coordinator's operator (or run both ends with "
+					       "--insecure on a trusted network)");
+	if (!o->server_key)
+		return fl_error_set(FL_EINVAL, "no --server-key: pass the coordinator's public key "
+					       "(fl1:..., printed by 'fedloha-server keygen' or "
+					       "'fedloha-server pubkey --key FILE'), or a file holding it");
+	if (o->enrol_token) {
+		uint8_t tok[FL_TOKEN_BYTES];
+		int err = fl_token_parse(o->enrol_token, tok);
+		sodium_memzero(tok, sizeof(tok));
+		if (err)
+			return fl_error_set(err, "--enrol-token: %s", fl_error_msg());
+	}
+	int err = fl_pubkey_parse_arg(o->server_key, spk);
+	if (err)
+		return fl_error_set(err, "--server-key: %s", fl_error_msg());
+	return fl_identity_load(o->key, id);
+}
+
 /* This client's samples: a partition of the data set, or all of it. */
 static int load_data(const struct run_opts *o, struct fl_dataset **ds, struct fl_partition **part,
 		     int *which)
@@ -194,6 +245,7 @@ int cli_run_main(int argc, char **argv)
 {
 	struct run_opts o = {.server = "127.0.0.1:7420", .holdout = 0.1, .threads = 1,
 			     .backoff_min = 0.25, .backoff_max = 30,
+			     .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0,
 			     .max_frame = FL_WIRE_MAX_FRAME_DEFAULT};
 	int rc = parse_args(argc, argv, &o);
 	if (rc > 0)
@@ -225,6 +277,12 @@ int cli_run_main(int argc, char **argv)
 	fl_log_set_level(lvl);
 	fl_blas_set_threads(o.threads);
 	signal(SIGPIPE, SIG_IGN);
+	struct fl_identity *ident = NULL;
+	uint8_t spk[FL_PUBKEY_BYTES];
+	if (load_keys(&o, &ident, spk)) {
+		fprintf(stderr, "fedloha-client run: %s\n", fl_error_msg());
+		return 2;
+	}
 
 	struct fl_dataset *ds = NULL;
 	struct fl_partition *part = NULL;
@@ -252,6 +310,16 @@ int cli_run_main(int argc, char **argv)
 	tc.max_attempts = o.max_attempts;
 	tc.debug_tensors = o.debug_tensors || lvl == FL_LOG_DEBUG;
 	tc.seed = o.seed ^ ((uint64_t)which * 0x9e3779b97f4a7c15ULL);
+	tc.insecure = o.insecure;
+	tc.identity = ident;
+	tc.server_pk = o.insecure ? NULL : spk;
+	tc.enrol_token = o.enrol_token;
+	tc.handshake_timeout_ms = (uint32_t)(o.handshake_timeout * 1000);
+	if (ident) {
+		char pub[FL_PUBKEY_STRING_BYTES];
+		fl_identity_public_string(ident, pub);
+		fl_log_info("client %s: key %s", o.id, pub);
+	}
 	uv_loop_init(&loop);
 	looped = 1;
 	if ((err = cli_transport_new(&loop, &tc, &t)))
@@ -275,6 +343,8 @@ int cli_run_main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uint64_t up = 0, down = 0;
 	cli_session_bytes(s, &up, &down);
+	struct cli_transport_stats ts;
+	cli_transport_stats(t, &ts);
 	switch (cli_transport_result(t)) {
 	case CLI_TRANSPORT_FINISHED:
 		printf("client %s: finished after %llu training rounds (bytes up %llu down %llu)\n",
@@ -288,9 +358,20 @@ int cli_run_main(int argc, char **argv)
 		       (unsigned long long)down);
 		rc = cli_transport_signal(t) ? 128 + cli_transport_signal(t) : 0;
 		break;
+	case CLI_TRANSPORT_REFUSED:
+		fprintf(stderr, "fedloha-client: %s\n", cli_transport_error(t));
+		rc = 3;
+		break;
 	default:
 		rc = 1;
 	}
+	if (rc != 3)
+		printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
+		       "handshakes in %llu out %llu; channels %llu)\n",
+		       o.id, (unsigned long long)ts.sock_in, (unsigned long long)ts.sock_out,
+		       (unsigned long long)down, (unsigned long long)up,
+		       (unsigned long long)ts.hs_in, (unsigned long long)ts.hs_out,
+		       (unsigned long long)ts.handshakes);
 	fflush(stdout);
 out:
 	if (err)
@@ -303,5 +384,6 @@ out:
 		fl_log_error("event loop still busy at exit");
 	fl_partition_free(part);
 	fl_dataset_free(ds);
+	fl_identity_free(ident);
 	return rc;
 }

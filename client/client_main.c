@@ -3,14 +3,19 @@
  *   fedloha-client train   local (centralised) training and evaluation
  *   fedloha-client eval    evaluate a saved model on a test set
  *   fedloha-client run     the federated client daemon (cli_run.c)
+ *   fedloha-client keygen  a new secret key (0600); prints the public key
+ *   fedloha-client pubkey  prints the public key of a key file
  *
  * This file parses flags and reports progress; the work is in libfedloha.
  */
 #include "cli_run.h"
 #include "client_cli.h"
+#include "errors.h"
+#include "identity.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(FILE *f)
 {
@@ -18,8 +23,57 @@ static void usage(FILE *f)
 		   "commands:\n"
 		   "  train    train a model locally on a data set and save it\n"
 		   "  eval     evaluate a saved model on a test set\n"
-		   "  run      join a federated session (fedloha-server) and train rounds\n\n"
+		   "  run      join a federated session (fedloha-server) and train rounds\n"
+		   "  keygen   --out FILE [--force]: make this client's key (0600), print its public key\n"
+		   "  pubkey   --key FILE: print the public key of a key file\n\n"
 		   "Run 'fedloha-client <command> --help' for the options of a command.\n");
+}
+
+/* keygen --out FILE [--force] | pubkey --key FILE */
+static int keys_main(int argc, char **argv)
+{
+	int gen = !strcmp(argv[0], "keygen"), force = 0;
+	const char *path = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--force") && gen) {
+			force = 1;
+		} else if ((!strcmp(argv[i], "--out") || !strcmp(argv[i], "--key")) && i + 1 < argc) {
+			path = argv[++i];
+		} else {
+			path = NULL;
+			break;
+		}
+	}
+	if (!path) {
+		fprintf(stderr, "usage: fedloha-client keygen --out FILE [--force]\n"
+				"       fedloha-client pubkey --key FILE\n");
+		return 2;
+	}
+	struct stat st;
+	struct fl_identity *id = NULL;
+	int err;
+	if (gen && !force && lstat(path, &st) == 0)
+		err = fl_error_set(FL_EINVAL, "%s already exists: not overwritten (use --force to "
+					      "replace the key; the coordinator must then allow the "
+					      "new public key)",
+				   path);
+	else if (gen && !(err = fl_identity_generate(&id)))
+		err = fl_identity_save(id, path);
+	else if (!gen)
+		err = fl_identity_load(path, &id);
+	if (err) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
+		fl_identity_free(id);
+		return 1;
+	}
+	char pub[FL_PUBKEY_STRING_BYTES];
+	fl_identity_public_string(id, pub);
+	fl_identity_free(id);
+	if (gen)
+		fprintf(stderr, "fedloha-client: secret key written to %s (mode 0600); add this "
+				"public key to the coordinator's allow-list:\n", path);
+	printf("%s\n", pub);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -43,6 +97,8 @@ int main(int argc, char **argv)
 		return cli_eval_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "run") == 0)
 		return cli_run_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "keygen") == 0 || strcmp(cmd, "pubkey") == 0)
+		return keys_main(argc - 1, argv + 1);
 	fprintf(stderr, "fedloha-client: unknown command '%s' (try --help)\n", cmd);
 	return 2;
 }

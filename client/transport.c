@@ -1,7 +1,9 @@
 /* transport.c - the edge client's libuv transport (transport.h): resolve,
- * connect, reconnect with backoff and jitter, frames in and out, jobs on
- * the thread pool, the session tick, signals and the orderly shutdown.
- * The session makes every protocol decision; this file moves bytes.
+ * connect, the secure channel (handshake, records, final record), reconnect
+ * with backoff and jitter, frames in and out, jobs on the thread pool, the
+ * session tick, signals and the orderly shutdown. The session makes every
+ * protocol decision; this file moves bytes (it only peeks at the first
+ * frame of a connection for an authentication refusal).
  *
  * Ownership: the connection struct embeds its uv_tcp_t and is freed only in
  * its close callback (which also tells the session and schedules the
@@ -9,6 +11,7 @@
  */
 #include "transport.h"
 
+#include "channel.h"
 #include "errors.h"
 #include "log.h"
 #include "rng.h"
@@ -25,8 +28,12 @@ struct cconn {
 	uv_connect_t creq;
 	uv_shutdown_t sreq;
 	struct fl_frame_reader rd;
+	struct fl_channel *ch; /* from the TCP connect on */
 	size_t pending;
-	int connected; /* the session was told on_connect */
+	int tcp_up;     /* TCP connected; the handshake runs */
+	int connected;  /* channel established and the session told on_connect */
+	int first_seen; /* the first protocol frame was looked at */
+	uint64_t rx;    /* bytes read on this connection */
 	int closing, cut;
 };
 
@@ -34,6 +41,7 @@ struct wreq {
 	uv_write_t req;
 	struct fl_buf *buf;
 	struct cconn *c;
+	int hs; /* written before the channel was up */
 };
 
 struct jreq {
@@ -54,8 +62,13 @@ struct cli_transport {
 	int resolving, started, stopping, sig_got, jobs;
 	enum cli_transport_result result;
 	int attempts; /* failed connects in a row */
+	int refused;  /* authentication failed: stop instead of reconnecting */
+	uint8_t server_pk[FL_PUBKEY_BYTES];
+	char *enrol_token;
+	struct cli_transport_stats st;
 	struct fl_rng rng;
 	char last_err[FL_ERROR_MSG_MAX];
+	char fatal[FL_ERROR_MSG_MAX + 320];
 	char rbuf[CLI_TRANSPORT_READ_BYTES];
 };
 
@@ -90,9 +103,24 @@ int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
 		free(t);
 		return fl_error_set(FL_ENOMEM, "transport: out of memory");
 	}
+	if (!cfg->insecure && (!cfg->identity || !cfg->server_pk)) {
+		free(t->host);
+		free(t);
+		return fl_error_set(FL_EINVAL, "transport: the secure channel needs our key and the "
+					       "server's public key");
+	}
 	t->loop = loop;
 	t->cfg = *cfg;
 	t->cfg.host = t->host;
+	if (cfg->server_pk)
+		memcpy(t->server_pk, cfg->server_pk, FL_PUBKEY_BYTES);
+	t->cfg.server_pk = t->server_pk;
+	if (cfg->enrol_token && !(t->enrol_token = strdup(cfg->enrol_token))) {
+		free(t->host);
+		free(t);
+		return fl_error_set(FL_ENOMEM, "transport: out of memory");
+	}
+	t->cfg.enrol_token = t->enrol_token;
 	fl_rng_seed_stream(&t->rng, cfg->seed, 0x6a6974746572ULL); /* "jitter" */
 	*out = t;
 	return FL_OK;
@@ -131,11 +159,16 @@ static void on_conn_closed(uv_handle_t *h)
 		t->conn = NULL;
 	int was_up = c->connected;
 	fl_frame_reader_free(&c->rd);
+	fl_channel_free(c->ch);
 	free(c);
 	if (was_up)
 		cli_session_on_disconnect(t->s);
 	if (t->stopping)
 		return;
+	if (t->refused) {
+		begin_stop(t, CLI_TRANSPORT_REFUSED, 0);
+		return;
+	}
 	if (cli_session_finished(t->s)) {
 		begin_stop(t, CLI_TRANSPORT_FINISHED, 0);
 		return;
@@ -158,12 +191,21 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 	conn_cut(req->data);
 }
 
+static int write_raw(struct cconn *c, struct fl_buf *b);
+
+/* The final record (when the channel is up), flush, close. */
 static void conn_close(struct cconn *c)
 {
 	if (c->cut || c->closing)
 		return;
+	struct fl_buf *fin = NULL;
+	if (c->connected && !fl_channel_error(c->ch) && fl_channel_close(c->ch, &fin) == FL_OK &&
+	    fin)
+		write_raw(c, fin);
+	if (c->cut)
+		return;
 	c->closing = 1;
-	if (!c->connected) {
+	if (!c->tcp_up) {
 		conn_cut(c);
 		return;
 	}
@@ -190,6 +232,11 @@ static void on_written(uv_write_t *req, int status)
 {
 	struct wreq *w = (struct wreq *)req;
 	w->c->pending -= w->buf->len;
+	if (status == 0) {
+		w->c->t->st.sock_out += w->buf->len;
+		if (w->hs)
+			w->c->t->st.hs_out += w->buf->len;
+	}
 	fl_buf_unref(w->buf);
 	if (status < 0 && status != UV_ECANCELED) {
 		fl_log_debug("write failed: %s", uv_strerror(status));
@@ -198,11 +245,11 @@ static void on_written(uv_write_t *req, int status)
 	free(w);
 }
 
-static int io_send(void *ctx, struct fl_buf *b)
+/* Bytes as they go on the socket; takes over one reference to b. */
+static int write_raw(struct cconn *c, struct fl_buf *b)
 {
-	struct cli_transport *t = ctx;
-	struct cconn *c = t->conn;
-	if (!c || !c->connected || c->closing || c->cut) {
+	struct cli_transport *t = c->t;
+	if (c->closing || c->cut) {
 		fl_buf_unref(b);
 		return -1;
 	}
@@ -219,11 +266,9 @@ static int io_send(void *ctx, struct fl_buf *b)
 		conn_cut(c);
 		return -1;
 	}
-	if (t->cfg.debug_tensors && b->len > FL_WIRE_FRAME_HEADER_BYTES)
-		log_tensor(t, "sent", b->data + FL_WIRE_FRAME_HEADER_BYTES,
-			   b->len - FL_WIRE_FRAME_HEADER_BYTES);
 	w->buf = b;
 	w->c = c;
+	w->hs = !c->connected;
 	uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
 	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written) != 0) {
 		fl_buf_unref(b);
@@ -233,6 +278,29 @@ static int io_send(void *ctx, struct fl_buf *b)
 	}
 	c->pending += b->len;
 	return 0;
+}
+
+/* One protocol frame from the session: sealed into a record. */
+static int io_send(void *ctx, struct fl_buf *b)
+{
+	struct cli_transport *t = ctx;
+	struct cconn *c = t->conn;
+	if (!c || !c->connected || c->closing || c->cut) {
+		fl_buf_unref(b);
+		return -1;
+	}
+	if (t->cfg.debug_tensors && b->len > FL_WIRE_FRAME_HEADER_BYTES)
+		log_tensor(t, "sent", b->data + FL_WIRE_FRAME_HEADER_BYTES,
+			   b->len - FL_WIRE_FRAME_HEADER_BYTES);
+	struct fl_buf *rec = NULL;
+	int err = fl_channel_seal_buf(c->ch, b, &rec);
+	fl_buf_unref(b);
+	if (err) {
+		fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
+		conn_cut(c);
+		return -1;
+	}
+	return write_raw(c, rec);
 }
 
 static void io_close(void *ctx)
@@ -304,6 +372,32 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof(c->t->rbuf);
 }
 
+/* Stop for good: authentication failed or the server refused us. */
+static void refuse(struct cconn *c, const char *why)
+{
+	struct cli_transport *t = c->t;
+	t->refused = 1; /* cli_transport_error() tells the caller */
+	snprintf(t->fatal, sizeof(t->fatal), "server %.256s:%d: %s", t->host, t->cfg.port, why);
+}
+
+/* The answer to our Hello: an Error with code FL_EAUTH (the identity rule,
+ * or a server asking for the secure channel) is final. */
+static void peek_first(struct cconn *c, const uint8_t *payload, size_t n)
+{
+	fl_envelope *env = NULL;
+	c->first_seen = 1;
+	if (fl_wire_decode(payload, n, c->t->cfg.max_frame_bytes, &env) != FL_OK)
+		return;
+	if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR &&
+	    env->error->code == (uint32_t)-FL_EAUTH) {
+		char why[FL_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "the server refused this client: %s",
+			 env->error->message ? env->error->message : "");
+		refuse(c, why);
+	}
+	fl_wire_envelope_free(env);
+}
+
 static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 {
 	struct cconn *c = ctx;
@@ -312,14 +406,52 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 		return 1;
 	if (t->cfg.debug_tensors)
 		log_tensor(t, "received", payload, n);
+	if (!c->first_seen)
+		peek_first(c, payload, n);
 	int err = cli_session_on_frame(t->s, payload, n, uv_now(t->loop));
 	if (err != FL_OK) {
-		fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
+		if (!t->refused)
+			fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
 		conn_close(c);
 		return 1;
 	}
 	t->attempts = 0; /* the server accepted us: the backoff starts over */
 	return c->closing || c->cut;
+}
+
+static int deliver(void *ctx, const uint8_t *plain, size_t n)
+{
+	struct cconn *c = ctx;
+	if (c->closing || c->cut)
+		return 0;
+	int rc = fl_frame_reader_feed(&c->rd, plain, n, on_frame, c);
+	if (rc == FL_ERANGE) {
+		fl_log_warn("server %s:%d: %s", c->t->host, c->t->cfg.port, fl_error_msg());
+		conn_close(c);
+	}
+	return 0;
+}
+
+/* The channel failed before it was up. A reply that is a plaintext Error
+ * frame comes from a server without the secure channel (or one refusing
+ * our first message): quote it. */
+static void handshake_failed(struct cconn *c, const uint8_t *data, size_t n)
+{
+	char why[FL_ERROR_MSG_MAX];
+	snprintf(why, sizeof(why), "%s", fl_error_msg()); /* "secure channel: ..." */
+	fl_envelope *env = NULL;
+	size_t len = n >= 4 ? (size_t)data[0] << 24 | (size_t)data[1] << 16 |
+				      (size_t)data[2] << 8 | data[3]
+			    : 0;
+	if (c->rx == n && len && len <= n - 4 &&
+	    fl_wire_decode(data + 4, len, c->t->cfg.max_frame_bytes, &env) == FL_OK) {
+		if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR)
+			snprintf(why, sizeof(why), "the server answered in plaintext: %s",
+				 env->error->message ? env->error->message : "");
+		fl_wire_envelope_free(env);
+	}
+	refuse(c, why);
+	conn_cut(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -331,13 +463,36 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		if (nread != UV_EOF)
 			fl_log_info("server %s:%d: %s", t->host, t->cfg.port, uv_strerror((int)nread));
+		else if (c->connected && fl_channel_eof(c->ch) != FL_OK)
+			fl_log_info("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
 		conn_cut(c);
 		return;
 	}
-	int rc = fl_frame_reader_feed(&c->rd, (const uint8_t *)buf->base, (size_t)nread, on_frame, c);
-	if (rc == FL_ERANGE) {
+	const uint8_t *data = (const uint8_t *)buf->base;
+	size_t n = (size_t)nread;
+	c->rx += n;
+	t->st.sock_in += n;
+	if (!c->connected)
+		t->st.hs_in += n;
+	struct fl_buf *reply = NULL;
+	int rc = fl_channel_recv(c->ch, data, n, deliver, c, &reply);
+	if (reply)
+		write_raw(c, reply);
+	if (rc != FL_OK && !c->connected && !c->closing && !c->cut) {
+		handshake_failed(c, data, n);
+	} else if (rc != FL_OK && !c->closing && !c->cut) {
 		fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
-		conn_close(c);
+		conn_cut(c); /* the channel is dead: no final record */
+	} else if (rc == FL_OK && !c->connected && fl_channel_established(c->ch)) {
+		c->connected = 1;
+		uv_timer_stop(&t->retry); /* the handshake timeout */
+		if (t->cfg.insecure) {
+			fl_log_info("connected to %s:%d", t->host, t->cfg.port);
+		} else {
+			t->st.handshakes++;
+			fl_log_info("connected to %s:%d: secure channel up", t->host, t->cfg.port);
+		}
+		cli_session_on_connect(t->s, uv_now(t->loop));
 	}
 	log_session_error(t);
 	if (!t->stopping && cli_session_finished(t->s))
@@ -345,6 +500,30 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 }
 
 /* ---- connecting ---- */
+
+static int chan_start(struct cconn *c)
+{
+	struct cli_transport *t = c->t;
+	struct fl_channel_config cc;
+	memset(&cc, 0, sizeof(cc));
+	cc.insecure = t->cfg.insecure;
+	cc.self = t->cfg.identity;
+	cc.pinned_server_pk = t->server_pk;
+	cc.enrol_token = t->enrol_token;
+	cc.max_record = (size_t)t->cfg.max_frame_bytes + FL_WIRE_FRAME_HEADER_BYTES;
+	cc.handshake_timeout_ms = t->cfg.handshake_timeout_ms;
+	struct fl_buf *hello = NULL;
+	int err = fl_channel_new(&cc, &c->ch);
+	if (!err)
+		err = fl_channel_start(c->ch, &hello);
+	if (err) {
+		fl_log_error("%s", fl_error_msg());
+		return err;
+	}
+	if (hello && write_raw(c, hello))
+		return FL_EIO;
+	return FL_OK;
+}
 
 static void on_connected(uv_connect_t *req, int status)
 {
@@ -359,14 +538,20 @@ static void on_connected(uv_connect_t *req, int status)
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+	c->tcp_up = 1;
+	if (chan_start(c) != FL_OK ||
+	    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
 		conn_cut(c);
 		return;
 	}
-	c->connected = 1;
-	fl_log_info("connected to %s:%d", t->host, t->cfg.port);
-	cli_session_on_connect(t->s, uv_now(t->loop));
-	log_session_error(t);
+	if (fl_channel_established(c->ch)) { /* --insecure */
+		c->connected = 1;
+		fl_log_info("connected to %s:%d", t->host, t->cfg.port);
+		cli_session_on_connect(t->s, uv_now(t->loop));
+		log_session_error(t);
+	} else {
+		uv_timer_start(&t->retry, on_retry, fl_channel_handshake_timeout_ms(c->ch), 0);
+	}
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -428,9 +613,10 @@ static void connect_begin(struct cli_transport *t)
 static void on_retry(uv_timer_t *h)
 {
 	struct cli_transport *t = h->data;
-	if (t->conn) { /* still connecting: the connect timed out */
+	if (t->conn) { /* still connecting: the connect or the handshake timed out */
 		if (!t->conn->connected) {
-			fl_log_info("connect %s:%d: timed out", t->host, t->cfg.port);
+			fl_log_info("connect %s:%d: %s timed out", t->host, t->cfg.port,
+				    t->conn->tcp_up ? "secure handshake" : "connect");
 			conn_cut(t->conn);
 		}
 		return;
@@ -534,11 +720,22 @@ int cli_transport_signal(const struct cli_transport *t)
 	return t->sig_got;
 }
 
+const char *cli_transport_error(const struct cli_transport *t)
+{
+	return t->fatal;
+}
+
+void cli_transport_stats(const struct cli_transport *t, struct cli_transport_stats *out)
+{
+	*out = t->st;
+}
+
 void cli_transport_free(struct cli_transport *t)
 {
 	if (!t)
 		return;
 	assert(!t->conn && !t->jobs && "cli_transport_free before the loop ended");
+	free(t->enrol_token);
 	free(t->host);
 	free(t);
 }

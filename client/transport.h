@@ -1,10 +1,19 @@
 /* transport.h - the edge client's libuv TCP transport: it resolves and
- * connects to the coordinator, reconnects with exponential backoff and
- * seeded jitter when the connection fails or goes away, reassembles frames
+ * connects to the coordinator, runs the secure channel (common/channel.h:
+ * the handshake against the pinned server key, with a timeout, then
+ * encrypted records; a pass-through with --insecure), reconnects with
+ * exponential backoff and seeded jitter when the connection fails or goes
+ * away, reassembles frames
  * for the session (session.h), writes the frames it queues, runs its
  * training / evaluation jobs on the libuv thread pool (uv_queue_work), ticks
  * it on a timer (heartbeats, server silence) and stops in order on SIGINT /
  * SIGTERM or when the session is finished (Bye "done").
+ *
+ * The session hears of a connection only once the channel is established.
+ * A failed authentication (wrong server key, the server refusing our key,
+ * a server without the secure channel, an Error with code FL_EAUTH in
+ * answer to our Hello) is not retried: the transport stops with
+ * CLI_TRANSPORT_REFUSED and cli_transport_error() says why.
  *
  * No protocol logic here: the session decides everything. Socket and
  * session calls happen on the loop thread only; cli_job_run() runs on a
@@ -24,6 +33,7 @@
 #ifndef CLI_TRANSPORT_H
 #define CLI_TRANSPORT_H
 
+#include "identity.h"
 #include "session.h"
 
 #include <stddef.h>
@@ -44,6 +54,19 @@ struct cli_transport_config {
 	int max_attempts;            /* consecutive failed connects before giving up (0 = never) */
 	uint64_t seed;               /* jitter stream */
 	int debug_tensors;           /* log tensor names sent / received (debug level) */
+	int insecure;                /* plaintext pass-through: the fields below are ignored */
+	const struct fl_identity *identity; /* our key (borrowed, outlives the transport) */
+	const uint8_t *server_pk;    /* the pinned coordinator key, FL_PUBKEY_BYTES (copied) */
+	const char *enrol_token;     /* optional one-time enrolment token (copied) */
+	uint32_t handshake_timeout_ms; /* 0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS; then retried */
+};
+
+/* Socket-level byte counts (handshakes, record headers and tags included),
+ * next to the session's frame counts (cli_session_bytes). */
+struct cli_transport_stats {
+	uint64_t sock_in, sock_out; /* every byte read from / written to the socket */
+	uint64_t hs_in, hs_out;     /* the part before a channel was established */
+	uint64_t handshakes;        /* channels established */
 };
 
 enum cli_transport_result {
@@ -51,6 +74,7 @@ enum cli_transport_result {
 	CLI_TRANSPORT_FINISHED, /* the session got Bye("done") */
 	CLI_TRANSPORT_SIGNALLED,
 	CLI_TRANSPORT_GAVE_UP, /* max_attempts connects failed in a row */
+	CLI_TRANSPORT_REFUSED, /* authentication failed or the server refused us: not retried */
 };
 
 struct cli_transport;
@@ -69,6 +93,9 @@ int cli_transport_start(struct cli_transport *t, struct cli_session *s);
 void cli_transport_stop(struct cli_transport *t);
 enum cli_transport_result cli_transport_result(const struct cli_transport *t);
 int cli_transport_signal(const struct cli_transport *t); /* the signal received, or 0 */
+/* Why it stopped with CLI_TRANSPORT_REFUSED ("" otherwise). */
+const char *cli_transport_error(const struct cli_transport *t);
+void cli_transport_stats(const struct cli_transport *t, struct cli_transport_stats *out);
 /* Only after uv_run returned; NULL is a no-op. */
 void cli_transport_free(struct cli_transport *t);
 

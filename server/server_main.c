@@ -1,13 +1,17 @@
 /* server_main.c - fedloha-server: the coordinator daemon.
  *
  *   fedloha-server run [flags]     run federated rounds over TCP
+ *   fedloha-server keygen --out FILE [--force]   make the coordinator's key
+ *   fedloha-server pubkey --key FILE             print its public key
  *
  * Parses flags and an optional JSON config file (same keys as the long
- * flags, flags win), builds the global model, the round engine and the
- * libuv transport, prints one line per round (and the central evaluation
- * on a test slice when asked), exports the final model. Protocol logic is
- * in engine.c, sockets in transport.c; this file only wires them up.
+ * flags, flags win), loads the key and the allow-list (access.h), builds
+ * the global model, the round engine and the libuv transport, prints one
+ * line per round (and the central evaluation on a test slice when asked),
+ * exports the final model. Protocol logic is in engine.c, sockets and the
+ * secure channel in transport*.c; this file only wires them up.
  */
+#include "access.h"
 #include "blas.h"
 #include "central_eval.h"
 #include "engine.h"
@@ -15,6 +19,7 @@
 #include "log.h"
 #include "model_io.h"
 #include "peft_config.h"
+#include "channel.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -30,7 +35,9 @@
 
 struct opts {
 	const char *listen, *model, *param, *config, *base, *checkpoint, *out, *strategy;
-	const char *optimizer, *data, *eval_data, *data_path, *log_level;
+	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
+	double handshake_timeout;
+	int insecure, enrol, enrol_minutes;
 	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu, eta;
 	double heartbeat, idle_timeout;
 	int rank, rounds, min_clients, min_fit, min_report, max_retries, epochs, batch;
@@ -57,15 +64,27 @@ static const struct option longopts[] = {
 	{"heartbeat", 1, 0, 0},     {"idle-timeout", 1, 0, 0}, {"max-frame", 1, 0, 0},
 	{"chunk", 1, 0, 0},         {"max-output", 1, 0, 0},   {"max-conns", 1, 0, 0},
 	{"threads", 1, 0, 0},       {"debug-tensors", 0, 0, 0}, {"config-file", 1, 0, 0},
+	{"key", 1, 0, 0},           {"allow", 1, 0, 0},        {"enrol", 0, 0, 0},
+	{"enrol-minutes", 1, 0, 0}, {"insecure", 0, 0, 0},     {"handshake-timeout", 1, 0, 0},
 	{"help", 0, 0, 'h'},        {"version", 0, 0, 'V'},    {0, 0, 0, 0}};
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: fedloha-server run [options]\n"
-		"Runs federated rounds for fedloha-client daemons over TCP.\n\n"
+		"       fedloha-server keygen --out FILE [--force]   new key (0600), prints its public key\n"
+		"       fedloha-server pubkey --key FILE             prints the public key again\n"
+		"Runs federated rounds for fedloha-client daemons over TCP, on a mutually\n"
+		"authenticated, encrypted channel (docs/SECURITY.md).\n\n"
 		"  --listen HOST:PORT     address to listen on (default 127.0.0.1:7420; port 0 = any)\n"
 		"  --config-file FILE     JSON object with the same keys as these flags (flags win)\n"
+		"security:\n"
+		"  --key FILE             the coordinator's secret key (fedloha-server keygen)\n"
+		"  --allow FILE           allow-list: one 'fl1:... NAME' client key a line; re-read on\n"
+		"                         SIGHUP; a NAME that is a valid client id binds that key to it\n"
+		"  --enrol                print a one-time enrolment token; a client presenting it is\n"
+		"                         added to --allow  (--enrol-minutes N, default 30)\n"
+		"  --handshake-timeout SEC (10)  --insecure (plaintext, no authentication: tests only)\n"
 		"model:\n"
 		"  --model NAME           2nn, cnn or mlp (default 2nn)\n"
 		"  --param KIND           dense, fedpara, pfedpara, lowrank or loha (default fedpara)\n"
@@ -147,8 +166,15 @@ static int set_opt(struct opts *o, const char *k, const char *v)
 	S("base", base) S("checkpoint", checkpoint) S("out", out) S("strategy", strategy)
 	S("optimizer", optimizer) S("data", data) S("eval-data", eval_data)
 	S("data-path", data_path) S("log-level", log_level) S("dtype", dtype)
-	S("require-dtype", require_dtype)
+	S("require-dtype", require_dtype) S("key", key) S("allow", allow)
 #undef S
+	if (!strcmp(k, "insecure") || !strcmp(k, "enrol")) {
+		int on = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+		*(!strcmp(k, "insecure") ? &o->insecure : &o->enrol) = on;
+		return 0;
+	}
+	if (!strcmp(k, "enrol-minutes")) return inum(k, v, 1, 1e6, &o->enrol_minutes);
+	if (!strcmp(k, "handshake-timeout")) return num(k, v, 0.05, 3600, &o->handshake_timeout);
 	if (!strcmp(k, "gamma")) {
 		o->has_gamma = 1;
 		return num(k, v, 0, 1, &o->gamma);
@@ -291,6 +317,8 @@ struct server {
 	struct fl_model *model;
 	struct srv_central_eval *ce; /* NULL without --eval-data */
 	uint64_t rounds;
+	struct srv_transport *t;
+	struct srv_transport_stats prev; /* socket counts at the previous round */
 };
 
 static void on_central_eval(void *ctx, uint64_t round, int err, const char *msg,
@@ -316,6 +344,16 @@ static void on_round(void *ctx, const struct srv_round_report *r)
 	       r->train_loss, r->train_accuracy, (unsigned long long)r->bytes_up,
 	       (unsigned long long)r->bytes_down, (unsigned long long)r->total_up,
 	       (unsigned long long)r->total_down, r->seconds);
+	if (s->t) {
+		struct srv_transport_stats st;
+		srv_transport_stats(s->t, &st);
+		fl_log_info("round %llu: socket bytes in %llu out %llu (frames up %llu down %llu)",
+			    (unsigned long long)r->round,
+			    (unsigned long long)(st.sock_in - s->prev.sock_in),
+			    (unsigned long long)(st.sock_out - s->prev.sock_out),
+			    (unsigned long long)r->bytes_up, (unsigned long long)r->bytes_down);
+		s->prev = st;
+	}
 	if (r->eval_clients)
 		printf("round %llu federated eval-acc %.4f eval-loss %.4f clients %d\n",
 		       (unsigned long long)r->round, r->eval_accuracy, r->eval_loss, r->eval_clients);
@@ -325,10 +363,17 @@ static void on_round(void *ctx, const struct srv_round_report *r)
 		fl_log_warn("round %llu: %s", (unsigned long long)r->round, fl_error_msg());
 }
 
-static void on_reload(void *ctx)
+/* The protocol bytes (frames) against what really crossed the sockets. */
+static void print_wire_totals(struct srv_transport *t, uint64_t up, uint64_t down)
 {
-	/* Nothing reloadable yet; the client allow-list arrives with the secure channel. */
-	fl_log_info("reload: nothing to reload in this version");
+	struct srv_transport_stats st;
+	srv_transport_stats(t, &st);
+	printf("socket bytes in %llu out %llu (frames up %llu down %llu; handshakes in %llu out "
+	       "%llu; channels %llu refused %llu failed %llu)\n",
+	       (unsigned long long)st.sock_in, (unsigned long long)st.sock_out,
+	       (unsigned long long)up, (unsigned long long)down, (unsigned long long)st.hs_in,
+	       (unsigned long long)st.hs_out, (unsigned long long)st.handshakes,
+	       (unsigned long long)st.refused, (unsigned long long)st.failed);
 }
 
 static int split_listen(const char *s, char *host, size_t cap, int *port)
@@ -405,6 +450,31 @@ static int run(struct opts *o)
 	if (prox && o->prox_mu == 0)
 		ec.prox_mu = 0.01f;
 
+	struct srv_access *acc = NULL;
+	struct srv_access_config ac = {.insecure = o->insecure, .key_path = o->key,
+				       .allow_path = o->allow, .enrol = o->enrol};
+	if (srv_access_new(&ac, &acc)) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		return 2;
+	}
+	if (o->insecure) {
+		fl_log_warn("--insecure: traffic is neither encrypted nor authenticated");
+	} else {
+		char pub[FL_PUBKEY_STRING_BYTES], tok[FL_TOKEN_STRING_BYTES];
+		fl_identity_public_string(srv_access_identity(acc), pub);
+		fl_log_info("server key %s; allow-list %s: %zu client keys", pub, o->allow,
+			    srv_access_count(acc));
+		if (o->enrol) {
+			if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, tok)) {
+				fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+				srv_access_free(acc);
+				return 1;
+			}
+			printf("enrolment token %s (one use, valid %d minutes): fedloha-client run "
+			       "--key FILE --server-key %s --enrol-token %s ...\n",
+			       tok, o->enrol_minutes, pub, tok);
+		}
+	}
 	struct server s = {0};
 	uv_loop_t loop;
 	struct srv_transport *t = NULL;
@@ -420,6 +490,7 @@ static int run(struct opts *o)
 		free(cfg_json);
 		fl_peft_config_free(pc);
 		fl_model_free(s.model);
+		srv_access_free(acc);
 		return 1;
 	}
 	ec.config_json = cfg_json;
@@ -438,7 +509,8 @@ static int run(struct opts *o)
 	tc.debug_tensors = o->debug_tensors;
 	tc.hook_ctx = &s;
 	tc.on_round = on_round;
-	tc.on_reload = on_reload;
+	tc.access = acc;
+	tc.handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
 	uv_loop_init(&loop);
 	if (o->eval_data && (err = srv_central_eval_new(&loop, o->eval_data, o->data_path,
 							o->eval_limit, s.model, pc, on_central_eval,
@@ -447,6 +519,7 @@ static int run(struct opts *o)
 	struct srv_engine_io io;
 	if ((err = srv_transport_new(&loop, &tc, &t)))
 		goto out;
+	s.t = t;
 	srv_transport_engine_io(t, &io);
 	if ((err = srv_engine_new(&ec, s.model, &io, &e)) || (err = srv_engine_restore(e)))
 		goto out;
@@ -472,11 +545,13 @@ static int run(struct opts *o)
 		printf("stopped after round %llu (bytes up %llu down %llu)\n",
 		       (unsigned long long)srv_engine_round(e), (unsigned long long)up,
 		       (unsigned long long)down);
+		print_wire_totals(t, up, down);
 		rc = sig ? 128 + sig : 1;
 	} else {
 		printf("finished %llu rounds (bytes up %llu down %llu)\n",
 		       (unsigned long long)srv_engine_round(e), (unsigned long long)up,
 		       (unsigned long long)down);
+		print_wire_totals(t, up, down);
 		rc = 0;
 		if (o->out) {
 			char meta[512];
@@ -504,7 +579,45 @@ out:
 	fl_model_free(s.model);
 	fl_peft_config_free(pc);
 	free(cfg_json);
+	srv_access_free(acc);
 	return err ? 1 : rc;
+}
+
+/* keygen --out FILE [--force] | pubkey --key FILE */
+static int keys_main(int argc, char **argv)
+{
+	int gen = !strcmp(argv[0], "keygen"), force = 0;
+	const char *path = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--force") && gen)
+			force = 1;
+		else if ((!strcmp(argv[i], "--out") || !strcmp(argv[i], "--key")) && i + 1 < argc)
+			path = argv[++i];
+		else {
+			path = NULL;
+			break;
+		}
+	}
+	if (!path) {
+		fprintf(stderr, "usage: fedloha-server keygen --out FILE [--force]\n"
+				"       fedloha-server pubkey --key FILE\n");
+		return 2;
+	}
+	char pub[FL_PUBKEY_STRING_BYTES];
+	struct fl_identity *id = NULL;
+	int err = gen ? srv_access_keygen(path, force, pub) : fl_identity_load(path, &id);
+	if (err) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		return 1;
+	}
+	if (id)
+		fl_identity_public_string(id, pub);
+	fl_identity_free(id);
+	if (gen)
+		fprintf(stderr, "fedloha-server: secret key written to %s (mode 0600); give clients "
+				"this public key (fedloha-client run --server-key ...):\n", path);
+	printf("%s\n", pub);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -517,6 +630,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (argc >= 2 && (!strcmp(argv[1], "keygen") || !strcmp(argv[1], "pubkey")))
+		return keys_main(argc - 1, argv + 1);
 	if (argc < 2 || strcmp(argv[1], "run") != 0) {
 		usage(stderr);
 		return 2;
@@ -527,7 +642,8 @@ int main(int argc, char **argv)
 			 .lr = 0.1, .lr_decay = 1, .eta = -1, .heartbeat = 10, .idle_timeout = 60,
 			 .rounds = 3, .min_clients = 1, .min_fit = 1, .min_report = 1,
 			 .max_retries = 3, .epochs = 1, .batch = 64, .threads = 1,
-			 .max_conns = SRV_TRANSPORT_CONNS_DEFAULT, .max_frame = FL_WIRE_MAX_FRAME_DEFAULT};
+			 .max_conns = SRV_TRANSPORT_CONNS_DEFAULT, .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
+			 .enrol_minutes = 30, .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0};
 	json_t *file = NULL;
 	int bad = 0, ch, idx;
 	for (int i = 1; i < argc; i++) { /* the file first, so flags override it */

@@ -1,13 +1,14 @@
 /* transport.c - the coordinator's libuv TCP transport (transport.h):
  * accept, frame reassembly, writes with per-connection output caps, the
- * engine's timer, signals and the orderly shutdown. No protocol decisions:
- * the engine makes them; this file only moves bytes and clock ticks.
+ * engine's timer, signals and the orderly shutdown. The secure channel of
+ * each connection is in transport_sec.c. No protocol decisions: the engine
+ * makes them; this file only moves bytes and clock ticks.
  *
  * Ownership: a connection struct embeds its uv_tcp_t and is freed only in
  * the close callback; a write owns one reference to its frame until the
  * write callback; closing twice is harmless (flag checked first).
  */
-#include "transport.h"
+#include "transport_impl.h"
 
 #include "errors.h"
 #include "log.h"
@@ -21,43 +22,11 @@
 #define FLUSH_POLL_MS 100 /* how often closing connections are checked */
 #define LOG_FRAME_MAX 1024 /* smaller frames sent are peeked at to log Error messages */
 
-struct conn {
-	uv_tcp_t tcp; /* first, so the handle pointer is the conn pointer */
-	struct srv_transport *t;
-	uint64_t id; /* (serial << 32) | slot */
-	uint32_t slot;
-	char peer[64];
-	struct fl_frame_reader rd;
-	size_t pending;    /* bytes queued, not yet written */
-	int closing;       /* flush, then close */
-	int cut;           /* uv_close called */
-	uint64_t close_by; /* flush deadline */
-	uv_shutdown_t sreq;
-	struct conn *prev, *next;
-};
-
 struct wreq {
 	uv_write_t req;
 	struct fl_buf *buf;
 	struct conn *c;
-};
-
-struct srv_transport {
-	uv_loop_t *loop;
-	struct srv_transport_config cfg;
-	char *host;
-	struct srv_engine *e;
-	uv_tcp_t listener;
-	uv_timer_t timer;
-	uv_signal_t sig[3];
-	int started, listening, stopping, quiet, sig_got, port;
-	int timer_closed;
-	struct conn *head; /* every open connection */
-	size_t nconns, nclosing;
-	struct conn **slots;
-	uint32_t nslots, *free_slots, nfree;
-	uint32_t serial;
-	char rbuf[SRV_TRANSPORT_READ_BYTES];
+	int hs; /* written before the channel was up */
 };
 
 static void after_engine(struct srv_transport *t);
@@ -92,6 +61,7 @@ int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
 	t->loop = loop;
 	t->cfg = *cfg;
 	t->cfg.host = t->host;
+	t->insecure = !cfg->access || srv_access_insecure(cfg->access);
 	*out = t;
 	return FL_OK;
 }
@@ -160,13 +130,17 @@ static void on_conn_closed(uv_handle_t *h)
 	t->nconns--;
 	if (c->closing)
 		t->nclosing--;
+	if (!c->up && c->ch)
+		t->nhandshaking--;
 	slot_release(t, c);
 	uint64_t id = c->id;
+	int was_up = c->up;
 	if (c->slot != UINT32_MAX)
 		fl_log_info("conn %s: closed", c->peer);
 	fl_frame_reader_free(&c->rd);
+	fl_channel_free(c->ch);
 	free(c);
-	if (!t->quiet && t->e) {
+	if (!t->quiet && t->e && was_up) {
 		/* Unknown ids (the engine closed it itself) are ignored there. */
 		srv_engine_on_disconnect(t->e, id, uv_now(t->loop));
 		after_engine(t);
@@ -174,7 +148,7 @@ static void on_conn_closed(uv_handle_t *h)
 	maybe_done(t);
 }
 
-static void conn_cut(struct conn *c)
+void srv_tr_cut(struct conn *c)
 {
 	if (c->cut)
 		return;
@@ -184,57 +158,52 @@ static void conn_cut(struct conn *c)
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
-	conn_cut(req->data);
+	srv_tr_cut(req->data);
 }
 
-/* Flush what is queued, then close. */
-static void conn_close(struct conn *c)
+/* The final record (when the channel is up), flush what is queued, close. */
+void srv_tr_close(struct conn *c)
 {
 	if (c->cut || c->closing)
 		return;
 	struct srv_transport *t = c->t;
+	struct fl_buf *fin = NULL;
+	if (c->ch && fl_channel_established(c->ch) && !fl_channel_error(c->ch) &&
+	    fl_channel_close(c->ch, &fin) == FL_OK && fin)
+		srv_tr_write_raw(c, fin);
+	if (c->cut)
+		return;
 	c->closing = 1;
 	t->nclosing++;
 	c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	c->sreq.data = c;
 	if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-		conn_cut(c);
+		srv_tr_cut(c);
 }
 
 /* ---- writing ---- */
-
-static void log_tensor(struct srv_transport *t, const struct conn *c, const char *dir,
-		       const uint8_t *payload, size_t len)
-{
-	fl_envelope *env = NULL;
-	if (fl_wire_decode(payload, len, t->cfg.max_frame_bytes, &env) != FL_OK)
-		return;
-	if (t->cfg.debug_tensors && env->body_case == FEDLOHA__V1__ENVELOPE__BODY_CHUNK &&
-	    env->chunk->offset == 0)
-		fl_log_debug("conn %s: %s tensor %s round %llu", c->peer, dir, env->chunk->name,
-			     (unsigned long long)env->chunk->round);
-	else if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR)
-		fl_log_warn("conn %s: %s error: %s", c->peer, dir,
-			    env->error->message ? env->error->message : "");
-	fl_wire_envelope_free(env);
-}
 
 static void on_written(uv_write_t *req, int status)
 {
 	struct wreq *w = (struct wreq *)req;
 	struct conn *c = w->c;
 	c->pending -= w->buf->len;
+	if (status == 0) {
+		c->t->st.sock_out += w->buf->len;
+		if (w->hs)
+			c->t->st.hs_out += w->buf->len;
+	}
 	fl_buf_unref(w->buf);
 	free(w);
 	if (status < 0 && status != UV_ECANCELED) {
 		fl_log_debug("conn %s: write failed: %s", c->peer, uv_strerror(status));
-		conn_cut(c);
+		srv_tr_cut(c);
 	}
 }
 
-/* Takes over one reference to b. */
-static int conn_write(struct conn *c, struct fl_buf *b)
+/* Bytes as they go on the socket; takes over one reference to b. */
+int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
 {
 	struct srv_transport *t = c->t;
 	if (c->cut || c->closing) {
@@ -246,43 +215,69 @@ static int conn_write(struct conn *c, struct fl_buf *b)
 			    "closed",
 			    c->peer, c->pending + b->len, t->cfg.max_output_bytes);
 		fl_buf_unref(b);
-		conn_cut(c);
+		srv_tr_cut(c);
 		return -1;
 	}
 	struct wreq *w = malloc(sizeof(*w));
 	if (!w) {
 		fl_buf_unref(b);
-		conn_cut(c);
+		srv_tr_cut(c);
 		return -1;
 	}
-	if ((t->cfg.debug_tensors || b->len <= LOG_FRAME_MAX) &&
-	    b->len > FL_WIRE_FRAME_HEADER_BYTES)
-		log_tensor(t, c, "sent", b->data + FL_WIRE_FRAME_HEADER_BYTES,
-			   b->len - FL_WIRE_FRAME_HEADER_BYTES);
 	w->buf = b;
 	w->c = c;
+	w->hs = !c->up;
 	uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
 	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written);
 	if (rc != 0) {
 		fl_log_debug("conn %s: write refused: %s", c->peer, uv_strerror(rc));
 		fl_buf_unref(b);
 		free(w);
-		conn_cut(c);
+		srv_tr_cut(c);
 		return -1;
 	}
 	c->pending += b->len;
 	return 0;
 }
 
-/* Error or Bye from the transport itself (outside the engine's protocol). */
+/* One protocol frame: sealed into a record (as is with --insecure). */
+int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
+{
+	struct srv_transport *t = c->t;
+	if (c->cut || c->closing || !fl_channel_established(c->ch)) {
+		fl_buf_unref(frame);
+		return -1;
+	}
+	if ((t->cfg.debug_tensors || frame->len <= LOG_FRAME_MAX) &&
+	    frame->len > FL_WIRE_FRAME_HEADER_BYTES)
+		srv_tr_log_frame(c, "sent", frame->data + FL_WIRE_FRAME_HEADER_BYTES,
+			   frame->len - FL_WIRE_FRAME_HEADER_BYTES);
+	struct fl_buf *rec = NULL;
+	int err = fl_channel_seal_buf(c->ch, frame, &rec);
+	fl_buf_unref(frame);
+	if (err) {
+		fl_log_warn("conn %s: %s: closing", c->peer, fl_error_msg());
+		srv_tr_cut(c);
+		return -1;
+	}
+	return srv_tr_write_raw(c, rec);
+}
+
+/* Error or Bye from the transport itself (outside the engine's protocol):
+ * sealed once the channel is up, else in plaintext (a peer that is no
+ * secure client: it could read nothing else). */
 static void conn_send_env(struct conn *c, const fl_envelope *env)
 {
 	struct fl_buf *b = NULL;
-	if (fl_wire_encode(env, &b) == FL_OK)
-		conn_write(c, b);
+	if (fl_wire_encode(env, &b) != FL_OK)
+		return;
+	if (fl_channel_established(c->ch))
+		srv_tr_send_frame(c, b);
+	else
+		srv_tr_write_raw(c, b);
 }
 
-static void conn_send_error(struct conn *c, int err, const char *msg)
+void srv_tr_send_error(struct conn *c, int err, const char *msg)
 {
 	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
 	er.code = (uint32_t)(err < 0 ? -err : err);
@@ -313,14 +308,14 @@ static int io_send(void *ctx, uint64_t id, struct fl_buf *frame)
 		fl_buf_unref(frame);
 		return -1;
 	}
-	return conn_write(c, frame);
+	return srv_tr_send_frame(c, frame);
 }
 
 static void io_close(void *ctx, uint64_t id)
 {
 	struct conn *c = conn_find(ctx, id);
 	if (c)
-		conn_close(c);
+		srv_tr_close(c);
 }
 
 static void io_on_round(void *ctx, const struct srv_round_report *r)
@@ -351,6 +346,8 @@ static void rearm(struct srv_transport *t)
 	uint64_t d = t->stopping ? UINT64_MAX : srv_engine_next_deadline(t->e);
 	if (t->nclosing && d > now + FLUSH_POLL_MS)
 		d = now + FLUSH_POLL_MS;
+	if (t->nhandshaking && d > now + SRV_TR_HS_POLL_MS)
+		d = now + SRV_TR_HS_POLL_MS;
 	if (d == UINT64_MAX) {
 		uv_timer_stop(&t->timer);
 		return;
@@ -374,9 +371,11 @@ static void on_timer(uv_timer_t *h)
 			if (c->closing && !c->cut && now >= c->close_by) {
 				fl_log_warn("conn %s: not flushed within %u ms: closed", c->peer,
 					    t->cfg.flush_timeout_ms);
-				conn_cut(c);
+				srv_tr_cut(c);
 			}
 	}
+	if (t->nhandshaking)
+		srv_tr_handshake_sweep(t, now);
 	if (!t->stopping) {
 		srv_engine_tick(t->e, now);
 		after_engine(t);
@@ -394,14 +393,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof(c->t->rbuf);
 }
 
-static int on_frame(void *ctx, const uint8_t *payload, size_t n)
+int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n)
 {
 	struct conn *c = ctx;
 	struct srv_transport *t = c->t;
 	if (c->closing || c->cut || t->stopping)
 		return 1;
+	if (!c->up)
+		srv_tr_conn_up(c); /* records right behind the last handshake message */
 	if (t->cfg.debug_tensors || n + FL_WIRE_FRAME_HEADER_BYTES <= LOG_FRAME_MAX)
-		log_tensor(t, c, "received", payload, n);
+		srv_tr_log_frame(c, "received", payload, n);
+	if (!c->first_seen && srv_tr_first_frame(c, payload, n))
+		return 1;
 	srv_engine_on_frame(t->e, c->id, payload, n, uv_now(t->loop));
 	return c->closing || c->cut || t->stopping; /* stop feeding a closed stream */
 }
@@ -415,44 +418,22 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		if (nread != UV_EOF)
 			fl_log_info("conn %s: %s", c->peer, uv_strerror((int)nread));
-		conn_cut(c);
+		else if (c->ch && fl_channel_eof(c->ch) != FL_OK)
+			fl_log_info("conn %s: %s%s", c->peer, fl_error_msg(),
+				    c->up ? "" : " (a client that does not trust this server's key?)");
+		if (!c->up && c->ch)
+			t->st.failed++;
+		srv_tr_cut(c);
 		return;
 	}
-	int rc = fl_frame_reader_feed(&c->rd, (const uint8_t *)buf->base, (size_t)nread, on_frame, c);
-	if (rc == FL_ERANGE) {
-		fl_log_warn("conn %s: %s: closing", c->peer, fl_error_msg());
-		conn_send_error(c, FL_ERANGE, "frame over the size limit");
-		conn_close(c);
-	} else if (rc < 0 && !c->closing && !c->cut) {
-		fl_log_warn("conn %s: %s: closing", c->peer, fl_error_msg());
-		conn_close(c);
-	}
+	t->st.sock_in += (uint64_t)nread;
+	if (!c->up)
+		t->st.hs_in += (uint64_t)nread;
+	srv_tr_feed(c, (const uint8_t *)buf->base, (size_t)nread);
 	after_engine(t);
 }
 
 /* ---- accepting ---- */
-
-static void peer_name(uv_tcp_t *tcp, char *out, size_t cap)
-{
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
-	snprintf(out, cap, "?");
-	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-		return;
-	char ip[48] = "?";
-	int port = 0;
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-		uv_ip4_name(a, ip, sizeof(ip));
-		port = ntohs(a->sin_port);
-		snprintf(out, cap, "%s:%d", ip, port);
-	} else if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-		uv_ip6_name(a, ip, sizeof(ip));
-		port = ntohs(a->sin6_port);
-		snprintf(out, cap, "[%s]:%d", ip, port);
-	}
-}
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -476,24 +457,26 @@ static void on_connection(uv_stream_t *server, int status)
 	t->nconns++;
 	fl_frame_reader_init(&c->rd, t->cfg.max_frame_bytes);
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-		conn_cut(c);
+		srv_tr_cut(c);
 		return;
 	}
-	peer_name(&c->tcp, c->peer, sizeof(c->peer));
+	srv_tr_peer_name(&c->tcp, c->peer, sizeof(c->peer));
 	if (t->stopping || t->nconns > t->cfg.max_conns || slot_take(t, c) != 0) {
 		fl_log_warn("conn %s: refused (%zu connections, limit %zu)", c->peer, t->nconns,
 			    t->cfg.max_conns);
 		c->id = 0;
-		conn_cut(c);
+		srv_tr_cut(c);
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	fl_log_info("conn %s: connected", c->peer);
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-		conn_cut(c);
+	if (srv_tr_chan_open(c) != FL_OK ||
+	    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+		srv_tr_cut(c);
 		return;
 	}
-	srv_engine_on_connect(t->e, c->id, uv_now(t->loop));
+	if (fl_channel_established(c->ch)) /* --insecure: nothing to negotiate */
+		srv_tr_conn_up(c);
 	after_engine(t);
 }
 
@@ -504,6 +487,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	struct srv_transport *t = h->data;
 	if (signum == SIGHUP) {
 		fl_log_info("SIGHUP: reloading");
+		srv_tr_reload(t);
 		if (t->cfg.on_reload)
 			t->cfg.on_reload(t->cfg.hook_ctx);
 		return;
@@ -529,9 +513,9 @@ static void begin_stop(struct srv_transport *t, int sig)
 		if (!uv_is_closing((uv_handle_t *)&t->sig[i]))
 			uv_close((uv_handle_t *)&t->sig[i], NULL);
 	for (struct conn *c = t->head; c; c = c->next) {
-		if (sig && !c->closing && !c->cut)
+		if (sig && c->up && !c->closing && !c->cut)
 			conn_send_bye(c, "shutdown");
-		conn_close(c);
+		srv_tr_close(c);
 	}
 	if (t->cfg.on_stop)
 		t->cfg.on_stop(t->cfg.hook_ctx);
@@ -548,6 +532,11 @@ void srv_transport_stop(struct srv_transport *t, int sig)
 int srv_transport_signal(const struct srv_transport *t)
 {
 	return t->sig_got;
+}
+
+void srv_transport_stats(const struct srv_transport *t, struct srv_transport_stats *out)
+{
+	*out = t->st;
 }
 
 size_t srv_transport_conn_count(const struct srv_transport *t)

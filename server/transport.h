@@ -1,10 +1,18 @@
 /* transport.h - the coordinator's libuv TCP transport: it accepts
- * connections, reassembles frames (a length over max_frame_bytes closes that
- * connection before anything is allocated), hands payloads, connects,
+ * connections, runs a secure channel on each (common/channel.h: handshake
+ * with a timeout, admission by srv_access, encrypted records; a
+ * pass-through with --insecure), reassembles frames (a length over
+ * max_frame_bytes closes that connection before anything is allocated),
+ * applies the identity rule to the first frame (access.h) and a one-live-
+ * connection-per-key rule, hands payloads, connects,
  * disconnects and the clock to the round engine (engine.h), and writes the
  * frames the engine queues. It owns one uv_timer (re-armed to
  * srv_engine_next_deadline after every engine call), the listening socket
  * and the SIGINT / SIGTERM / SIGHUP handlers.
+ *
+ * The engine hears of a connection only once its channel is established.
+ * SIGHUP re-reads the allow-list (a bad file keeps the old one) and closes
+ * connections whose key is no longer listed.
  *
  * It does no protocol logic: rounds, timeouts and checks are the engine's.
  * Every socket and engine call happens on the loop thread.
@@ -47,11 +55,24 @@ struct srv_transport_config {
 	size_t max_conns;          /* further connections are accepted and closed at once */
 	uint32_t flush_timeout_ms; /* a closing connection still unflushed after this is cut */
 	int debug_tensors;         /* log every tensor name sent / received (debug level) */
+	struct srv_access *access; /* borrowed: identity, allow-list; NULL = insecure */
+	uint32_t handshake_timeout_ms; /* a channel not established by then is dropped
+					  (0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS) */
 	/* Hooks on the loop thread; any may be NULL. */
 	void *hook_ctx;
 	void (*on_round)(void *ctx, const struct srv_round_report *r);
-	void (*on_reload)(void *ctx); /* SIGHUP: reload what can be reloaded */
+	void (*on_reload)(void *ctx); /* SIGHUP, after the allow-list reload */
 	void (*on_stop)(void *ctx);   /* the transport began its shutdown */
+};
+
+/* Socket-level byte counts (what really crossed the network: handshakes,
+ * record headers and tags included), next to the engine's frame counts. */
+struct srv_transport_stats {
+	uint64_t sock_in, sock_out; /* every byte read from / written to a socket */
+	uint64_t hs_in, hs_out;     /* the part before a channel was established */
+	uint64_t handshakes;        /* channels established */
+	uint64_t refused;           /* clients refused (allow-list, identity rule, duplicate key) */
+	uint64_t failed;            /* handshakes that failed otherwise (garbage, timeout, ...) */
 };
 
 struct srv_transport;
@@ -75,6 +96,7 @@ int srv_transport_port(const struct srv_transport *t);
 void srv_transport_stop(struct srv_transport *t, int sig);
 /* The signal that stopped the transport, 0 if none. */
 int srv_transport_signal(const struct srv_transport *t);
+void srv_transport_stats(const struct srv_transport *t, struct srv_transport_stats *out);
 /* Connections open (accepted and not yet closed). */
 size_t srv_transport_conn_count(const struct srv_transport *t);
 /* Only after uv_run returned (every handle closed); NULL is a no-op. */

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # cli_loopback.sh - fedloha-server and fedloha-client daemons over real TCP on
-# 127.0.0.1 (port 0: the server prints the port it got):
+# 127.0.0.1 (port 0: the server prints the port it got), over the secure
+# channel: keys made with keygen, the allow-list written from the printed
+# public keys (names client-0..3 = the clients' ids):
 #   1. 4 clients, 3 rounds of 2nn fedpara: central test accuracy rises
 #   2. pFedPara: only global tensors (hada_w1_*) travel; bytes match the size
 #   3. a client killed with SIGKILL mid-round: the round ends with the quorum
 #   4. the server killed with SIGKILL and restarted on its checkpoint resumes
 #      and ends with the same model bytes as run 1 (same seed, no restart)
 #   5. oversized length, garbage and a silent half-frame sender are each
-#      closed while the real clients carry on
+#      closed (the first two told why in plaintext; the last at the
+#      handshake timeout) while the real clients carry on
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
 BIN=${FL_BIN:-build/bin}
@@ -22,10 +25,19 @@ trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*"; for f in "$TMP"/*.out "$TMP"/*.err; do [ -s "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done; exit 1; }
 START=$(date +%s)
 
+# Keys: the coordinator's, one per client index, and the allow-list.
+SPUB=$("$BIN/fedloha-server" keygen --out "$TMP/server.key" 2>/dev/null) || fail "server keygen"
+for i in 0 1 2 3; do
+	pub=$("$BIN/fedloha-client" keygen --out "$TMP/client$i.key" 2>/dev/null) || fail "client keygen"
+	echo "$pub client-$i" >>"$TMP/allow.txt"
+done
+SEC=(--key "$TMP/server.key" --allow "$TMP/allow.txt")
+
 # start_server NAME ARGS...: background server; sets PORT and SPID.
 start_server() {
 	local name=$1; shift
-	timeout 40 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --data-path "$DATA" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	timeout 40 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --data-path "$DATA" "${SEC[@]}" "$@" \
+		>"$TMP/$name.out" 2>"$TMP/$name.err" &
 	SPID=$!
 	for _ in $(seq 100); do
 		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
@@ -40,6 +52,7 @@ start_client() {
 	local name=$1 idx=$2; shift 2
 	timeout 40 "$BIN/fedloha-client" run --server 127.0.0.1:$PORT --data-path "$DATA" \
 		--num-clients 4 --client-index "$idx" --seed 3 --backoff-min 0.05 --backoff-max 0.3 \
+		--key "$TMP/client$idx.key" --server-key "$SPUB" \
 		"$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
 	CPID=$!
 }
@@ -70,7 +83,12 @@ a1=$(central_acc s1 1); a3=$(central_acc s1 3)
 awk -v a="$a1" -v b="$a3" 'BEGIN { exit !(b > a && b > 0.55) }' || fail "1: accuracy $a1 -> $a3"
 grep -q "^round 3/3 selected 4 reported 4" "$TMP/s1.out" || fail "1: round 3 not reported by 4"
 grep -q "finished after 3 training rounds" "$TMP/c1_0.out" || fail "1: client 0 not finished"
-echo "ok 1: 4 clients, 3 rounds, central accuracy $a1 -> $a3"
+grep -q "secure channel up" "$TMP/c1_0.err" || fail "1: client 0 did not use the secure channel"
+[ "$(grep -c "secure channel up, client key" "$TMP/s1.err")" = 4 ] || fail "1: not 4 secure channels"
+# frames (protocol bytes) against socket bytes (records, handshakes)
+read -r fu fd si so hi ho < <(sed -n 's/^socket bytes in \([0-9]*\) out \([0-9]*\) (frames up \([0-9]*\) down \([0-9]*\); handshakes in \([0-9]*\) out \([0-9]*\).*/\3 \4 \1 \2 \5 \6/p' "$TMP/s1.out")
+[ -n "$fu" ] && [ "$si" -gt "$fu" ] && [ "$so" -gt "$fd" ] || fail "1: socket bytes not above frame bytes"
+echo "ok 1: 4 clients, 3 rounds, central accuracy $a1 -> $a3; frames up $fu down $fd, socket in $si out $so (handshakes $hi in, $ho out)"
 
 # ---- 2. pFedPara: only the global half on the wire ----
 start_server s2 --model 2nn --param pfedpara --gamma 0.2 --rounds 1 --min-clients 2 --seed 1 \
@@ -121,13 +139,18 @@ echo "ok 4: resumed after $(sed -n 's/.*after round \([0-9]*\).*/\1/p' "$TMP/s4b
 
 # ---- 5. malformed input over a real socket ----
 start_server s5 --model 2nn --rounds 1 --min-clients 3 --round-timeout 20 --heartbeat 0.3 \
-	--idle-timeout 1.5 --max-frame 65536
+	--idle-timeout 1.5 --max-frame 65536 --handshake-timeout 1.5
 for i in 0 1; do start_client c5_$i $i --limit 200; pids[$i]=$CPID; done
-wait_for "$TMP/s5.err" "connected" 10 || fail "5: clients did not connect"
+for _ in $(seq 200); do
+	[ "$(grep -c "secure channel up" "$TMP/s5.err")" -ge 2 ] && break
+	sleep 0.05
+done
+[ "$(grep -c "secure channel up" "$TMP/s5.err")" -ge 2 ] || fail "5: clients did not connect"
 exec 3<>/dev/tcp/127.0.0.1/$PORT # a length of 4 GiB - 1
 printf '\xff\xff\xff\xff' >&3
 timeout 5 cat <&3 >"$TMP/huge.bin" || fail "5: oversized frame: connection not closed"
 [ -s "$TMP/huge.bin" ] || fail "5: oversized frame: no Error frame before the close"
+grep -qa "secure channel" "$TMP/huge.bin" || fail "5: oversized frame: the Error does not say why"
 exec 3<&-
 exec 4<>/dev/tcp/127.0.0.1/$PORT # 16 bytes that are no protobuf Envelope
 printf '\x00\x00\x00\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff' >&4
@@ -139,7 +162,8 @@ printf '\x00\x00' >&5
 t0=$(date +%s%N)
 timeout 6 cat <&5 >/dev/null || fail "5: silent sender not dropped"
 ms=$((($(date +%s%N) - t0) / 1000000))
-[ $ms -ge 1000 ] || fail "5: silent sender dropped after $ms ms, before the idle timeout"
+[ $ms -ge 1000 ] || fail "5: silent sender dropped after $ms ms, before the handshake timeout"
+grep -q "no secure handshake within 1500 ms" "$TMP/s5.err" || fail "5: no handshake timeout logged"
 exec 5<&-
 grep -q "over the limit\|over max\|too large\|exceeds" "$TMP/s5.err" || grep -q "closing" "$TMP/s5.err" ||
 	fail "5: no log line for the closed connections"

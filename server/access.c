@@ -1,0 +1,193 @@
+/* access.c - the coordinator's admission state (access.h): its identity,
+ * the allow-list and its reload, enrolment tokens (through fl_auth_check,
+ * enrol.h) and the Hello identity rule. No sockets, no printing.
+ */
+#include "access.h"
+
+#include "allowlist.h"
+#include "errors.h"
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct srv_access {
+	int insecure;
+	char *allow_path;
+	struct fl_identity *id;
+	struct fl_allowlist *allow; /* swapped by reload; fl_auth holds its address */
+	struct fl_enrol *enrol;     /* NULL without enrolment */
+	struct fl_auth auth;
+};
+
+int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
+{
+	*out = NULL;
+	struct srv_access *a = calloc(1, sizeof(*a));
+	if (!a)
+		return fl_error_set(FL_ENOMEM, "out of memory");
+	a->insecure = !!cfg->insecure;
+	if (a->insecure) {
+		*out = a;
+		return FL_OK;
+	}
+	int err = FL_OK;
+	if (!cfg->key_path) {
+		err = fl_error_set(FL_EINVAL, "no --key: the coordinator needs its secret key (make "
+					      "one with 'fedloha-server keygen --out FILE'), or run "
+					      "with --insecure on a trusted network");
+		goto fail;
+	}
+	if (!cfg->allow_path) {
+		err = fl_error_set(FL_EINVAL, "no --allow: the coordinator needs an allow-list file "
+					      "of client keys (lines 'fl1:... NAME'; clients print "
+					      "their key with 'fedloha-client keygen')");
+		goto fail;
+	}
+	struct stat st;
+	if (stat(cfg->key_path, &st) != 0) {
+		err = fl_error_set(FL_ENOTFOUND, "%s: no such key file (make it with "
+						 "'fedloha-server keygen --out %s')",
+				   cfg->key_path, cfg->key_path);
+		goto fail;
+	}
+	if ((err = fl_identity_load(cfg->key_path, &a->id)))
+		goto fail;
+	if (!(a->allow_path = strdup(cfg->allow_path))) {
+		err = fl_error_set(FL_ENOMEM, "out of memory");
+		goto fail;
+	}
+	err = fl_allowlist_load(cfg->allow_path, &a->allow);
+	if (err == FL_ENOTFOUND && cfg->enrol) {
+		err = fl_allowlist_new(&a->allow); /* enrolment creates the file */
+	} else if (err == FL_ENOTFOUND) {
+		err = fl_error_set(FL_ENOTFOUND, "%s: no such allow-list (write one line 'fl1:... "
+						 "NAME' per client key, or start with --enrol)",
+				   cfg->allow_path);
+	}
+	if (err)
+		goto fail;
+	if (cfg->enrol && (err = fl_enrol_new(&a->enrol)))
+		goto fail;
+	a->auth.allow = &a->allow;
+	a->auth.allow_path = a->allow_path;
+	a->auth.enrol = a->enrol;
+	*out = a;
+	return FL_OK;
+fail:
+	srv_access_free(a);
+	return err;
+}
+
+void srv_access_free(struct srv_access *a)
+{
+	if (!a)
+		return;
+	fl_identity_free(a->id);
+	fl_allowlist_free(a->allow);
+	fl_enrol_free(a->enrol);
+	free(a->allow_path);
+	free(a);
+}
+
+int srv_access_insecure(const struct srv_access *a)
+{
+	return a->insecure;
+}
+
+const struct fl_identity *srv_access_identity(const struct srv_access *a)
+{
+	return a->id;
+}
+
+size_t srv_access_count(const struct srv_access *a)
+{
+	return a->allow ? fl_allowlist_count(a->allow) : 0;
+}
+
+int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms,
+			   char out[FL_TOKEN_STRING_BYTES])
+{
+	if (!a->enrol)
+		return fl_error_set(FL_EINVAL, "enrolment is not enabled (--enrol)");
+	return fl_enrol_issue(a->enrol, fl_enrol_now_ms(), valid_ms, out);
+}
+
+int srv_access_reload(struct srv_access *a)
+{
+	if (a->insecure)
+		return FL_OK;
+	return fl_allowlist_reload(a->allow_path, &a->allow);
+}
+
+int srv_access_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+			 char *reason, size_t reason_cap)
+{
+	struct srv_access *a = ctx;
+	return fl_auth_check(&a->auth, pk, token, reason, reason_cap);
+}
+
+int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES])
+{
+	return a->allow && fl_allowlist_contains(a->allow, pk);
+}
+
+/* A name binds only when it could be a client id (1..64 of [A-Za-z0-9._-]);
+ * free text and '#' notes are comments. */
+static int name_binds(const char *s)
+{
+	size_t n = strlen(s);
+	if (n < 1 || n > 64)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],
+				 const uint8_t *payload, size_t len, uint32_t max_frame)
+{
+	const char *name = a->allow ? fl_allowlist_name(a->allow, pk) : NULL;
+	if (!name || !name_binds(name))
+		return FL_OK; /* no name to bind to */
+	fl_envelope *env = NULL;
+	if (fl_wire_decode(payload, len, max_frame, &env) != FL_OK)
+		return FL_OK;
+	int err = FL_OK;
+	if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_HELLO) {
+		const char *id = env->hello->client_id ? env->hello->client_id : "";
+		if (strcmp(id, name) != 0) {
+			char key[FL_PUBKEY_STRING_BYTES];
+			fl_pubkey_format(pk, key);
+			err = fl_error_set(FL_EAUTH,
+					   "client id '%.64s' does not match the allow-list name "
+					   "'%.64s' of key %s (run the client with --id %.64s)",
+					   id, name, key, name);
+		}
+	}
+	fl_wire_envelope_free(env);
+	return err;
+}
+
+int srv_access_keygen(const char *path, int force, char pub[FL_PUBKEY_STRING_BYTES])
+{
+	struct stat st;
+	if (!force && lstat(path, &st) == 0)
+		return fl_error_set(FL_EINVAL, "%s already exists: not overwritten (use --force to "
+					       "replace the key; clients pinning it must then be "
+					       "given the new public key)",
+				    path);
+	struct fl_identity *id = NULL;
+	int err = fl_identity_generate(&id);
+	if (!err)
+		err = fl_identity_save(id, path);
+	if (!err)
+		fl_identity_public_string(id, pub);
+	fl_identity_free(id);
+	return err;
+}

@@ -1,0 +1,70 @@
+/* access.h - who may talk to the coordinator (docs/SECURITY.md): its own
+ * identity (secret-key file), the client allow-list (re-read on SIGHUP),
+ * one-time enrolment tokens, and the identity rule applied to the first
+ * protocol frame of an authenticated connection (the Hello's client_id must
+ * equal the allow-list name of the client's key, when the entry has one).
+ *
+ * The transport hands srv_access_authorize to every secure channel it
+ * creates (fl_channel_config.authorize, auth_ctx = the srv_access). This
+ * module does no networking, keeps no global state and prints nothing:
+ * failures come back as enum fl_err with a one-line fl_error_msg().
+ */
+#ifndef SRV_ACCESS_H
+#define SRV_ACCESS_H
+
+#include "enrol.h"
+#include "identity.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct srv_access_config {
+	int insecure;           /* no identity, no allow-list: everything else is ignored */
+	const char *key_path;   /* the coordinator's secret-key file (required) */
+	const char *allow_path; /* the allow-list file (required; may be missing with enrol) */
+	int enrol;              /* accept enrolment tokens (srv_access_enrol_issue) */
+};
+
+struct srv_access;
+
+/* Loads the key and the allow-list. Errors say what is missing and how to
+ * make it ("fedloha-server keygen --out FILE"). */
+int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out);
+void srv_access_free(struct srv_access *a); /* NULL is a no-op */
+
+int srv_access_insecure(const struct srv_access *a);
+/* NULL in insecure mode. Valid while a lives. */
+const struct fl_identity *srv_access_identity(const struct srv_access *a);
+/* Keys in the current allow-list. */
+size_t srv_access_count(const struct srv_access *a);
+
+/* A one-time enrolment token valid for valid_ms (FL_EINVAL without enrol). */
+int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms,
+			   char out[FL_TOKEN_STRING_BYTES]);
+/* Re-reads the allow-list file: on success the new list is in force; on
+ * failure (a bad line, an unreadable file) the old one stays and the error
+ * is returned. */
+int srv_access_reload(struct srv_access *a);
+
+/* fl_channel_authorize_fn: ctx is the srv_access. */
+int srv_access_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+			 char *reason, size_t reason_cap);
+/* 1 when pk is in the current allow-list. */
+int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES]);
+
+/* The identity rule for the first frame (payload without its length) of a
+ * connection authenticated as pk: when it is a Hello and pk's allow-list
+ * entry has a name that is a valid client id (1..64 of [A-Za-z0-9._-]), the
+ * Hello's client_id must equal that name. Other names (free text, an
+ * enrolment's "# enrolled ..." note) are comments and bind nothing.
+ * FL_OK, or FL_EAUTH with the reason in fl_error_msg(). A frame that does not
+ * decode, or is not a Hello, passes (the engine refuses it). */
+int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],
+				 const uint8_t *payload, size_t len, uint32_t max_frame);
+
+/* `keygen`: a new key pair written to path (0600), refusing to replace an
+ * existing file unless force; pub receives its "fl1:..." form
+ * (`fedloha-server keygen`). */
+int srv_access_keygen(const char *path, int force, char pub[FL_PUBKEY_STRING_BYTES]);
+
+#endif

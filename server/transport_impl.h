@@ -1,0 +1,80 @@
+/* transport_impl.h - internals shared by transport.c (sockets, frames,
+ * timer, signals, shutdown) and transport_sec.c (the secure channel of each
+ * connection, handshake timeouts, the first-frame identity rule, allow-list
+ * reloads). Not part of the transport's API.
+ */
+#ifndef SRV_TRANSPORT_IMPL_H
+#define SRV_TRANSPORT_IMPL_H
+
+#include "access.h"
+#include "channel.h"
+#include "transport.h"
+
+#define SRV_TR_HS_POLL_MS 250 /* how often handshake deadlines are checked */
+
+struct conn {
+	uv_tcp_t tcp; /* first, so the handle pointer is the conn pointer */
+	struct srv_transport *t;
+	uint64_t id; /* (serial << 32) | slot */
+	uint32_t slot;
+	char peer[64];
+	struct fl_frame_reader rd;
+	struct fl_channel *ch; /* secure channel (pass-through with --insecure) */
+	size_t pending;        /* bytes queued, not yet written */
+	int closing;           /* flush, then close */
+	int cut;               /* uv_close called */
+	int up;                /* channel established and the engine told */
+	int first_seen;        /* the first protocol frame passed the identity rule */
+	int replied;           /* a handshake reply was written (the peer speaks it) */
+	uint64_t close_by;     /* flush deadline */
+	uint64_t hs_by;        /* handshake deadline (while !up) */
+	uint8_t pk[FL_PUBKEY_BYTES]; /* the authenticated client key (secure, once up) */
+	uv_shutdown_t sreq;
+	struct conn *prev, *next;
+};
+
+struct srv_transport {
+	uv_loop_t *loop;
+	struct srv_transport_config cfg;
+	char *host;
+	struct srv_engine *e;
+	uv_tcp_t listener;
+	uv_timer_t timer;
+	uv_signal_t sig[3];
+	int started, listening, stopping, quiet, sig_got, port;
+	int timer_closed;
+	int insecure;
+	struct conn *head; /* every open connection */
+	size_t nconns, nclosing, nhandshaking;
+	struct conn **slots;
+	uint32_t nslots, *free_slots, nfree;
+	uint32_t serial;
+	struct srv_transport_stats st;
+	char rbuf[SRV_TRANSPORT_READ_BYTES];
+};
+
+/* transport.c */
+int srv_tr_write_raw(struct conn *c, struct fl_buf *b); /* takes over one reference */
+int srv_tr_send_frame(struct conn *c, struct fl_buf *frame); /* seals; takes over a reference */
+void srv_tr_send_error(struct conn *c, int err, const char *msg);
+void srv_tr_close(struct conn *c); /* final record, flush, close */
+void srv_tr_cut(struct conn *c);   /* close now */
+int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n); /* to the engine */
+void srv_tr_conn_up(struct conn *c); /* channel established: tell the engine */
+
+/* transport_sec.c */
+int srv_tr_chan_open(struct conn *c); /* at accept; FL_OK or an error (logged) */
+/* Bytes read from the socket: through the channel into the frame reader. */
+void srv_tr_feed(struct conn *c, const uint8_t *data, size_t n);
+/* The identity rule on the first protocol frame: 0 passes, 1 refused (closed). */
+int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n);
+/* Drops connections whose handshake is overdue. */
+void srv_tr_handshake_sweep(struct srv_transport *t, uint64_t now);
+/* "HOST:PORT" of the peer. */
+void srv_tr_peer_name(uv_tcp_t *tcp, char *out, size_t cap);
+/* Logs a frame's tensor name (debug_tensors) or an Error message it carries. */
+void srv_tr_log_frame(const struct conn *c, const char *dir, const uint8_t *payload, size_t len);
+/* SIGHUP: re-reads the allow-list, closes connections whose key left it. */
+void srv_tr_reload(struct srv_transport *t);
+
+#endif

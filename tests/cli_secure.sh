@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# cli_secure.sh - the daemons' secure channel end to end, over TCP on
+# 127.0.0.1 (docs/SECURITY.md):
+#   1. keygen: 0600 key files, pubkey prints the same fl1: line, an existing
+#      file is not overwritten (unless --force); missing keys are a clear
+#      error naming keygen
+#   2. a client whose key is not in the allow-list is refused (both ends say
+#      why; the client exits 3); a listed key with another --id is refused
+#      (the allow-list name binds the client id)
+#   3. a client pinning the wrong server key refuses to go on (exit 3)
+#   4. --insecure on one side only fails clearly on both ends
+#   5. SIGHUP: a bad allow-list keeps the old one; a newly listed client is
+#      admitted without a restart; the round then runs over the channel
+#   6. enrolment: a token admits a new client once (its key lands in the
+#      allow-list file), a second use is refused; a second connection with
+#      a live key is refused
+#   7. SIGHUP with a key removed from the allow-list closes its connection
+# Every process runs under timeout(1); the trap kills what is left.
+set -u
+BIN=${FL_BIN:-build/bin}
+TMP=${FL_TMP:-/tmp}/cli_secure.$$
+DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
+if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx3-ubyte" ]; then
+	echo "SKIP: Fashion-MNIST not found in $DATA (apt install dataset-fashion-mnist)"
+	exit 0
+fi
+mkdir -p "$TMP"
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+fail() { echo "FAIL: $*"; for f in "$TMP"/*.out "$TMP"/*.err; do [ -s "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done; exit 1; }
+START=$(date +%s)
+S="$BIN/fedloha-server"
+C="$BIN/fedloha-client"
+
+# start_server NAME ARGS...: background server; sets PORT and SPID.
+start_server() {
+	local name=$1; shift
+	timeout 30 "$S" run --listen 127.0.0.1:0 --model 2nn --rounds 1 --round-timeout 20 "$@" \
+		>"$TMP/$name.out" 2>"$TMP/$name.err" &
+	SPID=$!
+	for _ in $(seq 100); do
+		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
+		[ -n "$PORT" ] && return 0
+		kill -0 $SPID 2>/dev/null || fail "$name did not start"
+		sleep 0.1
+	done
+	fail "$name: no 'listening on' line"
+}
+# client NAME INDEX ARGS...: runs a client in the foreground; sets RC.
+client() {
+	local name=$1 idx=$2; shift 2
+	timeout 20 "$C" run --server 127.0.0.1:$PORT --num-clients 8 --client-index "$idx" \
+		--limit 100 --backoff-min 0.05 --backoff-max 0.2 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
+	RC=$?
+}
+# bg_client NAME INDEX ARGS...: the same in the background; sets CPID.
+bg_client() {
+	local name=$1 idx=$2; shift 2
+	timeout 20 "$C" run --server 127.0.0.1:$PORT --num-clients 8 --client-index "$idx" \
+		--limit 100 --backoff-min 0.05 --backoff-max 0.2 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	CPID=$!
+}
+# hup: SIGHUP to the daemon that the timeout(1) process SPID runs.
+hup() { kill -HUP "$(pgrep -P "$SPID")"; }
+wait_for() {
+	for _ in $(seq $(($3 * 20))); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# ---- 1. keys ----
+SPUB=$("$S" keygen --out "$TMP/server.key" 2>"$TMP/keygen.err") || fail "1: server keygen"
+[[ $SPUB =~ ^fl1:[A-Za-z0-9_-]{43}$ ]] || fail "1: server public key '$SPUB'"
+[ "$(stat -c %a "$TMP/server.key")" = 600 ] || fail "1: server key mode $(stat -c %a "$TMP/server.key")"
+[ "$("$S" pubkey --key "$TMP/server.key")" = "$SPUB" ] || fail "1: server pubkey differs"
+for i in 0 1 2 3 4; do
+	P[$i]=$("$C" keygen --out "$TMP/c$i.key" 2>/dev/null) || fail "1: client keygen"
+	[ "$(stat -c %a "$TMP/c$i.key")" = 600 ] || fail "1: client key mode"
+done
+[ "$("$C" pubkey --key "$TMP/c1.key")" = "${P[1]}" ] || fail "1: client pubkey differs"
+cp "$TMP/c4.key" "$TMP/c4.bak"
+"$C" keygen --out "$TMP/c4.key" >/dev/null 2>"$TMP/over.err" && fail "1: keygen overwrote a key"
+grep -q "already exists" "$TMP/over.err" || fail "1: no reason for not overwriting"
+cmp -s "$TMP/c4.key" "$TMP/c4.bak" || fail "1: refused keygen still changed the file"
+"$S" keygen --out "$TMP/server.key" >/dev/null 2>&1 && fail "1: server keygen overwrote a key"
+NEW=$("$C" keygen --out "$TMP/c4.key" --force 2>/dev/null) || fail "1: keygen --force"
+[ "$NEW" != "${P[4]}" ] || fail "1: --force kept the old key"
+P[4]=$NEW
+chmod 644 "$TMP/c4.bak"
+"$C" pubkey --key "$TMP/c4.bak" >/dev/null 2>"$TMP/mode.err" && fail "1: a 0644 key file was accepted"
+grep -q "chmod 600" "$TMP/mode.err" || fail "1: no chmod hint for a 0644 key"
+timeout 5 "$S" run --listen 127.0.0.1:0 >/dev/null 2>"$TMP/nokey.err"; rc=$?
+[ $rc = 2 ] && grep -q "fedloha-server keygen" "$TMP/nokey.err" || fail "1: server without --key: rc $rc"
+timeout 5 "$C" run --server 127.0.0.1:1 >/dev/null 2>"$TMP/nokey.err"; rc=$?
+[ $rc = 2 ] && grep -q "fedloha-client keygen" "$TMP/nokey.err" || fail "1: client without --key: rc $rc"
+echo "ok 1: keys 0600, pubkey matches, no overwrite without --force, missing keys explained"
+
+printf '# test allow-list\n%s client-0\n' "${P[0]}" >"$TMP/allow.txt"
+SEC=(--key "$TMP/server.key" --allow "$TMP/allow.txt")
+ck() { echo --key "$TMP/c$1.key" --server-key "$SPUB"; }
+
+# ---- 2. unknown key refused; the name binds the id ----
+start_server s2 "${SEC[@]}" --min-clients 1
+client c2_unknown 1 $(ck 1) --id client-1
+[ $RC = 3 ] || fail "2: unlisted client exit $RC (expected 3)"
+grep -q "refused this client: client key ${P[1]} is not in the allow-list" "$TMP/c2_unknown.err" ||
+	fail "2: client does not say why it was refused"
+wait_for "$TMP/s2.err" "refused: client key ${P[1]} is not in the allow-list" 5 ||
+	fail "2: server does not log the refusal"
+client c2_wrongid 0 $(ck 0) --id mallory
+[ $RC = 3 ] || fail "2: listed key with another id: exit $RC (expected 3)"
+grep -q "client id 'mallory' does not match the allow-list name 'client-0'" "$TMP/c2_wrongid.err" ||
+	fail "2: no reason for the id mismatch"
+client c2_ok 0 $(ck 0)
+[ $RC = 0 ] || fail "2: listed client exit $RC"
+wait $SPID || fail "2: server exit $?"
+grep -q "channels 2 refused 2" "$TMP/s2.out" || fail "2: server totals: $(grep socket "$TMP/s2.out")"
+echo "ok 2: unknown key and wrong id refused (exit 3, both ends say why); listed client ran"
+
+# ---- 3. wrong pinned server key ----
+start_server s3 "${SEC[@]}" --min-clients 1
+client c3 0 --key "$TMP/c0.key" --server-key "${P[2]}"
+[ $RC = 3 ] || fail "3: wrong pinned key: exit $RC (expected 3)"
+grep -q "the server's key $SPUB is not the pinned key ${P[2]}" "$TMP/c3.err" ||
+	fail "3: client does not name both keys"
+wait_for "$TMP/s3.err" "closed the connection during the handshake" 5 || fail "3: server log"
+echo "ok 3: a client pinning another key refuses the server (exit 3)"
+
+# ---- 4. --insecure on one side only ----
+client c4a 0 --insecure
+[ $RC = 3 ] || fail "4: insecure client vs secure server: exit $RC"
+grep -q "requires the fedloha secure channel" "$TMP/c4a.err" || fail "4: insecure client: no reason"
+grep -q "insecure: traffic is neither encrypted nor authenticated" "$TMP/c4a.err" ||
+	fail "4: no --insecure warning"
+wait_for "$TMP/s3.err" "did not start a fedloha secure handshake" 5 || fail "4: secure server log"
+kill -TERM $SPID; wait $SPID
+start_server s4 --insecure --min-clients 1
+grep -q "insecure: traffic is neither encrypted nor authenticated" "$TMP/s4.err" ||
+	fail "4: no --insecure warning on the server"
+client c4b 0 $(ck 0)
+[ $RC = 3 ] || fail "4: secure client vs insecure server: exit $RC"
+grep -q "this server runs with --insecure" "$TMP/c4b.err" || fail "4: secure client: no reason"
+wait_for "$TMP/s4.err" "refused: this server runs with --insecure" 5 || fail "4: insecure server log"
+client c4c 0 --insecure
+[ $RC = 0 ] || fail "4: insecure pair exit $RC"
+wait $SPID || fail "4: insecure server exit $?"
+echo "ok 4: --insecure on one side fails on both ends with a reason; both --insecure works"
+
+# ---- 5. SIGHUP reload ----
+start_server s5 "${SEC[@]}" --min-clients 2
+bg_client c5_0 0 $(ck 0); c0=$CPID
+client c5_1a 1 $(ck 1)
+[ $RC = 3 ] || fail "5: unlisted client exit $RC"
+echo "fl1:not-a-key client-9" >>"$TMP/allow.txt"
+hup
+wait_for "$TMP/s5.err" "keeping the previous allow-list \(1 keys\)" 5 || fail "5: bad list not refused"
+printf '# test allow-list\n%s client-0\n%s client-1\n' "${P[0]}" "${P[1]}" >"$TMP/allow.txt"
+hup
+wait_for "$TMP/s5.err" "allow-list of 2 keys in force" 5 || fail "5: reload not logged"
+client c5_1b 1 $(ck 1)
+[ $RC = 0 ] || fail "5: newly listed client exit $RC"
+wait $c0 || fail "5: client 0 exit $?"
+wait $SPID || fail "5: server exit $?"
+grep -q "^round 1/1 selected 2 reported 2" "$TMP/s5.out" || fail "5: the round did not run"
+echo "ok 5: SIGHUP kept the old list on a bad line, then admitted client-1 without a restart"
+
+# ---- 6. enrolment, once; one live connection per key ----
+start_server s6 "${SEC[@]}" --min-clients 2 --enrol --enrol-minutes 5
+TOKEN=$(sed -n 's/^enrolment token \([A-Za-z0-9_-]*\) .*/\1/p' "$TMP/s6.out")
+[ ${#TOKEN} = 43 ] || fail "6: no enrolment token printed"
+bg_client c6_2 2 $(ck 2) --id site-2 --enrol-token "$TOKEN"; c2=$CPID
+wait_for "$TMP/c6_2.err" "secure channel up" 10 || fail "6: enrolling client not admitted"
+grep -q "^${P[2]} # enrolled" "$TMP/allow.txt" || fail "6: enrolled key not in the allow-list file"
+client c6_3 3 $(ck 3) --enrol-token "$TOKEN"
+[ $RC = 3 ] || fail "6: second use of the token: exit $RC"
+grep -q "unknown, already used or expired" "$TMP/c6_3.err" || fail "6: no reason for the used token"
+client c6_dup 5 $(ck 2) --id site-2b --max-attempts 1
+[ $RC = 1 ] || fail "6: second connection with a live key: exit $RC"
+grep -q "another connection with client key ${P[2]} is already open" "$TMP/s6.err" ||
+	fail "6: duplicate key not refused"
+client c6_0 0 $(ck 0)
+[ $RC = 0 ] || fail "6: client 0 exit $RC"
+wait $c2 || fail "6: enrolled client exit $?"
+wait $SPID || fail "6: server exit $?"
+echo "ok 6: token admitted site-2 once (key appended), reuse refused, duplicate live key refused"
+
+# ---- 7. a key removed from the allow-list loses its live connection ----
+printf '%s client-0\n' "${P[0]}" >"$TMP/allow.txt"
+start_server s7 "${SEC[@]}" --min-clients 2
+bg_client c7 0 $(ck 0); c0=$CPID
+wait_for "$TMP/s7.err" "secure channel up" 10 || fail "7: client 0 not admitted"
+printf '# nobody\n' >"$TMP/allow.txt"
+hup
+wait $c0; rc=$?
+[ $rc = 3 ] || fail "7: removed client exit $rc (expected 3)"
+grep -q "was removed from the allow-list" "$TMP/c7.err" || fail "7: client not told why"
+kill -TERM $SPID; wait $SPID
+echo "ok 7: SIGHUP with the key removed closed its live connection (client exit 3)"
+
+echo "cli_secure: all ok in $(($(date +%s) - START)) s"
