@@ -17,8 +17,8 @@
 #include "partition.h"
 #include "session.h"
 #include "transport.h"
+#include "cliopt.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -75,48 +75,29 @@ static void run_usage(FILE *f)
 
 static int rnum(const char *k, const char *v, double lo, double hi, double *out)
 {
-	char *end;
-	errno = 0;
-	double x = strtod(v, &end);
-	if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi) {
-		fprintf(stderr, "fedloha-client: --%s: expected a number in [%g, %g], got '%s'\n", k,
-			lo, hi, v);
+	char flag[64];
+	snprintf(flag, sizeof(flag), "--%s", k);
+	if (fl_cliopt_double(flag, v, lo, hi, out)) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 		return -1;
 	}
-	*out = x;
 	return 0;
 }
 
 static int rint_(const char *k, const char *v, double lo, double hi, int *out)
 {
-	double x;
-	if (rnum(k, v, lo, hi, &x))
-		return -1;
-	if (x != floor(x)) {
-		fprintf(stderr, "fedloha-client: --%s: expected an integer, got '%s'\n", k, v);
+	char flag[64];
+	snprintf(flag, sizeof(flag), "--%s", k);
+	if (fl_cliopt_int(flag, v, (long)lo, (long)hi, out)) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 		return -1;
 	}
-	*out = (int)x;
 	return 0;
 }
 
 static int split_hostport(const char *s, char *host, size_t cap, int *port)
 {
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s || (size_t)(colon - s) >= cap)
-		return -1;
-	const char *h = s;
-	size_t hl = (size_t)(colon - s);
-	if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']')
-		h++, hl -= 2;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	char *end;
-	long p = strtol(colon + 1, &end, 10);
-	if (end == colon + 1 || *end || p < 1 || p > 65535)
-		return -1;
-	*port = (int)p;
-	return 0;
+	return fl_cliopt_hostport("--server", s, 1, host, cap, port) ? -1 : 0;
 }
 
 static int parse_args(int argc, char **argv, struct run_opts *o)

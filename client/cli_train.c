@@ -10,8 +10,8 @@
 #include "optim.h"
 #include "peft_config.h"
 #include "train.h"
+#include "cliopt.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <getopt.h>
 #include <math.h>
@@ -74,29 +74,19 @@ static void option_error(const char *cmd, int ch, char **argv)
 
 static int parse_double(const char *s, const char *flag, double lo, double hi, double *out)
 {
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-		fprintf(stderr, "fedloha-client: %s: expected a number in [%g, %g], got '%s'\n", flag,
-			lo, hi, s);
+	if (fl_cliopt_double(flag, s, lo, hi, out)) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 		return -1;
 	}
-	*out = v;
 	return 0;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi) {
-		fprintf(stderr, "fedloha-client: %s: expected an integer in [%ld, %ld], got '%s'\n",
-			flag, lo, hi, s);
+	if (fl_cliopt_int(flag, s, lo, hi, out)) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 		return -1;
 	}
-	*out = (int)v;
 	return 0;
 }
 

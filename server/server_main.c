@@ -21,8 +21,8 @@
 #include "peft_config.h"
 #include "channel.h"
 #include "transport.h"
+#include "cliopt.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -118,37 +118,32 @@ static void usage(FILE *f)
 
 static int num(const char *k, const char *v, double lo, double hi, double *out)
 {
-	char *end;
-	errno = 0;
-	double x = strtod(v, &end);
-	if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi) {
-		fprintf(stderr, "fedloha-server: --%s: expected a number in [%g, %g], got '%s'\n", k,
-			lo, hi, v);
+	char flag[64];
+	snprintf(flag, sizeof(flag), "--%s", k);
+	if (fl_cliopt_double(flag, v, lo, hi, out)) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 		return -1;
 	}
-	*out = x;
-	return 0;
-}
-
-static int inum(const char *k, const char *v, double lo, double hi, int *out)
-{
-	double x;
-	if (num(k, v, lo, hi, &x))
-		return -1;
-	if (x != floor(x)) {
-		fprintf(stderr, "fedloha-server: --%s: expected an integer, got '%s'\n", k, v);
-		return -1;
-	}
-	*out = (int)x;
 	return 0;
 }
 
 static int lnum(const char *k, const char *v, double lo, double hi, long long *out)
 {
-	double x;
-	if (num(k, v, lo, hi, &x) || x != floor(x))
+	char flag[64];
+	snprintf(flag, sizeof(flag), "--%s", k);
+	if (fl_cliopt_llong(flag, v, (long long)lo, (long long)hi, out)) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 		return -1;
-	*out = (long long)x;
+	}
+	return 0;
+}
+
+static int inum(const char *k, const char *v, double lo, double hi, int *out)
+{
+	long long x;
+	if (lnum(k, v, lo, hi, &x))
+		return -1;
+	*out = (int)x;
 	return 0;
 }
 
@@ -378,21 +373,7 @@ static void print_wire_totals(struct srv_transport *t, uint64_t up, uint64_t dow
 
 static int split_listen(const char *s, char *host, size_t cap, int *port)
 {
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s || (size_t)(colon - s) >= cap)
-		return -1;
-	const char *h = s;
-	size_t hl = (size_t)(colon - s);
-	if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']')
-		h++, hl -= 2;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	char *end;
-	long p = strtol(colon + 1, &end, 10);
-	if (end == colon + 1 || *end || p < 0 || p > 65535)
-		return -1;
-	*port = (int)p;
-	return 0;
+	return fl_cliopt_hostport("--listen", s, 0, host, cap, port) ? -1 : 0;
 }
 
 static int run(struct opts *o)

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "fsutil.h"
 #include "model.h"
+#include "cliopt.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -106,29 +107,19 @@ static void usage(FILE *f)
 
 static int parse_double(const char *s, const char *flag, double lo, double hi, double *out)
 {
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
-		fprintf(stderr, PROG ": %s: expected a number in [%g, %g], got '%s'\n", flag, lo, hi,
-			s);
+	if (fl_cliopt_double(flag, s, lo, hi, out)) {
+		fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		return 1;
 	}
-	*out = v;
 	return 0;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi) {
-		fprintf(stderr, PROG ": %s: expected an integer in [%ld, %ld], got '%s'\n", flag, lo,
-			hi, s);
+	if (fl_cliopt_int(flag, s, lo, hi, out)) {
+		fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		return 1;
 	}
-	*out = (int)v;
 	return 0;
 }
 

@@ -1,0 +1,19 @@
+/* cliopt.h - checked parsing of command-line values shared by every
+ * fedloha executable: numbers within a range and HOST:PORT. Failures return
+ * FL_EINVAL with a one-line reason through fl_error_set() naming the flag
+ * ("--rounds: expected an integer in [1, 1000000], got 'x'"); the caller
+ * prints it with its program name. Nothing here prints or exits. */
+#ifndef FL_CLIOPT_H
+#define FL_CLIOPT_H
+
+#include <stddef.h>
+
+/* flag is shown as given ("--lr"). */
+int fl_cliopt_double(const char *flag, const char *v, double lo, double hi, double *out);
+int fl_cliopt_int(const char *flag, const char *v, long lo, long hi, int *out);
+int fl_cliopt_llong(const char *flag, const char *v, long long lo, long long hi, long long *out);
+/* "host:port" or "[v6]:port"; port in [min_port, 65535] (0 allows "any"). */
+int fl_cliopt_hostport(const char *flag, const char *v, int min_port, char *host, size_t cap,
+		       int *port);
+
+#endif
