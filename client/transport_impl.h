@@ -1,0 +1,81 @@
+/* transport_impl.h - internals shared by transport.c (connect, reconnect,
+ * writes, jobs, tick, signals, shutdown) and transport_read.c (the read path
+ * and the secure channel glue of the connection). Not part of the
+ * transport's API.
+ */
+#ifndef CLI_TRANSPORT_IMPL_H
+#define CLI_TRANSPORT_IMPL_H
+
+#include "channel.h"
+#include "errors.h"
+#include "rng.h"
+#include "transport.h"
+
+struct cconn {
+	uv_tcp_t tcp; /* first: the handle pointer is the conn pointer */
+	struct cli_transport *t;
+	uv_connect_t creq;
+	uv_shutdown_t sreq;
+	struct fl_frame_reader rd;
+	struct fl_channel *ch; /* from the TCP connect on */
+	size_t pending;
+	int tcp_up;     /* TCP connected; the handshake runs */
+	int connected;  /* channel established and the session told on_connect */
+	int first_seen; /* the first protocol frame was looked at */
+	uint64_t rx;    /* bytes read on this connection */
+	int closing, cut;
+};
+
+struct wreq {
+	uv_write_t req;
+	struct fl_buf *buf;
+	struct cconn *c;
+	int hs; /* written before the channel was up */
+};
+
+struct jreq {
+	uv_work_t req;
+	struct cli_transport *t;
+	struct cli_job *job;
+};
+
+struct cli_transport {
+	uv_loop_t *loop;
+	struct cli_transport_config cfg;
+	char *host;
+	struct cli_session *s;
+	uv_timer_t tick, retry;
+	uv_signal_t sig[2];
+	struct cconn *conn; /* the current connection (connecting or up), or NULL */
+	uv_getaddrinfo_t gai;
+	int resolving, started, stopping, sig_got, jobs;
+	enum cli_transport_result result;
+	int attempts; /* failed connects in a row */
+	int refused;  /* authentication failed: stop instead of reconnecting */
+	uint8_t server_pk[FL_PUBKEY_BYTES];
+	char *enrol_token;
+	struct cli_transport_stats st;
+	struct fl_rng rng;
+	char last_err[FL_ERROR_MSG_MAX];
+	char fatal[FL_ERROR_MSG_MAX + 320];
+	char rbuf[CLI_TRANSPORT_READ_BYTES];
+};
+
+/* transport.c */
+/* Bytes as they go on the socket; takes over one reference to b. */
+int cli_transport_write_raw(struct cconn *c, struct fl_buf *b);
+void cli_transport_conn_close(struct cconn *c); /* final record, flush, close */
+void cli_transport_conn_cut(struct cconn *c);   /* close now */
+void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result r, int sig);
+/* Logs the tensor name of a Chunk frame's first piece (debug_tensors). */
+void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p,
+			      size_t n);
+/* Logs the session's last error once (not again while it stays the same). */
+void cli_transport_log_session_error(struct cli_transport *t);
+
+/* transport_read.c */
+/* TCP is up: starts the channel (its first handshake message written) and
+ * the reads. FL_OK, or an error (logged); the caller cuts the connection. */
+int cli_transport_read_start(struct cconn *c);
+
+#endif
