@@ -1,6 +1,7 @@
 /* sim.c - fedloha-sim's set-up and bookkeeping: data loading and
  * partitioning, the PEFT-format model config every party builds from, the
- * engine and its model, one client session per partition entry, the rows
+ * engine and its model, one client session per partition entry, the keys
+ * of the secure channel (seeded) and their admission, the rows
  * of results (engine reports + central evaluations on copies of the
  * global model), and teardown. The transport and the loop are in
  * sim_loop.c, the worker threads in sim_pool.c, result files in
@@ -10,6 +11,7 @@
 #include "blas.h"
 #include "errors.h"
 #include "model_io.h"
+#include "rng.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -37,6 +39,7 @@ void srv_sim_config_default(struct srv_sim_config *c)
 	c->seed = 1;
 	c->threads = 1;
 	c->eval_batch = 128;
+	c->secure = 1;
 }
 
 const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size_t cap)
@@ -289,6 +292,62 @@ void sim_on_eval_done(struct sim *s, struct sim_eval *ev)
 	emit_rows(s);
 }
 
+/* ---- keys of the secure channel ---- */
+
+#define SIM_KEY_STREAM 0x53494d4b45595321ull /* "SIMKEYS!" */
+
+/* The identity of party `stream` (0 = the coordinator, i + 1 = client i),
+ * a function of the seed. */
+static int seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out)
+{
+	struct fl_rng rng;
+	uint8_t bytes[32];
+	fl_rng_seed_stream(&rng, seed ^ SIM_KEY_STREAM, stream);
+	for (int i = 0; i < 4; i++) {
+		uint64_t v = fl_rng_next(&rng);
+		for (int b = 0; b < 8; b++)
+			bytes[8 * i + b] = (uint8_t)(v >> (8 * b));
+	}
+	int err = fl_identity_from_seed(bytes, out);
+	memset(bytes, 0, sizeof(bytes));
+	return err;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, FL_PUBKEY_BYTES);
+}
+
+int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+		  char *reason, size_t reason_cap)
+{
+	const struct sim *s = ctx;
+	(void)token;
+	if (bsearch(pk, s->client_pks, (size_t)s->nclients, FL_PUBKEY_BYTES, key_cmp))
+		return 0;
+	snprintf(reason, reason_cap, "client key not in the simulation's set");
+	return 1;
+}
+
+static int setup_keys(struct sim *s)
+{
+	int err = seeded_identity(s->cfg->seed, 0, &s->coord);
+	if (err)
+		return err;
+	s->client_pks = malloc((size_t)s->nclients * FL_PUBKEY_BYTES);
+	if (!s->client_pks)
+		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	for (int i = 0; i < s->nclients; i++) {
+		struct sim_client *c = &s->clients[i];
+		if ((err = seeded_identity(s->cfg->seed, (uint64_t)i + 1, &c->key)))
+			return err;
+		memcpy(s->client_pks + (size_t)i * FL_PUBKEY_BYTES, fl_identity_pk(c->key),
+		       FL_PUBKEY_BYTES);
+	}
+	qsort(s->client_pks, (size_t)s->nclients, FL_PUBKEY_BYTES, key_cmp);
+	return FL_OK;
+}
+
 /* ---- set-up and teardown ---- */
 
 static int check_config(const struct srv_sim_config *c, const struct srv_sim_data *d)
@@ -343,6 +402,8 @@ static int setup(struct sim *s)
 		s->clients[i].index = i;
 		snprintf(s->clients[i].id, sizeof(s->clients[i].id), "client-%05d", i);
 	}
+	if (cfg->secure && (err = setup_keys(s)))
+		return err;
 
 	int selected = (int)ceil(cfg->fraction * n);
 	if (selected < 1)
@@ -419,8 +480,13 @@ static void teardown(struct sim *s)
 	if (s->pool_up)
 		sim_pool_destroy(&s->pool); /* every job has been handed back by now */
 	sim_events_free(s);
-	for (int i = 0; s->clients && i < s->nclients; i++)
+	for (int i = 0; s->clients && i < s->nclients; i++) {
 		cli_session_free(s->clients[i].s);
+		sim_conn_release(&s->clients[i]);
+		fl_identity_free(s->clients[i].key);
+	}
+	fl_identity_free(s->coord);
+	free(s->client_pks);
 	free(s->clients);
 	for (int i = 0; i < s->nevals; i++) {
 		fl_trainer_free(s->evals[i]->trainer);
@@ -476,6 +542,7 @@ int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 	if (!s.res)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
 	srv_sim_config_label(cfg, s.res->label, sizeof(s.res->label));
+	s.res->secure = cfg->secure != 0;
 	/* Jobs run on T workers: BLAS stays single-threaded inside them, which
 	 * also keeps every result bit-identical whatever T is. */
 	int blas_threads = fl_blas_get_threads();

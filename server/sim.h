@@ -14,6 +14,16 @@
  * personalised accuracy of a federated evaluation (every client evaluates
  * global + its own local tensors on its held-out samples).
  *
+ * Every virtual connection runs over the real secure channel (channel.h)
+ * unless config.secure is 0: the coordinator and every client have their
+ * own Ed25519 key (derived from the seed), the coordinator admits exactly
+ * the simulation's client keys, each client pins the coordinator's key;
+ * the handshake runs when a client connects (and reconnects), and only
+ * then do the engine and the session hear of the connection. Every frame
+ * travels as one sealed record. Frame byte counts (rows, engine totals)
+ * are the protocol's and do not change with the channel; the channel's
+ * own totals are reported separately.
+ *
  * Client dropout: a selected client vanishes, with probability p per task
  * (seeded), after receiving its task and before reporting; both ends see
  * the disconnect, and it reconnects (a new connection, Hello) once the
@@ -109,11 +119,12 @@ struct srv_sim_config {
 	int threads;                 /* worker threads (BLAS runs single-threaded inside) */
 	int eval_batch;              /* central evaluation batch */
 	const char *model_dir;       /* save the final global model there (NULL = no) */
+	int secure;                  /* every connection over the secure channel (default 1) */
 	struct srv_sim_callbacks cb;
 };
 
 /* 2nn fedpara gamma 0, 10 rounds, fraction 0.25, E 1, B 32, SGD lr 0.1, no
- * decay, no momentum, fedavg, f32, no dropout, seed 1, 1 thread. */
+ * decay, no momentum, fedavg, f32, no dropout, seed 1, 1 thread, secure. */
 void srv_sim_config_default(struct srv_sim_config *c);
 /* The label used for files and tables (c->label, else derived). */
 const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size_t cap);
@@ -127,6 +138,12 @@ struct srv_sim_result {
 	/* counted by the simulator's queues, independently of the engine */
 	uint64_t wire_up, wire_down, frames_up, frames_down;
 	uint64_t engine_up, engine_down; /* srv_engine_bytes at the end */
+	/* the secure channel's bytes written in each direction (socket
+	 * equivalent: handshake messages, records, final records; equal to the
+	 * frames in insecure mode), completed handshakes, connections made,
+	 * and channel errors (failed handshakes or records, unclean closes) */
+	uint64_t chan_up, chan_down, handshakes, connections, channel_errors;
+	int secure;
 	uint64_t vanished, client_errors;
 	double seconds;
 	float *final_params; /* the engine's parameter buffer after the last round */
@@ -158,6 +175,9 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
  * every target. */
 void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
 			 int ntargets);
+/* The secure channel's totals per result: channel bytes (incl. handshakes)
+ * next to the protocol's frame bytes, handshakes, channel errors. */
+void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n);
 /* Writes DIR/accuracy_vs_mb.gp and runs gnuplot on it to make
  * DIR/accuracy_vs_mb.png. FL_ENOTFOUND when gnuplot is not installed (the
  * script is still written), FL_EIO when it failed. */

@@ -1,14 +1,18 @@
 /* sim_impl.h - the simulator's internals shared by sim.c (set-up, data,
- * teardown), sim_loop.c (the in-memory transport and the event loop) and
- * sim_pool.c (worker threads). Not part of the API. */
+ * keys, teardown), sim_loop.c (the in-memory transport over the secure
+ * channel and the event loop) and sim_pool.c (worker threads). Not part of
+ * the API. */
 #ifndef SRV_SIM_IMPL_H
 #define SRV_SIM_IMPL_H
 
+#include "channel.h"
 #include "engine.h"
 #include "errors.h"
+#include "identity.h"
 #include "session.h"
 #include "sim.h"
 #include "train.h"
+#include "wire.h"
 
 #include <pthread.h>
 
@@ -45,9 +49,11 @@ int sim_pool_outstanding(struct sim_pool *p);
 
 /* ---- the simulation ---- */
 
+/* The wire carries channel bytes: handshake messages and records (in
+ * insecure mode the frames themselves). */
 enum sim_ev_kind {
-	SIM_EV_DOWN = 0, /* frame engine -> client */
-	SIM_EV_UP,       /* frame client -> engine */
+	SIM_EV_DOWN = 0, /* bytes coordinator -> client */
+	SIM_EV_UP,       /* bytes client -> coordinator */
 	SIM_EV_CLOSE_DOWN, /* the engine closed the conn: the client sees it after the frames */
 	SIM_EV_CLOSE_UP,   /* the client closed the conn: the engine sees it after the frames */
 };
@@ -76,6 +82,11 @@ struct sim_client {
 	int errors;           /* consecutive session errors */
 	int retired;          /* too many errors: never reconnected */
 	struct sim_task task;
+	/* the secure channel of the current connection, both ends */
+	struct fl_identity *key;       /* the client's long-term key (secure mode) */
+	struct fl_channel *cch, *sch;  /* client end, coordinator end */
+	struct fl_frame_reader crd, srd; /* plaintext -> frames at each end */
+	int cli_up, srv_up; /* that end's channel is established (session / engine told) */
 };
 
 /* A copy of the global model evaluated on the test set after a round. */
@@ -105,6 +116,8 @@ struct sim {
 
 	struct sim_client *clients;
 	int nclients;
+	struct fl_identity *coord; /* the coordinator's key (secure mode) */
+	uint8_t *client_pks;       /* the admitted client keys, sorted (secure mode) */
 	uint64_t next_conn;
 	uint64_t now; /* virtual ms */
 
@@ -131,9 +144,14 @@ void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_i
  * failed / stalled (an error with a message). */
 int sim_loop_run(struct sim *s);
 void sim_events_free(struct sim *s);
+/* Frees c's channels and frame readers. */
+void sim_conn_release(struct sim_client *c);
 double sim_wall_seconds(void);
 
 /* sim.c */
+/* The coordinator's channel authoriser: admits the simulation's client keys. */
+int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+		  char *reason, size_t reason_cap);
 /* The round's report arrived (from the engine's on_round). */
 void sim_on_report(struct sim *s, const struct srv_round_report *r);
 /* A central evaluation finished (on the loop thread). */

@@ -1,13 +1,17 @@
-/* sim_loop.c - the simulator's in-memory transport and event loop. The
- * engine's and the sessions' io callbacks append whole frames to one FIFO
- * (the "wire"); the loop delivers them one at a time by feeding the payload
- * (the bytes after the 4-byte length) to srv_engine_on_frame or
- * cli_session_on_frame, so nothing re-enters the engine or a session.
+/* sim_loop.c - the simulator's in-memory transport and event loop. Every
+ * connection has a client end and a coordinator end of the secure channel
+ * (channel.h; pass-through when the configuration is insecure); the bytes
+ * they write (handshake messages, records) go into one FIFO (the "wire"),
+ * and the loop delivers them one event at a time through fl_channel_recv
+ * and a frame reader to srv_engine_on_frame or cli_session_on_frame, so
+ * nothing re-enters the engine or a session. The engine and a session hear
+ * of a connection only once their end of the channel is established.
  * Training and evaluation jobs go to the worker pool; finished client jobs
  * are handed back in submission order, so the sequence of events the
  * engine sees does not depend on thread timing. When nothing is queued or
- * running, vanished clients reconnect, and otherwise virtual time jumps to
- * the engine's next deadline. No model or result bookkeeping here (sim.c).
+ * running, vanished clients reconnect (a new channel and handshake), and
+ * otherwise virtual time jumps to the engine's next deadline. No model,
+ * key or result bookkeeping here (sim.c).
  */
 #include "sim_impl.h"
 
@@ -24,12 +28,21 @@
 #define SIM_TAG_TASK ((3u << 3) | 2u)
 #define SIM_TAG_EVAL_TASK ((6u << 3) | 2u)
 #define SIM_DROP_STREAM 0x53494d44524f5050ull /* "SIMDROPP" */
+#define SIM_MAX_FRAME FL_WIRE_MAX_FRAME_DEFAULT /* the engine's and the sessions' */
 
 double sim_wall_seconds(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void loop_fail(struct sim *s, const char *what, const char *detail)
+{
+	if (s->failed)
+		return;
+	s->failed = 1;
+	snprintf(s->why, sizeof(s->why), "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
 }
 
 static struct sim_client *client_by_conn(struct sim *s, uint64_t conn)
@@ -47,10 +60,7 @@ static int push(struct sim *s, enum sim_ev_kind kind, int client, uint64_t conn,
 	struct sim_ev *ev = malloc(sizeof(*ev));
 	if (!ev) {
 		fl_buf_unref(buf);
-		if (!s->failed) {
-			s->failed = 1;
-			snprintf(s->why, sizeof(s->why), "out of memory queueing a frame");
-		}
+		loop_fail(s, "out of memory queueing a frame", NULL);
 		return -1;
 	}
 	*ev = (struct sim_ev){.kind = kind, .client = client, .conn = conn, .buf = buf};
@@ -60,6 +70,17 @@ static int push(struct sim *s, enum sim_ev_kind kind, int client, uint64_t conn,
 		s->head = ev;
 	s->tail = ev;
 	return 0;
+}
+
+/* Channel bytes onto the wire (counted as written, like a socket's). */
+static int push_bytes(struct sim *s, enum sim_ev_kind kind, struct sim_client *c, uint64_t conn,
+		      struct fl_buf *buf)
+{
+	if (kind == SIM_EV_UP)
+		s->res->chan_up += buf->len;
+	else
+		s->res->chan_down += buf->len;
+	return push(s, kind, c->index, conn, buf);
 }
 
 void sim_events_free(struct sim *s)
@@ -73,13 +94,47 @@ void sim_events_free(struct sim *s)
 	s->tail = NULL;
 }
 
+void sim_conn_release(struct sim_client *c)
+{
+	fl_channel_free(c->cch);
+	fl_channel_free(c->sch);
+	c->cch = c->sch = NULL;
+	fl_frame_reader_free(&c->crd);
+	fl_frame_reader_free(&c->srd);
+	c->cli_up = c->srv_up = 0;
+}
+
+/* A fresh pair of channel ends for a new connection. */
+static int conn_channels(struct sim *s, struct sim_client *c)
+{
+	sim_conn_release(c);
+	fl_frame_reader_init(&c->crd, SIM_MAX_FRAME);
+	fl_frame_reader_init(&c->srd, SIM_MAX_FRAME);
+	struct fl_channel_config cc, sc;
+	memset(&cc, 0, sizeof(cc));
+	memset(&sc, 0, sizeof(sc));
+	cc.insecure = sc.insecure = !s->cfg->secure;
+	sc.is_server = 1;
+	if (s->cfg->secure) {
+		cc.self = c->key;
+		cc.pinned_server_pk = fl_identity_pk(s->coord);
+		sc.self = s->coord;
+		sc.authorize = sim_authorize;
+		sc.auth_ctx = s;
+	}
+	int err = fl_channel_new(&cc, &c->cch);
+	if (!err)
+		err = fl_channel_new(&sc, &c->sch);
+	return err;
+}
+
 /* ---- the engine's io ---- */
 
 static int eng_send(void *ctx, uint64_t conn, struct fl_buf *frame)
 {
 	struct sim *s = ctx;
 	struct sim_client *c = client_by_conn(s, conn);
-	if (!c || c->engine_closed) {
+	if (!c || c->engine_closed || !c->srv_up) {
 		fl_buf_unref(frame);
 		return -1;
 	}
@@ -87,7 +142,14 @@ static int eng_send(void *ctx, uint64_t conn, struct fl_buf *frame)
 	s->res->frames_down++;
 	if (s->cfg->cb.on_frame)
 		s->cfg->cb.on_frame(s->cfg->cb.ctx, 0, frame->data, frame->len);
-	return push(s, SIM_EV_DOWN, c->index, conn, frame);
+	struct fl_buf *rec = NULL;
+	int err = fl_channel_seal_buf(c->sch, frame, &rec);
+	fl_buf_unref(frame);
+	if (err) {
+		loop_fail(s, "sealing a frame to the client", fl_error_msg());
+		return -1;
+	}
+	return push_bytes(s, SIM_EV_DOWN, c, conn, rec);
 }
 
 static void eng_close(void *ctx, uint64_t conn)
@@ -97,6 +159,9 @@ static void eng_close(void *ctx, uint64_t conn)
 	if (!c || c->engine_closed)
 		return;
 	c->engine_closed = 1;
+	struct fl_buf *fin = NULL;
+	if (fl_channel_close(c->sch, &fin) == FL_OK && fin)
+		push_bytes(s, SIM_EV_DOWN, c, conn, fin);
 	push(s, SIM_EV_CLOSE_DOWN, c->index, conn, NULL);
 }
 
@@ -110,18 +175,29 @@ static void eng_on_round(void *ctx, const struct srv_round_report *r)
 static int cli_send(void *ctx, struct fl_buf *frame)
 {
 	struct sim_client *c = ctx;
-	if (!c->conn) {
+	if (!c->conn || !c->cli_up) {
 		fl_buf_unref(frame);
 		return -1;
 	}
-	return push(c->sim, SIM_EV_UP, c->index, c->conn, frame);
+	struct fl_buf *rec = NULL;
+	int err = fl_channel_seal_buf(c->cch, frame, &rec);
+	fl_buf_unref(frame);
+	if (err) {
+		loop_fail(c->sim, "sealing a frame to the coordinator", fl_error_msg());
+		return -1;
+	}
+	return push_bytes(c->sim, SIM_EV_UP, c, c->conn, rec);
 }
 
 static void cli_close(void *ctx)
 {
 	struct sim_client *c = ctx;
-	if (c->conn)
-		push(c->sim, SIM_EV_CLOSE_UP, c->index, c->conn, NULL);
+	if (!c->conn)
+		return;
+	struct fl_buf *fin = NULL;
+	if (c->cli_up && fl_channel_close(c->cch, &fin) == FL_OK && fin)
+		push_bytes(c->sim, SIM_EV_UP, c, c->conn, fin);
+	push(c->sim, SIM_EV_CLOSE_UP, c->index, c->conn, NULL);
 }
 
 static void client_task_run(struct sim_task *t)
@@ -160,31 +236,68 @@ void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_i
 				   (uint64_t)i);
 }
 
-/* ---- delivery ---- */
+/* ---- connections ---- */
+
+/* Each end hears of the connection once its channel is up (at once in
+ * insecure mode): the engine first, then the session (which sends Hello). */
+static void conn_check_up(struct sim *s, struct sim_client *c)
+{
+	uint64_t conn = c->conn;
+	if (conn && !c->srv_up && !c->engine_closed && fl_channel_established(c->sch)) {
+		c->srv_up = 1;
+		if (s->cfg->secure)
+			s->res->handshakes++;
+		srv_engine_on_connect(s->engine, conn, s->now);
+	}
+	if (c->conn == conn && conn && !c->cli_up && fl_channel_established(c->cch)) {
+		c->cli_up = 1;
+		cli_session_on_connect(c->s, s->now);
+	}
+}
 
 static void client_connect(struct sim *s, struct sim_client *c)
 {
 	c->conn = s->next_conn++;
 	c->engine_closed = 0;
 	c->last_task_eval = 0;
-	srv_engine_on_connect(s->engine, c->conn, s->now);
-	cli_session_on_connect(c->s, s->now);
+	s->res->connections++;
+	if (conn_channels(s, c)) {
+		loop_fail(s, "secure channel", fl_error_msg());
+		return;
+	}
+	struct fl_buf *out = NULL;
+	if (fl_channel_start(c->cch, &out) != FL_OK) {
+		loop_fail(s, "secure channel (client)", fl_error_msg());
+		return;
+	}
+	if (out)
+		push_bytes(s, SIM_EV_UP, c, c->conn, out);
+	out = NULL;
+	if (fl_channel_start(c->sch, &out) != FL_OK) {
+		loop_fail(s, "secure channel (coordinator)", fl_error_msg());
+		return;
+	}
+	if (out)
+		push_bytes(s, SIM_EV_DOWN, c, c->conn, out);
+	conn_check_up(s, c);
 }
 
-/* Both ends see the connection go (the engine first, then the session). */
+/* Both ends see the connection go (the engine first, then the session);
+ * an end that never heard of it is not told. */
 static void client_drop(struct sim *s, struct sim_client *c)
 {
 	uint64_t conn = c->conn;
 	c->conn = 0; /* the engine's close callback for conn is then ignored */
-	if (!c->engine_closed)
+	if (c->srv_up && !c->engine_closed)
 		srv_engine_on_disconnect(s->engine, conn, s->now);
-	cli_session_on_disconnect(c->s);
+	if (c->cli_up)
+		cli_session_on_disconnect(c->s);
 }
 
 static void client_error(struct sim *s, struct sim_client *c, const char *msg)
 {
 	s->res->client_errors++;
-	snprintf(s->res->last_client_error, sizeof(s->res->last_client_error), "%s: %s", c->id,
+	snprintf(s->res->last_client_error, sizeof(s->res->last_client_error), "%s: %.220s", c->id,
 		 msg);
 	if (++c->errors >= SIM_CLIENT_ERRORS_MAX)
 		c->retired = 1;
@@ -202,42 +315,131 @@ static void client_vanish(struct sim *s, struct sim_client *c)
 	cli_session_on_job_done(c->s, job);
 }
 
+/* The coordinator's end failed (a bad record, a refused handshake, an
+ * oversize frame): it closes the connection, without a final record. */
+static void coord_cut(struct sim *s, struct sim_client *c, const char *msg)
+{
+	char what[FL_ERROR_MSG_MAX + 32];
+	snprintf(what, sizeof(what), "coordinator: %s", msg);
+	client_error(s, c, what);
+	if (c->srv_up)
+		srv_engine_on_disconnect(s->engine, c->conn, s->now);
+	c->engine_closed = 1;
+	push(s, SIM_EV_CLOSE_DOWN, c->index, c->conn, NULL);
+}
+
+/* ---- delivery ---- */
+
+/* A frame at the client's end. Non-zero stops the reader: the connection
+ * went away during the call. */
+static int cli_frame(void *ctx, const uint8_t *payload, size_t len)
+{
+	struct sim_client *c = ctx;
+	struct sim *s = c->sim;
+	uint64_t conn = c->conn;
+	if (len && payload[0] == SIM_TAG_TASK)
+		c->last_task_eval = 0;
+	else if (len && payload[0] == SIM_TAG_EVAL_TASK)
+		c->last_task_eval = 1;
+	int err = cli_session_on_frame(c->s, payload, len, s->now);
+	if (err != FL_OK) {
+		client_error(s, c, fl_error_msg());
+		client_drop(s, c);
+	} else if (c->vanish) {
+		client_vanish(s, c);
+	}
+	return c->conn == conn ? 0 : 1;
+}
+
+static int cli_plain(void *ctx, const uint8_t *plain, size_t n)
+{
+	struct sim_client *c = ctx;
+	return fl_frame_reader_feed(&c->crd, plain, n, cli_frame, c);
+}
+
+/* A frame at the coordinator's end; non-zero once the engine closed. */
+static int srv_frame(void *ctx, const uint8_t *payload, size_t len)
+{
+	struct sim_client *c = ctx;
+	srv_engine_on_frame(c->sim->engine, c->conn, payload, len, c->sim->now);
+	return c->engine_closed ? 1 : 0;
+}
+
+/* A record's plaintext (one whole frame) at the coordinator's end. */
+static int srv_plain(void *ctx, const uint8_t *plain, size_t n)
+{
+	struct sim_client *c = ctx;
+	struct sim *s = c->sim;
+	if (c->engine_closed)
+		return 1;
+	s->res->wire_up += n;
+	s->res->frames_up++;
+	if (s->cfg->cb.on_frame)
+		s->cfg->cb.on_frame(s->cfg->cb.ctx, 1, plain, n);
+	return fl_frame_reader_feed(&c->srd, plain, n, srv_frame, c);
+}
+
+static void deliver_down(struct sim *s, struct sim_client *c, struct sim_ev *ev)
+{
+	struct fl_buf *reply = NULL;
+	int rc = fl_channel_recv(c->cch, ev->buf->data, ev->buf->len, cli_plain, c, &reply);
+	if (c->conn != ev->conn) { /* dropped or vanished during the delivery */
+		fl_buf_unref(reply);
+		return;
+	}
+	if (reply)
+		push_bytes(s, SIM_EV_UP, c, c->conn, reply);
+	if (rc != FL_OK) {
+		char msg[FL_ERROR_MSG_MAX];
+		snprintf(msg, sizeof(msg), "%s", fl_error_msg());
+		s->res->channel_errors++;
+		client_error(s, c, msg);
+		client_drop(s, c);
+		return;
+	}
+	conn_check_up(s, c);
+}
+
+static void deliver_up(struct sim *s, struct sim_client *c, struct sim_ev *ev)
+{
+	if (c->engine_closed)
+		return; /* the coordinator forgot this connection */
+	struct fl_buf *reply = NULL;
+	int rc = fl_channel_recv(c->sch, ev->buf->data, ev->buf->len, srv_plain, c, &reply);
+	if (reply)
+		push_bytes(s, SIM_EV_DOWN, c, ev->conn, reply);
+	if (c->engine_closed || c->conn != ev->conn)
+		return;
+	if (rc != FL_OK) {
+		coord_cut(s, c, fl_error_msg());
+		return;
+	}
+	conn_check_up(s, c);
+}
+
 static void deliver(struct sim *s, struct sim_ev *ev)
 {
 	struct sim_client *c = &s->clients[ev->client];
-	const uint8_t *payload = ev->buf ? ev->buf->data + FL_WIRE_FRAME_HEADER_BYTES : NULL;
-	size_t len = ev->buf ? ev->buf->len - FL_WIRE_FRAME_HEADER_BYTES : 0;
 	if (c->conn != ev->conn)
-		return; /* a frame or close of an earlier connection */
+		return; /* bytes or a close of an earlier connection */
 	switch (ev->kind) {
-	case SIM_EV_DOWN: {
-		if (len && payload[0] == SIM_TAG_TASK)
-			c->last_task_eval = 0;
-		else if (len && payload[0] == SIM_TAG_EVAL_TASK)
-			c->last_task_eval = 1;
-		int err = cli_session_on_frame(c->s, payload, len, s->now);
-		if (err != FL_OK) {
-			client_error(s, c, fl_error_msg());
-			client_drop(s, c);
-		} else if (c->vanish) {
-			client_vanish(s, c);
-		}
+	case SIM_EV_DOWN:
+		deliver_down(s, c, ev);
 		break;
-	}
 	case SIM_EV_UP:
-		if (c->engine_closed)
-			return; /* the engine forgot this connection */
-		s->res->wire_up += ev->buf->len;
-		s->res->frames_up++;
-		if (s->cfg->cb.on_frame)
-			s->cfg->cb.on_frame(s->cfg->cb.ctx, 1, ev->buf->data, ev->buf->len);
-		srv_engine_on_frame(s->engine, ev->conn, payload, len, s->now);
+		deliver_up(s, c, ev);
 		break;
 	case SIM_EV_CLOSE_DOWN:
 		c->conn = 0;
-		cli_session_on_disconnect(c->s);
+		if (c->cli_up) {
+			if (fl_channel_eof(c->cch) != FL_OK)
+				s->res->channel_errors++;
+			cli_session_on_disconnect(c->s);
+		}
 		break;
 	case SIM_EV_CLOSE_UP:
+		if (!c->engine_closed && fl_channel_eof(c->sch) != FL_OK)
+			s->res->channel_errors++;
 		client_drop(s, c);
 		break;
 	}

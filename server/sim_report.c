@@ -1,8 +1,9 @@
 /* sim_report.c - what fedloha-sim leaves behind: a per-round CSV and a JSON
  * summary per configuration, the comparison table (accuracy, rounds and
  * MB to a target accuracy, reduction versus dense, at several targets) and
- * a gnuplot script + PNG of accuracy versus cumulative MB. MB = 10^6 bytes
- * of whole frames, upload + download. Runs no simulation. */
+ * a gnuplot script + PNG of accuracy versus cumulative MB, and the secure
+ * channel's byte totals. MB = 10^6 bytes of whole frames, upload +
+ * download (the channel's bytes are reported apart). Runs no simulation. */
 #include "sim.h"
 
 #include "errors.h"
@@ -140,6 +141,7 @@ static json_t *config_json(const struct srv_sim_config *c)
 	json_object_set_new(o, "dropout", json_real(c->dropout));
 	json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
 	json_object_set_new(o, "threads", json_integer(c->threads));
+	json_object_set_new(o, "secure", json_boolean(c->secure));
 	return o;
 }
 
@@ -159,6 +161,12 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 	json_object_set_new(o, "bytes_down", json_integer((json_int_t)r->engine_down));
 	json_object_set_new(o, "frames_up", json_integer((json_int_t)r->frames_up));
 	json_object_set_new(o, "frames_down", json_integer((json_int_t)r->frames_down));
+	json_object_set_new(o, "secure", json_boolean(r->secure));
+	json_object_set_new(o, "channel_bytes_up", json_integer((json_int_t)r->chan_up));
+	json_object_set_new(o, "channel_bytes_down", json_integer((json_int_t)r->chan_down));
+	json_object_set_new(o, "handshakes", json_integer((json_int_t)r->handshakes));
+	json_object_set_new(o, "connections", json_integer((json_int_t)r->connections));
+	json_object_set_new(o, "channel_errors", json_integer((json_int_t)r->channel_errors));
 	json_object_set_new(o, "vanished", json_integer((json_int_t)r->vanished));
 	json_object_set_new(o, "client_errors", json_integer((json_int_t)r->client_errors));
 	json_object_set_new(o, "seconds", json_real(r->seconds));
@@ -218,6 +226,24 @@ static void fmt_factor(char *buf, size_t cap, const struct srv_sim_result *dense
 		snprintf(buf, cap, "-");
 	else
 		snprintf(buf, cap, "%.2fx", (double)bd / (double)b);
+}
+
+void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n)
+{
+	if (n < 1)
+		return;
+	fprintf(f, "\nchannel bytes (socket equivalent: %s, up + down) vs protocol frames\n",
+		r[0]->secure ? "secure channel records and handshakes"
+			     : "--insecure, no channel: the frames themselves");
+	fprintf(f, "%-16s %12s %12s %9s %10s %8s\n", "configuration", "channel MB", "frame MB",
+		"overhead", "handshakes", "errors");
+	for (int i = 0; i < n; i++) {
+		const struct srv_sim_result *x = r[i];
+		uint64_t ch = x->chan_up + x->chan_down, fr = x->engine_up + x->engine_down;
+		fprintf(f, "%-16s %12.3f %12.3f %8.3f%% %10llu %8llu\n", x->label, (double)ch / MB,
+			(double)fr / MB, fr ? 100.0 * ((double)ch - (double)fr) / (double)fr : 0.0,
+			(unsigned long long)x->handshakes, (unsigned long long)x->channel_errors);
+	}
 }
 
 void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,

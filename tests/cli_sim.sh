@@ -2,7 +2,9 @@
 # cli_sim.sh - the real fedloha-sim binary: help, usage errors (exit 2, one
 # clear line then "try --help"), a missing data folder (exit 1), and a tiny
 # comparison on the mnist-tiny fixture: exit 0, the table on stdout, the
-# progress lines on stderr, the CSV / JSON / table / plot script written.
+# progress lines on stderr, the CSV / JSON / table / plot script written;
+# the secure channel by default (its byte totals printed once and in the
+# JSON) and --insecure giving the same results and frame bytes.
 set -u
 BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
@@ -32,6 +34,7 @@ expect 0 "$BIN" --help
 contains "$TMP/out" "usage: fedloha-sim"
 contains "$TMP/out" "--compare"
 contains "$TMP/out" "target accuracy fixed in advance"
+contains "$TMP/out" "--insecure"
 
 for args in "--rounds 0" "--rounds x" "--model resnet" "--param dens" "--partition zipf" \
 	"--dtype f64" "--strategy sgd" "--fraction 2" "--dropout 1" "--bogus" "--compare dense,dense" \
@@ -72,6 +75,33 @@ if command -v gnuplot >/dev/null; then
 	[ -s "$OUT/accuracy_vs_mb.png" ] || fail "no plot"
 	contains "$TMP/out" "plot: $OUT/accuracy_vs_mb.png"
 fi
+
+# the secure channel by default: totals once at the end, in the JSON too
+contains "$TMP/out" "secure channel"
+contains "$TMP/out" "channel bytes (socket equivalent"
+[ "$(grep -c 'channel bytes' "$TMP/out")" -eq 1 ] || fail "channel totals printed more than once"
+python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['secure'] is True and d['config']['secure'] is True, 'not secure'
+assert d['channel_bytes_up'] > d['bytes_up'] and d['channel_bytes_down'] > d['bytes_down'], 'bytes'
+assert d['handshakes'] == d['connections'] == 2 and d['channel_errors'] == 0, 'handshakes'
+" "$OUT/fedpara.json" || fail "fedpara.json: secure channel totals"
+
+# --insecure: no channel, the same model results and frame bytes
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
+	--rounds 2 --epochs 1 --batch 4 --param fedpara --threads 2 --target 50 --insecure \
+	--quiet --out "$TMP/res-insecure"
+contains "$TMP/out" "--insecure (no channel)"
+python3 -c "
+import json, sys
+s = json.load(open(sys.argv[1])); p = json.load(open(sys.argv[2]))
+assert p['secure'] is False and p['handshakes'] == 0, 'insecure flags'
+for k in ('bytes_up', 'bytes_down', 'frames_up', 'frames_down', 'final_accuracy'):
+    assert s[k] == p[k], k
+assert [r['accuracy'] for r in s['rounds']] == [r['accuracy'] for r in p['rounds']], 'rows'
+assert p['channel_bytes_down'] == p['bytes_down'], 'insecure channel bytes'
+" "$OUT/fedpara.json" "$TMP/res-insecure/fedpara.json" || fail "--insecure differs from secure"
 
 # int8 sends about a quarter of f32's tensor bytes
 up_f32=$(python3 -c "import json; print(json.load(open('$OUT/fedpara.json'))['bytes_up'])")

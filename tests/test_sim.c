@@ -5,13 +5,19 @@
  * the in-memory wire and with the tensor sizes; the CSV and JSON files
  * parse and hold the rows; the same seed gives bit-identical models and
  * CSVs with 1 and 2 threads (also with client dropout); dropout exercises
- * the quorum; pfedpara never puts a hada_w2 tensor on the wire and reports
+ * the quorum; every connection runs over the secure channel by default
+ * (channel bytes above frame bytes by the record overhead, one handshake
+ * per connection, no channel errors) and a secure and an insecure run
+ * give bit-identical models and identical frame byte counts (also with
+ * dropout and reconnections); pfedpara never puts a hada_w2 tensor on the wire and reports
  * the federated (personalised) accuracy; bad configurations are refused;
  * the target / reduction arithmetic of the table. */
+#include "channel.h"
 #include "errors.h"
 #include "fsutil.h"
 #include "rng.h"
 #include "sim.h"
+#include "sim_impl.h"
 #include "testutil.h"
 #include "wire.h"
 
@@ -185,6 +191,19 @@ static void test_run_bytes_files(void)
 	FL_CHECK(r->frames_up == w.frames_up && r->frames_down == w.frames_down);
 	FL_CHECK(r->engine_up == w.up);
 	FL_CHECK(r->engine_down == w.down);
+	/* the secure channel: one handshake per connection (4, no dropout),
+	 * every frame one record (4-byte length + frame + tag), plus at most
+	 * the handshake messages and a final record per connection */
+	FL_CHECK(r->secure == 1);
+	FL_CHECK(r->connections == 4 && r->handshakes == 4);
+	FL_CHECK(r->channel_errors == 0);
+	FL_CHECK(r->chan_up > r->wire_up && r->chan_down > r->wire_down);
+	uint64_t rec = 4 + FL_CHANNEL_RECORD_OVERHEAD;
+	uint64_t slack = r->connections * (2 * (4 + FL_CHANNEL_HANDSHAKE_MAX) + rec);
+	FL_CHECK(r->chan_down >= r->wire_down + rec * r->frames_down);
+	FL_CHECK(r->chan_down <= r->wire_down + rec * r->frames_down + slack);
+	FL_CHECK(r->chan_up >= r->wire_up + rec * r->frames_up);
+	FL_CHECK(r->chan_up <= r->wire_up + rec * r->frames_up + slack);
 	uint64_t up = 0, down = 0;
 	size_t tensor_bytes = r->global_floats * 4; /* f32 */
 	for (size_t i = 0; i < r->nrows; i++) {
@@ -257,6 +276,13 @@ static void test_run_bytes_files(void)
 		FL_CHECK(json_is_null(json_object_get(t1, "round")));
 		FL_CHECK(!strcmp(json_string_value(json_object_get(
 					 json_object_get(root, "config"), "param")), "fedpara"));
+		FL_CHECK(json_is_true(json_object_get(root, "secure")));
+		FL_CHECK(json_is_true(json_object_get(json_object_get(root, "config"), "secure")));
+		FL_CHECK(json_integer_value(json_object_get(root, "channel_bytes_up")) ==
+			 (json_int_t)r->chan_up);
+		FL_CHECK(json_integer_value(json_object_get(root, "channel_bytes_down")) ==
+			 (json_int_t)r->chan_down);
+		FL_CHECK(json_integer_value(json_object_get(root, "handshakes")) == 4);
 		json_decref(root);
 	}
 	srv_sim_result_free(r);
@@ -291,6 +317,8 @@ static void check_same(const struct srv_sim_config *base, const struct srv_sim_d
 	FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
 	FL_CHECK(r[0]->engine_up == r[1]->engine_up && r[0]->engine_down == r[1]->engine_down);
 	FL_CHECK(r[0]->vanished == r[1]->vanished);
+	FL_CHECK(r[0]->chan_up == r[1]->chan_up && r[0]->chan_down == r[1]->chan_down);
+	FL_CHECK(r[0]->handshakes == r[1]->handshakes && r[0]->channel_errors == 0);
 out:
 	for (int i = 0; i < 2; i++) {
 		srv_sim_result_free(r[i]);
@@ -310,6 +338,94 @@ static void test_determinism(void)
 	c.rounds = 4;
 	check_same(&c, d, "sim-det-drop");
 	srv_sim_data_free(d);
+}
+
+/* The channel adds bytes only: a secure and an insecure run agree on the
+ * model, every row and every protocol byte count. */
+static void check_secure_insecure(const struct srv_sim_config *base, const struct srv_sim_data *d,
+				  const char *tag)
+{
+	struct srv_sim_result *r[2] = {NULL, NULL};
+	char *csv[2] = {NULL, NULL};
+	const char *dir = fl_test_tmpdir(tag);
+	for (int i = 0; i < 2; i++) {
+		struct srv_sim_config c = *base;
+		c.secure = i == 0;
+		int err = srv_sim_run(&c, d, &r[i]);
+		FL_CHECK_MSG(err == FL_OK, "%s run: %s", i ? "insecure" : "secure", fl_error_msg());
+		if (err)
+			goto out;
+		char path[600];
+		snprintf(path, sizeof(path), "%s/run%d.csv", dir, i);
+		FL_CHECK(srv_sim_write_csv(r[i], path) == FL_OK);
+		char *text = read_text(path);
+		csv[i] = text ? strip_seconds(text) : NULL;
+		free(text);
+	}
+	const struct srv_sim_result *s = r[0], *p = r[1];
+	FL_CHECK(s->secure == 1 && p->secure == 0);
+	FL_CHECK(s->n_final_params == p->n_final_params);
+	FL_CHECK_MSG(!memcmp(s->final_params, p->final_params, s->n_final_params * sizeof(float)),
+		     "%s: final models differ between secure and insecure", tag);
+	FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
+	FL_CHECK(s->engine_up == p->engine_up && s->engine_down == p->engine_down);
+	FL_CHECK(s->wire_up == p->wire_up && s->wire_down == p->wire_down);
+	FL_CHECK(s->frames_up == p->frames_up && s->frames_down == p->frames_down);
+	FL_CHECK(s->vanished == p->vanished && s->connections == p->connections);
+	FL_CHECK(s->client_errors == 0 && p->client_errors == 0);
+	/* secure: a handshake per connection, more bytes; insecure: the frames */
+	FL_CHECK(s->handshakes == s->connections && s->channel_errors == 0);
+	FL_CHECK(s->chan_up > s->wire_up && s->chan_down > s->wire_down);
+	FL_CHECK(p->handshakes == 0 && p->channel_errors == 0);
+	FL_CHECK(p->chan_down == p->wire_down && p->chan_up >= p->wire_up);
+out:
+	for (int i = 0; i < 2; i++) {
+		srv_sim_result_free(r[i]);
+		free(csv[i]);
+	}
+}
+
+static void test_secure_insecure(void)
+{
+	struct srv_sim_data *d = small_data(4, 0.0);
+	struct srv_sim_config c;
+	small_config(&c);
+	FL_CHECK(c.secure == 1); /* the default */
+	check_secure_insecure(&c, d, "sim-sec");
+	/* dropout: vanished clients reconnect with a new handshake */
+	c.param = FL_PEFT_PARAM_DENSE;
+	c.dropout = 0.3;
+	c.fraction = 1.0;
+	c.rounds = 4;
+	check_secure_insecure(&c, d, "sim-sec-drop");
+	struct srv_sim_result *r = NULL;
+	FL_CHECK(srv_sim_run(&c, d, &r) == FL_OK);
+	if (r) {
+		/* a client vanished in the last round need not come back */
+		FL_CHECK_MSG(r->vanished > 0 && r->connections > 4 &&
+				     r->connections <= 4 + r->vanished,
+			     "vanished %llu, connections %llu", (unsigned long long)r->vanished,
+			     (unsigned long long)r->connections);
+		FL_CHECK(r->handshakes == r->connections);
+	}
+	srv_sim_result_free(r);
+	srv_sim_data_free(d);
+}
+
+/* The coordinator's admission: the simulation's client keys only. */
+static void test_authorize(void)
+{
+	uint8_t keys[3 * FL_PUBKEY_BYTES], other[FL_PUBKEY_BYTES];
+	for (int i = 0; i < 3 * FL_PUBKEY_BYTES; i++)
+		keys[i] = (uint8_t)(16 * (i / FL_PUBKEY_BYTES) + i % 7); /* sorted by first byte */
+	memset(other, 0x55, sizeof(other));
+	struct sim s = {.client_pks = keys, .nclients = 3};
+	char reason[FL_CHANNEL_REASON_MAX] = "";
+	for (int i = 0; i < 3; i++)
+		FL_CHECK(sim_authorize(&s, keys + i * FL_PUBKEY_BYTES, NULL, reason,
+				       sizeof(reason)) == 0);
+	FL_CHECK(sim_authorize(&s, other, NULL, reason, sizeof(reason)) != 0);
+	FL_CHECK(strstr(reason, "not in the simulation's set") != NULL);
 }
 
 static void test_dropout_quorum(void)
@@ -446,6 +562,8 @@ int main(void)
 {
 	FL_RUN(test_run_bytes_files);
 	FL_RUN(test_determinism);
+	FL_RUN(test_secure_insecure);
+	FL_RUN(test_authorize);
 	FL_RUN(test_dropout_quorum);
 	FL_RUN(test_pfedpara_wire);
 	FL_RUN(test_bad_config);
