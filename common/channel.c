@@ -1,8 +1,8 @@
 /* channel.c - the secure channel's public API: configuration, framing of
- * incoming bytes (handshake messages, then records), the record layer
- * (crypto_secretstream_xchacha20poly1305, one stream per direction), orderly
- * close, truncation detection and the insecure pass-through. The handshake
- * messages themselves are in handshake.c. No sockets, no event loop. */
+ * incoming bytes (handshake messages, then records), orderly close,
+ * truncation detection and the insecure pass-through. The handshake
+ * messages are in handshake.c, the two record layers (AES-256-GCM and
+ * XChaCha20 secretstream) in channel_record.c. No sockets, no event loop. */
 #include "channel_impl.h"
 
 #include "errors.h"
@@ -12,13 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SS_HEADER_BYTES crypto_secretstream_xchacha20poly1305_HEADERBYTES
-#define SS_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
-#define MAX_RECORD_LIMIT ((size_t)UINT32_MAX - SS_ABYTES)
+#define MAX_RECORD_LIMIT ((size_t)UINT32_MAX - FL_CHANNEL_RECORD_OVERHEAD)
 
-_Static_assert(FL_CHANNEL_RECORD_OVERHEAD == SS_ABYTES, "record overhead");
-
-static void wipe_secrets(struct fl_channel *ch)
+void fl_ch_wipe_secrets(struct fl_channel *ch)
 {
 	sodium_memzero(ch->eph_sk, sizeof(ch->eph_sk));
 	sodium_memzero(ch->k_c2s, sizeof(ch->k_c2s));
@@ -26,6 +22,8 @@ static void wipe_secrets(struct fl_channel *ch)
 	sodium_memzero(ch->rx_key, sizeof(ch->rx_key));
 	sodium_memzero(&ch->tx, sizeof(ch->tx));
 	sodium_memzero(&ch->rx, sizeof(ch->rx));
+	sodium_memzero(&ch->aes_tx, sizeof(ch->aes_tx));
+	sodium_memzero(&ch->aes_rx, sizeof(ch->aes_rx));
 	sodium_memzero(ch->token, sizeof(ch->token));
 }
 
@@ -45,7 +43,7 @@ int fl_ch_fail(struct fl_channel *ch, int err, const char *fmt, ...)
 	ch->why[off + ml] = '\0';
 	ch->err = err;
 	ch->tx_ready = ch->rx_ready = 0;
-	wipe_secrets(ch);
+	fl_ch_wipe_secrets(ch);
 	return fl_error_set(err, "%s", ch->why);
 }
 
@@ -86,6 +84,8 @@ int fl_channel_new(const struct fl_channel_config *cfg, struct fl_channel **out)
 		return FL_OK;
 	}
 	ch->self = cfg->self;
+	ch->aes_ok = !cfg->disable_aes && crypto_aead_aes256gcm_is_available();
+	ch->aes_max_records = FL_CH_AES_MAX_RECORDS;
 	ch->hs = ch->is_server ? HS_SERVER_WAIT1 : HS_CLIENT_START;
 	if (!ch->is_server) {
 		memcpy(ch->pinned, cfg->pinned_server_pk, FL_PUBKEY_BYTES);
@@ -111,6 +111,7 @@ void fl_channel_free(struct fl_channel *ch)
 	free(ch->buf);
 	free(ch->out);
 	free(ch->plain);
+	fl_ch_wipe_secrets(ch);
 	sodium_memzero(ch, sizeof(*ch));
 	free(ch);
 }
@@ -170,17 +171,6 @@ static int flush(struct fl_channel *ch, struct fl_buf **out)
 	return FL_OK;
 }
 
-int fl_ch_keys_ready(struct fl_channel *ch, uint8_t tx_key[HS_KEY_BYTES],
-		     uint8_t rx_key[HS_KEY_BYTES])
-{
-	uint8_t header[SS_HEADER_BYTES];
-	crypto_secretstream_xchacha20poly1305_init_push(&ch->tx, header, tx_key);
-	memcpy(ch->rx_key, rx_key, HS_KEY_BYTES);
-	ch->rx_key_set = 1;
-	ch->tx_ready = 1;
-	return fl_ch_emit(ch, header, sizeof(header));
-}
-
 int fl_channel_start(struct fl_channel *ch, struct fl_buf **out)
 {
 	*out = NULL;
@@ -201,9 +191,7 @@ static size_t limit(const struct fl_channel *ch)
 {
 	if (ch->hs != HS_DONE)
 		return FL_CHANNEL_HANDSHAKE_MAX;
-	if (!ch->rx_ready)
-		return SS_HEADER_BYTES;
-	return ch->max_record + SS_ABYTES;
+	return fl_ch_record_limit(ch);
 }
 
 struct deliver_to {
@@ -215,31 +203,21 @@ static int on_record(struct fl_channel *ch, const uint8_t *p, size_t n, struct d
 {
 	if (ch->peer_final)
 		return fl_ch_fail(ch, FL_EFORMAT, "data after the peer's final record");
-	if (n < SS_ABYTES)
+	if (n < FL_CHANNEL_RECORD_OVERHEAD)
 		return fl_ch_fail(ch, FL_EFORMAT, "record of %zu bytes is too short", n);
-	size_t mlen = n - SS_ABYTES;
+	size_t mlen = n - FL_CHANNEL_RECORD_OVERHEAD;
 	int err = reserve(ch, &ch->plain, &ch->plain_cap, mlen ? mlen : 1);
 	if (err)
 		return err;
 	uint8_t *plain = ch->plain;
-	unsigned long long got = 0;
-	unsigned char tag = 0;
-	if (crypto_secretstream_xchacha20poly1305_pull(&ch->rx, plain, &got, &tag, p, n, NULL, 0) !=
-	    0) {
-		return fl_ch_fail(ch, FL_EFORMAT,
-				  "authentication failed: record %llu from the peer is corrupted, "
-				  "replayed or out of order",
-				  (unsigned long long)ch->rx_records + 1);
-	}
-	ch->rx_records++;
-	int rc = FL_OK;
-	if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+	int final = 0;
+	int rc = fl_ch_record_open(ch, plain, p, n, &final);
+	if (rc)
+		return rc;
+	if (final)
 		ch->peer_final = 1;
-	} else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) {
-		rc = fl_ch_fail(ch, FL_EFORMAT, "record with unexpected tag %u", tag);
-	}
-	if (!rc && got && d->fn) {
-		rc = d->fn(d->ctx, plain, (size_t)got);
+	if (mlen && d->fn) {
+		rc = d->fn(d->ctx, plain, mlen);
 		if (rc) {
 			char why[FL_ERROR_MSG_MAX];
 			snprintf(why, sizeof(why), "%s", fl_error_msg());
@@ -262,15 +240,8 @@ static int on_message(struct fl_channel *ch, const uint8_t *p, size_t n, struct 
 		}
 		return err;
 	}
-	if (!ch->rx_ready) {
-		if (n != SS_HEADER_BYTES || !ch->rx_key_set)
-			return fl_ch_fail(ch, FL_EFORMAT, "bad stream header (%zu bytes)", n);
-		crypto_secretstream_xchacha20poly1305_init_pull(&ch->rx, p, ch->rx_key);
-		sodium_memzero(ch->rx_key, sizeof(ch->rx_key));
-		ch->rx_key_set = 0;
-		ch->rx_ready = 1;
-		return FL_OK;
-	}
+	if (!ch->rx_ready)
+		return fl_ch_record_rx_header(ch, p, n);
 	return on_record(ch, p, n, d);
 }
 
@@ -375,17 +346,15 @@ int fl_channel_seal(struct fl_channel *ch, const uint8_t *plain, size_t n, struc
 	if (n > ch->max_record)
 		return fl_error_set(FL_ERANGE, "secure channel: %zu bytes over the %zu-byte record "
 				    "limit", n, ch->max_record);
-	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + n + SS_ABYTES);
+	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + n + FL_CHANNEL_RECORD_OVERHEAD);
 	if (!b)
 		return fl_error_set(FL_ENOMEM, "secure channel: out of memory for a %zu-byte record",
 				    n);
-	size_t c = n + SS_ABYTES;
-	b->data[0] = (uint8_t)(c >> 24);
-	b->data[1] = (uint8_t)(c >> 16);
-	b->data[2] = (uint8_t)(c >> 8);
-	b->data[3] = (uint8_t)c;
-	crypto_secretstream_xchacha20poly1305_push(&ch->tx, b->data + 4, NULL, plain, n, NULL, 0,
-						   crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+	int err = fl_ch_record_seal(ch, b->data, plain, n, 0);
+	if (err) {
+		fl_buf_unref(b);
+		return err;
+	}
 	*out = b;
 	return FL_OK;
 }
@@ -409,15 +378,17 @@ int fl_channel_close(struct fl_channel *ch, struct fl_buf **out)
 	ch->sent_final = 1;
 	if (ch->insecure || ch->hs != HS_DONE || !ch->tx_ready)
 		return FL_OK;
-	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + SS_ABYTES);
+	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + FL_CHANNEL_RECORD_OVERHEAD);
 	if (!b)
 		return fl_error_set(FL_ENOMEM, "secure channel: out of memory");
-	b->data[0] = b->data[1] = b->data[2] = 0;
-	b->data[3] = SS_ABYTES;
-	crypto_secretstream_xchacha20poly1305_push(&ch->tx, b->data + 4, NULL, NULL, 0, NULL, 0,
-						   crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+	int err = fl_ch_record_seal(ch, b->data, NULL, 0, 1);
 	sodium_memzero(&ch->tx, sizeof(ch->tx));
+	sodium_memzero(&ch->aes_tx, sizeof(ch->aes_tx));
 	ch->tx_ready = 0;
+	if (err) {
+		fl_buf_unref(b);
+		return err;
+	}
 	*out = b;
 	return FL_OK;
 }
@@ -467,4 +438,13 @@ size_t fl_channel_max_record(const struct fl_channel *ch)
 int fl_channel_insecure(const struct fl_channel *ch)
 {
 	return ch->insecure;
+}
+
+const char *fl_channel_cipher(const struct fl_channel *ch)
+{
+	if (ch->insecure)
+		return "none";
+	if (!ch->cipher_known)
+		return "";
+	return ch->cipher == FL_CH_AES256GCM ? "aes-256-gcm" : "xchacha20-poly1305";
 }

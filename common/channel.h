@@ -28,6 +28,11 @@
  * FL_ENOTFOUND on both ends when the server refuses the client's key, the
  * client's message quoting the server's reason).
  *
+ * The record cipher is negotiated inside the authenticated handshake:
+ * AES-256-GCM when both ends have AES-NI (and neither sets disable_aes),
+ * else XChaCha20-Poly1305 secretstream; fl_channel_cipher() tells which.
+ * Both add FL_CHANNEL_RECORD_OVERHEAD bytes per record.
+ *
  * With insecure = 1 the channel is a pass-through (no handshake, bytes
  * unchanged, established at once), so transports have one code path.
  *
@@ -43,7 +48,8 @@
 #include <stdint.h>
 
 #define FL_CHANNEL_HANDSHAKE_MAX 1024
-#define FL_CHANNEL_RECORD_OVERHEAD 17 /* crypto_secretstream_xchacha20poly1305_ABYTES */
+#define FL_CHANNEL_RECORD_OVERHEAD 17 /* both record layers: secretstream ABYTES, or
+					* AES-GCM flags byte + 16-byte tag */
 #define FL_CHANNEL_TIMEOUT_DEFAULT_MS 10000
 #define FL_CHANNEL_REASON_MAX 200 /* a refusal reason sent to the client */
 
@@ -68,6 +74,8 @@ struct fl_channel_config {
 	const char *enrol_token;       /* client, optional: the 43-character token */
 	size_t max_record;             /* plaintext bytes per record; 0 = FL_WIRE_MAX_FRAME_DEFAULT + 4 */
 	uint32_t handshake_timeout_ms; /* 0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS */
+	int disable_aes; /* do not offer AES-256-GCM: records use XChaCha20 secretstream
+			  * (tests and benchmarks; 0 = offer it when the CPU has AES-NI) */
 };
 
 struct fl_channel;
@@ -85,7 +93,9 @@ int fl_channel_start(struct fl_channel *ch, struct fl_buf **out);
 int fl_channel_recv(struct fl_channel *ch, const uint8_t *data, size_t len,
 		    fl_channel_deliver_fn deliver, void *ctx, struct fl_buf **reply);
 /* One record carrying n plaintext bytes (n <= max_record, else FL_ERANGE);
- * only once established. */
+ * only once established. With AES-256-GCM also FL_ERANGE after 2^32 - 1
+ * records (the per-key limit; the channel stays usable for
+ * fl_channel_close: close and reconnect). */
 int fl_channel_seal(struct fl_channel *ch, const uint8_t *plain, size_t n, struct fl_buf **out);
 /* The same for a whole frame buffer; in insecure mode *out is in itself
  * (one more reference), so nothing is copied. in stays the caller's. */
@@ -110,5 +120,9 @@ int fl_channel_error(const struct fl_channel *ch);
 uint32_t fl_channel_handshake_timeout_ms(const struct fl_channel *ch);
 size_t fl_channel_max_record(const struct fl_channel *ch);
 int fl_channel_insecure(const struct fl_channel *ch);
+/* The negotiated record cipher: "aes-256-gcm" or "xchacha20-poly1305"
+ * (known on the server after msg1, on the client after msg2), "" before,
+ * "none" in insecure mode. A static string. */
+const char *fl_channel_cipher(const struct fl_channel *ch);
 
 #endif

@@ -14,6 +14,15 @@
 #define HS_NONCE_BYTES 32
 #define HS_HASH_BYTES 32
 #define HS_KEY_BYTES 32
+#define HS_FLAG_AES 0x01 /* msg1 / msg2 flags: this end can run AES-256-GCM */
+
+/* The record layer, negotiated in msg1 / msg2 (docs/SECURITY.md §3). */
+enum fl_ch_cipher {
+	FL_CH_SECRETSTREAM = 0, /* crypto_secretstream_xchacha20poly1305 */
+	FL_CH_AES256GCM = 1,    /* crypto_aead_aes256gcm, counter nonces */
+};
+/* Records per direction and AES key, the final record included. */
+#define FL_CH_AES_MAX_RECORDS ((uint64_t)1 << 32)
 
 enum hs_state {
 	HS_CLIENT_START, /* client before fl_channel_start */
@@ -37,6 +46,9 @@ struct fl_channel {
 	uint8_t token[FL_TOKEN_BYTES];
 	size_t max_record;
 	uint32_t timeout_ms;
+	int aes_ok;                /* we offer AES-256-GCM (available, not disabled) */
+	enum fl_ch_cipher cipher;  /* valid once keys are derived */
+	int cipher_known;
 
 	/* handshake secrets and transcript (wiped once keys are derived) */
 	uint8_t eph_pk[HS_EPH_BYTES], eph_sk[crypto_kx_SECRETKEYBYTES];
@@ -49,6 +61,10 @@ struct fl_channel {
 	/* records */
 	int tx_ready, rx_ready; /* secretstream states initialised */
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
+	crypto_aead_aes256gcm_state aes_tx, aes_rx; /* expanded AES keys (16-aligned) */
+	uint32_t aes_tx_dir, aes_rx_dir; /* nonce prefix: 1 = c2s, 2 = s2c */
+	uint64_t tx_records;
+	uint64_t aes_max_records; /* FL_CH_AES_MAX_RECORDS; tests lower it */
 	uint8_t rx_key[HS_KEY_BYTES]; /* until the peer's stream header arrives */
 	int rx_key_set;
 	int peer_final, sent_final;
@@ -68,13 +84,32 @@ struct fl_channel {
 };
 
 /* channel.c */
+void fl_ch_wipe_secrets(struct fl_channel *ch);
 int fl_ch_fail(struct fl_channel *ch, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int fl_ch_emit(struct fl_channel *ch, const uint8_t *p, size_t n); /* length + bytes */
-/* Both directions' keys are known: sets up the send stream (emitting its
- * header record) and remembers the receive key. Wipes tx_key / rx_key. */
-int fl_ch_keys_ready(struct fl_channel *ch, uint8_t tx_key[HS_KEY_BYTES],
-		     uint8_t rx_key[HS_KEY_BYTES]);
+
+/* channel_record.c */
+/* Both directions' keys are known (ch->cipher chosen): secretstream sets up
+ * the send stream (emitting its header record) and remembers the receive
+ * key; AES-256-GCM expands both keys, nothing is sent. The caller wipes
+ * tx_key / rx_key. */
+int fl_ch_keys_ready(struct fl_channel *ch, const uint8_t tx_key[HS_KEY_BYTES],
+		     const uint8_t rx_key[HS_KEY_BYTES]);
+/* Seals n plaintext bytes into rec (4 + n + FL_CHANNEL_RECORD_OVERHEAD
+ * bytes: length, then the record), as the final record when final. */
+int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain, size_t n,
+		      int final);
+/* Opens record p (n bytes, n >= FL_CHANNEL_RECORD_OVERHEAD) into plain
+ * (n - FL_CHANNEL_RECORD_OVERHEAD bytes); *final = 1 for the final record.
+ * Fails (sticky) when it does not authenticate. */
+int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, size_t n,
+		      int *final);
+/* A secretstream header from the peer (the first message after the
+ * handshake). */
+int fl_ch_record_rx_header(struct fl_channel *ch, const uint8_t *p, size_t n);
+/* The largest message the record layer accepts now. */
+size_t fl_ch_record_limit(const struct fl_channel *ch);
 
 /* handshake.c */
 int fl_hs_client_hello(struct fl_channel *ch);

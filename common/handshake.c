@@ -4,8 +4,9 @@
  * identity sent encrypted. Builds and checks messages and derives the keys;
  * framing, records and the public API are in channel.c.
  *
- *   msg1 c->s  "FLH1" | version 1 | flags 0 | client eph pk | client nonce   (70 B)
- *   msg2 s->c  0x02 | server eph pk | server nonce | server id | sig_s       (161 B)
+ *   msg1 c->s  "FLH1" | version 2 | flags_c | client eph pk | client nonce   (70 B)
+ *   msg2 s->c  0x02 | flags_s | server eph pk | server nonce | server id | sig_s
+ *                                                                          (162 B)
  *              H1 = BLAKE2b-256(D_T || msg1 || msg2 without sig_s)
  *              sig_s = Ed25519(server, D_S || H1)
  *   msg3 c->s  0x03 | AEAD(k3, ad = H1; client id | flags | [token] | sig_c)
@@ -17,7 +18,14 @@
  * K_c2s = tx_c = rx_s and K_s2c = rx_c = tx_s. With KDF(K, label, H) =
  * BLAKE2b-256 keyed by K over (label || H):
  *   k3 = KDF(K_c2s, "msg3", H1)   k4 = KDF(K_s2c, "msg4", H2)
- *   data keys: KDF(K_c2s, "c2s", H2) and KDF(K_s2c, "s2c", H2).
+ *   data keys: KDF(K_c2s, "c2s", H2) and KDF(K_s2c, "s2c", H2) for
+ *   secretstream, KDF(K_c2s, "c2s aes256gcm", H2) and
+ *   KDF(K_s2c, "s2c aes256gcm", H2) for AES-256-GCM.
+ * Cipher negotiation: bit 0 of flags_c / flags_s (HS_FLAG_AES) says "this
+ * end can run AES-256-GCM"; both set -> AES-256-GCM records, else
+ * secretstream. Both flags are in H1, which the server signs and which H2
+ * (signed by the client) extends, so an attacker who changes either is
+ * caught by a signature check before any record is sealed.
  * AEAD is XChaCha20-Poly1305-IETF with a zero nonce: k3 and k4 encrypt one
  * message each.
  */
@@ -29,9 +37,9 @@
 #include <string.h>
 
 #define HS_MAGIC "FLH1"
-#define HS_VERSION 1
+#define HS_VERSION 2 /* 2: cipher flags in msg1 / msg2 */
 #define MSG1_BYTES (4 + 1 + 1 + HS_EPH_BYTES + HS_NONCE_BYTES)
-#define MSG2_SIGNED (1 + HS_EPH_BYTES + HS_NONCE_BYTES + FL_PUBKEY_BYTES)
+#define MSG2_SIGNED (2 + HS_EPH_BYTES + HS_NONCE_BYTES + FL_PUBKEY_BYTES)
 #define MSG2_BYTES (MSG2_SIGNED + FL_SIGNATURE_BYTES)
 #define AEAD_ABYTES crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define P3_MIN (FL_PUBKEY_BYTES + 1 + FL_SIGNATURE_BYTES)
@@ -92,8 +100,9 @@ static const uint8_t zero_nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
 static int derive_data_keys(struct fl_channel *ch)
 {
 	uint8_t c2s[HS_KEY_BYTES], s2c[HS_KEY_BYTES];
-	kdf(c2s, ch->k_c2s, "c2s", ch->h2);
-	kdf(s2c, ch->k_s2c, "s2c", ch->h2);
+	int aes = ch->cipher == FL_CH_AES256GCM;
+	kdf(c2s, ch->k_c2s, aes ? "c2s aes256gcm" : "c2s", ch->h2);
+	kdf(s2c, ch->k_s2c, aes ? "s2c aes256gcm" : "s2c", ch->h2);
 	int err = ch->is_server ? fl_ch_keys_ready(ch, s2c, c2s) : fl_ch_keys_ready(ch, c2s, s2c);
 	sodium_memzero(c2s, sizeof(c2s));
 	sodium_memzero(s2c, sizeof(s2c));
@@ -106,7 +115,7 @@ int fl_hs_client_hello(struct fl_channel *ch)
 	uint8_t *m = ch->msg1;
 	memcpy(m, HS_MAGIC, 4);
 	m[4] = HS_VERSION;
-	m[5] = 0;
+	m[5] = ch->aes_ok ? HS_FLAG_AES : 0;
 	memcpy(m + 6, ch->eph_pk, HS_EPH_BYTES);
 	randombytes_buf(m + 6 + HS_EPH_BYTES, HS_NONCE_BYTES);
 	ch->hs = HS_CLIENT_WAIT2;
@@ -122,17 +131,21 @@ static int server_on_msg1(struct fl_channel *ch, const uint8_t *p, size_t n)
 	if (n >= 5 && p[4] != HS_VERSION)
 		return fl_ch_fail(ch, FL_EUNSUPPORTED, "handshake version %u, this server speaks %u",
 				  p[4], HS_VERSION);
-	if (n != MSG1_BYTES || p[5] != 0)
+	if (n != MSG1_BYTES || (p[5] & ~HS_FLAG_AES) != 0)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 1 (%zu bytes)", n);
 	memcpy(ch->msg1, p, MSG1_BYTES);
 	const uint8_t *c_eph = p + 6;
+	uint8_t flags_s = ch->aes_ok ? HS_FLAG_AES : 0;
+	ch->cipher = (p[5] & flags_s & HS_FLAG_AES) ? FL_CH_AES256GCM : FL_CH_SECRETSTREAM;
+	ch->cipher_known = 1;
 
 	uint8_t m[MSG2_BYTES];
 	crypto_kx_keypair(ch->eph_pk, ch->eph_sk);
 	m[0] = 0x02;
-	memcpy(m + 1, ch->eph_pk, HS_EPH_BYTES);
-	randombytes_buf(m + 1 + HS_EPH_BYTES, HS_NONCE_BYTES);
-	memcpy(m + 1 + HS_EPH_BYTES + HS_NONCE_BYTES, fl_identity_pk(ch->self), FL_PUBKEY_BYTES);
+	m[1] = flags_s;
+	memcpy(m + 2, ch->eph_pk, HS_EPH_BYTES);
+	randombytes_buf(m + 2 + HS_EPH_BYTES, HS_NONCE_BYTES);
+	memcpy(m + 2 + HS_EPH_BYTES + HS_NONCE_BYTES, fl_identity_pk(ch->self), FL_PUBKEY_BYTES);
 	int bad = crypto_kx_server_session_keys(ch->k_c2s, ch->k_s2c, ch->eph_pk, ch->eph_sk, c_eph);
 	sodium_memzero(ch->eph_sk, sizeof(ch->eph_sk));
 	if (bad)
@@ -147,10 +160,10 @@ static int server_on_msg1(struct fl_channel *ch, const uint8_t *p, size_t n)
 
 static int client_on_msg2(struct fl_channel *ch, const uint8_t *p, size_t n)
 {
-	if (n != MSG2_BYTES || p[0] != 0x02)
+	if (n != MSG2_BYTES || p[0] != 0x02 || (p[1] & ~HS_FLAG_AES) != 0)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 2 (%zu bytes)", n);
-	const uint8_t *s_eph = p + 1;
-	const uint8_t *s_id = p + 1 + HS_EPH_BYTES + HS_NONCE_BYTES;
+	const uint8_t *s_eph = p + 2;
+	const uint8_t *s_id = p + 2 + HS_EPH_BYTES + HS_NONCE_BYTES;
 	if (sodium_memcmp(s_id, ch->pinned, FL_PUBKEY_BYTES) != 0) {
 		char got[FL_PUBKEY_STRING_BYTES], want[FL_PUBKEY_STRING_BYTES];
 		fl_pubkey_format(s_id, got);
@@ -166,6 +179,9 @@ static int client_on_msg2(struct fl_channel *ch, const uint8_t *p, size_t n)
 	if (crypto_sign_verify_detached(p + MSG2_SIGNED, si, sizeof(D_S) - 1 + HS_HASH_BYTES,
 					s_id) != 0)
 		return fl_ch_fail(ch, FL_EFORMAT, "authentication failed: bad server signature");
+	/* both flags are now known to be the ones the server saw and signed */
+	ch->cipher = (ch->msg1[5] & p[1] & HS_FLAG_AES) ? FL_CH_AES256GCM : FL_CH_SECRETSTREAM;
+	ch->cipher_known = 1;
 	int bad = crypto_kx_client_session_keys(ch->k_s2c, ch->k_c2s, ch->eph_pk, ch->eph_sk, s_eph);
 	sodium_memzero(ch->eph_sk, sizeof(ch->eph_sk));
 	if (bad)

@@ -1,14 +1,25 @@
-/* bench_channel.c - fl-bench-channel: what the secure channel costs.
+/* bench_channel.c - fl-bench-channel: what the secure channel costs, for
+ * both record layers (AES-256-GCM, the default where the CPU has AES-NI,
+ * and XChaCha20 secretstream, the fallback):
  *
  *  1. handshake: the full four-message handshake in memory, median of 200;
- *  2. a 10 MiB update in 1 MiB frames, in memory: seal + open versus a plain
- *     memcpy of the same bytes;
- *  3. the same update end to end over a loopback TCP connection (a writer
- *     thread, the reader here): plain frames through an fl_frame_reader
- *     versus sealed records through fl_channel_recv and the same reader.
- * Each figure is the median of several repetitions; one JSON line per
- * measurement on stdout, overhead_pct = 100 * (secure - plain) / plain.
- * Usage: fl-bench-channel [total_MiB] [frame_KiB] [reps]
+ *  2. a 10 MiB update in 1 MiB frames, in memory: seal, open, and seal +
+ *     open versus a plain memcpy of the same bytes;
+ *  3. the same update end to end over a loopback TCP connection and over an
+ *     AF_UNIX socketpair (a writer thread, the reader here): plain frames
+ *     through an fl_frame_reader versus sealed records through
+ *     fl_channel_recv and the same reader, "serial" (the writer seals then
+ *     writes; the reader reads then opens, like the daemons' loop) and
+ *     "pipelined" (a sealing thread feeds a writing thread through a small
+ *     queue, a reading thread feeds the opening one, so crypto overlaps the
+ *     socket copies; how a transport could do it with a worker thread).
+ *  4. the TCP run once more with the writer paced to a real link's speed
+ *     (default 125 MB/s = 1 Gbit/s): what the channel costs when the
+ *     network, not the loopback copy, sets the pace.
+ * Each figure is the median of reps repetitions (plain and secure runs
+ * interleaved); one JSON line per measurement on stdout, overhead_pct =
+ * 100 * (secure - plain) / plain.
+ * Usage: fl-bench-channel [total_MiB] [frame_KiB] [reps] [paced_link_MBps]
  */
 #include "channel.h"
 #include "errors.h"
@@ -19,6 +30,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,12 +77,17 @@ static int count_bytes(void *ctx, const uint8_t *p, size_t n)
 	return 0;
 }
 
-static void make_pair(struct fl_channel **c, struct fl_channel **s, int insecure)
+/* mode: 0 plain (insecure), 1 AES-256-GCM, 2 secretstream */
+enum { PLAIN, AES, CHACHA };
+static const char *const mode_name[] = {"plain", "aes-256-gcm", "xchacha20-poly1305"};
+
+static void make_pair(struct fl_channel **c, struct fl_channel **s, int mode)
 {
-	struct fl_channel_config cc = {.insecure = insecure, .self = g_client,
-				       .pinned_server_pk = fl_identity_pk(g_server)};
-	struct fl_channel_config sc = {.insecure = insecure, .is_server = 1, .self = g_server,
-				       .authorize = allow_all};
+	struct fl_channel_config cc = {.insecure = mode == PLAIN, .self = g_client,
+				       .pinned_server_pk = fl_identity_pk(g_server),
+				       .disable_aes = mode == CHACHA};
+	struct fl_channel_config sc = {.insecure = mode == PLAIN, .is_server = 1, .self = g_server,
+				       .authorize = allow_all, .disable_aes = mode == CHACHA};
 	if (fl_channel_new(&cc, c) || fl_channel_new(&sc, s))
 		die("channel");
 	struct fl_buf *b = NULL;
@@ -90,26 +107,31 @@ static void make_pair(struct fl_channel **c, struct fl_channel **s, int insecure
 	}
 	if (!fl_channel_established(*c) || !fl_channel_established(*s))
 		die("not established");
+	if (strcmp(fl_channel_cipher(*c), mode == PLAIN ? "none" : mode_name[mode]) != 0)
+		die("unexpected cipher");
 }
 
-static void bench_handshake(void)
+static void bench_handshake(int mode)
 {
 	enum { N = 200 };
 	double t[N];
 	for (int i = 0; i < N; i++) {
 		struct fl_channel *c, *s;
 		double t0 = now_ms();
-		make_pair(&c, &s, 0);
+		make_pair(&c, &s, mode);
 		t[i] = now_ms() - t0;
 		fl_channel_free(c);
 		fl_channel_free(s);
 	}
-	printf("{\"bench\":\"channel_handshake\",\"n\":%d,\"median_ms\":%.4f}\n", N, median(t, N));
+	printf("{\"bench\":\"channel_handshake\",\"cipher\":\"%s\",\"n\":%d,\"median_ms\":%.4f}\n",
+	       mode_name[mode], N, median(t, N));
 }
 
-static void bench_memory(const uint8_t *src, size_t total, size_t frame, int reps)
+/* Seal and open alternate frame by frame (one record alive at a time, as
+ * in a transport), each call timed on its own. */
+static void bench_memory(const uint8_t *src, size_t total, size_t frame, int reps, int mode)
 {
-	double tp[64], ts[64];
+	double tp[64], tseal[64], topen[64], both[64];
 	uint8_t *dst = malloc(total);
 	for (int r = 0; r < reps; r++) {
 		double t0 = now_ms();
@@ -117,35 +139,97 @@ static void bench_memory(const uint8_t *src, size_t total, size_t frame, int rep
 			memcpy(dst + off, src + off, frame);
 		tp[r] = now_ms() - t0;
 		struct fl_channel *c, *s;
-		make_pair(&c, &s, 0);
+		make_pair(&c, &s, mode);
 		size_t got = 0;
-		t0 = now_ms();
+		tseal[r] = topen[r] = 0;
 		for (size_t off = 0; off < total; off += frame) {
 			struct fl_buf *rec = NULL, *reply = NULL;
-			if (fl_channel_seal(c, src + off, frame, &rec) ||
-			    fl_channel_recv(s, rec->data, rec->len, count_bytes, &got, &reply))
-				die("seal/open");
+			double t1 = now_ms();
+			if (fl_channel_seal(c, src + off, frame, &rec))
+				die("seal");
+			double t2 = now_ms();
+			if (fl_channel_recv(s, rec->data, rec->len, count_bytes, &got, &reply))
+				die("open");
+			double t3 = now_ms();
+			tseal[r] += t2 - t1;
+			topen[r] += t3 - t2;
 			fl_buf_unref(rec);
 		}
-		ts[r] = now_ms() - t0;
+		both[r] = tseal[r] + topen[r];
 		if (got != total)
 			die("lost bytes");
 		fl_channel_free(c);
 		fl_channel_free(s);
 	}
 	free(dst);
-	double p = median(tp, reps), s = median(ts, reps);
-	printf("{\"bench\":\"channel_memory\",\"bytes\":%zu,\"frame\":%zu,\"plain_memcpy_ms\":%.3f,"
-	       "\"seal_open_ms\":%.3f,\"seal_open_MBps\":%.1f,\"overhead_pct\":%.1f}\n",
-	       total, frame, p, s, (double)total / 1e3 / s, 100.0 * (s - p) / p);
+	double p = median(tp, reps), so = median(both, reps);
+	double se = median(tseal, reps), op = median(topen, reps);
+	printf("{\"bench\":\"channel_memory\",\"cipher\":\"%s\",\"bytes\":%zu,\"frame\":%zu,"
+	       "\"plain_memcpy_ms\":%.3f,\"seal_ms\":%.3f,\"open_ms\":%.3f,\"seal_MBps\":%.1f,"
+	       "\"open_MBps\":%.1f,\"seal_open_ms\":%.3f,\"overhead_pct\":%.1f}\n",
+	       mode_name[mode], total, frame, p, se, op, (double)total / 1e3 / se,
+	       (double)total / 1e3 / op, so, 100.0 * (so - p) / p);
 }
 
-/* ---- loopback TCP ---- */
+/* ---- a small blocking queue between pipeline stages ---- */
+#define QCAP 2 /* records or chunks in flight between two stages */
+struct queue {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	void *item[QCAP];
+	size_t len[QCAP];
+	int head, count;
+};
+
+static void queue_init(struct queue *q)
+{
+	memset(q, 0, sizeof(*q));
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+}
+
+static void queue_free(struct queue *q)
+{
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+}
+
+static void queue_push(struct queue *q, void *item, size_t len)
+{
+	pthread_mutex_lock(&q->mu);
+	while (q->count == QCAP)
+		pthread_cond_wait(&q->cv, &q->mu);
+	int i = (q->head + q->count) % QCAP;
+	q->item[i] = item;
+	q->len[i] = len;
+	q->count++;
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void *queue_pop(struct queue *q, size_t *len)
+{
+	pthread_mutex_lock(&q->mu);
+	while (q->count == 0)
+		pthread_cond_wait(&q->cv, &q->mu);
+	void *item = q->item[q->head];
+	*len = q->len[q->head];
+	q->head = (q->head + 1) % QCAP;
+	q->count--;
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	return item;
+}
+
+/* ---- streaming over a socket ---- */
 struct writer {
-	int fd;
-	struct fl_channel *ch; /* NULL: plain frames */
+	int fd, pipelined;
+	double link_MBps, t0; /* > 0: the writer paces itself to this link speed */
+	size_t sent;
+	struct fl_channel *ch; /* insecure: plain frames */
 	struct fl_buf **frames;
 	size_t nframes;
+	struct queue q; /* pipelined: sealed records, NULL at the end */
 };
 
 static void write_all(int fd, const uint8_t *p, size_t n)
@@ -161,16 +245,56 @@ static void write_all(int fd, const uint8_t *p, size_t n)
 	}
 }
 
-static void *writer_main(void *arg)
+/* A link of link_MBps: the next byte leaves no earlier than its slot. */
+static void pace_and_write(struct writer *w, const uint8_t *p, size_t n)
+{
+	if (w->link_MBps > 0) {
+		double due = w->t0 + (double)w->sent / 1e3 / w->link_MBps;
+		double wait = due - now_ms();
+		if (wait > 0) {
+			long long ns = (long long)(wait * 1e6);
+			struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+			nanosleep(&ts, NULL);
+		}
+	}
+	write_all(w->fd, p, n);
+	w->sent += n;
+}
+
+static void *sealer_main(void *arg)
 {
 	struct writer *w = arg;
 	for (size_t i = 0; i < w->nframes; i++) {
-		struct fl_buf *out = w->frames[i];
-		if (w->ch && fl_channel_seal_buf(w->ch, w->frames[i], &out))
+		struct fl_buf *out = NULL;
+		if (fl_channel_seal_buf(w->ch, w->frames[i], &out))
 			die("seal");
-		write_all(w->fd, out->data, out->len);
-		if (w->ch)
+		queue_push(&w->q, out, 0);
+	}
+	queue_push(&w->q, NULL, 0);
+	return NULL;
+}
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	if (w->pipelined) {
+		pthread_t th;
+		pthread_create(&th, NULL, sealer_main, w);
+		size_t unused;
+		struct fl_buf *out;
+		while ((out = queue_pop(&w->q, &unused)) != NULL) {
+			pace_and_write(w, out->data, out->len);
 			fl_buf_unref(out);
+		}
+		pthread_join(th, NULL);
+		return NULL;
+	}
+	for (size_t i = 0; i < w->nframes; i++) {
+		struct fl_buf *out = NULL;
+		if (fl_channel_seal_buf(w->ch, w->frames[i], &out))
+			die("seal");
+		pace_and_write(w, out->data, out->len);
+		fl_buf_unref(out);
 	}
 	return NULL;
 }
@@ -213,33 +337,98 @@ static int to_reader(void *ctx, const uint8_t *p, size_t n)
 	return fl_frame_reader_feed(&rx->fr, p, n, on_frame, &rx->payload);
 }
 
-/* ms to move the frames from a writer thread to here. */
-static double tcp_once(struct fl_buf **frames, size_t nframes, size_t payload, int secure)
+/* pipelined receive: this thread reads into rotating chunks, the opener
+ * (the caller) decrypts them. NCHUNK > QCAP + 1 so a chunk is never reused
+ * while queued or being opened. */
+#define CHUNK (1 << 18)
+#define NCHUNK (QCAP + 2)
+struct reader {
+	int fd;
+	size_t want; /* bytes on the wire */
+	uint8_t *chunk[NCHUNK];
+	struct queue q;
+};
+
+static void *reader_main(void *arg)
 {
-	struct fl_channel *c, *s;
-	make_pair(&c, &s, !secure);
-	int a, b;
-	tcp_pair(&a, &b);
-	struct rx rx;
-	fl_frame_reader_init(&rx.fr, FL_WIRE_MAX_FRAME_DEFAULT);
-	rx.payload = 0;
-	static uint8_t buf[1 << 16];
-	struct writer w = {a, c, frames, nframes};
-	double t0 = now_ms();
-	pthread_t th;
-	pthread_create(&th, NULL, writer_main, &w);
-	while (rx.payload < payload) {
-		ssize_t r = read(b, buf, sizeof(buf));
-		if (r <= 0) {
+	struct reader *r = arg;
+	size_t got = 0;
+	for (int k = 0; got < r->want; k = (k + 1) % NCHUNK) {
+		ssize_t n = read(r->fd, r->chunk[k], CHUNK);
+		if (n <= 0) {
 			perror("read");
 			exit(1);
 		}
+		got += (size_t)n;
+		queue_push(&r->q, r->chunk[k], (size_t)n);
+	}
+	return NULL;
+}
+
+/* ms to move the frames from a writer thread to here. */
+static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload, int mode,
+			  int unix_sock, int pipelined, double link_MBps)
+{
+	struct fl_channel *c, *s;
+	make_pair(&c, &s, mode);
+	int a, b, sv[2];
+	if (unix_sock) {
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
+			perror("socketpair");
+			exit(1);
+		}
+		a = sv[0];
+		b = sv[1];
+	} else {
+		tcp_pair(&a, &b);
+	}
+	size_t wire = 0;
+	for (size_t i = 0; i < nframes; i++)
+		wire += frames[i]->len + (mode == PLAIN ? 0 : 4 + FL_CHANNEL_RECORD_OVERHEAD);
+	struct rx rx;
+	fl_frame_reader_init(&rx.fr, FL_WIRE_MAX_FRAME_DEFAULT);
+	rx.payload = 0;
+	static uint8_t buf[CHUNK];
+	struct writer w = {.fd = a, .pipelined = pipelined, .ch = c, .frames = frames,
+			   .nframes = nframes, .link_MBps = link_MBps};
+	struct reader rd = {.fd = b, .want = wire};
+	queue_init(&w.q);
+	queue_init(&rd.q);
+	if (pipelined)
+		for (int k = 0; k < NCHUNK; k++)
+			rd.chunk[k] = malloc(CHUNK);
+	double t0 = now_ms();
+	w.t0 = t0;
+	pthread_t th, thr;
+	pthread_create(&th, NULL, writer_main, &w);
+	if (pipelined)
+		pthread_create(&thr, NULL, reader_main, &rd);
+	while (rx.payload < payload) {
+		const uint8_t *p = buf;
+		size_t len;
+		if (pipelined) {
+			p = queue_pop(&rd.q, &len);
+		} else {
+			ssize_t r = read(b, buf, sizeof(buf));
+			if (r <= 0) {
+				perror("read");
+				exit(1);
+			}
+			len = (size_t)r;
+		}
 		struct fl_buf *reply = NULL;
-		if (fl_channel_recv(s, buf, (size_t)r, to_reader, &rx, &reply))
+		if (fl_channel_recv(s, p, len, to_reader, &rx, &reply))
 			die("recv");
 	}
 	double t = now_ms() - t0;
 	pthread_join(th, NULL);
+	if (pipelined) {
+		pthread_join(thr, NULL);
+		for (int k = 0; k < NCHUNK; k++)
+			free(rd.chunk[k]);
+	}
+	queue_free(&w.q);
+	queue_free(&rd.q);
 	close(a);
 	close(b);
 	fl_frame_reader_free(&rx.fr);
@@ -248,7 +437,8 @@ static double tcp_once(struct fl_buf **frames, size_t nframes, size_t payload, i
 	return t;
 }
 
-static void bench_tcp(const uint8_t *src, size_t total, size_t frame, int reps)
+static void bench_stream(const uint8_t *src, size_t total, size_t frame, int reps, int unix_sock,
+			 double link_MBps)
 {
 	size_t n = total / frame;
 	struct fl_buf **frames = calloc(n, sizeof(*frames));
@@ -260,18 +450,41 @@ static void bench_tcp(const uint8_t *src, size_t total, size_t frame, int reps)
 		frames[i]->data[3] = (uint8_t)frame;
 		memcpy(frames[i]->data + 4, src + i * frame, frame);
 	}
-	double tp[64], ts[64];
-	tcp_once(frames, n, n * frame, 0); /* warm-up */
+	/* [0] plain, then per cipher: [1 + 2 * (mode - 1) + pipelined] */
+	double t[5][64];
+	int have_aes = crypto_aead_aes256gcm_is_available();
+	stream_once(frames, n, n * frame, PLAIN, unix_sock, 0, link_MBps); /* warm-up */
 	for (int r = 0; r < reps; r++) {
-		tp[r] = tcp_once(frames, n, n * frame, 0);
-		ts[r] = tcp_once(frames, n, n * frame, 1);
+		t[0][r] = stream_once(frames, n, n * frame, PLAIN, unix_sock, 0, link_MBps);
+		for (int mode = AES; mode <= CHACHA; mode++) {
+			if (mode == AES && !have_aes)
+				continue;
+			for (int pl = 0; pl < 2; pl++)
+				t[1 + 2 * (mode - 1) + pl][r] =
+					stream_once(frames, n, n * frame, mode, unix_sock, pl,
+						    link_MBps);
+		}
 	}
-	double p = median(tp, reps), s = median(ts, reps);
-	printf("{\"bench\":\"channel_tcp_loopback\",\"bytes\":%zu,\"frame\":%zu,\"reps\":%d,"
-	       "\"plain_ms\":%.3f,\"secure_ms\":%.3f,\"plain_MBps\":%.1f,\"secure_MBps\":%.1f,"
-	       "\"overhead_pct\":%.1f}\n",
-	       n * frame, frame, reps, p, s, (double)(n * frame) / 1e3 / p,
-	       (double)(n * frame) / 1e3 / s, 100.0 * (s - p) / p);
+	double p = median(t[0], reps);
+	const char *link = unix_sock ? "unix_socketpair"
+			   : link_MBps > 0 ? "tcp_loopback_paced"
+					   : "tcp_loopback";
+	for (int mode = AES; mode <= CHACHA; mode++) {
+		if (mode == AES && !have_aes)
+			continue;
+		for (int pl = 0; pl < 2; pl++) {
+			double s = median(t[1 + 2 * (mode - 1) + pl], reps);
+			printf("{\"bench\":\"channel_%s\",\"cipher\":\"%s\",\"style\":\"%s\","
+			       "\"link_MBps\":%.0f,"
+			       "\"bytes\":%zu,\"frame\":%zu,\"reps\":%d,\"plain_ms\":%.3f,"
+			       "\"secure_ms\":%.3f,\"plain_MBps\":%.1f,\"secure_MBps\":%.1f,"
+			       "\"overhead_pct\":%.1f}\n",
+			       link, mode_name[mode], pl ? "pipelined" : "serial", link_MBps,
+			       n * frame, frame,
+			       reps, p, s, (double)(n * frame) / 1e3 / p,
+			       (double)(n * frame) / 1e3 / s, 100.0 * (s - p) / p);
+		}
+	}
 	for (size_t i = 0; i < n; i++)
 		fl_buf_unref(frames[i]);
 	free(frames);
@@ -281,9 +494,11 @@ int main(int argc, char **argv)
 {
 	size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 10;
 	size_t frame = (argc > 2 ? (size_t)atol(argv[2]) : 1024) * 1024;
-	int reps = argc > 3 ? atoi(argv[3]) : 9;
+	int reps = argc > 3 ? atoi(argv[3]) : 15;
+	double link_MBps = argc > 4 ? atof(argv[4]) : 125; /* 1 Gbit/s; 0 = skip */
 	if (!mib || !frame || reps < 1 || reps > 64 || frame > FL_WIRE_MAX_FRAME_DEFAULT) {
-		fprintf(stderr, "usage: fl-bench-channel [total_MiB] [frame_KiB <= 4096] [reps <= 64]\n");
+		fprintf(stderr, "usage: fl-bench-channel [total_MiB] [frame_KiB <= 4096] "
+				"[reps <= 64] [paced_link_MBps, 0 = none]\n");
 		return 2;
 	}
 	if (fl_identity_generate(&g_server) || fl_identity_generate(&g_client))
@@ -293,9 +508,17 @@ int main(int argc, char **argv)
 	uint8_t *src = malloc(total);
 	for (size_t i = 0; i < total; i++)
 		src[i] = (uint8_t)(i * 2654435761u >> 11);
-	bench_handshake();
-	bench_memory(src, total, frame, reps);
-	bench_tcp(src, total, frame, reps);
+	int first = crypto_aead_aes256gcm_is_available() ? AES : CHACHA;
+	if (first == CHACHA)
+		fprintf(stderr, "fl-bench-channel: no AES-NI here, AES-256-GCM not measured\n");
+	for (int mode = first; mode <= CHACHA; mode++)
+		bench_handshake(mode);
+	for (int mode = first; mode <= CHACHA; mode++)
+		bench_memory(src, total, frame, reps, mode);
+	bench_stream(src, total, frame, reps, 0, 0);
+	bench_stream(src, total, frame, reps, 1, 0);
+	if (link_MBps > 0)
+		bench_stream(src, total, frame, reps, 0, link_MBps);
 	free(src);
 	fl_identity_free(g_server);
 	fl_identity_free(g_client);

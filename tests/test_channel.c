@@ -1,8 +1,9 @@
 /* test_channel.c - the secure channel end to end in memory: handshake and
  * data both ways, close and EOF, refusal of an unknown client, a wrong
  * pinned server key, enrolment with one-time tokens (valid, reused, expired,
- * wrong), plaintext peers, version mismatch, the insecure pass-through and
- * API misuse. Fault injection (bit flips, truncation, replay) is in
+ * wrong), plaintext peers, version mismatch, the insecure pass-through,
+ * API misuse and the record-cipher negotiation (data runs over both
+ * AES-256-GCM and XChaCha20 secretstream). Fault injection (bit flips, truncation, replay) is in
  * test_channel_faults.c. */
 #include "allowlist.h"
 #include "channel.h"
@@ -12,9 +13,12 @@
 #include "identity.h"
 #include "testutil.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static int g_disable_aes; /* both ends of make_pair: 1 = secretstream records */
 
 struct sink {
 	uint8_t *data;
@@ -122,9 +126,11 @@ static void make_pair(struct keys *k, const struct fl_identity *cid, const uint8
 {
 	memset(c, 0, sizeof(*c));
 	memset(s, 0, sizeof(*s));
-	struct fl_channel_config cc = {.self = cid, .pinned_server_pk = pin, .enrol_token = token};
+	struct fl_channel_config cc = {.self = cid, .pinned_server_pk = pin, .enrol_token = token,
+				       .disable_aes = g_disable_aes};
 	struct fl_channel_config sc = {.is_server = 1, .self = k->server,
-				       .authorize = fl_auth_check, .auth_ctx = &k->auth};
+				       .authorize = fl_auth_check, .auth_ctx = &k->auth,
+				       .disable_aes = g_disable_aes};
 	FL_CHECK(fl_channel_new(&cc, &c->ch) == FL_OK);
 	FL_CHECK(fl_channel_new(&sc, &s->ch) == FL_OK);
 }
@@ -137,9 +143,16 @@ static void test_handshake_and_data(void)
 	make_pair(&k, k.client, fl_identity_pk(k.server), NULL, &c, &s);
 	FL_CHECK(!fl_channel_established(c.ch) && !fl_channel_established(s.ch));
 	FL_CHECK(fl_channel_peer_pk(s.ch) == NULL);
+	FL_CHECK(strcmp(fl_channel_cipher(c.ch), "") == 0);
 	run_handshake(&c, &s);
 	FL_CHECK_MSG(c.err == FL_OK && s.err == FL_OK, "client: %s / server: %s", c.msg, s.msg);
 	FL_CHECK(fl_channel_established(c.ch) && fl_channel_established(s.ch));
+	const char *want = !g_disable_aes && crypto_aead_aes256gcm_is_available()
+				   ? "aes-256-gcm"
+				   : "xchacha20-poly1305";
+	FL_CHECK_MSG(strcmp(fl_channel_cipher(c.ch), want) == 0 &&
+			     strcmp(fl_channel_cipher(s.ch), want) == 0,
+		     "%s / %s, want %s", fl_channel_cipher(c.ch), fl_channel_cipher(s.ch), want);
 	FL_CHECK(fl_channel_peer_pk(s.ch) &&
 		 memcmp(fl_channel_peer_pk(s.ch), fl_identity_pk(k.client), 32) == 0);
 	FL_CHECK(fl_channel_peer_pk(c.ch) &&
@@ -193,6 +206,51 @@ static void test_handshake_and_data(void)
 	free(src);
 	end_free(&c);
 	end_free(&s);
+	keys_free(&k);
+}
+
+static void test_handshake_and_data_secretstream(void)
+{
+	g_disable_aes = 1;
+	test_handshake_and_data();
+	g_disable_aes = 0;
+}
+
+/* AES-256-GCM only when both ends offer it; otherwise secretstream, and
+ * data flows either way. */
+static void test_cipher_negotiation(void)
+{
+	struct keys k;
+	keys_init(&k, 1);
+	int aes = crypto_aead_aes256gcm_is_available();
+	for (int m = 0; m < 4; m++) {
+		struct end c = {0}, s = {0};
+		struct fl_channel_config cc = {.self = k.client,
+					       .pinned_server_pk = fl_identity_pk(k.server),
+					       .disable_aes = m & 1};
+		struct fl_channel_config sc = {.is_server = 1, .self = k.server,
+					       .authorize = fl_auth_check, .auth_ctx = &k.auth,
+					       .disable_aes = (m >> 1) & 1};
+		FL_CHECK(fl_channel_new(&cc, &c.ch) == FL_OK);
+		FL_CHECK(fl_channel_new(&sc, &s.ch) == FL_OK);
+		run_handshake(&c, &s);
+		FL_CHECK(c.err == FL_OK && s.err == FL_OK);
+		const char *want = m == 0 && aes ? "aes-256-gcm" : "xchacha20-poly1305";
+		FL_CHECK_MSG(strcmp(fl_channel_cipher(c.ch), want) == 0 &&
+				     strcmp(fl_channel_cipher(s.ch), want) == 0,
+			     "mode %d: %s / %s", m, fl_channel_cipher(c.ch), fl_channel_cipher(s.ch));
+		FL_CHECK(send_bytes(&c, &s, (const uint8_t *)"ping", 4) == FL_OK);
+		FL_CHECK(send_bytes(&s, &c, (const uint8_t *)"pong", 4) == FL_OK);
+		FL_CHECK(s.got.len == 4 && memcmp(s.got.data, "ping", 4) == 0);
+		FL_CHECK(c.got.len == 4 && memcmp(c.got.data, "pong", 4) == 0);
+		end_free(&c);
+		end_free(&s);
+	}
+	struct fl_channel_config icfg = {.insecure = 1};
+	struct fl_channel *ich = NULL;
+	FL_CHECK(fl_channel_new(&icfg, &ich) == FL_OK);
+	FL_CHECK(strcmp(fl_channel_cipher(ich), "none") == 0);
+	fl_channel_free(ich);
 	keys_free(&k);
 }
 
@@ -345,9 +403,9 @@ static void test_plaintext_peer_and_version(void)
 	make_pair(&k, k.client, fl_identity_pk(k.server), NULL, &c, &s);
 	struct fl_buf *b = NULL;
 	FL_CHECK(fl_channel_start(c.ch, &b) == FL_OK && b && b->len == 4 + 70);
-	b->data[8] = 2;
+	b->data[8] = 3;
 	FL_CHECK(fl_channel_recv(s.ch, b->data, b->len, sink_put, &s.got, &r) == FL_EUNSUPPORTED);
-	FL_CHECK(strstr(fl_error_msg(), "version 2") != NULL);
+	FL_CHECK(strstr(fl_error_msg(), "version 3") != NULL);
 	fl_buf_unref(b);
 	/* the client never hears from a plaintext server that speaks first */
 	FL_CHECK(fl_channel_recv(c.ch, plain_hello, sizeof(plain_hello), sink_put, &c.got, &r) ==
@@ -421,6 +479,8 @@ static void test_config_and_misuse(void)
 int main(void)
 {
 	FL_RUN(test_handshake_and_data);
+	FL_RUN(test_handshake_and_data_secretstream);
+	FL_RUN(test_cipher_negotiation);
 	FL_RUN(test_unknown_client_refused);
 	FL_RUN(test_wrong_pinned_key);
 	FL_RUN(test_enrolment);

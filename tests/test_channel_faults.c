@@ -3,10 +3,14 @@
  * records, the handshake cut at every byte (then EOF, or then garbage),
  * replayed, reordered, dropped, reflected and cross-session records, an old
  * handshake message replayed into a new session, oversize lengths refused
- * before anything is allocated, and a failing deliver callback. The rule
- * checked everywhere: an error on some side, and never a byte of wrong
- * plaintext delivered. */
+ * before anything is allocated, and a failing deliver callback; all of it
+ * once with AES-256-GCM records (when the CPU has AES-NI) and once with
+ * XChaCha20 secretstream records. Also: a downgrade of the negotiated
+ * cipher in the handshake, the AES record limit per key and its
+ * authenticated final flag. The rule checked everywhere: an error on some
+ * side, and never a byte of wrong plaintext delivered. */
 #include "channel.h"
+#include "channel_impl.h" /* aes_max_records, to reach the record limit */
 #include "enrol.h"
 #include "errors.h"
 #include "identity.h"
@@ -38,6 +42,7 @@ struct end {
 };
 
 static struct fl_identity *g_server, *g_client;
+static int g_disable_aes; /* make_pair: 1 = secretstream records on both ends */
 
 static int allow_client(void *ctx, const uint8_t pk[32], const uint8_t *token, char *reason,
 			size_t cap)
@@ -54,9 +59,9 @@ static void make_pair(struct end *c, struct end *s, size_t max_record)
 	memset(s, 0, sizeof(*s));
 	struct fl_channel_config cc = {.self = g_client,
 				       .pinned_server_pk = fl_identity_pk(g_server),
-				       .max_record = max_record};
+				       .max_record = max_record, .disable_aes = g_disable_aes};
 	struct fl_channel_config sc = {.is_server = 1, .self = g_server, .authorize = allow_client,
-				       .max_record = max_record};
+				       .max_record = max_record, .disable_aes = g_disable_aes};
 	FL_CHECK(fl_channel_new(&cc, &c->ch) == FL_OK);
 	FL_CHECK(fl_channel_new(&sc, &s->ch) == FL_OK);
 }
@@ -74,7 +79,8 @@ static void note(struct end *e, int err)
 }
 
 /* What to do to transfer number k of the handshake (0 = msg1, 1 = msg2,
- * 2 = msg3 + client stream header, 3 = msg4 + server stream header). */
+ * 2 = msg3 (+ client stream header), 3 = msg4 (+ server stream header);
+ * the stream headers only with secretstream records). */
 struct fault {
 	int k;
 	size_t pos;    /* flip bit (pos % 8) of byte pos */
@@ -185,7 +191,7 @@ static void test_handshake_bit_flips(void)
 		}
 	}
 	FL_CHECK(missed == 0);
-	FL_CHECK_MSG(trials > 400, "%d trials", trials);
+	FL_CHECK_MSG(trials > (g_disable_aes ? 430 : 370), "%d trials", trials);
 }
 
 static void test_handshake_cuts(void)
@@ -211,7 +217,7 @@ static void test_handshake_cuts(void)
 			}
 		}
 	}
-	FL_CHECK_MSG(trials > 800, "%d trials", trials);
+	FL_CHECK_MSG(trials > (g_disable_aes ? 860 : 740), "%d trials", trials);
 }
 
 /* A clean pair and n records of 40 distinct bytes sealed by the client,
@@ -403,10 +409,112 @@ static void test_deliver_error(void)
 	free_pair(&c, &s);
 }
 
-int main(void)
+/* Both ends can run AES-256-GCM; an attacker clears the client's offer in
+ * msg1 or the server's in msg2 so that the weaker (or another) record layer
+ * is chosen: the server's signature over H1 no longer verifies at the
+ * client, nobody is established, nothing is sealed or delivered. */
+static void test_cipher_downgrade(void)
 {
-	FL_CHECK(fl_identity_generate(&g_server) == FL_OK);
-	FL_CHECK(fl_identity_generate(&g_client) == FL_OK);
+	if (!crypto_aead_aes256gcm_is_available()) {
+		fprintf(stderr, "no AES-NI here: downgrade test skipped\n");
+		return;
+	}
+	/* flags_c is byte 4 + 5 of msg1, flags_s byte 4 + 1 of msg2 */
+	for (int i = 0; i < 2; i++) {
+		struct end c, s;
+		make_pair(&c, &s, 0);
+		struct fl_buf *m1 = NULL, *m2 = NULL, *m3 = NULL;
+		FL_CHECK(fl_channel_start(c.ch, &m1) == FL_OK);
+		FL_CHECK(m1->data[4 + 5] == 0x01); /* the client offers AES-256-GCM */
+		if (i == 0)
+			m1->data[4 + 5] = 0; /* the attacker strips the offer */
+		note(&s, fl_channel_recv(s.ch, m1->data, m1->len, sink_put, &s.got, &m2));
+		FL_CHECK(s.err == FL_OK && m2);
+		FL_CHECK(strcmp(fl_channel_cipher(s.ch), i == 0 ? "xchacha20-poly1305"
+								: "aes-256-gcm") == 0);
+		FL_CHECK(m2->data[4 + 1] == 0x01); /* so does the server */
+		if (i == 1)
+			m2->data[4 + 1] = 0; /* the attacker strips the server's support */
+		FL_CHECK(fl_channel_recv(c.ch, m2->data, m2->len, sink_put, &c.got, &m3) ==
+			 FL_EFORMAT);
+		FL_CHECK(strstr(fl_error_msg(), "bad server signature") != NULL);
+		FL_CHECK(m3 == NULL && !fl_channel_established(c.ch));
+		FL_CHECK(!fl_channel_established(s.ch));
+		FL_CHECK(fl_channel_eof(s.ch) == FL_EFORMAT);
+		fl_buf_unref(m1);
+		fl_buf_unref(m2);
+		free_pair(&c, &s);
+	}
+}
+
+/* AES-GCM: at most aes_max_records records per key and direction (2^32;
+ * lowered here), the last one kept for the final record. */
+static void test_aes_record_limit(void)
+{
+	if (!crypto_aead_aes256gcm_is_available())
+		return;
+	struct end c, s;
+	make_pair(&c, &s, 0);
+	run(&c, &s, NULL, NULL);
+	FL_CHECK(strcmp(fl_channel_cipher(c.ch), "aes-256-gcm") == 0);
+	c.ch->aes_max_records = 4;
+	struct fl_buf *rec[4] = {0};
+	for (int i = 0; i < 3; i++)
+		FL_CHECK(fl_channel_seal(c.ch, (const uint8_t *)"abcd", 4, &rec[i]) == FL_OK);
+	struct fl_buf *x = NULL;
+	FL_CHECK(fl_channel_seal(c.ch, (const uint8_t *)"abcd", 4, &x) == FL_ERANGE && !x);
+	FL_CHECK(strstr(fl_error_msg(), "limit") != NULL);
+	FL_CHECK(fl_channel_close(c.ch, &rec[3]) == FL_OK && rec[3]);
+	for (int i = 0; i < 4; i++)
+		FL_CHECK(feed(&s, rec[i]) == FL_OK);
+	FL_CHECK(s.got.len == 12 && fl_channel_peer_closed(s.ch) && fl_channel_eof(s.ch) == FL_OK);
+	free_pair(&c, &s);
+	for (int i = 0; i < 4; i++)
+		fl_buf_unref(rec[i]);
+	/* a receiver refuses records past the limit */
+	make_pair(&c, &s, 0);
+	run(&c, &s, NULL, NULL);
+	s.ch->aes_max_records = 2;
+	for (int i = 0; i < 3; i++)
+		FL_CHECK(fl_channel_seal(c.ch, (const uint8_t *)"abcd", 4, &rec[i]) == FL_OK);
+	FL_CHECK(feed(&s, rec[0]) == FL_OK && feed(&s, rec[1]) == FL_OK);
+	FL_CHECK(feed(&s, rec[2]) == FL_EFORMAT && s.got.len == 8);
+	for (int i = 0; i < 3; i++)
+		fl_buf_unref(rec[i]);
+	free_pair(&c, &s);
+}
+
+/* AES-GCM: the final flag is associated data. A data record turned into a
+ * final one, or the final record turned into data, does not authenticate
+ * (the every-bit flip test flips bit 4 of the flags byte, not bit 0). */
+static void test_aes_final_flag(void)
+{
+	if (!crypto_aead_aes256gcm_is_available())
+		return;
+	for (int which = 0; which < 2; which++) {
+		struct end c, s;
+		struct fl_buf *rec[2];
+		sealed_records(&c, &s, rec, 1);
+		FL_CHECK(strcmp(fl_channel_cipher(c.ch), "aes-256-gcm") == 0);
+		FL_CHECK(rec[0]->data[4] == 0 && rec[1]->data[4] == 1 && rec[1]->len == 4 + 17);
+		if (which == 0) {
+			rec[0]->data[4] ^= 1; /* data record claims to be the final one */
+			FL_CHECK(feed(&s, rec[0]) == FL_EFORMAT && s.got.len == 0);
+		} else {
+			rec[1]->data[4] ^= 1; /* final record passed off as an empty data record */
+			FL_CHECK(feed(&s, rec[0]) == FL_OK && s.got.len == 40);
+			FL_CHECK(feed(&s, rec[1]) == FL_EFORMAT);
+		}
+		FL_CHECK(strstr(fl_error_msg(), "authentication failed") != NULL);
+		FL_CHECK(!fl_channel_peer_closed(s.ch));
+		fl_buf_unref(rec[0]);
+		fl_buf_unref(rec[1]);
+		free_pair(&c, &s);
+	}
+}
+
+static void run_record_tests(void)
+{
 	FL_RUN(test_clean_run_has_no_error);
 	FL_RUN(test_handshake_bit_flips);
 	FL_RUN(test_handshake_cuts);
@@ -415,6 +523,22 @@ int main(void)
 	FL_RUN(test_handshake_replay);
 	FL_RUN(test_oversize_lengths);
 	FL_RUN(test_deliver_error);
+}
+
+int main(void)
+{
+	FL_CHECK(fl_identity_generate(&g_server) == FL_OK);
+	FL_CHECK(fl_identity_generate(&g_client) == FL_OK);
+	fprintf(stderr, "-- records: %s\n",
+		crypto_aead_aes256gcm_is_available() ? "AES-256-GCM" : "secretstream (no AES-NI)");
+	run_record_tests();
+	g_disable_aes = 1;
+	fprintf(stderr, "-- records: XChaCha20 secretstream\n");
+	run_record_tests();
+	g_disable_aes = 0;
+	FL_RUN(test_cipher_downgrade);
+	FL_RUN(test_aes_record_limit);
+	FL_RUN(test_aes_final_flag);
 	fl_identity_free(g_server);
 	fl_identity_free(g_client);
 	return fl_test_main_end();

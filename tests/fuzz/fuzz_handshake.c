@@ -6,6 +6,9 @@
  *   1  a client that sent msg1 reads them (msg2, msg4 ...);
  *   2  a server that got a genuine msg1 and answered reads them (msg3 ...);
  *   3  a server with a completed genuine handshake reads them as records;
+ * bit 2 of byte 0 disables AES-256-GCM on both ends (scene 3 then reads
+ * XChaCha20 secretstream records; without it AES-256-GCM records where the
+ * CPU has AES-NI);
  * byte 1 the feed step (0 = all at once, else that many bytes per call);
  * the rest is the stream. Invariants checked with abort(): no channel is
  * established in scenes 0 and 1 (nobody can forge the other side), nothing
@@ -63,11 +66,12 @@ static void setup(void)
 		abort();
 }
 
-static struct fl_channel *make(int server)
+static struct fl_channel *make(int server, int no_aes)
 {
 	struct fl_channel_config cfg = {.is_server = server, .self = server ? g_server : g_client,
 					.pinned_server_pk = fl_identity_pk(g_server),
-					.authorize = allow_all, .max_record = 4096};
+					.authorize = allow_all, .max_record = 4096,
+					.disable_aes = no_aes};
 	struct fl_channel *ch = NULL;
 	if (fl_channel_new(&cfg, &ch))
 		abort();
@@ -90,27 +94,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	setup();
 	int scene = data[0] & 3;
+	int no_aes = (data[0] >> 2) & 1;
 	size_t step = data[1];
 	data += 2;
 	size -= 2;
 	struct fl_channel *victim = NULL, *peer = NULL;
 	struct fl_buf *b = NULL;
 	if (scene == 0) {
-		victim = make(1);
+		victim = make(1, no_aes);
 	} else if (scene == 1) {
-		victim = make(0);
+		victim = make(0, no_aes);
 		if (fl_channel_start(victim, &b))
 			abort();
 		fl_buf_unref(b);
 	} else {
-		peer = make(0);
-		victim = make(1);
+		peer = make(0, no_aes);
+		victim = make(1, no_aes);
 		if (fl_channel_start(peer, &b))
 			abort();
 		b = pass(victim, b); /* msg2 */
 		if (scene == 3) {
-			b = pass(peer, b); /* msg3 + header */
-			b = pass(victim, b); /* msg4 + header */
+			b = pass(peer, b); /* msg3 (+ stream header) */
+			b = pass(victim, b); /* msg4 (+ stream header) */
 			fl_buf_unref(pass(peer, b));
 			if (!fl_channel_established(victim) || !fl_channel_established(peer))
 				abort();
