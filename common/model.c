@@ -487,6 +487,7 @@ void fl_model_free(struct fl_model *m)
 /* ---- accessors ---- */
 
 const char *fl_model_arch(const struct fl_model *m) { return m->arch; }
+int fl_model_max_batch(const struct fl_model *m) { return m->max_batch; }
 enum fl_peft_param fl_model_param(const struct fl_model *m) { return m->param; }
 float *fl_model_params(struct fl_model *m) { return m->params; }
 float *fl_model_grads(struct fl_model *m) { return m->grads; }

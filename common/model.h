@@ -81,6 +81,8 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 void fl_model_free(struct fl_model *m);
 
 const char *fl_model_arch(const struct fl_model *m);
+/* The largest batch forward/backward accept (fl_model_new's max_batch). */
+int fl_model_max_batch(const struct fl_model *m);
 enum fl_peft_param fl_model_param(const struct fl_model *m);
 void fl_model_input_dims(const struct fl_model *m, int *c, int *h, int *w, int *classes);
 

@@ -34,8 +34,9 @@ int fl_trainer_new(struct fl_model *m, const struct fl_optim_config *oc, int bat
 	*out = NULL;
 	int c, h, w, classes;
 	fl_model_input_dims(m, &c, &h, &w, &classes);
-	if (batch_size < 1)
-		return fl_error_set(FL_EINVAL, "batch size %d < 1", batch_size);
+	if (batch_size < 1 || batch_size > fl_model_max_batch(m))
+		return fl_error_set(FL_EINVAL, "batch size %d not in [1, %d] (the model's largest batch)",
+				    batch_size, fl_model_max_batch(m));
 	struct fl_trainer *t = calloc(1, sizeof(*t));
 	if (!t)
 		return fl_error_set(FL_ENOMEM, "trainer: out of memory");
