@@ -24,8 +24,12 @@ build: deps $(BUILD)/CMakeCache.txt
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# Every benchmark program, JSON lines on stdout (a few minutes on 2 cores).
 bench: build
 	$(BUILD)/bin/fl-bench
+	$(BUILD)/bin/fl-bench --threads 2
+	$(BUILD)/bin/fl-bench-train
+	$(BUILD)/bin/fl-bench-channel
 
 # The built-in simulation (fedloha-sim --help): Fashion-MNIST, 20 clients,
 # dense vs fedpara vs lowrank; prints the table and the plot's path.

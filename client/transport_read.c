@@ -75,7 +75,7 @@ static int deliver(void *ctx, const uint8_t *plain, size_t n)
 	if (c->closing || c->cut)
 		return 0;
 	int rc = fl_frame_reader_feed(&c->rd, plain, n, on_frame, c);
-	if (rc == FL_ERANGE) {
+	if (rc < 0) { /* a framing error leaves the stream unusable: reconnect */
 		fl_log_warn("server %s:%d: %s", c->t->host, c->t->cfg.port, fl_error_msg());
 		cli_transport_conn_close(c);
 	}

@@ -215,6 +215,14 @@ const char *fl_allowlist_name(const struct fl_allowlist *al, const uint8_t pk[FL
 	return i >= 0 ? al->e[i].name : NULL;
 }
 
+int fl_allowlist_has_name(const struct fl_allowlist *al, const char *name)
+{
+	for (size_t i = 0; i < al->n; i++)
+		if (strcmp(al->e[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
 static int check_name(const char *name)
 {
 	for (const char *p = name; *p; p++)

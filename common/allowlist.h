@@ -43,6 +43,9 @@ int fl_allowlist_contains(const struct fl_allowlist *al, const uint8_t pk[FL_PUB
 /* The name written after pk ("" when none), or NULL when pk is absent. Valid
  * until the set is freed or changed. */
 const char *fl_allowlist_name(const struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES]);
+/* 1 when some entry carries exactly this name (names are not secret: a
+ * plain comparison). */
+int fl_allowlist_has_name(const struct fl_allowlist *al, const char *name);
 /* Adds pk (no-op when present). name may be NULL; newlines are refused. */
 int fl_allowlist_add(struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES], const char *name);
 /* Appends "fl1:... name" to the file at path (created when missing) with an

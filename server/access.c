@@ -153,15 +153,27 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
 				 const uint8_t *payload, size_t len, uint32_t max_frame)
 {
 	const char *name = a->allow ? fl_allowlist_name(a->allow, pk) : NULL;
-	if (!name || !name_binds(name))
-		return FL_OK; /* no name to bind to */
+	int binds = name && name_binds(name);
+	if (!a->allow)
+		return FL_OK;
 	fl_envelope *env = NULL;
 	if (fl_wire_decode(payload, len, max_frame, &env) != FL_OK)
 		return FL_OK;
 	int err = FL_OK;
 	if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_HELLO) {
 		const char *id = env->hello->client_id ? env->hello->client_id : "";
-		if (strcmp(id, name) != 0) {
+		if (!binds) {
+			/* an unbound key (enrolled, or a free-text name) may not take
+			 * the id another key is bound to */
+			if (name_binds(id) && fl_allowlist_has_name(a->allow, id)) {
+				char key[FL_PUBKEY_STRING_BYTES];
+				fl_pubkey_format(pk, key);
+				err = fl_error_set(FL_EAUTH,
+						   "client id '%.64s' belongs to another key on the "
+						   "allow-list; key %s may not use it",
+						   id, key);
+			}
+		} else if (strcmp(id, name) != 0) {
 			char key[FL_PUBKEY_STRING_BYTES];
 			fl_pubkey_format(pk, key);
 			err = fl_error_set(FL_EAUTH,

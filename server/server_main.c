@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SERVER_VERSION "0.1.0"
 
@@ -484,8 +485,12 @@ static int run(struct opts *o)
 	tc.host = host;
 	tc.port = port;
 	tc.max_frame_bytes = ec.max_frame_bytes;
+	/* a BaseRequest queues the whole loha base at once: leave room for it */
+	struct stat base_st;
+	size_t base_bytes = o->base && stat(o->base, &base_st) == 0 ? (size_t)base_st.st_size : 0;
 	tc.max_output_bytes = o->max_output > 0 ? (size_t)o->max_output
-						 : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes;
+						 : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
+							   base_bytes + base_bytes / 64;
 	tc.max_conns = (size_t)o->max_conns;
 	tc.debug_tensors = o->debug_tensors;
 	tc.hook_ctx = &s;

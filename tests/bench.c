@@ -19,10 +19,21 @@
  * height), which runs at roughly 85-95% of the square 1024^3 sgemm; the
  * elementwise passes (read dL/dW, write W) run on one thread, which weighs
  * more when OpenBLAS has two.
+ *
+ * Aggregation ("agg_add"): GB/s of update bytes (n floats x 4) folded by
+ * fl_agg_add (a check pass, then round(x * 2^40) * w into 128-bit fixed
+ * point, 16 bytes of state per float), against a plain streaming float add
+ * y += x over the same updates, timed back to back in each sample. Several
+ * distinct update buffers are cycled, as updates come from different
+ * clients; for the large case they do not fit in cache. Single-threaded
+ * (fl_agg_add uses no BLAS), so --threads does not change it.
  */
+#include "aggregate.h"
 #include "blas.h"
 #include "loha.h"
 #include "rng.h"
+
+#include <stdint.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,12 +201,79 @@ static void bench_loha(const struct bench_opts *o, const struct sgemm_ctx *sg, c
 	free(mem);
 }
 
+/* The streaming baseline; noinline so that it is timed as one call. */
+__attribute__((noinline)) static void stream_add(float *restrict y, const float *restrict x,
+						  size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] += x[i];
+}
+
+/* Each sample folds every one of the nbuf updates once through fl_agg_add
+ * (reset first) and once through stream_add, repeated until each side lasts
+ * min_sample_s; GB/s = update bytes read / time. */
+static void bench_agg(const struct bench_opts *o, const char *label, size_t n, int nbuf)
+{
+	float *mem = malloc(sizeof(float) * n * (size_t)(nbuf + 2));
+	struct fl_agg *agg = NULL;
+	if (!mem || fl_agg_new(n, &agg) != 0) {
+		fprintf(stderr, "fl-bench: out of memory for %s\n", label);
+		free(mem);
+		return;
+	}
+	float *y = mem + n * (size_t)nbuf, *res = y + n;
+	struct fl_rng rng;
+	fl_rng_seed(&rng, 4);
+	fill(mem, n * (size_t)nbuf, &rng);
+	memset(y, 0, sizeof(float) * n);
+	double bytes = 4.0 * (double)n * nbuf;
+	double ga[32], gs[32], ratio[32];
+	int bad = 0;
+	for (int s = 0; s < o->samples; s++) {
+		int reps = 0;
+		double t0 = now_s(), el;
+		do {
+			fl_agg_reset(agg);
+			for (int b = 0; b < nbuf; b++)
+				bad |= fl_agg_add(agg, mem + n * (size_t)b, 600) != 0;
+			reps++;
+			el = now_s() - t0;
+		} while (el < o->min_sample_s);
+		ga[s] = bytes * reps / el * 1e-9;
+		reps = 0;
+		t0 = now_s();
+		do {
+			for (int b = 0; b < nbuf; b++)
+				stream_add(y, mem + n * (size_t)b, n);
+			reps++;
+			el = now_s() - t0;
+		} while (el < o->min_sample_s);
+		gs[s] = bytes * reps / el * 1e-9;
+		ratio[s] = ga[s] / gs[s];
+	}
+	double t0 = now_s();
+	bad |= fl_agg_result(agg, res) != 0;
+	double result_ms = (now_s() - t0) * 1e3;
+	double mga = median(ga, o->samples), mgs = median(gs, o->samples);
+	double rat = median(ratio, o->samples);
+	printf("{\"bench\":\"agg_add\",\"case\":\"%s\",\"floats\":%zu,\"update_bytes\":%zu,"
+	       "\"updates_per_pass\":%d,\"samples\":%d,\"agg_gbps\":%.3f,"
+	       "\"agg_ms_per_update\":%.3f,\"stream_add_gbps\":%.3f,\"ratio_to_stream_add\":%.3f,"
+	       "\"result_ms\":%.3f,\"errors\":%d,\"checksum\":%.6g}\n",
+	       label, n, 4 * n, nbuf, o->samples, mga, 4.0 * (double)n / mga * 1e-6, mgs, rat,
+	       result_ms, bad, (double)y[n / 2] + (double)res[n / 3]);
+	fflush(stdout);
+	fl_agg_free(agg);
+	free(mem);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: fl-bench [--threads N] [--quick] [--help]\n"
 		   "  Prints JSON lines: OpenBLAS sgemm GFLOP/s at 1024^3, then LoHa dW\n"
 		   "  forward+backward GFLOP/s (median) and the ratio to sgemm for linear\n"
-		   "  256x256 r16, 256x784 r16, 4096x4096 r64 and Tucker conv 64x32x3x3 r8.\n"
+		   "  256x256 r16, 256x784 r16, 4096x4096 r64 and Tucker conv 64x32x3x3 r8,\n"
+		   "  then fl_agg_add GB/s against a streaming y += x for 320k and 4M floats.\n"
 		   "  --threads N  OpenBLAS threads (default 1)\n"
 		   "  --quick      fewer, shorter samples\n");
 }
@@ -237,6 +315,9 @@ int main(int argc, char **argv)
 	bench_loha(&o, &sg, "linear_256x784_r16", FL_LOHA_FORM_LINEAR, 256, 784, 1, 16);
 	bench_loha(&o, &sg, "linear_4096x4096_r64", FL_LOHA_FORM_LINEAR, 4096, 4096, 1, 64);
 	bench_loha(&o, &sg, "tucker_64x32x3x3_r8", FL_LOHA_FORM_TUCKER, 64, 32, 3, 8);
+	/* a cnn fedpara gamma 0.1 update (324318 floats, fl-bench-train), and 4M floats */
+	bench_agg(&o, "agg_cnn_fedpara_g0.1", 324318, 8);
+	bench_agg(&o, "agg_4M", (size_t)4 << 20, 4);
 	sgemm_free(&sg);
 	return 0;
 }
