@@ -15,12 +15,15 @@
 #include <jansson.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define LABELS_MAX 256 /* labels are bytes */
+
 struct train_opts {
-	const char *model, *param, *config, *base, *targets, *data, *data_path, *out;
+	const char *model, *param, *config, *base, *targets, *data, *data_path, *out, *classes;
 	double gamma, alpha, lr, momentum, wd, lr_decay;
 	int rank, epochs, batch, threads, limit, test_limit, tucker, optim_adam, quiet;
 	unsigned long long seed;
@@ -47,6 +50,9 @@ static void train_usage(FILE *f)
 		"  --data-path DIR     folder of the data set files (default: Debian's)\n"
 		"  --limit N           use only the first N training samples\n"
 		"  --test-limit N      evaluate on the first N test samples\n"
+		"  --classes LIST      keep only training and test samples with these labels,\n"
+		"                      e.g. 0-4 or 0,2,5-7 (the model keeps every output);\n"
+		"                      --limit / --test-limit count the kept samples\n"
 		"training:\n"
 		"  --epochs N          (default 5)\n"
 		"  --batch B           (default 32)\n"
@@ -152,13 +158,91 @@ fail:
 	return err;
 }
 
-static int load_data(const char *name, const char *path, int limit, int test_limit,
-		     struct fl_dataset **train, struct fl_dataset **test)
+/* "0-4" or "0,2,5-7" into keep[label] = 1; -1 with a message on stderr for
+ * an empty, malformed, reversed or out-of-range item. */
+static int parse_classes(const char *s, uint8_t keep[LABELS_MAX])
+{
+	memset(keep, 0, LABELS_MAX);
+	const char *p = s;
+	for (;;) {
+		long v[2];
+		int nv = 0;
+		for (;;) {
+			if (*p < '0' || *p > '9')
+				goto bad;
+			long x = 0;
+			while (*p >= '0' && *p <= '9' && x < LABELS_MAX)
+				x = 10 * x + (*p++ - '0');
+			if (x >= LABELS_MAX) {
+				fprintf(stderr, "fedloha-client: --classes: label out of range in '%s' "
+						"(labels are 0..%d)\n", s, LABELS_MAX - 1);
+				return -1;
+			}
+			v[nv++] = x;
+			if (nv == 2 || *p != '-')
+				break;
+			p++;
+		}
+		if (nv == 1)
+			v[1] = v[0];
+		if (v[1] < v[0]) {
+			fprintf(stderr, "fedloha-client: --classes: reversed range %ld-%ld in '%s'\n",
+				v[0], v[1], s);
+			return -1;
+		}
+		for (long x = v[0]; x <= v[1]; x++)
+			keep[x] = 1;
+		if (*p == '\0')
+			return 0;
+		if (*p++ != ',')
+			goto bad;
+	}
+bad:
+	fprintf(stderr, "fedloha-client: --classes: expected labels like 0-4 or 0,2,5-7, got '%s'\n",
+		s);
+	return -1;
+}
+
+/* Replaces *ds by the samples whose label keep[] marks (same order). */
+static int keep_classes(struct fl_dataset **ds, const uint8_t *keep, const char *what)
+{
+	struct fl_dataset *d = *ds;
+	for (int c = d->classes; c < LABELS_MAX; c++)
+		if (keep[c])
+			return fl_error_set(FL_EINVAL, "--classes: label %d, but the %s set has %d "
+					    "classes", c, what, d->classes);
+	int *idx = malloc((size_t)(d->n ? d->n : 1) * sizeof(int)), n = 0;
+	if (!idx)
+		return fl_error_set(FL_ENOMEM, "out of memory");
+	for (int i = 0; i < d->n; i++)
+		if (keep[d->labels[i]])
+			idx[n++] = i;
+	int err = FL_OK;
+	struct fl_dataset *s = NULL;
+	if (n == 0)
+		err = fl_error_set(FL_EINVAL, "--classes: no %s sample has one of these labels", what);
+	else
+		err = fl_dataset_subset(d, idx, n, &s);
+	free(idx);
+	if (!err) {
+		fl_dataset_free(d);
+		*ds = s;
+	}
+	return err;
+}
+
+/* keep: the labels to keep (NULL = all), before the limits apply. */
+static int load_data(const char *name, const char *path, const uint8_t *keep, int limit,
+		     int test_limit, struct fl_dataset **train, struct fl_dataset **test)
 {
 	*train = *test = NULL;
 	int err = fl_dataset_load(name, path, 1, train);
 	if (!err)
 		err = fl_dataset_load(name, path, 0, test);
+	if (!err && keep)
+		err = keep_classes(train, keep, "training");
+	if (!err && keep)
+		err = keep_classes(test, keep, "test");
 	if (!err && limit > 0 && limit < (*train)->n) {
 		struct fl_dataset *s;
 		err = fl_dataset_subset(*train, NULL, limit, &s);
@@ -257,7 +341,8 @@ int cli_train_main(int argc, char **argv)
 		{"optim", 1, 0, 'O'},        {"lr", 1, 0, 'R'},        {"momentum", 1, 0, 'M'},
 		{"weight-decay", 1, 0, 'W'}, {"lr-decay", 1, 0, 'y'},  {"seed", 1, 0, 's'},
 		{"threads", 1, 0, 't'},      {"out", 1, 0, 'o'},       {"quiet", 0, 0, 'q'},
-		{"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+		{"classes", 1, 0, 'C'},      {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+	uint8_t keep[LABELS_MAX];
 	int ch, bad = 0;
 	optind = 1;
 	opterr = 0;
@@ -284,6 +369,10 @@ int cli_train_main(int argc, char **argv)
 		case 'D': o.data_path = optarg; break;
 		case 'l': bad |= parse_int(optarg, "--limit", 1, 1 << 30, &o.limit); break;
 		case 'L': bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o.test_limit); break;
+		case 'C':
+			o.classes = optarg;
+			bad |= parse_classes(optarg, keep) != 0;
+			break;
 		case 'e': bad |= parse_int(optarg, "--epochs", 0, 100000, &o.epochs); break;
 		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &o.batch); break;
 		case 'O':
@@ -334,7 +423,8 @@ int cli_train_main(int argc, char **argv)
 		fprintf(stderr, "fedloha-client: warning: loha without --base adapts a randomly "
 				"initialised base\n");
 	if (!err)
-		err = load_data(o.data, o.data_path, o.limit, o.test_limit, &train, &test);
+		err = load_data(o.data, o.data_path, o.classes ? keep : NULL, o.limit, o.test_limit,
+				&train, &test);
 	if (!err)
 		err = fl_model_new(o.model, train->c, train->h, train->w, train->classes, cfg, o.seed,
 				   o.batch, &m);
@@ -388,9 +478,10 @@ int cli_train_main(int argc, char **argv)
 		char meta[1024], norm[256];
 		norm_json(train, norm, sizeof(norm));
 		snprintf(meta, sizeof(meta),
-			 "{\"data\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
+			 "{\"data\": \"%s\", \"classes\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
 			 "\"test_loss\": %.6f, \"test_samples\": %d, \"train_samples\": %d, \"norm\": %s}",
-			 o.data ? o.data : "fashion-mnist", o.epochs, o.seed, ev.accuracy, ev.loss,
+			 o.data ? o.data : "fashion-mnist", o.classes ? o.classes : "all", o.epochs,
+			 o.seed, ev.accuracy, ev.loss,
 			 test->n, train->n, norm);
 		if ((err = fl_model_save(m, o.out, meta))) {
 			fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
@@ -411,19 +502,21 @@ out:
 static void eval_usage(FILE *f)
 {
 	fprintf(f, "usage: fedloha-client eval --in DIR [--data NAME] [--data-path DIR]\n"
-		   "                           [--test-limit N] [--batch B] [--threads T]\n"
+		   "                           [--test-limit N] [--classes LIST] [--batch B]\n"
+		   "                           [--threads T]\n"
 		   "Evaluates a model folder saved by 'fedloha-client train --out DIR' on the\n"
 		   "test set (normalised with the training set's statistics).\n");
 }
 
 int cli_eval_main(int argc, char **argv)
 {
-	const char *in = NULL, *data = NULL, *data_path = NULL;
+	const char *in = NULL, *data = NULL, *data_path = NULL, *class_list = NULL;
+	uint8_t keep[LABELS_MAX];
 	int test_limit = 0, batch = 256, threads = 2, bad = 0, ch;
 	static const struct option longopts[] = {
 		{"in", 1, 0, 'i'},      {"data", 1, 0, 'd'},    {"data-path", 1, 0, 'D'},
 		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'},
-		{"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+		{"classes", 1, 0, 'C'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
 	optind = 1;
 	opterr = 0;
 	while (!bad && (ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -434,6 +527,10 @@ int cli_eval_main(int argc, char **argv)
 		case 'L': bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &test_limit); break;
 		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &batch); break;
 		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &threads); break;
+		case 'C':
+			class_list = optarg;
+			bad |= parse_classes(optarg, keep) != 0;
+			break;
 		case 'h': eval_usage(stdout); return 0;
 		default: option_error("eval", ch, argv); bad = 1;
 		}
@@ -464,6 +561,8 @@ int cli_eval_main(int argc, char **argv)
 	if (!err && mc <= FL_DATASET_CHANNELS_MAX && saved_norm(in, mc, mean, std)) {
 		/* normalise exactly as in training, without loading the training set */
 		err = fl_dataset_load(data, data_path, 0, &test);
+		if (!err && class_list)
+			err = keep_classes(&test, keep, "test");
 		if (!err && test_limit > 0 && test_limit < test->n) {
 			struct fl_dataset *s;
 			err = fl_dataset_subset(test, NULL, test_limit, &s);
@@ -478,7 +577,7 @@ int cli_eval_main(int argc, char **argv)
 		if (!err)
 			err = fl_dataset_set_norm(test, mean, std);
 	} else if (!err) {
-		err = load_data(data, data_path, 0, test_limit, &train, &test);
+		err = load_data(data, data_path, class_list ? keep : NULL, 0, test_limit, &train, &test);
 	}
 	if (!err) {
 		int c, h, w, classes;

@@ -35,7 +35,7 @@ int fl_cliopt_llong(const char *flag, const char *v, long long lo, long long hi,
 
 int fl_cliopt_int(const char *flag, const char *v, long lo, long hi, int *out)
 {
-	long long x;
+	long long x = 0;
 	if (lo < INT_MIN)
 		lo = INT_MIN;
 	if (hi > INT_MAX)

@@ -5,7 +5,7 @@
  * of results (engine reports + central evaluations on copies of the
  * global model), and teardown. The transport and the loop are in
  * sim_loop.c, the worker threads in sim_pool.c, result files in
- * sim_report.c. */
+ * sim_report.c, the initial model (--init) in sim_init.c. */
 #include "sim_impl.h"
 
 #include "blas.h"
@@ -149,6 +149,20 @@ static int make_config_json(const struct srv_sim_config *cfg, char **json,
 					 json_string(fl_peft_param_name(cfg->param)));
 	if (cfg->rank <= 0 && cfg->param != FL_PEFT_PARAM_LOHA)
 		bad = bad || json_object_set_new(o, "fedloha_gamma", json_real(cfg->gamma));
+	if (cfg->param == FL_PEFT_PARAM_LOHA && cfg->modules_to_save) {
+		json_t *a = json_array();
+		bad = bad || !a || json_object_set_new(o, "modules_to_save", a);
+		for (const char *p = cfg->modules_to_save; !bad && *p;) {
+			size_t len = strcspn(p, ",");
+			if (len == 0 || len >= 64) {
+				json_decref(o);
+				return fl_error_set(FL_EINVAL, "sim: modules_to_save: bad item in '%s'",
+						    cfg->modules_to_save);
+			}
+			bad = json_array_append_new(a, json_stringn(p, len)) != 0;
+			p += len + (p[len] == ',');
+		}
+	}
 	char *text = bad ? NULL : json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
 	json_decref(o);
 	if (!text)
@@ -369,6 +383,12 @@ static int check_config(const struct srv_sim_config *c, const struct srv_sim_dat
 		return fl_error_set(FL_EINVAL, "sim: eval batch %d outside [1, 4096]", c->eval_batch);
 	if (!(c->gamma >= 0 && c->gamma <= 1) || c->rank < 0)
 		return fl_error_set(FL_EINVAL, "sim: gamma in [0, 1] and rank >= 0");
+	if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA)
+		return fl_error_set(FL_EINVAL, "sim: an initial model needs dense or loha (%s layers "
+				    "have no dense weight to load)", fl_peft_param_name(c->param));
+	if (c->init_path && c->param == FL_PEFT_PARAM_LOHA && !c->base_path)
+		return fl_error_set(FL_EINVAL, "sim: loha with an initial model needs the frozen base "
+				    "(base_path; it may be the same file)");
 	if (!d || !d->part || d->part->clients < 1)
 		return fl_error_set(FL_EINVAL, "sim: no clients");
 	int pfed = c->param == FL_PEFT_PARAM_PFEDPARA || c->fed_eval;
@@ -388,6 +408,12 @@ static int setup(struct sim *s)
 	int err = make_config_json(cfg, &s->config_json, &s->peft);
 	if (!err)
 		err = new_model(s, 1, &s->model);
+	if (!err)
+		err = sim_check_modules_to_save(cfg, s->model);
+	/* the engine sends the global tensors every round and the clients load
+	 * the same base, so the engine's model is the only one to initialise */
+	if (!err && cfg->init_path)
+		err = sim_load_init(s->model, cfg->init_path);
 	if (err)
 		return err;
 	s->rows = calloc(cfg->rounds, sizeof(*s->rows));

@@ -103,6 +103,18 @@ struct srv_sim_config {
 	int rank;
 	int tucker;                  /* convs in Tucker form (fedpara family) */
 	const char *base_path;       /* loha: frozen base weights (safetensors), or NULL */
+	/* The initial global model from a PyTorch-named safetensors file (e.g.
+	 * the model.safetensors of a `fedloha-client train --out` folder), or
+	 * NULL for the seeded random initialisation. Dense: every weight and
+	 * bias. Loha: every transmitted dense tensor (modules_to_save), the
+	 * frozen base coming from base_path, which must then be set (it may be
+	 * the same file). The factorised kinds refuse it. */
+	const char *init_path;
+	/* loha: comma-separated modules trained in full and transmitted
+	 * (PEFT modules_to_save, e.g. "fc2" so a new task's output layer
+	 * learns), or NULL; ignored by the other kinds, which train every
+	 * untargeted layer anyway. */
+	const char *modules_to_save;
 	/* rounds */
 	uint64_t rounds;
 	double fraction;

@@ -1,7 +1,7 @@
 /* sim_impl.h - the simulator's internals shared by sim.c (set-up, data,
  * keys, teardown), sim_loop.c (the in-memory transport over the secure
- * channel and the event loop) and sim_pool.c (worker threads). Not part of
- * the API. */
+ * channel and the event loop), sim_pool.c (worker threads) and sim_init.c
+ * (the initial model). Not part of the API. */
 #ifndef SRV_SIM_IMPL_H
 #define SRV_SIM_IMPL_H
 
@@ -147,6 +147,14 @@ void sim_events_free(struct sim *s);
 /* Frees c's channels and frame readers. */
 void sim_conn_release(struct sim_client *c);
 double sim_wall_seconds(void);
+
+/* sim_init.c */
+/* Every name of cfg->modules_to_save (loha) is a weight layer of m. */
+int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m);
+/* Loads every tensor of m that is neither frozen base nor a factor (dense:
+ * all; loha: the modules to save) from the safetensors file at path, by
+ * PyTorch name; a missing tensor or a wrong shape is an error. */
+int sim_load_init(struct fl_model *m, const char *path);
 
 /* sim.c */
 /* The coordinator's channel authoriser: admits the simulation's client keys. */

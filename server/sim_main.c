@@ -64,6 +64,13 @@ static void usage(FILE *f)
 		"  --rank R            explicit rank instead of gamma\n"
 		"  --no-tucker         convs in reshape form instead of Tucker (fedpara family)\n"
 		"  --base FILE         loha: frozen base weights (safetensors, PyTorch names)\n"
+		"  --init FILE         initial global model (safetensors, PyTorch names, e.g. the\n"
+		"                      model.safetensors of fedloha-client train --out): dense\n"
+		"                      loads every weight and bias, loha the --modules-to-save\n"
+		"                      layers (its frozen base is --base, default this file);\n"
+		"                      dense and loha only\n"
+		"  --modules-to-save LIST  loha: layers trained in full and sent, as PEFT's\n"
+		"                      modules_to_save (e.g. fc2, so a new task's head learns)\n"
 		"federation:\n"
 		"  --clients N         (default %d)\n"
 		"  --fraction F        clients selected per round (default %g)\n"
@@ -148,7 +155,7 @@ enum {
 	O_FRACTION, O_ROUNDS, O_PARTITION, O_HOLDOUT, O_STRATEGY, O_PROX_MU, O_DTYPE, O_DROPOUT,
 	O_MIN_REPORT, O_FED_EVAL, O_EPOCHS, O_BATCH, O_LR, O_LR_DECAY, O_MOMENTUM, O_WD, O_DATA,
 	O_DATA_PATH, O_LIMIT, O_TEST_LIMIT, O_SEED, O_THREADS, O_TARGET, O_OUT, O_SAVE_MODEL,
-	O_QUIET, O_INSECURE, O_HELP,
+	O_QUIET, O_INSECURE, O_HELP, O_INIT, O_MODULES_TO_SAVE,
 };
 
 static const struct option longopts[] = {
@@ -170,6 +177,7 @@ static const struct option longopts[] = {
 	{"target", 1, 0, O_TARGET},	  {"out", 1, 0, O_OUT},
 	{"save-model", 0, 0, O_SAVE_MODEL}, {"quiet", 0, 0, O_QUIET},
 	{"insecure", 0, 0, O_INSECURE},	  {"help", 0, 0, O_HELP},
+	{"init", 1, 0, O_INIT},		  {"modules-to-save", 1, 0, O_MODULES_TO_SAVE},
 	{0, 0, 0, 0}};
 
 /* 0 ok, 1 bad value (message printed), 2 --help. */
@@ -192,6 +200,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_RANK: bad |= parse_int(optarg, "--rank", 1, 4096, &c->rank); break;
 		case O_NO_TUCKER: c->tucker = 0; break;
 		case O_BASE: c->base_path = optarg; break;
+		case O_INIT: c->init_path = optarg; break;
+		case O_MODULES_TO_SAVE: c->modules_to_save = optarg; break;
 		case O_CLIENTS: bad |= parse_int(optarg, "--clients", 1, 100000, &o->clients); break;
 		case O_FRACTION: bad |= parse_double(optarg, "--fraction", 1e-9, 1, &c->fraction); break;
 		case O_ROUNDS:
@@ -313,6 +323,12 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 					"pfedpara, lowrank or loha)\n", item);
 			return 1;
 		}
+		if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA) {
+			fprintf(stderr, PROG ": --init works with dense and loha, not %s\n", item);
+			return 1;
+		}
+		if (c->init_path && c->param == FL_PEFT_PARAM_LOHA && !c->base_path)
+			c->base_path = c->init_path; /* the pretrained model is the frozen base */
 		char label[SRV_SIM_LABEL_MAX], other[SRV_SIM_LABEL_MAX];
 		srv_sim_config_label(c, label, sizeof(label));
 		for (int i = 0; i < *n; i++) {
@@ -445,6 +461,8 @@ int main(int argc, char **argv)
 	       o.base.prox ? "fedprox" : fl_server_opt_name(o.base.strategy),
 	       (unsigned long long)o.base.seed, o.base.threads,
 	       o.base.secure ? "secure channel" : "--insecure (no channel)");
+	if (o.base.init_path)
+		printf("initial model %s\n", o.base.init_path);
 	fflush(stdout);
 
 	struct srv_sim_result *res[CONFIGS_MAX] = {0};

@@ -4,7 +4,8 @@
 # comparison on the mnist-tiny fixture: exit 0, the table on stdout, the
 # progress lines on stderr, the CSV / JSON / table / plot script written;
 # the secure channel by default (its byte totals printed once and in the
-# JSON) and --insecure giving the same results and frame bytes.
+# JSON) and --insecure giving the same results and frame bytes; --init
+# (dense and loha start from a saved model) and --modules-to-save.
 set -u
 BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
@@ -112,6 +113,61 @@ up_i8=$(python3 -c "import json; print(json.load(open('$OUT/lowrank-int8.json'))
 expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --param dense --quiet \
 	--out "$TMP/res2"
 [ ! -s "$TMP/err" ] || fail "--quiet printed: $(cat "$TMP/err")"
+
+# ---- --init: the initial global model from a saved model.safetensors ----
+# run A saves its final dense model; with lr 0 a run started from that file
+# must evaluate exactly like it (dense, and loha whose delta is 0 at init
+# with the head as a module to save), and save it back unchanged.
+A="$TMP/init-a"
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
+	--rounds 1 --epochs 1 --batch 4 --param dense --threads 2 --quiet --save-model --out "$A"
+INIT="$A/dense-model/model.safetensors"
+[ -s "$INIT" ] || fail "--save-model wrote no $INIT"
+B="$TMP/init-b"
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
+	--rounds 1 --epochs 1 --batch 4 --compare dense,loha --init "$INIT" --modules-to-save fc3 \
+	--lr 0 --threads 2 --quiet --save-model --out "$B"
+contains "$TMP/out" "initial model $INIT"
+python3 - "$A/dense.json" "$B/dense.json" "$B/loha.json" "$INIT" "$B/dense-model/model.safetensors" \
+	"$B/loha-model" <<'EOF2' || fail "--init: the runs do not start from the saved model"
+import json, struct, sys
+from array import array
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in h.items():
+        if k != "__metadata__":
+            s, e = v["data_offsets"]
+            a = array("f"); a.frombytes(b[8 + n + s:8 + n + e]); out[k] = a
+    return out
+a, bd, bl = (json.load(open(p)) for p in sys.argv[1:4])
+acc = a["rounds"][-1]["accuracy"]
+assert bd["rounds"][0]["accuracy"] == acc, ("dense", bd["rounds"][0]["accuracy"], acc)
+assert bl["rounds"][0]["accuracy"] == acc, ("loha", bl["rounds"][0]["accuracy"], acc)
+x, y = load(sys.argv[4]), load(sys.argv[5])
+assert x.keys() == y.keys()
+for k in x:  # FedAvg of identical models: equal up to float rounding
+    assert max(abs(p - q) for p, q in zip(x[k], y[k])) <= 1e-6 * max(1.0, max(abs(p) for p in x[k])), k
+ad = load(sys.argv[6] + "/adapter_model.safetensors")
+assert "base_model.model.fc3.weight" in ad and "base_model.model.fc1.hada_w1_a" in ad, sorted(ad)
+w = ad["base_model.model.fc3.weight"]  # the head to save starts from the file too
+assert max(abs(p - q) for p, q in zip(w, x["fc3.weight"])) <= 1e-6 * max(1.0, max(abs(p) for p in w))
+cfg = json.load(open(sys.argv[6] + "/adapter_config.json"))
+assert cfg["modules_to_save"] == ["fc3"], cfg["modules_to_save"]
+EOF2
+expect 2 "$BIN" --data mnist --data-path "$DATA" --param fedpara --init "$INIT" --out "$TMP/r3"
+contains "$TMP/err" "--init works with dense and loha"
+expect 1 "$BIN" --data mnist --data-path "$DATA" --param dense --init "$TMP/none.safetensors" \
+	--clients 2 --rounds 1 --quiet --out "$TMP/r3"
+[ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "--init missing file: $(cat "$TMP/err")"
+expect 1 "$BIN" --data mnist --data-path "$DATA" --param dense --model mlp --init "$INIT" \
+	--clients 2 --rounds 1 --quiet --out "$TMP/r3"
+contains "$TMP/err" "wrong shape"
+expect 1 "$BIN" --data mnist --data-path "$DATA" --param loha --init "$INIT" --clients 2 \
+	--rounds 1 --modules-to-save fc9 --quiet --out "$TMP/r3"
+contains "$TMP/err" "no layer 'fc9'"
 
 rm -rf "$TMP"
 if [ "$fails" -ne 0 ]; then

@@ -57,6 +57,14 @@ bad_flags=(
 	"train --param magic"
 	"train --batch 0"
 	"train unexpected"
+	"train --classes 4-0"
+	"train --classes x"
+	"train --classes 0,,1"
+	"train --classes 0,"
+	"train --classes 1-"
+	"train --classes 999"
+	"train --classes 0-4-6"
+	"eval --in x --classes 3-1"
 	"eval"
 	"eval --in"
 	"eval --bogus --in x"
@@ -133,6 +141,40 @@ if [ $rc -eq 1 ] && [ "$(wc -l <"$T/train-nodata.err")" -eq 1 ]; then
 	ok "train on a missing data folder: exit 1, one line"
 else
 	fail "train on a missing data folder: exit $rc, $(wc -l <"$T/train-nodata.err") lines"
+fi
+
+# ---- --classes: only samples with those labels (fixture label = i mod 10) ----
+run classes $CLIENT train --model 2nn --classes 0-2,4 --epochs 1 --batch 8 --data mnist \
+	--data-path "$TINY" --out "$T/m-classes" --threads 1
+meta="$T/m-classes/fedloha.json"
+if [ $rc -eq 0 ] && grep -q '"train_samples": 8' "$meta" && grep -q '"test_samples": 4' "$meta" &&
+	grep -q '"classes": "0-2,4"' "$meta" && grep -q '"classes": 10' "$meta"; then
+	ok "train --classes 0-2,4: 8 of 20 training and 4 of 10 test samples, 10 outputs"
+else
+	fail "train --classes 0-2,4: exit $rc: $(head -c 300 "$T/classes.err")"
+fi
+run classes-lim $CLIENT train --model 2nn --classes 5 --limit 1 --epochs 1 --data mnist \
+	--data-path "$TINY" --out "$T/m-classes1" --threads 1 --quiet
+if [ $rc -eq 0 ] && grep -q '"train_samples": 1' "$T/m-classes1/fedloha.json" &&
+	grep -q '"test_samples": 1,' "$T/m-classes1/fedloha.json"; then
+	ok "train --classes 5 --limit 1: the limit counts kept samples"
+else
+	fail "train --classes 5 --limit 1: exit $rc: $(head -c 300 "$T/classes-lim.err")"
+fi
+run classes-eval $CLIENT eval --in "$T/m-classes" --classes 0-2,4 --data mnist \
+	--data-path "$TINY" --threads 1
+if [ $rc -eq 0 ] && grep -q 'samples 4$' "$T/classes-eval.out"; then
+	ok "eval --classes 0-2,4: 4 test samples"
+else
+	fail "eval --classes 0-2,4: exit $rc: $(cat "$T/classes-eval.out" "$T/classes-eval.err" | head -c 300)"
+fi
+run classes-range $CLIENT train --model 2nn --classes 3,12 --epochs 1 --data mnist \
+	--data-path "$TINY" --threads 1
+if [ $rc -eq 1 ] && [ "$(wc -l <"$T/classes-range.err")" -eq 1 ] &&
+	grep -q "label 12" "$T/classes-range.err"; then
+	ok "train --classes 3,12 on a 10-class set: exit 1, one line"
+else
+	fail "train --classes 3,12: exit $rc: $(head -c 300 "$T/classes-range.err")"
 fi
 
 # ---- loha on a saved dense base: at init (ΔW = 0) it is the base model ----

@@ -1,0 +1,66 @@
+/* sim_init.c - the simulator's starting point: the initial global model
+ * read from a PyTorch-named safetensors file (--init) and the check of the
+ * loha modules_to_save names. It does not load the frozen base (that is
+ * fl_model_load_base, through base_path) and does not touch the clients,
+ * which receive the global tensors from the engine every round. */
+#include "sim_impl.h"
+
+#include "errors.h"
+#include "model.h"
+#include "safetensors.h"
+
+#include <string.h>
+
+/* Every name of cfg->modules_to_save must be a weight layer of m. */
+int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m)
+{
+	if (cfg->param != FL_PEFT_PARAM_LOHA || !cfg->modules_to_save)
+		return FL_OK;
+	for (const char *p = cfg->modules_to_save; *p;) {
+		size_t len = strcspn(p, ",");
+		int found = 0;
+		for (int i = 0; i < fl_model_layer_count(m) && !found; i++) {
+			struct fl_model_layer_info li;
+			fl_model_layer_info(m, i, &li);
+			found = (li.kind == FL_LAYER_LINEAR || li.kind == FL_LAYER_CONV2D) &&
+				strlen(li.name) == len && strncmp(li.name, p, len) == 0;
+		}
+		if (!found)
+			return fl_error_set(FL_EINVAL, "sim: modules_to_save: model %s has no layer '%.*s'",
+					    cfg->arch, (int)(len < 64 ? len : 64), p);
+		p += len + (p[len] == ',');
+	}
+	return FL_OK;
+}
+
+/* The initial global model: every tensor of m that is neither frozen base
+ * nor a factor (dense: all of them; loha: modules_to_save) from the
+ * PyTorch-named safetensors file at path; shapes must match. */
+int sim_load_init(struct fl_model *m, const char *path)
+{
+	struct fl_st *st;
+	int err = fl_st_read(path, &st);
+	if (err)
+		return err;
+	for (size_t i = 0; i < fl_model_tensor_count(m) && !err; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		if ((t->flags & FL_TENSOR_BASE) || strstr(t->name, ".hada_") || strstr(t->name, ".lora_"))
+			continue;
+		const struct fl_st_tensor *x = fl_st_find(st, t->name);
+		if (!x) {
+			err = fl_error_set(FL_ENOTFOUND, "%s: tensor '%s' is missing", path, t->name);
+			break;
+		}
+		int same = x->ndim == t->ndim;
+		for (int d = 0; same && d < t->ndim; d++)
+			same = x->shape[d] == t->shape[d];
+		if (!same)
+			err = fl_error_set(FL_ESHAPE, "%s: tensor '%s' has the wrong shape for model %s",
+					   path, t->name, fl_model_arch(m));
+		else
+			err = fl_st_tensor_to_f32(x, fl_model_params(m) + t->offset, t->numel);
+	}
+	fl_st_free(st);
+	fl_model_params_changed(m);
+	return err;
+}
