@@ -13,26 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A config for parameterisation p: gamma (fedpara family) when r == 0, else
- * an explicit r with alpha. */
-static struct fl_peft_config *cfg_make(enum fl_peft_param p, int tucker, double gamma, int r,
-				       double alpha)
-{
-	struct fl_peft_config *c = NULL;
-	if (fl_peft_config_new(&c) != FL_OK)
-		return NULL;
-	c->parameterization = p;
-	c->use_effective_conv2d = tucker;
-	if (r > 0) {
-		c->r = r;
-		c->alpha = alpha;
-	} else {
-		c->has_gamma = 1;
-		c->gamma = gamma;
-	}
-	return c;
-}
-
 static struct fl_model *build(const char *arch, int c, int h, int w, int classes,
 			      const struct fl_peft_config *cfg, uint64_t seed)
 {
@@ -154,7 +134,7 @@ static void test_dense_counts(void)
 	}
 	fl_model_free(m);
 	/* an explicit dense config is the same model, bit for bit */
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_DENSE, 0, 0.1, 0, 0);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_DENSE, 0, 0.1, 0, 0);
 	struct fl_model *a = build("cnn", 3, 32, 32, 10, NULL, 5);
 	struct fl_model *b = build("cnn", 3, 32, 32, 10, c, 5);
 	if (a && b) {
@@ -184,7 +164,7 @@ static void test_bad_args(void)
 		 fl_model_arch_valid("mlp") && !fl_model_arch_valid("CNN") &&
 		 !fl_model_arch_valid(NULL));
 	/* invalid config values are refused */
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	c->rank_dropout = 1.5;
 	FL_CHECK(fl_model_new("2nn", 1, 28, 28, 10, c, 1, 8, &m) == FL_EINVAL && m == NULL);
 	fl_peft_config_free(c);
@@ -213,7 +193,7 @@ static void test_fedpara_tensors(void)
 {
 	/* 2nn, gamma 0.1: fc1 (200x784) r_min 15, r_max 79 -> round(13.5 + 7.9) =
 	 * 21; fc2 (200x200) r_min 15, r_max 50 -> round(18.5) = 19 */
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
 	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
 	if (m) {
 		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 200, 21, 0, 0);
@@ -301,7 +281,7 @@ static void test_fedpara_tensors(void)
 
 static void test_pfedpara_tensors(void)
 {
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_PFEDPARA, 1, 0.5, 0, 0);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 1, 0.5, 0, 0);
 	struct fl_model *m = build("mlp", 1, 28, 28, 10, c, 1);
 	if (m) {
 		struct fl_model_layer_info li;
@@ -337,7 +317,7 @@ static void test_pfedpara_tensors(void)
 
 static void test_lowrank_tensors(void)
 {
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOWRANK, 1, 0.1, 0, 0);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOWRANK, 1, 0.1, 0, 0);
 	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
 	if (m) {
 		/* the fedpara budget at r = 21 is 2*21*(m+n): k = 42 */
@@ -374,7 +354,7 @@ static void test_lowrank_tensors(void)
 
 static void test_loha_tensors(void)
 {
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 8);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 8);
 	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
 	if (m) {
 		expect_tensor(m, "fc1.weight", BS, 2, 200, 784, 0, 0);
@@ -442,7 +422,7 @@ static void test_loha_tensors(void)
 /* An explicit target list overrides "every weight layer but the output". */
 static void test_targets(void)
 {
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
 	c->target_kind = FL_PEFT_SEL_LIST;
 	c->target_modules = calloc(1, sizeof(char *));
 	c->target_modules[0] = strdup("fc1");

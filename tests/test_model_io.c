@@ -19,31 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct fl_peft_config *cfg_make(enum fl_peft_param p, int tucker, double gamma, int r,
-				       double alpha)
-{
-	struct fl_peft_config *c = NULL;
-	if (fl_peft_config_new(&c) != FL_OK)
-		return NULL;
-	c->parameterization = p;
-	c->use_effective_conv2d = tucker;
-	if (r > 0) {
-		c->r = r;
-		c->alpha = alpha;
-	} else {
-		c->has_gamma = 1;
-		c->gamma = gamma;
-	}
-	return c;
-}
-
-static char *join(const char *dir, const char *name)
-{
-	static char path[1024];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return path;
-}
-
 /* ---- round trips ---- */
 
 struct rt_case {
@@ -172,7 +147,7 @@ static void round_trip(const struct rt_case *rc)
 {
 	struct fl_peft_config *cfg = NULL;
 	if (rc->param != FL_PEFT_PARAM_DENSE) {
-		cfg = cfg_make(rc->param, rc->tucker, 0.2, rc->r, rc->alpha);
+		cfg = fl_test_peft_config(rc->param, rc->tucker, 0.2, rc->r, rc->alpha);
 		cfg->rank_dropout = rc->rank_dropout;
 		cfg->module_dropout = rc->module_dropout;
 		if (rc->save_fc_out) {
@@ -239,15 +214,15 @@ static void round_trip(const struct rt_case *rc)
 	free(x);
 
 	/* the files */
-	check_dense_file(m, join(dir, "model.safetensors"), rc->what);
+	check_dense_file(m, fl_test_join(dir, "model.safetensors"), rc->what);
 	int adapter = rc->param != FL_PEFT_PARAM_DENSE;
-	FL_CHECK(access(join(dir, "adapter_model.safetensors"), F_OK) == (adapter ? 0 : -1));
-	FL_CHECK(access(join(dir, "adapter_config.json"), F_OK) == (adapter ? 0 : -1));
-	FL_CHECK(access(join(dir, "base_model.safetensors"), F_OK) == (adapter ? 0 : -1));
+	FL_CHECK(access(fl_test_join(dir, "adapter_model.safetensors"), F_OK) == (adapter ? 0 : -1));
+	FL_CHECK(access(fl_test_join(dir, "adapter_config.json"), F_OK) == (adapter ? 0 : -1));
+	FL_CHECK(access(fl_test_join(dir, "base_model.safetensors"), F_OK) == (adapter ? 0 : -1));
 	if (adapter)
-		check_adapter_file(m, join(dir, "adapter_model.safetensors"), rc->what);
+		check_adapter_file(m, fl_test_join(dir, "adapter_model.safetensors"), rc->what);
 	json_error_t je;
-	json_t *root = json_load_file(join(dir, "fedloha.json"), 0, &je);
+	json_t *root = json_load_file(fl_test_join(dir, "fedloha.json"), 0, &je);
 	if (FL_CHECK_MSG(root != NULL, "%s: fedloha.json: %s", rc->what, je.text)) {
 		json_t *meta = json_object_get(root, "meta");
 		FL_CHECK(json_is_string(json_object_get(meta, "note")));
@@ -256,7 +231,7 @@ static void round_trip(const struct rt_case *rc)
 	}
 	json_decref(root);
 	if (adapter) {
-		json_t *ac = json_load_file(join(dir, "adapter_config.json"), 0, &je);
+		json_t *ac = json_load_file(fl_test_join(dir, "adapter_config.json"), 0, &je);
 		const char *pt = json_string_value(json_object_get(ac, "peft_type"));
 		FL_CHECK(pt && strcmp(pt, rc->param == FL_PEFT_PARAM_LOWRANK ? "LORA" : "LOHA") == 0);
 		json_decref(ac);
@@ -269,7 +244,7 @@ static void round_trip(const struct rt_case *rc)
 		struct fl_adapter_merge_stats ms;
 		err = fl_adapter_merge(base, dir, merged, NULL, &ms);
 		if (FL_CHECK_MSG(err == FL_OK, "%s: merge: %s", rc->what, fl_error_msg())) {
-			double d = max_rel_diff(merged, join(dir, "model.safetensors"));
+			double d = max_rel_diff(merged, fl_test_join(dir, "model.safetensors"));
 			FL_CHECK_MSG(d >= 0 && d <= 1e-5, "%s: merged base + adapter differs from "
 				     "model.safetensors by %g", rc->what, d);
 		}
@@ -309,7 +284,7 @@ static void test_round_trips(void)
  * refused, never silently write other weights. */
 static void test_pfedpara_merge(void)
 {
-	struct fl_peft_config *cfg = cfg_make(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0);
+	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0);
 	struct fl_model *m = NULL;
 	int err = fl_model_new("mlp", 1, 8, 8, 4, cfg, 3, 4, &m);
 	fl_peft_config_free(cfg);
@@ -322,7 +297,7 @@ static void test_pfedpara_merge(void)
 		snprintf(merged, sizeof(merged), "%s/merged.safetensors", dir);
 		err = fl_adapter_merge(base, dir, merged, NULL, NULL);
 		if (err == FL_OK) {
-			double d = max_rel_diff(merged, join(dir, "model.safetensors"));
+			double d = max_rel_diff(merged, fl_test_join(dir, "model.safetensors"));
 			FL_CHECK_MSG(d >= 0 && d <= 1e-5,
 				     "pfedpara: merge succeeded but gives other weights (max rel diff %g)",
 				     d);

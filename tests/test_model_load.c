@@ -17,31 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct fl_peft_config *cfg_make(enum fl_peft_param p, int tucker, double gamma, int r,
-				       double alpha)
-{
-	struct fl_peft_config *c = NULL;
-	if (fl_peft_config_new(&c) != FL_OK)
-		return NULL;
-	c->parameterization = p;
-	c->use_effective_conv2d = tucker;
-	if (r > 0) {
-		c->r = r;
-		c->alpha = alpha;
-	} else {
-		c->has_gamma = 1;
-		c->gamma = gamma;
-	}
-	return c;
-}
-
-static char *join(const char *dir, const char *name)
-{
-	static char path[1024];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return path;
-}
-
 static int write_text(const char *path, const char *text)
 {
 	FILE *f = fopen(path, "w");
@@ -129,7 +104,7 @@ static int load_fails(const char *dir, int expect_err, const char *what)
 /* Replaces the first occurrence of `from` in dir/fedloha.json by `to`. */
 static void edit_json(const char *dir, const char *from, const char *to)
 {
-	char *s = read_text(join(dir, "fedloha.json"));
+	char *s = read_text(fl_test_join(dir, "fedloha.json"));
 	if (!s)
 		return;
 	char *p = strstr(s, from);
@@ -140,7 +115,7 @@ static void edit_json(const char *dir, const char *from, const char *to)
 		memcpy(t, s, (size_t)(p - s));
 		strcpy(t + (p - s), to);
 		strcat(t, p + strlen(from));
-		write_text(join(dir, "fedloha.json"), t);
+		write_text(fl_test_join(dir, "fedloha.json"), t);
 		free(t);
 	}
 	free(s);
@@ -151,7 +126,7 @@ static void edit_json(const char *dir, const char *from, const char *to)
 static void edit_adapter(const char *dir, const char *key, const int64_t *shape, int ndim)
 {
 	struct fl_st *in = NULL, *out = NULL;
-	if (!FL_CHECK(fl_st_read(join(dir, "adapter_model.safetensors"), &in) == FL_OK))
+	if (!FL_CHECK(fl_st_read(fl_test_join(dir, "adapter_model.safetensors"), &in) == FL_OK))
 		return;
 	FL_CHECK(fl_st_new(&out) == FL_OK);
 	FL_CHECK(fl_st_find(in, key) != NULL);
@@ -168,14 +143,14 @@ static void edit_adapter(const char *dir, const char *key, const int64_t *shape,
 			free(z);
 		}
 	}
-	FL_CHECK(fl_st_write(out, join(dir, "adapter_model.safetensors")) == FL_OK);
+	FL_CHECK(fl_st_write(out, fl_test_join(dir, "adapter_model.safetensors")) == FL_OK);
 	fl_st_free(in);
 	fl_st_free(out);
 }
 
 static void test_bad_folders(void)
 {
-	struct fl_peft_config *cfg = cfg_make(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
+	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
 	struct fl_model *m = NULL;
 	int err = fl_model_new("2nn", 1, 8, 8, 4, cfg, 3, 4, &m);
 	fl_peft_config_free(cfg);
@@ -195,7 +170,7 @@ static void test_bad_folders(void)
 
 	load_fails("/nonexistent/fedloha-model", 0, "no folder");
 	copy_folder(good, bad);
-	unlink(join(bad, "fedloha.json"));
+	unlink(fl_test_join(bad, "fedloha.json"));
 	load_fails(bad, 0, "missing fedloha.json");
 
 	const struct {
@@ -227,15 +202,15 @@ static void test_bad_folders(void)
 		load_fails(bad, 0, edits[i].what);
 	}
 	copy_folder(good, bad);
-	write_text(join(bad, "fedloha.json"), "");
+	write_text(fl_test_join(bad, "fedloha.json"), "");
 	load_fails(bad, FL_EFORMAT, "empty fedloha.json");
 
 	/* tensors */
 	copy_folder(good, bad);
-	unlink(join(bad, "model.safetensors"));
+	unlink(fl_test_join(bad, "model.safetensors"));
 	load_fails(bad, FL_ENOTFOUND, "missing model.safetensors");
 	copy_folder(good, bad);
-	unlink(join(bad, "adapter_model.safetensors"));
+	unlink(fl_test_join(bad, "adapter_model.safetensors"));
 	load_fails(bad, 0, "missing adapter_model.safetensors");
 	const struct fl_model_tensor *t = fl_model_tensor_find(m, "fc1.hada_w1_a");
 	if (FL_CHECK(t != NULL)) {
@@ -257,10 +232,10 @@ static void test_bad_folders(void)
 	}
 	/* a truncated safetensors file */
 	copy_folder(good, bad);
-	if (truncate(join(bad, "model.safetensors"), 100) == 0)
+	if (truncate(fl_test_join(bad, "model.safetensors"), 100) == 0)
 		load_fails(bad, FL_EFORMAT, "truncated model.safetensors");
 	copy_folder(good, bad);
-	if (truncate(join(bad, "adapter_model.safetensors"), 12) == 0)
+	if (truncate(fl_test_join(bad, "adapter_model.safetensors"), 12) == 0)
 		load_fails(bad, FL_EFORMAT, "truncated adapter_model.safetensors");
 	/* a dense folder whose model.safetensors has a wrong shape */
 	struct fl_model *d = NULL, *d5 = NULL;
@@ -269,7 +244,7 @@ static void test_bad_folders(void)
 	if (FL_CHECK(fl_model_new("2nn", 1, 8, 8, 4, NULL, 3, 4, &d) == FL_OK &&
 		     fl_model_new("2nn", 1, 8, 8, 5, NULL, 3, 4, &d5) == FL_OK)) {
 		FL_CHECK(fl_model_save(d, dense_dir, NULL) == FL_OK);
-		FL_CHECK(fl_model_save_dense(d5, join(dense_dir, "model.safetensors")) == FL_OK);
+		FL_CHECK(fl_model_save_dense(d5, fl_test_join(dense_dir, "model.safetensors")) == FL_OK);
 		load_fails(dense_dir, FL_ESHAPE, "dense: output layer of 5 classes");
 	}
 	fl_model_free(d);
@@ -281,7 +256,7 @@ static void test_bad_folders(void)
  * model saved last (no stale adapter or base file is read). */
 static void test_save_over_old_folder(void)
 {
-	struct fl_peft_config *cfg = cfg_make(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
+	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
 	struct fl_model *f = NULL, *d = NULL, *l = NULL;
 	int err = fl_model_new("2nn", 1, 8, 8, 4, cfg, 3, 4, &f);
 	if (!err)
@@ -307,7 +282,7 @@ static void test_save_over_old_folder(void)
  * either fail or still give the saved model, never W0 + 2ΔW. */
 static void test_loha_missing_base(void)
 {
-	struct fl_peft_config *cfg = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2);
+	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2);
 	struct fl_model *m = NULL, *l = NULL;
 	int err = fl_model_new("2nn", 1, 8, 8, 4, cfg, 3, 4, &m);
 	fl_peft_config_free(cfg);
@@ -317,7 +292,7 @@ static void test_loha_missing_base(void)
 	fl_model_params_changed(m);
 	const char *dir = fl_test_tmpdir("model-nobase");
 	if (FL_CHECK(fl_model_save(m, dir, NULL) == FL_OK)) {
-		unlink(join(dir, "base_model.safetensors"));
+		unlink(fl_test_join(dir, "base_model.safetensors"));
 		err = fl_model_load(dir, 4, &l);
 		if (err == FL_OK) {
 			float x[2 * 64], ya[2 * 4], yb[2 * 4];
@@ -361,7 +336,7 @@ static void test_load_base(void)
 	snprintf(path_cnn, sizeof(path_cnn), "%s/cnn.safetensors", dir);
 	snprintf(path_partial, sizeof(path_partial), "%s/partial.safetensors", dir);
 	struct fl_model *dense = NULL, *dense5 = NULL, *cnn = NULL, *l = NULL;
-	struct fl_peft_config *cfg = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
+	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	int err = fl_model_new("2nn", 1, 8, 8, 4, NULL, 100, 4, &dense);
 	if (!err)
 		err = fl_model_new("2nn", 1, 8, 8, 5, NULL, 100, 4, &dense5);

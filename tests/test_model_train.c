@@ -17,26 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A config for parameterisation p: gamma (fedpara family) when r == 0, else
- * an explicit r with alpha. */
-static struct fl_peft_config *cfg_make(enum fl_peft_param p, int tucker, double gamma, int r,
-				       double alpha)
-{
-	struct fl_peft_config *c = NULL;
-	if (fl_peft_config_new(&c) != FL_OK)
-		return NULL;
-	c->parameterization = p;
-	c->use_effective_conv2d = tucker;
-	if (r > 0) {
-		c->r = r;
-		c->alpha = alpha;
-	} else {
-		c->has_gamma = 1;
-		c->gamma = gamma;
-	}
-	return c;
-}
-
 static struct fl_model *build(const char *arch, int c, int h, int w, int classes,
 			      const struct fl_peft_config *cfg, uint64_t seed)
 {
@@ -57,7 +37,7 @@ static void test_loha_init_identity(void)
 	 * with init_weights = 1, hada_w2_b = 0, so ΔW = 0 and the outputs agree
 	 * exactly. Copying the base over makes the test independent of that. */
 	const int B = 5, C = 1, H = 8, W = 8, K = 4;
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 3, 6);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 3, 6);
 	for (int arch = 0; arch < 2; arch++) {
 		const char *name = arch ? "cnn" : "2nn";
 		struct fl_model *d = build(name, C, H, W, K, NULL, 11);
@@ -116,7 +96,7 @@ static void test_loha_init_identity(void)
 static void test_loha_dropout(void)
 {
 	const int B = 4, N = 16, K = 3;
-	struct fl_peft_config *c = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
+	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	c->init_weights = 0; /* ΔW != 0, so dropping rows changes the output */
 	c->rank_dropout = 0.5;
 	struct fl_model *m = build("2nn", 1, 4, 4, K, c, 2);
@@ -238,8 +218,8 @@ static void test_determinism(void)
 	if (!FL_CHECK_MSG(err == FL_OK, "mnist-tiny: %s", fl_error_msg()))
 		return;
 	FL_CHECK(fl_dataset_compute_norm(ds) == FL_OK);
-	struct fl_peft_config *cf = cfg_make(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
-	struct fl_peft_config *cl = cfg_make(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
+	struct fl_peft_config *cf = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
+	struct fl_peft_config *cl = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	cl->rank_dropout = 0.3;
 	cl->module_dropout = 0.2;
 	cl->init_weights = 0;
@@ -312,7 +292,7 @@ static void test_training_reduces_loss(void)
 		return;
 	}
 	fl_dataset_copy_norm(test, ds);
-	struct fl_peft_config *cf = cfg_make(FL_PEFT_PARAM_FEDPARA, 1, 0.5, 0, 0);
+	struct fl_peft_config *cf = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.5, 0, 0);
 	const struct fl_peft_config *cs[2] = {NULL, cf};
 	for (int k = 0; k < 2; k++) {
 		struct fl_model *m = NULL;

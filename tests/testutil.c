@@ -1,6 +1,7 @@
 /* testutil.c - helpers for the plain ctest executables. */
 #include "testutil.h"
 
+#include "errors.h"
 #include "rng.h"
 
 #include <math.h>
@@ -112,4 +113,29 @@ const char *fl_test_data(const char *rel)
 		base = FL_TEST_DATA;
 	snprintf(path, sizeof(path), "%s/%s", base, rel);
 	return path;
+}
+
+char *fl_test_join(const char *dir, const char *name)
+{
+	static char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return path;
+}
+
+struct fl_peft_config *fl_test_peft_config(enum fl_peft_param p, int tucker, double gamma, int r,
+					   double alpha)
+{
+	struct fl_peft_config *c = NULL;
+	if (fl_peft_config_new(&c) != FL_OK)
+		return NULL;
+	c->parameterization = p;
+	c->use_effective_conv2d = tucker;
+	if (r > 0) {
+		c->r = r;
+		c->alpha = alpha;
+	} else {
+		c->has_gamma = 1;
+		c->gamma = gamma;
+	}
+	return c;
 }

@@ -3,6 +3,8 @@
 #ifndef FL_TESTUTIL_H
 #define FL_TESTUTIL_H
 
+#include "peft_config.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,5 +40,13 @@ void fl_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
 const char *fl_test_tmpdir(const char *tag);
 /* Path of a file in tests/data (static buffer, one at a time). */
 const char *fl_test_data(const char *rel);
+/* dir/name in a static buffer (one at a time). */
+char *fl_test_join(const char *dir, const char *name);
+
+/* A PEFT-format config for parameterisation p: rank from gamma (fedpara
+ * family) when r == 0, else explicit r with alpha. NULL on failure; free
+ * with fl_peft_config_free. */
+struct fl_peft_config *fl_test_peft_config(enum fl_peft_param p, int tucker, double gamma, int r,
+					   double alpha);
 
 #endif
