@@ -28,6 +28,7 @@
  * clients; for the large case they do not fit in cache. Single-threaded
  * (fl_agg_add uses no BLAS), so --threads does not change it.
  */
+#include "benchutil.h"
 #include "aggregate.h"
 #include "blas.h"
 #include "loha.h"
@@ -40,25 +41,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static void fill(float *x, size_t n, struct fl_rng *rng)
 {
 	for (size_t i = 0; i < n; i++)
@@ -70,53 +52,12 @@ struct bench_opts {
 	double min_sample_s; /* repeat a call until one sample lasts this long */
 };
 
-/* The sgemm baseline, 1024^3; its buffers live for the whole run. */
-struct sgemm_ctx {
-	int n;
-	float *a, *b, *c;
-};
-
-static int sgemm_init(struct sgemm_ctx *g)
-{
-	g->n = 1024;
-	size_t nn = (size_t)g->n * g->n;
-	g->a = malloc(sizeof(float) * nn);
-	g->b = malloc(sizeof(float) * nn);
-	g->c = malloc(sizeof(float) * nn);
-	if (!g->a || !g->b || !g->c)
-		return -1;
-	struct fl_rng rng;
-	fl_rng_seed(&rng, 1);
-	fill(g->a, nn, &rng);
-	fill(g->b, nn, &rng);
-	fl_blas_sgemm(0, 0, g->n, g->n, g->n, 1.0f, g->a, g->n, g->b, g->n, 0.0f, g->c, g->n);
-	return 0;
-}
-
-static void sgemm_free(struct sgemm_ctx *g)
-{
-	free(g->a), free(g->b), free(g->c);
-}
-
-/* One sample: GFLOP/s of sgemm calls repeated for at least min_s. */
-static double sgemm_sample(const struct sgemm_ctx *g, double min_s)
-{
-	int n = g->n, reps = 0;
-	double t0 = now_s(), el;
-	do {
-		fl_blas_sgemm(0, 0, n, n, n, 1.0f, g->a, n, g->b, n, 0.0f, g->c, n);
-		reps++;
-		el = now_s() - t0;
-	} while (el < min_s);
-	return 2.0 * n * n * (double)n * reps / el * 1e-9;
-}
-
-static double bench_sgemm(const struct bench_opts *o, const struct sgemm_ctx *g)
+static double bench_sgemm(const struct bench_opts *o, const struct fl_bench_sgemm *g)
 {
 	double gf[32];
 	for (int s = 0; s < o->samples; s++)
-		gf[s] = sgemm_sample(g, o->min_sample_s);
-	double med = median(gf, o->samples);
+		gf[s] = fl_bench_sgemm_sample(g, o->min_sample_s);
+	double med = fl_bench_median(gf, o->samples);
 	printf("{\"bench\":\"sgemm\",\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":%d,\"samples\":%d,"
 	       "\"median_ms\":%.3f,\"gflops\":%.2f}\n",
 	       g->n, g->n, g->n, o->threads, o->samples, 2.0 * g->n * g->n * (double)g->n / med * 1e-6,
@@ -128,7 +69,7 @@ static double bench_sgemm(const struct bench_opts *o, const struct sgemm_ctx *g)
 /* Each sample times sgemm and then the case back to back, so that the
  * per-sample ratio sees the same machine load; the reported ratios are the
  * medians of those per-sample ratios. */
-static void bench_loha(const struct bench_opts *o, const struct sgemm_ctx *sg, const char *label,
+static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *sg, const char *label,
 		       enum fl_loha_form form, int out, int in, int k, int r)
 {
 	struct fl_loha_dims d = {form, out, in, k, k, r};
@@ -165,23 +106,23 @@ static void bench_loha(const struct bench_opts *o, const struct sgemm_ctx *sg, c
 	fl_loha_backward(&g, work, dw, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
 	double t[32], tf[32], ratio[32], sgs[32];
 	for (int s = 0; s < o->samples; s++) {
-		sgs[s] = sgemm_sample(sg, o->min_sample_s);
+		sgs[s] = fl_bench_sgemm_sample(sg, o->min_sample_s);
 		int reps = 0;
-		double t0 = now_s(), el, fwd = 0.0;
+		double t0 = fl_bench_now_s(), el, fwd = 0.0;
 		do {
-			double a = now_s();
+			double a = fl_bench_now_s();
 			fl_loha_forward(w, work, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
-			fwd += now_s() - a;
+			fwd += fl_bench_now_s() - a;
 			fl_loha_backward(&g, work, dw, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
 			reps++;
-			el = now_s() - t0;
+			el = fl_bench_now_s() - t0;
 		} while (el < o->min_sample_s);
 		t[s] = el / reps;
 		tf[s] = fwd / reps;
 		ratio[s] = flops / t[s] * 1e-9 / sgs[s];
 	}
-	double med = median(t, o->samples), medf = median(tf, o->samples);
-	double rat = median(ratio, o->samples), sgm = median(sgs, o->samples);
+	double med = fl_bench_median(t, o->samples), medf = fl_bench_median(tf, o->samples);
+	double rat = fl_bench_median(ratio, o->samples), sgm = fl_bench_median(sgs, o->samples);
 	double gf = flops / med * 1e-9, egf = executed / med * 1e-9;
 	printf("{\"bench\":\"loha_fwd_bwd\",\"case\":\"%s\",\"form\":\"%s\",\"mode\":\"loha\","
 	       "\"out\":%d,\"in\":%d,\"k1\":%d,\"k2\":%d,\"r\":%d,\"m\":%.0f,\"n\":%.0f,"
@@ -231,31 +172,31 @@ static void bench_agg(const struct bench_opts *o, const char *label, size_t n, i
 	int bad = 0;
 	for (int s = 0; s < o->samples; s++) {
 		int reps = 0;
-		double t0 = now_s(), el;
+		double t0 = fl_bench_now_s(), el;
 		do {
 			fl_agg_reset(agg);
 			for (int b = 0; b < nbuf; b++)
 				bad |= fl_agg_add(agg, mem + n * (size_t)b, 600) != 0;
 			reps++;
-			el = now_s() - t0;
+			el = fl_bench_now_s() - t0;
 		} while (el < o->min_sample_s);
 		ga[s] = bytes * reps / el * 1e-9;
 		reps = 0;
-		t0 = now_s();
+		t0 = fl_bench_now_s();
 		do {
 			for (int b = 0; b < nbuf; b++)
 				stream_add(y, mem + n * (size_t)b, n);
 			reps++;
-			el = now_s() - t0;
+			el = fl_bench_now_s() - t0;
 		} while (el < o->min_sample_s);
 		gs[s] = bytes * reps / el * 1e-9;
 		ratio[s] = ga[s] / gs[s];
 	}
-	double t0 = now_s();
+	double t0 = fl_bench_now_s();
 	bad |= fl_agg_result(agg, res) != 0;
-	double result_ms = (now_s() - t0) * 1e3;
-	double mga = median(ga, o->samples), mgs = median(gs, o->samples);
-	double rat = median(ratio, o->samples);
+	double result_ms = (fl_bench_now_s() - t0) * 1e3;
+	double mga = fl_bench_median(ga, o->samples), mgs = fl_bench_median(gs, o->samples);
+	double rat = fl_bench_median(ratio, o->samples);
 	printf("{\"bench\":\"agg_add\",\"case\":\"%s\",\"floats\":%zu,\"update_bytes\":%zu,"
 	       "\"updates_per_pass\":%d,\"samples\":%d,\"agg_gbps\":%.3f,"
 	       "\"agg_ms_per_update\":%.3f,\"stream_add_gbps\":%.3f,\"ratio_to_stream_add\":%.3f,"
@@ -303,10 +244,10 @@ int main(int argc, char **argv)
 		}
 	}
 	fl_blas_set_threads(o.threads);
-	struct sgemm_ctx sg;
-	if (sgemm_init(&sg) != 0) {
+	struct fl_bench_sgemm sg = {.n = 1024};
+	if (fl_bench_sgemm_init(&sg) != 0) {
 		fprintf(stderr, "fl-bench: out of memory\n");
-		sgemm_free(&sg);
+		fl_bench_sgemm_free(&sg);
 		return 1;
 	}
 	bench_sgemm(&o, &sg);
@@ -318,6 +259,6 @@ int main(int argc, char **argv)
 	/* a cnn fedpara gamma 0.1 update (324318 floats, fl-bench-train), and 4M floats */
 	bench_agg(&o, "agg_cnn_fedpara_g0.1", 324318, 8);
 	bench_agg(&o, "agg_4M", (size_t)4 << 20, 4);
-	sgemm_free(&sg);
+	fl_bench_sgemm_free(&sg);
 	return 0;
 }

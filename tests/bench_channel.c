@@ -21,6 +21,7 @@
  * 100 * (secure - plain) / plain.
  * Usage: fl-bench-channel [total_MiB] [frame_KiB] [reps] [paced_link_MBps]
  */
+#include "benchutil.h"
 #include "channel.h"
 #include "errors.h"
 #include "identity.h"
@@ -39,25 +40,6 @@
 #include <unistd.h>
 
 static struct fl_identity *g_server, *g_client;
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void die(const char *what)
 {
@@ -117,14 +99,14 @@ static void bench_handshake(int mode)
 	double t[N];
 	for (int i = 0; i < N; i++) {
 		struct fl_channel *c, *s;
-		double t0 = now_ms();
+		double t0 = (1e3 * fl_bench_now_s());
 		make_pair(&c, &s, mode);
-		t[i] = now_ms() - t0;
+		t[i] = (1e3 * fl_bench_now_s()) - t0;
 		fl_channel_free(c);
 		fl_channel_free(s);
 	}
 	printf("{\"bench\":\"channel_handshake\",\"cipher\":\"%s\",\"n\":%d,\"median_ms\":%.4f}\n",
-	       mode_name[mode], N, median(t, N));
+	       mode_name[mode], N, fl_bench_median(t, N));
 }
 
 /* Seal and open alternate frame by frame (one record alive at a time, as
@@ -134,23 +116,23 @@ static void bench_memory(const uint8_t *src, size_t total, size_t frame, int rep
 	double tp[64], tseal[64], topen[64], both[64];
 	uint8_t *dst = malloc(total);
 	for (int r = 0; r < reps; r++) {
-		double t0 = now_ms();
+		double t0 = (1e3 * fl_bench_now_s());
 		for (size_t off = 0; off < total; off += frame)
 			memcpy(dst + off, src + off, frame);
-		tp[r] = now_ms() - t0;
+		tp[r] = (1e3 * fl_bench_now_s()) - t0;
 		struct fl_channel *c, *s;
 		make_pair(&c, &s, mode);
 		size_t got = 0;
 		tseal[r] = topen[r] = 0;
 		for (size_t off = 0; off < total; off += frame) {
 			struct fl_buf *rec = NULL, *reply = NULL;
-			double t1 = now_ms();
+			double t1 = (1e3 * fl_bench_now_s());
 			if (fl_channel_seal(c, src + off, frame, &rec))
 				die("seal");
-			double t2 = now_ms();
+			double t2 = (1e3 * fl_bench_now_s());
 			if (fl_channel_recv(s, rec->data, rec->len, count_bytes, &got, &reply))
 				die("open");
-			double t3 = now_ms();
+			double t3 = (1e3 * fl_bench_now_s());
 			tseal[r] += t2 - t1;
 			topen[r] += t3 - t2;
 			fl_buf_unref(rec);
@@ -162,8 +144,8 @@ static void bench_memory(const uint8_t *src, size_t total, size_t frame, int rep
 		fl_channel_free(s);
 	}
 	free(dst);
-	double p = median(tp, reps), so = median(both, reps);
-	double se = median(tseal, reps), op = median(topen, reps);
+	double p = fl_bench_median(tp, reps), so = fl_bench_median(both, reps);
+	double se = fl_bench_median(tseal, reps), op = fl_bench_median(topen, reps);
 	printf("{\"bench\":\"channel_memory\",\"cipher\":\"%s\",\"bytes\":%zu,\"frame\":%zu,"
 	       "\"plain_memcpy_ms\":%.3f,\"seal_ms\":%.3f,\"open_ms\":%.3f,\"seal_MBps\":%.1f,"
 	       "\"open_MBps\":%.1f,\"seal_open_ms\":%.3f,\"overhead_pct\":%.1f}\n",
@@ -250,7 +232,7 @@ static void pace_and_write(struct writer *w, const uint8_t *p, size_t n)
 {
 	if (w->link_MBps > 0) {
 		double due = w->t0 + (double)w->sent / 1e3 / w->link_MBps;
-		double wait = due - now_ms();
+		double wait = due - (1e3 * fl_bench_now_s());
 		if (wait > 0) {
 			long long ns = (long long)(wait * 1e6);
 			struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
@@ -397,7 +379,7 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 	if (pipelined)
 		for (int k = 0; k < NCHUNK; k++)
 			rd.chunk[k] = malloc(CHUNK);
-	double t0 = now_ms();
+	double t0 = (1e3 * fl_bench_now_s());
 	w.t0 = t0;
 	pthread_t th, thr;
 	pthread_create(&th, NULL, writer_main, &w);
@@ -420,7 +402,7 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 		if (fl_channel_recv(s, p, len, to_reader, &rx, &reply))
 			die("recv");
 	}
-	double t = now_ms() - t0;
+	double t = (1e3 * fl_bench_now_s()) - t0;
 	pthread_join(th, NULL);
 	if (pipelined) {
 		pthread_join(thr, NULL);
@@ -465,7 +447,7 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 						    link_MBps);
 		}
 	}
-	double p = median(t[0], reps);
+	double p = fl_bench_median(t[0], reps);
 	const char *link = unix_sock ? "unix_socketpair"
 			   : link_MBps > 0 ? "tcp_loopback_paced"
 					   : "tcp_loopback";
@@ -473,7 +455,7 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 		if (mode == AES && !have_aes)
 			continue;
 		for (int pl = 0; pl < 2; pl++) {
-			double s = median(t[1 + 2 * (mode - 1) + pl], reps);
+			double s = fl_bench_median(t[1 + 2 * (mode - 1) + pl], reps);
 			printf("{\"bench\":\"channel_%s\",\"cipher\":\"%s\",\"style\":\"%s\","
 			       "\"link_MBps\":%.0f,"
 			       "\"bytes\":%zu,\"frame\":%zu,\"reps\":%d,\"plain_ms\":%.3f,"

@@ -17,6 +17,7 @@
  * --data-path), else synthetic random pixels of the same shape (--synthetic
  * forces it); throughput does not depend on the pixel values.
  */
+#include "benchutil.h"
 #include "blas.h"
 #include "dataset.h"
 #include "errors.h"
@@ -31,25 +32,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 #define SAMPLES_MAX 32
 
 struct opts {
@@ -61,44 +43,6 @@ struct opts {
 	int synthetic;    /* skip the real data set */
 	const char *data_path;
 };
-
-/* sgemm baseline at 512^3 (shorter than fl-bench's 1024^3: it runs once
- * per repeat). */
-struct sgemm_ctx {
-	int n;
-	float *a, *b, *c;
-};
-
-static int sgemm_init(struct sgemm_ctx *g)
-{
-	g->n = 512;
-	size_t nn = (size_t)g->n * g->n;
-	g->a = calloc(nn, sizeof(float));
-	g->b = calloc(nn, sizeof(float));
-	g->c = calloc(nn, sizeof(float));
-	if (!g->a || !g->b || !g->c)
-		return -1;
-	for (size_t i = 0; i < nn; i++)
-		g->a[i] = g->b[i] = (float)(i % 7) * 0.25f - 0.75f;
-	return 0;
-}
-
-static void sgemm_free(struct sgemm_ctx *g)
-{
-	free(g->a), free(g->b), free(g->c);
-}
-
-static double sgemm_sample(const struct sgemm_ctx *g, double min_s)
-{
-	int n = g->n, reps = 0;
-	double t0 = now_s(), el;
-	do {
-		fl_blas_sgemm(0, 0, n, n, n, 1.0f, g->a, n, g->b, n, 0.0f, g->c, n);
-		reps++;
-		el = now_s() - t0;
-	} while (el < min_s);
-	return 2.0 * n * n * (double)n * reps / el * 1e-9;
-}
 
 static int make_cfg(const char *param, double gamma, struct fl_peft_config **out)
 {
@@ -119,7 +63,7 @@ static int make_cfg(const char *param, double gamma, struct fl_peft_config **out
 
 /* One case: median samples/s of fl_trainer_epoch over n = batches * batch
  * samples; prints one JSON line. Returns the median samples/s, or -1. */
-static double bench_case(const struct opts *o, const struct sgemm_ctx *sg,
+static double bench_case(const struct opts *o, const struct fl_bench_sgemm *sg,
 			 const struct fl_dataset *ds, const char *arch, const char *param,
 			 int threads, int batches)
 {
@@ -156,17 +100,17 @@ static double bench_case(const struct opts *o, const struct sgemm_ctx *sg,
 	fl_trainer_epoch(t, ds, idx, warm, &rng, &st);
 	double v[SAMPLES_MAX], sg_v[SAMPLES_MAX], ratio[SAMPLES_MAX];
 	for (int s = 0; s < o->samples; s++) {
-		sg_v[s] = sgemm_sample(sg, 0.05);
-		double t0 = now_s();
+		sg_v[s] = fl_bench_sgemm_sample(sg, 0.05);
+		double t0 = fl_bench_now_s();
 		if ((err = fl_trainer_epoch(t, ds, idx, n, &rng, &st))) {
 			fprintf(stderr, "fl-bench-train: %s/%s: %s\n", arch, param, fl_error_msg());
 			goto done;
 		}
-		v[s] = (double)n / (now_s() - t0);
+		v[s] = (double)n / (fl_bench_now_s() - t0);
 		ratio[s] = v[s] / sg_v[s];
 	}
-	sps = median(v, o->samples);
-	double sgm = median(sg_v, o->samples), rat = median(ratio, o->samples);
+	sps = fl_bench_median(v, o->samples);
+	double sgm = fl_bench_median(sg_v, o->samples), rat = fl_bench_median(ratio, o->samples);
 	size_t nparam = fl_model_param_floats(m);
 	size_t nglobal = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
 	printf("{\"bench\":\"train\",\"model\":\"%s\",\"param\":\"%s\",\"gamma\":%.2f,"
@@ -255,10 +199,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fl-bench-train: %s\n", fl_error_msg());
 		return 1;
 	}
-	struct sgemm_ctx sg;
-	if (sgemm_init(&sg) != 0) {
+	struct fl_bench_sgemm sg = {.n = 512};
+	if (fl_bench_sgemm_init(&sg) != 0) {
 		fprintf(stderr, "fl-bench-train: out of memory\n");
-		sgemm_free(&sg);
+		fl_bench_sgemm_free(&sg);
 		fl_dataset_free(ds);
 		return 1;
 	}
@@ -271,7 +215,7 @@ int main(int argc, char **argv)
 				bench_case(&o, &sg, ds, archs[a], params[p], th,
 					   a == 0 ? o.batches_2nn : o.batches_cnn);
 	}
-	sgemm_free(&sg);
+	fl_bench_sgemm_free(&sg);
 	fl_dataset_free(ds);
 	return 0;
 }
