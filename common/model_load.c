@@ -14,6 +14,9 @@
 #include <string.h>
 
 #define PEFT_PREFIX "base_model.model."
+/* A saved rank above this is not a model fedloha wrote: refuse it before
+ * allocating factor tensors of r x n (or r x r x k x k) floats. */
+#define FL_MODEL_RANK_MAX 4096
 
 static char *xstrdup(const char *s)
 {
@@ -72,7 +75,7 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 				err = fl_error_set(FL_ENOMEM, "load: out of memory");
 			continue;
 		}
-		err = json_int_in(json_object_get(l, "r"), path, "layers[].r", 1, 1 << 20, &r);
+		err = json_int_in(json_object_get(l, "r"), path, "layers[].r", 1, FL_MODEL_RANK_MAX, &r);
 		if (!err && !json_is_number(alpha))
 			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu].alpha: expected a number", path, i);
 		if (err)
