@@ -39,7 +39,7 @@ struct opts {
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
 	double handshake_timeout;
 	int insecure, enrol, enrol_minutes;
-	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu, eta;
+	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu, eta, beta1, beta2, tau;
 	double heartbeat, idle_timeout;
 	int rank, rounds, min_clients, min_fit, min_report, max_retries, epochs, batch;
 	int eval_every, eval_limit, threads, max_conns, debug_tensors;
@@ -67,6 +67,7 @@ static const struct option longopts[] = {
 	{"threads", 1, 0, 0},       {"debug-tensors", 0, 0, 0}, {"config-file", 1, 0, 0},
 	{"key", 1, 0, 0},           {"allow", 1, 0, 0},        {"enrol", 0, 0, 0},
 	{"enrol-minutes", 1, 0, 0}, {"insecure", 0, 0, 0},     {"handshake-timeout", 1, 0, 0},
+	{"server-beta1", 1, 0, 0},  {"server-beta2", 1, 0, 0}, {"server-tau", 1, 0, 0},
 	{"help", 0, 0, 'h'},        {"version", 0, 0, 'V'},    {0, 0, 0, 0}};
 
 static void usage(FILE *f)
@@ -102,6 +103,7 @@ static void usage(FILE *f)
 		"  --weight-decay WD (0)  --optimizer sgd|adam  --prox-mu MU (0)\n"
 		"aggregation:\n"
 		"  --strategy fedavg|fedavgm|fedadam|fedyogi|fedadagrad|fedprox  --server-lr ETA\n"
+		"  --server-beta1 B  --server-beta2 B  --server-tau T   (defaults: the strategy's)\n"
 		"wire:\n"
 		"  --dtype f32|f16|bf16|int8   encoding offered (a client's preference wins)\n"
 		"  --require-dtype DTYPE       force this encoding for every client\n"
@@ -186,6 +188,9 @@ static int set_opt(struct opts *o, const char *k, const char *v)
 	if (!strcmp(k, "weight-decay")) return num(k, v, 0, 1, &o->wd);
 	if (!strcmp(k, "prox-mu")) return num(k, v, 0, 1e6, &o->prox_mu);
 	if (!strcmp(k, "server-lr")) return num(k, v, 0, 1e6, &o->eta);
+	if (!strcmp(k, "server-beta1")) return num(k, v, 0, 0.9999, &o->beta1);
+	if (!strcmp(k, "server-beta2")) return num(k, v, 0, 0.9999, &o->beta2);
+	if (!strcmp(k, "server-tau")) return num(k, v, 1e-12, 1e6, &o->tau);
 	if (!strcmp(k, "rank")) return inum(k, v, 1, 1 << 16, &o->rank);
 	if (!strcmp(k, "rounds")) return inum(k, v, 1, 1e9, &o->rounds);
 	if (!strcmp(k, "min-clients")) return inum(k, v, 1, 1e6, &o->min_clients);
@@ -429,6 +434,12 @@ static int run(struct opts *o)
 	fl_server_opt_config_default(&ec.server_opt, kind);
 	if (o->eta >= 0)
 		ec.server_opt.eta = (float)o->eta;
+	if (o->beta1 >= 0)
+		ec.server_opt.beta1 = (float)o->beta1;
+	if (o->beta2 >= 0)
+		ec.server_opt.beta2 = (float)o->beta2;
+	if (o->tau >= 0)
+		ec.server_opt.tau = (float)o->tau;
 	if (prox && o->prox_mu == 0)
 		ec.prox_mu = 0.01f;
 
@@ -625,7 +636,7 @@ int main(int argc, char **argv)
 	argc--, argv++;
 	struct opts o = {.listen = "127.0.0.1:7420", .model = "2nn", .strategy = "fedavg",
 			 .optimizer = "sgd", .gamma = 0.1, .fraction = 1, .round_timeout = 60,
-			 .lr = 0.1, .lr_decay = 1, .eta = -1, .heartbeat = 10, .idle_timeout = 60,
+			 .lr = 0.1, .lr_decay = 1, .eta = -1, .beta1 = -1, .beta2 = -1, .tau = -1, .heartbeat = 10, .idle_timeout = 60,
 			 .rounds = 3, .min_clients = 1, .min_fit = 1, .min_report = 1,
 			 .max_retries = 3, .epochs = 1, .batch = 64, .threads = 1,
 			 .max_conns = SRV_TRANSPORT_CONNS_DEFAULT, .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
