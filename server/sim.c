@@ -34,6 +34,7 @@ void srv_sim_config_default(struct srv_sim_config *c)
 	c->lr = 0.1f;
 	c->lr_decay = 1.0f;
 	c->strategy = FL_SERVER_OPT_FEDAVG;
+	c->server_eta = c->server_beta1 = c->server_beta2 = c->server_tau = -1.0f;
 	c->prox_mu = 0.01f;
 	c->dtype = FL_WIRE_F32;
 	c->seed = 1;
@@ -46,6 +47,9 @@ const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size
 {
 	if (c->label[0])
 		snprintf(buf, cap, "%s", c->label);
+	else if (c->local_only)
+		snprintf(buf, cap, c->param == FL_PEFT_PARAM_DENSE ? "local" : "local-%s",
+			 fl_peft_param_name(c->param));
 	else if (c->dtype != FL_WIRE_F32)
 		snprintf(buf, cap, "%s-%s", fl_peft_param_name(c->param), fl_wire_dtype_name(c->dtype));
 	else
@@ -128,8 +132,7 @@ int srv_sim_data_load(const char *name, const char *path, int limit, int test_li
 /* ---- the model config every party builds from ---- */
 
 /* The PEFT-format JSON sent in Welcome ("" for dense: no config). */
-static int make_config_json(const struct srv_sim_config *cfg, char **json,
-			    struct fl_peft_config **peft)
+int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_peft_config **peft)
 {
 	*json = NULL;
 	*peft = NULL;
@@ -266,10 +269,17 @@ void sim_on_report(struct sim *s, const struct srv_round_report *r)
 	row->attempts = r->attempts;
 	row->seconds = sim_wall_seconds() - s->t0;
 	s->row_ready[i] |= 1;
-	if (s->pfed) {
+	if (r->eval_clients > 0) {
+		row->has_fed = 1;
+		row->fed_accuracy = r->eval_accuracy;
+		row->fed_loss = r->eval_loss;
+	}
+	if (s->res->fed_headline) { /* 0 when no client evaluated (has_fed 0) */
 		row->accuracy = r->eval_accuracy;
 		row->loss = r->eval_loss;
-		s->row_ready[i] |= 2;
+	}
+	if (s->pfed) {
+		s->row_ready[i] |= 2; /* no central evaluation: no client runs the global model */
 	} else {
 		struct sim_eval *ev = eval_slot(s);
 		if (!ev) {
@@ -299,10 +309,15 @@ void sim_on_eval_done(struct sim *s, struct sim_eval *ev)
 		fail(s, msg);
 		return;
 	}
-	size_t i = (size_t)(ev->round - 1);
-	s->rows[i].accuracy = ev->accuracy;
-	s->rows[i].loss = ev->loss;
-	s->row_ready[i] |= 2;
+	struct srv_sim_row *row = &s->rows[ev->round - 1];
+	row->has_central = 1;
+	row->central_accuracy = ev->accuracy;
+	row->central_loss = ev->loss;
+	if (!s->res->fed_headline) {
+		row->accuracy = ev->accuracy;
+		row->loss = ev->loss;
+	}
+	s->row_ready[ev->round - 1] |= 2;
 	emit_rows(s);
 }
 
@@ -391,12 +406,19 @@ static int check_config(const struct srv_sim_config *c, const struct srv_sim_dat
 				    "(base_path; it may be the same file)");
 	if (!d || !d->part || d->part->clients < 1)
 		return fl_error_set(FL_EINVAL, "sim: no clients");
-	int pfed = c->param == FL_PEFT_PARAM_PFEDPARA || c->fed_eval;
-	for (int i = 0; pfed && i < d->part->clients; i++)
+	if (c->local_only && (c->param == FL_PEFT_PARAM_PFEDPARA || c->param == FL_PEFT_PARAM_LOHA))
+		return fl_error_set(FL_EINVAL, "sim: local-only training takes dense, fedpara or "
+				    "lowrank, not %s", fl_peft_param_name(c->param));
+	if (c->local_only && (c->init_path || c->base_path))
+		return fl_error_set(FL_EINVAL, "sim: local-only training starts from the seeded "
+				    "random model (no initial model or base)");
+	int fed = c->param == FL_PEFT_PARAM_PFEDPARA || c->fed_eval || c->local_only;
+	for (int i = 0; fed && i < d->part->clients; i++)
 		if (d->part->client[i].n_holdout < 1)
 			return fl_error_set(FL_EINVAL,
-					    "sim: federated evaluation (pfedpara) needs held-out "
-					    "samples on every client; client %d has none", i);
+					    "sim: federated evaluation (pfedpara, local-only or "
+					    "fed_eval) needs held-out samples on every client; "
+					    "client %d has none", i);
 	return FL_OK;
 }
 
@@ -405,7 +427,7 @@ static int setup(struct sim *s)
 	const struct srv_sim_config *cfg = s->cfg;
 	const struct srv_sim_data *d = s->data;
 	int n = d->part->clients;
-	int err = make_config_json(cfg, &s->config_json, &s->peft);
+	int err = sim_make_config(cfg, &s->config_json, &s->peft);
 	if (!err)
 		err = new_model(s, 1, &s->model);
 	if (!err)
@@ -461,6 +483,14 @@ static int setup(struct sim *s)
 	ec.prox_mu = cfg->prox ? cfg->prox_mu : 0.0f;
 	ec.optimizer = "sgd";
 	fl_server_opt_config_default(&ec.server_opt, cfg->strategy);
+	if (cfg->server_eta >= 0)
+		ec.server_opt.eta = cfg->server_eta;
+	if (cfg->server_beta1 >= 0)
+		ec.server_opt.beta1 = cfg->server_beta1;
+	if (cfg->server_beta2 >= 0)
+		ec.server_opt.beta2 = cfg->server_beta2;
+	if (cfg->server_tau >= 0)
+		ec.server_opt.tau = cfg->server_tau;
 	ec.dtype = cfg->dtype;
 	ec.dtype_required = 1;
 	ec.eval_every = s->pfed || cfg->fed_eval ? 1 : 0;
@@ -563,12 +593,15 @@ int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 	int err = check_config(cfg, d);
 	if (err)
 		return err;
+	if (cfg->local_only)
+		return sim_local_run(cfg, d, out);
 	struct sim s = {.cfg = cfg, .data = d, .pfed = cfg->param == FL_PEFT_PARAM_PFEDPARA};
 	s.res = calloc(1, sizeof(*s.res));
 	if (!s.res)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
 	srv_sim_config_label(cfg, s.res->label, sizeof(s.res->label));
 	s.res->secure = cfg->secure != 0;
+	s.res->fed_headline = s.pfed || cfg->fed_eval;
 	/* Jobs run on T workers: BLAS stays single-threaded inside them, which
 	 * also keeps every result bit-identical whatever T is. */
 	int blas_threads = fl_blas_get_threads();

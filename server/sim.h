@@ -9,10 +9,13 @@
  * thread count) apart from the wall-clock seconds it reports.
  *
  * After every round the global model is evaluated centrally on the test
- * set (a copy of the engine's model, on the pool). For pfedpara the global
- * model is not what a client runs, so the accuracy of a round is the mean
- * personalised accuracy of a federated evaluation (every client evaluates
- * global + its own local tensors on its held-out samples).
+ * set (a copy of the engine's model, on the pool). With federated
+ * evaluation (fed_eval; always for pfedpara) every client also evaluates
+ * the model it runs on its held-out samples (global; pfedpara: global + its
+ * own local tensors) and that mean is the round's headline accuracy; for
+ * pfedpara the global model is no client's model and has no central
+ * evaluation. The local-only baseline (sim_local.c) trains one model per
+ * client without any communication, as a reference for personalisation.
  *
  * Every virtual connection runs over the real secure channel (channel.h)
  * unless config.secure is 0: the coordinator and every client have their
@@ -73,7 +76,21 @@ void srv_sim_data_free(struct srv_sim_data *d); /* NULL is a no-op */
 
 struct srv_sim_row {
 	uint64_t round;                  /* 1-based */
-	double accuracy, loss;           /* central test set (pfedpara: mean personalised) */
+	/* The headline accuracy (what the table, targets and plot use): the
+	 * central test set, except with federated evaluation (fed_eval,
+	 * pfedpara, local-only), where it is fed_accuracy. */
+	double accuracy, loss;
+	/* The global model on the central test set (not for pfedpara, whose
+	 * global model is no client's model, nor local-only). */
+	int has_central;
+	double central_accuracy, central_loss;
+	/* Federated evaluation: the mean over the evaluating clients, weighted
+	 * by their held-out samples, of the accuracy of the model each client
+	 * runs (global; pfedpara: global + its own local tensors; local-only:
+	 * its own model) on its held-out samples, right after aggregation
+	 * (local-only: after its local training). */
+	int has_fed;
+	double fed_accuracy, fed_loss;
 	double train_loss, train_accuracy; /* clients' last local epoch, weighted */
 	uint64_t bytes_up, bytes_down;   /* whole frames of this round (incl. retries) */
 	uint64_t total_up, total_down;   /* cumulative */
@@ -122,11 +139,23 @@ struct srv_sim_config {
 	int epochs, batch;
 	float lr, lr_decay, momentum, weight_decay;
 	enum fl_server_opt_kind strategy;
+	/* Server optimiser settings over the strategy's defaults
+	 * (fl_server_opt_config_default); negative = the default. */
+	float server_eta, server_beta1, server_beta2, server_tau;
 	int prox;                    /* fedprox: clients add prox_mu/2 ||w - w_global||^2 */
 	float prox_mu;
 	enum fl_wire_dtype dtype;
 	double dropout;              /* probability a task's client vanishes mid-round */
-	int fed_eval;                /* federated evaluation every round (always for pfedpara) */
+	/* Federated evaluation every round, which then gives the headline
+	 * accuracy (always on for pfedpara and local-only). */
+	int fed_eval;
+	/* Local-only baseline: every client trains its own model (this param,
+	 * same initial model) on its own training samples for `epochs` epochs
+	 * per round, every round, lr decaying as in the federation; nothing is
+	 * sent, nothing aggregated; the accuracy of a round is the weighted
+	 * mean of the clients' accuracies on their held-out samples. The
+	 * engine, sessions and channel are not used: every byte count is 0. */
+	int local_only;
 	uint64_t seed;
 	int threads;                 /* worker threads (BLAS runs single-threaded inside) */
 	int eval_batch;              /* central evaluation batch */
@@ -156,9 +185,12 @@ struct srv_sim_result {
 	 * and channel errors (failed handshakes or records, unclean closes) */
 	uint64_t chan_up, chan_down, handshakes, connections, channel_errors;
 	int secure;
+	int local_only;   /* a local-only baseline: no bytes, no global model */
+	int fed_headline; /* the headline accuracy is the federated evaluation's */
 	uint64_t vanished, client_errors;
 	double seconds;
-	float *final_params; /* the engine's parameter buffer after the last round */
+	float *final_params; /* the engine's parameter buffer after the last round (NULL
+			      * for local-only) */
 	size_t n_final_params;
 	char last_client_error[256];
 };

@@ -157,6 +157,9 @@ int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_
 int sim_load_init(struct fl_model *m, const char *path);
 
 /* sim.c */
+/* The PEFT-format JSON every party builds the model from ("" for dense)
+ * and its parsed form (NULL for dense). */
+int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_peft_config **peft);
 /* The coordinator's channel authoriser: admits the simulation's client keys. */
 int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
 		  char *reason, size_t reason_cap);
@@ -164,5 +167,10 @@ int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *t
 void sim_on_report(struct sim *s, const struct srv_round_report *r);
 /* A central evaluation finished (on the loop thread). */
 void sim_on_eval_done(struct sim *s, struct sim_eval *ev);
+
+/* sim_local.c: the local-only baseline (cfg->local_only), checked by
+ * srv_sim_run. */
+int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
+		  struct srv_sim_result **out);
 
 #endif

@@ -59,7 +59,10 @@ static void usage(FILE *f)
 		"  --param KIND        dense, fedpara, pfedpara, lowrank or loha: one configuration\n"
 		"  --compare LIST      several configurations on identical partitions, e.g.\n"
 		"                      dense,fedpara,lowrank; an item may add a wire dtype:\n"
-		"                      fedpara:int8 (default %s)\n"
+		"                      fedpara:int8 (default %s); local (dense) or\n"
+		"                      local-fedpara / local-lowrank is the local-only baseline:\n"
+		"                      every client trains its own model on its own samples each\n"
+		"                      round and sends nothing (turns --fed-eval on for all)\n"
 		"  --gamma G           rank from gamma in [0,1] (FedPara rule; default 0)\n"
 		"  --rank R            explicit rank instead of gamma\n"
 		"  --no-tucker         convs in reshape form instead of Tucker (fedpara family)\n"
@@ -83,8 +86,15 @@ static void usage(FILE *f)
 		"  --dtype T           wire encoding f32, f16, bf16 or int8 (default f32)\n"
 		"  --dropout P         probability that a selected client vanishes mid-round\n"
 		"  --min-report N      updates a round needs (default half of the selected)\n"
-		"  --fed-eval          federated evaluation every round (always on for pfedpara,\n"
-		"                      whose accuracy is the clients' mean personalised accuracy)\n"
+		"  --fed-eval          federated evaluation every round: the accuracy of every\n"
+		"                      configuration becomes the clients' mean accuracy on their\n"
+		"                      held-out samples (central accuracy still in the CSV/JSON);\n"
+		"                      always on for pfedpara (personalised accuracy)\n"
+		"  --server-lr ETA     server learning rate (fedavgm, fedadam, fedyogi,\n"
+		"                      fedadagrad; default the strategy's: 1, 0.1, 0.01, 0.1)\n"
+		"  --server-beta1 B    server momentum / first moment (default 0.9; fedadagrad 0)\n"
+		"  --server-beta2 B    second moment of fedadam, fedyogi (default 0.99)\n"
+		"  --server-tau T      adaptivity of the adaptive strategies (default 1e-3)\n"
 		"local training:\n"
 		"  --epochs E          (default %d)\n"
 		"  --batch B           (default %d)\n"
@@ -155,7 +165,8 @@ enum {
 	O_FRACTION, O_ROUNDS, O_PARTITION, O_HOLDOUT, O_STRATEGY, O_PROX_MU, O_DTYPE, O_DROPOUT,
 	O_MIN_REPORT, O_FED_EVAL, O_EPOCHS, O_BATCH, O_LR, O_LR_DECAY, O_MOMENTUM, O_WD, O_DATA,
 	O_DATA_PATH, O_LIMIT, O_TEST_LIMIT, O_SEED, O_THREADS, O_TARGET, O_OUT, O_SAVE_MODEL,
-	O_QUIET, O_INSECURE, O_HELP, O_INIT, O_MODULES_TO_SAVE,
+	O_QUIET, O_INSECURE, O_HELP, O_INIT, O_MODULES_TO_SAVE, O_SERVER_LR, O_SERVER_BETA1,
+	O_SERVER_BETA2, O_SERVER_TAU,
 };
 
 static const struct option longopts[] = {
@@ -178,7 +189,34 @@ static const struct option longopts[] = {
 	{"save-model", 0, 0, O_SAVE_MODEL}, {"quiet", 0, 0, O_QUIET},
 	{"insecure", 0, 0, O_INSECURE},	  {"help", 0, 0, O_HELP},
 	{"init", 1, 0, O_INIT},		  {"modules-to-save", 1, 0, O_MODULES_TO_SAVE},
+	{"server-lr", 1, 0, O_SERVER_LR}, {"server-beta1", 1, 0, O_SERVER_BETA1},
+	{"server-beta2", 1, 0, O_SERVER_BETA2}, {"server-tau", 1, 0, O_SERVER_TAU},
 	{0, 0, 0, 0}};
+
+/* The --server-* settings the strategy uses; 1 (message printed) for one it
+ * would ignore. */
+static int check_server_opt(const struct srv_sim_config *c)
+{
+	enum fl_server_opt_kind k = c->strategy;
+	int adaptive = k == FL_SERVER_OPT_FEDADAM || k == FL_SERVER_OPT_FEDYOGI ||
+		       k == FL_SERVER_OPT_FEDADAGRAD;
+	const char *flag = NULL;
+	if (k == FL_SERVER_OPT_FEDAVG &&
+	    (c->server_eta >= 0 || c->server_beta1 >= 0 || c->server_beta2 >= 0 ||
+	     c->server_tau >= 0))
+		flag = c->server_eta >= 0 ? "--server-lr" : c->server_beta1 >= 0 ? "--server-beta1"
+						  : c->server_beta2 >= 0 ? "--server-beta2"
+									 : "--server-tau";
+	else if (c->server_beta2 >= 0 && k != FL_SERVER_OPT_FEDADAM && k != FL_SERVER_OPT_FEDYOGI)
+		flag = "--server-beta2";
+	else if (c->server_tau >= 0 && !adaptive)
+		flag = "--server-tau";
+	if (!flag)
+		return 0;
+	fprintf(stderr, PROG ": %s has no effect with --strategy %s\n", flag,
+		c->prox ? "fedprox" : fl_server_opt_name(k));
+	return 1;
+}
 
 /* 0 ok, 1 bad value (message printed), 2 --help. */
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -227,6 +265,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			bad |= parse_int(optarg, "--min-report", 1, 100000, &c->min_report);
 			break;
 		case O_FED_EVAL: c->fed_eval = 1; break;
+		case O_SERVER_LR:
+			bad |= parse_float(optarg, "--server-lr", 0, 1e6, &c->server_eta);
+			break;
+		case O_SERVER_BETA1:
+			bad |= parse_float(optarg, "--server-beta1", 0, 0.9999, &c->server_beta1);
+			break;
+		case O_SERVER_BETA2:
+			bad |= parse_float(optarg, "--server-beta2", 0, 0.9999, &c->server_beta2);
+			break;
+		case O_SERVER_TAU:
+			bad |= parse_float(optarg, "--server-tau", 1e-12, 1e6, &c->server_tau);
+			break;
 		case O_EPOCHS: bad |= parse_int(optarg, "--epochs", 1, 10000, &c->epochs); break;
 		case O_BATCH: bad |= parse_int(optarg, "--batch", 1, 4096, &c->batch); break;
 		case O_LR: bad |= parse_float(optarg, "--lr", 0, 100, &c->lr); break;
@@ -280,6 +330,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 		c->prox = prox;
 	}
+	if (!bad)
+		bad = check_server_opt(c);
 	return bad;
 }
 
@@ -318,9 +370,29 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 				return 1;
 			}
 		}
-		if (fl_peft_param_parse(item, &c->param)) {
+		const char *kind = item;
+		if (!strcmp(item, "local")) {
+			c->local_only = 1;
+			kind = "dense";
+		} else if (!strncmp(item, "local-", 6)) {
+			c->local_only = 1;
+			kind = item + 6;
+		}
+		if (fl_peft_param_parse(kind, &c->param)) {
 			fprintf(stderr, PROG ": unknown parameterisation '%s' (dense, fedpara, "
-					"pfedpara, lowrank or loha)\n", item);
+					"pfedpara, lowrank, loha, local or local-KIND)\n", kind);
+			return 1;
+		}
+		if (c->local_only && (colon || (c->param != FL_PEFT_PARAM_DENSE &&
+						c->param != FL_PEFT_PARAM_FEDPARA &&
+						c->param != FL_PEFT_PARAM_LOWRANK))) {
+			fprintf(stderr, PROG ": '%s': local-only training takes dense, fedpara or "
+					"lowrank and no wire dtype\n", item);
+			return 1;
+		}
+		if (c->local_only && (c->init_path || c->base_path)) {
+			fprintf(stderr, PROG ": '%s': local-only training starts from the seeded "
+					"model (no --init or --base)\n", item);
 			return 1;
 		}
 		if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA) {
@@ -343,6 +415,13 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 		fprintf(stderr, PROG ": --compare: empty list\n");
 		return 1;
 	}
+	/* a local-only baseline is measured on the clients' held-out samples:
+	 * so is everything it is compared with */
+	int local = 0;
+	for (int i = 0; i < *n; i++)
+		local |= cfgs[i].local_only;
+	for (int i = 0; local && i < *n; i++)
+		cfgs[i].fed_eval = 1;
 	return 0;
 }
 
@@ -428,9 +507,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": --%s\n" PROG ": try --help\n", fl_error_msg());
 		return 2;
 	}
-	int need_holdout = o.base.fed_eval;
+	int need_holdout = 0;
 	for (int i = 0; i < n; i++)
-		need_holdout |= cfgs[i].param == FL_PEFT_PARAM_PFEDPARA;
+		need_holdout |= cfgs[i].fed_eval || cfgs[i].param == FL_PEFT_PARAM_PFEDPARA;
 	pc.clients = o.clients;
 	pc.seed = o.base.seed;
 	pc.holdout = o.holdout_set ? o.holdout : need_holdout ? 0.2 : 0.0;
@@ -472,7 +551,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n && !rc; i++) {
 		pr.index = i;
 		cfgs[i].cb = (struct srv_sim_callbacks){.ctx = &pr, .on_row = on_row};
-		if (o.save_model) {
+		if (o.save_model && !cfgs[i].local_only) {
 			char label[SRV_SIM_LABEL_MAX];
 			snprintf(model_dir, sizeof(model_dir), "%s/%s-model", o.out,
 				 srv_sim_config_label(&cfgs[i], label, sizeof(label)));

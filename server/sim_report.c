@@ -49,6 +49,12 @@ double srv_sim_best_accuracy(const struct srv_sim_result *r)
 	return best;
 }
 
+/* What the headline accuracy of r measures. */
+static const char *accuracy_kind(const struct srv_sim_result *r)
+{
+	return r->fed_headline ? "clients' held-out samples" : "central test set";
+}
+
 static double final_accuracy(const struct srv_sim_result *r)
 {
 	return r->nrows ? r->rows[r->nrows - 1].accuracy : 0.0;
@@ -101,18 +107,33 @@ static int text_write(struct text *t, const char *path)
 	return err;
 }
 
+/* An optional figure: empty when not measured. */
+static void csv_opt(struct text *t, int has, double v)
+{
+	if (has)
+		text_add(t, ",%.6f", v);
+	else
+		text_add(t, ",");
+}
+
 int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
 {
 	struct text t = {0};
 	text_add(&t, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,train_loss,selected,"
-		     "reported,dropped,attempts\n");
+		     "reported,dropped,attempts,central_accuracy,central_loss,fed_accuracy,"
+		     "fed_loss\n");
 	for (size_t i = 0; i < r->nrows; i++) {
 		const struct srv_sim_row *w = &r->rows[i];
-		text_add(&t, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d\n",
+		text_add(&t, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d",
 			 (unsigned long long)w->round, w->accuracy, w->loss,
 			 (unsigned long long)w->bytes_up, (unsigned long long)w->bytes_down,
 			 (double)row_bytes(w) / MB, w->seconds, w->train_loss, w->selected,
 			 w->reported, w->dropped, w->attempts);
+		csv_opt(&t, w->has_central, w->central_accuracy);
+		csv_opt(&t, w->has_central, w->central_loss);
+		csv_opt(&t, w->has_fed, w->fed_accuracy);
+		csv_opt(&t, w->has_fed, w->fed_loss);
+		text_add(&t, "\n");
 	}
 	return text_write(&t, path);
 }
@@ -134,7 +155,18 @@ static json_t *config_json(const struct srv_sim_config *c)
 	json_object_set_new(o, "lr_decay", json_real(c->lr_decay));
 	json_object_set_new(o, "momentum", json_real(c->momentum));
 	json_object_set_new(o, "strategy",
-			    json_string(c->prox ? "fedprox" : fl_server_opt_name(c->strategy)));
+			    json_string(c->local_only ? "local-only"
+				        : c->prox ? "fedprox" : fl_server_opt_name(c->strategy)));
+	json_object_set_new(o, "local_only", json_boolean(c->local_only));
+	json_object_set_new(o, "fed_eval", json_boolean(c->fed_eval));
+	if (c->server_eta >= 0)
+		json_object_set_new(o, "server_lr", json_real(c->server_eta));
+	if (c->server_beta1 >= 0)
+		json_object_set_new(o, "server_beta1", json_real(c->server_beta1));
+	if (c->server_beta2 >= 0)
+		json_object_set_new(o, "server_beta2", json_real(c->server_beta2));
+	if (c->server_tau >= 0)
+		json_object_set_new(o, "server_tau", json_real(c->server_tau));
 	if (c->prox)
 		json_object_set_new(o, "prox_mu", json_real(c->prox_mu));
 	json_object_set_new(o, "dtype", json_string(fl_wire_dtype_name(c->dtype)));
@@ -155,6 +187,7 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 	json_object_set_new(o, "selected_per_round", json_integer(r->selected_per_round));
 	json_object_set_new(o, "param_floats", json_integer((json_int_t)r->param_floats));
 	json_object_set_new(o, "transmitted_floats", json_integer((json_int_t)r->global_floats));
+	json_object_set_new(o, "accuracy_kind", json_string(accuracy_kind(r)));
 	json_object_set_new(o, "final_accuracy", json_real(final_accuracy(r)));
 	json_object_set_new(o, "best_accuracy", json_real(srv_sim_best_accuracy(r)));
 	json_object_set_new(o, "bytes_up", json_integer((json_int_t)r->engine_up));
@@ -187,6 +220,13 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 		json_object_set_new(e, "round", json_integer((json_int_t)w->round));
 		json_object_set_new(e, "accuracy", json_real(w->accuracy));
 		json_object_set_new(e, "loss", json_real(w->loss));
+		json_object_set_new(e, "central_accuracy",
+				    w->has_central ? json_real(w->central_accuracy) : json_null());
+		json_object_set_new(e, "central_loss",
+				    w->has_central ? json_real(w->central_loss) : json_null());
+		json_object_set_new(e, "fed_accuracy",
+				    w->has_fed ? json_real(w->fed_accuracy) : json_null());
+		json_object_set_new(e, "fed_loss", w->has_fed ? json_real(w->fed_loss) : json_null());
 		json_object_set_new(e, "train_loss", json_real(w->train_loss));
 		json_object_set_new(e, "bytes_up", json_integer((json_int_t)w->bytes_up));
 		json_object_set_new(e, "bytes_down", json_integer((json_int_t)w->bytes_down));
@@ -239,6 +279,8 @@ void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n)
 		"overhead", "handshakes", "errors");
 	for (int i = 0; i < n; i++) {
 		const struct srv_sim_result *x = r[i];
+		if (x->local_only)
+			continue; /* no connections */
 		uint64_t ch = x->chan_up + x->chan_down, fr = x->engine_up + x->engine_down;
 		fprintf(f, "%-16s %12.3f %12.3f %8.3f%% %10llu %8llu\n", x->label, (double)ch / MB,
 			(double)fr / MB, fr ? 100.0 * ((double)ch - (double)fr) / (double)fr : 0.0,
@@ -254,6 +296,15 @@ void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const 
 	const struct srv_sim_result *dense = find_dense(r, n);
 	double t0 = targets[0];
 	fprintf(f, "\ntarget accuracy %.1f%% (MB = 10^6 bytes of frames, up + down)\n", 100 * t0);
+	int fed = 0, central = 0;
+	for (int i = 0; i < n; i++)
+		*(r[i]->fed_headline ? &fed : &central) = 1;
+	if (fed && central)
+		fprintf(f, "accuracy: central test set, except for the configurations with "
+			   "federated evaluation (see accuracy_kind in their JSON)\n");
+	else if (fed)
+		fprintf(f, "accuracy: the clients' mean accuracy on their own held-out samples "
+			   "(federated evaluation)\n");
 	fprintf(f, "%-16s %9s %9s %9s %8s %13s %10s\n", "configuration", "final", "best", "MB/round",
 		"rounds", "MB to target", "vs dense");
 	for (int i = 0; i < n; i++) {
@@ -364,11 +415,21 @@ int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double
 		     "set grid\n"
 		     "set logscale x\n"
 		     "set xlabel 'cumulative communication, MB (upload + download)'\n"
-		     "set ylabel 'test accuracy (%%)'\n"
-		     "set title 'fedloha-sim: accuracy versus communication'\n"
-		     "plot \\\n");
+		     "set title 'fedloha-sim: accuracy versus communication'\n");
+	text_add(&t, "set ylabel '%s accuracy (%%)'\n",
+		 n > 0 && r[0]->fed_headline ? "clients held-out" : "test");
+	text_add(&t, "plot \\\n");
 	for (int i = 0; i < n; i++) {
 		char file[SRV_SIM_LABEL_MAX + 8];
+		if (r[i]->local_only) { /* no communication: its final accuracy as a level */
+			text_add(&t, "  %.4f with lines dt 3 lw 2 title ",
+				 100 * final_accuracy(r[i]));
+			char title[SRV_SIM_LABEL_MAX + 32];
+			snprintf(title, sizeof(title), "%s (0 MB, final)", r[i]->label);
+			text_quoted(&t, title);
+			text_add(&t, ", \\\n");
+			continue;
+		}
 		snprintf(file, sizeof(file), "%s.csv", r[i]->label);
 		text_add(&t, "  ");
 		text_quoted(&t, file);

@@ -5,7 +5,10 @@
 # progress lines on stderr, the CSV / JSON / table / plot script written;
 # the secure channel by default (its byte totals printed once and in the
 # JSON) and --insecure giving the same results and frame bytes; --init
-# (dense and loha start from a saved model) and --modules-to-save.
+# (dense and loha start from a saved model) and --modules-to-save; a
+# local-only baseline next to FedAvg (federated evaluation for both, the
+# CSV / JSON columns), the --server-* settings recorded in the JSON and
+# refused where the strategy would ignore them.
 set -u
 BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
@@ -39,7 +42,9 @@ contains "$TMP/out" "--insecure"
 
 for args in "--rounds 0" "--rounds x" "--model resnet" "--param dens" "--partition zipf" \
 	"--dtype f64" "--strategy sgd" "--fraction 2" "--dropout 1" "--bogus" "--compare dense,dense" \
-	"--compare fedpara:f8" "--param dense --compare fedpara" "--target 120" "extra"; do
+	"--compare fedpara:f8" "--param dense --compare fedpara" "--target 120" "extra" \
+	"--server-lr 0.5" "--strategy fedavgm --server-tau 0.1" "--strategy fedadam --server-tau 0" \
+	"--compare local:int8" "--compare local-pfedpara" "--compare local-loha" "--compare locals"; do
 	# shellcheck disable=SC2086
 	expect 2 "$BIN" $args
 	n=$(wc -l <"$TMP/err")
@@ -113,6 +118,30 @@ up_i8=$(python3 -c "import json; print(json.load(open('$OUT/lowrank-int8.json'))
 expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --param dense --quiet \
 	--out "$TMP/res2"
 [ ! -s "$TMP/err" ] || fail "--quiet printed: $(cat "$TMP/err")"
+
+# ---- local-only baseline next to FedAvg: federated evaluation for both ----
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
+	--rounds 2 --epochs 1 --batch 4 --compare dense,local --threads 2 --quiet --out "$TMP/res-local"
+contains "$TMP/out" "accuracy: the clients' mean accuracy on their own held-out samples"
+head -1 "$TMP/res-local/local.csv" | grep -q ',central_accuracy,central_loss,fed_accuracy,fed_loss$' ||
+	fail "csv header: $(head -1 "$TMP/res-local/local.csv")"
+python3 -c "
+import json, sys
+l = json.load(open(sys.argv[1])); d = json.load(open(sys.argv[2]))
+assert l['config']['local_only'] is True and l['bytes_up'] == 0 and l['bytes_down'] == 0, 'local bytes'
+assert l['accuracy_kind'] == d['accuracy_kind'] == \"clients' held-out samples\", 'kind'
+for r in l['rounds']:
+    assert r['central_accuracy'] is None and r['fed_accuracy'] == r['accuracy'] and r['cum_mb'] == 0
+for r in d['rounds']:
+    assert r['central_accuracy'] is not None and r['fed_accuracy'] == r['accuracy']
+" "$TMP/res-local/local.json" "$TMP/res-local/dense.json" || fail "local / fed-eval JSON"
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --param fedpara \
+	--strategy fedadam --server-lr 0.05 --server-beta2 0.9 --quiet --out "$TMP/res-adam"
+python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1]))['config']
+assert c['strategy'] == 'fedadam' and abs(c['server_lr'] - 0.05) < 1e-7 and abs(c['server_beta2'] - 0.9) < 1e-7
+" "$TMP/res-adam/fedpara.json" || fail "server optimiser settings not in the JSON"
 
 # ---- --init: the initial global model from a saved model.safetensors ----
 # run A saves its final dense model; with lr 0 a run started from that file

@@ -1,0 +1,67 @@
+/* sim_testdata.c - see sim_testdata.h. */
+#include "sim_testdata.h"
+
+#include "errors.h"
+#include "fsutil.h"
+#include "rng.h"
+#include "testutil.h"
+
+#include <stdio.h>
+
+/* Class k: a bright bar at rows 2k..2k+5 plus noise (synthetic fallback). */
+static struct fl_dataset *synthetic(int n, uint64_t seed)
+{
+	struct fl_dataset *d = NULL;
+	if (fl_dataset_new(n, 1, 28, 28, 10, &d) != FL_OK)
+		return NULL;
+	struct fl_rng rng;
+	fl_rng_seed(&rng, seed);
+	for (int i = 0; i < n; i++) {
+		int k = (int)fl_rng_below(&rng, 10);
+		d->labels[i] = (uint8_t)k;
+		uint8_t *px = d->pixels + (size_t)i * 784;
+		for (int p = 0; p < 784; p++) {
+			int row = p / 28, v = (int)fl_rng_below(&rng, 60);
+			if (row >= 2 * k && row < 2 * k + 6)
+				v += 150;
+			px[p] = (uint8_t)v;
+		}
+	}
+	return d;
+}
+
+struct srv_sim_data *small_data(int clients, double holdout)
+{
+	struct fl_partition_config pc;
+	fl_partition_config_init(&pc);
+	pc.kind = FL_PARTITION_IID;
+	pc.clients = clients;
+	pc.seed = 3;
+	pc.holdout = holdout;
+	struct srv_sim_data *d = NULL;
+	int err;
+	if (fl_path_exists(FL_DATASET_DEFAULT_DIR "/train-images-idx3-ubyte.gz")) {
+		err = srv_sim_data_load(NULL, NULL, TRAIN_N, TEST_N, &pc, &d);
+	} else {
+		fprintf(stderr, "note: Fashion-MNIST not installed, using synthetic data\n");
+		err = srv_sim_data_wrap(synthetic(TRAIN_N, 1), synthetic(TEST_N, 2), &pc, &d);
+	}
+	FL_CHECK_MSG(err == FL_OK, "data: %s", fl_error_msg());
+	return d;
+}
+
+void small_config(struct srv_sim_config *c)
+{
+	srv_sim_config_default(c);
+	c->arch = "2nn";
+	c->param = FL_PEFT_PARAM_FEDPARA;
+	c->rounds = 3;
+	c->fraction = 0.5;
+	c->epochs = 1;
+	c->batch = 16;
+	c->lr = 0.1f;
+	c->seed = 7;
+	c->threads = 2;
+	c->eval_batch = 64;
+}
+
