@@ -41,6 +41,9 @@ struct cli_job {
 	const struct fl_dataset *data;
 	const int *idx;
 	int n;
+	/* train jobs: the held-out samples, evaluated right after training */
+	const int *eval_idx;
+	int n_eval;
 	struct cli_train_settings ts;
 	uint64_t rng_seed;
 	/* results */
@@ -48,6 +51,8 @@ struct cli_job {
 	char errmsg[FL_ERROR_MSG_MAX];
 	double loss, accuracy, seconds;
 	long samples;
+	double post_loss, post_accuracy; /* train jobs with n_eval > 0 */
+	long post_samples;
 };
 
 /* The base file being fetched. */

@@ -136,6 +136,8 @@ static int start_job(struct cli_session *s, enum cli_job_kind kind)
 		j->n = s->cfg.n_train;
 		j->ts = s->ts;
 		j->rng_seed = s->seed ^ s->id_hash;
+		j->eval_idx = s->cfg.eval_idx;
+		j->n_eval = s->cfg.n_eval;
 		locals_copy(s, 0);
 	} else {
 		j->idx = s->cfg.eval_idx;
@@ -256,6 +258,15 @@ static int job_train(struct cli_job *j, struct fl_trainer **tr)
 		j->accuracy = st.accuracy;
 		j->samples = st.samples;
 	}
+	/* the model as local training left it (personalised, before any
+	 * aggregation) on the held-out samples: reported with the update */
+	if (!err && j->n_eval > 0) {
+		struct fl_train_stats st;
+		err = fl_trainer_evaluate(*tr, j->data, j->eval_idx, j->n_eval, &st);
+		j->post_loss = st.loss;
+		j->post_accuracy = st.accuracy;
+		j->post_samples = st.samples;
+	}
 	return err;
 }
 
@@ -304,20 +315,32 @@ static int send_update(struct cli_session *s, const struct cli_job *j)
 		err = fl_wire_tensor_encode(j->round, &w, s->dtype, s->chunk_bytes, &frames,
 					    &nframes);
 	}
-	Fedloha__V1__Metric m[3] = {FEDLOHA__V1__METRIC__INIT, FEDLOHA__V1__METRIC__INIT,
-				    FEDLOHA__V1__METRIC__INIT};
-	Fedloha__V1__Metric *mp[3] = {&m[0], &m[1], &m[2]};
+	Fedloha__V1__Metric m[6], *mp[6];
+	for (int i = 0; i < 6; i++) {
+		m[i] = (Fedloha__V1__Metric)FEDLOHA__V1__METRIC__INIT;
+		mp[i] = &m[i];
+	}
 	m[0].name = "train_loss";
 	m[0].value = j->loss;
 	m[1].name = "train_accuracy";
 	m[1].value = j->accuracy;
 	m[2].name = "seconds";
 	m[2].value = j->seconds;
+	size_t nm = 3;
+	if (j->post_samples > 0) {
+		m[3].name = "holdout_loss";
+		m[3].value = j->post_loss;
+		m[4].name = "holdout_accuracy";
+		m[4].value = j->post_accuracy;
+		m[5].name = "holdout_examples";
+		m[5].value = (double)j->post_samples;
+		nm = 6;
+	}
 	Fedloha__V1__Update u = FEDLOHA__V1__UPDATE__INIT;
 	u.round = j->round;
 	u.num_examples = (uint64_t)s->cfg.n_train;
 	u.num_tensors = (uint32_t)s->n_global;
-	u.n_metrics = 3;
+	u.n_metrics = nm;
 	u.metrics = mp;
 	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
 	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_UPDATE;

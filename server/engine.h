@@ -63,6 +63,11 @@ struct srv_round_report {
 	uint64_t total_up, total_down;
 	int eval_clients;
 	double eval_loss, eval_accuracy; /* federated eval, if this round had one */
+	/* The updates' held-out figures (clients that hold samples out report
+	 * their model right after local training, before aggregation),
+	 * weighted by held-out samples; holdout_clients = 0 when none did. */
+	int holdout_clients;
+	double holdout_loss, holdout_accuracy;
 	double seconds;                  /* from the first task to the report */
 };
 

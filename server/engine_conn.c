@@ -195,6 +195,13 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 	c->upd_loss = c->has_loss ? *loss : 0.0;
 	c->upd_acc = c->has_acc ? *acc : 0.0;
 	c->upd_examples = u->num_examples;
+	const double *hl = metric_find(u, "holdout_loss"), *ha = metric_find(u, "holdout_accuracy"),
+		     *hn = metric_find(u, "holdout_examples");
+	int hold = hl && ha && hn && isfinite(*hl) && isfinite(*ha) && *hn >= 1 &&
+		   *hn <= (double)FL_AGG_WEIGHT_MAX && *hn == floor(*hn);
+	c->upd_hold_loss = hold ? *hl : 0.0;
+	c->upd_hold_acc = hold ? *ha : 0.0;
+	c->upd_hold_n = hold ? (uint64_t)*hn : 0;
 	/* Staging exists only while an update is in flight. */
 	c->staging = malloc((e->nglobal ? e->nglobal : 1) * sizeof(float));
 	struct fl_wire_tensor *ex = malloc((e->K ? e->K : 1) * sizeof(*ex));

@@ -33,6 +33,9 @@ struct srv_conn {
 	uint64_t upd_examples;
 	double upd_loss, upd_acc;
 	int has_loss, has_acc;
+	/* the client's held-out samples after its local training, if sent */
+	double upd_hold_loss, upd_hold_acc;
+	uint64_t upd_hold_n;
 	float *staging;
 	struct fl_wire_rx *rx;
 	/* last completed update (duplicate detection) */
@@ -84,6 +87,9 @@ struct srv_engine {
 	int selected, reported, dropped, rejected, outstanding;
 	double loss_sum, acc_sum;
 	uint64_t loss_w, acc_w, examples;
+	double hold_loss_sum, hold_acc_sum;
+	uint64_t hold_w;
+	int hold_clients;
 	/* evaluation */
 	int eval_clients, eval_outstanding;
 	double eval_loss_sum, eval_acc_sum;

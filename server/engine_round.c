@@ -155,6 +155,9 @@ static void start_round(struct srv_engine *e)
 	e->reported = e->dropped = e->rejected = 0;
 	e->loss_sum = e->acc_sum = 0;
 	e->loss_w = e->acc_w = e->examples = 0;
+	e->hold_loss_sum = e->hold_acc_sum = 0;
+	e->hold_w = 0;
+	e->hold_clients = 0;
 	fl_agg_reset(e->agg);
 	for (size_t i = 0; i < want; i++) {
 		struct srv_conn *c = cand[idx[i]];
@@ -190,6 +193,12 @@ void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c)
 	if (c->has_acc) {
 		e->acc_sum += w * c->upd_acc;
 		e->acc_w += c->upd_examples;
+	}
+	if (c->upd_hold_n) {
+		e->hold_loss_sum += (double)c->upd_hold_n * c->upd_hold_loss;
+		e->hold_acc_sum += (double)c->upd_hold_n * c->upd_hold_acc;
+		e->hold_w += c->upd_hold_n;
+		e->hold_clients++;
 	}
 	e->examples += c->upd_examples;
 	e->reported++;
@@ -276,6 +285,9 @@ static void aggregate(struct srv_engine *e)
 	r->examples = e->examples;
 	r->train_loss = e->loss_w ? e->loss_sum / (double)e->loss_w : 0.0;
 	r->train_accuracy = e->acc_w ? e->acc_sum / (double)e->acc_w : 0.0;
+	r->holdout_clients = e->hold_clients;
+	r->holdout_loss = e->hold_w ? e->hold_loss_sum / (double)e->hold_w : 0.0;
+	r->holdout_accuracy = e->hold_w ? e->hold_acc_sum / (double)e->hold_w : 0.0;
 	fl_agg_reset(e->agg);
 	if (e->checkpoint_path) {
 		struct srv_checkpoint_meta meta = {.round = e->done,

@@ -269,6 +269,11 @@ void sim_on_report(struct sim *s, const struct srv_round_report *r)
 	row->attempts = r->attempts;
 	row->seconds = sim_wall_seconds() - s->t0;
 	s->row_ready[i] |= 1;
+	if (r->holdout_clients > 0) {
+		row->has_post = 1;
+		row->post_accuracy = r->holdout_accuracy;
+		row->post_loss = r->holdout_loss;
+	}
 	if (r->eval_clients > 0) {
 		row->has_fed = 1;
 		row->fed_accuracy = r->eval_accuracy;

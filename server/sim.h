@@ -91,6 +91,11 @@ struct srv_sim_row {
 	 * (local-only: after its local training). */
 	int has_fed;
 	double fed_accuracy, fed_loss;
+	/* The same measure taken by every reporting client right after its
+	 * local training, before aggregation (the personalised model a client
+	 * ends its round with): whenever clients hold samples out. */
+	int has_post;
+	double post_accuracy, post_loss;
 	double train_loss, train_accuracy; /* clients' last local epoch, weighted */
 	uint64_t bytes_up, bytes_down;   /* whole frames of this round (incl. retries) */
 	uint64_t total_up, total_down;   /* cumulative */

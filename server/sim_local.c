@@ -112,6 +112,9 @@ static int run_round(struct sim_pool *pool, struct local_client *cl, int n, uint
 	row->has_fed = en > 0;
 	row->fed_loss = row->loss = en ? el / (double)en : 0.0;
 	row->fed_accuracy = row->accuracy = en ? ea / (double)en : 0.0;
+	row->has_post = row->has_fed; /* evaluated right after training */
+	row->post_accuracy = row->fed_accuracy;
+	row->post_loss = row->fed_loss;
 	row->selected = row->reported = n;
 	row->attempts = 1;
 	return FL_OK;

@@ -121,7 +121,7 @@ int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
 	struct text t = {0};
 	text_add(&t, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,train_loss,selected,"
 		     "reported,dropped,attempts,central_accuracy,central_loss,fed_accuracy,"
-		     "fed_loss\n");
+		     "fed_loss,post_train_accuracy,post_train_loss\n");
 	for (size_t i = 0; i < r->nrows; i++) {
 		const struct srv_sim_row *w = &r->rows[i];
 		text_add(&t, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d",
@@ -133,6 +133,8 @@ int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
 		csv_opt(&t, w->has_central, w->central_loss);
 		csv_opt(&t, w->has_fed, w->fed_accuracy);
 		csv_opt(&t, w->has_fed, w->fed_loss);
+		csv_opt(&t, w->has_post, w->post_accuracy);
+		csv_opt(&t, w->has_post, w->post_loss);
 		text_add(&t, "\n");
 	}
 	return text_write(&t, path);
@@ -227,6 +229,10 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 		json_object_set_new(e, "fed_accuracy",
 				    w->has_fed ? json_real(w->fed_accuracy) : json_null());
 		json_object_set_new(e, "fed_loss", w->has_fed ? json_real(w->fed_loss) : json_null());
+		json_object_set_new(e, "post_train_accuracy",
+				    w->has_post ? json_real(w->post_accuracy) : json_null());
+		json_object_set_new(e, "post_train_loss",
+				    w->has_post ? json_real(w->post_loss) : json_null());
 		json_object_set_new(e, "train_loss", json_real(w->train_loss));
 		json_object_set_new(e, "bytes_up", json_integer((json_int_t)w->bytes_up));
 		json_object_set_new(e, "bytes_down", json_integer((json_int_t)w->bytes_down));
@@ -288,6 +294,38 @@ void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n)
 	}
 }
 
+static void print_targets(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
+			  int ntargets, const struct srv_sim_result *dense);
+
+/* The clients' held-out accuracy right after local training, for the
+ * results that have it (clients held samples out). */
+static void print_post(FILE *f, struct srv_sim_result *const *r, int n)
+{
+	int any = 0;
+	for (int i = 0; i < n; i++)
+		for (size_t k = 0; k < r[i]->nrows && !any; k++)
+			any = r[i]->rows[k].has_post;
+	if (!any)
+		return;
+	fprintf(f, "\nclients' held-out accuracy right after local training (before aggregation)\n"
+		   "%-16s %9s %9s\n", "configuration", "final", "best");
+	for (int i = 0; i < n; i++) {
+		const struct srv_sim_result *x = r[i];
+		double best = -1, last = -1;
+		for (size_t k = 0; k < x->nrows; k++) {
+			if (!x->rows[k].has_post)
+				continue;
+			last = x->rows[k].post_accuracy;
+			if (last > best)
+				best = last;
+		}
+		if (best < 0)
+			fprintf(f, "%-16s %9s %9s\n", x->label, "-", "-");
+		else
+			fprintf(f, "%-16s %8.2f%% %8.2f%%\n", x->label, 100 * last, 100 * best);
+	}
+}
+
 void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
 			 int ntargets)
 {
@@ -326,8 +364,14 @@ void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const 
 			100 * final_accuracy(x), 100 * srv_sim_best_accuracy(x), per_round, rs, ms,
 			fs);
 	}
-	if (ntargets < 2)
-		return;
+	if (ntargets >= 2)
+		print_targets(f, r, n, targets, ntargets, dense);
+	print_post(f, r, n);
+}
+
+static void print_targets(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
+			  int ntargets, const struct srv_sim_result *dense)
+{
 	fprintf(f, "\nMB to reach each target (reduction vs dense; * = the main target)\n%-9s",
 		"target");
 	for (int i = 0; i < n; i++)

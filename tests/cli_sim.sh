@@ -123,7 +123,7 @@ expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --param 
 expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
 	--rounds 2 --epochs 1 --batch 4 --compare dense,local --threads 2 --quiet --out "$TMP/res-local"
 contains "$TMP/out" "accuracy: the clients' mean accuracy on their own held-out samples"
-head -1 "$TMP/res-local/local.csv" | grep -q ',central_accuracy,central_loss,fed_accuracy,fed_loss$' ||
+head -1 "$TMP/res-local/local.csv" | grep -q ',central_accuracy,central_loss,fed_accuracy,fed_loss,post_train_accuracy,post_train_loss$' ||
 	fail "csv header: $(head -1 "$TMP/res-local/local.csv")"
 python3 -c "
 import json, sys

@@ -272,12 +272,22 @@ int collect_update(struct fake *fk, struct fl_model *into, uint64_t round, int *
 			FL_CHECK(e->update->round == round);
 			FL_CHECK(e->update->num_examples == 64);
 			FL_CHECK(e->update->num_tensors == global_count(into));
-			FL_CHECK(e->update->n_metrics == 3);
-			if (e->update->n_metrics == 3) {
+			/* 3, plus 3 held-out figures when the client holds samples out */
+			size_t nm = e->update->n_metrics;
+			FL_CHECK(nm == 3 || nm == 6);
+			if (nm == 3 || nm == 6) {
 				FL_CHECK(!strcmp(e->update->metrics[0]->name, "train_loss"));
 				FL_CHECK(e->update->metrics[0]->value > 0);
 				FL_CHECK(!strcmp(e->update->metrics[1]->name, "train_accuracy"));
 				FL_CHECK(!strcmp(e->update->metrics[2]->name, "seconds"));
+			}
+			if (nm == 6) {
+				FL_CHECK(!strcmp(e->update->metrics[3]->name, "holdout_loss"));
+				FL_CHECK(!strcmp(e->update->metrics[4]->name, "holdout_accuracy"));
+				FL_CHECK(e->update->metrics[4]->value >= 0 &&
+					 e->update->metrics[4]->value <= 1);
+				FL_CHECK(!strcmp(e->update->metrics[5]->name, "holdout_examples"));
+				FL_CHECK(e->update->metrics[5]->value >= 1);
 			}
 		}
 		fl_wire_envelope_free(e);

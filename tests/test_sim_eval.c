@@ -4,7 +4,8 @@
  * does not disturb training (the central figures are bit-identical to a
  * run without it); the local-only baseline sends nothing, is independent
  * of the thread count, and at lr 0 agrees with an evaluation of the
- * initial model done by hand and with a dense FedAvg round at lr 0; the
+ * initial model done by hand and with a dense FedAvg round at lr 0 (also
+ * the held-out figures the updates carry after local training); the
  * server optimiser's settings reach the engine (FedAdam at server lr 0
  * never moves the global model; tau 0 is refused); bad local-only
  * configurations are refused with a message. */
@@ -52,6 +53,9 @@ static void test_fed_eval_rows(void)
 					     f->central_loss == p->central_loss,
 				     "round %zu: %.6f vs %.6f", i + 1, f->central_accuracy,
 				     p->central_accuracy);
+			/* every update carries the client's held-out figures after training */
+			FL_CHECK(f->has_post && p->has_post && f->post_accuracy == p->post_accuracy);
+			FL_CHECK(f->post_accuracy > 0 && f->post_accuracy <= 1);
 			/* but they cost a download of the global tensors each */
 			FL_CHECK(f->bytes_down > p->bytes_down && f->bytes_up > p->bytes_up);
 		}
@@ -122,6 +126,10 @@ static void test_local_lr0(void)
 		FL_CHECK_NEAR(fr->fed_accuracy, acc, 0, 1e-12);
 		FL_CHECK_NEAR(fr->fed_loss, loss, 0, 1e-4);
 		FL_CHECK(fr->reported == 4);
+		/* and after a local epoch at lr 0 the clients still hold it */
+		FL_CHECK(fr->has_post && lr->has_post);
+		FL_CHECK_NEAR(fr->post_accuracy, acc, 0, 1e-12);
+		FL_CHECK(lr->post_accuracy == acc);
 	}
 	srv_sim_result_free(local);
 	srv_sim_result_free(fed);
