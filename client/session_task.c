@@ -294,6 +294,9 @@ void cli_job_run(struct cli_job *job)
 	fl_error_clear();
 	job->err = job->kind == CLI_JOB_TRAIN ? job_train(job, &tr) : job_eval(job, &tr);
 	fl_trainer_free(tr);
+	/* Between rounds the model keeps its parameters only: the batch-sized
+	 * buffers (most of a cnn's memory) come back with the next trainer. */
+	fl_model_buffers(job->model, 0);
 	if (job->err)
 		snprintf(job->errmsg, sizeof(job->errmsg), "%s", fl_error_msg());
 	job->seconds = now_seconds() - t0;

@@ -372,21 +372,21 @@ static int build_layers(struct fl_model *m, const struct arch_step *steps, int n
 	return FL_OK;
 }
 
-static int alloc_buffers(struct fl_model *m)
+/* The batch-sized buffers: activations and their gradients, pool indices
+ * and the convolutions' work area (fl_model_buffers). */
+static int alloc_batch_buffers(struct fl_model *m)
 {
 	size_t B = (size_t)m->max_batch;
-	m->params = calloc(m->nparams ? m->nparams : 1, sizeof(float));
-	m->grads = calloc(m->nparams ? m->nparams : 1, sizeof(float));
-	if (!m->params || !m->grads)
-		return fl_error_set(FL_ENOMEM, "model: no memory for %zu parameters", m->nparams);
 	for (int i = 0; i < m->nlayers; i++) {
 		struct fl_layer *L = &m->layers[i];
 		size_t per = (size_t)L->out_c * L->out_h * L->out_w;
-		L->act = malloc(sizeof(float) * B * per);
-		L->dact = malloc(sizeof(float) * B * per);
+		if (!L->act)
+			L->act = malloc(sizeof(float) * B * per);
+		if (!L->dact)
+			L->dact = malloc(sizeof(float) * B * per);
 		if (!L->act || !L->dact)
 			return fl_error_set(FL_ENOMEM, "model: no memory for activations");
-		if (L->kind == FL_LAYER_MAXPOOL) {
+		if (L->kind == FL_LAYER_MAXPOOL && !L->pool_idx) {
 			L->pool_idx = malloc(sizeof(int32_t) * B * per);
 			if (!L->pool_idx)
 				return fl_error_set(FL_ENOMEM, "model: no memory for pool indices");
@@ -398,6 +398,52 @@ static int alloc_buffers(struct fl_model *m)
 			if (wf > m->conv_work_floats)
 				m->conv_work_floats = wf;
 		}
+	}
+	if (!m->conv_work)
+		m->conv_work = malloc(sizeof(float) * (m->conv_work_floats + 1));
+	if (!m->conv_work)
+		return fl_error_set(FL_ENOMEM, "model: no memory for work buffers");
+	return FL_OK;
+}
+
+static void free_batch_buffers(struct fl_model *m)
+{
+	for (int i = 0; i < m->nlayers; i++) {
+		struct fl_layer *L = &m->layers[i];
+		free(L->act);
+		free(L->dact);
+		free(L->pool_idx);
+		L->act = L->dact = NULL;
+		L->pool_idx = NULL;
+	}
+	free(m->conv_work);
+	m->conv_work = NULL;
+}
+
+int fl_model_buffers(struct fl_model *m, int on)
+{
+	if (on)
+		return alloc_batch_buffers(m);
+	free_batch_buffers(m);
+	return FL_OK;
+}
+
+int fl_model_has_buffers(const struct fl_model *m)
+{
+	return m->conv_work != NULL;
+}
+
+static int alloc_buffers(struct fl_model *m)
+{
+	m->params = calloc(m->nparams ? m->nparams : 1, sizeof(float));
+	m->grads = calloc(m->nparams ? m->nparams : 1, sizeof(float));
+	if (!m->params || !m->grads)
+		return fl_error_set(FL_ENOMEM, "model: no memory for %zu parameters", m->nparams);
+	int err = alloc_batch_buffers(m);
+	if (err)
+		return err;
+	for (int i = 0; i < m->nlayers; i++) {
+		struct fl_layer *L = &m->layers[i];
 		if (L->param != FL_PEFT_PARAM_DENSE) {
 			size_t wn = (size_t)L->out_c * L->in_c * (L->k ? L->k * L->k : 1);
 			L->weff = malloc(sizeof(float) * wn);
@@ -410,9 +456,8 @@ static int alloc_buffers(struct fl_model *m)
 				m->loha_work_floats = lw;
 		}
 	}
-	m->conv_work = malloc(sizeof(float) * (m->conv_work_floats + 1));
 	m->loha_work = malloc(sizeof(float) * (m->loha_work_floats + 1));
-	if (!m->conv_work || !m->loha_work)
+	if (!m->loha_work)
 		return fl_error_set(FL_ENOMEM, "model: no memory for work buffers");
 	return FL_OK;
 }
@@ -468,18 +513,15 @@ void fl_model_free(struct fl_model *m)
 {
 	if (!m)
 		return;
+	free_batch_buffers(m);
 	for (int i = 0; i < m->nlayers; i++) {
 		struct fl_layer *L = &m->layers[i];
-		free(L->act);
-		free(L->dact);
-		free(L->pool_idx);
 		free(L->weff);
 		free(L->dweff);
 		free(L->mask);
 	}
 	free(m->params);
 	free(m->grads);
-	free(m->conv_work);
 	free(m->loha_work);
 	free(m);
 }

@@ -80,6 +80,16 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 		 struct fl_model **out);
 void fl_model_free(struct fl_model *m);
 
+/* The batch-sized buffers (activations and their gradients, pool indices,
+ * the convolutions' work area: most of a model's memory at a large max
+ * batch, ~65 MB for the cnn at batch 128) exist from fl_model_new on.
+ * on = 0 frees them, e.g. while a client waits for its next round; on = 1
+ * allocates whatever is missing (FL_ENOMEM on failure, nothing lost).
+ * forward / backward need them: fl_trainer_new calls fl_model_buffers(m, 1).
+ * Parameters, gradients and composed weights are never touched. */
+int fl_model_buffers(struct fl_model *m, int on);
+int fl_model_has_buffers(const struct fl_model *m);
+
 const char *fl_model_arch(const struct fl_model *m);
 /* The largest batch forward/backward accept (fl_model_new's max_batch). */
 int fl_model_max_batch(const struct fl_model *m);

@@ -89,6 +89,7 @@ const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int
 {
 	assert(batch >= 1 && batch <= m->max_batch);
 	assert(!train || rng);
+	assert(fl_model_has_buffers(m)); /* fl_model_buffers(m, 1) after a release */
 	m->batch = batch;
 	m->input = x;
 	if (train || m->stale) {

@@ -37,6 +37,9 @@ int fl_trainer_new(struct fl_model *m, const struct fl_optim_config *oc, int bat
 	if (batch_size < 1 || batch_size > fl_model_max_batch(m))
 		return fl_error_set(FL_EINVAL, "batch size %d not in [1, %d] (the model's largest batch)",
 				    batch_size, fl_model_max_batch(m));
+	int err = fl_model_buffers(m, 1);
+	if (err)
+		return err;
 	struct fl_trainer *t = calloc(1, sizeof(*t));
 	if (!t)
 		return fl_error_set(FL_ENOMEM, "trainer: out of memory");
@@ -47,7 +50,6 @@ int fl_trainer_new(struct fl_model *m, const struct fl_optim_config *oc, int bat
 	t->probs = malloc(sizeof(float) * classes * batch_size);
 	t->dlogits = malloc(sizeof(float) * classes * batch_size);
 	t->y = malloc(sizeof(int) * batch_size);
-	int err = FL_OK;
 	if (!t->x || !t->probs || !t->dlogits || !t->y)
 		err = fl_error_set(FL_ENOMEM, "trainer: out of memory");
 	if (!err)

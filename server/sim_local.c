@@ -68,6 +68,7 @@ static int local_round(struct local_client *c)
 		c->eval_n = st.samples;
 	}
 	fl_trainer_free(tr);
+	fl_model_buffers(c->model, 0); /* parameters only until the next round */
 	return err;
 }
 

@@ -14,6 +14,9 @@
 
 #include <errno.h>
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -480,6 +483,14 @@ static int write_results(struct srv_sim_result *const *res, const struct srv_sim
 
 int main(int argc, char **argv)
 {
+#ifdef __GLIBC__
+	/* Blocks of 1 MiB and more (frames, staging, the models' batch buffers,
+	 * released between rounds) go straight back to the system when freed.
+	 * glibc's default threshold rises with the first such free, after which
+	 * they stay in the heap: with 100 cnn clients the process then keeps
+	 * every buffer it ever used (2.1 GB against 0.8 GB in a 40-client run). */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
 	struct opts o = {.clients = DEF_CLIENTS, .target = DEF_TARGET, .out = DEF_OUT,
 			 .partition = DEF_PARTITION};
 	srv_sim_config_default(&o.base);
