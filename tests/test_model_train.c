@@ -2,7 +2,8 @@
  * computes the base model exactly, rank / module dropout in training mode
  * (eval stays deterministic; a skipped module gets no gradient),
  * determinism by seed of initialisation and of two training epochs on the
- * tiny MNIST fixture, and a training sanity run (dense and fedpara 2nn) on
+ * tiny MNIST fixture (also across a release of the batch buffers), and a
+ * training sanity run (dense and fedpara 2nn) on
  * separable synthetic data. */
 #include "dataset.h"
 #include "errors.h"
@@ -257,6 +258,53 @@ static void test_determinism(void)
 	fl_dataset_free(ds);
 }
 
+/* Releasing the batch buffers before the trainer exists and between two
+ * epochs changes nothing: the same parameters as an uninterrupted run. */
+static void test_buffers_release(void)
+{
+	struct fl_dataset *ds = NULL;
+	int err = fl_dataset_load("mnist", fl_test_data("dataset/mnist-tiny"), 1, &ds);
+	if (!FL_CHECK_MSG(err == FL_OK, "mnist-tiny: %s", fl_error_msg()))
+		return;
+	FL_CHECK(fl_dataset_compute_norm(ds) == FL_OK);
+	struct fl_peft_config *cf = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
+	const char *arch[2] = {"cnn", "2nn"};
+	for (int k = 0; k < 2; k++) {
+		const struct fl_peft_config *c = k ? NULL : cf;
+		struct fl_model *a = train_fresh(arch[k], c, ds, 42, 2, NULL), *m = NULL;
+		struct fl_trainer *t = NULL;
+		struct fl_optim_config oc;
+		fl_optim_config_default(&oc, FL_OPTIM_SGD);
+		oc.lr = 0.05f;
+		oc.momentum = 0.9f;
+		err = fl_model_new(arch[k], ds->c, ds->h, ds->w, ds->classes, c, 42, 8, &m);
+		FL_CHECK(!err && fl_model_has_buffers(m));
+		if (!err) {
+			FL_CHECK(fl_model_buffers(m, 0) == FL_OK && !fl_model_has_buffers(m));
+			FL_CHECK(fl_model_buffers(m, 0) == FL_OK); /* twice is fine */
+			err = fl_trainer_new(m, &oc, 8, &t);
+			FL_CHECK(!err && fl_model_has_buffers(m));
+		}
+		struct fl_rng rng;
+		fl_rng_seed_stream(&rng, 42, 1);
+		struct fl_train_stats st;
+		for (int e = 0; e < 2 && !err; e++) {
+			err = fl_trainer_epoch(t, ds, NULL, ds->n, &rng, &st);
+			fl_model_buffers(m, 0);
+			if (!err)
+				err = fl_model_buffers(m, 1);
+		}
+		FL_CHECK_MSG(err == FL_OK, "%s: %s", arch[k], fl_error_msg());
+		if (a && !err)
+			FL_CHECK_MSG(params_equal(a, m), "%s: a release changed training", arch[k]);
+		fl_trainer_free(t);
+		fl_model_free(m);
+		fl_model_free(a);
+	}
+	fl_peft_config_free(cf);
+	fl_dataset_free(ds);
+}
+
 /* ---- training sanity ---- */
 
 /* n samples 1x8x8, 4 classes: class k lights the k-th 4x4 quadrant
@@ -334,6 +382,7 @@ int main(void)
 	FL_RUN(test_loha_init_identity);
 	FL_RUN(test_loha_dropout);
 	FL_RUN(test_determinism);
+	FL_RUN(test_buffers_release);
 	FL_RUN(test_training_reduces_loss);
 	return fl_test_main_end();
 }
