@@ -355,6 +355,10 @@ static void on_round(void *ctx, const struct srv_round_report *r)
 			    (unsigned long long)r->bytes_up, (unsigned long long)r->bytes_down);
 		s->prev = st;
 	}
+	if (r->holdout_clients)
+		printf("round %llu post-train holdout-acc %.4f holdout-loss %.4f clients %d\n",
+		       (unsigned long long)r->round, r->holdout_accuracy, r->holdout_loss,
+		       r->holdout_clients);
 	if (r->eval_clients)
 		printf("round %llu federated eval-acc %.4f eval-loss %.4f clients %d\n",
 		       (unsigned long long)r->round, r->eval_accuracy, r->eval_loss, r->eval_clients);

@@ -82,6 +82,9 @@ a1=$(central_acc s1 1); a3=$(central_acc s1 3)
 [ -n "$a1" ] && [ -n "$a3" ] || fail "1: no central accuracy lines"
 awk -v a="$a1" -v b="$a3" 'BEGIN { exit !(b > a && b > 0.55) }' || fail "1: accuracy $a1 -> $a3"
 grep -q "^round 3/3 selected 4 reported 4" "$TMP/s1.out" || fail "1: round 3 not reported by 4"
+# the clients hold 10% out by default and report it after training
+grep -qE "^round 3 post-train holdout-acc 0\.[0-9]{4} holdout-loss [0-9.]+ clients 4$" "$TMP/s1.out" ||
+	fail "1: no post-training held-out accuracy: $(grep post-train "$TMP/s1.out")"
 grep -q "finished after 3 training rounds" "$TMP/c1_0.out" || fail "1: client 0 not finished"
 grep -q "secure channel up" "$TMP/c1_0.err" || fail "1: client 0 did not use the secure channel"
 [ "$(grep -c "secure channel up, client key" "$TMP/s1.err")" = 4 ] || fail "1: not 4 secure channels"
