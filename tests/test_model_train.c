@@ -212,13 +212,22 @@ static struct fl_model *train_fresh(const char *arch, const struct fl_peft_confi
 	return m;
 }
 
-static void test_determinism(void)
+/* The tiny MNIST fixture, normalised; NULL (a failed check) if missing. */
+static struct fl_dataset *tiny_mnist(void)
 {
 	struct fl_dataset *ds = NULL;
 	int err = fl_dataset_load("mnist", fl_test_data("dataset/mnist-tiny"), 1, &ds);
 	if (!FL_CHECK_MSG(err == FL_OK, "mnist-tiny: %s", fl_error_msg()))
-		return;
+		return NULL;
 	FL_CHECK(fl_dataset_compute_norm(ds) == FL_OK);
+	return ds;
+}
+
+static void test_determinism(void)
+{
+	struct fl_dataset *ds = tiny_mnist();
+	if (!ds)
+		return;
 	struct fl_peft_config *cf = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
 	struct fl_peft_config *cl = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	cl->rank_dropout = 0.3;
@@ -262,11 +271,9 @@ static void test_determinism(void)
  * epochs changes nothing: the same parameters as an uninterrupted run. */
 static void test_buffers_release(void)
 {
-	struct fl_dataset *ds = NULL;
-	int err = fl_dataset_load("mnist", fl_test_data("dataset/mnist-tiny"), 1, &ds);
-	if (!FL_CHECK_MSG(err == FL_OK, "mnist-tiny: %s", fl_error_msg()))
+	struct fl_dataset *ds = tiny_mnist();
+	if (!ds)
 		return;
-	FL_CHECK(fl_dataset_compute_norm(ds) == FL_OK);
 	struct fl_peft_config *cf = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
 	const char *arch[2] = {"cnn", "2nn"};
 	for (int k = 0; k < 2; k++) {
@@ -277,7 +284,7 @@ static void test_buffers_release(void)
 		fl_optim_config_default(&oc, FL_OPTIM_SGD);
 		oc.lr = 0.05f;
 		oc.momentum = 0.9f;
-		err = fl_model_new(arch[k], ds->c, ds->h, ds->w, ds->classes, c, 42, 8, &m);
+		int err = fl_model_new(arch[k], ds->c, ds->h, ds->w, ds->classes, c, 42, 8, &m);
 		FL_CHECK(!err && fl_model_has_buffers(m));
 		if (!err) {
 			FL_CHECK(fl_model_buffers(m, 0) == FL_OK && !fl_model_has_buffers(m));
