@@ -305,6 +305,23 @@ int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox)
 			    s);
 }
 
+const char *fl_server_opt_unused(enum fl_server_opt_kind kind, int eta, int beta1, int beta2,
+				 int tau)
+{
+	int adaptive = kind == FL_SERVER_OPT_FEDADAM || kind == FL_SERVER_OPT_FEDYOGI ||
+		       kind == FL_SERVER_OPT_FEDADAGRAD;
+	int second = kind == FL_SERVER_OPT_FEDADAM || kind == FL_SERVER_OPT_FEDYOGI;
+	if (eta && kind == FL_SERVER_OPT_FEDAVG)
+		return "server-lr";
+	if (beta1 && kind == FL_SERVER_OPT_FEDAVG)
+		return "server-beta1";
+	if (beta2 && !second)
+		return "server-beta2";
+	if (tau && !adaptive)
+		return "server-tau";
+	return NULL;
+}
+
 const char *fl_server_opt_name(enum fl_server_opt_kind kind)
 {
 	if ((int)kind < 0 || (int)kind >= SERVER_KINDS)

@@ -152,6 +152,12 @@ void fl_server_opt_config_default(struct fl_server_opt_config *cfg, enum fl_serv
  * *prox = 1 (the clients add the proximal term); *prox = 0 otherwise.
  * prox may be NULL. FL_EINVAL with a message listing the names otherwise. */
 int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox);
+/* Which given setting the strategy would ignore: the first of eta (server
+ * lr), beta1, beta2, tau that is given (flag set) but unused by `kind`, as
+ * "server-lr" / "server-beta1" / "server-beta2" / "server-tau"; NULL when
+ * every given one is used. */
+const char *fl_server_opt_unused(enum fl_server_opt_kind kind, int eta, int beta1, int beta2,
+				 int tau);
 /* "fedavg", ... ; "unknown" for an out-of-range value. */
 const char *fl_server_opt_name(enum fl_server_opt_kind kind);
 

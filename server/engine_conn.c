@@ -197,8 +197,9 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 	c->upd_examples = u->num_examples;
 	const double *hl = metric_find(u, "holdout_loss"), *ha = metric_find(u, "holdout_accuracy"),
 		     *hn = metric_find(u, "holdout_examples");
-	int hold = hl && ha && hn && isfinite(*hl) && isfinite(*ha) && *hn >= 1 &&
-		   *hn <= (double)FL_AGG_WEIGHT_MAX && *hn == floor(*hn);
+	/* reporting only: anything implausible is ignored, never an error */
+	int hold = hl && ha && hn && *hl >= 0 && *hl <= 1e6 && *ha >= 0 && *ha <= 1 &&
+		   *hn >= 1 && *hn <= (double)FL_AGG_WEIGHT_MAX && *hn == floor(*hn);
 	c->upd_hold_loss = hold ? *hl : 0.0;
 	c->upd_hold_acc = hold ? *ha : 0.0;
 	c->upd_hold_n = hold ? (uint64_t)*hn : 0;

@@ -39,7 +39,8 @@ struct opts {
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
 	double handshake_timeout;
 	int insecure, enrol, enrol_minutes;
-	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu, eta, beta1, beta2, tau;
+	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu;
+	double eta, beta1, beta2, tau; /* server optimiser; < 0 = the strategy's default */
 	double heartbeat, idle_timeout;
 	int rank, rounds, min_clients, min_fit, min_report, max_retries, epochs, batch;
 	int eval_every, eval_limit, threads, max_conns, debug_tensors;
@@ -435,6 +436,13 @@ static int run(struct opts *o)
 		return 2;
 	}
 	ec.dtype_required = o->require_dtype != NULL;
+	const char *unused = fl_server_opt_unused(kind, o->eta >= 0, o->beta1 >= 0, o->beta2 >= 0,
+						  o->tau >= 0);
+	if (unused) {
+		fprintf(stderr, "fedloha-server: --%s has no effect with --strategy %s\n", unused,
+			o->strategy);
+		return 2;
+	}
 	fl_server_opt_config_default(&ec.server_opt, kind);
 	if (o->eta >= 0)
 		ec.server_opt.eta = (float)o->eta;

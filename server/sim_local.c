@@ -141,14 +141,15 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 		err = fl_error_set(FL_ENOMEM, "sim: out of memory");
 	if (!err)
 		err = sim_make_config(cfg, &json, &peft);
-	int max_batch = cfg->batch > cfg->eval_batch ? cfg->batch : cfg->eval_batch;
 	const struct fl_dataset *t = d->train;
 	for (int i = 0; !err && i < n; i++) {
 		cl[i] = (struct local_client){.cfg = cfg, .data = t, .pc = &d->part->client[i],
 					      .index = i};
 		/* the seeded model: the federation's global model of round 1 */
 		err = fl_model_new(cfg->arch, t->c, t->h, t->w, t->classes, peft, cfg->seed,
-				   max_batch, &cl[i].model);
+				   cfg->batch, &cl[i].model);
+		if (!err) /* parameters only until its first round */
+			fl_model_buffers(cl[i].model, 0);
 	}
 	int blas_threads = fl_blas_get_threads();
 	fl_blas_set_threads(1);

@@ -196,28 +196,16 @@ static const struct option longopts[] = {
 	{"server-beta2", 1, 0, O_SERVER_BETA2}, {"server-tau", 1, 0, O_SERVER_TAU},
 	{0, 0, 0, 0}};
 
-/* The --server-* settings the strategy uses; 1 (message printed) for one it
- * would ignore. */
+/* 1 (message printed) for a --server-* setting the strategy would ignore. */
 static int check_server_opt(const struct srv_sim_config *c)
 {
-	enum fl_server_opt_kind k = c->strategy;
-	int adaptive = k == FL_SERVER_OPT_FEDADAM || k == FL_SERVER_OPT_FEDYOGI ||
-		       k == FL_SERVER_OPT_FEDADAGRAD;
-	const char *flag = NULL;
-	if (k == FL_SERVER_OPT_FEDAVG &&
-	    (c->server_eta >= 0 || c->server_beta1 >= 0 || c->server_beta2 >= 0 ||
-	     c->server_tau >= 0))
-		flag = c->server_eta >= 0 ? "--server-lr" : c->server_beta1 >= 0 ? "--server-beta1"
-						  : c->server_beta2 >= 0 ? "--server-beta2"
-									 : "--server-tau";
-	else if (c->server_beta2 >= 0 && k != FL_SERVER_OPT_FEDADAM && k != FL_SERVER_OPT_FEDYOGI)
-		flag = "--server-beta2";
-	else if (c->server_tau >= 0 && !adaptive)
-		flag = "--server-tau";
+	const char *flag = fl_server_opt_unused(c->strategy, c->server_eta >= 0,
+						c->server_beta1 >= 0, c->server_beta2 >= 0,
+						c->server_tau >= 0);
 	if (!flag)
 		return 0;
-	fprintf(stderr, PROG ": %s has no effect with --strategy %s\n", flag,
-		c->prox ? "fedprox" : fl_server_opt_name(k));
+	fprintf(stderr, PROG ": --%s has no effect with --strategy %s\n", flag,
+		c->prox ? "fedprox" : fl_server_opt_name(c->strategy));
 	return 1;
 }
 

@@ -26,10 +26,17 @@ static uint64_t row_bytes(const struct srv_sim_row *r)
 	return r->total_up + r->total_down;
 }
 
+/* The row's headline accuracy was measured (a federated evaluation in
+ * which no client took part leaves it at 0, and it does not count). */
+static int measured(const struct srv_sim_result *r, const struct srv_sim_row *w)
+{
+	return !r->fed_headline || w->has_fed;
+}
+
 uint64_t srv_sim_reach(const struct srv_sim_result *r, double target, uint64_t *bytes)
 {
 	for (size_t i = 0; i < r->nrows; i++) {
-		if (r->rows[i].accuracy >= target) {
+		if (measured(r, &r->rows[i]) && r->rows[i].accuracy >= target) {
 			if (bytes)
 				*bytes = row_bytes(&r->rows[i]);
 			return r->rows[i].round;
@@ -44,7 +51,7 @@ double srv_sim_best_accuracy(const struct srv_sim_result *r)
 {
 	double best = 0;
 	for (size_t i = 0; i < r->nrows; i++)
-		if (r->rows[i].accuracy > best)
+		if (measured(r, &r->rows[i]) && r->rows[i].accuracy > best)
 			best = r->rows[i].accuracy;
 	return best;
 }
@@ -57,7 +64,10 @@ static const char *accuracy_kind(const struct srv_sim_result *r)
 
 static double final_accuracy(const struct srv_sim_result *r)
 {
-	return r->nrows ? r->rows[r->nrows - 1].accuracy : 0.0;
+	for (size_t i = r->nrows; i > 0; i--)
+		if (measured(r, &r->rows[i - 1]))
+			return r->rows[i - 1].accuracy;
+	return 0.0;
 }
 
 /* A growing text buffer; `bad` once an allocation failed. */
@@ -276,7 +286,10 @@ static void fmt_factor(char *buf, size_t cap, const struct srv_sim_result *dense
 
 void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n)
 {
-	if (n < 1)
+	int any = 0;
+	for (int i = 0; i < n; i++)
+		any |= !r[i]->local_only;
+	if (!any)
 		return;
 	fprintf(f, "\nchannel bytes (socket equivalent: %s, up + down) vs protocol frames\n",
 		r[0]->secure ? "secure channel records and handshakes"
@@ -460,8 +473,11 @@ int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double
 		     "set logscale x\n"
 		     "set xlabel 'cumulative communication, MB (upload + download)'\n"
 		     "set title 'fedloha-sim: accuracy versus communication'\n");
-	text_add(&t, "set ylabel '%s accuracy (%%)'\n",
-		 n > 0 && r[0]->fed_headline ? "clients held-out" : "test");
+	int fed = 0, central = 0;
+	for (int i = 0; i < n; i++)
+		*(r[i]->fed_headline ? &fed : &central) = 1;
+	text_add(&t, "set ylabel '%saccuracy (%%)'\n",
+		 fed && central ? "" : fed ? "clients held-out " : "test ");
 	text_add(&t, "plot \\\n");
 	for (int i = 0; i < n; i++) {
 		char file[SRV_SIM_LABEL_MAX + 8];

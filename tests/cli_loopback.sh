@@ -72,6 +72,12 @@ COMMON=(--model 2nn --param fedpara --gamma 0.2 --rounds 3 --min-clients 4 --see
 	--epochs 1 --lr 0.1 --batch 32 --round-timeout 20 --eval-data fashion-mnist
 	--eval-limit 1000)
 
+# ---- 0. a server optimiser setting the strategy would ignore is refused ----
+timeout 10 "$BIN/fedloha-server" run --listen 127.0.0.1:0 "${SEC[@]}" --server-lr 0.5 \
+	>"$TMP/s0.out" 2>"$TMP/s0.err"
+[ $? -eq 2 ] || fail "0: --server-lr with fedavg not refused"
+grep -q "server-lr has no effect with --strategy fedavg" "$TMP/s0.err" || fail "0: no reason given"
+
 # ---- 1. four clients, three rounds, accuracy rises ----
 start_server s1 "${COMMON[@]}" --out "$TMP/model_a"
 pids=()

@@ -520,6 +520,21 @@ static void test_server_parse(void)
 	FL_CHECK(strcmp(fl_server_opt_name((enum fl_server_opt_kind)9), "unknown") == 0);
 }
 
+/* Which --server-* settings each strategy uses (optim.c's formulas). */
+static void test_server_unused(void)
+{
+	FL_CHECK(fl_server_opt_unused(FL_SERVER_OPT_FEDAVG, 0, 0, 0, 0) == NULL);
+	FL_CHECK(!strcmp(fl_server_opt_unused(FL_SERVER_OPT_FEDAVG, 1, 0, 0, 0), "server-lr"));
+	FL_CHECK(!strcmp(fl_server_opt_unused(FL_SERVER_OPT_FEDAVG, 0, 1, 0, 0), "server-beta1"));
+	FL_CHECK(fl_server_opt_unused(FL_SERVER_OPT_FEDAVGM, 1, 1, 0, 0) == NULL);
+	FL_CHECK(!strcmp(fl_server_opt_unused(FL_SERVER_OPT_FEDAVGM, 1, 1, 1, 0), "server-beta2"));
+	FL_CHECK(!strcmp(fl_server_opt_unused(FL_SERVER_OPT_FEDAVGM, 0, 0, 0, 1), "server-tau"));
+	FL_CHECK(fl_server_opt_unused(FL_SERVER_OPT_FEDADAM, 1, 1, 1, 1) == NULL);
+	FL_CHECK(fl_server_opt_unused(FL_SERVER_OPT_FEDYOGI, 1, 1, 1, 1) == NULL);
+	FL_CHECK(fl_server_opt_unused(FL_SERVER_OPT_FEDADAGRAD, 1, 1, 0, 1) == NULL);
+	FL_CHECK(!strcmp(fl_server_opt_unused(FL_SERVER_OPT_FEDADAGRAD, 0, 0, 1, 0), "server-beta2"));
+}
+
 int main(void)
 {
 	FL_RUN(test_sgd_exact_dyadic);
@@ -533,5 +548,6 @@ int main(void)
 	FL_RUN(test_server_errors);
 	FL_RUN(test_server_restore);
 	FL_RUN(test_server_parse);
+	FL_RUN(test_server_unused);
 	return fl_test_main_end();
 }

@@ -497,6 +497,16 @@ static void test_table(void)
 	}
 	for (int i = 0; i < 2; i++)
 		srv_sim_result_free(r[i]);
+	/* a federated headline counts only the rounds in which clients evaluated */
+	double ga[3] = {0.6, 0.0, 0.7};
+	struct srv_sim_result *g = fake("pfedpara", ga, 3, 1000000);
+	g->fed_headline = 1;
+	g->rows[0].has_fed = g->rows[2].has_fed = 1;
+	FL_CHECK(srv_sim_reach(g, 0.55, &bytes) == 1);
+	g->rows[2].has_fed = 0;
+	FL_CHECK_NEAR(srv_sim_best_accuracy(g), 0.6, 0, 1e-12);
+	FL_CHECK(srv_sim_reach(g, 0.65, &bytes) == 0);
+	srv_sim_result_free(g);
 }
 
 int main(void)
