@@ -132,6 +132,26 @@ int srv_sim_data_load(const char *name, const char *path, int limit, int test_li
 /* ---- the model config every party builds from ---- */
 
 /* The PEFT-format JSON sent in Welcome ("" for dense: no config). */
+/* o[key] = the items of the comma-separated list: 0 ok, 1 out of memory,
+ * 2 a bad item (the error set). */
+static int add_list(json_t *o, const char *key, const char *list)
+{
+	json_t *a = json_array();
+	if (!a || json_object_set_new(o, key, a))
+		return 1;
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == 0 || len >= 64) {
+			fl_error_set(FL_EINVAL, "sim: %s: bad item in '%s'", key, list);
+			return 2;
+		}
+		if (json_array_append_new(a, json_stringn(p, len)))
+			return 1;
+		p += len + (p[len] == ',');
+	}
+	return 0;
+}
+
 int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_peft_config **peft)
 {
 	*json = NULL;
@@ -152,19 +172,13 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 					 json_string(fl_peft_param_name(cfg->param)));
 	if (cfg->rank <= 0 && cfg->param != FL_PEFT_PARAM_LOHA)
 		bad = bad || json_object_set_new(o, "fedloha_gamma", json_real(cfg->gamma));
-	if (cfg->param == FL_PEFT_PARAM_LOHA && cfg->modules_to_save) {
-		json_t *a = json_array();
-		bad = bad || !a || json_object_set_new(o, "modules_to_save", a);
-		for (const char *p = cfg->modules_to_save; !bad && *p;) {
-			size_t len = strcspn(p, ",");
-			if (len == 0 || len >= 64) {
-				json_decref(o);
-				return fl_error_set(FL_EINVAL, "sim: modules_to_save: bad item in '%s'",
-						    cfg->modules_to_save);
-			}
-			bad = json_array_append_new(a, json_stringn(p, len)) != 0;
-			p += len + (p[len] == ',');
-		}
+	if (!bad && cfg->param == FL_PEFT_PARAM_LOHA && cfg->modules_to_save)
+		bad = add_list(o, "modules_to_save", cfg->modules_to_save);
+	if (!bad && cfg->targets)
+		bad = add_list(o, "target_modules", cfg->targets);
+	if (bad == 2) {
+		json_decref(o);
+		return FL_EINVAL;
 	}
 	char *text = bad ? NULL : json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
 	json_decref(o);

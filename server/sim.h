@@ -124,6 +124,10 @@ struct srv_sim_config {
 	double gamma;                /* rank from gamma (DESIGN.md §1.4) unless rank > 0 */
 	int rank;
 	int tucker;                  /* convs in Tucker form (fedpara family) */
+	/* Comma-separated layers to parameterise (PEFT target_modules, e.g.
+	 * "fc1"); NULL = every weight layer but the output layer. The others
+	 * stay dense and travel in full. Ignored by dense. */
+	const char *targets;
 	const char *base_path;       /* loha: frozen base weights (safetensors), or NULL */
 	/* The initial global model from a PyTorch-named safetensors file (e.g.
 	 * the model.safetensors of a `fedloha-client train --out` folder), or

@@ -149,7 +149,8 @@ void sim_conn_release(struct sim_client *c);
 double sim_wall_seconds(void);
 
 /* sim_init.c */
-/* Every name of cfg->modules_to_save (loha) is a weight layer of m. */
+/* Every name of cfg->modules_to_save (loha) and of cfg->targets (not
+ * dense) is a weight layer of m. */
 int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m);
 /* Loads every tensor of m that is neither frozen base nor a factor (dense:
  * all; loha: the modules to save) from the safetensors file at path, by

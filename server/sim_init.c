@@ -12,11 +12,11 @@
 #include <string.h>
 
 /* Every name of cfg->modules_to_save must be a weight layer of m. */
-int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m)
+/* Every item of the comma-separated list names a weight layer of m. */
+static int check_layers(const char *list, const char *what, const struct srv_sim_config *cfg,
+			const struct fl_model *m)
 {
-	if (cfg->param != FL_PEFT_PARAM_LOHA || !cfg->modules_to_save)
-		return FL_OK;
-	for (const char *p = cfg->modules_to_save; *p;) {
+	for (const char *p = list; *p;) {
 		size_t len = strcspn(p, ",");
 		int found = 0;
 		for (int i = 0; i < fl_model_layer_count(m) && !found; i++) {
@@ -26,11 +26,21 @@ int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_
 				strlen(li.name) == len && strncmp(li.name, p, len) == 0;
 		}
 		if (!found)
-			return fl_error_set(FL_EINVAL, "sim: modules_to_save: model %s has no layer '%.*s'",
+			return fl_error_set(FL_EINVAL, "sim: %s: model %s has no layer '%.*s'", what,
 					    cfg->arch, (int)(len < 64 ? len : 64), p);
 		p += len + (p[len] == ',');
 	}
 	return FL_OK;
+}
+
+int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m)
+{
+	int err = FL_OK;
+	if (cfg->param == FL_PEFT_PARAM_LOHA && cfg->modules_to_save)
+		err = check_layers(cfg->modules_to_save, "modules_to_save", cfg, m);
+	if (!err && cfg->targets && cfg->param != FL_PEFT_PARAM_DENSE)
+		err = check_layers(cfg->targets, "target_modules", cfg, m);
+	return err;
 }
 
 /* The initial global model: every tensor of m that is neither frozen base

@@ -148,6 +148,8 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 		/* the seeded model: the federation's global model of round 1 */
 		err = fl_model_new(cfg->arch, t->c, t->h, t->w, t->classes, peft, cfg->seed,
 				   cfg->batch, &cl[i].model);
+		if (!err && i == 0)
+			err = sim_check_modules_to_save(cfg, cl[0].model);
 		if (!err) /* parameters only until its first round */
 			fl_model_buffers(cl[i].model, 0);
 	}

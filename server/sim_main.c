@@ -69,6 +69,9 @@ static void usage(FILE *f)
 		"  --gamma G           rank from gamma in [0,1] (FedPara rule; default 0)\n"
 		"  --rank R            explicit rank instead of gamma\n"
 		"  --no-tucker         convs in reshape form instead of Tucker (fedpara family)\n"
+		"  --target-modules LIST  layers to parameterise, e.g. fc1 or conv2,fc1 (PEFT's\n"
+		"                      target_modules; default: every weight layer but the\n"
+		"                      output layer); the others stay dense and travel in full\n"
 		"  --base FILE         loha: frozen base weights (safetensors, PyTorch names)\n"
 		"  --init FILE         initial global model (safetensors, PyTorch names, e.g. the\n"
 		"                      model.safetensors of fedloha-client train --out): dense\n"
@@ -169,7 +172,7 @@ enum {
 	O_MIN_REPORT, O_FED_EVAL, O_EPOCHS, O_BATCH, O_LR, O_LR_DECAY, O_MOMENTUM, O_WD, O_DATA,
 	O_DATA_PATH, O_LIMIT, O_TEST_LIMIT, O_SEED, O_THREADS, O_TARGET, O_OUT, O_SAVE_MODEL,
 	O_QUIET, O_INSECURE, O_HELP, O_INIT, O_MODULES_TO_SAVE, O_SERVER_LR, O_SERVER_BETA1,
-	O_SERVER_BETA2, O_SERVER_TAU,
+	O_SERVER_BETA2, O_SERVER_TAU, O_TARGET_MODULES,
 };
 
 static const struct option longopts[] = {
@@ -194,6 +197,7 @@ static const struct option longopts[] = {
 	{"init", 1, 0, O_INIT},		  {"modules-to-save", 1, 0, O_MODULES_TO_SAVE},
 	{"server-lr", 1, 0, O_SERVER_LR}, {"server-beta1", 1, 0, O_SERVER_BETA1},
 	{"server-beta2", 1, 0, O_SERVER_BETA2}, {"server-tau", 1, 0, O_SERVER_TAU},
+	{"target-modules", 1, 0, O_TARGET_MODULES},
 	{0, 0, 0, 0}};
 
 /* 1 (message printed) for a --server-* setting the strategy would ignore. */
@@ -228,6 +232,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_GAMMA: bad |= parse_double(optarg, "--gamma", 0, 1, &c->gamma); break;
 		case O_RANK: bad |= parse_int(optarg, "--rank", 1, 4096, &c->rank); break;
 		case O_NO_TUCKER: c->tucker = 0; break;
+		case O_TARGET_MODULES: c->targets = optarg; break;
 		case O_BASE: c->base_path = optarg; break;
 		case O_INIT: c->init_path = optarg; break;
 		case O_MODULES_TO_SAVE: c->modules_to_save = optarg; break;

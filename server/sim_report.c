@@ -159,6 +159,8 @@ static json_t *config_json(const struct srv_sim_config *c)
 		json_object_set_new(o, "rank", json_integer(c->rank));
 	else
 		json_object_set_new(o, "gamma", json_real(c->gamma));
+	if (c->targets)
+		json_object_set_new(o, "target_modules", json_string(c->targets));
 	json_object_set_new(o, "rounds", json_integer((json_int_t)c->rounds));
 	json_object_set_new(o, "fraction", json_real(c->fraction));
 	json_object_set_new(o, "epochs", json_integer(c->epochs));

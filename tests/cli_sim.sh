@@ -143,6 +143,24 @@ c = json.load(open(sys.argv[1]))['config']
 assert c['strategy'] == 'fedadam' and abs(c['server_lr'] - 0.05) < 1e-7 and abs(c['server_beta2'] - 0.9) < 1e-7
 " "$TMP/res-adam/fedpara.json" || fail "server optimiser settings not in the JSON"
 
+# ---- --target-modules: only fc1 factorised, the rest sent dense ----
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --compare fedpara,local-fedpara \
+	--target-modules fc1 --quiet --out "$TMP/res-tm"
+python3 -c "
+import json, sys
+a = json.load(open(sys.argv[1])); b = json.load(open(sys.argv[2]))
+assert a['config']['target_modules'] == 'fc1', a['config']
+# fc2 (200x200+200) and fc3 (200x10+10) dense; fc1 factorised; all 2nn params 199210
+assert 40200 + 2010 < a['transmitted_floats'] < 199210 - 40000, a['transmitted_floats']
+assert a['transmitted_floats'] > b['transmitted_floats'] == 0
+" "$TMP/res-tm/fedpara.json" "$TMP/res-tm/local-fedpara.json" || fail "--target-modules fc1"
+expect 1 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --param fedpara \
+	--target-modules fc9 --quiet --out "$TMP/res-tm2"
+contains "$TMP/err" "has no layer 'fc9'"
+expect 1 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --compare local-lowrank \
+	--target-modules fc9 --quiet --out "$TMP/res-tm2"
+contains "$TMP/err" "has no layer 'fc9'"
+
 # ---- --init: the initial global model from a saved model.safetensors ----
 # run A saves its final dense model; with lr 0 a run started from that file
 # must evaluate exactly like it (dense, and loha whose delta is 0 at init
