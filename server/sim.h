@@ -216,9 +216,14 @@ void srv_sim_result_free(struct srv_sim_result *r); /* NULL is a no-op */
  * (up + down). 0 when never reached. */
 uint64_t srv_sim_reach(const struct srv_sim_result *r, double target, uint64_t *bytes);
 double srv_sim_best_accuracy(const struct srv_sim_result *r);
-/* DIR/<label>.csv: round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,
- * train_loss,selected,reported,dropped,attempts (MB = 1e6 bytes). */
+/* DIR/<label>.csv: srv_sim_csv_header, then a srv_sim_csv_line per round
+ * (MB = 1e6 bytes; figures not measured are empty), written atomically. */
 int srv_sim_write_csv(const struct srv_sim_result *r, const char *path);
+#define SRV_SIM_CSV_LINE_MAX 512
+extern const char *const srv_sim_csv_header; /* with its newline */
+/* One row as a CSV line with its newline; its length, or -1 when cap is
+ * too small. */
+int srv_sim_csv_line(const struct srv_sim_row *w, char *buf, size_t cap);
 /* DIR/<label>.json: the configuration, sizes, per-round rows and the
  * rounds / MB to reach each target. */
 int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_config *cfg,

@@ -568,6 +568,8 @@ int sim_loop_run(struct sim *s)
 	if (s->failed)
 		return fl_error_set(FL_EINVAL, "simulation failed: %s", s->why);
 	if (srv_engine_failed(s->engine, &why))
-		return fl_error_set(FL_EINVAL, "the round engine failed: %s", why);
+		return fl_error_set(FL_EINVAL, "the round engine failed: %s%s%s", why,
+				    s->res->last_client_error[0] ? "; last client error: " : "",
+				    s->res->last_client_error);
 	return FL_OK;
 }

@@ -426,11 +426,20 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 struct progress {
 	int quiet, tty, index, count;
 	double t0, mb;
+	/* DIR/<label>.csv while the configuration runs: a row per round as it
+	 * completes, so a run that fails or is killed leaves its rounds behind
+	 * (rewritten atomically with the same content at the end) */
+	FILE *csv;
 };
 
 static void on_row(void *ctx, const struct srv_sim_config *cfg, const struct srv_sim_row *row)
 {
 	struct progress *p = ctx;
+	char line[SRV_SIM_CSV_LINE_MAX];
+	if (p->csv && srv_sim_csv_line(row, line, sizeof(line)) > 0) {
+		fputs(line, p->csv);
+		fflush(p->csv);
+	}
 	if (p->quiet)
 		return;
 	uint64_t n = cfg->rounds, every = n >= 10 ? n / 10 : 1;
@@ -451,24 +460,54 @@ static void on_row(void *ctx, const struct srv_sim_config *cfg, const struct srv
 
 /* ---- main ---- */
 
-static int write_results(struct srv_sim_result *const *res, const struct srv_sim_config *cfgs,
-			 int n, const char *dir, const double *targets)
+/* One configuration's CSV and JSON, as soon as it finished. */
+static int write_result(const struct srv_sim_result *res, const struct srv_sim_config *cfg,
+			const char *dir, const double *targets)
 {
 	char path[4096];
-	for (int i = 0; i < n; i++) {
-		snprintf(path, sizeof(path), "%s/%s.csv", dir, res[i]->label);
-		int err = srv_sim_write_csv(res[i], path);
-		snprintf(path, sizeof(path), "%s/%s.json", dir, res[i]->label);
-		if (!err)
-			err = srv_sim_write_json(res[i], &cfgs[i], targets, NTARGETS, path);
-		if (err)
-			return err;
-	}
+	snprintf(path, sizeof(path), "%s/%s.csv", dir, res->label);
+	int err = srv_sim_write_csv(res, path);
+	snprintf(path, sizeof(path), "%s/%s.json", dir, res->label);
+	if (!err)
+		err = srv_sim_write_json(res, cfg, targets, NTARGETS, path);
+	return err;
+}
+
+/* The live CSV of a configuration about to run (NULL when it cannot be
+ * opened: the final CSV is still written). */
+static FILE *open_live_csv(const char *dir, const struct srv_sim_config *cfg)
+{
+	char path[4096], label[SRV_SIM_LABEL_MAX];
+	snprintf(path, sizeof(path), "%s/%s.csv", dir,
+		 srv_sim_config_label(cfg, label, sizeof(label)));
+	FILE *f = fopen(path, "w");
+	if (f)
+		fputs(srv_sim_csv_header, f);
+	else
+		fprintf(stderr, PROG ": %s: %s (the CSV is written at the end)\n", path,
+			strerror(errno));
+	return f;
+}
+
+static void print_failed(FILE *f, char (*failed)[FL_ERROR_MSG_MAX + 64], int nfailed)
+{
+	if (!nfailed)
+		return;
+	fprintf(f, "\nfailed (its CSV holds the rounds it completed):\n");
+	for (int i = 0; i < nfailed; i++)
+		fprintf(f, "  %s\n", failed[i]);
+}
+
+static int write_table(struct srv_sim_result *const *res, int n, const char *dir,
+		       const double *targets, char (*failed)[FL_ERROR_MSG_MAX + 64], int nfailed)
+{
+	char path[4096];
 	snprintf(path, sizeof(path), "%s/table.txt", dir);
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return fl_error_set(FL_EIO, "%s: %s", path, strerror(errno));
 	srv_sim_print_table(f, res, n, targets, NTARGETS);
+	print_failed(f, failed, nfailed);
 	if (fclose(f) != 0)
 		return fl_error_set(FL_EIO, "%s: write failed", path);
 	return FL_OK;
@@ -548,11 +587,13 @@ int main(int argc, char **argv)
 		printf("initial model %s\n", o.base.init_path);
 	fflush(stdout);
 
-	struct srv_sim_result *res[CONFIGS_MAX] = {0};
+	struct srv_sim_result *res[CONFIGS_MAX] = {0}, *done[CONFIGS_MAX] = {0};
+	char failed[CONFIGS_MAX][FL_ERROR_MSG_MAX + 64];
+	int ndone = 0, nfailed = 0;
 	struct progress pr = {.quiet = o.quiet, .tty = isatty(2), .count = n};
 	char model_dir[4096];
 	rc = 0;
-	for (int i = 0; i < n && !rc; i++) {
+	for (int i = 0; i < n; i++) {
 		pr.index = i;
 		cfgs[i].cb = (struct srv_sim_callbacks){.ctx = &pr, .on_row = on_row};
 		if (o.save_model && !cfgs[i].local_only) {
@@ -561,28 +602,44 @@ int main(int argc, char **argv)
 				 srv_sim_config_label(&cfgs[i], label, sizeof(label)));
 			cfgs[i].model_dir = model_dir;
 		}
-		if ((err = srv_sim_run(&cfgs[i], data, &res[i]))) {
+		pr.csv = open_live_csv(o.out, &cfgs[i]);
+		err = srv_sim_run(&cfgs[i], data, &res[i]);
+		if (pr.csv)
+			fclose(pr.csv);
+		pr.csv = NULL;
+		char label[SRV_SIM_LABEL_MAX];
+		srv_sim_config_label(&cfgs[i], label, sizeof(label));
+		if (err) {
+			/* the others still run: a diverging configuration is a result too */
+			snprintf(failed[nfailed++], sizeof(failed[0]), "%s: %s", label, fl_error_msg());
 			fprintf(stderr, "%s" PROG ": %s\n", pr.tty && !o.quiet ? "\n" : "",
-				fl_error_msg());
-			rc = 1;
-			break;
+				failed[nfailed - 1]);
+			continue;
 		}
 		if (res[i]->client_errors)
 			fprintf(stderr, PROG ": %s: %llu client errors, last: %s\n", res[i]->label,
 				(unsigned long long)res[i]->client_errors, res[i]->last_client_error);
+		if ((err = write_result(res[i], &cfgs[i], o.out, targets))) {
+			fprintf(stderr, PROG ": %s\n", fl_error_msg());
+			rc = 1;
+		}
+		done[ndone++] = res[i];
 	}
-	if (!rc) {
-		srv_sim_print_table(stdout, res, n, targets, NTARGETS);
-		srv_sim_print_channel(stdout, res, n);
-		if ((err = write_results(res, cfgs, n, o.out, targets))) {
+	if (ndone) {
+		srv_sim_print_table(stdout, done, ndone, targets, NTARGETS);
+		srv_sim_print_channel(stdout, done, ndone);
+		if ((err = write_table(done, ndone, o.out, targets, failed, nfailed))) {
 			fprintf(stderr, PROG ": %s\n", fl_error_msg());
 			rc = 1;
 		}
 	}
-	if (!rc) {
+	print_failed(stdout, failed, nfailed);
+	if (nfailed)
+		rc = 1;
+	if (ndone) {
 		char png[4200];
 		printf("\nresults: %s/ (per configuration: CSV per round, JSON summary)\n", o.out);
-		err = srv_sim_plot(res, n, o.out, target, png, sizeof(png));
+		err = srv_sim_plot(done, ndone, o.out, target, png, sizeof(png));
 		if (!err)
 			printf("plot: %s\n", png);
 		else

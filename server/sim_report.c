@@ -117,35 +117,46 @@ static int text_write(struct text *t, const char *path)
 	return err;
 }
 
+const char *const srv_sim_csv_header =
+	"round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,train_loss,selected,reported,"
+	"dropped,attempts,central_accuracy,central_loss,fed_accuracy,fed_loss,"
+	"post_train_accuracy,post_train_loss\n";
+
 /* An optional figure: empty when not measured. */
-static void csv_opt(struct text *t, int has, double v)
+static int csv_opt(char *buf, size_t cap, int has, double v)
 {
-	if (has)
-		text_add(t, ",%.6f", v);
-	else
-		text_add(t, ",");
+	return has ? snprintf(buf, cap, ",%.6f", v) : snprintf(buf, cap, ",");
+}
+
+int srv_sim_csv_line(const struct srv_sim_row *w, char *buf, size_t cap)
+{
+	size_t n = (size_t)snprintf(buf, cap, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d",
+				    (unsigned long long)w->round, w->accuracy, w->loss,
+				    (unsigned long long)w->bytes_up,
+				    (unsigned long long)w->bytes_down, (double)row_bytes(w) / MB,
+				    w->seconds, w->train_loss, w->selected, w->reported,
+				    w->dropped, w->attempts);
+	const int has[6] = {w->has_central, w->has_central, w->has_fed,
+			    w->has_fed,     w->has_post,    w->has_post};
+	const double v[6] = {w->central_accuracy, w->central_loss, w->fed_accuracy,
+			     w->fed_loss,         w->post_accuracy, w->post_loss};
+	for (int i = 0; i < 6 && n < cap; i++)
+		n += (size_t)csv_opt(buf + n, cap - n, has[i], v[i]);
+	if (n < cap)
+		n += (size_t)snprintf(buf + n, cap - n, "\n");
+	return n < cap ? (int)n : -1;
 }
 
 int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
 {
 	struct text t = {0};
-	text_add(&t, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,train_loss,selected,"
-		     "reported,dropped,attempts,central_accuracy,central_loss,fed_accuracy,"
-		     "fed_loss,post_train_accuracy,post_train_loss\n");
+	text_add(&t, "%s", srv_sim_csv_header);
 	for (size_t i = 0; i < r->nrows; i++) {
-		const struct srv_sim_row *w = &r->rows[i];
-		text_add(&t, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d",
-			 (unsigned long long)w->round, w->accuracy, w->loss,
-			 (unsigned long long)w->bytes_up, (unsigned long long)w->bytes_down,
-			 (double)row_bytes(w) / MB, w->seconds, w->train_loss, w->selected,
-			 w->reported, w->dropped, w->attempts);
-		csv_opt(&t, w->has_central, w->central_accuracy);
-		csv_opt(&t, w->has_central, w->central_loss);
-		csv_opt(&t, w->has_fed, w->fed_accuracy);
-		csv_opt(&t, w->has_fed, w->fed_loss);
-		csv_opt(&t, w->has_post, w->post_accuracy);
-		csv_opt(&t, w->has_post, w->post_loss);
-		text_add(&t, "\n");
+		char line[SRV_SIM_CSV_LINE_MAX];
+		if (srv_sim_csv_line(&r->rows[i], line, sizeof(line)) < 0)
+			t.bad = 1;
+		else
+			text_add(&t, "%s", line);
 	}
 	return text_write(&t, path);
 }

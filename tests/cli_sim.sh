@@ -143,6 +143,14 @@ c = json.load(open(sys.argv[1]))['config']
 assert c['strategy'] == 'fedadam' and abs(c['server_lr'] - 0.05) < 1e-7 and abs(c['server_beta2'] - 0.9) < 1e-7
 " "$TMP/res-adam/fedpara.json" || fail "server optimiser settings not in the JSON"
 
+# ---- a diverging configuration fails alone; the others are still reported ----
+expect 1 "$BIN" --data mnist --data-path "$DATA" --clients 2 --fraction 1 --rounds 2 --batch 4 \
+	--compare dense,lowrank --lr 100 --quiet --out "$TMP/res-div"
+contains "$TMP/out" "failed (its CSV holds the rounds it completed):"
+for f in dense.csv lowrank.csv; do
+	head -1 "$TMP/res-div/$f" | grep -q '^round,accuracy,' || fail "res-div/$f: no CSV header"
+done
+
 # ---- --target-modules: only fc1 factorised, the rest sent dense ----
 expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --rounds 1 --compare fedpara,local-fedpara \
 	--target-modules fc1 --quiet --out "$TMP/res-tm"
