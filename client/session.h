@@ -105,6 +105,8 @@ void cli_session_on_disconnect(struct cli_session *s);
 void cli_job_run(struct cli_job *job);
 /* BLAS threads the job wants (cli_session_config.threads). */
 int cli_job_threads(const struct cli_job *job);
+/* After the job ran: why it failed, or NULL when it succeeded. */
+const char *cli_job_error(const struct cli_job *job);
 /* Session thread, after cli_job_run: persists the local tensors and sends
  * Update + tensors (training) or EvalResult (evaluation). A failed job
  * (diverged, ...) sends Error and closes the connection; the local tensors

@@ -238,6 +238,11 @@ int cli_job_threads(const struct cli_job *job)
 	return job->threads;
 }
 
+const char *cli_job_error(const struct cli_job *job)
+{
+	return job->err ? job->errmsg : NULL;
+}
+
 static int job_train(struct cli_job *j, struct fl_trainer **tr)
 {
 	struct fl_optim_config oc;

@@ -294,11 +294,17 @@ static void client_drop(struct sim *s, struct sim_client *c)
 		cli_session_on_disconnect(c->s);
 }
 
-static void client_error(struct sim *s, struct sim_client *c, const char *msg)
+/* Counts and keeps the message of an error at client c. */
+static void note_client_error(struct sim *s, const struct sim_client *c, const char *msg)
 {
 	s->res->client_errors++;
 	snprintf(s->res->last_client_error, sizeof(s->res->last_client_error), "%s: %.220s", c->id,
 		 msg);
+}
+
+static void client_error(struct sim *s, struct sim_client *c, const char *msg)
+{
+	note_client_error(s, c, msg);
 	if (++c->errors >= SIM_CLIENT_ERRORS_MAX)
 		c->retired = 1;
 }
@@ -451,6 +457,11 @@ static void client_job_done(struct sim *s, struct sim_client *c)
 {
 	struct cli_job *job = c->job;
 	c->job = NULL;
+	/* the session reports a failed job to the coordinator and closes; the
+	 * reason is kept for the failure message (e.g. a diverged model) */
+	const char *why = cli_job_error(job);
+	if (why)
+		note_client_error(s, c, why);
 	cli_session_on_job_done(c->s, job);
 	if (c->conn)
 		c->errors = 0;

@@ -147,6 +147,7 @@ assert c['strategy'] == 'fedadam' and abs(c['server_lr'] - 0.05) < 1e-7 and abs(
 expect 1 "$BIN" --data mnist --data-path "$DATA" --clients 2 --fraction 1 --rounds 2 --batch 4 \
 	--compare dense,lowrank --lr 100 --quiet --out "$TMP/res-div"
 contains "$TMP/out" "failed (its CSV holds the rounds it completed):"
+contains "$TMP/out" "; last client error: client-"
 for f in dense.csv lowrank.csv; do
 	head -1 "$TMP/res-div/$f" | grep -q '^round,accuracy,' || fail "res-div/$f: no CSV header"
 done
