@@ -1,0 +1,44 @@
+/* server_cli.h - fedloha-server's options: the flags, the JSON config file
+ * (same keys as the long flags, flags win), their checked values and the
+ * model config they describe. Only server_main.c uses it. */
+#ifndef SRV_SERVER_CLI_H
+#define SRV_SERVER_CLI_H
+
+#include "log.h"
+
+#include <jansson.h>
+#include <stdio.h>
+
+#define SERVER_VERSION "0.1.0"
+
+struct srv_opts {
+	const char *listen, *model, *param, *config, *base, *checkpoint, *out, *strategy;
+	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
+	double handshake_timeout;
+	int insecure, enrol, enrol_minutes;
+	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu;
+	double eta, beta1, beta2, tau; /* server optimiser; < 0 = the strategy's default */
+	double heartbeat, idle_timeout;
+	int rank, rounds, min_clients, min_fit, min_report, max_retries, epochs, batch;
+	int eval_every, eval_limit, threads, max_conns, debug_tensors;
+	long long max_frame, chunk, max_output;
+	const char *dtype, *require_dtype;
+	unsigned long long seed;
+	int has_gamma;
+	enum fl_log_level level; /* from --log-level */
+	json_t *file;            /* the config file's values live here */
+};
+
+void srv_opts_usage(FILE *f);
+/* Parses `run` and its flags (argv[0] = "run") into o, defaults first.
+ * 0: run; 1: --help / --version was printed (exit 0); 2: a bad flag or
+ * value, told on stderr (exit 2). Free with srv_opts_free in every case. */
+int srv_opts_parse(int argc, char **argv, struct srv_opts *o);
+void srv_opts_free(struct srv_opts *o);
+/* The PEFT-format config text sent in Welcome: --config's file with --param
+ * applied, or one built from the flags; NULL with the error set. */
+char *srv_opts_config_json(const struct srv_opts *o);
+/* Input shape of the data set by name (cifar10, else 28x28 grey). */
+void srv_opts_data_dims(const char *name, int *c, int *h, int *w, int *classes);
+
+#endif
