@@ -305,6 +305,19 @@ int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox)
 			    s);
 }
 
+void fl_server_opt_config_set(struct fl_server_opt_config *cfg, double eta, double beta1,
+			      double beta2, double tau)
+{
+	if (eta >= 0)
+		cfg->eta = (float)eta;
+	if (beta1 >= 0)
+		cfg->beta1 = (float)beta1;
+	if (beta2 >= 0)
+		cfg->beta2 = (float)beta2;
+	if (tau >= 0)
+		cfg->tau = (float)tau;
+}
+
 const char *fl_server_opt_unused(enum fl_server_opt_kind kind, int eta, int beta1, int beta2,
 				 int tau)
 {

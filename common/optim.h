@@ -152,6 +152,9 @@ void fl_server_opt_config_default(struct fl_server_opt_config *cfg, enum fl_serv
  * *prox = 1 (the clients add the proximal term); *prox = 0 otherwise.
  * prox may be NULL. FL_EINVAL with a message listing the names otherwise. */
 int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox);
+/* Overrides of the defaults: each value < 0 leaves its field as it is. */
+void fl_server_opt_config_set(struct fl_server_opt_config *cfg, double eta, double beta1,
+			      double beta2, double tau);
 /* Which given setting the strategy would ignore: the first of eta (server
  * lr), beta1, beta2, tau that is given (flag set) but unused by `kind`, as
  * "server-lr" / "server-beta1" / "server-beta2" / "server-tau"; NULL when

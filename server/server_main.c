@@ -163,14 +163,7 @@ static int run(struct srv_opts *o)
 		return 2;
 	}
 	fl_server_opt_config_default(&ec.server_opt, kind);
-	if (o->eta >= 0)
-		ec.server_opt.eta = (float)o->eta;
-	if (o->beta1 >= 0)
-		ec.server_opt.beta1 = (float)o->beta1;
-	if (o->beta2 >= 0)
-		ec.server_opt.beta2 = (float)o->beta2;
-	if (o->tau >= 0)
-		ec.server_opt.tau = (float)o->tau;
+	fl_server_opt_config_set(&ec.server_opt, o->eta, o->beta1, o->beta2, o->tau);
 	if (prox && o->prox_mu == 0)
 		ec.prox_mu = 0.01f;
 

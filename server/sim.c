@@ -502,14 +502,8 @@ static int setup(struct sim *s)
 	ec.prox_mu = cfg->prox ? cfg->prox_mu : 0.0f;
 	ec.optimizer = "sgd";
 	fl_server_opt_config_default(&ec.server_opt, cfg->strategy);
-	if (cfg->server_eta >= 0)
-		ec.server_opt.eta = cfg->server_eta;
-	if (cfg->server_beta1 >= 0)
-		ec.server_opt.beta1 = cfg->server_beta1;
-	if (cfg->server_beta2 >= 0)
-		ec.server_opt.beta2 = cfg->server_beta2;
-	if (cfg->server_tau >= 0)
-		ec.server_opt.tau = cfg->server_tau;
+	fl_server_opt_config_set(&ec.server_opt, cfg->server_eta, cfg->server_beta1,
+				 cfg->server_beta2, cfg->server_tau);
 	ec.dtype = cfg->dtype;
 	ec.dtype_required = 1;
 	ec.eval_every = s->pfed || cfg->fed_eval ? 1 : 0;
