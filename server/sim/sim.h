@@ -41,6 +41,7 @@
 
 #include "dataset.h"
 #include "optim.h"
+#include "server_opt.h"
 #include "partition.h"
 #include "peft_config.h"
 #include "wire.h"

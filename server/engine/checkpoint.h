@@ -18,6 +18,7 @@
 
 #include "model.h"
 #include "optim.h"
+#include "server_opt.h"
 
 #include <stdint.h>
 

@@ -10,7 +10,7 @@
 #include "blas.h"
 #include "channel.h"
 #include "dataset.h"
-#include "enrol.h"
+#include "token.h"
 #include "errors.h"
 #include "fsutil.h"
 #include "log.h"

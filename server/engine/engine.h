@@ -22,6 +22,7 @@
 
 #include "model.h"
 #include "optim.h"
+#include "server_opt.h"
 #include "wire.h"
 
 #include <stddef.h>

@@ -15,12 +15,11 @@
 #define FL_ENROL_H
 
 #include "allowlist.h"
+#include "token.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define FL_TOKEN_BYTES 32
-#define FL_TOKEN_STRING_BYTES 44 /* 43 characters + NUL */
 #define FL_ENROL_MAX_TOKENS 1024
 
 struct fl_enrol;
@@ -38,8 +37,6 @@ int fl_enrol_issue(struct fl_enrol *e, uint64_t now_ms, uint64_t valid_ms,
 int fl_enrol_consume(struct fl_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms);
 /* Unexpired tokens outstanding. */
 size_t fl_enrol_count(struct fl_enrol *e, uint64_t now_ms);
-/* Parses the 43-character form. */
-int fl_token_parse(const char *s, uint8_t token[FL_TOKEN_BYTES]);
 
 /* The coordinator's policy, for fl_channel_config.authorize / auth_ctx:
  * a key in *allow passes (a token it presents is left unused); otherwise a

@@ -5,7 +5,7 @@
 #define FL_CHANNEL_IMPL_H
 
 #include "channel.h"
-#include "enrol.h"
+#include "token.h"
 #include "errors.h"
 
 #include <sodium.h>
