@@ -21,12 +21,12 @@
  * more when OpenBLAS has two.
  *
  * Aggregation ("agg_add"): GB/s of update bytes (n floats x 4) folded by
- * fl_agg_add (a check pass, then round(x * 2^40) * w into 128-bit fixed
+ * srv_agg_add (a check pass, then round(x * 2^40) * w into 128-bit fixed
  * point, 16 bytes of state per float), against a plain streaming float add
  * y += x over the same updates, timed back to back in each sample. Several
  * distinct update buffers are cycled, as updates come from different
  * clients; for the large case they do not fit in cache. Single-threaded
- * (fl_agg_add uses no BLAS), so --threads does not change it.
+ * (srv_agg_add uses no BLAS), so --threads does not change it.
  */
 #include "benchutil.h"
 #include "aggregate.h"
@@ -150,14 +150,14 @@ __attribute__((noinline)) static void stream_add(float *restrict y, const float 
 		y[i] += x[i];
 }
 
-/* Each sample folds every one of the nbuf updates once through fl_agg_add
+/* Each sample folds every one of the nbuf updates once through srv_agg_add
  * (reset first) and once through stream_add, repeated until each side lasts
  * min_sample_s; GB/s = update bytes read / time. */
 static void bench_agg(const struct bench_opts *o, const char *label, size_t n, int nbuf)
 {
 	float *mem = malloc(sizeof(float) * n * (size_t)(nbuf + 2));
-	struct fl_agg *agg = NULL;
-	if (!mem || fl_agg_new(n, &agg) != 0) {
+	struct srv_agg *agg = NULL;
+	if (!mem || srv_agg_new(n, &agg) != 0) {
 		fprintf(stderr, "fl-bench: out of memory for %s\n", label);
 		free(mem);
 		return;
@@ -174,9 +174,9 @@ static void bench_agg(const struct bench_opts *o, const char *label, size_t n, i
 		int reps = 0;
 		double t0 = fl_bench_now_s(), el;
 		do {
-			fl_agg_reset(agg);
+			srv_agg_reset(agg);
 			for (int b = 0; b < nbuf; b++)
-				bad |= fl_agg_add(agg, mem + n * (size_t)b, 600) != 0;
+				bad |= srv_agg_add(agg, mem + n * (size_t)b, 600) != 0;
 			reps++;
 			el = fl_bench_now_s() - t0;
 		} while (el < o->min_sample_s);
@@ -193,7 +193,7 @@ static void bench_agg(const struct bench_opts *o, const char *label, size_t n, i
 		ratio[s] = ga[s] / gs[s];
 	}
 	double t0 = fl_bench_now_s();
-	bad |= fl_agg_result(agg, res) != 0;
+	bad |= srv_agg_result(agg, res) != 0;
 	double result_ms = (fl_bench_now_s() - t0) * 1e3;
 	double mga = fl_bench_median(ga, o->samples), mgs = fl_bench_median(gs, o->samples);
 	double rat = fl_bench_median(ratio, o->samples);
@@ -204,7 +204,7 @@ static void bench_agg(const struct bench_opts *o, const char *label, size_t n, i
 	       label, n, 4 * n, nbuf, o->samples, mga, 4.0 * (double)n / mga * 1e-6, mgs, rat,
 	       result_ms, bad, (double)y[n / 2] + (double)res[n / 3]);
 	fflush(stdout);
-	fl_agg_free(agg);
+	srv_agg_free(agg);
 	free(mem);
 }
 
@@ -214,7 +214,7 @@ static void usage(FILE *f)
 		   "  Prints JSON lines: OpenBLAS sgemm GFLOP/s at 1024^3, then LoHa dW\n"
 		   "  forward+backward GFLOP/s (median) and the ratio to sgemm for linear\n"
 		   "  256x256 r16, 256x784 r16, 4096x4096 r64 and Tucker conv 64x32x3x3 r8,\n"
-		   "  then fl_agg_add GB/s against a streaming y += x for 320k and 4M floats.\n"
+		   "  then srv_agg_add GB/s against a streaming y += x for 320k and 4M floats.\n"
 		   "  --threads N  OpenBLAS threads (default 1)\n"
 		   "  --quick      fewer, shorter samples\n");
 }

@@ -28,13 +28,13 @@ static void fill(void)
 
 static void run_order(const int *order, float *out)
 {
-	struct fl_agg *a = NULL;
-	FL_CHECK(fl_agg_new(N, &a) == FL_OK);
+	struct srv_agg *a = NULL;
+	FL_CHECK(srv_agg_new(N, &a) == FL_OK);
 	for (int i = 0; i < K; i++)
-		FL_CHECK(fl_agg_add(a, upd[order[i]], weights[order[i]]) == FL_OK);
-	FL_CHECK(fl_agg_count(a) == K);
-	FL_CHECK(fl_agg_result(a, out) == FL_OK);
-	fl_agg_free(a);
+		FL_CHECK(srv_agg_add(a, upd[order[i]], weights[order[i]]) == FL_OK);
+	FL_CHECK(srv_agg_count(a) == K);
+	FL_CHECK(srv_agg_result(a, out) == FL_OK);
+	srv_agg_free(a);
 }
 
 static void test_order_independent(void)
@@ -72,67 +72,67 @@ static void test_order_independent(void)
 
 static void test_simple_mean(void)
 {
-	struct fl_agg *a = NULL;
-	FL_CHECK(fl_agg_new(3, &a) == FL_OK);
+	struct srv_agg *a = NULL;
+	FL_CHECK(srv_agg_new(3, &a) == FL_OK);
 	float x[3] = {1.0f, 2.0f, -4.0f}, y[3] = {3.0f, 0.0f, 0.5f}, out[3];
-	FL_CHECK(fl_agg_result(a, out) == FL_EINVAL); /* nothing added yet */
-	FL_CHECK(fl_agg_add(a, x, 1) == FL_OK);
-	FL_CHECK(fl_agg_add(a, y, 3) == FL_OK);
-	FL_CHECK(fl_agg_total_weight(a) == 4);
-	FL_CHECK(fl_agg_result(a, out) == FL_OK);
+	FL_CHECK(srv_agg_result(a, out) == FL_EINVAL); /* nothing added yet */
+	FL_CHECK(srv_agg_add(a, x, 1) == FL_OK);
+	FL_CHECK(srv_agg_add(a, y, 3) == FL_OK);
+	FL_CHECK(srv_agg_total_weight(a) == 4);
+	FL_CHECK(srv_agg_result(a, out) == FL_OK);
 	FL_CHECK(out[0] == 2.5f);
 	FL_CHECK(out[1] == 0.5f);
 	FL_CHECK(out[2] == -0.625f);
-	fl_agg_reset(a);
-	FL_CHECK(fl_agg_count(a) == 0 && fl_agg_total_weight(a) == 0);
-	FL_CHECK(fl_agg_add(a, y, 2) == FL_OK);
-	FL_CHECK(fl_agg_result(a, out) == FL_OK);
+	srv_agg_reset(a);
+	FL_CHECK(srv_agg_count(a) == 0 && srv_agg_total_weight(a) == 0);
+	FL_CHECK(srv_agg_add(a, y, 2) == FL_OK);
+	FL_CHECK(srv_agg_result(a, out) == FL_OK);
 	FL_CHECK(out[0] == 3.0f && out[2] == 0.5f);
-	fl_agg_free(a);
-	fl_agg_free(NULL);
+	srv_agg_free(a);
+	srv_agg_free(NULL);
 }
 
 static void test_refusals(void)
 {
-	struct fl_agg *a = NULL;
-	FL_CHECK(fl_agg_new(4, &a) == FL_OK);
+	struct srv_agg *a = NULL;
+	FL_CHECK(srv_agg_new(4, &a) == FL_OK);
 	float good[4] = {1, 2, 3, 4}, out[4], before[4];
-	FL_CHECK(fl_agg_add(a, good, 2) == FL_OK);
-	FL_CHECK(fl_agg_result(a, before) == FL_OK);
+	FL_CHECK(srv_agg_add(a, good, 2) == FL_OK);
+	FL_CHECK(srv_agg_result(a, before) == FL_OK);
 	float nan_[4] = {5, 5, 5, NAN}, inf_[4] = {INFINITY, 0, 0, 0};
 	float big[4] = {9, 9, 9, 1.5e6f}, nbig[4] = {-2e6f, 0, 0, 0};
-	FL_CHECK(fl_agg_add(a, nan_, 1) == FL_ENONFINITE);
-	FL_CHECK(fl_agg_add(a, inf_, 1) == FL_ENONFINITE);
-	FL_CHECK(fl_agg_add(a, big, 1) == FL_ERANGE);
-	FL_CHECK(fl_agg_add(a, nbig, 1) == FL_ERANGE);
-	FL_CHECK(fl_agg_add(a, good, 0) == FL_EINVAL);
-	FL_CHECK(fl_agg_add(a, good, (1ull << 32) + 1) == FL_EINVAL);
-	FL_CHECK(fl_agg_count(a) == 1 && fl_agg_total_weight(a) == 2);
-	FL_CHECK(fl_agg_result(a, out) == FL_OK);
+	FL_CHECK(srv_agg_add(a, nan_, 1) == FL_ENONFINITE);
+	FL_CHECK(srv_agg_add(a, inf_, 1) == FL_ENONFINITE);
+	FL_CHECK(srv_agg_add(a, big, 1) == FL_ERANGE);
+	FL_CHECK(srv_agg_add(a, nbig, 1) == FL_ERANGE);
+	FL_CHECK(srv_agg_add(a, good, 0) == FL_EINVAL);
+	FL_CHECK(srv_agg_add(a, good, (1ull << 32) + 1) == FL_EINVAL);
+	FL_CHECK(srv_agg_count(a) == 1 && srv_agg_total_weight(a) == 2);
+	FL_CHECK(srv_agg_result(a, out) == FL_OK);
 	FL_CHECK(memcmp(out, before, sizeof(out)) == 0);
 	/* The maximal weight is accepted. */
-	FL_CHECK(fl_agg_add(a, good, 1ull << 32) == FL_OK);
-	FL_CHECK(fl_agg_result(a, out) == FL_OK);
+	FL_CHECK(srv_agg_add(a, good, 1ull << 32) == FL_OK);
+	FL_CHECK(srv_agg_result(a, out) == FL_OK);
 	FL_CHECK(memcmp(out, good, sizeof(out)) == 0);
-	fl_agg_free(a);
+	srv_agg_free(a);
 }
 
 static void test_extremes(void)
 {
 	/* Many maximal updates: the 128-bit sum must not overflow. */
-	struct fl_agg *a = NULL;
-	FL_CHECK(fl_agg_new(2, &a) == FL_OK);
+	struct srv_agg *a = NULL;
+	FL_CHECK(srv_agg_new(2, &a) == FL_OK);
 	float x[2] = {1e6f, -1e6f}, out[2];
 	for (int i = 0; i < 1000; i++)
-		FL_CHECK(fl_agg_add(a, x, 1ull << 32) == FL_OK);
-	FL_CHECK(fl_agg_result(a, out) == FL_OK);
+		FL_CHECK(srv_agg_add(a, x, 1ull << 32) == FL_OK);
+	FL_CHECK(srv_agg_result(a, out) == FL_OK);
 	FL_CHECK(out[0] == 1e6f && out[1] == -1e6f);
-	fl_agg_free(a);
+	srv_agg_free(a);
 	/* Zero-size accumulator works. */
-	FL_CHECK(fl_agg_new(0, &a) == FL_OK);
-	FL_CHECK(fl_agg_add(a, NULL, 1) == FL_OK);
-	FL_CHECK(fl_agg_result(a, NULL) == FL_OK);
-	fl_agg_free(a);
+	FL_CHECK(srv_agg_new(0, &a) == FL_OK);
+	FL_CHECK(srv_agg_add(a, NULL, 1) == FL_OK);
+	FL_CHECK(srv_agg_result(a, NULL) == FL_OK);
+	srv_agg_free(a);
 }
 
 int main(void)

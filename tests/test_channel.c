@@ -91,9 +91,9 @@ static int send_bytes(struct end *a, struct end *b, const uint8_t *p, size_t n)
 
 struct keys {
 	struct fl_identity *server, *client, *other;
-	struct fl_allowlist *allow;
-	struct fl_enrol *enrol;
-	struct fl_auth auth;
+	struct srv_allowlist *allow;
+	struct srv_enrol *enrol;
+	struct srv_auth auth;
 };
 
 static void keys_init(struct keys *k, int allow_client)
@@ -102,10 +102,10 @@ static void keys_init(struct keys *k, int allow_client)
 	FL_CHECK(fl_identity_generate(&k->server) == FL_OK);
 	FL_CHECK(fl_identity_generate(&k->client) == FL_OK);
 	FL_CHECK(fl_identity_generate(&k->other) == FL_OK);
-	FL_CHECK(fl_allowlist_new(&k->allow) == FL_OK);
+	FL_CHECK(srv_allowlist_new(&k->allow) == FL_OK);
 	if (allow_client)
-		FL_CHECK(fl_allowlist_add(k->allow, fl_identity_pk(k->client), "alice") == FL_OK);
-	FL_CHECK(fl_enrol_new(&k->enrol) == FL_OK);
+		FL_CHECK(srv_allowlist_add(k->allow, fl_identity_pk(k->client), "alice") == FL_OK);
+	FL_CHECK(srv_enrol_new(&k->enrol) == FL_OK);
 	k->auth.allow = &k->allow;
 	k->auth.enrol = k->enrol;
 	k->auth.now_ms = 1000;
@@ -116,8 +116,8 @@ static void keys_free(struct keys *k)
 	fl_identity_free(k->server);
 	fl_identity_free(k->client);
 	fl_identity_free(k->other);
-	fl_allowlist_free(k->allow);
-	fl_enrol_free(k->enrol);
+	srv_allowlist_free(k->allow);
+	srv_enrol_free(k->enrol);
 }
 
 /* A client (identity cid, pinning pin) and a server of k. */
@@ -129,7 +129,7 @@ static void make_pair(struct keys *k, const struct fl_identity *cid, const uint8
 	struct fl_channel_config cc = {.self = cid, .pinned_server_pk = pin, .enrol_token = token,
 				       .disable_aes = g_disable_aes};
 	struct fl_channel_config sc = {.is_server = 1, .self = k->server,
-				       .authorize = fl_auth_check, .auth_ctx = &k->auth,
+				       .authorize = srv_auth_check, .auth_ctx = &k->auth,
 				       .disable_aes = g_disable_aes};
 	FL_CHECK(fl_channel_new(&cc, &c->ch) == FL_OK);
 	FL_CHECK(fl_channel_new(&sc, &s->ch) == FL_OK);
@@ -157,7 +157,7 @@ static void test_handshake_and_data(void)
 		 memcmp(fl_channel_peer_pk(s.ch), fl_identity_pk(k.client), 32) == 0);
 	FL_CHECK(fl_channel_peer_pk(c.ch) &&
 		 memcmp(fl_channel_peer_pk(c.ch), fl_identity_pk(k.server), 32) == 0);
-	FL_CHECK(strcmp(fl_allowlist_name(k.allow, fl_channel_peer_pk(s.ch)), "alice") == 0);
+	FL_CHECK(strcmp(srv_allowlist_name(k.allow, fl_channel_peer_pk(s.ch)), "alice") == 0);
 	FL_CHECK(c.got.len == 0 && s.got.len == 0);
 
 	/* data both ways: small, empty, 1 MiB; the receiver sees the byte stream */
@@ -229,7 +229,7 @@ static void test_cipher_negotiation(void)
 					       .pinned_server_pk = fl_identity_pk(k.server),
 					       .disable_aes = m & 1};
 		struct fl_channel_config sc = {.is_server = 1, .self = k.server,
-					       .authorize = fl_auth_check, .auth_ctx = &k.auth,
+					       .authorize = srv_auth_check, .auth_ctx = &k.auth,
 					       .disable_aes = (m >> 1) & 1};
 		FL_CHECK(fl_channel_new(&cc, &c.ch) == FL_OK);
 		FL_CHECK(fl_channel_new(&sc, &s.ch) == FL_OK);
@@ -310,10 +310,10 @@ static void test_enrolment(void)
 	keys_init(&k, 0);
 	k.auth.allow_path = path;
 	char tok[FL_TOKEN_STRING_BYTES], tok2[FL_TOKEN_STRING_BYTES];
-	FL_CHECK(fl_enrol_issue(k.enrol, 1000, 60000, tok) == FL_OK);
-	FL_CHECK(fl_enrol_issue(k.enrol, 1000, 500, tok2) == FL_OK);
+	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 60000, tok) == FL_OK);
+	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 500, tok2) == FL_OK);
 	FL_CHECK(strlen(tok) == 43 && strcmp(tok, tok2) != 0);
-	FL_CHECK(fl_enrol_count(k.enrol, 1000) == 2);
+	FL_CHECK(srv_enrol_count(k.enrol, 1000) == 2);
 
 	/* a wrong token is refused */
 	uint8_t raw[FL_TOKEN_BYTES];
@@ -334,13 +334,13 @@ static void test_enrolment(void)
 	run_handshake(&c, &s);
 	FL_CHECK_MSG(c.err == FL_OK && s.err == FL_OK, "%s / %s", c.msg, s.msg);
 	FL_CHECK(fl_channel_established(s.ch));
-	FL_CHECK(fl_allowlist_contains(k.allow, fl_identity_pk(k.client)));
-	FL_CHECK(fl_enrol_count(k.enrol, 1000) == 1);
-	struct fl_allowlist *reread = NULL;
-	FL_CHECK(fl_allowlist_load(path, &reread) == FL_OK);
-	FL_CHECK(reread && fl_allowlist_count(reread) == 1 &&
-		 fl_allowlist_contains(reread, fl_identity_pk(k.client)));
-	fl_allowlist_free(reread);
+	FL_CHECK(srv_allowlist_contains(k.allow, fl_identity_pk(k.client)));
+	FL_CHECK(srv_enrol_count(k.enrol, 1000) == 1);
+	struct srv_allowlist *reread = NULL;
+	FL_CHECK(srv_allowlist_load(path, &reread) == FL_OK);
+	FL_CHECK(reread && srv_allowlist_count(reread) == 1 &&
+		 srv_allowlist_contains(reread, fl_identity_pk(k.client)));
+	srv_allowlist_free(reread);
 	char *text = NULL;
 	size_t len = 0;
 	FL_CHECK(fl_file_read_all(path, 4096, &text, &len) == FL_OK);
@@ -370,8 +370,8 @@ static void test_enrolment(void)
 	make_pair(&k, k.other, fl_identity_pk(k.server), tok2, &c, &s);
 	run_handshake(&c, &s);
 	FL_CHECK(s.err == FL_ENOTFOUND && c.err == FL_ENOTFOUND);
-	FL_CHECK(!fl_allowlist_contains(k.allow, fl_identity_pk(k.other)));
-	FL_CHECK(fl_enrol_count(k.enrol, k.auth.now_ms) == 0);
+	FL_CHECK(!srv_allowlist_contains(k.allow, fl_identity_pk(k.other)));
+	FL_CHECK(srv_enrol_count(k.enrol, k.auth.now_ms) == 0);
 	end_free(&c);
 	end_free(&s);
 

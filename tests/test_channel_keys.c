@@ -159,34 +159,34 @@ static void test_allowlist_parse(void)
 	snprintf(text, sizeof(text),
 		 "# clients\n\n%s alice laptop\n   %s\tbob  \r\n%s\n%s carol-dup\n", ks[0], ks[1],
 		 ks[2], ks[0]);
-	struct fl_allowlist *al = NULL;
-	FL_CHECK(fl_allowlist_parse(text, strlen(text), "allow", &al) == FL_OK);
-	FL_CHECK(fl_allowlist_count(al) == 3);
-	FL_CHECK(fl_allowlist_contains(al, k[0]) && fl_allowlist_contains(al, k[1]) &&
-		 fl_allowlist_contains(al, k[2]) && !fl_allowlist_contains(al, k[3]));
-	FL_CHECK(strcmp(fl_allowlist_name(al, k[0]), "alice laptop") == 0);
-	FL_CHECK(strcmp(fl_allowlist_name(al, k[1]), "bob") == 0);
-	FL_CHECK(strcmp(fl_allowlist_name(al, k[2]), "") == 0);
-	FL_CHECK(fl_allowlist_name(al, k[3]) == NULL);
-	FL_CHECK(fl_allowlist_add(al, k[3], "dave") == FL_OK && fl_allowlist_count(al) == 4);
-	FL_CHECK(fl_allowlist_add(al, k[3], "again") == FL_OK && fl_allowlist_count(al) == 4);
-	FL_CHECK(fl_allowlist_add(al, k[3], "bad\nname") == FL_EINVAL);
-	fl_allowlist_free(al);
+	struct srv_allowlist *al = NULL;
+	FL_CHECK(srv_allowlist_parse(text, strlen(text), "allow", &al) == FL_OK);
+	FL_CHECK(srv_allowlist_count(al) == 3);
+	FL_CHECK(srv_allowlist_contains(al, k[0]) && srv_allowlist_contains(al, k[1]) &&
+		 srv_allowlist_contains(al, k[2]) && !srv_allowlist_contains(al, k[3]));
+	FL_CHECK(strcmp(srv_allowlist_name(al, k[0]), "alice laptop") == 0);
+	FL_CHECK(strcmp(srv_allowlist_name(al, k[1]), "bob") == 0);
+	FL_CHECK(strcmp(srv_allowlist_name(al, k[2]), "") == 0);
+	FL_CHECK(srv_allowlist_name(al, k[3]) == NULL);
+	FL_CHECK(srv_allowlist_add(al, k[3], "dave") == FL_OK && srv_allowlist_count(al) == 4);
+	FL_CHECK(srv_allowlist_add(al, k[3], "again") == FL_OK && srv_allowlist_count(al) == 4);
+	FL_CHECK(srv_allowlist_add(al, k[3], "bad\nname") == FL_EINVAL);
+	srv_allowlist_free(al);
 
 	/* errors name the file and line */
 	snprintf(text, sizeof(text), "# ok\n%s\nfl1:tooshort x\n", ks[0]);
 	al = NULL;
-	FL_CHECK(fl_allowlist_parse(text, strlen(text), "allow.txt", &al) == FL_EFORMAT && !al);
+	FL_CHECK(srv_allowlist_parse(text, strlen(text), "allow.txt", &al) == FL_EFORMAT && !al);
 	FL_CHECK_MSG(strncmp(fl_error_msg(), "allow.txt:3: ", 13) == 0, "%s", fl_error_msg());
 	snprintf(text, sizeof(text), "ssh-rsa AAAA\n%s\n\nnot-a-key\n%s\n", ks[0], ks[1]);
-	FL_CHECK(fl_allowlist_parse(text, strlen(text), "a", &al) == FL_EFORMAT);
+	FL_CHECK(srv_allowlist_parse(text, strlen(text), "a", &al) == FL_EFORMAT);
 	FL_CHECK_MSG(strncmp(fl_error_msg(), "a:1: ", 5) == 0 &&
 			     strstr(fl_error_msg(), "(and 1 more bad lines)"),
 		     "%s", fl_error_msg());
 	const char nul[] = "# a\0b\n";
-	FL_CHECK(fl_allowlist_parse(nul, sizeof(nul) - 1, "n", &al) == FL_EFORMAT);
-	FL_CHECK(fl_allowlist_parse("", 0, "empty", &al) == FL_OK && fl_allowlist_count(al) == 0);
-	fl_allowlist_free(al);
+	FL_CHECK(srv_allowlist_parse(nul, sizeof(nul) - 1, "n", &al) == FL_EFORMAT);
+	FL_CHECK(srv_allowlist_parse("", 0, "empty", &al) == FL_OK && srv_allowlist_count(al) == 0);
+	srv_allowlist_free(al);
 }
 
 static void test_allowlist_reload_and_append(void)
@@ -199,22 +199,22 @@ static void test_allowlist_reload_and_append(void)
 	const char *path = tmp_file("allow.txt");
 	snprintf(text, sizeof(text), "# team\n%s alice", as); /* no final newline */
 	write_text(path, text);
-	struct fl_allowlist *cur = NULL;
-	FL_CHECK(fl_allowlist_load(path, &cur) == FL_OK && fl_allowlist_count(cur) == 1);
-	struct fl_allowlist *before = cur;
+	struct srv_allowlist *cur = NULL;
+	FL_CHECK(srv_allowlist_load(path, &cur) == FL_OK && srv_allowlist_count(cur) == 1);
+	struct srv_allowlist *before = cur;
 
 	/* a bad file: error, the current set is untouched */
 	snprintf(text, sizeof(text), "%s alice\n%s.bob\n", as, bs);
 	write_text(path, text);
-	FL_CHECK(fl_allowlist_reload(path, &cur) == FL_EFORMAT);
+	FL_CHECK(srv_allowlist_reload(path, &cur) == FL_EFORMAT);
 	FL_CHECK_MSG(strstr(fl_error_msg(), "allow.txt:2:") != NULL, "%s", fl_error_msg());
-	FL_CHECK(cur == before && fl_allowlist_contains(cur, fl_identity_pk(a)));
-	FL_CHECK(fl_allowlist_reload(tmp_file("gone.txt"), &cur) == FL_ENOTFOUND && cur == before);
+	FL_CHECK(cur == before && srv_allowlist_contains(cur, fl_identity_pk(a)));
+	FL_CHECK(srv_allowlist_reload(tmp_file("gone.txt"), &cur) == FL_ENOTFOUND && cur == before);
 
 	/* a good file: swapped in */
 	snprintf(text, sizeof(text), "# team\n%s alice", as);
 	write_text(path, text);
-	FL_CHECK(fl_allowlist_append_file(path, fl_identity_pk(b), "bob") == FL_OK);
+	FL_CHECK(srv_allowlist_append_file(path, fl_identity_pk(b), "bob") == FL_OK);
 	char *got = NULL;
 	size_t len = 0;
 	FL_CHECK(fl_file_read_all(path, 4096, &got, &len) == FL_OK);
@@ -222,45 +222,45 @@ static void test_allowlist_reload_and_append(void)
 	snprintf(want, sizeof(want), "# team\n%s alice\n%s bob\n", as, bs);
 	FL_CHECK_MSG(strcmp(got, want) == 0, "%s", got);
 	free(got);
-	FL_CHECK(fl_allowlist_reload(path, &cur) == FL_OK);
-	FL_CHECK(fl_allowlist_count(cur) == 2 && fl_allowlist_contains(cur, fl_identity_pk(b)));
-	FL_CHECK(strcmp(fl_allowlist_name(cur, fl_identity_pk(b)), "bob") == 0);
+	FL_CHECK(srv_allowlist_reload(path, &cur) == FL_OK);
+	FL_CHECK(srv_allowlist_count(cur) == 2 && srv_allowlist_contains(cur, fl_identity_pk(b)));
+	FL_CHECK(strcmp(srv_allowlist_name(cur, fl_identity_pk(b)), "bob") == 0);
 
 	/* append creates a missing file; a private file stays private */
 	const char *p2 = tmp_file("new-allow.txt");
-	FL_CHECK(fl_allowlist_append_file(p2, fl_identity_pk(a), NULL) == FL_OK);
+	FL_CHECK(srv_allowlist_append_file(p2, fl_identity_pk(a), NULL) == FL_OK);
 	FL_CHECK(chmod(p2, 0600) == 0);
-	FL_CHECK(fl_allowlist_append_file(p2, fl_identity_pk(b), "b") == FL_OK);
+	FL_CHECK(srv_allowlist_append_file(p2, fl_identity_pk(b), "b") == FL_OK);
 	struct stat st;
 	FL_CHECK(stat(p2, &st) == 0 && (st.st_mode & 0777) == 0600);
-	struct fl_allowlist *al2 = NULL;
-	FL_CHECK(fl_allowlist_load(p2, &al2) == FL_OK && fl_allowlist_count(al2) == 2);
-	fl_allowlist_free(al2);
-	fl_allowlist_free(cur);
+	struct srv_allowlist *al2 = NULL;
+	FL_CHECK(srv_allowlist_load(p2, &al2) == FL_OK && srv_allowlist_count(al2) == 2);
+	srv_allowlist_free(al2);
+	srv_allowlist_free(cur);
 	fl_identity_free(a);
 	fl_identity_free(b);
 }
 
 static void test_tokens(void)
 {
-	struct fl_enrol *e = NULL;
-	FL_CHECK(fl_enrol_new(&e) == FL_OK);
+	struct srv_enrol *e = NULL;
+	FL_CHECK(srv_enrol_new(&e) == FL_OK);
 	char t1[FL_TOKEN_STRING_BYTES], t2[FL_TOKEN_STRING_BYTES];
-	FL_CHECK(fl_enrol_issue(e, 100, 1000, t1) == FL_OK);
-	FL_CHECK(fl_enrol_issue(e, 100, 50, t2) == FL_OK);
-	FL_CHECK(fl_enrol_issue(e, 100, 0, t2) == FL_EINVAL);
+	FL_CHECK(srv_enrol_issue(e, 100, 1000, t1) == FL_OK);
+	FL_CHECK(srv_enrol_issue(e, 100, 50, t2) == FL_OK);
+	FL_CHECK(srv_enrol_issue(e, 100, 0, t2) == FL_EINVAL);
 	uint8_t r1[32], r2[32];
 	FL_CHECK(fl_token_parse(t1, r1) == FL_OK && fl_token_parse(t2, r2) == FL_OK);
-	FL_CHECK(fl_enrol_count(e, 100) == 2);
-	FL_CHECK(fl_enrol_consume(e, r2, 150) == FL_ENOTFOUND); /* expired at 150 */
-	FL_CHECK(fl_enrol_count(e, 150) == 1);
+	FL_CHECK(srv_enrol_count(e, 100) == 2);
+	FL_CHECK(srv_enrol_consume(e, r2, 150) == FL_ENOTFOUND); /* expired at 150 */
+	FL_CHECK(srv_enrol_count(e, 150) == 1);
 	uint8_t wrong[32];
 	memcpy(wrong, r1, 32);
 	wrong[31] ^= 0x80;
-	FL_CHECK(fl_enrol_consume(e, wrong, 200) == FL_ENOTFOUND);
-	FL_CHECK(fl_enrol_consume(e, r1, 200) == FL_OK);
-	FL_CHECK(fl_enrol_consume(e, r1, 200) == FL_ENOTFOUND); /* one time only */
-	FL_CHECK(fl_enrol_count(e, 200) == 0);
+	FL_CHECK(srv_enrol_consume(e, wrong, 200) == FL_ENOTFOUND);
+	FL_CHECK(srv_enrol_consume(e, r1, 200) == FL_OK);
+	FL_CHECK(srv_enrol_consume(e, r1, 200) == FL_ENOTFOUND); /* one time only */
+	FL_CHECK(srv_enrol_count(e, 200) == 0);
 	FL_CHECK(fl_token_parse("abc", r1) == FL_EFORMAT);
 	char bad[FL_TOKEN_STRING_BYTES];
 	memcpy(bad, t1, sizeof(bad));
@@ -268,12 +268,12 @@ static void test_tokens(void)
 	FL_CHECK(fl_token_parse(bad, r1) == FL_EFORMAT);
 	/* the store is bounded */
 	int err = FL_OK;
-	for (int i = 0; i < FL_ENROL_MAX_TOKENS + 1 && !err; i++)
-		err = fl_enrol_issue(e, 300, 1000, t1);
-	FL_CHECK(err == FL_ERANGE && fl_enrol_count(e, 300) == FL_ENROL_MAX_TOKENS);
-	FL_CHECK(fl_enrol_count(e, 1300) == 0);
-	fl_enrol_free(e);
-	fl_enrol_free(NULL);
+	for (int i = 0; i < SRV_ENROL_MAX_TOKENS + 1 && !err; i++)
+		err = srv_enrol_issue(e, 300, 1000, t1);
+	FL_CHECK(err == FL_ERANGE && srv_enrol_count(e, 300) == SRV_ENROL_MAX_TOKENS);
+	FL_CHECK(srv_enrol_count(e, 1300) == 0);
+	srv_enrol_free(e);
+	srv_enrol_free(NULL);
 }
 
 int main(void)

@@ -20,11 +20,11 @@ static struct fl_model *model(int classes, uint64_t seed)
 	return m;
 }
 
-static void opt_init(struct fl_server_opt *o, enum fl_server_opt_kind k, size_t n)
+static void opt_init(struct srv_optim *o, enum srv_optim_kind k, size_t n)
 {
-	struct fl_server_opt_config c;
-	fl_server_opt_config_default(&c, k);
-	FL_CHECK(fl_server_opt_init(o, &c, n) == FL_OK);
+	struct srv_optim_config c;
+	srv_optim_config_default(&c, k);
+	FL_CHECK(srv_optim_init(o, &c, n) == FL_OK);
 }
 
 static void test_roundtrip(void)
@@ -34,13 +34,13 @@ static void test_roundtrip(void)
 	snprintf(path, sizeof(path), "%s/state.safetensors", dir);
 	struct fl_model *a = model(3, 1), *b = model(3, 2);
 	size_t n = fl_model_count_floats(a, FL_TENSOR_GLOBAL);
-	struct fl_server_opt oa, ob;
-	opt_init(&oa, FL_SERVER_OPT_FEDYOGI, n);
-	opt_init(&ob, FL_SERVER_OPT_FEDYOGI, n);
+	struct srv_optim oa, ob;
+	opt_init(&oa, SRV_OPTIM_FEDYOGI, n);
+	opt_init(&ob, SRV_OPTIM_FEDYOGI, n);
 	float *y = malloc(n * sizeof(float));
 	fl_test_fill_uniform(y, n, 9, -1, 1);
-	FL_CHECK(fl_server_opt_step(&oa, fl_model_params(a), y, n) == FL_OK);
-	FL_CHECK(fl_server_opt_step(&oa, fl_model_params(a), y, n) == FL_OK);
+	FL_CHECK(srv_optim_step(&oa, fl_model_params(a), y, n) == FL_OK);
+	FL_CHECK(srv_optim_step(&oa, fl_model_params(a), y, n) == FL_OK);
 	struct srv_checkpoint_meta meta = {.round = 2, .bytes_up = 123, .bytes_down = 4567, .seed = 42};
 	FL_CHECK(srv_checkpoint_save(path, a, &oa, &meta) == FL_OK);
 
@@ -53,8 +53,8 @@ static void test_roundtrip(void)
 	FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b), n * sizeof(float)) == 0);
 	const float *ma, *va, *mb, *vb;
 	uint64_t sa, sb;
-	fl_server_opt_state(&oa, &ma, &va, NULL, &sa);
-	fl_server_opt_state(&ob, &mb, &vb, NULL, &sb);
+	srv_optim_state(&oa, &ma, &va, NULL, &sa);
+	srv_optim_state(&ob, &mb, &vb, NULL, &sb);
 	FL_CHECK(sa == sb && memcmp(ma, mb, n * sizeof(float)) == 0 &&
 		 memcmp(va, vb, n * sizeof(float)) == 0);
 	/* Non-global floats are not in the file and not touched (all global here). */
@@ -67,18 +67,18 @@ static void test_roundtrip(void)
 	fl_st_free(st);
 
 	/* The same step sequence continues identically. */
-	FL_CHECK(fl_server_opt_step(&oa, fl_model_params(a), y, n) == FL_OK);
-	FL_CHECK(fl_server_opt_step(&ob, fl_model_params(b), y, n) == FL_OK);
+	FL_CHECK(srv_optim_step(&oa, fl_model_params(a), y, n) == FL_OK);
+	FL_CHECK(srv_optim_step(&ob, fl_model_params(b), y, n) == FL_OK);
 	FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b), n * sizeof(float)) == 0);
 	free(y);
-	fl_server_opt_free(&oa);
-	fl_server_opt_free(&ob);
+	srv_optim_free(&oa);
+	srv_optim_free(&ob);
 	fl_model_free(a);
 	fl_model_free(b);
 }
 
 /* Loading fails with err and leaves m and o exactly as they were. */
-static void expect_refused(const char *path, struct fl_model *m, struct fl_server_opt *o,
+static void expect_refused(const char *path, struct fl_model *m, struct srv_optim *o,
 			   const uint64_t *seed, int err, const char *needle)
 {
 	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
@@ -131,26 +131,26 @@ static void test_refusals(void)
 	snprintf(path, sizeof(path), "%s/ok.safetensors", dir);
 	struct fl_model *a = model(3, 1);
 	size_t n = fl_model_count_floats(a, FL_TENSOR_GLOBAL);
-	struct fl_server_opt oa;
-	opt_init(&oa, FL_SERVER_OPT_FEDAVGM, n);
+	struct srv_optim oa;
+	opt_init(&oa, SRV_OPTIM_FEDAVGM, n);
 	struct srv_checkpoint_meta meta = {.round = 1, .seed = 7};
 	FL_CHECK(srv_checkpoint_save(path, a, &oa, &meta) == FL_OK);
 
 	struct fl_model *other = model(4, 1); /* another head: another digest */
-	struct fl_server_opt oo;
-	opt_init(&oo, FL_SERVER_OPT_FEDAVGM, fl_model_count_floats(other, FL_TENSOR_GLOBAL));
+	struct srv_optim oo;
+	opt_init(&oo, SRV_OPTIM_FEDAVGM, fl_model_count_floats(other, FL_TENSOR_GLOBAL));
 	expect_refused(path, other, &oo, NULL, FL_EINVAL, "another model");
-	fl_server_opt_free(&oo);
+	srv_optim_free(&oo);
 	fl_model_free(other);
 
 	struct fl_model *b = model(3, 5);
-	struct fl_server_opt adam;
-	opt_init(&adam, FL_SERVER_OPT_FEDADAM, n);
+	struct srv_optim adam;
+	opt_init(&adam, SRV_OPTIM_FEDADAM, n);
 	expect_refused(path, b, &adam, NULL, FL_EINVAL, "server_opt");
-	fl_server_opt_free(&adam);
+	srv_optim_free(&adam);
 
-	struct fl_server_opt ob;
-	opt_init(&ob, FL_SERVER_OPT_FEDAVGM, n);
+	struct srv_optim ob;
+	opt_init(&ob, SRV_OPTIM_FEDAVGM, n);
 	uint64_t seed = 8;
 	expect_refused(path, b, &ob, &seed, FL_EINVAL, "seed");
 
@@ -169,8 +169,8 @@ static void test_refusals(void)
 	struct srv_checkpoint_meta got;
 	FL_CHECK(srv_checkpoint_load(path, b, &ob, NULL, &got) == FL_OK && got.round == 1);
 	FL_CHECK(memcmp(fl_model_params(a), fl_model_params(b), n * sizeof(float)) == 0);
-	fl_server_opt_free(&ob);
-	fl_server_opt_free(&oa);
+	srv_optim_free(&ob);
+	srv_optim_free(&oa);
 	fl_model_free(a);
 	fl_model_free(b);
 }

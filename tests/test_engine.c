@@ -276,7 +276,7 @@ static void adam_run(const char *ckpt, int stop, float *out, size_t n)
 	cfg.min_available = 4;
 	cfg.min_report = 3;
 	cfg.fraction = 0.75;
-	fl_server_opt_config_default(&cfg.server_opt, FL_SERVER_OPT_FEDADAM);
+	srv_optim_config_default(&cfg.server_opt, SRV_OPTIM_FEDADAM);
 	cfg.checkpoint_path = ckpt;
 	int phases = ckpt ? 2 : 1;
 	for (int p = 0; p < phases; p++) {
@@ -327,7 +327,7 @@ static void test_checkpoint_restore(void)
 	base_config(&cfg);
 	cfg.rounds = 3;
 	cfg.seed = 11;
-	fl_server_opt_config_default(&cfg.server_opt, FL_SERVER_OPT_FEDADAM);
+	srv_optim_config_default(&cfg.server_opt, SRV_OPTIM_FEDADAM);
 	cfg.checkpoint_path = path;
 	struct fake_net *net = fake_net_new(m2, &cfg);
 	FL_CHECK(srv_engine_restore(net->e) == FL_OK && srv_engine_finished(net->e));
@@ -352,13 +352,13 @@ static void test_fedadam_formula(void)
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.rounds = 1;
-	fl_server_opt_config_default(&cfg.server_opt, FL_SERVER_OPT_FEDADAM);
+	srv_optim_config_default(&cfg.server_opt, SRV_OPTIM_FEDADAM);
 	struct fake_net *net = fake_net_new(m, &cfg);
 	fake_connect(net, "a", 10, 1.0f, NULL);
 	fake_connect(net, "b", 30, 2.0f, NULL);
 	fake_connect(net, "c", 60, -0.5f, NULL);
 	FL_CHECK(fake_run(net, 100000));
-	const struct fl_server_opt_config *o = &cfg.server_opt;
+	const struct srv_optim_config *o = &cfg.server_opt;
 	double b1 = o->beta1, b2 = o->beta2;
 	double eta = o->eta * sqrt(1 - b2 * b2) / (1 - b1 * b1); /* Flower eta_norm, round 1 */
 	const float *x = fl_model_params(m);

@@ -1,6 +1,6 @@
 /* test_optim.c - client optimisers against PyTorch formulas (and numbers
  * from torch.optim), trainable ranges, the round schedule and the FedProx
- * term. The server optimisers are test_server_opt.c. */
+ * term. The server optimisers are test_server_optim.c. */
 #include "errors.h"
 #include "optim.h"
 #include "testutil.h"

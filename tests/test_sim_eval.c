@@ -189,13 +189,13 @@ static void test_local_refused(void)
 	srv_sim_data_free(d0);
 }
 
-static void test_server_opt(void)
+static void test_server_optim(void)
 {
 	struct srv_sim_data *d = small_data(4, 0.0);
 	struct srv_sim_config c;
 	small_config(&c);
 	c.rounds = 2;
-	c.strategy = FL_SERVER_OPT_FEDADAM;
+	c.strategy = SRV_OPTIM_FEDADAM;
 	c.server_eta = 0;
 	struct srv_sim_result *r = run(&c, d);
 	char *json = NULL;
@@ -234,6 +234,6 @@ int main(void)
 	FL_RUN(test_local_lr0);
 	FL_RUN(test_local_threads);
 	FL_RUN(test_local_refused);
-	FL_RUN(test_server_opt);
+	FL_RUN(test_server_optim);
 	return fl_test_main_end();
 }

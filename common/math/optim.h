@@ -1,7 +1,7 @@
 /* optim.h - the client's local optimisers over flat parameter buffers (SGD
  * with momentum, Adam / AdamW), the per-round learning-rate schedule and the
  * FedProx gradient term. The coordinator's server optimisers are in
- * server/engine/server_opt.h.
+ * server/engine/server_optim.h.
  *
  * All parameters of a model live in one contiguous float buffer; gradients
  * and optimiser state mirror it. An optimiser owns its state buffers

@@ -56,7 +56,7 @@
 /* Server-side admission: 0 admits pk; anything else refuses, with a one-line
  * reason (NUL-terminated, fits reason_cap) that is sent to the client.
  * token is NULL or FL_TOKEN_BYTES (32) bytes of an enrolment token.
- * fl_auth_check (enrol.h) is the coordinator's implementation. */
+ * srv_auth_check (enrol.h) is the coordinator's implementation. */
 typedef int (*fl_channel_authorize_fn)(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES],
 				       const uint8_t *token, char *reason, size_t reason_cap);
 

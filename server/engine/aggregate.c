@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct fl_agg {
+struct srv_agg {
 	size_t n;
 	size_t count;
 	uint64_t weight;
@@ -18,10 +18,10 @@ struct fl_agg {
 #define AGG_SCALE 1099511627776.0 /* 2^40 */
 #define AGG_WEIGHT_TOTAL_MAX ((uint64_t)1 << 62)
 
-int fl_agg_new(size_t n, struct fl_agg **out)
+int srv_agg_new(size_t n, struct srv_agg **out)
 {
 	*out = NULL;
-	struct fl_agg *a = calloc(1, sizeof(*a));
+	struct srv_agg *a = calloc(1, sizeof(*a));
 	if (!a)
 		return fl_error_set(FL_ENOMEM, "aggregate: out of memory");
 	a->n = n;
@@ -40,7 +40,7 @@ int fl_agg_new(size_t n, struct fl_agg **out)
 	return FL_OK;
 }
 
-void fl_agg_free(struct fl_agg *a)
+void srv_agg_free(struct srv_agg *a)
 {
 	if (!a)
 		return;
@@ -48,7 +48,7 @@ void fl_agg_free(struct fl_agg *a)
 	free(a);
 }
 
-void fl_agg_reset(struct fl_agg *a)
+void srv_agg_reset(struct srv_agg *a)
 {
 	if (a->n)
 		memset(a->acc, 0, a->n * sizeof(__int128));
@@ -56,9 +56,9 @@ void fl_agg_reset(struct fl_agg *a)
 	a->weight = 0;
 }
 
-int fl_agg_add(struct fl_agg *a, const float *x, uint64_t w)
+int srv_agg_add(struct srv_agg *a, const float *x, uint64_t w)
 {
-	if (w == 0 || w > FL_AGG_WEIGHT_MAX)
+	if (w == 0 || w > SRV_AGG_WEIGHT_MAX)
 		return fl_error_set(FL_EINVAL, "aggregate: weight %llu is outside 1..2^32",
 				    (unsigned long long)w);
 	if (a->weight + w > AGG_WEIGHT_TOTAL_MAX)
@@ -66,9 +66,9 @@ int fl_agg_add(struct fl_agg *a, const float *x, uint64_t w)
 	for (size_t i = 0; i < a->n; i++) {
 		if (!isfinite(x[i]))
 			return fl_error_set(FL_ENONFINITE, "aggregate: value %zu is not finite", i);
-		if (fabs((double)x[i]) > FL_AGG_ABS_MAX)
+		if (fabs((double)x[i]) > SRV_AGG_ABS_MAX)
 			return fl_error_set(FL_ERANGE, "aggregate: value %zu (%g) exceeds |x| <= %g", i,
-					    (double)x[i], FL_AGG_ABS_MAX);
+					    (double)x[i], SRV_AGG_ABS_MAX);
 	}
 	/* |x| * 2^40 <= 1e6 * 2^40 < 2^60 fits a long long; times w <= 2^32
 	 * gives < 2^92 per update, so 2^35 updates fit the 127-bit sum. */
@@ -92,7 +92,7 @@ static long double i128_to_ld(__int128 v)
 	return neg ? -r : r;
 }
 
-int fl_agg_result(const struct fl_agg *a, float *out)
+int srv_agg_result(const struct srv_agg *a, float *out)
 {
 	if (a->count == 0)
 		return fl_error_set(FL_EINVAL, "aggregate: no update to average");
@@ -102,17 +102,17 @@ int fl_agg_result(const struct fl_agg *a, float *out)
 	return FL_OK;
 }
 
-size_t fl_agg_size(const struct fl_agg *a)
+size_t srv_agg_size(const struct srv_agg *a)
 {
 	return a->n;
 }
 
-size_t fl_agg_count(const struct fl_agg *a)
+size_t srv_agg_count(const struct srv_agg *a)
 {
 	return a->count;
 }
 
-uint64_t fl_agg_total_weight(const struct fl_agg *a)
+uint64_t srv_agg_total_weight(const struct srv_agg *a)
 {
 	return a->weight;
 }

@@ -8,41 +8,41 @@
  * quantisation of each value and the final rounding to float.
  *
  * An update is checked whole before anything is added: a non-finite value
- * (FL_ENONFINITE) or one with |x| > FL_AGG_ABS_MAX (FL_ERANGE) refuses the
+ * (FL_ENONFINITE) or one with |x| > SRV_AGG_ABS_MAX (FL_ERANGE) refuses the
  * whole update and leaves the accumulator unchanged.
  *
  * This module does not apply server optimisers (optim.h) and keeps no
  * per-client state; memory is 16 bytes per element whatever the number of
  * clients.
  */
-#ifndef FL_AGGREGATE_H
-#define FL_AGGREGATE_H
+#ifndef SRV_AGGREGATE_H
+#define SRV_AGGREGATE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define FL_AGG_ABS_MAX 1e6
-#define FL_AGG_WEIGHT_MAX ((uint64_t)1 << 32)
-#define FL_AGG_FRAC_BITS 40
+#define SRV_AGG_ABS_MAX 1e6
+#define SRV_AGG_WEIGHT_MAX ((uint64_t)1 << 32)
+#define SRV_AGG_FRAC_BITS 40
 
 /* Opaque: n accumulators, the total weight and the number of updates. */
-struct fl_agg;
+struct srv_agg;
 
 /* An empty accumulator over n floats (n may be 0). */
-int fl_agg_new(size_t n, struct fl_agg **out);
-void fl_agg_free(struct fl_agg *a);
+int srv_agg_new(size_t n, struct srv_agg **out);
+void srv_agg_free(struct srv_agg *a);
 /* Forgets every update. */
-void fl_agg_reset(struct fl_agg *a);
-/* Adds n floats (the n of _new) with weight w in 1..FL_AGG_WEIGHT_MAX
+void srv_agg_reset(struct srv_agg *a);
+/* Adds n floats (the n of _new) with weight w in 1..SRV_AGG_WEIGHT_MAX
  * (FL_EINVAL otherwise). FL_ENONFINITE / FL_ERANGE as above, and FL_ERANGE
  * when the total weight would exceed 2^62; nothing changes on error. */
-int fl_agg_add(struct fl_agg *a, const float *x, uint64_t w);
+int srv_agg_add(struct srv_agg *a, const float *x, uint64_t w);
 /* out[i] = sum_k w_k x_k[i] / sum_k w_k, rounded to float. FL_EINVAL when
  * no update was added. */
-int fl_agg_result(const struct fl_agg *a, float *out);
-size_t fl_agg_size(const struct fl_agg *a);
+int srv_agg_result(const struct srv_agg *a, float *out);
+size_t srv_agg_size(const struct srv_agg *a);
 /* Updates added since _new / _reset. */
-size_t fl_agg_count(const struct fl_agg *a);
-uint64_t fl_agg_total_weight(const struct fl_agg *a);
+size_t srv_agg_count(const struct srv_agg *a);
+uint64_t srv_agg_total_weight(const struct srv_agg *a);
 
 #endif

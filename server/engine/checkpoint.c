@@ -43,7 +43,7 @@ static int set_u64(struct fl_st *st, const char *key, uint64_t v)
 	return fl_st_set_metadata(st, key, buf);
 }
 
-int srv_checkpoint_save(const char *path, struct fl_model *m, const struct fl_server_opt *opt,
+int srv_checkpoint_save(const char *path, struct fl_model *m, const struct srv_optim *opt,
 			const struct srv_checkpoint_meta *meta)
 {
 	struct fl_st *st = NULL;
@@ -61,7 +61,7 @@ int srv_checkpoint_save(const char *path, struct fl_model *m, const struct fl_se
 	size_t on = 0;
 	uint64_t step = 0;
 	if (opt)
-		fl_server_opt_state(opt, &om, &ov, &on, &step);
+		srv_optim_state(opt, &om, &ov, &on, &step);
 	int64_t shape1[1] = {(int64_t)on};
 	if (err == FL_OK && om)
 		err = fl_st_add_f32(st, OPT_M_NAME, shape1, 1, om);
@@ -85,7 +85,7 @@ int srv_checkpoint_save(const char *path, struct fl_model *m, const struct fl_se
 		err = set_u64(st, "seed", meta->seed);
 	if (err == FL_OK)
 		err = fl_st_set_metadata(st, "server_opt",
-					 fl_server_opt_name(opt ? opt->cfg.kind : FL_SERVER_OPT_FEDAVG));
+					 srv_optim_name(opt ? opt->cfg.kind : SRV_OPTIM_FEDAVG));
 	if (err == FL_OK)
 		err = fl_st_set_metadata(st, "model_digest", digest);
 	if (err == FL_OK)
@@ -151,7 +151,7 @@ static int read_f32(const struct fl_st *st, const char *path, const char *name, 
 	return FL_OK;
 }
 
-int srv_checkpoint_load(const char *path, struct fl_model *m, struct fl_server_opt *opt,
+int srv_checkpoint_load(const char *path, struct fl_model *m, struct srv_optim *opt,
 			const uint64_t *expect_seed, struct srv_checkpoint_meta *meta)
 {
 	struct fl_st *st = NULL;
@@ -177,8 +177,8 @@ int srv_checkpoint_load(const char *path, struct fl_model *m, struct fl_server_o
 				   path, d, digest);
 		goto done;
 	}
-	enum fl_server_opt_kind kind = opt ? opt->cfg.kind : FL_SERVER_OPT_FEDAVG;
-	if ((err = check_meta_str(st, path, "server_opt", fl_server_opt_name(kind))) != FL_OK ||
+	enum srv_optim_kind kind = opt ? opt->cfg.kind : SRV_OPTIM_FEDAVG;
+	if ((err = check_meta_str(st, path, "server_opt", srv_optim_name(kind))) != FL_OK ||
 	    (err = get_u64(st, path, "round", &mt.round)) != FL_OK ||
 	    (err = get_u64(st, path, "step", &mt.step)) != FL_OK ||
 	    (err = get_u64(st, path, "bytes_up", &mt.bytes_up)) != FL_OK ||
@@ -216,7 +216,7 @@ int srv_checkpoint_load(const char *path, struct fl_model *m, struct fl_server_o
 	const float *cm = NULL, *cv = NULL;
 	size_t on = 0;
 	if (opt)
-		fl_server_opt_state(opt, &cm, &cv, &on, NULL);
+		srv_optim_state(opt, &cm, &cv, &on, NULL);
 	int64_t shape1[1] = {(int64_t)on};
 	if (cm) {
 		if (!(om = malloc((on ? on : 1) * sizeof(float)))) {
@@ -253,7 +253,7 @@ int srv_checkpoint_load(const char *path, struct fl_model *m, struct fl_server_o
 				   fl_st_count(st), expected);
 		goto done;
 	}
-	if (opt && (err = fl_server_opt_restore(opt, om, ov, on, mt.step)) != FL_OK)
+	if (opt && (err = srv_optim_restore(opt, om, ov, on, mt.step)) != FL_OK)
 		goto done;
 	if (nglobal)
 		memcpy(fl_model_params(m), slice, nglobal * sizeof(float));

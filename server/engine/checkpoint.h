@@ -18,7 +18,7 @@
 
 #include "model.h"
 #include "optim.h"
-#include "server_opt.h"
+#include "server_optim.h"
 
 #include <stdint.h>
 
@@ -41,7 +41,7 @@ void srv_checkpoint_model_digest(const struct fl_model *m, char out[SRV_CHECKPOI
 /* Writes the GLOBAL slice of m, opt's state (opt may be NULL: no optimiser
  * tensors, step 0) and meta to path, atomically. meta->step is taken from
  * opt. */
-int srv_checkpoint_save(const char *path, struct fl_model *m, const struct fl_server_opt *opt,
+int srv_checkpoint_save(const char *path, struct fl_model *m, const struct srv_optim *opt,
 			const struct srv_checkpoint_meta *meta);
 
 /* Reads path and, when everything checks out (format, version, digest,
@@ -50,7 +50,7 @@ int srv_checkpoint_save(const char *path, struct fl_model *m, const struct fl_se
  * formed), copies the GLOBAL slice into m
  * (then fl_model_params_changed), restores opt and fills *meta. On any
  * error nothing is changed. FL_ENOTFOUND when the file does not exist. */
-int srv_checkpoint_load(const char *path, struct fl_model *m, struct fl_server_opt *opt,
+int srv_checkpoint_load(const char *path, struct fl_model *m, struct srv_optim *opt,
 			const uint64_t *expect_seed, struct srv_checkpoint_meta *meta);
 
 #endif

@@ -37,7 +37,7 @@ void srv_engine_config_default(struct srv_engine_config *c)
 	c->lr = 0.1f;
 	c->lr_decay = 1.0f;
 	c->optimizer = "sgd";
-	fl_server_opt_config_default(&c->server_opt, FL_SERVER_OPT_FEDAVG);
+	srv_optim_config_default(&c->server_opt, SRV_OPTIM_FEDAVG);
 	c->dtype = FL_WIRE_F32;
 	c->max_frame_bytes = FL_WIRE_MAX_FRAME_DEFAULT;
 	c->chunk_bytes = FL_WIRE_CHUNK_DEFAULT;
@@ -165,9 +165,9 @@ int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
 		w->numel = t->numel;
 		e->goff[e->K - 1] = t->offset;
 	}
-	if ((err = fl_agg_new(e->nglobal, &e->agg)) != FL_OK)
+	if ((err = srv_agg_new(e->nglobal, &e->agg)) != FL_OK)
 		goto fail;
-	if ((err = fl_server_opt_init(&e->opt, &cfg->server_opt, e->nglobal)) != FL_OK)
+	if ((err = srv_optim_init(&e->opt, &cfg->server_opt, e->nglobal)) != FL_OK)
 		goto fail;
 	if (cfg->base_path && (err = load_base(e, cfg->base_path)) != FL_OK)
 		goto fail;
@@ -235,8 +235,8 @@ void srv_engine_free(struct srv_engine *e)
 		srv_eng_frames_free(&e->evalf[d]);
 	}
 	srv_eng_frames_free(&e->base);
-	fl_agg_free(e->agg);
-	fl_server_opt_free(&e->opt);
+	srv_agg_free(e->agg);
+	srv_optim_free(&e->opt);
 	free(e->result);
 	free(e->gt);
 	free(e->goff);

@@ -22,7 +22,7 @@
 
 #include "model.h"
 #include "optim.h"
-#include "server_opt.h"
+#include "server_optim.h"
 #include "wire.h"
 
 #include <stddef.h>
@@ -44,7 +44,7 @@ struct srv_engine_config {
 	float momentum, weight_decay, prox_mu;
 	const char *optimizer; /* "sgd" | "adam" */
 	/* server strategy */
-	struct fl_server_opt_config server_opt; /* fedavg/fedavgm/fedadam/fedyogi/fedadagrad */
+	struct srv_optim_config server_opt; /* fedavg/fedavgm/fedadam/fedyogi/fedadagrad */
 	enum fl_wire_dtype dtype;
 	int dtype_required; /* force this encoding, else honour the client's preference */
 	uint32_t max_frame_bytes, chunk_bytes;

@@ -184,7 +184,7 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 			       u->num_tensors, e->K);
 		return;
 	}
-	if (u->num_examples < 1 || u->num_examples > FL_AGG_WEIGHT_MAX) {
+	if (u->num_examples < 1 || u->num_examples > SRV_AGG_WEIGHT_MAX) {
 		srv_eng_reject(e, c, FL_ERANGE, "update num_examples %llu outside 1..2^32",
 			       (unsigned long long)u->num_examples);
 		return;
@@ -199,7 +199,7 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 		     *hn = metric_find(u, "holdout_examples");
 	/* reporting only: anything implausible is ignored, never an error */
 	int hold = hl && ha && hn && *hl >= 0 && *hl <= 1e6 && *ha >= 0 && *ha <= 1 &&
-		   *hn >= 1 && *hn <= (double)FL_AGG_WEIGHT_MAX && *hn == floor(*hn);
+		   *hn >= 1 && *hn <= (double)SRV_AGG_WEIGHT_MAX && *hn == floor(*hn);
 	c->upd_hold_loss = hold ? *hl : 0.0;
 	c->upd_hold_acc = hold ? *ha : 0.0;
 	c->upd_hold_n = hold ? (uint64_t)*hn : 0;
@@ -265,7 +265,7 @@ static void on_eval_result(struct srv_engine *e, struct srv_conn *c,
 			       (unsigned long long)r->round, (unsigned long long)e->done);
 		return;
 	}
-	if (r->num_examples > FL_AGG_WEIGHT_MAX || !isfinite(r->loss) || !isfinite(r->accuracy)) {
+	if (r->num_examples > SRV_AGG_WEIGHT_MAX || !isfinite(r->loss) || !isfinite(r->accuracy)) {
 		srv_eng_reject(e, c, FL_ERANGE, "EvalResult with num_examples over 2^32 or non-finite "
 						"loss / accuracy");
 		return;

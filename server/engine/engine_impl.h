@@ -66,8 +66,8 @@ struct srv_engine {
 	struct fl_wire_tensor *gt; /* the K global tensors, model order, data = NULL */
 	size_t *goff;              /* their offsets in the parameter buffer */
 	size_t K;
-	struct fl_agg *agg;
-	struct fl_server_opt opt;
+	struct srv_agg *agg;
+	struct srv_optim opt;
 	float *result; /* nglobal floats */
 
 	struct srv_conn **conns;

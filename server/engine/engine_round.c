@@ -158,7 +158,7 @@ static void start_round(struct srv_engine *e)
 	e->hold_loss_sum = e->hold_acc_sum = 0;
 	e->hold_w = 0;
 	e->hold_clients = 0;
-	fl_agg_reset(e->agg);
+	srv_agg_reset(e->agg);
 	for (size_t i = 0; i < want; i++) {
 		struct srv_conn *c = cand[idx[i]];
 		struct srv_frames *fr = NULL;
@@ -180,7 +180,7 @@ static void start_round(struct srv_engine *e)
 
 void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c)
 {
-	int err = fl_agg_add(e->agg, c->staging, c->upd_examples);
+	int err = srv_agg_add(e->agg, c->staging, c->upd_examples);
 	if (err != FL_OK) {
 		srv_eng_reject(e, c, err, "update refused: %s", fl_error_msg());
 		return;
@@ -263,9 +263,9 @@ static void end_eval(struct srv_engine *e)
 static void aggregate(struct srv_engine *e)
 {
 	uint64_t t = cur_round(e);
-	int err = fl_agg_result(e->agg, e->result);
+	int err = srv_agg_result(e->agg, e->result);
 	if (err == FL_OK)
-		err = fl_server_opt_step(&e->opt, global_slice(e), e->result, e->nglobal);
+		err = srv_optim_step(&e->opt, global_slice(e), e->result, e->nglobal);
 	if (err != FL_OK) {
 		srv_eng_fail(e, "round %llu: aggregation failed: %s", (unsigned long long)t,
 			     fl_error_msg());
@@ -288,7 +288,7 @@ static void aggregate(struct srv_engine *e)
 	r->holdout_clients = e->hold_clients;
 	r->holdout_loss = e->hold_w ? e->hold_loss_sum / (double)e->hold_w : 0.0;
 	r->holdout_accuracy = e->hold_w ? e->hold_acc_sum / (double)e->hold_w : 0.0;
-	fl_agg_reset(e->agg);
+	srv_agg_reset(e->agg);
 	if (e->checkpoint_path) {
 		struct srv_checkpoint_meta meta = {.round = e->done,
 						   .bytes_up = e->bytes_up,
@@ -327,7 +327,7 @@ static void retry(struct srv_engine *e)
 {
 	uint64_t t = cur_round(e);
 	int got = e->reported, sel = e->selected;
-	fl_agg_reset(e->agg);
+	srv_agg_reset(e->agg);
 	free_frames(e->task);
 	if (e->attempt >= e->cfg.max_retries) {
 		srv_eng_fail(e, "round %llu: %d of %d updates (%d needed) after %d attempts",

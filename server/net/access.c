@@ -1,5 +1,5 @@
 /* access.c - the coordinator's admission state (access.h): its identity,
- * the allow-list and its reload, enrolment tokens (through fl_auth_check,
+ * the allow-list and its reload, enrolment tokens (through srv_auth_check,
  * enrol.h) and the Hello identity rule. No sockets, no printing.
  */
 #include "access.h"
@@ -16,9 +16,9 @@ struct srv_access {
 	int insecure;
 	char *allow_path;
 	struct fl_identity *id;
-	struct fl_allowlist *allow; /* swapped by reload; fl_auth holds its address */
-	struct fl_enrol *enrol;     /* NULL without enrolment */
-	struct fl_auth auth;
+	struct srv_allowlist *allow; /* swapped by reload; srv_auth holds its address */
+	struct srv_enrol *enrol;     /* NULL without enrolment */
+	struct srv_auth auth;
 };
 
 int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
@@ -58,9 +58,9 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 		err = fl_error_set(FL_ENOMEM, "out of memory");
 		goto fail;
 	}
-	err = fl_allowlist_load(cfg->allow_path, &a->allow);
+	err = srv_allowlist_load(cfg->allow_path, &a->allow);
 	if (err == FL_ENOTFOUND && cfg->enrol) {
-		err = fl_allowlist_new(&a->allow); /* enrolment creates the file */
+		err = srv_allowlist_new(&a->allow); /* enrolment creates the file */
 	} else if (err == FL_ENOTFOUND) {
 		err = fl_error_set(FL_ENOTFOUND, "%s: no such allow-list (write one line 'fl1:... "
 						 "NAME' per client key, or start with --enrol)",
@@ -68,7 +68,7 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 	}
 	if (err)
 		goto fail;
-	if (cfg->enrol && (err = fl_enrol_new(&a->enrol)))
+	if (cfg->enrol && (err = srv_enrol_new(&a->enrol)))
 		goto fail;
 	a->auth.allow = &a->allow;
 	a->auth.allow_path = a->allow_path;
@@ -85,8 +85,8 @@ void srv_access_free(struct srv_access *a)
 	if (!a)
 		return;
 	fl_identity_free(a->id);
-	fl_allowlist_free(a->allow);
-	fl_enrol_free(a->enrol);
+	srv_allowlist_free(a->allow);
+	srv_enrol_free(a->enrol);
 	free(a->allow_path);
 	free(a);
 }
@@ -103,7 +103,7 @@ const struct fl_identity *srv_access_identity(const struct srv_access *a)
 
 size_t srv_access_count(const struct srv_access *a)
 {
-	return a->allow ? fl_allowlist_count(a->allow) : 0;
+	return a->allow ? srv_allowlist_count(a->allow) : 0;
 }
 
 int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms,
@@ -111,26 +111,26 @@ int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms,
 {
 	if (!a->enrol)
 		return fl_error_set(FL_EINVAL, "enrolment is not enabled (--enrol)");
-	return fl_enrol_issue(a->enrol, fl_enrol_now_ms(), valid_ms, out);
+	return srv_enrol_issue(a->enrol, srv_enrol_now_ms(), valid_ms, out);
 }
 
 int srv_access_reload(struct srv_access *a)
 {
 	if (a->insecure)
 		return FL_OK;
-	return fl_allowlist_reload(a->allow_path, &a->allow);
+	return srv_allowlist_reload(a->allow_path, &a->allow);
 }
 
 int srv_access_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
 			 char *reason, size_t reason_cap)
 {
 	struct srv_access *a = ctx;
-	return fl_auth_check(&a->auth, pk, token, reason, reason_cap);
+	return srv_auth_check(&a->auth, pk, token, reason, reason_cap);
 }
 
 int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES])
 {
-	return a->allow && fl_allowlist_contains(a->allow, pk);
+	return a->allow && srv_allowlist_contains(a->allow, pk);
 }
 
 /* A name binds only when it could be a client id (1..64 of [A-Za-z0-9._-]);
@@ -152,7 +152,7 @@ static int name_binds(const char *s)
 int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],
 				 const uint8_t *payload, size_t len, uint32_t max_frame)
 {
-	const char *name = a->allow ? fl_allowlist_name(a->allow, pk) : NULL;
+	const char *name = a->allow ? srv_allowlist_name(a->allow, pk) : NULL;
 	int binds = name && name_binds(name);
 	if (!a->allow)
 		return FL_OK;
@@ -165,7 +165,7 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
 		if (!binds) {
 			/* an unbound key (enrolled, or a free-text name) may not take
 			 * the id another key is bound to */
-			if (name_binds(id) && fl_allowlist_has_name(a->allow, id)) {
+			if (name_binds(id) && srv_allowlist_has_name(a->allow, id)) {
 				char key[FL_PUBKEY_STRING_BYTES];
 				fl_pubkey_format(pk, key);
 				err = fl_error_set(FL_EAUTH,

@@ -16,28 +16,28 @@
 
 struct entry {
 	uint8_t pk[FL_PUBKEY_BYTES];
-	char name[FL_ALLOWLIST_NAME_MAX + 1];
+	char name[SRV_ALLOWLIST_NAME_MAX + 1];
 	size_t line; /* for stable sorting: the first occurrence wins */
 };
 
-struct fl_allowlist {
+struct srv_allowlist {
 	struct entry *e; /* sorted by key, no duplicates */
 	size_t n, cap;
 };
 
-int fl_allowlist_new(struct fl_allowlist **out)
+int srv_allowlist_new(struct srv_allowlist **out)
 {
 	int err = fl_crypto_init();
 	if (err)
 		return err;
-	struct fl_allowlist *al = calloc(1, sizeof(*al));
+	struct srv_allowlist *al = calloc(1, sizeof(*al));
 	if (!al)
 		return fl_error_set(FL_ENOMEM, "allow-list: out of memory");
 	*out = al;
 	return FL_OK;
 }
 
-void fl_allowlist_free(struct fl_allowlist *al)
+void srv_allowlist_free(struct srv_allowlist *al)
 {
 	if (!al)
 		return;
@@ -45,7 +45,7 @@ void fl_allowlist_free(struct fl_allowlist *al)
 	free(al);
 }
 
-size_t fl_allowlist_count(const struct fl_allowlist *al)
+size_t srv_allowlist_count(const struct srv_allowlist *al)
 {
 	return al->n;
 }
@@ -59,7 +59,7 @@ static int entry_cmp(const void *a, const void *b)
 	return (x->line > y->line) - (x->line < y->line);
 }
 
-static int push(struct fl_allowlist *al, const uint8_t *pk, const char *name, size_t nlen,
+static int push(struct srv_allowlist *al, const uint8_t *pk, const char *name, size_t nlen,
 		size_t line)
 {
 	if (al->n == al->cap) {
@@ -72,8 +72,8 @@ static int push(struct fl_allowlist *al, const uint8_t *pk, const char *name, si
 	}
 	struct entry *e = &al->e[al->n++];
 	memcpy(e->pk, pk, FL_PUBKEY_BYTES);
-	if (nlen > FL_ALLOWLIST_NAME_MAX)
-		nlen = FL_ALLOWLIST_NAME_MAX;
+	if (nlen > SRV_ALLOWLIST_NAME_MAX)
+		nlen = SRV_ALLOWLIST_NAME_MAX;
 	memcpy(e->name, name, nlen);
 	e->name[nlen] = '\0';
 	e->line = line;
@@ -81,7 +81,7 @@ static int push(struct fl_allowlist *al, const uint8_t *pk, const char *name, si
 }
 
 /* Sorts and drops later duplicates. */
-static void normalise(struct fl_allowlist *al)
+static void normalise(struct srv_allowlist *al)
 {
 	if (al->n < 2)
 		return;
@@ -95,7 +95,7 @@ static void normalise(struct fl_allowlist *al)
 
 /* One line (not NUL-terminated, no '\n'). 0 = ok or skipped; else an error
  * with the reason in fl_error_msg(). */
-static int parse_line(struct fl_allowlist *al, const char *s, size_t len, size_t lineno)
+static int parse_line(struct srv_allowlist *al, const char *s, size_t len, size_t lineno)
 {
 	size_t i = 0;
 	while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
@@ -125,11 +125,11 @@ static int parse_line(struct fl_allowlist *al, const char *s, size_t len, size_t
 	return push(al, pk, s + k, end - k, lineno);
 }
 
-int fl_allowlist_parse(const char *text, size_t len, const char *source,
-		       struct fl_allowlist **out)
+int srv_allowlist_parse(const char *text, size_t len, const char *source,
+		       struct srv_allowlist **out)
 {
-	struct fl_allowlist *al = NULL;
-	int err = fl_allowlist_new(&al);
+	struct srv_allowlist *al = NULL;
+	int err = srv_allowlist_new(&al);
 	if (err)
 		return err;
 	int first_err = FL_OK;
@@ -145,7 +145,7 @@ int fl_allowlist_parse(const char *text, size_t len, const char *source,
 		else
 			err = parse_line(al, text + pos, l, lineno);
 		if (err == FL_ENOMEM) {
-			fl_allowlist_free(al);
+			srv_allowlist_free(al);
 			return err;
 		}
 		if (err) {
@@ -158,7 +158,7 @@ int fl_allowlist_parse(const char *text, size_t len, const char *source,
 		pos += l + (nl ? 1 : 0);
 	}
 	if (nbad) {
-		fl_allowlist_free(al);
+		srv_allowlist_free(al);
 		if (nbad > 1)
 			return fl_error_set(first_err, "%s:%zu: %s (and %zu more bad lines)", source,
 					    first_line, first_msg, nbad - 1);
@@ -169,31 +169,31 @@ int fl_allowlist_parse(const char *text, size_t len, const char *source,
 	return FL_OK;
 }
 
-int fl_allowlist_load(const char *path, struct fl_allowlist **out)
+int srv_allowlist_load(const char *path, struct srv_allowlist **out)
 {
 	char *text = NULL;
 	size_t len = 0;
-	int err = fl_file_read_all(path, FL_ALLOWLIST_FILE_MAX, &text, &len);
+	int err = fl_file_read_all(path, SRV_ALLOWLIST_FILE_MAX, &text, &len);
 	if (err)
 		return err;
-	err = fl_allowlist_parse(text, len, path, out);
+	err = srv_allowlist_parse(text, len, path, out);
 	free(text);
 	return err;
 }
 
-int fl_allowlist_reload(const char *path, struct fl_allowlist **current)
+int srv_allowlist_reload(const char *path, struct srv_allowlist **current)
 {
-	struct fl_allowlist *al = NULL;
-	int err = fl_allowlist_load(path, &al);
+	struct srv_allowlist *al = NULL;
+	int err = srv_allowlist_load(path, &al);
 	if (err)
 		return err;
-	fl_allowlist_free(*current);
+	srv_allowlist_free(*current);
 	*current = al;
 	return FL_OK;
 }
 
 /* Index of pk or -1, comparing with every entry (no early exit). */
-static long find(const struct fl_allowlist *al, const uint8_t *pk)
+static long find(const struct srv_allowlist *al, const uint8_t *pk)
 {
 	long hit = -1;
 	for (size_t i = 0; i < al->n; i++) {
@@ -204,18 +204,18 @@ static long find(const struct fl_allowlist *al, const uint8_t *pk)
 	return hit;
 }
 
-int fl_allowlist_contains(const struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
+int srv_allowlist_contains(const struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
 {
 	return find(al, pk) >= 0;
 }
 
-const char *fl_allowlist_name(const struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
+const char *srv_allowlist_name(const struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
 {
 	long i = find(al, pk);
 	return i >= 0 ? al->e[i].name : NULL;
 }
 
-int fl_allowlist_has_name(const struct fl_allowlist *al, const char *name)
+int srv_allowlist_has_name(const struct srv_allowlist *al, const char *name)
 {
 	for (size_t i = 0; i < al->n; i++)
 		if (strcmp(al->e[i].name, name) == 0)
@@ -231,7 +231,7 @@ static int check_name(const char *name)
 	return FL_OK;
 }
 
-int fl_allowlist_add(struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
+int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
 {
 	if (!name)
 		name = "";
@@ -246,7 +246,7 @@ int fl_allowlist_add(struct fl_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES],
 	return err;
 }
 
-int fl_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
+int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
 			     const char *name)
 {
 	if (!name)
@@ -256,7 +256,7 @@ int fl_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES]
 		return err;
 	char *text = NULL;
 	size_t len = 0;
-	err = fl_file_read_all(path, FL_ALLOWLIST_FILE_MAX, &text, &len);
+	err = fl_file_read_all(path, SRV_ALLOWLIST_FILE_MAX, &text, &len);
 	int private_ = 0;
 	if (err == FL_ENOTFOUND) {
 		err = FL_OK;
@@ -269,7 +269,7 @@ int fl_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES]
 	}
 	char key[FL_PUBKEY_STRING_BYTES];
 	fl_pubkey_format(pk, key);
-	size_t nlen = strnlen(name, FL_ALLOWLIST_NAME_MAX);
+	size_t nlen = strnlen(name, SRV_ALLOWLIST_NAME_MAX);
 	size_t cap = len + 1 + sizeof(key) + 1 + nlen + 2;
 	char *buf = malloc(cap);
 	if (!buf) {

@@ -1,6 +1,6 @@
 /* enrol.c - in-memory one-time enrolment tokens with expiry, and the
- * coordinator's allow-list / enrolment check (fl_auth_check). Does not
- * talk to the network; the channel calls fl_auth_check during a handshake. */
+ * coordinator's allow-list / enrolment check (srv_auth_check). Does not
+ * talk to the network; the channel calls srv_auth_check during a handshake. */
 #include "enrol.h"
 
 #include "errors.h"
@@ -17,24 +17,24 @@ struct token {
 	uint64_t expires_ms;
 };
 
-struct fl_enrol {
-	struct token tok[FL_ENROL_MAX_TOKENS];
+struct srv_enrol {
+	struct token tok[SRV_ENROL_MAX_TOKENS];
 	size_t n;
 };
 
-int fl_enrol_new(struct fl_enrol **out)
+int srv_enrol_new(struct srv_enrol **out)
 {
 	int err = fl_crypto_init();
 	if (err)
 		return err;
-	struct fl_enrol *e = calloc(1, sizeof(*e));
+	struct srv_enrol *e = calloc(1, sizeof(*e));
 	if (!e)
 		return fl_error_set(FL_ENOMEM, "enrolment tokens: out of memory");
 	*out = e;
 	return FL_OK;
 }
 
-void fl_enrol_free(struct fl_enrol *e)
+void srv_enrol_free(struct srv_enrol *e)
 {
 	if (!e)
 		return;
@@ -42,21 +42,21 @@ void fl_enrol_free(struct fl_enrol *e)
 	free(e);
 }
 
-uint64_t fl_enrol_now_ms(void)
+uint64_t srv_enrol_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void drop(struct fl_enrol *e, size_t i)
+static void drop(struct srv_enrol *e, size_t i)
 {
 	e->tok[i] = e->tok[e->n - 1];
 	sodium_memzero(&e->tok[e->n - 1], sizeof(e->tok[0]));
 	e->n--;
 }
 
-static void expire(struct fl_enrol *e, uint64_t now_ms)
+static void expire(struct srv_enrol *e, uint64_t now_ms)
 {
 	for (size_t i = 0; i < e->n;) {
 		if (e->tok[i].expires_ms <= now_ms)
@@ -66,19 +66,19 @@ static void expire(struct fl_enrol *e, uint64_t now_ms)
 	}
 }
 
-size_t fl_enrol_count(struct fl_enrol *e, uint64_t now_ms)
+size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms)
 {
 	expire(e, now_ms);
 	return e->n;
 }
 
-int fl_enrol_issue(struct fl_enrol *e, uint64_t now_ms, uint64_t valid_ms,
+int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
 		   char out[FL_TOKEN_STRING_BYTES])
 {
 	expire(e, now_ms);
-	if (e->n == FL_ENROL_MAX_TOKENS)
+	if (e->n == SRV_ENROL_MAX_TOKENS)
 		return fl_error_set(FL_ERANGE, "too many enrolment tokens outstanding (%d)",
-				    FL_ENROL_MAX_TOKENS);
+				    SRV_ENROL_MAX_TOKENS);
 	if (valid_ms == 0 || valid_ms > UINT64_MAX - now_ms)
 		return fl_error_set(FL_EINVAL, "enrolment token validity must be > 0");
 	struct token *t = &e->tok[e->n++];
@@ -90,7 +90,7 @@ int fl_enrol_issue(struct fl_enrol *e, uint64_t now_ms, uint64_t valid_ms,
 }
 
 /* Index of a valid token or -1; compares with every stored token. */
-static long find(const struct fl_enrol *e, const uint8_t *token)
+static long find(const struct srv_enrol *e, const uint8_t *token)
 {
 	long hit = -1;
 	for (size_t i = 0; i < e->n; i++) {
@@ -100,7 +100,7 @@ static long find(const struct fl_enrol *e, const uint8_t *token)
 	return hit;
 }
 
-int fl_enrol_consume(struct fl_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms)
+int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms)
 {
 	expire(e, now_ms);
 	long i = find(e, token);
@@ -110,19 +110,19 @@ int fl_enrol_consume(struct fl_enrol *e, const uint8_t token[FL_TOKEN_BYTES], ui
 	return FL_OK;
 }
 
-int fl_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+int srv_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
 		  char *reason, size_t reason_cap)
 {
-	struct fl_auth *a = ctx;
+	struct srv_auth *a = ctx;
 	char key[FL_PUBKEY_STRING_BYTES];
 	fl_pubkey_format(pk, key);
-	if (a->allow && *a->allow && fl_allowlist_contains(*a->allow, pk))
+	if (a->allow && *a->allow && srv_allowlist_contains(*a->allow, pk))
 		return FL_OK;
 	if (!token || !a->enrol) {
 		snprintf(reason, reason_cap, "client key %s is not in the allow-list", key);
 		return FL_ENOTFOUND;
 	}
-	uint64_t now = a->now_ms ? a->now_ms : fl_enrol_now_ms();
+	uint64_t now = a->now_ms ? a->now_ms : srv_enrol_now_ms();
 	expire(a->enrol, now);
 	if (find(a->enrol, token) < 0) {
 		snprintf(reason, reason_cap,
@@ -138,18 +138,18 @@ int fl_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *t
 	gmtime_r(&now_s, &tm);
 	strftime(name, sizeof(name), "# enrolled %Y-%m-%dT%H:%M:%SZ", &tm);
 	if (a->allow_path) {
-		int err = fl_allowlist_append_file(a->allow_path, pk, name);
+		int err = srv_allowlist_append_file(a->allow_path, pk, name);
 		if (err) {
 			snprintf(reason, reason_cap, "server could not record the enrolment");
 			return err;
 		}
 	}
 	if (a->allow && *a->allow) {
-		int err = fl_allowlist_add(*a->allow, pk, name);
+		int err = srv_allowlist_add(*a->allow, pk, name);
 		if (err) {
 			snprintf(reason, reason_cap, "server could not record the enrolment");
 			return err;
 		}
 	}
-	return fl_enrol_consume(a->enrol, token, now);
+	return srv_enrol_consume(a->enrol, token, now);
 }

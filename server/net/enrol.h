@@ -8,11 +8,11 @@
  * the allow-list file and the in-memory set, and the token is gone. Tokens
  * live in memory only (a restart forgets them) and are compared in constant
  * time against every stored token. Times are explicit milliseconds of a
- * monotonic clock (fl_enrol_now_ms), so tests control expiry.
+ * monotonic clock (srv_enrol_now_ms), so tests control expiry.
  * No networking, no global state.
  */
-#ifndef FL_ENROL_H
-#define FL_ENROL_H
+#ifndef SRV_ENROL_H
+#define SRV_ENROL_H
 
 #include "allowlist.h"
 #include "token.h"
@@ -20,38 +20,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FL_ENROL_MAX_TOKENS 1024
+#define SRV_ENROL_MAX_TOKENS 1024
 
-struct fl_enrol;
+struct srv_enrol;
 
-int fl_enrol_new(struct fl_enrol **out);
-void fl_enrol_free(struct fl_enrol *e); /* wipes; NULL is a no-op */
+int srv_enrol_new(struct srv_enrol **out);
+void srv_enrol_free(struct srv_enrol *e); /* wipes; NULL is a no-op */
 /* CLOCK_MONOTONIC in milliseconds. */
-uint64_t fl_enrol_now_ms(void);
+uint64_t srv_enrol_now_ms(void);
 /* Issues a token valid until now_ms + valid_ms; writes its string form.
- * FL_ERANGE when FL_ENROL_MAX_TOKENS unexpired tokens are outstanding. */
-int fl_enrol_issue(struct fl_enrol *e, uint64_t now_ms, uint64_t valid_ms,
+ * FL_ERANGE when SRV_ENROL_MAX_TOKENS unexpired tokens are outstanding. */
+int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
 		   char out[FL_TOKEN_STRING_BYTES]);
 /* Consumes a valid token: FL_OK, else FL_ENOTFOUND ("unknown, used or
  * expired"). Expired tokens are dropped on the way. */
-int fl_enrol_consume(struct fl_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms);
+int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms);
 /* Unexpired tokens outstanding. */
-size_t fl_enrol_count(struct fl_enrol *e, uint64_t now_ms);
+size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms);
 
 /* The coordinator's policy, for fl_channel_config.authorize / auth_ctx:
  * a key in *allow passes (a token it presents is left unused); otherwise a
  * valid token enrols it: the key is appended to allow_path (when set) and
  * added to *allow, then the token is consumed. enrol may be NULL (no
- * enrolment); now_ms 0 means fl_enrol_now_ms(). */
-struct fl_auth {
-	struct fl_allowlist **allow; /* the daemon's current set (swapped on reload) */
+ * enrolment); now_ms 0 means srv_enrol_now_ms(). */
+struct srv_auth {
+	struct srv_allowlist **allow; /* the daemon's current set (swapped on reload) */
 	const char *allow_path;
-	struct fl_enrol *enrol;
+	struct srv_enrol *enrol;
 	uint64_t now_ms;
 };
 /* Returns 0 when admitted, else FL_ENOTFOUND / FL_EIO with a one-line reason
  * in reason (also told to the client). */
-int fl_auth_check(void *auth, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+int srv_auth_check(void *auth, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
 		  char *reason, size_t reason_cap);
 
 #endif

@@ -147,23 +147,23 @@ static int run(struct srv_opts *o)
 							  ? o->max_frame / 2
 							  : FL_WIRE_CHUNK_DEFAULT));
 	int prox = 0, err = FL_OK, rc = 1;
-	enum fl_server_opt_kind kind;
-	if (fl_server_opt_parse(o->strategy, &kind, &prox) ||
+	enum srv_optim_kind kind;
+	if (srv_optim_parse(o->strategy, &kind, &prox) ||
 	    (o->dtype && fl_wire_dtype_parse(o->dtype, &ec.dtype)) ||
 	    (o->require_dtype && fl_wire_dtype_parse(o->require_dtype, &ec.dtype))) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 		return 2;
 	}
 	ec.dtype_required = o->require_dtype != NULL;
-	const char *unused = fl_server_opt_unused(kind, o->eta >= 0, o->beta1 >= 0, o->beta2 >= 0,
+	const char *unused = srv_optim_unused(kind, o->eta >= 0, o->beta1 >= 0, o->beta2 >= 0,
 						  o->tau >= 0);
 	if (unused) {
 		fprintf(stderr, "fedloha-server: --%s has no effect with --strategy %s\n", unused,
 			o->strategy);
 		return 2;
 	}
-	fl_server_opt_config_default(&ec.server_opt, kind);
-	fl_server_opt_config_set(&ec.server_opt, o->eta, o->beta1, o->beta2, o->tau);
+	srv_optim_config_default(&ec.server_opt, kind);
+	srv_optim_config_set(&ec.server_opt, o->eta, o->beta1, o->beta2, o->tau);
 	if (prox && o->prox_mu == 0)
 		ec.prox_mu = 0.01f;
 

@@ -33,7 +33,7 @@ void srv_sim_config_default(struct srv_sim_config *c)
 	c->batch = 32;
 	c->lr = 0.1f;
 	c->lr_decay = 1.0f;
-	c->strategy = FL_SERVER_OPT_FEDAVG;
+	c->strategy = SRV_OPTIM_FEDAVG;
 	c->server_eta = c->server_beta1 = c->server_beta2 = c->server_tau = -1.0f;
 	c->prox_mu = 0.01f;
 	c->dtype = FL_WIRE_F32;
@@ -501,8 +501,8 @@ static int setup(struct sim *s)
 	ec.weight_decay = cfg->weight_decay;
 	ec.prox_mu = cfg->prox ? cfg->prox_mu : 0.0f;
 	ec.optimizer = "sgd";
-	fl_server_opt_config_default(&ec.server_opt, cfg->strategy);
-	fl_server_opt_config_set(&ec.server_opt, cfg->server_eta, cfg->server_beta1,
+	srv_optim_config_default(&ec.server_opt, cfg->strategy);
+	srv_optim_config_set(&ec.server_opt, cfg->server_eta, cfg->server_beta1,
 				 cfg->server_beta2, cfg->server_tau);
 	ec.dtype = cfg->dtype;
 	ec.dtype_required = 1;

@@ -41,7 +41,7 @@
 
 #include "dataset.h"
 #include "optim.h"
-#include "server_opt.h"
+#include "server_optim.h"
 #include "partition.h"
 #include "peft_config.h"
 #include "wire.h"
@@ -148,9 +148,9 @@ struct srv_sim_config {
 	int min_report;              /* updates needed per round; 0 = half the selected, >= 1 */
 	int epochs, batch;
 	float lr, lr_decay, momentum, weight_decay;
-	enum fl_server_opt_kind strategy;
+	enum srv_optim_kind strategy;
 	/* Server optimiser settings over the strategy's defaults
-	 * (fl_server_opt_config_default); negative = the default. */
+	 * (srv_optim_config_default); negative = the default. */
 	float server_eta, server_beta1, server_beta2, server_tau;
 	int prox;                    /* fedprox: clients add prox_mu/2 ||w - w_global||^2 */
 	float prox_mu;

@@ -204,13 +204,13 @@ static const struct option longopts[] = {
 /* 1 (message printed) for a --server-* setting the strategy would ignore. */
 static int check_server_opt(const struct srv_sim_config *c)
 {
-	const char *flag = fl_server_opt_unused(c->strategy, c->server_eta >= 0,
+	const char *flag = srv_optim_unused(c->strategy, c->server_eta >= 0,
 						c->server_beta1 >= 0, c->server_beta2 >= 0,
 						c->server_tau >= 0);
 	if (!flag)
 		return 0;
 	fprintf(stderr, PROG ": --%s has no effect with --strategy %s\n", flag,
-		c->prox ? "fedprox" : fl_server_opt_name(c->strategy));
+		c->prox ? "fedprox" : srv_optim_name(c->strategy));
 	return 1;
 }
 
@@ -321,7 +321,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (!bad && o->strategy) {
 		int prox = 0;
-		if (fl_server_opt_parse(o->strategy, &c->strategy, &prox)) {
+		if (srv_optim_parse(o->strategy, &c->strategy, &prox)) {
 			fprintf(stderr, PROG ": --strategy: %s\n", fl_error_msg());
 			bad = 1;
 		}
@@ -581,7 +581,7 @@ int main(int argc, char **argv)
 	       "%s\n",
 	       o.base.arch, (unsigned long long)o.base.rounds, o.base.epochs, o.base.batch,
 	       (double)o.base.lr, (double)o.base.lr_decay,
-	       o.base.prox ? "fedprox" : fl_server_opt_name(o.base.strategy),
+	       o.base.prox ? "fedprox" : srv_optim_name(o.base.strategy),
 	       (unsigned long long)o.base.seed, o.base.threads,
 	       o.base.secure ? "secure channel" : "--insecure (no channel)");
 	if (o.base.init_path)

@@ -181,7 +181,7 @@ static json_t *config_json(const struct srv_sim_config *c)
 	json_object_set_new(o, "momentum", json_real(c->momentum));
 	json_object_set_new(o, "strategy",
 			    json_string(c->local_only ? "local-only"
-				        : c->prox ? "fedprox" : fl_server_opt_name(c->strategy)));
+				        : c->prox ? "fedprox" : srv_optim_name(c->strategy)));
 	json_object_set_new(o, "local_only", json_boolean(c->local_only));
 	json_object_set_new(o, "fed_eval", json_boolean(c->fed_eval));
 	if (c->server_eta >= 0)

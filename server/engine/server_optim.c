@@ -1,4 +1,4 @@
-/* server_opt.c - the server optimisers (FedAvg, FedAvgM, FedAdam, FedYogi,
+/* server_optim.c - the server optimisers (FedAvg, FedAvgM, FedAdam, FedYogi,
  * FedAdagrad) over flat float buffers.
  *
  * The per-element loops are plain sequential C in float with the operation
@@ -6,7 +6,7 @@
  * double and rounded once. Nothing here allocates except _init, and nothing
  * logs.
  */
-#include "server_opt.h"
+#include "server_optim.h"
 
 #include "errors.h"
 
@@ -28,42 +28,42 @@ static const char *const server_names[] = {"fedavg", "fedavgm", "fedadam", "fedy
 					   "fedadagrad"};
 #define SERVER_KINDS ((int)(sizeof(server_names) / sizeof(server_names[0])))
 
-static int server_has_m(enum fl_server_opt_kind k)
+static int server_has_m(enum srv_optim_kind k)
 {
-	return k != FL_SERVER_OPT_FEDAVG;
+	return k != SRV_OPTIM_FEDAVG;
 }
 
-static int server_has_v(enum fl_server_opt_kind k)
+static int server_has_v(enum srv_optim_kind k)
 {
-	return k == FL_SERVER_OPT_FEDADAM || k == FL_SERVER_OPT_FEDYOGI ||
-	       k == FL_SERVER_OPT_FEDADAGRAD;
+	return k == SRV_OPTIM_FEDADAM || k == SRV_OPTIM_FEDYOGI ||
+	       k == SRV_OPTIM_FEDADAGRAD;
 }
 
-void fl_server_opt_config_default(struct fl_server_opt_config *cfg, enum fl_server_opt_kind kind)
+void srv_optim_config_default(struct srv_optim_config *cfg, enum srv_optim_kind kind)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->kind = kind;
 	cfg->eta = 1.0f;
 	switch (kind) {
-	case FL_SERVER_OPT_FEDAVG:
+	case SRV_OPTIM_FEDAVG:
 		break;
-	case FL_SERVER_OPT_FEDAVGM:
+	case SRV_OPTIM_FEDAVGM:
 		cfg->beta1 = 0.9f;
 		break;
-	case FL_SERVER_OPT_FEDADAM:
+	case SRV_OPTIM_FEDADAM:
 		cfg->eta = 0.1f;
 		cfg->beta1 = 0.9f;
 		cfg->beta2 = 0.99f;
 		cfg->tau = 1e-3f;
 		cfg->bias_correction = 1;
 		break;
-	case FL_SERVER_OPT_FEDYOGI:
+	case SRV_OPTIM_FEDYOGI:
 		cfg->eta = 0.01f;
 		cfg->beta1 = 0.9f;
 		cfg->beta2 = 0.99f;
 		cfg->tau = 1e-3f;
 		break;
-	case FL_SERVER_OPT_FEDADAGRAD:
+	case SRV_OPTIM_FEDADAGRAD:
 		cfg->eta = 0.1f;
 		cfg->beta1 = 0.0f;
 		cfg->tau = 1e-3f;
@@ -71,7 +71,7 @@ void fl_server_opt_config_default(struct fl_server_opt_config *cfg, enum fl_serv
 	}
 }
 
-int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox)
+int srv_optim_parse(const char *s, enum srv_optim_kind *kind, int *prox)
 {
 	if (prox)
 		*prox = 0;
@@ -79,12 +79,12 @@ int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox)
 		return fl_error_set(FL_EINVAL, "server optimiser: no name given");
 	for (int k = 0; k < SERVER_KINDS; k++) {
 		if (strcmp(s, server_names[k]) == 0) {
-			*kind = (enum fl_server_opt_kind)k;
+			*kind = (enum srv_optim_kind)k;
 			return FL_OK;
 		}
 	}
 	if (strcmp(s, "fedprox") == 0) {
-		*kind = FL_SERVER_OPT_FEDAVG;
+		*kind = SRV_OPTIM_FEDAVG;
 		if (prox)
 			*prox = 1;
 		return FL_OK;
@@ -95,7 +95,7 @@ int fl_server_opt_parse(const char *s, enum fl_server_opt_kind *kind, int *prox)
 			    s);
 }
 
-void fl_server_opt_config_set(struct fl_server_opt_config *cfg, double eta, double beta1,
+void srv_optim_config_set(struct srv_optim_config *cfg, double eta, double beta1,
 			      double beta2, double tau)
 {
 	if (eta >= 0)
@@ -108,15 +108,15 @@ void fl_server_opt_config_set(struct fl_server_opt_config *cfg, double eta, doub
 		cfg->tau = (float)tau;
 }
 
-const char *fl_server_opt_unused(enum fl_server_opt_kind kind, int eta, int beta1, int beta2,
+const char *srv_optim_unused(enum srv_optim_kind kind, int eta, int beta1, int beta2,
 				 int tau)
 {
-	int adaptive = kind == FL_SERVER_OPT_FEDADAM || kind == FL_SERVER_OPT_FEDYOGI ||
-		       kind == FL_SERVER_OPT_FEDADAGRAD;
-	int second = kind == FL_SERVER_OPT_FEDADAM || kind == FL_SERVER_OPT_FEDYOGI;
-	if (eta && kind == FL_SERVER_OPT_FEDAVG)
+	int adaptive = kind == SRV_OPTIM_FEDADAM || kind == SRV_OPTIM_FEDYOGI ||
+		       kind == SRV_OPTIM_FEDADAGRAD;
+	int second = kind == SRV_OPTIM_FEDADAM || kind == SRV_OPTIM_FEDYOGI;
+	if (eta && kind == SRV_OPTIM_FEDAVG)
 		return "server-lr";
-	if (beta1 && kind == FL_SERVER_OPT_FEDAVG)
+	if (beta1 && kind == SRV_OPTIM_FEDAVG)
 		return "server-beta1";
 	if (beta2 && !second)
 		return "server-beta2";
@@ -125,19 +125,19 @@ const char *fl_server_opt_unused(enum fl_server_opt_kind kind, int eta, int beta
 	return NULL;
 }
 
-const char *fl_server_opt_name(enum fl_server_opt_kind kind)
+const char *srv_optim_name(enum srv_optim_kind kind)
 {
 	if ((int)kind < 0 || (int)kind >= SERVER_KINDS)
 		return "unknown";
 	return server_names[kind];
 }
 
-static int server_config_check(const struct fl_server_opt_config *c)
+static int server_config_check(const struct srv_optim_config *c)
 {
 	if ((int)c->kind < 0 || (int)c->kind >= SERVER_KINDS)
 		return fl_error_set(FL_EINVAL, "server optimiser: unknown kind %d", (int)c->kind);
 	const char *name = server_names[c->kind];
-	if (c->kind == FL_SERVER_OPT_FEDAVG)
+	if (c->kind == SRV_OPTIM_FEDAVG)
 		return FL_OK;
 	if (!finite_nonneg(c->eta))
 		return fl_error_set(FL_EINVAL,
@@ -148,7 +148,7 @@ static int server_config_check(const struct fl_server_opt_config *c)
 				    (double)c->beta1);
 	if (!server_has_v(c->kind))
 		return FL_OK;
-	if (c->kind != FL_SERVER_OPT_FEDADAGRAD && !beta_ok(c->beta2))
+	if (c->kind != SRV_OPTIM_FEDADAGRAD && !beta_ok(c->beta2))
 		return fl_error_set(FL_EINVAL, "%s: beta2 %g must be in [0, 1)", name,
 				    (double)c->beta2);
 	if (!isfinite(c->tau) || c->tau <= 0.0f)
@@ -157,7 +157,7 @@ static int server_config_check(const struct fl_server_opt_config *c)
 	return FL_OK;
 }
 
-int fl_server_opt_init(struct fl_server_opt *o, const struct fl_server_opt_config *cfg, size_t n)
+int srv_optim_init(struct srv_optim *o, const struct srv_optim_config *cfg, size_t n)
 {
 	memset(o, 0, sizeof(*o));
 	int err = server_config_check(cfg);
@@ -178,12 +178,12 @@ int fl_server_opt_init(struct fl_server_opt *o, const struct fl_server_opt_confi
 	}
 	return FL_OK;
 nomem:
-	fl_server_opt_free(o);
+	srv_optim_free(o);
 	return fl_error_set(FL_ENOMEM, "server optimiser: cannot allocate state for %zu floats",
 			    n);
 }
 
-void fl_server_opt_free(struct fl_server_opt *o)
+void srv_optim_free(struct srv_optim *o)
 {
 	if (!o)
 		return;
@@ -213,7 +213,7 @@ static float sign_f(float a)
 
 /* FedAdam / FedYogi / FedAdagrad: shared first moment, kind-specific v. */
 static void server_adaptive(float *x, float *m, float *v, const float *y, size_t n,
-			    enum fl_server_opt_kind kind, float eta, float b1, float b2, float tau)
+			    enum srv_optim_kind kind, float eta, float b1, float b2, float tau)
 {
 	float c1 = (float)(1.0 - (double)b1), c2 = (float)(1.0 - (double)b2);
 	for (size_t i = 0; i < n; i++) {
@@ -221,9 +221,9 @@ static void server_adaptive(float *x, float *m, float *v, const float *y, size_t
 		float d2 = d * d;
 		float mi = b1 * m[i] + c1 * d;
 		float vi = v[i];
-		if (kind == FL_SERVER_OPT_FEDADAM)
+		if (kind == SRV_OPTIM_FEDADAM)
 			vi = b2 * vi + c2 * d2;
-		else if (kind == FL_SERVER_OPT_FEDYOGI)
+		else if (kind == SRV_OPTIM_FEDYOGI)
 			vi = vi - c2 * d2 * sign_f(vi - d2);
 		else
 			vi = vi + d2;
@@ -233,31 +233,31 @@ static void server_adaptive(float *x, float *m, float *v, const float *y, size_t
 	}
 }
 
-int fl_server_opt_step(struct fl_server_opt *o, float *x, const float *y, size_t n)
+int srv_optim_step(struct srv_optim *o, float *x, const float *y, size_t n)
 {
 	if (n != o->n)
 		return fl_error_set(FL_ESHAPE, "%s: %zu floats given, optimiser holds %zu",
-				    fl_server_opt_name(o->cfg.kind), n, o->n);
+				    srv_optim_name(o->cfg.kind), n, o->n);
 	for (size_t i = 0; i < n; i++) {
 		if (!isfinite(y[i]))
 			return fl_error_set(FL_ENONFINITE, "%s: aggregated value %zu is not finite",
-					    fl_server_opt_name(o->cfg.kind), i);
+					    srv_optim_name(o->cfg.kind), i);
 	}
-	const struct fl_server_opt_config *c = &o->cfg;
+	const struct srv_optim_config *c = &o->cfg;
 	o->step++;
 	switch (c->kind) {
-	case FL_SERVER_OPT_FEDAVG:
+	case SRV_OPTIM_FEDAVG:
 		if (n)
 			memcpy(x, y, n * sizeof(float));
 		break;
-	case FL_SERVER_OPT_FEDAVGM:
+	case SRV_OPTIM_FEDAVGM:
 		server_avgm(x, o->m, y, n, c->eta, c->beta1);
 		break;
-	case FL_SERVER_OPT_FEDADAM:
-	case FL_SERVER_OPT_FEDYOGI:
-	case FL_SERVER_OPT_FEDADAGRAD: {
+	case SRV_OPTIM_FEDADAM:
+	case SRV_OPTIM_FEDYOGI:
+	case SRV_OPTIM_FEDADAGRAD: {
 		float eta = c->eta;
-		if (c->kind == FL_SERVER_OPT_FEDADAM && c->bias_correction) {
+		if (c->kind == SRV_OPTIM_FEDADAM && c->bias_correction) {
 			/* Flower's eta_norm with server_round = step (1-based):
 			 * eta * sqrt(1 - b2^(round+1)) / (1 - b1^(round+1)). */
 			double e = (double)o->step + 1.0;
@@ -271,7 +271,7 @@ int fl_server_opt_step(struct fl_server_opt *o, float *x, const float *y, size_t
 	return FL_OK;
 }
 
-void fl_server_opt_state(const struct fl_server_opt *o, const float **m, const float **v,
+void srv_optim_state(const struct srv_optim *o, const float **m, const float **v,
 			 size_t *n, uint64_t *step)
 {
 	if (m)
@@ -284,10 +284,10 @@ void fl_server_opt_state(const struct fl_server_opt *o, const float **m, const f
 		*step = o->step;
 }
 
-int fl_server_opt_restore(struct fl_server_opt *o, const float *m, const float *v, size_t n,
+int srv_optim_restore(struct srv_optim *o, const float *m, const float *v, size_t n,
 			  uint64_t step)
 {
-	const char *name = fl_server_opt_name(o->cfg.kind);
+	const char *name = srv_optim_name(o->cfg.kind);
 	if (n != o->n)
 		return fl_error_set(FL_ESHAPE,
 				    "%s: saved state has %zu floats, optimiser holds %zu", name, n,
