@@ -1,6 +1,6 @@
 /* engine_fake.h - a test harness for the round engine: a fake transport
  * (frames queued per connection, closes recorded, virtual time) and fake
- * clients that speak raw envelopes through common/wire.h. Not a library. */
+ * clients that speak raw envelopes through common/wire/wire.h. Not a library. */
 #ifndef FL_ENGINE_FAKE_H
 #define FL_ENGINE_FAKE_H
 

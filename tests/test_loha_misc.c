@@ -77,7 +77,7 @@ static void test_rank_min_max(void)
 	FL_CHECK(bad == 0);
 }
 
-/* VGG16-GN with every conv in Tucker form (DESIGN.md §1.4). r_min uses
+/* VGG16-GN with every conv in Tucker form (FedPara paper, Table 5). r_min uses
  * m = O, n = I; with n = I*K1*K2 every total comes out 0.01-0.04M high. */
 static double vgg16gn_params(double gamma, int dense)
 {
@@ -106,7 +106,7 @@ static void test_vgg16_gamma(void)
 		/* gamma = 0.4 gives 4.4396M against the paper's 4.45M: 0.0104M off,
 		 * the only figure outside +-0.01M (all others within 0.008M). With
 		 * the first conv (3 -> 64) kept dense all nine would be within
-		 * 0.0095M, but DESIGN.md §1.4 says every conv is in Tucker form. */
+		 * 0.0095M, but the paper puts every conv in Tucker form. */
 		FL_CHECK_NEAR(got, paper[g - 1], 0, g == 4 ? 0.0105 : 0.01);
 	}
 	/* exact values of this implementation, so a change is noticed */

@@ -1,5 +1,5 @@
 /* transport.h - the edge client's libuv TCP transport: it resolves and
- * connects to the coordinator, runs the secure channel (common/channel.h:
+ * connects to the coordinator, runs the secure channel (common/secure/channel.h:
  * the handshake against the pinned server key, with a timeout, then
  * encrypted records; a pass-through with --insecure), reconnects with
  * exponential backoff and seeded jitter when the connection fails or goes

@@ -1,6 +1,6 @@
 /* adapter_main.c - fedloha-adapter: PEFT LoHa adapter tools on the command
  * line (merge, inspect). Only argument parsing and messages live here; the
- * work is common/adapter.c. Errors: one line "fedloha-adapter: ..." on
+ * work is common/format/adapter.c. Errors: one line "fedloha-adapter: ..." on
  * stderr, exit 1; usage errors exit 2.
  */
 #include "adapter.h"

@@ -1,7 +1,8 @@
 /* dataset.h - image classification data sets held in memory as uint8 pixels:
  * loaders for MNIST / Fashion-MNIST (IDX files, gzip or raw) and CIFAR-10
  * (binary batches), per-channel normalisation statistics, and the batch
- * gather that turns pixels into normalised float inputs (DESIGN.md §2).
+ * gather that turns pixels into normalised float inputs (pixel/255, then the
+ * training split's per-channel mean and std, as torchvision's Normalize).
  *
  * Layout: sample i occupies pixels[i * c*h*w ...], channel-major (NCHW per
  * sample, PyTorch order); labels[i] in [0, classes). A gathered input is

@@ -4,7 +4,7 @@
  *
  * Factor keys are "base_model.model.<module>.hada_w1_a" etc.; other keys
  * "base_model.model.<module>.<param>" are modules_to_save tensors that
- * replace the base tensor "<module>.<param>". Shapes (DESIGN.md §1.1-1.2):
+ * replace the base tensor "<module>.<param>". Shapes (loha.h):
  *   linear / conv-reshape: hada_w*_a (O, r), hada_w*_b (r, I*K1*K2)
  *   conv-tucker (use_effective_conv2d, kernel not 1x1): hada_t* (r, r, K1, K2),
  *     hada_w*_a (r, O), hada_w*_b (r, I)

@@ -1,7 +1,7 @@
 /* peft_config.h - the PEFT LoHa adapter configuration (adapter_config.json):
  * parse, validate, write, and the module-selection rules PEFT applies
  * (target_modules, exclude_modules, layers_to_transform / layers_pattern,
- * rank_pattern / alpha_pattern, modules_to_save). DESIGN.md §1.5-1.6.
+ * rank_pattern / alpha_pattern, modules_to_save), as HuggingFace PEFT does.
  *
  * Matching follows current PEFT's check_target_module_exists (exclude
  * first, exact list match skips the layer filter) and get_pattern_key in its

@@ -1,4 +1,4 @@
-/* safetensors.h - read and write the safetensors format (DESIGN.md §1.6).
+/* safetensors.h - read and write the safetensors format (HuggingFace).
  *
  * A file is: u64 little-endian header length N, N bytes of JSON
  * ({"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets"}}),

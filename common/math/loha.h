@@ -2,7 +2,7 @@
  * factor gradients from the weight gradient, for linear layers and Conv2d
  * (reshape and Tucker forms), pFedPara, and the plain low-rank baseline.
  *
- * Shapes and names follow HuggingFace PEFT's LoHa layer (DESIGN.md §1):
+ * Shapes and names follow HuggingFace PEFT's LoHa layer (peft/tuners/loha):
  *   linear / reshape conv, m = out, n = in (x K1 x K2 for a conv kernel):
  *     hada_w1_a (m, r)  hada_w1_b (r, n)  hada_w2_a (m, r)  hada_w2_b (r, n)
  *     P_k = w_k_a @ w_k_b                              (m, n)
@@ -89,7 +89,7 @@ void fl_lowrank_forward_ref(float *w, const float *a, const float *b, int m, int
 void fl_lowrank_backward_ref(float *grad_a, float *grad_b, const float *dw, const float *a,
 			     const float *b, int m, int n, int k, float scale);
 
-/* ---- rank from gamma (paper §3.1, DESIGN.md §1.4) ---- */
+/* ---- rank from gamma (FedPara paper, arXiv 2108.06098, §3.1) ---- */
 /* r_min = min(ceil(sqrt(m)), ceil(sqrt(n))), m = out, n = in (Tucker) or
  * in*k1*k2 (linear form). */
 int fl_loha_rank_min(const struct fl_loha_dims *d);

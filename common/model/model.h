@@ -63,7 +63,7 @@ enum fl_layer_kind {
 /* Opaque: layers, activations, work buffers. */
 struct fl_model;
 
-/* Built-in architectures (DESIGN.md §2): "2nn", "cnn", "mlp". */
+/* Built-in architectures (McMahan et al. 2017; README "Models"): "2nn", "cnn", "mlp". */
 int fl_model_arch_valid(const char *arch);
 
 /* Builds `arch` for inputs (c, h, w) and `classes` outputs. cfg selects and

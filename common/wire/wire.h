@@ -1,4 +1,4 @@
-/* wire.h - what travels between coordinator and clients (DESIGN.md §4,
+/* wire.h - what travels between coordinator and clients (proto/PROTOCOL.md,
  * proto/fedloha.proto): length-prefixed frames, envelopes, and tensors in
  * f32 / f16 / bf16 / int8 chunks.
  *

@@ -9,7 +9,7 @@
  * RNG stream seed/(round*1000 + attempt), so a restart replays the same
  * selection), encode the global tensors once per dtype in use and send the
  * same frames to every selected client, check and fold each update as it
- * arrives into an order-independent accumulator (common/aggregate.h),
+ * arrives into an order-independent accumulator (server/engine/aggregate.h),
  * aggregate when everyone reported or at the deadline with min_report
  * updates (else retry), apply the server optimiser, checkpoint atomically,
  * optionally run a federated evaluation, report, next round.

@@ -1,5 +1,5 @@
 /* transport.h - the coordinator's libuv TCP transport: it accepts
- * connections, runs a secure channel on each (common/channel.h: handshake
+ * connections, runs a secure channel on each (common/secure/channel.h: handshake
  * with a timeout, admission by srv_access, encrypted records; a
  * pass-through with --insecure), reassembles frames (a length over
  * max_frame_bytes closes that connection before anything is allocated),

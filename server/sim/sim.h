@@ -1,6 +1,6 @@
 /* sim.h - fedloha-sim's core: federated rounds simulated in one process with
  * the same round engine (engine.h) and the same client sessions
- * (client/session.h) as the daemons. Every message is encoded into a frame
+ * (client/session/session.h) as the daemons. Every message is encoded into a frame
  * and decoded from it exactly as on a socket; frames travel through
  * in-memory queues, so the byte counts are the real ones. Local training
  * and evaluation jobs run on a pool of worker threads; their completions
@@ -122,7 +122,7 @@ struct srv_sim_config {
 	/* model */
 	const char *arch;            /* "2nn", "cnn", "mlp" */
 	enum fl_peft_param param;
-	double gamma;                /* rank from gamma (DESIGN.md §1.4) unless rank > 0 */
+	double gamma;                /* rank from gamma (fl_loha_rank_gamma, loha.h) unless rank > 0 */
 	int rank;
 	int tucker;                  /* convs in Tucker form (fedpara family) */
 	/* Comma-separated layers to parameterise (PEFT target_modules, e.g.
