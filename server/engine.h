@@ -5,7 +5,8 @@
  * encoded frames. It never calls libuv, never sleeps and never reads the
  * clock itself: time is the now_ms the caller passes (any monotonic ms).
  *
- * Per round: select among the welcomed, idle clients (sorted by client_id,
+ * Per round: select among the welcomed, idle clients that hold the loha
+ * base, if there is one (sorted by client_id,
  * RNG stream seed/(round*1000 + attempt), so a restart replays the same
  * selection), encode the global tensors once per dtype in use and send the
  * same frames to every selected client, check and fold each update as it

@@ -11,6 +11,8 @@
 #   5. oversized length, garbage and a silent half-frame sender are each
 #      closed (the first two told why in plaintext; the last at the
 #      handshake timeout) while the real clients carry on
+#   6. loha with a base and empty state folders: the clients fetch the base
+#      before their first task (no retried round, no protocol error)
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
 BIN=${FL_BIN:-build/bin}
@@ -182,5 +184,23 @@ wait $SPID || fail "5: server exit $?"
 grep -q "^round 1/1 selected 3 reported 3" "$TMP/s5.out" || fail "5: the round did not run"
 for i in 0 1; do wait "${pids[$i]}" || fail "5: client $i exited $?"; done
 echo "ok 5: oversized, garbage and silent connections closed (silent after $ms ms); round ran"
+
+# ---- 6. loha: clients without the base fetch it before they are selected ----
+timeout 30 "$BIN/fedloha-client" train --model 2nn --param dense --epochs 1 --limit 300 \
+	--data-path "$DATA" --out "$TMP/loha_base" >"$TMP/t6.out" 2>"$TMP/t6.err" || fail "6: base training"
+start_server s6 --model 2nn --param loha --base "$TMP/loha_base/model.safetensors" --rounds 2 \
+	--min-clients 2 --round-timeout 20 --max-retries 1 --seed 1
+for i in 0 1; do start_client c6_$i $i --limit 300 --state-dir "$TMP/lstate$i"; pids[$i]=$CPID; done
+wait $SPID || fail "6: server exit $?"
+for i in 0 1; do wait "${pids[$i]}" || fail "6: client $i exited $?"; done
+for r in 1 2; do
+	grep -q "^round $r/2 selected 2 reported 2 dropped 0 rejected 0 attempts 1 " "$TMP/s6.out" ||
+		fail "6: round $r was not completed at the first attempt"
+done
+if grep -h "unexpected RoundTask\|BaseRequest is only allowed" "$TMP"/s6.err "$TMP"/c6_*.err; then
+	fail "6: a task reached a client still fetching the base"
+fi
+cmp "$TMP/lstate0/base.safetensors" "$TMP/loha_base/model.safetensors" || fail "6: base not fetched"
+echo "ok 6: loha clients fetched the base, then trained 2 rounds"
 
 echo "cli_loopback: all ok in $(($(date +%s) - START)) s"
