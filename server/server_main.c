@@ -16,6 +16,7 @@
 #include "central_eval.h"
 #include "engine.h"
 #include "errors.h"
+#include "fsutil.h"
 #include "log.h"
 #include "model_io.h"
 #include "peft_config.h"
@@ -167,6 +168,10 @@ static int run(struct srv_opts *o)
 	if (prox && o->prox_mu == 0)
 		ec.prox_mu = 0.01f;
 
+	if (o->checkpoint && fl_mkdir_parent(o->checkpoint, 0)) {
+		fprintf(stderr, "fedloha-server: --checkpoint: %s\n", fl_error_msg());
+		return 1;
+	}
 	struct srv_access *acc = NULL;
 	struct srv_access_config ac = {.insecure = o->insecure, .key_path = o->key,
 				       .allow_path = o->allow, .enrol = o->enrol};

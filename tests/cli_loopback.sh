@@ -3,10 +3,12 @@
 # 127.0.0.1 (port 0: the server prints the port it got), over the secure
 # channel: keys made with keygen, the allow-list written from the printed
 # public keys (names client-0..3 = the clients' ids):
+#   0. bad start-up options are refused at once (exit 2 / 1, one line)
 #   1. 4 clients, 3 rounds of 2nn fedpara: central test accuracy rises
 #   2. pFedPara: only global tensors (hada_w1_*) travel; bytes match the size
 #   3. a client killed with SIGKILL mid-round: the round ends with the quorum
-#   4. the server killed with SIGKILL and restarted on its checkpoint resumes
+#   4. the server killed with SIGKILL and restarted on its checkpoint (in a
+#      folder it creates at start) resumes
 #      and ends with the same model bytes as run 1 (same seed, no restart)
 #   5. oversized length, garbage and a silent half-frame sender are each
 #      closed (the first two told why in plaintext; the last at the
@@ -80,6 +82,15 @@ timeout 10 "$BIN/fedloha-server" run --listen 127.0.0.1:0 "${SEC[@]}" --server-l
 [ $? -eq 2 ] || fail "0: --server-lr with fedavg not refused"
 grep -q "server-lr has no effect with --strategy fedavg" "$TMP/s0.err" || fail "0: no reason given"
 
+# ---- 0b. a checkpoint folder that cannot be made is refused at start ----
+: >"$TMP/plainfile"
+timeout 10 "$BIN/fedloha-server" run --listen 127.0.0.1:0 "${SEC[@]}" \
+	--checkpoint "$TMP/plainfile/ck.safetensors" >"$TMP/s0b.out" 2>"$TMP/s0b.err"
+[ $? -eq 1 ] || fail "0b: unusable --checkpoint folder not refused with exit 1"
+[ "$(wc -l <"$TMP/s0b.err")" = 1 ] && grep -q "^fedloha-server: --checkpoint: .*plainfile: not a folder$" "$TMP/s0b.err" ||
+	fail "0b: not one clear line: $(cat "$TMP/s0b.err")"
+grep -q "listening" "$TMP/s0b.out" && fail "0b: the server started listening"
+
 # ---- 1. four clients, three rounds, accuracy rises ----
 start_server s1 "${COMMON[@]}" --out "$TMP/model_a"
 pids=()
@@ -133,7 +144,7 @@ for i in 0 1 2; do wait "${pids[$i]}" || fail "3: client $i exited $?"; done
 echo "ok 3: killed client dropped, round 2 aggregated with 3 of 4"
 
 # ---- 4. server SIGKILL + restart from the checkpoint, same final model ----
-CK="$TMP/ck.safetensors"
+CK="$TMP/ckdir/sub/ck.safetensors" # a missing folder is made at start
 start_server s4a "${COMMON[@]}" --checkpoint "$CK" --out "$TMP/model_b"
 for i in 0 1 2 3; do start_client c4_$i $i --limit 800; pids[$i]=$CPID; done
 wait_for "$TMP/s4a.out" "^round 1/3" 20 || fail "4: round 1 never ended"
