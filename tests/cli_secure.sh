@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_secure.sh - the daemons' secure channel end to end, over TCP on
 # 127.0.0.1 (docs/SECURITY.md):
-#   1. keygen: 0600 key files, pubkey prints the same fl1: line, an existing
+#   1. keygen: 0600 key files (missing folders made 0700), pubkey prints the
+#      same fl1: line, an existing
 #      file is not overwritten (unless --force); missing keys are a clear
 #      error naming keygen
 #   2. a client whose key is not in the allow-list is refused (both ends say
@@ -79,6 +80,17 @@ for i in 0 1 2 3 4; do
 	[ "$(stat -c %a "$TMP/c$i.key")" = 600 ] || fail "1: client key mode"
 done
 [ "$("$C" pubkey --key "$TMP/c1.key")" = "${P[1]}" ] || fail "1: client pubkey differs"
+# a fresh HOME: keygen makes the missing folders (0700), as docs/SECURITY.md assumes
+mkdir -p "$TMP/home"
+HP=$(HOME="$TMP/home" bash -c '"$1" keygen --out ~/.fedloha/client.key' _ "$C" 2>"$TMP/home.err") ||
+	fail "1: client keygen in a fresh HOME: $(cat "$TMP/home.err")"
+[ "$(stat -c %a "$TMP/home/.fedloha")" = 700 ] || fail "1: ~/.fedloha mode $(stat -c %a "$TMP/home/.fedloha")"
+[ "$(stat -c %a "$TMP/home/.fedloha/client.key")" = 600 ] || fail "1: key mode in a fresh HOME"
+[ "$("$C" pubkey --key "$TMP/home/.fedloha/client.key")" = "$HP" ] || fail "1: fresh-HOME pubkey differs"
+"$S" keygen --out "$TMP/etc/fedloha/server.key" >/dev/null 2>"$TMP/home.err" ||
+	fail "1: server keygen into a missing folder: $(cat "$TMP/home.err")"
+[ "$(stat -c %a "$TMP/etc/fedloha")" = 700 ] && [ "$(stat -c %a "$TMP/etc")" = 700 ] ||
+	fail "1: server key folder mode $(stat -c %a "$TMP/etc/fedloha")"
 cp "$TMP/c4.key" "$TMP/c4.bak"
 "$C" keygen --out "$TMP/c4.key" >/dev/null 2>"$TMP/over.err" && fail "1: keygen overwrote a key"
 grep -q "already exists" "$TMP/over.err" || fail "1: no reason for not overwriting"
