@@ -102,6 +102,17 @@ P[4]=$NEW
 chmod 644 "$TMP/c4.bak"
 "$C" pubkey --key "$TMP/c4.bak" >/dev/null 2>"$TMP/mode.err" && fail "1: a 0644 key file was accepted"
 grep -q "chmod 600" "$TMP/mode.err" || fail "1: no chmod hint for a 0644 key"
+# --max-attempts N: N connects, N-1 reconnect delays, each in [--backoff-min, --backoff-max]
+timeout 20 "$C" run --server 127.0.0.1:1 --key "$TMP/c0.key" --server-key "$SPUB" --num-clients 8 \
+	--client-index 0 --limit 100 --max-attempts 4 --backoff-min 0.08 --backoff-max 0.2 \
+	>"$TMP/att.out" 2>"$TMP/att.err"; rc=$?
+[ $rc = 1 ] || fail "1: --max-attempts 4 against a closed port: exit $rc"
+delays=$(sed -n 's/.*reconnecting to 127.0.0.1:1 in \([0-9]*\) ms$/\1/p' "$TMP/att.err" | tr '\n' ' ')
+[ "$(echo $delays | wc -w)" = 3 ] || fail "1: --max-attempts 4 made $(($(echo $delays | wc -w) + 1)) attempts"
+for d in $delays; do
+	[ "$d" -ge 80 ] && [ "$d" -le 200 ] || fail "1: reconnect delay $d ms outside [80, 200] ($delays)"
+done
+grep -q "gave up after 4 failed connection attempts" "$TMP/att.err" || fail "1: no give-up line"
 timeout 5 "$S" run --listen 127.0.0.1:0 >/dev/null 2>"$TMP/nokey.err"; rc=$?
 [ $rc = 2 ] && grep -q "fedloha-server keygen" "$TMP/nokey.err" || fail "1: server without --key: rc $rc"
 timeout 5 "$C" run --server 127.0.0.1:1 >/dev/null 2>"$TMP/nokey.err"; rc=$?
