@@ -71,6 +71,14 @@ wait_for() {
 }
 
 # ---- 1. keys ----
+# --help of the key commands (and of fl-bench-channel): usage on stdout, exit 0
+for cmd in "$C keygen" "$C pubkey" "$S keygen" "$S pubkey" "$BIN/fl-bench-channel"; do
+	$cmd --help >"$TMP/help.out" 2>"$TMP/help.err"; rc=$?
+	[ $rc = 0 ] && [ ! -s "$TMP/help.err" ] && grep -q "^usage: " "$TMP/help.out" ||
+		fail "1: '$cmd --help': exit $rc, stdout $(wc -c <"$TMP/help.out") bytes, stderr $(cat "$TMP/help.err")"
+done
+"$C" keygen >/dev/null 2>"$TMP/help.err" && fail "1: keygen without --out accepted"
+grep -q "^usage: fedloha-client keygen" "$TMP/help.err" || fail "1: keygen without --out: no usage"
 SPUB=$("$S" keygen --out "$TMP/server.key" 2>"$TMP/keygen.err") || fail "1: server keygen"
 [[ $SPUB =~ ^fl1:[A-Za-z0-9_-]{43}$ ]] || fail "1: server public key '$SPUB'"
 [ "$(stat -c %a "$TMP/server.key")" = 600 ] || fail "1: server key mode $(stat -c %a "$TMP/server.key")"
