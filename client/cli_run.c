@@ -341,13 +341,18 @@ int cli_run_main(int argc, char **argv)
 		break;
 	case CLI_TRANSPORT_REFUSED:
 		fprintf(stderr, "fedloha-client: %s\n", cli_transport_error(t));
+		printf("client %s: refused after %llu training rounds (bytes up %llu down %llu)\n",
+		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
+		       (unsigned long long)down);
 		rc = 3;
 		break;
 	default:
+		printf("client %s: gave up after %llu training rounds (bytes up %llu down %llu)\n",
+		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
+		       (unsigned long long)down);
 		rc = 1;
 	}
-	if (rc != 3)
-		printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
+	printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
 		       "handshakes in %llu out %llu; channels %llu)\n",
 		       o.id, (unsigned long long)ts.sock_in, (unsigned long long)ts.sock_out,
 		       (unsigned long long)down, (unsigned long long)up,

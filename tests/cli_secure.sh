@@ -137,6 +137,12 @@ client c2_unknown 1 $(ck 1) --id client-1
 [ $RC = 3 ] || fail "2: unlisted client exit $RC (expected 3)"
 grep -q "refused this client: client key ${P[1]} is not in the allow-list" "$TMP/c2_unknown.err" ||
 	fail "2: client does not say why it was refused"
+# a refused client prints its totals like any other: nothing up after the
+# handshake, no frame down but the refusal; socket bytes include the handshake
+grep -q "^client client-1: refused after 0 training rounds (bytes up 0 down [0-9]*)$" "$TMP/c2_unknown.out" ||
+	fail "2: refused client prints no byte totals: $(cat "$TMP/c2_unknown.out")"
+grep -qE "^client client-1: socket bytes in [1-9][0-9]* out [1-9][0-9]* \(frames down [0-9]+ up 0; handshakes in [1-9][0-9]* out [1-9][0-9]*; channels 0\)$" "$TMP/c2_unknown.out" ||
+	fail "2: refused client prints no socket bytes: $(cat "$TMP/c2_unknown.out")"
 wait_for "$TMP/s2.err" "refused: client key ${P[1]} is not in the allow-list" 5 ||
 	fail "2: server does not log the refusal"
 client c2_wrongid 0 $(ck 0) --id mallory
