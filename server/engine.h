@@ -45,8 +45,11 @@ struct srv_engine_config {
 	const char *optimizer; /* "sgd" | "adam" */
 	/* server strategy */
 	struct fl_server_opt_config server_opt; /* fedavg/fedavgm/fedadam/fedyogi/fedadagrad */
+	/* the encoding offered to clients that leave the choice to the server
+	 * (Hello.dtype_from_server), or forced on all with dtype_required;
+	 * other clients get their preferred dtype */
 	enum fl_wire_dtype dtype;
-	int dtype_required; /* force this encoding, else honour the client's preference */
+	int dtype_required;
 	uint32_t max_frame_bytes, chunk_bytes;
 	uint32_t eval_every;         /* federated evaluation every N rounds and after the last (0 = never) */
 	const char *checkpoint_path; /* NULL = no checkpoints */

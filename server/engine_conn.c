@@ -71,6 +71,9 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 			return;
 		}
 		dt = e->cfg.dtype;
+	} else if (h->dtype_from_server) {
+		if (dtype_supported(h, e->cfg.dtype))
+			dt = e->cfg.dtype;
 	} else if ((unsigned)h->preferred_dtype <= FL_WIRE_INT8 &&
 		   dtype_supported(h, (enum fl_wire_dtype)h->preferred_dtype)) {
 		dt = (enum fl_wire_dtype)h->preferred_dtype;

@@ -15,6 +15,8 @@
 #      handshake timeout) while the real clients carry on
 #   6. loha with a base and empty state folders: the clients fetch the base
 #      before their first task (no retried round, no protocol error)
+#   7. the coordinator's --dtype f16 reaches a client without its own --dtype
+#      (updates of 2 bytes per value); the client's --dtype f32 wins
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
 BIN=${FL_BIN:-build/bin}
@@ -213,5 +215,21 @@ if grep -h "unexpected RoundTask\|BaseRequest is only allowed" "$TMP"/s6.err "$T
 fi
 cmp "$TMP/lstate0/base.safetensors" "$TMP/loha_base/model.safetensors" || fail "6: base not fetched"
 echo "ok 6: loha clients fetched the base, then trained 2 rounds"
+
+# ---- 7. --dtype f16 on the coordinator only ----
+for want in f16 f32; do
+	extra=(); [ $want = f32 ] && extra=(--dtype f32)
+	start_server s7$want --model 2nn --param fedpara --gamma 0.2 --rounds 1 --min-clients 1 \
+		--round-timeout 20 --seed 1 --dtype f16
+	start_client c7$want 0 --limit 200 "${extra[@]}"
+	wait $SPID || fail "7: server exit $?"
+	wait $CPID || fail "7: client exit $?"
+	g=$(sed -n 's/.* \([0-9]*\) transmitted.*/\1/p' "$TMP/s7$want.out")
+	up=$(sed -n 's/^round 1\/1 .* up \([0-9]*\) down.*/\1/p' "$TMP/s7$want.out")
+	per=2; [ $want = f32 ] && per=4
+	awk -v g="$g" -v u="$up" -v p=$per 'BEGIN { exit !(u >= p*g && u < p*g + 4096) }' ||
+		fail "7: client $want: $up bytes up for $g values"
+done
+echo "ok 7: --dtype f16 on the coordinator: a default client sent 2 bytes per value, --dtype f32 4"
 
 echo "cli_loopback: all ok in $(($(date +%s) - START)) s"

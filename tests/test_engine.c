@@ -555,6 +555,58 @@ static void test_base_fetch_not_selected(void)
 	fl_model_free(m);
 }
 
+static struct fake_client *hello_dtype(struct fake_net *net, const char *id, const char *cap,
+					enum fl_wire_dtype pref, int from_server)
+{
+	struct fake_client *c = fake_connect_raw(net, id);
+	char *caps[] = {"eval", (char *)cap};
+	Fedloha__V1__Hello h = FEDLOHA__V1__HELLO__INIT;
+	h.protocol_version = FL_WIRE_PROTOCOL_VERSION;
+	h.client_id = (char *)id;
+	h.num_examples = 1;
+	h.n_capabilities = cap ? 2 : 1;
+	h.capabilities = caps;
+	h.preferred_dtype = (Fedloha__V1__DType)pref;
+	h.dtype_from_server = from_server;
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
+	env.hello = &h;
+	fake_send_env(net, c, &env);
+	fake_pump(net);
+	return c;
+}
+
+/* The coordinator's dtype (not required) goes to the clients that leave
+ * the choice to it; a client's own preference wins; required wins over
+ * both. */
+static void test_dtype_offer(void)
+{
+	struct fl_model *m = small_model(3);
+	struct srv_engine_config cfg;
+	base_config(&cfg);
+	cfg.dtype = FL_WIRE_F16;
+	cfg.min_available = 10; /* no round: only the Welcomes matter */
+	struct fake_net *net = fake_net_new(m, &cfg);
+	FL_CHECK(net != NULL);
+	struct fake_client *a = hello_dtype(net, "a", "f16", FL_WIRE_F32, 1);
+	struct fake_client *b = hello_dtype(net, "b", "f16", FL_WIRE_F32, 0);
+	struct fake_client *c = hello_dtype(net, "c", "bf16", FL_WIRE_BF16, 1);
+	struct fake_client *d = hello_dtype(net, "d", "bf16", FL_WIRE_BF16, 0);
+	FL_CHECK(a->welcomed && b->welcomed && c->welcomed && d->welcomed);
+	FL_CHECK_MSG(a->dtype == FL_WIRE_F16, "no preference: %d, want f16", (int)a->dtype);
+	FL_CHECK(b->dtype == FL_WIRE_F32);  /* its own f32 */
+	FL_CHECK(c->dtype == FL_WIRE_F32);  /* cannot take f16: f32 */
+	FL_CHECK(d->dtype == FL_WIRE_BF16); /* its own bf16 */
+	fake_net_free(net);
+	cfg.dtype_required = 1;
+	net = fake_net_new(m, &cfg);
+	FL_CHECK(net != NULL);
+	b = hello_dtype(net, "b", "f16", FL_WIRE_F32, 0);
+	FL_CHECK(b->welcomed && b->dtype == FL_WIRE_F16);
+	fake_net_free(net);
+	fl_model_free(m);
+}
+
 int main(void)
 {
 	FL_RUN(test_fedavg_two_rounds);
@@ -567,5 +619,6 @@ int main(void)
 	FL_RUN(test_heartbeat_idle);
 	FL_RUN(test_base);
 	FL_RUN(test_base_fetch_not_selected);
+	FL_RUN(test_dtype_offer);
 	return fl_test_main_end();
 }
