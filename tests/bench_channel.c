@@ -472,15 +472,24 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 	free(frames);
 }
 
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: fl-bench-channel [total_MiB] [frame_KiB <= 4096] "
+		   "[reps <= 64] [paced_link_MBps, 0 = none]\n");
+}
+
 int main(int argc, char **argv)
 {
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		usage(stdout);
+		return 0;
+	}
 	size_t mib = argc > 1 ? (size_t)atol(argv[1]) : 10;
 	size_t frame = (argc > 2 ? (size_t)atol(argv[2]) : 1024) * 1024;
 	int reps = argc > 3 ? atoi(argv[3]) : 15;
 	double link_MBps = argc > 4 ? atof(argv[4]) : 125; /* 1 Gbit/s; 0 = skip */
 	if (!mib || !frame || reps < 1 || reps > 64 || frame > FL_WIRE_MAX_FRAME_DEFAULT) {
-		fprintf(stderr, "usage: fl-bench-channel [total_MiB] [frame_KiB <= 4096] "
-				"[reps <= 64] [paced_link_MBps, 0 = none]\n");
+		usage(stderr);
 		return 2;
 	}
 	if (fl_identity_generate(&g_server) || fl_identity_generate(&g_client))

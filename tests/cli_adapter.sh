@@ -1,7 +1,9 @@
 #!/bin/bash
 # cli_adapter.sh - the real fedloha-adapter binary: help and version, usage
-# errors (exit 2), merge and inspect on the golden cases, and broken adapter
-# folders (exit 1, exactly one line on stderr, nothing written, no crash).
+# errors (exit 2), merge and inspect on the golden cases, PEFT LoRA merge
+# (against python's W0 + (alpha / r) B A, and fedloha's lowrank folders), the
+# formula merge --help and inspect name, and broken adapter folders (exit 1,
+# exactly one line on stderr, nothing written, no crash).
 # Broken folders are copies of a golden case edited with python3 (stdlib
 # only, to read the safetensors header) and dd (to patch bytes in place).
 set -u
@@ -59,7 +61,7 @@ done
 for c in seed2 seed3 seed2-eff seed3-eff; do
 	out=$TMP/$c.safetensors
 	expect 0 "$BIN" merge --base "$DATA/$c/base.safetensors" --adapter "$DATA/$c/adapter" --out "$out"
-	contains "$TMP/out" "merged 3 LoHa weights"
+	contains "$TMP/out" "merged 3 adapted weights"
 	[ -s "$out" ] || fail "$c: no output"
 	[ "$(stat -c %s "$out")" -eq "$(stat -c %s "$DATA/$c/expected_merged.safetensors")" ] ||
 		fail "$c: output size differs from expected_merged"
@@ -78,7 +80,8 @@ for c in seed2 seed3 seed2-eff seed3-eff; do
 	*-eff) contains "$TMP/out" "conv-tucker" ;;
 	*) contains "$TMP/out" "conv-reshape" ;;
 	esac
-	[ "$(wc -l <"$TMP/out")" -eq 5 ] || fail "$c: inspect prints $(wc -l <"$TMP/out") lines"
+	[ "$(wc -l <"$TMP/out")" -eq 6 ] || fail "$c: inspect prints $(wc -l <"$TMP/out") lines"
+	contains "$TMP/out" "formula: LoHa: W = W0 + s * (w1_a @ w1_b) (.) (w2_a @ w2_b)"
 
 	expect 0 "$BIN" inspect --json "$DATA/$c/adapter"
 	python3 - "$TMP/out" <<'EOF' || fail "$c: inspect --json"
@@ -186,6 +189,124 @@ contains "$TMP/err" "non-finite"
 d=$(variant truncated)
 truncate -s 1000 "$d/adapter_model.safetensors"
 refuse "$d" "adapter_model.safetensors"
+
+# ---- PEFT LoRA folders: merged as W0 + (lora_alpha / r) B A, checked
+# against the same sum computed in python (float64, stdlib only) ----
+L=$TMP/lora
+mkdir -p "$L/ad"
+python3 - "$L" <<'PYEOF' || fail "lora: cannot write the test folder"
+import json, struct, sys, random
+d = sys.argv[1]
+random.seed(5)
+def write(path, tensors):
+    hdr, blob = {}, b""
+    for name, (shape, vals) in tensors.items():
+        data = struct.pack("<%df" % len(vals), *vals)
+        hdr[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(blob), len(blob) + len(data)]}
+        blob += data
+    h = json.dumps(hdr).encode()
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + blob)
+def rnd(n): return [struct.unpack("<f", struct.pack("<f", random.uniform(-1, 1)))[0] for _ in range(n)]
+base = {"lin.weight": ([3, 4], rnd(12)), "lin.bias": ([3], rnd(3)),
+        "conv.weight": ([2, 3, 2, 2], rnd(24)), "head.weight": ([2, 3], rnd(6))}
+ad = {"base_model.model.lin.lora_A.weight": ([2, 4], rnd(8)),
+      "base_model.model.lin.lora_B.weight": ([3, 2], rnd(6)),
+      "base_model.model.conv.lora_A.weight": ([1, 3, 2, 2], rnd(12)),
+      "base_model.model.conv.lora_B.weight": ([2, 1, 1, 1], rnd(2))}
+write(d + "/base.safetensors", base)
+write(d + "/ad/adapter_model.safetensors", ad)
+json.dump({"peft_type": "LORA", "r": 1, "lora_alpha": 4, "rank_pattern": {"lin": 2},
+           "alpha_pattern": {"lin": 3}, "target_modules": ["lin", "conv"],
+           "fan_in_fan_out": False}, open(d + "/ad/adapter_config.json", "w"))
+# expected: lin s = 3 / 2, conv s = 4 / 1
+exp = {k: list(v[1]) for k, v in base.items()}
+for mod, s, r, o, i in (("lin", 1.5, 2, 3, 4), ("conv", 4.0, 1, 2, 12)):
+    A = ad["base_model.model.%s.lora_A.weight" % mod][1]
+    B = ad["base_model.model.%s.lora_B.weight" % mod][1]
+    for a in range(o):
+        for b in range(i):
+            exp[mod + ".weight"][a * i + b] += s * sum(B[a * r + k] * A[k * i + b] for k in range(r))
+json.dump(exp, open(d + "/expected.json", "w"))
+PYEOF
+expect 0 "$BIN" merge --base "$L/base.safetensors" --adapter "$L/ad" --out "$L/merged.safetensors"
+contains "$TMP/out" "merged 2 adapted weights"
+python3 - "$L" <<'PYEOF' || fail "lora: merged weights differ from W0 + (alpha / r) B A"
+import json, struct, sys
+d = sys.argv[1]
+f = open(d + "/merged.safetensors", "rb")
+n = struct.unpack("<Q", f.read(8))[0]
+hdr = json.loads(f.read(n)); blob = f.read()
+exp = json.load(open(d + "/expected.json"))
+assert sorted(k for k in hdr if k != "__metadata__") == sorted(exp), hdr
+for k, want in exp.items():
+    a, b = hdr[k]["data_offsets"]
+    got = struct.unpack("<%df" % ((b - a) // 4), blob[a:b])
+    err = max(abs(x - y) for x, y in zip(got, want))
+    assert len(got) == len(want) and err < 1e-5, (k, err)
+PYEOF
+# fan_in_fan_out, or a lone lora_A, is refused in one line
+sed -i 's/"fan_in_fan_out": false/"fan_in_fan_out": true/' "$L/ad/adapter_config.json"
+expect 1 "$BIN" merge --base "$L/base.safetensors" --adapter "$L/ad" --out "$L/x.safetensors"
+one_line_error
+contains "$TMP/err" "fan_in_fan_out"
+sed -i 's/"fan_in_fan_out": true/"fan_in_fan_out": false/' "$L/ad/adapter_config.json"
+python3 - "$L/ad/adapter_model.safetensors" <<'PYEOF'
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+open(p, "wb").write(b.replace(b"conv.lora_B.weight", b"conv.lora_X.weight"))
+PYEOF
+expect 1 "$BIN" merge --base "$L/base.safetensors" --adapter "$L/ad" --out "$L/x.safetensors"
+one_line_error
+contains "$TMP/err" "conv.lora_X.weight"
+[ ! -e "$L/x.safetensors" ] || fail "lora: output written for a refused folder"
+
+# fedloha's own lowrank folder: merge reproduces model.safetensors
+CLIENT=${FL_BIN}/fedloha-client
+TINY=${FL_TEST_DATA}/dataset/mnist-tiny
+if "$CLIENT" train --model cnn --param lowrank --data mnist --data-path "$TINY" --epochs 1 \
+	--out "$L/lowrank" >"$TMP/out" 2>"$TMP/err"; then
+	grep -q '"peft_type": "LORA"' "$L/lowrank/adapter_config.json" || fail "lowrank folder is not LORA"
+	expect 0 "$BIN" merge --base "$L/lowrank/base_model.safetensors" --adapter "$L/lowrank" \
+		--out "$L/lowrank-merged.safetensors"
+	contains "$TMP/out" "merged 3 adapted weights"
+	python3 - "$L/lowrank-merged.safetensors" "$L/lowrank/model.safetensors" <<'PYEOF' ||
+import json, struct, sys
+def rd(p):
+    f = open(p, "rb"); n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n)); blob = f.read()
+    out = {}
+    for k, v in h.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        out[k] = (v["shape"], struct.unpack("<%df" % ((b - a) // 4), blob[a:b]))
+    return out
+m, ref = rd(sys.argv[1]), rd(sys.argv[2])
+assert sorted(m) == sorted(ref)
+for k in ref:
+    assert m[k][0] == ref[k][0], k
+    assert max(abs(x - y) for x, y in zip(m[k][1], ref[k][1])) < 1e-5, k
+PYEOF
+		fail "lowrank: merged weights differ from the folder's model.safetensors"
+else
+	fail "lowrank training: $(head -c 300 "$TMP/err")"
+fi
+
+# merge --help and inspect name the formula they apply (pFedPara's included)
+expect 0 "$BIN" merge --help
+contains "$TMP/out" "dW = s * P1 (.) (P2 + 1)"
+contains "$TMP/out" "dW = (lora_alpha / r) * lora_B @ lora_A"
+if "$CLIENT" train --model 2nn --param pfedpara --gamma 0.1 --data mnist --data-path "$TINY" \
+	--epochs 1 --out "$L/pfp" >"$TMP/out" 2>"$TMP/err"; then
+	expect 0 "$BIN" inspect "$L/pfp"
+	contains "$TMP/out" "formula: pFedPara: W = W0 + s * P1 (.) (P2 + 1)"
+	expect 0 "$BIN" inspect --json "$L/pfp"
+	tail -1 "$TMP/out" | grep -qF '"formula":"pFedPara: W = W0 + s * P1 (.) (P2 + 1)' ||
+		fail "pfedpara: inspect --json has no formula: $(tail -1 "$TMP/out")"
+else
+	fail "pfedpara training: $(head -c 300 "$TMP/err")"
+fi
 
 # missing base, missing folder
 expect 1 "$BIN" merge --base "$TMP/none.safetensors" --adapter "$DATA/seed2/adapter" --out "$TMP/x.safetensors"

@@ -3,14 +3,20 @@
 # 127.0.0.1 (port 0: the server prints the port it got), over the secure
 # channel: keys made with keygen, the allow-list written from the printed
 # public keys (names client-0..3 = the clients' ids):
+#   0. bad start-up options are refused at once (exit 2 / 1, one line)
 #   1. 4 clients, 3 rounds of 2nn fedpara: central test accuracy rises
 #   2. pFedPara: only global tensors (hada_w1_*) travel; bytes match the size
 #   3. a client killed with SIGKILL mid-round: the round ends with the quorum
-#   4. the server killed with SIGKILL and restarted on its checkpoint resumes
+#   4. the server killed with SIGKILL and restarted on its checkpoint (in a
+#      folder it creates at start) resumes
 #      and ends with the same model bytes as run 1 (same seed, no restart)
 #   5. oversized length, garbage and a silent half-frame sender are each
 #      closed (the first two told why in plaintext; the last at the
 #      handshake timeout) while the real clients carry on
+#   6. loha with a base and empty state folders: the clients fetch the base
+#      before their first task (no retried round, no protocol error)
+#   7. the coordinator's --dtype f16 reaches a client without its own --dtype
+#      (updates of 2 bytes per value); the client's --dtype f32 wins
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
 BIN=${FL_BIN:-build/bin}
@@ -78,6 +84,15 @@ timeout 10 "$BIN/fedloha-server" run --listen 127.0.0.1:0 "${SEC[@]}" --server-l
 [ $? -eq 2 ] || fail "0: --server-lr with fedavg not refused"
 grep -q "server-lr has no effect with --strategy fedavg" "$TMP/s0.err" || fail "0: no reason given"
 
+# ---- 0b. a checkpoint folder that cannot be made is refused at start ----
+: >"$TMP/plainfile"
+timeout 10 "$BIN/fedloha-server" run --listen 127.0.0.1:0 "${SEC[@]}" \
+	--checkpoint "$TMP/plainfile/ck.safetensors" >"$TMP/s0b.out" 2>"$TMP/s0b.err"
+[ $? -eq 1 ] || fail "0b: unusable --checkpoint folder not refused with exit 1"
+[ "$(wc -l <"$TMP/s0b.err")" = 1 ] && grep -q "^fedloha-server: --checkpoint: .*plainfile: not a folder$" "$TMP/s0b.err" ||
+	fail "0b: not one clear line: $(cat "$TMP/s0b.err")"
+grep -q "listening" "$TMP/s0b.out" && fail "0b: the server started listening"
+
 # ---- 1. four clients, three rounds, accuracy rises ----
 start_server s1 "${COMMON[@]}" --out "$TMP/model_a"
 pids=()
@@ -131,7 +146,7 @@ for i in 0 1 2; do wait "${pids[$i]}" || fail "3: client $i exited $?"; done
 echo "ok 3: killed client dropped, round 2 aggregated with 3 of 4"
 
 # ---- 4. server SIGKILL + restart from the checkpoint, same final model ----
-CK="$TMP/ck.safetensors"
+CK="$TMP/ckdir/sub/ck.safetensors" # a missing folder is made at start
 start_server s4a "${COMMON[@]}" --checkpoint "$CK" --out "$TMP/model_b"
 for i in 0 1 2 3; do start_client c4_$i $i --limit 800; pids[$i]=$CPID; done
 wait_for "$TMP/s4a.out" "^round 1/3" 20 || fail "4: round 1 never ended"
@@ -182,5 +197,39 @@ wait $SPID || fail "5: server exit $?"
 grep -q "^round 1/1 selected 3 reported 3" "$TMP/s5.out" || fail "5: the round did not run"
 for i in 0 1; do wait "${pids[$i]}" || fail "5: client $i exited $?"; done
 echo "ok 5: oversized, garbage and silent connections closed (silent after $ms ms); round ran"
+
+# ---- 6. loha: clients without the base fetch it before they are selected ----
+timeout 30 "$BIN/fedloha-client" train --model 2nn --param dense --epochs 1 --limit 300 \
+	--data-path "$DATA" --out "$TMP/loha_base" >"$TMP/t6.out" 2>"$TMP/t6.err" || fail "6: base training"
+start_server s6 --model 2nn --param loha --base "$TMP/loha_base/model.safetensors" --rounds 2 \
+	--min-clients 2 --round-timeout 20 --max-retries 1 --seed 1
+for i in 0 1; do start_client c6_$i $i --limit 300 --state-dir "$TMP/lstate$i"; pids[$i]=$CPID; done
+wait $SPID || fail "6: server exit $?"
+for i in 0 1; do wait "${pids[$i]}" || fail "6: client $i exited $?"; done
+for r in 1 2; do
+	grep -q "^round $r/2 selected 2 reported 2 dropped 0 rejected 0 attempts 1 " "$TMP/s6.out" ||
+		fail "6: round $r was not completed at the first attempt"
+done
+if grep -h "unexpected RoundTask\|BaseRequest is only allowed" "$TMP"/s6.err "$TMP"/c6_*.err; then
+	fail "6: a task reached a client still fetching the base"
+fi
+cmp "$TMP/lstate0/base.safetensors" "$TMP/loha_base/model.safetensors" || fail "6: base not fetched"
+echo "ok 6: loha clients fetched the base, then trained 2 rounds"
+
+# ---- 7. --dtype f16 on the coordinator only ----
+for want in f16 f32; do
+	extra=(); [ $want = f32 ] && extra=(--dtype f32)
+	start_server s7$want --model 2nn --param fedpara --gamma 0.2 --rounds 1 --min-clients 1 \
+		--round-timeout 20 --seed 1 --dtype f16
+	start_client c7$want 0 --limit 200 "${extra[@]}"
+	wait $SPID || fail "7: server exit $?"
+	wait $CPID || fail "7: client exit $?"
+	g=$(sed -n 's/.* \([0-9]*\) transmitted.*/\1/p' "$TMP/s7$want.out")
+	up=$(sed -n 's/^round 1\/1 .* up \([0-9]*\) down.*/\1/p' "$TMP/s7$want.out")
+	per=2; [ $want = f32 ] && per=4
+	awk -v g="$g" -v u="$up" -v p=$per 'BEGIN { exit !(u >= p*g && u < p*g + 4096) }' ||
+		fail "7: client $want: $up bytes up for $g values"
+done
+echo "ok 7: --dtype f16 on the coordinator: a default client sent 2 bytes per value, --dtype f32 4"
 
 echo "cli_loopback: all ok in $(($(date +%s) - START)) s"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_secure.sh - the daemons' secure channel end to end, over TCP on
 # 127.0.0.1 (docs/SECURITY.md):
-#   1. keygen: 0600 key files, pubkey prints the same fl1: line, an existing
+#   1. keygen: 0600 key files (missing folders made 0700), pubkey prints the
+#      same fl1: line, an existing
 #      file is not overwritten (unless --force); missing keys are a clear
 #      error naming keygen
 #   2. a client whose key is not in the allow-list is refused (both ends say
@@ -70,6 +71,14 @@ wait_for() {
 }
 
 # ---- 1. keys ----
+# --help of the key commands (and of fl-bench-channel): usage on stdout, exit 0
+for cmd in "$C keygen" "$C pubkey" "$S keygen" "$S pubkey" "$BIN/fl-bench-channel"; do
+	$cmd --help >"$TMP/help.out" 2>"$TMP/help.err"; rc=$?
+	[ $rc = 0 ] && [ ! -s "$TMP/help.err" ] && grep -q "^usage: " "$TMP/help.out" ||
+		fail "1: '$cmd --help': exit $rc, stdout $(wc -c <"$TMP/help.out") bytes, stderr $(cat "$TMP/help.err")"
+done
+"$C" keygen >/dev/null 2>"$TMP/help.err" && fail "1: keygen without --out accepted"
+grep -q "^usage: fedloha-client keygen" "$TMP/help.err" || fail "1: keygen without --out: no usage"
 SPUB=$("$S" keygen --out "$TMP/server.key" 2>"$TMP/keygen.err") || fail "1: server keygen"
 [[ $SPUB =~ ^fl1:[A-Za-z0-9_-]{43}$ ]] || fail "1: server public key '$SPUB'"
 [ "$(stat -c %a "$TMP/server.key")" = 600 ] || fail "1: server key mode $(stat -c %a "$TMP/server.key")"
@@ -79,6 +88,17 @@ for i in 0 1 2 3 4; do
 	[ "$(stat -c %a "$TMP/c$i.key")" = 600 ] || fail "1: client key mode"
 done
 [ "$("$C" pubkey --key "$TMP/c1.key")" = "${P[1]}" ] || fail "1: client pubkey differs"
+# a fresh HOME: keygen makes the missing folders (0700), as docs/SECURITY.md assumes
+mkdir -p "$TMP/home"
+HP=$(HOME="$TMP/home" bash -c '"$1" keygen --out ~/.fedloha/client.key' _ "$C" 2>"$TMP/home.err") ||
+	fail "1: client keygen in a fresh HOME: $(cat "$TMP/home.err")"
+[ "$(stat -c %a "$TMP/home/.fedloha")" = 700 ] || fail "1: ~/.fedloha mode $(stat -c %a "$TMP/home/.fedloha")"
+[ "$(stat -c %a "$TMP/home/.fedloha/client.key")" = 600 ] || fail "1: key mode in a fresh HOME"
+[ "$("$C" pubkey --key "$TMP/home/.fedloha/client.key")" = "$HP" ] || fail "1: fresh-HOME pubkey differs"
+"$S" keygen --out "$TMP/etc/fedloha/server.key" >/dev/null 2>"$TMP/home.err" ||
+	fail "1: server keygen into a missing folder: $(cat "$TMP/home.err")"
+[ "$(stat -c %a "$TMP/etc/fedloha")" = 700 ] && [ "$(stat -c %a "$TMP/etc")" = 700 ] ||
+	fail "1: server key folder mode $(stat -c %a "$TMP/etc/fedloha")"
 cp "$TMP/c4.key" "$TMP/c4.bak"
 "$C" keygen --out "$TMP/c4.key" >/dev/null 2>"$TMP/over.err" && fail "1: keygen overwrote a key"
 grep -q "already exists" "$TMP/over.err" || fail "1: no reason for not overwriting"
@@ -90,6 +110,17 @@ P[4]=$NEW
 chmod 644 "$TMP/c4.bak"
 "$C" pubkey --key "$TMP/c4.bak" >/dev/null 2>"$TMP/mode.err" && fail "1: a 0644 key file was accepted"
 grep -q "chmod 600" "$TMP/mode.err" || fail "1: no chmod hint for a 0644 key"
+# --max-attempts N: N connects, N-1 reconnect delays, each in [--backoff-min, --backoff-max]
+timeout 20 "$C" run --server 127.0.0.1:1 --key "$TMP/c0.key" --server-key "$SPUB" --num-clients 8 \
+	--client-index 0 --limit 100 --max-attempts 4 --backoff-min 0.08 --backoff-max 0.2 \
+	>"$TMP/att.out" 2>"$TMP/att.err"; rc=$?
+[ $rc = 1 ] || fail "1: --max-attempts 4 against a closed port: exit $rc"
+delays=$(sed -n 's/.*reconnecting to 127.0.0.1:1 in \([0-9]*\) ms$/\1/p' "$TMP/att.err" | tr '\n' ' ')
+[ "$(echo $delays | wc -w)" = 3 ] || fail "1: --max-attempts 4 made $(($(echo $delays | wc -w) + 1)) attempts"
+for d in $delays; do
+	[ "$d" -ge 80 ] && [ "$d" -le 200 ] || fail "1: reconnect delay $d ms outside [80, 200] ($delays)"
+done
+grep -q "gave up after 4 failed connection attempts" "$TMP/att.err" || fail "1: no give-up line"
 timeout 5 "$S" run --listen 127.0.0.1:0 >/dev/null 2>"$TMP/nokey.err"; rc=$?
 [ $rc = 2 ] && grep -q "fedloha-server keygen" "$TMP/nokey.err" || fail "1: server without --key: rc $rc"
 timeout 5 "$C" run --server 127.0.0.1:1 >/dev/null 2>"$TMP/nokey.err"; rc=$?
@@ -106,6 +137,12 @@ client c2_unknown 1 $(ck 1) --id client-1
 [ $RC = 3 ] || fail "2: unlisted client exit $RC (expected 3)"
 grep -q "refused this client: client key ${P[1]} is not in the allow-list" "$TMP/c2_unknown.err" ||
 	fail "2: client does not say why it was refused"
+# a refused client prints its totals like any other: nothing up after the
+# handshake, no frame down but the refusal; socket bytes include the handshake
+grep -q "^client client-1: refused after 0 training rounds (bytes up 0 down [0-9]*)$" "$TMP/c2_unknown.out" ||
+	fail "2: refused client prints no byte totals: $(cat "$TMP/c2_unknown.out")"
+grep -qE "^client client-1: socket bytes in [1-9][0-9]* out [1-9][0-9]* \(frames down [0-9]+ up 0; handshakes in [1-9][0-9]* out [1-9][0-9]*; channels 0\)$" "$TMP/c2_unknown.out" ||
+	fail "2: refused client prints no socket bytes: $(cat "$TMP/c2_unknown.out")"
 wait_for "$TMP/s2.err" "refused: client key ${P[1]} is not in the allow-list" 5 ||
 	fail "2: server does not log the refusal"
 client c2_wrongid 0 $(ck 0) --id mallory

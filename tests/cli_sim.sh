@@ -94,6 +94,19 @@ assert d['channel_bytes_up'] > d['bytes_up'] and d['channel_bytes_down'] > d['by
 assert d['handshakes'] == d['connections'] == 2 and d['channel_errors'] == 0, 'handshakes'
 " "$OUT/fedpara.json" || fail "fedpara.json: secure channel totals"
 
+# clients whose training diverges: counted in the table, not hidden (exit 0:
+# the rounds still ran with the others)
+expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 4 --partition iid --fraction 1 \
+	--rounds 1 --epochs 1 --batch 2 --param lowrank --lr 2 --min-report 1 --threads 2 \
+	--target 50 --quiet --out "$TMP/res-div"
+grep -qE "^configuration +channel MB +frame MB +overhead +handshakes +channel +client$" "$TMP/out" ||
+	fail "no client error column: $(cat "$TMP/out")"
+grep -qE "^lowrank +[0-9.]+ +[0-9.]+ +[0-9.]+% +4 +0 +3$" "$TMP/out" ||
+	fail "client errors not counted in the table: $(grep '^lowrank' "$TMP/out")"
+contains "$TMP/out" "lowrank: 3 client errors, last: client-"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['client_errors'] == 3" \
+	"$TMP/res-div/lowrank.json" || fail "lowrank.json: client_errors"
+
 # --insecure: no channel, the same model results and frame bytes
 expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --fraction 1 \
 	--rounds 2 --epochs 1 --batch 4 --param fedpara --threads 2 --target 50 --insecure \

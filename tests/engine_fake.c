@@ -88,6 +88,7 @@ struct fake_client *fake_connect_raw(struct fake_net *net, const char *id)
 	c->conn = net->next_conn++;
 	snprintf(c->id, sizeof(c->id), "%s", id);
 	c->num_examples = 1;
+	c->base_chunks_at_task = -1;
 	c->global = calloc(net->nglobal ? net->nglobal : 1, sizeof(float));
 	net->cl[net->n++] = c;
 	srv_engine_on_connect(net->e, c->conn, net->now);
@@ -282,9 +283,12 @@ static void handle(struct fake_net *net, struct fake_client *c, const fl_envelop
 	case FEDLOHA__V1__ENVELOPE__BODY_WELCOME:
 		c->welcomed = 1;
 		c->dtype = (enum fl_wire_dtype)env->welcome->dtype;
+		if (env->welcome->model && env->welcome->model->base_sha256.len == 32)
+			memcpy(c->base_sha, env->welcome->model->base_sha256.data, 32);
 		break;
 	case FEDLOHA__V1__ENVELOPE__BODY_TASK:
-		c->tasks++;
+		if (!c->tasks++)
+			c->base_chunks_at_task = c->base_chunks;
 		if (c->drop_on_task) {
 			fake_disconnect(net, c);
 			return;

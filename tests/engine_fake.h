@@ -24,6 +24,8 @@ struct fake_client {
 	char bye[128];
 	int heartbeats, tasks, evals, base_chunks;
 	uint64_t base_got; /* bytes of BaseChunk data received */
+	int base_chunks_at_task; /* base_chunks when the first RoundTask arrived (-1 = none yet) */
+	uint8_t base_sha[32];    /* Welcome.model.base_sha256 */
 	/* the task / eval being received */
 	struct fl_wire_rx *rx;
 	float *global;

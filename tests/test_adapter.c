@@ -235,8 +235,9 @@ static void test_refusals(void)
 	expect_refusal(make_variant("ad-savedshape", "seed2", save_head, NULL, &save_bad, 1), "seed2",
 		       FL_ESHAPE, "modules_to_save tensor");
 	const char *lora[] = {"\"LOHA\"", "\"LORA\"", NULL};
+	/* a LORA config over LoHa factors: merged as LoRA, which they are not */
 	expect_refusal(make_variant("ad-lora", "seed2", lora, NULL, NULL, 0), "seed2",
-		       FL_EUNSUPPORTED, "key 'peft_type'");
+		       FL_EFORMAT, "is not a LoRA factor (peft_type \"LORA\" wants");
 	const char *badr[] = {"\"r\": 5", "\"r\": 6", NULL};
 	expect_refusal(make_variant("ad-rank", "seed2", badr, NULL, NULL, 0), "seed2", FL_ESHAPE,
 		       "expected [12, 6] (weight 12x6x3x3, r = 6 for 'conv1'");
@@ -521,7 +522,7 @@ static void test_inspect(void)
 					 json_is_number(json_object_get(o, "scale")));
 			json_decref(o);
 		}
-		FL_CHECK(lines == (json ? 4 : 5) && total == 1);
+		FL_CHECK(lines == (json ? 4 : 6) && total == 1); /* table: + the formula line */
 		fclose(f);
 	}
 done:

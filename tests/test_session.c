@@ -42,6 +42,7 @@ static void test_hello(void)
 				 !strcmp(h->capabilities[2], "int8") &&
 				 !strcmp(h->capabilities[3], "eval"));
 		FL_CHECK(h->preferred_dtype == FEDLOHA__V1__DTYPE__DTYPE_BF16);
+		FL_CHECK(!h->dtype_from_server); /* it has a preference */
 		FL_CHECK(!h->has_base && h->base_sha256.len == 0);
 	}
 	fl_wire_envelope_free(e);

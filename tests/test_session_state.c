@@ -230,6 +230,41 @@ static void test_loha_base(void)
 		free_session(&fk);
 	}
 
+	/* the state folder holds another base, base_path the right one: the
+	 * Hello reports the stale one, so after loading base_path the session
+	 * sends a Heartbeat to tell the server it needs no fetch */
+	{
+		char stale_dir[700], stale[800];
+		snprintf(stale_dir, sizeof(stale_dir), "%s/stale", tmp);
+		snprintf(stale, sizeof(stale), "%s/base.safetensors", stale_dir);
+		FL_CHECK(fl_mkdir_p(stale_dir, 0) == FL_OK);
+		FL_CHECK(fl_file_write_atomic(stale, "not the base", 12, 0) == FL_OK);
+		struct cli_session_config cfg;
+		cli_session_config_default(&cfg);
+		cfg.client_id = "client-8";
+		cfg.data = d;
+		cfg.state_dir = stale_dir;
+		cfg.base_path = srcpath;
+		memset(&fk, 0, sizeof(fk));
+		fk.sync = 1;
+		struct cli_session_io io = {&fk, fake_send, fake_close, fake_submit};
+		FL_CHECK(cli_session_new(&cfg, &io, &fk.s) == FL_OK);
+		cli_session_on_connect(fk.s, 0);
+		e = frame_env(&fk, 0);
+		FL_CHECK(e && e->hello->has_base && memcmp(e->hello->base_sha256.data, sha, 32));
+		fl_wire_envelope_free(e);
+		err = send_welcome(fk.s, &wo, NULL);
+		FL_CHECK_MSG(err == FL_OK, "Welcome with a stale state base: %s", fl_error_msg());
+		FL_CHECK(fk.n == 2);
+		e = frame_env(&fk, 1);
+		FL_CHECK(e && e->body_case == FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT);
+		fl_wire_envelope_free(e);
+		fake_clear(&fk);
+		err = send_task(fk.s, srv, 1, 0, 8, NULL);
+		FL_CHECK_MSG(err == FL_OK, "task after the Heartbeat: %s", fl_error_msg());
+		free_session(&fk);
+	}
+
 	/* no state folder and no base: a clear error */
 	s = make_session(&fk, d, NULL, NULL);
 	cli_session_on_connect(s, 0);

@@ -63,7 +63,8 @@ static void run_usage(FILE *f)
 		"  without --num-clients, all of --data-path's training files are this client's\n"
 		"state and wire:\n"
 		"  --state-dir DIR      pFedPara local tensors and a fetched loha base live here\n"
-		"  --dtype f32|f16|bf16|int8   preferred tensor encoding (default f32)\n"
+		"  --dtype f32|f16|bf16|int8   preferred tensor encoding (default: the\n"
+		"                       coordinator's --dtype)\n"
 		"  --max-frame BYTES    largest frame accepted (default 4 MiB)\n"
 		"  --backoff-min SEC (0.25)  --backoff-max SEC (30)   reconnect delays\n"
 		"  --max-attempts N     give up after N failed connects in a row (0 = never)\n"
@@ -314,6 +315,7 @@ int cli_run_main(int argc, char **argv)
 	sc.eval_idx = pcl->holdout;
 	sc.n_eval = pcl->n_holdout;
 	sc.preferred_dtype = dtype;
+	sc.dtype_from_server = o.dtype == NULL;
 	sc.state_dir = o.state_dir;
 	sc.max_frame_bytes = (uint32_t)o.max_frame;
 	sc.threads = o.threads;
@@ -341,13 +343,18 @@ int cli_run_main(int argc, char **argv)
 		break;
 	case CLI_TRANSPORT_REFUSED:
 		fprintf(stderr, "fedloha-client: %s\n", cli_transport_error(t));
+		printf("client %s: refused after %llu training rounds (bytes up %llu down %llu)\n",
+		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
+		       (unsigned long long)down);
 		rc = 3;
 		break;
 	default:
+		printf("client %s: gave up after %llu training rounds (bytes up %llu down %llu)\n",
+		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
+		       (unsigned long long)down);
 		rc = 1;
 	}
-	if (rc != 3)
-		printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
+	printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
 		       "handshakes in %llu out %llu; channels %llu)\n",
 		       o.id, (unsigned long long)ts.sock_in, (unsigned long long)ts.sock_out,
 		       (unsigned long long)down, (unsigned long long)up,

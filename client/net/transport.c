@@ -83,7 +83,7 @@ static void schedule_retry(struct cli_transport *t)
 	if (t->stopping)
 		return;
 	t->attempts++;
-	if (t->cfg.max_attempts && t->attempts > t->cfg.max_attempts) {
+	if (t->cfg.max_attempts && t->attempts >= t->cfg.max_attempts) {
 		fl_log_error("gave up after %d failed connection attempts", t->cfg.max_attempts);
 		cli_transport_begin_stop(t, CLI_TRANSPORT_GAVE_UP, 0);
 		return;
@@ -93,7 +93,9 @@ static void schedule_retry(struct cli_transport *t)
 		d *= 2;
 	if (d > t->cfg.backoff_max_ms)
 		d = t->cfg.backoff_max_ms;
-	d = d / 2 + fl_rng_below(&t->rng, d / 2 + 1); /* "equal jitter" */
+	/* jitter above the doubled delay, within [backoff_min, backoff_max] */
+	uint64_t hi = 2 * d < t->cfg.backoff_max_ms ? 2 * d : t->cfg.backoff_max_ms;
+	d += fl_rng_below(&t->rng, hi - d + 1);
 	fl_log_info("reconnecting to %s:%d in %llu ms", t->host, t->cfg.port,
 		    (unsigned long long)d);
 	uv_timer_start(&t->retry, on_retry, d, 0);

@@ -47,8 +47,8 @@ struct cli_transport_config {
 	int port;
 	uint32_t max_frame_bytes;    /* larger incoming frames close the connection */
 	size_t max_output_bytes;     /* queued, unwritten bytes before the connection is cut */
-	uint32_t backoff_min_ms;     /* first reconnect delay */
-	uint32_t backoff_max_ms;     /* cap of the doubling delay */
+	uint32_t backoff_min_ms;     /* shortest reconnect delay (the first is in [min, 2 min]) */
+	uint32_t backoff_max_ms;     /* longest reconnect delay (cap of the doubling) */
 	uint32_t connect_timeout_ms; /* a connect (or resolve) taking longer is retried */
 	uint32_t tick_ms;            /* session tick period */
 	int max_attempts;            /* consecutive failed connects before giving up (0 = never) */

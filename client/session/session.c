@@ -208,7 +208,10 @@ void cli_session_on_connect(struct cli_session *s, uint64_t now_ms)
 	h.n_capabilities = sizeof(caps) / sizeof(caps[0]);
 	h.capabilities = caps;
 	h.preferred_dtype = (Fedloha__V1__DType)s->cfg.preferred_dtype;
-	if (cli_session_local_base_sha(s, sha)) {
+	h.dtype_from_server = s->cfg.dtype_from_server != 0;
+	s->hello_has_base = cli_session_local_base_sha(s, sha);
+	if (s->hello_has_base) {
+		memcpy(s->hello_sha, sha, CLI_SHA256_BYTES);
 		h.has_base = 1;
 		h.base_sha256.data = sha;
 		h.base_sha256.len = CLI_SHA256_BYTES;

@@ -49,6 +49,7 @@ struct cli_session_config {
 	const int *eval_idx;               /* held-out samples for federated evaluation (borrowed) */
 	int n_eval;
 	enum fl_wire_dtype preferred_dtype;
+	int dtype_from_server;             /* no preference: the server's offered dtype */
 	const char *state_dir;             /* pFedPara local tensors + fetched base live here;
 					      NULL = in memory only (copied) */
 	const char *base_path;             /* loha: an existing base file (optional, copied) */

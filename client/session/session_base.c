@@ -38,6 +38,21 @@ static int load_base(struct cli_session *s, const char *path, const uint8_t *sha
 	return FL_OK;
 }
 
+/* The Welcome's base `want` is loaded without a fetch. The server does not
+ * give a task to a client whose Hello reported another base until that
+ * client sends something: a Heartbeat then says we are ready. */
+static int base_ready(struct cli_session *s, const uint8_t *want)
+{
+	if (s->hello_has_base && !memcmp(s->hello_sha, want, CLI_SHA256_BYTES))
+		return FL_OK;
+	Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
+	hb.time_ms = s->now_ms;
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
+	env.heartbeat = &hb;
+	return cli_session_send_env(s, &env);
+}
+
 /* After the model is in place: the base the Welcome names (or base_path
  * when it names none). Sets the next state. */
 int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec *M)
@@ -59,7 +74,7 @@ int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec
 				    (unsigned long long)M->base_bytes,
 				    (unsigned long long)CLI_SESSION_BASE_BYTES_MAX);
 	if (s->base_loaded && !memcmp(s->base_sha, want, CLI_SHA256_BYTES))
-		return FL_OK;
+		return base_ready(s, want);
 	if (s->busy)
 		return fl_error_set(FL_EINVAL, "the server's base changed while a job runs");
 	char path[4200];
@@ -71,8 +86,10 @@ int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec
 		uint8_t sha[CLI_SHA256_BYTES];
 		long long size;
 		if (cand[i] && cli_state_file_sha(&s->sha_cache[i], cand[i], sha, &size) == FL_OK &&
-		    (uint64_t)size == M->base_bytes && !memcmp(sha, want, CLI_SHA256_BYTES))
-			return load_base(s, cand[i], want);
+		    (uint64_t)size == M->base_bytes && !memcmp(sha, want, CLI_SHA256_BYTES)) {
+			int err = load_base(s, cand[i], want);
+			return err ? err : base_ready(s, want);
+		}
 	}
 	if (!s->state_dir)
 		return fl_error_set(FL_ENOTFOUND, "the server's base model (%llu bytes) is not "

@@ -110,6 +110,8 @@ struct cli_session {
 	uint8_t base_sha[CLI_SHA256_BYTES];
 	struct cli_base_fetch fetch;
 	struct cli_sha_cache sha_cache[2]; /* state_dir/base.safetensors, base_path */
+	int hello_has_base;                /* the base our last Hello reported */
+	uint8_t hello_sha[CLI_SHA256_BYTES];
 
 	/* the current task */
 	uint64_t task_round;

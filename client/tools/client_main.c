@@ -29,12 +29,26 @@ static void usage(FILE *f)
 		   "Run 'fedloha-client <command> --help' for the options of a command.\n");
 }
 
+static void keys_usage(FILE *f)
+{
+	fprintf(f, "usage: fedloha-client keygen --out FILE [--force]\n"
+		   "       fedloha-client pubkey --key FILE\n\n"
+		   "keygen writes a new secret key to FILE (mode 0600; missing folders are made\n"
+		   "0700) and prints its public key (fl1:...) for the coordinator's allow-list;\n"
+		   "an existing FILE is kept unless --force. pubkey prints the public key of a\n"
+		   "key file again.\n");
+}
+
 /* keygen --out FILE [--force] | pubkey --key FILE */
 static int keys_main(int argc, char **argv)
 {
 	int gen = !strcmp(argv[0], "keygen"), force = 0;
 	const char *path = NULL;
 	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			keys_usage(stdout);
+			return 0;
+		}
 		if (!strcmp(argv[i], "--force") && gen) {
 			force = 1;
 		} else if ((!strcmp(argv[i], "--out") || !strcmp(argv[i], "--key")) && i + 1 < argc) {
@@ -45,8 +59,7 @@ static int keys_main(int argc, char **argv)
 		}
 	}
 	if (!path) {
-		fprintf(stderr, "usage: fedloha-client keygen --out FILE [--force]\n"
-				"       fedloha-client pubkey --key FILE\n");
+		keys_usage(stderr);
 		return 2;
 	}
 	struct stat st;

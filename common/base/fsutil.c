@@ -123,6 +123,18 @@ int fl_mkdir_p(const char *path, int private_)
 	return FL_OK;
 }
 
+int fl_mkdir_parent(const char *path, int private_)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return fl_error_set(FL_EINVAL, "%s: path too long", path);
+	char *slash = strrchr(buf, '/');
+	if (!slash || slash == buf)
+		return FL_OK; /* the current folder or / */
+	*slash = '\0';
+	return fl_mkdir_p(buf, private_);
+}
+
 int fl_path_exists(const char *path)
 {
 	struct stat st;

@@ -15,6 +15,9 @@ int fl_file_write_atomic(const char *path, const void *data, size_t len, int pri
 int fl_file_read_all(const char *path, size_t max, char **out, size_t *len);
 /* Creates path and its parents (0755 or 0700 when private). */
 int fl_mkdir_p(const char *path, int private_);
+/* Creates the folder that holds the file path (with its parents, as
+ * fl_mkdir_p) when it is missing; FL_OK when path has no folder part. */
+int fl_mkdir_parent(const char *path, int private_);
 /* 1 when path exists (any type). */
 int fl_path_exists(const char *path);
 

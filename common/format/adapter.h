@@ -36,6 +36,8 @@ struct fl_adapter_merge_stats {
 	size_t copied;   /* tensors copied unchanged */
 };
 
+/* The composed-weight formula merge applies to a folder of this kind. */
+const char *fl_adapter_formula(int pfedpara);
 /* Reads base_path and the adapter folder, checks every factor against the
  * base shapes and the config, merges W0 += ΔW (s = alpha / r per module) and
  * writes out_path atomically with the base file's metadata and every other
@@ -43,6 +45,12 @@ struct fl_adapter_merge_stats {
  * file, a bad config, a factor for a module absent from the base or not
  * targeted, a targeted weight without factors, a wrong shape, a non-finite
  * factor or result. opts and stats may be NULL. out_path may equal base_path. */
+/* A PEFT LoRA folder (peft_type "LORA", as fedloha writes for lowrank) is
+ * merged as W0 += (alpha / r) · lora_B @ lora_A per module (alpha / sqrt(r)
+ * with use_rslora; r, alpha from rank_pattern / alpha_pattern, else r /
+ * lora_alpha); conv factors are lora_A (r, I, K1, K2), lora_B (O, r, 1, 1).
+ * A LoHa folder whose fedloha_parameterization is "pfedpara" is merged as
+ * W0 += s · P1 ⊙ (P2 + 1). */
 int fl_adapter_merge(const char *base_path, const char *adapter_dir, const char *out_path,
 		     const struct fl_adapter_merge_opts *opts, struct fl_adapter_merge_stats *stats);
 
@@ -61,6 +69,7 @@ struct fl_adapter_info {
 	size_t n_modules;
 	size_t factor_params, dense_params;  /* totals over modules */
 	size_t saved_tensors, saved_params;  /* modules_to_save tensors */
+	int pfedpara; /* fedloha_parameterization "pfedpara": W0 + s · P1 ⊙ (P2 + 1) */
 };
 
 /* Describes an adapter folder. Without base_path, dimensions come from the

@@ -84,7 +84,9 @@ int fl_identity_save(const struct fl_identity *id, const char *path)
 	char line[sizeof(KEYFILE_TAG) + sizeof(b64) + 2];
 	sodium_bin2base64(b64, sizeof(b64), id->sk, sizeof(id->sk), sodium_base64_VARIANT_ORIGINAL);
 	int n = snprintf(line, sizeof(line), "%s %s\n", KEYFILE_TAG, b64);
-	int err = fl_file_write_atomic(path, line, (size_t)n, 1);
+	int err = fl_mkdir_parent(path, 1);
+	if (!err)
+		err = fl_file_write_atomic(path, line, (size_t)n, 1);
 	sodium_memzero(b64, sizeof(b64));
 	sodium_memzero(line, sizeof(line));
 	return err;

@@ -33,7 +33,8 @@ int fl_crypto_init(void);
 int fl_identity_generate(struct fl_identity **out);
 /* The key pair of a 32-byte seed (deterministic: tests, fuzzing). */
 int fl_identity_from_seed(const uint8_t seed[32], struct fl_identity **out);
-/* Writes the secret-key file (mode 0600, atomic replace). Overwrites an
+/* Writes the secret-key file (mode 0600, atomic replace), creating its
+ * folder (0700) when missing. Overwrites an
  * existing file: the keygen commands check for one first. */
 int fl_identity_save(const struct fl_identity *id, const char *path);
 /* Reads a secret-key file. Refuses (FL_EINVAL, "chmod 600 <path>") a file

@@ -5,7 +5,8 @@
  * encoded frames. It never calls libuv, never sleeps and never reads the
  * clock itself: time is the now_ms the caller passes (any monotonic ms).
  *
- * Per round: select among the welcomed, idle clients (sorted by client_id,
+ * Per round: select among the welcomed, idle clients that hold the loha
+ * base, if there is one (sorted by client_id,
  * RNG stream seed/(round*1000 + attempt), so a restart replays the same
  * selection), encode the global tensors once per dtype in use and send the
  * same frames to every selected client, check and fold each update as it
@@ -45,8 +46,11 @@ struct srv_engine_config {
 	const char *optimizer; /* "sgd" | "adam" */
 	/* server strategy */
 	struct srv_optim_config server_opt; /* fedavg/fedavgm/fedadam/fedyogi/fedadagrad */
+	/* the encoding offered to clients that leave the choice to the server
+	 * (Hello.dtype_from_server), or forced on all with dtype_required;
+	 * other clients get their preferred dtype */
 	enum fl_wire_dtype dtype;
-	int dtype_required; /* force this encoding, else honour the client's preference */
+	int dtype_required;
 	uint32_t max_frame_bytes, chunk_bytes;
 	uint32_t eval_every;         /* federated evaluation every N rounds and after the last (0 = never) */
 	const char *checkpoint_path; /* NULL = no checkpoints */

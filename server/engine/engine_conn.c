@@ -71,6 +71,9 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 			return;
 		}
 		dt = e->cfg.dtype;
+	} else if (h->dtype_from_server) {
+		if (dtype_supported(h, e->cfg.dtype))
+			dt = e->cfg.dtype;
 	} else if ((unsigned)h->preferred_dtype <= FL_WIRE_INT8 &&
 		   dtype_supported(h, (enum fl_wire_dtype)h->preferred_dtype)) {
 		dt = (enum fl_wire_dtype)h->preferred_dtype;
@@ -78,6 +81,9 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	snprintf(c->client_id, sizeof(c->client_id), "%s", id);
 	c->dtype = dt;
 	c->can_eval = has_cap(h, "eval");
+	c->needs_base = e->has_base && !(h->has_base && h->base_sha256.len == sizeof(e->base_sha) &&
+					 !memcmp(h->base_sha256.data, e->base_sha,
+						 sizeof(e->base_sha)));
 	c->state = SRV_CONN_READY;
 
 	int ci = 0, hi = 0, wi = 0, classes = 0;
@@ -132,6 +138,7 @@ static void on_base_request(struct srv_engine *e, struct srv_conn *c,
 		return;
 	}
 	srv_eng_send_frames(e, c, &e->base);
+	c->needs_base = 0;
 }
 
 static uint64_t cur_round(const struct srv_engine *e)
@@ -287,6 +294,8 @@ void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope 
 		srv_eng_reject(e, c, FL_EFORMAT, "expected Hello as the first frame");
 		return;
 	}
+	if (body != FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST)
+		c->needs_base = 0;
 	switch (body) {
 	case FEDLOHA__V1__ENVELOPE__BODY_HELLO:
 		if (c->state != SRV_CONN_NEW)

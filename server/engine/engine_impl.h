@@ -25,6 +25,10 @@ struct srv_conn {
 	char client_id[SRV_CLIENT_ID_MAX + 1];
 	enum fl_wire_dtype dtype; /* session encoding */
 	int can_eval;
+	/* Welcomed without our base (loha): not selectable until its
+	 * BaseRequest is served (the base frames then precede any task) or it
+	 * sends anything else (it found the base itself). */
+	int needs_base;
 	uint64_t last_rx_ms;
 	uint64_t bytes_up, bytes_down;
 	/* the update being received (TASKED with uploading set) */

@@ -108,11 +108,17 @@ static int cmp_conn_id(const void *a, const void *b)
 	return strcmp(x->client_id, y->client_id);
 }
 
+/* Idle and holding the base: may get a training or evaluation task. */
+static int selectable(const struct srv_conn *c)
+{
+	return c->state == SRV_CONN_READY && !c->needs_base;
+}
+
 static size_t ready_count(const struct srv_engine *e)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < e->nconns; i++)
-		n += e->conns[i]->state == SRV_CONN_READY;
+		n += selectable(e->conns[i]);
 	return n;
 }
 
@@ -129,7 +135,7 @@ static void start_round(struct srv_engine *e)
 	}
 	size_t k = 0;
 	for (size_t i = 0; i < e->nconns; i++)
-		if (e->conns[i]->state == SRV_CONN_READY)
+		if (selectable(e->conns[i]))
 			cand[k++] = e->conns[i];
 	qsort(cand, avail, sizeof(*cand), cmp_conn_id);
 	/* ceil with a tolerance: 0.7 * 10 is 7.000000000000001 in double */
@@ -235,7 +241,7 @@ static void start_eval(struct srv_engine *e)
 	e->eval_w = 0;
 	for (size_t i = 0; i < e->nconns; i++) {
 		struct srv_conn *c = e->conns[i];
-		if (c->state != SRV_CONN_READY || !c->can_eval)
+		if (!selectable(c) || !c->can_eval)
 			continue;
 		struct srv_frames *fr = NULL;
 		if (eval_frames(e, c->dtype, &fr) != FL_OK) {

@@ -16,6 +16,7 @@
 #include "central_eval.h"
 #include "engine.h"
 #include "errors.h"
+#include "fsutil.h"
 #include "log.h"
 #include "model_io.h"
 #include "peft_config.h"
@@ -167,6 +168,10 @@ static int run(struct srv_opts *o)
 	if (prox && o->prox_mu == 0)
 		ec.prox_mu = 0.01f;
 
+	if (o->checkpoint && fl_mkdir_parent(o->checkpoint, 0)) {
+		fprintf(stderr, "fedloha-server: --checkpoint: %s\n", fl_error_msg());
+		return 1;
+	}
 	struct srv_access *acc = NULL;
 	struct srv_access_config ac = {.insecure = o->insecure, .key_path = o->key,
 				       .allow_path = o->allow, .enrol = o->enrol};
@@ -304,12 +309,26 @@ out:
 	return err ? 1 : rc;
 }
 
+static void keys_usage(FILE *f)
+{
+	fprintf(f, "usage: fedloha-server keygen --out FILE [--force]\n"
+		   "       fedloha-server pubkey --key FILE\n\n"
+		   "keygen writes the coordinator's new secret key to FILE (mode 0600; missing\n"
+		   "folders are made 0700) and prints its public key (fl1:...) for the clients'\n"
+		   "--server-key; an existing FILE is kept unless --force. pubkey prints the\n"
+		   "public key of a key file again.\n");
+}
+
 /* keygen --out FILE [--force] | pubkey --key FILE */
 static int keys_main(int argc, char **argv)
 {
 	int gen = !strcmp(argv[0], "keygen"), force = 0;
 	const char *path = NULL;
 	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			keys_usage(stdout);
+			return 0;
+		}
 		if (!strcmp(argv[i], "--force") && gen)
 			force = 1;
 		else if ((!strcmp(argv[i], "--out") || !strcmp(argv[i], "--key")) && i + 1 < argc)
@@ -320,8 +339,7 @@ static int keys_main(int argc, char **argv)
 		}
 	}
 	if (!path) {
-		fprintf(stderr, "usage: fedloha-server keygen --out FILE [--force]\n"
-				"       fedloha-server pubkey --key FILE\n");
+		keys_usage(stderr);
 		return 2;
 	}
 	char pub[FL_PUBKEY_STRING_BYTES];

@@ -235,7 +235,8 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
 			 int ntargets);
 /* The secure channel's totals per result: channel bytes (incl. handshakes)
- * next to the protocol's frame bytes, handshakes, channel errors. */
+ * next to the protocol's frame bytes, handshakes, channel and client errors,
+ * then a line per result with client errors (count and the last one). */
 void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n);
 /* Writes DIR/accuracy_vs_mb.gp and runs gnuplot on it to make
  * DIR/accuracy_vs_mb.png. FL_ENOTFOUND when gnuplot is not installed (the

@@ -307,17 +307,26 @@ void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n)
 	fprintf(f, "\nchannel bytes (socket equivalent: %s, up + down) vs protocol frames\n",
 		r[0]->secure ? "secure channel records and handshakes"
 			     : "--insecure, no channel: the frames themselves");
-	fprintf(f, "%-16s %12s %12s %9s %10s %8s\n", "configuration", "channel MB", "frame MB",
-		"overhead", "handshakes", "errors");
+	fprintf(f, "%-16s %12s %12s %9s %10s %8s %8s\n", "configuration", "channel MB", "frame MB",
+		"overhead", "handshakes", "channel", "client");
 	for (int i = 0; i < n; i++) {
 		const struct srv_sim_result *x = r[i];
 		if (x->local_only)
 			continue; /* no connections */
 		uint64_t ch = x->chan_up + x->chan_down, fr = x->engine_up + x->engine_down;
-		fprintf(f, "%-16s %12.3f %12.3f %8.3f%% %10llu %8llu\n", x->label, (double)ch / MB,
-			(double)fr / MB, fr ? 100.0 * ((double)ch - (double)fr) / (double)fr : 0.0,
-			(unsigned long long)x->handshakes, (unsigned long long)x->channel_errors);
+		fprintf(f, "%-16s %12.3f %12.3f %8.3f%% %10llu %8llu %8llu\n", x->label,
+			(double)ch / MB, (double)fr / MB,
+			fr ? 100.0 * ((double)ch - (double)fr) / (double)fr : 0.0,
+			(unsigned long long)x->handshakes, (unsigned long long)x->channel_errors,
+			(unsigned long long)x->client_errors);
 	}
+	fprintf(f, "errors: channel = secure channels that failed; client = updates lost to a "
+		   "client error (local training diverged, update refused by the coordinator): "
+		   "not aggregated, the round went on with the others\n");
+	for (int i = 0; i < n; i++)
+		if (!r[i]->local_only && r[i]->client_errors)
+			fprintf(f, "%s: %llu client errors, last: %s\n", r[i]->label,
+				(unsigned long long)r[i]->client_errors, r[i]->last_client_error);
 }
 
 static void print_targets(FILE *f, struct srv_sim_result *const *r, int n, const double *targets,
