@@ -13,6 +13,7 @@
 #      handshake timeout) while the real clients carry on
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
+command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
 BIN=${FL_BIN:-build/bin}
 TMP=${FL_TMP:-/tmp}/cli_loopback.$$
 DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
