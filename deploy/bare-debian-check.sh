@@ -258,11 +258,17 @@ if want image; then
 	run_tests=1
 	[ "$tested" = 1 ] && [ "$image_tests" = 0 ] && run_tests=0
 	say "image: podman build -f deploy/Containerfile (both stages FROM $base_image, RUN_TESTS=$run_tests)"
+	dangling_before=$("${PODMAN[@]}" images -q --filter dangling=true | sort -u)
 	"${PODMAN[@]}" build --pull=never --network host \
 		--build-arg BASE_IMAGE="$base_image" --build-arg RUNTIME_IMAGE="$base_image" \
 		--build-arg RUN_TESTS=$run_tests \
 		-f deploy/Containerfile -t "$app_image" "$work/src" >"$work/image.log" 2>&1 ||
 		fail image "$work/image.log"
+	# the build stage stays behind as an untagged image: drop the new ones
+	if [ "$keep" = 0 ]; then
+		comm -13 <(echo "$dangling_before") <("${PODMAN[@]}" images -q --filter dangling=true | sort -u) |
+			xargs -r "${PODMAN[@]}" rmi -f >/dev/null 2>&1 || true
+	fi
 	stage_done image
 fi
 
