@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# Installs every Debian package fedloha needs to build, test and run.
-# Idempotent: packages already present are skipped; apt-get runs only when
-# something is missing. Pass --with-torch to also install the optional
-# PyTorch reference (python3-torch), used to regenerate golden files and to
-# check that saved models load in PyTorch.
+# Installs every Debian package fedloha needs to build, test and run, on a
+# bare Debian 12 too (build-essential brings make; the tests need python3
+# (stdlib json only) and procps (pgrep)). Run it before the first `make` on
+# a machine without make. Idempotent: packages already present are skipped;
+# apt-get runs only when something is missing.
+#   --with-torch      also the optional PyTorch reference (python3-torch), used
+#                     to regenerate golden files and to check that saved models
+#                     load in PyTorch
+#   --with-container  also podman, runc, mmdebstrap and podman-compose, used by
+#                     deploy/bare-debian-check.sh and deploy/compose.yaml
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config
       libuv1-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
       libopenblas-dev zlib1g-dev libjansson-dev libcmocka-dev
-      dataset-fashion-mnist gnuplot-nox)
+      dataset-fashion-mnist gnuplot-nox python3 procps)
 for arg in "$@"; do
   case "$arg" in
     --with-torch) pkgs+=(python3-torch python3-numpy) ;;
+    --with-container)
+      pkgs+=(podman runc mmdebstrap podman-compose uidmap
+             containernetworking-plugins golang-github-containernetworking-plugin-dnsname) ;;
     -h|--help)
-      echo "usage: deploy/install-deps.sh [--with-torch]"
+      echo "usage: deploy/install-deps.sh [--with-torch] [--with-container]"
       echo "Installs the Debian packages fedloha needs (build, test, run)."
+      echo "  --with-torch      also python3-torch (golden files, PyTorch checks)"
+      echo "  --with-container  also podman, runc, mmdebstrap, podman-compose"
+      echo "                    (deploy/bare-debian-check.sh, deploy/compose.yaml)"
       exit 0 ;;
     *) echo "install-deps.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac

@@ -7,6 +7,7 @@
 # Broken folders are copies of a golden case edited with python3 (stdlib
 # only, to read the safetensors header) and dd (to patch bytes in place).
 set -u
+command -v python3 >/dev/null || { echo "FAIL: python3 not found (deploy/install-deps.sh installs it)"; exit 1; }
 BIN=${FL_BIN:?FL_BIN not set}/fedloha-adapter
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/adapter
 TMP=${FL_TMP:-/tmp}/cli-adapter.$$

@@ -19,6 +19,7 @@
 #      (updates of 2 bytes per value); the client's --dtype f32 wins
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
+command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
 BIN=${FL_BIN:-build/bin}
 TMP=${FL_TMP:-/tmp}/cli_loopback.$$
 DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}

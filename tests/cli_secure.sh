@@ -18,6 +18,7 @@
 #   7. SIGHUP with a key removed from the allow-list closes its connection
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
+command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
 BIN=${FL_BIN:-build/bin}
 TMP=${FL_TMP:-/tmp}/cli_secure.$$
 DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}

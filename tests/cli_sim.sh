@@ -10,6 +10,7 @@
 # CSV / JSON columns), the --server-* settings recorded in the JSON and
 # refused where the strategy would ignore them.
 set -u
+command -v python3 >/dev/null || { echo "FAIL: python3 not found (deploy/install-deps.sh installs it)"; exit 1; }
 BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
 TMP=${FL_TMP:-/tmp}/cli-sim.$$
