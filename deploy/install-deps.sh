@@ -13,7 +13,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config
       libuv1-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
-      libopenblas-dev zlib1g-dev libjansson-dev libcmocka-dev
+      libopenblas-dev zlib1g-dev libjansson-dev
       dataset-fashion-mnist gnuplot-nox python3 procps)
 for arg in "$@"; do
   case "$arg" in

@@ -493,11 +493,6 @@ int cli_transport_start(struct cli_transport *t, struct cli_session *s)
 	return FL_OK;
 }
 
-void cli_transport_stop(struct cli_transport *t)
-{
-	cli_transport_begin_stop(t, CLI_TRANSPORT_SIGNALLED, 0);
-}
-
 enum cli_transport_result cli_transport_result(const struct cli_transport *t)
 {
 	return t->result;

@@ -89,8 +89,6 @@ int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
 void cli_transport_session_io(struct cli_transport *t, struct cli_session_io *io);
 /* Starts connecting (s is borrowed until the loop run ends). */
 int cli_transport_start(struct cli_transport *t, struct cli_session *s);
-/* Begins the orderly shutdown as SIGTERM would. */
-void cli_transport_stop(struct cli_transport *t);
 enum cli_transport_result cli_transport_result(const struct cli_transport *t);
 int cli_transport_signal(const struct cli_transport *t); /* the signal received, or 0 */
 /* Why it stopped with CLI_TRANSPORT_REFUSED ("" otherwise). */

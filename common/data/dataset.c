@@ -78,7 +78,8 @@ void fl_dataset_free(struct fl_dataset *ds)
 	free(ds);
 }
 
-size_t fl_dataset_sample_floats(const struct fl_dataset *ds)
+/* Floats of one gathered sample: c*h*w. */
+static size_t sample_floats(const struct fl_dataset *ds)
 {
 	return (size_t)ds->c * (size_t)ds->h * (size_t)ds->w;
 }
@@ -587,7 +588,7 @@ int fl_dataset_subset(const struct fl_dataset *ds, const int *idx, int count,
 	int err = fl_dataset_new(count, ds->c, ds->h, ds->w, ds->classes, &sub);
 	if (err)
 		return err;
-	size_t sb = fl_dataset_sample_floats(ds);
+	size_t sb = sample_floats(ds);
 	for (int i = 0; i < count; i++) {
 		int s = idx ? idx[i] : i;
 		memcpy(sub->pixels + (size_t)i * sb, ds->pixels + (size_t)s * sb, sb);

@@ -67,9 +67,6 @@ int fl_dataset_load_cifar10(const char *dir_or_file, int train, struct fl_datase
  * each as .gz or raw; labels must be < 10. name NULL means "fashion-mnist". */
 int fl_dataset_load(const char *name, const char *path, int train, struct fl_dataset **out);
 
-/* Floats of one gathered sample: c*h*w. */
-size_t fl_dataset_sample_floats(const struct fl_dataset *ds);
-
 /* Sets mean/std for every channel (arrays of ds->c values; std finite and
  * > 0) and rebuilds the lookup table. FL_OK or FL_EINVAL. */
 int fl_dataset_set_norm(struct fl_dataset *ds, const float *mean, const float *std);

@@ -21,11 +21,6 @@
 static const char *const ad_fact_names[FL_ADAPTER_NFACT] = {
 	"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"};
 
-const char *fl_adapter_factor_name(int k)
-{
-	return k >= 0 && k < FL_ADAPTER_NFACT ? ad_fact_names[k] : "?";
-}
-
 const char *fl_adapter_form_name(enum fl_adapter_form f)
 {
 	switch (f) {

@@ -34,8 +34,6 @@ enum fl_adapter_form {
 
 /* "linear", "conv-reshape", "conv-tucker". */
 const char *fl_adapter_form_name(enum fl_adapter_form f);
-/* "hada_w1_a", ... for a factor slot. */
-const char *fl_adapter_factor_name(int k);
 
 /* The factor tensors of one module (NULL where absent); they point into the
  * folder's safetensors file. */

@@ -36,16 +36,6 @@ void fl_blas_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alph
 	}
 }
 
-void fl_blas_saxpy(int n, float alpha, const float *x, float *y)
-{
-	cblas_saxpy(n, alpha, x, 1, y, 1);
-}
-
-float fl_blas_sdot(int n, const float *x, const float *y)
-{
-	return cblas_sdot(n, x, 1, y, 1);
-}
-
 void fl_blas_set_threads(int n)
 {
 	openblas_set_num_threads(n < 1 ? 1 : n);

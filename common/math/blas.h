@@ -14,11 +14,6 @@ void fl_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, c
 void fl_blas_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
 		       int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
-/* y += alpha * x over n floats. */
-void fl_blas_saxpy(int n, float alpha, const float *x, float *y);
-/* Dot product of n floats. */
-float fl_blas_sdot(int n, const float *x, const float *y);
-
 /* Threads OpenBLAS may use inside one call (>= 1). Process-wide; set it once
  * at start-up, or from the one thread that owns numerics. */
 void fl_blas_set_threads(int n);

@@ -102,11 +102,6 @@ int srv_agg_result(const struct srv_agg *a, float *out)
 	return FL_OK;
 }
 
-size_t srv_agg_size(const struct srv_agg *a)
-{
-	return a->n;
-}
-
 size_t srv_agg_count(const struct srv_agg *a)
 {
 	return a->count;

@@ -40,7 +40,6 @@ int srv_agg_add(struct srv_agg *a, const float *x, uint64_t w);
 /* out[i] = sum_k w_k x_k[i] / sum_k w_k, rounded to float. FL_EINVAL when
  * no update was added. */
 int srv_agg_result(const struct srv_agg *a, float *out);
-size_t srv_agg_size(const struct srv_agg *a);
 /* Updates added since _new / _reset. */
 size_t srv_agg_count(const struct srv_agg *a);
 uint64_t srv_agg_total_weight(const struct srv_agg *a);

@@ -34,9 +34,6 @@ struct srv_checkpoint_meta {
 	uint64_t seed;
 };
 
-/* Hex SHA-256 of the model's tensor table (name, shape, flags of every
- * tensor, in table order). */
-void srv_checkpoint_model_digest(const struct fl_model *m, char out[SRV_CHECKPOINT_DIGEST_HEX]);
 
 /* Writes the GLOBAL slice of m, opt's state (opt may be NULL: no optimiser
  * tensors, step 0) and meta to path, atomically. meta->step is taken from

@@ -523,12 +523,6 @@ static void begin_stop(struct srv_transport *t, int sig)
 	rearm(t);
 }
 
-void srv_transport_stop(struct srv_transport *t, int sig)
-{
-	begin_stop(t, sig ? sig : SIGTERM);
-	t->sig_got = sig;
-}
-
 int srv_transport_signal(const struct srv_transport *t)
 {
 	return t->sig_got;
@@ -537,11 +531,6 @@ int srv_transport_signal(const struct srv_transport *t)
 void srv_transport_stats(const struct srv_transport *t, struct srv_transport_stats *out)
 {
 	*out = t->st;
-}
-
-size_t srv_transport_conn_count(const struct srv_transport *t)
-{
-	return t->nconns;
 }
 
 int srv_transport_port(const struct srv_transport *t)

@@ -27,7 +27,7 @@
  *                                        every handle is closed
  *   srv_transport_free(t); uv_loop_close(loop) == 0
  *
- * Shutdown (engine done, SIGINT/SIGTERM, srv_transport_stop): the listener
+ * Shutdown (engine done, SIGINT/SIGTERM): the listener
  * closes first; on a signal every client gets Bye("shutdown") and the
  * engine is not told (it already checkpointed its last completed round);
  * each connection is flushed (at most flush_timeout_ms) and closed.
@@ -92,13 +92,9 @@ void srv_transport_engine_io(struct srv_transport *t, struct srv_engine_io *io);
 int srv_transport_start(struct srv_transport *t, struct srv_engine *e);
 /* The bound port (after start), e.g. when cfg.port was 0. */
 int srv_transport_port(const struct srv_transport *t);
-/* Begins the orderly shutdown as a signal would (sig 0 = not a signal). */
-void srv_transport_stop(struct srv_transport *t, int sig);
 /* The signal that stopped the transport, 0 if none. */
 int srv_transport_signal(const struct srv_transport *t);
 void srv_transport_stats(const struct srv_transport *t, struct srv_transport_stats *out);
-/* Connections open (accepted and not yet closed). */
-size_t srv_transport_conn_count(const struct srv_transport *t);
 /* Only after uv_run returned (every handle closed); NULL is a no-op. */
 void srv_transport_free(struct srv_transport *t);
 
