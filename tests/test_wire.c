@@ -535,8 +535,46 @@ static void test_decode_amplification(void)
 	free(p);
 }
 
+/* Every fl_err crosses the wire and comes back as itself, with the fixed
+ * numbers of PROTOCOL.md; anything else is sent as 0 and read as FL_EINVAL. */
+static void test_error_codes(void)
+{
+	static const int errs[] = {FL_ENOMEM, FL_EINVAL, FL_EIO, FL_EFORMAT, FL_ERANGE,
+				   FL_ENONFINITE, FL_ENOTFOUND, FL_EUNSUPPORTED, FL_ESHAPE, FL_EAUTH};
+	static const uint32_t codes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+		FL_CHECK(fl_wire_error_code(errs[i]) == codes[i]);
+		FL_CHECK(fl_wire_error_from_code(codes[i]) == errs[i]);
+	}
+	/* an fl_err without a wire number (or a number shared) fails here */
+	for (int e = -1; e >= -64; e--) {
+		int known = strcmp(fl_strerror(e), "unknown error") != 0;
+		uint32_t c = fl_wire_error_code(e);
+		FL_CHECK_MSG(known == (c != 0), "fl_err %d: wire code %u", e, c);
+		if (known)
+			FL_CHECK_MSG(fl_wire_error_from_code(c) == e, "fl_err %d: wire code %u", e, c);
+	}
+	FL_CHECK(fl_wire_error_code(FL_OK) == 0 && fl_wire_error_code(1) == 0 &&
+		 fl_wire_error_code(-1000) == 0);
+	FL_CHECK(fl_wire_error_from_code(0) == FL_EINVAL && fl_wire_error_from_code(11) == FL_EINVAL &&
+		 fl_wire_error_from_code(UINT32_MAX) == FL_EINVAL);
+
+	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
+	er.code = fl_wire_error_code(FL_EAUTH);
+	er.message = "no";
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
+	env.error = &er;
+	fl_envelope *d = roundtrip(&env);
+	if (d) {
+		FL_CHECK(fl_wire_error_from_code(d->error->code) == FL_EAUTH);
+		fl_wire_envelope_free(d);
+	}
+}
+
 int main(void)
 {
+	FL_RUN(test_error_codes);
 	FL_RUN(test_messages);
 	FL_RUN(test_decode_amplification);
 	FL_RUN(test_decode_limits);

@@ -39,7 +39,7 @@ static void peek_first(struct cconn *c, const uint8_t *payload, size_t n)
 	if (fl_wire_decode(payload, n, c->t->cfg.max_frame_bytes, &env) != FL_OK)
 		return;
 	if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR &&
-	    env->error->code == (uint32_t)-FL_EAUTH) {
+	    fl_wire_error_from_code(env->error->code) == FL_EAUTH) {
 		char why[FL_ERROR_MSG_MAX];
 		snprintf(why, sizeof(why), "the server refused this client: %s",
 			 env->error->message ? env->error->message : "");

@@ -175,7 +175,7 @@ void cli_session_fail(struct cli_session *s, int err, const char *msg)
 	if (!s->connected)
 		return;
 	Fedloha__V1__Error e = FEDLOHA__V1__ERROR__INIT;
-	e.code = (uint32_t)(err < 0 ? -err : err);
+	e.code = fl_wire_error_code(err);
 	e.message = s->last_error;
 	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
 	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
@@ -386,10 +386,7 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 
 static int on_server_error(const Fedloha__V1__Error *e)
 {
-	int code = -(int)(e->code > 100 ? 0 : e->code);
-	if (code >= 0 || code < FL_ESHAPE)
-		code = FL_EINVAL;
-	return fl_error_set(code, "the server refused: %s (code %u)",
+	return fl_error_set(fl_wire_error_from_code(e->code), "the server refused: %s (code %u)",
 			    e->message && *e->message ? e->message : "no reason given", e->code);
 }
 

@@ -27,6 +27,41 @@ const char *fl_wire_dtype_name(enum fl_wire_dtype t)
 	return dtype_names[t];
 }
 
+/* The one table between fl_err and ErrorCode; the numbers on the wire are
+ * fixed (PROTOCOL.md, "Error codes"). */
+static const struct {
+	int err;
+	uint32_t code;
+} error_codes[] = {
+	{FL_ENOMEM, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_NOMEM},
+	{FL_EINVAL, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_INVALID},
+	{FL_EIO, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_IO},
+	{FL_EFORMAT, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_FORMAT},
+	{FL_ERANGE, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_RANGE},
+	{FL_ENONFINITE, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_NONFINITE},
+	{FL_ENOTFOUND, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_NOTFOUND},
+	{FL_EUNSUPPORTED, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED},
+	{FL_ESHAPE, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_SHAPE},
+	{FL_EAUTH, FEDLOHA__V1__ERROR_CODE__ERROR_CODE_AUTH},
+};
+#define NERROR_CODES (sizeof(error_codes) / sizeof(error_codes[0]))
+
+uint32_t fl_wire_error_code(int err)
+{
+	for (size_t i = 0; i < NERROR_CODES; i++)
+		if (error_codes[i].err == err)
+			return error_codes[i].code;
+	return FEDLOHA__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED;
+}
+
+int fl_wire_error_from_code(uint32_t code)
+{
+	for (size_t i = 0; i < NERROR_CODES; i++)
+		if (error_codes[i].code == code)
+			return error_codes[i].err;
+	return FL_EINVAL;
+}
+
 int fl_wire_dtype_parse(const char *s, enum fl_wire_dtype *out)
 {
 	for (size_t i = 0; s && i < NDTYPES; i++) {

@@ -84,6 +84,16 @@ void fl_frame_reader_free(struct fl_frame_reader *r);
 int fl_frame_reader_feed(struct fl_frame_reader *r, const uint8_t *data, size_t len,
 			 int (*on_frame)(void *ctx, const uint8_t *payload, size_t n), void *ctx);
 
+/* ---- Error.code ---- */
+/* The ErrorCode (proto/fedloha.proto) an Error carries for err: every fl_err
+ * has its own fixed number (-err); FL_OK and anything that is not an fl_err
+ * give ERROR_CODE_UNSPECIFIED (0). */
+uint32_t fl_wire_error_code(int err);
+/* The fl_err a received Error.code stands for: the inverse of
+ * fl_wire_error_code, and FL_EINVAL for ERROR_CODE_UNSPECIFIED or a number
+ * this build does not know. Never FL_OK. */
+int fl_wire_error_from_code(uint32_t code);
+
 /* ---- tensors ---- */
 struct fl_wire_tensor {
 	const char *name;

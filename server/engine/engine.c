@@ -336,7 +336,7 @@ void srv_eng_drop(struct srv_engine *e, struct srv_conn *c)
 void srv_eng_send_error(struct srv_engine *e, struct srv_conn *c, int err, const char *msg)
 {
 	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
-	er.code = (uint32_t)(err < 0 ? -err : err);
+	er.code = fl_wire_error_code(err);
 	er.message = (char *)msg;
 	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
 	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;

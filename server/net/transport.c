@@ -280,7 +280,7 @@ static void conn_send_env(struct conn *c, const fl_envelope *env)
 void srv_tr_send_error(struct conn *c, int err, const char *msg)
 {
 	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
-	er.code = (uint32_t)(err < 0 ? -err : err);
+	er.code = fl_wire_error_code(err);
 	er.message = (char *)msg;
 	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
 	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
