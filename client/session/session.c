@@ -96,9 +96,9 @@ int cli_session_new(const struct cli_session_config *cfg, const struct cli_sessi
 	if ((unsigned)cfg->preferred_dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EINVAL, "client session: unknown dtype %d",
 				    (int)cfg->preferred_dtype);
-	if (cfg->max_frame_bytes < 1024)
-		return fl_error_set(FL_EINVAL, "client session: max_frame_bytes %u < 1024",
-				    cfg->max_frame_bytes);
+	if (cfg->max_frame_bytes < FL_WIRE_MAX_FRAME_MIN)
+		return fl_error_set(FL_EINVAL, "client session: max_frame_bytes %u < %u",
+				    cfg->max_frame_bytes, FL_WIRE_MAX_FRAME_MIN);
 	if (!io || !io->send || !io->close || !io->submit)
 		return fl_error_set(FL_EINVAL, "client session: incomplete io table");
 	if (sodium_init() < 0)
@@ -356,10 +356,11 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 			hb = w->limits->heartbeat_ms;
 		idle = w->limits->idle_timeout_ms;
 	}
-	if (peer_max < 1024)
-		return fl_error_set(FL_ERANGE, "Welcome: max_frame_bytes %u < 1024", peer_max);
-	if (chunk > peer_max - 512) /* room for the chunk's name, shape and framing */
-		chunk = peer_max - 512;
+	if (peer_max < FL_WIRE_MAX_FRAME_MIN)
+		return fl_error_set(FL_ERANGE, "Welcome: max_frame_bytes %u < %u", peer_max,
+				    FL_WIRE_MAX_FRAME_MIN);
+	if (chunk > peer_max - FL_WIRE_ENVELOPE_SLACK)
+		chunk = peer_max - FL_WIRE_ENVELOPE_SLACK;
 	if (chunk < 16)
 		return fl_error_set(FL_ERANGE, "Welcome: chunk_bytes %u < 16", chunk);
 	s->dtype = (enum fl_wire_dtype)w->dtype;

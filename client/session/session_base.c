@@ -14,7 +14,7 @@
  * copy, else base_path. */
 int cli_session_local_base_sha(struct cli_session *s, uint8_t sha[CLI_SHA256_BYTES])
 {
-	char path[4200];
+	char path[FL_PATH_MAX];
 	if (s->state_dir &&
 	    snprintf(path, sizeof(path), "%s/%s", s->state_dir, CLI_SESSION_BASE_FILE) <
 		    (int)sizeof(path) &&
@@ -77,7 +77,7 @@ int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec
 		return base_ready(s, want);
 	if (s->busy)
 		return fl_error_set(FL_EINVAL, "the server's base changed while a job runs");
-	char path[4200];
+	char path[FL_PATH_MAX];
 	const char *cand[2] = {NULL, s->base_path};
 	if (s->state_dir && snprintf(path, sizeof(path), "%s/%s", s->state_dir,
 				     CLI_SESSION_BASE_FILE) < (int)sizeof(path))

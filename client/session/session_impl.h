@@ -5,6 +5,7 @@
 #define CLI_SESSION_IMPL_H
 
 #include "errors.h"
+#include "fsutil.h"
 #include "peft_config.h"
 #include "session.h"
 
@@ -58,8 +59,8 @@ struct cli_job {
 /* The base file being fetched. */
 struct cli_base_fetch {
 	int fd; /* -1 when idle */
-	char tmp[4200];
-	char path[4200];
+	char tmp[FL_PATH_MAX];
+	char path[FL_PATH_MAX];
 	crypto_hash_sha256_state sha;
 	uint64_t have, total;
 	uint8_t want[CLI_SHA256_BYTES];
@@ -67,7 +68,7 @@ struct cli_base_fetch {
 
 /* A cached SHA-256 of a file, valid while its size and mtime stay. */
 struct cli_sha_cache {
-	char path[4200];
+	char path[FL_PATH_MAX];
 	long long size, mtime_ns;
 	uint8_t sha[CLI_SHA256_BYTES];
 	int valid;

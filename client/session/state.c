@@ -29,7 +29,7 @@ static int join(char *buf, size_t cap, const char *dir, const char *name)
 
 int cli_state_load_local(struct fl_model *m, const char *dir)
 {
-	char path[4200];
+	char path[FL_PATH_MAX];
 	int err = join(path, sizeof(path), dir, CLI_SESSION_LOCAL_FILE);
 	if (err || !fl_path_exists(path))
 		return err;
@@ -78,7 +78,7 @@ int cli_state_save_local(struct fl_model *m, const char *dir)
 {
 	if (!fl_model_count_floats(m, FL_TENSOR_LOCAL))
 		return FL_OK;
-	char path[4200];
+	char path[FL_PATH_MAX];
 	int err = join(path, sizeof(path), dir, CLI_SESSION_LOCAL_FILE);
 	if (err)
 		return err;
@@ -262,7 +262,7 @@ int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_
 		unlink(f->tmp);
 		return err;
 	}
-	char dir[4200];
+	char dir[FL_PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", f->path);
 	char *slash = strrchr(dir, '/');
 	if (slash) {

@@ -6,6 +6,7 @@
 #include "blas.h"
 #include "dataset.h"
 #include "errors.h"
+#include "fsutil.h"
 #include "model_io.h"
 #include "optim.h"
 #include "peft_config.h"
@@ -284,7 +285,7 @@ static void norm_json(const struct fl_dataset *ds, char *buf, size_t cap)
 /* The training-set statistics saved with a model (meta.norm), if any. */
 static int saved_norm(const char *dir, int channels, float *mean, float *std)
 {
-	char path[4096];
+	char path[FL_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
 	json_error_t je;
 	json_t *root = json_load_file(path, 0, &je);

@@ -14,7 +14,7 @@
 
 static void fsync_parent(const char *path)
 {
-	char buf[4096];
+	char buf[FL_PATH_MAX];
 	snprintf(buf, sizeof(buf), "%s", path);
 	int fd = open(dirname(buf), O_RDONLY | O_DIRECTORY);
 	if (fd >= 0) {
@@ -25,7 +25,7 @@ static void fsync_parent(const char *path)
 
 int fl_file_write_atomic(const char *path, const void *data, size_t len, int private_)
 {
-	char tmp[4200];
+	char tmp[FL_PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(tmp))
 		return fl_error_set(FL_EINVAL, "%s: path too long", path);
 	int fd = mkstemp(tmp);
@@ -103,7 +103,7 @@ int fl_file_read_all(const char *path, size_t max, char **out, size_t *len)
 
 int fl_mkdir_p(const char *path, int private_)
 {
-	char buf[4096];
+	char buf[FL_PATH_MAX];
 	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
 		return fl_error_set(FL_EINVAL, "%s: path too long", path);
 	mode_t mode = private_ ? 0700 : 0755;

@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+/* Bytes of a path buffer, NUL included: the kernel's own limit (Linux
+ * PATH_MAX), so a path cut to fit could not have been opened anyway. */
+#define FL_PATH_MAX 4096
+
 /* Replaces path with len bytes of data, atomically: readers see either the
  * old file or the whole new one, even after a crash. Mode 0644 (or 0600 when
  * private is set). */

@@ -11,6 +11,12 @@ struct fl_rng {
 };
 
 void fl_rng_seed(struct fl_rng *rng, uint64_t seed);
+/* Streams each round owns when a choice is drawn afresh within the round:
+ * stream round * FL_RNG_ROUND_STREAMS + attempt (the engine's client
+ * selection, retried rounds included). Attempts stay below this, else they
+ * would draw the next round's stream. */
+#define FL_RNG_ROUND_STREAMS 1000u
+
 /* An independent stream derived from (seed, stream), e.g. one per client. */
 void fl_rng_seed_stream(struct fl_rng *rng, uint64_t seed, uint64_t stream);
 uint64_t fl_rng_next(struct fl_rng *rng);

@@ -9,6 +9,7 @@
 #include "dataset.h"
 
 #include "errors.h"
+#include "fsutil.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -29,7 +30,6 @@
 #define CIFAR_PIXELS (3 * CIFAR_SIDE * CIFAR_SIDE)
 #define CIFAR_RECORD (1 + CIFAR_PIXELS)
 #define CIFAR_TRAIN_FILES 5
-#define PATH_BYTES 4096
 
 /* ---- lifecycle -------------------------------------------------------- */
 
@@ -351,9 +351,9 @@ static int cifar_read(const char *path, struct fl_dataset *ds, int first, int co
 int fl_dataset_load_cifar10(const char *dir_or_file, int train, struct fl_dataset **out)
 {
 	*out = NULL;
-	char paths[CIFAR_TRAIN_FILES][PATH_BYTES], dir[PATH_BYTES];
+	char paths[CIFAR_TRAIN_FILES][FL_PATH_MAX], dir[FL_PATH_MAX];
 	int nfiles = 1, counts[CIFAR_TRAIN_FILES];
-	if (strlen(dir_or_file) >= PATH_BYTES)
+	if (strlen(dir_or_file) >= FL_PATH_MAX)
 		return fl_error_set(FL_EINVAL, "%s: path too long", dir_or_file);
 	if (is_dir(dir_or_file)) {
 		if (path_join(dir, sizeof(dir), dir_or_file, "cifar-10-batches-bin"))
@@ -365,7 +365,7 @@ int fl_dataset_load_cifar10(const char *dir_or_file, int train, struct fl_datase
 			char name[32] = "test_batch.bin";
 			if (train)
 				snprintf(name, sizeof(name), "data_batch_%d.bin", i + 1);
-			if (path_join(paths[i], PATH_BYTES, dir, name))
+			if (path_join(paths[i], FL_PATH_MAX, dir, name))
 				return FL_EINVAL;
 		}
 	} else {
@@ -428,7 +428,7 @@ static int load_idx_dir(const char *label, const char *path, int is_default, int
 			struct fl_dataset **out)
 {
 	const char *prefix = train ? "train" : "t10k";
-	char base[64], img[PATH_BYTES], lab[PATH_BYTES];
+	char base[64], img[FL_PATH_MAX], lab[FL_PATH_MAX];
 	snprintf(base, sizeof(base), "%s-images-idx3-ubyte", prefix);
 	int err = idx_find(img, sizeof(img), path, base);
 	if (!err) {

@@ -333,7 +333,7 @@ static int write_fedloha_json(const struct fl_model *m, const char *path, const 
 
 int fl_model_save(struct fl_model *m, const char *dir, const char *meta_json)
 {
-	char path[4096];
+	char path[FL_PATH_MAX];
 	int err = fl_mkdir_p(dir, 0);
 	if (err)
 		return err;

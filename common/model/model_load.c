@@ -133,7 +133,7 @@ static int load_tensor(struct fl_model *m, const struct fl_model_tensor *t, cons
 int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 {
 	*out = NULL;
-	char path[4096], *text = NULL;
+	char path[FL_PATH_MAX], *text = NULL;
 	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
 	int err = fl_file_read_all(path, 1u << 20, &text, NULL);
 	if (err)

@@ -30,6 +30,17 @@
 #define FL_WIRE_MAX_FRAME_DEFAULT (4u << 20) /* 4 MiB */
 #define FL_WIRE_CHUNK_DEFAULT (1u << 20)     /* 1 MiB of tensor data per chunk */
 #define FL_WIRE_NAME_MAX 128
+/* The smallest max_frame_bytes either end accepts. */
+#define FL_WIRE_MAX_FRAME_MIN 1024u
+/* Room a TensorChunk frame needs beside its chunk_bytes of data: the 4-byte
+ * length, the envelope's body tag and length, round, offset, a name of
+ * FL_WIRE_NAME_MAX bytes, FL_WIRE_NDIM_MAX shape entries, dtype, scale,
+ * last and the data's tag and length come to about 260 bytes at their
+ * largest. The coordinator refuses chunk_bytes + FL_WIRE_ENVELOPE_SLACK over
+ * max_frame_bytes, and a client cuts a Welcome's chunk_bytes down to
+ * max_frame_bytes - FL_WIRE_ENVELOPE_SLACK, so both ends apply the same
+ * bound; 1 KiB leaves the worst case a margin of about four times. */
+#define FL_WIRE_ENVELOPE_SLACK 1024u
 
 typedef Fedloha__V1__Envelope fl_envelope; /* the generated type, renamed once */
 

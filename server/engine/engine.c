@@ -63,12 +63,12 @@ static int check_config(const struct srv_engine_config *c)
 		return fl_error_set(FL_EINVAL, "engine: optimizer '%s' is not sgd or adam", c->optimizer);
 	if ((unsigned)c->dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EINVAL, "engine: unknown dtype %d", (int)c->dtype);
-	if (c->chunk_bytes < 64 || c->max_frame_bytes < 1024 ||
-	    (uint64_t)c->chunk_bytes + 1024 > c->max_frame_bytes)
+	if (c->chunk_bytes < 64 || c->max_frame_bytes < FL_WIRE_MAX_FRAME_MIN ||
+	    (uint64_t)c->chunk_bytes + FL_WIRE_ENVELOPE_SLACK > c->max_frame_bytes)
 		return fl_error_set(FL_EINVAL,
-				    "engine: chunk_bytes %u must be >= 64 and leave 1 KiB of "
+				    "engine: chunk_bytes %u must be >= 64 and leave %u bytes of "
 				    "max_frame_bytes %u for the envelope",
-				    c->chunk_bytes, c->max_frame_bytes);
+				    c->chunk_bytes, FL_WIRE_ENVELOPE_SLACK, c->max_frame_bytes);
 	return FL_OK;
 }
 

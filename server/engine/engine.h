@@ -7,7 +7,7 @@
  *
  * Per round: select among the welcomed, idle clients that hold the loha
  * base, if there is one (sorted by client_id,
- * RNG stream seed/(round*1000 + attempt), so a restart replays the same
+ * RNG stream seed/(round*FL_RNG_ROUND_STREAMS + attempt), so a restart replays the same
  * selection), encode the global tensors once per dtype in use and send the
  * same frames to every selected client, check and fold each update as it
  * arrives into an order-independent accumulator (server/engine/aggregate.h),

@@ -145,7 +145,8 @@ static void start_round(struct srv_engine *e)
 	if (want > avail)
 		want = avail;
 	struct fl_rng rng;
-	fl_rng_seed_stream(&rng, e->cfg.seed, cur_round(e) * 1000u + (uint64_t)e->attempt);
+	fl_rng_seed_stream(&rng, e->cfg.seed,
+			   cur_round(e) * FL_RNG_ROUND_STREAMS + (uint64_t)e->attempt);
 	for (size_t i = 0; i < avail; i++)
 		idx[i] = (int)i;
 	fl_rng_shuffle_int(&rng, idx, (int)avail);

@@ -23,10 +23,14 @@
 #include <string.h>
 #include <time.h>
 
-/* The first byte of an Envelope payload is its body's tag (field << 3 |
- * length-delimited): RoundTask = 3, EvalTask = 6 (proto/fedloha.proto). */
-#define SIM_TAG_TASK ((3u << 3) | 2u)
-#define SIM_TAG_EVAL_TASK ((6u << 3) | 2u)
+/* The first byte of an Envelope payload is its body's tag: the oneof field
+ * number (the generated body case) << 3 | length-delimited. One byte while
+ * the field number is below 16. */
+#define SIM_BODY_TAG(body) (((unsigned)(body) << 3) | PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
+#define SIM_TAG_TASK SIM_BODY_TAG(FEDLOHA__V1__ENVELOPE__BODY_TASK)
+#define SIM_TAG_EVAL_TASK SIM_BODY_TAG(FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK)
+_Static_assert(FEDLOHA__V1__ENVELOPE__BODY_TASK < 16 && FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK < 16,
+	       "a body tag of one byte");
 #define SIM_DROP_STREAM 0x53494d44524f5050ull /* "SIMDROPP" */
 #define SIM_MAX_FRAME FL_WIRE_MAX_FRAME_DEFAULT /* the engine's and the sessions' */
 

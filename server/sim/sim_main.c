@@ -465,7 +465,7 @@ static void on_row(void *ctx, const struct srv_sim_config *cfg, const struct srv
 static int write_result(const struct srv_sim_result *res, const struct srv_sim_config *cfg,
 			const char *dir, const double *targets)
 {
-	char path[4096];
+	char path[FL_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s.csv", dir, res->label);
 	int err = srv_sim_write_csv(res, path);
 	snprintf(path, sizeof(path), "%s/%s.json", dir, res->label);
@@ -478,7 +478,7 @@ static int write_result(const struct srv_sim_result *res, const struct srv_sim_c
  * opened: the final CSV is still written). */
 static FILE *open_live_csv(const char *dir, const struct srv_sim_config *cfg)
 {
-	char path[4096], label[SRV_SIM_LABEL_MAX];
+	char path[FL_PATH_MAX], label[SRV_SIM_LABEL_MAX];
 	snprintf(path, sizeof(path), "%s/%s.csv", dir,
 		 srv_sim_config_label(cfg, label, sizeof(label)));
 	FILE *f = fopen(path, "w");
@@ -502,7 +502,7 @@ static void print_failed(FILE *f, char (*failed)[FL_ERROR_MSG_MAX + 64], int nfa
 static int write_table(struct srv_sim_result *const *res, int n, const char *dir,
 		       const double *targets, char (*failed)[FL_ERROR_MSG_MAX + 64], int nfailed)
 {
-	char path[4096];
+	char path[FL_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/table.txt", dir);
 	FILE *f = fopen(path, "w");
 	if (!f)
@@ -592,7 +592,7 @@ int main(int argc, char **argv)
 	char failed[CONFIGS_MAX][FL_ERROR_MSG_MAX + 64];
 	int ndone = 0, nfailed = 0;
 	struct progress pr = {.quiet = o.quiet, .tty = isatty(2), .count = n};
-	char model_dir[4096];
+	char model_dir[FL_PATH_MAX];
 	rc = 0;
 	for (int i = 0; i < n; i++) {
 		pr.index = i;
@@ -638,7 +638,7 @@ int main(int argc, char **argv)
 	if (nfailed)
 		rc = 1;
 	if (ndone) {
-		char png[4200];
+		char png[FL_PATH_MAX];
 		printf("\nresults: %s/ (per configuration: CSV per round, JSON summary)\n", o.out);
 		err = srv_sim_plot(done, ndone, o.out, target, png, sizeof(png));
 		if (!err)

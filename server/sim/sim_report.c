@@ -521,7 +521,7 @@ int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double
 	}
 	text_add(&t, "  %.4f with lines dt 2 lc rgb 'gray40' title 'target %.1f%%'\n", 100 * target,
 		 100 * target);
-	char path[4096];
+	char path[FL_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/accuracy_vs_mb.gp", dir);
 	int err = text_write(&t, path);
 	if (err)
