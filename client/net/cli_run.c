@@ -80,7 +80,7 @@ static int rnum(const char *k, const char *v, double lo, double hi, double *out)
 	snprintf(flag, sizeof(flag), "--%s", k);
 	if (fl_cliopt_double(flag, v, lo, hi, out)) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return -1;
+		return FL_EINVAL;
 	}
 	return 0;
 }
@@ -91,16 +91,18 @@ static int rint_(const char *k, const char *v, double lo, double hi, int *out)
 	snprintf(flag, sizeof(flag), "--%s", k);
 	if (fl_cliopt_int(flag, v, (long)lo, (long)hi, out)) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return -1;
+		return FL_EINVAL;
 	}
 	return 0;
 }
 
 static int split_hostport(const char *s, char *host, size_t cap, int *port)
 {
-	return fl_cliopt_hostport("--server", s, 1, host, cap, port) ? -1 : 0;
+	return fl_cliopt_hostport("--server", s, 1, host, cap, port) ? FL_EINVAL : FL_OK;
 }
 
+/* FL_OK; 1 when --help was printed; FL_EINVAL for a bad flag (told on
+ * stderr). */
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	static const struct option longopts[] = {
@@ -170,7 +172,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	}
 	if (!bad && o->backoff_max < o->backoff_min)
 		o->backoff_max = o->backoff_min;
-	return bad ? -1 : 0;
+	return bad ? FL_EINVAL : FL_OK;
 }
 
 /* Our key and the pinned server key; a clear message when one is missing. */
@@ -238,15 +240,15 @@ int cli_run_main(int argc, char **argv)
 	enum fl_wire_dtype dtype = FL_WIRE_F32;
 	if (!rc && split_hostport(o.server, host, sizeof(host), &port)) {
 		fprintf(stderr, "fedloha-client run: --server: expected HOST:PORT, got '%s'\n", o.server);
-		rc = -1;
+		rc = FL_EINVAL;
 	}
 	if (!rc && o.log_level && fl_log_parse_level(o.log_level, &lvl)) {
 		fprintf(stderr, "fedloha-client run: --log-level: %s\n", fl_error_msg());
-		rc = -1;
+		rc = FL_EINVAL;
 	}
 	if (!rc && o.dtype && fl_wire_dtype_parse(o.dtype, &dtype)) {
 		fprintf(stderr, "fedloha-client run: --dtype: %s\n", fl_error_msg());
-		rc = -1;
+		rc = FL_EINVAL;
 	}
 	if (rc) {
 		fprintf(stderr, "fedloha-client run: try --help\n");

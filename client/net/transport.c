@@ -200,20 +200,20 @@ int cli_transport_write_raw(struct cconn *c, struct fl_buf *b)
 	struct cli_transport *t = c->t;
 	if (c->closing || c->cut) {
 		fl_buf_unref(b);
-		return -1;
+		return FL_EIO;
 	}
 	if (c->pending + b->len > t->cfg.max_output_bytes) {
 		fl_log_warn("%zu bytes queued for the server (cap %zu): connection cut",
 			    c->pending + b->len, t->cfg.max_output_bytes);
 		fl_buf_unref(b);
 		cli_transport_conn_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	struct wreq *w = malloc(sizeof(*w));
 	if (!w) {
 		fl_buf_unref(b);
 		cli_transport_conn_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	w->buf = b;
 	w->c = c;
@@ -223,7 +223,7 @@ int cli_transport_write_raw(struct cconn *c, struct fl_buf *b)
 		fl_buf_unref(b);
 		free(w);
 		cli_transport_conn_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	c->pending += b->len;
 	return 0;
@@ -236,7 +236,7 @@ static int io_send(void *ctx, struct fl_buf *b)
 	struct cconn *c = t->conn;
 	if (!c || !c->connected || c->closing || c->cut) {
 		fl_buf_unref(b);
-		return -1;
+		return FL_EIO;
 	}
 	if (t->cfg.debug_tensors && b->len > FL_WIRE_FRAME_HEADER_BYTES)
 		cli_transport_log_tensor(t, "sent", b->data + FL_WIRE_FRAME_HEADER_BYTES,
@@ -247,7 +247,7 @@ static int io_send(void *ctx, struct fl_buf *b)
 	if (err) {
 		fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
 		cli_transport_conn_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	return cli_transport_write_raw(c, rec);
 }
@@ -292,12 +292,12 @@ static int io_submit(void *ctx, struct cli_job *job)
 	struct cli_transport *t = ctx;
 	struct jreq *j = malloc(sizeof(*j));
 	if (!j)
-		return -1;
+		return FL_EIO;
 	j->t = t;
 	j->job = job;
 	if (uv_queue_work(t->loop, &j->req, job_work, job_done) != 0) {
 		free(j);
-		return -1;
+		return FL_EIO;
 	}
 	t->jobs++;
 	return 0;

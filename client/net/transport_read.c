@@ -63,10 +63,10 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 		if (!t->refused)
 			fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
 		cli_transport_conn_close(c);
-		return 1;
+		return FL_WIRE_FEED_STOP;
 	}
 	t->attempts = 0; /* the server accepted us: the backoff starts over */
-	return c->closing || c->cut;
+	return c->closing || c->cut ? FL_WIRE_FEED_STOP : FL_OK;
 }
 
 static int deliver(void *ctx, const uint8_t *plain, size_t n)

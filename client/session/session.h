@@ -66,14 +66,14 @@ struct cli_job; /* one local training or evaluation run, opaque, owned by the se
 struct cli_session_io {
 	void *ctx;
 	/* Queues one frame; takes over one reference (also on failure).
-	 * Non-zero = the connection is unusable. */
+	 * FL_OK, or a negative fl_err: the connection is unusable. */
 	int (*send)(void *ctx, struct fl_buf *frame);
 	/* Flush and close the connection (the caller later reports
 	 * cli_session_on_disconnect). */
 	void (*close)(void *ctx);
 	/* Run cli_job_run(job) off the event loop, then call
 	 * cli_session_on_job_done(s, job) on the session's thread. May run the
-	 * job inline (the simulator). Non-zero = could not be queued. */
+	 * job inline (the simulator). FL_OK, or a negative fl_err: not queued. */
 	int (*submit)(void *ctx, struct cli_job *job);
 };
 

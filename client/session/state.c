@@ -207,7 +207,7 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			return -1;
+			return FL_EIO;
 		p += w;
 		len -= (size_t)w;
 	}

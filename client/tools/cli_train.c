@@ -83,18 +83,18 @@ static int parse_double(const char *s, const char *flag, double lo, double hi, d
 {
 	if (fl_cliopt_double(flag, s, lo, hi, out)) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return -1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
 	if (fl_cliopt_int(flag, s, lo, hi, out)) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return -1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 /* Builds the PEFT-format config from the flags (or reads --config). */
@@ -177,7 +177,7 @@ static int parse_classes(const char *s, uint8_t keep[LABELS_MAX])
 			if (x >= LABELS_MAX) {
 				fprintf(stderr, "fedloha-client: --classes: label out of range in '%s' "
 						"(labels are 0..%d)\n", s, LABELS_MAX - 1);
-				return -1;
+				return FL_EINVAL;
 			}
 			v[nv++] = x;
 			if (nv == 2 || *p != '-')
@@ -189,19 +189,19 @@ static int parse_classes(const char *s, uint8_t keep[LABELS_MAX])
 		if (v[1] < v[0]) {
 			fprintf(stderr, "fedloha-client: --classes: reversed range %ld-%ld in '%s'\n",
 				v[0], v[1], s);
-			return -1;
+			return FL_EINVAL;
 		}
 		for (long x = v[0]; x <= v[1]; x++)
 			keep[x] = 1;
 		if (*p == '\0')
-			return 0;
+			return FL_OK;
 		if (*p++ != ',')
 			goto bad;
 	}
 bad:
 	fprintf(stderr, "fedloha-client: --classes: expected labels like 0-4 or 0,2,5-7, got '%s'\n",
 		s);
-	return -1;
+	return FL_EINVAL;
 }
 
 /* Replaces *ds by the samples whose label keep[] marks (same order). */

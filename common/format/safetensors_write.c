@@ -70,7 +70,7 @@ static int write_all(int fd, const void *p, size_t n)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0)
-			return -1;
+			return FL_EIO;
 		c += w;
 		n -= (size_t)w;
 	}
@@ -83,19 +83,20 @@ static int sync_parent(const char *path)
 	const char *slash = strrchr(path, '/');
 	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
 	if (!dir)
-		return -1;
+		return FL_ENOMEM;
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	free(dir);
 	if (fd < 0)
-		return -1;
+		return FL_EIO;
 	int r = fsync(fd);
 	if (r != 0 && (errno == EINVAL || errno == EROFS))
 		r = 0; /* file systems whose folders cannot be synced */
 	close(fd);
-	return r;
+	return r ? FL_EIO : FL_OK;
 }
 
-/* Writes length, padded header and data to fd; 0 or -1 with errno set. */
+/* Writes length, padded header and data to fd; FL_OK or FL_EIO with errno
+ * set. */
 static int write_body(int fd, const char *hdr, size_t hl, size_t padded,
 		      const struct fl_st_tensor **order, size_t n)
 {
@@ -105,12 +106,12 @@ static int write_body(int fd, const char *hdr, size_t hl, size_t padded,
 	static const char spaces[8] = "       ";
 	if (write_all(fd, lenbuf, 8) || write_all(fd, hdr, hl) ||
 	    write_all(fd, spaces, padded - hl))
-		return -1;
+		return FL_EIO;
 	for (size_t i = 0; i < n; i++)
 		if (write_all(fd, order[i]->data, order[i]->nbytes))
-			return -1;
+			return FL_EIO;
 	if (fchmod(fd, 0644) || fsync(fd))
-		return -1;
+		return FL_EIO;
 	return 0;
 }
 

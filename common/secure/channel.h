@@ -53,15 +53,18 @@
 #define FL_CHANNEL_TIMEOUT_DEFAULT_MS 10000
 #define FL_CHANNEL_REASON_MAX 200 /* a refusal reason sent to the client */
 
-/* Server-side admission: 0 admits pk; anything else refuses, with a one-line
+/* Server-side admission: FL_OK admits pk; a negative fl_err (FL_ENOTFOUND
+ * for an unknown key) refuses, with a one-line
  * reason (NUL-terminated, fits reason_cap) that is sent to the client.
  * token is NULL or FL_TOKEN_BYTES (32) bytes of an enrolment token.
  * srv_auth_check (enrol.h) is the coordinator's implementation. */
 typedef int (*fl_channel_authorize_fn)(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES],
 				       const uint8_t *token, char *reason, size_t reason_cap);
 
-/* Receives decrypted plaintext (valid during the call). Non-zero stops
- * fl_channel_recv, which returns that value; the channel is then dead. */
+/* Receives decrypted plaintext (valid during the call). Non-zero (a
+ * negative fl_err, or FL_WIRE_FEED_STOP when the receiver closed during the
+ * call) stops fl_channel_recv, which returns that value; the channel is then
+ * dead. */
 typedef int (*fl_channel_deliver_fn)(void *ctx, const uint8_t *plain, size_t n);
 
 struct fl_channel_config {

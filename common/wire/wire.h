@@ -88,10 +88,15 @@ struct fl_frame_reader {
 };
 void fl_frame_reader_init(struct fl_frame_reader *r, size_t max_frame);
 void fl_frame_reader_free(struct fl_frame_reader *r);
+/* What an on_frame callback returns to stop the feed without an error (its
+ * connection closed during the call). The one positive value a feed
+ * returns; every failure is a negative fl_err. */
+#define FL_WIRE_FEED_STOP 1
 /* Feeds len bytes; calls on_frame(ctx, payload, n) for every complete frame
- * (the payload is valid during the call only). Returns FL_OK, FL_ERANGE for
- * a frame over max_frame (nothing allocated; the stream is then unusable),
- * or the first non-zero value on_frame returned (feeding stops there). */
+ * (the payload is valid during the call only). on_frame returns FL_OK to go
+ * on, FL_WIRE_FEED_STOP or a negative fl_err to stop. Returns FL_OK,
+ * FL_ERANGE for a frame over max_frame (nothing allocated; the stream is
+ * then unusable), or the first non-zero value on_frame returned. */
 int fl_frame_reader_feed(struct fl_frame_reader *r, const uint8_t *data, size_t len,
 			 int (*on_frame)(void *ctx, const uint8_t *payload, size_t n), void *ctx);
 

@@ -79,8 +79,8 @@ struct srv_round_report {
 struct srv_engine_io {
 	void *ctx;
 	/* Queues a whole frame (4-byte length included); takes over one
-	 * reference. Non-zero: the frame could not be queued (the transport will
-	 * report the disconnect). */
+	 * reference. FL_OK, or a negative fl_err when the frame could not be
+	 * queued (the transport will report the disconnect). */
 	int (*send)(void *ctx, uint64_t conn, struct fl_buf *frame);
 	/* Flush queued frames, then close; the engine has already forgotten conn. */
 	void (*close)(void *ctx, uint64_t conn);

@@ -90,9 +90,9 @@ static int num(const char *k, const char *v, double lo, double hi, double *out)
 	snprintf(flag, sizeof(flag), "--%s", k);
 	if (fl_cliopt_double(flag, v, lo, hi, out)) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return -1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int lnum(const char *k, const char *v, double lo, double hi, long long *out)
@@ -101,18 +101,18 @@ static int lnum(const char *k, const char *v, double lo, double hi, long long *o
 	snprintf(flag, sizeof(flag), "--%s", k);
 	if (fl_cliopt_llong(flag, v, (long long)lo, (long long)hi, out)) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return -1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int inum(const char *k, const char *v, double lo, double hi, int *out)
 {
 	long long x;
 	if (lnum(k, v, lo, hi, &x))
-		return -1;
+		return FL_EINVAL;
 	*out = (int)x;
-	return 0;
+	return FL_OK;
 }
 
 /* One option by its long name; v is owned elsewhere and outlives o. */
@@ -181,7 +181,7 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return seed_ok;
 	}
 	fprintf(stderr, "fedloha-server: unknown option '%s'\n", k);
-	return -1;
+	return FL_EINVAL;
 }
 
 /* Keys of a JSON config file become option values (kept alive in *keep). */
@@ -191,12 +191,12 @@ static int load_config_file(struct srv_opts *o, const char *path, json_t **keep)
 	json_t *root = json_load_file(path, 0, &je);
 	if (!root) {
 		fprintf(stderr, "fedloha-server: %s:%d:%d: %s\n", path, je.line, je.column, je.text);
-		return -1;
+		return FL_EINVAL;
 	}
 	*keep = root;
 	if (!json_is_object(root)) {
 		fprintf(stderr, "fedloha-server: %s: expected a JSON object\n", path);
-		return -1;
+		return FL_EINVAL;
 	}
 	json_t *strs = json_array();
 	json_object_set_new(root, "\x01strings", strs); /* owns the converted numbers */

@@ -83,13 +83,13 @@ static int slot_take(struct srv_transport *t, struct conn *c)
 		slot = t->free_slots[--t->nfree];
 	} else {
 		if (t->nslots == UINT32_MAX)
-			return -1;
+			return FL_ERANGE;
 		struct conn **s = realloc(t->slots, (t->nslots + 1) * sizeof(*s));
 		uint32_t *f = s ? realloc(t->free_slots, (t->nslots + 1) * sizeof(*f)) : NULL;
 		if (s)
 			t->slots = s;
 		if (!f)
-			return -1;
+			return FL_ENOMEM;
 		t->free_slots = f;
 		slot = t->nslots++;
 	}
@@ -208,7 +208,7 @@ int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
 	struct srv_transport *t = c->t;
 	if (c->cut || c->closing) {
 		fl_buf_unref(b);
-		return -1;
+		return FL_EIO;
 	}
 	if (c->pending + b->len > t->cfg.max_output_bytes) {
 		fl_log_warn("conn %s: %zu bytes queued, over the output cap of %zu: slow reader "
@@ -216,13 +216,13 @@ int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
 			    c->peer, c->pending + b->len, t->cfg.max_output_bytes);
 		fl_buf_unref(b);
 		srv_tr_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	struct wreq *w = malloc(sizeof(*w));
 	if (!w) {
 		fl_buf_unref(b);
 		srv_tr_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	w->buf = b;
 	w->c = c;
@@ -234,7 +234,7 @@ int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
 		fl_buf_unref(b);
 		free(w);
 		srv_tr_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	c->pending += b->len;
 	return 0;
@@ -246,7 +246,7 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 	struct srv_transport *t = c->t;
 	if (c->cut || c->closing || !fl_channel_established(c->ch)) {
 		fl_buf_unref(frame);
-		return -1;
+		return FL_EIO;
 	}
 	if ((t->cfg.debug_tensors || frame->len <= LOG_FRAME_MAX) &&
 	    frame->len > FL_WIRE_FRAME_HEADER_BYTES)
@@ -258,7 +258,7 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 	if (err) {
 		fl_log_warn("conn %s: %s: closing", c->peer, fl_error_msg());
 		srv_tr_cut(c);
-		return -1;
+		return FL_EIO;
 	}
 	return srv_tr_write_raw(c, rec);
 }
@@ -306,7 +306,7 @@ static int io_send(void *ctx, uint64_t id, struct fl_buf *frame)
 	struct conn *c = conn_find(t, id);
 	if (!c) {
 		fl_buf_unref(frame);
-		return -1;
+		return FL_EIO;
 	}
 	return srv_tr_send_frame(c, frame);
 }
@@ -398,15 +398,16 @@ int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n)
 	struct conn *c = ctx;
 	struct srv_transport *t = c->t;
 	if (c->closing || c->cut || t->stopping)
-		return 1;
+		return FL_WIRE_FEED_STOP;
 	if (!c->up)
 		srv_tr_conn_up(c); /* records right behind the last handshake message */
 	if (t->cfg.debug_tensors || n + FL_WIRE_FRAME_HEADER_BYTES <= LOG_FRAME_MAX)
 		srv_tr_log_frame(c, "received", payload, n);
 	if (!c->first_seen && srv_tr_first_frame(c, payload, n))
-		return 1;
+		return FL_WIRE_FEED_STOP;
 	srv_engine_on_frame(t->e, c->id, payload, n, uv_now(t->loop));
-	return c->closing || c->cut || t->stopping; /* stop feeding a closed stream */
+	/* stop feeding a closed stream */
+	return c->closing || c->cut || t->stopping ? FL_WIRE_FEED_STOP : FL_OK;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)

@@ -66,7 +66,8 @@ void srv_tr_conn_up(struct conn *c); /* channel established: tell the engine */
 int srv_tr_chan_open(struct conn *c); /* at accept; FL_OK or an error (logged) */
 /* Bytes read from the socket: through the channel into the frame reader. */
 void srv_tr_feed(struct conn *c, const uint8_t *data, size_t n);
-/* The identity rule on the first protocol frame: 0 passes, 1 refused (closed). */
+/* The identity rule on the first protocol frame: FL_OK passes; the code sent
+ * to the client when refused (the connection is then closing). */
 int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n);
 /* Drops connections whose handshake is overdue. */
 void srv_tr_handshake_sweep(struct srv_transport *t, uint64_t now);

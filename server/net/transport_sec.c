@@ -150,16 +150,16 @@ int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n)
 			refuse(c, FL_EAUTH,
 			       "this server runs with --insecure (no encryption, no authentication): "
 			       "start both ends with --insecure, or neither");
-			return 1;
+			return FL_EAUTH;
 		}
-		return 0;
+		return FL_OK;
 	}
 	if (srv_access_check_first_frame(t->cfg.access, c->pk, payload, n,
 					 t->cfg.max_frame_bytes) != FL_OK) {
 		char why[FL_ERROR_MSG_MAX];
 		snprintf(why, sizeof(why), "%s", fl_error_msg());
 		refuse(c, FL_EAUTH, why);
-		return 1;
+		return FL_EAUTH;
 	}
 	for (struct conn *o = t->head; o; o = o->next) {
 		if (o == c || !o->up || !o->first_seen || o->closing || o->cut ||
@@ -170,9 +170,9 @@ int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n)
 		snprintf(why, sizeof(why), "another connection with client key %s is already open",
 			 key);
 		refuse(c, FL_EINVAL, why); /* the client retries: the old one may be stale */
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 void srv_tr_reload(struct srv_transport *t)

@@ -374,7 +374,7 @@ int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *t
 	if (bsearch(pk, s->client_pks, (size_t)s->nclients, FL_PUBKEY_BYTES, key_cmp))
 		return 0;
 	snprintf(reason, reason_cap, "client key not in the simulation's set");
-	return 1;
+	return FL_ENOTFOUND;
 }
 
 static int setup_keys(struct sim *s)

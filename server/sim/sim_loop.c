@@ -65,7 +65,7 @@ static int push(struct sim *s, enum sim_ev_kind kind, int client, uint64_t conn,
 	if (!ev) {
 		fl_buf_unref(buf);
 		loop_fail(s, "out of memory queueing a frame", NULL);
-		return -1;
+		return FL_ENOMEM;
 	}
 	*ev = (struct sim_ev){.kind = kind, .client = client, .conn = conn, .buf = buf};
 	if (s->tail)
@@ -140,7 +140,7 @@ static int eng_send(void *ctx, uint64_t conn, struct fl_buf *frame)
 	struct sim_client *c = client_by_conn(s, conn);
 	if (!c || c->engine_closed || !c->srv_up) {
 		fl_buf_unref(frame);
-		return -1;
+		return FL_EIO;
 	}
 	s->res->wire_down += frame->len;
 	s->res->frames_down++;
@@ -151,7 +151,7 @@ static int eng_send(void *ctx, uint64_t conn, struct fl_buf *frame)
 	fl_buf_unref(frame);
 	if (err) {
 		loop_fail(s, "sealing a frame to the client", fl_error_msg());
-		return -1;
+		return FL_EIO;
 	}
 	return push_bytes(s, SIM_EV_DOWN, c, conn, rec);
 }
@@ -181,14 +181,14 @@ static int cli_send(void *ctx, struct fl_buf *frame)
 	struct sim_client *c = ctx;
 	if (!c->conn || !c->cli_up) {
 		fl_buf_unref(frame);
-		return -1;
+		return FL_EIO;
 	}
 	struct fl_buf *rec = NULL;
 	int err = fl_channel_seal_buf(c->cch, frame, &rec);
 	fl_buf_unref(frame);
 	if (err) {
 		loop_fail(c->sim, "sealing a frame to the coordinator", fl_error_msg());
-		return -1;
+		return FL_EIO;
 	}
 	return push_bytes(c->sim, SIM_EV_UP, c, c->conn, rec);
 }
@@ -358,7 +358,7 @@ static int cli_frame(void *ctx, const uint8_t *payload, size_t len)
 	} else if (c->vanish) {
 		client_vanish(s, c);
 	}
-	return c->conn == conn ? 0 : 1;
+	return c->conn == conn ? FL_OK : FL_WIRE_FEED_STOP;
 }
 
 static int cli_plain(void *ctx, const uint8_t *plain, size_t n)
@@ -372,7 +372,7 @@ static int srv_frame(void *ctx, const uint8_t *payload, size_t len)
 {
 	struct sim_client *c = ctx;
 	srv_engine_on_frame(c->sim->engine, c->conn, payload, len, c->sim->now);
-	return c->engine_closed ? 1 : 0;
+	return c->engine_closed ? FL_WIRE_FEED_STOP : FL_OK;
 }
 
 /* A record's plaintext (one whole frame) at the coordinator's end. */
@@ -381,7 +381,7 @@ static int srv_plain(void *ctx, const uint8_t *plain, size_t n)
 	struct sim_client *c = ctx;
 	struct sim *s = c->sim;
 	if (c->engine_closed)
-		return 1;
+		return FL_WIRE_FEED_STOP;
 	s->res->wire_up += n;
 	s->res->frames_up++;
 	if (s->cfg->cb.on_frame)

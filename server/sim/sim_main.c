@@ -137,27 +137,27 @@ static int parse_double(const char *s, const char *flag, double lo, double hi, d
 {
 	if (fl_cliopt_double(flag, s, lo, hi, out)) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
 	if (fl_cliopt_int(flag, s, lo, hi, out)) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int parse_float(const char *s, const char *flag, double lo, double hi, float *out)
 {
 	double v;
 	if (parse_double(s, flag, lo, hi, &v))
-		return 1;
+		return FL_EINVAL;
 	*out = (float)v;
-	return 0;
+	return FL_OK;
 }
 
 static int default_threads(void)
@@ -208,13 +208,13 @@ static int check_server_opt(const struct srv_sim_config *c)
 						c->server_beta1 >= 0, c->server_beta2 >= 0,
 						c->server_tau >= 0);
 	if (!flag)
-		return 0;
+		return FL_OK;
 	fprintf(stderr, PROG ": --%s has no effect with --strategy %s\n", flag,
 		c->prox ? "fedprox" : srv_optim_name(c->strategy));
-	return 1;
+	return FL_EINVAL;
 }
 
-/* 0 ok, 1 bad value (message printed), 2 --help. */
+/* 0 ok, 2 --help, anything else a bad value (message printed). */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	struct srv_sim_config *c = &o->base;
@@ -338,7 +338,7 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 	const char *list = o->compare ? o->compare : o->param ? o->param : DEF_COMPARE;
 	if (o->compare && o->param) {
 		fprintf(stderr, PROG ": give either --param or --compare\n");
-		return 1;
+		return FL_EINVAL;
 	}
 	*n = 0;
 	const char *p = list;
@@ -347,11 +347,11 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 		char item[64];
 		if (len == 0 || len >= sizeof(item)) {
 			fprintf(stderr, PROG ": --compare: bad item in '%s'\n", list);
-			return 1;
+			return FL_EINVAL;
 		}
 		if (*n == CONFIGS_MAX) {
 			fprintf(stderr, PROG ": --compare: at most %d configurations\n", CONFIGS_MAX);
-			return 1;
+			return FL_EINVAL;
 		}
 		memcpy(item, p, len);
 		item[len] = '\0';
@@ -364,7 +364,7 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 			if (fl_wire_dtype_parse(colon + 1, &c->dtype)) {
 				fprintf(stderr, PROG ": --compare: '%s': dtype must be f32, f16, bf16 or "
 						"int8\n", colon + 1);
-				return 1;
+				return FL_EINVAL;
 			}
 		}
 		const char *kind = item;
@@ -378,23 +378,23 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 		if (fl_peft_param_parse(kind, &c->param)) {
 			fprintf(stderr, PROG ": unknown parameterisation '%s' (dense, fedpara, "
 					"pfedpara, lowrank, loha, local or local-KIND)\n", kind);
-			return 1;
+			return FL_EINVAL;
 		}
 		if (c->local_only && (colon || (c->param != FL_PEFT_PARAM_DENSE &&
 						c->param != FL_PEFT_PARAM_FEDPARA &&
 						c->param != FL_PEFT_PARAM_LOWRANK))) {
 			fprintf(stderr, PROG ": '%s': local-only training takes dense, fedpara or "
 					"lowrank and no wire dtype\n", item);
-			return 1;
+			return FL_EINVAL;
 		}
 		if (c->local_only && (c->init_path || c->base_path)) {
 			fprintf(stderr, PROG ": '%s': local-only training starts from the seeded "
 					"model (no --init or --base)\n", item);
-			return 1;
+			return FL_EINVAL;
 		}
 		if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA) {
 			fprintf(stderr, PROG ": --init works with dense and loha, not %s\n", item);
-			return 1;
+			return FL_EINVAL;
 		}
 		if (c->init_path && c->param == FL_PEFT_PARAM_LOHA && !c->base_path)
 			c->base_path = c->init_path; /* the pretrained model is the frozen base */
@@ -403,14 +403,14 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 		for (int i = 0; i < *n; i++) {
 			if (!strcmp(label, srv_sim_config_label(&cfgs[i], other, sizeof(other)))) {
 				fprintf(stderr, PROG ": --compare: '%s' given twice\n", label);
-				return 1;
+				return FL_EINVAL;
 			}
 		}
 		(*n)++;
 	}
 	if (!*n) {
 		fprintf(stderr, PROG ": --compare: empty list\n");
-		return 1;
+		return FL_EINVAL;
 	}
 	/* a local-only baseline is measured on the clients' held-out samples:
 	 * so is everything it is compared with */
@@ -419,7 +419,7 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 		local |= cfgs[i].local_only;
 	for (int i = 0; local && i < *n; i++)
 		cfgs[i].fed_eval = 1;
-	return 0;
+	return FL_OK;
 }
 
 /* ---- progress ---- */
