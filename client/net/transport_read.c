@@ -53,7 +53,7 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 	struct cconn *c = ctx;
 	struct cli_transport *t = c->t;
 	if (c->closing || c->cut)
-		return 1;
+		return FL_WIRE_FEED_STOP;
 	if (t->cfg.debug_tensors)
 		cli_transport_log_tensor(t, "received", payload, n);
 	if (!c->first_seen)

@@ -138,7 +138,7 @@ int cli_session_set_model(struct cli_session *s, struct fl_model *m, int batch);
 
 /* session_base.c */
 /* The SHA-256 of the base a Hello reports (state_dir's, else base_path's);
- * 0 when there is none. */
+ * 1 when sha was filled, 0 when there is none (a flag, not an fl_err). */
 int cli_session_local_base_sha(struct cli_session *s, uint8_t sha[CLI_SHA256_BYTES]);
 /* After a Welcome's model is in place: the base it names, or base_path
  * when it names none; sets the state (READY, or BASE after a BaseRequest). */

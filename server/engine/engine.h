@@ -124,7 +124,7 @@ void srv_engine_bytes(const struct srv_engine *e, uint64_t *up, uint64_t *down);
 /* Connections the engine knows (any state). */
 size_t srv_engine_conn_count(const struct srv_engine *e);
 /* Bytes received from / sent to one known connection (frames with their
- * length prefix); 0 when conn is unknown. */
+ * length prefix); 1 when conn is known, 0 when not (a flag, not an fl_err). */
 int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up,
 			  uint64_t *down);
 

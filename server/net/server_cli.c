@@ -232,7 +232,7 @@ static int load_config_file(struct srv_opts *o, const char *path, json_t **keep)
 			bad = 1;
 		}
 	}
-	return bad ? -1 : 0;
+	return bad ? FL_EINVAL : FL_OK;
 }
 
 char *srv_opts_config_json(const struct srv_opts *o)

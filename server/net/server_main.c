@@ -104,7 +104,7 @@ static void print_wire_totals(struct srv_transport *t, uint64_t up, uint64_t dow
 
 static int split_listen(const char *s, char *host, size_t cap, int *port)
 {
-	return fl_cliopt_hostport("--listen", s, 0, host, cap, port) ? -1 : 0;
+	return fl_cliopt_hostport("--listen", s, 0, host, cap, port) ? FL_EINVAL : FL_OK;
 }
 
 static int run(struct srv_opts *o)

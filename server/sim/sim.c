@@ -132,24 +132,22 @@ int srv_sim_data_load(const char *name, const char *path, int limit, int test_li
 /* ---- the model config every party builds from ---- */
 
 /* The PEFT-format JSON sent in Welcome ("" for dense: no config). */
-/* o[key] = the items of the comma-separated list: 0 ok, 1 out of memory,
- * 2 a bad item (the error set). */
+/* o[key] = the items of the comma-separated list: FL_OK, FL_ENOMEM, or
+ * FL_EINVAL for a bad item (the error set). */
 static int add_list(json_t *o, const char *key, const char *list)
 {
 	json_t *a = json_array();
 	if (!a || json_object_set_new(o, key, a))
-		return 1;
+		return FL_ENOMEM;
 	for (const char *p = list; *p;) {
 		size_t len = strcspn(p, ",");
-		if (len == 0 || len >= 64) {
-			fl_error_set(FL_EINVAL, "sim: %s: bad item in '%s'", key, list);
-			return 2;
-		}
+		if (len == 0 || len >= 64)
+			return fl_error_set(FL_EINVAL, "sim: %s: bad item in '%s'", key, list);
 		if (json_array_append_new(a, json_stringn(p, len)))
-			return 1;
+			return FL_ENOMEM;
 		p += len + (p[len] == ',');
 	}
-	return 0;
+	return FL_OK;
 }
 
 int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_peft_config **peft)
@@ -176,7 +174,7 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 		bad = add_list(o, "modules_to_save", cfg->modules_to_save);
 	if (!bad && cfg->targets)
 		bad = add_list(o, "target_modules", cfg->targets);
-	if (bad == 2) {
+	if (bad == FL_EINVAL) {
 		json_decref(o);
 		return FL_EINVAL;
 	}

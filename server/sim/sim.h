@@ -222,8 +222,8 @@ double srv_sim_best_accuracy(const struct srv_sim_result *r);
 int srv_sim_write_csv(const struct srv_sim_result *r, const char *path);
 #define SRV_SIM_CSV_LINE_MAX 512
 extern const char *const srv_sim_csv_header; /* with its newline */
-/* One row as a CSV line with its newline; its length, or -1 when cap is
- * too small. */
+/* One row as a CSV line with its newline; its length (> 0), or FL_ERANGE
+ * when cap is too small. */
 int srv_sim_csv_line(const struct srv_sim_row *w, char *buf, size_t cap);
 /* DIR/<label>.json: the configuration, sizes, per-round rows and the
  * rounds / MB to reach each target. */

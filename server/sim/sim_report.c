@@ -144,7 +144,7 @@ int srv_sim_csv_line(const struct srv_sim_row *w, char *buf, size_t cap)
 		n += (size_t)csv_opt(buf + n, cap - n, has[i], v[i]);
 	if (n < cap)
 		n += (size_t)snprintf(buf + n, cap - n, "\n");
-	return n < cap ? (int)n : -1;
+	return n < cap ? (int)n : FL_ERANGE;
 }
 
 int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
@@ -443,8 +443,9 @@ static void print_targets(FILE *f, struct srv_sim_result *const *r, int n, const
 
 /* ---- the plot ---- */
 
-/* Runs `gnuplot script` in dir with no output; its exit status, 127 when it
- * could not be started. */
+/* Runs `gnuplot script` in dir with no output; its exit status (not an
+ * fl_err): 127 when it could not be started, -1 when fork / wait failed or a
+ * signal ended it. */
 static int run_gnuplot(const char *dir, const char *script)
 {
 	pid_t pid = fork();
