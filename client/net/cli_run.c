@@ -154,7 +154,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		else if (!strcmp(k, "backoff-min")) bad |= rnum(k, v, 0.001, 3600, &o->backoff_min);
 		else if (!strcmp(k, "backoff-max")) bad |= rnum(k, v, 0.001, 3600, &o->backoff_max);
 		else if (!strcmp(k, "max-frame")) {
-			bad |= rnum(k, v, 2048, 1 << 30, &d);
+			bad |= rnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &d);
 			o->max_frame = (long long)d;
 		} else if (!strcmp(k, "seed")) {
 			bad |= rnum(k, v, 0, 9007199254740992.0, &d);

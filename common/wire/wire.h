@@ -41,6 +41,10 @@
  * max_frame_bytes - FL_WIRE_ENVELOPE_SLACK, so both ends apply the same
  * bound; 1 KiB leaves the worst case a margin of about four times. */
 #define FL_WIRE_ENVELOPE_SLACK 1024u
+/* The smallest --max-frame the programs take: the default chunk_bytes
+ * (max-frame / 2) still leaves FL_WIRE_ENVELOPE_SLACK. Both ends share it
+ * so that a client can take the chunks of any coordinator. */
+#define FL_WIRE_MAX_FRAME_OPTION_MIN (2 * FL_WIRE_ENVELOPE_SLACK)
 
 typedef Fedloha__V1__Envelope fl_envelope; /* the generated type, renamed once */
 

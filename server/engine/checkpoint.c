@@ -19,7 +19,8 @@
 
 /* Hex SHA-256 of the model's tensor table (name, shape, flags of every
  * tensor, in table order). */
-static void srv_checkpoint_model_digest(const struct fl_model *m, char out[SRV_CHECKPOINT_DIGEST_HEX])
+static void srv_checkpoint_model_digest(const struct fl_model *m,
+					char out[SRV_CHECKPOINT_DIGEST_HEX])
 {
 	crypto_hash_sha256_state st;
 	crypto_hash_sha256_init(&st);

@@ -168,7 +168,8 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 	if (!strcmp(k, "eval-limit")) return inum(k, v, 1, 1e9, &o->eval_limit);
 	if (!strcmp(k, "threads")) return inum(k, v, 1, 256, &o->threads);
 	if (!strcmp(k, "max-conns")) return inum(k, v, 1, 1e7, &o->max_conns);
-	if (!strcmp(k, "max-frame")) return lnum(k, v, 2048, 1 << 30, &o->max_frame);
+	if (!strcmp(k, "max-frame"))
+		return lnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &o->max_frame);
 	if (!strcmp(k, "chunk")) return lnum(k, v, 64, 1 << 30, &o->chunk);
 	if (!strcmp(k, "max-output")) return lnum(k, v, 4096, 1e12, &o->max_output);
 	if (!strcmp(k, "debug-tensors")) {
