@@ -262,7 +262,6 @@ static void test_parse(void)
 	FL_CHECK(fl_partition_parse("shards:3", &cfg) == FL_OK);
 	FL_CHECK(cfg.kind == FL_PARTITION_SHARDS && cfg.shards_per_client == 3);
 	FL_CHECK(fl_partition_parse("IID", &cfg) == FL_OK && cfg.kind == FL_PARTITION_IID);
-	FL_CHECK(!strcmp(fl_partition_kind_name(FL_PARTITION_SHARDS), "shards"));
 	const char *bad[] = {"", "dirichlet", "dirichlet:", "dirichlet:abc", "dirichlet:-1",
 			     "dirichlet:0", "dirichlet:nan", "dirichlet:0.5x", "shards", "shards:0",
 			     "shards:2x", "shards:-3", "iid:3", "pathological"};

@@ -30,16 +30,6 @@ void fl_partition_config_init(struct fl_partition_config *cfg)
 	cfg->min_per_client = 0;
 }
 
-const char *fl_partition_kind_name(enum fl_partition_kind kind)
-{
-	switch (kind) {
-	case FL_PARTITION_IID: return "iid";
-	case FL_PARTITION_DIRICHLET: return "dirichlet";
-	case FL_PARTITION_SHARDS: return "shards";
-	}
-	return "unknown";
-}
-
 int fl_partition_parse(const char *spec, struct fl_partition_config *cfg)
 {
 	static const char usage[] = "use iid, dirichlet:ALPHA (e.g. dirichlet:0.5) or shards:K";

@@ -72,8 +72,6 @@ void fl_partition_config_init(struct fl_partition_config *cfg);
  * cfg->alpha / cfg->shards_per_client; other fields are left alone.
  * FL_OK or FL_EINVAL with a message. */
 int fl_partition_parse(const char *spec, struct fl_partition_config *cfg);
-/* "iid", "dirichlet" or "shards". */
-const char *fl_partition_kind_name(enum fl_partition_kind kind);
 
 /* Partitions samples 0..n of a label array (labels < classes). FL_EINVAL for
  * a bad config (too few samples for the clients, ...), FL_ERANGE when

@@ -108,15 +108,6 @@ void fl_optim_set_lr(struct fl_optim *o, float lr)
 	o->cfg.lr = lr;
 }
 
-void fl_optim_reset(struct fl_optim *o)
-{
-	if (o->m)
-		memset(o->m, 0, o->n * sizeof(float));
-	if (o->v)
-		memset(o->v, 0, o->n * sizeof(float));
-	o->step = 0;
-}
-
 /* Plain SGD, coupled weight decay: w -= lr * (g + wd w). */
 static void sgd_plain(float *w, const float *g, size_t n, float lr, float wd)
 {

@@ -70,8 +70,6 @@ int fl_optim_init(struct fl_optim *o, const struct fl_optim_config *cfg, size_t 
 void fl_optim_free(struct fl_optim *o);
 /* Changes the learning rate for the following steps (e.g. per round). */
 void fl_optim_set_lr(struct fl_optim *o, float lr);
-/* Zeroes the state and the step count (a fresh local optimiser per round). */
-void fl_optim_reset(struct fl_optim *o);
 
 /* One step: w -= update(g) over the given ranges (NULL, 0 = all n floats).
  * Floats outside the ranges, in w and in the state, are not touched.
