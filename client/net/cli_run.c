@@ -293,7 +293,7 @@ int cli_run_main(int argc, char **argv)
 	tc.backoff_max_ms = (uint32_t)(o.backoff_max * 1000 + 0.5);
 	tc.max_attempts = o.max_attempts;
 	tc.debug_tensors = o.debug_tensors || lvl == FL_LOG_DEBUG;
-	tc.seed = o.seed ^ ((uint64_t)which * 0x9e3779b97f4a7c15ULL);
+	tc.seed = o.seed ^ ((uint64_t)which * FL_RNG_GOLDEN);
 	tc.insecure = o.insecure;
 	tc.identity = ident;
 	tc.server_pk = o.insecure ? NULL : spk;

@@ -16,6 +16,10 @@ void fl_rng_seed(struct fl_rng *rng, uint64_t seed);
  * selection, retried rounds included). Attempts stay below this, else they
  * would draw the next round's stream. */
 #define FL_RNG_ROUND_STREAMS 1000u
+/* 2^64 / golden ratio, odd: the splitmix64 increment, and the step between
+ * the seeds of numbered parties (seed + k * FL_RNG_GOLDEN) so nearby k
+ * give far-apart seeds. */
+#define FL_RNG_GOLDEN 0x9e3779b97f4a7c15ull
 
 /* An independent stream derived from (seed, stream), e.g. one per client. */
 void fl_rng_seed_stream(struct fl_rng *rng, uint64_t seed, uint64_t stream);

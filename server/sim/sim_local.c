@@ -51,7 +51,7 @@ static int local_round(struct local_client *c)
 	struct fl_trainer *tr = NULL;
 	int err = fl_trainer_new(c->model, &oc, cfg->batch, &tr);
 	struct fl_rng rng;
-	fl_rng_seed_stream(&rng, (cfg->seed ^ LOCAL_SEED_KEY) + (uint64_t)c->index * 0x9e3779b97f4a7c15ull,
+	fl_rng_seed_stream(&rng, (cfg->seed ^ LOCAL_SEED_KEY) + (uint64_t)c->index * FL_RNG_GOLDEN,
 			   c->round);
 	struct fl_train_stats st = {0};
 	for (int e = 0; e < cfg->epochs && !err; e++)

@@ -504,6 +504,7 @@ static struct sim_client *next_in_order(struct sim *s)
 
 /* ---- the loop ---- */
 
+/* Connects every client that is offline and not done; how many. */
 static int reconnect_offline(struct sim *s)
 {
 	int n = 0;
