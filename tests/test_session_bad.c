@@ -31,7 +31,7 @@ static int send_simple(struct cli_session *s, Fedloha__V1__Envelope__BodyCase wh
 	switch (which) {
 	case FEDLOHA__V1__ENVELOPE__BODY_UPDATE: env.update = &u; break;
 	case FEDLOHA__V1__ENVELOPE__BODY_ERROR:
-		er.code = 2;
+		er.code = fl_wire_error_code(FL_EINVAL);
 		er.message = "duplicate client id";
 		env.error = &er;
 		break;

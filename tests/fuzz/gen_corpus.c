@@ -169,7 +169,7 @@ static void other_frames(void)
 	e.heartbeat = &hb;
 	env(&e);
 	Fedloha__V1__Error err = FEDLOHA__V1__ERROR__INIT;
-	err.code = 4;
+	err.code = FEDLOHA__V1__ERROR_CODE__ERROR_CODE_FORMAT;
 	err.message = "bad";
 	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
 	e.error = &err;
