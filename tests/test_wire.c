@@ -536,8 +536,9 @@ static void test_decode_amplification(void)
 }
 
 /* Every fl_err crosses the wire and comes back as itself, with the fixed
- * numbers of PROTOCOL.md; anything else is sent as 0 and read as FL_EINVAL. */
-static void test_error_codes(void)
+ * numbers of PROTOCOL.md; anything else is sent as 0 and read as FL_EINVAL.
+ * Then the Hello.client_id rule both ends check. */
+static void test_error_codes_and_ids(void)
 {
 	static const int errs[] = {FL_ENOMEM, FL_EINVAL, FL_EIO, FL_EFORMAT, FL_ERANGE,
 				   FL_ENONFINITE, FL_ENOTFOUND, FL_EUNSUPPORTED, FL_ESHAPE, FL_EAUTH};
@@ -570,11 +571,20 @@ static void test_error_codes(void)
 		FL_CHECK(fl_wire_error_from_code(d->error->code) == FL_EAUTH);
 		fl_wire_envelope_free(d);
 	}
+
+	char id[FL_WIRE_CLIENT_ID_MAX + 2];
+	memset(id, 'a', sizeof(id) - 1);
+	id[sizeof(id) - 1] = '\0';
+	FL_CHECK(!fl_wire_client_id_valid(id)); /* one character over */
+	id[FL_WIRE_CLIENT_ID_MAX] = '\0';
+	FL_CHECK(fl_wire_client_id_valid(id) && fl_wire_client_id_valid("client-7._Z"));
+	FL_CHECK(!fl_wire_client_id_valid("") && !fl_wire_client_id_valid(NULL) &&
+		 !fl_wire_client_id_valid("a b") && !fl_wire_client_id_valid("a/b"));
 }
 
 int main(void)
 {
-	FL_RUN(test_error_codes);
+	FL_RUN(test_error_codes_and_ids);
 	FL_RUN(test_messages);
 	FL_RUN(test_decode_amplification);
 	FL_RUN(test_decode_limits);

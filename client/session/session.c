@@ -46,20 +46,6 @@ static uint64_t fnv1a64(const char *s)
 	return h;
 }
 
-static int client_id_valid(const char *id)
-{
-	size_t n = id ? strlen(id) : 0;
-	if (n < 1 || n > CLI_CLIENT_ID_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = id[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 static int idx_valid(const int *idx, int n, int limit)
 {
 	if (n < 0 || (n > 0 && !idx))
@@ -83,7 +69,7 @@ int cli_session_new(const struct cli_session_config *cfg, const struct cli_sessi
 		    struct cli_session **out)
 {
 	*out = NULL;
-	if (!client_id_valid(cfg->client_id))
+	if (!fl_wire_client_id_valid(cfg->client_id))
 		return fl_error_set(FL_EINVAL, "client id '%s': expected 1..%d characters of "
 				    "[A-Za-z0-9._-]", cfg->client_id ? cfg->client_id : "",
 				    CLI_CLIENT_ID_MAX);

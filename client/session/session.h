@@ -31,7 +31,7 @@
 
 #include <stdint.h>
 
-#define CLI_CLIENT_ID_MAX 64
+#define CLI_CLIENT_ID_MAX FL_WIRE_CLIENT_ID_MAX
 #define CLI_SESSION_BATCH_DEFAULT 64 /* the model's batch until a task asks for more */
 #define CLI_SESSION_BATCH_MAX 4096   /* TrainSettings.batch_size above this is refused */
 #define CLI_SESSION_EPOCHS_MAX 10000

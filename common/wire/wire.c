@@ -27,6 +27,20 @@ const char *fl_wire_dtype_name(enum fl_wire_dtype t)
 	return dtype_names[t];
 }
 
+int fl_wire_client_id_valid(const char *id)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (n < 1 || n > FL_WIRE_CLIENT_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
 /* The one table between fl_err and ErrorCode; the numbers on the wire are
  * fixed (PROTOCOL.md, "Error codes"). */
 static const struct {

@@ -30,6 +30,7 @@
 #define FL_WIRE_MAX_FRAME_DEFAULT (4u << 20) /* 4 MiB */
 #define FL_WIRE_CHUNK_DEFAULT (1u << 20)     /* 1 MiB of tensor data per chunk */
 #define FL_WIRE_NAME_MAX 128
+#define FL_WIRE_CLIENT_ID_MAX 64 /* Hello.client_id: 1..64 of [A-Za-z0-9._-] */
 /* The smallest max_frame_bytes either end accepts. */
 #define FL_WIRE_MAX_FRAME_MIN 1024u
 /* Room a TensorChunk frame needs beside its chunk_bytes of data: the 4-byte
@@ -103,6 +104,10 @@ void fl_frame_reader_free(struct fl_frame_reader *r);
  * then unusable), or the first non-zero value on_frame returned. */
 int fl_frame_reader_feed(struct fl_frame_reader *r, const uint8_t *data, size_t len,
 			 int (*on_frame)(void *ctx, const uint8_t *payload, size_t n), void *ctx);
+
+/* 1 when id is a valid Hello.client_id (1..FL_WIRE_CLIENT_ID_MAX characters
+ * of [A-Za-z0-9._-]), else 0; NULL is not. */
+int fl_wire_client_id_valid(const char *id);
 
 /* ---- Error.code ---- */
 /* The ErrorCode (proto/fedloha.proto) an Error carries for err: every fl_err

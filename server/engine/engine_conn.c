@@ -12,21 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int client_id_valid(const char *s)
-{
-	size_t n = strlen(s);
-	if (n < 1 || n > SRV_CLIENT_ID_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-			 (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
-		if (!ok)
-			return 0;
-	}
-	return 1;
-}
-
 static int has_cap(const Fedloha__V1__Hello *h, const char *cap)
 {
 	for (size_t i = 0; i < h->n_capabilities; i++)
@@ -49,7 +34,7 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 		return;
 	}
 	const char *id = h->client_id ? h->client_id : "";
-	if (!client_id_valid(id)) {
+	if (!fl_wire_client_id_valid(id)) {
 		srv_eng_reject(e, c, FL_EINVAL,
 			       "client id must be 1..%d characters of [A-Za-z0-9._-]",
 			       SRV_CLIENT_ID_MAX);

@@ -8,7 +8,7 @@
 #include "aggregate.h"
 #include "engine.h"
 
-#define SRV_CLIENT_ID_MAX 64
+#define SRV_CLIENT_ID_MAX FL_WIRE_CLIENT_ID_MAX
 #define SRV_WHY_MAX 256
 #define SRV_NDTYPES 4
 

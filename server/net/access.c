@@ -133,27 +133,13 @@ int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYT
 	return a->allow && srv_allowlist_contains(a->allow, pk);
 }
 
-/* A name binds only when it could be a client id (1..64 of [A-Za-z0-9._-]);
- * free text and '#' notes are comments. */
-static int name_binds(const char *s)
-{
-	size_t n = strlen(s);
-	if (n < 1 || n > 64)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],
 				 const uint8_t *payload, size_t len, uint32_t max_frame)
 {
 	const char *name = a->allow ? srv_allowlist_name(a->allow, pk) : NULL;
-	int binds = name && name_binds(name);
+	/* a name binds only when it could be a client id; free text and '#'
+	 * notes are comments */
+	int binds = fl_wire_client_id_valid(name);
 	if (!a->allow)
 		return FL_OK;
 	fl_envelope *env = NULL;
@@ -165,7 +151,7 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
 		if (!binds) {
 			/* an unbound key (enrolled, or a free-text name) may not take
 			 * the id another key is bound to */
-			if (name_binds(id) && srv_allowlist_has_name(a->allow, id)) {
+			if (fl_wire_client_id_valid(id) && srv_allowlist_has_name(a->allow, id)) {
 				char key[FL_PUBKEY_STRING_BYTES];
 				fl_pubkey_format(pk, key);
 				err = fl_error_set(FL_EAUTH,
