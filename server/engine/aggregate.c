@@ -15,7 +15,7 @@ struct srv_agg {
 	__int128 *acc;
 };
 
-#define AGG_SCALE 1099511627776.0 /* 2^40 */
+#define AGG_SCALE ((double)((uint64_t)1 << SRV_AGG_FRAC_BITS)) /* 2^40 */
 #define AGG_WEIGHT_TOTAL_MAX ((uint64_t)1 << 62)
 
 int srv_agg_new(size_t n, struct srv_agg **out)
