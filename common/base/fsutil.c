@@ -125,7 +125,7 @@ int fl_mkdir_p(const char *path, int private_)
 
 int fl_mkdir_parent(const char *path, int private_)
 {
-	char buf[4096];
+	char buf[FL_PATH_MAX];
 	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
 		return fl_error_set(FL_EINVAL, "%s: path too long", path);
 	char *slash = strrchr(buf, '/');

@@ -7,6 +7,7 @@
 #include "adapter.h"
 
 #include "errors.h"
+#include "fsutil.h"
 #include "half.h"
 
 #include <jansson.h>
@@ -189,7 +190,7 @@ struct ad_lora_mod {
  * LoHa path then reports the problem). */
 static void ad_peft_type(const char *dir, char *buf, size_t cap)
 {
-	char path[4200];
+	char path[FL_PATH_MAX];
 	buf[0] = '\0';
 	if (snprintf(path, sizeof(path), "%s/adapter_config.json", dir) >= (int)sizeof(path))
 		return;
@@ -338,7 +339,7 @@ static int ad_lora_collect(const struct fl_st *st, const char *st_path, struct a
 static int ad_merge_lora(const char *base_path, const char *dir, const char *out_path,
 			 struct fl_adapter_merge_stats *stats)
 {
-	char cpath[4200], spath[4200], nb[AD_NAME_MAX];
+	char cpath[FL_PATH_MAX], spath[FL_PATH_MAX], nb[AD_NAME_MAX];
 	snprintf(cpath, sizeof(cpath), "%s/adapter_config.json", dir);
 	snprintf(spath, sizeof(spath), "%s/adapter_model.safetensors", dir);
 	json_error_t je;
