@@ -22,6 +22,7 @@
  * Usage: fl-bench-channel [total_MiB] [frame_KiB] [reps] [paced_link_MBps]
  */
 #include "benchutil.h"
+#include "bytes.h"
 #include "channel.h"
 #include "errors.h"
 #include "identity.h"
@@ -426,10 +427,7 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 	struct fl_buf **frames = calloc(n, sizeof(*frames));
 	for (size_t i = 0; i < n; i++) {
 		frames[i] = fl_buf_new(4 + frame);
-		frames[i]->data[0] = (uint8_t)(frame >> 24);
-		frames[i]->data[1] = (uint8_t)(frame >> 16);
-		frames[i]->data[2] = (uint8_t)(frame >> 8);
-		frames[i]->data[3] = (uint8_t)frame;
+		fl_be32_put(frames[i]->data, (uint32_t)frame);
 		memcpy(frames[i]->data + 4, src + i * frame, frame);
 	}
 	/* [0] plain, then per cipher: [1 + 2 * (mode - 1) + pipelined] */

@@ -2,6 +2,7 @@
  * tiny files, the real Fashion-MNIST when installed), validation errors,
  * normalisation statistics, gather and subsets. */
 #include "dataset.h"
+#include "bytes.h"
 #include "errors.h"
 #include "testutil.h"
 
@@ -17,14 +18,6 @@
 static const char *tmp;
 
 /* ---- fixture writers -------------------------------------------------- */
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
 
 static void write_bytes(const char *path, int gz, const uint8_t *a, size_t alen, const uint8_t *b,
 			size_t blen)
@@ -53,9 +46,9 @@ static void write_idx(const char *path, int gz, uint32_t magic, const uint32_t *
 		      const uint8_t *data, size_t len)
 {
 	uint8_t hdr[16];
-	put_be32(hdr, magic);
+	fl_be32_put(hdr, magic);
 	for (int i = 0; i < ndims; i++)
-		put_be32(hdr + 4 + 4 * i, dims[i]);
+		fl_be32_put(hdr + 4 + 4 * i, dims[i]);
 	write_bytes(path, gz, hdr, 4 + 4 * (size_t)ndims, data, len);
 }
 

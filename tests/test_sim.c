@@ -13,6 +13,7 @@
  * the federated (personalised) accuracy; bad configurations are refused;
  * the target / reduction arithmetic of the table. */
 #include "channel.h"
+#include "bytes.h"
 #include "errors.h"
 #include "fsutil.h"
 #include "rng.h"
@@ -42,8 +43,7 @@ static void count_frame(void *ctx, int up, const uint8_t *frame, size_t len)
 {
 	struct wire_count *w = ctx;
 	FL_CHECK(len >= FL_WIRE_FRAME_HEADER_BYTES);
-	uint32_t n = (uint32_t)frame[0] << 24 | (uint32_t)frame[1] << 16 |
-		     (uint32_t)frame[2] << 8 | frame[3];
+	uint32_t n = fl_be32_get(frame);
 	FL_CHECK(n + FL_WIRE_FRAME_HEADER_BYTES == len);
 	fl_envelope *env = NULL;
 	if (fl_wire_decode(frame + 4, len - 4, FL_WIRE_MAX_FRAME_DEFAULT, &env) != FL_OK) {

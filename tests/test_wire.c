@@ -1,6 +1,7 @@
 /* test_wire.c - wire frames: every message type through encode / decode,
  * the decode limits, and the streaming frame reader under arbitrary
  * fragmentation. Tensor chunks and the receiver: test_wire_tensor.c. */
+#include "bytes.h"
 #include "errors.h"
 #include "rng.h"
 #include "testutil.h"
@@ -16,8 +17,7 @@ static fl_envelope *roundtrip(const fl_envelope *env)
 	if (!FL_CHECK(fl_wire_encode(env, &b) == FL_OK))
 		return NULL;
 	FL_CHECK(b->refs == 1);
-	size_t n = (size_t)b->data[0] << 24 | (size_t)b->data[1] << 16 | (size_t)b->data[2] << 8 |
-		   b->data[3];
+	size_t n = fl_be32_get(b->data);
 	FL_CHECK(n + 4 == b->len);
 	FL_CHECK(n == fedloha__v1__envelope__get_packed_size(env));
 	fl_envelope *out = NULL;

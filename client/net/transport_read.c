@@ -9,6 +9,7 @@
  */
 #include "transport_impl.h"
 
+#include "bytes.h"
 #include "errors.h"
 #include "log.h"
 
@@ -90,9 +91,7 @@ static void handshake_failed(struct cconn *c, const uint8_t *data, size_t n)
 	char why[FL_ERROR_MSG_MAX];
 	snprintf(why, sizeof(why), "%s", fl_error_msg()); /* "secure channel: ..." */
 	fl_envelope *env = NULL;
-	size_t len = n >= 4 ? (size_t)data[0] << 24 | (size_t)data[1] << 16 |
-				      (size_t)data[2] << 8 | data[3]
-			    : 0;
+	size_t len = n >= 4 ? fl_be32_get(data) : 0;
 	if (c->rx == n && len && len <= n - 4 &&
 	    fl_wire_decode(data + 4, len, c->t->cfg.max_frame_bytes, &env) == FL_OK) {
 		if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR)

@@ -8,13 +8,13 @@
 #include "errors.h"
 #include "optim.h"
 #include "train.h"
+#include "util.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void wire_tensor_of(struct fl_model *m, const struct fl_model_tensor *t,
 			   struct fl_wire_tensor *w)
@@ -226,13 +226,6 @@ int cli_session_on_chunk(struct cli_session *s, const Fedloha__V1__TensorChunk *
 
 /* ---- the job (worker thread) ---- */
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int cli_job_threads(const struct cli_job *job)
 {
 	return job->threads;
@@ -294,7 +287,7 @@ static int job_eval(struct cli_job *j, struct fl_trainer **tr)
 
 void cli_job_run(struct cli_job *job)
 {
-	double t0 = now_seconds();
+	double t0 = fl_now_seconds();
 	struct fl_trainer *tr = NULL;
 	fl_error_clear();
 	job->err = job->kind == CLI_JOB_TRAIN ? job_train(job, &tr) : job_eval(job, &tr);
@@ -304,7 +297,7 @@ void cli_job_run(struct cli_job *job)
 	fl_model_buffers(job->model, 0);
 	if (job->err)
 		snprintf(job->errmsg, sizeof(job->errmsg), "%s", fl_error_msg());
-	job->seconds = now_seconds() - t0;
+	job->seconds = fl_now_seconds() - t0;
 }
 
 /* ---- results (session thread) ---- */

@@ -93,6 +93,12 @@ double fl_rng_gamma(struct fl_rng *rng, double shape)
 	}
 }
 
+void fl_rng_fill_uniform(struct fl_rng *rng, float *x, size_t n, float bound)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (2.0f * fl_rng_uniform(rng) - 1.0f) * bound;
+}
+
 void fl_rng_shuffle_int(struct fl_rng *rng, int *v, int n)
 {
 	for (int i = n - 1; i > 0; i--) {

@@ -4,6 +4,7 @@
 #ifndef FL_RNG_H
 #define FL_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct fl_rng {
@@ -35,6 +36,8 @@ uint64_t fl_rng_below(struct fl_rng *rng, uint64_t n);
 float fl_rng_normal(struct fl_rng *rng);
 /* Gamma(shape, 1) for shape > 0 (Marsaglia-Tsang), used by Dirichlet. */
 double fl_rng_gamma(struct fl_rng *rng, double shape);
+/* x[i] = uniform in [-bound, bound) for i < n, one draw each, in order. */
+void fl_rng_fill_uniform(struct fl_rng *rng, float *x, size_t n, float bound);
 /* Fisher-Yates shuffle of n ints. */
 void fl_rng_shuffle_int(struct fl_rng *rng, int *v, int n);
 

@@ -8,6 +8,7 @@
  */
 #include "dataset.h"
 
+#include "bytes.h"
 #include "errors.h"
 #include "fsutil.h"
 
@@ -204,11 +205,6 @@ static int idx_read_payload(struct idx_file *f, size_t hdr, size_t len, const ch
 	return FL_OK;
 }
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Loads one IDX file of unsigned bytes with `ndims` dimensions: dims[] and
  * the data (product of dims bytes). */
 static int idx_load(const char *path, uint32_t magic, int ndims, uint32_t *dims, uint8_t **data)
@@ -229,9 +225,9 @@ static int idx_load(const char *path, uint32_t magic, int ndims, uint32_t *dims,
 			err = fl_error_set(FL_EFORMAT, "%s: too short for an IDX %s file", path, what);
 		goto done;
 	}
-	if (be32(hdr) != magic) {
+	if (fl_be32_get(hdr) != magic) {
 		err = fl_error_set(FL_EFORMAT, "%s: not an IDX %s file (magic 0x%08x, expected 0x%08x)",
-				   path, what, be32(hdr), magic);
+				   path, what, fl_be32_get(hdr), magic);
 		goto done;
 	}
 	if (got < hlen) {
@@ -242,7 +238,7 @@ static int idx_load(const char *path, uint32_t magic, int ndims, uint32_t *dims,
 	/* sample = product of dims[1..], capped at every step so nothing overflows */
 	uint64_t sample = 1;
 	for (int i = 0; i < ndims; i++) {
-		dims[i] = be32(hdr + 4 + 4 * i);
+		dims[i] = fl_be32_get(hdr + 4 + 4 * i);
 		if (dims[i] == 0) {
 			err = fl_error_set(FL_EFORMAT, "%s: dimension %d is 0", path, i);
 			goto done;

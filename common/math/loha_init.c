@@ -87,12 +87,6 @@ int fl_lowrank_rank_for_budget(const struct fl_loha_dims *d)
 
 /* ---- initialisation ---- */
 
-static void fill_uniform(float *x, size_t n, float bound, struct fl_rng *rng)
-{
-	for (size_t i = 0; i < n; i++)
-		x[i] = (2.0f * fl_rng_uniform(rng) - 1.0f) * bound;
-}
-
 static void fill_normal(float *x, size_t n, float std, struct fl_rng *rng)
 {
 	for (size_t i = 0; i < n; i++)
@@ -112,17 +106,17 @@ void fl_loha_init_peft(struct fl_loha_factors *f, const struct fl_loha_dims *d, 
 	double ft = (double)d->r * d->k1 * d->k2;
 	float ba = (float)(1.0 / sqrt(fa)), bb = (float)(1.0 / sqrt(fb)), bt = (float)(1.0 / sqrt(ft));
 	if (tucker)
-		fill_uniform(f->t1, nt, bt, rng);
-	fill_uniform(f->w1a, na, ba, rng);
-	fill_uniform(f->w1b, nb, bb, rng);
+		fl_rng_fill_uniform(rng, f->t1, nt, bt);
+	fl_rng_fill_uniform(rng, f->w1a, na, ba);
+	fl_rng_fill_uniform(rng, f->w1b, nb, bb);
 	if (tucker)
-		fill_uniform(f->t2, nt, bt, rng);
-	fill_uniform(f->w2a, na, ba, rng);
+		fl_rng_fill_uniform(rng, f->t2, nt, bt);
+	fl_rng_fill_uniform(rng, f->w2a, na, ba);
 	if (init_weights) {
 		for (size_t i = 0; i < nb; i++)
 			f->w2b[i] = 0.0f;
 	} else {
-		fill_uniform(f->w2b, nb, bb, rng);
+		fl_rng_fill_uniform(rng, f->w2b, nb, bb);
 	}
 }
 

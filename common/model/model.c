@@ -239,12 +239,6 @@ static int add_layer_tensors(struct fl_model *m, int li, const struct fl_peft_co
 
 /* ---- initialisation ---- */
 
-static void uniform_fill(float *x, size_t n, float bound, struct fl_rng *rng)
-{
-	for (size_t i = 0; i < n; i++)
-		x[i] = (2.0f * fl_rng_uniform(rng) - 1.0f) * bound;
-}
-
 float *fl_model_tensor_ptr(struct fl_model *m, int t)
 {
 	return t < 0 ? NULL : m->params + m->tensors[t].offset;
@@ -267,10 +261,10 @@ static void init_layer(struct fl_model *m, int li, uint64_t seed)
 	int kk = L->kind == FL_LAYER_CONV2D ? L->k : 1;
 	float bound = 1.0f / sqrtf((float)L->in_c * kk * kk); /* PyTorch default for w and b */
 	if (L->t[FL_LT_WEIGHT] >= 0)
-		uniform_fill(fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
-			     m->tensors[L->t[FL_LT_WEIGHT]].numel, bound, &rng);
-	uniform_fill(fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), m->tensors[L->t[FL_LT_BIAS]].numel,
-		     bound, &rng);
+		fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
+				    m->tensors[L->t[FL_LT_WEIGHT]].numel, bound);
+	fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]),
+			    m->tensors[L->t[FL_LT_BIAS]].numel, bound);
 	struct fl_loha_factors f;
 	switch (L->param) {
 	case FL_PEFT_PARAM_FEDPARA:

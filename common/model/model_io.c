@@ -6,6 +6,7 @@
 #include "fsutil.h"
 #include "model_impl.h"
 #include "safetensors.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -138,15 +139,6 @@ static int write_adapter_tensors(struct fl_model *m, const char *path)
 	return err;
 }
 
-static char *xstrdup(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *d = malloc(n);
-	if (d)
-		memcpy(d, s, n);
-	return d;
-}
-
 /* A PEFT config naming every parameterised layer with its own r and alpha,
  * so rebuilding never depends on the gamma rule or on defaults. */
 static int explicit_config(const struct fl_model *m, struct fl_peft_config **out)
@@ -181,12 +173,12 @@ static int explicit_config(const struct fl_model *m, struct fl_peft_config **out
 		if (L->ld.form == FL_LOHA_FORM_TUCKER)
 			c->use_effective_conv2d = 1;
 		size_t j = c->n_target_modules;
-		c->target_modules[j] = xstrdup(L->name);
+		c->target_modules[j] = fl_strdup(L->name);
 		c->n_target_modules++;
-		c->rank_pattern[j].key = xstrdup(L->name);
+		c->rank_pattern[j].key = fl_strdup(L->name);
 		c->rank_pattern[j].value = L->ld.r;
 		c->n_rank_pattern++;
-		c->alpha_pattern[j].key = xstrdup(L->name);
+		c->alpha_pattern[j].key = fl_strdup(L->name);
 		c->alpha_pattern[j].value = alpha;
 		c->n_alpha_pattern++;
 		if (!c->target_modules[j] || !c->rank_pattern[j].key || !c->alpha_pattern[j].key)
@@ -208,7 +200,7 @@ static int explicit_config(const struct fl_model *m, struct fl_peft_config **out
 				const struct fl_layer *L = &m->layers[i];
 				if (is_weight_layer(L) && L->param == FL_PEFT_PARAM_DENSE &&
 				    (m->tensors[L->t[FL_LT_WEIGHT]].flags & FL_TENSOR_GLOBAL)) {
-					c->modules_to_save[c->n_modules_to_save] = xstrdup(L->name);
+					c->modules_to_save[c->n_modules_to_save] = fl_strdup(L->name);
 					if (!c->modules_to_save[c->n_modules_to_save++])
 						err = fl_error_set(FL_ENOMEM, "save: out of memory");
 				}

@@ -7,6 +7,7 @@
 #include "fsutil.h"
 #include "model_impl.h"
 #include "safetensors.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -17,15 +18,6 @@
 /* A saved rank above this is not a model fedloha wrote: refuse it before
  * allocating factor tensors of r x n (or r x r x k x k) floats. */
 #define FL_MODEL_RANK_MAX 4096
-
-static char *xstrdup(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *d = malloc(n);
-	if (d)
-		memcpy(d, s, n);
-	return d;
-}
 
 static int json_int_in(json_t *v, const char *path, const char *key, int lo, int hi, int *out)
 {
@@ -71,7 +63,7 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 		}
 		if (strcmp(lp, "dense") == 0) {
 			if (json_is_true(json_object_get(l, "module_to_save")) &&
-			    !(c->modules_to_save[c->n_modules_to_save++] = xstrdup(name)))
+			    !(c->modules_to_save[c->n_modules_to_save++] = fl_strdup(name)))
 				err = fl_error_set(FL_ENOMEM, "load: out of memory");
 			continue;
 		}
@@ -81,12 +73,12 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 		if (err)
 			break;
 		size_t j = c->n_target_modules;
-		c->target_modules[j] = xstrdup(name);
+		c->target_modules[j] = fl_strdup(name);
 		c->n_target_modules++;
-		c->rank_pattern[j].key = xstrdup(name);
+		c->rank_pattern[j].key = fl_strdup(name);
 		c->rank_pattern[j].value = r;
 		c->n_rank_pattern++;
-		c->alpha_pattern[j].key = xstrdup(name);
+		c->alpha_pattern[j].key = fl_strdup(name);
 		c->alpha_pattern[j].value = json_number_value(alpha);
 		c->n_alpha_pattern++;
 		if (!c->target_modules[j] || !c->rank_pattern[j].key || !c->alpha_pattern[j].key)

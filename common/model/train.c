@@ -3,10 +3,10 @@
 
 #include "errors.h"
 #include "layers.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct fl_trainer {
 	struct fl_model *model;
@@ -20,13 +20,6 @@ struct fl_trainer {
 	size_t n_global;
 	float mu;
 };
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int fl_trainer_new(struct fl_model *m, const struct fl_optim_config *oc, int batch_size,
 		   struct fl_trainer **out)
@@ -127,7 +120,7 @@ int fl_trainer_epoch(struct fl_trainer *t, const struct fl_dataset *ds, const in
 	fl_model_input_dims(t->model, NULL, NULL, NULL, &classes);
 	size_t nranges;
 	const struct fl_optim_range *ranges = fl_model_trainable_ranges(t->model, &nranges);
-	double t0 = now_seconds(), loss_sum = 0;
+	double t0 = fl_now_seconds(), loss_sum = 0;
 	long correct = 0;
 	for (int b0 = 0; b0 < n; b0 += t->batch) {
 		int bs = n - b0 < t->batch ? n - b0 : t->batch;
@@ -154,7 +147,7 @@ int fl_trainer_epoch(struct fl_trainer *t, const struct fl_dataset *ds, const in
 	st->samples = n;
 	st->loss = loss_sum / n;
 	st->accuracy = (double)correct / n;
-	st->seconds = now_seconds() - t0;
+	st->seconds = fl_now_seconds() - t0;
 	if (!(st->loss == st->loss) || st->loss > 1e30)
 		return fl_error_set(FL_ENONFINITE, "training diverged (loss %g); lower the learning rate",
 				    st->loss);
@@ -177,7 +170,7 @@ int fl_trainer_evaluate(struct fl_trainer *t, const struct fl_dataset *ds, const
 			t->order[i] = i;
 		idx = t->order;
 	}
-	double t0 = now_seconds(), loss_sum = 0;
+	double t0 = fl_now_seconds(), loss_sum = 0;
 	long correct = 0;
 	for (int b0 = 0; b0 < n; b0 += t->batch) {
 		int bs = n - b0 < t->batch ? n - b0 : t->batch;
@@ -192,6 +185,6 @@ int fl_trainer_evaluate(struct fl_trainer *t, const struct fl_dataset *ds, const
 	st->samples = n;
 	st->loss = loss_sum / n;
 	st->accuracy = (double)correct / n;
-	st->seconds = now_seconds() - t0;
+	st->seconds = fl_now_seconds() - t0;
 	return FL_OK;
 }

@@ -5,6 +5,7 @@
  * XChaCha20 secretstream) in channel_record.c. No sockets, no event loop. */
 #include "channel_impl.h"
 
+#include "bytes.h"
 #include "errors.h"
 
 #include <stdarg.h>
@@ -108,7 +109,7 @@ void fl_channel_free(struct fl_channel *ch)
 {
 	if (!ch)
 		return;
-	free(ch->buf);
+	fl_frame_reader_free(&ch->rd);
 	free(ch->out);
 	free(ch->plain);
 	fl_ch_wipe_secrets(ch);
@@ -145,10 +146,7 @@ int fl_ch_emit(struct fl_channel *ch, const uint8_t *p, size_t n)
 		ch->out_cap = cap;
 	}
 	uint8_t *d = ch->out + ch->out_len;
-	d[0] = (uint8_t)(n >> 24);
-	d[1] = (uint8_t)(n >> 16);
-	d[2] = (uint8_t)(n >> 8);
-	d[3] = (uint8_t)n;
+	fl_be32_put(d, (uint32_t)n);
 	memcpy(d + 4, p, n);
 	ch->out_len = need;
 	return FL_OK;
@@ -195,6 +193,7 @@ static size_t limit(const struct fl_channel *ch)
 }
 
 struct deliver_to {
+	struct fl_channel *ch;
 	fl_channel_deliver_fn fn;
 	void *ctx;
 };
@@ -245,55 +244,32 @@ static int on_message(struct fl_channel *ch, const uint8_t *p, size_t n, struct 
 	return on_record(ch, p, n, d);
 }
 
+static int on_frame(void *ctx, const uint8_t *p, size_t n)
+{
+	struct deliver_to *d = ctx;
+	int err = on_message(d->ch, p, n, d);
+	d->ch->rd.max_frame = limit(d->ch);
+	return err;
+}
+
+static int refuse(void *ctx, size_t n, size_t max)
+{
+	struct fl_channel *ch = ((struct deliver_to *)ctx)->ch;
+	return fl_ch_fail(ch, n ? FL_ERANGE : FL_EFORMAT, "%s of %zu bytes from the peer (limit %zu)",
+			  ch->hs != HS_DONE ? "handshake message" : "record", n, max);
+}
+
+/* Handshake messages and records are length-prefixed like protocol frames:
+ * the wire's frame reader reassembles them, under the limit of the state the
+ * channel is in when each one begins. */
 static int feed(struct fl_channel *ch, const uint8_t *data, size_t len, struct deliver_to *d)
 {
-	size_t i = 0;
-	while (i < len) {
-		if (ch->hdr_have < FL_WIRE_FRAME_HEADER_BYTES) {
-			size_t k = FL_WIRE_FRAME_HEADER_BYTES - ch->hdr_have;
-			if (k > len - i)
-				k = len - i;
-			memcpy(ch->hdr + ch->hdr_have, data + i, k);
-			ch->hdr_have += k;
-			i += k;
-			if (ch->hdr_have < FL_WIRE_FRAME_HEADER_BYTES)
-				break;
-			size_t n = (size_t)ch->hdr[0] << 24 | (size_t)ch->hdr[1] << 16 |
-				   (size_t)ch->hdr[2] << 8 | ch->hdr[3];
-			size_t max = limit(ch);
-			if (n == 0 || n > max)
-				return fl_ch_fail(ch, n ? FL_ERANGE : FL_EFORMAT,
-						  "%s of %zu bytes from the peer (limit %zu)",
-						  ch->hs != HS_DONE ? "handshake message" : "record",
-						  n, max);
-			ch->need = n;
-			ch->have = 0;
-			if (len - i >= n) {
-				int err = on_message(ch, data + i, n, d);
-				i += n;
-				ch->hdr_have = 0;
-				if (err)
-					return err;
-				continue;
-			}
-			int err = reserve(ch, &ch->buf, &ch->buf_cap, n);
-			if (err)
-				return err;
-		}
-		size_t k = ch->need - ch->have;
-		if (k > len - i)
-			k = len - i;
-		memcpy(ch->buf + ch->have, data + i, k);
-		ch->have += k;
-		i += k;
-		if (ch->have == ch->need) {
-			ch->hdr_have = 0;
-			int err = on_message(ch, ch->buf, ch->need, d);
-			if (err)
-				return err;
-		}
-	}
-	return FL_OK;
+	ch->rd.max_frame = limit(ch);
+	ch->rd.refuse = refuse;
+	int err = fl_frame_reader_feed(&ch->rd, data, len, on_frame, d);
+	if (err && !ch->err)
+		fl_ch_fail(ch, err, "%s", fl_error_msg());
+	return err;
 }
 
 int fl_channel_recv(struct fl_channel *ch, const uint8_t *data, size_t len,
@@ -313,7 +289,7 @@ int fl_channel_recv(struct fl_channel *ch, const uint8_t *data, size_t len,
 		}
 		return FL_OK;
 	}
-	struct deliver_to d = {deliver, ctx};
+	struct deliver_to d = {ch, deliver, ctx};
 	int err = feed(ch, data, len, &d);
 	/* Even after a failure: a refusal notice is meant to reach the peer. */
 	char why[FL_ERROR_MSG_MAX];

@@ -71,10 +71,7 @@ struct fl_channel {
 	uint64_t rx_records;
 
 	/* framing of incoming bytes */
-	uint8_t hdr[4];
-	size_t hdr_have;
-	uint8_t *buf; /* reassembles a message split across reads (grow-only) */
-	size_t buf_cap, need, have;
+	struct fl_frame_reader rd;
 	uint8_t *plain; /* decrypted record (grow-only) */
 	size_t plain_cap;
 

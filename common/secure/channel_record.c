@@ -13,6 +13,7 @@
  * No framing, no buffers, no API: channel.c calls these. */
 #include "channel_impl.h"
 
+#include "bytes.h"
 #include "errors.h"
 
 #include <string.h>
@@ -27,20 +28,12 @@ _Static_assert(FL_CHANNEL_RECORD_OVERHEAD == SS_ABYTES, "record overhead");
 _Static_assert(FL_CHANNEL_RECORD_OVERHEAD == 1 + GCM_ABYTES, "record overhead");
 _Static_assert(GCM_NPUB == 12, "96-bit GCM nonce");
 
-static void put32(uint8_t *d, uint32_t v)
-{
-	d[0] = (uint8_t)(v >> 24);
-	d[1] = (uint8_t)(v >> 16);
-	d[2] = (uint8_t)(v >> 8);
-	d[3] = (uint8_t)v;
-}
-
 /* nonce = direction (4 bytes BE) || counter (8 bytes BE) */
 static void gcm_nonce(uint8_t nonce[GCM_NPUB], uint32_t dir, uint64_t counter)
 {
-	put32(nonce, dir);
-	put32(nonce + 4, (uint32_t)(counter >> 32));
-	put32(nonce + 8, (uint32_t)counter);
+	fl_be32_put(nonce, dir);
+	fl_be32_put(nonce + 4, (uint32_t)(counter >> 32));
+	fl_be32_put(nonce + 8, (uint32_t)counter);
 }
 
 int fl_ch_keys_ready(struct fl_channel *ch, const uint8_t tx_key[HS_KEY_BYTES],
@@ -87,7 +80,7 @@ int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain,
 		      int final)
 {
 	size_t c = n + FL_CHANNEL_RECORD_OVERHEAD;
-	put32(rec, (uint32_t)c);
+	fl_be32_put(rec, (uint32_t)c);
 	if (ch->cipher == FL_CH_SECRETSTREAM) {
 		crypto_secretstream_xchacha20poly1305_push(
 			&ch->tx, rec + 4, NULL, plain, n, NULL, 0,
@@ -144,7 +137,7 @@ int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, s
 				  (unsigned long long)ch->aes_max_records);
 	size_t mlen = n - FL_CHANNEL_RECORD_OVERHEAD;
 	uint8_t ad[5], nonce[GCM_NPUB];
-	put32(ad, (uint32_t)n);
+	fl_be32_put(ad, (uint32_t)n);
 	ad[4] = p[0];
 	gcm_nonce(nonce, ch->aes_rx_dir, ch->rx_records);
 	if (crypto_aead_aes256gcm_decrypt_detached_afternm(plain, NULL, p + 1, mlen, p + 1 + mlen,

@@ -10,6 +10,7 @@
  */
 #include "wire.h"
 
+#include "bytes.h"
 #include "errors.h"
 
 #include <assert.h>
@@ -138,10 +139,7 @@ int fl_wire_encode(const fl_envelope *env, struct fl_buf **out)
 	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + n);
 	if (!b)
 		return fl_error_set(FL_ENOMEM, "wire encode: out of memory for a %zu-byte frame", n);
-	b->data[0] = (uint8_t)(n >> 24);
-	b->data[1] = (uint8_t)(n >> 16);
-	b->data[2] = (uint8_t)(n >> 8);
-	b->data[3] = (uint8_t)n;
+	fl_be32_put(b->data, (uint32_t)n);
 	size_t packed = fedloha__v1__envelope__pack(env, b->data + FL_WIRE_FRAME_HEADER_BYTES);
 	assert(packed == n);
 	(void)packed;
@@ -296,8 +294,9 @@ int fl_frame_reader_feed(struct fl_frame_reader *r, const uint8_t *data, size_t 
 			i += k;
 			if (r->hdr_have < FL_WIRE_FRAME_HEADER_BYTES)
 				break;
-			uint32_t n = (uint32_t)r->hdr[0] << 24 | (uint32_t)r->hdr[1] << 16 |
-				     (uint32_t)r->hdr[2] << 8 | r->hdr[3];
+			uint32_t n = fl_be32_get(r->hdr);
+			if ((n == 0 || n > r->max_frame) && r->refuse)
+				return reader_fail(r, r->refuse(ctx, n, r->max_frame));
 			if (n == 0) {
 				fl_error_set(FL_EFORMAT, "frame of length 0 (an envelope is never empty)");
 				return reader_fail(r, FL_EFORMAT);

@@ -88,8 +88,13 @@ struct fl_frame_reader {
 	uint8_t hdr[FL_WIRE_FRAME_HEADER_BYTES];
 	size_t hdr_have;
 	uint8_t *buf; /* a fragmented frame being reassembled, else NULL */
-	size_t need, have, max_frame;
+	size_t need, have;
+	size_t max_frame; /* read at every header: a stream may change it between frames */
 	int err; /* sticky: once a feed failed, every later feed returns it */
+	/* Optional: words the refusal of a header announcing n bytes (0, or over
+	 * max_frame) and returns the error. NULL: FL_EFORMAT for 0, FL_ERANGE for
+	 * too long, with the reader's own message. Called with feed's ctx. */
+	int (*refuse)(void *ctx, size_t n, size_t max_frame);
 };
 void fl_frame_reader_init(struct fl_frame_reader *r, size_t max_frame);
 void fl_frame_reader_free(struct fl_frame_reader *r);
