@@ -6,9 +6,9 @@
  * transport_read.c. The session makes every protocol decision; this file
  * moves bytes.
  *
- * Ownership: the connection struct embeds its uv_tcp_t and is freed only in
- * its close callback (which also tells the session and schedules the
- * reconnect); a write owns one frame reference until its callback.
+ * Ownership: the connection struct embeds its struct fl_net_conn (net.h: the
+ * uv_tcp_t, queued writes, close-once) and is freed only in its close
+ * callback (which also tells the session and schedules the reconnect).
  */
 #include "transport_impl.h"
 
@@ -130,37 +130,26 @@ static void on_conn_closed(uv_handle_t *h)
 
 void cli_transport_conn_cut(struct cconn *c)
 {
-	if (c->cut)
-		return;
-	c->cut = 1;
-	uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-	cli_transport_conn_cut(req->data);
+	fl_net_cut(&c->n);
 }
 
 /* The final record (when the channel is up), flush, close. */
 void cli_transport_conn_close(struct cconn *c)
 {
-	if (c->cut || c->closing)
+	if (fl_net_gone(&c->n))
 		return;
 	struct fl_buf *fin = NULL;
 	if (c->connected && !fl_channel_error(c->ch) && fl_channel_close(c->ch, &fin) == FL_OK &&
 	    fin)
 		cli_transport_write_raw(c, fin);
-	if (c->cut)
+	if (c->n.cut)
 		return;
-	c->closing = 1;
 	if (!c->tcp_up) {
+		c->n.closing = 1;
 		cli_transport_conn_cut(c);
 		return;
 	}
-	uv_read_stop((uv_stream_t *)&c->tcp);
-	c->sreq.data = c;
-	if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-		cli_transport_conn_cut(c);
+	fl_net_shutdown(&c->n);
 }
 
 /* ---- writing ---- */
@@ -177,56 +166,10 @@ void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const ui
 	fl_wire_envelope_free(env);
 }
 
-static void on_written(uv_write_t *req, int status)
-{
-	struct wreq *w = (struct wreq *)req;
-	w->c->pending -= w->buf->len;
-	if (status == 0) {
-		w->c->t->st.sock_out += w->buf->len;
-		if (w->hs)
-			w->c->t->st.hs_out += w->buf->len;
-	}
-	fl_buf_unref(w->buf);
-	if (status < 0 && status != UV_ECANCELED) {
-		fl_log_debug("write failed: %s", uv_strerror(status));
-		cli_transport_conn_cut(w->c);
-	}
-	free(w);
-}
-
 /* Bytes as they go on the socket; takes over one reference to b. */
 int cli_transport_write_raw(struct cconn *c, struct fl_buf *b)
 {
-	struct cli_transport *t = c->t;
-	if (c->closing || c->cut) {
-		fl_buf_unref(b);
-		return FL_EIO;
-	}
-	if (c->pending + b->len > t->cfg.max_output_bytes) {
-		fl_log_warn("%zu bytes queued for the server (cap %zu): connection cut",
-			    c->pending + b->len, t->cfg.max_output_bytes);
-		fl_buf_unref(b);
-		cli_transport_conn_cut(c);
-		return FL_EIO;
-	}
-	struct wreq *w = malloc(sizeof(*w));
-	if (!w) {
-		fl_buf_unref(b);
-		cli_transport_conn_cut(c);
-		return FL_EIO;
-	}
-	w->buf = b;
-	w->c = c;
-	w->hs = !c->connected;
-	uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
-	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written) != 0) {
-		fl_buf_unref(b);
-		free(w);
-		cli_transport_conn_cut(c);
-		return FL_EIO;
-	}
-	c->pending += b->len;
-	return 0;
+	return fl_net_write(&c->n, b, !c->connected);
 }
 
 /* One protocol frame from the session: sealed into a record. */
@@ -234,7 +177,7 @@ static int io_send(void *ctx, struct fl_buf *b)
 {
 	struct cli_transport *t = ctx;
 	struct cconn *c = t->conn;
-	if (!c || !c->connected || c->closing || c->cut) {
+	if (!c || !c->connected || fl_net_gone(&c->n)) {
 		fl_buf_unref(b);
 		return FL_EIO;
 	}
@@ -320,13 +263,13 @@ static void on_connected(uv_connect_t *req, int status)
 	struct cli_transport *t = c->t;
 	if (!t->stopping)
 		uv_timer_stop(&t->retry); /* the connect timeout */
-	if (status < 0 || c->cut || t->stopping) {
+	if (status < 0 || c->n.cut || t->stopping) {
 		if (status < 0 && status != UV_ECANCELED)
 			fl_log_info("connect %s:%d: %s", t->host, t->cfg.port, uv_strerror(status));
 		cli_transport_conn_cut(c);
 		return;
 	}
-	uv_tcp_nodelay(&c->tcp, 1);
+	uv_tcp_nodelay(&c->n.tcp, 1);
 	c->tcp_up = 1;
 	if (cli_transport_read_start(c) != FL_OK) {
 		cli_transport_conn_cut(c);
@@ -364,10 +307,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	c->t = t;
 	fl_frame_reader_init(&c->rd, t->cfg.max_frame_bytes);
-	uv_tcp_init(t->loop, &c->tcp);
+	fl_net_conn_init(&c->n, t->loop, t->cfg.max_output_bytes, on_conn_closed, &t->st.sock_out,
+			 &t->st.hs_out);
+	snprintf(c->n.name, sizeof(c->n.name), "server %s:%d", t->host, t->cfg.port);
 	t->conn = c;
 	c->creq.data = c;
-	int rc = uv_tcp_connect(&c->creq, &c->tcp, res->ai_addr, on_connected);
+	int rc = uv_tcp_connect(&c->creq, &c->n.tcp, res->ai_addr, on_connected);
 	uv_freeaddrinfo(res);
 	if (rc != 0) {
 		fl_log_info("connect %s:%d: %s", t->host, t->cfg.port, uv_strerror(rc));
@@ -416,7 +361,7 @@ static void on_tick(uv_timer_t *h)
 {
 	struct cli_transport *t = h->data;
 	struct cconn *c = t->conn;
-	if (!c || !c->connected || c->closing || c->cut)
+	if (!c || !c->connected || fl_net_gone(&c->n))
 		return;
 	uint64_t now = uv_now(t->loop);
 	if (cli_session_idle_expired(t->s, now)) {
@@ -457,7 +402,7 @@ void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result
 	if (t->resolving)
 		uv_cancel((uv_req_t *)&t->gai);
 	struct cconn *c = t->conn;
-	if (c && c->connected && !c->closing && !c->cut && r == CLI_TRANSPORT_SIGNALLED) {
+	if (c && c->connected && !fl_net_gone(&c->n) && r == CLI_TRANSPORT_SIGNALLED) {
 		Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
 		bye.reason = "shutdown";
 		fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;

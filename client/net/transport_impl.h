@@ -8,29 +8,20 @@
 
 #include "channel.h"
 #include "errors.h"
+#include "net.h"
 #include "rng.h"
 #include "transport.h"
 
 struct cconn {
-	uv_tcp_t tcp; /* first: the handle pointer is the conn pointer */
+	struct fl_net_conn n; /* first: the handle pointer is the conn pointer */
 	struct cli_transport *t;
 	uv_connect_t creq;
-	uv_shutdown_t sreq;
 	struct fl_frame_reader rd;
 	struct fl_channel *ch; /* from the TCP connect on */
-	size_t pending;
 	int tcp_up;     /* TCP connected; the handshake runs */
 	int connected;  /* channel established and the session told on_connect */
 	int first_seen; /* the first protocol frame was looked at */
 	uint64_t rx;    /* bytes read on this connection */
-	int closing, cut;
-};
-
-struct wreq {
-	uv_write_t req;
-	struct fl_buf *buf;
-	struct cconn *c;
-	int hs; /* written before the channel was up */
 };
 
 struct jreq {

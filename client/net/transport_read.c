@@ -53,7 +53,7 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 {
 	struct cconn *c = ctx;
 	struct cli_transport *t = c->t;
-	if (c->closing || c->cut)
+	if (fl_net_gone(&c->n))
 		return FL_WIRE_FEED_STOP;
 	if (t->cfg.debug_tensors)
 		cli_transport_log_tensor(t, "received", payload, n);
@@ -67,13 +67,13 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 		return FL_WIRE_FEED_STOP;
 	}
 	t->attempts = 0; /* the server accepted us: the backoff starts over */
-	return c->closing || c->cut ? FL_WIRE_FEED_STOP : FL_OK;
+	return fl_net_gone(&c->n) ? FL_WIRE_FEED_STOP : FL_OK;
 }
 
 static int deliver(void *ctx, const uint8_t *plain, size_t n)
 {
 	struct cconn *c = ctx;
-	if (c->closing || c->cut)
+	if (fl_net_gone(&c->n))
 		return 0;
 	int rc = fl_frame_reader_feed(&c->rd, plain, n, on_frame, c);
 	if (rc < 0) { /* a framing error leaves the stream unusable: reconnect */
@@ -127,9 +127,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	int rc = fl_channel_recv(c->ch, data, n, deliver, c, &reply);
 	if (reply)
 		cli_transport_write_raw(c, reply);
-	if (rc != FL_OK && !c->connected && !c->closing && !c->cut) {
+	if (rc != FL_OK && !c->connected && !fl_net_gone(&c->n)) {
 		handshake_failed(c, data, n);
-	} else if (rc != FL_OK && !c->closing && !c->cut) {
+	} else if (rc != FL_OK && !fl_net_gone(&c->n)) {
 		fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
 		cli_transport_conn_cut(c); /* the channel is dead: no final record */
 	} else if (rc == FL_OK && !c->connected && fl_channel_established(c->ch)) {
@@ -179,7 +179,7 @@ int cli_transport_read_start(struct cconn *c)
 	int err = chan_start(c);
 	if (err)
 		return err;
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+	if (uv_read_start((uv_stream_t *)&c->n.tcp, on_alloc, on_read) != 0)
 		return FL_EIO;
 	return FL_OK;
 }

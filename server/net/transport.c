@@ -4,9 +4,9 @@
  * each connection is in transport_sec.c. No protocol decisions: the engine
  * makes them; this file only moves bytes and clock ticks.
  *
- * Ownership: a connection struct embeds its uv_tcp_t and is freed only in
- * the close callback; a write owns one reference to its frame until the
- * write callback; closing twice is harmless (flag checked first).
+ * Ownership: a connection struct embeds its struct fl_net_conn (net.h: the
+ * uv_tcp_t, queued writes, close-once) and is freed only in the close
+ * callback.
  */
 #include "transport_impl.h"
 
@@ -21,13 +21,6 @@
 
 #define FLUSH_POLL_MS 100 /* how often closing connections are checked */
 #define LOG_FRAME_MAX 1024 /* smaller frames sent are peeked at to log Error messages */
-
-struct wreq {
-	uv_write_t req;
-	struct fl_buf *buf;
-	struct conn *c;
-	int hs; /* written before the channel was up */
-};
 
 static void after_engine(struct srv_transport *t);
 static void begin_stop(struct srv_transport *t, int sig);
@@ -128,7 +121,7 @@ static void on_conn_closed(uv_handle_t *h)
 	if (c->next)
 		c->next->prev = c->prev;
 	t->nconns--;
-	if (c->closing)
+	if (c->n.closing)
 		t->nclosing--;
 	if (!c->up && c->ch)
 		t->nhandshaking--;
@@ -150,101 +143,39 @@ static void on_conn_closed(uv_handle_t *h)
 
 void srv_tr_cut(struct conn *c)
 {
-	if (c->cut)
-		return;
-	c->cut = 1;
-	uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-	srv_tr_cut(req->data);
+	fl_net_cut(&c->n);
 }
 
 /* The final record (when the channel is up), flush what is queued, close. */
 void srv_tr_close(struct conn *c)
 {
-	if (c->cut || c->closing)
+	if (fl_net_gone(&c->n))
 		return;
 	struct srv_transport *t = c->t;
 	struct fl_buf *fin = NULL;
 	if (c->ch && fl_channel_established(c->ch) && !fl_channel_error(c->ch) &&
 	    fl_channel_close(c->ch, &fin) == FL_OK && fin)
 		srv_tr_write_raw(c, fin);
-	if (c->cut)
+	if (c->n.cut)
 		return;
-	c->closing = 1;
 	t->nclosing++;
 	c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
-	uv_read_stop((uv_stream_t *)&c->tcp);
-	c->sreq.data = c;
-	if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-		srv_tr_cut(c);
+	fl_net_shutdown(&c->n);
 }
 
 /* ---- writing ---- */
 
-static void on_written(uv_write_t *req, int status)
-{
-	struct wreq *w = (struct wreq *)req;
-	struct conn *c = w->c;
-	c->pending -= w->buf->len;
-	if (status == 0) {
-		c->t->st.sock_out += w->buf->len;
-		if (w->hs)
-			c->t->st.hs_out += w->buf->len;
-	}
-	fl_buf_unref(w->buf);
-	free(w);
-	if (status < 0 && status != UV_ECANCELED) {
-		fl_log_debug("conn %s: write failed: %s", c->peer, uv_strerror(status));
-		srv_tr_cut(c);
-	}
-}
-
 /* Bytes as they go on the socket; takes over one reference to b. */
 int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
 {
-	struct srv_transport *t = c->t;
-	if (c->cut || c->closing) {
-		fl_buf_unref(b);
-		return FL_EIO;
-	}
-	if (c->pending + b->len > t->cfg.max_output_bytes) {
-		fl_log_warn("conn %s: %zu bytes queued, over the output cap of %zu: slow reader "
-			    "closed",
-			    c->peer, c->pending + b->len, t->cfg.max_output_bytes);
-		fl_buf_unref(b);
-		srv_tr_cut(c);
-		return FL_EIO;
-	}
-	struct wreq *w = malloc(sizeof(*w));
-	if (!w) {
-		fl_buf_unref(b);
-		srv_tr_cut(c);
-		return FL_EIO;
-	}
-	w->buf = b;
-	w->c = c;
-	w->hs = !c->up;
-	uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
-	int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written);
-	if (rc != 0) {
-		fl_log_debug("conn %s: write refused: %s", c->peer, uv_strerror(rc));
-		fl_buf_unref(b);
-		free(w);
-		srv_tr_cut(c);
-		return FL_EIO;
-	}
-	c->pending += b->len;
-	return 0;
+	return fl_net_write(&c->n, b, !c->up);
 }
 
 /* One protocol frame: sealed into a record (as is with --insecure). */
 int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 {
 	struct srv_transport *t = c->t;
-	if (c->cut || c->closing || !fl_channel_established(c->ch)) {
+	if (fl_net_gone(&c->n) || !fl_channel_established(c->ch)) {
 		fl_buf_unref(frame);
 		return FL_EIO;
 	}
@@ -368,7 +299,7 @@ static void on_timer(uv_timer_t *h)
 	uint64_t now = uv_now(t->loop);
 	if (t->nclosing) {
 		for (struct conn *c = t->head; c; c = c->next)
-			if (c->closing && !c->cut && now >= c->close_by) {
+			if (c->n.closing && !c->n.cut && now >= c->close_by) {
 				fl_log_warn("conn %s: not flushed within %u ms: closed", c->peer,
 					    t->cfg.flush_timeout_ms);
 				srv_tr_cut(c);
@@ -397,7 +328,7 @@ int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n)
 {
 	struct conn *c = ctx;
 	struct srv_transport *t = c->t;
-	if (c->closing || c->cut || t->stopping)
+	if (fl_net_gone(&c->n) || t->stopping)
 		return FL_WIRE_FEED_STOP;
 	if (!c->up)
 		srv_tr_conn_up(c); /* records right behind the last handshake message */
@@ -407,7 +338,7 @@ int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n)
 		return FL_WIRE_FEED_STOP;
 	srv_engine_on_frame(t->e, c->id, payload, n, uv_now(t->loop));
 	/* stop feeding a closed stream */
-	return c->closing || c->cut || t->stopping ? FL_WIRE_FEED_STOP : FL_OK;
+	return fl_net_gone(&c->n) || t->stopping ? FL_WIRE_FEED_STOP : FL_OK;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -450,18 +381,20 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	c->t = t;
 	c->slot = UINT32_MAX;
-	uv_tcp_init(t->loop, &c->tcp);
+	fl_net_conn_init(&c->n, t->loop, t->cfg.max_output_bytes, on_conn_closed, &t->st.sock_out,
+			 &t->st.hs_out);
 	c->next = t->head;
 	if (t->head)
 		t->head->prev = c;
 	t->head = c;
 	t->nconns++;
 	fl_frame_reader_init(&c->rd, t->cfg.max_frame_bytes);
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+	if (uv_accept(server, (uv_stream_t *)&c->n.tcp) != 0) {
 		srv_tr_cut(c);
 		return;
 	}
-	srv_tr_peer_name(&c->tcp, c->peer, sizeof(c->peer));
+	srv_tr_peer_name(&c->n.tcp, c->peer, sizeof(c->peer));
+	snprintf(c->n.name, sizeof(c->n.name), "conn %s", c->peer);
 	if (t->stopping || t->nconns > t->cfg.max_conns || slot_take(t, c) != 0) {
 		fl_log_warn("conn %s: refused (%zu connections, limit %zu)", c->peer, t->nconns,
 			    t->cfg.max_conns);
@@ -469,10 +402,10 @@ static void on_connection(uv_stream_t *server, int status)
 		srv_tr_cut(c);
 		return;
 	}
-	uv_tcp_nodelay(&c->tcp, 1);
+	uv_tcp_nodelay(&c->n.tcp, 1);
 	fl_log_info("conn %s: connected", c->peer);
 	if (srv_tr_chan_open(c) != FL_OK ||
-	    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+	    uv_read_start((uv_stream_t *)&c->n.tcp, on_alloc, on_read) != 0) {
 		srv_tr_cut(c);
 		return;
 	}
@@ -514,7 +447,7 @@ static void begin_stop(struct srv_transport *t, int sig)
 		if (!uv_is_closing((uv_handle_t *)&t->sig[i]))
 			uv_close((uv_handle_t *)&t->sig[i], NULL);
 	for (struct conn *c = t->head; c; c = c->next) {
-		if (sig && c->up && !c->closing && !c->cut)
+		if (sig && c->up && !fl_net_gone(&c->n))
 			conn_send_bye(c, "shutdown");
 		srv_tr_close(c);
 	}

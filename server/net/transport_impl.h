@@ -8,28 +8,25 @@
 
 #include "access.h"
 #include "channel.h"
+#include "net.h"
 #include "transport.h"
 
 #define SRV_TR_HS_POLL_MS 250 /* how often handshake deadlines are checked */
 
 struct conn {
-	uv_tcp_t tcp; /* first, so the handle pointer is the conn pointer */
+	struct fl_net_conn n; /* first, so the handle pointer is the conn pointer */
 	struct srv_transport *t;
 	uint64_t id; /* (serial << 32) | slot */
 	uint32_t slot;
 	char peer[64];
 	struct fl_frame_reader rd;
 	struct fl_channel *ch; /* secure channel (pass-through with --insecure) */
-	size_t pending;        /* bytes queued, not yet written */
-	int closing;           /* flush, then close */
-	int cut;               /* uv_close called */
 	int up;                /* channel established and the engine told */
 	int first_seen;        /* the first protocol frame passed the identity rule */
 	int replied;           /* a handshake reply was written (the peer speaks it) */
 	uint64_t close_by;     /* flush deadline */
 	uint64_t hs_by;        /* handshake deadline (while !up) */
 	uint8_t pk[FL_PUBKEY_BYTES]; /* the authenticated client key (secure, once up) */
-	uv_shutdown_t sreq;
 	struct conn *prev, *next;
 };
 

@@ -61,10 +61,10 @@ void srv_tr_conn_up(struct conn *c)
 static int deliver(void *ctx, const uint8_t *plain, size_t n)
 {
 	struct conn *c = ctx;
-	if (c->closing || c->cut)
+	if (fl_net_gone(&c->n))
 		return 0;
 	int rc = fl_frame_reader_feed(&c->rd, plain, n, srv_tr_on_frame, c);
-	if (rc < 0 && !c->closing && !c->cut) {
+	if (rc < 0 && !fl_net_gone(&c->n)) {
 		/* A bad frame inside a good record: the channel stays usable, so
 		 * the peer can be told why before the final record. */
 		fl_log_warn("conn %s: %s: closing", c->peer, fl_error_msg());
@@ -111,7 +111,7 @@ void srv_tr_feed(struct conn *c, const uint8_t *data, size_t n)
 			srv_tr_conn_up(c);
 		return;
 	}
-	if (c->closing || c->cut)
+	if (fl_net_gone(&c->n))
 		return;
 	if (!c->up) {
 		handshake_failed(c, rc);
@@ -124,7 +124,7 @@ void srv_tr_feed(struct conn *c, const uint8_t *data, size_t n)
 void srv_tr_handshake_sweep(struct srv_transport *t, uint64_t now)
 {
 	for (struct conn *c = t->head; c; c = c->next) {
-		if (!c->ch || c->up || c->closing || c->cut || now < c->hs_by)
+		if (!c->ch || c->up || fl_net_gone(&c->n) || now < c->hs_by)
 			continue;
 		t->st.failed++;
 		fl_log_warn("conn %s: no secure handshake within %u ms: closed", c->peer,
@@ -162,7 +162,7 @@ int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n)
 		return FL_EAUTH;
 	}
 	for (struct conn *o = t->head; o; o = o->next) {
-		if (o == c || !o->up || !o->first_seen || o->closing || o->cut ||
+		if (o == c || !o->up || !o->first_seen || fl_net_gone(&o->n) ||
 		    memcmp(o->pk, c->pk, FL_PUBKEY_BYTES) != 0)
 			continue;
 		char key[FL_PUBKEY_STRING_BYTES], why[160];
@@ -187,7 +187,7 @@ void srv_tr_reload(struct srv_transport *t)
 	}
 	fl_log_info("reload: allow-list of %zu keys in force", srv_access_count(a));
 	for (struct conn *c = t->head; c; c = c->next) {
-		if (!c->up || c->closing || c->cut || srv_access_listed(a, c->pk))
+		if (!c->up || fl_net_gone(&c->n) || srv_access_listed(a, c->pk))
 			continue;
 		char key[FL_PUBKEY_STRING_BYTES], why[160];
 		fl_pubkey_format(c->pk, key);

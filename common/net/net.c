@@ -1,0 +1,106 @@
+/* net.c - queued writes, output caps, shutdown and close-once of a libuv
+ * TCP connection (net.h). No reading, no framing, no protocol. */
+#include "net.h"
+
+#include "errors.h"
+#include "log.h"
+
+#include <stdlib.h>
+
+struct wreq {
+	uv_write_t req;
+	struct fl_buf *buf;
+	struct fl_net_conn *n;
+	int hs; /* written before the channel was up */
+};
+
+void fl_net_conn_init(struct fl_net_conn *n, uv_loop_t *loop, size_t max_output,
+		      uv_close_cb on_closed, uint64_t *sock_out, uint64_t *hs_out)
+{
+	uv_tcp_init(loop, &n->tcp);
+	n->max_output = max_output;
+	n->on_closed = on_closed;
+	n->sock_out = sock_out;
+	n->hs_out = hs_out;
+}
+
+int fl_net_gone(const struct fl_net_conn *n)
+{
+	return n->closing || n->cut;
+}
+
+void fl_net_cut(struct fl_net_conn *n)
+{
+	if (n->cut)
+		return;
+	n->cut = 1;
+	uv_close((uv_handle_t *)&n->tcp, n->on_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	(void)status;
+	fl_net_cut(req->data);
+}
+
+void fl_net_shutdown(struct fl_net_conn *n)
+{
+	n->closing = 1;
+	uv_read_stop((uv_stream_t *)&n->tcp);
+	n->sreq.data = n;
+	if (uv_shutdown(&n->sreq, (uv_stream_t *)&n->tcp, on_shutdown) != 0)
+		fl_net_cut(n);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+	struct wreq *w = (struct wreq *)req;
+	struct fl_net_conn *n = w->n;
+	n->pending -= w->buf->len;
+	if (status == 0) {
+		*n->sock_out += w->buf->len;
+		if (w->hs)
+			*n->hs_out += w->buf->len;
+	}
+	fl_buf_unref(w->buf);
+	free(w);
+	if (status < 0 && status != UV_ECANCELED) {
+		fl_log_debug("%s: write failed: %s", n->name, uv_strerror(status));
+		fl_net_cut(n);
+	}
+}
+
+int fl_net_write(struct fl_net_conn *n, struct fl_buf *b, int hs)
+{
+	if (fl_net_gone(n)) {
+		fl_buf_unref(b);
+		return FL_EIO;
+	}
+	if (n->pending + b->len > n->max_output) {
+		fl_log_warn("%s: %zu bytes queued, over the output cap of %zu: connection cut",
+			    n->name, n->pending + b->len, n->max_output);
+		fl_buf_unref(b);
+		fl_net_cut(n);
+		return FL_EIO;
+	}
+	struct wreq *w = malloc(sizeof(*w));
+	if (!w) {
+		fl_buf_unref(b);
+		fl_net_cut(n);
+		return FL_EIO;
+	}
+	w->buf = b;
+	w->n = n;
+	w->hs = hs;
+	uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
+	int rc = uv_write(&w->req, (uv_stream_t *)&n->tcp, &ub, 1, on_written);
+	if (rc != 0) {
+		fl_log_debug("%s: write refused: %s", n->name, uv_strerror(rc));
+		fl_buf_unref(b);
+		free(w);
+		fl_net_cut(n);
+		return FL_EIO;
+	}
+	n->pending += b->len;
+	return FL_OK;
+}

@@ -1,0 +1,45 @@
+/* net.h - the output side of one libuv TCP connection, shared by the
+ * coordinator's and the edge client's transports: writes that own their
+ * buffer until the write callback, a cap on queued output, the orderly
+ * shutdown and a close that happens once. Nothing here reads, frames or
+ * seals: the transports do that and embed a struct fl_net_conn first in
+ * their connection struct, so the handle pointer is the connection pointer.
+ */
+#ifndef FL_NET_H
+#define FL_NET_H
+
+#include "wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct fl_net_conn {
+	uv_tcp_t tcp; /* first: the handle pointer is the conn pointer */
+	uv_shutdown_t sreq;
+	size_t pending;       /* bytes queued, not yet written */
+	size_t max_output;    /* a write that would queue more cuts the connection */
+	int closing;          /* shutting down: nothing more is written */
+	int cut;              /* uv_close called */
+	uv_close_cb on_closed; /* the owner frees its connection there */
+	uint64_t *sock_out;   /* the owner's counter of bytes written */
+	uint64_t *hs_out;     /* ... and of those written before the channel was up */
+	char name[96];        /* names the connection in log lines */
+};
+
+/* Initialises the handle on loop (calloc'd memory assumed). */
+void fl_net_conn_init(struct fl_net_conn *n, uv_loop_t *loop, size_t max_output,
+		      uv_close_cb on_closed, uint64_t *sock_out, uint64_t *hs_out);
+/* 1 once the connection is closing or closed: it takes no more work. */
+int fl_net_gone(const struct fl_net_conn *n);
+/* Queues b (takes over one reference; hs: count it as handshake bytes).
+ * FL_OK, or FL_EIO when the connection is closing, over its output cap
+ * (logged), or the write failed; the last two cut the connection. */
+int fl_net_write(struct fl_net_conn *n, struct fl_buf *b, int hs);
+/* Closes now, once: on_closed runs later from the loop. */
+void fl_net_cut(struct fl_net_conn *n);
+/* Stops reading, flushes what is queued, then closes (cut when the
+ * shutdown cannot start). */
+void fl_net_shutdown(struct fl_net_conn *n);
+
+#endif
