@@ -136,13 +136,7 @@ void cli_transport_conn_cut(struct cconn *c)
 /* The final record (when the channel is up), flush, close. */
 void cli_transport_conn_close(struct cconn *c)
 {
-	if (fl_net_gone(&c->n))
-		return;
-	struct fl_buf *fin = NULL;
-	if (c->connected && !fl_channel_error(c->ch) && fl_channel_close(c->ch, &fin) == FL_OK &&
-	    fin)
-		cli_transport_write_raw(c, fin);
-	if (c->n.cut)
+	if (fl_net_close_channel(&c->n, c->connected ? c->ch : NULL, 0))
 		return;
 	if (!c->tcp_up) {
 		c->n.closing = 1;
@@ -184,15 +178,7 @@ static int io_send(void *ctx, struct fl_buf *b)
 	if (t->cfg.debug_tensors && b->len > FL_WIRE_FRAME_HEADER_BYTES)
 		cli_transport_log_tensor(t, "sent", b->data + FL_WIRE_FRAME_HEADER_BYTES,
 			   b->len - FL_WIRE_FRAME_HEADER_BYTES);
-	struct fl_buf *rec = NULL;
-	int err = fl_channel_seal_buf(c->ch, b, &rec);
-	fl_buf_unref(b);
-	if (err) {
-		fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
-		cli_transport_conn_cut(c);
-		return FL_EIO;
-	}
-	return cli_transport_write_raw(c, rec);
+	return fl_net_send_sealed(&c->n, c->ch, b, 0);
 }
 
 static void io_close(void *ctx)
@@ -403,13 +389,8 @@ void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result
 		uv_cancel((uv_req_t *)&t->gai);
 	struct cconn *c = t->conn;
 	if (c && c->connected && !fl_net_gone(&c->n) && r == CLI_TRANSPORT_SIGNALLED) {
-		Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
-		bye.reason = "shutdown";
-		fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-		env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-		env.bye = &bye;
 		struct fl_buf *b = NULL;
-		if (fl_wire_encode(&env, &b) == FL_OK)
+		if (fl_wire_encode_bye("shutdown", &b) == FL_OK)
 			io_send(t, b);
 	}
 	if (t->conn)

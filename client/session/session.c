@@ -160,13 +160,9 @@ void cli_session_fail(struct cli_session *s, int err, const char *msg)
 	record_error(s, msg);
 	if (!s->connected)
 		return;
-	Fedloha__V1__Error e = FEDLOHA__V1__ERROR__INIT;
-	e.code = fl_wire_error_code(err);
-	e.message = s->last_error;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
-	env.error = &e;
-	cli_session_send_env(s, &env); /* best effort: we close anyway */
+	struct fl_buf *b = NULL;
+	if (fl_wire_encode_error(err, s->last_error, &b) == FL_OK)
+		cli_session_send_frame(s, b); /* best effort: we close anyway */
 	s->io.close(s->io.ctx);
 }
 

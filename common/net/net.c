@@ -1,5 +1,5 @@
-/* net.c - queued writes, output caps, shutdown and close-once of a libuv
- * TCP connection (net.h). No reading, no framing, no protocol. */
+/* net.c - queued writes, output caps, sealed records, shutdown and
+ * close-once of a libuv TCP connection (net.h). No reading, no protocol. */
 #include "net.h"
 
 #include "errors.h"
@@ -103,4 +103,29 @@ int fl_net_write(struct fl_net_conn *n, struct fl_buf *b, int hs)
 	}
 	n->pending += b->len;
 	return FL_OK;
+}
+
+int fl_net_send_sealed(struct fl_net_conn *n, struct fl_channel *ch, struct fl_buf *frame,
+		       int hs)
+{
+	struct fl_buf *rec = NULL;
+	int err = fl_channel_seal_buf(ch, frame, &rec);
+	fl_buf_unref(frame);
+	if (err) {
+		fl_log_warn("%s: %s", n->name, fl_error_msg());
+		fl_net_cut(n);
+		return FL_EIO;
+	}
+	return fl_net_write(n, rec, hs);
+}
+
+int fl_net_close_channel(struct fl_net_conn *n, struct fl_channel *ch, int hs)
+{
+	if (fl_net_gone(n))
+		return FL_EIO;
+	struct fl_buf *fin = NULL;
+	if (ch && fl_channel_established(ch) && !fl_channel_error(ch) &&
+	    fl_channel_close(ch, &fin) == FL_OK && fin)
+		fl_net_write(n, fin, hs);
+	return n->cut ? FL_EIO : FL_OK;
 }

@@ -1,13 +1,15 @@
 /* net.h - the output side of one libuv TCP connection, shared by the
  * coordinator's and the edge client's transports: writes that own their
- * buffer until the write callback, a cap on queued output, the orderly
- * shutdown and a close that happens once. Nothing here reads, frames or
- * seals: the transports do that and embed a struct fl_net_conn first in
+ * buffer until the write callback, a cap on queued output, sealing into
+ * the secure channel's records, the orderly shutdown and a close that
+ * happens once. Nothing here reads or makes protocol decisions: the
+ * transports do that and embed a struct fl_net_conn first in
  * their connection struct, so the handle pointer is the connection pointer.
  */
 #ifndef FL_NET_H
 #define FL_NET_H
 
+#include "channel.h"
 #include "wire.h"
 
 #include <stddef.h>
@@ -36,6 +38,14 @@ int fl_net_gone(const struct fl_net_conn *n);
  * FL_OK, or FL_EIO when the connection is closing, over its output cap
  * (logged), or the write failed; the last two cut the connection. */
 int fl_net_write(struct fl_net_conn *n, struct fl_buf *b, int hs);
+/* Seals one protocol frame into a record of ch and queues it (takes over
+ * the frame's reference). A sealing failure is logged and cuts. */
+int fl_net_send_sealed(struct fl_net_conn *n, struct fl_channel *ch, struct fl_buf *frame,
+		       int hs);
+/* The start of an orderly close: queues ch's final record when ch is
+ * established and healthy (ch NULL: none). FL_OK when the connection may
+ * now be shut down, FL_EIO when it is already closing or was cut meanwhile. */
+int fl_net_close_channel(struct fl_net_conn *n, struct fl_channel *ch, int hs);
 /* Closes now, once: on_closed runs later from the loop. */
 void fl_net_cut(struct fl_net_conn *n);
 /* Stops reading, flushes what is queued, then closes (cut when the

@@ -241,6 +241,27 @@ void fl_wire_envelope_free(fl_envelope *env)
 		fedloha__v1__envelope__free_unpacked(env, &free_allocator);
 }
 
+int fl_wire_encode_error(int err, const char *msg, struct fl_buf **out)
+{
+	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
+	er.code = fl_wire_error_code(err);
+	er.message = (char *)msg;
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
+	env.error = &er;
+	return fl_wire_encode(&env, out);
+}
+
+int fl_wire_encode_bye(const char *reason, struct fl_buf **out)
+{
+	Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
+	bye.reason = (char *)reason;
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
+	env.bye = &bye;
+	return fl_wire_encode(&env, out);
+}
+
 /* ---- frame reader ---- */
 
 void fl_frame_reader_init(struct fl_frame_reader *r, size_t max_frame)

@@ -74,6 +74,10 @@ void fl_buf_unref(struct fl_buf *b); /* NULL is a no-op */
 /* ---- frames ---- */
 /* Packs env into a new frame buffer (refs = 1). */
 int fl_wire_encode(const fl_envelope *env, struct fl_buf **out);
+/* The frame of an Error envelope (code = fl_wire_error_code(err)) or of a
+ * Bye envelope, as fl_wire_encode makes it. */
+int fl_wire_encode_error(int err, const char *msg, struct fl_buf **out);
+int fl_wire_encode_bye(const char *reason, struct fl_buf **out);
 /* Unpacks one frame payload (without its 4-byte length) into an envelope
  * owned by the caller (free with fl_wire_envelope_free). Rejects: payload
  * over max_frame, undecodable protobuf, an envelope with no body, strings

@@ -293,12 +293,9 @@ void srv_eng_send_frames(struct srv_engine *e, struct srv_conn *c, const struct 
 
 void srv_eng_send_bye(struct srv_engine *e, struct srv_conn *c, const char *reason)
 {
-	Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
-	bye.reason = (char *)reason;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-	env.bye = &bye;
-	srv_eng_send_env(e, c, &env);
+	struct fl_buf *b = NULL;
+	if (fl_wire_encode_bye(reason, &b) == FL_OK)
+		srv_eng_send(e, c, b);
 }
 
 void srv_eng_send_heartbeat(struct srv_engine *e, struct srv_conn *c)
@@ -335,13 +332,9 @@ void srv_eng_drop(struct srv_engine *e, struct srv_conn *c)
 
 void srv_eng_send_error(struct srv_engine *e, struct srv_conn *c, int err, const char *msg)
 {
-	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
-	er.code = fl_wire_error_code(err);
-	er.message = (char *)msg;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
-	env.error = &er;
-	srv_eng_send_env(e, c, &env);
+	struct fl_buf *b = NULL;
+	if (fl_wire_encode_error(err, msg, &b) == FL_OK)
+		srv_eng_send(e, c, b);
 }
 
 int srv_eng_reject(struct srv_engine *e, struct srv_conn *c, int err, const char *fmt, ...)

@@ -149,14 +149,8 @@ void srv_tr_cut(struct conn *c)
 /* The final record (when the channel is up), flush what is queued, close. */
 void srv_tr_close(struct conn *c)
 {
-	if (fl_net_gone(&c->n))
-		return;
 	struct srv_transport *t = c->t;
-	struct fl_buf *fin = NULL;
-	if (c->ch && fl_channel_established(c->ch) && !fl_channel_error(c->ch) &&
-	    fl_channel_close(c->ch, &fin) == FL_OK && fin)
-		srv_tr_write_raw(c, fin);
-	if (c->n.cut)
+	if (fl_net_close_channel(&c->n, c->ch, !c->up))
 		return;
 	t->nclosing++;
 	c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
@@ -183,25 +177,14 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 	    frame->len > FL_WIRE_FRAME_HEADER_BYTES)
 		srv_tr_log_frame(c, "sent", frame->data + FL_WIRE_FRAME_HEADER_BYTES,
 			   frame->len - FL_WIRE_FRAME_HEADER_BYTES);
-	struct fl_buf *rec = NULL;
-	int err = fl_channel_seal_buf(c->ch, frame, &rec);
-	fl_buf_unref(frame);
-	if (err) {
-		fl_log_warn("conn %s: %s: closing", c->peer, fl_error_msg());
-		srv_tr_cut(c);
-		return FL_EIO;
-	}
-	return srv_tr_write_raw(c, rec);
+	return fl_net_send_sealed(&c->n, c->ch, frame, !c->up);
 }
 
 /* Error or Bye from the transport itself (outside the engine's protocol):
  * sealed once the channel is up, else in plaintext (a peer that is no
  * secure client: it could read nothing else). */
-static void conn_send_env(struct conn *c, const fl_envelope *env)
+static void conn_send(struct conn *c, struct fl_buf *b)
 {
-	struct fl_buf *b = NULL;
-	if (fl_wire_encode(env, &b) != FL_OK)
-		return;
 	if (fl_channel_established(c->ch))
 		srv_tr_send_frame(c, b);
 	else
@@ -210,23 +193,16 @@ static void conn_send_env(struct conn *c, const fl_envelope *env)
 
 void srv_tr_send_error(struct conn *c, int err, const char *msg)
 {
-	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
-	er.code = fl_wire_error_code(err);
-	er.message = (char *)msg;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
-	env.error = &er;
-	conn_send_env(c, &env);
+	struct fl_buf *b = NULL;
+	if (fl_wire_encode_error(err, msg, &b) == FL_OK)
+		conn_send(c, b);
 }
 
 static void conn_send_bye(struct conn *c, const char *reason)
 {
-	Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
-	bye.reason = (char *)reason;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-	env.bye = &bye;
-	conn_send_env(c, &env);
+	struct fl_buf *b = NULL;
+	if (fl_wire_encode_bye(reason, &b) == FL_OK)
+		conn_send(c, b);
 }
 
 /* ---- engine io ---- */
