@@ -12,21 +12,7 @@ BIN=${FL_BIN:?FL_BIN not set}/fedloha-adapter
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/adapter
 TMP=${FL_TMP:-/tmp}/cli-adapter.$$
 rm -rf "$TMP" && mkdir -p "$TMP"
-fails=0
-
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
-
-# expect CODE CMD...: runs CMD, checks the exit code; stdout/stderr in $TMP/out, $TMP/err
-expect() {
-	local want=$1
-	shift
-	"$@" >"$TMP/out" 2>"$TMP/err"
-	local rc=$?
-	[ "$rc" -eq "$want" ] || fail "exit $rc (want $want): $*: $(head -c 300 "$TMP/err")"
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 # one_line_error: stderr is exactly one line "fedloha-adapter: ..."
 one_line_error() {
@@ -34,10 +20,6 @@ one_line_error() {
 	n=$(wc -l <"$TMP/err")
 	[ "$n" -eq 1 ] || fail "stderr has $n lines: $(cat "$TMP/err")"
 	grep -q '^fedloha-adapter: ' "$TMP/err" || fail "stderr lacks the prefix: $(cat "$TMP/err")"
-}
-
-contains() {
-	grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 400 "$1")"
 }
 
 # ---- help, version, usage errors ----

@@ -29,6 +29,7 @@ if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx
 fi
 mkdir -p "$TMP"
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
 fail() { echo "FAIL: $*"; for f in "$TMP"/*.out "$TMP"/*.err; do [ -s "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done; exit 1; }
 START=$(date +%s)
 
@@ -46,13 +47,7 @@ start_server() {
 	timeout 40 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --data-path "$DATA" "${SEC[@]}" "$@" \
 		>"$TMP/$name.out" 2>"$TMP/$name.err" &
 	SPID=$!
-	for _ in $(seq 100); do
-		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
-		[ -n "$PORT" ] && return 0
-		kill -0 $SPID 2>/dev/null || fail "$name did not start"
-		sleep 0.1
-	done
-	fail "$name: no 'listening on' line"
+	await_port "$name" $SPID
 }
 # start_client NAME INDEX ARGS...: sets CPID.
 start_client() {

@@ -28,6 +28,7 @@ if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx
 fi
 mkdir -p "$TMP"
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
 fail() { echo "FAIL: $*"; for f in "$TMP"/*.out "$TMP"/*.err; do [ -s "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done; exit 1; }
 START=$(date +%s)
 S="$BIN/fedloha-server"
@@ -39,13 +40,7 @@ start_server() {
 	timeout 30 "$S" run --listen 127.0.0.1:0 --model 2nn --rounds 1 --round-timeout 20 "$@" \
 		>"$TMP/$name.out" 2>"$TMP/$name.err" &
 	SPID=$!
-	for _ in $(seq 100); do
-		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
-		[ -n "$PORT" ] && return 0
-		kill -0 $SPID 2>/dev/null || fail "$name did not start"
-		sleep 0.1
-	done
-	fail "$name: no 'listening on' line"
+	await_port "$name" $SPID
 }
 # client NAME INDEX ARGS...: runs a client in the foreground; sets RC.
 client() {

@@ -15,24 +15,7 @@ BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
 DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
 TMP=${FL_TMP:-/tmp}/cli-sim.$$
 rm -rf "$TMP" && mkdir -p "$TMP"
-fails=0
-
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
-
-expect() {
-	local want=$1
-	shift
-	"$@" >"$TMP/out" 2>"$TMP/err"
-	local rc=$?
-	[ "$rc" -eq "$want" ] || fail "exit $rc (want $want): $*: $(head -c 300 "$TMP/err")"
-}
-
-contains() {
-	grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 400 "$1")"
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 # ---- help and usage errors ----
 expect 0 "$BIN" --help

@@ -18,11 +18,7 @@ rm -rf "$T"
 mkdir -p "$T"
 trap 'rm -rf "$T"' EXIT
 
-fails=0
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
+. "$(dirname "$0")/cli_lib.sh"
 ok() { echo "ok   $*"; }
 
 # run NAME CMD... : runs CMD with stdout/stderr in $T/NAME.out/.err, sets rc

@@ -230,20 +230,27 @@ static void test_run_bytes_files(void)
 	srv_sim_data_free(d);
 }
 
-/* Same seed, 1 and 2 threads: identical model and CSV (but seconds). */
-static void check_same(const struct srv_sim_config *base, const struct srv_sim_data *d,
-		       const char *tag)
+/* Runs base twice: run 0 and run 1 with 1 and 2 threads (by_threads), or
+ * secure and insecure. Each run's CSV is read back without its seconds.
+ * FL_OK when both ran; free with pair_free either way. */
+static int run_pair(const struct srv_sim_config *base, const struct srv_sim_data *d,
+		    const char *tag, int by_threads, struct srv_sim_result *r[2], char *csv[2])
 {
-	struct srv_sim_result *r[2] = {NULL, NULL};
-	char *csv[2] = {NULL, NULL};
 	const char *dir = fl_test_tmpdir(tag);
 	for (int i = 0; i < 2; i++) {
 		struct srv_sim_config c = *base;
-		c.threads = i + 1;
+		if (by_threads)
+			c.threads = i + 1;
+		else
+			c.secure = i == 0;
 		int err = srv_sim_run(&c, d, &r[i]);
-		FL_CHECK_MSG(err == FL_OK, "run with %d threads: %s", i + 1, fl_error_msg());
+		if (by_threads)
+			FL_CHECK_MSG(err == FL_OK, "run with %d threads: %s", i + 1, fl_error_msg());
+		else
+			FL_CHECK_MSG(err == FL_OK, "%s run: %s", i ? "insecure" : "secure",
+				     fl_error_msg());
 		if (err)
-			goto out;
+			return err;
 		char path[600];
 		snprintf(path, sizeof(path), "%s/run%d.csv", dir, i);
 		FL_CHECK(srv_sim_write_csv(r[i], path) == FL_OK);
@@ -251,20 +258,35 @@ static void check_same(const struct srv_sim_config *base, const struct srv_sim_d
 		csv[i] = text ? strip_seconds(text) : NULL;
 		free(text);
 	}
-	FL_CHECK(r[0]->n_final_params == r[1]->n_final_params);
-	FL_CHECK_MSG(!memcmp(r[0]->final_params, r[1]->final_params,
-			     r[0]->n_final_params * sizeof(float)),
-		     "%s: final models differ between 1 and 2 threads", tag);
-	FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
-	FL_CHECK(r[0]->engine_up == r[1]->engine_up && r[0]->engine_down == r[1]->engine_down);
-	FL_CHECK(r[0]->vanished == r[1]->vanished);
-	FL_CHECK(r[0]->chan_up == r[1]->chan_up && r[0]->chan_down == r[1]->chan_down);
-	FL_CHECK(r[0]->handshakes == r[1]->handshakes && r[0]->channel_errors == 0);
-out:
+	return FL_OK;
+}
+
+static void pair_free(struct srv_sim_result *r[2], char *csv[2])
+{
 	for (int i = 0; i < 2; i++) {
 		srv_sim_result_free(r[i]);
 		free(csv[i]);
 	}
+}
+
+/* Same seed, 1 and 2 threads: identical model and CSV (but seconds). */
+static void check_same(const struct srv_sim_config *base, const struct srv_sim_data *d,
+		       const char *tag)
+{
+	struct srv_sim_result *r[2] = {NULL, NULL};
+	char *csv[2] = {NULL, NULL};
+	if (run_pair(base, d, tag, 1, r, csv) == FL_OK) {
+		FL_CHECK(r[0]->n_final_params == r[1]->n_final_params);
+		FL_CHECK_MSG(!memcmp(r[0]->final_params, r[1]->final_params,
+				     r[0]->n_final_params * sizeof(float)),
+			     "%s: final models differ between 1 and 2 threads", tag);
+		FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
+		FL_CHECK(r[0]->engine_up == r[1]->engine_up && r[0]->engine_down == r[1]->engine_down);
+		FL_CHECK(r[0]->vanished == r[1]->vanished);
+		FL_CHECK(r[0]->chan_up == r[1]->chan_up && r[0]->chan_down == r[1]->chan_down);
+		FL_CHECK(r[0]->handshakes == r[1]->handshakes && r[0]->channel_errors == 0);
+	}
+	pair_free(r, csv);
 }
 
 static void test_determinism(void)
@@ -288,42 +310,25 @@ static void check_secure_insecure(const struct srv_sim_config *base, const struc
 {
 	struct srv_sim_result *r[2] = {NULL, NULL};
 	char *csv[2] = {NULL, NULL};
-	const char *dir = fl_test_tmpdir(tag);
-	for (int i = 0; i < 2; i++) {
-		struct srv_sim_config c = *base;
-		c.secure = i == 0;
-		int err = srv_sim_run(&c, d, &r[i]);
-		FL_CHECK_MSG(err == FL_OK, "%s run: %s", i ? "insecure" : "secure", fl_error_msg());
-		if (err)
-			goto out;
-		char path[600];
-		snprintf(path, sizeof(path), "%s/run%d.csv", dir, i);
-		FL_CHECK(srv_sim_write_csv(r[i], path) == FL_OK);
-		char *text = read_text(path);
-		csv[i] = text ? strip_seconds(text) : NULL;
-		free(text);
+	if (run_pair(base, d, tag, 0, r, csv) == FL_OK) {
+		const struct srv_sim_result *s = r[0], *p = r[1];
+		FL_CHECK(s->secure == 1 && p->secure == 0);
+		FL_CHECK(s->n_final_params == p->n_final_params);
+		FL_CHECK_MSG(!memcmp(s->final_params, p->final_params, s->n_final_params * sizeof(float)),
+			     "%s: final models differ between secure and insecure", tag);
+		FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
+		FL_CHECK(s->engine_up == p->engine_up && s->engine_down == p->engine_down);
+		FL_CHECK(s->wire_up == p->wire_up && s->wire_down == p->wire_down);
+		FL_CHECK(s->frames_up == p->frames_up && s->frames_down == p->frames_down);
+		FL_CHECK(s->vanished == p->vanished && s->connections == p->connections);
+		FL_CHECK(s->client_errors == 0 && p->client_errors == 0);
+		/* secure: a handshake per connection, more bytes; insecure: the frames */
+		FL_CHECK(s->handshakes == s->connections && s->channel_errors == 0);
+		FL_CHECK(s->chan_up > s->wire_up && s->chan_down > s->wire_down);
+		FL_CHECK(p->handshakes == 0 && p->channel_errors == 0);
+		FL_CHECK(p->chan_down == p->wire_down && p->chan_up >= p->wire_up);
 	}
-	const struct srv_sim_result *s = r[0], *p = r[1];
-	FL_CHECK(s->secure == 1 && p->secure == 0);
-	FL_CHECK(s->n_final_params == p->n_final_params);
-	FL_CHECK_MSG(!memcmp(s->final_params, p->final_params, s->n_final_params * sizeof(float)),
-		     "%s: final models differ between secure and insecure", tag);
-	FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
-	FL_CHECK(s->engine_up == p->engine_up && s->engine_down == p->engine_down);
-	FL_CHECK(s->wire_up == p->wire_up && s->wire_down == p->wire_down);
-	FL_CHECK(s->frames_up == p->frames_up && s->frames_down == p->frames_down);
-	FL_CHECK(s->vanished == p->vanished && s->connections == p->connections);
-	FL_CHECK(s->client_errors == 0 && p->client_errors == 0);
-	/* secure: a handshake per connection, more bytes; insecure: the frames */
-	FL_CHECK(s->handshakes == s->connections && s->channel_errors == 0);
-	FL_CHECK(s->chan_up > s->wire_up && s->chan_down > s->wire_down);
-	FL_CHECK(p->handshakes == 0 && p->channel_errors == 0);
-	FL_CHECK(p->chan_down == p->wire_down && p->chan_up >= p->wire_up);
-out:
-	for (int i = 0; i < 2; i++) {
-		srv_sim_result_free(r[i]);
-		free(csv[i]);
-	}
+	pair_free(r, csv);
 }
 
 static void test_secure_insecure(void)

@@ -1,0 +1,35 @@
+# cli_lib.sh - helpers sourced by the command-line tests (bash). Checks that
+# count failures: fail, expect CODE CMD... (stdout / stderr in $TMP/out and
+# $TMP/err), contains FILE TEXT. For the daemon tests: await_port NAME PID,
+# which waits for the "listening on HOST:PORT" line a background
+# fedloha-server prints to $TMP/NAME.out and sets PORT (the caller's fail
+# ends the test when it does not come). Nothing here starts a process.
+
+fails=0
+fail() {
+	echo "FAIL: $*"
+	fails=$((fails + 1))
+}
+
+expect() {
+	local want=$1
+	shift
+	"$@" >"$TMP/out" 2>"$TMP/err"
+	local rc=$?
+	[ "$rc" -eq "$want" ] || fail "exit $rc (want $want): $*: $(head -c 300 "$TMP/err")"
+}
+
+contains() {
+	grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 400 "$1")"
+}
+
+await_port() {
+	local name=$1 pid=$2
+	for _ in $(seq 100); do
+		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
+		[ -n "$PORT" ] && return 0
+		kill -0 "$pid" 2>/dev/null || fail "$name did not start"
+		sleep 0.1
+	done
+	fail "$name: no 'listening on' line"
+}
