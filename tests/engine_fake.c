@@ -47,6 +47,21 @@ static void io_on_round(void *ctx, const struct srv_round_report *r)
 		net->rep[net->nrep++] = *r;
 }
 
+void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t seed,
+			int min_report)
+{
+	srv_engine_config_default(c);
+	c->rounds = rounds;
+	c->seed = seed;
+	c->min_available = 3;
+	c->min_report = min_report;
+	c->round_timeout_ms = 10000;
+	c->heartbeat_ms = 0;
+	c->idle_timeout_ms = 0;
+	c->chunk_bytes = 2048;
+	c->max_frame_bytes = 65536;
+}
+
 struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg)
 {
 	struct fake_net *net = calloc(1, sizeof(*net));

@@ -53,6 +53,11 @@ struct fake_net {
 	int nrep;
 };
 
+/* The engine tests' configuration: the defaults with 3 clients to start a
+ * round, min_report updates to end it, a 10 s round timeout, no heartbeat
+ * or idle timeout, 2 KiB chunks and 64 KiB frames. */
+void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t seed,
+			int min_report);
 /* Builds the engine over model (borrowed). NULL on failure (message in
  * fl_error_msg). */
 struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg);

@@ -27,16 +27,7 @@ static struct fl_model *small_model(uint64_t seed)
 
 static void base_config(struct srv_engine_config *c)
 {
-	srv_engine_config_default(c);
-	c->rounds = 2;
-	c->seed = 11;
-	c->min_available = 3;
-	c->min_report = 3;
-	c->round_timeout_ms = 10000;
-	c->heartbeat_ms = 0;
-	c->idle_timeout_ms = 0;
-	c->chunk_bytes = 2048;
-	c->max_frame_bytes = 65536;
+	fake_engine_config(c, 2, 11, 3);
 	c->config_json = "{}";
 }
 

@@ -24,16 +24,7 @@ struct fixture {
 
 static void config(struct srv_engine_config *c)
 {
-	srv_engine_config_default(c);
-	c->rounds = 1;
-	c->seed = 3;
-	c->min_available = 3;
-	c->min_report = 2;
-	c->round_timeout_ms = 10000;
-	c->heartbeat_ms = 0;
-	c->idle_timeout_ms = 0;
-	c->chunk_bytes = 2048;
-	c->max_frame_bytes = 65536;
+	fake_engine_config(c, 1, 3, 2);
 }
 
 /* Two good clients and x, which holds its task: round 1 is running. */
