@@ -56,8 +56,7 @@ void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t s
 	c->min_available = 3;
 	c->min_report = min_report;
 	c->round_timeout_ms = 10000;
-	c->heartbeat_ms = 0;
-	c->idle_timeout_ms = 0;
+	c->heartbeat_ms = c->idle_timeout_ms = 0; /* no heartbeat, no idle timeout */
 	c->chunk_bytes = 2048;
 	c->max_frame_bytes = 65536;
 }

@@ -28,38 +28,56 @@ void fl_optim_config_default(struct fl_optim_config *cfg, enum fl_optim_kind kin
 	cfg->eps = 1e-8f;
 }
 
-static int finite_nonneg(float x)
+int fl_optim_finite_nonneg(float x)
 {
 	return isfinite(x) && x >= 0.0f;
 }
 
-static int beta_ok(float b)
+int fl_optim_beta_ok(float b)
 {
 	return isfinite(b) && b >= 0.0f && b < 1.0f;
+}
+
+int fl_optim_moments_alloc(float **m, float **v, size_t n, int want_m, int want_v)
+{
+	size_t alloc = n ? n : 1;
+	if (want_m && !(*m = calloc(alloc, sizeof(float))))
+		return FL_ENOMEM;
+	if (want_v && !(*v = calloc(alloc, sizeof(float))))
+		return FL_ENOMEM;
+	return FL_OK;
+}
+
+void fl_optim_moments_free(float **m, float **v)
+{
+	free(*m);
+	free(*v);
+	*m = NULL;
+	*v = NULL;
 }
 
 static int optim_config_check(const struct fl_optim_config *c)
 {
 	if (c->kind != FL_OPTIM_SGD && c->kind != FL_OPTIM_ADAM)
 		return fl_error_set(FL_EINVAL, "optimiser: unknown kind %d", (int)c->kind);
-	if (!finite_nonneg(c->lr))
+	if (!fl_optim_finite_nonneg(c->lr))
 		return fl_error_set(FL_EINVAL,
 				    "optimiser: learning rate %g must be finite and >= 0",
 				    (double)c->lr);
-	if (!finite_nonneg(c->weight_decay))
+	if (!fl_optim_finite_nonneg(c->weight_decay))
 		return fl_error_set(FL_EINVAL, "optimiser: weight decay %g must be finite and >= 0",
 				    (double)c->weight_decay);
 	if (c->kind == FL_OPTIM_SGD) {
-		if (!finite_nonneg(c->momentum))
+		if (!fl_optim_finite_nonneg(c->momentum))
 			return fl_error_set(FL_EINVAL, "sgd: momentum %g must be finite and >= 0",
 					    (double)c->momentum);
 		if (c->nesterov && c->momentum <= 0.0f)
 			return fl_error_set(FL_EINVAL, "sgd: nesterov needs momentum > 0");
 	} else {
-		if (!beta_ok(c->beta1) || !beta_ok(c->beta2))
+		if (!fl_optim_beta_ok(c->beta1) || !fl_optim_beta_ok(c->beta2))
 			return fl_error_set(FL_EINVAL, "adam: betas (%g, %g) must be in [0, 1)",
 					    (double)c->beta1, (double)c->beta2);
-		if (!finite_nonneg(c->eps))
+		if (!fl_optim_finite_nonneg(c->eps))
 			return fl_error_set(FL_EINVAL, "adam: eps %g must be finite and >= 0",
 					    (double)c->eps);
 	}
@@ -74,19 +92,9 @@ int fl_optim_init(struct fl_optim *o, const struct fl_optim_config *cfg, size_t 
 		return err;
 	o->cfg = *cfg;
 	o->n = n;
-	size_t alloc = n ? n : 1;
-	if (cfg->kind == FL_OPTIM_ADAM || cfg->momentum > 0.0f) {
-		o->m = calloc(alloc, sizeof(float));
-		if (!o->m)
-			goto nomem;
-	}
-	if (cfg->kind == FL_OPTIM_ADAM) {
-		o->v = calloc(alloc, sizeof(float));
-		if (!o->v)
-			goto nomem;
-	}
-	return FL_OK;
-nomem:
+	int adam = cfg->kind == FL_OPTIM_ADAM;
+	if (fl_optim_moments_alloc(&o->m, &o->v, n, adam || cfg->momentum > 0.0f, adam) == FL_OK)
+		return FL_OK;
 	fl_optim_free(o);
 	return fl_error_set(FL_ENOMEM, "optimiser: cannot allocate state for %zu floats", n);
 }
@@ -95,10 +103,7 @@ void fl_optim_free(struct fl_optim *o)
 {
 	if (!o)
 		return;
-	free(o->m);
-	free(o->v);
-	o->m = NULL;
-	o->v = NULL;
+	fl_optim_moments_free(&o->m, &o->v);
 	o->n = 0;
 	o->step = 0;
 }

@@ -62,6 +62,15 @@ struct fl_optim {
 	uint64_t step;
 };
 
+/* Helpers for every optimiser's state, the server's too: the checks of a
+ * finite x >= 0 and of a beta in [0, 1); zeroed moment buffers of n floats
+ * (*m when want_m, *v when want_v; FL_ENOMEM without a message, whatever
+ * was allocated stays for _moments_free), and their release (NULLed). */
+int fl_optim_finite_nonneg(float x);
+int fl_optim_beta_ok(float b);
+int fl_optim_moments_alloc(float **m, float **v, size_t n, int want_m, int want_v);
+void fl_optim_moments_free(float **m, float **v);
+
 /* Validates cfg (lr >= 0, 0 <= momentum, 0 <= beta < 1, eps > 0, finite
  * values, nesterov only with momentum) and allocates zeroed state for n
  * floats. On failure o is left safe to _free. */

@@ -9,20 +9,11 @@
 #include "server_optim.h"
 
 #include "errors.h"
+#include "optim.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int finite_nonneg(float x)
-{
-	return isfinite(x) && x >= 0.0f;
-}
-
-static int beta_ok(float b)
-{
-	return isfinite(b) && b >= 0.0f && b < 1.0f;
-}
 
 static const char *const server_names[] = {"fedavg", "fedavgm", "fedadam", "fedyogi",
 					   "fedadagrad"};
@@ -139,16 +130,16 @@ static int server_config_check(const struct srv_optim_config *c)
 	const char *name = server_names[c->kind];
 	if (c->kind == SRV_OPTIM_FEDAVG)
 		return FL_OK;
-	if (!finite_nonneg(c->eta))
+	if (!fl_optim_finite_nonneg(c->eta))
 		return fl_error_set(FL_EINVAL,
 				    "%s: server learning rate %g must be finite and >= 0", name,
 				    (double)c->eta);
-	if (!beta_ok(c->beta1))
+	if (!fl_optim_beta_ok(c->beta1))
 		return fl_error_set(FL_EINVAL, "%s: beta1 / momentum %g must be in [0, 1)", name,
 				    (double)c->beta1);
 	if (!server_has_v(c->kind))
 		return FL_OK;
-	if (c->kind != SRV_OPTIM_FEDADAGRAD && !beta_ok(c->beta2))
+	if (c->kind != SRV_OPTIM_FEDADAGRAD && !fl_optim_beta_ok(c->beta2))
 		return fl_error_set(FL_EINVAL, "%s: beta2 %g must be in [0, 1)", name,
 				    (double)c->beta2);
 	if (!isfinite(c->tau) || c->tau <= 0.0f)
@@ -165,19 +156,9 @@ int srv_optim_init(struct srv_optim *o, const struct srv_optim_config *cfg, size
 		return err;
 	o->cfg = *cfg;
 	o->n = n;
-	size_t alloc = n ? n : 1;
-	if (server_has_m(cfg->kind)) {
-		o->m = calloc(alloc, sizeof(float));
-		if (!o->m)
-			goto nomem;
-	}
-	if (server_has_v(cfg->kind)) {
-		o->v = calloc(alloc, sizeof(float));
-		if (!o->v)
-			goto nomem;
-	}
-	return FL_OK;
-nomem:
+	if (fl_optim_moments_alloc(&o->m, &o->v, n, server_has_m(cfg->kind),
+				   server_has_v(cfg->kind)) == FL_OK)
+		return FL_OK;
 	srv_optim_free(o);
 	return fl_error_set(FL_ENOMEM, "server optimiser: cannot allocate state for %zu floats",
 			    n);
@@ -187,10 +168,7 @@ void srv_optim_free(struct srv_optim *o)
 {
 	if (!o)
 		return;
-	free(o->m);
-	free(o->v);
-	o->m = NULL;
-	o->v = NULL;
+	fl_optim_moments_free(&o->m, &o->v);
 	o->n = 0;
 	o->step = 0;
 }
