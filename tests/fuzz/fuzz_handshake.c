@@ -154,74 +154,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef FL_FUZZ_REPLAY
-#include <dirent.h>
+#include "replay.h"
 
-static int run_file(const char *path)
+static void report(const char *path, size_t n)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		fprintf(stderr, "%s: cannot open\n", path);
-		return -1;
-	}
-	uint8_t buf[1 << 16];
-	size_t n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	LLVMFuzzerTestOneInput(buf, n);
 	printf("%-60s %5zu bytes, scene %d: %s\n", path, n, last_scene,
 	       last_err ? fl_error_msg() : "ok");
-	return 0;
-}
-
-static int cmp_str(const void *x, const void *y)
-{
-	return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
-static int run_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return -1;
-	char *names[4096];
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) && n < 4096) {
-		if (de->d_name[0] == '.')
-			continue;
-		size_t len = strlen(dir) + strlen(de->d_name) + 2;
-		names[n] = malloc(len);
-		if (!names[n])
-			break;
-		snprintf(names[n], len, "%s/%s", dir, de->d_name);
-		n++;
-	}
-	closedir(d);
-	qsort(names, n, sizeof(*names), cmp_str);
-	int count = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (run_file(names[i]) == 0)
-			count++;
-		free(names[i]);
-	}
-	return count;
 }
 
 int main(int argc, char **argv)
 {
-	int total = 0;
-	for (int i = 1; i < argc; i++) {
-		int k = run_dir(argv[i]);
-		if (k < 0)
-			k = run_file(argv[i]) == 0 ? 1 : -1;
-		if (k < 0) {
-			fprintf(stderr, "%s: cannot read\n", argv[i]);
-			return 1;
-		}
-		total += k;
-	}
-	printf("%d inputs replayed\n", total);
+	int rc = fl_fuzz_replay_main(argc, argv, report);
 	fl_identity_free(g_server);
 	fl_identity_free(g_client);
-	return total > 0 ? 0 : 1;
+	return rc;
 }
 #endif
