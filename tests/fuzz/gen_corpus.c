@@ -4,6 +4,7 @@
  *   fuzz_gen_corpus tests/fuzz/corpus/frame
  * The files are committed; this program is not a test.
  */
+#include "errors.h"
 #include "wire.h"
 
 #include <math.h>
@@ -30,13 +31,19 @@ static void raw(const void *p, size_t n)
 	out_len += n;
 }
 
+/* Appends an encoded frame (err: what the encoder returned). */
+static void frame(int err, struct fl_buf **b)
+{
+	if (err != 0)
+		abort();
+	raw((*b)->data, (*b)->len);
+	fl_buf_unref(*b);
+}
+
 static void env(const fl_envelope *e)
 {
 	struct fl_buf *b = NULL;
-	if (fl_wire_encode(e, &b) != 0)
-		abort();
-	raw(b->data, b->len);
-	fl_buf_unref(b);
+	frame(fl_wire_encode(e, &b), &b);
 }
 
 static void finish(const char *name)
@@ -168,12 +175,8 @@ static void other_frames(void)
 	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
 	e.heartbeat = &hb;
 	env(&e);
-	Fedloha__V1__Error err = FEDLOHA__V1__ERROR__INIT;
-	err.code = FEDLOHA__V1__ERROR_CODE__ERROR_CODE_FORMAT;
-	err.message = "bad";
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
-	e.error = &err;
-	env(&e);
+	struct fl_buf *b = NULL;
+	frame(fl_wire_encode_error(FL_EFORMAT, "bad", &b), &b);
 	uint8_t sha[32] = {1, 2, 3};
 	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
 	br.sha256 = (ProtobufCBinaryData){32, sha};
@@ -186,11 +189,7 @@ static void other_frames(void)
 	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK;
 	e.base_chunk = &bc;
 	env(&e);
-	Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
-	bye.reason = "done";
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-	e.bye = &bye;
-	env(&e);
+	frame(fl_wire_encode_bye("done", &b), &b);
 }
 
 int main(int argc, char **argv)
