@@ -26,25 +26,6 @@ static int write_text(const char *path, const char *text)
 	return fclose(f);
 }
 
-static char *read_text(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *s = malloc((size_t)n + 1);
-	if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-		free(s);
-		s = NULL;
-	}
-	if (s)
-		s[n] = '\0';
-	fclose(f);
-	return s;
-}
-
 static void copy_file(const char *from, const char *to)
 {
 	char *s = NULL;
@@ -104,7 +85,7 @@ static int load_fails(const char *dir, int expect_err, const char *what)
 /* Replaces the first occurrence of `from` in dir/fedloha.json by `to`. */
 static void edit_json(const char *dir, const char *from, const char *to)
 {
-	char *s = read_text(fl_test_join(dir, "fedloha.json"));
+	char *s = fl_test_read_file(fl_test_join(dir, "fedloha.json"), NULL);
 	if (!s)
 		return;
 	char *p = strstr(s, from);

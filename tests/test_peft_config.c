@@ -295,18 +295,6 @@ static void test_bad_configs(void)
 	FL_CHECK(strstr(fl_error_msg(), "/nonexistent/adapter_config.json") != NULL);
 }
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	char *buf = calloc(1, 65536);
-	if (buf)
-		(void)fread(buf, 1, 65535, f);
-	fclose(f);
-	return buf;
-}
-
 static void test_write_roundtrip(void)
 {
 	const char *dir = fl_test_tmpdir("peftcfg");
@@ -321,7 +309,7 @@ static void test_write_roundtrip(void)
 	if (!c)
 		return;
 	FL_CHECK(fl_peft_config_write(c, path) == FL_OK);
-	char *text = slurp(path);
+	char *text = fl_test_read_file(path, NULL);
 	FL_CHECK(text != NULL);
 	if (text) {
 		/* sorted, indented, short reals, PEFT base keys present */

@@ -17,30 +17,6 @@
 
 /* ---- small helpers ---- */
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-	*len = fread(b, 1, (size_t)n, f);
-	fclose(f);
-	return b;
-}
-
-static void spit(const char *path, const void *p, size_t n)
-{
-	FILE *f = fopen(path, "wb");
-	FL_CHECK(f != NULL);
-	if (!f)
-		return;
-	FL_CHECK(fwrite(p, 1, n, f) == n);
-	fclose(f);
-}
-
 /* Names in dir that contain ".tmp." (leftover temporary files). */
 static int count_tmp_files(const char *dir)
 {
@@ -276,7 +252,7 @@ static void test_roundtrip(void)
 
 	/* Layout: length multiple of 8, metadata first, data in name order. */
 	size_t len;
-	unsigned char *raw = slurp(p1, &len);
+	unsigned char *raw = (unsigned char *)fl_test_read_file(p1, &len);
 	FL_CHECK(raw && len > 8);
 	uint64_t hl = 0;
 	for (int i = 7; i >= 0; i--)
@@ -309,9 +285,9 @@ static void test_roundtrip(void)
 	FL_CHECK(fl_st_write(r, p1) == FL_OK);
 	FL_CHECK(fl_st_write(r, p2) == FL_OK);
 	fl_st_free(r);
-	unsigned char *b1 = slurp(p1, &len);
+	unsigned char *b1 = (unsigned char *)fl_test_read_file(p1, &len);
 	size_t len2;
-	unsigned char *b2 = slurp(p2, &len2);
+	unsigned char *b2 = (unsigned char *)fl_test_read_file(p2, &len2);
 	FL_CHECK(b1 && b2 && len == len2 && memcmp(b1, b2, len) == 0);
 	free(b1);
 	free(b2);
@@ -338,7 +314,7 @@ static void test_roundtrip(void)
 	FL_CHECK(fl_st_new(&w) == FL_OK);
 	FL_CHECK(fl_st_write(w, p2) == FL_OK);
 	fl_st_free(w);
-	raw = slurp(p2, &len);
+	raw = (unsigned char *)fl_test_read_file(p2, &len);
 	FL_CHECK(raw && len == 16 && memcmp(raw, "\x08\0\0\0\0\0\0\0{}      ", 16) == 0);
 	free(raw);
 	FL_CHECK(fl_st_read(p2, &r) == FL_OK && fl_st_count(r) == 0);
@@ -381,7 +357,8 @@ static void test_reference_file(void)
 	FL_CHECK(fl_st_write(st, out) == FL_OK);
 	fl_st_free(st);
 	size_t la, lb;
-	unsigned char *ra = slurp(path, &la), *rb = slurp(out, &lb);
+	unsigned char *ra = (unsigned char *)fl_test_read_file(path, &la);
+	unsigned char *rb = (unsigned char *)fl_test_read_file(out, &lb);
 	FL_CHECK(ra && rb && la == lb && memcmp(ra, rb, la) == 0);
 	free(ra);
 	free(rb);
@@ -482,21 +459,21 @@ static void test_malformed_files(void)
 	snprintf(p, sizeof(p), "%s/x.safetensors", dir);
 	struct fl_st *st = (struct fl_st *)1;
 
-	spit(p, "", 0);
+	fl_test_write_file(p, "", 0);
 	FL_CHECK(fl_st_read(p, &st) == FL_EFORMAT && st == NULL);
 	FL_CHECK(strstr(fl_error_msg(), p) != NULL);
-	spit(p, "\x10\0\0\0\0\0\0", 7);
+	fl_test_write_file(p, "\x10\0\0\0\0\0\0", 7);
 	FL_CHECK(fl_st_read(p, &st) == FL_EFORMAT && strstr(fl_error_msg(), "too short"));
 
 	size_t len;
 	const char *hdr = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
 	unsigned char *b = make_file(hdr, strlen(hdr) + 20, 8, &len); /* 20 bytes too long */
-	spit(p, b, len);
+	fl_test_write_file(p, b, len);
 	FL_CHECK(fl_st_read(p, &st) == FL_EFORMAT && strstr(fl_error_msg(), "exceeds the"));
 	FL_CHECK(fl_st_parse(b, len, "buf", &st) == FL_EFORMAT);
 	free(b);
 	b = make_file(hdr, UINT64_C(1) << 63, 8, &len);
-	spit(p, b, len);
+	fl_test_write_file(p, b, len);
 	FL_CHECK(fl_st_read(p, &st) == FL_ERANGE && strstr(fl_error_msg(), "limit"));
 	FL_CHECK(fl_st_parse(b, len, "buf", &st) == FL_ERANGE);
 	free(b);
@@ -533,7 +510,7 @@ static void test_write_failures(void)
 	mkdir(p, 0700);
 	char inner[700];
 	snprintf(inner, sizeof(inner), "%s/keep", p);
-	spit(inner, "k", 1);
+	fl_test_write_file(inner, "k", 1);
 	FL_CHECK(fl_st_write(w, p) == FL_EIO);
 	FL_CHECK(count_tmp_files(dir) == 0);
 	struct stat sb;
@@ -571,7 +548,8 @@ static unsigned touch_all(const struct fl_st *st)
 static void test_fuzz(void)
 {
 	size_t len;
-	unsigned char *orig = slurp(fl_test_data("safetensors/reference.safetensors"), &len);
+	unsigned char *orig =
+		(unsigned char *)fl_test_read_file(fl_test_data("safetensors/reference.safetensors"), &len);
 	FL_CHECK(orig != NULL && len > 100);
 	if (!orig)
 		return;

@@ -76,15 +76,6 @@ static void count_row(void *ctx, const struct srv_sim_config *cfg, const struct 
 	(void)cfg;
 }
 
-static char *read_text(const char *path)
-{
-	char *s = NULL;
-	size_t len = 0;
-	if (fl_file_read_all(path, 1 << 20, &s, &len) != FL_OK)
-		return NULL;
-	return s;
-}
-
 /* The CSV with its seconds column (7th) removed. */
 static char *strip_seconds(const char *csv)
 {
@@ -178,7 +169,7 @@ static void test_run_bytes_files(void)
 	double targets[2] = {0.3, 0.99};
 	FL_CHECK(srv_sim_write_csv(r, csv) == FL_OK);
 	FL_CHECK(srv_sim_write_json(r, &c, targets, 2, js) == FL_OK);
-	char *text = read_text(csv);
+	char *text = fl_test_read_file(csv, NULL);
 	FL_CHECK(text != NULL);
 	if (text) {
 		FL_CHECK(!strncmp(text, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,", 55));
@@ -254,7 +245,7 @@ static int run_pair(const struct srv_sim_config *base, const struct srv_sim_data
 		char path[600];
 		snprintf(path, sizeof(path), "%s/run%d.csv", dir, i);
 		FL_CHECK(srv_sim_write_csv(r[i], path) == FL_OK);
-		char *text = read_text(path);
+		char *text = fl_test_read_file(path, NULL);
 		csv[i] = text ? strip_seconds(text) : NULL;
 		free(text);
 	}

@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include "errors.h"
+#include "fsutil.h"
 #include "rng.h"
 
 #include <math.h>
@@ -138,4 +139,24 @@ struct fl_peft_config *fl_test_peft_config(enum fl_peft_param p, int tucker, dou
 		c->gamma = gamma;
 	}
 	return c;
+}
+
+char *fl_test_read_file(const char *path, size_t *len)
+{
+	char *s = NULL;
+	size_t n = 0;
+	if (fl_file_read_all(path, (size_t)1 << 30, &s, &n) != FL_OK)
+		return NULL;
+	if (len)
+		*len = n;
+	return s;
+}
+
+void fl_test_write_file(const char *path, const void *p, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	if (!FL_CHECK_MSG(f != NULL, "cannot write %s", path))
+		return;
+	FL_CHECK(fwrite(p, 1, n, f) == n);
+	fclose(f);
 }

@@ -1,5 +1,6 @@
 /* testutil.h - plain ctest helpers: checks that count failures and report
- * them with file and line, random fills and a temporary folder. */
+ * them with file and line, random fills, a temporary folder and whole-file
+ * reads and writes. */
 #ifndef FL_TESTUTIL_H
 #define FL_TESTUTIL_H
 
@@ -42,6 +43,12 @@ const char *fl_test_tmpdir(const char *tag);
 const char *fl_test_data(const char *rel);
 /* dir/name in a static buffer (one at a time). */
 char *fl_test_join(const char *dir, const char *name);
+
+/* The whole file, NUL-terminated and malloc'd (*len: its size without the
+ * NUL, when len is not NULL), or NULL. */
+char *fl_test_read_file(const char *path, size_t *len);
+/* Writes n bytes to path; a failed open or write is a failed check. */
+void fl_test_write_file(const char *path, const void *p, size_t n);
 
 /* A PEFT-format config for parameterisation p: rank from gamma (fedpara
  * family) when r == 0, else explicit r with alpha. NULL on failure; free
