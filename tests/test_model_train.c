@@ -182,6 +182,22 @@ static int params_equal(struct fl_model *a, struct fl_model *b)
 		      sizeof(float) * fl_model_param_floats(a)) == 0;
 }
 
+/* A model for ds's sample shape and its trainer: SGD, lr 0.05, momentum 0.9,
+ * batch `batch`. */
+static int model_and_trainer(const char *arch, const struct fl_dataset *ds,
+			     const struct fl_peft_config *c, uint64_t seed, int batch,
+			     struct fl_model **m, struct fl_trainer **t)
+{
+	struct fl_optim_config oc;
+	fl_optim_config_default(&oc, FL_OPTIM_SGD);
+	oc.lr = 0.05f;
+	oc.momentum = 0.9f;
+	int err = fl_model_new(arch, ds->c, ds->h, ds->w, ds->classes, c, seed, batch, m);
+	if (!err)
+		err = fl_trainer_new(*m, &oc, batch, t);
+	return err;
+}
+
 /* Trains a fresh model for 2 epochs on ds; returns it. */
 static struct fl_model *train_fresh(const char *arch, const struct fl_peft_config *c,
 				    const struct fl_dataset *ds, uint64_t seed, int epochs,
@@ -189,13 +205,7 @@ static struct fl_model *train_fresh(const char *arch, const struct fl_peft_confi
 {
 	struct fl_model *m = NULL;
 	struct fl_trainer *t = NULL;
-	struct fl_optim_config oc;
-	fl_optim_config_default(&oc, FL_OPTIM_SGD);
-	oc.lr = 0.05f;
-	oc.momentum = 0.9f;
-	int err = fl_model_new(arch, ds->c, ds->h, ds->w, ds->classes, c, seed, 8, &m);
-	if (!err)
-		err = fl_trainer_new(m, &oc, 8, &t);
+	int err = model_and_trainer(arch, ds, c, seed, 8, &m, &t);
 	struct fl_rng rng;
 	fl_rng_seed_stream(&rng, seed, 1);
 	struct fl_train_stats st = {0};
@@ -352,13 +362,7 @@ static void test_training_reduces_loss(void)
 	for (int k = 0; k < 2; k++) {
 		struct fl_model *m = NULL;
 		struct fl_trainer *t = NULL;
-		struct fl_optim_config oc;
-		fl_optim_config_default(&oc, FL_OPTIM_SGD);
-		oc.lr = 0.05f;
-		oc.momentum = 0.9f;
-		int err = fl_model_new("2nn", 1, 8, 8, 4, cs[k], 7, 32, &m);
-		if (!err)
-			err = fl_trainer_new(m, &oc, 32, &t);
+		int err = model_and_trainer("2nn", ds, cs[k], 7, 32, &m, &t);
 		struct fl_train_stats before = {0}, after = {0}, st = {0};
 		if (!err)
 			err = fl_trainer_evaluate(t, test, NULL, test->n, &before);

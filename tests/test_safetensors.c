@@ -172,17 +172,28 @@ static void test_half_conversions(void)
 	FL_CHECK(fl_st_tensor_to_f32(&t, out, 3) == FL_EUNSUPPORTED);
 }
 
+static void fill_pattern(unsigned char bytes[256])
+{
+	for (int i = 0; i < 256; i++)
+		bytes[i] = (unsigned char)(i * 37 + 11);
+}
+
+/* The tensor of dtype i: names chosen so that name order differs from
+ * insertion order. */
+static void dtype_tensor_name(char *name, size_t cap, int i)
+{
+	snprintf(name, cap, "t%d.%s", (FL_DTYPE_COUNT - i) % FL_DTYPE_COUNT,
+		 fl_dtype_name((enum fl_dtype)i));
+}
+
 /* One tensor of every dtype, with distinct bytes, plus edge shapes. */
 static void add_all_dtypes(struct fl_st *st)
 {
 	unsigned char bytes[256];
-	for (int i = 0; i < 256; i++)
-		bytes[i] = (unsigned char)(i * 37 + 11);
+	fill_pattern(bytes);
 	for (int i = 0; i < FL_DTYPE_COUNT; i++) {
 		char name[32];
-		/* Names chosen so that name order differs from insertion order. */
-		snprintf(name, sizeof(name), "t%d.%s", (FL_DTYPE_COUNT - i) % FL_DTYPE_COUNT,
-			 fl_dtype_name((enum fl_dtype)i));
+		dtype_tensor_name(name, sizeof(name), i);
 		int64_t shape[2] = {2, 3};
 		FL_CHECK(fl_st_add(st, name, (enum fl_dtype)i, shape, 2, bytes + i) == FL_OK);
 	}
@@ -198,12 +209,10 @@ static void add_all_dtypes(struct fl_st *st)
 static void check_all_dtypes(const struct fl_st *st)
 {
 	unsigned char bytes[256];
-	for (int i = 0; i < 256; i++)
-		bytes[i] = (unsigned char)(i * 37 + 11);
+	fill_pattern(bytes);
 	for (int i = 0; i < FL_DTYPE_COUNT; i++) {
 		char name[32];
-		snprintf(name, sizeof(name), "t%d.%s", (FL_DTYPE_COUNT - i) % FL_DTYPE_COUNT,
-			 fl_dtype_name((enum fl_dtype)i));
+		dtype_tensor_name(name, sizeof(name), i);
 		const struct fl_st_tensor *t = fl_st_find(st, name);
 		FL_CHECK_MSG(t != NULL, "missing %s", name);
 		if (!t)
