@@ -221,14 +221,7 @@ static size_t global_tensors(struct fake_net *net, float *buf, struct fl_wire_te
 		const struct fl_model_tensor *t = fl_model_tensor_at(net->model, i);
 		if (!(t->flags & FL_TENSOR_GLOBAL))
 			continue;
-		struct fl_wire_tensor *w = &out[k++];
-		memset(w, 0, sizeof(*w));
-		w->name = t->name;
-		w->ndim = t->ndim;
-		for (int d = 0; d < t->ndim; d++)
-			w->shape[d] = t->shape[d];
-		w->numel = t->numel;
-		w->data = buf + t->offset;
+		fl_wire_tensor_init(&out[k++], t->name, t->ndim, t->shape, t->numel, buf + t->offset);
 	}
 	return k;
 }

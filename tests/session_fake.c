@@ -203,14 +203,8 @@ size_t wire_globals(struct fl_model *m, struct fl_wire_tensor *w)
 		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
 		if (!(t->flags & FL_TENSOR_GLOBAL))
 			continue;
-		memset(&w[k], 0, sizeof(w[k]));
-		w[k].name = t->name;
-		w[k].ndim = t->ndim;
-		for (int d = 0; d < t->ndim; d++)
-			w[k].shape[d] = t->shape[d];
-		w[k].numel = t->numel;
-		w[k].data = fl_model_params(m) + t->offset;
-		k++;
+		fl_wire_tensor_init(&w[k++], t->name, t->ndim, t->shape, t->numel,
+				    fl_model_params(m) + t->offset);
 	}
 	return k;
 }

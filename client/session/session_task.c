@@ -19,13 +19,7 @@
 static void wire_tensor_of(struct fl_model *m, const struct fl_model_tensor *t,
 			   struct fl_wire_tensor *w)
 {
-	memset(w, 0, sizeof(*w));
-	w->name = t->name;
-	w->ndim = t->ndim;
-	for (int d = 0; d < t->ndim; d++)
-		w->shape[d] = t->shape[d];
-	w->numel = t->numel;
-	w->data = fl_model_params(m) + t->offset;
+	fl_wire_tensor_init(w, t->name, t->ndim, t->shape, t->numel, fl_model_params(m) + t->offset);
 }
 
 int cli_session_rx_new(struct fl_model *m, enum fl_wire_dtype dtype, struct fl_wire_rx **out)

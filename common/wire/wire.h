@@ -137,6 +137,10 @@ struct fl_wire_tensor {
 	float *data; /* source when sending, destination when receiving */
 };
 
+/* Fills w (every field): ndim shape entries, numel floats at data. */
+void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim,
+			 const int64_t *shape, size_t numel, float *data);
+
 /* Appends the TensorChunk frames of one tensor to *frames (grown with
  * realloc; *nframes updated). int8 uses one scale per tensor: max|x| / 127
  * (1 for an all-zero tensor). data must be finite (FL_ENONFINITE). */

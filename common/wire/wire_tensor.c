@@ -111,6 +111,18 @@ static int convert_out(void *dst, const float *src, size_t n, enum fl_wire_dtype
 	return FL_OK;
 }
 
+void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim,
+			 const int64_t *shape, size_t numel, float *data)
+{
+	memset(w, 0, sizeof(*w));
+	w->name = name;
+	w->ndim = ndim;
+	for (int d = 0; d < ndim; d++)
+		w->shape[d] = shape[d];
+	w->numel = numel;
+	w->data = data;
+}
+
 int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum fl_wire_dtype dtype,
 			  size_t chunk_bytes, struct fl_buf ***frames, size_t *nframes)
 {

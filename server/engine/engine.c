@@ -157,12 +157,7 @@ int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
 			continue;
 		/* The GLOBAL tensors form the slice [0, nglobal) (model.h). */
 		assert(t->offset + t->numel <= e->nglobal);
-		struct fl_wire_tensor *w = &e->gt[e->K++];
-		w->name = t->name;
-		w->ndim = t->ndim;
-		for (int d = 0; d < t->ndim; d++)
-			w->shape[d] = t->shape[d];
-		w->numel = t->numel;
+		fl_wire_tensor_init(&e->gt[e->K++], t->name, t->ndim, t->shape, t->numel, NULL);
 		e->goff[e->K - 1] = t->offset;
 	}
 	if ((err = srv_agg_new(e->nglobal, &e->agg)) != FL_OK)
