@@ -108,14 +108,14 @@ static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *
 	for (int s = 0; s < o->samples; s++) {
 		sgs[s] = fl_bench_sgemm_sample(sg, o->min_sample_s);
 		int reps = 0;
-		double t0 = fl_bench_now_s(), el, fwd = 0.0;
+		double t0 = fl_now_seconds(), el, fwd = 0.0;
 		do {
-			double a = fl_bench_now_s();
+			double a = fl_now_seconds();
 			fl_loha_forward(w, work, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
-			fwd += fl_bench_now_s() - a;
+			fwd += fl_now_seconds() - a;
 			fl_loha_backward(&g, work, dw, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
 			reps++;
-			el = fl_bench_now_s() - t0;
+			el = fl_now_seconds() - t0;
 		} while (el < o->min_sample_s);
 		t[s] = el / reps;
 		tf[s] = fwd / reps;
@@ -172,29 +172,29 @@ static void bench_agg(const struct bench_opts *o, const char *label, size_t n, i
 	int bad = 0;
 	for (int s = 0; s < o->samples; s++) {
 		int reps = 0;
-		double t0 = fl_bench_now_s(), el;
+		double t0 = fl_now_seconds(), el;
 		do {
 			srv_agg_reset(agg);
 			for (int b = 0; b < nbuf; b++)
 				bad |= srv_agg_add(agg, mem + n * (size_t)b, 600) != 0;
 			reps++;
-			el = fl_bench_now_s() - t0;
+			el = fl_now_seconds() - t0;
 		} while (el < o->min_sample_s);
 		ga[s] = bytes * reps / el * 1e-9;
 		reps = 0;
-		t0 = fl_bench_now_s();
+		t0 = fl_now_seconds();
 		do {
 			for (int b = 0; b < nbuf; b++)
 				stream_add(y, mem + n * (size_t)b, n);
 			reps++;
-			el = fl_bench_now_s() - t0;
+			el = fl_now_seconds() - t0;
 		} while (el < o->min_sample_s);
 		gs[s] = bytes * reps / el * 1e-9;
 		ratio[s] = ga[s] / gs[s];
 	}
-	double t0 = fl_bench_now_s();
+	double t0 = fl_now_seconds();
 	bad |= srv_agg_result(agg, res) != 0;
-	double result_ms = (fl_bench_now_s() - t0) * 1e3;
+	double result_ms = (fl_now_seconds() - t0) * 1e3;
 	double mga = fl_bench_median(ga, o->samples), mgs = fl_bench_median(gs, o->samples);
 	double rat = fl_bench_median(ratio, o->samples);
 	printf("{\"bench\":\"agg_add\",\"case\":\"%s\",\"floats\":%zu,\"update_bytes\":%zu,"

@@ -100,9 +100,9 @@ static void bench_handshake(int mode)
 	double t[N];
 	for (int i = 0; i < N; i++) {
 		struct fl_channel *c, *s;
-		double t0 = (1e3 * fl_bench_now_s());
+		double t0 = (1e3 * fl_now_seconds());
 		make_pair(&c, &s, mode);
-		t[i] = (1e3 * fl_bench_now_s()) - t0;
+		t[i] = (1e3 * fl_now_seconds()) - t0;
 		fl_channel_free(c);
 		fl_channel_free(s);
 	}
@@ -117,23 +117,23 @@ static void bench_memory(const uint8_t *src, size_t total, size_t frame, int rep
 	double tp[64], tseal[64], topen[64], both[64];
 	uint8_t *dst = malloc(total);
 	for (int r = 0; r < reps; r++) {
-		double t0 = (1e3 * fl_bench_now_s());
+		double t0 = (1e3 * fl_now_seconds());
 		for (size_t off = 0; off < total; off += frame)
 			memcpy(dst + off, src + off, frame);
-		tp[r] = (1e3 * fl_bench_now_s()) - t0;
+		tp[r] = (1e3 * fl_now_seconds()) - t0;
 		struct fl_channel *c, *s;
 		make_pair(&c, &s, mode);
 		size_t got = 0;
 		tseal[r] = topen[r] = 0;
 		for (size_t off = 0; off < total; off += frame) {
 			struct fl_buf *rec = NULL, *reply = NULL;
-			double t1 = (1e3 * fl_bench_now_s());
+			double t1 = (1e3 * fl_now_seconds());
 			if (fl_channel_seal(c, src + off, frame, &rec))
 				die("seal");
-			double t2 = (1e3 * fl_bench_now_s());
+			double t2 = (1e3 * fl_now_seconds());
 			if (fl_channel_recv(s, rec->data, rec->len, count_bytes, &got, &reply))
 				die("open");
-			double t3 = (1e3 * fl_bench_now_s());
+			double t3 = (1e3 * fl_now_seconds());
 			tseal[r] += t2 - t1;
 			topen[r] += t3 - t2;
 			fl_buf_unref(rec);
@@ -233,7 +233,7 @@ static void pace_and_write(struct writer *w, const uint8_t *p, size_t n)
 {
 	if (w->link_MBps > 0) {
 		double due = w->t0 + (double)w->sent / 1e3 / w->link_MBps;
-		double wait = due - (1e3 * fl_bench_now_s());
+		double wait = due - (1e3 * fl_now_seconds());
 		if (wait > 0) {
 			long long ns = (long long)(wait * 1e6);
 			struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
@@ -380,7 +380,7 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 	if (pipelined)
 		for (int k = 0; k < NCHUNK; k++)
 			rd.chunk[k] = malloc(CHUNK);
-	double t0 = (1e3 * fl_bench_now_s());
+	double t0 = (1e3 * fl_now_seconds());
 	w.t0 = t0;
 	pthread_t th, thr;
 	pthread_create(&th, NULL, writer_main, &w);
@@ -403,7 +403,7 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 		if (fl_channel_recv(s, p, len, to_reader, &rx, &reply))
 			die("recv");
 	}
-	double t = (1e3 * fl_bench_now_s()) - t0;
+	double t = (1e3 * fl_now_seconds()) - t0;
 	pthread_join(th, NULL);
 	if (pipelined) {
 		pthread_join(thr, NULL);

@@ -101,12 +101,12 @@ static double bench_case(const struct opts *o, const struct fl_bench_sgemm *sg,
 	double v[SAMPLES_MAX], sg_v[SAMPLES_MAX], ratio[SAMPLES_MAX];
 	for (int s = 0; s < o->samples; s++) {
 		sg_v[s] = fl_bench_sgemm_sample(sg, 0.05);
-		double t0 = fl_bench_now_s();
+		double t0 = fl_now_seconds();
 		if ((err = fl_trainer_epoch(t, ds, idx, n, &rng, &st))) {
 			fprintf(stderr, "fl-bench-train: %s/%s: %s\n", arch, param, fl_error_msg());
 			goto done;
 		}
-		v[s] = (double)n / (fl_bench_now_s() - t0);
+		v[s] = (double)n / (fl_now_seconds() - t0);
 		ratio[s] = v[s] / sg_v[s];
 	}
 	sps = fl_bench_median(v, o->samples);

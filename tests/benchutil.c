@@ -1,17 +1,9 @@
-/* benchutil.c - clock, median and the sgemm baseline of the benchmarks. */
+/* benchutil.c - median and the sgemm baseline of the benchmarks. */
 #include "benchutil.h"
 
 #include "blas.h"
 
 #include <stdlib.h>
-#include <time.h>
-
-double fl_bench_now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -48,11 +40,11 @@ void fl_bench_sgemm_free(struct fl_bench_sgemm *g)
 double fl_bench_sgemm_sample(const struct fl_bench_sgemm *g, double min_s)
 {
 	int n = g->n, reps = 0;
-	double t0 = fl_bench_now_s(), el;
+	double t0 = fl_now_seconds(), el;
 	do {
 		fl_blas_sgemm(0, 0, n, n, n, 1.0f, g->a, n, g->b, n, 0.0f, g->c, n);
 		reps++;
-		el = fl_bench_now_s() - t0;
+		el = fl_now_seconds() - t0;
 	} while (el < min_s);
 	return 2.0 * n * n * (double)n * reps / el * 1e-9;
 }

@@ -1,11 +1,12 @@
-/* benchutil.h - what the benchmark programs share: a monotonic clock, the
- * median of samples, and the OpenBLAS sgemm baseline measured in the same
- * run. Benchmarks print figures; they assert nothing. */
+/* benchutil.h - what the benchmark programs share: the monotonic clock
+ * (fl_now_seconds of util.h), the median of samples, and the OpenBLAS sgemm
+ * baseline measured in the same run. Benchmarks print figures; they assert
+ * nothing. */
 #ifndef FL_BENCHUTIL_H
 #define FL_BENCHUTIL_H
 
-/* Seconds on the monotonic clock. */
-double fl_bench_now_s(void);
+#include "util.h"
+
 /* Median of n samples (sorts v in place). */
 double fl_bench_median(double *v, int n);
 
