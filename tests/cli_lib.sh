@@ -3,7 +3,8 @@
 # $TMP/err), contains FILE TEXT. For the daemon tests: await_port NAME PID,
 # which waits for the "listening on HOST:PORT" line a background
 # fedloha-server prints to $TMP/NAME.out and sets PORT (the caller's fail
-# ends the test when it does not come). Nothing here starts a process.
+# ends the test when it does not come), and daemon_setup. Nothing here
+# starts a process.
 
 fails=0
 fail() {
@@ -32,4 +33,30 @@ await_port() {
 		sleep 0.1
 	done
 	fail "$name: no 'listening on' line"
+}
+
+# daemon_setup NAME LINES: the daemon tests' start (pgrep must be there).
+# Sets BIN, TMP (made;
+# removed at exit, when every background job is killed too) and DATA
+# (Fashion-MNIST: without it the test is skipped, exit 0); fail then ends
+# the test at once, showing the last LINES lines of every output file.
+daemon_setup() {
+	command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
+	BIN=${FL_BIN:-build/bin}
+	TMP=${FL_TMP:-/tmp}/$1.$$
+	DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
+	if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx3-ubyte" ]; then
+		echo "SKIP: Fashion-MNIST not found in $DATA (apt install dataset-fashion-mnist)"
+		exit 0
+	fi
+	mkdir -p "$TMP"
+	trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+	FAIL_TAIL=$2
+	fail() {
+		echo "FAIL: $*"
+		for f in "$TMP"/*.out "$TMP"/*.err; do
+			[ -s "$f" ] && { echo "== $f"; tail -n "$FAIL_TAIL" "$f"; }
+		done
+		exit 1
+	}
 }

@@ -18,18 +18,8 @@
 #   7. SIGHUP with a key removed from the allow-list closes its connection
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
-command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
-BIN=${FL_BIN:-build/bin}
-TMP=${FL_TMP:-/tmp}/cli_secure.$$
-DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
-if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx3-ubyte" ]; then
-	echo "SKIP: Fashion-MNIST not found in $DATA (apt install dataset-fashion-mnist)"
-	exit 0
-fi
-mkdir -p "$TMP"
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/cli_lib.sh"
-fail() { echo "FAIL: $*"; for f in "$TMP"/*.out "$TMP"/*.err; do [ -s "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done; exit 1; }
+daemon_setup cli_secure 8
 START=$(date +%s)
 S="$BIN/fedloha-server"
 C="$BIN/fedloha-client"
