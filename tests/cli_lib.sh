@@ -3,8 +3,13 @@
 # $TMP/err), contains FILE TEXT. For the daemon tests: await_port NAME PID,
 # which waits for the "listening on HOST:PORT" line a background
 # fedloha-server prints to $TMP/NAME.out and sets PORT (the caller's fail
-# ends the test when it does not come), and daemon_setup. Nothing here
-# starts a process.
+# ends the test when it does not come), wait_for and daemon_setup; py, for
+# checks in Python. Nothing here starts a process but py's python3.
+
+# py ARGS...: python3 with the tests' modules (st_floats.py) importable and
+# no bytecode written into the source tree.
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+py() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$TESTS_DIR" python3 "$@"; }
 
 fails=0
 fail() {
@@ -33,6 +38,15 @@ await_port() {
 		sleep 0.1
 	done
 	fail "$name: no 'listening on' line"
+}
+
+# wait_for FILE REGEX SECONDS: 0 once a line of FILE matches, else 1.
+wait_for() {
+	for _ in $(seq $(($3 * 20))); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
 }
 
 # daemon_setup NAME LINES: the daemon tests' start (pgrep must be there).

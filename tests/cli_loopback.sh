@@ -48,14 +48,6 @@ start_client() {
 		"$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
 	CPID=$!
 }
-# wait_for FILE REGEX SECONDS
-wait_for() {
-	for _ in $(seq $(($3 * 20))); do
-		grep -qE "$2" "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	return 1
-}
 # kill9 PID: SIGKILL the daemon that the timeout(1) process PID runs.
 kill9() { local kids; kids=$(pgrep -P "$1"); [ -n "$kids" ] && kill -9 $kids; }
 central_acc() { sed -n "s/^round $2 central test-acc \([0-9.]*\).*/\1/p" "$TMP/$1.out"; }

@@ -48,13 +48,6 @@ bg_client() {
 }
 # hup: SIGHUP to the daemon that the timeout(1) process SPID runs.
 hup() { kill -HUP "$(pgrep -P "$SPID")"; }
-wait_for() {
-	for _ in $(seq $(($3 * 20))); do
-		grep -qE "$2" "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	return 1
-}
 
 # ---- 1. keys ----
 # --help of the key commands (and of fl-bench-channel): usage on stdout, exit 0

@@ -181,20 +181,12 @@ expect 0 "$BIN" --data mnist --data-path "$DATA" --clients 2 --partition iid --f
 	--rounds 1 --epochs 1 --batch 4 --compare dense,loha --init "$INIT" --modules-to-save fc3 \
 	--lr 0 --threads 2 --quiet --save-model --out "$B"
 contains "$TMP/out" "initial model $INIT"
-python3 - "$A/dense.json" "$B/dense.json" "$B/loha.json" "$INIT" "$B/dense-model/model.safetensors" \
-	"$B/loha-model" <<'EOF2' || fail "--init: the runs do not start from the saved model"
-import json, struct, sys
-from array import array
+py - "$A/dense.json" "$B/dense.json" "$B/loha.json" "$INIT" \
+	"$B/dense-model/model.safetensors" "$B/loha-model" <<'EOF2' ||
+import json, sys
+import st_floats
 def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k != "__metadata__":
-            s, e = v["data_offsets"]
-            a = array("f"); a.frombytes(b[8 + n + s:8 + n + e]); out[k] = a
-    return out
+    return {k: a for k, (_, a) in st_floats.load(p).items()}
 a, bd, bl = (json.load(open(p)) for p in sys.argv[1:4])
 acc = a["rounds"][-1]["accuracy"]
 assert bd["rounds"][0]["accuracy"] == acc, ("dense", bd["rounds"][0]["accuracy"], acc)
@@ -210,6 +202,7 @@ assert max(abs(p - q) for p, q in zip(w, x["fc3.weight"])) <= 1e-6 * max(1.0, ma
 cfg = json.load(open(sys.argv[6] + "/adapter_config.json"))
 assert cfg["modules_to_save"] == ["fc3"], cfg["modules_to_save"]
 EOF2
+	fail "--init: the runs do not start from the saved model"
 expect 2 "$BIN" --data mnist --data-path "$DATA" --param fedpara --init "$INIT" --out "$TMP/r3"
 contains "$TMP/err" "--init works with dense and loha"
 expect 1 "$BIN" --data mnist --data-path "$DATA" --param dense --init "$TMP/none.safetensors" \

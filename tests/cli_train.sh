@@ -204,21 +204,9 @@ if [ -x "$ADAPTER" ] && "$ADAPTER" --help 2>/dev/null | grep -q merge; then
 		ok "fedloha-adapter merge of a fedpara folder"
 		# the merged file is model.safetensors up to float rounding
 		if command -v python3 >/dev/null 2>&1; then
-			python3 - "$T/merged.safetensors" "$f/model.safetensors" <<'EOF'
-import json, struct, sys
-from array import array
-def load(p):
-    b = open(p, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        a = array("f"); a.frombytes(b[8 + n + s:8 + n + e])
-        out[k] = (v["shape"], a)
-    return out
+			py - "$T/merged.safetensors" "$f/model.safetensors" <<'EOF'
+import sys
+from st_floats import load
 a, b = load(sys.argv[1]), load(sys.argv[2])
 assert a.keys() == b.keys(), (sorted(a), sorted(b))
 worst = 0.0  # max |a - b| over the tensor, relative to max |b| (BLAS rounding)
