@@ -65,3 +65,11 @@ void small_config(struct srv_sim_config *c)
 	c->eval_batch = 64;
 }
 
+
+struct srv_sim_result *sim_run(const struct srv_sim_config *c, const struct srv_sim_data *d)
+{
+	struct srv_sim_result *r = NULL;
+	int err = srv_sim_run(c, d, &r);
+	FL_CHECK_MSG(err == FL_OK, "run %s: %s", c->label ? c->label : "", fl_error_msg());
+	return err ? NULL : r;
+}

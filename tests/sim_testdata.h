@@ -14,5 +14,8 @@
 struct srv_sim_data *small_data(int clients, double holdout);
 /* 2nn fedpara, 3 rounds, fraction 0.5, E 1, B 16, lr 0.1, seed 7, 2 threads. */
 void small_config(struct srv_sim_config *c);
+/* srv_sim_run that must succeed (a failed check otherwise): the result, or
+ * NULL. */
+struct srv_sim_result *sim_run(const struct srv_sim_config *c, const struct srv_sim_data *d);
 
 #endif

@@ -106,10 +106,8 @@ static void test_run_bytes_files(void)
 	small_config(&c);
 	struct wire_count w = {0};
 	c.cb = (struct srv_sim_callbacks){.ctx = &w, .on_frame = count_frame, .on_row = count_row};
-	struct srv_sim_result *r = NULL;
-	int err = srv_sim_run(&c, d, &r);
-	FL_CHECK_MSG(err == FL_OK, "run: %s", fl_error_msg());
-	if (err) {
+	struct srv_sim_result *r = sim_run(&c, d);
+	if (!r) {
 		srv_sim_data_free(d);
 		return;
 	}
@@ -375,10 +373,8 @@ static void test_dropout_quorum(void)
 	c.fraction = 1.0;
 	c.dropout = 0.4;
 	c.min_report = 2;
-	struct srv_sim_result *r = NULL;
-	int err = srv_sim_run(&c, d, &r);
-	FL_CHECK_MSG(err == FL_OK, "run: %s", fl_error_msg());
-	if (!err) {
+	struct srv_sim_result *r = sim_run(&c, d);
+	if (r) {
 		FL_CHECK(r->nrows == 5);
 		FL_CHECK_MSG(r->vanished >= 3, "vanished %llu", (unsigned long long)r->vanished);
 		int dropped = 0, short_rounds = 0;
@@ -408,10 +404,8 @@ static void test_pfedpara_wire(void)
 	c.rounds = 2;
 	struct wire_count w = {0};
 	c.cb = (struct srv_sim_callbacks){.ctx = &w, .on_frame = count_frame, .on_row = count_row};
-	struct srv_sim_result *r = NULL;
-	int err = srv_sim_run(&c, d, &r);
-	FL_CHECK_MSG(err == FL_OK, "run: %s", fl_error_msg());
-	if (!err) {
+	struct srv_sim_result *r = sim_run(&c, d);
+	if (r) {
 		FL_CHECK(r->nrows == 2 && w.rows_seen == 2);
 		FL_CHECK(w.w2_chunks == 0);
 		FL_CHECK(w.w1_chunks > 0);
@@ -423,7 +417,7 @@ static void test_pfedpara_wire(void)
 	srv_sim_result_free(r);
 	/* without held-out samples there is nothing to evaluate on */
 	struct srv_sim_data *d0 = small_data(4, 0.0);
-	err = srv_sim_run(&c, d0, &r);
+	int err = srv_sim_run(&c, d0, &r);
 	FL_CHECK(err == FL_EINVAL && r == NULL);
 	FL_CHECK(strstr(fl_error_msg(), "held-out") != NULL);
 	srv_sim_data_free(d0);

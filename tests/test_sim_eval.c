@@ -21,23 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct srv_sim_result *run(const struct srv_sim_config *c, const struct srv_sim_data *d)
-{
-	struct srv_sim_result *r = NULL;
-	int err = srv_sim_run(c, d, &r);
-	FL_CHECK_MSG(err == FL_OK, "run %s: %s", c->label, fl_error_msg());
-	return err ? NULL : r;
-}
-
 static void test_fed_eval_rows(void)
 {
 	struct srv_sim_data *d = small_data(4, 0.25);
 	struct srv_sim_config c;
 	small_config(&c);
 	c.fed_eval = 1;
-	struct srv_sim_result *fed = run(&c, d);
+	struct srv_sim_result *fed = sim_run(&c, d);
 	c.fed_eval = 0;
-	struct srv_sim_result *plain = run(&c, d);
+	struct srv_sim_result *plain = sim_run(&c, d);
 	if (fed && plain) {
 		FL_CHECK(fed->fed_headline && !plain->fed_headline);
 		FL_CHECK(fed->nrows == 3 && plain->nrows == 3);
@@ -113,10 +105,10 @@ static void test_local_lr0(void)
 	double acc = 0, loss = 0;
 	by_hand(d, c.seed, c.batch, &acc, &loss);
 	c.local_only = 1;
-	struct srv_sim_result *local = run(&c, d);
+	struct srv_sim_result *local = sim_run(&c, d);
 	c.local_only = 0;
 	c.fed_eval = 1;
-	struct srv_sim_result *fed = run(&c, d);
+	struct srv_sim_result *fed = sim_run(&c, d);
 	if (local && fed) {
 		const struct srv_sim_row *lr = &local->rows[0], *fr = &fed->rows[0];
 		FL_CHECK_MSG(lr->accuracy == acc && lr->loss == loss, "local %.17g/%.17g, by hand %.17g/%.17g",
@@ -145,9 +137,9 @@ static void test_local_threads(void)
 	c.rounds = 2;
 	c.lr_decay = 0.5f;
 	c.threads = 1;
-	struct srv_sim_result *a = run(&c, d);
+	struct srv_sim_result *a = sim_run(&c, d);
 	c.threads = 2;
-	struct srv_sim_result *b = run(&c, d);
+	struct srv_sim_result *b = sim_run(&c, d);
 	if (a && b) {
 		FL_CHECK(!strcmp(a->label, "local-fedpara") && a->local_only && a->fed_headline);
 		FL_CHECK(a->nrows == 2 && b->nrows == 2);
@@ -197,7 +189,7 @@ static void test_server_optim(void)
 	c.rounds = 2;
 	c.strategy = SRV_OPTIM_FEDADAM;
 	c.server_eta = 0;
-	struct srv_sim_result *r = run(&c, d);
+	struct srv_sim_result *r = sim_run(&c, d);
 	char *json = NULL;
 	struct fl_peft_config *peft = NULL;
 	struct fl_model *m = NULL;
@@ -214,7 +206,7 @@ static void test_server_optim(void)
 	r = NULL;
 	/* the default FedAdam does move it */
 	c.server_eta = -1;
-	r = run(&c, d);
+	r = sim_run(&c, d);
 	if (r && m)
 		FL_CHECK(memcmp(r->final_params, fl_model_params(m), r->n_final_params * sizeof(float)));
 	srv_sim_result_free(r);
