@@ -184,9 +184,12 @@ static void ew_backward(float *restrict x, float *restrict y, const float *restr
 	}
 }
 
-/* w (m x n) = s * P1 ⊙ (P2 + c), c = 1 for pFedPara, block by block. */
-static void engine_forward(float *w, float *work, const struct loha_pair *q1,
-			   const struct loha_pair *q2, long m, long n, int r, float s, float c)
+/* Block by block, P1 and P2 recomputed in work. Forward (g NULL):
+ * w (m x n) = s * P1 ⊙ (P2 + c), c = 1 for pFedPara. Backward (w NULL):
+ * T1 = s G ⊙ (P2 + c) overwrites P1's buffer and T2 = s G ⊙ P1 overwrites
+ * P2's; then the four gradient products. */
+static void engine_blocks(float *w, float *work, const float *g, const struct loha_pair *q1,
+			  const struct loha_pair *q2, long m, long n, int r, float s, float c)
 {
 	long mbmax = loha_block_rows(m, n);
 	float *x = work, *y = work + mbmax * n;
@@ -194,21 +197,10 @@ static void engine_forward(float *w, float *work, const struct loha_pair *q1,
 		long mb = m - i0 < mbmax ? m - i0 : mbmax;
 		pair_block(x, q1, i0, mb, m, n, r);
 		pair_block(y, q2, i0, mb, m, n, r);
-		ew_forward(w + i0 * n, x, y, mb * n, s, c);
-	}
-}
-
-/* Per block: recompute P1, P2; T1 = s G ⊙ (P2 + c) overwrites P1's buffer
- * and T2 = s G ⊙ P1 overwrites P2's; then the four gradient products. */
-static void engine_backward(float *work, const float *g, const struct loha_pair *q1,
-			    const struct loha_pair *q2, long m, long n, int r, float s, float c)
-{
-	long mbmax = loha_block_rows(m, n);
-	float *x = work, *y = work + mbmax * n;
-	for (long i0 = 0; i0 < m; i0 += mbmax) {
-		long mb = m - i0 < mbmax ? m - i0 : mbmax;
-		pair_block(x, q1, i0, mb, m, n, r);
-		pair_block(y, q2, i0, mb, m, n, r);
+		if (!g) {
+			ew_forward(w + i0 * n, x, y, mb * n, s, c);
+			continue;
+		}
 		ew_backward(x, y, g + i0 * n, mb * n, s, c);
 		pair_grad_block(q1, x, i0, mb, m, n, r);
 		pair_grad_block(q2, y, i0, mb, m, n, r);
@@ -259,11 +251,11 @@ void fl_loha_forward(float *w, float *work, const struct fl_loha_factors *f,
 		tucker_u(u2, f->t2, f->w2b, r, d->in, kk);
 		struct loha_pair q1 = {f->w1a, u1, NULL, NULL, 1};
 		struct loha_pair q2 = {f->w2a, u2, NULL, NULL, 1};
-		engine_forward(w, blk, &q1, &q2, m, n, r, scale, mode_offset(mode));
+		engine_blocks(w, blk, NULL, &q1, &q2, m, n, r, scale, mode_offset(mode));
 	} else {
 		struct loha_pair q1 = {f->w1a, f->w1b, NULL, NULL, 0};
 		struct loha_pair q2 = {f->w2a, f->w2b, NULL, NULL, 0};
-		engine_forward(w, work, &q1, &q2, m, n, r, scale, mode_offset(mode));
+		engine_blocks(w, work, NULL, &q1, &q2, m, n, r, scale, mode_offset(mode));
 	}
 }
 
@@ -286,13 +278,13 @@ void fl_loha_backward(struct fl_loha_factors *grad, float *work, const float *dw
 			du1[k] = 0.0f;
 		struct loha_pair q1 = {f->w1a, u1, grad->w1a, du1, 1};
 		struct loha_pair q2 = {f->w2a, u2, grad->w2a, du2, 1};
-		engine_backward(blk, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
+		engine_blocks(NULL, blk, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
 		tucker_u_backward(grad->t1, grad->w1b, du1, f->t1, f->w1b, r, d->in, kk);
 		tucker_u_backward(grad->t2, grad->w2b, du2, f->t2, f->w2b, r, d->in, kk);
 	} else {
 		struct loha_pair q1 = {f->w1a, f->w1b, grad->w1a, grad->w1b, 0};
 		struct loha_pair q2 = {f->w2a, f->w2b, grad->w2a, grad->w2b, 0};
-		engine_backward(work, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
+		engine_blocks(NULL, work, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
 	}
 }
 
