@@ -236,19 +236,32 @@ static int server_send_msg4(struct fl_channel *ch, uint8_t status, const char *r
 	return fl_ch_emit(ch, m, 1 + (size_t)clen);
 }
 
+/* Decrypts handshake message 3 or 4 (p[1..n), after its type byte) into out
+ * with the key derived from secret and the transcript hash h, which is
+ * also the associated data. */
+static int hs_open(struct fl_channel *ch, uint8_t *out, unsigned long long *plen,
+		   const uint8_t *p, size_t n, const uint8_t *secret, const uint8_t *h, int msg)
+{
+	uint8_t k[HS_KEY_BYTES];
+	kdf(k, secret, msg == 3 ? "msg3" : "msg4", h);
+	int bad = crypto_aead_xchacha20poly1305_ietf_decrypt(out, plen, NULL, p + 1, n - 1, h,
+							     HS_HASH_BYTES, zero_nonce, k);
+	sodium_memzero(k, sizeof(k));
+	if (bad)
+		return fl_ch_fail(ch, FL_EFORMAT,
+				  "authentication failed: handshake message %d does not decrypt", msg);
+	return FL_OK;
+}
+
 static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
 {
 	if (n < 1 + P3_MIN + AEAD_ABYTES || n > 1 + P3_MAX + AEAD_ABYTES || p[0] != 0x03)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 3 (%zu bytes)", n);
-	uint8_t p3[P3_MAX], k3[HS_KEY_BYTES];
+	uint8_t p3[P3_MAX];
 	unsigned long long plen = 0;
-	kdf(k3, ch->k_c2s, "msg3", ch->h1);
-	int bad = crypto_aead_xchacha20poly1305_ietf_decrypt(p3, &plen, NULL, p + 1, n - 1, ch->h1,
-							     HS_HASH_BYTES, zero_nonce, k3);
-	sodium_memzero(k3, sizeof(k3));
-	if (bad)
-		return fl_ch_fail(ch, FL_EFORMAT,
-				  "authentication failed: handshake message 3 does not decrypt");
+	int opened = hs_open(ch, p3, &plen, p, n, ch->k_c2s, ch->h1, 3);
+	if (opened != FL_OK)
+		return opened;
 	uint8_t flags = p3[FL_PUBKEY_BYTES];
 	size_t sl = FL_PUBKEY_BYTES + 1 + (flags == 1 ? FL_TOKEN_BYTES : 0);
 	if (flags > 1 || plen != sl + FL_SIGNATURE_BYTES)
@@ -290,15 +303,11 @@ static int client_on_msg4(struct fl_channel *ch, const uint8_t *p, size_t n)
 	if (n < 1 + 1 + AEAD_ABYTES || n > 1 + 1 + FL_CHANNEL_REASON_MAX + AEAD_ABYTES ||
 	    p[0] != 0x04)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 4 (%zu bytes)", n);
-	uint8_t p4[1 + FL_CHANNEL_REASON_MAX + 1], k4[HS_KEY_BYTES];
+	uint8_t p4[1 + FL_CHANNEL_REASON_MAX + 1];
 	unsigned long long plen = 0;
-	kdf(k4, ch->k_s2c, "msg4", ch->h2);
-	int bad = crypto_aead_xchacha20poly1305_ietf_decrypt(p4, &plen, NULL, p + 1, n - 1, ch->h2,
-							     HS_HASH_BYTES, zero_nonce, k4);
-	sodium_memzero(k4, sizeof(k4));
-	if (bad)
-		return fl_ch_fail(ch, FL_EFORMAT,
-				  "authentication failed: handshake message 4 does not decrypt");
+	int opened = hs_open(ch, p4, &plen, p, n, ch->k_s2c, ch->h2, 4);
+	if (opened != FL_OK)
+		return opened;
 	if (p4[0] == MSG4_STATUS_REFUSED) {
 		p4[plen] = '\0';
 		for (size_t i = 1; i < plen; i++)
