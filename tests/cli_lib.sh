@@ -50,10 +50,10 @@ wait_for() {
 }
 
 # daemon_setup NAME LINES: the daemon tests' start (pgrep must be there).
-# Sets BIN, TMP (made;
-# removed at exit, when every background job is killed too) and DATA
-# (Fashion-MNIST: without it the test is skipped, exit 0); fail then ends
-# the test at once, showing the last LINES lines of every output file.
+# Sets BIN, TMP (made; removed at exit, when every background job is
+# killed too) and DATA (Fashion-MNIST: without it the test is skipped,
+# exit 0); fail then ends the test at once, showing the last LINES lines
+# of every output file.
 daemon_setup() {
 	command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
 	BIN=${FL_BIN:-build/bin}
