@@ -426,34 +426,53 @@ static void test_heartbeat_idle(void)
 	fl_model_free(m);
 }
 
+/* A 10000-byte base (byte i = i * mul % mod) in a fresh folder named after
+ * tag, path[cap] its name, and the test configuration serving it in 4 KiB
+ * chunks. */
+static void base_setup(struct srv_engine_config *cfg, char *path, size_t cap, const char *tag,
+		       int mul, int mod)
+{
+	base_config(cfg);
+	cfg->chunk_bytes = 4096;
+	snprintf(path, cap, "%s/base.bin", fl_test_tmpdir(tag));
+	cfg->base_path = path;
+	FILE *f = fopen(path, "wb");
+	if (!FL_CHECK(f != NULL))
+		return;
+	for (int i = 0; i < 10000; i++)
+		fputc(i * mul % mod, f);
+	fclose(f);
+}
+
+/* A BaseRequest naming the base by sha (32 bytes), or by nothing (NULL). */
+static void send_base_request(struct fake_net *net, struct fake_client *c, uint8_t *sha)
+{
+	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
+	if (sha) {
+		br.sha256.data = sha;
+		br.sha256.len = 32;
+	}
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
+	env.base_request = &br;
+	fake_send_env(net, c, &env);
+}
+
 static void test_base(void)
 {
 	struct fl_model *m = small_model(8);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/base.bin", fl_test_tmpdir("engine-base"));
-	FILE *f = fopen(path, "wb");
-	for (int i = 0; i < 10000; i++)
-		fputc(i * 31 % 251, f);
-	fclose(f);
 	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.base_path = path;
-	cfg.chunk_bytes = 4096;
+	base_setup(&cfg, path, sizeof(path), "engine-base", 31, 251);
 	struct fake_net *net = fake_net_new(m, &cfg);
 	FL_CHECK(net != NULL);
 	struct fake_client *a = fake_connect(net, "a", 1, 0, NULL);
 	fake_pump(net);
-	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	env.base_request = &br;
-	fake_send_env(net, a, &env);
+	send_base_request(net, a, NULL);
 	fake_pump(net);
 	FL_CHECK(a->base_chunks == 3 && a->base_got == 10000 && !a->closed);
 	uint8_t wrong[32] = {1};
-	br.sha256.data = wrong;
-	br.sha256.len = 32;
-	fake_send_env(net, a, &env);
+	send_base_request(net, a, wrong);
 	fake_pump(net);
 	FL_CHECK(a->closed && a->error_code == (uint32_t)-FL_ENOTFOUND);
 	fake_net_free(net);
@@ -467,15 +486,8 @@ static void test_base_fetch_not_selected(void)
 {
 	struct fl_model *m = small_model(9);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/base.bin", fl_test_tmpdir("engine-base-sel"));
-	FILE *f = fopen(path, "wb");
-	for (int i = 0; i < 10000; i++)
-		fputc(i * 7 % 253, f);
-	fclose(f);
 	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.base_path = path;
-	cfg.chunk_bytes = 4096;
+	base_setup(&cfg, path, sizeof(path), "engine-base-sel", 7, 253);
 	cfg.rounds = 1;
 	cfg.min_available = 1;
 	cfg.min_report = 1;
@@ -490,13 +502,7 @@ static void test_base_fetch_not_selected(void)
 	FL_CHECK(srv_engine_round(net->e) == 0);
 	fake_tick_at(net, net->now + 20000); /* no deadline ran out: nothing to retry */
 	FL_CHECK(a->tasks == 0 && !srv_engine_failed(net->e, NULL));
-	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
-	br.sha256.data = a->base_sha;
-	br.sha256.len = 32;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	env.base_request = &br;
-	fake_send_env(net, a, &env);
+	send_base_request(net, a, a->base_sha);
 	fake_pump(net);
 	FL_CHECK(a->base_chunks == 3 && a->base_got == 10000 && !a->closed);
 	FL_CHECK(a->tasks == 1 && a->base_chunks_at_task == 3);
