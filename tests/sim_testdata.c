@@ -55,12 +55,12 @@ void small_config(struct srv_sim_config *c)
 	srv_sim_config_default(c);
 	c->arch = "2nn";
 	c->param = FL_PEFT_PARAM_FEDPARA;
-	c->rounds = 3;
-	c->fraction = 0.5;
-	c->epochs = 1;
-	c->batch = 16;
-	c->lr = 0.1f;
-	c->seed = 7;
+	c->train.rounds = 3;
+	c->train.fraction = 0.5;
+	c->train.epochs = 1;
+	c->train.batch = 16;
+	c->train.lr = 0.1f;
+	c->train.seed = 7;
 	c->threads = 2;
 	c->eval_batch = 64;
 }

@@ -286,8 +286,8 @@ static void test_determinism(void)
 	check_same(&c, d, "sim-det");
 	c.param = FL_PEFT_PARAM_DENSE;
 	c.dropout = 0.3;
-	c.fraction = 1.0;
-	c.rounds = 4;
+	c.train.fraction = 1.0;
+	c.train.rounds = 4;
 	check_same(&c, d, "sim-det-drop");
 	srv_sim_data_free(d);
 }
@@ -330,8 +330,8 @@ static void test_secure_insecure(void)
 	/* dropout: vanished clients reconnect with a new handshake */
 	c.param = FL_PEFT_PARAM_DENSE;
 	c.dropout = 0.3;
-	c.fraction = 1.0;
-	c.rounds = 4;
+	c.train.fraction = 1.0;
+	c.train.rounds = 4;
 	check_secure_insecure(&c, d, "sim-sec-drop");
 	struct srv_sim_result *r = NULL;
 	FL_CHECK(srv_sim_run(&c, d, &r) == FL_OK);
@@ -369,10 +369,10 @@ static void test_dropout_quorum(void)
 	struct srv_sim_config c;
 	small_config(&c);
 	c.param = FL_PEFT_PARAM_LOWRANK;
-	c.rounds = 5;
-	c.fraction = 1.0;
+	c.train.rounds = 5;
+	c.train.fraction = 1.0;
 	c.dropout = 0.4;
-	c.min_report = 2;
+	c.train.min_report = 2;
 	struct srv_sim_result *r = sim_run(&c, d);
 	if (r) {
 		FL_CHECK(r->nrows == 5);
@@ -401,7 +401,7 @@ static void test_pfedpara_wire(void)
 	small_config(&c);
 	c.param = FL_PEFT_PARAM_PFEDPARA;
 	c.gamma = 0.5;
-	c.rounds = 2;
+	c.train.rounds = 2;
 	struct wire_count w = {0};
 	c.cb = (struct srv_sim_callbacks){.ctx = &w, .on_frame = count_frame, .on_row = count_row};
 	struct srv_sim_result *r = sim_run(&c, d);
@@ -430,7 +430,7 @@ static void test_bad_config(void)
 	struct srv_sim_config c;
 	struct srv_sim_result *r = NULL;
 	small_config(&c);
-	c.rounds = 0;
+	c.train.rounds = 0;
 	FL_CHECK(srv_sim_run(&c, d, &r) == FL_EINVAL && !r);
 	small_config(&c);
 	c.arch = "resnet";
@@ -440,7 +440,7 @@ static void test_bad_config(void)
 	c.dropout = 1.0;
 	FL_CHECK(srv_sim_run(&c, d, &r) == FL_EINVAL && !r);
 	small_config(&c);
-	c.fraction = 0;
+	c.train.fraction = 0;
 	FL_CHECK(srv_sim_run(&c, d, &r) == FL_EINVAL && !r);
 	srv_sim_data_free(d);
 }

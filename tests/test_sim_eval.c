@@ -98,12 +98,12 @@ static void test_local_lr0(void)
 	struct srv_sim_config c;
 	small_config(&c);
 	c.param = FL_PEFT_PARAM_DENSE;
-	c.rounds = 1;
-	c.lr = 0;
-	c.fraction = 1;
-	c.eval_batch = c.batch; /* the same batches as by hand: identical sums */
+	c.train.rounds = 1;
+	c.train.lr = 0;
+	c.train.fraction = 1;
+	c.eval_batch = c.train.batch; /* the same batches as by hand: identical sums */
 	double acc = 0, loss = 0;
-	by_hand(d, c.seed, c.batch, &acc, &loss);
+	by_hand(d, c.train.seed, c.train.batch, &acc, &loss);
 	c.local_only = 1;
 	struct srv_sim_result *local = sim_run(&c, d);
 	c.local_only = 0;
@@ -134,8 +134,8 @@ static void test_local_threads(void)
 	struct srv_sim_config c;
 	small_config(&c);
 	c.local_only = 1;
-	c.rounds = 2;
-	c.lr_decay = 0.5f;
+	c.train.rounds = 2;
+	c.train.lr_decay = 0.5f;
 	c.threads = 1;
 	struct srv_sim_result *a = sim_run(&c, d);
 	c.threads = 2;
@@ -186,16 +186,16 @@ static void test_server_optim(void)
 	struct srv_sim_data *d = small_data(4, 0.0);
 	struct srv_sim_config c;
 	small_config(&c);
-	c.rounds = 2;
-	c.strategy = SRV_OPTIM_FEDADAM;
-	c.server_eta = 0;
+	c.train.rounds = 2;
+	c.train.strategy = SRV_OPTIM_FEDADAM;
+	c.train.server_eta = 0;
 	struct srv_sim_result *r = sim_run(&c, d);
 	char *json = NULL;
 	struct fl_peft_config *peft = NULL;
 	struct fl_model *m = NULL;
 	const struct fl_dataset *t = d->train;
 	FL_CHECK(sim_make_config(&c, &json, &peft) == FL_OK);
-	FL_CHECK(fl_model_new("2nn", t->c, t->h, t->w, t->classes, peft, c.seed, 1, &m) == FL_OK);
+	FL_CHECK(fl_model_new("2nn", t->c, t->h, t->w, t->classes, peft, c.train.seed, 1, &m) == FL_OK);
 	if (r && m) {
 		FL_CHECK(r->n_final_params == fl_model_param_floats(m));
 		FL_CHECK_MSG(!memcmp(r->final_params, fl_model_params(m),
@@ -205,13 +205,13 @@ static void test_server_optim(void)
 	srv_sim_result_free(r);
 	r = NULL;
 	/* the default FedAdam does move it */
-	c.server_eta = -1;
+	c.train.server_eta = -1;
 	r = sim_run(&c, d);
 	if (r && m)
 		FL_CHECK(memcmp(r->final_params, fl_model_params(m), r->n_final_params * sizeof(float)));
 	srv_sim_result_free(r);
 	r = NULL;
-	c.server_tau = 0; /* adaptive methods need tau > 0 */
+	c.train.server_tau = 0; /* adaptive methods need tau > 0 */
 	FL_CHECK(srv_sim_run(&c, d, &r) == FL_EINVAL && !r);
 	FL_CHECK_MSG(strstr(fl_error_msg(), "tau") != NULL, "%s", fl_error_msg());
 	fl_model_free(m);

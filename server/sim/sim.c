@@ -1,11 +1,11 @@
-/* sim.c - fedloha-sim's set-up and bookkeeping: data loading and
- * partitioning, the PEFT-format model config every party builds from, the
- * engine and its model, one client session per partition entry, the keys
- * of the secure channel (seeded) and their admission, the rows
- * of results (engine reports + central evaluations on copies of the
+/* sim.c - fedloha-sim's set-up and bookkeeping: the PEFT-format model
+ * config every party builds from, the engine and its model, one client
+ * session per partition entry, the keys of the secure channel (seeded)
+ * and their admission, the rows of results (engine reports + central evaluations on copies of the
  * global model), and teardown. The transport and the loop are in
  * sim_loop.c, the worker threads in sim_pool.c, result files in
- * sim_report.c, the initial model (--init) in sim_init.c. */
+ * sim_report.c, the initial model (--init) in sim_init.c, the data in
+ * sim_data.c, the config's defaults and checks in sim_config.c. */
 #include "sim_impl.h"
 
 #include "blas.h"
@@ -19,115 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void srv_sim_config_default(struct srv_sim_config *c)
-{
-	memset(c, 0, sizeof(*c));
-	c->arch = "2nn";
-	c->param = FL_PEFT_PARAM_FEDPARA;
-	c->gamma = 0.0;
-	c->tucker = 1;
-	c->rounds = 10;
-	c->fraction = 0.25;
-	c->epochs = 1;
-	c->batch = 32;
-	c->lr = 0.1f;
-	c->lr_decay = 1.0f;
-	c->strategy = SRV_OPTIM_FEDAVG;
-	c->server_eta = c->server_beta1 = c->server_beta2 = c->server_tau = -1.0f;
-	c->prox_mu = 0.01f;
-	c->dtype = FL_WIRE_F32;
-	c->seed = 1;
-	c->threads = 1;
-	c->eval_batch = 128;
-	c->secure = 1;
-}
-
-const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size_t cap)
-{
-	if (c->label[0])
-		snprintf(buf, cap, "%s", c->label);
-	else if (c->local_only)
-		snprintf(buf, cap, c->param == FL_PEFT_PARAM_DENSE ? "local" : "local-%s",
-			 fl_peft_param_name(c->param));
-	else if (c->dtype != FL_WIRE_F32)
-		snprintf(buf, cap, "%s-%s", fl_peft_param_name(c->param), fl_wire_dtype_name(c->dtype));
-	else
-		snprintf(buf, cap, "%s", fl_peft_param_name(c->param));
-	return buf;
-}
-
-/* ---- data ---- */
-
-void srv_sim_data_free(struct srv_sim_data *d)
-{
-	if (!d)
-		return;
-	fl_dataset_free(d->train);
-	fl_dataset_free(d->test);
-	fl_partition_free(d->part);
-	free(d);
-}
-
-int srv_sim_data_wrap(struct fl_dataset *train, struct fl_dataset *test,
-		      const struct fl_partition_config *pc, struct srv_sim_data **out)
-{
-	*out = NULL;
-	struct srv_sim_data *d = calloc(1, sizeof(*d));
-	if (!d) {
-		fl_dataset_free(train);
-		fl_dataset_free(test);
-		return fl_error_set(FL_ENOMEM, "sim: out of memory");
-	}
-	d->train = train;
-	d->test = test;
-	int err = fl_dataset_compute_norm(train);
-	if (!err)
-		err = fl_dataset_copy_norm(test, train);
-	if (!err && (train->c != test->c || train->h != test->h || train->w != test->w))
-		err = fl_error_set(FL_ESHAPE, "sim: training and test samples differ in shape");
-	if (!err)
-		err = fl_partition_make(train, pc, &d->part);
-	if (err) {
-		srv_sim_data_free(d);
-		return err;
-	}
-	*out = d;
-	return FL_OK;
-}
-
-static int keep_first(struct fl_dataset **ds, int n)
-{
-	if (n <= 0 || n >= (*ds)->n)
-		return FL_OK;
-	struct fl_dataset *s = NULL;
-	int err = fl_dataset_subset(*ds, NULL, n, &s);
-	if (err)
-		return err;
-	fl_dataset_free(*ds);
-	*ds = s;
-	return FL_OK;
-}
-
-int srv_sim_data_load(const char *name, const char *path, int limit, int test_limit,
-		      const struct fl_partition_config *pc, struct srv_sim_data **out)
-{
-	*out = NULL;
-	struct fl_dataset *train = NULL, *test = NULL;
-	int err = fl_dataset_load(name, path, 1, &train);
-	if (!err)
-		err = fl_dataset_load(name, path, 0, &test);
-	if (!err)
-		err = keep_first(&train, limit);
-	if (!err)
-		err = keep_first(&test, test_limit);
-	if (err) {
-		fl_dataset_free(train);
-		fl_dataset_free(test);
-		return err;
-	}
-	return srv_sim_data_wrap(train, test, pc, out);
-}
 
 /* ---- the model config every party builds from ---- */
 
@@ -194,7 +85,7 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 static int new_model(const struct sim *s, int max_batch, struct fl_model **out)
 {
 	const struct fl_dataset *d = s->data->train;
-	int err = fl_model_new(s->cfg->arch, d->c, d->h, d->w, d->classes, s->peft, s->cfg->seed,
+	int err = fl_model_new(s->cfg->arch, d->c, d->h, d->w, d->classes, s->peft, s->cfg->train.seed,
 			       max_batch, out);
 	if (!err && s->cfg->base_path && (err = fl_model_load_base(*out, s->cfg->base_path))) {
 		fl_model_free(*out);
@@ -207,7 +98,7 @@ static int new_model(const struct sim *s, int max_batch, struct fl_model **out)
 
 static void emit_rows(struct sim *s)
 {
-	while (s->rows_emitted < s->cfg->rounds && s->row_ready[s->rows_emitted] == 3) {
+	while (s->rows_emitted < s->cfg->train.rounds && s->row_ready[s->rows_emitted] == 3) {
 		if (s->cfg->cb.on_row)
 			s->cfg->cb.on_row(s->cfg->cb.ctx, s->cfg, &s->rows[s->rows_emitted]);
 		s->rows_emitted++;
@@ -264,7 +155,7 @@ static struct sim_eval *eval_slot(struct sim *s)
 
 void sim_on_report(struct sim *s, const struct srv_round_report *r)
 {
-	if (r->round < 1 || r->round > s->cfg->rounds)
+	if (r->round < 1 || r->round > s->cfg->train.rounds)
 		return;
 	size_t i = (size_t)(r->round - 1);
 	struct srv_sim_row *row = &s->rows[i];
@@ -377,7 +268,7 @@ int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *t
 
 static int setup_keys(struct sim *s)
 {
-	int err = seeded_identity(s->cfg->seed, 0, &s->coord);
+	int err = seeded_identity(s->cfg->train.seed, 0, &s->coord);
 	if (err)
 		return err;
 	s->client_pks = malloc((size_t)s->nclients * FL_PUBKEY_BYTES);
@@ -385,7 +276,7 @@ static int setup_keys(struct sim *s)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
 	for (int i = 0; i < s->nclients; i++) {
 		struct sim_client *c = &s->clients[i];
-		if ((err = seeded_identity(s->cfg->seed, (uint64_t)i + 1, &c->key)))
+		if ((err = seeded_identity(s->cfg->train.seed, (uint64_t)i + 1, &c->key)))
 			return err;
 		memcpy(s->client_pks + (size_t)i * FL_PUBKEY_BYTES, fl_identity_pk(c->key),
 		       FL_PUBKEY_BYTES);
@@ -396,54 +287,11 @@ static int setup_keys(struct sim *s)
 
 /* ---- set-up and teardown ---- */
 
-static int check_config(const struct srv_sim_config *c, const struct srv_sim_data *d)
-{
-	if (!c->arch || !fl_model_arch_valid(c->arch))
-		return fl_error_set(FL_EINVAL, "sim: unknown model '%s' (2nn, cnn or mlp)",
-				    c->arch ? c->arch : "");
-	if (c->rounds < 1 || c->epochs < 1 || c->batch < 1 || c->batch > CLI_SESSION_BATCH_MAX)
-		return fl_error_set(FL_EINVAL, "sim: rounds, epochs >= 1 and batch in [1, %d]",
-				    CLI_SESSION_BATCH_MAX);
-	if (!(c->fraction > 0 && c->fraction <= 1))
-		return fl_error_set(FL_EINVAL, "sim: fraction %g outside (0, 1]", c->fraction);
-	if (!(c->dropout >= 0 && c->dropout < 1))
-		return fl_error_set(FL_EINVAL, "sim: dropout %g outside [0, 1)", c->dropout);
-	if (c->threads < 1 || c->threads > SRV_SIM_THREADS_MAX)
-		return fl_error_set(FL_EINVAL, "sim: threads %d outside [1, %d]", c->threads,
-				    SRV_SIM_THREADS_MAX);
-	if (c->eval_batch < 1 || c->eval_batch > 4096)
-		return fl_error_set(FL_EINVAL, "sim: eval batch %d outside [1, 4096]", c->eval_batch);
-	if (!(c->gamma >= 0 && c->gamma <= 1) || c->rank < 0)
-		return fl_error_set(FL_EINVAL, "sim: gamma in [0, 1] and rank >= 0");
-	if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA)
-		return fl_error_set(FL_EINVAL, "sim: an initial model needs dense or loha (%s layers "
-				    "have no dense weight to load)", fl_peft_param_name(c->param));
-	if (c->init_path && c->param == FL_PEFT_PARAM_LOHA && !c->base_path)
-		return fl_error_set(FL_EINVAL, "sim: loha with an initial model needs the frozen base "
-				    "(base_path; it may be the same file)");
-	if (!d || !d->part || d->part->clients < 1)
-		return fl_error_set(FL_EINVAL, "sim: no clients");
-	if (c->local_only && (c->param == FL_PEFT_PARAM_PFEDPARA || c->param == FL_PEFT_PARAM_LOHA))
-		return fl_error_set(FL_EINVAL, "sim: local-only training takes dense, fedpara or "
-				    "lowrank, not %s", fl_peft_param_name(c->param));
-	if (c->local_only && (c->init_path || c->base_path))
-		return fl_error_set(FL_EINVAL, "sim: local-only training starts from the seeded "
-				    "random model (no initial model or base)");
-	int fed = c->param == FL_PEFT_PARAM_PFEDPARA || c->fed_eval || c->local_only;
-	for (int i = 0; fed && i < d->part->clients; i++)
-		if (d->part->client[i].n_holdout < 1)
-			return fl_error_set(FL_EINVAL,
-					    "sim: federated evaluation (pfedpara, local-only or "
-					    "fed_eval) needs held-out samples on every client; "
-					    "client %d has none", i);
-	return FL_OK;
-}
-
-static int setup(struct sim *s)
+/* The global model the engine starts from, its config text and the
+ * --init weights. */
+static int setup_model(struct sim *s)
 {
 	const struct srv_sim_config *cfg = s->cfg;
-	const struct srv_sim_data *d = s->data;
-	int n = d->part->clients;
 	int err = sim_make_config(cfg, &s->config_json, &s->peft);
 	if (!err)
 		err = new_model(s, 1, &s->model);
@@ -453,10 +301,14 @@ static int setup(struct sim *s)
 	 * the same base, so the engine's model is the only one to initialise */
 	if (!err && cfg->init_path)
 		err = sim_load_init(s->model, cfg->init_path);
-	if (err)
-		return err;
-	s->rows = calloc(cfg->rounds, sizeof(*s->rows));
-	s->row_ready = calloc(cfg->rounds, sizeof(*s->row_ready));
+	return err;
+}
+
+/* The rows, the client slots with their ids, and their keys. */
+static int setup_clients(struct sim *s, int n)
+{
+	s->rows = calloc(s->cfg->train.rounds, sizeof(*s->rows));
+	s->row_ready = calloc(s->cfg->train.rounds, sizeof(*s->row_ready));
 	s->clients = calloc((size_t)n, sizeof(*s->clients));
 	if (!s->rows || !s->row_ready || !s->clients)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
@@ -467,53 +319,52 @@ static int setup(struct sim *s)
 		s->clients[i].index = i;
 		snprintf(s->clients[i].id, sizeof(s->clients[i].id), "client-%05d", i);
 	}
-	if (cfg->secure && (err = setup_keys(s)))
-		return err;
+	return s->cfg->secure ? setup_keys(s) : FL_OK;
+}
 
-	int selected = (int)ceil(cfg->fraction * n);
+/* Clients selected per round: ceil(fraction * n) within [1, n]. */
+static int selected_per_round(const struct srv_sim_config *cfg, int n)
+{
+	int selected = (int)ceil(cfg->train.fraction * n);
 	if (selected < 1)
 		selected = 1;
-	if (selected > n)
-		selected = n;
-	struct srv_engine_config ec;
-	srv_engine_config_default(&ec);
-	ec.rounds = cfg->rounds;
-	ec.seed = cfg->seed;
-	ec.min_available = n; /* every client is connected before a round starts */
-	ec.min_fit = 1;
-	ec.fraction = cfg->fraction;
-	ec.min_report = cfg->min_report > 0 ? cfg->min_report : selected / 2;
-	if (ec.min_report < 1)
-		ec.min_report = 1;
-	if (ec.min_report > selected)
-		ec.min_report = selected;
-	ec.max_retries = 20;
-	ec.round_timeout_ms = 3600u * 1000u; /* virtual: only a stuck client reaches it */
-	ec.heartbeat_ms = 0;
-	ec.idle_timeout_ms = 0;
-	ec.epochs = (uint32_t)cfg->epochs;
-	ec.batch_size = (uint32_t)cfg->batch;
-	ec.lr = cfg->lr;
-	ec.lr_decay = cfg->lr_decay;
-	ec.momentum = cfg->momentum;
-	ec.weight_decay = cfg->weight_decay;
-	ec.prox_mu = cfg->prox ? cfg->prox_mu : 0.0f;
-	ec.optimizer = "sgd";
-	srv_optim_config_default(&ec.server_opt, cfg->strategy);
-	srv_optim_config_set(&ec.server_opt, cfg->server_eta, cfg->server_beta1,
-				 cfg->server_beta2, cfg->server_tau);
-	ec.dtype = cfg->dtype;
-	ec.dtype_required = 1;
-	ec.eval_every = s->pfed || cfg->fed_eval ? 1 : 0;
-	ec.config_json = s->config_json;
-	ec.base_path = cfg->base_path;
+	return selected > n ? n : selected;
+}
 
-	struct srv_engine_io eio;
-	struct cli_session_io cio;
-	sim_io_setup(s, &eio, &cio);
-	if ((err = srv_engine_new(&ec, s->model, &eio, &s->engine)))
-		return err;
-	for (int i = 0; i < n; i++) {
+/* The engine's config: the shared training options, then what the
+ * simulation fixes (everyone connected, virtual deadlines, no heartbeat,
+ * the dtype forced). */
+static void engine_config(const struct sim *s, int n, int selected, struct srv_engine_config *ec)
+{
+	const struct srv_sim_config *cfg = s->cfg;
+	struct srv_train_opts t = cfg->train;
+	t.min_report = t.min_report > 0 ? t.min_report : selected / 2;
+	if (t.min_report < 1)
+		t.min_report = 1;
+	if (t.min_report > selected)
+		t.min_report = selected;
+	if (!t.prox)
+		t.prox_mu = 0.0f;
+	srv_engine_config_default(ec);
+	srv_train_opts_engine_config(&t, ec);
+	ec->min_available = n; /* every client is connected before a round starts */
+	ec->min_fit = 1;
+	ec->max_retries = 20;
+	ec->round_timeout_ms = 3600u * 1000u; /* virtual: only a stuck client reaches it */
+	ec->heartbeat_ms = 0;
+	ec->idle_timeout_ms = 0;
+	ec->optimizer = "sgd";
+	ec->dtype_required = 1;
+	ec->eval_every = s->pfed || cfg->fed_eval ? 1 : 0;
+	ec->config_json = s->config_json;
+	ec->base_path = cfg->base_path;
+}
+
+/* One client session per partition entry, over its samples. */
+static int setup_sessions(struct sim *s, struct cli_session_io *cio)
+{
+	const struct srv_sim_data *d = s->data;
+	for (int i = 0; i < s->nclients; i++) {
 		struct sim_client *c = &s->clients[i];
 		const struct fl_partition_client *pc = &d->part->client[i];
 		struct cli_session_config cc;
@@ -524,19 +375,40 @@ static int setup(struct sim *s)
 		cc.n_train = pc->n_train;
 		cc.eval_idx = pc->holdout;
 		cc.n_eval = pc->n_holdout;
-		cc.preferred_dtype = cfg->dtype;
-		cc.base_path = cfg->base_path;
+		cc.preferred_dtype = s->cfg->train.dtype;
+		cc.base_path = s->cfg->base_path;
 		cc.heartbeat_ms = 0;
 		cc.threads = 1;
-		cio.ctx = c;
-		if ((err = cli_session_new(&cc, &cio, &c->s)))
+		cio->ctx = c;
+		int err = cli_session_new(&cc, cio, &c->s);
+		if (err)
 			return err;
 	}
+	return FL_OK;
+}
+
+static int setup(struct sim *s)
+{
+	int n = s->data->part->clients;
+	int err = setup_model(s);
+	if (!err)
+		err = setup_clients(s, n);
+	if (err)
+		return err;
+	int selected = selected_per_round(s->cfg, n);
+	struct srv_engine_config ec;
+	engine_config(s, n, selected, &ec);
+	struct srv_engine_io eio;
+	struct cli_session_io cio;
+	sim_io_setup(s, &eio, &cio);
+	if ((err = srv_engine_new(&ec, s->model, &eio, &s->engine)) ||
+	    (err = setup_sessions(s, &cio)))
+		return err;
 	s->res->clients = n;
 	s->res->selected_per_round = selected;
 	s->res->param_floats = fl_model_param_floats(s->model);
 	s->res->global_floats = fl_model_count_floats(s->model, FL_TENSOR_GLOBAL);
-	if ((err = sim_pool_init(&s->pool, cfg->threads)))
+	if ((err = sim_pool_init(&s->pool, s->cfg->threads)))
 		return err;
 	s->pool_up = 1;
 	return FL_OK;
@@ -589,7 +461,7 @@ static int finish(struct sim *s)
 			 "{\"simulation\": {\"label\": \"%s\", \"rounds\": %zu, \"accuracy\": %.6f, "
 			 "\"seed\": %llu}}",
 			 res->label, res->nrows, last ? last->accuracy : 0.0,
-			 (unsigned long long)s->cfg->seed);
+			 (unsigned long long)s->cfg->train.seed);
 		int err = fl_model_save(s->model, s->cfg->model_dir, meta);
 		if (err)
 			return err;
@@ -601,7 +473,7 @@ int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 		struct srv_sim_result **out)
 {
 	*out = NULL;
-	int err = check_config(cfg, d);
+	int err = sim_check_config(cfg, d);
 	if (err)
 		return err;
 	if (cfg->local_only)

@@ -40,6 +40,7 @@
 #define SRV_SIM_H
 
 #include "dataset.h"
+#include "engine_opts.h"
 #include "optim.h"
 #include "server_optim.h"
 #include "partition.h"
@@ -142,19 +143,10 @@ struct srv_sim_config {
 	 * learns), or NULL; ignored by the other kinds, which train every
 	 * untargeted layer anyway. */
 	const char *modules_to_save;
-	/* rounds */
-	uint64_t rounds;
-	double fraction;
-	int min_report;              /* updates needed per round; 0 = half the selected, >= 1 */
-	int epochs, batch;
-	float lr, lr_decay, momentum, weight_decay;
-	enum srv_optim_kind strategy;
-	/* Server optimiser settings over the strategy's defaults
-	 * (srv_optim_config_default); negative = the default. */
-	float server_eta, server_beta1, server_beta2, server_tau;
-	int prox;                    /* fedprox: clients add prox_mu/2 ||w - w_global||^2 */
-	float prox_mu;
-	enum fl_wire_dtype dtype;
+	/* rounds, local training, server strategy, wire dtype, seed: the
+	 * options fedloha-server takes too (engine_opts.h). min_report 0 = half
+	 * the selected (>= 1); prox_mu reaches the clients with fedprox only. */
+	struct srv_train_opts train;
 	double dropout;              /* probability a task's client vanishes mid-round */
 	/* Federated evaluation every round, which then gives the headline
 	 * accuracy (always on for pfedpara and local-only). */
@@ -166,7 +158,6 @@ struct srv_sim_config {
 	 * mean of the clients' accuracies on their held-out samples. The
 	 * engine, sessions and channel are not used: every byte count is 0. */
 	int local_only;
-	uint64_t seed;
 	int threads;                 /* worker threads (BLAS runs single-threaded inside) */
 	int eval_batch;              /* central evaluation batch */
 	const char *model_dir;       /* save the final global model there (NULL = no) */

@@ -130,7 +130,7 @@ struct sim {
 	struct sim_eval **evals;
 	int nevals;
 
-	struct srv_sim_row *rows; /* capacity cfg->rounds */
+	struct srv_sim_row *rows; /* capacity cfg->train.rounds */
 	int *row_ready;           /* report in (bit 1), accuracy in (bit 2) */
 	size_t rows_emitted;
 	double t0;
@@ -147,6 +147,11 @@ void sim_events_free(struct sim *s);
 /* Frees c's channels and frame readers. */
 void sim_conn_release(struct sim_client *c);
 double sim_wall_seconds(void);
+
+/* sim_config.c */
+/* The values of c are usable with the data d (FL_EINVAL naming the first
+ * that is not). */
+int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *d);
 
 /* sim_init.c */
 /* Every name of cfg->modules_to_save (loha) and of cfg->targets (not

@@ -45,16 +45,16 @@ static int local_round(struct local_client *c)
 	const struct srv_sim_config *cfg = c->cfg;
 	struct fl_optim_config oc;
 	fl_optim_config_default(&oc, FL_OPTIM_SGD);
-	oc.lr = (float)fl_optim_round_lr(cfg->lr, cfg->lr_decay, c->round - 1);
-	oc.momentum = cfg->momentum;
-	oc.weight_decay = cfg->weight_decay;
+	oc.lr = (float)fl_optim_round_lr(cfg->train.lr, cfg->train.lr_decay, c->round - 1);
+	oc.momentum = cfg->train.momentum;
+	oc.weight_decay = cfg->train.weight_decay;
 	struct fl_trainer *tr = NULL;
-	int err = fl_trainer_new(c->model, &oc, cfg->batch, &tr);
+	int err = fl_trainer_new(c->model, &oc, cfg->train.batch, &tr);
 	struct fl_rng rng;
-	fl_rng_seed_stream(&rng, (cfg->seed ^ LOCAL_SEED_KEY) + (uint64_t)c->index * FL_RNG_GOLDEN,
+	fl_rng_seed_stream(&rng, (cfg->train.seed ^ LOCAL_SEED_KEY) + (uint64_t)c->index * FL_RNG_GOLDEN,
 			   c->round);
 	struct fl_train_stats st = {0};
-	for (int e = 0; e < cfg->epochs && !err; e++)
+	for (int e = 0; e < cfg->train.epochs && !err; e++)
 		err = fl_trainer_epoch(tr, c->data, c->pc->train, c->pc->n_train, &rng, &st);
 	if (!err) {
 		c->train_loss = st.loss;
@@ -136,7 +136,7 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 	int pool_up = 0;
 	int err = res && cl ? FL_OK : fl_error_set(FL_ENOMEM, "sim: out of memory");
 	if (!err)
-		res->rows = calloc(cfg->rounds, sizeof(*res->rows));
+		res->rows = calloc(cfg->train.rounds, sizeof(*res->rows));
 	if (!err && !res->rows)
 		err = fl_error_set(FL_ENOMEM, "sim: out of memory");
 	if (!err)
@@ -146,8 +146,8 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 		cl[i] = (struct local_client){.cfg = cfg, .data = t, .pc = &d->part->client[i],
 					      .index = i};
 		/* the seeded model: the federation's global model of round 1 */
-		err = fl_model_new(cfg->arch, t->c, t->h, t->w, t->classes, peft, cfg->seed,
-				   cfg->batch, &cl[i].model);
+		err = fl_model_new(cfg->arch, t->c, t->h, t->w, t->classes, peft, cfg->train.seed,
+				   cfg->train.batch, &cl[i].model);
 		if (!err && i == 0)
 			err = sim_check_modules_to_save(cfg, cl[0].model);
 		if (!err) /* parameters only until its first round */
@@ -165,7 +165,7 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 		res->clients = res->selected_per_round = n;
 		res->param_floats = fl_model_param_floats(cl[0].model);
 	}
-	for (uint64_t r = 1; !err && r <= cfg->rounds; r++) {
+	for (uint64_t r = 1; !err && r <= cfg->train.rounds; r++) {
 		struct srv_sim_row *row = &res->rows[r - 1];
 		err = run_round(&pool, cl, n, r, row);
 		if (err)

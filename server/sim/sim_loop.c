@@ -236,7 +236,7 @@ void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_i
 	*cio = (struct cli_session_io){.ctx = NULL, .send = cli_send, .close = cli_close,
 				       .submit = cli_submit};
 	for (int i = 0; i < s->nclients; i++)
-		fl_rng_seed_stream(&s->clients[i].drop_rng, s->cfg->seed ^ SIM_DROP_STREAM,
+		fl_rng_seed_stream(&s->clients[i].drop_rng, s->cfg->train.seed ^ SIM_DROP_STREAM,
 				   (uint64_t)i);
 }
 

@@ -204,13 +204,13 @@ static const struct option longopts[] = {
 /* 1 (message printed) for a --server-* setting the strategy would ignore. */
 static int check_server_opt(const struct srv_sim_config *c)
 {
-	const char *flag = srv_optim_unused(c->strategy, c->server_eta >= 0,
-						c->server_beta1 >= 0, c->server_beta2 >= 0,
-						c->server_tau >= 0);
+	const char *flag = srv_optim_unused(c->train.strategy, c->train.server_eta >= 0,
+						c->train.server_beta1 >= 0, c->train.server_beta2 >= 0,
+						c->train.server_tau >= 0);
 	if (!flag)
 		return FL_OK;
 	fprintf(stderr, PROG ": --%s has no effect with --strategy %s\n", flag,
-		c->prox ? "fedprox" : srv_optim_name(c->strategy));
+		c->train.prox ? "fedprox" : srv_optim_name(c->train.strategy));
 	return FL_EINVAL;
 }
 
@@ -238,10 +238,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_INIT: c->init_path = optarg; break;
 		case O_MODULES_TO_SAVE: c->modules_to_save = optarg; break;
 		case O_CLIENTS: bad |= parse_int(optarg, "--clients", 1, 100000, &o->clients); break;
-		case O_FRACTION: bad |= parse_double(optarg, "--fraction", 1e-9, 1, &c->fraction); break;
+		case O_FRACTION: bad |= parse_double(optarg, "--fraction", 1e-9, 1, &c->train.fraction); break;
 		case O_ROUNDS:
 			bad |= parse_int(optarg, "--rounds", 1, 1000000, &seed);
-			c->rounds = (uint64_t)seed;
+			c->train.rounds = (uint64_t)seed;
 			break;
 		case O_PARTITION: o->partition = optarg; break;
 		case O_HOLDOUT:
@@ -249,9 +249,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->holdout_set = 1;
 			break;
 		case O_STRATEGY: o->strategy = optarg; break;
-		case O_PROX_MU: bad |= parse_float(optarg, "--prox-mu", 0, 1e6, &c->prox_mu); break;
+		case O_PROX_MU: bad |= parse_float(optarg, "--prox-mu", 0, 1e6, &c->train.prox_mu); break;
 		case O_DTYPE:
-			if (fl_wire_dtype_parse(optarg, &c->dtype)) {
+			if (fl_wire_dtype_parse(optarg, &c->train.dtype)) {
 				fprintf(stderr, PROG ": --dtype: expected f32, f16, bf16 or int8, got "
 						"'%s'\n", optarg);
 				bad = 1;
@@ -259,27 +259,27 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case O_DROPOUT: bad |= parse_double(optarg, "--dropout", 0, 0.99, &c->dropout); break;
 		case O_MIN_REPORT:
-			bad |= parse_int(optarg, "--min-report", 1, 100000, &c->min_report);
+			bad |= parse_int(optarg, "--min-report", 1, 100000, &c->train.min_report);
 			break;
 		case O_FED_EVAL: c->fed_eval = 1; break;
 		case O_SERVER_LR:
-			bad |= parse_float(optarg, "--server-lr", 0, 1e6, &c->server_eta);
+			bad |= parse_float(optarg, "--server-lr", 0, 1e6, &c->train.server_eta);
 			break;
 		case O_SERVER_BETA1:
-			bad |= parse_float(optarg, "--server-beta1", 0, 0.9999, &c->server_beta1);
+			bad |= parse_float(optarg, "--server-beta1", 0, 0.9999, &c->train.server_beta1);
 			break;
 		case O_SERVER_BETA2:
-			bad |= parse_float(optarg, "--server-beta2", 0, 0.9999, &c->server_beta2);
+			bad |= parse_float(optarg, "--server-beta2", 0, 0.9999, &c->train.server_beta2);
 			break;
 		case O_SERVER_TAU:
-			bad |= parse_float(optarg, "--server-tau", 1e-12, 1e6, &c->server_tau);
+			bad |= parse_float(optarg, "--server-tau", 1e-12, 1e6, &c->train.server_tau);
 			break;
-		case O_EPOCHS: bad |= parse_int(optarg, "--epochs", 1, 10000, &c->epochs); break;
-		case O_BATCH: bad |= parse_int(optarg, "--batch", 1, 4096, &c->batch); break;
-		case O_LR: bad |= parse_float(optarg, "--lr", 0, 100, &c->lr); break;
-		case O_LR_DECAY: bad |= parse_float(optarg, "--lr-decay", 1e-6, 1, &c->lr_decay); break;
-		case O_MOMENTUM: bad |= parse_float(optarg, "--momentum", 0, 0.9999, &c->momentum); break;
-		case O_WD: bad |= parse_float(optarg, "--weight-decay", 0, 1, &c->weight_decay); break;
+		case O_EPOCHS: bad |= parse_int(optarg, "--epochs", 1, 10000, &c->train.epochs); break;
+		case O_BATCH: bad |= parse_int(optarg, "--batch", 1, 4096, &c->train.batch); break;
+		case O_LR: bad |= parse_float(optarg, "--lr", 0, 100, &c->train.lr); break;
+		case O_LR_DECAY: bad |= parse_float(optarg, "--lr-decay", 1e-6, 1, &c->train.lr_decay); break;
+		case O_MOMENTUM: bad |= parse_float(optarg, "--momentum", 0, 0.9999, &c->train.momentum); break;
+		case O_WD: bad |= parse_float(optarg, "--weight-decay", 0, 1, &c->train.weight_decay); break;
 		case O_DATA: o->data = optarg; break;
 		case O_DATA_PATH: o->data_path = optarg; break;
 		case O_LIMIT: bad |= parse_int(optarg, "--limit", 1, 1 << 30, &o->limit); break;
@@ -288,7 +288,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case O_SEED:
 			bad |= parse_int(optarg, "--seed", 0, 2147483647, &seed);
-			c->seed = (uint64_t)seed;
+			c->train.seed = (uint64_t)seed;
 			break;
 		case O_THREADS:
 			bad |= parse_int(optarg, "--threads", 1, SRV_SIM_THREADS_MAX, &c->threads);
@@ -321,11 +321,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (!bad && o->strategy) {
 		int prox = 0;
-		if (srv_optim_parse(o->strategy, &c->strategy, &prox)) {
+		if (srv_optim_parse(o->strategy, &c->train.strategy, &prox)) {
 			fprintf(stderr, PROG ": --strategy: %s\n", fl_error_msg());
 			bad = 1;
 		}
-		c->prox = prox;
+		c->train.prox = prox;
 	}
 	if (!bad)
 		bad = check_server_opt(c);
@@ -361,7 +361,7 @@ static int make_configs(const struct opts *o, struct srv_sim_config *cfgs, int *
 		char *colon = strchr(item, ':');
 		if (colon) {
 			*colon = '\0';
-			if (fl_wire_dtype_parse(colon + 1, &c->dtype)) {
+			if (fl_wire_dtype_parse(colon + 1, &c->train.dtype)) {
 				fprintf(stderr, PROG ": --compare: '%s': dtype must be f32, f16, bf16 or "
 						"int8\n", colon + 1);
 				return FL_EINVAL;
@@ -443,7 +443,7 @@ static void on_row(void *ctx, const struct srv_sim_config *cfg, const struct srv
 	}
 	if (p->quiet)
 		return;
-	uint64_t n = cfg->rounds, every = n >= 10 ? n / 10 : 1;
+	uint64_t n = cfg->train.rounds, every = n >= 10 ? n / 10 : 1;
 	if (!p->tty && row->round % every != 0 && row->round != n)
 		return;
 	double el = row->seconds, eta = el / (double)row->round * (double)(n - row->round);
@@ -528,11 +528,11 @@ int main(int argc, char **argv)
 			 .partition = DEF_PARTITION};
 	srv_sim_config_default(&o.base);
 	o.base.arch = DEF_MODEL;
-	o.base.rounds = DEF_ROUNDS;
-	o.base.fraction = DEF_FRACTION;
-	o.base.epochs = DEF_EPOCHS;
-	o.base.batch = DEF_BATCH;
-	o.base.lr = (float)DEF_LR;
+	o.base.train.rounds = DEF_ROUNDS;
+	o.base.train.fraction = DEF_FRACTION;
+	o.base.train.epochs = DEF_EPOCHS;
+	o.base.train.batch = DEF_BATCH;
+	o.base.train.lr = (float)DEF_LR;
 	o.base.threads = default_threads();
 	int rc = parse_args(argc, argv, &o);
 	if (rc == 2) {
@@ -555,7 +555,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		need_holdout |= cfgs[i].fed_eval || cfgs[i].param == FL_PEFT_PARAM_PFEDPARA;
 	pc.clients = o.clients;
-	pc.seed = o.base.seed;
+	pc.seed = o.base.train.seed;
 	pc.holdout = o.holdout_set ? o.holdout : need_holdout ? 0.2 : 0.0;
 	pc.min_per_client = 2;
 	double target = o.target / 100.0;
@@ -576,13 +576,13 @@ int main(int argc, char **argv)
 	printf("fedloha-sim: %s, %d training / %d test samples, %d clients (%s), %.0f%% per "
 	       "round\n",
 	       o.data ? o.data : "fashion-mnist", data->train->n, data->test->n, o.clients,
-	       o.partition, 100 * o.base.fraction);
+	       o.partition, 100 * o.base.train.fraction);
 	printf("model %s, %llu rounds, E=%d B=%d lr %g (decay %g), %s, seed %llu, %d threads, "
 	       "%s\n",
-	       o.base.arch, (unsigned long long)o.base.rounds, o.base.epochs, o.base.batch,
-	       (double)o.base.lr, (double)o.base.lr_decay,
-	       o.base.prox ? "fedprox" : srv_optim_name(o.base.strategy),
-	       (unsigned long long)o.base.seed, o.base.threads,
+	       o.base.arch, (unsigned long long)o.base.train.rounds, o.base.train.epochs, o.base.train.batch,
+	       (double)o.base.train.lr, (double)o.base.train.lr_decay,
+	       o.base.train.prox ? "fedprox" : srv_optim_name(o.base.train.strategy),
+	       (unsigned long long)o.base.train.seed, o.base.threads,
 	       o.base.secure ? "secure channel" : "--insecure (no channel)");
 	if (o.base.init_path)
 		printf("initial model %s\n", o.base.init_path);

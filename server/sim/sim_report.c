@@ -172,31 +172,31 @@ static json_t *config_json(const struct srv_sim_config *c)
 		json_object_set_new(o, "gamma", json_real(c->gamma));
 	if (c->targets)
 		json_object_set_new(o, "target_modules", json_string(c->targets));
-	json_object_set_new(o, "rounds", json_integer((json_int_t)c->rounds));
-	json_object_set_new(o, "fraction", json_real(c->fraction));
-	json_object_set_new(o, "epochs", json_integer(c->epochs));
-	json_object_set_new(o, "batch", json_integer(c->batch));
-	json_object_set_new(o, "lr", json_real(c->lr));
-	json_object_set_new(o, "lr_decay", json_real(c->lr_decay));
-	json_object_set_new(o, "momentum", json_real(c->momentum));
+	json_object_set_new(o, "rounds", json_integer((json_int_t)c->train.rounds));
+	json_object_set_new(o, "fraction", json_real(c->train.fraction));
+	json_object_set_new(o, "epochs", json_integer(c->train.epochs));
+	json_object_set_new(o, "batch", json_integer(c->train.batch));
+	json_object_set_new(o, "lr", json_real(c->train.lr));
+	json_object_set_new(o, "lr_decay", json_real(c->train.lr_decay));
+	json_object_set_new(o, "momentum", json_real(c->train.momentum));
 	json_object_set_new(o, "strategy",
 			    json_string(c->local_only ? "local-only"
-				        : c->prox ? "fedprox" : srv_optim_name(c->strategy)));
+				        : c->train.prox ? "fedprox" : srv_optim_name(c->train.strategy)));
 	json_object_set_new(o, "local_only", json_boolean(c->local_only));
 	json_object_set_new(o, "fed_eval", json_boolean(c->fed_eval));
-	if (c->server_eta >= 0)
-		json_object_set_new(o, "server_lr", json_real(c->server_eta));
-	if (c->server_beta1 >= 0)
-		json_object_set_new(o, "server_beta1", json_real(c->server_beta1));
-	if (c->server_beta2 >= 0)
-		json_object_set_new(o, "server_beta2", json_real(c->server_beta2));
-	if (c->server_tau >= 0)
-		json_object_set_new(o, "server_tau", json_real(c->server_tau));
-	if (c->prox)
-		json_object_set_new(o, "prox_mu", json_real(c->prox_mu));
-	json_object_set_new(o, "dtype", json_string(fl_wire_dtype_name(c->dtype)));
+	if (c->train.server_eta >= 0)
+		json_object_set_new(o, "server_lr", json_real(c->train.server_eta));
+	if (c->train.server_beta1 >= 0)
+		json_object_set_new(o, "server_beta1", json_real(c->train.server_beta1));
+	if (c->train.server_beta2 >= 0)
+		json_object_set_new(o, "server_beta2", json_real(c->train.server_beta2));
+	if (c->train.server_tau >= 0)
+		json_object_set_new(o, "server_tau", json_real(c->train.server_tau));
+	if (c->train.prox)
+		json_object_set_new(o, "prox_mu", json_real(c->train.prox_mu));
+	json_object_set_new(o, "dtype", json_string(fl_wire_dtype_name(c->train.dtype)));
 	json_object_set_new(o, "dropout", json_real(c->dropout));
-	json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
+	json_object_set_new(o, "seed", json_integer((json_int_t)c->train.seed));
 	json_object_set_new(o, "threads", json_integer(c->threads));
 	json_object_set_new(o, "secure", json_boolean(c->secure));
 	return o;
