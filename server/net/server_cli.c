@@ -136,6 +136,12 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		*(!strcmp(k, "insecure") ? &o->insecure : &o->enrol) = on;
 		return 0;
 	}
+	int shared = srv_train_opts_set(&o->train, k, v);
+	if (shared <= 0) {
+		if (shared)
+			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		return shared ? -1 : 0;
+	}
 	if (!strcmp(k, "enrol-minutes")) return inum(k, v, 1, 1e6, &o->enrol_minutes);
 	if (!strcmp(k, "handshake-timeout")) return num(k, v, 0.05, 3600, &o->handshake_timeout);
 	if (!strcmp(k, "gamma")) {
@@ -143,27 +149,23 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return num(k, v, 0, 1, &o->gamma);
 	}
 	if (!strcmp(k, "alpha")) return num(k, v, 1e-6, 1e6, &o->alpha);
-	if (!strcmp(k, "fraction")) return num(k, v, 0, 1, &o->fraction);
+	if (!strcmp(k, "fraction")) return num(k, v, 0, 1, &o->train.fraction);
 	if (!strcmp(k, "round-timeout")) return num(k, v, 0.001, 86400, &o->round_timeout);
 	if (!strcmp(k, "heartbeat")) return num(k, v, 0, 86400, &o->heartbeat);
 	if (!strcmp(k, "idle-timeout")) return num(k, v, 0, 86400, &o->idle_timeout);
-	if (!strcmp(k, "lr")) return num(k, v, 0, 100, &o->lr);
-	if (!strcmp(k, "lr-decay")) return num(k, v, 1e-6, 1, &o->lr_decay);
-	if (!strcmp(k, "momentum")) return num(k, v, 0, 0.9999, &o->momentum);
-	if (!strcmp(k, "weight-decay")) return num(k, v, 0, 1, &o->wd);
-	if (!strcmp(k, "prox-mu")) return num(k, v, 0, 1e6, &o->prox_mu);
-	if (!strcmp(k, "server-lr")) return num(k, v, 0, 1e6, &o->eta);
-	if (!strcmp(k, "server-beta1")) return num(k, v, 0, 0.9999, &o->beta1);
-	if (!strcmp(k, "server-beta2")) return num(k, v, 0, 0.9999, &o->beta2);
-	if (!strcmp(k, "server-tau")) return num(k, v, 1e-12, 1e6, &o->tau);
 	if (!strcmp(k, "rank")) return inum(k, v, 1, 1 << 16, &o->rank);
-	if (!strcmp(k, "rounds")) return inum(k, v, 1, 1e9, &o->rounds);
+	if (!strcmp(k, "rounds")) {
+		int rounds;
+		if (inum(k, v, 1, 1e9, &rounds))
+			return -1;
+		o->train.rounds = (uint64_t)rounds;
+		return 0;
+	}
 	if (!strcmp(k, "min-clients")) return inum(k, v, 1, 1e6, &o->min_clients);
 	if (!strcmp(k, "min-fit")) return inum(k, v, 1, 1e6, &o->min_fit);
-	if (!strcmp(k, "min-report")) return inum(k, v, 1, 1e6, &o->min_report);
+	if (!strcmp(k, "min-report")) return inum(k, v, 1, 1e6, &o->train.min_report);
 	if (!strcmp(k, "max-retries")) return inum(k, v, 0, 1e6, &o->max_retries);
-	if (!strcmp(k, "epochs")) return inum(k, v, 0, 10000, &o->epochs);
-	if (!strcmp(k, "batch")) return inum(k, v, 1, 4096, &o->batch);
+	if (!strcmp(k, "epochs")) return inum(k, v, 0, 10000, &o->train.epochs);
 	if (!strcmp(k, "eval-every")) return inum(k, v, 0, 1e9, &o->eval_every);
 	if (!strcmp(k, "eval-limit")) return inum(k, v, 1, 1e9, &o->eval_limit);
 	if (!strcmp(k, "threads")) return inum(k, v, 1, 256, &o->threads);
@@ -178,7 +180,7 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 	}
 	if (!strcmp(k, "seed")) {
 		seed_ok = num(k, v, 0, 9007199254740992.0, &d);
-		o->seed = (unsigned long long)d;
+		o->train.seed = (uint64_t)d;
 		return seed_ok;
 	}
 	fprintf(stderr, "fedloha-server: unknown option '%s'\n", k);
@@ -279,11 +281,14 @@ void srv_opts_data_dims(const char *name, int *c, int *h, int *w, int *classes)
 int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 {
 	*o = (struct srv_opts){.listen = "127.0.0.1:7420", .model = "2nn", .strategy = "fedavg",
-			 .optimizer = "sgd", .gamma = 0.1, .fraction = 1, .round_timeout = 60,
-			 .lr = 0.1, .lr_decay = 1, .eta = -1, .beta1 = -1, .beta2 = -1, .tau = -1,
+			 .optimizer = "sgd", .gamma = 0.1, .round_timeout = 60,
+			 .train = {.rounds = 3, .fraction = 1, .min_report = 1, .epochs = 1,
+				   .batch = 64, .lr = 0.1f, .lr_decay = 1, .server_eta = -1,
+				   .server_beta1 = -1, .server_beta2 = -1, .server_tau = -1,
+				   .dtype = FL_WIRE_F32},
 			 .heartbeat = 10, .idle_timeout = 60,
-			 .rounds = 3, .min_clients = 1, .min_fit = 1, .min_report = 1,
-			 .max_retries = 3, .epochs = 1, .batch = 64, .threads = 1,
+			 .min_clients = 1, .min_fit = 1,
+			 .max_retries = 3, .threads = 1,
 			 .max_conns = SRV_TRANSPORT_CONNS_DEFAULT, .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
 			 .enrol_minutes = 30, .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0};
 	int bad = 0, ch, idx;
@@ -322,9 +327,9 @@ int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 		fprintf(stderr, "fedloha-server: --log-level: %s\n", fl_error_msg());
 		bad = 1;
 	}
-	if (!bad && o->min_report > o->min_clients)
+	if (!bad && o->train.min_report > o->min_clients)
 		fl_log_warn("--min-report %d > --min-clients %d: rounds may need more clients",
-			    o->min_report, o->min_clients);
+			    o->train.min_report, o->min_clients);
 	if (bad) {
 		fprintf(stderr, "fedloha-server: try --help\n");
 		return 2;

@@ -4,6 +4,7 @@
 #ifndef SRV_SERVER_CLI_H
 #define SRV_SERVER_CLI_H
 
+#include "engine_opts.h"
 #include "log.h"
 
 #include <jansson.h>
@@ -16,14 +17,16 @@ struct srv_opts {
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
 	double handshake_timeout;
 	int insecure, enrol, enrol_minutes;
-	double gamma, alpha, fraction, round_timeout, lr, lr_decay, momentum, wd, prox_mu;
-	double eta, beta1, beta2, tau; /* server optimiser; < 0 = the strategy's default */
+	/* rounds, seed, fraction, min-report, local training, server optimiser
+	 * (the options fedloha-sim takes too); strategy and dtype are resolved
+	 * from their names by run */
+	struct srv_train_opts train;
+	double gamma, alpha, round_timeout;
 	double heartbeat, idle_timeout;
-	int rank, rounds, min_clients, min_fit, min_report, max_retries, epochs, batch;
+	int rank, min_clients, min_fit, max_retries;
 	int eval_every, eval_limit, threads, max_conns, debug_tensors;
 	long long max_frame, chunk, max_output;
 	const char *dtype, *require_dtype;
-	unsigned long long seed;
 	int has_gamma;
 	enum fl_log_level level; /* from --log-level */
 	json_t *file;            /* the config file's values live here */

@@ -24,6 +24,7 @@
 #include "transport.h"
 #include "cliopt.h"
 #include "server_cli.h"
+#include "engine_opts.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -107,11 +108,214 @@ static int split_listen(const char *s, char *host, size_t cap, int *port)
 	return fl_cliopt_hostport("--listen", s, 0, host, cap, port) ? FL_EINVAL : FL_OK;
 }
 
-static int run(struct srv_opts *o)
+/* The engine's config: the shared training options (strategy and dtype
+ * resolved from their names), then the daemon's own. 2 with a message. */
+static int engine_config(struct srv_opts *o, struct srv_engine_config *ec)
 {
+	struct srv_train_opts *t = &o->train;
+	if (srv_train_opts_strategy(t, o->strategy) ||
+	    (o->dtype && fl_wire_dtype_parse(o->dtype, &t->dtype)) ||
+	    (o->require_dtype && fl_wire_dtype_parse(o->require_dtype, &t->dtype)) ||
+	    srv_train_opts_check(t)) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		return 2;
+	}
+	if (t->prox && t->prox_mu == 0)
+		t->prox_mu = 0.01f;
+	srv_engine_config_default(ec);
+	srv_train_opts_engine_config(t, ec);
+	ec->min_available = o->min_clients;
+	ec->min_fit = o->min_fit;
+	ec->max_retries = o->max_retries;
+	ec->round_timeout_ms = (uint32_t)(o->round_timeout * 1000);
+	ec->heartbeat_ms = (uint32_t)(o->heartbeat * 1000);
+	ec->idle_timeout_ms = (uint32_t)(o->idle_timeout * 1000);
+	ec->optimizer = o->optimizer;
+	ec->eval_every = (uint32_t)o->eval_every;
+	ec->checkpoint_path = o->checkpoint;
+	ec->base_path = o->base;
+	ec->max_frame_bytes = (uint32_t)o->max_frame;
+	ec->chunk_bytes = (uint32_t)(o->chunk ? o->chunk
+					      : (o->max_frame / 2 < FL_WIRE_CHUNK_DEFAULT
+							 ? o->max_frame / 2
+							 : FL_WIRE_CHUNK_DEFAULT));
+	ec->dtype_required = o->require_dtype != NULL;
+	return 0;
+}
+
+/* The key, the allow-list and the enrolment token (printed). 0, or the
+ * exit code with a message. */
+static int setup_access(const struct srv_opts *o, struct srv_access **out)
+{
+	struct srv_access *acc = NULL;
+	struct srv_access_config ac = {.insecure = o->insecure, .key_path = o->key,
+				       .allow_path = o->allow, .enrol = o->enrol};
+	*out = NULL;
+	if (srv_access_new(&ac, &acc)) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		return 2;
+	}
+	if (o->insecure) {
+		fl_log_warn("--insecure: traffic is neither encrypted nor authenticated");
+		*out = acc;
+		return 0;
+	}
+	char pub[FL_PUBKEY_STRING_BYTES], tok[FL_TOKEN_STRING_BYTES];
+	fl_identity_public_string(srv_access_identity(acc), pub);
+	fl_log_info("server key %s; allow-list %s: %zu client keys", pub, o->allow,
+		    srv_access_count(acc));
+	if (o->enrol) {
+		if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, tok)) {
+			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+			srv_access_free(acc);
+			return 1;
+		}
+		printf("enrolment token %s (one use, valid %d minutes): fedloha-client run "
+		       "--key FILE --server-key %s --enrol-token %s ...\n",
+		       tok, o->enrol_minutes, pub, tok);
+	}
+	*out = acc;
+	return 0;
+}
+
+/* Everything run builds and frees. */
+struct daemon {
+	struct server s;
+	uv_loop_t loop;
+	int loop_up;
+	struct srv_access *acc;
+	struct srv_transport *t;
+	struct srv_engine *e;
+	struct fl_peft_config *pc;
+	char *cfg_json;
 	char host[256];
 	int port;
-	if (split_listen(o->listen, host, sizeof(host), &port)) {
+};
+
+/* The config text, the global model and its frozen base. */
+static int build_model(const struct srv_opts *o, struct daemon *d)
+{
+	int c, h, w, classes, err;
+	d->cfg_json = srv_opts_config_json(o);
+	srv_opts_data_dims(o->eval_data ? o->eval_data : o->data, &c, &h, &w, &classes);
+	if (!d->cfg_json)
+		return FL_EINVAL;
+	if ((err = fl_peft_config_parse(d->cfg_json, strlen(d->cfg_json), "config", &d->pc)) ||
+	    (err = fl_model_new(o->model, c, h, w, classes, d->pc, o->train.seed, 1, &d->s.model)))
+		return err;
+	return o->base ? fl_model_load_base(d->s.model, o->base) : FL_OK;
+}
+
+static void transport_config(const struct srv_opts *o, struct daemon *d,
+			     const struct srv_engine_config *ec, struct srv_transport_config *tc)
+{
+	size_t gbytes = fl_model_count_floats(d->s.model, FL_TENSOR_GLOBAL) * 4;
+	srv_transport_config_default(tc);
+	tc->host = d->host;
+	tc->port = d->port;
+	tc->max_frame_bytes = ec->max_frame_bytes;
+	/* a BaseRequest queues the whole loha base at once: leave room for it */
+	struct stat base_st;
+	size_t base_bytes = o->base && stat(o->base, &base_st) == 0 ? (size_t)base_st.st_size : 0;
+	tc->max_output_bytes = o->max_output > 0 ? (size_t)o->max_output
+						  : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
+							    base_bytes + base_bytes / 64;
+	tc->max_conns = (size_t)o->max_conns;
+	tc->debug_tensors = o->debug_tensors;
+	tc->hook_ctx = &d->s;
+	tc->on_round = on_round;
+	tc->access = d->acc;
+	tc->handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
+}
+
+/* The central evaluation, the transport and the engine (restored from its
+ * checkpoint), then the listening socket. */
+static int start(const struct srv_opts *o, struct daemon *d, const struct srv_engine_config *ec)
+{
+	struct srv_transport_config tc;
+	struct srv_engine_io io;
+	int err;
+	transport_config(o, d, ec, &tc);
+	uv_loop_init(&d->loop);
+	d->loop_up = 1;
+	if (o->eval_data && (err = srv_central_eval_new(&d->loop, o->eval_data, o->data_path,
+							o->eval_limit, d->s.model, d->pc,
+							on_central_eval, &d->s, &d->s.ce)))
+		return err;
+	if ((err = srv_transport_new(&d->loop, &tc, &d->t)))
+		return err;
+	d->s.t = d->t;
+	srv_transport_engine_io(d->t, &io);
+	if ((err = srv_engine_new(ec, d->s.model, &io, &d->e)) || (err = srv_engine_restore(d->e)))
+		return err;
+	if (srv_engine_round(d->e))
+		fl_log_info("resumed from %s after round %llu", o->checkpoint,
+			    (unsigned long long)srv_engine_round(d->e));
+	size_t gbytes = fl_model_count_floats(d->s.model, FL_TENSOR_GLOBAL) * 4;
+	printf("model %s (%s): %zu parameters, %zu transmitted (%zu bytes in f32)\n", o->model,
+	       fl_peft_param_name(fl_model_param(d->s.model)), fl_model_param_floats(d->s.model),
+	       gbytes / 4, gbytes);
+	if ((err = srv_transport_start(d->t, d->e)) == FL_OK)
+		printf("listening on %s:%d\n", d->host, srv_transport_port(d->t));
+	fflush(stdout);
+	return err;
+}
+
+/* After the loop: how the rounds ended, and the final model. Sets *err
+ * when the export failed. */
+static int conclude(const struct srv_opts *o, struct daemon *d, int *err)
+{
+	const char *why = NULL;
+	uint64_t up, down;
+	srv_engine_bytes(d->e, &up, &down);
+	if (srv_engine_failed(d->e, &why)) {
+		fl_log_error("failed: %s", why);
+		return 1;
+	}
+	int finished = srv_engine_finished(d->e);
+	printf(finished ? "finished %llu rounds (bytes up %llu down %llu)\n"
+			: "stopped after round %llu (bytes up %llu down %llu)\n",
+	       (unsigned long long)srv_engine_round(d->e), (unsigned long long)up,
+	       (unsigned long long)down);
+	print_wire_totals(d->t, up, down);
+	if (!finished) {
+		int sig = srv_transport_signal(d->t);
+		return sig ? 128 + sig : 1;
+	}
+	if (!o->out)
+		return 0;
+	char meta[512];
+	snprintf(meta, sizeof(meta),
+		 "{\"rounds\": %llu, \"seed\": %llu, \"strategy\": \"%s\", "
+		 "\"bytes_up\": %llu, \"bytes_down\": %llu}",
+		 (unsigned long long)srv_engine_round(d->e), (unsigned long long)o->train.seed,
+		 o->strategy, (unsigned long long)up, (unsigned long long)down);
+	if ((*err = fl_model_save(d->s.model, o->out, meta)) != FL_OK)
+		return 1;
+	printf("saved %s\n", o->out);
+	return 0;
+}
+
+static void daemon_free(struct daemon *d)
+{
+	if (d->loop_up) {
+		uv_run(&d->loop, UV_RUN_DEFAULT); /* close whatever is still open */
+		srv_engine_free(d->e);
+		srv_transport_free(d->t);
+		srv_central_eval_free(d->s.ce);
+		if (uv_loop_close(&d->loop) != 0)
+			fl_log_error("event loop still busy at exit");
+	}
+	fl_model_free(d->s.model);
+	fl_peft_config_free(d->pc);
+	free(d->cfg_json);
+	srv_access_free(d->acc);
+}
+
+static int run(struct srv_opts *o)
+{
+	struct daemon d = {0};
+	if (split_listen(o->listen, d.host, sizeof(d.host), &d.port)) {
 		fprintf(stderr, "fedloha-server: --listen: expected HOST:PORT, got '%s'\n", o->listen);
 		return 2;
 	}
@@ -120,192 +324,34 @@ static int run(struct srv_opts *o)
 		return 2;
 	}
 	struct srv_engine_config ec;
-	srv_engine_config_default(&ec);
-	ec.rounds = (uint64_t)o->rounds;
-	ec.seed = o->seed;
-	ec.min_available = o->min_clients;
-	ec.min_fit = o->min_fit;
-	ec.fraction = o->fraction;
-	ec.min_report = o->min_report;
-	ec.max_retries = o->max_retries;
-	ec.round_timeout_ms = (uint32_t)(o->round_timeout * 1000);
-	ec.heartbeat_ms = (uint32_t)(o->heartbeat * 1000);
-	ec.idle_timeout_ms = (uint32_t)(o->idle_timeout * 1000);
-	ec.epochs = (uint32_t)o->epochs;
-	ec.batch_size = (uint32_t)o->batch;
-	ec.lr = (float)o->lr;
-	ec.lr_decay = (float)o->lr_decay;
-	ec.momentum = (float)o->momentum;
-	ec.weight_decay = (float)o->wd;
-	ec.prox_mu = (float)o->prox_mu;
-	ec.optimizer = o->optimizer;
-	ec.eval_every = (uint32_t)o->eval_every;
-	ec.checkpoint_path = o->checkpoint;
-	ec.base_path = o->base;
-	ec.max_frame_bytes = (uint32_t)o->max_frame;
-	ec.chunk_bytes = (uint32_t)(o->chunk ? o->chunk
-					       : (o->max_frame / 2 < FL_WIRE_CHUNK_DEFAULT
-							  ? o->max_frame / 2
-							  : FL_WIRE_CHUNK_DEFAULT));
-	int prox = 0, err = FL_OK, rc = 1;
-	enum srv_optim_kind kind;
-	if (srv_optim_parse(o->strategy, &kind, &prox) ||
-	    (o->dtype && fl_wire_dtype_parse(o->dtype, &ec.dtype)) ||
-	    (o->require_dtype && fl_wire_dtype_parse(o->require_dtype, &ec.dtype))) {
-		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return 2;
-	}
-	ec.dtype_required = o->require_dtype != NULL;
-	const char *unused = srv_optim_unused(kind, o->eta >= 0, o->beta1 >= 0, o->beta2 >= 0,
-						  o->tau >= 0);
-	if (unused) {
-		fprintf(stderr, "fedloha-server: --%s has no effect with --strategy %s\n", unused,
-			o->strategy);
-		return 2;
-	}
-	srv_optim_config_default(&ec.server_opt, kind);
-	srv_optim_config_set(&ec.server_opt, o->eta, o->beta1, o->beta2, o->tau);
-	if (prox && o->prox_mu == 0)
-		ec.prox_mu = 0.01f;
-
-	if (o->checkpoint && fl_mkdir_parent(o->checkpoint, 0)) {
+	int rc = engine_config(o, &ec);
+	if (!rc && o->checkpoint && fl_mkdir_parent(o->checkpoint, 0)) {
 		fprintf(stderr, "fedloha-server: --checkpoint: %s\n", fl_error_msg());
+		rc = 1;
+	}
+	if (!rc)
+		rc = setup_access(o, &d.acc);
+	if (rc)
+		return rc;
+	int err = build_model(o, &d);
+	if (err) {
+		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		daemon_free(&d);
 		return 1;
 	}
-	struct srv_access *acc = NULL;
-	struct srv_access_config ac = {.insecure = o->insecure, .key_path = o->key,
-				       .allow_path = o->allow, .enrol = o->enrol};
-	if (srv_access_new(&ac, &acc)) {
-		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return 2;
-	}
-	if (o->insecure) {
-		fl_log_warn("--insecure: traffic is neither encrypted nor authenticated");
-	} else {
-		char pub[FL_PUBKEY_STRING_BYTES], tok[FL_TOKEN_STRING_BYTES];
-		fl_identity_public_string(srv_access_identity(acc), pub);
-		fl_log_info("server key %s; allow-list %s: %zu client keys", pub, o->allow,
-			    srv_access_count(acc));
-		if (o->enrol) {
-			if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, tok)) {
-				fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-				srv_access_free(acc);
-				return 1;
-			}
-			printf("enrolment token %s (one use, valid %d minutes): fedloha-client run "
-			       "--key FILE --server-key %s --enrol-token %s ...\n",
-			       tok, o->enrol_minutes, pub, tok);
-		}
-	}
-	struct server s = {0};
-	uv_loop_t loop;
-	struct srv_transport *t = NULL;
-	struct srv_engine *e = NULL;
-	struct fl_peft_config *pc = NULL;
-	char *cfg_json = srv_opts_config_json(o);
-	int c, h, w, classes;
-	srv_opts_data_dims(o->eval_data ? o->eval_data : o->data, &c, &h, &w, &classes);
-	if (!cfg_json || (err = fl_peft_config_parse(cfg_json, strlen(cfg_json), "config", &pc)) ||
-	    (err = fl_model_new(o->model, c, h, w, classes, pc, o->seed, 1, &s.model)) ||
-	    (o->base && (err = fl_model_load_base(s.model, o->base)))) {
-		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		free(cfg_json);
-		fl_peft_config_free(pc);
-		fl_model_free(s.model);
-		srv_access_free(acc);
-		return 1;
-	}
-	ec.config_json = cfg_json;
-	s.rounds = ec.rounds;
+	ec.config_json = d.cfg_json;
+	d.s.rounds = ec.rounds;
 	fl_blas_set_threads(o->threads);
-
-	size_t gbytes = fl_model_count_floats(s.model, FL_TENSOR_GLOBAL) * 4;
-	struct srv_transport_config tc;
-	srv_transport_config_default(&tc);
-	tc.host = host;
-	tc.port = port;
-	tc.max_frame_bytes = ec.max_frame_bytes;
-	/* a BaseRequest queues the whole loha base at once: leave room for it */
-	struct stat base_st;
-	size_t base_bytes = o->base && stat(o->base, &base_st) == 0 ? (size_t)base_st.st_size : 0;
-	tc.max_output_bytes = o->max_output > 0 ? (size_t)o->max_output
-						 : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
-							   base_bytes + base_bytes / 64;
-	tc.max_conns = (size_t)o->max_conns;
-	tc.debug_tensors = o->debug_tensors;
-	tc.hook_ctx = &s;
-	tc.on_round = on_round;
-	tc.access = acc;
-	tc.handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
-	uv_loop_init(&loop);
-	if (o->eval_data && (err = srv_central_eval_new(&loop, o->eval_data, o->data_path,
-							o->eval_limit, s.model, pc, on_central_eval,
-							&s, &s.ce)))
-		goto out;
-	struct srv_engine_io io;
-	if ((err = srv_transport_new(&loop, &tc, &t)))
-		goto out;
-	s.t = t;
-	srv_transport_engine_io(t, &io);
-	if ((err = srv_engine_new(&ec, s.model, &io, &e)) || (err = srv_engine_restore(e)))
-		goto out;
-	if (srv_engine_round(e))
-		fl_log_info("resumed from %s after round %llu", o->checkpoint,
-			    (unsigned long long)srv_engine_round(e));
-	printf("model %s (%s): %zu parameters, %zu transmitted (%zu bytes in f32)\n", o->model,
-	       fl_peft_param_name(fl_model_param(s.model)), fl_model_param_floats(s.model),
-	       gbytes / 4, gbytes);
-	if ((err = srv_transport_start(t, e)) == FL_OK)
-		printf("listening on %s:%d\n", host, srv_transport_port(t));
-	fflush(stdout);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	if (err)
-		goto out;
-	const char *why = NULL;
-	uint64_t up, down;
-	srv_engine_bytes(e, &up, &down);
-	if (srv_engine_failed(e, &why)) {
-		fl_log_error("failed: %s", why);
-	} else if (!srv_engine_finished(e)) {
-		int sig = srv_transport_signal(t);
-		printf("stopped after round %llu (bytes up %llu down %llu)\n",
-		       (unsigned long long)srv_engine_round(e), (unsigned long long)up,
-		       (unsigned long long)down);
-		print_wire_totals(t, up, down);
-		rc = sig ? 128 + sig : 1;
-	} else {
-		printf("finished %llu rounds (bytes up %llu down %llu)\n",
-		       (unsigned long long)srv_engine_round(e), (unsigned long long)up,
-		       (unsigned long long)down);
-		print_wire_totals(t, up, down);
-		rc = 0;
-		if (o->out) {
-			char meta[512];
-			snprintf(meta, sizeof(meta),
-				 "{\"rounds\": %llu, \"seed\": %llu, \"strategy\": \"%s\", "
-				 "\"bytes_up\": %llu, \"bytes_down\": %llu}",
-				 (unsigned long long)srv_engine_round(e), o->seed, o->strategy,
-				 (unsigned long long)up, (unsigned long long)down);
-			if ((err = fl_model_save(s.model, o->out, meta)) == FL_OK)
-				printf("saved %s\n", o->out);
-			else
-				rc = 1;
-		}
+	err = start(o, &d, &ec);
+	if (d.loop_up)
+		uv_run(&d.loop, UV_RUN_DEFAULT);
+	if (!err) {
+		rc = conclude(o, &d, &err);
+		fflush(stdout);
 	}
-	fflush(stdout);
-out:
 	if (err)
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-	uv_run(&loop, UV_RUN_DEFAULT); /* close whatever is still open */
-	srv_engine_free(e);
-	srv_transport_free(t);
-	srv_central_eval_free(s.ce);
-	if (uv_loop_close(&loop) != 0)
-		fl_log_error("event loop still busy at exit");
-	fl_model_free(s.model);
-	fl_peft_config_free(pc);
-	free(cfg_json);
-	srv_access_free(acc);
+	daemon_free(&d);
 	return err ? 1 : rc;
 }
 
