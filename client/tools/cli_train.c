@@ -1,12 +1,13 @@
 /* cli_train.c - `fedloha-client train` and `fedloha-client eval`: local,
  * centralised training on a data set with any parameterisation, progress
- * per epoch, and the saved model folder (model_io.h). */
+ * per epoch, and the saved model folder (model_io.h). The data sets and
+ * the --classes filter are in cli_data.c. */
 #include "client_cli.h"
+#include "cli_data.h"
 
 #include "blas.h"
 #include "dataset.h"
 #include "errors.h"
-#include "fsutil.h"
 #include "model_io.h"
 #include "optim.h"
 #include "peft_config.h"
@@ -20,8 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define LABELS_MAX 256 /* labels are bytes */
 
 struct train_opts {
 	const char *model, *param, *config, *base, *targets, *data, *data_path, *out, *classes;
@@ -159,154 +158,6 @@ fail:
 	return err;
 }
 
-/* "0-4" or "0,2,5-7" into keep[label] = 1; -1 with a message on stderr for
- * an empty, malformed, reversed or out-of-range item. */
-static int parse_classes(const char *s, uint8_t keep[LABELS_MAX])
-{
-	memset(keep, 0, LABELS_MAX);
-	const char *p = s;
-	for (;;) {
-		long v[2];
-		int nv = 0;
-		for (;;) {
-			if (*p < '0' || *p > '9')
-				goto bad;
-			long x = 0;
-			while (*p >= '0' && *p <= '9' && x < LABELS_MAX)
-				x = 10 * x + (*p++ - '0');
-			if (x >= LABELS_MAX) {
-				fprintf(stderr, "fedloha-client: --classes: label out of range in '%s' "
-						"(labels are 0..%d)\n", s, LABELS_MAX - 1);
-				return FL_EINVAL;
-			}
-			v[nv++] = x;
-			if (nv == 2 || *p != '-')
-				break;
-			p++;
-		}
-		if (nv == 1)
-			v[1] = v[0];
-		if (v[1] < v[0]) {
-			fprintf(stderr, "fedloha-client: --classes: reversed range %ld-%ld in '%s'\n",
-				v[0], v[1], s);
-			return FL_EINVAL;
-		}
-		for (long x = v[0]; x <= v[1]; x++)
-			keep[x] = 1;
-		if (*p == '\0')
-			return FL_OK;
-		if (*p++ != ',')
-			goto bad;
-	}
-bad:
-	fprintf(stderr, "fedloha-client: --classes: expected labels like 0-4 or 0,2,5-7, got '%s'\n",
-		s);
-	return FL_EINVAL;
-}
-
-/* Replaces *ds by the samples whose label keep[] marks (same order). */
-static int keep_classes(struct fl_dataset **ds, const uint8_t *keep, const char *what)
-{
-	struct fl_dataset *d = *ds;
-	for (int c = d->classes; c < LABELS_MAX; c++)
-		if (keep[c])
-			return fl_error_set(FL_EINVAL, "--classes: label %d, but the %s set has %d "
-					    "classes", c, what, d->classes);
-	int *idx = malloc((size_t)(d->n ? d->n : 1) * sizeof(int)), n = 0;
-	if (!idx)
-		return fl_error_set(FL_ENOMEM, "out of memory");
-	for (int i = 0; i < d->n; i++)
-		if (keep[d->labels[i]])
-			idx[n++] = i;
-	int err = FL_OK;
-	struct fl_dataset *s = NULL;
-	if (n == 0)
-		err = fl_error_set(FL_EINVAL, "--classes: no %s sample has one of these labels", what);
-	else
-		err = fl_dataset_subset(d, idx, n, &s);
-	free(idx);
-	if (!err) {
-		fl_dataset_free(d);
-		*ds = s;
-	}
-	return err;
-}
-
-/* keep: the labels to keep (NULL = all), before the limits apply. */
-static int load_data(const char *name, const char *path, const uint8_t *keep, int limit,
-		     int test_limit, struct fl_dataset **train, struct fl_dataset **test)
-{
-	*train = *test = NULL;
-	int err = fl_dataset_load(name, path, 1, train);
-	if (!err)
-		err = fl_dataset_load(name, path, 0, test);
-	if (!err && keep)
-		err = keep_classes(train, keep, "training");
-	if (!err && keep)
-		err = keep_classes(test, keep, "test");
-	if (!err && limit > 0 && limit < (*train)->n) {
-		struct fl_dataset *s;
-		err = fl_dataset_subset(*train, NULL, limit, &s);
-		if (!err) {
-			fl_dataset_free(*train);
-			*train = s;
-		}
-	}
-	if (!err && test_limit > 0 && test_limit < (*test)->n) {
-		struct fl_dataset *s;
-		err = fl_dataset_subset(*test, NULL, test_limit, &s);
-		if (!err) {
-			fl_dataset_free(*test);
-			*test = s;
-		}
-	}
-	if (!err)
-		err = fl_dataset_compute_norm(*train);
-	if (!err)
-		err = fl_dataset_copy_norm(*test, *train);
-	return err;
-}
-
-/* {"mean": [...], "std": [...]} of the training set, %.9g so floats round-trip. */
-static void norm_json(const struct fl_dataset *ds, char *buf, size_t cap)
-{
-	size_t n = 0;
-	n += (size_t)snprintf(buf + n, cap - n, "{\"mean\": [");
-	for (int c = 0; c < ds->c && n < cap; c++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%.9g", c ? ", " : "", (double)ds->mean[c]);
-	if (n < cap)
-		n += (size_t)snprintf(buf + n, cap - n, "], \"std\": [");
-	for (int c = 0; c < ds->c && n < cap; c++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%.9g", c ? ", " : "", (double)ds->std[c]);
-	if (n < cap)
-		snprintf(buf + n, cap - n, "]}");
-}
-
-/* The training-set statistics saved with a model (meta.norm), if any. */
-static int saved_norm(const char *dir, int channels, float *mean, float *std)
-{
-	char path[FL_PATH_MAX];
-	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
-	json_error_t je;
-	json_t *root = json_load_file(path, 0, &je);
-	if (!root)
-		return 0;
-	json_t *norm = json_object_get(json_object_get(root, "meta"), "norm");
-	json_t *jm = json_object_get(norm, "mean"), *js = json_object_get(norm, "std");
-	int ok = json_is_array(jm) && json_is_array(js) && (int)json_array_size(jm) == channels &&
-		 (int)json_array_size(js) == channels;
-	for (int c = 0; ok && c < channels; c++) {
-		json_t *a = json_array_get(jm, (size_t)c), *b = json_array_get(js, (size_t)c);
-		ok = json_is_number(a) && json_is_number(b);
-		if (ok) {
-			mean[c] = (float)json_number_value(a);
-			std[c] = (float)json_number_value(b);
-		}
-	}
-	json_decref(root);
-	return ok;
-}
-
 static void print_model_summary(struct fl_model *m)
 {
 	size_t total = fl_model_param_floats(m);
@@ -328,175 +179,231 @@ static void print_model_summary(struct fl_model *m)
 	}
 }
 
-int cli_train_main(int argc, char **argv)
+static const struct option train_longopts[] = {
+	{"model", 1, 0, 'm'},        {"param", 1, 0, 'p'},     {"gamma", 1, 0, 'g'},
+	{"rank", 1, 0, 'r'},         {"alpha", 1, 0, 'a'},     {"target", 1, 0, 'T'},
+	{"no-tucker", 0, 0, 'N'},    {"config", 1, 0, 'c'},    {"base", 1, 0, 'B'},
+	{"data", 1, 0, 'd'},         {"data-path", 1, 0, 'D'}, {"limit", 1, 0, 'l'},
+	{"test-limit", 1, 0, 'L'},   {"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},
+	{"optim", 1, 0, 'O'},        {"lr", 1, 0, 'R'},        {"momentum", 1, 0, 'M'},
+	{"weight-decay", 1, 0, 'W'}, {"lr-decay", 1, 0, 'y'},  {"seed", 1, 0, 's'},
+	{"threads", 1, 0, 't'},      {"out", 1, 0, 'o'},       {"quiet", 0, 0, 'q'},
+	{"classes", 1, 0, 'C'},      {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+
+/* A flag that takes a string or no value; FL_ENOTFOUND when ch is not
+ * one of them, FL_EINVAL when its value is bad (message printed). */
+static int train_set_string(struct train_opts *o, int ch, const char *v, uint8_t *keep)
 {
-	struct train_opts o = {.model = "cnn", .gamma = 0.1, .lr = -1, .momentum = 0.9,
-			       .lr_decay = 0.8, .epochs = 5, .batch = 32, .threads = 2, .tucker = 1,
-			       .seed = 1};
-	static const struct option longopts[] = {
-		{"model", 1, 0, 'm'},        {"param", 1, 0, 'p'},     {"gamma", 1, 0, 'g'},
-		{"rank", 1, 0, 'r'},         {"alpha", 1, 0, 'a'},     {"target", 1, 0, 'T'},
-		{"no-tucker", 0, 0, 'N'},    {"config", 1, 0, 'c'},    {"base", 1, 0, 'B'},
-		{"data", 1, 0, 'd'},         {"data-path", 1, 0, 'D'}, {"limit", 1, 0, 'l'},
-		{"test-limit", 1, 0, 'L'},   {"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},
-		{"optim", 1, 0, 'O'},        {"lr", 1, 0, 'R'},        {"momentum", 1, 0, 'M'},
-		{"weight-decay", 1, 0, 'W'}, {"lr-decay", 1, 0, 'y'},  {"seed", 1, 0, 's'},
-		{"threads", 1, 0, 't'},      {"out", 1, 0, 'o'},       {"quiet", 0, 0, 'q'},
-		{"classes", 1, 0, 'C'},      {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
-	uint8_t keep[LABELS_MAX];
+	enum fl_peft_param pp;
+	switch (ch) {
+	case 'm': o->model = v; return FL_OK;
+	case 'p':
+		o->param = v;
+		if (!fl_peft_param_parse(v, &pp))
+			return FL_OK;
+		fprintf(stderr, "fedloha-client: --param: %s\n", fl_error_msg());
+		return FL_EINVAL;
+	case 'T': o->targets = v; return FL_OK;
+	case 'N': o->tucker = 0; return FL_OK;
+	case 'c': o->config = v; return FL_OK;
+	case 'B': o->base = v; return FL_OK;
+	case 'd': o->data = v; return FL_OK;
+	case 'D': o->data_path = v; return FL_OK;
+	case 'C': o->classes = v; return cli_classes_parse(v, keep);
+	case 'O':
+		if (strcmp(v, "sgd") == 0 || strcmp(v, "adam") == 0) {
+			o->optim_adam = strcmp(v, "adam") == 0;
+			return FL_OK;
+		}
+		fprintf(stderr, "fedloha-client: --optim: expected sgd or adam, got '%s'\n", v);
+		return FL_EINVAL;
+	case 'o': o->out = v; return FL_OK;
+	case 'q': o->quiet = 1; return FL_OK;
+	default: return FL_ENOTFOUND;
+	}
+}
+
+/* A numeric flag; FL_ENOTFOUND when ch is not one, FL_EINVAL when its
+ * value is bad. */
+static int train_set_number(struct train_opts *o, int ch, const char *v)
+{
+	int seed = 0, bad;
+	switch (ch) {
+	case 'g': return parse_double(v, "--gamma", 0, 1, &o->gamma);
+	case 'r': return parse_int(v, "--rank", 1, 1 << 16, &o->rank);
+	case 'a': return parse_double(v, "--alpha", 1e-6, 1e6, &o->alpha);
+	case 'l': return parse_int(v, "--limit", 1, 1 << 30, &o->limit);
+	case 'L': return parse_int(v, "--test-limit", 1, 1 << 30, &o->test_limit);
+	case 'e': return parse_int(v, "--epochs", 0, 100000, &o->epochs);
+	case 'b': return parse_int(v, "--batch", 1, 65536, &o->batch);
+	case 'R': return parse_double(v, "--lr", 0, 100, &o->lr);
+	case 'M': return parse_double(v, "--momentum", 0, 0.9999, &o->momentum);
+	case 'W': return parse_double(v, "--weight-decay", 0, 1, &o->wd);
+	case 'y': return parse_double(v, "--lr-decay", 0, 1, &o->lr_decay);
+	case 's':
+		bad = parse_int(v, "--seed", 0, 2147483647, &seed);
+		o->seed = (unsigned long long)seed;
+		return bad;
+	case 't': return parse_int(v, "--threads", 1, 256, &o->threads);
+	default: return FL_ENOTFOUND;
+	}
+}
+
+/* FL_OK: go on; 1: --help printed; FL_EINVAL: a bad flag (message
+ * printed). */
+static int parse_train_args(int argc, char **argv, struct train_opts *o, uint8_t *keep)
+{
 	int ch, bad = 0;
 	optind = 1;
 	opterr = 0;
-	while (!bad && (ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		int seed = 0;
-		enum fl_peft_param pp;
-		switch (ch) {
-		case 'm': o.model = optarg; break;
-		case 'p':
-			o.param = optarg;
-			if (fl_peft_param_parse(optarg, &pp)) {
-				fprintf(stderr, "fedloha-client: --param: %s\n", fl_error_msg());
-				bad = 1;
-			}
-			break;
-		case 'g': bad |= parse_double(optarg, "--gamma", 0, 1, &o.gamma); break;
-		case 'r': bad |= parse_int(optarg, "--rank", 1, 1 << 16, &o.rank); break;
-		case 'a': bad |= parse_double(optarg, "--alpha", 1e-6, 1e6, &o.alpha); break;
-		case 'T': o.targets = optarg; break;
-		case 'N': o.tucker = 0; break;
-		case 'c': o.config = optarg; break;
-		case 'B': o.base = optarg; break;
-		case 'd': o.data = optarg; break;
-		case 'D': o.data_path = optarg; break;
-		case 'l': bad |= parse_int(optarg, "--limit", 1, 1 << 30, &o.limit); break;
-		case 'L': bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o.test_limit); break;
-		case 'C':
-			o.classes = optarg;
-			bad |= parse_classes(optarg, keep) != 0;
-			break;
-		case 'e': bad |= parse_int(optarg, "--epochs", 0, 100000, &o.epochs); break;
-		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &o.batch); break;
-		case 'O':
-			if (strcmp(optarg, "sgd") == 0)
-				o.optim_adam = 0;
-			else if (strcmp(optarg, "adam") == 0)
-				o.optim_adam = 1;
-			else {
-				fprintf(stderr, "fedloha-client: --optim: expected sgd or adam, got '%s'\n",
-					optarg);
-				bad = 1;
-			}
-			break;
-		case 'R': bad |= parse_double(optarg, "--lr", 0, 100, &o.lr); break;
-		case 'M': bad |= parse_double(optarg, "--momentum", 0, 0.9999, &o.momentum); break;
-		case 'W': bad |= parse_double(optarg, "--weight-decay", 0, 1, &o.wd); break;
-		case 'y': bad |= parse_double(optarg, "--lr-decay", 0, 1, &o.lr_decay); break;
-		case 's':
-			bad |= parse_int(optarg, "--seed", 0, 2147483647, &seed);
-			o.seed = (unsigned long long)seed;
-			break;
-		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &o.threads); break;
-		case 'o': o.out = optarg; break;
-		case 'q': o.quiet = 1; break;
-		case 'h': train_usage(stdout); return 0;
-		default: option_error("train", ch, argv); bad = 1;
+	while (!bad && (ch = getopt_long(argc, argv, ":h", train_longopts, NULL)) != -1) {
+		if (ch == 'h') {
+			train_usage(stdout);
+			return 1;
 		}
+		int r = train_set_string(o, ch, optarg, keep);
+		if (r == FL_ENOTFOUND)
+			r = train_set_number(o, ch, optarg);
+		if (r == FL_ENOTFOUND) {
+			option_error("train", ch, argv);
+			r = FL_EINVAL;
+		}
+		bad = r != FL_OK;
 	}
 	if (!bad && optind < argc) {
 		fprintf(stderr, "fedloha-client train: unexpected argument '%s'\n", argv[optind]);
 		bad = 1;
 	}
 	if (bad)
-		return 2;
-	if (!fl_model_arch_valid(o.model)) {
-		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n", o.model);
-		return 2;
+		return FL_EINVAL;
+	if (!fl_model_arch_valid(o->model)) {
+		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n", o->model);
+		return FL_EINVAL;
 	}
-	fl_blas_set_threads(o.threads);
+	return FL_OK;
+}
 
-	struct fl_peft_config *cfg = NULL;
-	struct fl_dataset *train = NULL, *test = NULL;
-	struct fl_model *m = NULL;
-	struct fl_trainer *tr = NULL;
-	int rc = 1;
-	int err = make_config(&o, &cfg);
-	if (!err && cfg->parameterization == FL_PEFT_PARAM_LOHA && !o.base)
+/* What cli_train_main builds and frees. */
+struct train_run {
+	struct fl_peft_config *cfg;
+	struct fl_dataset *train, *test;
+	struct fl_model *m;
+	struct fl_trainer *tr;
+	struct fl_optim_config oc;
+};
+
+/* The config, the data, the model and its trainer; the error is set. */
+static int train_setup(const struct train_opts *o, const uint8_t *keep, struct train_run *r)
+{
+	int err = make_config(o, &r->cfg);
+	if (!err && r->cfg->parameterization == FL_PEFT_PARAM_LOHA && !o->base)
 		fprintf(stderr, "fedloha-client: warning: loha without --base adapts a randomly "
 				"initialised base\n");
 	if (!err)
-		err = load_data(o.data, o.data_path, o.classes ? keep : NULL, o.limit, o.test_limit,
-				&train, &test);
+		err = cli_data_load(o->data, o->data_path, o->classes ? keep : NULL, o->limit,
+				    o->test_limit, &r->train, &r->test);
 	if (!err)
-		err = fl_model_new(o.model, train->c, train->h, train->w, train->classes, cfg, o.seed,
-				   o.batch, &m);
-	if (!err && o.base)
-		err = fl_model_load_base(m, o.base);
-	struct fl_optim_config oc;
-	fl_optim_config_default(&oc, o.optim_adam ? FL_OPTIM_ADAM : FL_OPTIM_SGD);
-	oc.lr = (float)(o.lr >= 0 ? o.lr : (o.optim_adam ? 0.001 : 0.01));
-	if (!o.optim_adam)
-		oc.momentum = (float)o.momentum;
-	oc.weight_decay = (float)o.wd;
+		err = fl_model_new(o->model, r->train->c, r->train->h, r->train->w,
+				   r->train->classes, r->cfg, o->seed, o->batch, &r->m);
+	if (!err && o->base)
+		err = fl_model_load_base(r->m, o->base);
+	fl_optim_config_default(&r->oc, o->optim_adam ? FL_OPTIM_ADAM : FL_OPTIM_SGD);
+	r->oc.lr = (float)(o->lr >= 0 ? o->lr : (o->optim_adam ? 0.001 : 0.01));
+	if (!o->optim_adam)
+		r->oc.momentum = (float)o->momentum;
+	r->oc.weight_decay = (float)o->wd;
 	if (!err)
-		err = fl_trainer_new(m, &oc, o.batch, &tr);
-	if (err) {
+		err = fl_trainer_new(r->m, &r->oc, o->batch, &r->tr);
+	return err;
+}
+
+/* The epochs, each followed by a test evaluation (just the evaluation
+ * with 0 epochs); 1 with a message printed on failure. */
+static int train_epochs(const struct train_opts *o, struct train_run *r,
+			struct fl_train_stats *ev, double *total_s)
+{
+	struct fl_rng rng;
+	fl_rng_seed_stream(&rng, o->seed, 0x7261696eULL);
+	struct fl_train_stats st = {0};
+	*total_s = 0;
+	for (int e = 0; e < o->epochs; e++) {
+		fl_optim_set_lr(fl_trainer_optim(r->tr),
+				(float)fl_optim_round_lr(r->oc.lr, o->lr_decay, (uint64_t)e));
+		int err = fl_trainer_epoch(r->tr, r->train, NULL, r->train->n, &rng, &st);
+		if (!err)
+			err = fl_trainer_evaluate(r->tr, r->test, NULL, r->test->n, ev);
+		if (err) {
+			fprintf(stderr, "fedloha-client: epoch %d: %s\n", e + 1, fl_error_msg());
+			return 1;
+		}
+		*total_s += st.seconds;
+		if (!o->quiet)
+			printf("epoch %d/%d  loss %.4f  train-acc %.2f%%  test-loss %.4f  test-acc %.2f%%  "
+			       "%.0f samples/s  %.1fs\n",
+			       e + 1, o->epochs, st.loss, 100 * st.accuracy, ev->loss, 100 * ev->accuracy,
+			       st.samples / (st.seconds > 0 ? st.seconds : 1e-9), st.seconds);
+		fflush(stdout);
+	}
+	if (o->epochs == 0 && fl_trainer_evaluate(r->tr, r->test, NULL, r->test->n, ev)) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
+		return 1;
+	}
+	return 0;
+}
+
+/* --out: the model folder with what it was trained on and how it scored. */
+static int train_save(const struct train_opts *o, const struct train_run *r,
+		      const struct fl_train_stats *ev)
+{
+	char meta[1024], norm[256];
+	cli_norm_json(r->train, norm, sizeof(norm));
+	snprintf(meta, sizeof(meta),
+		 "{\"data\": \"%s\", \"classes\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
+		 "\"test_loss\": %.6f, \"test_samples\": %d, \"train_samples\": %d, \"norm\": %s}",
+		 o->data ? o->data : "fashion-mnist", o->classes ? o->classes : "all", o->epochs,
+		 o->seed, ev->accuracy, ev->loss, r->test->n, r->train->n, norm);
+	if (fl_model_save(r->m, o->out, meta)) {
+		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
+		return 1;
+	}
+	printf("saved %s\n", o->out);
+	return 0;
+}
+
+int cli_train_main(int argc, char **argv)
+{
+	struct train_opts o = {.model = "cnn", .gamma = 0.1, .lr = -1, .momentum = 0.9,
+			       .lr_decay = 0.8, .epochs = 5, .batch = 32, .threads = 2, .tucker = 1,
+			       .seed = 1};
+	uint8_t keep[CLI_LABELS_MAX];
+	int rc = parse_train_args(argc, argv, &o, keep);
+	if (rc)
+		return rc == 1 ? 0 : 2;
+	fl_blas_set_threads(o.threads);
+	struct train_run r = {0};
+	struct fl_train_stats ev = {0};
+	double total_s = 0;
+	rc = 1;
+	if (train_setup(&o, keep, &r)) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 		goto out;
 	}
 	if (!o.quiet)
-		print_model_summary(m);
-	struct fl_rng rng;
-	fl_rng_seed_stream(&rng, o.seed, 0x7261696eULL);
-	struct fl_train_stats st = {0}, ev = {0};
-	double total_s = 0;
-	for (int e = 0; e < o.epochs; e++) {
-		fl_optim_set_lr(fl_trainer_optim(tr), (float)fl_optim_round_lr(oc.lr, o.lr_decay, (uint64_t)e));
-		err = fl_trainer_epoch(tr, train, NULL, train->n, &rng, &st);
-		if (!err)
-			err = fl_trainer_evaluate(tr, test, NULL, test->n, &ev);
-		if (err) {
-			fprintf(stderr, "fedloha-client: epoch %d: %s\n", e + 1, fl_error_msg());
-			goto out;
-		}
-		total_s += st.seconds;
-		if (!o.quiet)
-			printf("epoch %d/%d  loss %.4f  train-acc %.2f%%  test-loss %.4f  test-acc %.2f%%  "
-			       "%.0f samples/s  %.1fs\n",
-			       e + 1, o.epochs, st.loss, 100 * st.accuracy, ev.loss, 100 * ev.accuracy,
-			       st.samples / (st.seconds > 0 ? st.seconds : 1e-9), st.seconds);
-		fflush(stdout);
-	}
-	if (o.epochs == 0) {
-		if ((err = fl_trainer_evaluate(tr, test, NULL, test->n, &ev))) {
-			fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-			goto out;
-		}
-	}
+		print_model_summary(r.m);
+	if (train_epochs(&o, &r, &ev, &total_s))
+		goto out;
 	printf("final test-acc %.2f%%  test-loss %.4f  train %.1fs  %.0f samples/s\n",
 	       100 * ev.accuracy, ev.loss, total_s,
-	       total_s > 0 ? (double)train->n * o.epochs / total_s : 0.0);
-	if (o.out) {
-		char meta[1024], norm[256];
-		norm_json(train, norm, sizeof(norm));
-		snprintf(meta, sizeof(meta),
-			 "{\"data\": \"%s\", \"classes\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
-			 "\"test_loss\": %.6f, \"test_samples\": %d, \"train_samples\": %d, \"norm\": %s}",
-			 o.data ? o.data : "fashion-mnist", o.classes ? o.classes : "all", o.epochs,
-			 o.seed, ev.accuracy, ev.loss,
-			 test->n, train->n, norm);
-		if ((err = fl_model_save(m, o.out, meta))) {
-			fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-			goto out;
-		}
-		printf("saved %s\n", o.out);
-	}
+	       total_s > 0 ? (double)r.train->n * o.epochs / total_s : 0.0);
+	if (o.out && train_save(&o, &r, &ev))
+		goto out;
 	rc = 0;
 out:
-	fl_trainer_free(tr);
-	fl_model_free(m);
-	fl_dataset_free(train);
-	fl_dataset_free(test);
-	fl_peft_config_free(cfg);
+	fl_trainer_free(r.tr);
+	fl_model_free(r.m);
+	fl_dataset_free(r.train);
+	fl_dataset_free(r.test);
+	fl_peft_config_free(r.cfg);
 	return rc;
 }
 
@@ -509,30 +416,35 @@ static void eval_usage(FILE *f)
 		   "test set (normalised with the training set's statistics).\n");
 }
 
-int cli_eval_main(int argc, char **argv)
+struct eval_opts {
+	const char *in, *data, *data_path, *class_list;
+	int test_limit, batch, threads;
+};
+
+/* FL_OK: go on; 1: --help printed; FL_EINVAL: a bad flag (message
+ * printed). */
+static int parse_eval_args(int argc, char **argv, struct eval_opts *o, uint8_t *keep)
 {
-	const char *in = NULL, *data = NULL, *data_path = NULL, *class_list = NULL;
-	uint8_t keep[LABELS_MAX];
-	int test_limit = 0, batch = 256, threads = 2, bad = 0, ch;
 	static const struct option longopts[] = {
 		{"in", 1, 0, 'i'},      {"data", 1, 0, 'd'},    {"data-path", 1, 0, 'D'},
 		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'},
 		{"classes", 1, 0, 'C'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+	int bad = 0, ch;
 	optind = 1;
 	opterr = 0;
 	while (!bad && (ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 'i': in = optarg; break;
-		case 'd': data = optarg; break;
-		case 'D': data_path = optarg; break;
-		case 'L': bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &test_limit); break;
-		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &batch); break;
-		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &threads); break;
+		case 'i': o->in = optarg; break;
+		case 'd': o->data = optarg; break;
+		case 'D': o->data_path = optarg; break;
+		case 'L': bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o->test_limit); break;
+		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &o->batch); break;
+		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &o->threads); break;
 		case 'C':
-			class_list = optarg;
-			bad |= parse_classes(optarg, keep) != 0;
+			o->class_list = optarg;
+			bad |= cli_classes_parse(optarg, keep) != FL_OK;
 			break;
-		case 'h': eval_usage(stdout); return 0;
+		case 'h': eval_usage(stdout); return 1;
 		default: option_error("eval", ch, argv); bad = 1;
 		}
 	}
@@ -540,58 +452,80 @@ int cli_eval_main(int argc, char **argv)
 		fprintf(stderr, "fedloha-client eval: unexpected argument '%s'\n", argv[optind]);
 		bad = 1;
 	}
-	if (!bad && !in) {
+	if (!bad && !o->in) {
 		fprintf(stderr, "fedloha-client eval: --in DIR is required (try --help)\n");
 		bad = 1;
 	}
-	if (bad)
-		return 2;
-	fl_blas_set_threads(threads);
+	return bad ? FL_EINVAL : FL_OK;
+}
+
+/* The test set normalised exactly as in training with the statistics
+ * saved in the model folder, without loading the training set. */
+static int load_test_saved_norm(const struct eval_opts *o, const uint8_t *keep, int mc,
+				const float *mean, const float *std, struct fl_dataset **test)
+{
+	int err = fl_dataset_load(o->data, o->data_path, 0, test);
+	if (!err && o->class_list)
+		err = cli_classes_keep(test, keep, "test");
+	if (!err && o->test_limit > 0 && o->test_limit < (*test)->n) {
+		struct fl_dataset *s;
+		err = fl_dataset_subset(*test, NULL, o->test_limit, &s);
+		if (!err) {
+			fl_dataset_free(*test);
+			*test = s;
+		}
+	}
+	if (!err && (*test)->c != mc)
+		err = fl_error_set(FL_ESHAPE, "%s: model has %d input channels, data %d", o->in, mc,
+				   (*test)->c);
+	if (!err)
+		err = fl_dataset_set_norm(*test, mean, std);
+	return err;
+}
+
+/* The model's input and classes cover the test samples. */
+static int check_fits(const char *in, const struct fl_model *m, const struct fl_dataset *test)
+{
+	int c, h, w, classes;
+	fl_model_input_dims(m, &c, &h, &w, &classes);
+	if (c != test->c || h != test->h || w != test->w || classes < test->classes)
+		return fl_error_set(FL_ESHAPE, "%s: model input %dx%dx%d (%d classes) does not fit "
+				    "the data (%dx%dx%d, %d classes)", in, c, h, w, classes,
+				    test->c, test->h, test->w, test->classes);
+	return FL_OK;
+}
+
+int cli_eval_main(int argc, char **argv)
+{
+	struct eval_opts o = {.batch = 256, .threads = 2};
+	uint8_t keep[CLI_LABELS_MAX];
+	int rc = parse_eval_args(argc, argv, &o, keep);
+	if (rc)
+		return rc == 1 ? 0 : 2;
+	fl_blas_set_threads(o.threads);
 	struct fl_dataset *train = NULL, *test = NULL;
 	struct fl_model *m = NULL;
 	struct fl_trainer *tr = NULL;
 	struct fl_optim_config oc;
 	fl_optim_config_default(&oc, FL_OPTIM_SGD);
 	struct fl_train_stats ev;
-	int rc = 1;
-	int err = fl_model_load(in, batch, &m);
+	int err = fl_model_load(o.in, o.batch, &m);
 	int mc = 0;
 	float mean[FL_DATASET_CHANNELS_MAX], std[FL_DATASET_CHANNELS_MAX];
 	if (!err)
 		fl_model_input_dims(m, &mc, NULL, NULL, NULL);
-	if (!err && mc <= FL_DATASET_CHANNELS_MAX && saved_norm(in, mc, mean, std)) {
-		/* normalise exactly as in training, without loading the training set */
-		err = fl_dataset_load(data, data_path, 0, &test);
-		if (!err && class_list)
-			err = keep_classes(&test, keep, "test");
-		if (!err && test_limit > 0 && test_limit < test->n) {
-			struct fl_dataset *s;
-			err = fl_dataset_subset(test, NULL, test_limit, &s);
-			if (!err) {
-				fl_dataset_free(test);
-				test = s;
-			}
-		}
-		if (!err && test->c != mc)
-			err = fl_error_set(FL_ESHAPE, "%s: model has %d input channels, data %d", in, mc,
-					   test->c);
-		if (!err)
-			err = fl_dataset_set_norm(test, mean, std);
-	} else if (!err) {
-		err = load_data(data, data_path, class_list ? keep : NULL, 0, test_limit, &train, &test);
-	}
-	if (!err) {
-		int c, h, w, classes;
-		fl_model_input_dims(m, &c, &h, &w, &classes);
-		if (c != test->c || h != test->h || w != test->w || classes < test->classes)
-			err = fl_error_set(FL_ESHAPE, "%s: model input %dx%dx%d (%d classes) does not fit "
-					   "the data (%dx%dx%d, %d classes)", in, c, h, w, classes,
-					   test->c, test->h, test->w, test->classes);
-	}
+	if (!err && mc <= FL_DATASET_CHANNELS_MAX && cli_norm_saved(o.in, mc, mean, std))
+		err = load_test_saved_norm(&o, keep, mc, mean, std, &test);
+	else if (!err)
+		err = cli_data_load(o.data, o.data_path, o.class_list ? keep : NULL, 0, o.test_limit,
+				    &train, &test);
 	if (!err)
-		err = fl_trainer_new(m, &oc, batch, &tr);
+		err = check_fits(o.in, m, test);
+	if (!err)
+		err = fl_trainer_new(m, &oc, o.batch, &tr);
 	if (!err)
 		err = fl_trainer_evaluate(tr, test, NULL, test->n, &ev);
+	rc = 1;
 	if (err) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 	} else {
