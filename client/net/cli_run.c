@@ -225,6 +225,153 @@ static int load_data(const struct run_opts *o, struct fl_dataset **ds, struct fl
 	return fl_partition_make(*ds, &pc, part);
 }
 
+/* The values parse_args keeps as text: --server, --log-level, --dtype.
+ * FL_OK, or FL_EINVAL with a message. */
+static int resolve_args(const struct run_opts *o, char *host, size_t cap, int *port,
+			enum fl_log_level *lvl, enum fl_wire_dtype *dtype)
+{
+	if (split_hostport(o->server, host, cap, port)) {
+		fprintf(stderr, "fedloha-client run: --server: expected HOST:PORT, got '%s'\n", o->server);
+		return FL_EINVAL;
+	}
+	if (o->log_level && fl_log_parse_level(o->log_level, lvl)) {
+		fprintf(stderr, "fedloha-client run: --log-level: %s\n", fl_error_msg());
+		return FL_EINVAL;
+	}
+	if (o->dtype && fl_wire_dtype_parse(o->dtype, dtype)) {
+		fprintf(stderr, "fedloha-client run: --dtype: %s\n", fl_error_msg());
+		return FL_EINVAL;
+	}
+	return FL_OK;
+}
+
+/* Everything cli_run_main builds and frees. */
+struct run {
+	char host[256];
+	int port, which, looped;
+	enum fl_log_level lvl;
+	enum fl_wire_dtype dtype;
+	struct fl_identity *ident;
+	uint8_t spk[FL_PUBKEY_BYTES];
+	struct fl_dataset *ds;
+	struct fl_partition *part;
+	struct cli_transport *t;
+	struct cli_session *s;
+	uv_loop_t loop;
+};
+
+static void transport_config(const struct run_opts *o, struct run *r,
+			     struct cli_transport_config *tc)
+{
+	cli_transport_config_default(tc);
+	tc->host = r->host;
+	tc->port = r->port;
+	tc->max_frame_bytes = (uint32_t)o->max_frame;
+	tc->backoff_min_ms = (uint32_t)(o->backoff_min * 1000 + 0.5);
+	tc->backoff_max_ms = (uint32_t)(o->backoff_max * 1000 + 0.5);
+	tc->max_attempts = o->max_attempts;
+	tc->debug_tensors = o->debug_tensors || r->lvl == FL_LOG_DEBUG;
+	tc->seed = o->seed ^ ((uint64_t)r->which * FL_RNG_GOLDEN);
+	tc->insecure = o->insecure;
+	tc->identity = r->ident;
+	tc->server_pk = o->insecure ? NULL : r->spk;
+	tc->enrol_token = o->enrol_token;
+	tc->handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
+}
+
+static void session_config(const struct run_opts *o, const struct run *r,
+			   struct cli_session_config *sc)
+{
+	const struct fl_partition_client *pcl = &r->part->client[r->which];
+	cli_session_config_default(sc);
+	sc->client_id = o->id;
+	sc->data = r->ds;
+	sc->train_idx = pcl->train;
+	sc->n_train = pcl->n_train;
+	sc->eval_idx = pcl->holdout;
+	sc->n_eval = pcl->n_holdout;
+	sc->preferred_dtype = r->dtype;
+	sc->dtype_from_server = o->dtype == NULL;
+	sc->state_dir = o->state_dir;
+	sc->max_frame_bytes = (uint32_t)o->max_frame;
+	sc->threads = o->threads;
+}
+
+/* The data, the transport and the session, started on r->loop. */
+static int start(const struct run_opts *o, struct run *r)
+{
+	int err = load_data(o, &r->ds, &r->part, &r->which);
+	if (!err && o->state_dir)
+		err = fl_mkdir_p(o->state_dir, 1);
+	if (err)
+		return err;
+	const struct fl_partition_client *pcl = &r->part->client[r->which];
+	fl_log_info("client %s: %d training samples, %d held out", o->id, pcl->n_train,
+		    pcl->n_holdout);
+	struct cli_transport_config tc;
+	transport_config(o, r, &tc);
+	if (r->ident) {
+		char pub[FL_PUBKEY_STRING_BYTES];
+		fl_identity_public_string(r->ident, pub);
+		fl_log_info("client %s: key %s", o->id, pub);
+	}
+	uv_loop_init(&r->loop);
+	r->looped = 1;
+	if ((err = cli_transport_new(&r->loop, &tc, &r->t)))
+		return err;
+	struct cli_session_config sc;
+	session_config(o, r, &sc);
+	struct cli_session_io io;
+	cli_transport_session_io(r->t, &io);
+	if ((err = cli_session_new(&sc, &io, &r->s)))
+		return err;
+	return cli_transport_start(r->t, r->s);
+}
+
+/* "client ID: HOW after N training rounds (bytes up U down D)". */
+static void print_rounds(const struct run_opts *o, const struct run *r, const char *how,
+			 uint64_t up, uint64_t down)
+{
+	printf("client %s: %s after %llu training rounds (bytes up %llu down %llu)\n", o->id, how,
+	       (unsigned long long)cli_session_rounds_done(r->s), (unsigned long long)up,
+	       (unsigned long long)down);
+}
+
+/* How the session ended, as lines and the exit code. */
+static int report(const struct run_opts *o, const struct run *r)
+{
+	uint64_t up = 0, down = 0;
+	int rc;
+	cli_session_bytes(r->s, &up, &down);
+	struct cli_transport_stats ts;
+	cli_transport_stats(r->t, &ts);
+	switch (cli_transport_result(r->t)) {
+	case CLI_TRANSPORT_FINISHED:
+		print_rounds(o, r, "finished", up, down);
+		rc = 0;
+		break;
+	case CLI_TRANSPORT_SIGNALLED:
+		print_rounds(o, r, "stopped", up, down);
+		rc = cli_transport_signal(r->t) ? 128 + cli_transport_signal(r->t) : 0;
+		break;
+	case CLI_TRANSPORT_REFUSED:
+		fprintf(stderr, "fedloha-client: %s\n", cli_transport_error(r->t));
+		print_rounds(o, r, "refused", up, down);
+		rc = 3;
+		break;
+	default:
+		print_rounds(o, r, "gave up", up, down);
+		rc = 1;
+	}
+	printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
+	       "handshakes in %llu out %llu; channels %llu)\n",
+	       o->id, (unsigned long long)ts.sock_in, (unsigned long long)ts.sock_out,
+	       (unsigned long long)down, (unsigned long long)up, (unsigned long long)ts.hs_in,
+	       (unsigned long long)ts.hs_out, (unsigned long long)ts.handshakes);
+	fflush(stdout);
+	return rc;
+}
+
 int cli_run_main(int argc, char **argv)
 {
 	struct run_opts o = {.server = "127.0.0.1:7420", .holdout = 0.1, .threads = 1,
@@ -234,22 +381,12 @@ int cli_run_main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc > 0)
 		return 0;
-	char host[256], idbuf[CLI_CLIENT_ID_MAX + 1];
-	int port = 0;
-	enum fl_log_level lvl = FL_LOG_INFO;
-	enum fl_wire_dtype dtype = FL_WIRE_F32;
-	if (!rc && split_hostport(o.server, host, sizeof(host), &port)) {
-		fprintf(stderr, "fedloha-client run: --server: expected HOST:PORT, got '%s'\n", o.server);
-		rc = FL_EINVAL;
-	}
-	if (!rc && o.log_level && fl_log_parse_level(o.log_level, &lvl)) {
-		fprintf(stderr, "fedloha-client run: --log-level: %s\n", fl_error_msg());
-		rc = FL_EINVAL;
-	}
-	if (!rc && o.dtype && fl_wire_dtype_parse(o.dtype, &dtype)) {
-		fprintf(stderr, "fedloha-client run: --dtype: %s\n", fl_error_msg());
-		rc = FL_EINVAL;
-	}
+	struct run r = {0};
+	char idbuf[CLI_CLIENT_ID_MAX + 1];
+	r.lvl = FL_LOG_INFO;
+	r.dtype = FL_WIRE_F32;
+	if (!rc)
+		rc = resolve_args(&o, r.host, sizeof(r.host), &r.port, &r.lvl, &r.dtype);
 	if (rc) {
 		fprintf(stderr, "fedloha-client run: try --help\n");
 		return 2;
@@ -258,122 +395,29 @@ int cli_run_main(int argc, char **argv)
 		snprintf(idbuf, sizeof(idbuf), "client-%d", o.client_index);
 		o.id = idbuf;
 	}
-	fl_log_set_level(lvl);
+	fl_log_set_level(r.lvl);
 	fl_blas_set_threads(o.threads);
 	signal(SIGPIPE, SIG_IGN);
-	struct fl_identity *ident = NULL;
-	uint8_t spk[FL_PUBKEY_BYTES];
-	if (load_keys(&o, &ident, spk)) {
+	if (load_keys(&o, &r.ident, r.spk)) {
 		fprintf(stderr, "fedloha-client run: %s\n", fl_error_msg());
 		return 2;
 	}
-
-	struct fl_dataset *ds = NULL;
-	struct fl_partition *part = NULL;
-	struct cli_transport *t = NULL;
-	struct cli_session *s = NULL;
-	uv_loop_t loop;
-	int which = 0, looped = 0;
+	int err = start(&o, &r);
 	rc = 1;
-	int err = load_data(&o, &ds, &part, &which);
-	if (!err && o.state_dir)
-		err = fl_mkdir_p(o.state_dir, 1);
-	if (err)
-		goto out;
-	const struct fl_partition_client *pcl = &part->client[which];
-	fl_log_info("client %s: %d training samples, %d held out", o.id, pcl->n_train,
-		    pcl->n_holdout);
-
-	struct cli_transport_config tc;
-	cli_transport_config_default(&tc);
-	tc.host = host;
-	tc.port = port;
-	tc.max_frame_bytes = (uint32_t)o.max_frame;
-	tc.backoff_min_ms = (uint32_t)(o.backoff_min * 1000 + 0.5);
-	tc.backoff_max_ms = (uint32_t)(o.backoff_max * 1000 + 0.5);
-	tc.max_attempts = o.max_attempts;
-	tc.debug_tensors = o.debug_tensors || lvl == FL_LOG_DEBUG;
-	tc.seed = o.seed ^ ((uint64_t)which * FL_RNG_GOLDEN);
-	tc.insecure = o.insecure;
-	tc.identity = ident;
-	tc.server_pk = o.insecure ? NULL : spk;
-	tc.enrol_token = o.enrol_token;
-	tc.handshake_timeout_ms = (uint32_t)(o.handshake_timeout * 1000);
-	if (ident) {
-		char pub[FL_PUBKEY_STRING_BYTES];
-		fl_identity_public_string(ident, pub);
-		fl_log_info("client %s: key %s", o.id, pub);
+	if (!err) {
+		uv_run(&r.loop, UV_RUN_DEFAULT);
+		rc = report(&o, &r);
 	}
-	uv_loop_init(&loop);
-	looped = 1;
-	if ((err = cli_transport_new(&loop, &tc, &t)))
-		goto out;
-	struct cli_session_config sc;
-	cli_session_config_default(&sc);
-	sc.client_id = o.id;
-	sc.data = ds;
-	sc.train_idx = pcl->train;
-	sc.n_train = pcl->n_train;
-	sc.eval_idx = pcl->holdout;
-	sc.n_eval = pcl->n_holdout;
-	sc.preferred_dtype = dtype;
-	sc.dtype_from_server = o.dtype == NULL;
-	sc.state_dir = o.state_dir;
-	sc.max_frame_bytes = (uint32_t)o.max_frame;
-	sc.threads = o.threads;
-	struct cli_session_io io;
-	cli_transport_session_io(t, &io);
-	if ((err = cli_session_new(&sc, &io, &s)) || (err = cli_transport_start(t, s)))
-		goto out;
-	uv_run(&loop, UV_RUN_DEFAULT);
-	uint64_t up = 0, down = 0;
-	cli_session_bytes(s, &up, &down);
-	struct cli_transport_stats ts;
-	cli_transport_stats(t, &ts);
-	switch (cli_transport_result(t)) {
-	case CLI_TRANSPORT_FINISHED:
-		printf("client %s: finished after %llu training rounds (bytes up %llu down %llu)\n",
-		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
-		       (unsigned long long)down);
-		rc = 0;
-		break;
-	case CLI_TRANSPORT_SIGNALLED:
-		printf("client %s: stopped after %llu training rounds (bytes up %llu down %llu)\n",
-		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
-		       (unsigned long long)down);
-		rc = cli_transport_signal(t) ? 128 + cli_transport_signal(t) : 0;
-		break;
-	case CLI_TRANSPORT_REFUSED:
-		fprintf(stderr, "fedloha-client: %s\n", cli_transport_error(t));
-		printf("client %s: refused after %llu training rounds (bytes up %llu down %llu)\n",
-		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
-		       (unsigned long long)down);
-		rc = 3;
-		break;
-	default:
-		printf("client %s: gave up after %llu training rounds (bytes up %llu down %llu)\n",
-		       o.id, (unsigned long long)cli_session_rounds_done(s), (unsigned long long)up,
-		       (unsigned long long)down);
-		rc = 1;
-	}
-	printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
-		       "handshakes in %llu out %llu; channels %llu)\n",
-		       o.id, (unsigned long long)ts.sock_in, (unsigned long long)ts.sock_out,
-		       (unsigned long long)down, (unsigned long long)up,
-		       (unsigned long long)ts.hs_in, (unsigned long long)ts.hs_out,
-		       (unsigned long long)ts.handshakes);
-	fflush(stdout);
-out:
 	if (err)
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-	if (looped)
-		uv_run(&loop, UV_RUN_DEFAULT); /* whatever is still closing */
-	cli_session_free(s);
-	cli_transport_free(t);
-	if (looped && uv_loop_close(&loop) != 0)
+	if (r.looped)
+		uv_run(&r.loop, UV_RUN_DEFAULT); /* whatever is still closing */
+	cli_session_free(r.s);
+	cli_transport_free(r.t);
+	if (r.looped && uv_loop_close(&r.loop) != 0)
 		fl_log_error("event loop still busy at exit");
-	fl_partition_free(part);
-	fl_dataset_free(ds);
-	fl_identity_free(ident);
+	fl_partition_free(r.part);
+	fl_dataset_free(r.ds);
+	fl_identity_free(r.ident);
 	return rc;
 }
