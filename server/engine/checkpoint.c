@@ -154,6 +154,98 @@ static int read_f32(const struct fl_st *st, const char *path, const char *name, 
 	return FL_OK;
 }
 
+/* The metadata: format, version, the model's digest, the server
+ * optimiser, the counters, and the seed when one is expected. */
+static int load_meta(const struct fl_st *st, const char *path, const struct fl_model *m,
+		     const struct srv_optim *opt, const uint64_t *expect_seed,
+		     struct srv_checkpoint_meta *mt)
+{
+	char digest[SRV_CHECKPOINT_DIGEST_HEX];
+	srv_checkpoint_model_digest(m, digest);
+	int err;
+	if ((err = check_meta_str(st, path, "format", SRV_CHECKPOINT_FORMAT)) != FL_OK ||
+	    (err = check_meta_str(st, path, "version", SRV_CHECKPOINT_VERSION)) != FL_OK)
+		return err;
+	const char *d = fl_st_metadata(st, "model_digest");
+	if (!d)
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"model_digest\"", path);
+	if (strcmp(d, digest) != 0)
+		return fl_error_set(FL_EINVAL,
+				    "%s: checkpoint was written for another model or configuration "
+				    "(tensor table digest %.12s..., this model %.12s...)",
+				    path, d, digest);
+	enum srv_optim_kind kind = opt ? opt->cfg.kind : SRV_OPTIM_FEDAVG;
+	if ((err = check_meta_str(st, path, "server_opt", srv_optim_name(kind))) != FL_OK ||
+	    (err = get_u64(st, path, "round", &mt->round)) != FL_OK ||
+	    (err = get_u64(st, path, "step", &mt->step)) != FL_OK ||
+	    (err = get_u64(st, path, "bytes_up", &mt->bytes_up)) != FL_OK ||
+	    (err = get_u64(st, path, "bytes_down", &mt->bytes_down)) != FL_OK ||
+	    (err = get_u64(st, path, "seed", &mt->seed)) != FL_OK)
+		return err;
+	if (expect_seed && mt->seed != *expect_seed)
+		return fl_error_set(FL_EINVAL,
+				    "%s: checkpoint seed %llu differs from the configured %llu",
+				    path, (unsigned long long)mt->seed,
+				    (unsigned long long)*expect_seed);
+	return FL_OK;
+}
+
+/* Every GLOBAL tensor of m into slice (the global slice's layout);
+ * *count += the tensors read. */
+static int load_global(const struct fl_st *st, const char *path, const struct fl_model *m,
+		       size_t nglobal, float *slice, size_t *count)
+{
+	size_t nt = fl_model_tensor_count(m);
+	for (size_t i = 0; i < nt; i++) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
+		if (!(t->flags & FL_TENSOR_GLOBAL))
+			continue;
+		/* GLOBAL tensors are the slice [0, nglobal) of the buffer. */
+		if (t->offset + t->numel > nglobal)
+			return fl_error_set(FL_EINVAL, "model: GLOBAL tensor %s outside the global slice",
+					    t->name);
+		int err = read_f32(st, path, t->name, t->ndim, t->shape, t->numel, slice + t->offset);
+		if (err != FL_OK)
+			return err;
+		(*count)++;
+	}
+	return FL_OK;
+}
+
+/* One optimiser state vector of n floats into a new *out; *count += 1. */
+static int load_state(const struct fl_st *st, const char *path, const char *name, size_t n,
+		      float **out, size_t *count)
+{
+	int64_t shape1[1] = {(int64_t)n};
+	if (!(*out = malloc((n ? n : 1) * sizeof(float))))
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+	int err = read_f32(st, path, name, 1, shape1, n, *out);
+	if (err == FL_OK)
+		(*count)++;
+	return err;
+}
+
+/* The file holds exactly the expected tensors: names the first unknown
+ * one, else the count. */
+static int check_no_extra(const struct fl_st *st, const char *path, const struct fl_model *m,
+			  int has_m, int has_v, size_t expected)
+{
+	if (fl_st_count(st) == expected)
+		return FL_OK;
+	for (size_t i = 0; i < fl_st_count(st); i++) {
+		const char *name = fl_st_at(st, i)->name;
+		const struct fl_model_tensor *t = fl_model_tensor_find(m, name);
+		int known = (t && (t->flags & FL_TENSOR_GLOBAL)) ||
+			    (has_m && strcmp(name, OPT_M_NAME) == 0) ||
+			    (has_v && strcmp(name, OPT_V_NAME) == 0);
+		if (!known)
+			return fl_error_set(FL_EFORMAT, "%s: checkpoint has unexpected tensor %s",
+					    path, name);
+	}
+	return fl_error_set(FL_EFORMAT, "%s: checkpoint holds %zu tensors, expected %zu", path,
+			    fl_st_count(st), expected);
+}
+
 int srv_checkpoint_load(const char *path, struct fl_model *m, struct srv_optim *opt,
 			const uint64_t *expect_seed, struct srv_checkpoint_meta *meta)
 {
@@ -162,100 +254,26 @@ int srv_checkpoint_load(const char *path, struct fl_model *m, struct srv_optim *
 	int err = fl_st_read(path, &st);
 	if (err != FL_OK)
 		return err;
-	char digest[SRV_CHECKPOINT_DIGEST_HEX];
-	srv_checkpoint_model_digest(m, digest);
 	struct srv_checkpoint_meta mt = {0};
-	if ((err = check_meta_str(st, path, "format", SRV_CHECKPOINT_FORMAT)) != FL_OK ||
-	    (err = check_meta_str(st, path, "version", SRV_CHECKPOINT_VERSION)) != FL_OK)
+	if ((err = load_meta(st, path, m, opt, expect_seed, &mt)) != FL_OK)
 		goto done;
-	const char *d = fl_st_metadata(st, "model_digest");
-	if (!d) {
-		err = fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"model_digest\"", path);
-		goto done;
-	}
-	if (strcmp(d, digest) != 0) {
-		err = fl_error_set(FL_EINVAL,
-				   "%s: checkpoint was written for another model or configuration "
-				   "(tensor table digest %.12s..., this model %.12s...)",
-				   path, d, digest);
-		goto done;
-	}
-	enum srv_optim_kind kind = opt ? opt->cfg.kind : SRV_OPTIM_FEDAVG;
-	if ((err = check_meta_str(st, path, "server_opt", srv_optim_name(kind))) != FL_OK ||
-	    (err = get_u64(st, path, "round", &mt.round)) != FL_OK ||
-	    (err = get_u64(st, path, "step", &mt.step)) != FL_OK ||
-	    (err = get_u64(st, path, "bytes_up", &mt.bytes_up)) != FL_OK ||
-	    (err = get_u64(st, path, "bytes_down", &mt.bytes_down)) != FL_OK ||
-	    (err = get_u64(st, path, "seed", &mt.seed)) != FL_OK)
-		goto done;
-	if (expect_seed && mt.seed != *expect_seed) {
-		err = fl_error_set(FL_EINVAL, "%s: checkpoint seed %llu differs from the configured %llu",
-				   path, (unsigned long long)mt.seed, (unsigned long long)*expect_seed);
-		goto done;
-	}
-
 	size_t nglobal = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
 	slice = malloc((nglobal ? nglobal : 1) * sizeof(float));
 	if (!slice) {
 		err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
 		goto done;
 	}
-	size_t expected = 0, nt = fl_model_tensor_count(m);
-	for (size_t i = 0; i < nt; i++) {
-		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
-		if (!(t->flags & FL_TENSOR_GLOBAL))
-			continue;
-		/* GLOBAL tensors are the slice [0, nglobal) of the buffer. */
-		if (t->offset + t->numel > nglobal) {
-			err = fl_error_set(FL_EINVAL, "model: GLOBAL tensor %s outside the global slice",
-					   t->name);
-			goto done;
-		}
-		if ((err = read_f32(st, path, t->name, t->ndim, t->shape, t->numel,
-				    slice + t->offset)) != FL_OK)
-			goto done;
-		expected++;
-	}
+	size_t expected = 0;
+	if ((err = load_global(st, path, m, nglobal, slice, &expected)) != FL_OK)
+		goto done;
 	const float *cm = NULL, *cv = NULL;
 	size_t on = 0;
 	if (opt)
 		srv_optim_state(opt, &cm, &cv, &on, NULL);
-	int64_t shape1[1] = {(int64_t)on};
-	if (cm) {
-		if (!(om = malloc((on ? on : 1) * sizeof(float)))) {
-			err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
-			goto done;
-		}
-		if ((err = read_f32(st, path, OPT_M_NAME, 1, shape1, on, om)) != FL_OK)
-			goto done;
-		expected++;
-	}
-	if (cv) {
-		if (!(ov = malloc((on ? on : 1) * sizeof(float)))) {
-			err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
-			goto done;
-		}
-		if ((err = read_f32(st, path, OPT_V_NAME, 1, shape1, on, ov)) != FL_OK)
-			goto done;
-		expected++;
-	}
-	if (fl_st_count(st) != expected) {
-		for (size_t i = 0; i < fl_st_count(st); i++) {
-			const char *name = fl_st_at(st, i)->name;
-			const struct fl_model_tensor *t = fl_model_tensor_find(m, name);
-			int known = (t && (t->flags & FL_TENSOR_GLOBAL)) ||
-				    (cm && strcmp(name, OPT_M_NAME) == 0) ||
-				    (cv && strcmp(name, OPT_V_NAME) == 0);
-			if (!known) {
-				err = fl_error_set(FL_EFORMAT, "%s: checkpoint has unexpected tensor %s",
-						   path, name);
-				goto done;
-			}
-		}
-		err = fl_error_set(FL_EFORMAT, "%s: checkpoint holds %zu tensors, expected %zu", path,
-				   fl_st_count(st), expected);
+	if ((cm && (err = load_state(st, path, OPT_M_NAME, on, &om, &expected)) != FL_OK) ||
+	    (cv && (err = load_state(st, path, OPT_V_NAME, on, &ov, &expected)) != FL_OK) ||
+	    (err = check_no_extra(st, path, m, cm != NULL, cv != NULL, expected)) != FL_OK)
 		goto done;
-	}
 	if (opt && (err = srv_optim_restore(opt, om, ov, on, mt.step)) != FL_OK)
 		goto done;
 	if (nglobal)
