@@ -107,31 +107,13 @@ static int parse_metadata(struct fl_st *st, json_t *obj, const char *what)
 	return FL_OK;
 }
 
-/* Validates one tensor entry and appends it (offsets are checked against the
- * data area here; the tiling is checked once all entries are in). */
-static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
-		       const unsigned char *data, size_t data_len, const char *what)
+/* "shape" into t's shape, ndim, numel and nbytes (t->dtype set): at most
+ * FL_ST_NDIM_MAX non-negative integers whose product in bytes fits size_t
+ * and int64. */
+static int parse_shape(json_t *js, const char *nm, const char *what, struct fl_st_tensor *t)
 {
-	char nb[128], db[40];
-	const char *nm = fl_error_safe_str(name, nb, sizeof(nb));
-	if (!json_is_object(obj))
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': entry is not an object", what, nm);
-	json_t *jd = json_object_get(obj, "dtype");
-	json_t *js = json_object_get(obj, "shape");
-	json_t *jo = json_object_get(obj, "data_offsets");
-	if (!jd || !js || !jo)
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': missing \"%s\"", what, nm,
-				    !jd ? "dtype" : !js ? "shape" : "data_offsets");
-
-	enum fl_dtype dtype;
-	if (!json_is_string(jd))
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': \"dtype\" is not a string", what,
-				    nm);
-	if (fl_dtype_parse(json_string_value(jd), &dtype) != FL_OK)
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': unknown dtype \"%s\"", what, nm,
-				    fl_error_safe_str(json_string_value(jd), db, sizeof(db)));
-	size_t dsize = fl_dtype_size(dtype);
-
+	int64_t *shape = t->shape;
+	size_t dsize = fl_dtype_size(t->dtype);
 	if (!json_is_array(js))
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': \"shape\" is not an array", what,
 				    nm);
@@ -139,7 +121,6 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
 	if (ndim > FL_ST_NDIM_MAX)
 		return fl_error_set(FL_ERANGE, "%s: tensor '%s': %zu dimensions, at most %d supported",
 				    what, nm, ndim, FL_ST_NDIM_MAX);
-	int64_t shape[FL_ST_NDIM_MAX];
 	int has_zero = 0;
 	for (size_t i = 0; i < ndim; i++) {
 		json_t *d = json_array_get(js, i);
@@ -162,10 +143,38 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
 					    what, nm, i);
 		numel *= (uint64_t)shape[i];
 	}
-	if (has_zero)
-		numel = 0;
-	uint64_t nbytes = numel * dsize;
+	t->ndim = (int)ndim;
+	t->numel = (size_t)(has_zero ? 0 : numel);
+	t->nbytes = t->numel * dsize;
+	return FL_OK;
+}
 
+/* Validates one tensor entry and appends it (offsets are checked against the
+ * data area here; the tiling is checked once all entries are in). */
+static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
+		       const unsigned char *data, size_t data_len, const char *what)
+{
+	char nb[128], db[40];
+	const char *nm = fl_error_safe_str(name, nb, sizeof(nb));
+	if (!json_is_object(obj))
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': entry is not an object", what, nm);
+	json_t *jd = json_object_get(obj, "dtype");
+	json_t *js = json_object_get(obj, "shape");
+	json_t *jo = json_object_get(obj, "data_offsets");
+	if (!jd || !js || !jo)
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': missing \"%s\"", what, nm,
+				    !jd ? "dtype" : !js ? "shape" : "data_offsets");
+
+	struct fl_st_tensor t = {0};
+	if (!json_is_string(jd))
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': \"dtype\" is not a string", what,
+				    nm);
+	if (fl_dtype_parse(json_string_value(jd), &t.dtype) != FL_OK)
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': unknown dtype \"%s\"", what, nm,
+				    fl_error_safe_str(json_string_value(jd), db, sizeof(db)));
+	int err = parse_shape(js, nm, what, &t);
+	if (err)
+		return err;
 	if (!json_is_array(jo) || json_array_size(jo) != 2 ||
 	    !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))
 		return fl_error_set(FL_EFORMAT,
@@ -180,30 +189,25 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
 		return fl_error_set(FL_EFORMAT,
 				    "%s: tensor '%s': data_offsets [%lld, %lld] end before begin", what,
 				    nm, (long long)b, (long long)e);
-	if ((uint64_t)(e - b) != nbytes)
+	if ((uint64_t)(e - b) != t.nbytes)
 		return fl_error_set(FL_EFORMAT,
 				    "%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, but "
 				    "%llu elements of %s need %llu",
 				    what, nm, (long long)b, (long long)e, (long long)(e - b),
-				    (unsigned long long)numel, fl_dtype_name(dtype),
-				    (unsigned long long)nbytes);
+				    (unsigned long long)t.numel, fl_dtype_name(t.dtype),
+				    (unsigned long long)t.nbytes);
 	if ((uint64_t)e > data_len)
 		return fl_error_set(FL_EFORMAT,
 				    "%s: tensor '%s': data_offsets [%lld, %lld] outside the data area "
 				    "of %zu bytes",
 				    what, nm, (long long)b, (long long)e, data_len);
-
 	struct st_entry *en = calloc(1, sizeof(*en));
-	if (!en || !(en->t.name = dup_str(name))) {
+	if (!en || !(t.name = dup_str(name))) {
 		free(en);
 		return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
 	}
-	en->t.dtype = dtype;
-	en->t.ndim = (int)ndim;
-	memcpy(en->t.shape, shape, ndim * sizeof(shape[0]));
-	en->t.numel = (size_t)numel;
-	en->t.data = data + b;
-	en->t.nbytes = (size_t)nbytes;
+	t.data = data + b;
+	en->t = t;
 	en->begin = (uint64_t)b;
 	st->v[st->n++] = en;
 	return FL_OK;
