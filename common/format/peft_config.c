@@ -185,8 +185,9 @@ static int peft_get_sel(json_t *v, const char *what, const char *key, int allow_
 	return peft_get_strv(v, what, key, out, n);
 }
 
-/* Interprets one known key into c. */
-static int peft_parse_key(struct fl_peft_config *c, const char *what, const char *key, json_t *v)
+/* The scalar keys (peft_type, r, alpha, dropouts, use_effective_conv2d,
+ * init_weights) into c; 1 when key is none of them. */
+static int peft_parse_scalar(struct fl_peft_config *c, const char *what, const char *key, json_t *v)
 {
 	if (strcmp(key, "peft_type") == 0) {
 		if (!json_is_string(v))
@@ -221,29 +222,48 @@ static int peft_parse_key(struct fl_peft_config *c, const char *what, const char
 		if (!json_is_boolean(v))
 			return peft_bad(FL_EINVAL, what, key, "true or false", v);
 		c->init_weights = json_is_true(v);
-	} else if (strcmp(key, "target_modules") == 0) {
+	} else {
+		return 1;
+	}
+	return FL_OK;
+}
+
+/* layers_to_transform: an integer, a list of them, or null. */
+static int peft_get_layers(struct fl_peft_config *c, const char *what, const char *key, json_t *v)
+{
+	if (json_is_null(v))
+		return FL_OK;
+	size_t cnt = json_is_array(v) ? json_array_size(v) : 1;
+	if (!json_is_array(v) && !json_is_integer(v))
+		return peft_bad(FL_EINVAL, what, key, "an integer, a list of integers or null", v);
+	c->layers_to_transform_is_list = json_is_array(v);
+	if (!(c->layers_to_transform = calloc(cnt ? cnt : 1, sizeof(int))))
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
+	for (size_t i = 0; i < cnt; i++) {
+		json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+		if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+		    json_integer_value(e) > INT_MAX)
+			return peft_bad(FL_EINVAL, what, key,
+					"a non-negative integer or a list of them", v);
+		c->layers_to_transform[c->n_layers_to_transform++] = (int)json_integer_value(e);
+	}
+	return FL_OK;
+}
+
+/* Interprets one known key into c. */
+static int peft_parse_key(struct fl_peft_config *c, const char *what, const char *key, json_t *v)
+{
+	int err = peft_parse_scalar(c, what, key, v);
+	if (err <= 0)
+		return err;
+	if (strcmp(key, "target_modules") == 0) {
 		return peft_get_sel(v, what, key, 1, &c->target_kind, &c->target_modules,
 				    &c->n_target_modules);
 	} else if (strcmp(key, "exclude_modules") == 0) {
 		return peft_get_sel(v, what, key, 0, &c->exclude_kind, &c->exclude_modules,
 				    &c->n_exclude_modules);
 	} else if (strcmp(key, "layers_to_transform") == 0) {
-		if (json_is_null(v))
-			return FL_OK;
-		size_t cnt = json_is_array(v) ? json_array_size(v) : 1;
-		if (!json_is_array(v) && !json_is_integer(v))
-			return peft_bad(FL_EINVAL, what, key, "an integer, a list of integers or null", v);
-		c->layers_to_transform_is_list = json_is_array(v);
-		if (!(c->layers_to_transform = calloc(cnt ? cnt : 1, sizeof(int))))
-			return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
-		for (size_t i = 0; i < cnt; i++) {
-			json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
-			if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-			    json_integer_value(e) > INT_MAX)
-				return peft_bad(FL_EINVAL, what, key,
-						"a non-negative integer or a list of them", v);
-			c->layers_to_transform[c->n_layers_to_transform++] = (int)json_integer_value(e);
-		}
+		return peft_get_layers(c, what, key, v);
 	} else if (strcmp(key, "layers_pattern") == 0) {
 		if (json_is_null(v))
 			return FL_OK;
