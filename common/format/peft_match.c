@@ -16,6 +16,62 @@
 
 /* ---- regex translation (Python syntax -> POSIX ERE) ---- */
 
+/* The POSIX form of escape \e outside [...], appended at *o. Returns NULL
+ * or a static reason. */
+static const char *peft_escape_outside(char e, char **o)
+{
+	const char *rep = NULL;
+	switch (e) {
+	case 'd': rep = "[0-9]"; break;
+	case 'D': rep = "[^0-9]"; break;
+	case 'w': rep = "[A-Za-z0-9_]"; break;
+	case 'W': rep = "[^A-Za-z0-9_]"; break;
+	case 's': rep = "[[:space:]]"; break;
+	case 'S': rep = "[^[:space:]]"; break;
+	case 'n': rep = "\n"; break;
+	case 't': rep = "\t"; break;
+	default:
+		if (isalnum((unsigned char)e))
+			return "unsupported escape (only \\d \\w \\s \\D \\W \\S \\n \\t)";
+		if (strchr(".^$*+?()[]{}|\\", e))
+			*o += sprintf(*o, "\\%c", e);
+		else
+			*(*o)++ = e;
+		return NULL;
+	}
+	*o += sprintf(*o, "%s", rep);
+	return NULL;
+}
+
+/* The same inside [...]: *br_start says whether the set has a member yet,
+ * *br_dash whether an escaped '-' goes at its end. */
+static const char *peft_escape_inside(char e, char **o, int *br_start, int *br_dash)
+{
+	const char *rep = NULL;
+	switch (e) {
+	case 'd': rep = "0-9"; break;
+	case 'w': rep = "A-Za-z0-9_"; break;
+	case 's': rep = "[:space:]"; break;
+	case 'n': rep = "\n"; break;
+	case 't': rep = "\t"; break;
+	case '-': *br_dash = *br_start = 1; return NULL;
+	case ']': return "\\] inside [...] is not supported";
+	case '^':
+		if (!*br_start)
+			return "\\^ inside [...] is not supported";
+		rep = "^";
+		break;
+	default:
+		if (isalnum((unsigned char)e))
+			return "unsupported escape inside [...]";
+		*(*o)++ = e;
+		return NULL;
+	}
+	*o += sprintf(*o, "%s", rep);
+	*br_start = 1;
+	return NULL;
+}
+
 /* Appends the POSIX form of Python regex `py` to `o` (room for 16*len+1).
  * Returns NULL or a static reason. */
 static const char *peft_regex_translate(const char *py, char *o)
@@ -25,52 +81,12 @@ static const char *peft_regex_translate(const char *py, char *o)
 		char ch = *p;
 		if (ch == '\\') {
 			char e = *++p;
-			const char *rep = NULL;
 			if (!e)
 				return "trailing backslash";
-			if (!in_br) {
-				switch (e) {
-				case 'd': rep = "[0-9]"; break;
-				case 'D': rep = "[^0-9]"; break;
-				case 'w': rep = "[A-Za-z0-9_]"; break;
-				case 'W': rep = "[^A-Za-z0-9_]"; break;
-				case 's': rep = "[[:space:]]"; break;
-				case 'S': rep = "[^[:space:]]"; break;
-				case 'n': rep = "\n"; break;
-				case 't': rep = "\t"; break;
-				default:
-					if (isalnum((unsigned char)e))
-						return "unsupported escape (only \\d \\w \\s \\D \\W \\S \\n \\t)";
-					if (strchr(".^$*+?()[]{}|\\", e))
-						o += sprintf(o, "\\%c", e);
-					else
-						*o++ = e;
-					continue;
-				}
-			} else {
-				switch (e) {
-				case 'd': rep = "0-9"; break;
-				case 'w': rep = "A-Za-z0-9_"; break;
-				case 's': rep = "[:space:]"; break;
-				case 'n': rep = "\n"; break;
-				case 't': rep = "\t"; break;
-				case '-': br_dash = br_start = 1; continue;
-				case ']': return "\\] inside [...] is not supported";
-				case '^':
-					if (!br_start)
-						return "\\^ inside [...] is not supported";
-					rep = "^";
-					break;
-				default:
-					if (isalnum((unsigned char)e))
-						return "unsupported escape inside [...]";
-					*o++ = e;
-					continue;
-				}
-			}
-			o += sprintf(o, "%s", rep);
-			if (in_br)
-				br_start = 1;
+			const char *why = in_br ? peft_escape_inside(e, &o, &br_start, &br_dash)
+						: peft_escape_outside(e, &o);
+			if (why)
+				return why;
 			continue;
 		}
 		if (in_br) {
