@@ -122,27 +122,17 @@ static int load_tensor(struct fl_model *m, const struct fl_model_tensor *t, cons
 	return FL_OK;
 }
 
-int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
+static const char *const saved_files[3] = {"adapter_model.safetensors",
+					   "base_model.safetensors", "model.safetensors"};
+
+/* The model fedloha.json (root, read from path) describes, with its
+ * weights still at their seeded values. */
+static int model_from_json(json_t *root, const char *path, int max_batch, struct fl_model **m)
 {
-	*out = NULL;
-	char path[FL_PATH_MAX], *text = NULL;
-	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
-	int err = fl_file_read_all(path, 1u << 20, &text, NULL);
-	if (err)
-		return err;
-	json_error_t je;
-	json_t *root = json_loads(text, 0, &je);
-	free(text);
-	if (!root)
-		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
 	struct fl_peft_config *cfg = NULL;
-	struct fl_model *m = NULL;
-	struct fl_st *files[3] = {NULL, NULL, NULL};
-	const char *fname[3] = {"adapter_model.safetensors", "base_model.safetensors",
-				"model.safetensors"};
 	const char *arch = json_string_value(json_object_get(root, "arch"));
 	json_t *input = json_object_get(root, "input");
-	int c = 0, h = 0, w = 0, classes = 0;
+	int c = 0, h = 0, w = 0, classes = 0, err = FL_OK;
 	if (!json_is_string(json_object_get(root, "format")) ||
 	    strcmp(json_string_value(json_object_get(root, "format")), "fedloha-model") != 0)
 		err = fl_error_set(FL_EFORMAT, "%s: not a fedloha model file (key 'format')", path);
@@ -161,11 +151,20 @@ int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 	if (!err)
 		err = config_from_json(root, path, &cfg);
 	if (!err)
-		err = fl_model_new(arch, c, h, w, classes, cfg, 0, max_batch, &m);
+		err = fl_model_new(arch, c, h, w, classes, cfg, 0, max_batch, m);
+	fl_peft_config_free(cfg);
+	return err;
+}
+
+/* The safetensors files of the folder that the kind of m needs. */
+static int read_saved_files(const char *dir, const struct fl_model *m, struct fl_st *files[3])
+{
+	char path[FL_PATH_MAX];
+	int err = FL_OK;
 	for (int i = 0; i < 3 && !err; i++) {
 		if (i < 2 && m->param == FL_PEFT_PARAM_DENSE)
 			continue; /* stale adapter files of an older save */
-		snprintf(path, sizeof(path), "%s/%s", dir, fname[i]);
+		snprintf(path, sizeof(path), "%s/%s", dir, saved_files[i]);
 		if (fl_path_exists(path))
 			err = fl_st_read(path, &files[i]);
 	}
@@ -175,26 +174,55 @@ int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 		err = fl_error_set(FL_ENOTFOUND, "%s/base_model.safetensors: missing", dir);
 	if (!err && m->param != FL_PEFT_PARAM_DENSE && !files[0])
 		err = fl_error_set(FL_ENOTFOUND, "%s/adapter_model.safetensors: missing", dir);
-	for (size_t i = 0; i < (m ? fl_model_tensor_count(m) : 0) && !err; i++) {
+	return err;
+}
+
+/* Every tensor of m: the adapter file by its PEFT name first, then (not
+ * for factors) the base file, then (not for the frozen base) the model. */
+static int load_tensors(const char *dir, struct fl_model *m, struct fl_st *const files[3])
+{
+	for (size_t i = 0; i < fl_model_tensor_count(m); i++) {
 		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
 		char key[256];
 		snprintf(key, sizeof(key), PEFT_PREFIX "%s", t->name);
-		int r = files[0] ? load_tensor(m, t, files[0], key, fname[0]) : FL_ENOTFOUND;
+		int r = files[0] ? load_tensor(m, t, files[0], key, saved_files[0]) : FL_ENOTFOUND;
 		if (r == FL_ENOTFOUND && !strstr(t->name, ".hada_") && !strstr(t->name, ".lora_")) {
 			int last = (t->flags & FL_TENSOR_BASE) ? 2 : 3; /* W0 only from the base */
 			for (int f = 1; f < last && r == FL_ENOTFOUND; f++)
 				if (files[f])
-					r = load_tensor(m, t, files[f], t->name, fname[f]);
+					r = load_tensor(m, t, files[f], t->name, saved_files[f]);
 		}
 		if (r == FL_ENOTFOUND)
-			err = fl_error_set(FL_ENOTFOUND, "%s: tensor '%s' not found in the saved files", dir,
-					   t->name);
-		else
-			err = r;
+			return fl_error_set(FL_ENOTFOUND, "%s: tensor '%s' not found in the saved files",
+					    dir, t->name);
+		if (r)
+			return r;
 	}
+	return FL_OK;
+}
+
+int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
+{
+	*out = NULL;
+	char path[FL_PATH_MAX], *text = NULL;
+	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
+	int err = fl_file_read_all(path, 1u << 20, &text, NULL);
+	if (err)
+		return err;
+	json_error_t je;
+	json_t *root = json_loads(text, 0, &je);
+	free(text);
+	if (!root)
+		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+	struct fl_model *m = NULL;
+	struct fl_st *files[3] = {NULL, NULL, NULL};
+	err = model_from_json(root, path, max_batch, &m);
+	if (!err)
+		err = read_saved_files(dir, m, files);
+	if (!err)
+		err = load_tensors(dir, m, files);
 	for (int i = 0; i < 3; i++)
 		fl_st_free(files[i]);
-	fl_peft_config_free(cfg);
 	json_decref(root);
 	if (err) {
 		fl_model_free(m);
