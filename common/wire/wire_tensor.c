@@ -123,19 +123,10 @@ void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim,
 	w->data = data;
 }
 
-int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum fl_wire_dtype dtype,
-			  size_t chunk_bytes, struct fl_buf ***frames, size_t *nframes)
+/* Every value finite; *scale: int8's max|x| / 127 (0 for the others). */
+static int encode_scale(const struct fl_wire_tensor *t, enum fl_wire_dtype dtype, float *scale)
 {
 	char nb[64];
-	size_t esz = fl_wire_dtype_bytes(dtype);
-	int rc = check_tensor(t, "encode");
-	if (rc)
-		return rc;
-	if (!esz)
-		return fl_error_set(FL_EINVAL, "wire encode: unknown dtype %d", (int)dtype);
-	if (chunk_bytes < esz)
-		return fl_error_set(FL_EINVAL, "wire encode: chunk of %zu bytes holds no %s element",
-				    chunk_bytes, fl_wire_dtype_name(dtype));
 	/* Finite check and max|x| over the whole tensor before any frame. */
 	float amax = 0.0f;
 	for (size_t i = 0; i < t->numel; i++) {
@@ -145,12 +136,63 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 		if (fabsf(t->data[i]) > amax)
 			amax = fabsf(t->data[i]);
 	}
-	float scale = 0.0f;
+	*scale = 0.0f;
 	if (dtype == FL_WIRE_INT8) {
-		scale = amax > 0.0f ? amax / 127.0f : 1.0f;
-		if (scale == 0.0f) /* max|x| so tiny that the division underflowed */
-			scale = 0x1p-149f;
+		*scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+		if (*scale == 0.0f) /* max|x| so tiny that the division underflowed */
+			*scale = 0x1p-149f;
 	}
+	return FL_OK;
+}
+
+/* One TensorChunk frame: cnt elements from off (scratch holds cnt
+ * converted elements for the dtypes other than f32). */
+static int encode_chunk(uint64_t round, const struct fl_wire_tensor *t, enum fl_wire_dtype dtype,
+			float scale, uint64_t *shape, size_t off, size_t cnt, int last,
+			uint8_t *scratch, struct fl_buf **frame)
+{
+	char nb[64];
+	size_t bad = 0;
+	Fedloha__V1__TensorChunk ch = FEDLOHA__V1__TENSOR_CHUNK__INIT;
+	ch.round = round;
+	ch.name = (char *)t->name;
+	ch.n_shape = (size_t)t->ndim;
+	ch.shape = shape;
+	ch.dtype = (Fedloha__V1__DType)dtype;
+	ch.scale = scale;
+	ch.offset = off;
+	ch.last = last;
+	ch.data.len = cnt * fl_wire_dtype_bytes(dtype);
+	if (dtype == FL_WIRE_F32) {
+		ch.data.data = cnt ? (uint8_t *)(t->data + off) : NULL;
+	} else if (convert_out(scratch, t->data + off, cnt, dtype, scale, &bad)) {
+		return fl_error_set(FL_ERANGE, "wire encode: tensor '%s': value %g at %zu overflows %s",
+				    fl_error_safe_str(t->name, nb, sizeof(nb)),
+				    (double)t->data[off + bad], off + bad, fl_wire_dtype_name(dtype));
+	} else {
+		ch.data.data = scratch;
+	}
+	Fedloha__V1__Envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_CHUNK;
+	env.chunk = &ch;
+	return fl_wire_encode(&env, frame);
+}
+
+int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum fl_wire_dtype dtype,
+			  size_t chunk_bytes, struct fl_buf ***frames, size_t *nframes)
+{
+	size_t esz = fl_wire_dtype_bytes(dtype);
+	int rc = check_tensor(t, "encode");
+	if (rc)
+		return rc;
+	if (!esz)
+		return fl_error_set(FL_EINVAL, "wire encode: unknown dtype %d", (int)dtype);
+	if (chunk_bytes < esz)
+		return fl_error_set(FL_EINVAL, "wire encode: chunk of %zu bytes holds no %s element",
+				    chunk_bytes, fl_wire_dtype_name(dtype));
+	float scale = 0.0f;
+	if ((rc = encode_scale(t, dtype, &scale)))
+		return rc;
 	size_t per = chunk_bytes / esz;
 	if (per > t->numel)
 		per = t->numel;
@@ -174,31 +216,9 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 	for (int i = 0; i < t->ndim; i++)
 		shape[i] = (uint64_t)t->shape[i];
 	for (size_t c = 0; c < nchunks; c++) {
-		size_t off = c * per, cnt = t->numel - off < per ? t->numel - off : per, bad = 0;
-		Fedloha__V1__TensorChunk ch = FEDLOHA__V1__TENSOR_CHUNK__INIT;
-		ch.round = round;
-		ch.name = (char *)t->name;
-		ch.n_shape = (size_t)t->ndim;
-		ch.shape = shape;
-		ch.dtype = (Fedloha__V1__DType)dtype;
-		ch.scale = scale;
-		ch.offset = off;
-		ch.last = c + 1 == nchunks;
-		ch.data.len = cnt * esz;
-		if (dtype == FL_WIRE_F32) {
-			ch.data.data = cnt ? (uint8_t *)(t->data + off) : NULL;
-		} else if (convert_out(scratch, t->data + off, cnt, dtype, scale, &bad)) {
-			rc = fl_error_set(FL_ERANGE, "wire encode: tensor '%s': value %g at %zu overflows %s",
-					  fl_error_safe_str(t->name, nb, sizeof(nb)), (double)t->data[off + bad],
-					  off + bad, fl_wire_dtype_name(dtype));
-			goto fail;
-		} else {
-			ch.data.data = scratch;
-		}
-		Fedloha__V1__Envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-		env.body_case = FEDLOHA__V1__ENVELOPE__BODY_CHUNK;
-		env.chunk = &ch;
-		rc = fl_wire_encode(&env, &v[*nframes]);
+		size_t off = c * per, cnt = t->numel - off < per ? t->numel - off : per;
+		rc = encode_chunk(round, t, dtype, scale, shape, off, cnt, c + 1 == nchunks, scratch,
+				  &v[*nframes]);
 		if (rc)
 			goto fail;
 		(*nframes)++;
