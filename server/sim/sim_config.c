@@ -52,7 +52,8 @@ int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *
 	if (!c->arch || !fl_model_arch_valid(c->arch))
 		return fl_error_set(FL_EINVAL, "sim: unknown model '%s' (2nn, cnn or mlp)",
 				    c->arch ? c->arch : "");
-	if (c->train.rounds < 1 || c->train.epochs < 1 || c->train.batch < 1 || c->train.batch > CLI_SESSION_BATCH_MAX)
+	if (c->train.rounds < 1 || c->train.epochs < 1 || c->train.batch < 1 ||
+	    c->train.batch > CLI_SESSION_BATCH_MAX)
 		return fl_error_set(FL_EINVAL, "sim: rounds, epochs >= 1 and batch in [1, %d]",
 				    CLI_SESSION_BATCH_MAX);
 	if (!(c->train.fraction > 0 && c->train.fraction <= 1))
