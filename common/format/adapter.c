@@ -333,6 +333,36 @@ static int ad_lora_collect(const struct fl_st *st, const char *st_path, struct a
 	return FL_OK;
 }
 
+/* Every module with LoRA factors has a 2-D or 4-D weight in the base. */
+static int ad_lora_check_base(const struct ad_lora_mod *mods, size_t nmods,
+			      const struct fl_st *base, const char *spath, const char *base_path)
+{
+	char nb[AD_NAME_MAX];
+	for (size_t i = 0; i < nmods; i++) {
+		char wn[AD_NAME_MAX + 8];
+		snprintf(wn, sizeof(wn), "%s.weight", mods[i].name);
+		const struct fl_st_tensor *w = fl_st_find(base, wn);
+		if (!w || (w->ndim != 2 && w->ndim != 4))
+			return fl_error_set(FL_ENOTFOUND, "%s has LoRA factors for module '%s' but %s "
+					    "has no 2-D or 4-D '%s.weight'", spath,
+					    fl_error_safe_str(mods[i].name, nb, AD_NAME_MAX), base_path,
+					    mods[i].name);
+	}
+	return FL_OK;
+}
+
+/* The module whose weight the base tensor `name` is ("MODULE.weight"), or NULL. */
+static const struct ad_lora_mod *ad_lora_find(const struct ad_lora_mod *mods, size_t nmods,
+					      const char *name)
+{
+	size_t len = strlen(name);
+	for (size_t k = 0; k < nmods; k++)
+		if (len == strlen(mods[k].name) + 7 && !strncmp(name, mods[k].name, len - 7) &&
+		    !strcmp(name + len - 7, ".weight"))
+			return &mods[k];
+	return NULL;
+}
+
 /* Merges a PEFT LoRA folder: W0 += (alpha / r) · lora_B @ lora_A per module
  * (alpha / sqrt(r) with use_rslora), r and alpha from rank_pattern /
  * alpha_pattern, else r / lora_alpha (PEFT's defaults 8 and 8). */
@@ -368,30 +398,15 @@ static int ad_merge_lora(const char *base_path, const char *dir, const char *out
 	if ((err = fl_st_read(spath, &ad)) || (err = ad_lora_collect(ad, spath, &mods, &nmods)) ||
 	    (err = fl_st_read(base_path, &base)) || (err = fl_st_new(&out)))
 		goto done;
-	for (size_t i = 0; i < nmods; i++) {
-		char wn[AD_NAME_MAX + 8];
-		snprintf(wn, sizeof(wn), "%s.weight", mods[i].name);
-		const struct fl_st_tensor *w = fl_st_find(base, wn);
-		if (!w || (w->ndim != 2 && w->ndim != 4)) {
-			err = fl_error_set(FL_ENOTFOUND, "%s has LoRA factors for module '%s' but %s has "
-					   "no 2-D or 4-D '%s.weight'", spath,
-					   fl_error_safe_str(mods[i].name, nb, AD_NAME_MAX), base_path,
-					   mods[i].name);
-			goto done;
-		}
-	}
+	if ((err = ad_lora_check_base(mods, nmods, base, spath, base_path)))
+		goto done;
 	for (size_t i = 0; i < fl_st_metadata_count(base) && !err; i++) {
 		const char *v, *k = fl_st_metadata_at(base, i, &v);
 		err = fl_st_set_metadata(out, k, v);
 	}
 	for (size_t i = 0; i < fl_st_count(base) && !err; i++) {
 		const struct fl_st_tensor *t = fl_st_at(base, i);
-		const struct ad_lora_mod *m = NULL;
-		size_t len = strlen(t->name);
-		for (size_t k = 0; k < nmods && !m; k++)
-			if (len == strlen(mods[k].name) + 7 && !strncmp(t->name, mods[k].name, len - 7) &&
-			    !strcmp(t->name + len - 7, ".weight"))
-				m = &mods[k];
+		const struct ad_lora_mod *m = ad_lora_find(mods, nmods, t->name);
 		if (!m) {
 			st.copied++;
 			err = fl_st_add(out, t->name, t->dtype, t->shape, t->ndim, t->data);
