@@ -47,7 +47,7 @@ int srv_train_opts_set(struct srv_train_opts *t, const char *name, const char *v
 			*(float *)field = (float)d;
 		return err;
 	}
-	return 1;
+	return FL_ENOTFOUND;
 }
 
 int srv_train_opts_strategy(struct srv_train_opts *t, const char *name)

@@ -29,9 +29,9 @@ struct srv_train_opts {
 
 /* One of the shared flags by its long name without "--" (lr, lr-decay,
  * momentum, weight-decay, prox-mu, server-lr, server-beta1, server-beta2,
- * server-tau, batch), its value range-checked. 0: set; 1: name is not a
- * shared flag (nothing changed); FL_EINVAL: a bad value, the error names
- * the flag. */
+ * server-tau, batch), its value range-checked. FL_OK: set; FL_ENOTFOUND:
+ * name is not a shared flag (nothing changed, no error set); FL_EINVAL: a
+ * bad value, the error names the flag. */
 int srv_train_opts_set(struct srv_train_opts *t, const char *name, const char *value);
 /* --strategy NAME into t->strategy and t->prox (srv_optim_parse). */
 int srv_train_opts_strategy(struct srv_train_opts *t, const char *name);

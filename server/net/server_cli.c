@@ -137,10 +137,10 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return 0;
 	}
 	int shared = srv_train_opts_set(&o->train, k, v);
-	if (shared <= 0) {
+	if (shared != FL_ENOTFOUND) {
 		if (shared)
 			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return shared ? -1 : 0;
+		return shared;
 	}
 	if (!strcmp(k, "enrol-minutes")) return inum(k, v, 1, 1e6, &o->enrol_minutes);
 	if (!strcmp(k, "handshake-timeout")) return num(k, v, 0.05, 3600, &o->handshake_timeout);
@@ -157,9 +157,9 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 	if (!strcmp(k, "rounds")) {
 		int rounds;
 		if (inum(k, v, 1, 1e9, &rounds))
-			return -1;
+			return FL_EINVAL;
 		o->train.rounds = (uint64_t)rounds;
-		return 0;
+		return FL_OK;
 	}
 	if (!strcmp(k, "min-clients")) return inum(k, v, 1, 1e6, &o->min_clients);
 	if (!strcmp(k, "min-fit")) return inum(k, v, 1, 1e6, &o->min_fit);

@@ -167,18 +167,18 @@ static int parse_double(const char *s, const char *flag, double lo, double hi, d
 {
 	if (fl_cliopt_double(flag, s, lo, hi, out)) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
 	if (fl_cliopt_int(flag, s, lo, hi, out)) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 static int parse_u64(const char *s, const char *flag, long lo, long hi, uint64_t *out)
@@ -224,7 +224,8 @@ static const struct option longopts[] = {
 	{"target-modules", 1, 0, O_TARGET_MODULES},
 	{0, 0, 0, 0}};
 
-/* A flag that names a string: stored as given. 1 when ch is not one. */
+/* A flag that names a string: stored as given. FL_ENOTFOUND when ch is
+ * not one. */
 static int set_string(struct srv_sim_opts *o, int ch, const char *v)
 {
 	struct srv_sim_config *c = &o->base;
@@ -241,12 +242,12 @@ static int set_string(struct srv_sim_opts *o, int ch, const char *v)
 	case O_DATA: o->data = v; break;
 	case O_DATA_PATH: o->data_path = v; break;
 	case O_OUT: o->out = v; break;
-	default: return 1;
+	default: return FL_ENOTFOUND;
 	}
-	return 0;
+	return FL_OK;
 }
 
-/* A switch without a value. 1 when ch is not one. */
+/* A switch without a value. FL_ENOTFOUND when ch is not one. */
 static int set_switch(struct srv_sim_opts *o, int ch)
 {
 	switch (ch) {
@@ -255,13 +256,13 @@ static int set_switch(struct srv_sim_opts *o, int ch)
 	case O_SAVE_MODEL: o->save_model = 1; break;
 	case O_QUIET: o->quiet = 1; break;
 	case O_INSECURE: o->base.secure = 0; break;
-	default: return 1;
+	default: return FL_ENOTFOUND;
 	}
-	return 0;
+	return FL_OK;
 }
 
-/* A numeric flag of the simulator's own (ranges of its own); 1 printed on
- * a bad value, -1 when ch is not one. */
+/* A numeric flag of the simulator's own (ranges of its own); FL_EINVAL
+ * (printed) on a bad value, FL_ENOTFOUND when ch is not one. */
 static int set_number(struct srv_sim_opts *o, int ch, const char *v)
 {
 	struct srv_sim_config *c = &o->base;
@@ -283,36 +284,38 @@ static int set_number(struct srv_sim_opts *o, int ch, const char *v)
 	case O_SEED: return parse_u64(v, "--seed", 0, 2147483647, &t->seed);
 	case O_THREADS: return parse_int(v, "--threads", 1, SRV_SIM_THREADS_MAX, &c->threads);
 	case O_TARGET: return parse_double(v, "--target", 0, 100, &o->target);
-	default: return -1;
+	default: return FL_ENOTFOUND;
 	}
 }
 
-/* One parsed option; 1 when it was bad (message printed). */
+/* One parsed option; FL_EINVAL when it was bad (message printed). */
 static int set_option(struct srv_sim_opts *o, int ch, const char *name, const char *v,
 		      const char *arg)
 {
 	if (ch == O_TRAIN) {
 		if (srv_train_opts_set(&o->base.train, name, v) == FL_OK)
-			return 0;
+			return FL_OK;
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
 	if (ch == O_DTYPE) {
 		if (!fl_wire_dtype_parse(v, &o->base.train.dtype))
-			return 0;
+			return FL_OK;
 		fprintf(stderr, PROG ": --dtype: expected f32, f16, bf16 or int8, got '%s'\n", v);
-		return 1;
+		return FL_EINVAL;
 	}
-	if (!set_string(o, ch, v) || !set_switch(o, ch))
-		return 0;
-	int bad = set_number(o, ch, v);
-	if (bad >= 0)
-		return bad;
+	int err = set_string(o, ch, v);
+	if (err == FL_ENOTFOUND)
+		err = set_switch(o, ch);
+	if (err == FL_ENOTFOUND)
+		err = set_number(o, ch, v);
+	if (err != FL_ENOTFOUND)
+		return err;
 	if (ch == ':')
 		fprintf(stderr, PROG ": %s needs a value\n", arg);
 	else
 		fprintf(stderr, PROG ": unknown option '%s'\n", arg);
-	return 1;
+	return FL_EINVAL;
 }
 
 /* What can only be checked once every flag is in. */
@@ -321,21 +324,21 @@ static int check_options(int argc, char **argv, struct srv_sim_opts *o)
 	struct srv_sim_config *c = &o->base;
 	if (optind < argc) {
 		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
-		return 1;
+		return FL_EINVAL;
 	}
 	if (!fl_model_arch_valid(c->arch)) {
 		fprintf(stderr, PROG ": --model: unknown model '%s' (2nn, cnn or mlp)\n", c->arch);
-		return 1;
+		return FL_EINVAL;
 	}
 	if (o->strategy && srv_train_opts_strategy(&c->train, o->strategy)) {
 		fprintf(stderr, PROG ": --strategy: %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
 	if (srv_train_opts_check(&c->train)) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 int srv_sim_opts_parse(int argc, char **argv, struct srv_sim_opts *o)
@@ -349,9 +352,9 @@ int srv_sim_opts_parse(int argc, char **argv, struct srv_sim_opts *o)
 			break;
 		if (ch == O_HELP)
 			return 2;
-		bad |= set_option(o, ch, idx >= 0 ? longopts[idx].name : "", optarg, argv[prev]);
+		bad |= set_option(o, ch, idx >= 0 ? longopts[idx].name : "", optarg, argv[prev]) != FL_OK;
 	}
-	return bad ? 1 : check_options(argc, argv, o);
+	return bad ? FL_EINVAL : check_options(argc, argv, o);
 }
 
 /* One --compare item ("KIND[:DTYPE]", "local", "local-KIND") over the
@@ -364,7 +367,7 @@ static int config_from_item(char *item, struct srv_sim_config *c)
 		if (fl_wire_dtype_parse(colon + 1, &c->train.dtype)) {
 			fprintf(stderr, PROG ": --compare: '%s': dtype must be f32, f16, bf16 or "
 					"int8\n", colon + 1);
-			return 1;
+			return FL_EINVAL;
 		}
 	}
 	const char *kind = item;
@@ -378,16 +381,16 @@ static int config_from_item(char *item, struct srv_sim_config *c)
 	if (fl_peft_param_parse(kind, &c->param)) {
 		fprintf(stderr, PROG ": unknown parameterisation '%s' (dense, fedpara, "
 				"pfedpara, lowrank, loha, local or local-KIND)\n", kind);
-		return 1;
+		return FL_EINVAL;
 	}
 	if (c->local_only && (colon || (c->param != FL_PEFT_PARAM_DENSE &&
 					c->param != FL_PEFT_PARAM_FEDPARA &&
 					c->param != FL_PEFT_PARAM_LOWRANK))) {
 		fprintf(stderr, PROG ": '%s': local-only training takes dense, fedpara or "
 				"lowrank and no wire dtype\n", item);
-		return 1;
+		return FL_EINVAL;
 	}
-	return 0;
+	return FL_OK;
 }
 
 /* What the item's configuration allows of --init and --base. */
@@ -396,18 +399,19 @@ static int check_init(const char *item, struct srv_sim_config *c)
 	if (c->local_only && (c->init_path || c->base_path)) {
 		fprintf(stderr, PROG ": '%s': local-only training starts from the seeded "
 				"model (no --init or --base)\n", item);
-		return 1;
+		return FL_EINVAL;
 	}
 	if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA) {
 		fprintf(stderr, PROG ": --init works with dense and loha, not %s\n", item);
-		return 1;
+		return FL_EINVAL;
 	}
 	if (c->init_path && c->param == FL_PEFT_PARAM_LOHA && !c->base_path)
 		c->base_path = c->init_path; /* the pretrained model is the frozen base */
-	return 0;
+	return FL_OK;
 }
 
-/* 1 (message printed) when cfgs[n]'s label is one of cfgs[0..n-1]'s. */
+/* FL_EINVAL (message printed) when cfgs[n]'s label is one of
+ * cfgs[0..n-1]'s. */
 static int label_taken(const struct srv_sim_config *cfgs, int n)
 {
 	char label[SRV_SIM_LABEL_MAX], other[SRV_SIM_LABEL_MAX];
@@ -415,10 +419,10 @@ static int label_taken(const struct srv_sim_config *cfgs, int n)
 	for (int i = 0; i < n; i++) {
 		if (!strcmp(label, srv_sim_config_label(&cfgs[i], other, sizeof(other)))) {
 			fprintf(stderr, PROG ": --compare: '%s' given twice\n", label);
-			return 1;
+			return FL_EINVAL;
 		}
 	}
-	return 0;
+	return FL_OK;
 }
 
 int srv_sim_opts_configs(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, int *n)
@@ -426,7 +430,7 @@ int srv_sim_opts_configs(const struct srv_sim_opts *o, struct srv_sim_config *cf
 	const char *list = o->compare ? o->compare : o->param ? o->param : DEF_COMPARE;
 	if (o->compare && o->param) {
 		fprintf(stderr, PROG ": give either --param or --compare\n");
-		return 1;
+		return FL_EINVAL;
 	}
 	*n = 0;
 	for (const char *p = list; *p;) {
@@ -434,12 +438,12 @@ int srv_sim_opts_configs(const struct srv_sim_opts *o, struct srv_sim_config *cf
 		char item[64];
 		if (len == 0 || len >= sizeof(item)) {
 			fprintf(stderr, PROG ": --compare: bad item in '%s'\n", list);
-			return 1;
+			return FL_EINVAL;
 		}
 		if (*n == SRV_SIM_CONFIGS_MAX) {
 			fprintf(stderr, PROG ": --compare: at most %d configurations\n",
 				SRV_SIM_CONFIGS_MAX);
-			return 1;
+			return FL_EINVAL;
 		}
 		memcpy(item, p, len);
 		item[len] = '\0';
@@ -447,12 +451,12 @@ int srv_sim_opts_configs(const struct srv_sim_opts *o, struct srv_sim_config *cf
 		cfgs[*n] = o->base;
 		if (config_from_item(item, &cfgs[*n]) || check_init(item, &cfgs[*n]) ||
 		    label_taken(cfgs, *n))
-			return 1;
+			return FL_EINVAL;
 		(*n)++;
 	}
 	if (!*n) {
 		fprintf(stderr, PROG ": --compare: empty list\n");
-		return 1;
+		return FL_EINVAL;
 	}
 	/* a local-only baseline is measured on the clients' held-out samples:
 	 * so is everything it is compared with */
@@ -461,5 +465,5 @@ int srv_sim_opts_configs(const struct srv_sim_opts *o, struct srv_sim_config *cf
 		local |= cfgs[i].local_only;
 	for (int i = 0; local && i < *n; i++)
 		cfgs[i].fed_eval = 1;
-	return 0;
+	return FL_OK;
 }

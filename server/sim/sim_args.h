@@ -21,10 +21,11 @@ struct srv_sim_opts {
 /* The built-in default (what `make run` shows). */
 void srv_sim_opts_init(struct srv_sim_opts *o);
 void srv_sim_opts_usage(FILE *f);
-/* 0 ok, 1 bad value (message printed), 2 --help. */
+/* FL_OK, 2 for --help, FL_EINVAL for a bad value (message printed). */
 int srv_sim_opts_parse(int argc, char **argv, struct srv_sim_opts *o);
 /* --compare / --param into configurations with unique labels (at most
- * SRV_SIM_CONFIGS_MAX); 1 with a message printed when the list is bad. */
+ * SRV_SIM_CONFIGS_MAX); FL_EINVAL with a message printed when the list
+ * is bad. */
 int srv_sim_opts_configs(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, int *n);
 
 #endif

@@ -51,7 +51,8 @@ static int local_round(struct local_client *c)
 	struct fl_trainer *tr = NULL;
 	int err = fl_trainer_new(c->model, &oc, cfg->train.batch, &tr);
 	struct fl_rng rng;
-	fl_rng_seed_stream(&rng, (cfg->train.seed ^ LOCAL_SEED_KEY) + (uint64_t)c->index * FL_RNG_GOLDEN,
+	fl_rng_seed_stream(&rng,
+			   (cfg->train.seed ^ LOCAL_SEED_KEY) + (uint64_t)c->index * FL_RNG_GOLDEN,
 			   c->round);
 	struct fl_train_stats st = {0};
 	for (int e = 0; e < cfg->train.epochs && !err; e++)

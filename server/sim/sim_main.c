@@ -123,7 +123,7 @@ static int partition_config(const struct srv_sim_opts *o, const struct srv_sim_c
 	fl_partition_config_init(pc);
 	if (fl_partition_parse(o->partition, pc)) {
 		fprintf(stderr, PROG ": --%s\n" PROG ": try --help\n", fl_error_msg());
-		return 2;
+		return FL_EINVAL;
 	}
 	int need_holdout = 0;
 	for (int i = 0; i < n; i++)
@@ -132,7 +132,7 @@ static int partition_config(const struct srv_sim_opts *o, const struct srv_sim_c
 	pc->seed = o->base.train.seed;
 	pc->holdout = o->holdout_set ? o->holdout : need_holdout ? 0.2 : 0.0;
 	pc->min_per_client = 2;
-	return 0;
+	return FL_OK;
 }
 
 static void print_setting(const struct srv_sim_opts *o, const struct srv_sim_data *data)
@@ -162,8 +162,8 @@ struct runs {
 	char model_dir[FL_PATH_MAX]; /* --save-model: the folder of the configuration running */
 };
 
-/* Runs cfgs[i]; a failure is recorded and the others still run. 1 when
- * its result files could not be written. */
+/* Runs cfgs[i]; a failure is recorded and the others still run. The
+ * error when its result files could not be written (message printed). */
 static int run_one(const struct srv_sim_opts *o, struct srv_sim_config *cfg,
 		   const struct srv_sim_data *data, const double *targets, struct progress *pr,
 		   struct runs *r, int i)
@@ -188,21 +188,20 @@ static int run_one(const struct srv_sim_opts *o, struct srv_sim_config *cfg,
 			 fl_error_msg());
 		fprintf(stderr, "%s" PROG ": %s\n", pr->tty && !o->quiet ? "\n" : "",
 			r->failed[r->nfailed - 1]);
-		return 0;
+		return FL_OK;
 	}
 	const struct srv_sim_result *res = r->res[i];
 	if (res->client_errors)
 		fprintf(stderr, PROG ": %s: %llu client errors, last: %s\n", res->label,
 			(unsigned long long)res->client_errors, res->last_client_error);
 	r->done[r->ndone++] = r->res[i];
-	if ((err = write_result(res, cfg, o->out, targets))) {
+	if ((err = write_result(res, cfg, o->out, targets)))
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return 1;
-	}
-	return 0;
+	return err;
 }
 
-/* The table, the channel totals, the failures and the plot. */
+/* The table, the channel totals, the failures and the plot; the exit code
+ * (1 when a configuration failed or a file could not be written). */
 static int report(const struct srv_sim_opts *o, struct runs *r, const double *targets)
 {
 	int rc = 0;
@@ -269,7 +268,8 @@ int main(int argc, char **argv)
 	struct progress pr = {.quiet = o.quiet, .tty = isatty(2), .count = n};
 	rc = 0;
 	for (int i = 0; i < n; i++)
-		rc |= run_one(&o, &cfgs[i], data, targets, &pr, &r, i);
+		if (run_one(&o, &cfgs[i], data, targets, &pr, &r, i))
+			rc = 1;
 	rc |= report(&o, &r, targets);
 	for (int i = 0; i < n; i++)
 		srv_sim_result_free(r.res[i]);
