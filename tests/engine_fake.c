@@ -2,6 +2,8 @@
 #include "engine_fake.h"
 
 #include "errors.h"
+#include "model.h"
+#include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +47,14 @@ static void io_on_round(void *ctx, const struct srv_round_report *r)
 	struct fake_net *net = ctx;
 	if (net->nrep < FAKE_MAX_REPORTS)
 		net->rep[net->nrep++] = *r;
+}
+
+struct fl_model *fake_small_model(uint64_t seed)
+{
+	struct fl_model *m = NULL;
+	int err = fl_model_new("mlp", 1, 2, 2, 3, NULL, seed, 1, &m);
+	FL_CHECK_MSG(err == FL_OK, "model: %s", fl_error_msg());
+	return m;
 }
 
 void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t seed,

@@ -58,6 +58,9 @@ struct fake_net {
  * or idle timeout, 2 KiB chunks and 64 KiB frames. */
 void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t seed,
 			int min_report);
+/* The engine tests' model: an mlp over 1x2x2 inputs, 3 classes, from seed;
+ * a failed check (and NULL) when it cannot be built. */
+struct fl_model *fake_small_model(uint64_t seed);
 /* Builds the engine over model (borrowed). NULL on failure (message in
  * fl_error_msg). */
 struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg);

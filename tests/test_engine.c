@@ -3,8 +3,9 @@
  * (fraction, min_fit, replay), quorum with a dropped client, retry after a
  * deadline and a late update, failure after max_retries, checkpoint +
  * restore equal to an uninterrupted run (bit-identical), FedAdam against its
- * formula, byte counters, federated evaluation, heartbeats / idle timeout,
- * serving the loha base. Malformed input: test_engine_faults.c. */
+ * formula, byte counters, federated evaluation, heartbeats / idle timeout.
+ * Serving the loha base and the dtype offer: test_engine_base.c; malformed
+ * input: test_engine_faults.c. */
 #include "checkpoint.h"
 #include "engine_fake.h"
 #include "errors.h"
@@ -16,14 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct fl_model *small_model(uint64_t seed)
-{
-	struct fl_model *m = NULL;
-	int err = fl_model_new("mlp", 1, 2, 2, 3, NULL, seed, 1, &m);
-	FL_CHECK_MSG(err == FL_OK, "model: %s", fl_error_msg());
-	return m;
-}
 
 static void base_config(struct srv_engine_config *c)
 {
@@ -45,7 +38,7 @@ static float expected_mean(float g, float mix, const float *v, const uint64_t *w
 
 static void test_fedavg_two_rounds(void)
 {
-	struct fl_model *m = small_model(1);
+	struct fl_model *m = fake_small_model(1);
 	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
 	FL_CHECK(n == 4 * 256 + 256 + 256 * 3 + 3);
 	float *g0 = malloc(n * sizeof(float));
@@ -111,7 +104,7 @@ static void test_fedavg_two_rounds(void)
 /* The set of clients tasked in round 1 as a bit mask. */
 static unsigned selection(uint64_t seed, double fraction, int min_fit, int *selected)
 {
-	struct fl_model *m = small_model(1);
+	struct fl_model *m = fake_small_model(1);
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.rounds = 1;
@@ -160,7 +153,7 @@ static void test_selection(void)
 
 static void test_quorum_with_drop(void)
 {
-	struct fl_model *m = small_model(2);
+	struct fl_model *m = fake_small_model(2);
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.rounds = 1;
@@ -183,7 +176,7 @@ static void test_quorum_with_drop(void)
 
 static void test_retry_and_late(void)
 {
-	struct fl_model *m = small_model(3);
+	struct fl_model *m = fake_small_model(3);
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.rounds = 1;
@@ -214,7 +207,7 @@ static void test_retry_and_late(void)
 	fl_model_free(m);
 
 	/* Late: the held client answers after the deadline of an aggregated round. */
-	m = small_model(3);
+	m = fake_small_model(3);
 	cfg.rounds = 2;
 	net = fake_net_new(m, &cfg);
 	a = fake_connect(net, "a", 10, 1.0f, NULL);
@@ -240,7 +233,7 @@ static void test_retry_and_late(void)
 	fl_model_free(m);
 
 	/* Too few reports at every attempt: the engine fails. */
-	m = small_model(3);
+	m = fake_small_model(3);
 	cfg.rounds = 1;
 	cfg.max_retries = 0;
 	net = fake_net_new(m, &cfg);
@@ -271,7 +264,7 @@ static void adam_run(const char *ckpt, int stop, float *out, size_t n)
 	cfg.checkpoint_path = ckpt;
 	int phases = ckpt ? 2 : 1;
 	for (int p = 0; p < phases; p++) {
-		struct fl_model *m = small_model(4);
+		struct fl_model *m = fake_small_model(4);
 		cfg.rounds = ckpt && p == 0 ? (uint64_t)stop : 3;
 		struct fake_net *net = fake_net_new(m, &cfg);
 		FL_CHECK(srv_engine_restore(net->e) == FL_OK);
@@ -297,7 +290,7 @@ static void adam_run(const char *ckpt, int stop, float *out, size_t n)
 
 static void test_checkpoint_restore(void)
 {
-	struct fl_model *m = small_model(4);
+	struct fl_model *m = fake_small_model(4);
 	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
 	fl_model_free(m);
 	float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
@@ -313,7 +306,7 @@ static void test_checkpoint_restore(void)
 	FL_CHECK(st && fl_st_find(st, "server_opt.v") != NULL);
 	fl_st_free(st);
 	/* Restoring a checkpoint of the last round: finished at once. */
-	struct fl_model *m2 = small_model(4);
+	struct fl_model *m2 = fake_small_model(4);
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.rounds = 3;
@@ -336,7 +329,7 @@ static void test_checkpoint_restore(void)
 
 static void test_fedadam_formula(void)
 {
-	struct fl_model *m = small_model(5);
+	struct fl_model *m = fake_small_model(5);
 	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
 	float *x0 = malloc(n * sizeof(float));
 	memcpy(x0, fl_model_params(m), n * sizeof(float));
@@ -371,7 +364,7 @@ static void test_fedadam_formula(void)
 
 static void test_eval(void)
 {
-	struct fl_model *m = small_model(6);
+	struct fl_model *m = fake_small_model(6);
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.rounds = 3;
@@ -398,7 +391,7 @@ static void test_eval(void)
 
 static void test_heartbeat_idle(void)
 {
-	struct fl_model *m = small_model(7);
+	struct fl_model *m = fake_small_model(7);
 	struct srv_engine_config cfg;
 	base_config(&cfg);
 	cfg.heartbeat_ms = 1000;
@@ -426,184 +419,6 @@ static void test_heartbeat_idle(void)
 	fl_model_free(m);
 }
 
-/* A 10000-byte base (byte i = i * mul % mod) in a fresh folder named after
- * tag, path[cap] its name, and the test configuration serving it in 4 KiB
- * chunks. */
-static void base_setup(struct srv_engine_config *cfg, char *path, size_t cap, const char *tag,
-		       int mul, int mod)
-{
-	base_config(cfg);
-	cfg->chunk_bytes = 4096;
-	snprintf(path, cap, "%s/base.bin", fl_test_tmpdir(tag));
-	cfg->base_path = path;
-	FILE *f = fopen(path, "wb");
-	if (!FL_CHECK(f != NULL))
-		return;
-	for (int i = 0; i < 10000; i++)
-		fputc(i * mul % mod, f);
-	fclose(f);
-}
-
-/* A BaseRequest naming the base by sha (32 bytes), or by nothing (NULL). */
-static void send_base_request(struct fake_net *net, struct fake_client *c, uint8_t *sha)
-{
-	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
-	if (sha) {
-		br.sha256.data = sha;
-		br.sha256.len = 32;
-	}
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	env.base_request = &br;
-	fake_send_env(net, c, &env);
-}
-
-static void test_base(void)
-{
-	struct fl_model *m = small_model(8);
-	char path[600];
-	struct srv_engine_config cfg;
-	base_setup(&cfg, path, sizeof(path), "engine-base", 31, 251);
-	struct fake_net *net = fake_net_new(m, &cfg);
-	FL_CHECK(net != NULL);
-	struct fake_client *a = fake_connect(net, "a", 1, 0, NULL);
-	fake_pump(net);
-	send_base_request(net, a, NULL);
-	fake_pump(net);
-	FL_CHECK(a->base_chunks == 3 && a->base_got == 10000 && !a->closed);
-	uint8_t wrong[32] = {1};
-	send_base_request(net, a, wrong);
-	fake_pump(net);
-	FL_CHECK(a->closed && a->error_code == (uint32_t)-FL_ENOTFOUND);
-	fake_net_free(net);
-	fl_model_free(m);
-}
-
-/* A client welcomed without the base is not selected until its
- * BaseRequest is served: the base arrives before its first task, and a
- * client that reports the base in its Hello is selected at once. */
-static void test_base_fetch_not_selected(void)
-{
-	struct fl_model *m = small_model(9);
-	char path[600];
-	struct srv_engine_config cfg;
-	base_setup(&cfg, path, sizeof(path), "engine-base-sel", 7, 253);
-	cfg.rounds = 1;
-	cfg.min_available = 1;
-	cfg.min_report = 1;
-	struct fake_net *net = fake_net_new(m, &cfg);
-	FL_CHECK(net != NULL);
-	struct fake_client *a = fake_connect(net, "a", 5, 1.0f, NULL);
-	a->hold = 1;
-	fake_pump(net);
-	/* welcomed, enough clients, but still without the base: no task */
-	FL_CHECK(a->welcomed && !a->closed);
-	FL_CHECK_MSG(a->tasks == 0, "a client fetching the base got %d task(s)", a->tasks);
-	FL_CHECK(srv_engine_round(net->e) == 0);
-	fake_tick_at(net, net->now + 20000); /* no deadline ran out: nothing to retry */
-	FL_CHECK(a->tasks == 0 && !srv_engine_failed(net->e, NULL));
-	send_base_request(net, a, a->base_sha);
-	fake_pump(net);
-	FL_CHECK(a->base_chunks == 3 && a->base_got == 10000 && !a->closed);
-	FL_CHECK(a->tasks == 1 && a->base_chunks_at_task == 3);
-	uint8_t sha[32];
-	memcpy(sha, a->base_sha, sizeof(sha));
-
-	/* a second client that reports the server's base in its Hello is
-	 * selectable straight away (it is picked in the next attempt) */
-	struct fake_client *b = fake_connect_raw(net, "b");
-	b->num_examples = 7;
-	b->value = 2.0f;
-	char *caps[] = {"eval"};
-	Fedloha__V1__Hello h = FEDLOHA__V1__HELLO__INIT;
-	h.protocol_version = FL_WIRE_PROTOCOL_VERSION;
-	h.client_id = "b";
-	h.num_examples = 7;
-	h.n_capabilities = 1;
-	h.capabilities = caps;
-	h.has_base = 1;
-	h.base_sha256.data = sha;
-	h.base_sha256.len = 32;
-	fl_envelope he = FEDLOHA__V1__ENVELOPE__INIT;
-	he.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	he.hello = &h;
-	fake_send_env(net, b, &he);
-	fake_pump(net);
-	FL_CHECK(b->welcomed && b->tasks == 0); /* the round is under way with a */
-	fake_answer(net, a);
-	fake_pump(net);
-	FL_CHECK(srv_engine_round(net->e) == 1 && srv_engine_finished(net->e));
-	FL_CHECK(net->nrep == 1 && net->rep[0].selected == 1 && net->rep[0].reported == 1 &&
-		 net->rep[0].examples == 5);
-	fake_net_free(net);
-	fl_model_free(m);
-
-	/* with b alone: selected in the first round without any BaseRequest */
-	m = small_model(9);
-	net = fake_net_new(m, &cfg);
-	FL_CHECK(net != NULL);
-	b = fake_connect_raw(net, "b");
-	b->num_examples = 7;
-	fake_send_env(net, b, &he);
-	fake_pump(net);
-	FL_CHECK(b->tasks == 1 && b->base_chunks == 0);
-	FL_CHECK(srv_engine_finished(net->e) && net->nrep == 1 && net->rep[0].examples == 7);
-	fake_net_free(net);
-	fl_model_free(m);
-}
-
-static struct fake_client *hello_dtype(struct fake_net *net, const char *id, const char *cap,
-					enum fl_wire_dtype pref, int from_server)
-{
-	struct fake_client *c = fake_connect_raw(net, id);
-	char *caps[] = {"eval", (char *)cap};
-	Fedloha__V1__Hello h = FEDLOHA__V1__HELLO__INIT;
-	h.protocol_version = FL_WIRE_PROTOCOL_VERSION;
-	h.client_id = (char *)id;
-	h.num_examples = 1;
-	h.n_capabilities = cap ? 2 : 1;
-	h.capabilities = caps;
-	h.preferred_dtype = (Fedloha__V1__DType)pref;
-	h.dtype_from_server = from_server;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	env.hello = &h;
-	fake_send_env(net, c, &env);
-	fake_pump(net);
-	return c;
-}
-
-/* The coordinator's dtype (not required) goes to the clients that leave
- * the choice to it; a client's own preference wins; required wins over
- * both. */
-static void test_dtype_offer(void)
-{
-	struct fl_model *m = small_model(3);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.dtype = FL_WIRE_F16;
-	cfg.min_available = 10; /* no round: only the Welcomes matter */
-	struct fake_net *net = fake_net_new(m, &cfg);
-	FL_CHECK(net != NULL);
-	struct fake_client *a = hello_dtype(net, "a", "f16", FL_WIRE_F32, 1);
-	struct fake_client *b = hello_dtype(net, "b", "f16", FL_WIRE_F32, 0);
-	struct fake_client *c = hello_dtype(net, "c", "bf16", FL_WIRE_BF16, 1);
-	struct fake_client *d = hello_dtype(net, "d", "bf16", FL_WIRE_BF16, 0);
-	FL_CHECK(a->welcomed && b->welcomed && c->welcomed && d->welcomed);
-	FL_CHECK_MSG(a->dtype == FL_WIRE_F16, "no preference: %d, want f16", (int)a->dtype);
-	FL_CHECK(b->dtype == FL_WIRE_F32);  /* its own f32 */
-	FL_CHECK(c->dtype == FL_WIRE_F32);  /* cannot take f16: f32 */
-	FL_CHECK(d->dtype == FL_WIRE_BF16); /* its own bf16 */
-	fake_net_free(net);
-	cfg.dtype_required = 1;
-	net = fake_net_new(m, &cfg);
-	FL_CHECK(net != NULL);
-	b = hello_dtype(net, "b", "f16", FL_WIRE_F32, 0);
-	FL_CHECK(b->welcomed && b->dtype == FL_WIRE_F16);
-	fake_net_free(net);
-	fl_model_free(m);
-}
-
 int main(void)
 {
 	FL_RUN(test_fedavg_two_rounds);
@@ -614,8 +429,5 @@ int main(void)
 	FL_RUN(test_fedadam_formula);
 	FL_RUN(test_eval);
 	FL_RUN(test_heartbeat_idle);
-	FL_RUN(test_base);
-	FL_RUN(test_base_fetch_not_selected);
-	FL_RUN(test_dtype_offer);
 	return fl_test_main_end();
 }
