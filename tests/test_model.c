@@ -6,21 +6,13 @@
  * files: test_model_io.c and test_model_load.c. */
 #include "errors.h"
 #include "model.h"
+#include "modelutil.h"
 #include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct fl_model *build(const char *arch, int c, int h, int w, int classes,
-			      const struct fl_peft_config *cfg, uint64_t seed)
-{
-	struct fl_model *m = NULL;
-	int err = fl_model_new(arch, c, h, w, classes, cfg, seed, 16, &m);
-	FL_CHECK_MSG(err == FL_OK, "fl_model_new(%s): %s", arch, fl_error_msg());
-	return m;
-}
 
 /* Checks that a tensor exists with the given shape and exactly `flags`. */
 static void expect_tensor(struct fl_model *m, const char *name, unsigned flags, int ndim,
@@ -98,7 +90,7 @@ static void check_layout(struct fl_model *m)
 
 static void test_dense_counts(void)
 {
-	struct fl_model *m = build("2nn", 1, 28, 28, 10, NULL, 1);
+	struct fl_model *m = fl_test_model("2nn", 1, 28, 28, 10, NULL, 1, 16);
 	if (m) {
 		FL_CHECK(fl_model_param_floats(m) == 199210);
 		FL_CHECK(fl_model_count_floats(m, GT) == 199210);
@@ -113,7 +105,7 @@ static void test_dense_counts(void)
 		check_layout(m);
 	}
 	fl_model_free(m);
-	m = build("cnn", 1, 28, 28, 10, NULL, 1);
+	m = fl_test_model("cnn", 1, 28, 28, 10, NULL, 1, 16);
 	if (m) {
 		FL_CHECK(fl_model_param_floats(m) == 1663370);
 		expect_tensor(m, "conv1.weight", GT, 4, 32, 1, 5, 5);
@@ -125,7 +117,7 @@ static void test_dense_counts(void)
 		check_layout(m);
 	}
 	fl_model_free(m);
-	m = build("mlp", 1, 28, 28, 10, NULL, 1);
+	m = fl_test_model("mlp", 1, 28, 28, 10, NULL, 1, 16);
 	if (m) {
 		FL_CHECK(fl_model_param_floats(m) == 784 * 256 + 256 + 256 * 10 + 10);
 		expect_tensor(m, "fc1.weight", GT, 2, 256, 784, 0, 0);
@@ -135,8 +127,8 @@ static void test_dense_counts(void)
 	fl_model_free(m);
 	/* an explicit dense config is the same model, bit for bit */
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_DENSE, 0, 0.1, 0, 0);
-	struct fl_model *a = build("cnn", 3, 32, 32, 10, NULL, 5);
-	struct fl_model *b = build("cnn", 3, 32, 32, 10, c, 5);
+	struct fl_model *a = fl_test_model("cnn", 3, 32, 32, 10, NULL, 5, 16);
+	struct fl_model *b = fl_test_model("cnn", 3, 32, 32, 10, c, 5, 16);
 	if (a && b) {
 		/* 32x32 RGB: conv1 3*32*25+32, conv2 51264, fc1 4096*512+512, fc2 5130 */
 		FL_CHECK(fl_model_param_floats(a) == 2432 + 51264 + 2097664 + 5130);
@@ -194,7 +186,7 @@ static void test_fedpara_tensors(void)
 	/* 2nn, gamma 0.1: fc1 (200x784) r_min 15, r_max 79 -> round(13.5 + 7.9) =
 	 * 21; fc2 (200x200) r_min 15, r_max 50 -> round(18.5) = 19 */
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 1, 0.1, 0, 0);
-	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
+	struct fl_model *m = fl_test_model("2nn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 200, 21, 0, 0);
 		expect_tensor(m, "fc1.hada_w1_b", GT, 2, 21, 784, 0, 0);
@@ -222,7 +214,7 @@ static void test_fedpara_tensors(void)
 	/* cnn Tucker, gamma 0.1: conv1 (32,1,5,5) r_min 1 -> 1; conv2 (64,32,5,5)
 	 * r_min 6, r_max 30 -> round(8.4) = 8; fc1 (512x3136) r_min 23, r_max 220
 	 * -> round(42.7) = 43 */
-	m = build("cnn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("cnn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "conv1.hada_t1", GT, 4, 1, 1, 5, 5);
 		expect_tensor(m, "conv1.hada_t2", GT, 4, 1, 1, 5, 5);
@@ -261,7 +253,7 @@ static void test_fedpara_tensors(void)
 	/* reshape convs: hada_w*_a (O, r), hada_w*_b (r, I*K*K); r_min on
 	 * in*k*k: conv2 min(8, 29) = 8 */
 	c->use_effective_conv2d = 0;
-	m = build("cnn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("cnn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		struct fl_model_layer_info li;
 		if (FL_CHECK(find_layer(m, "conv2", &li) != NULL)) {
@@ -282,7 +274,7 @@ static void test_fedpara_tensors(void)
 static void test_pfedpara_tensors(void)
 {
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 1, 0.5, 0, 0);
-	struct fl_model *m = build("mlp", 1, 28, 28, 10, c, 1);
+	struct fl_model *m = fl_test_model("mlp", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		struct fl_model_layer_info li;
 		int r = find_layer(m, "fc1", &li) ? li.rank : -1;
@@ -301,7 +293,7 @@ static void test_pfedpara_tensors(void)
 		check_layout(m);
 	}
 	fl_model_free(m);
-	m = build("cnn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("cnn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		const struct fl_model_tensor *t1 = fl_model_tensor_find(m, "conv2.hada_t1");
 		const struct fl_model_tensor *t2 = fl_model_tensor_find(m, "conv2.hada_t2");
@@ -318,7 +310,7 @@ static void test_pfedpara_tensors(void)
 static void test_lowrank_tensors(void)
 {
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOWRANK, 1, 0.1, 0, 0);
-	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
+	struct fl_model *m = fl_test_model("2nn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		/* the fedpara budget at r = 21 is 2*21*(m+n): k = 42 */
 		expect_tensor(m, "fc1.lora_B.weight", GT, 2, 200, 42, 0, 0);
@@ -337,7 +329,7 @@ static void test_lowrank_tensors(void)
 	}
 	fl_model_free(m);
 	/* conv: budget of the Tucker fedpara layer, on the reshaped kernel */
-	m = build("cnn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("cnn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		struct fl_model_layer_info li;
 		if (FL_CHECK(find_layer(m, "conv2", &li) != NULL)) {
@@ -355,7 +347,7 @@ static void test_lowrank_tensors(void)
 static void test_loha_tensors(void)
 {
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 8);
-	struct fl_model *m = build("2nn", 1, 28, 28, 10, c, 1);
+	struct fl_model *m = fl_test_model("2nn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "fc1.weight", BS, 2, 200, 784, 0, 0);
 		expect_tensor(m, "fc1.bias", BS, 1, 200, 0, 0, 0);
@@ -380,7 +372,7 @@ static void test_loha_tensors(void)
 	c->modules_to_save = calloc(1, sizeof(char *));
 	c->modules_to_save[0] = strdup("fc3");
 	c->n_modules_to_save = 1;
-	m = build("2nn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("2nn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "fc3.weight", GT, 2, 10, 200, 0, 0);
 		expect_tensor(m, "fc3.bias", GT, 1, 10, 0, 0, 0);
@@ -389,7 +381,7 @@ static void test_loha_tensors(void)
 	}
 	fl_model_free(m);
 	/* cnn, reshape convs (PEFT default) */
-	m = build("cnn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("cnn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "conv1.weight", BS, 4, 32, 1, 5, 5);
 		expect_tensor(m, "conv1.hada_w1_a", GT, 2, 32, 4, 0, 0);
@@ -407,7 +399,7 @@ static void test_loha_tensors(void)
 	c->alpha_pattern[0].key = strdup("fc2");
 	c->alpha_pattern[0].value = 1;
 	c->n_alpha_pattern = 1;
-	m = build("2nn", 1, 28, 28, 10, c, 1);
+	m = fl_test_model("2nn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "fc2.hada_w1_a", GT, 2, 200, 2, 0, 0);
 		expect_tensor(m, "fc1.hada_w1_a", GT, 2, 200, 4, 0, 0);
@@ -427,7 +419,7 @@ static void test_targets(void)
 	c->target_modules = calloc(1, sizeof(char *));
 	c->target_modules[0] = strdup("fc1");
 	c->n_target_modules = 1;
-	struct fl_model *m = build("cnn", 1, 28, 28, 10, c, 1);
+	struct fl_model *m = fl_test_model("cnn", 1, 28, 28, 10, c, 1, 16);
 	if (m) {
 		expect_tensor(m, "conv1.weight", GT, 4, 32, 1, 5, 5);
 		expect_tensor(m, "conv2.weight", GT, 4, 64, 32, 5, 5);

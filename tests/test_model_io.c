@@ -10,6 +10,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "safetensors.h"
+#include "modelutil.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -285,17 +286,16 @@ static void test_round_trips(void)
 static void test_pfedpara_merge(void)
 {
 	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0);
-	struct fl_model *m = NULL;
-	int err = fl_model_new("mlp", 1, 8, 8, 4, cfg, 3, 4, &m);
+	struct fl_model *m = fl_test_model("mlp", 1, 8, 8, 4, cfg, 3, 4);
 	fl_peft_config_free(cfg);
-	if (!FL_CHECK(err == FL_OK))
+	if (!m)
 		return;
 	const char *dir = fl_test_tmpdir("model-pfed");
 	if (FL_CHECK(fl_model_save(m, dir, NULL) == FL_OK)) {
 		char base[1024], merged[1024];
 		snprintf(base, sizeof(base), "%s/base_model.safetensors", dir);
 		snprintf(merged, sizeof(merged), "%s/merged.safetensors", dir);
-		err = fl_adapter_merge(base, dir, merged, NULL, NULL);
+		int err = fl_adapter_merge(base, dir, merged, NULL, NULL);
 		if (err == FL_OK) {
 			double d = max_rel_diff(merged, fl_test_join(dir, "model.safetensors"));
 			FL_CHECK_MSG(d >= 0 && d <= 1e-5,

@@ -8,6 +8,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "safetensors.h"
+#include "modelutil.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -132,10 +133,9 @@ static void edit_adapter(const char *dir, const char *key, const int64_t *shape,
 static void test_bad_folders(void)
 {
 	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
-	struct fl_model *m = NULL;
-	int err = fl_model_new("2nn", 1, 8, 8, 4, cfg, 3, 4, &m);
+	struct fl_model *m = fl_test_model("2nn", 1, 8, 8, 4, cfg, 3, 4);
 	fl_peft_config_free(cfg);
-	if (!FL_CHECK(err == FL_OK))
+	if (!m)
 		return;
 	char good[600], bad[700];
 	snprintf(good, sizeof(good), "%s", fl_test_tmpdir("model-bad"));
@@ -264,17 +264,16 @@ static void test_save_over_old_folder(void)
 static void test_loha_missing_base(void)
 {
 	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2);
-	struct fl_model *m = NULL, *l = NULL;
-	int err = fl_model_new("2nn", 1, 8, 8, 4, cfg, 3, 4, &m);
+	struct fl_model *m = fl_test_model("2nn", 1, 8, 8, 4, cfg, 3, 4), *l = NULL;
 	fl_peft_config_free(cfg);
-	if (!FL_CHECK(err == FL_OK))
+	if (!m)
 		return;
 	fl_test_fill_uniform(fl_model_params(m), fl_model_param_floats(m), 5, -0.3f, 0.3f);
 	fl_model_params_changed(m);
 	const char *dir = fl_test_tmpdir("model-nobase");
 	if (FL_CHECK(fl_model_save(m, dir, NULL) == FL_OK)) {
 		unlink(fl_test_join(dir, "base_model.safetensors"));
-		err = fl_model_load(dir, 4, &l);
+		int err = fl_model_load(dir, 4, &l);
 		if (err == FL_OK) {
 			float x[2 * 64], ya[2 * 4], yb[2 * 4];
 			fl_test_fill_uniform(x, 128, 6, -1, 1);

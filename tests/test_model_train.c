@@ -10,6 +10,7 @@
 #include "layers.h"
 #include "loha.h"
 #include "model.h"
+#include "modelutil.h"
 #include "testutil.h"
 #include "train.h"
 
@@ -17,15 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct fl_model *build(const char *arch, int c, int h, int w, int classes,
-			      const struct fl_peft_config *cfg, uint64_t seed)
-{
-	struct fl_model *m = NULL;
-	int err = fl_model_new(arch, c, h, w, classes, cfg, seed, 16, &m);
-	FL_CHECK_MSG(err == FL_OK, "fl_model_new(%s): %s", arch, fl_error_msg());
-	return m;
-}
 
 #define BS FL_TENSOR_BASE
 
@@ -41,8 +33,8 @@ static void test_loha_init_identity(void)
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 3, 6);
 	for (int arch = 0; arch < 2; arch++) {
 		const char *name = arch ? "cnn" : "2nn";
-		struct fl_model *d = build(name, C, H, W, K, NULL, 11);
-		struct fl_model *l = build(name, C, H, W, K, c, 11);
+		struct fl_model *d = fl_test_model(name, C, H, W, K, NULL, 11, 16);
+		struct fl_model *l = fl_test_model(name, C, H, W, K, c, 11, 16);
 		if (!d || !l) {
 			fl_model_free(d);
 			fl_model_free(l);
@@ -100,7 +92,7 @@ static void test_loha_dropout(void)
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	c->init_weights = 0; /* ΔW != 0, so dropping rows changes the output */
 	c->rank_dropout = 0.5;
-	struct fl_model *m = build("2nn", 1, 4, 4, K, c, 2);
+	struct fl_model *m = fl_test_model("2nn", 1, 4, 4, K, c, 2, 16);
 	float x[4 * 16], ye[4 * 3], ye2[4 * 3], yt[4 * 3], yt2[4 * 3];
 	fl_test_fill_uniform(x, (size_t)B * N, 9, -1, 1);
 	if (m) {
@@ -124,8 +116,8 @@ static void test_loha_dropout(void)
 	 * base output), some keep it (output = eval output). */
 	c->rank_dropout = 0;
 	c->module_dropout = 0.5;
-	m = build("mlp", 1, 4, 4, K, c, 2);
-	struct fl_model *base = build("mlp", 1, 4, 4, K, NULL, 2);
+	m = fl_test_model("mlp", 1, 4, 4, K, c, 2, 16);
+	struct fl_model *base = fl_test_model("mlp", 1, 4, 4, K, NULL, 2, 16);
 	if (m && base) {
 		/* base weights of both models are the same draws (same seed/streams) */
 		const struct fl_model_tensor *tb = fl_model_tensor_find(base, "fc1.weight");
