@@ -45,6 +45,14 @@ static uint32_t bits_of_f32(float f)
 	return u;
 }
 
+/* fl_st_tensor_to_f32 of a 1-d tensor of numel elements over data. */
+static int to_f32(enum fl_dtype dtype, const void *data, size_t numel, size_t nbytes, float *out)
+{
+	struct fl_st_tensor t = {.name = "x", .dtype = dtype, .ndim = 1, .shape = {(int64_t)numel},
+				 .numel = numel, .data = data, .nbytes = nbytes};
+	return fl_st_tensor_to_f32(&t, out, numel);
+}
+
 /* ---- tests ---- */
 
 static void test_dtype_table(void)
@@ -83,9 +91,7 @@ static void test_half_conversions(void)
 	};
 	size_t n = sizeof(h) / sizeof(h[0]);
 	float out[16];
-	struct fl_st_tensor t = {.name = "h", .dtype = FL_DTYPE_F16, .ndim = 1,
-				 .shape = {(int64_t)n}, .numel = n, .data = h, .nbytes = sizeof(h)};
-	FL_CHECK(fl_st_tensor_to_f32(&t, out, n) == FL_OK);
+	FL_CHECK(to_f32(FL_DTYPE_F16, h, n, sizeof(h), out) == FL_OK);
 	for (size_t i = 0; i < n; i++)
 		FL_CHECK_MSG(bits_of_f32(out[i]) == want[i], "f16 %04x -> %08x, want %08x", h[i],
 			     bits_of_f32(out[i]), want[i]);
@@ -95,11 +101,7 @@ static void test_half_conversions(void)
 	static const uint16_t b[] = {0x4049, 0x3F80, 0xC020, 0x7F80, 0xFF80, 0x7FC0, 0x0001, 0x8000};
 	static const float bw[] = {3.140625f, 1.0f, -2.5f, INFINITY, -INFINITY, NAN, 0x1p-133f, -0.0f};
 	size_t nb = sizeof(b) / sizeof(b[0]);
-	t.dtype = FL_DTYPE_BF16;
-	t.data = b;
-	t.numel = nb;
-	t.nbytes = sizeof(b);
-	FL_CHECK(fl_st_tensor_to_f32(&t, out, nb) == FL_OK);
+	FL_CHECK(to_f32(FL_DTYPE_BF16, b, nb, sizeof(b), out) == FL_OK);
 	for (size_t i = 0; i < nb; i++) {
 		if (isnan(bw[i]))
 			FL_CHECK(isnan(out[i]));
@@ -111,11 +113,7 @@ static void test_half_conversions(void)
 	/* F64 rounds to nearest even; too large becomes inf. */
 	static const double d[] = {0.1, 1.0 + 0x1p-24, 1.0 + 0x1.8p-24, 1e300, -1e-50, 3.0};
 	size_t nd = sizeof(d) / sizeof(d[0]);
-	t.dtype = FL_DTYPE_F64;
-	t.data = d;
-	t.numel = nd;
-	t.nbytes = sizeof(d);
-	FL_CHECK(fl_st_tensor_to_f32(&t, out, nd) == FL_OK);
+	FL_CHECK(to_f32(FL_DTYPE_F64, d, nd, sizeof(d), out) == FL_OK);
 	FL_CHECK(bits_of_f32(out[0]) == 0x3DCCCCCD);
 	FL_CHECK(out[1] == 1.0f);
 	FL_CHECK(out[2] == 1.0f + 0x1p-23f);
@@ -127,10 +125,8 @@ static void test_half_conversions(void)
 	unsigned char raw[13];
 	float src[3] = {1.5f, -0.0f, f32_of_bits(0x7F800001)};
 	memcpy(raw + 1, src, 12);
-	t.dtype = FL_DTYPE_F32;
-	t.data = raw + 1;
-	t.numel = 3;
-	t.nbytes = 12;
+	struct fl_st_tensor t = {.name = "f", .dtype = FL_DTYPE_F32, .ndim = 1, .shape = {3},
+				 .numel = 3, .data = raw + 1, .nbytes = 12};
 	FL_CHECK(fl_st_tensor_to_f32(&t, out, 3) == FL_OK);
 	FL_CHECK(memcmp(out, src, 12) == 0);
 	FL_CHECK(fl_st_tensor_to_f32(&t, out, 2) == FL_ESHAPE);
