@@ -4,7 +4,7 @@
 # load_state_dict(strict=True) and make the same predictions
 # (tests/torch_check.py); the fedpara folder's base + adapter, merged in
 # torch with the PEFT LoHa formulas, equals model.safetensors. Skips when
-# python3-torch or the Fashion-MNIST package is not installed.
+# python3-torch or the Fashion-MNIST package is not installed (exit 77).
 set -u
 FL_BIN=${FL_BIN:-build/bin}
 FL_TMP=${FL_TMP:-/tmp}
@@ -13,12 +13,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 FASHION=/usr/share/datasets/fashion-mnist
 
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
-	echo "skipped: python3-torch not installed"
-	exit 0
+	echo "skipped: python3-torch not installed (deploy/install-deps.sh --with-torch)"
+	exit 77
 fi
 if [ ! -s "$FASHION/t10k-images-idx3-ubyte.gz" ]; then
 	echo "skipped: $FASHION not installed (dataset-fashion-mnist)"
-	exit 0
+	exit 77
 fi
 T="$FL_TMP/cli_torch.$$"
 rm -rf "$T"
