@@ -11,11 +11,10 @@
 #include "cli_run.h"
 #include "client_cli.h"
 #include "errors.h"
-#include "identity.h"
+#include "keys_cmd.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static void usage(FILE *f)
 {
@@ -29,65 +28,17 @@ static void usage(FILE *f)
 		   "Run 'fedloha-client <command> --help' for the options of a command.\n");
 }
 
-static void keys_usage(FILE *f)
-{
-	fprintf(f, "usage: fedloha-client keygen --out FILE [--force]\n"
-		   "       fedloha-client pubkey --key FILE\n\n"
-		   "keygen writes a new secret key to FILE (mode 0600; missing folders are made\n"
-		   "0700) and prints its public key (fl1:...) for the coordinator's allow-list;\n"
-		   "an existing FILE is kept unless --force. pubkey prints the public key of a\n"
-		   "key file again.\n");
-}
-
-/* keygen --out FILE [--force] | pubkey --key FILE */
-static int keys_main(int argc, char **argv)
-{
-	int gen = !strcmp(argv[0], "keygen"), force = 0;
-	const char *path = NULL;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			keys_usage(stdout);
-			return 0;
-		}
-		if (!strcmp(argv[i], "--force") && gen) {
-			force = 1;
-		} else if ((!strcmp(argv[i], "--out") || !strcmp(argv[i], "--key")) && i + 1 < argc) {
-			path = argv[++i];
-		} else {
-			path = NULL;
-			break;
-		}
-	}
-	if (!path) {
-		keys_usage(stderr);
-		return 2;
-	}
-	struct stat st;
-	struct fl_identity *id = NULL;
-	int err;
-	if (gen && !force && lstat(path, &st) == 0)
-		err = fl_error_set(FL_EINVAL, "%s already exists: not overwritten (use --force to "
-					      "replace the key; the coordinator must then allow the "
-					      "new public key)",
-				   path);
-	else if (gen && !(err = fl_identity_generate(&id)))
-		err = fl_identity_save(id, path);
-	else if (!gen)
-		err = fl_identity_load(path, &id);
-	if (err) {
-		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		fl_identity_free(id);
-		return 1;
-	}
-	char pub[FL_PUBKEY_STRING_BYTES];
-	fl_identity_public_string(id, pub);
-	fl_identity_free(id);
-	if (gen)
-		fprintf(stderr, "fedloha-client: secret key written to %s (mode 0600); add this "
-				"public key to the coordinator's allow-list:\n", path);
-	printf("%s\n", pub);
-	return 0;
-}
+static const struct fl_keys_cmd keys_cmd = {
+	.prog = "fedloha-client",
+	.usage = "usage: fedloha-client keygen --out FILE [--force]\n"
+		 "       fedloha-client pubkey --key FILE\n\n"
+		 "keygen writes a new secret key to FILE (mode 0600; missing folders are made\n"
+		 "0700) and prints its public key (fl1:...) for the coordinator's allow-list;\n"
+		 "an existing FILE is kept unless --force. pubkey prints the public key of a\n"
+		 "key file again.\n",
+	.replace_hint = "the coordinator must then allow the new public key",
+	.written_hint = "add this public key to the coordinator's allow-list:",
+};
 
 int main(int argc, char **argv)
 {
@@ -111,7 +62,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "run") == 0)
 		return cli_run_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "keygen") == 0 || strcmp(cmd, "pubkey") == 0)
-		return keys_main(argc - 1, argv + 1);
+		return fl_keys_main(&keys_cmd, argc - 1, argv + 1);
 	fprintf(stderr, "fedloha-client: unknown command '%s' (try --help)\n", cmd);
 	return 2;
 }

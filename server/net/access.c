@@ -6,6 +6,7 @@
 
 #include "allowlist.h"
 #include "errors.h"
+#include "keys_cmd.h"
 #include "wire.h"
 
 #include <stdlib.h>
@@ -174,18 +175,5 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
 
 int srv_access_keygen(const char *path, int force, char pub[FL_PUBKEY_STRING_BYTES])
 {
-	struct stat st;
-	if (!force && lstat(path, &st) == 0)
-		return fl_error_set(FL_EINVAL, "%s already exists: not overwritten (use --force to "
-					       "replace the key; clients pinning it must then be "
-					       "given the new public key)",
-				    path);
-	struct fl_identity *id = NULL;
-	int err = fl_identity_generate(&id);
-	if (!err)
-		err = fl_identity_save(id, path);
-	if (!err)
-		fl_identity_public_string(id, pub);
-	fl_identity_free(id);
-	return err;
+	return fl_identity_keygen(path, force, SRV_KEY_REPLACE_HINT, pub);
 }

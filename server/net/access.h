@@ -66,5 +66,7 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
  * existing file unless force; pub receives its "fl1:..." form
  * (`fedloha-server keygen`). */
 int srv_access_keygen(const char *path, int force, char pub[FL_PUBKEY_STRING_BYTES]);
+/* What the refusal to replace a coordinator key adds. */
+#define SRV_KEY_REPLACE_HINT "clients pinning it must then be given the new public key"
 
 #endif

@@ -24,6 +24,7 @@
 #include "transport.h"
 #include "cliopt.h"
 #include "server_cli.h"
+#include "keys_cmd.h"
 #include "engine_opts.h"
 
 #include <jansson.h>
@@ -355,55 +356,17 @@ static int run(struct srv_opts *o)
 	return err ? 1 : rc;
 }
 
-static void keys_usage(FILE *f)
-{
-	fprintf(f, "usage: fedloha-server keygen --out FILE [--force]\n"
-		   "       fedloha-server pubkey --key FILE\n\n"
-		   "keygen writes the coordinator's new secret key to FILE (mode 0600; missing\n"
-		   "folders are made 0700) and prints its public key (fl1:...) for the clients'\n"
-		   "--server-key; an existing FILE is kept unless --force. pubkey prints the\n"
-		   "public key of a key file again.\n");
-}
-
-/* keygen --out FILE [--force] | pubkey --key FILE */
-static int keys_main(int argc, char **argv)
-{
-	int gen = !strcmp(argv[0], "keygen"), force = 0;
-	const char *path = NULL;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			keys_usage(stdout);
-			return 0;
-		}
-		if (!strcmp(argv[i], "--force") && gen)
-			force = 1;
-		else if ((!strcmp(argv[i], "--out") || !strcmp(argv[i], "--key")) && i + 1 < argc)
-			path = argv[++i];
-		else {
-			path = NULL;
-			break;
-		}
-	}
-	if (!path) {
-		keys_usage(stderr);
-		return 2;
-	}
-	char pub[FL_PUBKEY_STRING_BYTES];
-	struct fl_identity *id = NULL;
-	int err = gen ? srv_access_keygen(path, force, pub) : fl_identity_load(path, &id);
-	if (err) {
-		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return 1;
-	}
-	if (id)
-		fl_identity_public_string(id, pub);
-	fl_identity_free(id);
-	if (gen)
-		fprintf(stderr, "fedloha-server: secret key written to %s (mode 0600); give clients "
-				"this public key (fedloha-client run --server-key ...):\n", path);
-	printf("%s\n", pub);
-	return 0;
-}
+static const struct fl_keys_cmd keys_cmd = {
+	.prog = "fedloha-server",
+	.usage = "usage: fedloha-server keygen --out FILE [--force]\n"
+		 "       fedloha-server pubkey --key FILE\n\n"
+		 "keygen writes the coordinator's new secret key to FILE (mode 0600; missing\n"
+		 "folders are made 0700) and prints its public key (fl1:...) for the clients'\n"
+		 "--server-key; an existing FILE is kept unless --force. pubkey prints the\n"
+		 "public key of a key file again.\n",
+	.replace_hint = SRV_KEY_REPLACE_HINT,
+	.written_hint = "give clients this public key (fedloha-client run --server-key ...):",
+};
 
 int main(int argc, char **argv)
 {
@@ -416,7 +379,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (argc >= 2 && (!strcmp(argv[1], "keygen") || !strcmp(argv[1], "pubkey")))
-		return keys_main(argc - 1, argv + 1);
+		return fl_keys_main(&keys_cmd, argc - 1, argv + 1);
 	if (argc < 2 || strcmp(argv[1], "run") != 0) {
 		srv_opts_usage(stderr);
 		return 2;
