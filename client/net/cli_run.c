@@ -76,24 +76,12 @@ static void run_usage(FILE *f)
 
 static int rnum(const char *k, const char *v, double lo, double hi, double *out)
 {
-	char flag[64];
-	snprintf(flag, sizeof(flag), "--%s", k);
-	if (fl_cliopt_double(flag, v, lo, hi, out)) {
-		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return 0;
+	return fl_cliopt_key_double("fedloha-client", k, v, lo, hi, out);
 }
 
 static int rint_(const char *k, const char *v, double lo, double hi, int *out)
 {
-	char flag[64];
-	snprintf(flag, sizeof(flag), "--%s", k);
-	if (fl_cliopt_int(flag, v, (long)lo, (long)hi, out)) {
-		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return 0;
+	return fl_cliopt_key_int("fedloha-client", k, v, (long)lo, (long)hi, out);
 }
 
 static int split_hostport(const char *s, char *host, size_t cap, int *port)

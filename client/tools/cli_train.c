@@ -80,20 +80,12 @@ static void option_error(const char *cmd, int ch, char **argv)
 
 static int parse_double(const char *s, const char *flag, double lo, double hi, double *out)
 {
-	if (fl_cliopt_double(flag, s, lo, hi, out)) {
-		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return FL_OK;
+	return fl_cliopt_report("fedloha-client", fl_cliopt_double(flag, s, lo, hi, out));
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
-	if (fl_cliopt_int(flag, s, lo, hi, out)) {
-		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return FL_OK;
+	return fl_cliopt_report("fedloha-client", fl_cliopt_int(flag, s, lo, hi, out));
 }
 
 /* Builds the PEFT-format config from the flags (or reads --config). */

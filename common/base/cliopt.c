@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,4 +64,40 @@ int fl_cliopt_hostport(const char *flag, const char *v, int min_port, char *host
 	host[hl] = '\0';
 	*port = (int)p;
 	return FL_OK;
+}
+
+int fl_cliopt_report(const char *prog, int err)
+{
+	if (err == FL_OK)
+		return FL_OK;
+	fprintf(stderr, "%s: %s\n", prog, fl_error_msg());
+	return FL_EINVAL;
+}
+
+/* "--KEY" in buf. */
+static const char *dashed(const char *key, char buf[64])
+{
+	snprintf(buf, 64, "--%s", key);
+	return buf;
+}
+
+int fl_cliopt_key_double(const char *prog, const char *key, const char *v, double lo, double hi,
+			 double *out)
+{
+	char f[64];
+	return fl_cliopt_report(prog, fl_cliopt_double(dashed(key, f), v, lo, hi, out));
+}
+
+int fl_cliopt_key_int(const char *prog, const char *key, const char *v, long lo, long hi,
+		      int *out)
+{
+	char f[64];
+	return fl_cliopt_report(prog, fl_cliopt_int(dashed(key, f), v, lo, hi, out));
+}
+
+int fl_cliopt_key_llong(const char *prog, const char *key, const char *v, long long lo,
+			long long hi, long long *out)
+{
+	char f[64];
+	return fl_cliopt_report(prog, fl_cliopt_llong(dashed(key, f), v, lo, hi, out));
 }

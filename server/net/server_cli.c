@@ -86,33 +86,17 @@ void srv_opts_usage(FILE *f)
 
 static int num(const char *k, const char *v, double lo, double hi, double *out)
 {
-	char flag[64];
-	snprintf(flag, sizeof(flag), "--%s", k);
-	if (fl_cliopt_double(flag, v, lo, hi, out)) {
-		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return FL_OK;
+	return fl_cliopt_key_double("fedloha-server", k, v, lo, hi, out);
 }
 
 static int lnum(const char *k, const char *v, double lo, double hi, long long *out)
 {
-	char flag[64];
-	snprintf(flag, sizeof(flag), "--%s", k);
-	if (fl_cliopt_llong(flag, v, (long long)lo, (long long)hi, out)) {
-		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return FL_OK;
+	return fl_cliopt_key_llong("fedloha-server", k, v, (long long)lo, (long long)hi, out);
 }
 
 static int inum(const char *k, const char *v, double lo, double hi, int *out)
 {
-	long long x;
-	if (lnum(k, v, lo, hi, &x))
-		return FL_EINVAL;
-	*out = (int)x;
-	return FL_OK;
+	return fl_cliopt_key_int("fedloha-server", k, v, (long)lo, (long)hi, out);
 }
 
 /* One option by its long name; v is owned elsewhere and outlives o. */

@@ -165,20 +165,12 @@ void srv_sim_opts_usage(FILE *f)
 
 static int parse_double(const char *s, const char *flag, double lo, double hi, double *out)
 {
-	if (fl_cliopt_double(flag, s, lo, hi, out)) {
-		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return FL_OK;
+	return fl_cliopt_report(PROG, fl_cliopt_double(flag, s, lo, hi, out));
 }
 
 static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
-	if (fl_cliopt_int(flag, s, lo, hi, out)) {
-		fprintf(stderr, PROG ": %s\n", fl_error_msg());
-		return FL_EINVAL;
-	}
-	return FL_OK;
+	return fl_cliopt_report(PROG, fl_cliopt_int(flag, s, lo, hi, out));
 }
 
 static int parse_u64(const char *s, const char *flag, long lo, long hi, uint64_t *out)
