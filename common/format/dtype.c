@@ -66,19 +66,15 @@ int fl_st_tensor_to_f32(const struct fl_st_tensor *t, float *dst, size_t numel)
 			memcpy(dst, src, numel * sizeof(float));
 		return FL_OK;
 	case FL_DTYPE_F16:
+	case FL_DTYPE_BF16: {
+		int bf = t->dtype == FL_DTYPE_BF16;
 		for (size_t i = 0; i < numel; i++) {
 			uint16_t h;
 			memcpy(&h, src + 2 * i, 2);
-			dst[i] = fl_f16_to_f32(h);
+			dst[i] = bf ? fl_bf16_to_f32(h) : fl_f16_to_f32(h);
 		}
 		return FL_OK;
-	case FL_DTYPE_BF16:
-		for (size_t i = 0; i < numel; i++) {
-			uint16_t h;
-			memcpy(&h, src + 2 * i, 2);
-			dst[i] = fl_bf16_to_f32(h);
-		}
-		return FL_OK;
+	}
 	case FL_DTYPE_F64:
 		/* Round to nearest; out-of-range values become +-inf (IEEE 754). */
 		for (size_t i = 0; i < numel; i++) {

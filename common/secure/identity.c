@@ -30,14 +30,25 @@ int fl_crypto_init(void)
 	return FL_OK;
 }
 
-static int identity_alloc(struct fl_identity **out)
+int fl_crypto_alloc(size_t size, const char *what, void **out)
 {
 	int err = fl_crypto_init();
 	if (err)
 		return err;
-	struct fl_identity *id = calloc(1, sizeof(*id));
-	if (!id)
-		return fl_error_set(FL_ENOMEM, "identity: out of memory");
+	void *p = calloc(1, size);
+	if (!p)
+		return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
+	*out = p;
+	return FL_OK;
+}
+
+static int identity_alloc(struct fl_identity **out)
+{
+	void *p = NULL;
+	int err = fl_crypto_alloc(sizeof(struct fl_identity), "identity", &p);
+	if (err)
+		return err;
+	struct fl_identity *id = p;
 	/* Best effort: keep the secret out of swap. A low RLIMIT_MEMLOCK is not
 	 * an error. */
 	id->locked = sodium_mlock(id->sk, sizeof(id->sk)) == 0;

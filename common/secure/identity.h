@@ -28,6 +28,9 @@ struct fl_identity;
 /* Initialises libsodium once (thread-safe, idempotent). Every function of
  * identity / allowlist / enrol / channel calls it; callers need not. */
 int fl_crypto_init(void);
+/* fl_crypto_init, then size zeroed bytes in *out (freed with free()); or
+ * FL_ENOMEM "WHAT: out of memory", *out untouched. */
+int fl_crypto_alloc(size_t size, const char *what, void **out);
 
 /* A fresh key pair from the operating system's random generator. */
 int fl_identity_generate(struct fl_identity **out);

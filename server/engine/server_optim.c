@@ -30,36 +30,23 @@ static int server_has_v(enum srv_optim_kind k)
 	       k == SRV_OPTIM_FEDADAGRAD;
 }
 
+/* The defaults of server_optim.h, by kind. */
+static const struct srv_optim_config optim_defaults[] = {
+	/* kind, eta, beta1, beta2, tau, bias_correction */
+	[SRV_OPTIM_FEDAVG] = {SRV_OPTIM_FEDAVG, 1.0f, 0.0f, 0.0f, 0.0f, 0},
+	[SRV_OPTIM_FEDAVGM] = {SRV_OPTIM_FEDAVGM, 1.0f, 0.9f, 0.0f, 0.0f, 0},
+	[SRV_OPTIM_FEDADAM] = {SRV_OPTIM_FEDADAM, 0.1f, 0.9f, 0.99f, 1e-3f, 1},
+	[SRV_OPTIM_FEDYOGI] = {SRV_OPTIM_FEDYOGI, 0.01f, 0.9f, 0.99f, 1e-3f, 0},
+	[SRV_OPTIM_FEDADAGRAD] = {SRV_OPTIM_FEDADAGRAD, 0.1f, 0.0f, 0.0f, 1e-3f, 0},
+};
+
 void srv_optim_config_default(struct srv_optim_config *cfg, enum srv_optim_kind kind)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->kind = kind;
 	cfg->eta = 1.0f;
-	switch (kind) {
-	case SRV_OPTIM_FEDAVG:
-		break;
-	case SRV_OPTIM_FEDAVGM:
-		cfg->beta1 = 0.9f;
-		break;
-	case SRV_OPTIM_FEDADAM:
-		cfg->eta = 0.1f;
-		cfg->beta1 = 0.9f;
-		cfg->beta2 = 0.99f;
-		cfg->tau = 1e-3f;
-		cfg->bias_correction = 1;
-		break;
-	case SRV_OPTIM_FEDYOGI:
-		cfg->eta = 0.01f;
-		cfg->beta1 = 0.9f;
-		cfg->beta2 = 0.99f;
-		cfg->tau = 1e-3f;
-		break;
-	case SRV_OPTIM_FEDADAGRAD:
-		cfg->eta = 0.1f;
-		cfg->beta1 = 0.0f;
-		cfg->tau = 1e-3f;
-		break;
-	}
+	if ((unsigned)kind < sizeof(optim_defaults) / sizeof(optim_defaults[0]))
+		*cfg = optim_defaults[kind];
 }
 
 int srv_optim_parse(const char *s, enum srv_optim_kind *kind, int *prox)

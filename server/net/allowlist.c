@@ -27,14 +27,11 @@ struct srv_allowlist {
 
 int srv_allowlist_new(struct srv_allowlist **out)
 {
-	int err = fl_crypto_init();
-	if (err)
-		return err;
-	struct srv_allowlist *al = calloc(1, sizeof(*al));
-	if (!al)
-		return fl_error_set(FL_ENOMEM, "allow-list: out of memory");
-	*out = al;
-	return FL_OK;
+	void *p = NULL;
+	int err = fl_crypto_alloc(sizeof(struct srv_allowlist), "allow-list", &p);
+	if (!err)
+		*out = p;
+	return err;
 }
 
 void srv_allowlist_free(struct srv_allowlist *al)

@@ -24,14 +24,11 @@ struct srv_enrol {
 
 int srv_enrol_new(struct srv_enrol **out)
 {
-	int err = fl_crypto_init();
-	if (err)
-		return err;
-	struct srv_enrol *e = calloc(1, sizeof(*e));
-	if (!e)
-		return fl_error_set(FL_ENOMEM, "enrolment tokens: out of memory");
-	*out = e;
-	return FL_OK;
+	void *p = NULL;
+	int err = fl_crypto_alloc(sizeof(struct srv_enrol), "enrolment tokens", &p);
+	if (!err)
+		*out = p;
+	return err;
 }
 
 void srv_enrol_free(struct srv_enrol *e)
