@@ -41,5 +41,10 @@ int fl_model_save_dense(struct fl_model *m, const char *path);
 /* Loads the frozen base weights of a loha model (and every other tensor
  * flagged BASE) from a PyTorch-written safetensors file; shapes must match. */
 int fl_model_load_base(struct fl_model *m, const char *path);
+/* Copies into m every tensor t with pick(t) != 0 from the PyTorch-named
+ * safetensors file at path, by its own name; shapes must match. what names
+ * such a tensor in the message for a missing one ("base tensor"). */
+int fl_model_load_picked(struct fl_model *m, const char *path,
+			 int (*pick)(const struct fl_model_tensor *t), const char *what);
 
 #endif

@@ -233,7 +233,8 @@ int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 	return FL_OK;
 }
 
-int fl_model_load_base(struct fl_model *m, const char *path)
+int fl_model_load_picked(struct fl_model *m, const char *path,
+			 int (*pick)(const struct fl_model_tensor *t), const char *what)
 {
 	struct fl_st *st;
 	int err = fl_st_read(path, &st);
@@ -241,15 +242,25 @@ int fl_model_load_base(struct fl_model *m, const char *path)
 		return err;
 	for (size_t i = 0; i < m->ntensors && !err; i++) {
 		const struct fl_model_tensor *t = &m->tensors[i];
-		if (!(t->flags & FL_TENSOR_BASE))
+		if (!pick(t))
 			continue;
 		int r = load_tensor(m, t, st, t->name, path);
 		if (r == FL_ENOTFOUND)
-			err = fl_error_set(FL_ENOTFOUND, "%s: base tensor '%s' is missing", path, t->name);
+			err = fl_error_set(FL_ENOTFOUND, "%s: %s '%s' is missing", path, what, t->name);
 		else
 			err = r;
 	}
 	fl_st_free(st);
 	fl_model_params_changed(m);
 	return err;
+}
+
+static int pick_base(const struct fl_model_tensor *t)
+{
+	return (t->flags & FL_TENSOR_BASE) != 0;
+}
+
+int fl_model_load_base(struct fl_model *m, const char *path)
+{
+	return fl_model_load_picked(m, path, pick_base, "base tensor");
 }

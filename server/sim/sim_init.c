@@ -7,7 +7,7 @@
 
 #include "errors.h"
 #include "model.h"
-#include "safetensors.h"
+#include "model_io.h"
 
 #include <string.h>
 
@@ -46,31 +46,13 @@ int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_
 /* The initial global model: every tensor of m that is neither frozen base
  * nor a factor (dense: all of them; loha: modules_to_save) from the
  * PyTorch-named safetensors file at path; shapes must match. */
+static int pick_init(const struct fl_model_tensor *t)
+{
+	return !(t->flags & FL_TENSOR_BASE) && !strstr(t->name, ".hada_") &&
+	       !strstr(t->name, ".lora_");
+}
+
 int sim_load_init(struct fl_model *m, const char *path)
 {
-	struct fl_st *st;
-	int err = fl_st_read(path, &st);
-	if (err)
-		return err;
-	for (size_t i = 0; i < fl_model_tensor_count(m) && !err; i++) {
-		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
-		if ((t->flags & FL_TENSOR_BASE) || strstr(t->name, ".hada_") || strstr(t->name, ".lora_"))
-			continue;
-		const struct fl_st_tensor *x = fl_st_find(st, t->name);
-		if (!x) {
-			err = fl_error_set(FL_ENOTFOUND, "%s: tensor '%s' is missing", path, t->name);
-			break;
-		}
-		int same = x->ndim == t->ndim;
-		for (int d = 0; same && d < t->ndim; d++)
-			same = x->shape[d] == t->shape[d];
-		if (!same)
-			err = fl_error_set(FL_ESHAPE, "%s: tensor '%s' has the wrong shape for model %s",
-					   path, t->name, fl_model_arch(m));
-		else
-			err = fl_st_tensor_to_f32(x, fl_model_params(m) + t->offset, t->numel);
-	}
-	fl_st_free(st);
-	fl_model_params_changed(m);
-	return err;
+	return fl_model_load_picked(m, path, pick_init, "tensor");
 }
