@@ -313,15 +313,9 @@ static void connect_begin(struct cli_transport *t)
 {
 	if (t->stopping || t->conn || t->resolving)
 		return;
-	char port[16];
-	snprintf(port, sizeof(port), "%d", t->cfg.port);
-	struct addrinfo hints;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
 	t->gai.data = t;
 	t->resolving = 1;
-	int rc = uv_getaddrinfo(t->loop, &t->gai, on_resolved, t->host, port, &hints);
+	int rc = fl_net_resolve(t->loop, &t->gai, on_resolved, t->host, t->cfg.port, 0);
 	if (rc != 0) {
 		t->resolving = 0;
 		fl_log_warn("resolve %s: %s", t->host, uv_strerror(rc));

@@ -110,10 +110,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	if (nread < 0) {
-		if (nread != UV_EOF)
-			fl_log_info("server %s:%d: %s", t->host, t->cfg.port, uv_strerror((int)nread));
-		else if (c->connected && fl_channel_eof(c->ch) != FL_OK)
-			fl_log_info("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());
+		fl_net_read_end(&c->n, c->connected ? c->ch : NULL, nread, "");
 		cli_transport_conn_cut(c);
 		return;
 	}

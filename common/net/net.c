@@ -1,11 +1,15 @@
 /* net.c - queued writes, output caps, sealed records, shutdown and
- * close-once of a libuv TCP connection (net.h). No reading, no protocol. */
+ * close-once of a libuv TCP connection, the log line at the end of its
+ * input, and the name lookup both ends start from (net.h). No reading of
+ * data, no protocol. */
 #include "net.h"
 
 #include "errors.h"
 #include "log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct wreq {
 	uv_write_t req;
@@ -128,4 +132,27 @@ int fl_net_close_channel(struct fl_net_conn *n, struct fl_channel *ch, int hs)
 	    fl_channel_close(ch, &fin) == FL_OK && fin)
 		fl_net_write(n, fin, hs);
 	return n->cut ? FL_EIO : FL_OK;
+}
+
+void fl_net_read_end(const struct fl_net_conn *n, struct fl_channel *ch, ssize_t nread,
+		     const char *hint)
+{
+	if (nread != UV_EOF)
+		fl_log_info("%s: %s", n->name, uv_strerror((int)nread));
+	else if (ch && fl_channel_eof(ch) != FL_OK)
+		fl_log_info("%s: %s%s", n->name, fl_error_msg(), hint);
+}
+
+int fl_net_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+		   const char *host, int port, int passive)
+{
+	char service[16];
+	snprintf(service, sizeof(service), "%d", port);
+	struct addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if (passive)
+		hints.ai_flags = AI_PASSIVE;
+	return uv_getaddrinfo(loop, req, cb, host, service, &hints);
 }

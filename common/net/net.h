@@ -2,7 +2,8 @@
  * coordinator's and the edge client's transports: writes that own their
  * buffer until the write callback, a cap on queued output, sealing into
  * the secure channel's records, the orderly shutdown and a close that
- * happens once. Nothing here reads or makes protocol decisions: the
+ * happens once, the log line at the end of the input and the address
+ * lookup. Nothing here reads data or makes protocol decisions: the
  * transports do that and embed a struct fl_net_conn first in
  * their connection struct, so the handle pointer is the connection pointer.
  */
@@ -51,5 +52,16 @@ void fl_net_cut(struct fl_net_conn *n);
 /* Stops reading, flushes what is queued, then closes (cut when the
  * shutdown cannot start). */
 void fl_net_shutdown(struct fl_net_conn *n);
+
+/* At the end of the input (nread < 0 in a read callback): logs a read
+ * error, or at EOF a channel ch that did not end with its closing record
+ * (ch NULL: nothing to check), followed by hint (""), naming the
+ * connection. The caller closes. */
+void fl_net_read_end(const struct fl_net_conn *n, struct fl_channel *ch, ssize_t nread,
+		     const char *hint);
+/* uv_getaddrinfo for a TCP stream to host:port, any address family
+ * (passive: for binding). cb NULL: synchronous. The libuv return code. */
+int fl_net_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+		   const char *host, int port, int passive);
 
 #endif

@@ -324,11 +324,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	if (nread < 0) {
-		if (nread != UV_EOF)
-			fl_log_info("conn %s: %s", c->peer, uv_strerror((int)nread));
-		else if (c->ch && fl_channel_eof(c->ch) != FL_OK)
-			fl_log_info("conn %s: %s%s", c->peer, fl_error_msg(),
-				    c->up ? "" : " (a client that does not trust this server's key?)");
+		fl_net_read_end(&c->n, c->ch, nread,
+				c->up ? "" : " (a client that does not trust this server's key?)");
 		if (!c->up && c->ch)
 			t->st.failed++;
 		srv_tr_cut(c);
@@ -450,15 +447,8 @@ int srv_transport_port(const struct srv_transport *t)
 
 static int bind_listen(struct srv_transport *t)
 {
-	char port[16];
-	snprintf(port, sizeof(port), "%d", t->cfg.port);
-	struct addrinfo hints;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
 	uv_getaddrinfo_t req;
-	int rc = uv_getaddrinfo(t->loop, &req, NULL, t->host, port, &hints);
+	int rc = fl_net_resolve(t->loop, &req, NULL, t->host, t->cfg.port, 1);
 	if (rc != 0)
 		return fl_error_set(FL_EIO, "listen %s:%d: %s", t->host, t->cfg.port, uv_strerror(rc));
 	rc = UV_EADDRNOTAVAIL;
