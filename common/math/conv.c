@@ -171,50 +171,46 @@ static inline void conv_row_scatter_add(float *restrict dst, const float *restri
 	}
 }
 
-/* xp (nb, C, PH, PW), the padded input of nb samples -> col (C*K1*K2, nb*OH*OW):
- * col[(c*K1 + u)*K2 + v, t*OH*OW + i*OW + j] = xp[t, c, i*s + u, j*s + v] */
-static void conv_im2col(float *restrict col, const float *restrict xp, int nb, int ph, int pw,
-			const struct fl_conv2d_dims *d)
+/* The column matrix col (C*K1*K2, nb*OH*OW) against the padded input xp
+ * (nb, C, PH, PW) of nb samples, row by row:
+ * col[(c*K1 + u)*K2 + v, t*OH*OW + i*OW + j] ~ xp[t, c, i*s + u, j*s + v].
+ * adjoint 0: col = im2col(xp); 1: xp += col2im(col). */
+static void conv_col_rows(float *restrict col, float *restrict xp, int nb, int ph, int pw,
+			  const struct fl_conv2d_dims *d, int adjoint)
 {
 	int s = d->stride, oh = fl_conv2d_out_h(d), ow = fl_conv2d_out_w(d);
 	size_t ohw = (size_t)oh * ow, ncols = (size_t)nb * ohw, plane = (size_t)ph * pw;
 	for (int c = 0; c < d->in_c; c++) {
 		for (int u = 0; u < d->k_h; u++) {
 			for (int v = 0; v < d->k_w; v++) {
-				float *dst = col + ((size_t)(c * d->k_h + u) * d->k_w + v) * ncols;
+				float *cr = col + ((size_t)(c * d->k_h + u) * d->k_w + v) * ncols;
 				for (int t = 0; t < nb; t++) {
-					const float *src = xp + ((size_t)t * d->in_c + c) * plane +
-							   (size_t)u * pw + v;
-					for (int i = 0; i < oh;
-					     i++, dst += ow, src += (size_t)s * pw)
-						conv_row_gather(dst, src, ow, s);
+					float *xr = xp + ((size_t)t * d->in_c + c) * plane +
+						    (size_t)u * pw + v;
+					for (int i = 0; i < oh; i++, cr += ow, xr += (size_t)s * pw) {
+						if (adjoint)
+							conv_row_scatter_add(xr, cr, ow, s);
+						else
+							conv_row_gather(cr, xr, ow, s);
+					}
 				}
 			}
 		}
 	}
 }
 
-/* The adjoint of conv_im2col: dxp (nb, C, PH, PW) += col2im(dcol). */
-static void conv_col2im(float *restrict dxp, const float *restrict dcol, int nb, int ph, int pw,
+/* xp (nb, C, PH, PW), the padded input of nb samples -> col (C*K1*K2, nb*OH*OW). */
+static void conv_im2col(float *col, const float *xp, int nb, int ph, int pw,
 			const struct fl_conv2d_dims *d)
 {
-	int s = d->stride, oh = fl_conv2d_out_h(d), ow = fl_conv2d_out_w(d);
-	size_t ohw = (size_t)oh * ow, ncols = (size_t)nb * ohw, plane = (size_t)ph * pw;
-	for (int c = 0; c < d->in_c; c++) {
-		for (int u = 0; u < d->k_h; u++) {
-			for (int v = 0; v < d->k_w; v++) {
-				const float *src =
-					dcol + ((size_t)(c * d->k_h + u) * d->k_w + v) * ncols;
-				for (int t = 0; t < nb; t++) {
-					float *dst = dxp + ((size_t)t * d->in_c + c) * plane +
-						     (size_t)u * pw + v;
-					for (int i = 0; i < oh;
-					     i++, src += ow, dst += (size_t)s * pw)
-						conv_row_scatter_add(dst, src, ow, s);
-				}
-			}
-		}
-	}
+	conv_col_rows(col, (float *)xp, nb, ph, pw, d, 0);
+}
+
+/* The adjoint of conv_im2col: dxp (nb, C, PH, PW) += col2im(dcol). */
+static void conv_col2im(float *dxp, const float *dcol, int nb, int ph, int pw,
+			const struct fl_conv2d_dims *d)
+{
+	conv_col_rows((float *)dcol, dxp, nb, ph, pw, d, 1);
 }
 
 /* The columns of samples [n0, n0 + nb) into cw->col (padding through cw->xpad). */
