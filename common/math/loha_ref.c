@@ -86,9 +86,36 @@ static void ref_pair_linear(float *ga, float *gb, int pair, const float *a, cons
 		}
 }
 
+/* da (side 0) or db (side 1) of one pair in the Tucker form, T = dL/dP
+ * (O, I, kk), with the other factor fac (b for da, a for db):
+ *   da[i, p] = sum_{q,kl} T[p, q, kl] sum_j t[i, j, kl] b[j, q]
+ *   db[j, q] = sum_{p,kl} T[p, q, kl] sum_i t[i, j, kl] a[i, p] */
+static void ref_tucker_side(float *g, int side, int pair, const float *fac, const float *t,
+			    const float *dw, const struct fl_loha_factors *f,
+			    const struct fl_loha_dims *d, double s, double c)
+{
+	long o = d->out, in = d->in, kk = (long)d->k1 * d->k2;
+	long nout = side ? in : o, nsum = side ? o : in;
+	int r = d->r;
+	for (int x = 0; x < r; x++)
+		for (long y = 0; y < nout; y++) {
+			double acc = 0.0;
+			for (long z = 0; z < nsum; z++)
+				for (long kl = 0; kl < kk; kl++) {
+					double v = 0.0;
+					for (int w = 0; w < r; w++) {
+						long core = side ? (long)w * r + x : (long)x * r + w;
+						v += (double)t[core * kk + kl] * fac[w * nsum + z];
+					}
+					long p = side ? z : y, q = side ? y : z;
+					acc += ref_t(pair, dw, f, d, s, c, p, q * kk + kl) * v;
+				}
+			g[x * nout + y] += (float)acc;
+		}
+}
+
 /* Gradients of one pair in the Tucker form, T = dL/dP (O, I, kk):
- *   da[i, p]     = sum_{q,kl} T[p, q, kl] sum_j t[i, j, kl] b[j, q]
- *   db[j, q]     = sum_{p,kl} T[p, q, kl] sum_i t[i, j, kl] a[i, p]
+ * da and db by ref_tucker_side, then
  *   dt[i, j, kl] = sum_{p,q}  T[p, q, kl] b[j, q] a[i, p]            */
 static void ref_pair_tucker(float *ga, float *gb, float *gt, int pair, const float *a,
 			    const float *b, const float *t, const float *dw,
@@ -97,30 +124,8 @@ static void ref_pair_tucker(float *ga, float *gb, float *gt, int pair, const flo
 {
 	long o = d->out, in = d->in, kk = (long)d->k1 * d->k2;
 	int r = d->r;
-	for (int i = 0; i < r; i++)
-		for (long p = 0; p < o; p++) {
-			double acc = 0.0;
-			for (long q = 0; q < in; q++)
-				for (long kl = 0; kl < kk; kl++) {
-					double v = 0.0;
-					for (int j = 0; j < r; j++)
-						v += (double)t[((long)i * r + j) * kk + kl] * b[j * in + q];
-					acc += ref_t(pair, dw, f, d, s, c, p, q * kk + kl) * v;
-				}
-			ga[i * o + p] += (float)acc;
-		}
-	for (int j = 0; j < r; j++)
-		for (long q = 0; q < in; q++) {
-			double acc = 0.0;
-			for (long p = 0; p < o; p++)
-				for (long kl = 0; kl < kk; kl++) {
-					double v = 0.0;
-					for (int i = 0; i < r; i++)
-						v += (double)t[((long)i * r + j) * kk + kl] * a[i * o + p];
-					acc += ref_t(pair, dw, f, d, s, c, p, q * kk + kl) * v;
-				}
-			gb[j * in + q] += (float)acc;
-		}
+	ref_tucker_side(ga, 0, pair, b, t, dw, f, d, s, c);
+	ref_tucker_side(gb, 1, pair, a, t, dw, f, d, s, c);
 	for (int i = 0; i < r; i++)
 		for (int j = 0; j < r; j++)
 			for (long kl = 0; kl < kk; kl++) {
