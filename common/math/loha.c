@@ -235,31 +235,11 @@ static float mode_offset(enum fl_loha_mode mode)
 	return mode == FL_LOHA_MODE_PFEDPARA ? 1.0f : 0.0f;
 }
 
-/* w (O, I, K1, K2) viewed as m x n, m = O, n = I*K1*K2. */
-void fl_loha_forward(float *w, float *work, const struct fl_loha_factors *f,
-		     const struct fl_loha_dims *d, float scale, enum fl_loha_mode mode)
-{
-	long m = loha_rows(d), n = loha_cols(d);
-	int r = d->r;
-	if (m <= 0 || n <= 0)
-		return;
-	if (d->form == FL_LOHA_FORM_TUCKER) {
-		int kk = d->k1 * d->k2;
-		float *u1 = work, *u2 = work + (long)r * n;
-		float *blk = work + 4L * r * n;
-		tucker_u(u1, f->t1, f->w1b, r, d->in, kk);
-		tucker_u(u2, f->t2, f->w2b, r, d->in, kk);
-		struct loha_pair q1 = {f->w1a, u1, NULL, NULL, 1};
-		struct loha_pair q2 = {f->w2a, u2, NULL, NULL, 1};
-		engine_blocks(w, blk, NULL, &q1, &q2, m, n, r, scale, mode_offset(mode));
-	} else {
-		struct loha_pair q1 = {f->w1a, f->w1b, NULL, NULL, 0};
-		struct loha_pair q2 = {f->w2a, f->w2b, NULL, NULL, 0};
-		engine_blocks(w, work, NULL, &q1, &q2, m, n, r, scale, mode_offset(mode));
-	}
-}
-
-void fl_loha_backward(struct fl_loha_factors *grad, float *work, const float *dw,
+/* w (O, I, K1, K2) viewed as m x n, m = O, n = I*K1*K2. Forward: w = the
+ * weight (grad and dw NULL); backward: grad += the factor gradients of
+ * dL/dw = dw (w NULL). The Tucker form goes through U = T x B per pair
+ * (work: U1, U2, dU1, dU2, then the blocks). */
+static void loha_pass(float *w, struct fl_loha_factors *grad, float *work, const float *dw,
 		      const struct fl_loha_factors *f, const struct fl_loha_dims *d, float scale,
 		      enum fl_loha_mode mode)
 {
@@ -274,18 +254,36 @@ void fl_loha_backward(struct fl_loha_factors *grad, float *work, const float *dw
 		float *blk = du2 + (long)r * n;
 		tucker_u(u1, f->t1, f->w1b, r, d->in, kk);
 		tucker_u(u2, f->t2, f->w2b, r, d->in, kk);
-		for (long k = 0; k < 2L * r * n; k++)
-			du1[k] = 0.0f;
-		struct loha_pair q1 = {f->w1a, u1, grad->w1a, du1, 1};
-		struct loha_pair q2 = {f->w2a, u2, grad->w2a, du2, 1};
-		engine_blocks(NULL, blk, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
-		tucker_u_backward(grad->t1, grad->w1b, du1, f->t1, f->w1b, r, d->in, kk);
-		tucker_u_backward(grad->t2, grad->w2b, du2, f->t2, f->w2b, r, d->in, kk);
+		if (grad)
+			for (long k = 0; k < 2L * r * n; k++)
+				du1[k] = 0.0f;
+		struct loha_pair q1 = {f->w1a, u1, grad ? grad->w1a : NULL, grad ? du1 : NULL, 1};
+		struct loha_pair q2 = {f->w2a, u2, grad ? grad->w2a : NULL, grad ? du2 : NULL, 1};
+		engine_blocks(w, blk, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
+		if (grad) {
+			tucker_u_backward(grad->t1, grad->w1b, du1, f->t1, f->w1b, r, d->in, kk);
+			tucker_u_backward(grad->t2, grad->w2b, du2, f->t2, f->w2b, r, d->in, kk);
+		}
 	} else {
-		struct loha_pair q1 = {f->w1a, f->w1b, grad->w1a, grad->w1b, 0};
-		struct loha_pair q2 = {f->w2a, f->w2b, grad->w2a, grad->w2b, 0};
-		engine_blocks(NULL, work, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
+		struct loha_pair q1 = {f->w1a, f->w1b, grad ? grad->w1a : NULL,
+				       grad ? grad->w1b : NULL, 0};
+		struct loha_pair q2 = {f->w2a, f->w2b, grad ? grad->w2a : NULL,
+				       grad ? grad->w2b : NULL, 0};
+		engine_blocks(w, work, dw, &q1, &q2, m, n, r, scale, mode_offset(mode));
 	}
+}
+
+void fl_loha_forward(float *w, float *work, const struct fl_loha_factors *f,
+		     const struct fl_loha_dims *d, float scale, enum fl_loha_mode mode)
+{
+	loha_pass(w, NULL, work, NULL, f, d, scale, mode);
+}
+
+void fl_loha_backward(struct fl_loha_factors *grad, float *work, const float *dw,
+		      const struct fl_loha_factors *f, const struct fl_loha_dims *d, float scale,
+		      enum fl_loha_mode mode)
+{
+	loha_pass(NULL, grad, work, dw, f, d, scale, mode);
 }
 
 /* ---- plain low rank: W (m x n) = s * a (m x k) @ b (k x n) ---- */
