@@ -62,37 +62,37 @@ void fl_linear_forward_ref(float *y, const float *x, const float *w, const float
 	}
 }
 
+/* g[p, i] += sum_k dy[p*ps + k*ks] * m[k, i] for p < np, i < in (k < nk,
+ * in order, accumulated in double). */
+static void ref_grad_rows(float *g, const float *dy, size_t ps, size_t ks, const float *m, int np,
+			  int nk, int in)
+{
+	for (int p = 0; p < np; p++) {
+		for (int i = 0; i < in; i++) {
+			double acc = 0.0;
+			for (int k = 0; k < nk; k++)
+				acc += (double)dy[(size_t)p * ps + (size_t)k * ks] *
+				       m[(size_t)k * in + i];
+			g[(size_t)p * in + i] += (float)acc;
+		}
+	}
+}
+
 void fl_linear_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
 			    const float *w, int batch, int in, int out)
 {
-	for (int o = 0; o < out; o++) {
-		if (dw) {
-			for (int i = 0; i < in; i++) {
-				double acc = 0.0;
-				for (int n = 0; n < batch; n++)
-					acc += (double)dy[(size_t)n * out + o] *
-					       x[(size_t)n * in + i];
-				dw[(size_t)o * in + i] += (float)acc;
-			}
-		}
-		if (db) {
+	if (dw)
+		ref_grad_rows(dw, dy, 1, (size_t)out, x, out, batch, in);
+	if (db) {
+		for (int o = 0; o < out; o++) {
 			double acc = 0.0;
 			for (int n = 0; n < batch; n++)
 				acc += dy[(size_t)n * out + o];
 			db[o] += (float)acc;
 		}
 	}
-	if (dx) {
-		for (int n = 0; n < batch; n++) {
-			for (int i = 0; i < in; i++) {
-				double acc = 0.0;
-				for (int o = 0; o < out; o++)
-					acc += (double)dy[(size_t)n * out + o] *
-					       w[(size_t)o * in + i];
-				dx[(size_t)n * in + i] += (float)acc;
-			}
-		}
-	}
+	if (dx)
+		ref_grad_rows(dx, dy, (size_t)out, 1, w, batch, out, in);
 }
 
 /* ---- ReLU ---------------------------------------------------------------- */
