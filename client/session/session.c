@@ -426,17 +426,22 @@ int cli_session_on_frame(struct cli_session *s, const uint8_t *payload, size_t l
 
 /* ---- timers and accessors ---- */
 
+int cli_session_send_heartbeat(struct cli_session *s)
+{
+	Fedloha__V1__Heartbeat h = FEDLOHA__V1__HEARTBEAT__INIT;
+	h.time_ms = s->now_ms;
+	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
+	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
+	env.heartbeat = &h;
+	return cli_session_send_env(s, &env);
+}
+
 void cli_session_tick(struct cli_session *s, uint64_t now_ms)
 {
 	s->now_ms = now_ms;
 	if (!s->connected || !s->heartbeat_ms || now_ms - s->last_send_ms < s->heartbeat_ms)
 		return;
-	Fedloha__V1__Heartbeat h = FEDLOHA__V1__HEARTBEAT__INIT;
-	h.time_ms = now_ms;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
-	env.heartbeat = &h;
-	if (cli_session_send_env(s, &env) != FL_OK) {
+	if (cli_session_send_heartbeat(s) != FL_OK) {
 		record_error(s, fl_error_msg());
 		s->io.close(s->io.ctx);
 	}

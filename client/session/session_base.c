@@ -45,12 +45,7 @@ static int base_ready(struct cli_session *s, const uint8_t *want)
 {
 	if (s->hello_has_base && !memcmp(s->hello_sha, want, CLI_SHA256_BYTES))
 		return FL_OK;
-	Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
-	hb.time_ms = s->now_ms;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
-	env.heartbeat = &hb;
-	return cli_session_send_env(s, &env);
+	return cli_session_send_heartbeat(s);
 }
 
 /* After the model is in place: the base the Welcome names (or base_path

@@ -129,6 +129,8 @@ struct cli_session {
 int cli_session_send_frame(struct cli_session *s, struct fl_buf *frame);
 /* Encodes and sends one envelope. */
 int cli_session_send_env(struct cli_session *s, const fl_envelope *env);
+/* A Heartbeat stamped s->now_ms, through cli_session_send_env. */
+int cli_session_send_heartbeat(struct cli_session *s);
 /* Sends Error{-err, msg} and closes; records msg as the last error. */
 void cli_session_fail(struct cli_session *s, int err, const char *msg);
 /* Installs m (a receiver for its GLOBAL tensors in the session dtype, the
