@@ -166,22 +166,24 @@ void fl_lowrank_forward_ref(float *w, const float *a, const float *b, int m, int
 		}
 }
 
+/* g[x, y] += s sum_z p[x*px + z*pz] q[y*qy + z*qz] for x < nx, y < ny
+ * (z < nz in order, accumulated in double). */
+static void ref_contract(float *g, long nx, long ny, long nz, const float *p, long px, long pz,
+			 const float *q, long qy, long qz, float scale)
+{
+	for (long x = 0; x < nx; x++)
+		for (long y = 0; y < ny; y++) {
+			double acc = 0.0;
+			for (long z = 0; z < nz; z++)
+				acc += (double)p[x * px + z * pz] * q[y * qy + z * qz];
+			g[x * ny + y] += (float)(scale * acc);
+		}
+}
+
 /* da[i, q] += s sum_j G[i, j] b[q, j];  db[q, j] += s sum_i a[i, q] G[i, j] */
 void fl_lowrank_backward_ref(float *grad_a, float *grad_b, const float *dw, const float *a,
 			     const float *b, int m, int n, int k, float scale)
 {
-	for (long i = 0; i < m; i++)
-		for (long q = 0; q < k; q++) {
-			double acc = 0.0;
-			for (long j = 0; j < n; j++)
-				acc += (double)dw[i * n + j] * b[q * n + j];
-			grad_a[i * k + q] += (float)(scale * acc);
-		}
-	for (long q = 0; q < k; q++)
-		for (long j = 0; j < n; j++) {
-			double acc = 0.0;
-			for (long i = 0; i < m; i++)
-				acc += (double)a[i * k + q] * dw[i * n + j];
-			grad_b[q * n + j] += (float)(scale * acc);
-		}
+	ref_contract(grad_a, m, k, n, dw, n, 1, b, n, 1, scale);
+	ref_contract(grad_b, k, n, m, a, 1, k, dw, 1, n, scale);
 }
