@@ -18,7 +18,7 @@ For each folder saved by `fedloha-client train --out DIR`:
      that it equals model.safetensors within 1e-5 relative (max |diff| over
      max |value| per tensor).
 Exit 0 when every check passes, 1 when one fails, 2 on bad usage or input.
-Needs python3-torch; reads safetensors itself (no other package).
+Needs python3-torch; reads safetensors with st_floats.py (no other package).
 """
 import argparse
 import gzip
@@ -32,24 +32,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import st_floats
+
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "F64": torch.float64, "I64": torch.int64, "I32": torch.int32}
 
 
 def st_load(path):
     """A safetensors file as {name: tensor} (little-endian host assumed)."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    n = struct.unpack("<Q", buf[:8])[0]
-    header = json.loads(buf[8:8 + n])
     out = {}
-    for name, v in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = v["data_offsets"]
-        raw = bytearray(buf[8 + n + begin:8 + n + end])
-        t = torch.frombuffer(raw, dtype=DTYPES[v["dtype"]]) if raw else torch.empty(0, dtype=DTYPES[v["dtype"]])
-        out[name] = t.reshape(v["shape"]).clone()
+    for name, dtype, shape, raw in st_floats.entries(path):
+        raw = bytearray(raw)
+        t = torch.frombuffer(raw, dtype=DTYPES[dtype]) if raw else torch.empty(0, dtype=DTYPES[dtype])
+        out[name] = t.reshape(shape).clone()
     return out
 
 
