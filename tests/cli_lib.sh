@@ -1,6 +1,6 @@
 # cli_lib.sh - helpers sourced by the command-line tests (bash). Checks that
 # count failures: fail, expect CODE CMD... (stdout / stderr in $TMP/out and
-# $TMP/err), contains FILE TEXT. For the daemon tests: await_port NAME PID,
+# $TMP/err), contains FILE TEXT, exited NAME CODE REASON WHAT. For the daemon tests: await_port NAME PID,
 # which waits for the "listening on HOST:PORT" line a background
 # fedloha-server prints to $TMP/NAME.out and sets PORT (the caller's fail
 # ends the test when it does not come), wait_for and daemon_setup; py, for
@@ -27,6 +27,15 @@ expect() {
 
 contains() {
 	grep -qF -- "$2" "$1" || fail "$1 lacks '$2': $(head -c 400 "$1")"
+}
+
+# exited NAME CODE REASON WHAT: the run NAME just made (its exit status in
+# $RC, its stderr in $TMP/NAME.err) ended with CODE and, unless REASON is
+# empty, its stderr matches REASON (a grep pattern); WHAT names the check in
+# failures.
+exited() {
+	[ "$RC" = "$2" ] || fail "$4: $1 exit $RC (expected $2)"
+	[ -z "$3" ] || grep -q -- "$3" "$TMP/$1.err" || fail "$4: $1 does not say why ('$3')"
 }
 
 await_port() {
