@@ -222,13 +222,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	struct bench_opts o = {1, 7, 0.25};
+	int quick = 0;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			usage(stdout);
-			return 0;
-		} else if (!strcmp(argv[i], "--quick")) {
-			o.samples = 3;
-			o.min_sample_s = 0.05;
+		if (fl_bench_common_arg(argv[i], usage, &quick)) {
+			continue;
 		} else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
 			char *end;
 			long v = strtol(argv[++i], &end, 10);
@@ -238,10 +235,12 @@ int main(int argc, char **argv)
 			}
 			o.threads = (int)v;
 		} else {
-			fprintf(stderr, "fl-bench: unknown argument '%s'\n", argv[i]);
-			usage(stderr);
-			return 2;
+			return fl_bench_bad_arg("fl-bench", argv[i], usage);
 		}
+	}
+	if (quick) {
+		o.samples = 3;
+		o.min_sample_s = 0.05;
 	}
 	fl_blas_set_threads(o.threads);
 	struct fl_bench_sgemm sg = {.n = 1024};

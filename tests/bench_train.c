@@ -173,23 +173,22 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	struct opts o = {5, 32, 300, 12, 0.1, 0, NULL};
+	int quick = 0;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			usage(stdout);
-			return 0;
-		} else if (!strcmp(argv[i], "--quick")) {
-			o.samples = 3;
-			o.batches_2nn = 60;
-			o.batches_cnn = 4;
+		if (fl_bench_common_arg(argv[i], usage, &quick)) {
+			continue;
 		} else if (!strcmp(argv[i], "--synthetic")) {
 			o.synthetic = 1;
 		} else if (!strcmp(argv[i], "--data-path") && i + 1 < argc) {
 			o.data_path = argv[++i];
 		} else {
-			fprintf(stderr, "fl-bench-train: unknown argument '%s'\n", argv[i]);
-			usage(stderr);
-			return 2;
+			return fl_bench_bad_arg("fl-bench-train", argv[i], usage);
 		}
+	}
+	if (quick) {
+		o.samples = 3;
+		o.batches_2nn = 60;
+		o.batches_cnn = 4;
 	}
 	int need = o.batches_2nn * o.batch;
 	if (o.batches_cnn * o.batch > need)

@@ -1,9 +1,11 @@
-/* benchutil.c - median and the sgemm baseline of the benchmarks. */
+/* benchutil.c - median, the sgemm baseline and the common options of the
+ * benchmarks. */
 #include "benchutil.h"
 
 #include "blas.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -47,4 +49,23 @@ double fl_bench_sgemm_sample(const struct fl_bench_sgemm *g, double min_s)
 		el = fl_now_seconds() - t0;
 	} while (el < min_s);
 	return 2.0 * n * n * (double)n * reps / el * 1e-9;
+}
+
+int fl_bench_common_arg(const char *arg, void (*usage)(FILE *), int *quick)
+{
+	if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+		usage(stdout);
+		exit(0);
+	}
+	if (strcmp(arg, "--quick") != 0)
+		return 0;
+	*quick = 1;
+	return 1;
+}
+
+int fl_bench_bad_arg(const char *prog, const char *arg, void (*usage)(FILE *))
+{
+	fprintf(stderr, "%s: unknown argument '%s'\n", prog, arg);
+	usage(stderr);
+	return 2;
 }
