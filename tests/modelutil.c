@@ -12,3 +12,17 @@ struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classe
 	FL_CHECK_MSG(err == FL_OK, "fl_model_new(%s): %s", arch, fl_error_msg());
 	return err ? NULL : m;
 }
+
+struct fl_dataset *fl_test_dataset(int n, int c, int h, int w, int classes, uint64_t seed,
+				   fl_test_fill_fn fill)
+{
+	struct fl_dataset *d = NULL;
+	if (fl_dataset_new(n, c, h, w, classes, &d) != FL_OK)
+		return NULL;
+	struct fl_rng rng;
+	fl_rng_seed(&rng, seed);
+	size_t px = (size_t)c * h * w;
+	for (int i = 0; i < n; i++)
+		fill(i, &rng, &d->labels[i], d->pixels + (size_t)i * px);
+	return d;
+}

@@ -1,9 +1,12 @@
 /* modelutil.h - model helpers for the tests that link the model library:
- * a model that must build. Plain checks and files: testutil.h. */
+ * a model that must build, a synthetic data set filled sample by sample.
+ * Plain checks and files: testutil.h. */
 #ifndef FL_MODELUTIL_H
 #define FL_MODELUTIL_H
 
+#include "dataset.h"
 #include "model.h"
+#include "rng.h"
 
 #include <stdint.h>
 
@@ -11,5 +14,14 @@
  * otherwise): the model, or NULL. */
 struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classes,
 			       const struct fl_peft_config *cfg, uint64_t seed, int max_batch);
+
+/* Fills sample i: its label and its c*h*w pixels, drawing noise from rng. */
+typedef void (*fl_test_fill_fn)(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px);
+
+/* A data set of n samples c x h x w over `classes`, every sample filled in
+ * order by fill from one generator seeded with seed; NULL when it cannot be
+ * allocated. */
+struct fl_dataset *fl_test_dataset(int n, int c, int h, int w, int classes, uint64_t seed,
+				   fl_test_fill_fn fill);
 
 #endif

@@ -3,31 +3,29 @@
 
 #include "errors.h"
 #include "fsutil.h"
+#include "modelutil.h"
 #include "rng.h"
 #include "testutil.h"
 
 #include <stdio.h>
 
 /* Class k: a bright bar at rows 2k..2k+5 plus noise (synthetic fallback). */
+static void bar_sample(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px)
+{
+	(void)i;
+	int k = (int)fl_rng_below(rng, 10);
+	*label = (uint8_t)k;
+	for (int p = 0; p < 784; p++) {
+		int row = p / 28, v = (int)fl_rng_below(rng, 60);
+		if (row >= 2 * k && row < 2 * k + 6)
+			v += 150;
+		px[p] = (uint8_t)v;
+	}
+}
+
 static struct fl_dataset *synthetic(int n, uint64_t seed)
 {
-	struct fl_dataset *d = NULL;
-	if (fl_dataset_new(n, 1, 28, 28, 10, &d) != FL_OK)
-		return NULL;
-	struct fl_rng rng;
-	fl_rng_seed(&rng, seed);
-	for (int i = 0; i < n; i++) {
-		int k = (int)fl_rng_below(&rng, 10);
-		d->labels[i] = (uint8_t)k;
-		uint8_t *px = d->pixels + (size_t)i * 784;
-		for (int p = 0; p < 784; p++) {
-			int row = p / 28, v = (int)fl_rng_below(&rng, 60);
-			if (row >= 2 * k && row < 2 * k + 6)
-				v += 150;
-			px[p] = (uint8_t)v;
-		}
-	}
-	return d;
+	return fl_test_dataset(n, 1, 28, 28, 10, seed, bar_sample);
 }
 
 struct srv_sim_data *small_data(int clients, double holdout)

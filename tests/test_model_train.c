@@ -316,27 +316,26 @@ static void test_buffers_release(void)
 
 /* ---- training sanity ---- */
 
-/* n samples 1x8x8, 4 classes: class k lights the k-th 4x4 quadrant
- * (pixels 160..255) over a noisy background (0..95). */
+/* Sample i of class i % 4 lights the k-th 4x4 quadrant (pixels 160..255)
+ * over a noisy background (0..95). */
+static void quadrant_sample(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px)
+{
+	int k = i % 4;
+	*label = (uint8_t)k;
+	for (int y = 0; y < 8; y++)
+		for (int x = 0; x < 8; x++) {
+			int q = (y / 4) * 2 + x / 4;
+			int v = q == k ? 160 + (int)fl_rng_below(rng, 96) : (int)fl_rng_below(rng, 96);
+			px[y * 8 + x] = (uint8_t)v;
+		}
+}
+
+/* n samples 1x8x8, 4 classes, normalised (quadrant_sample). */
 static struct fl_dataset *separable_set(int n, uint64_t seed)
 {
-	struct fl_dataset *ds = NULL;
-	if (fl_dataset_new(n, 1, 8, 8, 4, &ds) != FL_OK)
-		return NULL;
-	struct fl_rng rng;
-	fl_rng_seed(&rng, seed);
-	for (int i = 0; i < n; i++) {
-		int k = i % 4;
-		ds->labels[i] = (uint8_t)k;
-		for (int y = 0; y < 8; y++)
-			for (int x = 0; x < 8; x++) {
-				int q = (y / 4) * 2 + x / 4;
-				int v = q == k ? 160 + (int)fl_rng_below(&rng, 96)
-					       : (int)fl_rng_below(&rng, 96);
-				ds->pixels[(size_t)i * 64 + y * 8 + x] = (uint8_t)v;
-			}
-	}
-	fl_dataset_compute_norm(ds);
+	struct fl_dataset *ds = fl_test_dataset(n, 1, 8, 8, 4, seed, quadrant_sample);
+	if (ds)
+		fl_dataset_compute_norm(ds);
 	return ds;
 }
 
