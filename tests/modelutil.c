@@ -13,6 +13,13 @@ struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classe
 	return err ? NULL : m;
 }
 
+struct fl_model *fl_test_small_model(const char *arch, struct fl_peft_config *cfg)
+{
+	struct fl_model *m = fl_test_model(arch, 1, 8, 8, 4, cfg, 3, 4);
+	fl_peft_config_free(cfg);
+	return m;
+}
+
 struct fl_dataset *fl_test_dataset(int n, int c, int h, int w, int classes, uint64_t seed,
 				   fl_test_fill_fn fill)
 {

@@ -15,6 +15,11 @@
 struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classes,
 			       const struct fl_peft_config *cfg, uint64_t seed, int max_batch);
 
+/* The small model of the file tests: arch on 1x8x8 inputs, 4 classes,
+ * seed 3, batches up to 4, with the PEFT config cfg, which it frees (NULL
+ * for dense). NULL, after a failed check, when it does not build. */
+struct fl_model *fl_test_small_model(const char *arch, struct fl_peft_config *cfg);
+
 /* Fills sample i: its label and its c*h*w pixels, drawing noise from rng. */
 typedef void (*fl_test_fill_fn)(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px);
 

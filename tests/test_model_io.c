@@ -285,9 +285,8 @@ static void test_round_trips(void)
  * refused, never silently write other weights. */
 static void test_pfedpara_merge(void)
 {
-	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0);
-	struct fl_model *m = fl_test_model("mlp", 1, 8, 8, 4, cfg, 3, 4);
-	fl_peft_config_free(cfg);
+	struct fl_model *m =
+		fl_test_small_model("mlp", fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0));
 	if (!m)
 		return;
 	const char *dir = fl_test_tmpdir("model-pfed");

@@ -132,9 +132,8 @@ static void edit_adapter(const char *dir, const char *key, const int64_t *shape,
 
 static void test_bad_folders(void)
 {
-	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
-	struct fl_model *m = fl_test_model("2nn", 1, 8, 8, 4, cfg, 3, 4);
-	fl_peft_config_free(cfg);
+	struct fl_model *m =
+		fl_test_small_model("2nn", fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0));
 	if (!m)
 		return;
 	char good[600], bad[700];
@@ -263,9 +262,9 @@ static void test_save_over_old_folder(void)
  * either fail or still give the saved model, never W0 + 2ΔW. */
 static void test_loha_missing_base(void)
 {
-	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2);
-	struct fl_model *m = fl_test_model("2nn", 1, 8, 8, 4, cfg, 3, 4), *l = NULL;
-	fl_peft_config_free(cfg);
+	struct fl_model *m =
+		fl_test_small_model("2nn", fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2));
+	struct fl_model *l = NULL;
 	if (!m)
 		return;
 	fl_test_fill_uniform(fl_model_params(m), fl_model_param_floats(m), 5, -0.3f, 0.3f);
