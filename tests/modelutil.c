@@ -4,6 +4,8 @@
 #include "errors.h"
 #include "testutil.h"
 
+#include <stdio.h>
+
 struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classes,
 			       const struct fl_peft_config *cfg, uint64_t seed, int max_batch)
 {
@@ -11,6 +13,19 @@ struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classe
 	int err = fl_model_new(arch, c, h, w, classes, cfg, seed, max_batch, &m);
 	FL_CHECK_MSG(err == FL_OK, "fl_model_new(%s): %s", arch, fl_error_msg());
 	return err ? NULL : m;
+}
+
+int fl_test_next_weight(struct fl_model *m, int *i, struct fl_model_layer_info *li,
+			char name[64])
+{
+	for (; *i < fl_model_layer_count(m); ++*i) {
+		fl_model_layer_info(m, *i, li);
+		if (li->kind == FL_LAYER_LINEAR || li->kind == FL_LAYER_CONV2D) {
+			snprintf(name, 64, "%s.weight", li->name);
+			return 1;
+		}
+	}
+	return 0;
 }
 
 struct fl_model *fl_test_small_model(const char *arch, struct fl_peft_config *cfg)

@@ -40,13 +40,9 @@ static void check_dense_file(struct fl_model *m, const char *path, const char *w
 	FL_CHECK(fl_st_metadata(st, "format") && strcmp(fl_st_metadata(st, "format"), "pt") == 0);
 	size_t expected = 0;
 	float *w = malloc(sizeof(float) * 3136 * 512);
-	for (int i = 0; i < fl_model_layer_count(m); i++) {
-		struct fl_model_layer_info li;
-		fl_model_layer_info(m, i, &li);
-		if (li.kind != FL_LAYER_LINEAR && li.kind != FL_LAYER_CONV2D)
-			continue;
-		char name[64];
-		snprintf(name, sizeof(name), "%s.weight", li.name);
+	struct fl_model_layer_info li;
+	char name[64];
+	for (int i = 0; fl_test_next_weight(m, &i, &li, name); i++) {
 		const struct fl_st_tensor *t = fl_st_find(st, name);
 		expected += 2;
 		if (!FL_CHECK_MSG(t != NULL, "%s: %s missing", what, name))

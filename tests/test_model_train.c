@@ -66,13 +66,9 @@ static void test_loha_init_identity(void)
 		FL_CHECK_MSG(memcmp(yd, yl, sizeof(yd)) == 0, "%s: loha at init != dense base", name);
 		/* the composed weight equals W0 */
 		float *wc = malloc(sizeof(float) * 512 * 256 * 2);
-		for (int i = 0; i < fl_model_layer_count(l); i++) {
-			struct fl_model_layer_info li;
-			fl_model_layer_info(l, i, &li);
-			if (li.kind != FL_LAYER_LINEAR && li.kind != FL_LAYER_CONV2D)
-				continue;
-			char wn[64];
-			snprintf(wn, sizeof(wn), "%s.weight", li.name);
+		struct fl_model_layer_info li;
+		char wn[64];
+		for (int i = 0; fl_test_next_weight(l, &i, &li, wn); i++) {
 			const struct fl_model_tensor *t = fl_model_tensor_find(l, wn);
 			fl_model_compose_weight(l, i, wc);
 			FL_CHECK(t && memcmp(wc, fl_model_params(l) + t->offset,
