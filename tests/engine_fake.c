@@ -4,6 +4,7 @@
 #include "errors.h"
 #include "model.h"
 #include "testutil.h"
+#include "wireutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,9 +155,7 @@ void fake_send_hello(struct fake_net *net, struct fake_client *c, uint32_t versi
 	h.n_capabilities = ncap;
 	h.capabilities = capv;
 	h.preferred_dtype = (Fedloha__V1__DType)preferred;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	env.hello = &h;
+	fl_envelope env = fl_test_envelope(&h.base);
 	fake_send_env(net, c, &env);
 }
 
@@ -193,9 +192,7 @@ void fake_send_update_header(struct fake_net *net, struct fake_client *c, uint64
 	u.num_tensors = num_tensors;
 	u.n_metrics = 1;
 	u.metrics = &mp;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_UPDATE;
-	env.update = &u;
+	fl_envelope env = fl_test_envelope(&u.base);
 	fake_send_env(net, c, &env);
 }
 
@@ -217,9 +214,7 @@ void fake_send_chunk(struct fake_net *net, struct fake_client *c, uint64_t round
 	ch.data.data = (uint8_t *)data;
 	ch.data.len = bytes;
 	ch.last = last;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_CHUNK;
-	env.chunk = &ch;
+	fl_envelope env = fl_test_envelope(&ch.base);
 	fake_send_env(net, c, &env);
 }
 
@@ -281,9 +276,7 @@ void fake_answer(struct fake_net *net, struct fake_client *c)
 		r.num_examples = c->num_examples;
 		r.loss = c->loss;
 		r.accuracy = c->value;
-		fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-		env.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_RESULT;
-		env.eval_result = &r;
+		fl_envelope env = fl_test_envelope(&r.base);
 		fake_send_env(net, c, &env);
 		return;
 	}

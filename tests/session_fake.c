@@ -6,6 +6,7 @@
 
 #include "errors.h"
 #include "testutil.h"
+#include "wireutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,9 +170,7 @@ int send_welcome(struct cli_session *s, const struct welcome_opts *o, uint64_t *
 	w.limits = &l;
 	w.dtype = (Fedloha__V1__DType)o->dtype;
 	w.seed = SEED;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_WELCOME;
-	env.welcome = &w;
+	fl_envelope env = fl_test_envelope(&w.base);
 	return deliver(s, &env, down);
 }
 
@@ -227,9 +226,7 @@ int send_task(struct cli_session *s, struct fl_model *srv, uint64_t round, uint3
 	t.deadline_ms = 60000;
 	t.train = &ts;
 	t.num_tensors = k_override ? k_override : (uint32_t)global_count(srv);
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_TASK;
-	env.task = &t;
+	fl_envelope env = fl_test_envelope(&t.base);
 	int err = deliver(s, &env, down);
 	if (err)
 		return err;

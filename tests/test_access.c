@@ -6,6 +6,7 @@
 #include "identity.h"
 #include "testutil.h"
 #include "wire.h"
+#include "wireutil.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,9 +16,7 @@ static struct fl_buf *hello(const char *id)
 	Fedloha__V1__Hello h = FEDLOHA__V1__HELLO__INIT;
 	h.protocol_version = FL_WIRE_PROTOCOL_VERSION;
 	h.client_id = (char *)id;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	env.hello = &h;
+	fl_envelope env = fl_test_envelope(&h.base);
 	struct fl_buf *b = NULL;
 	FL_CHECK(fl_wire_encode(&env, &b) == FL_OK);
 	return b;

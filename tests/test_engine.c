@@ -12,6 +12,7 @@
 #include "model.h"
 #include "safetensors.h"
 #include "testutil.h"
+#include "wireutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -406,9 +407,7 @@ static void test_heartbeat_idle(void)
 	FL_CHECK(a->heartbeats == 2 && raw->heartbeats == 0);
 	/* a stays alive by sending heartbeats; raw goes silent. */
 	Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
-	env.heartbeat = &hb;
+	fl_envelope env = fl_test_envelope(&hb.base);
 	fake_send_env(net, a, &env);
 	fake_tick_at(net, t0 + 3500);
 	FL_CHECK(raw->closed && raw->error_code == (uint32_t)-FL_EIO);

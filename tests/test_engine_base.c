@@ -6,6 +6,7 @@
 #include "errors.h"
 #include "model.h"
 #include "testutil.h"
+#include "wireutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,9 +44,7 @@ static void send_base_request(struct fake_net *net, struct fake_client *c, uint8
 		br.sha256.data = sha;
 		br.sha256.len = 32;
 	}
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	env.base_request = &br;
+	fl_envelope env = fl_test_envelope(&br.base);
 	fake_send_env(net, c, &env);
 }
 
@@ -115,9 +114,7 @@ static void test_base_fetch_not_selected(void)
 	h.has_base = 1;
 	h.base_sha256.data = sha;
 	h.base_sha256.len = 32;
-	fl_envelope he = FEDLOHA__V1__ENVELOPE__INIT;
-	he.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	he.hello = &h;
+	fl_envelope he = fl_test_envelope(&h.base);
 	fake_send_env(net, b, &he);
 	fake_pump(net);
 	FL_CHECK(b->welcomed && b->tasks == 0); /* the round is under way with a */
@@ -156,9 +153,7 @@ static struct fake_client *hello_dtype(struct fake_net *net, const char *id, con
 	h.capabilities = caps;
 	h.preferred_dtype = (Fedloha__V1__DType)pref;
 	h.dtype_from_server = from_server;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	env.hello = &h;
+	fl_envelope env = fl_test_envelope(&h.base);
 	fake_send_env(net, c, &env);
 	fake_pump(net);
 	return c;

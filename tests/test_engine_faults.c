@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "model.h"
 #include "testutil.h"
+#include "wireutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -144,9 +145,7 @@ static void test_bad_headers(void)
 
 	setup(&f); /* a message only the server sends */
 	Fedloha__V1__EvalTask et = FEDLOHA__V1__EVAL_TASK__INIT;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK;
-	env.eval_task = &et;
+	fl_envelope env = fl_test_envelope(&et.base);
 	fake_send_env(f.net, f.x, &env);
 	finish(&f, FL_EFORMAT, "server message");
 
@@ -156,8 +155,7 @@ static void test_bad_headers(void)
 
 	setup(&f); /* BaseRequest without a base */
 	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	env.base_request = &br;
+	env = fl_test_envelope(&br.base);
 	fake_send_env(f.net, f.x, &env);
 	finish(&f, FL_EUNSUPPORTED, "base request");
 }

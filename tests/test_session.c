@@ -15,6 +15,7 @@
 #include "session_fake.h"
 #include "testutil.h"
 #include "wire.h"
+#include "wireutil.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -140,9 +141,7 @@ static void test_round_fedpara(void)
 	Fedloha__V1__EvalTask et = FEDLOHA__V1__EVAL_TASK__INIT;
 	et.round = 3;
 	et.num_tensors = 12;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK;
-	env.eval_task = &et;
+	fl_envelope env = fl_test_envelope(&et.base);
 	FL_CHECK(deliver(s, &env, NULL) == FL_OK);
 	struct fl_wire_tensor w[64];
 	size_t k = wire_globals(srv, w);
@@ -177,8 +176,7 @@ static void test_round_fedpara(void)
 			 sizeof(float) * fl_model_count_floats(srv, FL_TENSOR_GLOBAL)));
 	Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
 	bye.reason = "done";
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-	env.bye = &bye;
+	env = fl_test_envelope(&bye.base);
 	FL_CHECK(!cli_session_finished(s));
 	FL_CHECK(deliver(s, &env, NULL) == FL_OK && cli_session_finished(s));
 	/* a different spec rebuilds the model */

@@ -13,6 +13,7 @@
 #include "session_fake.h"
 #include "testutil.h"
 #include "wire.h"
+#include "wireutil.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -96,9 +97,7 @@ static void test_malformed(void)
 	t.round = 2;
 	t.train = &ts;
 	t.num_tensors = 12;
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_TASK;
-	env.task = &t;
+	fl_envelope env = fl_test_envelope(&t.base);
 	FL_CHECK(deliver(s, &env, NULL) == FL_OK);
 	float vals[4] = {1, 2, 3, 4};
 	struct fl_wire_tensor bogus = {"fc9.weight", 1, {4}, 4, vals};
@@ -212,9 +211,7 @@ static void test_malformed(void)
 			Fedloha__V1__Welcome wm = FEDLOHA__V1__WELCOME__INIT;
 			wm.protocol_version = FL_WIRE_PROTOCOL_VERSION;
 			wm.model = &ms;
-			fl_envelope we = FEDLOHA__V1__ENVELOPE__INIT;
-			we.body_case = FEDLOHA__V1__ENVELOPE__BODY_WELCOME;
-			we.welcome = &wm;
+			fl_envelope we = fl_test_envelope(&wm.base);
 			FL_CHECK(fl_wire_encode(&we, &wb) == FL_OK);
 		}
 		size_t n = wb->len - 4 < sizeof(buf) ? wb->len - 4 : sizeof(buf);

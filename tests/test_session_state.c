@@ -13,6 +13,7 @@
 #include "session_fake.h"
 #include "testutil.h"
 #include "wire.h"
+#include "wireutil.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -118,9 +119,7 @@ static int serve_base(struct cli_session *s, struct fake *fk, const uint8_t *sha
 		bc.data.data = (uint8_t *)data + off;
 		bc.data.len = len - off < 1000 ? len - off : 1000;
 		bc.last = off + bc.data.len == len;
-		fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-		env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK;
-		env.base_chunk = &bc;
+		fl_envelope env = fl_test_envelope(&bc.base);
 		err = deliver(s, &env, NULL);
 	}
 	return err;

@@ -6,6 +6,7 @@
 #include "rng.h"
 #include "testutil.h"
 #include "wire.h"
+#include "wireutil.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +46,7 @@ static void test_messages(void)
 	h.preferred_dtype = FEDLOHA__V1__DTYPE__DTYPE_INT8;
 	h.has_base = 1;
 	h.base_sha256 = (ProtobufCBinaryData){32, sha};
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	env.hello = &h;
+	env = fl_test_envelope(&h.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->hello->protocol_version == 1 && d->hello->num_examples == 600);
 		FL_CHECK(strcmp(d->hello->client_id, "client-7") == 0);
@@ -78,8 +78,7 @@ static void test_messages(void)
 	w.limits = &lim;
 	w.dtype = FEDLOHA__V1__DTYPE__DTYPE_BF16;
 	w.seed = 0x123456789abcdefull;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_WELCOME;
-	env.welcome = &w;
+	env = fl_test_envelope(&w.base);
 	if ((d = roundtrip(&env))) {
 		Fedloha__V1__Welcome *x = d->welcome;
 		FL_CHECK(x->protocol_version == 1 && strcmp(x->session_id, "s-1") == 0);
@@ -107,8 +106,7 @@ static void test_messages(void)
 	rt.deadline_ms = 60000;
 	rt.train = &ts;
 	rt.num_tensors = 12;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_TASK;
-	env.task = &rt;
+	env = fl_test_envelope(&rt.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->task->round == 17 && d->task->deadline_ms == 60000 && d->task->num_tensors == 12);
 		FL_CHECK(d->task->train && d->task->train->epochs == 2 && d->task->train->batch_size == 32);
@@ -130,8 +128,7 @@ static void test_messages(void)
 	tc.offset = 6;
 	tc.data = (ProtobufCBinaryData){6, bytes};
 	tc.last = 1;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_CHUNK;
-	env.chunk = &tc;
+	env = fl_test_envelope(&tc.base);
 	if ((d = roundtrip(&env))) {
 		Fedloha__V1__TensorChunk *x = d->chunk;
 		FL_CHECK(x->round == 3 && strcmp(x->name, "fc1.hada_w1_a") == 0 && x->n_shape == 2 &&
@@ -154,8 +151,7 @@ static void test_messages(void)
 	up.num_tensors = 4;
 	up.n_metrics = 2;
 	up.metrics = ms2;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_UPDATE;
-	env.update = &up;
+	env = fl_test_envelope(&up.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->update->round == 9 && d->update->num_examples == 500 &&
 			 d->update->num_tensors == 4 && d->update->n_metrics == 2);
@@ -167,8 +163,7 @@ static void test_messages(void)
 	Fedloha__V1__EvalTask et = FEDLOHA__V1__EVAL_TASK__INIT;
 	et.round = 4;
 	et.num_tensors = 6;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK;
-	env.eval_task = &et;
+	env = fl_test_envelope(&et.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->eval_task->round == 4 && d->eval_task->num_tensors == 6);
 		fl_wire_envelope_free(d);
@@ -179,8 +174,7 @@ static void test_messages(void)
 	er.num_examples = 100;
 	er.loss = 1.25;
 	er.accuracy = 0.875;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_RESULT;
-	env.eval_result = &er;
+	env = fl_test_envelope(&er.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->eval_result->round == 4 && d->eval_result->num_examples == 100 &&
 			 d->eval_result->loss == 1.25 && d->eval_result->accuracy == 0.875);
@@ -189,8 +183,7 @@ static void test_messages(void)
 
 	/* A heartbeat at time 0 has an empty body message, still a set body. */
 	Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
-	env.heartbeat = &hb;
+	env = fl_test_envelope(&hb.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->heartbeat->time_ms == 0);
 		fl_wire_envelope_free(d);
@@ -204,8 +197,7 @@ static void test_messages(void)
 	Fedloha__V1__Error err = FEDLOHA__V1__ERROR__INIT;
 	err.code = (uint32_t)-FL_ESHAPE;
 	err.message = "tensor 'x': shape differs";
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
-	env.error = &err;
+	env = fl_test_envelope(&err.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->error->code == 9 && strcmp(d->error->message, "tensor 'x': shape differs") == 0);
 		fl_wire_envelope_free(d);
@@ -213,8 +205,7 @@ static void test_messages(void)
 
 	Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
 	bye.reason = "done";
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-	env.bye = &bye;
+	env = fl_test_envelope(&bye.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(strcmp(d->bye->reason, "done") == 0);
 		fl_wire_envelope_free(d);
@@ -222,8 +213,7 @@ static void test_messages(void)
 
 	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
 	br.sha256 = (ProtobufCBinaryData){32, sha};
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	env.base_request = &br;
+	env = fl_test_envelope(&br.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->base_request->sha256.len == 32 &&
 			 memcmp(d->base_request->sha256.data, sha, 32) == 0);
@@ -234,8 +224,7 @@ static void test_messages(void)
 	bc.offset = 1u << 20;
 	bc.data = (ProtobufCBinaryData){6, bytes};
 	bc.last = 1;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK;
-	env.base_chunk = &bc;
+	env = fl_test_envelope(&bc.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->base_chunk->offset == (1u << 20) && d->base_chunk->last &&
 			 d->base_chunk->data.len == 6 && memcmp(d->base_chunk->data.data, bytes, 6) == 0);
@@ -294,8 +283,7 @@ static void test_decode_limits(void)
 	tc.name = name;
 	tc.n_shape = FL_WIRE_NDIM_MAX;
 	tc.shape = shape;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_CHUNK;
-	env.chunk = &tc;
+	env = fl_test_envelope(&tc.base);
 	FL_CHECK(decode_rc(buf, pack_payload(&env, buf, sizeof(buf)), 4096) == FL_OK);
 	tc.n_shape = FL_WIRE_NDIM_MAX + 1;
 	FL_CHECK(decode_rc(buf, pack_payload(&env, buf, sizeof(buf)), 4096) == FL_ERANGE);
@@ -306,8 +294,7 @@ static void test_decode_limits(void)
 
 	Fedloha__V1__Hello h = FEDLOHA__V1__HELLO__INIT;
 	h.client_id = name;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	env.hello = &h;
+	env = fl_test_envelope(&h.base);
 	FL_CHECK(decode_rc(buf, pack_payload(&env, buf, sizeof(buf)), 4096) == FL_ERANGE);
 	FL_CHECK(strchr(fl_error_msg(), '\n') == NULL);
 	h.client_id = "client-1";
@@ -320,8 +307,7 @@ static void test_decode_limits(void)
 	m2.name = name;
 	up.n_metrics = 2;
 	up.metrics = mv;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_UPDATE;
-	env.update = &up;
+	env = fl_test_envelope(&up.base);
 	FL_CHECK(decode_rc(buf, pack_payload(&env, buf, sizeof(buf)), 4096) == FL_ERANGE);
 	m2.name = "seconds";
 	FL_CHECK(decode_rc(buf, pack_payload(&env, buf, sizeof(buf)), 4096) == FL_OK);
@@ -366,13 +352,11 @@ static uint8_t *make_stream(size_t *len, uint64_t *times)
 		Fedloha__V1__Bye bye = FEDLOHA__V1__BYE__INIT;
 		if (k == 3) {
 			bye.reason = reason;
-			env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BYE;
-			env.bye = &bye;
+			env = fl_test_envelope(&bye.base);
 			times[k] = sizeof(reason) - 1;
 		} else {
 			hb.time_ms = (uint64_t)k * 1000 + 1;
-			env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
-			env.heartbeat = &hb;
+			env = fl_test_envelope(&hb.base);
 			times[k] = hb.time_ms;
 		}
 		struct fl_buf *b = NULL;
@@ -563,9 +547,7 @@ static void test_error_codes_and_ids(void)
 	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;
 	er.code = fl_wire_error_code(FL_EAUTH);
 	er.message = "no";
-	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
-	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_ERROR;
-	env.error = &er;
+	fl_envelope env = fl_test_envelope(&er.base);
 	fl_envelope *d = roundtrip(&env);
 	if (d) {
 		FL_CHECK(fl_wire_error_from_code(d->error->code) == FL_EAUTH);

@@ -6,6 +6,7 @@
  */
 #include "errors.h"
 #include "wire.h"
+#include "wireutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -40,10 +41,12 @@ static void frame(int err, struct fl_buf **b)
 	fl_buf_unref(*b);
 }
 
-static void env(const fl_envelope *e)
+/* Appends the frame of an envelope carrying msg (wireutil.h). */
+static void body(ProtobufCMessage *msg)
 {
+	fl_envelope e = fl_test_envelope(msg);
 	struct fl_buf *b = NULL;
-	frame(fl_wire_encode(e, &b), &b);
+	frame(fl_wire_encode(&e, &b), &b);
 }
 
 static void finish(const char *name)
@@ -98,15 +101,11 @@ static void chunk(const char *name, uint64_t round, int dtype, uint64_t d1, uint
 	c.offset = offset;
 	c.data = (ProtobufCBinaryData){len, (uint8_t *)data};
 	c.last = last;
-	fl_envelope e = FEDLOHA__V1__ENVELOPE__INIT;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_CHUNK;
-	e.chunk = &c;
-	env(&e);
+	body(&c.base);
 }
 
 static void session_frames(void)
 {
-	fl_envelope e = FEDLOHA__V1__ENVELOPE__INIT;
 	Fedloha__V1__Hello h = FEDLOHA__V1__HELLO__INIT;
 	char *caps[] = {"f16", "int8"};
 	h.protocol_version = 1;
@@ -114,9 +113,7 @@ static void session_frames(void)
 	h.num_examples = 60;
 	h.n_capabilities = 2;
 	h.capabilities = caps;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_HELLO;
-	e.hello = &h;
-	env(&e);
+	body(&h.base);
 	Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
 	Fedloha__V1__Limits lim = FEDLOHA__V1__LIMITS__INIT;
 	Fedloha__V1__Welcome w = FEDLOHA__V1__WELCOME__INIT;
@@ -129,9 +126,7 @@ static void session_frames(void)
 	w.session_id = "s";
 	w.model = &ms;
 	w.limits = &lim;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_WELCOME;
-	e.welcome = &w;
-	env(&e);
+	body(&w.base);
 	Fedloha__V1__TrainSettings ts = FEDLOHA__V1__TRAIN_SETTINGS__INIT;
 	Fedloha__V1__RoundTask rt = FEDLOHA__V1__ROUND_TASK__INIT;
 	ts.epochs = 1;
@@ -140,14 +135,11 @@ static void session_frames(void)
 	rt.round = 1;
 	rt.train = &ts;
 	rt.num_tensors = 4;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_TASK;
-	e.task = &rt;
-	env(&e);
+	body(&rt.base);
 }
 
 static void other_frames(void)
 {
-	fl_envelope e = FEDLOHA__V1__ENVELOPE__INIT;
 	Fedloha__V1__Metric m = FEDLOHA__V1__METRIC__INIT, *mv[1] = {&m};
 	Fedloha__V1__Update up = FEDLOHA__V1__UPDATE__INIT;
 	m.name = "train_loss";
@@ -157,38 +149,26 @@ static void other_frames(void)
 	up.num_tensors = 4;
 	up.n_metrics = 1;
 	up.metrics = mv;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_UPDATE;
-	e.update = &up;
-	env(&e);
+	body(&up.base);
 	Fedloha__V1__EvalTask et = FEDLOHA__V1__EVAL_TASK__INIT;
 	et.round = 1;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK;
-	e.eval_task = &et;
-	env(&e);
+	body(&et.base);
 	Fedloha__V1__EvalResult er = FEDLOHA__V1__EVAL_RESULT__INIT;
 	er.loss = 0.25;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_EVAL_RESULT;
-	e.eval_result = &er;
-	env(&e);
+	body(&er.base);
 	Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
 	hb.time_ms = 12345;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
-	e.heartbeat = &hb;
-	env(&e);
+	body(&hb.base);
 	struct fl_buf *b = NULL;
 	frame(fl_wire_encode_error(FL_EFORMAT, "bad", &b), &b);
 	uint8_t sha[32] = {1, 2, 3};
 	Fedloha__V1__BaseRequest br = FEDLOHA__V1__BASE_REQUEST__INIT;
 	br.sha256 = (ProtobufCBinaryData){32, sha};
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST;
-	e.base_request = &br;
-	env(&e);
+	body(&br.base);
 	Fedloha__V1__BaseChunk bc = FEDLOHA__V1__BASE_CHUNK__INIT;
 	bc.data = (ProtobufCBinaryData){8, sha};
 	bc.last = 1;
-	e.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK;
-	e.base_chunk = &bc;
-	env(&e);
+	body(&bc.base);
 	frame(fl_wire_encode_bye("done", &b), &b);
 }
 
