@@ -187,11 +187,7 @@ void fake_send_update_header(struct fake_net *net, struct fake_client *c, uint64
 	m.name = "train_loss";
 	m.value = c->loss;
 	Fedloha__V1__Update u = FEDLOHA__V1__UPDATE__INIT;
-	u.round = round;
-	u.num_examples = num_examples;
-	u.num_tensors = num_tensors;
-	u.n_metrics = 1;
-	u.metrics = &mp;
+	fl_test_update(&u, round, num_examples, num_tensors, &mp, 1);
 	fl_envelope env = fl_test_envelope(&u.base);
 	fake_send_env(net, c, &env);
 }

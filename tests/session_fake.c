@@ -147,12 +147,9 @@ struct welcome_opts wopts(const char *json)
 
 int send_welcome(struct cli_session *s, const struct welcome_opts *o, uint64_t *down)
 {
-	uint32_t input[3] = {o->in_c, o->in_h, o->in_w};
+	uint32_t input[3];
 	Fedloha__V1__ModelSpec m = FEDLOHA__V1__MODEL_SPEC__INIT;
-	m.arch = (char *)o->arch;
-	m.n_input = 3;
-	m.input = input;
-	m.classes = o->classes;
+	fl_test_model_spec(&m, input, o->arch, o->in_c, o->in_h, o->in_w, o->classes);
 	m.config_json = (char *)o->json;
 	if (o->sha) {
 		m.base_sha256.data = (uint8_t *)o->sha;
@@ -216,16 +213,12 @@ int send_task(struct cli_session *s, struct fl_model *srv, uint64_t round, uint3
 		     int batch, uint64_t *down)
 {
 	Fedloha__V1__TrainSettings ts = FEDLOHA__V1__TRAIN_SETTINGS__INIT;
-	ts.epochs = 2;
-	ts.batch_size = (uint32_t)batch;
-	ts.lr = g_lr;
+	Fedloha__V1__RoundTask t = FEDLOHA__V1__ROUND_TASK__INIT;
+	fl_test_round_task(&t, &ts, round, 2, (uint32_t)batch, g_lr,
+			   k_override ? k_override : (uint32_t)global_count(srv));
 	ts.momentum = 0.9f;
 	ts.optimizer = "sgd";
-	Fedloha__V1__RoundTask t = FEDLOHA__V1__ROUND_TASK__INIT;
-	t.round = round;
 	t.deadline_ms = 60000;
-	t.train = &ts;
-	t.num_tensors = k_override ? k_override : (uint32_t)global_count(srv);
 	fl_envelope env = fl_test_envelope(&t.base);
 	int err = deliver(s, &env, down);
 	if (err)

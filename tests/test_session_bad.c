@@ -91,12 +91,7 @@ static void test_malformed(void)
 	/* a chunk for an unknown tensor, a chunk of the wrong round */
 	Fedloha__V1__RoundTask t = FEDLOHA__V1__ROUND_TASK__INIT;
 	Fedloha__V1__TrainSettings ts = FEDLOHA__V1__TRAIN_SETTINGS__INIT;
-	ts.epochs = 1;
-	ts.batch_size = 8;
-	ts.lr = 0.01f;
-	t.round = 2;
-	t.train = &ts;
-	t.num_tensors = 12;
+	fl_test_round_task(&t, &ts, 2, 1, 8, 0.01f, 12);
 	fl_envelope env = fl_test_envelope(&t.base);
 	FL_CHECK(deliver(s, &env, NULL) == FL_OK);
 	float vals[4] = {1, 2, 3, 4};
@@ -201,12 +196,9 @@ static void test_malformed(void)
 		cli_session_on_connect(s, 70);
 		fake_clear(&fk);
 		if (!wb) { /* capture an encoded Welcome once */
-			uint32_t input[3] = {C_, H_, W_};
+			uint32_t input[3];
 			Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
-			ms.arch = "2nn";
-			ms.n_input = 3;
-			ms.input = input;
-			ms.classes = CLASSES;
+			fl_test_model_spec(&ms, input, "2nn", C_, H_, W_, CLASSES);
 			ms.config_json = (char *)PFEDPARA;
 			Fedloha__V1__Welcome wm = FEDLOHA__V1__WELCOME__INIT;
 			wm.protocol_version = FL_WIRE_PROTOCOL_VERSION;

@@ -60,11 +60,8 @@ static void test_messages(void)
 	Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
 	Fedloha__V1__Limits lim = FEDLOHA__V1__LIMITS__INIT;
 	Fedloha__V1__Welcome w = FEDLOHA__V1__WELCOME__INIT;
-	uint32_t input[3] = {3, 32, 32};
-	ms.arch = "cnn";
-	ms.n_input = 3;
-	ms.input = input;
-	ms.classes = 10;
+	uint32_t input[3];
+	fl_test_model_spec(&ms, input, "cnn", 3, 32, 32, 10);
 	ms.config_json = "{\"r\": 8}";
 	ms.base_sha256 = (ProtobufCBinaryData){32, sha};
 	ms.base_bytes = 123456789;
@@ -95,17 +92,12 @@ static void test_messages(void)
 
 	Fedloha__V1__TrainSettings ts = FEDLOHA__V1__TRAIN_SETTINGS__INIT;
 	Fedloha__V1__RoundTask rt = FEDLOHA__V1__ROUND_TASK__INIT;
-	ts.epochs = 2;
-	ts.batch_size = 32;
-	ts.lr = 0.05f;
+	fl_test_round_task(&rt, &ts, 17, 2, 32, 0.05f, 12);
 	ts.momentum = 0.9f;
 	ts.weight_decay = 1e-4f;
 	ts.prox_mu = 0.01f;
 	ts.optimizer = "adam";
-	rt.round = 17;
 	rt.deadline_ms = 60000;
-	rt.train = &ts;
-	rt.num_tensors = 12;
 	env = fl_test_envelope(&rt.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->task->round == 17 && d->task->deadline_ms == 60000 && d->task->num_tensors == 12);
@@ -146,11 +138,7 @@ static void test_messages(void)
 	m1.value = 0.3125;
 	m2.name = "seconds";
 	m2.value = 12.5;
-	up.round = 9;
-	up.num_examples = 500;
-	up.num_tensors = 4;
-	up.n_metrics = 2;
-	up.metrics = ms2;
+	fl_test_update(&up, 9, 500, 4, ms2, 2);
 	env = fl_test_envelope(&up.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->update->round == 9 && d->update->num_examples == 500 &&

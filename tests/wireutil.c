@@ -37,3 +37,37 @@ fl_envelope fl_test_envelope(ProtobufCMessage *msg)
 	}
 	return e;
 }
+
+void fl_test_round_task(Fedloha__V1__RoundTask *rt, Fedloha__V1__TrainSettings *ts,
+			uint64_t round, uint32_t epochs, uint32_t batch, float lr,
+			uint32_t num_tensors)
+{
+	ts->epochs = epochs;
+	ts->batch_size = batch;
+	ts->lr = lr;
+	rt->round = round;
+	rt->train = ts;
+	rt->num_tensors = num_tensors;
+}
+
+void fl_test_update(Fedloha__V1__Update *up, uint64_t round, uint64_t num_examples,
+		    uint32_t num_tensors, Fedloha__V1__Metric **mv, size_t n)
+{
+	up->round = round;
+	up->num_examples = num_examples;
+	up->num_tensors = num_tensors;
+	up->n_metrics = n;
+	up->metrics = mv;
+}
+
+void fl_test_model_spec(Fedloha__V1__ModelSpec *ms, uint32_t input[3], const char *arch,
+			uint32_t c, uint32_t h, uint32_t w, uint32_t classes)
+{
+	input[0] = c;
+	input[1] = h;
+	input[2] = w;
+	ms->arch = (char *)arch;
+	ms->n_input = 3;
+	ms->input = input;
+	ms->classes = classes;
+}

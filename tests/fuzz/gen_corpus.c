@@ -117,11 +117,8 @@ static void session_frames(void)
 	Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
 	Fedloha__V1__Limits lim = FEDLOHA__V1__LIMITS__INIT;
 	Fedloha__V1__Welcome w = FEDLOHA__V1__WELCOME__INIT;
-	uint32_t input[3] = {1, 28, 28};
-	ms.arch = "2nn";
-	ms.n_input = 3;
-	ms.input = input;
-	ms.classes = 10;
+	uint32_t input[3];
+	fl_test_model_spec(&ms, input, "2nn", 1, 28, 28, 10);
 	lim.max_frame_bytes = 4096;
 	w.session_id = "s";
 	w.model = &ms;
@@ -129,12 +126,8 @@ static void session_frames(void)
 	body(&w.base);
 	Fedloha__V1__TrainSettings ts = FEDLOHA__V1__TRAIN_SETTINGS__INIT;
 	Fedloha__V1__RoundTask rt = FEDLOHA__V1__ROUND_TASK__INIT;
-	ts.epochs = 1;
-	ts.lr = 0.1f;
+	fl_test_round_task(&rt, &ts, 1, 1, 0, 0.1f, 4);
 	ts.optimizer = "sgd";
-	rt.round = 1;
-	rt.train = &ts;
-	rt.num_tensors = 4;
 	body(&rt.base);
 }
 
@@ -144,11 +137,7 @@ static void other_frames(void)
 	Fedloha__V1__Update up = FEDLOHA__V1__UPDATE__INIT;
 	m.name = "train_loss";
 	m.value = 0.5;
-	up.round = 1;
-	up.num_examples = 60;
-	up.num_tensors = 4;
-	up.n_metrics = 1;
-	up.metrics = mv;
+	fl_test_update(&up, 1, 60, 4, mv, 1);
 	body(&up.base);
 	Fedloha__V1__EvalTask et = FEDLOHA__V1__EVAL_TASK__INIT;
 	et.round = 1;
