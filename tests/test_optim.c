@@ -82,8 +82,7 @@ static void test_sgd_exact_dyadic(void)
 		{0.5f, 0.25f, -0.125f, 0.375f},
 	};
 	double rw[N4], rb[N4] = {0};
-	for (int i = 0; i < N4; i++)
-		rw[i] = w[i];
+	fl_test_widen(rw, w, N4);
 	struct fl_optim_config cfg;
 	fl_optim_config_default(&cfg, FL_OPTIM_SGD);
 	cfg.lr = 0.5f;
@@ -111,8 +110,7 @@ static void test_sgd_momentum_wd(void)
 		float w[N4];
 		double rw[N4], rb[N4] = {0};
 		memcpy(w, W0, sizeof(w));
-		for (int i = 0; i < N4; i++)
-			rw[i] = W0[i];
+		fl_test_widen(rw, W0, N4);
 		struct fl_optim_config cfg;
 		fl_optim_config_default(&cfg, FL_OPTIM_SGD);
 		cfg.lr = 0.1f;
@@ -160,8 +158,7 @@ static void test_adam(void)
 		float w[N4];
 		double rw[N4], rm[N4] = {0}, rv[N4] = {0};
 		memcpy(w, W0, sizeof(w));
-		for (int i = 0; i < N4; i++)
-			rw[i] = W0[i];
+		fl_test_widen(rw, W0, N4);
 		for (int t = 0; t < 3; t++) {
 			FL_CHECK(fl_optim_step(&o, w, G[t], NULL, 0) == FL_OK);
 			/* the formula with torch's double hyper-parameters */

@@ -58,12 +58,10 @@ static void check_server_kind(const struct srv_optim_config *cfg)
 	float x[N4];
 	double rx[N4], rm[N4] = {0}, rv[N4] = {0};
 	memcpy(x, X0, sizeof(x));
-	for (int i = 0; i < N4; i++)
-		rx[i] = X0[i];
+	fl_test_widen(rx, X0, N4);
 	for (int t = 0; t < 2; t++) {
 		double ry[N4];
-		for (int i = 0; i < N4; i++)
-			ry[i] = Y[t][i];
+		fl_test_widen(ry, Y[t], N4);
 		FL_CHECK(srv_optim_step(&o, x, Y[t], N4) == FL_OK);
 		ref_server(rx, rm, rv, ry, t + 1, cfg);
 		for (int i = 0; i < N4; i++) {

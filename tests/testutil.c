@@ -90,6 +90,12 @@ void fl_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
 		x[i] = lo + (hi - lo) * fl_rng_uniform(&rng);
 }
 
+void fl_test_widen(double *d, const float *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		d[i] = s[i];
+}
+
 const char *fl_test_tmpdir(const char *tag)
 {
 	static char path[512];

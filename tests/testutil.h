@@ -37,6 +37,8 @@ int fl_test_main_end(void);
 
 /* Fills with uniform values in [lo, hi) from a seeded generator. */
 void fl_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
+/* Copies n floats into doubles (the reference computations' state). */
+void fl_test_widen(double *d, const float *s, size_t n);
 /* A fresh empty folder under $FL_TMP or /tmp; returns a static path. */
 const char *fl_test_tmpdir(const char *tag);
 /* Path of a file in tests/data (static buffer, one at a time). */
