@@ -138,6 +138,18 @@ struct extra {
 	float fill; /* NAN for one NaN at [3] and 0.01 elsewhere */
 };
 
+/* The four LoHa factors of `module` (out x in, rank r), filled with 0.1,
+ * as extra tensors; names holds their names. */
+static void loha_factors(struct extra x[4], char names[4][64], const char *module, int64_t out,
+			 int64_t r, int64_t in)
+{
+	for (int k = 0; k < 4; k++) {
+		snprintf(names[k], 64, "base_model.model.%s.hada_w%d_%c", module, 1 + k / 2,
+			 k % 2 ? 'b' : 'a');
+		x[k] = (struct extra){names[k], 2, {k % 2 ? r : out, k % 2 ? in : r}, 0.1f};
+	}
+}
+
 /* DIR/<tag>/adapter: the config of `from` after `edit` (NULL-terminated
  * from/to pairs) and its tensors except `drop`, plus `extra`. */
 static const char *make_variant(const char *tag, const char *from, const char **edit,
@@ -211,17 +223,13 @@ static void test_refusals(void)
 		       "non-finite");
 	expect_refusal(make_variant("ad-missing", "seed2", NULL, n2, NULL, 0), "seed2", FL_ENOTFOUND,
 		       "factor hada_w2_b is missing");
-	struct extra ghost[4] = {{"base_model.model.ghost.hada_w1_a", 2, {4, 5}, 0.1f},
-				 {"base_model.model.ghost.hada_w1_b", 2, {5, 4}, 0.1f},
-				 {"base_model.model.ghost.hada_w2_a", 2, {4, 5}, 0.1f},
-				 {"base_model.model.ghost.hada_w2_b", 2, {5, 4}, 0.1f}};
-	expect_refusal(make_variant("ad-ghost", "seed2", NULL, NULL, ghost, 4), "seed2",
-		       FL_ENOTFOUND, "no tensor 'ghost.weight'");
-	struct extra head[4] = {{"base_model.model.head.hada_w1_a", 2, {10, 5}, 0.1f},
-				{"base_model.model.head.hada_w1_b", 2, {5, 17}, 0.1f},
-				{"base_model.model.head.hada_w2_a", 2, {10, 5}, 0.1f},
-				{"base_model.model.head.hada_w2_b", 2, {5, 17}, 0.1f}};
-	expect_refusal(make_variant("ad-untargeted", "seed2", NULL, NULL, head, 4), "seed2",
+	struct extra fx[4];
+	char names[4][64];
+	loha_factors(fx, names, "ghost", 4, 5, 4);
+	expect_refusal(make_variant("ad-ghost", "seed2", NULL, NULL, fx, 4), "seed2", FL_ENOTFOUND,
+		       "no tensor 'ghost.weight'");
+	loha_factors(fx, names, "head", 10, 5, 17);
+	expect_refusal(make_variant("ad-untargeted", "seed2", NULL, NULL, fx, 4), "seed2",
 		       FL_EINVAL, "module 'head', which the config does not target");
 	const char *tgt_head[] = {"\"conv1\"\n", "\"conv1\", \"head\"\n", NULL};
 	expect_refusal(make_variant("ad-nofactors", "seed2", tgt_head, NULL, NULL, 0), "seed2",
