@@ -92,8 +92,6 @@ static int g_train[64], g_eval[16];
 struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d,
 					const char *state_dir, const char *id)
 {
-	memset(fk, 0, sizeof(*fk));
-	fk->sync = 1;
 	for (int i = 0; i < 64; i++)
 		g_train[i] = i;
 	for (int i = 0; i < 16; i++)
@@ -109,11 +107,33 @@ struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d,
 	cfg.preferred_dtype = FL_WIRE_BF16;
 	cfg.state_dir = state_dir;
 	cfg.heartbeat_ms = 1000;
+	return fake_session_new(fk, &cfg);
+}
+
+struct cli_session *fake_session_new(struct fake *fk, const struct cli_session_config *cfg)
+{
+	memset(fk, 0, sizeof(*fk));
+	fk->sync = 1;
 	struct cli_session_io io = {fk, fake_send, fake_close, fake_submit};
 	struct cli_session *s = NULL;
-	int err = cli_session_new(&cfg, &io, &s);
+	int err = cli_session_new(cfg, &io, &s);
 	FL_CHECK_MSG(err == FL_OK, "cli_session_new: %s", fl_error_msg());
 	fk->s = s;
+	return s;
+}
+
+struct cli_session *base_path_session(struct fake *fk, const struct fl_dataset *d, const char *id,
+				      const char *state_dir, const char *base_path)
+{
+	struct cli_session_config cfg;
+	cli_session_config_default(&cfg);
+	cfg.client_id = id;
+	cfg.data = d;
+	cfg.state_dir = state_dir;
+	cfg.base_path = base_path;
+	struct cli_session *s = fake_session_new(fk, &cfg);
+	if (s)
+		cli_session_on_connect(s, 0);
 	return s;
 }
 

@@ -41,6 +41,13 @@ struct fl_dataset *make_data(void);
 /* A session over make_data()'s samples with a synchronous fake. */
 struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d,
 				 const char *state_dir, const char *id);
+/* A session of cfg with a synchronous fake (a failed check, and NULL,
+ * when it cannot be made); fk->s is the session. */
+struct cli_session *fake_session_new(struct fake *fk, const struct cli_session_config *cfg);
+/* A connected session of client `id` over d that finds its base at
+ * base_path, with state in state_dir (NULL: none). */
+struct cli_session *base_path_session(struct fake *fk, const struct fl_dataset *d, const char *id,
+				      const char *state_dir, const char *base_path);
 void free_session(struct fake *fk);
 /* Encodes env and feeds it to the session at t = 100 (*down += frame bytes). */
 int deliver(struct cli_session *s, const fl_envelope *env, uint64_t *down);

@@ -125,6 +125,21 @@ static int serve_base(struct cli_session *s, struct fake *fk, const uint8_t *sha
 	return err;
 }
 
+/* The session's model holds `name` as a frozen base tensor equal to the
+ * tensor of that name in the safetensors file `path`. */
+static void expect_base_tensor(struct cli_session *s, const char *path, const char *name)
+{
+	struct fl_model *m = cli_session_model(s);
+	const struct fl_model_tensor *t = m ? fl_model_tensor_find(m, name) : NULL;
+	FL_CHECK_MSG(t && (t->flags & FL_TENSOR_BASE), "%s: no base tensor", name);
+	struct fl_st *st = NULL;
+	if (!FL_CHECK(fl_st_read(path, &st) == FL_OK))
+		return;
+	const struct fl_st_tensor *ft = fl_st_find(st, name);
+	FL_CHECK(t && ft && !memcmp(ft->data, fl_model_params(m) + t->offset, ft->nbytes));
+	fl_st_free(st);
+}
+
 static void test_loha_base(void)
 {
 	struct fl_dataset *d = make_data();
@@ -171,14 +186,7 @@ static void test_loha_base(void)
 		 !memcmp(back, data, len));
 	free(back);
 	FL_CHECK(!fl_path_exists(part));
-	struct fl_model *m = cli_session_model(s);
-	struct fl_st *st;
-	FL_CHECK(fl_st_read(dst, &st) == FL_OK);
-	const struct fl_model_tensor *t = fl_model_tensor_find(m, "fc1.weight");
-	FL_CHECK(t && (t->flags & FL_TENSOR_BASE));
-	const struct fl_st_tensor *ft = fl_st_find(st, "fc1.weight");
-	FL_CHECK(ft && !memcmp(ft->data, fl_model_params(m) + t->offset, ft->nbytes));
-	fl_st_free(st);
+	expect_base_tensor(s, dst, "fc1.weight");
 	FL_CHECK(global_count(srv) == 8); /* fc1, fc2 factors; biases and fc3 are base */
 	fake_clear(&fk);
 	err = send_task(s, srv, 1, 0, 8, NULL);
@@ -197,35 +205,16 @@ static void test_loha_base(void)
 	fl_wire_envelope_free(e);
 	FL_CHECK(send_welcome(s, &wo, NULL) == FL_OK);
 	FL_CHECK(fk.n == 1);
-	m = cli_session_model(s);
-	t = fl_model_tensor_find(m, "fc2.weight");
-	FL_CHECK(fl_st_read(srcpath, &st) == FL_OK);
-	ft = fl_st_find(st, "fc2.weight");
-	FL_CHECK(t && ft && !memcmp(ft->data, fl_model_params(m) + t->offset, ft->nbytes));
-	fl_st_free(st);
+	expect_base_tensor(s, srcpath, "fc2.weight");
 	free_session(&fk);
 
 	/* no state folder but base_path holds the right file: used as is */
 	{
-		struct cli_session_config cfg;
-		cli_session_config_default(&cfg);
-		cfg.client_id = "client-9";
-		cfg.data = d;
-		cfg.base_path = srcpath;
-		memset(&fk, 0, sizeof(fk));
-		fk.sync = 1;
-		struct cli_session_io io = {&fk, fake_send, fake_close, fake_submit};
-		FL_CHECK(cli_session_new(&cfg, &io, &fk.s) == FL_OK);
-		cli_session_on_connect(fk.s, 0);
+		FL_CHECK(base_path_session(&fk, d, "client-9", NULL, srcpath) != NULL);
 		err = send_welcome(fk.s, &wo, NULL);
 		FL_CHECK_MSG(err == FL_OK, "Welcome with base_path: %s", fl_error_msg());
 		FL_CHECK(fk.n == 1); /* Hello only: no BaseRequest */
-		m = cli_session_model(fk.s);
-		t = fl_model_tensor_find(m, "fc3.weight");
-		FL_CHECK(fl_st_read(srcpath, &st) == FL_OK);
-		ft = fl_st_find(st, "fc3.weight");
-		FL_CHECK(t && ft && !memcmp(ft->data, fl_model_params(m) + t->offset, ft->nbytes));
-		fl_st_free(st);
+		expect_base_tensor(fk.s, srcpath, "fc3.weight");
 		free_session(&fk);
 	}
 
@@ -238,17 +227,7 @@ static void test_loha_base(void)
 		snprintf(stale, sizeof(stale), "%s/base.safetensors", stale_dir);
 		FL_CHECK(fl_mkdir_p(stale_dir, 0) == FL_OK);
 		FL_CHECK(fl_file_write_atomic(stale, "not the base", 12, 0) == FL_OK);
-		struct cli_session_config cfg;
-		cli_session_config_default(&cfg);
-		cfg.client_id = "client-8";
-		cfg.data = d;
-		cfg.state_dir = stale_dir;
-		cfg.base_path = srcpath;
-		memset(&fk, 0, sizeof(fk));
-		fk.sync = 1;
-		struct cli_session_io io = {&fk, fake_send, fake_close, fake_submit};
-		FL_CHECK(cli_session_new(&cfg, &io, &fk.s) == FL_OK);
-		cli_session_on_connect(fk.s, 0);
+		FL_CHECK(base_path_session(&fk, d, "client-8", stale_dir, srcpath) != NULL);
 		e = frame_env(&fk, 0);
 		FL_CHECK(e && e->hello->has_base && memcmp(e->hello->base_sha256.data, sha, 32));
 		fl_wire_envelope_free(e);
