@@ -278,16 +278,23 @@ static void check_same(const struct srv_sim_config *base, const struct srv_sim_d
 	pair_free(r, csv);
 }
 
+/* The runs with dropout: dense, every client selected, each vanishing with
+ * probability 0.3 per round, 4 rounds. */
+static void dropout_config(struct srv_sim_config *c)
+{
+	c->param = FL_PEFT_PARAM_DENSE;
+	c->dropout = 0.3;
+	c->train.fraction = 1.0;
+	c->train.rounds = 4;
+}
+
 static void test_determinism(void)
 {
 	struct srv_sim_data *d = small_data(4, 0.0);
 	struct srv_sim_config c;
 	small_config(&c);
 	check_same(&c, d, "sim-det");
-	c.param = FL_PEFT_PARAM_DENSE;
-	c.dropout = 0.3;
-	c.train.fraction = 1.0;
-	c.train.rounds = 4;
+	dropout_config(&c);
 	check_same(&c, d, "sim-det-drop");
 	srv_sim_data_free(d);
 }
@@ -328,10 +335,7 @@ static void test_secure_insecure(void)
 	FL_CHECK(c.secure == 1); /* the default */
 	check_secure_insecure(&c, d, "sim-sec");
 	/* dropout: vanished clients reconnect with a new handshake */
-	c.param = FL_PEFT_PARAM_DENSE;
-	c.dropout = 0.3;
-	c.train.fraction = 1.0;
-	c.train.rounds = 4;
+	dropout_config(&c);
 	check_secure_insecure(&c, d, "sim-sec-drop");
 	struct srv_sim_result *r = NULL;
 	FL_CHECK(srv_sim_run(&c, d, &r) == FL_OK);
