@@ -87,6 +87,16 @@ struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_co
 	return net;
 }
 
+struct fake_net *fake_net_own(uint64_t seed, const struct srv_engine_config *cfg)
+{
+	struct fl_model *m = fake_small_model(seed);
+	struct fake_net *net = m ? fake_net_new(m, cfg) : NULL;
+	if (!FL_CHECK_MSG(net != NULL, "fake net: %s", fl_error_msg()))
+		abort();
+	net->owns_model = 1;
+	return net;
+}
+
 static void client_free(struct fake_client *c)
 {
 	for (size_t i = 0; i < c->nq; i++)
@@ -104,6 +114,8 @@ void fake_net_free(struct fake_net *net)
 	srv_engine_free(net->e);
 	for (int i = 0; i < net->n; i++)
 		client_free(net->cl[i]);
+	if (net->owns_model)
+		fl_model_free(net->model);
 	free(net);
 }
 

@@ -43,6 +43,7 @@ struct fake_client {
 struct fake_net {
 	struct srv_engine *e;
 	struct fl_model *model;
+	int owns_model; /* fake_net_own: fake_net_free frees model */
 	size_t nglobal;
 	uint64_t now;
 	struct fake_client *cl[FAKE_MAX_CLIENTS];
@@ -64,6 +65,9 @@ struct fl_model *fake_small_model(uint64_t seed);
 /* Builds the engine over model (borrowed). NULL on failure (message in
  * fl_error_msg). */
 struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg);
+/* Builds the engine over its own fake_small_model(seed), which
+ * fake_net_free frees; aborts, after a failed check, when it cannot. */
+struct fake_net *fake_net_own(uint64_t seed, const struct srv_engine_config *cfg);
 void fake_net_free(struct fake_net *net);
 
 /* A new connection; no Hello yet. */

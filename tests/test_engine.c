@@ -19,10 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void base_config(struct srv_engine_config *c)
+/* The tests' configuration: `rounds` rounds of 3 clients, each ending with
+ * min_report updates, seed 11, an empty PEFT config. */
+static struct srv_engine_config base_config(uint64_t rounds, int min_report)
 {
-	fake_engine_config(c, 2, 11, 3);
-	c->config_json = "{}";
+	struct srv_engine_config c;
+	fake_engine_config(&c, rounds, 11, min_report);
+	c.config_json = "{}";
+	return c;
 }
 
 /* The exact weighted mean of u_k = mix * g + v_k, rounded to float. */
@@ -44,8 +48,7 @@ static void test_fedavg_two_rounds(void)
 	FL_CHECK(n == 4 * 256 + 256 + 256 * 3 + 3);
 	float *g0 = malloc(n * sizeof(float));
 	memcpy(g0, fl_model_params(m), n * sizeof(float));
-	struct srv_engine_config cfg;
-	base_config(&cfg);
+	struct srv_engine_config cfg = base_config(2, 3);
 	struct fake_net *net = fake_net_new(m, &cfg);
 	FL_CHECK(net != NULL);
 	const float v[3] = {1.0f, 2.0f, -0.5f};
@@ -105,16 +108,12 @@ static void test_fedavg_two_rounds(void)
 /* The set of clients tasked in round 1 as a bit mask. */
 static unsigned selection(uint64_t seed, double fraction, int min_fit, int *selected)
 {
-	struct fl_model *m = fake_small_model(1);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 1;
+	struct srv_engine_config cfg = base_config(1, 1);
 	cfg.seed = seed;
 	cfg.min_available = 10;
-	cfg.min_report = 1;
 	cfg.fraction = fraction;
 	cfg.min_fit = min_fit;
-	struct fake_net *net = fake_net_new(m, &cfg);
+	struct fake_net *net = fake_net_own(1, &cfg);
 	struct fake_client *c[10];
 	char id[16];
 	/* Connect in a scrambled order: selection must not depend on it. */
@@ -129,7 +128,6 @@ static unsigned selection(uint64_t seed, double fraction, int min_fit, int *sele
 			mask |= 1u << ((i * 7) % 10);
 	*selected = net->rep[0].selected;
 	fake_net_free(net);
-	fl_model_free(m);
 	return mask;
 }
 
@@ -154,12 +152,9 @@ static void test_selection(void)
 
 static void test_quorum_with_drop(void)
 {
-	struct fl_model *m = fake_small_model(2);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 1;
-	cfg.min_report = 2;
-	struct fake_net *net = fake_net_new(m, &cfg);
+	struct srv_engine_config cfg = base_config(1, 2);
+	struct fake_net *net = fake_net_own(2, &cfg);
+	struct fl_model *m = net->model;
 	fake_connect(net, "a", 10, 1.0f, NULL);
 	fake_connect(net, "b", 30, 2.0f, NULL);
 	struct fake_client *d = fake_connect(net, "c", 60, 100.0f, NULL);
@@ -172,21 +167,26 @@ static void test_quorum_with_drop(void)
 	const float *g = fl_model_params(m);
 	FL_CHECK(g[0] == 1.75f && g[100] == 1.75f); /* (10*1 + 30*2) / 40 */
 	fake_net_free(net);
-	fl_model_free(m);
+}
+
+/* The retry tests' net: model seed 3; clients a, b and c of 10 samples
+ * each, sending 1, 3 and 5. */
+static struct fake_net *abc_net(const struct srv_engine_config *cfg, struct fake_client *cl[3])
+{
+	struct fake_net *net = fake_net_own(3, cfg);
+	const char *id[3] = {"a", "b", "c"};
+	for (int i = 0; i < 3; i++)
+		cl[i] = fake_connect(net, id[i], 10, 1.0f + 2.0f * (float)i, NULL);
+	return net;
 }
 
 static void test_retry_and_late(void)
 {
-	struct fl_model *m = fake_small_model(3);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 1;
-	cfg.min_report = 2;
+	struct srv_engine_config cfg = base_config(1, 2);
 	cfg.max_retries = 2;
-	struct fake_net *net = fake_net_new(m, &cfg);
-	struct fake_client *a = fake_connect(net, "a", 10, 1.0f, NULL);
-	struct fake_client *b = fake_connect(net, "b", 10, 3.0f, NULL);
-	struct fake_client *c = fake_connect(net, "c", 10, 5.0f, NULL);
+	struct fake_client *k[3];
+	struct fake_net *net = abc_net(&cfg, k);
+	struct fake_client *a = k[0], *b = k[1], *c = k[2];
 	a->hold = b->hold = 1;
 	fake_pump(net);
 	FL_CHECK(c->updates_sent == 1 && net->nrep == 0);
@@ -202,18 +202,14 @@ static void test_retry_and_late(void)
 	FL_CHECK(fake_run(net, 100000));
 	FL_CHECK(net->nrep == 1 && net->rep[0].attempts == 2 && net->rep[0].reported == 3);
 	FL_CHECK(c->tasks == 2 && d->tasks == 1 && e->tasks == 1 && a->tasks == 1);
-	const float *g = fl_model_params(m);
+	const float *g = fl_model_params(net->model);
 	FL_CHECK(g[7] == (float)((10 * 5.0 + 10 * 7.0 + 30 * 9.0) / 50.0));
 	fake_net_free(net);
-	fl_model_free(m);
 
 	/* Late: the held client answers after the deadline of an aggregated round. */
-	m = fake_small_model(3);
 	cfg.rounds = 2;
-	net = fake_net_new(m, &cfg);
-	a = fake_connect(net, "a", 10, 1.0f, NULL);
-	b = fake_connect(net, "b", 10, 3.0f, NULL);
-	c = fake_connect(net, "c", 10, 5.0f, NULL);
+	net = abc_net(&cfg, k);
+	a = k[0], b = k[1], c = k[2];
 	c->hold = 1;
 	fake_pump(net);
 	fake_tick_at(net, net->now + cfg.round_timeout_ms);
@@ -231,23 +227,18 @@ static void test_retry_and_late(void)
 	FL_CHECK(fake_run(net, 100000));
 	FL_CHECK(net->nrep == 2 && net->rep[1].reported == 2);
 	fake_net_free(net);
-	fl_model_free(m);
 
 	/* Too few reports at every attempt: the engine fails. */
-	m = fake_small_model(3);
 	cfg.rounds = 1;
 	cfg.max_retries = 0;
-	net = fake_net_new(m, &cfg);
-	a = fake_connect(net, "a", 10, 1.0f, NULL);
-	b = fake_connect(net, "b", 10, 3.0f, NULL);
-	c = fake_connect(net, "c", 10, 5.0f, NULL);
+	net = abc_net(&cfg, k);
+	a = k[0], b = k[1], c = k[2];
 	a->hold = b->hold = 1;
 	FL_CHECK(!fake_run(net, 100000));
 	const char *why = NULL;
 	FL_CHECK(srv_engine_failed(net->e, &why) && why && strstr(why, "round 1"));
 	FL_CHECK(a->closed && c->closed && strstr(c->bye, "failed") != NULL);
 	fake_net_free(net);
-	fl_model_free(m);
 }
 
 /* Three rounds of fedadam with 3 of 4 clients selected per round; when
@@ -255,11 +246,8 @@ static void test_retry_and_late(void)
  * and finishes. The final global slice goes to out. */
 static void adam_run(const char *ckpt, int stop, float *out, size_t n)
 {
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 3;
+	struct srv_engine_config cfg = base_config(3, 3);
 	cfg.min_available = 4;
-	cfg.min_report = 3;
 	cfg.fraction = 0.75;
 	srv_optim_config_default(&cfg.server_opt, SRV_OPTIM_FEDADAM);
 	cfg.checkpoint_path = ckpt;
@@ -308,9 +296,7 @@ static void test_checkpoint_restore(void)
 	fl_st_free(st);
 	/* Restoring a checkpoint of the last round: finished at once. */
 	struct fl_model *m2 = fake_small_model(4);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 3;
+	struct srv_engine_config cfg = base_config(3, 3);
 	cfg.seed = 11;
 	srv_optim_config_default(&cfg.server_opt, SRV_OPTIM_FEDADAM);
 	cfg.checkpoint_path = path;
@@ -334,9 +320,7 @@ static void test_fedadam_formula(void)
 	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
 	float *x0 = malloc(n * sizeof(float));
 	memcpy(x0, fl_model_params(m), n * sizeof(float));
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 1;
+	struct srv_engine_config cfg = base_config(1, 3);
 	srv_optim_config_default(&cfg.server_opt, SRV_OPTIM_FEDADAM);
 	struct fake_net *net = fake_net_new(m, &cfg);
 	fake_connect(net, "a", 10, 1.0f, NULL);
@@ -365,12 +349,9 @@ static void test_fedadam_formula(void)
 
 static void test_eval(void)
 {
-	struct fl_model *m = fake_small_model(6);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
-	cfg.rounds = 3;
+	struct srv_engine_config cfg = base_config(3, 3);
 	cfg.eval_every = 2; /* after rounds 2 and 3 (the last) */
-	struct fake_net *net = fake_net_new(m, &cfg);
+	struct fake_net *net = fake_net_own(6, &cfg);
 	struct fake_client *c[3];
 	c[0] = fake_connect(net, "a", 10, 0.5f, NULL);
 	c[1] = fake_connect(net, "b", 30, 0.7f, NULL);
@@ -387,17 +368,14 @@ static void test_eval(void)
 	FL_CHECK_NEAR(net->rep[2].eval_accuracy, (10 * 0.5 + 30 * 0.7) / 40.0, 1e-6, 0);
 	FL_CHECK(c[0]->evals == 2 && c[2]->evals == 0);
 	fake_net_free(net);
-	fl_model_free(m);
 }
 
 static void test_heartbeat_idle(void)
 {
-	struct fl_model *m = fake_small_model(7);
-	struct srv_engine_config cfg;
-	base_config(&cfg);
+	struct srv_engine_config cfg = base_config(2, 3);
 	cfg.heartbeat_ms = 1000;
 	cfg.idle_timeout_ms = 3500;
-	struct fake_net *net = fake_net_new(m, &cfg);
+	struct fake_net *net = fake_net_own(7, &cfg);
 	uint64_t t0 = net->now;
 	struct fake_client *a = fake_connect(net, "a", 1, 0, NULL);
 	struct fake_client *raw = fake_connect_raw(net, "never-says-hello");
@@ -415,7 +393,6 @@ static void test_heartbeat_idle(void)
 	fake_tick_at(net, t0 + 2000 + 3500);
 	FL_CHECK(a->closed && srv_engine_conn_count(net->e) == 0);
 	fake_net_free(net);
-	fl_model_free(m);
 }
 
 int main(void)
