@@ -3,12 +3,13 @@
 #   make run    build and run the main job (the default fedloha-sim comparison)
 #   make test   build and run the test suite
 #   make asan   the test suite built with AddressSanitizer + UBSan
+#   make format clang-format every C file in place (.clang-format)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test run bench asan clean
+.PHONY: all deps build test run bench asan format clean
 
 all: build
 
@@ -41,6 +42,10 @@ asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+format:
+	@command -v clang-format >/dev/null || { echo "make format: needs clang-format (apt-get install clang-format)" >&2; exit 1; }
+	git ls-files '*.c' '*.h' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -60,8 +60,8 @@ static double bench_sgemm(const struct bench_opts *o, const struct fl_bench_sgem
 	double med = fl_bench_median(gf, o->samples);
 	printf("{\"bench\":\"sgemm\",\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":%d,\"samples\":%d,"
 	       "\"median_ms\":%.3f,\"gflops\":%.2f}\n",
-	       g->n, g->n, g->n, o->threads, o->samples, 2.0 * g->n * g->n * (double)g->n / med * 1e-6,
-	       med);
+	       g->n, g->n, g->n, o->threads, o->samples,
+	       2.0 * g->n * g->n * (double)g->n / med * 1e-6, med);
 	fflush(stdout);
 	return med;
 }
@@ -69,8 +69,8 @@ static double bench_sgemm(const struct bench_opts *o, const struct fl_bench_sgem
 /* Each sample times sgemm and then the case back to back, so that the
  * per-sample ratio sees the same machine load; the reported ratios are the
  * medians of those per-sample ratios. */
-static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *sg, const char *label,
-		       enum fl_loha_form form, int out, int in, int k, int r)
+static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *sg,
+		       const char *label, enum fl_loha_form form, int out, int in, int k, int r)
 {
 	struct fl_loha_dims d = {form, out, in, k, k, r};
 	size_t na = fl_loha_w_a_floats(&d), nb = fl_loha_w_b_floats(&d), nt = fl_loha_t_floats(&d);
@@ -82,9 +82,16 @@ static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *
 		return;
 	}
 	float *p = mem, *gp = mem + np, *w = gp + np, *dw = w + nw, *work = dw + nw;
-	struct fl_loha_factors f = {p, p + na, p + na + nb, p + 2 * na + nb,
-				    nt ? p + 2 * (na + nb) : NULL, nt ? p + 2 * (na + nb) + nt : NULL};
-	struct fl_loha_factors g = {gp, gp + na, gp + na + nb, gp + 2 * na + nb,
+	struct fl_loha_factors f = {p,
+				    p + na,
+				    p + na + nb,
+				    p + 2 * na + nb,
+				    nt ? p + 2 * (na + nb) : NULL,
+				    nt ? p + 2 * (na + nb) + nt : NULL};
+	struct fl_loha_factors g = {gp,
+				    gp + na,
+				    gp + na + nb,
+				    gp + 2 * na + nb,
 				    nt ? gp + 2 * (na + nb) : NULL,
 				    nt ? gp + 2 * (na + nb) + nt : NULL};
 	struct fl_rng rng;
@@ -98,9 +105,9 @@ static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *
 	double core = 0.0;              /* Tucker U_k, one pair */
 	if (form == FL_LOHA_FORM_TUCKER)
 		core = 2.0 * rr * rr * n;
-	double flops = 2 * (prod + core) + 2 * m * n     /* forward */
+	double flops = 2 * (prod + core) + 2 * m * n            /* forward */
 		       + 2 * (2 * prod + 2 * core) + 3 * m * n; /* backward gradients */
-	double executed = flops + 2 * (prod + core);          /* backward recomputes P, U */
+	double executed = flops + 2 * (prod + core);            /* backward recomputes P, U */
 
 	fl_loha_forward(w, work, &f, &d, 1.0f, FL_LOHA_MODE_LOHA); /* warm up */
 	fl_loha_backward(&g, work, dw, &f, &d, 1.0f, FL_LOHA_MODE_LOHA);
@@ -144,7 +151,7 @@ static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *
 
 /* The streaming baseline; noinline so that it is timed as one call. */
 __attribute__((noinline)) static void stream_add(float *restrict y, const float *restrict x,
-						  size_t n)
+						 size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		y[i] += x[i];
@@ -230,7 +237,8 @@ int main(int argc, char **argv)
 			char *end;
 			long v = strtol(argv[++i], &end, 10);
 			if (*end || v < 1 || v > 256) {
-				fprintf(stderr, "fl-bench: --threads wants 1..256, got '%s'\n", argv[i]);
+				fprintf(stderr, "fl-bench: --threads wants 1..256, got '%s'\n",
+					argv[i]);
 				return 2;
 			}
 			o.threads = (int)v;

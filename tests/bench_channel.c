@@ -61,16 +61,24 @@ static int count_bytes(void *ctx, const uint8_t *p, size_t n)
 }
 
 /* mode: 0 plain (insecure), 1 AES-256-GCM, 2 secretstream */
-enum { PLAIN, AES, CHACHA };
+enum {
+	PLAIN,
+	AES,
+	CHACHA
+};
 static const char *const mode_name[] = {"plain", "aes-256-gcm", "xchacha20-poly1305"};
 
 static void make_pair(struct fl_channel **c, struct fl_channel **s, int mode)
 {
-	struct fl_channel_config cc = {.insecure = mode == PLAIN, .self = g_client,
+	struct fl_channel_config cc = {.insecure = mode == PLAIN,
+				       .self = g_client,
 				       .pinned_server_pk = fl_identity_pk(g_server),
 				       .disable_aes = mode == CHACHA};
-	struct fl_channel_config sc = {.insecure = mode == PLAIN, .is_server = 1, .self = g_server,
-				       .authorize = allow_all, .disable_aes = mode == CHACHA};
+	struct fl_channel_config sc = {.insecure = mode == PLAIN,
+				       .is_server = 1,
+				       .self = g_server,
+				       .authorize = allow_all,
+				       .disable_aes = mode == CHACHA};
 	if (fl_channel_new(&cc, c) || fl_channel_new(&sc, s))
 		die("channel");
 	struct fl_buf *b = NULL;
@@ -96,7 +104,9 @@ static void make_pair(struct fl_channel **c, struct fl_channel **s, int mode)
 
 static void bench_handshake(int mode)
 {
-	enum { N = 200 };
+	enum {
+		N = 200
+	};
 	double t[N];
 	for (int i = 0; i < N; i++) {
 		struct fl_channel *c, *s;
@@ -285,7 +295,8 @@ static void *writer_main(void *arg)
 static void tcp_pair(int *a, int *b)
 {
 	int l = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(addr);
 	if (l < 0 || bind(l, (struct sockaddr *)&addr, sizeof(addr)) || listen(l, 1) ||
 	    getsockname(l, (struct sockaddr *)&addr, &len)) {
@@ -372,8 +383,12 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 	fl_frame_reader_init(&rx.fr, FL_WIRE_MAX_FRAME_DEFAULT);
 	rx.payload = 0;
 	static uint8_t buf[CHUNK];
-	struct writer w = {.fd = a, .pipelined = pipelined, .ch = c, .frames = frames,
-			   .nframes = nframes, .link_MBps = link_MBps};
+	struct writer w = {.fd = a,
+			   .pipelined = pipelined,
+			   .ch = c,
+			   .frames = frames,
+			   .nframes = nframes,
+			   .link_MBps = link_MBps};
 	struct reader rd = {.fd = b, .want = wire};
 	queue_init(&w.q);
 	queue_init(&rd.q);
@@ -440,13 +455,12 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 			if (mode == AES && !have_aes)
 				continue;
 			for (int pl = 0; pl < 2; pl++)
-				t[1 + 2 * (mode - 1) + pl][r] =
-					stream_once(frames, n, n * frame, mode, unix_sock, pl,
-						    link_MBps);
+				t[1 + 2 * (mode - 1) + pl][r] = stream_once(
+					frames, n, n * frame, mode, unix_sock, pl, link_MBps);
 		}
 	}
 	double p = fl_bench_median(t[0], reps);
-	const char *link = unix_sock ? "unix_socketpair"
+	const char *link = unix_sock       ? "unix_socketpair"
 			   : link_MBps > 0 ? "tcp_loopback_paced"
 					   : "tcp_loopback";
 	for (int mode = AES; mode <= CHACHA; mode++) {
@@ -460,8 +474,7 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 			       "\"secure_ms\":%.3f,\"plain_MBps\":%.1f,\"secure_MBps\":%.1f,"
 			       "\"overhead_pct\":%.1f}\n",
 			       link, mode_name[mode], pl ? "pipelined" : "serial", link_MBps,
-			       n * frame, frame,
-			       reps, p, s, (double)(n * frame) / 1e3 / p,
+			       n * frame, frame, reps, p, s, (double)(n * frame) / 1e3 / p,
 			       (double)(n * frame) / 1e3 / s, 100.0 * (s - p) / p);
 		}
 	}

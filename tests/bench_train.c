@@ -35,12 +35,12 @@
 #define SAMPLES_MAX 32
 
 struct opts {
-	int samples;      /* repeats per case */
-	int batch;        /* mini-batch size */
-	int batches_2nn;  /* batches per repeat, 2nn */
-	int batches_cnn;  /* batches per repeat, cnn (about 50x slower per sample) */
-	double gamma;     /* fedpara rank rule */
-	int synthetic;    /* skip the real data set */
+	int samples;     /* repeats per case */
+	int batch;       /* mini-batch size */
+	int batches_2nn; /* batches per repeat, 2nn */
+	int batches_cnn; /* batches per repeat, cnn (about 50x slower per sample) */
+	double gamma;    /* fedpara rank rule */
+	int synthetic;   /* skip the real data set */
 	const char *data_path;
 };
 

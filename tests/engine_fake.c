@@ -24,7 +24,8 @@ static int io_send(void *ctx, uint64_t conn, struct fl_buf *frame)
 	struct fake_client *c = by_conn(net, conn);
 	net->sent_bytes += frame->len;
 	if (!c || c->closed) {
-		fprintf(stderr, "fake: frame to unknown or closed conn %llu\n", (unsigned long long)conn);
+		fprintf(stderr, "fake: frame to unknown or closed conn %llu\n",
+			(unsigned long long)conn);
 		fl_buf_unref(frame);
 		return 0;
 	}
@@ -58,8 +59,7 @@ struct fl_model *fake_small_model(uint64_t seed)
 	return m;
 }
 
-void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t seed,
-			int min_report)
+void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t seed, int min_report)
 {
 	srv_engine_config_default(c);
 	c->rounds = rounds;
@@ -234,7 +234,8 @@ static size_t global_tensors(struct fake_net *net, float *buf, struct fl_wire_te
 		const struct fl_model_tensor *t = fl_model_tensor_at(net->model, i);
 		if (!(t->flags & FL_TENSOR_GLOBAL))
 			continue;
-		fl_wire_tensor_init(&out[k++], t->name, t->ndim, t->shape, t->numel, buf + t->offset);
+		fl_wire_tensor_init(&out[k++], t->name, t->ndim, t->shape, t->numel,
+				    buf + t->offset);
 	}
 	return k;
 }
@@ -330,9 +331,7 @@ static void handle(struct fake_net *net, struct fake_client *c, const fl_envelop
 				fake_answer(net, c);
 		}
 		break;
-	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT:
-		c->heartbeats++;
-		break;
+	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT: c->heartbeats++; break;
 	case FEDLOHA__V1__ENVELOPE__BODY_ERROR:
 		c->error_code = env->error->code;
 		snprintf(c->error_msg, sizeof(c->error_msg), "%s", env->error->message);
@@ -345,8 +344,7 @@ static void handle(struct fake_net *net, struct fake_client *c, const fl_envelop
 		c->base_chunks++;
 		c->base_got += env->base_chunk->data.len;
 		break;
-	default:
-		fprintf(stderr, "fake %s: unexpected body %d\n", c->id, (int)env->body_case);
+	default: fprintf(stderr, "fake %s: unexpected body %d\n", c->id, (int)env->body_case);
 	}
 }
 
@@ -364,7 +362,8 @@ void fake_pump(struct fake_net *net)
 				if (fl_wire_decode(b->data + FL_WIRE_FRAME_HEADER_BYTES,
 						   b->len - FL_WIRE_FRAME_HEADER_BYTES, 1u << 26,
 						   &env) != FL_OK) {
-					fprintf(stderr, "fake: undecodable frame from the engine\n");
+					fprintf(stderr,
+						"fake: undecodable frame from the engine\n");
 				} else {
 					handle(net, c, env);
 					fl_wire_envelope_free(env);

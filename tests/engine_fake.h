@@ -15,7 +15,7 @@ struct fake_client {
 	char id[80];
 	struct fl_buf **q; /* frames the engine sent, not yet processed */
 	size_t nq, cap;
-	int closed;    /* the engine called io->close */
+	int closed; /* the engine called io->close */
 	int welcomed;
 	enum fl_wire_dtype dtype;
 	uint32_t error_code; /* last Error received (0 = none) */
@@ -23,7 +23,7 @@ struct fake_client {
 	int byes;
 	char bye[128];
 	int heartbeats, tasks, evals, base_chunks;
-	uint64_t base_got; /* bytes of BaseChunk data received */
+	uint64_t base_got;       /* bytes of BaseChunk data received */
 	int base_chunks_at_task; /* base_chunks when the first RoundTask arrived (-1 = none yet) */
 	uint8_t base_sha[32];    /* Welcome.model.base_sha256 */
 	/* the task / eval being received */

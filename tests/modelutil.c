@@ -15,8 +15,7 @@ struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classe
 	return err ? NULL : m;
 }
 
-int fl_test_next_weight(struct fl_model *m, int *i, struct fl_model_layer_info *li,
-			char name[64])
+int fl_test_next_weight(struct fl_model *m, int *i, struct fl_model_layer_info *li, char name[64])
 {
 	for (; *i < fl_model_layer_count(m); ++*i) {
 		fl_model_layer_info(m, *i, li);

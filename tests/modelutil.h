@@ -18,8 +18,7 @@ struct fl_model *fl_test_model(const char *arch, int c, int h, int w, int classe
 /* Moves *i to the first layer at or after *i that holds a weight (linear
  * or conv) and fills li and name with "<layer>.weight"; 0 when no layer is
  * left. Loop: for (int i = 0; fl_test_next_weight(m, &i, &li, name); i++). */
-int fl_test_next_weight(struct fl_model *m, int *i, struct fl_model_layer_info *li,
-			char name[64]);
+int fl_test_next_weight(struct fl_model *m, int *i, struct fl_model_layer_info *li, char name[64]);
 
 /* The small model of the file tests: arch on 1x8x8 inputs, 4 classes,
  * seed 3, batches up to 4, with the PEFT config cfg, which it frees (NULL

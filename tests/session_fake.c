@@ -89,8 +89,8 @@ struct fl_dataset *make_data(void)
 
 static int g_train[64], g_eval[16];
 
-struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d,
-					const char *state_dir, const char *id)
+struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d, const char *state_dir,
+				 const char *id)
 {
 	for (int i = 0; i < 64; i++)
 		g_train[i] = i;
@@ -160,8 +160,9 @@ int deliver(struct cli_session *s, const fl_envelope *env, uint64_t *down)
 
 struct welcome_opts wopts(const char *json)
 {
-	struct welcome_opts o = {"2nn", json, FL_WIRE_PROTOCOL_VERSION, C_, H_, W_, CLASSES, 256,
-				 FL_WIRE_F32, NULL, 0};
+	struct welcome_opts o = {
+		"2nn", json, FL_WIRE_PROTOCOL_VERSION, C_, H_, W_, CLASSES, 256, FL_WIRE_F32,
+		NULL,  0};
 	return o;
 }
 
@@ -230,7 +231,7 @@ enum fl_wire_dtype g_dtype = FL_WIRE_F32;
 
 /* RoundTask for `round` + the server model's global tensors. */
 int send_task(struct cli_session *s, struct fl_model *srv, uint64_t round, uint32_t k_override,
-		     int batch, uint64_t *down)
+	      int batch, uint64_t *down)
 {
 	Fedloha__V1__TrainSettings ts = FEDLOHA__V1__TRAIN_SETTINGS__INIT;
 	Fedloha__V1__RoundTask t = FEDLOHA__V1__ROUND_TASK__INIT;
@@ -265,8 +266,7 @@ int send_task(struct cli_session *s, struct fl_model *srv, uint64_t round, uint3
 /* Finds the Update among the fake's frames and decodes the chunks after it
  * into `into` (a model of the same spec). Returns the Update's index or -1;
  * names of the received tensors go to saw_w2 / saw_w1. */
-int collect_update(struct fake *fk, struct fl_model *into, uint64_t round, int *saw_w1,
-			  int *saw_w2)
+int collect_update(struct fake *fk, struct fl_model *into, uint64_t round, int *saw_w1, int *saw_w2)
 {
 	int at = -1;
 	for (size_t i = 0; i < fk->n && at < 0; i++) {
@@ -309,7 +309,8 @@ int collect_update(struct fake *fk, struct fl_model *into, uint64_t round, int *
 		if (FL_CHECK(e && e->body_case == FEDLOHA__V1__ENVELOPE__BODY_CHUNK)) {
 			*saw_w1 |= strstr(e->chunk->name, "hada_w1_") != NULL;
 			*saw_w2 |= strstr(e->chunk->name, "hada_w2_") != NULL;
-			FL_CHECK(e->chunk->dtype == (Fedloha__V1__DType)g_dtype && e->chunk->round == round);
+			FL_CHECK(e->chunk->dtype == (Fedloha__V1__DType)g_dtype &&
+				 e->chunk->round == round);
 			int err = fl_wire_rx_chunk(rx, e->chunk);
 			FL_CHECK_MSG(err == FL_OK, "update chunk: %s", fl_error_msg());
 		}

@@ -19,8 +19,8 @@
 #define SEED 42      /* the Welcome's seed */
 
 extern const char *FEDPARA, *PFEDPARA, *LOHA; /* config_json texts, r = 4 */
-extern float g_lr;                           /* the tasks' learning rate */
-extern enum fl_wire_dtype g_dtype;           /* the dtype the fake server encodes in */
+extern float g_lr;                            /* the tasks' learning rate */
+extern enum fl_wire_dtype g_dtype;            /* the dtype the fake server encodes in */
 
 struct fake {
 	struct fl_buf **f; /* frames the session sent */
@@ -39,8 +39,8 @@ fl_envelope *frame_env(struct fake *fk, size_t i);
 
 struct fl_dataset *make_data(void);
 /* A session over make_data()'s samples with a synchronous fake. */
-struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d,
-				 const char *state_dir, const char *id);
+struct cli_session *make_session(struct fake *fk, const struct fl_dataset *d, const char *state_dir,
+				 const char *id);
 /* A session of cfg with a synchronous fake (a failed check, and NULL,
  * when it cannot be made); fk->s is the session. */
 struct cli_session *fake_session_new(struct fake *fk, const struct cli_session_config *cfg);

@@ -63,7 +63,6 @@ void small_config(struct srv_sim_config *c)
 	c->eval_batch = 64;
 }
 
-
 struct srv_sim_result *sim_run(const struct srv_sim_config *c, const struct srv_sim_data *d)
 {
 	struct srv_sim_result *r = NULL;

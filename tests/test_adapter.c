@@ -57,8 +57,8 @@ static void test_golden(void)
 		snprintf(dir, sizeof(dir), "%s", case_dir(cases[c]));
 		snprintf(out, sizeof(out), "%s/%s.safetensors", tmp, cases[c]);
 		struct fl_adapter_merge_stats st = {0};
-		int err = fl_adapter_merge(path2(dir, "base.safetensors"), path2(dir, "adapter"), out,
-					   NULL, &st);
+		int err = fl_adapter_merge(path2(dir, "base.safetensors"), path2(dir, "adapter"),
+					   out, NULL, &st);
 		FL_CHECK_MSG(err == FL_OK, "%s: %s", cases[c], fl_error_msg());
 		FL_CHECK(st.merged == 3 && st.copied == 5 && st.replaced == 0);
 		struct fl_st *got = NULL, *exp = NULL, *base = NULL;
@@ -69,17 +69,20 @@ static void test_golden(void)
 			goto next;
 		FL_CHECK(fl_st_count(got) == fl_st_count(exp) && fl_st_count(got) == 8);
 		for (size_t i = 0; i < fl_st_count(exp); i++) {
-			const struct fl_st_tensor *e = fl_st_at(exp, i), *g = fl_st_find(got, e->name);
+			const struct fl_st_tensor *e = fl_st_at(exp, i),
+						  *g = fl_st_find(got, e->name);
 			FL_CHECK_MSG(g != NULL, "%s: %s missing", cases[c], e->name);
 			if (!g)
 				continue;
-			FL_CHECK(g->dtype == FL_DTYPE_F32 && g->ndim == e->ndim && g->numel == e->numel);
+			FL_CHECK(g->dtype == FL_DTYPE_F32 && g->ndim == e->ndim &&
+				 g->numel == e->numel);
 			float *a = to_f32(g), *b = to_f32(e);
 			FL_CHECK_ARRAY_NEAR(a, b, e->numel, 1e-5, 1e-6);
 			free(a);
 			free(b);
 			/* untargeted tensors (head, every bias) are bit-identical to the base */
-			int untargeted = strncmp(e->name, "head.", 5) == 0 || strstr(e->name, ".bias");
+			int untargeted = strncmp(e->name, "head.", 5) == 0 ||
+					 strstr(e->name, ".bias");
 			const struct fl_st_tensor *bt = fl_st_find(base, e->name);
 			if (untargeted)
 				FL_CHECK_MSG(bt && bt->nbytes == g->nbytes &&
@@ -169,12 +172,14 @@ static const char *make_variant(const char *tag, const char *from, const char **
 	spit(path2(ad, "adapter_config.json"), cfg);
 	free(cfg);
 	struct fl_st *in = NULL, *out = NULL;
-	FL_CHECK(fl_st_read(path2(case_dir(from), "adapter/adapter_model.safetensors"), &in) == FL_OK);
+	FL_CHECK(fl_st_read(path2(case_dir(from), "adapter/adapter_model.safetensors"), &in) ==
+		 FL_OK);
 	FL_CHECK(fl_st_new(&out) == FL_OK);
 	for (size_t i = 0; in && out && i < fl_st_count(in); i++) {
 		const struct fl_st_tensor *t = fl_st_at(in, i);
 		if (!drop || strcmp(t->name, drop) != 0)
-			FL_CHECK(fl_st_add(out, t->name, t->dtype, t->shape, t->ndim, t->data) == FL_OK);
+			FL_CHECK(fl_st_add(out, t->name, t->dtype, t->shape, t->ndim, t->data) ==
+				 FL_OK);
 	}
 	for (int i = 0; out && i < nextra; i++) {
 		size_t n = 1;
@@ -183,7 +188,8 @@ static const char *make_variant(const char *tag, const char *from, const char **
 		float *x = malloc(n * sizeof(float));
 		for (size_t k = 0; x && k < n; k++)
 			x[k] = isnan(extra[i].fill) ? (k == 3 ? NAN : 0.01f) : extra[i].fill;
-		FL_CHECK(fl_st_add_f32(out, extra[i].name, extra[i].shape, extra[i].ndim, x) == FL_OK);
+		FL_CHECK(fl_st_add_f32(out, extra[i].name, extra[i].shape, extra[i].ndim, x) ==
+			 FL_OK);
 		free(x);
 	}
 	FL_CHECK(out && fl_st_set_metadata(out, "format", "pt") == FL_OK);
@@ -221,8 +227,8 @@ static void test_refusals(void)
 	struct extra nan = {n2, 2, {5, 46}, NAN};
 	expect_refusal(make_variant("ad-nan", "seed2", NULL, n2, &nan, 1), "seed2", FL_ENONFINITE,
 		       "non-finite");
-	expect_refusal(make_variant("ad-missing", "seed2", NULL, n2, NULL, 0), "seed2", FL_ENOTFOUND,
-		       "factor hada_w2_b is missing");
+	expect_refusal(make_variant("ad-missing", "seed2", NULL, n2, NULL, 0), "seed2",
+		       FL_ENOTFOUND, "factor hada_w2_b is missing");
 	struct extra fx[4];
 	char names[4][64];
 	loha_factors(fx, names, "ghost", 4, 5, 4);
@@ -240,12 +246,12 @@ static void test_refusals(void)
 	const char *save_head[] = {"\"modules_to_save\": null", "\"modules_to_save\": [\"head\"]",
 				   NULL};
 	struct extra save_bad = {"base_model.model.head.weight", 2, {10, 18}, 0.5f};
-	expect_refusal(make_variant("ad-savedshape", "seed2", save_head, NULL, &save_bad, 1), "seed2",
-		       FL_ESHAPE, "modules_to_save tensor");
+	expect_refusal(make_variant("ad-savedshape", "seed2", save_head, NULL, &save_bad, 1),
+		       "seed2", FL_ESHAPE, "modules_to_save tensor");
 	const char *lora[] = {"\"LOHA\"", "\"LORA\"", NULL};
 	/* a LORA config over LoHa factors: merged as LoRA, which they are not */
-	expect_refusal(make_variant("ad-lora", "seed2", lora, NULL, NULL, 0), "seed2",
-		       FL_EFORMAT, "is not a LoRA factor (peft_type \"LORA\" wants");
+	expect_refusal(make_variant("ad-lora", "seed2", lora, NULL, NULL, 0), "seed2", FL_EFORMAT,
+		       "is not a LoRA factor (peft_type \"LORA\" wants");
 	const char *badr[] = {"\"r\": 5", "\"r\": 6", NULL};
 	expect_refusal(make_variant("ad-rank", "seed2", badr, NULL, NULL, 0), "seed2", FL_ESHAPE,
 		       "expected [12, 6] (weight 12x6x3x3, r = 6 for 'conv1'");
@@ -270,8 +276,9 @@ static void test_refusals(void)
 	unlink(path2(dir, "adapter/adapter_config.json"));
 	expect_refusal(dir, "seed2", FL_ENOTFOUND, "adapter_config.json");
 	expect_refusal(path2(dir, "nothere"), "seed2", FL_ENOTFOUND, "no such adapter folder");
-	int err = fl_adapter_merge("/nonexistent/base.safetensors", path2(case_dir("seed2"), "adapter"),
-				   path2(dir, "x.safetensors"), NULL, NULL);
+	int err = fl_adapter_merge("/nonexistent/base.safetensors",
+				   path2(case_dir("seed2"), "adapter"), path2(dir, "x.safetensors"),
+				   NULL, NULL);
 	FL_CHECK(err != FL_OK && strstr(fl_error_msg(), "/nonexistent/base.safetensors"));
 }
 
@@ -283,8 +290,8 @@ static void test_modules_to_save(void)
 	const char *dir = make_variant("ad-saved", "seed2", save_head, NULL, &save, 1);
 	const char *out = path2(dir, "merged.safetensors");
 	struct fl_adapter_merge_stats st;
-	int err = fl_adapter_merge(path2(case_dir("seed2"), "base.safetensors"), path2(dir, "adapter"),
-				   out, NULL, &st);
+	int err = fl_adapter_merge(path2(case_dir("seed2"), "base.safetensors"),
+				   path2(dir, "adapter"), out, NULL, &st);
 	FL_CHECK_MSG(err == FL_OK, "%s", fl_error_msg());
 	FL_CHECK(st.merged == 3 && st.replaced == 1 && st.copied == 4);
 	struct fl_st *got = NULL;
@@ -323,7 +330,8 @@ static void write_base(const char *path, enum fl_dtype dtype, int poison)
 	for (size_t i = 0; in && out && i < fl_st_count(in); i++) {
 		const struct fl_st_tensor *t = fl_st_at(in, i);
 		if (strcmp(t->name, "fc1.weight") != 0) {
-			FL_CHECK(fl_st_add(out, t->name, t->dtype, t->shape, t->ndim, t->data) == FL_OK);
+			FL_CHECK(fl_st_add(out, t->name, t->dtype, t->shape, t->ndim, t->data) ==
+				 FL_OK);
 			continue;
 		}
 		size_t n = t->numel;
@@ -358,13 +366,15 @@ static void test_dtypes(void)
 	const char *tmp = fl_test_tmpdir("adapter-dtype");
 	char ad[700];
 	snprintf(ad, sizeof(ad), "%s", path2(case_dir("seed2"), "adapter"));
-	static const enum fl_dtype types[] = {FL_DTYPE_F32, FL_DTYPE_F64, FL_DTYPE_F16, FL_DTYPE_BF16};
+	static const enum fl_dtype types[] = {FL_DTYPE_F32, FL_DTYPE_F64, FL_DTYPE_F16,
+					      FL_DTYPE_BF16};
 	/* round-to-nearest: within half an ulp (2^-11 for F16, 2^-8 for BF16) */
 	static const double tol[] = {0, 1e-6, 1.0 / 2048, 1.0 / 256};
 	float *ref = NULL;
 	for (int i = 0; i < 4; i++) {
 		char base[760], out[760];
-		snprintf(base, sizeof(base), "%s/base-%s.safetensors", tmp, fl_dtype_name(types[i]));
+		snprintf(base, sizeof(base), "%s/base-%s.safetensors", tmp,
+			 fl_dtype_name(types[i]));
 		snprintf(out, sizeof(out), "%s/out-%s.safetensors", tmp, fl_dtype_name(types[i]));
 		write_base(base, types[i], 0);
 		int err = fl_adapter_merge(base, ad, out, NULL, NULL);
@@ -471,7 +481,8 @@ static void test_inspect(void)
 		FL_CHECK_NEAR(m->scale, fl_peft_config_alpha(cfg, m->name) / d->r, 1e-12, 0);
 		if (strcmp(m->name, "conv1") == 0) {
 			FL_CHECK(m->form == FL_ADAPTER_FORM_CONV_TUCKER);
-			FL_CHECK(d->out == 12 && d->in == 6 && d->k1 == 3 && d->k2 == 3 && d->r == 5);
+			FL_CHECK(d->out == 12 && d->in == 6 && d->k1 == 3 && d->k2 == 3 &&
+				 d->r == 5);
 			FL_CHECK(m->factor_params == (size_t)(2 * 5 * (12 + 6 + 5 * 9)));
 			FL_CHECK(m->dense_params == 12 * 6 * 9 && m->rank_bound == 12);
 			FL_CHECK_NEAR(m->scale, 1.5 / 5, 1e-12, 0);
@@ -497,8 +508,8 @@ static void test_inspect(void)
 				 info->modules[i].dims.in == 54);
 	fl_adapter_info_free(info);
 	info = NULL;
-	FL_CHECK(fl_adapter_info_read(path2(dir, "adapter"), path2(dir, "base.safetensors"), &info) ==
-		 FL_OK);
+	FL_CHECK(fl_adapter_info_read(path2(dir, "adapter"), path2(dir, "base.safetensors"),
+				      &info) == FL_OK);
 	for (size_t i = 0; info && i < info->n_modules; i++)
 		if (strcmp(info->modules[i].name, "conv1") == 0)
 			FL_CHECK(info->modules[i].form == FL_ADAPTER_FORM_CONV_RESHAPE &&

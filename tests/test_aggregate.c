@@ -20,8 +20,8 @@ static void fill(void)
 {
 	for (int k = 0; k < K; k++) {
 		fl_test_fill_uniform(upd[k], N, 100 + (uint64_t)k, -3.0f, 3.0f);
-		upd[k][0] = 1e6f;        /* the largest accepted magnitude */
-		upd[k][1] = -1e-9f;      /* small: quantised to 2^-40 ~ 9.1e-13 */
+		upd[k][0] = 1e6f;   /* the largest accepted magnitude */
+		upd[k][1] = -1e-9f; /* small: quantised to 2^-40 ~ 9.1e-13 */
 		upd[k][2] = (float)k * 0.1f;
 	}
 }

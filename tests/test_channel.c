@@ -126,10 +126,14 @@ static void make_pair(struct keys *k, const struct fl_identity *cid, const uint8
 {
 	memset(c, 0, sizeof(*c));
 	memset(s, 0, sizeof(*s));
-	struct fl_channel_config cc = {.self = cid, .pinned_server_pk = pin, .enrol_token = token,
+	struct fl_channel_config cc = {.self = cid,
+				       .pinned_server_pk = pin,
+				       .enrol_token = token,
 				       .disable_aes = g_disable_aes};
-	struct fl_channel_config sc = {.is_server = 1, .self = k->server,
-				       .authorize = srv_auth_check, .auth_ctx = &k->auth,
+	struct fl_channel_config sc = {.is_server = 1,
+				       .self = k->server,
+				       .authorize = srv_auth_check,
+				       .auth_ctx = &k->auth,
 				       .disable_aes = g_disable_aes};
 	FL_CHECK(fl_channel_new(&cc, &c->ch) == FL_OK);
 	FL_CHECK(fl_channel_new(&sc, &s->ch) == FL_OK);
@@ -180,7 +184,8 @@ static void test_handshake_and_data(void)
 	FL_CHECK(fl_channel_seal(c.ch, src, 300, &rec) == FL_OK);
 	FL_CHECK(rec->len == 4 + 300 + FL_CHANNEL_RECORD_OVERHEAD);
 	for (size_t i = 0; i < rec->len; i++)
-		FL_CHECK(fl_channel_recv(s.ch, rec->data + i, 1, sink_put, &s.got, &reply) == FL_OK);
+		FL_CHECK(fl_channel_recv(s.ch, rec->data + i, 1, sink_put, &s.got, &reply) ==
+			 FL_OK);
 	fl_buf_unref(rec);
 	FL_CHECK(s.got.len == 5 + big + 300 && memcmp(s.got.data + 5 + big, src, 300) == 0);
 
@@ -228,8 +233,10 @@ static void test_cipher_negotiation(void)
 		struct fl_channel_config cc = {.self = k.client,
 					       .pinned_server_pk = fl_identity_pk(k.server),
 					       .disable_aes = m & 1};
-		struct fl_channel_config sc = {.is_server = 1, .self = k.server,
-					       .authorize = srv_auth_check, .auth_ctx = &k.auth,
+		struct fl_channel_config sc = {.is_server = 1,
+					       .self = k.server,
+					       .authorize = srv_auth_check,
+					       .auth_ctx = &k.auth,
 					       .disable_aes = (m >> 1) & 1};
 		FL_CHECK(fl_channel_new(&cc, &c.ch) == FL_OK);
 		FL_CHECK(fl_channel_new(&sc, &s.ch) == FL_OK);
@@ -238,7 +245,8 @@ static void test_cipher_negotiation(void)
 		const char *want = m == 0 && aes ? "aes-256-gcm" : "xchacha20-poly1305";
 		FL_CHECK_MSG(strcmp(fl_channel_cipher(c.ch), want) == 0 &&
 				     strcmp(fl_channel_cipher(s.ch), want) == 0,
-			     "mode %d: %s / %s", m, fl_channel_cipher(c.ch), fl_channel_cipher(s.ch));
+			     "mode %d: %s / %s", m, fl_channel_cipher(c.ch),
+			     fl_channel_cipher(s.ch));
 		FL_CHECK(send_bytes(&c, &s, (const uint8_t *)"ping", 4) == FL_OK);
 		FL_CHECK(send_bytes(&s, &c, (const uint8_t *)"pong", 4) == FL_OK);
 		FL_CHECK(s.got.len == 4 && memcmp(s.got.data, "ping", 4) == 0);
@@ -377,7 +385,8 @@ static void test_enrolment(void)
 
 	/* a malformed token is a configuration error on the client */
 	struct fl_channel *ch = NULL;
-	struct fl_channel_config cc = {.self = k.client, .pinned_server_pk = fl_identity_pk(k.server),
+	struct fl_channel_config cc = {.self = k.client,
+				       .pinned_server_pk = fl_identity_pk(k.server),
 				       .enrol_token = "short"};
 	FL_CHECK(fl_channel_new(&cc, &ch) == FL_EFORMAT && ch == NULL);
 	keys_free(&k);

@@ -59,9 +59,13 @@ static void make_pair(struct end *c, struct end *s, size_t max_record)
 	memset(s, 0, sizeof(*s));
 	struct fl_channel_config cc = {.self = g_client,
 				       .pinned_server_pk = fl_identity_pk(g_server),
-				       .max_record = max_record, .disable_aes = g_disable_aes};
-	struct fl_channel_config sc = {.is_server = 1, .self = g_server, .authorize = allow_client,
-				       .max_record = max_record, .disable_aes = g_disable_aes};
+				       .max_record = max_record,
+				       .disable_aes = g_disable_aes};
+	struct fl_channel_config sc = {.is_server = 1,
+				       .self = g_server,
+				       .authorize = allow_client,
+				       .max_record = max_record,
+				       .disable_aes = g_disable_aes};
 	FL_CHECK(fl_channel_new(&cc, &c->ch) == FL_OK);
 	FL_CHECK(fl_channel_new(&sc, &s->ch) == FL_OK);
 }
@@ -83,8 +87,8 @@ static void note(struct end *e, int err)
  * the stream headers only with secretstream records). */
 struct fault {
 	int k;
-	size_t pos;    /* flip bit (pos % 8) of byte pos */
-	int cut;       /* deliver only the first pos bytes, then glen garbage, and stop */
+	size_t pos; /* flip bit (pos % 8) of byte pos */
+	int cut;    /* deliver only the first pos bytes, then glen garbage, and stop */
 	size_t glen;
 };
 
@@ -184,7 +188,8 @@ static void test_handshake_bit_flips(void)
 			FL_CHECK(run(&c, &s, &f, &len) != NULL);
 			if (!finish(&c, &s)) {
 				missed++;
-				fprintf(stderr, "flip in transfer %d byte %zu went unnoticed\n", k, pos);
+				fprintf(stderr, "flip in transfer %d byte %zu went unnoticed\n", k,
+					pos);
 			}
 			trials++;
 			free_pair(&c, &s);
@@ -203,14 +208,15 @@ static void test_handshake_cuts(void)
 			for (size_t pos = 0; pos < len; pos++) {
 				struct end c, s;
 				make_pair(&c, &s, 0);
-				struct fault f = {.k = k, .pos = pos, .cut = 1, .glen = garbage ? 40 : 0};
+				struct fault f = {
+					.k = k, .pos = pos, .cut = 1, .glen = garbage ? 40 : 0};
 				struct end *hit = run(&c, &s, &f, &len);
 				FL_CHECK(hit != NULL);
 				/* no false success: the peer that got the cut (or garbage)
 				 * fails now or at EOF, and nobody delivered data */
 				int err = hit->err ? hit->err : fl_channel_eof(hit->ch);
-				FL_CHECK_MSG(err != FL_OK, "cut transfer %d at %zu (garbage %d)", k, pos,
-					     garbage);
+				FL_CHECK_MSG(err != FL_OK, "cut transfer %d at %zu (garbage %d)", k,
+					     pos, garbage);
 				FL_CHECK(c.got.len == 0 && s.got.len == 0);
 				trials++;
 				free_pair(&c, &s);
@@ -402,7 +408,8 @@ static void test_deliver_error(void)
 	run(&c, &s, NULL, NULL);
 	struct fl_buf *rec = NULL, *r = NULL;
 	FL_CHECK(fl_channel_seal(c.ch, (const uint8_t *)"x", 1, &rec) == FL_OK);
-	FL_CHECK(fl_channel_recv(s.ch, rec->data, rec->len, failing_deliver, NULL, &r) == FL_ESHAPE);
+	FL_CHECK(fl_channel_recv(s.ch, rec->data, rec->len, failing_deliver, NULL, &r) ==
+		 FL_ESHAPE);
 	FL_CHECK(strstr(fl_error_msg(), "protocol says no") != NULL);
 	FL_CHECK(fl_channel_error(s.ch) == FL_ESHAPE && !fl_channel_established(s.ch));
 	fl_buf_unref(rec);
@@ -430,8 +437,8 @@ static void test_cipher_downgrade(void)
 			m1->data[4 + 5] = 0; /* the attacker strips the offer */
 		note(&s, fl_channel_recv(s.ch, m1->data, m1->len, sink_put, &s.got, &m2));
 		FL_CHECK(s.err == FL_OK && m2);
-		FL_CHECK(strcmp(fl_channel_cipher(s.ch), i == 0 ? "xchacha20-poly1305"
-								: "aes-256-gcm") == 0);
+		FL_CHECK(strcmp(fl_channel_cipher(s.ch),
+				i == 0 ? "xchacha20-poly1305" : "aes-256-gcm") == 0);
 		FL_CHECK(m2->data[4 + 1] == 0x01); /* so does the server */
 		if (i == 1)
 			m2->data[4 + 1] = 0; /* the attacker strips the server's support */

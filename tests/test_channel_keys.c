@@ -50,7 +50,8 @@ static void test_identity_files(void)
 	/* the loaded key signs like the original */
 	uint8_t sig[FL_SIGNATURE_BYTES];
 	fl_identity_sign(back, (const uint8_t *)"msg", 3, sig);
-	FL_CHECK(crypto_sign_verify_detached(sig, (const uint8_t *)"msg", 3, fl_identity_pk(id)) == 0);
+	FL_CHECK(crypto_sign_verify_detached(sig, (const uint8_t *)"msg", 3, fl_identity_pk(id)) ==
+		 0);
 	fl_identity_free(back);
 	back = NULL;
 
@@ -97,7 +98,8 @@ static void test_identity_from_seed(void)
 	memset(seed, 7, sizeof(seed));
 	crypto_sign_seed_keypair(pk, sk, seed);
 	struct fl_identity *a = NULL, *b = NULL;
-	FL_CHECK(fl_identity_from_seed(seed, &a) == FL_OK && fl_identity_from_seed(seed, &b) == FL_OK);
+	FL_CHECK(fl_identity_from_seed(seed, &a) == FL_OK &&
+		 fl_identity_from_seed(seed, &b) == FL_OK);
 	FL_CHECK(memcmp(fl_identity_pk(a), pk, 32) == 0 && memcmp(fl_identity_pk(b), pk, 32) == 0);
 	fl_identity_free(a);
 	fl_identity_free(b);
@@ -110,8 +112,8 @@ static void test_pubkey_strings(void)
 	char s[FL_PUBKEY_STRING_BYTES];
 	fl_identity_public_string(id, s);
 	FL_CHECK(strlen(s) == 47 && strncmp(s, "fl1:", 4) == 0);
-	FL_CHECK(strspn(s + 4, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
-		 43);
+	FL_CHECK(strspn(s + 4,
+			"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == 43);
 	uint8_t pk[32];
 	FL_CHECK(fl_pubkey_parse(s, pk) == FL_OK && memcmp(pk, fl_identity_pk(id), 32) == 0);
 

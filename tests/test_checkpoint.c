@@ -41,7 +41,8 @@ static void test_roundtrip(void)
 	fl_test_fill_uniform(y, n, 9, -1, 1);
 	FL_CHECK(srv_optim_step(&oa, fl_model_params(a), y, n) == FL_OK);
 	FL_CHECK(srv_optim_step(&oa, fl_model_params(a), y, n) == FL_OK);
-	struct srv_checkpoint_meta meta = {.round = 2, .bytes_up = 123, .bytes_down = 4567, .seed = 42};
+	struct srv_checkpoint_meta meta = {
+		.round = 2, .bytes_up = 123, .bytes_down = 4567, .seed = 42};
 	FL_CHECK(srv_checkpoint_save(path, a, &oa, &meta) == FL_OK);
 
 	struct srv_checkpoint_meta got;

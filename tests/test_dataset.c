@@ -90,7 +90,8 @@ static int check_pattern(const struct fl_dataset *ds, int n, int h, int w)
 		ok = ds->labels[i] == i % 10;
 		for (int r = 0; ok && r < h; r++)
 			for (int c = 0; ok && c < w; c++)
-				ok = ds->pixels[((size_t)i * h + r) * w + c] == pix_pattern(i, r, c);
+				ok = ds->pixels[((size_t)i * h + r) * w + c] ==
+				     pix_pattern(i, r, c);
 	}
 	return ok;
 }
@@ -145,10 +146,14 @@ static void test_idx_errors(void)
 	struct stat st;
 	stat(gzcut, &st);
 	FL_CHECK(truncate(gzcut, st.st_size - 6) == 0);
-	FL_CHECK(fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT, "truncated or corrupt"));
+	FL_CHECK(fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT,
+			    "truncated or corrupt"));
 	FL_CHECK(strstr(fl_error_msg(), gzcut) != NULL);
 	/* gzip cut in the middle of the compressed data, and corrupted */
-	enum { N = 50, SIDE = 20 };
+	enum {
+		N = 50,
+		SIDE = 20
+	};
 	static uint8_t noise[N * SIDE * SIDE];
 	for (size_t i = 0; i < sizeof(noise); i++)
 		noise[i] = (uint8_t)((i * 2654435761u) >> 13);
@@ -313,7 +318,8 @@ static void test_cifar10(void)
 	FL_CHECK(ds && ds->n == 3 && ds->labels[0] == 9 && ds->labels[2] == 7 &&
 		 ds->pixels[3072 + 5] == 10 && ds->pixels[2 * 3072 + 100] == (uint8_t)300);
 	fl_dataset_free(ds);
-	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_ENOTFOUND, "data_batch_1.bin"));
+	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_ENOTFOUND,
+			    "data_batch_1.bin"));
 
 	/* wrong size, bad label, empty */
 	snprintf(file, sizeof(file), "%s/bad.bin", tmp);
@@ -321,7 +327,8 @@ static void test_cifar10(void)
 	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT, "multiple of 3073"));
 	rec[3073] = 10;
 	write_bytes(file, 0, rec, sizeof(rec), NULL, 0);
-	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT, "record 1 has label 10"));
+	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT,
+			    "record 1 has label 10"));
 	write_bytes(file, 0, rec, 0, NULL, 0);
 	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT, "0 bytes"));
 	FL_CHECK(ds == NULL);
@@ -344,7 +351,8 @@ static void test_norm_gather_subset(void)
 		ds->labels[i] = (uint8_t)(3 * i);
 	FL_CHECK(fl_dataset_compute_norm(ds) == FL_OK);
 	for (int ch = 0; ch < 3; ch++) {
-		double m = (15.0 + 100 * ch) / 255.0, sd = sqrt(125.0) / 255.0; /* values 0,10,20,30 */
+		double m = (15.0 + 100 * ch) / 255.0,
+		       sd = sqrt(125.0) / 255.0; /* values 0,10,20,30 */
 		FL_CHECK_NEAR(ds->mean[ch], m, 1e-6, 0);
 		FL_CHECK_NEAR(ds->std[ch], sd, 1e-6, 0);
 	}
@@ -451,7 +459,9 @@ static void test_fashion_mnist(void)
 	FL_CHECK(fl_dataset_copy_norm(test, train) == FL_OK);
 
 	/* gather the whole training set in batches of 64: mean 0, variance 1 */
-	enum { B = 64 };
+	enum {
+		B = 64
+	};
 	static float x[B * 784];
 	int idx[B], y[B];
 	double s = 0, ss = 0;
@@ -482,10 +492,11 @@ static void test_fashion_mnist(void)
 	       "%.3f s (%.0f MB/s of floats)\n",
 	       g1 - g0, r1 - r0, 2000.0 * B * 784 * 4 / (r1 - r0) / 1e6);
 	for (int i = 0; i < 784; i++)
-		FL_CHECK_NEAR(x[(B - 1) * 784 + i],
-			      (train->pixels[(size_t)ridx[B - 1] * 784 + i] / 255.0 - train->mean[0]) /
-				      train->std[0],
-			      1e-5, 1e-6);
+		FL_CHECK_NEAR(
+			x[(B - 1) * 784 + i],
+			(train->pixels[(size_t)ridx[B - 1] * 784 + i] / 255.0 - train->mean[0]) /
+				train->std[0],
+			1e-5, 1e-6);
 done:
 	fl_dataset_free(train);
 	fl_dataset_free(test);

@@ -141,7 +141,7 @@ static void test_base_fetch_not_selected(void)
 }
 
 static struct fake_client *hello_dtype(struct fake_net *net, const char *id, const char *cap,
-					enum fl_wire_dtype pref, int from_server)
+				       enum fl_wire_dtype pref, int from_server)
 {
 	struct fake_client *c = fake_connect_raw(net, id);
 	char *caps[] = {"eval", (char *)cap};

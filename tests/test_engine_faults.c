@@ -83,7 +83,8 @@ static void test_bad_chunks(void)
 	setup(&f); /* wrong dtype: the session is f32 */
 	uint16_t h[4] = {0x3c00, 0x3c00, 0x3c00, 0x3c00};
 	fake_send_update_header(f.net, f.x, 1, 5, 4);
-	fake_send_chunk(f.net, f.x, 1, f.t0->name, f.t0->shape, f.t0->ndim, FL_WIRE_F16, 0, h, 8, 0);
+	fake_send_chunk(f.net, f.x, 1, f.t0->name, f.t0->shape, f.t0->ndim, FL_WIRE_F16, 0, h, 8,
+			0);
 	finish(&f, FL_EFORMAT, "wrong dtype");
 
 	setup(&f); /* NaN */
@@ -227,7 +228,8 @@ static void test_hello_refusals(void)
 		c = fake_connect_raw(net, "bad");
 		fake_send_hello(net, c, FL_WIRE_PROTOCOL_VERSION, bad_ids[i], "f16", FL_WIRE_F16);
 		fake_pump(net);
-		FL_CHECK_MSG(c->closed && c->error_code == (uint32_t)-FL_EINVAL, "id '%s'", bad_ids[i]);
+		FL_CHECK_MSG(c->closed && c->error_code == (uint32_t)-FL_EINVAL, "id '%s'",
+			     bad_ids[i]);
 	}
 
 	c = fake_connect(net, "no-f16", 5, 0, NULL); /* f16 required, not offered */

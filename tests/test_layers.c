@@ -446,9 +446,9 @@ static void test_softmax_ce_values(void)
 	 * (5, -1, 0) label 1: 6 + log(1 + e^-6 + e^-5) */
 	float l[9] = {1, 2, 3, 0, 0, 0, 5, -1, 0}, probs[9], dl[9];
 	int lab[3] = {2, 0, 1};
-	double want =
-		(log(1 + exp(-1.0) + exp(-2.0)) + log(3.0) + (6 + log(1 + exp(-6.0) + exp(-5.0)))) /
-		3.0;
+	double want = (log(1 + exp(-1.0) + exp(-2.0)) + log(3.0) +
+		       (6 + log(1 + exp(-6.0) + exp(-5.0)))) /
+		      3.0;
 	fl_softmax_ce_forward(&loss, &correct, probs, l, lab, 3, 3);
 	FL_CHECK_NEAR(loss, want, 0, 1e-7);
 	FL_CHECK_NEAR(loss, 2.5051309125680747, 0, 1e-6);

@@ -60,8 +60,8 @@ static void check_close(const float *a, const float *b, size_t n, double tol, co
 		if (e > err)
 			err = e, at = i;
 	}
-	FL_CHECK_MSG(err <= tol * (mx + 1e-3), "%s: max err %.3g at %zu (scale %.3g)", what, err, at,
-		     mx);
+	FL_CHECK_MSG(err <= tol * (mx + 1e-3), "%s: max err %.3g at %zu (scale %.3g)", what, err,
+		     at, mx);
 }
 
 static const char *mode_name(enum fl_loha_mode mode)
@@ -92,8 +92,8 @@ static void blas_vs_ref(enum fl_loha_form form, int out, int in, int k1, int k2,
 		fl_loha_forward(w, work, &c.f, &c.d, s, mode);
 		fl_loha_forward_ref(wr, &c.f, &c.d, s, mode);
 		char what[128];
-		snprintf(what, sizeof(what), "fwd form %d %dx%dx%dx%d r%d %s", form, out, in, k1, k2,
-			 r, mode_name(mode));
+		snprintf(what, sizeof(what), "fwd form %d %dx%dx%dx%d r%d %s", form, out, in, k1,
+			 k2, r, mode_name(mode));
 		check_close(w, wr, nw, 1e-5, what);
 		fl_loha_backward(&g1.f, work, dw, &c.f, &c.d, s, mode);
 		fl_loha_backward_ref(&g2.f, dw, &c.f, &c.d, s, mode);
@@ -104,8 +104,8 @@ static void blas_vs_ref(enum fl_loha_form form, int out, int in, int k1, int k2,
 		for (int k = 0; k < 6; k++) {
 			if (!ns[k])
 				continue;
-			snprintf(what, sizeof(what), "bwd %s form %d %dx%dx%dx%d r%d %s", names[k], form,
-				 out, in, k1, k2, r, mode_name(mode));
+			snprintf(what, sizeof(what), "bwd %s form %d %dx%dx%dx%d r%d %s", names[k],
+				 form, out, in, k1, k2, r, mode_name(mode));
 			check_close(pa[k], pb[k], ns[k], 2e-5, what);
 		}
 		free(w), free(wr), free(dw), free(work);
@@ -115,14 +115,14 @@ static void blas_vs_ref(enum fl_loha_form form, int out, int in, int k1, int k2,
 
 static void test_blas_vs_ref_linear(void)
 {
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 1, 9, 1, 1, 3);     /* m = 1 */
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 7, 1, 1, 1, 2);     /* n = 1 */
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 13, 17, 1, 1, 1);   /* r = 1 */
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 300, 37, 1, 1, 3);  /* 256 + 44 rows */
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 600, 5, 1, 1, 2);   /* 256 + 256 + 88 rows */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 1, 9, 1, 1, 3);      /* m = 1 */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 7, 1, 1, 1, 2);      /* n = 1 */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 13, 17, 1, 1, 1);    /* r = 1 */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 300, 37, 1, 1, 3);   /* 256 + 44 rows */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 600, 5, 1, 1, 2);    /* 256 + 256 + 88 rows */
 	blas_vs_ref(FL_LOHA_FORM_LINEAR, 130, 4100, 1, 1, 2); /* 127 + 3 rows */
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 5, 3, 3, 3, 2);     /* reshape conv */
-	blas_vs_ref(FL_LOHA_FORM_LINEAR, 9, 2, 1, 5, 4);     /* reshape conv 1x5 */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 5, 3, 3, 3, 2);      /* reshape conv */
+	blas_vs_ref(FL_LOHA_FORM_LINEAR, 9, 2, 1, 5, 4);      /* reshape conv 1x5 */
 }
 
 static void test_blas_vs_ref_tucker(void)
@@ -164,8 +164,8 @@ static void test_lowrank_vs_ref(void)
 /* ---- finite differences in double ---- */
 
 /* P_k entry in double from double factors (a third, independent formula). */
-static double dbl_p(const double *a, const double *b, const double *t,
-		    const struct fl_loha_dims *d, long row, long col)
+static double dbl_p(const double *a, const double *b, const double *t, const struct fl_loha_dims *d,
+		    long row, long col)
 {
 	double acc = 0.0;
 	int r = d->r;
@@ -230,8 +230,8 @@ static void fd_case(enum fl_loha_form form, int out, int in, int k1, int k2, int
 			worst = e;
 		bad += e > 1e-4;
 	}
-	FL_CHECK_MSG(bad == 0, "fd form %d %dx%dx%dx%d r%d %s: %zu of %zu bad, worst rel %.3g", form,
-		     out, in, k1, k2, r, mode_name(mode), bad, c.total, worst);
+	FL_CHECK_MSG(bad == 0, "fd form %d %dx%dx%dx%d r%d %s: %zu of %zu bad, worst rel %.3g",
+		     form, out, in, k1, k2, r, mode_name(mode), bad, c.total, worst);
 	free(x), free(dw), free(work);
 	case_free(&c), case_free(&g);
 }

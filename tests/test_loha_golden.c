@@ -74,12 +74,16 @@ static void run_grads_case(const char *name, enum fl_loha_form form, int out, in
 	size_t nw = fl_loha_dense_count(&d);
 	float *sc = get(inp, "scale", 1);
 	float scale = sc ? sc[0] : 1.0f;
-	struct fl_loha_factors f = {get(inp, "hada_w1_a", na), get(inp, "hada_w1_b", nb),
-				    get(inp, "hada_w2_a", na), get(inp, "hada_w2_b", nb),
-				    nt ? get(inp, "hada_t1", nt) : NULL,
-				    nt ? get(inp, "hada_t2", nt) : NULL};
-	struct fl_loha_factors g = {calloc(na, 4), calloc(nb, 4), calloc(na, 4), calloc(nb, 4),
-				    nt ? calloc(nt, 4) : NULL, nt ? calloc(nt, 4) : NULL};
+	struct fl_loha_factors f = {
+		get(inp, "hada_w1_a", na),           get(inp, "hada_w1_b", nb),
+		get(inp, "hada_w2_a", na),           get(inp, "hada_w2_b", nb),
+		nt ? get(inp, "hada_t1", nt) : NULL, nt ? get(inp, "hada_t2", nt) : NULL};
+	struct fl_loha_factors g = {calloc(na, 4),
+				    calloc(nb, 4),
+				    calloc(na, 4),
+				    calloc(nb, 4),
+				    nt ? calloc(nt, 4) : NULL,
+				    nt ? calloc(nt, 4) : NULL};
 	float *dw = get(inp, "grad_out", nw);
 	float *w = malloc(nw * sizeof(float));
 	float *work = malloc((fl_loha_work_floats(&d) + 1) * sizeof(float));
@@ -90,7 +94,7 @@ static void run_grads_case(const char *name, enum fl_loha_form form, int out, in
 		compare(w, want, nw, "delta");
 		free(want);
 		const char *names[6] = {"grad_hada_w1_a", "grad_hada_w1_b", "grad_hada_w2_a",
-					"grad_hada_w2_b", "grad_hada_t1", "grad_hada_t2"};
+					"grad_hada_w2_b", "grad_hada_t1",   "grad_hada_t2"};
 		float *gs[6] = {g.w1a, g.w1b, g.w2a, g.w2b, g.t1, g.t2};
 		size_t ns[6] = {na, nb, na, nb, nt, nt};
 		for (int k = 0; k < 6; k++) {
@@ -133,9 +137,12 @@ static void test_golden_pfedpara(void)
 	struct fl_loha_dims d = {FL_LOHA_FORM_LINEAR, 9, 13, 1, 1, 4};
 	size_t na = fl_loha_w_a_floats(&d), nb = fl_loha_w_b_floats(&d), nw = 9 * 13;
 	if (inp && exp) {
-		struct fl_loha_factors f = {get(inp, "hada_w1_a", na), get(inp, "hada_w1_b", nb),
-					    get(inp, "hada_w2_a", na), get(inp, "hada_w2_b", nb),
-					    NULL, NULL};
+		struct fl_loha_factors f = {get(inp, "hada_w1_a", na),
+					    get(inp, "hada_w1_b", nb),
+					    get(inp, "hada_w2_a", na),
+					    get(inp, "hada_w2_b", nb),
+					    NULL,
+					    NULL};
 		float *want = get(exp, "weight", nw), w[9 * 13], wr[9 * 13];
 		float *work = malloc(fl_loha_work_floats(&d) * sizeof(float));
 		if (f.w1a && f.w1b && f.w2a && f.w2b && want) {

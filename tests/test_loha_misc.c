@@ -120,7 +120,10 @@ static double composed_var(const struct fl_loha_dims *d, enum fl_loha_mode mode,
 	size_t na = fl_loha_w_a_floats(d), nb = fl_loha_w_b_floats(d), nt = fl_loha_t_floats(d);
 	size_t nw = fl_loha_dense_count(d);
 	float *mem = malloc(sizeof(float) * (2 * (na + nb + nt) + nw + fl_loha_work_floats(d)));
-	struct fl_loha_factors f = {mem, mem + na, mem + na + nb, mem + 2 * na + nb,
+	struct fl_loha_factors f = {mem,
+				    mem + na,
+				    mem + na + nb,
+				    mem + 2 * na + nb,
 				    nt ? mem + 2 * (na + nb) : NULL,
 				    nt ? mem + 2 * (na + nb) + nt : NULL};
 	float *w = mem + 2 * (na + nb + nt), *work = w + nw;
@@ -150,8 +153,8 @@ static void test_init_he_variance(void)
 				for (int rep = 0; rep < 2; rep++)
 					v += composed_var(ds[k], mode, scales[si], 100 + rep) / 2;
 				FL_CHECK_MSG(fabs(v * fan_in / 2.0 - 1.0) < 0.1,
-					     "He var form %d mode %d s %g: %.4g vs %.4g", ds[k]->form,
-					     mode, scales[si], v, 2.0 / fan_in);
+					     "He var form %d mode %d s %g: %.4g vs %.4g",
+					     ds[k]->form, mode, scales[si], v, 2.0 / fan_in);
 			}
 	/* low rank W = s a b, same target */
 	int m = 400, n = 300, kk = 24;
@@ -177,8 +180,12 @@ static void test_init_peft(void)
 		int tucker = d->form == FL_LOHA_FORM_TUCKER;
 		size_t na = fl_loha_w_a_floats(d), nb = fl_loha_w_b_floats(d);
 		size_t nt = fl_loha_t_floats(d), nw = fl_loha_dense_count(d);
-		float *mem = malloc(sizeof(float) * (2 * (na + nb + nt) + nw + fl_loha_work_floats(d)));
-		struct fl_loha_factors f = {mem, mem + na, mem + na + nb, mem + 2 * na + nb,
+		float *mem = malloc(sizeof(float) *
+				    (2 * (na + nb + nt) + nw + fl_loha_work_floats(d)));
+		struct fl_loha_factors f = {mem,
+					    mem + na,
+					    mem + na + nb,
+					    mem + 2 * na + nb,
 					    tucker ? mem + 2 * (na + nb) : NULL,
 					    tucker ? mem + 2 * (na + nb) + nt : NULL};
 		float *w = mem + 2 * (na + nb + nt), *work = w + nw;

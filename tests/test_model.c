@@ -120,8 +120,8 @@ static void expect_tensors(struct fl_model *m, const char *key, int64_t rank)
 		size_t numel = 1;
 		for (int i = 0; i < w->ndim && i < t->ndim; i++) {
 			int64_t s = w->s[i] < 0 ? rank : w->s[i];
-			FL_CHECK_MSG(t->shape[i] == s, "%s: shape[%d] = %lld, expected %lld", w->name,
-				     i, (long long)t->shape[i], (long long)s);
+			FL_CHECK_MSG(t->shape[i] == s, "%s: shape[%d] = %lld, expected %lld",
+				     w->name, i, (long long)t->shape[i], (long long)s);
 			numel *= (size_t)s;
 		}
 		FL_CHECK_MSG(t->numel == numel, "%s: numel %zu, expected %zu", w->name, t->numel,
@@ -154,7 +154,8 @@ static void check_layout(struct fl_model *m)
 			FL_CHECK_MSG(t->offset + t->numel <= n_global, "%s: GLOBAL outside prefix",
 				     t->name);
 		else
-			FL_CHECK_MSG(t->offset >= n_global, "%s: non-GLOBAL inside the prefix", t->name);
+			FL_CHECK_MSG(t->offset >= n_global, "%s: non-GLOBAL inside the prefix",
+				     t->name);
 		/* LOCAL and GLOBAL are exclusive; BASE is never trainable */
 		FL_CHECK(!((t->flags & FL_TENSOR_LOCAL) && (t->flags & FL_TENSOR_GLOBAL)));
 		FL_CHECK(!((t->flags & FL_TENSOR_BASE) && (t->flags & FL_TENSOR_TRAINABLE)));
@@ -311,7 +312,7 @@ static void test_fedpara_tensors(void)
 				FL_CHECK(li.tucker && li.param == FL_PEFT_PARAM_FEDPARA);
 		}
 		FL_CHECK(want == 2 * 1 * (32 + 1 + 25) + 32 + 2 * 8 * (64 + 32 + 200) + 64 +
-				     2 * 43 * (512 + 3136) + 512 + 5130);
+					 2 * 43 * (512 + 3136) + 512 + 5130);
 		FL_CHECK(fl_model_param_floats(m) == want);
 		check_layout(m);
 	}
@@ -376,8 +377,7 @@ static void test_lowrank_tensors(void)
 		expect_tensors(m, "lowrank 2nn", 0);
 		expect_absent(m, "fc1.weight");
 		expect_absent(m, "fc1.hada_w1_a");
-		FL_CHECK(fl_model_param_floats(m) ==
-			 42 * 984 + 200 + 38 * 400 + 200 + 2010);
+		FL_CHECK(fl_model_param_floats(m) == 42 * 984 + 200 + 38 * 400 + 200 + 2010);
 		struct fl_model_layer_info li;
 		if (FL_CHECK(find_layer(m, "fc1", &li) != NULL))
 			FL_CHECK(li.param == FL_PEFT_PARAM_LOWRANK && li.rank == 42);
@@ -411,7 +411,8 @@ static void test_loha_tensors(void)
 		FL_CHECK(fl_model_count_floats(m, BS) == 199210);
 		struct fl_model_layer_info li;
 		if (FL_CHECK(find_layer(m, "fc1", &li) != NULL))
-			FL_CHECK(li.param == FL_PEFT_PARAM_LOHA && li.rank == 4 && li.scale == 2.0f);
+			FL_CHECK(li.param == FL_PEFT_PARAM_LOHA && li.rank == 4 &&
+				 li.scale == 2.0f);
 		check_layout(m);
 	}
 	fl_model_free(m);

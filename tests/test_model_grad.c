@@ -100,14 +100,16 @@ static int grad_matches(struct fixture *f, float *p, double a, double l0, double
 	for (int j = 0; j < 3; j++) {
 		double t1, t2, t3, t4;
 		double lp = loss_moved(f, p, hs[j], &t1), lm = loss_moved(f, p, -hs[j], &t2);
-		double lp2 = loss_moved(f, p, 2 * hs[j], &t3), lm2 = loss_moved(f, p, -2 * hs[j], &t4);
+		double lp2 = loss_moved(f, p, 2 * hs[j], &t3),
+		       lm2 = loss_moved(f, p, -2 * hs[j], &t4);
 		double h = hs[j], rel = 0.02 * fabs(a);
 		/* the float steps differ from h by a relative ~1e-7 * |p| / h */
 		d[j] = (lp - lm) / (t1 - t2);
 		double fwd = (-3 * l0 + 4 * lp - lp2) / (2 * h);
 		double bwd = (3 * l0 - 4 * lm + lm2) / (2 * h);
 		if (fabs(a - d[j]) <= 2 * LOSS_NOISE / h + rel ||
-		    fabs(a - fwd) <= 8 * LOSS_NOISE / h + rel || fabs(a - bwd) <= 8 * LOSS_NOISE / h + rel)
+		    fabs(a - fwd) <= 8 * LOSS_NOISE / h + rel ||
+		    fabs(a - bwd) <= 8 * LOSS_NOISE / h + rel)
 			return 1;
 		(void)t3;
 		(void)t4;
@@ -156,7 +158,8 @@ static void run_case(const struct gcase *gc)
 		for (size_t i = 0; i < fl_model_tensor_count(m); i++) {
 			const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
 			if (t->flags & FL_TENSOR_TRAINABLE)
-				fl_test_fill_uniform(params + t->offset, t->numel, 300 + i, -0.5f, 0.5f);
+				fl_test_fill_uniform(params + t->offset, t->numel, 300 + i, -0.5f,
+						     0.5f);
 		}
 		fl_model_params_changed(m);
 	}
@@ -227,7 +230,8 @@ static void run_case(const struct gcase *gc)
 			double d[3] = {0, 0, 0};
 			if (!grad_matches(&f, p, gt[k], loss0, d)) {
 				bad++;
-				fprintf(stderr, "  %s %s[%zu]: analytic %.6g, central %.6g %.6g %.6g\n",
+				fprintf(stderr,
+					"  %s %s[%zu]: analytic %.6g, central %.6g %.6g %.6g\n",
 					gc->what, t->name, k, (double)gt[k], d[0], d[1], d[2]);
 			}
 		}
@@ -235,7 +239,8 @@ static void run_case(const struct gcase *gc)
 		bad_total += bad;
 		FL_CHECK_MSG(bad <= 2, "%s: %s: %d of %d entries off", gc->what, t->name, bad, ns);
 	}
-	FL_CHECK_MSG(bad_total * 20 <= total, "%s: %d of %d entries off", gc->what, bad_total, total);
+	FL_CHECK_MSG(bad_total * 20 <= total, "%s: %d of %d entries off", gc->what, bad_total,
+		     total);
 	/* FD left the parameters as they were */
 	struct fl_rng rng2;
 	fl_rng_seed(&rng2, f.drop_seed);

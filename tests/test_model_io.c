@@ -49,7 +49,8 @@ static void check_dense_file(struct fl_model *m, const char *path, const char *w
 			continue;
 		int conv = li.kind == FL_LAYER_CONV2D;
 		FL_CHECK(t->dtype == FL_DTYPE_F32);
-		FL_CHECK_MSG(t->ndim == (conv ? 4 : 2) && t->shape[0] == li.out && t->shape[1] == li.in &&
+		FL_CHECK_MSG(t->ndim == (conv ? 4 : 2) && t->shape[0] == li.out &&
+				     t->shape[1] == li.in &&
 				     (!conv || (t->shape[2] == li.k1 && t->shape[3] == li.k2)),
 			     "%s: %s has the wrong shape", what, name);
 		fl_model_compose_weight(m, i, w);
@@ -62,8 +63,9 @@ static void check_dense_file(struct fl_model *m, const char *path, const char *w
 			FL_CHECK(t->ndim == 1 && t->shape[0] == li.out &&
 				 memcmp(t->data, fl_model_params(m) + b->offset, t->nbytes) == 0);
 	}
-	FL_CHECK_MSG(fl_st_count(st) == expected, "%s: %zu tensors in model.safetensors, expected %zu",
-		     what, fl_st_count(st), expected);
+	FL_CHECK_MSG(fl_st_count(st) == expected,
+		     "%s: %zu tensors in model.safetensors, expected %zu", what, fl_st_count(st),
+		     expected);
 	free(w);
 	fl_st_free(st);
 }
@@ -80,7 +82,8 @@ static void check_adapter_file(struct fl_model *m, const char *path, const char 
 	for (size_t i = 0; i < fl_model_tensor_count(m); i++) {
 		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
 		int factor = strstr(t->name, ".hada_") || strstr(t->name, ".lora_");
-		int saved = fl_model_param(m) == FL_PEFT_PARAM_LOHA && (t->flags & FL_TENSOR_GLOBAL);
+		int saved = fl_model_param(m) == FL_PEFT_PARAM_LOHA &&
+			    (t->flags & FL_TENSOR_GLOBAL);
 		char key[128];
 		snprintf(key, sizeof(key), "base_model.model.%s", t->name);
 		const struct fl_st_tensor *s = fl_st_find(st, key);
@@ -149,7 +152,8 @@ static void round_trip(const struct rt_case *rc)
 		cfg->module_dropout = rc->module_dropout;
 		if (rc->save_fc_out) {
 			cfg->modules_to_save = calloc(1, sizeof(char *));
-			cfg->modules_to_save[0] = strdup(strcmp(rc->arch, "2nn") == 0 ? "fc3" : "fc2");
+			cfg->modules_to_save[0] = strdup(strcmp(rc->arch, "2nn") == 0 ? "fc3"
+										      : "fc2");
 			cfg->n_modules_to_save = 1;
 		}
 	}
@@ -189,9 +193,9 @@ static void round_trip(const struct rt_case *rc)
 		FL_CHECK_MSG(b->numel == a->numel && b->ndim == a->ndim &&
 				     memcmp(b->shape, a->shape, sizeof(a->shape)) == 0,
 			     "%s: %s: shape differs after load", rc->what, a->name);
-		FL_CHECK_MSG(b->numel == a->numel &&
-				     memcmp(fl_model_params(l) + b->offset,
-					    fl_model_params(m) + a->offset, sizeof(float) * a->numel) == 0,
+		FL_CHECK_MSG(b->numel == a->numel && memcmp(fl_model_params(l) + b->offset,
+							    fl_model_params(m) + a->offset,
+							    sizeof(float) * a->numel) == 0,
 			     "%s: %s: values differ after load", rc->what, a->name);
 	}
 	for (int i = 0; i < fl_model_layer_count(m); i++) {
@@ -213,7 +217,8 @@ static void round_trip(const struct rt_case *rc)
 	/* the files */
 	check_dense_file(m, fl_test_join(dir, "model.safetensors"), rc->what);
 	int adapter = rc->param != FL_PEFT_PARAM_DENSE;
-	FL_CHECK(access(fl_test_join(dir, "adapter_model.safetensors"), F_OK) == (adapter ? 0 : -1));
+	FL_CHECK(access(fl_test_join(dir, "adapter_model.safetensors"), F_OK) ==
+		 (adapter ? 0 : -1));
 	FL_CHECK(access(fl_test_join(dir, "adapter_config.json"), F_OK) == (adapter ? 0 : -1));
 	FL_CHECK(access(fl_test_join(dir, "base_model.safetensors"), F_OK) == (adapter ? 0 : -1));
 	if (adapter)
@@ -230,7 +235,8 @@ static void round_trip(const struct rt_case *rc)
 	if (adapter) {
 		json_t *ac = json_load_file(fl_test_join(dir, "adapter_config.json"), 0, &je);
 		const char *pt = json_string_value(json_object_get(ac, "peft_type"));
-		FL_CHECK(pt && strcmp(pt, rc->param == FL_PEFT_PARAM_LOWRANK ? "LORA" : "LOHA") == 0);
+		FL_CHECK(pt &&
+			 strcmp(pt, rc->param == FL_PEFT_PARAM_LOWRANK ? "LORA" : "LOHA") == 0);
 		json_decref(ac);
 	}
 	/* base_model.safetensors + adapter = model.safetensors (PEFT merge) */
@@ -242,8 +248,10 @@ static void round_trip(const struct rt_case *rc)
 		err = fl_adapter_merge(base, dir, merged, NULL, &ms);
 		if (FL_CHECK_MSG(err == FL_OK, "%s: merge: %s", rc->what, fl_error_msg())) {
 			double d = max_rel_diff(merged, fl_test_join(dir, "model.safetensors"));
-			FL_CHECK_MSG(d >= 0 && d <= 1e-5, "%s: merged base + adapter differs from "
-				     "model.safetensors by %g", rc->what, d);
+			FL_CHECK_MSG(d >= 0 && d <= 1e-5,
+				     "%s: merged base + adapter differs from "
+				     "model.safetensors by %g",
+				     rc->what, d);
 		}
 	}
 out:
@@ -272,7 +280,8 @@ static void test_round_trips(void)
 	for (size_t i = 0; i < sizeof(rt_cases) / sizeof(rt_cases[0]); i++) {
 		int before = fl_test_failures;
 		round_trip(&rt_cases[i]);
-		printf("  %-26s %s\n", rt_cases[i].what, fl_test_failures == before ? "ok" : "FAIL");
+		printf("  %-26s %s\n", rt_cases[i].what,
+		       fl_test_failures == before ? "ok" : "FAIL");
 	}
 }
 
@@ -281,8 +290,8 @@ static void test_round_trips(void)
  * refused, never silently write other weights. */
 static void test_pfedpara_merge(void)
 {
-	struct fl_model *m =
-		fl_test_small_model("mlp", fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0));
+	struct fl_model *m = fl_test_small_model(
+		"mlp", fl_test_peft_config(FL_PEFT_PARAM_PFEDPARA, 0, 0.2, 0, 0));
 	if (!m)
 		return;
 	const char *dir = fl_test_tmpdir("model-pfed");
@@ -293,9 +302,10 @@ static void test_pfedpara_merge(void)
 		int err = fl_adapter_merge(base, dir, merged, NULL, NULL);
 		if (err == FL_OK) {
 			double d = max_rel_diff(merged, fl_test_join(dir, "model.safetensors"));
-			FL_CHECK_MSG(d >= 0 && d <= 1e-5,
-				     "pfedpara: merge succeeded but gives other weights (max rel diff %g)",
-				     d);
+			FL_CHECK_MSG(
+				d >= 0 && d <= 1e-5,
+				"pfedpara: merge succeeded but gives other weights (max rel diff %g)",
+				d);
 		}
 	}
 	fl_model_free(m);

@@ -132,8 +132,8 @@ static void edit_adapter(const char *dir, const char *key, const int64_t *shape,
 
 static void test_bad_folders(void)
 {
-	struct fl_model *m =
-		fl_test_small_model("2nn", fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0));
+	struct fl_model *m = fl_test_small_model(
+		"2nn", fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0));
 	if (!m)
 		return;
 	char good[600], bad[700];
@@ -161,8 +161,10 @@ static void test_bad_folders(void)
 		{"\"fedloha-model\"", "\"other\"", "wrong format"},
 		{"\"input\": [\n    1,", "\"input\": [\n    -1,", "negative channels"},
 		{"\"input\": [\n    1,\n    8,", "\"input\": [\n    1,\n    0,", "zero height"},
-		{"\"input\": [\n    1,\n    8,", "\"input\": [\n    1,\n    8.5,", "fractional height"},
-		{"\"input\": [\n    1,\n    8,\n    8\n  ]", "\"input\": [1, 8]", "input of 2 dims"},
+		{"\"input\": [\n    1,\n    8,", "\"input\": [\n    1,\n    8.5,",
+		 "fractional height"},
+		{"\"input\": [\n    1,\n    8,\n    8\n  ]", "\"input\": [1, 8]",
+		 "input of 2 dims"},
 		{"\"classes\": 4", "\"classes\": 1", "one class"},
 		{"\"classes\": 4", "\"classes\": 7", "classes != saved tensors"},
 		{"\"classes\": 4", "\"classes\": \"4\"", "classes a string"},
@@ -194,8 +196,8 @@ static void test_bad_folders(void)
 	load_fails(bad, 0, "missing adapter_model.safetensors");
 	const struct fl_model_tensor *t = fl_model_tensor_find(m, "fc1.hada_w1_a");
 	if (FL_CHECK(t != NULL)) {
-		int64_t transposed[2] = {t->shape[1], t->shape[0]}, bigger[2] = {t->shape[0] + 1,
-										 t->shape[1]};
+		int64_t transposed[2] = {t->shape[1], t->shape[0]},
+			bigger[2] = {t->shape[0] + 1, t->shape[1]};
 		int64_t flat[1] = {(int64_t)t->numel};
 		copy_folder(good, bad);
 		edit_adapter(bad, "base_model.model.fc1.hada_w1_a", transposed, 2);
@@ -224,7 +226,8 @@ static void test_bad_folders(void)
 	if (FL_CHECK(fl_model_new("2nn", 1, 8, 8, 4, NULL, 3, 4, &d) == FL_OK &&
 		     fl_model_new("2nn", 1, 8, 8, 5, NULL, 3, 4, &d5) == FL_OK)) {
 		FL_CHECK(fl_model_save(d, dense_dir, NULL) == FL_OK);
-		FL_CHECK(fl_model_save_dense(d5, fl_test_join(dense_dir, "model.safetensors")) == FL_OK);
+		FL_CHECK(fl_model_save_dense(d5, fl_test_join(dense_dir, "model.safetensors")) ==
+			 FL_OK);
 		load_fails(dense_dir, FL_ESHAPE, "dense: output layer of 5 classes");
 	}
 	fl_model_free(d);
@@ -262,8 +265,8 @@ static void test_save_over_old_folder(void)
  * either fail or still give the saved model, never W0 + 2ΔW. */
 static void test_loha_missing_base(void)
 {
-	struct fl_model *m =
-		fl_test_small_model("2nn", fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2));
+	struct fl_model *m = fl_test_small_model(
+		"2nn", fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 2, 2));
 	struct fl_model *l = NULL;
 	if (!m)
 		return;
@@ -278,9 +281,10 @@ static void test_loha_missing_base(void)
 			fl_test_fill_uniform(x, 128, 6, -1, 1);
 			memcpy(ya, fl_model_forward(m, x, 2, 0, NULL), sizeof(ya));
 			memcpy(yb, fl_model_forward(l, x, 2, 0, NULL), sizeof(yb));
-			FL_CHECK_MSG(memcmp(ya, yb, sizeof(ya)) == 0,
-				     "loha folder without base_model.safetensors loads as another model "
-				     "(W0 taken from the composed model.safetensors)");
+			FL_CHECK_MSG(
+				memcmp(ya, yb, sizeof(ya)) == 0,
+				"loha folder without base_model.safetensors loads as another model "
+				"(W0 taken from the composed model.safetensors)");
 		}
 	}
 	fl_model_free(m);

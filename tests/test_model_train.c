@@ -63,7 +63,8 @@ static void test_loha_init_identity(void)
 		float yd[5 * 4], yl[5 * 4];
 		memcpy(yd, fl_model_forward(d, x, B, 0, NULL), sizeof(yd));
 		memcpy(yl, fl_model_forward(l, x, B, 0, NULL), sizeof(yl));
-		FL_CHECK_MSG(memcmp(yd, yl, sizeof(yd)) == 0, "%s: loha at init != dense base", name);
+		FL_CHECK_MSG(memcmp(yd, yl, sizeof(yd)) == 0, "%s: loha at init != dense base",
+			     name);
 		/* the composed weight equals W0 */
 		float *wc = malloc(sizeof(float) * 512 * 256 * 2);
 		struct fl_model_layer_info li;
@@ -98,9 +99,9 @@ static void test_loha_dropout(void)
 		memcpy(yt, fl_model_forward(m, x, B, 1, &rng), sizeof(yt));
 		memcpy(yt2, fl_model_forward(m, x, B, 1, &rng), sizeof(yt2));
 		memcpy(ye2, fl_model_forward(m, x, B, 0, NULL), sizeof(ye2));
-		FL_CHECK(memcmp(ye, ye2, sizeof(ye)) == 0);  /* eval is deterministic */
-		FL_CHECK(memcmp(ye, yt, sizeof(ye)) != 0);   /* training drops rows */
-		FL_CHECK(memcmp(yt, yt2, sizeof(yt)) != 0);  /* fresh draws per step */
+		FL_CHECK(memcmp(ye, ye2, sizeof(ye)) == 0); /* eval is deterministic */
+		FL_CHECK(memcmp(ye, yt, sizeof(ye)) != 0);  /* training drops rows */
+		FL_CHECK(memcmp(yt, yt2, sizeof(yt)) != 0); /* fresh draws per step */
 		/* the same rng state replays the same training output */
 		fl_rng_seed(&rng, 77);
 		memcpy(yt2, fl_model_forward(m, x, B, 1, &rng), sizeof(yt2));
@@ -253,8 +254,10 @@ static void test_determinism(void)
 		b = train_fresh(cases[k].arch, cases[k].c, ds, 42, 2, NULL);
 		d = train_fresh(cases[k].arch, cases[k].c, ds, 43, 2, NULL);
 		if (a && b && d) {
-			FL_CHECK_MSG(params_equal(a, b), "case %zu: same seed, different training", k);
-			FL_CHECK_MSG(!params_equal(a, d), "case %zu: different seed, same training", k);
+			FL_CHECK_MSG(params_equal(a, b), "case %zu: same seed, different training",
+				     k);
+			FL_CHECK_MSG(!params_equal(a, d), "case %zu: different seed, same training",
+				     k);
 		}
 		fl_model_free(a);
 		fl_model_free(b);
@@ -321,7 +324,8 @@ static void quadrant_sample(int i, struct fl_rng *rng, uint8_t *label, uint8_t *
 	for (int y = 0; y < 8; y++)
 		for (int x = 0; x < 8; x++) {
 			int q = (y / 4) * 2 + x / 4;
-			int v = q == k ? 160 + (int)fl_rng_below(rng, 96) : (int)fl_rng_below(rng, 96);
+			int v = q == k ? 160 + (int)fl_rng_below(rng, 96)
+				       : (int)fl_rng_below(rng, 96);
 			px[y * 8 + x] = (uint8_t)v;
 		}
 }
@@ -363,7 +367,7 @@ static void test_training_reduces_loss(void)
 		printf("  %s: test loss %.4f -> %.4f, accuracy %.3f -> %.3f\n",
 		       k ? "fedpara" : "dense", before.loss, after.loss, before.accuracy,
 		       after.accuracy);
-		FL_CHECK(before.loss > 1.0);          /* ~ln 4 at init */
+		FL_CHECK(before.loss > 1.0); /* ~ln 4 at init */
 		FL_CHECK(after.loss < 0.1 * before.loss);
 		FL_CHECK(after.accuracy >= 0.98);
 		FL_CHECK(st.samples == 256 && st.loss < 0.2);

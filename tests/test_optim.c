@@ -177,7 +177,9 @@ static void test_adam(void)
  * the trained spans move exactly as a full step on their own would. */
 static void test_ranges(void)
 {
-	enum { N = 12 };
+	enum {
+		N = 12
+	};
 	float w[N], g[N], w0[N];
 	fl_test_fill_uniform(w, N, 1, -1.0f, 1.0f);
 	fl_test_fill_uniform(g, N, 2, -1.0f, 1.0f);

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { N = 6000, CLASSES = 10 };
+enum {
+	N = 6000,
+	CLASSES = 10
+};
 static uint8_t labels[N]; /* 600 of each class, in random order */
 
 static void make_labels(void)
@@ -143,8 +146,8 @@ static void test_dirichlet_skew(void)
 		share[a] = mean_max_share(p, labels);
 		fl_partition_free(p);
 	}
-	printf("  mean max-class share: alpha 0.1 %.3f, 0.5 %.3f, 1000 %.3f\n", share[0],
-	       share[1], share[2]);
+	printf("  mean max-class share: alpha 0.1 %.3f, 0.5 %.3f, 1000 %.3f\n", share[0], share[1],
+	       share[2]);
 	FL_CHECK(share[0] > 0.5);
 	FL_CHECK(share[1] > 0.25 && share[1] < share[0]);
 	FL_CHECK(share[2] < 0.13);
@@ -262,9 +265,20 @@ static void test_parse(void)
 	FL_CHECK(fl_partition_parse("shards:3", &cfg) == FL_OK);
 	FL_CHECK(cfg.kind == FL_PARTITION_SHARDS && cfg.shards_per_client == 3);
 	FL_CHECK(fl_partition_parse("IID", &cfg) == FL_OK && cfg.kind == FL_PARTITION_IID);
-	const char *bad[] = {"", "dirichlet", "dirichlet:", "dirichlet:abc", "dirichlet:-1",
-			     "dirichlet:0", "dirichlet:nan", "dirichlet:0.5x", "shards", "shards:0",
-			     "shards:2x", "shards:-3", "iid:3", "pathological"};
+	const char *bad[] = {"",
+			     "dirichlet",
+			     "dirichlet:",
+			     "dirichlet:abc",
+			     "dirichlet:-1",
+			     "dirichlet:0",
+			     "dirichlet:nan",
+			     "dirichlet:0.5x",
+			     "shards",
+			     "shards:0",
+			     "shards:2x",
+			     "shards:-3",
+			     "iid:3",
+			     "pathological"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct fl_partition_config before = cfg;
 		FL_CHECK_MSG(fl_partition_parse(bad[i], &cfg) == FL_EINVAL, "parse '%s'", bad[i]);
@@ -294,14 +308,14 @@ static void test_summary(void)
 		int lines = 0, label_total = 0;
 		while (fgets(line, sizeof(line), f)) {
 			lines++;
-			if (lines == 1)
-			{
+			if (lines == 1) {
 				const char *want =
 					"client 0: 600 samples (540 train, 60 holdout) labels [";
 				FL_CHECK(!strncmp(line, want, strlen(want)));
 			}
 			char *lb = strchr(line, '[');
-			for (char *t = lb ? strtok(lb + 1, " ]\n") : NULL; t; t = strtok(NULL, " ]\n"))
+			for (char *t = lb ? strtok(lb + 1, " ]\n") : NULL; t;
+			     t = strtok(NULL, " ]\n"))
 				label_total += atoi(t);
 		}
 		FL_CHECK(lines == 10 && label_total == N);

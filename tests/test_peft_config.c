@@ -27,14 +27,15 @@ static int targets(const struct fl_peft_config *c, const char *m, int lin, int o
 
 static void test_parse_full(void)
 {
-	const char *j = "{\"alpha\": 31.0, \"alpha_pattern\": {\"conv1\": 15.5}, \"auto_mapping\": null,"
-			" \"base_model_name_or_path\": \"my/model\", \"inference_mode\": true,"
-			" \"init_weights\": false, \"layers_pattern\": null, \"layers_to_transform\": null,"
-			" \"module_dropout\": 0.1, \"modules_to_save\": [\"classifier\"],"
-			" \"peft_type\": \"LOHA\", \"r\": 7, \"rank_dropout\": 0.25,"
-			" \"rank_pattern\": {\"fc2\": 9}, \"revision\": null,"
-			" \"target_modules\": [\"fc1\", \"fc2\", \"conv1\"], \"task_type\": null,"
-			" \"use_effective_conv2d\": true, \"some_future_key\": [1, 2]}";
+	const char *j =
+		"{\"alpha\": 31.0, \"alpha_pattern\": {\"conv1\": 15.5}, \"auto_mapping\": null,"
+		" \"base_model_name_or_path\": \"my/model\", \"inference_mode\": true,"
+		" \"init_weights\": false, \"layers_pattern\": null, \"layers_to_transform\": null,"
+		" \"module_dropout\": 0.1, \"modules_to_save\": [\"classifier\"],"
+		" \"peft_type\": \"LOHA\", \"r\": 7, \"rank_dropout\": 0.25,"
+		" \"rank_pattern\": {\"fc2\": 9}, \"revision\": null,"
+		" \"target_modules\": [\"fc1\", \"fc2\", \"conv1\"], \"task_type\": null,"
+		" \"use_effective_conv2d\": true, \"some_future_key\": [1, 2]}";
 	struct fl_peft_config *c = parse(j);
 	if (!c)
 		return;
@@ -90,8 +91,8 @@ static void test_list_targets(void)
 		return;
 	FL_CHECK(targets(c, "fc1", 1, 0) == 1);
 	FL_CHECK(targets(c, "block.0.fc1", 1, 0) == 1);
-	FL_CHECK(targets(c, "xfc1", 1, 0) == 0);       /* not a "." boundary */
-	FL_CHECK(targets(c, "fc1.inner", 1, 0) == 0);  /* must end with the entry */
+	FL_CHECK(targets(c, "xfc1", 1, 0) == 0);      /* not a "." boundary */
+	FL_CHECK(targets(c, "fc1.inner", 1, 0) == 0); /* must end with the entry */
 	FL_CHECK(targets(c, "layers.3.attn.q", 1, 0) == 1);
 	FL_CHECK(targets(c, "layers.3.xattn.q", 1, 0) == 0);
 	FL_CHECK(targets(c, "a.skip.fc1", 1, 0) == 0); /* excluded */
@@ -135,7 +136,8 @@ static void test_regex_targets(void)
 
 static void test_all_linear(void)
 {
-	struct fl_peft_config *c = parse("{\"peft_type\": \"LOHA\", \"target_modules\": \"all-linear\"}");
+	struct fl_peft_config *c = parse(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": \"all-linear\"}");
 	if (!c)
 		return;
 	FL_CHECK(c->target_kind == FL_PEFT_SEL_ALL_LINEAR);
@@ -170,8 +172,9 @@ static void test_layers(void)
 	fl_peft_config_free(c);
 
 	/* int form and explicit patterns, tried in order */
-	c = parse("{\"peft_type\": \"LOHA\", \"target_modules\": [\"q\"], \"layers_to_transform\": 3,"
-		  " \"layers_pattern\": [\"h\", \"layers\"]}");
+	c = parse(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"q\"], \"layers_to_transform\": 3,"
+		" \"layers_pattern\": [\"h\", \"layers\"]}");
 	if (!c)
 		return;
 	FL_CHECK(!c->layers_to_transform_is_list && c->layers_to_transform[0] == 3);
@@ -182,14 +185,16 @@ static void test_layers(void)
 	fl_peft_config_free(c);
 
 	/* an empty layers_pattern string means the default index regex */
-	c = parse("{\"peft_type\": \"LOHA\", \"target_modules\": [\"q\"], \"layers_to_transform\": 1,"
-		  " \"layers_pattern\": \"\"}");
+	c = parse(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"q\"], \"layers_to_transform\": 1,"
+		" \"layers_pattern\": \"\"}");
 	if (c)
 		FL_CHECK(targets(c, "model.blocks.1.attn.q", 1, 0) == 1);
 	fl_peft_config_free(c);
 
 	/* empty list: no layer filtering */
-	c = parse("{\"peft_type\": \"LOHA\", \"target_modules\": [\"q\"], \"layers_to_transform\": []}");
+	c = parse(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"q\"], \"layers_to_transform\": []}");
 	if (c)
 		FL_CHECK(targets(c, "attn.q", 1, 0) == 1);
 	fl_peft_config_free(c);
@@ -197,16 +202,16 @@ static void test_layers(void)
 
 static void test_patterns(void)
 {
-	struct fl_peft_config *c =
-		parse("{\"peft_type\": \"LOHA\", \"r\": 8, \"alpha\": 16, \"target_modules\": [\"fc1\"],"
-		      " \"rank_pattern\": {\"fc1\": 4, \"a.fc1\": 6, \"layers\\\\.\\\\d+\\\\.q\": 2},"
-		      " \"alpha_pattern\": {\"b\\\\.fc1\": 3.5}}");
+	struct fl_peft_config *c = parse(
+		"{\"peft_type\": \"LOHA\", \"r\": 8, \"alpha\": 16, \"target_modules\": [\"fc1\"],"
+		" \"rank_pattern\": {\"fc1\": 4, \"a.fc1\": 6, \"layers\\\\.\\\\d+\\\\.q\": 2},"
+		" \"alpha_pattern\": {\"b\\\\.fc1\": 3.5}}");
 	if (!c)
 		return;
 	FL_CHECK(fl_peft_config_rank(c, "fc1") == 4);
 	FL_CHECK(fl_peft_config_rank(c, "x.y.fc1") == 4);
-	FL_CHECK(fl_peft_config_rank(c, "a.fc1") == 4);  /* first key in file order wins */
-	FL_CHECK(fl_peft_config_rank(c, "xfc1") == 8);   /* key "fc1" must not match "xfc1" */
+	FL_CHECK(fl_peft_config_rank(c, "a.fc1") == 4); /* first key in file order wins */
+	FL_CHECK(fl_peft_config_rank(c, "xfc1") == 8);  /* key "fc1" must not match "xfc1" */
 	FL_CHECK(fl_peft_config_rank(c, "fc1x") == 8);
 	FL_CHECK(fl_peft_config_rank(c, "m.layers.11.q") == 2);
 	FL_CHECK(fl_peft_config_rank(c, "m.layers.11.q.x") == 8);
@@ -244,7 +249,8 @@ static void test_bad_configs(void)
 		{"\"r\": 8.0", "key 'r'", FL_EINVAL},
 		{"\"r\": \"8\"", "key 'r'", FL_EINVAL},
 		{"\"alpha\": \"x\"", "key 'alpha'", FL_EINVAL},
-		{"\"rank_dropout\": 1.0", "key 'rank_dropout': expected a number in [0, 1)", FL_EINVAL},
+		{"\"rank_dropout\": 1.0", "key 'rank_dropout': expected a number in [0, 1)",
+		 FL_EINVAL},
 		{"\"module_dropout\": -0.1", "key 'module_dropout'", FL_EINVAL},
 		{"\"use_effective_conv2d\": 1", "key 'use_effective_conv2d'", FL_EINVAL},
 		{"\"init_weights\": \"gaussian\"", "key 'init_weights'", FL_EUNSUPPORTED},
@@ -264,7 +270,8 @@ static void test_bad_configs(void)
 		{"\"rank_pattern\": {\"\\\\bx\": 2}", "key 'rank_pattern'", FL_EINVAL},
 		{"\"alpha_pattern\": {\"fc1\": \"x\"}", "key 'alpha_pattern.fc1'", FL_EINVAL},
 		{"\"modules_to_save\": \"head\"", "key 'modules_to_save'", FL_EINVAL},
-		{"\"fedloha_parameterization\": \"foo\"", "key 'fedloha_parameterization'", FL_EINVAL},
+		{"\"fedloha_parameterization\": \"foo\"", "key 'fedloha_parameterization'",
+		 FL_EINVAL},
 		{"\"fedloha_gamma\": 2", "key 'fedloha_gamma'", FL_EINVAL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -272,11 +279,13 @@ static void test_bad_configs(void)
 		snprintf(j, sizeof(j), "{\"peft_type\": \"LOHA\", %s}", cases[i].body);
 		struct fl_peft_config *c = (struct fl_peft_config *)1;
 		int err = fl_peft_config_parse(j, strlen(j), "adapter_config.json", &c);
-		FL_CHECK_MSG(err == cases[i].err, "%s: got %d (%s)", cases[i].body, err, fl_error_msg());
+		FL_CHECK_MSG(err == cases[i].err, "%s: got %d (%s)", cases[i].body, err,
+			     fl_error_msg());
 		FL_CHECK(c == NULL);
 		FL_CHECK_MSG(strncmp(fl_error_msg(), "adapter_config.json: ", 21) == 0 &&
 				     strstr(fl_error_msg(), cases[i].key),
-			     "%s: message '%s' lacks '%s'", cases[i].body, fl_error_msg(), cases[i].key);
+			     "%s: message '%s' lacks '%s'", cases[i].body, fl_error_msg(),
+			     cases[i].key);
 	}
 	struct fl_peft_config *c = NULL;
 	const char *lora = "{\"peft_type\": \"LORA\", \"r\": 8}";
@@ -300,12 +309,12 @@ static void test_write_roundtrip(void)
 	const char *dir = fl_test_tmpdir("peftcfg");
 	char path[600];
 	snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
-	struct fl_peft_config *c =
-		parse("{\"peft_type\": \"LOHA\", \"r\": 5, \"alpha\": 0.05, \"rank_dropout\": 0.1,"
-		      " \"target_modules\": \"fc\\\\d\", \"layers_to_transform\": 1,"
-		      " \"layers_pattern\": \"h\", \"rank_pattern\": {\"fc2\": 3, \"fc1\": 2},"
-		      " \"alpha_pattern\": {\"fc2\": 1.5}, \"modules_to_save\": [\"head\"],"
-		      " \"task_type\": \"CAUSAL_LM\", \"fedloha_gamma\": 0.3}");
+	struct fl_peft_config *c = parse(
+		"{\"peft_type\": \"LOHA\", \"r\": 5, \"alpha\": 0.05, \"rank_dropout\": 0.1,"
+		" \"target_modules\": \"fc\\\\d\", \"layers_to_transform\": 1,"
+		" \"layers_pattern\": \"h\", \"rank_pattern\": {\"fc2\": 3, \"fc1\": 2},"
+		" \"alpha_pattern\": {\"fc2\": 1.5}, \"modules_to_save\": [\"head\"],"
+		" \"task_type\": \"CAUSAL_LM\", \"fedloha_gamma\": 0.3}");
 	if (!c)
 		return;
 	FL_CHECK(fl_peft_config_write(c, path) == FL_OK);
@@ -333,11 +342,13 @@ static void test_write_roundtrip(void)
 	FL_CHECK(fl_peft_config_read(path, &d) == FL_OK);
 	if (d) {
 		FL_CHECK(d->r == 5 && d->alpha == 0.05 && d->rank_dropout == 0.1);
-		FL_CHECK(d->target_kind == FL_PEFT_SEL_REGEX && strcmp(d->target_modules[0], "fc\\d") == 0);
+		FL_CHECK(d->target_kind == FL_PEFT_SEL_REGEX &&
+			 strcmp(d->target_modules[0], "fc\\d") == 0);
 		FL_CHECK(!d->layers_to_transform_is_list && d->layers_to_transform[0] == 1);
 		FL_CHECK(!d->layers_pattern_is_list && strcmp(d->layers_pattern[0], "h") == 0);
 		FL_CHECK(d->n_rank_pattern == 2 && d->n_alpha_pattern == 1);
-		FL_CHECK(fl_peft_config_rank(d, "x.fc1") == 2 && fl_peft_config_rank(d, "fc2") == 3);
+		FL_CHECK(fl_peft_config_rank(d, "x.fc1") == 2 &&
+			 fl_peft_config_rank(d, "fc2") == 3);
 		FL_CHECK(d->has_gamma && d->gamma == 0.3);
 		FL_CHECK(d->n_modules_to_save == 1);
 	}
@@ -354,7 +365,8 @@ static void test_write_roundtrip(void)
 	FL_CHECK(fl_peft_config_write(c, path) == FL_OK);
 	FL_CHECK(fl_peft_config_read(path, &d) == FL_OK);
 	if (d) {
-		FL_CHECK(d->r == 8 && d->alpha == 8 && d->parameterization == FL_PEFT_PARAM_FEDPARA);
+		FL_CHECK(d->r == 8 && d->alpha == 8 &&
+			 d->parameterization == FL_PEFT_PARAM_FEDPARA);
 		FL_CHECK(targets(d, "a.fc1", 1, 0) == 1);
 	}
 	fl_peft_config_free(d);

@@ -48,8 +48,13 @@ static uint32_t bits_of_f32(float f)
 /* fl_st_tensor_to_f32 of a 1-d tensor of numel elements over data. */
 static int to_f32(enum fl_dtype dtype, const void *data, size_t numel, size_t nbytes, float *out)
 {
-	struct fl_st_tensor t = {.name = "x", .dtype = dtype, .ndim = 1, .shape = {(int64_t)numel},
-				 .numel = numel, .data = data, .nbytes = nbytes};
+	struct fl_st_tensor t = {.name = "x",
+				 .dtype = dtype,
+				 .ndim = 1,
+				 .shape = {(int64_t)numel},
+				 .numel = numel,
+				 .data = data,
+				 .nbytes = nbytes};
 	return fl_st_tensor_to_f32(&t, out, numel);
 }
 
@@ -98,8 +103,10 @@ static void test_half_conversions(void)
 	FL_CHECK(out[0] == 1.0f && out[1] == -2.5f && out[2] == 65504.0f);
 	FL_CHECK(out[3] == ldexpf(1.0f, -24) && isinf(out[7]) && isnan(out[9]));
 
-	static const uint16_t b[] = {0x4049, 0x3F80, 0xC020, 0x7F80, 0xFF80, 0x7FC0, 0x0001, 0x8000};
-	static const float bw[] = {3.140625f, 1.0f, -2.5f, INFINITY, -INFINITY, NAN, 0x1p-133f, -0.0f};
+	static const uint16_t b[] = {0x4049, 0x3F80, 0xC020, 0x7F80,
+				     0xFF80, 0x7FC0, 0x0001, 0x8000};
+	static const float bw[] = {3.140625f, 1.0f, -2.5f,     INFINITY,
+				   -INFINITY, NAN,  0x1p-133f, -0.0f};
 	size_t nb = sizeof(b) / sizeof(b[0]);
 	FL_CHECK(to_f32(FL_DTYPE_BF16, b, nb, sizeof(b), out) == FL_OK);
 	for (size_t i = 0; i < nb; i++) {
@@ -125,8 +132,13 @@ static void test_half_conversions(void)
 	unsigned char raw[13];
 	float src[3] = {1.5f, -0.0f, f32_of_bits(0x7F800001)};
 	memcpy(raw + 1, src, 12);
-	struct fl_st_tensor t = {.name = "f", .dtype = FL_DTYPE_F32, .ndim = 1, .shape = {3},
-				 .numel = 3, .data = raw + 1, .nbytes = 12};
+	struct fl_st_tensor t = {.name = "f",
+				 .dtype = FL_DTYPE_F32,
+				 .ndim = 1,
+				 .shape = {3},
+				 .numel = 3,
+				 .data = raw + 1,
+				 .nbytes = 12};
 	FL_CHECK(fl_st_tensor_to_f32(&t, out, 3) == FL_OK);
 	FL_CHECK(memcmp(out, src, 12) == 0);
 	FL_CHECK(fl_st_tensor_to_f32(&t, out, 2) == FL_ESHAPE);
@@ -390,8 +402,8 @@ static unsigned touch_all(const struct fl_st *st)
 static void test_fuzz(void)
 {
 	size_t len;
-	unsigned char *orig =
-		(unsigned char *)fl_test_read_file(fl_test_data("safetensors/reference.safetensors"), &len);
+	unsigned char *orig = (unsigned char *)fl_test_read_file(
+		fl_test_data("safetensors/reference.safetensors"), &len);
 	FL_CHECK(orig != NULL && len > 100);
 	if (!orig)
 		return;
@@ -424,14 +436,16 @@ static void test_fuzz(void)
 	/* Random multi-byte damage, from a fixed seed. */
 	struct fl_rng rng;
 	fl_rng_seed(&rng, 1234);
-	static const unsigned char interesting[] = {'0', '9', '-', '"', '[', ']', '{', '}', ',', 0xff, 0};
+	static const unsigned char interesting[] = {'0', '9', '-', '"',  '[', ']',
+						    '{', '}', ',', 0xff, 0};
 	for (int it = 0; it < 3000; it++) {
 		memcpy(b, orig, len);
 		int k = 1 + (int)fl_rng_below(&rng, 4);
 		for (int j = 0; j < k; j++) {
 			size_t pos = fl_rng_below(&rng, (uint32_t)len);
-			b[pos] = fl_rng_below(&rng, 2) ? interesting[fl_rng_below(&rng, sizeof(interesting))]
-						       : (unsigned char)fl_rng_next(&rng);
+			b[pos] = fl_rng_below(&rng, 2)
+					 ? interesting[fl_rng_below(&rng, sizeof(interesting))]
+					 : (unsigned char)fl_rng_next(&rng);
 		}
 		struct fl_st *st = NULL;
 		int rc = fl_st_parse(b, len, "fuzz", &st);

@@ -11,8 +11,7 @@
 #include <string.h>
 
 /* A file made of: u64 length of hdr, hdr, data_len bytes 0..255 repeating. */
-static unsigned char *make_file(const char *hdr, uint64_t hlen_field, size_t data_len,
-				size_t *len)
+static unsigned char *make_file(const char *hdr, uint64_t hlen_field, size_t data_len, size_t *len)
 {
 	size_t hl = strlen(hdr);
 	*len = 8 + hl + data_len;
@@ -27,8 +26,7 @@ static unsigned char *make_file(const char *hdr, uint64_t hlen_field, size_t dat
 
 /* Parses hdr + data_len bytes; checks the code and that the message names
  * the buffer and contains each of the NULL-terminated words. */
-static void expect_bad(const char *hdr, size_t data_len, int want, const char *w1,
-		       const char *w2)
+static void expect_bad(const char *hdr, size_t data_len, int want, const char *w1, const char *w2)
 {
 	size_t len;
 	unsigned char *b = make_file(hdr, strlen(hdr), data_len, &len);
@@ -70,18 +68,19 @@ static void test_malformed_headers(void)
 		   "missing \"data_offsets\"");
 	expect_bad("{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
 		   FL_EFORMAT, "'w'", "unknown dtype \"F8_E4M3\"");
-	expect_bad("{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1,
-		   FL_EFORMAT, "'w'", "\"Q4\"");
+	expect_bad("{\"w\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1, FL_EFORMAT,
+		   "'w'", "\"Q4\"");
 	expect_bad("{\"w\":{\"dtype\":4,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, FL_EFORMAT,
 		   "'w'", "dtype");
 	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8,
 		   FL_EFORMAT, "'w'", "negative");
 	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8,
 		   FL_EFORMAT, "'w'", "not an integer");
-	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8,
-		   FL_EFORMAT, "'w'", "not an array");
-	expect_bad("{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}",
-		   1, FL_ERANGE, "'w'", "dimensions");
+	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, FL_EFORMAT,
+		   "'w'", "not an array");
+	expect_bad(
+		"{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}",
+		1, FL_ERANGE, "'w'", "dimensions");
 	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
 		   "\"data_offsets\":[0,8]}}",
 		   8, FL_ERANGE, "'w'", "overflow");

@@ -30,9 +30,7 @@ static void ref_server(double *x, double *m, double *v, const double *y, int t,
 	for (int i = 0; i < N4; i++) {
 		double d = y[i] - x[i];
 		switch (c->kind) {
-		case SRV_OPTIM_FEDAVG:
-			x[i] = y[i];
-			break;
+		case SRV_OPTIM_FEDAVG: x[i] = y[i]; break;
 		case SRV_OPTIM_FEDAVGM:
 			m[i] = b1 * m[i] + d;
 			x[i] += eta * m[i];
@@ -176,11 +174,9 @@ static void test_server_restore(void)
 
 		FL_CHECK(srv_optim_init(&b, &cfg, N4) == FL_OK);
 		/* mismatches are refused */
-		FL_CHECK(srv_optim_restore(&b, m ? ms : NULL, v ? vs : NULL, 3, step) ==
-			 FL_ESHAPE);
+		FL_CHECK(srv_optim_restore(&b, m ? ms : NULL, v ? vs : NULL, 3, step) == FL_ESHAPE);
 		if (m)
-			FL_CHECK(srv_optim_restore(&b, NULL, v ? vs : NULL, N4, step) ==
-				 FL_EINVAL);
+			FL_CHECK(srv_optim_restore(&b, NULL, v ? vs : NULL, N4, step) == FL_EINVAL);
 		if (v) {
 			float bad[N4];
 			memcpy(bad, vs, sizeof(bad));
@@ -188,12 +184,10 @@ static void test_server_restore(void)
 			FL_CHECK(srv_optim_restore(&b, ms, bad, N4, step) == FL_ENONFINITE);
 			FL_CHECK(srv_optim_restore(&b, ms, NULL, N4, step) == FL_EINVAL);
 		} else {
-			FL_CHECK(srv_optim_restore(&b, m ? ms : NULL, vs, N4, step) ==
-				 FL_EINVAL);
+			FL_CHECK(srv_optim_restore(&b, m ? ms : NULL, vs, N4, step) == FL_EINVAL);
 		}
 		FL_CHECK(b.step == 0);
-		FL_CHECK(srv_optim_restore(&b, m ? ms : NULL, v ? vs : NULL, N4, step) ==
-			 FL_OK);
+		FL_CHECK(srv_optim_restore(&b, m ? ms : NULL, v ? vs : NULL, N4, step) == FL_OK);
 		FL_CHECK(b.step == 2);
 
 		FL_CHECK(srv_optim_step(&a, xa, y3, N4) == FL_OK);

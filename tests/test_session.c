@@ -113,7 +113,8 @@ static void test_round_fedpara(void)
 		const struct fl_model_tensor *t = fl_model_tensor_at(srv, i);
 		if (!(t->flags & FL_TENSOR_GLOBAL))
 			continue;
-		const float *a = fl_model_params(srv) + t->offset, *b = fl_model_params(got) + t->offset;
+		const float *a = fl_model_params(srv) + t->offset,
+			    *b = fl_model_params(got) + t->offset;
 		double diff = 0;
 		for (size_t j = 0; j < t->numel; j++)
 			diff += a[j] > b[j] ? a[j] - b[j] : b[j] - a[j];
@@ -185,7 +186,8 @@ static void test_round_fedpara(void)
 	wo.json = "{\"peft_type\": \"LOHA\", \"r\": 3, \"alpha\": 3, "
 		  "\"fedloha_parameterization\": \"fedpara\"}";
 	FL_CHECK(send_welcome(s, &wo, NULL) == FL_OK);
-	const struct fl_model_tensor *t = fl_model_tensor_find(cli_session_model(s), "fc1.hada_w1_a");
+	const struct fl_model_tensor *t = fl_model_tensor_find(cli_session_model(s),
+							       "fc1.hada_w1_a");
 	FL_CHECK(t && t->shape[1] == 3);
 	fl_model_free(srv);
 	fl_model_free(got);
@@ -212,9 +214,11 @@ static void test_determinism(void)
 	FL_CHECK(a.n == b.n && a.n > 3);
 	int same = a.n == b.n, diff_c = 0;
 	for (size_t i = 2; i < a.n && same; i++)
-		same = a.f[i]->len == b.f[i]->len && !memcmp(a.f[i]->data, b.f[i]->data, a.f[i]->len);
+		same = a.f[i]->len == b.f[i]->len &&
+		       !memcmp(a.f[i]->data, b.f[i]->data, a.f[i]->len);
 	for (size_t i = 2; i < a.n && i < c.n; i++)
-		diff_c |= a.f[i]->len != c.f[i]->len || memcmp(a.f[i]->data, c.f[i]->data, a.f[i]->len);
+		diff_c |= a.f[i]->len != c.f[i]->len ||
+			  memcmp(a.f[i]->data, c.f[i]->data, a.f[i]->len);
 	FL_CHECK_MSG(same, "two identical sessions sent different updates");
 	FL_CHECK_MSG(diff_c, "another client id should shuffle differently");
 	free_session(&a);

@@ -37,7 +37,10 @@ static int send_simple(struct cli_session *s, Fedloha__V1__Envelope__BodyCase wh
 		env.error = &er;
 		break;
 	case FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK: env.base_chunk = &bc; break;
-	default: env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT; env.heartbeat = &hb; break;
+	default:
+		env.body_case = FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT;
+		env.heartbeat = &hb;
+		break;
 	}
 	return deliver(s, &env, NULL);
 }

@@ -48,7 +48,8 @@ static void test_pfedpara_local(void)
 	size_t off = fl_model_count_floats(m, FL_TENSOR_GLOBAL); /* locals follow the globals */
 	FL_CHECK(nloc > 0);
 	FL_CHECK_MSG(memcmp(fl_model_params(m) + off, fl_model_params(fresh) + off,
-			    sizeof(float) * nloc) != 0, "local tensors not trained");
+			    sizeof(float) * nloc) != 0,
+		     "local tensors not trained");
 	float *keep = malloc(sizeof(float) * nloc);
 	memcpy(keep, fl_model_params(m) + off, sizeof(float) * nloc);
 	free_session(&fk);

@@ -170,20 +170,23 @@ static void test_run_bytes_files(void)
 	char *text = fl_test_read_file(csv, NULL);
 	FL_CHECK(text != NULL);
 	if (text) {
-		FL_CHECK(!strncmp(text, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,", 55));
+		FL_CHECK(!strncmp(text, "round,accuracy,loss,bytes_up,bytes_down,cum_mb,seconds,",
+				  55));
 		char *line = strchr(text, '\n');
 		int rows = 0;
 		while (line && line[1]) {
 			unsigned long long round, bu, bd;
 			double acc, loss, mb, sec;
-			int n = sscanf(line + 1, "%llu,%lf,%lf,%llu,%llu,%lf,%lf", &round, &acc, &loss,
-				       &bu, &bd, &mb, &sec);
+			int n = sscanf(line + 1, "%llu,%lf,%lf,%llu,%llu,%lf,%lf", &round, &acc,
+				       &loss, &bu, &bd, &mb, &sec);
 			FL_CHECK(n == 7);
 			if (n == 7 && rows < 3) {
 				const struct srv_sim_row *x = &r->rows[rows];
-				FL_CHECK(round == x->round && bu == x->bytes_up && bd == x->bytes_down);
+				FL_CHECK(round == x->round && bu == x->bytes_up &&
+					 bd == x->bytes_down);
 				FL_CHECK_NEAR(acc, x->accuracy, 0, 1e-6);
-				FL_CHECK_NEAR(mb, (double)(x->total_up + x->total_down) / 1e6, 0, 1e-6);
+				FL_CHECK_NEAR(mb, (double)(x->total_up + x->total_down) / 1e6, 0,
+					      1e-6);
 			}
 			rows++;
 			line = strchr(line + 1, '\n');
@@ -204,8 +207,9 @@ static void test_run_bytes_files(void)
 		FL_CHECK(json_integer_value(json_object_get(t0, "round")) >= 1);
 		json_t *t1 = json_array_get(json_object_get(root, "targets"), 1);
 		FL_CHECK(json_is_null(json_object_get(t1, "round")));
-		FL_CHECK(!strcmp(json_string_value(json_object_get(
-					 json_object_get(root, "config"), "param")), "fedpara"));
+		FL_CHECK(!strcmp(json_string_value(
+					 json_object_get(json_object_get(root, "config"), "param")),
+				 "fedpara"));
 		FL_CHECK(json_is_true(json_object_get(root, "secure")));
 		FL_CHECK(json_is_true(json_object_get(json_object_get(root, "config"), "secure")));
 		FL_CHECK(json_integer_value(json_object_get(root, "channel_bytes_up")) ==
@@ -234,7 +238,8 @@ static int run_pair(const struct srv_sim_config *base, const struct srv_sim_data
 			c.secure = i == 0;
 		int err = srv_sim_run(&c, d, &r[i]);
 		if (by_threads)
-			FL_CHECK_MSG(err == FL_OK, "run with %d threads: %s", i + 1, fl_error_msg());
+			FL_CHECK_MSG(err == FL_OK, "run with %d threads: %s", i + 1,
+				     fl_error_msg());
 		else
 			FL_CHECK_MSG(err == FL_OK, "%s run: %s", i ? "insecure" : "secure",
 				     fl_error_msg());
@@ -270,7 +275,8 @@ static void check_same(const struct srv_sim_config *base, const struct srv_sim_d
 				     r[0]->n_final_params * sizeof(float)),
 			     "%s: final models differ between 1 and 2 threads", tag);
 		FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
-		FL_CHECK(r[0]->engine_up == r[1]->engine_up && r[0]->engine_down == r[1]->engine_down);
+		FL_CHECK(r[0]->engine_up == r[1]->engine_up &&
+			 r[0]->engine_down == r[1]->engine_down);
 		FL_CHECK(r[0]->vanished == r[1]->vanished);
 		FL_CHECK(r[0]->chan_up == r[1]->chan_up && r[0]->chan_down == r[1]->chan_down);
 		FL_CHECK(r[0]->handshakes == r[1]->handshakes && r[0]->channel_errors == 0);
@@ -310,7 +316,8 @@ static void check_secure_insecure(const struct srv_sim_config *base, const struc
 		const struct srv_sim_result *s = r[0], *p = r[1];
 		FL_CHECK(s->secure == 1 && p->secure == 0);
 		FL_CHECK(s->n_final_params == p->n_final_params);
-		FL_CHECK_MSG(!memcmp(s->final_params, p->final_params, s->n_final_params * sizeof(float)),
+		FL_CHECK_MSG(!memcmp(s->final_params, p->final_params,
+				     s->n_final_params * sizeof(float)),
 			     "%s: final models differ between secure and insecure", tag);
 		FL_CHECK(csv[0] && csv[1] && !strcmp(csv[0], csv[1]));
 		FL_CHECK(s->engine_up == p->engine_up && s->engine_down == p->engine_down);
@@ -385,7 +392,8 @@ static void test_dropout_quorum(void)
 		for (size_t i = 0; i < r->nrows; i++) {
 			const struct srv_sim_row *x = &r->rows[i];
 			FL_CHECK(x->reported >= 2);
-			FL_CHECK(x->selected == 6); /* the vanished reconnected for the next round */
+			FL_CHECK(x->selected ==
+				 6); /* the vanished reconnected for the next round */
 			FL_CHECK(x->reported + x->dropped == x->selected);
 			dropped += x->dropped;
 			short_rounds += x->reported < x->selected;
@@ -450,8 +458,7 @@ static void test_bad_config(void)
 }
 
 /* A fake result: accuracy acc[i] after round i+1, `per_round` bytes each. */
-static struct srv_sim_result *fake(const char *label, const double *acc, int n,
-				   uint64_t per_round)
+static struct srv_sim_result *fake(const char *label, const double *acc, int n, uint64_t per_round)
 {
 	struct srv_sim_result *r = calloc(1, sizeof(*r));
 	r->rows = calloc((size_t)n, sizeof(*r->rows));
@@ -468,7 +475,8 @@ static struct srv_sim_result *fake(const char *label, const double *acc, int n,
 static void test_table(void)
 {
 	double da[4] = {0.5, 0.8, 0.7, 0.85}, fa[4] = {0.4, 0.75, 0.81, 0.9};
-	struct srv_sim_result *r[2] = {fake("dense", da, 4, 3000000), fake("fedpara", fa, 4, 500000)};
+	struct srv_sim_result *r[2] = {fake("dense", da, 4, 3000000),
+				       fake("fedpara", fa, 4, 500000)};
 	uint64_t bytes = 0;
 	FL_CHECK(srv_sim_reach(r[0], 0.8, &bytes) == 2 && bytes == 6000000);
 	FL_CHECK(srv_sim_reach(r[1], 0.8, &bytes) == 3 && bytes == 1500000);
@@ -484,7 +492,7 @@ static void test_table(void)
 		rewind(f);
 		FL_CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n);
 		FL_CHECK_MSG(strstr(buf, "4.00x") != NULL, "table:\n%s", buf); /* 6 MB / 1.5 MB */
-		FL_CHECK(strstr(buf, "6.00x") != NULL);                         /* 12 / 2 at 85% */
+		FL_CHECK(strstr(buf, "6.00x") != NULL);                        /* 12 / 2 at 85% */
 		FL_CHECK(strstr(buf, "not reached") != NULL);
 		free(buf);
 		fclose(f);

@@ -46,7 +46,8 @@ static void test_fed_eval_rows(void)
 				     "round %zu: %.6f vs %.6f", i + 1, f->central_accuracy,
 				     p->central_accuracy);
 			/* every update carries the client's held-out figures after training */
-			FL_CHECK(f->has_post && p->has_post && f->post_accuracy == p->post_accuracy);
+			FL_CHECK(f->has_post && p->has_post &&
+				 f->post_accuracy == p->post_accuracy);
 			FL_CHECK(f->post_accuracy > 0 && f->post_accuracy <= 1);
 			/* but they cost a download of the global tensors each */
 			FL_CHECK(f->bytes_down > p->bytes_down && f->bytes_up > p->bytes_up);
@@ -111,8 +112,9 @@ static void test_local_lr0(void)
 	struct srv_sim_result *fed = sim_run(&c, d);
 	if (local && fed) {
 		const struct srv_sim_row *lr = &local->rows[0], *fr = &fed->rows[0];
-		FL_CHECK_MSG(lr->accuracy == acc && lr->loss == loss, "local %.17g/%.17g, by hand %.17g/%.17g",
-			     lr->accuracy, lr->loss, acc, loss);
+		FL_CHECK_MSG(lr->accuracy == acc && lr->loss == loss,
+			     "local %.17g/%.17g, by hand %.17g/%.17g", lr->accuracy, lr->loss, acc,
+			     loss);
 		FL_CHECK(lr->has_fed && !lr->has_central && lr->fed_accuracy == acc);
 		/* FedAvg at lr 0: every client returns the initial model */
 		FL_CHECK_NEAR(fr->fed_accuracy, acc, 0, 1e-12);
@@ -195,7 +197,8 @@ static void test_server_optim(void)
 	struct fl_model *m = NULL;
 	const struct fl_dataset *t = d->train;
 	FL_CHECK(sim_make_config(&c, &json, &peft) == FL_OK);
-	FL_CHECK(fl_model_new("2nn", t->c, t->h, t->w, t->classes, peft, c.train.seed, 1, &m) == FL_OK);
+	FL_CHECK(fl_model_new("2nn", t->c, t->h, t->w, t->classes, peft, c.train.seed, 1, &m) ==
+		 FL_OK);
 	if (r && m) {
 		FL_CHECK(r->n_final_params == fl_model_param_floats(m));
 		FL_CHECK_MSG(!memcmp(r->final_params, fl_model_params(m),
@@ -208,7 +211,8 @@ static void test_server_optim(void)
 	c.train.server_eta = -1;
 	r = sim_run(&c, d);
 	if (r && m)
-		FL_CHECK(memcmp(r->final_params, fl_model_params(m), r->n_final_params * sizeof(float)));
+		FL_CHECK(memcmp(r->final_params, fl_model_params(m),
+				r->n_final_params * sizeof(float)));
 	srv_sim_result_free(r);
 	r = NULL;
 	c.train.server_tau = 0; /* adaptive methods need tau > 0 */

@@ -50,7 +50,8 @@ static void test_messages(void)
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->hello->protocol_version == 1 && d->hello->num_examples == 600);
 		FL_CHECK(strcmp(d->hello->client_id, "client-7") == 0);
-		FL_CHECK(d->hello->n_capabilities == 3 && strcmp(d->hello->capabilities[2], "eval") == 0);
+		FL_CHECK(d->hello->n_capabilities == 3 &&
+			 strcmp(d->hello->capabilities[2], "eval") == 0);
 		FL_CHECK(d->hello->preferred_dtype == FEDLOHA__V1__DTYPE__DTYPE_INT8);
 		FL_CHECK(d->hello->has_base && d->hello->base_sha256.len == 32 &&
 			 memcmp(d->hello->base_sha256.data, sha, 32) == 0);
@@ -79,7 +80,8 @@ static void test_messages(void)
 	if ((d = roundtrip(&env))) {
 		Fedloha__V1__Welcome *x = d->welcome;
 		FL_CHECK(x->protocol_version == 1 && strcmp(x->session_id, "s-1") == 0);
-		FL_CHECK(x->dtype == FEDLOHA__V1__DTYPE__DTYPE_BF16 && x->seed == 0x123456789abcdefull);
+		FL_CHECK(x->dtype == FEDLOHA__V1__DTYPE__DTYPE_BF16 &&
+			 x->seed == 0x123456789abcdefull);
 		FL_CHECK(x->model && strcmp(x->model->arch, "cnn") == 0 && x->model->n_input == 3 &&
 			 x->model->input[1] == 32 && x->model->classes == 10);
 		FL_CHECK(x->model && strcmp(x->model->config_json, "{\"r\": 8}") == 0 &&
@@ -100,10 +102,14 @@ static void test_messages(void)
 	rt.deadline_ms = 60000;
 	env = fl_test_envelope(&rt.base);
 	if ((d = roundtrip(&env))) {
-		FL_CHECK(d->task->round == 17 && d->task->deadline_ms == 60000 && d->task->num_tensors == 12);
-		FL_CHECK(d->task->train && d->task->train->epochs == 2 && d->task->train->batch_size == 32);
-		FL_CHECK(d->task->train && d->task->train->lr == 0.05f && d->task->train->momentum == 0.9f &&
-			 d->task->train->weight_decay == 1e-4f && d->task->train->prox_mu == 0.01f &&
+		FL_CHECK(d->task->round == 17 && d->task->deadline_ms == 60000 &&
+			 d->task->num_tensors == 12);
+		FL_CHECK(d->task->train && d->task->train->epochs == 2 &&
+			 d->task->train->batch_size == 32);
+		FL_CHECK(d->task->train && d->task->train->lr == 0.05f &&
+			 d->task->train->momentum == 0.9f &&
+			 d->task->train->weight_decay == 1e-4f &&
+			 d->task->train->prox_mu == 0.01f &&
 			 strcmp(d->task->train->optimizer, "adam") == 0);
 		fl_wire_envelope_free(d);
 	}
@@ -123,8 +129,8 @@ static void test_messages(void)
 	env = fl_test_envelope(&tc.base);
 	if ((d = roundtrip(&env))) {
 		Fedloha__V1__TensorChunk *x = d->chunk;
-		FL_CHECK(x->round == 3 && strcmp(x->name, "fc1.hada_w1_a") == 0 && x->n_shape == 2 &&
-			 x->shape[0] == 4 && x->shape[1] == 3);
+		FL_CHECK(x->round == 3 && strcmp(x->name, "fc1.hada_w1_a") == 0 &&
+			 x->n_shape == 2 && x->shape[0] == 4 && x->shape[1] == 3);
 		FL_CHECK(x->dtype == FEDLOHA__V1__DTYPE__DTYPE_INT8 && x->scale == 0.125f &&
 			 x->offset == 6 && x->last);
 		FL_CHECK(x->data.len == 6 && memcmp(x->data.data, bytes, 6) == 0);
@@ -143,7 +149,8 @@ static void test_messages(void)
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->update->round == 9 && d->update->num_examples == 500 &&
 			 d->update->num_tensors == 4 && d->update->n_metrics == 2);
-		FL_CHECK(d->update->n_metrics == 2 && strcmp(d->update->metrics[1]->name, "seconds") == 0 &&
+		FL_CHECK(d->update->n_metrics == 2 &&
+			 strcmp(d->update->metrics[1]->name, "seconds") == 0 &&
 			 d->update->metrics[0]->value == 0.3125);
 		fl_wire_envelope_free(d);
 	}
@@ -187,7 +194,8 @@ static void test_messages(void)
 	err.message = "tensor 'x': shape differs";
 	env = fl_test_envelope(&err.base);
 	if ((d = roundtrip(&env))) {
-		FL_CHECK(d->error->code == 9 && strcmp(d->error->message, "tensor 'x': shape differs") == 0);
+		FL_CHECK(d->error->code == 9 &&
+			 strcmp(d->error->message, "tensor 'x': shape differs") == 0);
 		fl_wire_envelope_free(d);
 	}
 
@@ -215,7 +223,8 @@ static void test_messages(void)
 	env = fl_test_envelope(&bc.base);
 	if ((d = roundtrip(&env))) {
 		FL_CHECK(d->base_chunk->offset == (1u << 20) && d->base_chunk->last &&
-			 d->base_chunk->data.len == 6 && memcmp(d->base_chunk->data.data, bytes, 6) == 0);
+			 d->base_chunk->data.len == 6 &&
+			 memcmp(d->base_chunk->data.data, bytes, 6) == 0);
 		fl_wire_envelope_free(d);
 	}
 
@@ -319,7 +328,9 @@ static int on_frame(void *ctx, const uint8_t *p, size_t n)
 	if (s->n < 64)
 		s->times[s->n] = e->body_case == FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT
 					 ? e->heartbeat->time_ms
-					 : (e->body_case == FEDLOHA__V1__ENVELOPE__BODY_BYE ? strlen(e->bye->reason) : 0);
+					 : (e->body_case == FEDLOHA__V1__ENVELOPE__BODY_BYE
+						    ? strlen(e->bye->reason)
+						    : 0);
 	s->n++;
 	fl_wire_envelope_free(e);
 	return s->stop_at && s->n == s->stop_at ? 77 : 0;
@@ -406,7 +417,8 @@ static void test_reader_fragmentation(void)
 	uint8_t bad[] = {0, 0, 0, 2, 0xff, 0xff};
 	struct sink sb = {0};
 	fl_frame_reader_init(&r, 100);
-	FL_CHECK(fl_frame_reader_feed(&r, bad, sizeof(bad), on_frame, &sb) == FL_EFORMAT && sb.n == 0);
+	FL_CHECK(fl_frame_reader_feed(&r, bad, sizeof(bad), on_frame, &sb) == FL_EFORMAT &&
+		 sb.n == 0);
 	fl_frame_reader_free(&r);
 	free(s);
 }
@@ -442,7 +454,8 @@ static void test_reader_limits(void)
 	const uint8_t zero[] = {0, 0, 0, 0, 0, 0, 0, 4};
 	fl_frame_reader_init(&r, 100);
 	FL_CHECK(fl_frame_reader_feed(&r, zero, sizeof(zero), on_frame, &sk) == FL_EFORMAT);
-	FL_CHECK(fl_frame_reader_feed(&r, at, sizeof(at), on_frame, &sk) == FL_EFORMAT && sk.n == 1);
+	FL_CHECK(fl_frame_reader_feed(&r, at, sizeof(at), on_frame, &sk) == FL_EFORMAT &&
+		 sk.n == 1);
 	fl_frame_reader_free(&r);
 }
 
@@ -473,7 +486,6 @@ static void test_buf_and_dtypes(void)
 	FL_CHECK(fl_wire_dtype_bytes((enum fl_wire_dtype)7) == 0);
 	FL_CHECK(strcmp(fl_wire_dtype_name((enum fl_wire_dtype)7), "?") == 0);
 }
-
 
 /* A frame of 2-byte empty repeated entries must not unpack into dozens of
  * times its size (protobuf-c allocates a struct + pointer per entry). */
@@ -512,8 +524,9 @@ static void test_decode_amplification(void)
  * Then the Hello.client_id rule both ends check. */
 static void test_error_codes_and_ids(void)
 {
-	static const int errs[] = {FL_ENOMEM, FL_EINVAL, FL_EIO, FL_EFORMAT, FL_ERANGE,
-				   FL_ENONFINITE, FL_ENOTFOUND, FL_EUNSUPPORTED, FL_ESHAPE, FL_EAUTH};
+	static const int errs[] = {FL_ENOMEM, FL_EINVAL,     FL_EIO,       FL_EFORMAT,
+				   FL_ERANGE, FL_ENONFINITE, FL_ENOTFOUND, FL_EUNSUPPORTED,
+				   FL_ESHAPE, FL_EAUTH};
 	static const uint32_t codes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
 	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
 		FL_CHECK(fl_wire_error_code(errs[i]) == codes[i]);
@@ -525,11 +538,13 @@ static void test_error_codes_and_ids(void)
 		uint32_t c = fl_wire_error_code(e);
 		FL_CHECK_MSG(known == (c != 0), "fl_err %d: wire code %u", e, c);
 		if (known)
-			FL_CHECK_MSG(fl_wire_error_from_code(c) == e, "fl_err %d: wire code %u", e, c);
+			FL_CHECK_MSG(fl_wire_error_from_code(c) == e, "fl_err %d: wire code %u", e,
+				     c);
 	}
 	FL_CHECK(fl_wire_error_code(FL_OK) == 0 && fl_wire_error_code(1) == 0 &&
 		 fl_wire_error_code(-1000) == 0);
-	FL_CHECK(fl_wire_error_from_code(0) == FL_EINVAL && fl_wire_error_from_code(11) == FL_EINVAL &&
+	FL_CHECK(fl_wire_error_from_code(0) == FL_EINVAL &&
+		 fl_wire_error_from_code(11) == FL_EINVAL &&
 		 fl_wire_error_from_code(UINT32_MAX) == FL_EINVAL);
 
 	Fedloha__V1__Error er = FEDLOHA__V1__ERROR__INIT;

@@ -80,7 +80,8 @@ static void send_one(const float *src, float *dst, size_t numel, enum fl_wire_dt
 		Fedloha__V1__TensorChunk *c = e->chunk;
 		FL_CHECK(c->round == 5 && strcmp(c->name, "w") == 0 && c->n_shape == 1 &&
 			 c->shape[0] == numel && (int)c->dtype == (int)dtype);
-		FL_CHECK(c->offset == i * per && c->data.len <= chunk_bytes && c->data.len % esz == 0);
+		FL_CHECK(c->offset == i * per && c->data.len <= chunk_bytes &&
+			 c->data.len % esz == 0);
 		FL_CHECK(c->last == (i + 1 == f.n));
 		FL_CHECK(fl_wire_rx_complete(rx) == 0);
 		bytes += c->data.len;
@@ -103,7 +104,9 @@ static void fill(float *x, size_t n, unsigned seed)
 
 static void test_roundtrip_dtypes(void)
 {
-	enum { N = 1000 };
+	enum {
+		N = 1000
+	};
 	static float src[N], dst[N], ref[N];
 	fill(src, N, 1);
 	/* f32: exact, whatever the chunk size. */
@@ -175,13 +178,14 @@ static void check_u16(const float *vals, const uint16_t *want, size_t n, enum fl
 
 static void test_bit_patterns(void)
 {
-	const float h_in[] = {1.0f,	  -2.0f,	 65504.0f,	  65519.0f,	  0x1p-24f,
-			      0x1p-25f,	  0x1.8p-25f,	 0.1f,		  1.0f + 0x1p-11f, 1.0f + 0x3p-11f,
-			      0x1p-14f,	  0x1.ffcp-15f,	 -0.0f,		  0x1p-26f,	  3.140625f};
+	const float h_in[] = {1.0f,     -2.0f,        65504.0f, 65519.0f,        0x1p-24f,
+			      0x1p-25f, 0x1.8p-25f,   0.1f,     1.0f + 0x1p-11f, 1.0f + 0x3p-11f,
+			      0x1p-14f, 0x1.ffcp-15f, -0.0f,    0x1p-26f,        3.140625f};
 	const uint16_t h_want[] = {0x3c00, 0xc000, 0x7bff, 0x7bff, 0x0001, 0x0000, 0x0001, 0x2e66,
 				   0x3c00, 0x3c02, 0x0400, 0x0400, 0x8000, 0x0000, 0x4248};
 	check_u16(h_in, h_want, sizeof(h_in) / sizeof(h_in[0]), FL_WIRE_F16);
-	const float b_in[] = {1.0f, -3.0f, 0.1f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 0x1p-133f, 3.0e38f};
+	const float b_in[] = {1.0f,           -3.0f,     0.1f,   1.0f + 0x1p-8f,
+			      1.0f + 0x3p-8f, 0x1p-133f, 3.0e38f};
 	const uint16_t b_want[] = {0x3f80, 0xc040, 0x3dcd, 0x3f80, 0x3f82, 0x0001, 0x7f62};
 	check_u16(b_in, b_want, sizeof(b_in) / sizeof(b_in[0]), FL_WIRE_BF16);
 
@@ -201,10 +205,12 @@ static void test_bit_patterns(void)
 	float big[2] = {1.0f, 65520.0f}, huge[2] = {1.0f, FLT_MAX};
 	struct fl_wire_tensor t = tensor("big", big, 1, 2, 0);
 	struct frames f = {0};
-	FL_CHECK(fl_wire_tensor_encode(0, &t, FL_WIRE_F16, 4096, &f.v, &f.n) == FL_ERANGE && f.n == 0);
+	FL_CHECK(fl_wire_tensor_encode(0, &t, FL_WIRE_F16, 4096, &f.v, &f.n) == FL_ERANGE &&
+		 f.n == 0);
 	FL_CHECK(strstr(fl_error_msg(), "'big'") != NULL);
 	t.data = huge;
-	FL_CHECK(fl_wire_tensor_encode(0, &t, FL_WIRE_BF16, 4096, &f.v, &f.n) == FL_ERANGE && f.n == 0);
+	FL_CHECK(fl_wire_tensor_encode(0, &t, FL_WIRE_BF16, 4096, &f.v, &f.n) == FL_ERANGE &&
+		 f.n == 0);
 	FL_CHECK(fl_wire_tensor_encode(0, &t, FL_WIRE_F32, 4096, &f.v, &f.n) == FL_OK && f.n == 1);
 	frames_free(&f);
 }
@@ -240,7 +246,8 @@ static void test_multiple(void)
 	float a[12], s[1] = {-0.5f}, e[1] = {0};
 	float ad[12] = {0}, sd[1] = {0};
 	fill(a, 12, 3);
-	struct fl_wire_tensor src[3] = {tensor("layer.a", a, 2, 4, 3), tensor("layer.s", s, 0, 0, 0),
+	struct fl_wire_tensor src[3] = {tensor("layer.a", a, 2, 4, 3),
+					tensor("layer.s", s, 0, 0, 0),
 					tensor("layer.e", e, 2, 0, 5)};
 	struct fl_wire_tensor dst[3] = {src[0], src[1], src[2]};
 	dst[0].data = ad;
@@ -322,20 +329,20 @@ static struct fl_wire_rx *vrx(enum fl_wire_dtype dtype)
 }
 
 /* rc of one modified first chunk; the message must name the tensor. */
-#define VCASE(dtype, expect, mod)                                                                  \
-	do {                                                                                       \
-		uint64_t sh_[3];                                                                   \
-		struct fl_wire_rx *rx_ = vrx(dtype);                                               \
-		Fedloha__V1__TensorChunk c = vchunk(dtype, sh_);                                   \
-		mod;                                                                               \
-		int rc_ = rx_ ? fl_wire_rx_chunk(rx_, &c) : -100;                                  \
-		FL_CHECK_MSG(rc_ == (expect), "%s: rc %d, want %d (%s)", #mod, rc_, expect,        \
-			     fl_error_msg());                                                      \
-		if ((expect) != FL_OK) {                                                           \
-			FL_CHECK(strstr(fl_error_msg(), "'") && !strchr(fl_error_msg(), '\n'));    \
-			FL_CHECK(rx_ && !fl_wire_rx_complete(rx_));                                \
-		}                                                                                  \
-		fl_wire_rx_free(rx_);                                                              \
+#define VCASE(dtype, expect, mod)                                                               \
+	do {                                                                                    \
+		uint64_t sh_[3];                                                                \
+		struct fl_wire_rx *rx_ = vrx(dtype);                                            \
+		Fedloha__V1__TensorChunk c = vchunk(dtype, sh_);                                \
+		mod;                                                                            \
+		int rc_ = rx_ ? fl_wire_rx_chunk(rx_, &c) : -100;                               \
+		FL_CHECK_MSG(rc_ == (expect), "%s: rc %d, want %d (%s)", #mod, rc_, expect,     \
+			     fl_error_msg());                                                   \
+		if ((expect) != FL_OK) {                                                        \
+			FL_CHECK(strstr(fl_error_msg(), "'") && !strchr(fl_error_msg(), '\n')); \
+			FL_CHECK(rx_ && !fl_wire_rx_complete(rx_));                             \
+		}                                                                               \
+		fl_wire_rx_free(rx_);                                                           \
 	} while (0)
 
 static void test_rx_violations(void)
@@ -352,12 +359,13 @@ static void test_rx_violations(void)
 	VCASE(FL_WIRE_F32, FL_EFORMAT, c.data.len = 6);
 	VCASE(FL_WIRE_F16, FL_EFORMAT, c.data.len = 3);
 	VCASE(FL_WIRE_F32, FL_ERANGE, c.data.len = 7 * 4);
-	VCASE(FL_WIRE_F32, FL_EFORMAT, c.data.len = 0); /* empty chunk */
-	VCASE(FL_WIRE_F32, FL_EFORMAT, c.last = 1);	/* last, yet 4 elements missing */
+	VCASE(FL_WIRE_F32, FL_EFORMAT, c.data.len = 0);     /* empty chunk */
+	VCASE(FL_WIRE_F32, FL_EFORMAT, c.last = 1);         /* last, yet 4 elements missing */
 	VCASE(FL_WIRE_F32, FL_EFORMAT, c.data.len = 6 * 4); /* ends without last */
 	VCASE(FL_WIRE_F32, FL_OK, (c.data.len = 6 * 4, c.last = 1));
 	/* Non-finite decoded values, per dtype. */
-	VCASE(FL_WIRE_F32, FL_ENONFINITE, (vdata[4] = 0, vdata[5] = 0, vdata[6] = 0xc0, vdata[7] = 0x7f));
+	VCASE(FL_WIRE_F32, FL_ENONFINITE,
+	      (vdata[4] = 0, vdata[5] = 0, vdata[6] = 0xc0, vdata[7] = 0x7f));
 	VCASE(FL_WIRE_F32, FL_ENONFINITE, (vdata[6] = 0x80, vdata[7] = 0xff));
 	VCASE(FL_WIRE_F16, FL_ENONFINITE, (vdata[2] = 0x00, vdata[3] = 0x7c));
 	VCASE(FL_WIRE_F16, FL_ENONFINITE, (vdata[2] = 0x01, vdata[3] = 0xfe));
@@ -429,7 +437,8 @@ static void test_data_bytes(void)
 	for (int d = 0; d < 4; d++) {
 		struct fl_wire_tensor t = tensor("x", x, 1, 37, 0);
 		struct frames f = {0};
-		FL_CHECK(fl_wire_tensor_encode(0, &t, (enum fl_wire_dtype)d, 10, &f.v, &f.n) == FL_OK);
+		FL_CHECK(fl_wire_tensor_encode(0, &t, (enum fl_wire_dtype)d, 10, &f.v, &f.n) ==
+			 FL_OK);
 		size_t sum = 0;
 		for (size_t i = 0; i < f.n; i++) {
 			fl_envelope *e = frame_decode(f.v[i]);

@@ -58,8 +58,9 @@ int fl_test_array_near_impl(const float *a, const float *b, size_t n, double rto
 	}
 	if (bad == 0)
 		return fl_test_check_impl(1, file, line, "%s", name);
-	return fl_test_check_impl(0, file, line, "%s: %d of %zu elements differ; worst [%zu] %.9g vs %.9g",
-				  name, bad, n, worst, (double)a[worst], (double)b[worst]);
+	return fl_test_check_impl(0, file, line,
+				  "%s: %d of %zu elements differ; worst [%zu] %.9g vs %.9g", name,
+				  bad, n, worst, (double)a[worst], (double)b[worst]);
 }
 
 void fl_test_run(const char *name, void (*fn)(void))

@@ -12,14 +12,13 @@
 extern int fl_test_failures;
 extern int fl_test_checks;
 
-#define FL_CHECK(cond)                                                                        \
-	fl_test_check_impl(!!(cond), __FILE__, __LINE__, "%s", #cond)
+#define FL_CHECK(cond) fl_test_check_impl(!!(cond), __FILE__, __LINE__, "%s", #cond)
 #define FL_CHECK_MSG(cond, ...) fl_test_check_impl(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 /* |a - b| <= atol + rtol * |b| */
-#define FL_CHECK_NEAR(a, b, rtol, atol)                                                       \
+#define FL_CHECK_NEAR(a, b, rtol, atol) \
 	fl_test_near_impl((double)(a), (double)(b), (rtol), (atol), __FILE__, __LINE__, #a, #b)
 /* Every element of a within atol + rtol*|b| of b. */
-#define FL_CHECK_ARRAY_NEAR(a, b, n, rtol, atol)                                              \
+#define FL_CHECK_ARRAY_NEAR(a, b, n, rtol, atol) \
 	fl_test_array_near_impl((a), (b), (n), (rtol), (atol), __FILE__, __LINE__, #a)
 
 int fl_test_check_impl(int ok, const char *file, int line, const char *fmt, ...)

@@ -38,9 +38,8 @@ fl_envelope fl_test_envelope(ProtobufCMessage *msg)
 	return e;
 }
 
-void fl_test_round_task(Fedloha__V1__RoundTask *rt, Fedloha__V1__TrainSettings *ts,
-			uint64_t round, uint32_t epochs, uint32_t batch, float lr,
-			uint32_t num_tensors)
+void fl_test_round_task(Fedloha__V1__RoundTask *rt, Fedloha__V1__TrainSettings *ts, uint64_t round,
+			uint32_t epochs, uint32_t batch, float lr, uint32_t num_tensors)
 {
 	ts->epochs = epochs;
 	ts->batch_size = batch;
@@ -60,8 +59,8 @@ void fl_test_update(Fedloha__V1__Update *up, uint64_t round, uint64_t num_exampl
 	up->metrics = mv;
 }
 
-void fl_test_model_spec(Fedloha__V1__ModelSpec *ms, uint32_t input[3], const char *arch,
-			uint32_t c, uint32_t h, uint32_t w, uint32_t classes)
+void fl_test_model_spec(Fedloha__V1__ModelSpec *ms, uint32_t input[3], const char *arch, uint32_t c,
+			uint32_t h, uint32_t w, uint32_t classes)
 {
 	input[0] = c;
 	input[1] = h;

@@ -93,16 +93,32 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
  * stderr). */
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
-	static const struct option longopts[] = {
-		{"server", 1, 0, 0},      {"id", 1, 0, 0},          {"data", 1, 0, 0},
-		{"data-path", 1, 0, 0},   {"partition", 1, 0, 0},   {"num-clients", 1, 0, 0},
-		{"client-index", 1, 0, 0}, {"seed", 1, 0, 0},       {"limit", 1, 0, 0},
-		{"holdout", 1, 0, 0},     {"state-dir", 1, 0, 0},   {"dtype", 1, 0, 0},
-		{"threads", 1, 0, 0},     {"log-level", 1, 0, 0},   {"max-frame", 1, 0, 0},
-		{"backoff-min", 1, 0, 0}, {"backoff-max", 1, 0, 0}, {"max-attempts", 1, 0, 0},
-		{"debug-tensors", 0, 0, 0}, {"help", 0, 0, 'h'},    {"key", 1, 0, 0},
-		{"server-key", 1, 0, 0},  {"enrol-token", 1, 0, 0}, {"insecure", 0, 0, 0},
-		{"handshake-timeout", 1, 0, 0}, {0, 0, 0, 0}};
+	static const struct option longopts[] = {{"server", 1, 0, 0},
+						 {"id", 1, 0, 0},
+						 {"data", 1, 0, 0},
+						 {"data-path", 1, 0, 0},
+						 {"partition", 1, 0, 0},
+						 {"num-clients", 1, 0, 0},
+						 {"client-index", 1, 0, 0},
+						 {"seed", 1, 0, 0},
+						 {"limit", 1, 0, 0},
+						 {"holdout", 1, 0, 0},
+						 {"state-dir", 1, 0, 0},
+						 {"dtype", 1, 0, 0},
+						 {"threads", 1, 0, 0},
+						 {"log-level", 1, 0, 0},
+						 {"max-frame", 1, 0, 0},
+						 {"backoff-min", 1, 0, 0},
+						 {"backoff-max", 1, 0, 0},
+						 {"max-attempts", 1, 0, 0},
+						 {"debug-tensors", 0, 0, 0},
+						 {"help", 0, 0, 'h'},
+						 {"key", 1, 0, 0},
+						 {"server-key", 1, 0, 0},
+						 {"enrol-token", 1, 0, 0},
+						 {"insecure", 0, 0, 0},
+						 {"handshake-timeout", 1, 0, 0},
+						 {0, 0, 0, 0}};
 	int ch, idx, bad = 0;
 	double d;
 	optind = 1;
@@ -116,31 +132,50 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			continue;
 		}
 		const char *k = longopts[idx].name, *v = optarg;
-		if (!strcmp(k, "server")) o->server = v;
-		else if (!strcmp(k, "id")) o->id = v;
-		else if (!strcmp(k, "data")) o->data = v;
-		else if (!strcmp(k, "data-path")) o->data_path = v;
-		else if (!strcmp(k, "partition")) o->partition = v;
-		else if (!strcmp(k, "state-dir")) o->state_dir = v;
-		else if (!strcmp(k, "dtype")) o->dtype = v;
-		else if (!strcmp(k, "log-level")) o->log_level = v;
-		else if (!strcmp(k, "debug-tensors")) o->debug_tensors = 1;
-		else if (!strcmp(k, "key")) o->key = v;
-		else if (!strcmp(k, "server-key")) o->server_key = v;
-		else if (!strcmp(k, "enrol-token")) o->enrol_token = v;
-		else if (!strcmp(k, "insecure")) o->insecure = 1;
+		if (!strcmp(k, "server"))
+			o->server = v;
+		else if (!strcmp(k, "id"))
+			o->id = v;
+		else if (!strcmp(k, "data"))
+			o->data = v;
+		else if (!strcmp(k, "data-path"))
+			o->data_path = v;
+		else if (!strcmp(k, "partition"))
+			o->partition = v;
+		else if (!strcmp(k, "state-dir"))
+			o->state_dir = v;
+		else if (!strcmp(k, "dtype"))
+			o->dtype = v;
+		else if (!strcmp(k, "log-level"))
+			o->log_level = v;
+		else if (!strcmp(k, "debug-tensors"))
+			o->debug_tensors = 1;
+		else if (!strcmp(k, "key"))
+			o->key = v;
+		else if (!strcmp(k, "server-key"))
+			o->server_key = v;
+		else if (!strcmp(k, "enrol-token"))
+			o->enrol_token = v;
+		else if (!strcmp(k, "insecure"))
+			o->insecure = 1;
 		else if (!strcmp(k, "handshake-timeout"))
 			bad |= rnum(k, v, 0.05, 3600, &o->handshake_timeout);
 		else if (!strcmp(k, "num-clients"))
 			bad |= rint_(k, v, 1, FL_PARTITION_CLIENTS_MAX, &o->num_clients);
 		else if (!strcmp(k, "client-index"))
 			bad |= rint_(k, v, 0, FL_PARTITION_CLIENTS_MAX - 1, &o->client_index);
-		else if (!strcmp(k, "limit")) bad |= rint_(k, v, 1, 1e9, &o->limit);
-		else if (!strcmp(k, "threads")) bad |= rint_(k, v, 1, 256, &o->threads);
-		else if (!strcmp(k, "max-attempts")) bad |= rint_(k, v, 0, 1e9, &o->max_attempts);
-		else if (!strcmp(k, "holdout")) bad |= rnum(k, v, 0, 0.99, &o->holdout);
-		else if (!strcmp(k, "backoff-min")) bad |= rnum(k, v, 0.001, 3600, &o->backoff_min);
-		else if (!strcmp(k, "backoff-max")) bad |= rnum(k, v, 0.001, 3600, &o->backoff_max);
+		else if (!strcmp(k, "limit"))
+			bad |= rint_(k, v, 1, 1e9, &o->limit);
+		else if (!strcmp(k, "threads"))
+			bad |= rint_(k, v, 1, 256, &o->threads);
+		else if (!strcmp(k, "max-attempts"))
+			bad |= rint_(k, v, 0, 1e9, &o->max_attempts);
+		else if (!strcmp(k, "holdout"))
+			bad |= rnum(k, v, 0, 0.99, &o->holdout);
+		else if (!strcmp(k, "backoff-min"))
+			bad |= rnum(k, v, 0.001, 3600, &o->backoff_min);
+		else if (!strcmp(k, "backoff-max"))
+			bad |= rnum(k, v, 0.001, 3600, &o->backoff_max);
 		else if (!strcmp(k, "max-frame")) {
 			bad |= rnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &d);
 			o->max_frame = (long long)d;
@@ -154,7 +189,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		bad = 1;
 	}
 	if (!bad && o->num_clients && o->client_index >= o->num_clients) {
-		fprintf(stderr, "fedloha-client run: --client-index %d is not below --num-clients %d\n",
+		fprintf(stderr,
+			"fedloha-client run: --client-index %d is not below --num-clients %d\n",
 			o->client_index, o->num_clients);
 		bad = 1;
 	}
@@ -164,21 +200,24 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 }
 
 /* Our key and the pinned server key; a clear message when one is missing. */
-static int load_keys(const struct run_opts *o, struct fl_identity **id, uint8_t spk[FL_PUBKEY_BYTES])
+static int load_keys(const struct run_opts *o, struct fl_identity **id,
+		     uint8_t spk[FL_PUBKEY_BYTES])
 {
 	if (o->insecure) {
 		fl_log_warn("--insecure: traffic is neither encrypted nor authenticated");
 		return FL_OK;
 	}
 	if (!o->key)
-		return fl_error_set(FL_EINVAL, "no --key: make this client's key with 'fedloha-client "
-					       "keygen --out FILE' and send the printed fl1:... line to "
-					       "the coordinator's operator (or run both ends with "
-					       "--insecure on a trusted network)");
+		return fl_error_set(FL_EINVAL,
+				    "no --key: make this client's key with 'fedloha-client "
+				    "keygen --out FILE' and send the printed fl1:... line to "
+				    "the coordinator's operator (or run both ends with "
+				    "--insecure on a trusted network)");
 	if (!o->server_key)
-		return fl_error_set(FL_EINVAL, "no --server-key: pass the coordinator's public key "
-					       "(fl1:..., printed by 'fedloha-server keygen' or "
-					       "'fedloha-server pubkey --key FILE'), or a file holding it");
+		return fl_error_set(FL_EINVAL,
+				    "no --server-key: pass the coordinator's public key "
+				    "(fl1:..., printed by 'fedloha-server keygen' or "
+				    "'fedloha-server pubkey --key FILE'), or a file holding it");
 	if (o->enrol_token) {
 		uint8_t tok[FL_TOKEN_BYTES];
 		int err = fl_token_parse(o->enrol_token, tok);
@@ -219,7 +258,8 @@ static int resolve_args(const struct run_opts *o, char *host, size_t cap, int *p
 			enum fl_log_level *lvl, enum fl_wire_dtype *dtype)
 {
 	if (split_hostport(o->server, host, cap, port)) {
-		fprintf(stderr, "fedloha-client run: --server: expected HOST:PORT, got '%s'\n", o->server);
+		fprintf(stderr, "fedloha-client run: --server: expected HOST:PORT, got '%s'\n",
+			o->server);
 		return FL_EINVAL;
 	}
 	if (o->log_level && fl_log_parse_level(o->log_level, lvl)) {
@@ -347,9 +387,7 @@ static int report(const struct run_opts *o, const struct run *r)
 		print_rounds(o, r, "refused", up, down);
 		rc = 3;
 		break;
-	default:
-		print_rounds(o, r, "gave up", up, down);
-		rc = 1;
+	default: print_rounds(o, r, "gave up", up, down); rc = 1;
 	}
 	printf("client %s: socket bytes in %llu out %llu (frames down %llu up %llu; "
 	       "handshakes in %llu out %llu; channels %llu)\n",
@@ -362,8 +400,11 @@ static int report(const struct run_opts *o, const struct run *r)
 
 int cli_run_main(int argc, char **argv)
 {
-	struct run_opts o = {.server = "127.0.0.1:7420", .holdout = 0.1, .threads = 1,
-			     .backoff_min = 0.25, .backoff_max = 30,
+	struct run_opts o = {.server = "127.0.0.1:7420",
+			     .holdout = 0.1,
+			     .threads = 1,
+			     .backoff_min = 0.25,
+			     .backoff_max = 30,
 			     .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0,
 			     .max_frame = FL_WIRE_MAX_FRAME_DEFAULT};
 	int rc = parse_args(argc, argv, &o);

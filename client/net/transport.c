@@ -43,9 +43,11 @@ int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
 	if (!cfg->host || cfg->port < 1 || cfg->port > 65535 || cfg->max_frame_bytes < 64 ||
 	    cfg->backoff_min_ms < 1 || cfg->backoff_max_ms < cfg->backoff_min_ms ||
 	    cfg->tick_ms < 1 || cfg->max_attempts < 0)
-		return fl_error_set(FL_EINVAL, "transport: bad configuration (port %d, backoff "
-					       "%u..%u ms, tick %u ms)",
-				    cfg->port, cfg->backoff_min_ms, cfg->backoff_max_ms, cfg->tick_ms);
+		return fl_error_set(FL_EINVAL,
+				    "transport: bad configuration (port %d, backoff "
+				    "%u..%u ms, tick %u ms)",
+				    cfg->port, cfg->backoff_min_ms, cfg->backoff_max_ms,
+				    cfg->tick_ms);
 	struct cli_transport *t = calloc(1, sizeof(*t));
 	if (!t || !(t->host = strdup(cfg->host))) {
 		free(t);
@@ -54,8 +56,9 @@ int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
 	if (!cfg->insecure && (!cfg->identity || !cfg->server_pk)) {
 		free(t->host);
 		free(t);
-		return fl_error_set(FL_EINVAL, "transport: the secure channel needs our key and the "
-					       "server's public key");
+		return fl_error_set(FL_EINVAL,
+				    "transport: the secure channel needs our key and the "
+				    "server's public key");
 	}
 	t->loop = loop;
 	t->cfg = *cfg;
@@ -148,8 +151,7 @@ void cli_transport_conn_close(struct cconn *c)
 
 /* ---- writing ---- */
 
-void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p,
-			      size_t n)
+void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p, size_t n)
 {
 	fl_envelope *env = NULL;
 	if (fl_wire_decode(p, n, t->cfg.max_frame_bytes, &env) != FL_OK)
@@ -177,7 +179,7 @@ static int io_send(void *ctx, struct fl_buf *b)
 	}
 	if (t->cfg.debug_tensors && b->len > FL_WIRE_FRAME_HEADER_BYTES)
 		cli_transport_log_tensor(t, "sent", b->data + FL_WIRE_FRAME_HEADER_BYTES,
-			   b->len - FL_WIRE_FRAME_HEADER_BYTES);
+					 b->len - FL_WIRE_FRAME_HEADER_BYTES);
 	return fl_net_send_sealed(&c->n, c->ch, b, 0);
 }
 

@@ -56,8 +56,8 @@ struct cli_transport_config {
 	int debug_tensors;           /* log tensor names sent / received (debug level) */
 	int insecure;                /* plaintext pass-through: the fields below are ignored */
 	const struct fl_identity *identity; /* our key (borrowed, outlives the transport) */
-	const uint8_t *server_pk;    /* the pinned coordinator key, FL_PUBKEY_BYTES (copied) */
-	const char *enrol_token;     /* optional one-time enrolment token (copied) */
+	const uint8_t *server_pk;      /* the pinned coordinator key, FL_PUBKEY_BYTES (copied) */
+	const char *enrol_token;       /* optional one-time enrolment token (copied) */
 	uint32_t handshake_timeout_ms; /* 0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS; then retried */
 };
 

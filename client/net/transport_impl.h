@@ -18,10 +18,10 @@ struct cconn {
 	uv_connect_t creq;
 	struct fl_frame_reader rd;
 	struct fl_channel *ch; /* from the TCP connect on */
-	int tcp_up;     /* TCP connected; the handshake runs */
-	int connected;  /* channel established and the session told on_connect */
-	int first_seen; /* the first protocol frame was looked at */
-	uint64_t rx;    /* bytes read on this connection */
+	int tcp_up;            /* TCP connected; the handshake runs */
+	int connected;         /* channel established and the session told on_connect */
+	int first_seen;        /* the first protocol frame was looked at */
+	uint64_t rx;           /* bytes read on this connection */
 };
 
 struct jreq {
@@ -59,8 +59,7 @@ void cli_transport_conn_close(struct cconn *c); /* final record, flush, close */
 void cli_transport_conn_cut(struct cconn *c);   /* close now */
 void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result r, int sig);
 /* Logs the tensor name of a Chunk frame's first piece (debug_tensors). */
-void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p,
-			      size_t n);
+void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p, size_t n);
 /* Logs the session's last error once (not again while it stays the same). */
 void cli_transport_log_session_error(struct cli_transport *t);
 

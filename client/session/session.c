@@ -29,9 +29,10 @@ static const char *state_name(enum cli_state st)
 
 static const char *body_name(Fedloha__V1__Envelope__BodyCase c)
 {
-	static const char *names[] = {"nothing", "Hello", "Welcome", "RoundTask", "TensorChunk",
-				      "Update", "EvalTask", "EvalResult", "Heartbeat", "Error",
-				      "Bye", "BaseRequest", "BaseChunk"};
+	static const char *names[] = {"nothing",     "Hello",  "Welcome",  "RoundTask",
+				      "TensorChunk", "Update", "EvalTask", "EvalResult",
+				      "Heartbeat",   "Error",  "Bye",      "BaseRequest",
+				      "BaseChunk"};
 	unsigned i = (unsigned)c;
 	return i < sizeof(names) / sizeof(names[0]) ? names[i] : "unknown message";
 }
@@ -70,15 +71,18 @@ int cli_session_new(const struct cli_session_config *cfg, const struct cli_sessi
 {
 	*out = NULL;
 	if (!fl_wire_client_id_valid(cfg->client_id))
-		return fl_error_set(FL_EINVAL, "client id '%s': expected 1..%d characters of "
-				    "[A-Za-z0-9._-]", cfg->client_id ? cfg->client_id : "",
-				    CLI_CLIENT_ID_MAX);
+		return fl_error_set(FL_EINVAL,
+				    "client id '%s': expected 1..%d characters of "
+				    "[A-Za-z0-9._-]",
+				    cfg->client_id ? cfg->client_id : "", CLI_CLIENT_ID_MAX);
 	if (!cfg->data)
 		return fl_error_set(FL_EINVAL, "client session: no data set");
 	if (!idx_valid(cfg->train_idx, cfg->n_train, cfg->data->n) ||
 	    !idx_valid(cfg->eval_idx, cfg->n_eval, cfg->data->n))
-		return fl_error_set(FL_EINVAL, "client session: a sample index is outside the data "
-				    "set's %d samples", cfg->data->n);
+		return fl_error_set(FL_EINVAL,
+				    "client session: a sample index is outside the data "
+				    "set's %d samples",
+				    cfg->data->n);
 	if ((unsigned)cfg->preferred_dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EINVAL, "client session: unknown dtype %d",
 				    (int)cfg->preferred_dtype);
@@ -314,17 +318,22 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 	if (!fl_model_arch_valid(M->arch))
 		return fl_error_set(FL_EUNSUPPORTED, "Welcome: unknown architecture '%s'", M->arch);
 	if (M->n_input != 3)
-		return fl_error_set(FL_EFORMAT, "Welcome: model input has %zu dims, expected 3 "
-				    "(c, h, w)", M->n_input);
+		return fl_error_set(FL_EFORMAT,
+				    "Welcome: model input has %zu dims, expected 3 "
+				    "(c, h, w)",
+				    M->n_input);
 	const struct fl_dataset *d = s->cfg.data;
 	if ((int64_t)M->input[0] != d->c || (int64_t)M->input[1] != d->h ||
 	    (int64_t)M->input[2] != d->w)
-		return fl_error_set(FL_ESHAPE, "the server's model takes %ux%ux%u inputs but the "
-				    "local data set has %dx%dx%d samples", M->input[0],
-				    M->input[1], M->input[2], d->c, d->h, d->w);
+		return fl_error_set(FL_ESHAPE,
+				    "the server's model takes %ux%ux%u inputs but the "
+				    "local data set has %dx%dx%d samples",
+				    M->input[0], M->input[1], M->input[2], d->c, d->h, d->w);
 	if ((int64_t)M->classes < d->classes || M->classes > CLI_SESSION_CLASSES_MAX)
-		return fl_error_set(FL_ESHAPE, "the server's model has %u classes but the local data "
-				    "set has %d", M->classes, d->classes);
+		return fl_error_set(FL_ESHAPE,
+				    "the server's model has %u classes but the local data "
+				    "set has %d",
+				    M->classes, d->classes);
 	if ((unsigned)w->dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EFORMAT, "Welcome: unknown dtype %d", (int)w->dtype);
 	uint32_t peer_max = FL_WIRE_MAX_FRAME_DEFAULT, chunk = FL_WIRE_CHUNK_DEFAULT;
@@ -353,7 +362,8 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 	int err;
 	if (!same_spec(s, M)) {
 		if (s->busy)
-			return fl_error_set(FL_EINVAL, "the server's model changed while a job runs");
+			return fl_error_set(FL_EINVAL,
+					    "the server's model changed while a job runs");
 		err = build_model(s, M, w->seed);
 	} else { /* the dtype may have changed */
 		struct fl_wire_rx *rx;
@@ -373,8 +383,7 @@ static int on_server_error(const Fedloha__V1__Error *e)
 			    e->message && *e->message ? e->message : "no reason given", e->code);
 }
 
-int cli_session_on_frame(struct cli_session *s, const uint8_t *payload, size_t len,
-			 uint64_t now_ms)
+int cli_session_on_frame(struct cli_session *s, const uint8_t *payload, size_t len, uint64_t now_ms)
 {
 	s->now_ms = now_ms;
 	s->down += len + FL_WIRE_FRAME_HEADER_BYTES;
@@ -387,11 +396,8 @@ int cli_session_on_frame(struct cli_session *s, const uint8_t *payload, size_t l
 		return err;
 	enum cli_state st = s->st;
 	switch (env->body_case) {
-	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT:
-		break;
-	case FEDLOHA__V1__ENVELOPE__BODY_ERROR:
-		err = on_server_error(env->error);
-		break;
+	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT: break;
+	case FEDLOHA__V1__ENVELOPE__BODY_ERROR: err = on_server_error(env->error); break;
 	case FEDLOHA__V1__ENVELOPE__BODY_BYE:
 		if (env->bye->reason && !strcmp(env->bye->reason, "done"))
 			s->finished = 1;
@@ -413,9 +419,7 @@ int cli_session_on_frame(struct cli_session *s, const uint8_t *payload, size_t l
 			      ? cli_session_on_chunk(s, env->chunk)
 			      : NOT_HERE;
 		break;
-	default:
-		err = NOT_HERE;
-		break;
+	default: err = NOT_HERE; break;
 	}
 	if (err == NOT_HERE)
 		err = fl_error_set(FL_EFORMAT, "unexpected %s from the server while %s",

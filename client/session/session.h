@@ -42,21 +42,21 @@
 #define CLI_SESSION_BASE_FILE "base.safetensors"       /* in state_dir */
 
 struct cli_session_config {
-	const char *client_id;             /* 1..64 of [A-Za-z0-9._-] (copied) */
-	const struct fl_dataset *data;     /* borrowed, normalised by the caller */
-	const int *train_idx;              /* local training samples (borrowed) */
+	const char *client_id;         /* 1..64 of [A-Za-z0-9._-] (copied) */
+	const struct fl_dataset *data; /* borrowed, normalised by the caller */
+	const int *train_idx;          /* local training samples (borrowed) */
 	int n_train;
-	const int *eval_idx;               /* held-out samples for federated evaluation (borrowed) */
+	const int *eval_idx; /* held-out samples for federated evaluation (borrowed) */
 	int n_eval;
 	enum fl_wire_dtype preferred_dtype;
-	int dtype_from_server;             /* no preference: the server's offered dtype */
-	const char *state_dir;             /* pFedPara local tensors + fetched base live here;
+	int dtype_from_server;    /* no preference: the server's offered dtype */
+	const char *state_dir;    /* pFedPara local tensors + fetched base live here;
 					      NULL = in memory only (copied) */
-	const char *base_path;             /* loha: an existing base file (optional, copied) */
-	uint32_t max_frame_bytes;          /* largest frame we accept */
-	uint32_t heartbeat_ms;             /* send a Heartbeat if we have sent nothing for this
+	const char *base_path;    /* loha: an existing base file (optional, copied) */
+	uint32_t max_frame_bytes; /* largest frame we accept */
+	uint32_t heartbeat_ms;    /* send a Heartbeat if we have sent nothing for this
 					      long (Welcome.limits.heartbeat_ms overrides; 0 = never) */
-	int threads;                       /* BLAS threads inside a job (the caller sets
+	int threads;              /* BLAS threads inside a job (the caller sets
 					      fl_blas_set_threads; see cli_job_threads) */
 };
 

@@ -54,7 +54,8 @@ int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec
 {
 	s->st = CLI_ST_READY;
 	if (!M->base_sha256.len) {
-		if (s->base_loaded || !s->base_path || !fl_model_count_floats(s->model, FL_TENSOR_BASE))
+		if (s->base_loaded || !s->base_path ||
+		    !fl_model_count_floats(s->model, FL_TENSOR_BASE))
 			return FL_OK;
 		if (s->busy)
 			return fl_error_set(FL_EINVAL, "cannot load the base while a job runs");
@@ -87,7 +88,8 @@ int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec
 		}
 	}
 	if (!s->state_dir)
-		return fl_error_set(FL_ENOTFOUND, "the server's base model (%llu bytes) is not "
+		return fl_error_set(FL_ENOTFOUND,
+				    "the server's base model (%llu bytes) is not "
 				    "here and there is no state folder to fetch it into",
 				    (unsigned long long)M->base_bytes);
 	int err = cli_base_fetch_begin(&s->fetch, s->state_dir, M->base_bytes, want);

@@ -23,7 +23,10 @@ enum cli_state {
 	CLI_ST_RECV_EVAL,   /* EvalTask received, receiving its tensors */
 };
 
-enum cli_job_kind { CLI_JOB_TRAIN = 0, CLI_JOB_EVAL };
+enum cli_job_kind {
+	CLI_JOB_TRAIN = 0,
+	CLI_JOB_EVAL
+};
 
 struct cli_train_settings {
 	int epochs, batch;
@@ -102,8 +105,8 @@ struct cli_session {
 	int spec_c, spec_h, spec_w, spec_classes;
 	int model_batch;
 	struct fl_wire_rx *rx;
-	size_t n_global;           /* GLOBAL tensors (K) */
-	float *local_backup;       /* LOCAL tensors before the running job */
+	size_t n_global;     /* GLOBAL tensors (K) */
+	float *local_backup; /* LOCAL tensors before the running job */
 	size_t local_floats;
 
 	/* the loha base */
@@ -169,8 +172,8 @@ int cli_base_fetch_begin(struct cli_base_fetch *f, const char *dir, uint64_t tot
 			 const uint8_t want[CLI_SHA256_BYTES]);
 /* One chunk; *done = 1 after the last one (the file is then in place, its
  * SHA-256 checked). Any error removes the temp file. */
-int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_t *data,
-			 size_t len, int last, int *done);
+int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_t *data, size_t len,
+			 int last, int *done);
 /* Drops a partial fetch (no-op when idle). */
 void cli_base_fetch_abort(struct cli_base_fetch *f);
 

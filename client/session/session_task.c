@@ -19,7 +19,8 @@
 static void wire_tensor_of(struct fl_model *m, const struct fl_model_tensor *t,
 			   struct fl_wire_tensor *w)
 {
-	fl_wire_tensor_init(w, t->name, t->ndim, t->shape, t->numel, fl_model_params(m) + t->offset);
+	fl_wire_tensor_init(w, t->name, t->ndim, t->shape, t->numel,
+			    fl_model_params(m) + t->offset);
 }
 
 int cli_session_rx_new(struct fl_model *m, enum fl_wire_dtype dtype, struct fl_wire_rx **out)
@@ -78,14 +79,15 @@ static int settings_parse(const Fedloha__V1__TrainSettings *t, struct cli_train_
 	if (!isfinite(t->lr) || t->lr < 0 || !isfinite(t->momentum) || t->momentum < 0 ||
 	    t->momentum >= 1 || !isfinite(t->weight_decay) || t->weight_decay < 0 ||
 	    !isfinite(t->prox_mu) || t->prox_mu < 0)
-		return fl_error_set(FL_EINVAL, "RoundTask: bad training settings (lr %g, momentum "
-				    "%g, weight decay %g, prox mu %g)", (double)t->lr,
-				    (double)t->momentum, (double)t->weight_decay,
+		return fl_error_set(FL_EINVAL,
+				    "RoundTask: bad training settings (lr %g, momentum "
+				    "%g, weight decay %g, prox mu %g)",
+				    (double)t->lr, (double)t->momentum, (double)t->weight_decay,
 				    (double)t->prox_mu);
 	const char *o = t->optimizer ? t->optimizer : "";
 	if (*o && strcmp(o, "sgd") && strcmp(o, "adam"))
-		return fl_error_set(FL_EUNSUPPORTED, "RoundTask: unknown optimizer '%s' (sgd, adam)",
-				    o);
+		return fl_error_set(FL_EUNSUPPORTED,
+				    "RoundTask: unknown optimizer '%s' (sgd, adam)", o);
 	ts->epochs = (int)t->epochs;
 	ts->batch = (int)t->batch_size;
 	ts->lr = t->lr;
@@ -153,9 +155,10 @@ static int start_job(struct cli_session *s, enum cli_job_kind kind)
 static int begin_transfer(struct cli_session *s, uint64_t round, uint32_t k, const char *what)
 {
 	if (k != s->n_global)
-		return fl_error_set(FL_EFORMAT, "%s for round %llu announces %u tensors, the model "
-				    "transmits %zu", what, (unsigned long long)round, k,
-				    s->n_global);
+		return fl_error_set(FL_EFORMAT,
+				    "%s for round %llu announces %u tensors, the model "
+				    "transmits %zu",
+				    what, (unsigned long long)round, k, s->n_global);
 	if (s->n_global && !s->rx)
 		return fl_error_set(FL_EINVAL, "no tensor receiver (an earlier failure)");
 	s->task_round = round;
@@ -167,9 +170,10 @@ static int begin_transfer(struct cli_session *s, uint64_t round, uint32_t k, con
 int cli_session_on_task(struct cli_session *s, const Fedloha__V1__RoundTask *t)
 {
 	if (s->busy)
-		return fl_error_set(FL_EINVAL, "RoundTask for round %llu while the job of round "
-				    "%llu is still running", (unsigned long long)t->round,
-				    (unsigned long long)s->job.round);
+		return fl_error_set(FL_EINVAL,
+				    "RoundTask for round %llu while the job of round "
+				    "%llu is still running",
+				    (unsigned long long)t->round, (unsigned long long)s->job.round);
 	struct cli_train_settings ts;
 	int err = settings_parse(t->train, &ts);
 	if (err)
@@ -194,9 +198,10 @@ int cli_session_on_task(struct cli_session *s, const Fedloha__V1__RoundTask *t)
 int cli_session_on_eval_task(struct cli_session *s, const Fedloha__V1__EvalTask *t)
 {
 	if (s->busy)
-		return fl_error_set(FL_EINVAL, "EvalTask for round %llu while the job of round "
-				    "%llu is still running", (unsigned long long)t->round,
-				    (unsigned long long)s->job.round);
+		return fl_error_set(FL_EINVAL,
+				    "EvalTask for round %llu while the job of round "
+				    "%llu is still running",
+				    (unsigned long long)t->round, (unsigned long long)s->job.round);
 	int err = begin_transfer(s, t->round, t->num_tensors, "EvalTask");
 	if (err)
 		return err;

@@ -59,7 +59,8 @@ int cli_state_load_local(struct fl_model *m, const char *dir)
 	}
 	if (!err && fl_st_count(st) != nlocal) {
 		for (size_t i = 0; i < fl_st_count(st); i++) {
-			const struct fl_model_tensor *t = fl_model_tensor_find(m, fl_st_at(st, i)->name);
+			const struct fl_model_tensor *t = fl_model_tensor_find(
+				m, fl_st_at(st, i)->name);
 			if (!t || !(t->flags & FL_TENSOR_LOCAL)) {
 				err = fl_error_set(FL_EFORMAT,
 						   "%s: tensor '%s' is not a local tensor of this "
@@ -214,8 +215,8 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
-int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_t *data,
-			 size_t len, int last, int *done)
+int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_t *data, size_t len,
+			 int last, int *done)
 {
 	*done = 0;
 	int err = FL_OK;
@@ -230,7 +231,8 @@ int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_
 	else if (!!last != (f->have + len == f->total))
 		err = fl_error_set(FL_EFORMAT, "BaseChunk: %s at %llu of %llu bytes",
 				   last ? "last chunk" : "no last flag",
-				   (unsigned long long)(f->have + len), (unsigned long long)f->total);
+				   (unsigned long long)(f->have + len),
+				   (unsigned long long)f->total);
 	else if (write_all(f->fd, data, len) != 0)
 		err = fl_error_set(FL_EIO, "%s: write: %s", f->tmp, strerror(errno));
 	if (err) {

@@ -28,8 +28,10 @@ int cli_classes_parse(const char *s, uint8_t keep[CLI_LABELS_MAX])
 			while (*p >= '0' && *p <= '9' && x < CLI_LABELS_MAX)
 				x = 10 * x + (*p++ - '0');
 			if (x >= CLI_LABELS_MAX) {
-				fprintf(stderr, "fedloha-client: --classes: label out of range in '%s' "
-						"(labels are 0..%d)\n", s, CLI_LABELS_MAX - 1);
+				fprintf(stderr,
+					"fedloha-client: --classes: label out of range in '%s' "
+					"(labels are 0..%d)\n",
+					s, CLI_LABELS_MAX - 1);
 				return FL_EINVAL;
 			}
 			v[nv++] = x;
@@ -40,8 +42,9 @@ int cli_classes_parse(const char *s, uint8_t keep[CLI_LABELS_MAX])
 		if (nv == 1)
 			v[1] = v[0];
 		if (v[1] < v[0]) {
-			fprintf(stderr, "fedloha-client: --classes: reversed range %ld-%ld in '%s'\n",
-				v[0], v[1], s);
+			fprintf(stderr,
+				"fedloha-client: --classes: reversed range %ld-%ld in '%s'\n", v[0],
+				v[1], s);
 			return FL_EINVAL;
 		}
 		for (long x = v[0]; x <= v[1]; x++)
@@ -52,8 +55,8 @@ int cli_classes_parse(const char *s, uint8_t keep[CLI_LABELS_MAX])
 			goto bad;
 	}
 bad:
-	fprintf(stderr, "fedloha-client: --classes: expected labels like 0-4 or 0,2,5-7, got '%s'\n",
-		s);
+	fprintf(stderr,
+		"fedloha-client: --classes: expected labels like 0-4 or 0,2,5-7, got '%s'\n", s);
 	return FL_EINVAL;
 }
 
@@ -63,8 +66,10 @@ int cli_classes_keep(struct fl_dataset **ds, const uint8_t *keep, const char *wh
 	struct fl_dataset *d = *ds;
 	for (int c = d->classes; c < CLI_LABELS_MAX; c++)
 		if (keep[c])
-			return fl_error_set(FL_EINVAL, "--classes: label %d, but the %s set has %d "
-					    "classes", c, what, d->classes);
+			return fl_error_set(FL_EINVAL,
+					    "--classes: label %d, but the %s set has %d "
+					    "classes",
+					    c, what, d->classes);
 	int *idx = malloc((size_t)(d->n ? d->n : 1) * sizeof(int)), n = 0;
 	if (!idx)
 		return fl_error_set(FL_ENOMEM, "out of memory");
@@ -74,7 +79,8 @@ int cli_classes_keep(struct fl_dataset **ds, const uint8_t *keep, const char *wh
 	int err = FL_OK;
 	struct fl_dataset *s = NULL;
 	if (n == 0)
-		err = fl_error_set(FL_EINVAL, "--classes: no %s sample has one of these labels", what);
+		err = fl_error_set(FL_EINVAL, "--classes: no %s sample has one of these labels",
+				   what);
 	else
 		err = fl_dataset_subset(d, idx, n, &s);
 	free(idx);
@@ -87,7 +93,7 @@ int cli_classes_keep(struct fl_dataset **ds, const uint8_t *keep, const char *wh
 
 /* keep: the labels to keep (NULL = all), before the limits apply. */
 int cli_data_load(const char *name, const char *path, const uint8_t *keep, int limit,
-		     int test_limit, struct fl_dataset **train, struct fl_dataset **test)
+		  int test_limit, struct fl_dataset **train, struct fl_dataset **test)
 {
 	*train = *test = NULL;
 	int err = fl_dataset_load(name, path, 1, train);
@@ -126,11 +132,13 @@ void cli_norm_json(const struct fl_dataset *ds, char *buf, size_t cap)
 	size_t n = 0;
 	n += (size_t)snprintf(buf + n, cap - n, "{\"mean\": [");
 	for (int c = 0; c < ds->c && n < cap; c++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%.9g", c ? ", " : "", (double)ds->mean[c]);
+		n += (size_t)snprintf(buf + n, cap - n, "%s%.9g", c ? ", " : "",
+				      (double)ds->mean[c]);
 	if (n < cap)
 		n += (size_t)snprintf(buf + n, cap - n, "], \"std\": [");
 	for (int c = 0; c < ds->c && n < cap; c++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%.9g", c ? ", " : "", (double)ds->std[c]);
+		n += (size_t)snprintf(buf + n, cap - n, "%s%.9g", c ? ", " : "",
+				      (double)ds->std[c]);
 	if (n < cap)
 		snprintf(buf + n, cap - n, "]}");
 }

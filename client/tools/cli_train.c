@@ -72,7 +72,8 @@ static void train_usage(FILE *f)
 static void option_error(const char *cmd, int ch, char **argv)
 {
 	if (ch == ':')
-		fprintf(stderr, "fedloha-client %s: option %s needs a value\n", cmd, argv[optind - 1]);
+		fprintf(stderr, "fedloha-client %s: option %s needs a value\n", cmd,
+			argv[optind - 1]);
 	else
 		fprintf(stderr, "fedloha-client %s: unknown option '%s' (try --help)\n", cmd,
 			argv[optind - 1]);
@@ -269,7 +270,8 @@ static int parse_train_args(int argc, char **argv, struct train_opts *o, uint8_t
 	if (bad)
 		return FL_EINVAL;
 	if (!fl_model_arch_valid(o->model)) {
-		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n", o->model);
+		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n",
+			o->model);
 		return FL_EINVAL;
 	}
 	return FL_OK;
@@ -311,8 +313,8 @@ static int train_setup(const struct train_opts *o, const uint8_t *keep, struct t
 
 /* The epochs, each followed by a test evaluation (just the evaluation
  * with 0 epochs); 1 with a message printed on failure. */
-static int train_epochs(const struct train_opts *o, struct train_run *r,
-			struct fl_train_stats *ev, double *total_s)
+static int train_epochs(const struct train_opts *o, struct train_run *r, struct fl_train_stats *ev,
+			double *total_s)
 {
 	struct fl_rng rng;
 	fl_rng_seed_stream(&rng, o->seed, 0x7261696eULL);
@@ -332,7 +334,8 @@ static int train_epochs(const struct train_opts *o, struct train_run *r,
 		if (!o->quiet)
 			printf("epoch %d/%d  loss %.4f  train-acc %.2f%%  test-loss %.4f  test-acc %.2f%%  "
 			       "%.0f samples/s  %.1fs\n",
-			       e + 1, o->epochs, st.loss, 100 * st.accuracy, ev->loss, 100 * ev->accuracy,
+			       e + 1, o->epochs, st.loss, 100 * st.accuracy, ev->loss,
+			       100 * ev->accuracy,
 			       st.samples / (st.seconds > 0 ? st.seconds : 1e-9), st.seconds);
 		fflush(stdout);
 	}
@@ -349,11 +352,12 @@ static int train_save(const struct train_opts *o, const struct train_run *r,
 {
 	char meta[1024], norm[256];
 	cli_norm_json(r->train, norm, sizeof(norm));
-	snprintf(meta, sizeof(meta),
-		 "{\"data\": \"%s\", \"classes\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
-		 "\"test_loss\": %.6f, \"test_samples\": %d, \"train_samples\": %d, \"norm\": %s}",
-		 o->data ? o->data : "fashion-mnist", o->classes ? o->classes : "all", o->epochs,
-		 o->seed, ev->accuracy, ev->loss, r->test->n, r->train->n, norm);
+	snprintf(
+		meta, sizeof(meta),
+		"{\"data\": \"%s\", \"classes\": \"%s\", \"epochs\": %d, \"seed\": %llu, \"test_accuracy\": %.6f, "
+		"\"test_loss\": %.6f, \"test_samples\": %d, \"train_samples\": %d, \"norm\": %s}",
+		o->data ? o->data : "fashion-mnist", o->classes ? o->classes : "all", o->epochs,
+		o->seed, ev->accuracy, ev->loss, r->test->n, r->train->n, norm);
 	if (fl_model_save(r->m, o->out, meta)) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
 		return 1;
@@ -364,8 +368,15 @@ static int train_save(const struct train_opts *o, const struct train_run *r,
 
 int cli_train_main(int argc, char **argv)
 {
-	struct train_opts o = {.model = "cnn", .gamma = 0.1, .lr = -1, .momentum = 0.9,
-			       .lr_decay = 0.8, .epochs = 5, .batch = 32, .threads = 2, .tucker = 1,
+	struct train_opts o = {.model = "cnn",
+			       .gamma = 0.1,
+			       .lr = -1,
+			       .momentum = 0.9,
+			       .lr_decay = 0.8,
+			       .epochs = 5,
+			       .batch = 32,
+			       .threads = 2,
+			       .tucker = 1,
 			       .seed = 1};
 	uint8_t keep[CLI_LABELS_MAX];
 	int rc = parse_train_args(argc, argv, &o, keep);
@@ -418,9 +429,9 @@ struct eval_opts {
 static int parse_eval_args(int argc, char **argv, struct eval_opts *o, uint8_t *keep)
 {
 	static const struct option longopts[] = {
-		{"in", 1, 0, 'i'},      {"data", 1, 0, 'd'},    {"data-path", 1, 0, 'D'},
+		{"in", 1, 0, 'i'},         {"data", 1, 0, 'd'},  {"data-path", 1, 0, 'D'},
 		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'},
-		{"classes", 1, 0, 'C'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+		{"classes", 1, 0, 'C'},    {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
 	int bad = 0, ch;
 	optind = 1;
 	opterr = 0;
@@ -429,7 +440,9 @@ static int parse_eval_args(int argc, char **argv, struct eval_opts *o, uint8_t *
 		case 'i': o->in = optarg; break;
 		case 'd': o->data = optarg; break;
 		case 'D': o->data_path = optarg; break;
-		case 'L': bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o->test_limit); break;
+		case 'L':
+			bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o->test_limit);
+			break;
 		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &o->batch); break;
 		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &o->threads); break;
 		case 'C':
@@ -481,9 +494,10 @@ static int check_fits(const char *in, const struct fl_model *m, const struct fl_
 	int c, h, w, classes;
 	fl_model_input_dims(m, &c, &h, &w, &classes);
 	if (c != test->c || h != test->h || w != test->w || classes < test->classes)
-		return fl_error_set(FL_ESHAPE, "%s: model input %dx%dx%d (%d classes) does not fit "
-				    "the data (%dx%dx%d, %d classes)", in, c, h, w, classes,
-				    test->c, test->h, test->w, test->classes);
+		return fl_error_set(FL_ESHAPE,
+				    "%s: model input %dx%dx%d (%d classes) does not fit "
+				    "the data (%dx%dx%d, %d classes)",
+				    in, c, h, w, classes, test->c, test->h, test->w, test->classes);
 	return FL_OK;
 }
 
@@ -509,8 +523,8 @@ int cli_eval_main(int argc, char **argv)
 	if (!err && mc <= FL_DATASET_CHANNELS_MAX && cli_norm_saved(o.in, mc, mean, std))
 		err = load_test_saved_norm(&o, keep, mc, mean, std, &test);
 	else if (!err)
-		err = cli_data_load(o.data, o.data_path, o.class_list ? keep : NULL, 0, o.test_limit,
-				    &train, &test);
+		err = cli_data_load(o.data, o.data_path, o.class_list ? keep : NULL, 0,
+				    o.test_limit, &train, &test);
 	if (!err)
 		err = check_fits(o.in, m, test);
 	if (!err)

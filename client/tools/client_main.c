@@ -18,14 +18,15 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: fedloha-client <command> [options]\n\n"
-		   "commands:\n"
-		   "  train    train a model locally on a data set and save it\n"
-		   "  eval     evaluate a saved model on a test set\n"
-		   "  run      join a federated session (fedloha-server) and train rounds\n"
-		   "  keygen   --out FILE [--force]: make this client's key (0600), print its public key\n"
-		   "  pubkey   --key FILE: print the public key of a key file\n\n"
-		   "Run 'fedloha-client <command> --help' for the options of a command.\n");
+	fprintf(f,
+		"usage: fedloha-client <command> [options]\n\n"
+		"commands:\n"
+		"  train    train a model locally on a data set and save it\n"
+		"  eval     evaluate a saved model on a test set\n"
+		"  run      join a federated session (fedloha-server) and train rounds\n"
+		"  keygen   --out FILE [--force]: make this client's key (0600), print its public key\n"
+		"  pubkey   --key FILE: print the public key of a key file\n\n"
+		"Run 'fedloha-client <command> --help' for the options of a command.\n");
 }
 
 static const struct fl_keys_cmd keys_cmd = {

@@ -16,8 +16,8 @@ int fl_cliopt_double(const char *flag, const char *v, double lo, double hi, doub
 	errno = 0;
 	double x = strtod(v, &end);
 	if (errno || end == v || *end || !isfinite(x) || x < lo || x > hi)
-		return fl_error_set(FL_EINVAL, "%s: expected a number in [%g, %g], got '%s'", flag, lo,
-				    hi, v);
+		return fl_error_set(FL_EINVAL, "%s: expected a number in [%g, %g], got '%s'", flag,
+				    lo, hi, v);
 	*out = x;
 	return FL_OK;
 }
@@ -88,8 +88,7 @@ int fl_cliopt_key_double(const char *prog, const char *key, const char *v, doubl
 	return fl_cliopt_report(prog, fl_cliopt_double(dashed(key, f), v, lo, hi, out));
 }
 
-int fl_cliopt_key_int(const char *prog, const char *key, const char *v, long lo, long hi,
-		      int *out)
+int fl_cliopt_key_int(const char *prog, const char *key, const char *v, long lo, long hi, int *out)
 {
 	char f[64];
 	return fl_cliopt_report(prog, fl_cliopt_int(dashed(key, f), v, lo, hi, out));

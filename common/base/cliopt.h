@@ -23,8 +23,7 @@ int fl_cliopt_report(const char *prog, int err);
 /* The checks above for the flag "--KEY", reported with fl_cliopt_report. */
 int fl_cliopt_key_double(const char *prog, const char *key, const char *v, double lo, double hi,
 			 double *out);
-int fl_cliopt_key_int(const char *prog, const char *key, const char *v, long lo, long hi,
-		      int *out);
+int fl_cliopt_key_int(const char *prog, const char *key, const char *v, long lo, long hi, int *out);
 int fl_cliopt_key_llong(const char *prog, const char *key, const char *v, long long lo,
 			long long hi, long long *out);
 

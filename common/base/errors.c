@@ -66,7 +66,8 @@ const char *fl_error_shape_str(const int64_t *shape, int ndim, char *buf, size_t
 {
 	size_t k = (size_t)snprintf(buf, cap, "[");
 	for (int i = 0; i < ndim && k < cap; i++)
-		k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+		k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "",
+				      (long long)shape[i]);
 	if (k < cap)
 		snprintf(buf + k, cap - k, "]");
 	return buf;

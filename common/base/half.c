@@ -26,7 +26,7 @@ uint16_t fl_f32_to_f16(float f)
 		return sign | 0x7e00u;
 	if (ax >= 0x477ff000u) /* >= 65520 rounds past 65504 */
 		return sign | 0x7c00u;
-	if (ax < 0x38800000u) { /* below 2^-14: a half subnormal, m * 2^-24 */
+	if (ax < 0x38800000u) {       /* below 2^-14: a half subnormal, m * 2^-24 */
 		if (ax < 0x33000000u) /* below 2^-25: rounds to zero */
 			return sign;
 		uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;

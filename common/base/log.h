@@ -3,7 +3,12 @@
 #ifndef FL_LOG_H
 #define FL_LOG_H
 
-enum fl_log_level { FL_LOG_ERROR = 0, FL_LOG_WARN, FL_LOG_INFO, FL_LOG_DEBUG };
+enum fl_log_level {
+	FL_LOG_ERROR = 0,
+	FL_LOG_WARN,
+	FL_LOG_INFO,
+	FL_LOG_DEBUG
+};
 
 void fl_log_set_level(enum fl_log_level level);
 /* Parses "error", "warn", "info" or "debug"; returns FL_OK or FL_EINVAL. */

@@ -42,11 +42,12 @@ int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **
 		return fl_error_set(FL_EINVAL, "dataset: bad shape n=%d c=%d h=%d w=%d classes=%d",
 				    n, c, h, w, classes);
 	size_t sb = (size_t)c * (size_t)h * (size_t)w;
-	if (n > FL_DATASET_SAMPLES_MAX || (uint64_t)h * (uint64_t)w * (uint64_t)c >
-						  FL_DATASET_SAMPLE_BYTES_MAX ||
+	if (n > FL_DATASET_SAMPLES_MAX ||
+	    (uint64_t)h * (uint64_t)w * (uint64_t)c > FL_DATASET_SAMPLE_BYTES_MAX ||
 	    sb * (size_t)n > FL_DATASET_BYTES_MAX)
-		return fl_error_set(FL_ERANGE, "dataset: %d samples of %dx%dx%d exceed the size limit",
-				    n, c, h, w);
+		return fl_error_set(FL_ERANGE,
+				    "dataset: %d samples of %dx%dx%d exceed the size limit", n, c,
+				    h, w);
 	struct fl_dataset *ds = calloc(1, sizeof(*ds));
 	if (!ds)
 		return fl_error_set(FL_ENOMEM, "dataset: out of memory");
@@ -153,9 +154,10 @@ static int idx_read_payload(struct idx_file *f, size_t hdr, size_t len, const ch
 			return fl_error_set(FL_EFORMAT,
 					    "%s: truncated: header announces %zu bytes of %s, "
 					    "the file holds %lld",
-					    f->path, len, what, (long long)f->size - (long long)hdr);
-		return fl_error_set(FL_EFORMAT, "%s: %lld bytes after the %zu bytes of %s",
-				    f->path, (long long)f->size - (long long)(hdr + len), len, what);
+					    f->path, len, what,
+					    (long long)f->size - (long long)hdr);
+		return fl_error_set(FL_EFORMAT, "%s: %lld bytes after the %zu bytes of %s", f->path,
+				    (long long)f->size - (long long)(hdr + len), len, what);
 	}
 	size_t cap = direct || len < IDX_CHUNK_BYTES ? len : IDX_CHUNK_BYTES, got = 0;
 	uint8_t *buf = malloc(cap);
@@ -170,7 +172,8 @@ static int idx_read_payload(struct idx_file *f, size_t hdr, size_t len, const ch
 		uint8_t *nb = realloc(buf, ncap);
 		if (!nb) {
 			free(buf);
-			return fl_error_set(FL_ENOMEM, "%s: out of memory for %zu bytes", f->path, ncap);
+			return fl_error_set(FL_ENOMEM, "%s: out of memory for %zu bytes", f->path,
+					    ncap);
 		}
 		buf = nb;
 		cap = ncap;
@@ -178,9 +181,10 @@ static int idx_read_payload(struct idx_file *f, size_t hdr, size_t len, const ch
 	if (got < len) {
 		const char *zerr = idx_stream_error(f);
 		free(buf);
-		return fl_error_set(FL_EFORMAT,
-				    "%s: truncated: header announces %zu bytes of %s, found %zu%s%s",
-				    f->path, len, what, got, *zerr ? "; gzip: " : "", zerr);
+		return fl_error_set(
+			FL_EFORMAT,
+			"%s: truncated: header announces %zu bytes of %s, found %zu%s%s", f->path,
+			len, what, got, *zerr ? "; gzip: " : "", zerr);
 	}
 	uint8_t extra;
 	if (idx_read(f, &extra, 1) == 1) {
@@ -191,8 +195,9 @@ static int idx_read_payload(struct idx_file *f, size_t hdr, size_t len, const ch
 	const char *zerr = idx_stream_error(f);
 	if (*zerr) {
 		free(buf);
-		return fl_error_set(FL_EFORMAT, "%s: truncated or corrupt gzip stream after the %zu "
-						"bytes of %s (%s)",
+		return fl_error_set(FL_EFORMAT,
+				    "%s: truncated or corrupt gzip stream after the %zu "
+				    "bytes of %s (%s)",
 				    f->path, len, what, zerr);
 	}
 	*out = buf;
@@ -216,12 +221,14 @@ static int idx_load(const char *path, uint32_t magic, int ndims, uint32_t *dims,
 		if (*zerr)
 			err = fl_error_set(FL_EFORMAT, "%s: corrupt gzip stream (%s)", path, zerr);
 		else
-			err = fl_error_set(FL_EFORMAT, "%s: too short for an IDX %s file", path, what);
+			err = fl_error_set(FL_EFORMAT, "%s: too short for an IDX %s file", path,
+					   what);
 		goto done;
 	}
 	if (fl_be32_get(hdr) != magic) {
-		err = fl_error_set(FL_EFORMAT, "%s: not an IDX %s file (magic 0x%08x, expected 0x%08x)",
-				   path, what, fl_be32_get(hdr), magic);
+		err = fl_error_set(FL_EFORMAT,
+				   "%s: not an IDX %s file (magic 0x%08x, expected 0x%08x)", path,
+				   what, fl_be32_get(hdr), magic);
 		goto done;
 	}
 	if (got < hlen) {
@@ -238,8 +245,10 @@ static int idx_load(const char *path, uint32_t magic, int ndims, uint32_t *dims,
 			goto done;
 		}
 		if (i > 0 && (sample *= dims[i]) > FL_DATASET_SAMPLE_BYTES_MAX) {
-			err = fl_error_set(FL_ERANGE, "%s: %ss of more than %u bytes exceed the size "
-						      "limit", path, what, FL_DATASET_SAMPLE_BYTES_MAX);
+			err = fl_error_set(FL_ERANGE,
+					   "%s: %ss of more than %u bytes exceed the size "
+					   "limit",
+					   path, what, FL_DATASET_SAMPLE_BYTES_MAX);
 			goto done;
 		}
 	}
@@ -256,8 +265,7 @@ done:
 	return err;
 }
 
-int fl_dataset_load_idx(const char *images_path, const char *labels_path,
-			struct fl_dataset **out)
+int fl_dataset_load_idx(const char *images_path, const char *labels_path, struct fl_dataset **out)
 {
 	*out = NULL;
 	uint32_t idim[3] = {0}, ldim[1] = {0};

@@ -20,10 +20,10 @@
 #include <stdint.h>
 
 #define FL_DATASET_CHANNELS_MAX 4
-#define FL_DATASET_SAMPLES_MAX 100000000          /* samples in one data set */
-#define FL_DATASET_SAMPLE_BYTES_MAX (1u << 24)    /* c*h*w of one sample */
-#define FL_DATASET_BYTES_MAX ((size_t)8 << 30)     /* pixel bytes of one data set */
-#ifndef FL_DATASET_DEFAULT_DIR /* overridable at build time for packagers */
+#define FL_DATASET_SAMPLES_MAX 100000000       /* samples in one data set */
+#define FL_DATASET_SAMPLE_BYTES_MAX (1u << 24) /* c*h*w of one sample */
+#define FL_DATASET_BYTES_MAX ((size_t)8 << 30) /* pixel bytes of one data set */
+#ifndef FL_DATASET_DEFAULT_DIR                 /* overridable at build time for packagers */
 #define FL_DATASET_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
 #endif
 
@@ -51,8 +51,7 @@ void fl_dataset_free(struct fl_dataset *ds);
  * magic 0x00000801 (n); each file gzip-compressed or raw (detected by its
  * first bytes). classes = max(max label + 1, 10). The counts must agree and
  * each file must hold exactly the bytes its header announces. */
-int fl_dataset_load_idx(const char *images_path, const char *labels_path,
-			struct fl_dataset **out);
+int fl_dataset_load_idx(const char *images_path, const char *labels_path, struct fl_dataset **out);
 
 /* CIFAR-10 binary version: records of 1 label byte + 3072 pixel bytes
  * (3 x 32 x 32, channel-major), labels 0..9. dir_or_file is either one batch

@@ -22,8 +22,9 @@ int fl_dataset_set_norm(struct fl_dataset *ds, const float *mean, const float *s
 {
 	for (int ch = 0; ch < ds->c; ch++)
 		if (!isfinite(mean[ch]) || !isfinite(std[ch]) || !(std[ch] > 0))
-			return fl_error_set(FL_EINVAL, "dataset: bad normalisation for channel %d "
-						       "(mean %g, std %g)",
+			return fl_error_set(FL_EINVAL,
+					    "dataset: bad normalisation for channel %d "
+					    "(mean %g, std %g)",
 					    ch, mean[ch], std[ch]);
 	for (int ch = 0; ch < ds->c; ch++) {
 		ds->mean[ch] = mean[ch];
@@ -67,8 +68,9 @@ int fl_dataset_compute_norm(struct fl_dataset *ds)
 int fl_dataset_copy_norm(struct fl_dataset *dst, const struct fl_dataset *src)
 {
 	if (dst->c != src->c)
-		return fl_error_set(FL_ESHAPE, "dataset: cannot copy statistics of %d channels to %d",
-				    src->c, dst->c);
+		return fl_error_set(FL_ESHAPE,
+				    "dataset: cannot copy statistics of %d channels to %d", src->c,
+				    dst->c);
 	return fl_dataset_set_norm(dst, src->mean, src->std);
 }
 

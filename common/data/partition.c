@@ -46,8 +46,10 @@ int fl_partition_parse(const char *spec, struct fl_partition_config *cfg)
 		return fl_error_set(FL_EINVAL, "partition '%s': iid takes no argument", spec);
 	if (klen == 9 && !strncasecmp(spec, "dirichlet", 9)) {
 		if (!arg || !*arg)
-			return fl_error_set(FL_EINVAL, "partition '%s': dirichlet needs alpha, e.g. "
-						       "dirichlet:0.5", spec);
+			return fl_error_set(FL_EINVAL,
+					    "partition '%s': dirichlet needs alpha, e.g. "
+					    "dirichlet:0.5",
+					    spec);
 		char *end;
 		double a = strtod(arg, &end);
 		if (*end || !isfinite(a) || !(a > 0) || a > 1e6)
@@ -60,8 +62,10 @@ int fl_partition_parse(const char *spec, struct fl_partition_config *cfg)
 	}
 	if (klen == 6 && !strncasecmp(spec, "shards", 6)) {
 		if (!arg || !*arg)
-			return fl_error_set(FL_EINVAL, "partition '%s': shards needs the number of "
-						       "shards per client, e.g. shards:2", spec);
+			return fl_error_set(FL_EINVAL,
+					    "partition '%s': shards needs the number of "
+					    "shards per client, e.g. shards:2",
+					    spec);
 		char *end;
 		long k = strtol(arg, &end, 10);
 		if (*end || k < 1 || k > 100000)
@@ -242,34 +246,40 @@ static int check_config(const uint8_t *labels, int n, int classes,
 	if (classes < 1 || classes > 256)
 		return fl_error_set(FL_EINVAL, "partition: %d classes (must be 1..256)", classes);
 	if (n < clients)
-		return fl_error_set(FL_EINVAL, "partition: %d samples cannot be split among %d "
-					       "clients", n, clients);
+		return fl_error_set(FL_EINVAL,
+				    "partition: %d samples cannot be split among %d "
+				    "clients",
+				    n, clients);
 	for (int i = 0; i < n; i++)
 		if (labels[i] >= classes)
-			return fl_error_set(FL_EINVAL, "partition: sample %d has label %d >= %d "
-						       "classes", i, labels[i], classes);
+			return fl_error_set(FL_EINVAL,
+					    "partition: sample %d has label %d >= %d "
+					    "classes",
+					    i, labels[i], classes);
 	if (!(cfg->holdout >= 0 && cfg->holdout < 1))
 		return fl_error_set(FL_EINVAL, "partition: holdout fraction %g not in [0, 1)",
 				    cfg->holdout);
 	if (cfg->max_per_client < 0 || cfg->min_per_client < 0)
 		return fl_error_set(FL_EINVAL, "partition: negative per-client limit");
 	switch (cfg->kind) {
-	case FL_PARTITION_IID:
-		return FL_OK;
+	case FL_PARTITION_IID: return FL_OK;
 	case FL_PARTITION_DIRICHLET:
 		if (!isfinite(cfg->alpha) || !(cfg->alpha > 0))
 			return fl_error_set(FL_EINVAL, "partition: dirichlet alpha %g must be > 0",
 					    cfg->alpha);
 		if ((int64_t)clients * (cfg->min_per_client > 0 ? cfg->min_per_client : 1) > n)
-			return fl_error_set(FL_EINVAL, "partition: %d samples cannot give %d clients "
-						       "%d each", n, clients, cfg->min_per_client);
+			return fl_error_set(FL_EINVAL,
+					    "partition: %d samples cannot give %d clients "
+					    "%d each",
+					    n, clients, cfg->min_per_client);
 		return FL_OK;
 	case FL_PARTITION_SHARDS:
 		if (cfg->shards_per_client < 1 || (int64_t)clients * cfg->shards_per_client > n)
-			return fl_error_set(FL_EINVAL,
-					    "partition: %d clients x %d shards need at least as many "
-					    "samples (have %d)",
-					    clients, cfg->shards_per_client, n);
+			return fl_error_set(
+				FL_EINVAL,
+				"partition: %d clients x %d shards need at least as many "
+				"samples (have %d)",
+				clients, cfg->shards_per_client, n);
 		return FL_OK;
 	}
 	return fl_error_set(FL_EINVAL, "partition: unknown kind %d", (int)cfg->kind);

@@ -61,7 +61,7 @@ struct fl_partition {
 	struct fl_partition_config cfg; /* the config it was made with */
 	int clients;
 	struct fl_partition_client *client; /* clients entries */
-	int *storage; /* all index lists, owned; the clients point into it */
+	int *storage;                       /* all index lists, owned; the clients point into it */
 };
 
 /* Defaults: IID, 10 clients, alpha 0.5, 2 shards per client, seed 0, no

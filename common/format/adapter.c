@@ -31,11 +31,13 @@ int fl_adapter_store_merged(struct fl_st *out, const struct fl_st_tensor *w, con
 	if (w->dtype == FL_DTYPE_F64) {
 		double *s = malloc(n * sizeof(double) + 1);
 		if (!s)
-			return fl_error_set(FL_ENOMEM, "out of memory merging '%s'", fl_error_safe_str(w->name, nb, AD_NAME_MAX));
+			return fl_error_set(FL_ENOMEM, "out of memory merging '%s'",
+					    fl_error_safe_str(w->name, nb, AD_NAME_MAX));
 		memcpy(s, w->data, n * sizeof(double));
 		for (size_t i = 0; i < n && err == FL_OK; i++)
 			if (!isfinite(s[i] + (double)dw[i]))
-				err = fl_error_set(FL_ENONFINITE, "merge of '%s': non-finite value at index %zu",
+				err = fl_error_set(FL_ENONFINITE,
+						   "merge of '%s': non-finite value at index %zu",
 						   fl_error_safe_str(w->name, nb, AD_NAME_MAX), i);
 		for (size_t i = 0; i < n && err == FL_OK; i++)
 			s[i] += (double)dw[i];
@@ -47,7 +49,8 @@ int fl_adapter_store_merged(struct fl_st *out, const struct fl_st_tensor *w, con
 	float *s = malloc(n * sizeof(float) + 1);
 	uint16_t *h = w->dtype == FL_DTYPE_F32 ? NULL : malloc(n * sizeof(uint16_t) + 1);
 	if (!s || (w->dtype != FL_DTYPE_F32 && !h)) {
-		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'", fl_error_safe_str(w->name, nb, AD_NAME_MAX));
+		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'",
+				   fl_error_safe_str(w->name, nb, AD_NAME_MAX));
 		goto done;
 	}
 	if ((err = fl_st_tensor_to_f32(w, s, n)) != FL_OK)
@@ -62,8 +65,10 @@ int fl_adapter_store_merged(struct fl_st *out, const struct fl_st_tensor *w, con
 		h[i] = w->dtype == FL_DTYPE_F16 ? fl_f32_to_f16(s[i]) : fl_f32_to_bf16(s[i]);
 		uint16_t inf = w->dtype == FL_DTYPE_F16 ? 0x7c00u : 0x7f80u;
 		if ((h[i] & 0x7fffu) == inf) {
-			err = fl_error_set(FL_ENONFINITE, "merge of '%s': %g at index %zu overflows %s",
-					   fl_error_safe_str(w->name, nb, AD_NAME_MAX), (double)s[i], i, fl_dtype_name(w->dtype));
+			err = fl_error_set(FL_ENONFINITE,
+					   "merge of '%s': %g at index %zu overflows %s",
+					   fl_error_safe_str(w->name, nb, AD_NAME_MAX),
+					   (double)s[i], i, fl_dtype_name(w->dtype));
 			goto done;
 		}
 	}
@@ -84,21 +89,26 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 	int err = FL_OK;
 	size_t n = fl_loha_dense_count(d);
 	if (n != w->numel)
-		return fl_error_set(FL_ESHAPE, "module '%s': dimension mismatch", fl_error_safe_str(m->name, nb, AD_NAME_MAX));
+		return fl_error_set(FL_ESHAPE, "module '%s': dimension mismatch",
+				    fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	for (int k = 0; k < FL_ADAPTER_NFACT && err == FL_OK; k++) {
 		const struct fl_st_tensor *t = m->t[k];
 		if (!t || (k >= FL_ADAPTER_T1 && d->form != FL_LOHA_FORM_TUCKER))
 			continue;
 		if (!(buf[k] = malloc(t->numel * sizeof(float) + 1))) {
-			err = fl_error_set(FL_ENOMEM, "out of memory reading '%s'", fl_error_safe_str(t->name, nb, AD_NAME_MAX));
+			err = fl_error_set(FL_ENOMEM, "out of memory reading '%s'",
+					   fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 			break;
 		}
 		if ((err = fl_st_tensor_to_f32(t, buf[k], t->numel)) != FL_OK)
 			break;
 		for (size_t i = 0; i < t->numel; i++) {
 			if (!isfinite(buf[k][i])) {
-				err = fl_error_set(FL_ENONFINITE, "%s: tensor '%s' has a non-finite value "
-						   "(%g) at index %zu", f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX),
+				err = fl_error_set(FL_ENONFINITE,
+						   "%s: tensor '%s' has a non-finite value "
+						   "(%g) at index %zu",
+						   f->st_path,
+						   fl_error_safe_str(t->name, nb, AD_NAME_MAX),
 						   (double)buf[k][i], i);
 				break;
 			}
@@ -109,7 +119,8 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 	dw = malloc(n * sizeof(float) + 1);
 	work = malloc(fl_loha_work_floats(d) * sizeof(float) + 1);
 	if (!dw || !work) {
-		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'", fl_error_safe_str(m->name, nb, AD_NAME_MAX));
+		err = fl_error_set(FL_ENOMEM, "out of memory merging '%s'",
+				   fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 		goto done;
 	}
 	struct fl_loha_factors fac = {buf[FL_ADAPTER_W1A], buf[FL_ADAPTER_W1B], buf[FL_ADAPTER_W2A],
@@ -117,7 +128,7 @@ static int ad_merge_module(const struct fl_adapter_folder *f, const struct fl_ad
 	double scale = fl_peft_config_scale(f->cfg, m->name);
 	fl_loha_forward(dw, work, &fac, d, (float)scale,
 			f->cfg->parameterization == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
-									  : FL_LOHA_MODE_LOHA);
+									   : FL_LOHA_MODE_LOHA);
 	err = fl_adapter_store_merged(out, w, dw);
 done:
 	for (int k = 0; k < FL_ADAPTER_NFACT; k++)
@@ -141,26 +152,31 @@ static int ad_merge_tensor(const struct fl_adapter_folder *f, const struct fl_st
 		}
 	}
 	size_t len = strlen(t->name);
-	if ((t->ndim == 2 || t->ndim == 4) && len > 7 && strcmp(t->name + len - 7, ".weight") == 0) {
+	if ((t->ndim == 2 || t->ndim == 4) && len > 7 &&
+	    strcmp(t->name + len - 7, ".weight") == 0) {
 		char *module = strndup(t->name, len - 7);
 		if (!module)
 			return fl_error_set(FL_ENOMEM, "out of memory");
-		int out_layer = opts && opts->output_layer && strcmp(opts->output_layer, module) == 0;
-		int tg = 0, err = fl_peft_config_targets(f->cfg, module, t->ndim == 2, out_layer, &tg);
+		int out_layer = opts && opts->output_layer &&
+				strcmp(opts->output_layer, module) == 0;
+		int tg = 0,
+		    err = fl_peft_config_targets(f->cfg, module, t->ndim == 2, out_layer, &tg);
 		const struct fl_adapter_factors *m = fl_adapter_folder_find(f, module);
 		if (err == FL_OK && tg && !m)
-			err = fl_error_set(FL_ENOTFOUND,
-					   "module '%s' is targeted by the config but %s has no factors "
-					   "for it%s",
-					   fl_error_safe_str(module, nb, AD_NAME_MAX), f->st_path,
-					   f->cfg->target_kind == FL_PEFT_SEL_ALL_LINEAR
-						   ? " (all-linear: name the output layer if it is one)"
-						   : "");
+			err = fl_error_set(
+				FL_ENOTFOUND,
+				"module '%s' is targeted by the config but %s has no factors "
+				"for it%s",
+				fl_error_safe_str(module, nb, AD_NAME_MAX), f->st_path,
+				f->cfg->target_kind == FL_PEFT_SEL_ALL_LINEAR
+					? " (all-linear: name the output layer if it is one)"
+					: "");
 		else if (err == FL_OK && !tg && m)
-			err = fl_error_set(FL_EINVAL,
-					   "%s has LoHa factors for module '%s', which the config does "
-					   "not target",
-					   f->st_path, fl_error_safe_str(module, nb, AD_NAME_MAX));
+			err = fl_error_set(
+				FL_EINVAL,
+				"%s has LoHa factors for module '%s', which the config does "
+				"not target",
+				f->st_path, fl_error_safe_str(module, nb, AD_NAME_MAX));
 		free(module);
 		if (err != FL_OK)
 			return err;
@@ -178,7 +194,6 @@ static int ad_merge_tensor(const struct fl_adapter_folder *f, const struct fl_st
 	st->copied++;
 	return fl_st_add(out, t->name, t->dtype, t->shape, t->ndim, t->data);
 }
-
 
 int fl_adapter_merge(const char *base_path, const char *adapter_dir, const char *out_path,
 		     const struct fl_adapter_merge_opts *opts, struct fl_adapter_merge_stats *stats)
@@ -202,16 +217,21 @@ int fl_adapter_merge(const char *base_path, const char *adapter_dir, const char 
 			goto done;
 	}
 	for (size_t i = 0; i < f->n_saved; i++) {
-		const struct fl_st_tensor *s = f->saved[i].t, *b = fl_st_find(base, f->saved[i].base_name);
+		const struct fl_st_tensor *s = f->saved[i].t,
+					  *b = fl_st_find(base, f->saved[i].base_name);
 		int same = b && b->ndim == s->ndim;
 		for (int k = 0; same && k < s->ndim; k++)
 			same = b->shape[k] == s->shape[k];
 		if (!b)
-			err = fl_error_set(FL_ENOTFOUND, "modules_to_save tensor '%s' has no counterpart "
-					   "in %s", fl_error_safe_str(s->name, nb, AD_NAME_MAX), base_path);
+			err = fl_error_set(FL_ENOTFOUND,
+					   "modules_to_save tensor '%s' has no counterpart "
+					   "in %s",
+					   fl_error_safe_str(s->name, nb, AD_NAME_MAX), base_path);
 		else if (!same)
-			err = fl_error_set(FL_ESHAPE, "modules_to_save tensor '%s' has shape %s, the "
-					   "base has %s", fl_error_safe_str(s->name, nb, AD_NAME_MAX),
+			err = fl_error_set(FL_ESHAPE,
+					   "modules_to_save tensor '%s' has shape %s, the "
+					   "base has %s",
+					   fl_error_safe_str(s->name, nb, AD_NAME_MAX),
 					   fl_error_shape_str(s->shape, s->ndim, sa, sizeof(sa)),
 					   fl_error_shape_str(b->shape, b->ndim, sb, sizeof(sb)));
 		if (err != FL_OK)
@@ -275,12 +295,14 @@ static int ad_info_module(const struct fl_adapter_folder *f, const struct fl_st 
 	if ((err = fl_adapter_factors_check(f, m, &d)) != FL_OK)
 		return err;
 	if (f->cfg->target_kind != FL_PEFT_SEL_NULL &&
-	    (err = fl_peft_config_targets(f->cfg, m->name, form == FL_ADAPTER_FORM_LINEAR, 0, &tg)) !=
-		    FL_OK)
+	    (err = fl_peft_config_targets(f->cfg, m->name, form == FL_ADAPTER_FORM_LINEAR, 0,
+					  &tg)) != FL_OK)
 		return err;
 	if (!tg)
-		return fl_error_set(FL_EINVAL, "%s has LoHa factors for module '%s', which the config "
-				    "does not target", f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
+		return fl_error_set(FL_EINVAL,
+				    "%s has LoHa factors for module '%s', which the config "
+				    "does not target",
+				    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	if (!(im->name = strdup(m->name)))
 		return fl_error_set(FL_ENOMEM, "out of memory");
 	im->form = form;
@@ -343,22 +365,24 @@ static int ad_print_json(const struct fl_adapter_info *info, FILE *out)
 {
 	for (size_t i = 0; i <= info->n_modules; i++) {
 		const struct fl_adapter_module *m = i < info->n_modules ? &info->modules[i] : NULL;
-		json_t *o = m ? json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:I, s:f}",
-					  "module", m->name, "form", fl_adapter_form_name(m->form),
-					  "out", m->dims.out, "in", m->dims.in, "k1", m->dims.k1,
-					  "k2", m->dims.k2, "r", m->dims.r, "alpha", m->alpha,
-					  "scale", m->scale, "factor_params", (json_int_t)m->factor_params,
-					  "dense_params", (json_int_t)m->dense_params,
-					  "rank_bound", (json_int_t)m->rank_bound, "compression",
-					  ad_ratio(m->dense_params, m->factor_params))
-			      : json_pack("{s:b, s:I, s:I, s:I, s:f, s:I, s:I, s:s}", "total", 1, "modules",
-					  (json_int_t)info->n_modules, "factor_params",
-					  (json_int_t)info->factor_params, "dense_params",
-					  (json_int_t)info->dense_params, "compression",
-					  ad_ratio(info->dense_params, info->factor_params),
-					  "saved_tensors", (json_int_t)info->saved_tensors,
-					  "saved_params", (json_int_t)info->saved_params, "formula",
-					  fl_adapter_formula(info->pfedpara));
+		json_t *o =
+			m ? json_pack(
+				    "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:I, s:f}",
+				    "module", m->name, "form", fl_adapter_form_name(m->form), "out",
+				    m->dims.out, "in", m->dims.in, "k1", m->dims.k1, "k2",
+				    m->dims.k2, "r", m->dims.r, "alpha", m->alpha, "scale",
+				    m->scale, "factor_params", (json_int_t)m->factor_params,
+				    "dense_params", (json_int_t)m->dense_params, "rank_bound",
+				    (json_int_t)m->rank_bound, "compression",
+				    ad_ratio(m->dense_params, m->factor_params))
+			  : json_pack("{s:b, s:I, s:I, s:I, s:f, s:I, s:I, s:s}", "total", 1,
+				      "modules", (json_int_t)info->n_modules, "factor_params",
+				      (json_int_t)info->factor_params, "dense_params",
+				      (json_int_t)info->dense_params, "compression",
+				      ad_ratio(info->dense_params, info->factor_params),
+				      "saved_tensors", (json_int_t)info->saved_tensors,
+				      "saved_params", (json_int_t)info->saved_params, "formula",
+				      fl_adapter_formula(info->pfedpara));
 		char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
 						    JSON_REAL_PRECISION(10))
 			    : NULL;
@@ -382,10 +406,12 @@ static void ad_print_table(const struct fl_adapter_info *info, FILE *out)
 		"dense_params", "rank_bound", "ratio");
 	for (size_t i = 0; i < info->n_modules; i++) {
 		const struct fl_adapter_module *m = &info->modules[i];
-		fprintf(out, "%-*s  %-12s %6d %6d %3d %3d %4d %8.6g %9.6g %13zu %13zu %10ld %7.2fx\n",
-			w, m->name, fl_adapter_form_name(m->form), m->dims.out, m->dims.in, m->dims.k1,
-			m->dims.k2, m->dims.r, m->alpha, m->scale, m->factor_params, m->dense_params,
-			m->rank_bound, ad_ratio(m->dense_params, m->factor_params));
+		fprintf(out,
+			"%-*s  %-12s %6d %6d %3d %3d %4d %8.6g %9.6g %13zu %13zu %10ld %7.2fx\n", w,
+			m->name, fl_adapter_form_name(m->form), m->dims.out, m->dims.in, m->dims.k1,
+			m->dims.k2, m->dims.r, m->alpha, m->scale, m->factor_params,
+			m->dense_params, m->rank_bound,
+			ad_ratio(m->dense_params, m->factor_params));
 	}
 	fprintf(out, "total: %zu modules, %zu factor parameters for %zu dense parameters (%.2fx)\n",
 		info->n_modules, info->factor_params, info->dense_params,
@@ -393,7 +419,8 @@ static void ad_print_table(const struct fl_adapter_info *info, FILE *out)
 	if (info->saved_tensors)
 		fprintf(out, "modules_to_save: %zu tensors, %zu parameters\n", info->saved_tensors,
 			info->saved_params);
-	fprintf(out, "formula: %s ((.) = element-wise product)\n", fl_adapter_formula(info->pfedpara));
+	fprintf(out, "formula: %s ((.) = element-wise product)\n",
+		fl_adapter_formula(info->pfedpara));
 }
 
 int fl_adapter_inspect(const char *adapter_dir, const char *base_path, int json, FILE *out)
@@ -411,4 +438,3 @@ int fl_adapter_inspect(const char *adapter_dir, const char *base_path, int json,
 	fl_adapter_info_free(info);
 	return err;
 }
-

@@ -52,7 +52,8 @@ const char *fl_adapter_formula(int pfedpara);
  * A LoHa folder whose fedloha_parameterization is "pfedpara" is merged as
  * W0 += s · P1 ⊙ (P2 + 1). */
 int fl_adapter_merge(const char *base_path, const char *adapter_dir, const char *out_path,
-		     const struct fl_adapter_merge_opts *opts, struct fl_adapter_merge_stats *stats);
+		     const struct fl_adapter_merge_opts *opts,
+		     struct fl_adapter_merge_stats *stats);
 
 /* One adapted module as inspect reports it. */
 struct fl_adapter_module {
@@ -67,8 +68,8 @@ struct fl_adapter_module {
 struct fl_adapter_info {
 	struct fl_adapter_module *modules; /* in adapter file order */
 	size_t n_modules;
-	size_t factor_params, dense_params;  /* totals over modules */
-	size_t saved_tensors, saved_params;  /* modules_to_save tensors */
+	size_t factor_params, dense_params; /* totals over modules */
+	size_t saved_tensors, saved_params; /* modules_to_save tensors */
 	int pfedpara; /* fedloha_parameterization "pfedpara": W0 + s · P1 ⊙ (P2 + 1) */
 };
 

@@ -18,8 +18,8 @@
 #define AD_PREFIX "base_model.model."
 #define AD_NAME_MAX 160
 
-static const char *const ad_fact_names[FL_ADAPTER_NFACT] = {
-	"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"};
+static const char *const ad_fact_names[FL_ADAPTER_NFACT] = {"hada_w1_a", "hada_w1_b", "hada_w2_a",
+							    "hada_w2_b", "hada_t1",   "hada_t2"};
 
 const char *fl_adapter_form_name(enum fl_adapter_form f)
 {
@@ -70,8 +70,10 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 	char nb[AD_NAME_MAX];
 	size_t pl = strlen(AD_PREFIX);
 	if (strncmp(t->name, AD_PREFIX, pl) != 0)
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s' does not start with '" AD_PREFIX
-				    "' (not a PEFT adapter file)", f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
+		return fl_error_set(FL_EFORMAT,
+				    "%s: tensor '%s' does not start with '" AD_PREFIX
+				    "' (not a PEFT adapter file)",
+				    f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 	const char *rest = t->name + pl, *dot = strrchr(rest, '.');
 	if (!dot || dot == rest || !dot[1])
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s' has no module name", f->st_path,
@@ -86,13 +88,15 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 		if (k == FL_ADAPTER_NFACT) {
 			free(module);
 			return fl_error_set(FL_EFORMAT, "%s: tensor '%s': unknown LoHa factor name",
-					    f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
+					    f->st_path,
+					    fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 		}
 		struct fl_adapter_factors *m = ad_find(f, module);
 		if (m) {
 			free(module);
 		} else {
-			struct fl_adapter_factors *nm = realloc(f->mods, (f->n_mods + 1) * sizeof(*nm));
+			struct fl_adapter_factors *nm = realloc(f->mods,
+								(f->n_mods + 1) * sizeof(*nm));
 			if (!nm) {
 				free(module);
 				return fl_error_set(FL_ENOMEM, "%s: out of memory", f->st_path);
@@ -108,10 +112,11 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 	int save = fl_peft_config_is_module_to_save(f->cfg, module);
 	free(module);
 	if (!save)
-		return fl_error_set(FL_EFORMAT,
-				    "%s: tensor '%s' is neither a LoHa factor (hada_*) nor part of a "
-				    "module in modules_to_save",
-				    f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
+		return fl_error_set(
+			FL_EFORMAT,
+			"%s: tensor '%s' is neither a LoHa factor (hada_*) nor part of a "
+			"module in modules_to_save",
+			f->st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 	struct fl_adapter_saved *ns = realloc(f->saved, (f->n_saved + 1) * sizeof(*ns));
 	if (!ns)
 		return fl_error_set(FL_ENOMEM, "%s: out of memory", f->st_path);
@@ -123,7 +128,7 @@ static int ad_folder_add(struct fl_adapter_folder *f, const struct fl_st_tensor 
 }
 
 const struct fl_adapter_factors *fl_adapter_folder_find(const struct fl_adapter_folder *f,
-							 const char *module)
+							const char *module)
 {
 	return ad_find(f, module);
 }
@@ -148,10 +153,11 @@ int fl_adapter_folder_open(const char *dir, struct fl_adapter_folder **out)
 		char *bin = ad_join(dir, "adapter_model.bin");
 		int has_bin = bin && access(bin, F_OK) == 0;
 		free(bin);
-		err = has_bin ? fl_error_set(FL_EUNSUPPORTED,
-					     "%s: missing; adapter_model.bin (a pickle) is not read, "
-					     "save the adapter with safe_serialization=True",
-					     f->st_path)
+		err = has_bin ? fl_error_set(
+					FL_EUNSUPPORTED,
+					"%s: missing; adapter_model.bin (a pickle) is not read, "
+					"save the adapter with safe_serialization=True",
+					f->st_path)
 			      : fl_error_set(e == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: %s",
 					     f->st_path, strerror(e));
 		goto fail;
@@ -186,18 +192,23 @@ int fl_adapter_base_weight(const struct fl_adapter_folder *f, const struct fl_st
 	*w = fl_st_find(base, wn);
 	free(wn);
 	if (!*w)
-		return fl_error_set(FL_ENOTFOUND,
-				    "%s has LoHa factors for module '%s', but %s has no tensor '%s.weight'",
-				    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
+		return fl_error_set(
+			FL_ENOTFOUND,
+			"%s has LoHa factors for module '%s', but %s has no tensor '%s.weight'",
+			f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), base_path,
+			fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	if ((*w)->ndim != 2 && (*w)->ndim != 4)
-		return fl_error_set(FL_EUNSUPPORTED,
-				    "%s: module '%s': base weight is %d-D; LoHa adapts only linear (2-D) "
-				    "and conv (4-D) weights",
-				    base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), (*w)->ndim);
+		return fl_error_set(
+			FL_EUNSUPPORTED,
+			"%s: module '%s': base weight is %d-D; LoHa adapts only linear (2-D) "
+			"and conv (4-D) weights",
+			base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), (*w)->ndim);
 	for (int i = 0; i < (*w)->ndim; i++)
 		if ((*w)->shape[i] < 1 || (*w)->shape[i] > INT_MAX / 16)
-			return fl_error_set(FL_ERANGE, "%s: module '%s': weight dimension %lld unsupported",
-					    base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), (long long)(*w)->shape[i]);
+			return fl_error_set(FL_ERANGE,
+					    "%s: module '%s': weight dimension %lld unsupported",
+					    base_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX),
+					    (long long)(*w)->shape[i]);
 	return FL_OK;
 }
 
@@ -227,7 +238,8 @@ int fl_adapter_dims_from_factors(const struct fl_adapter_folder *f,
 	if (!a || !b || a->ndim != 2 || b->ndim != 2 || (t && t->ndim != 4))
 		return fl_error_set(a && b ? FL_ESHAPE : FL_ENOTFOUND,
 				    "%s: module '%s': hada_w1_a / hada_w1_b %s", f->st_path,
-				    fl_error_safe_str(m->name, nb, AD_NAME_MAX), a && b ? "are not 2-D" : "missing");
+				    fl_error_safe_str(m->name, nb, AD_NAME_MAX),
+				    a && b ? "are not 2-D" : "missing");
 	int64_t o = t ? a->shape[1] : a->shape[0], i = b->shape[1];
 	int64_t k1 = t ? t->shape[2] : 1, k2 = t ? t->shape[3] : 1;
 	if (o < 1 || i < 1 || k1 < 1 || k2 < 1 || o > INT_MAX / 16 || i > INT_MAX / 16 ||
@@ -255,16 +267,19 @@ int fl_adapter_factors_check(const struct fl_adapter_folder *f, const struct fl_
 		const struct fl_st_tensor *t = m->t[k];
 		int need = k < FL_ADAPTER_T1 || tucker;
 		if (!need && t)
-			return fl_error_set(FL_EFORMAT,
-					    "%s: module '%s' has %s, but it takes the linear / reshape "
-					    "form (use_effective_conv2d %s, kernel %dx%d)",
-					    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), ad_fact_names[k],
-					    f->cfg->use_effective_conv2d ? "true" : "false", d->k1, d->k2);
+			return fl_error_set(
+				FL_EFORMAT,
+				"%s: module '%s' has %s, but it takes the linear / reshape "
+				"form (use_effective_conv2d %s, kernel %dx%d)",
+				f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX),
+				ad_fact_names[k], f->cfg->use_effective_conv2d ? "true" : "false",
+				d->k1, d->k2);
 		if (!need)
 			continue;
 		if (!t)
 			return fl_error_set(FL_ENOTFOUND, "%s: module '%s': factor %s is missing",
-					    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX), ad_fact_names[k]);
+					    f->st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX),
+					    ad_fact_names[k]);
 		int64_t e[4];
 		int nd = 2;
 		if (k >= FL_ADAPTER_T1) {
@@ -283,14 +298,14 @@ int fl_adapter_factors_check(const struct fl_adapter_folder *f, const struct fl_
 		for (int i = 0; same && i < nd; i++)
 			same = t->shape[i] == e[i];
 		if (!same)
-			return fl_error_set(FL_ESHAPE,
-					    "%s: tensor '%s' has shape %s, expected %s (weight %dx%dx%dx%d, "
-					    "r = %d for '%s' in the config)",
-					    f->st_path, fl_error_safe_str(t->name, tb, AD_NAME_MAX),
-					    fl_error_shape_str(t->shape, t->ndim, sa, sizeof(sa)),
-					    fl_error_shape_str(e, nd, se, sizeof(se)), d->out, d->in, d->k1,
-					    d->k2, d->r, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
+			return fl_error_set(
+				FL_ESHAPE,
+				"%s: tensor '%s' has shape %s, expected %s (weight %dx%dx%dx%d, "
+				"r = %d for '%s' in the config)",
+				f->st_path, fl_error_safe_str(t->name, tb, AD_NAME_MAX),
+				fl_error_shape_str(t->shape, t->ndim, sa, sizeof(sa)),
+				fl_error_shape_str(e, nd, se, sizeof(se)), d->out, d->in, d->k1,
+				d->k2, d->r, fl_error_safe_str(m->name, nb, AD_NAME_MAX));
 	}
 	return FL_OK;
 }
-

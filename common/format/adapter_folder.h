@@ -65,7 +65,7 @@ int fl_adapter_folder_open(const char *dir, struct fl_adapter_folder **out);
 void fl_adapter_folder_free(struct fl_adapter_folder *f);
 /* The factors of `module`, or NULL. */
 const struct fl_adapter_factors *fl_adapter_folder_find(const struct fl_adapter_folder *f,
-							 const char *module);
+							const char *module);
 
 /* The base weight "<module>.weight" of m in base: present, 2-D or 4-D.
  * base_path names the base in messages. */

@@ -46,10 +46,11 @@ static json_t *ad_pattern(json_t *pat, const char *module)
 	const char *k;
 	json_t *v;
 	size_t n = strlen(module);
-	json_object_foreach(pat, k, v) {
+	json_object_foreach(pat, k, v)
+	{
 		size_t kn = strlen(k);
-		if (!strcmp(k, module) || (kn < n && module[n - kn - 1] == '.' &&
-					   !strcmp(module + n - kn, k)))
+		if (!strcmp(k, module) ||
+		    (kn < n && module[n - kn - 1] == '.' && !strcmp(module + n - kn, k)))
 			return v;
 	}
 	return NULL;
@@ -69,8 +70,8 @@ static int ad_lora_num(json_t *cfg, const char *key, const char *path, double df
 
 /* ΔW = scale · B A of one module merged into base weight w (out, in) or
  * (O, I, K1, K2): A (r, in) or (r, I, K1, K2), B (out, r) or (O, r, 1, 1). */
-static int ad_lora_merge_module(const struct ad_lora_mod *m, const struct fl_st_tensor *w,
-				long r, double scale, const char *st_path, struct fl_st *out)
+static int ad_lora_merge_module(const struct ad_lora_mod *m, const struct fl_st_tensor *w, long r,
+				double scale, const char *st_path, struct fl_st *out)
 {
 	char nb[AD_NAME_MAX], sa[96], sb[96], sw[96];
 	const struct fl_st_tensor *A = m->a, *B = m->b;
@@ -82,7 +83,8 @@ static int ad_lora_merge_module(const struct ad_lora_mod *m, const struct fl_st_
 		ok = A->shape[2] == w->shape[2] && A->shape[3] == w->shape[3] && B->shape[2] == 1 &&
 		     B->shape[3] == 1;
 	if (!ok)
-		return fl_error_set(FL_ESHAPE, "%s: module '%s': lora_A %s and lora_B %s do not fit "
+		return fl_error_set(FL_ESHAPE,
+				    "%s: module '%s': lora_A %s and lora_B %s do not fit "
 				    "the base weight %s with r = %ld",
 				    st_path, fl_error_safe_str(m->name, nb, AD_NAME_MAX),
 				    fl_error_shape_str(A->shape, A->ndim, sa, sizeof(sa)),
@@ -135,11 +137,13 @@ static int ad_lora_collect(const struct fl_st *st, const char *st_path, struct a
 		int isb = len > pl + 14 && !strcmp(t->name + len - 14, ".lora_B.weight");
 		if (strncmp(t->name, AD_LORA_PREFIX, pl) != 0 || (!isa && !isb)) {
 			ad_lora_free(mods, n);
-			return fl_error_set(FL_EFORMAT, "%s: tensor '%s' is not a LoRA factor "
-					    "(peft_type \"LORA\" wants base_model.model.<module>."
-					    "lora_A.weight / lora_B.weight; LoRA modules_to_save are not "
-					    "supported)", st_path,
-					    fl_error_safe_str(t->name, nb, AD_NAME_MAX));
+			return fl_error_set(
+				FL_EFORMAT,
+				"%s: tensor '%s' is not a LoRA factor "
+				"(peft_type \"LORA\" wants base_model.model.<module>."
+				"lora_A.weight / lora_B.weight; LoRA modules_to_save are not "
+				"supported)",
+				st_path, fl_error_safe_str(t->name, nb, AD_NAME_MAX));
 		}
 		char *name = strndup(t->name + pl, len - pl - 14);
 		if (!name) {
@@ -160,8 +164,9 @@ static int ad_lora_collect(const struct fl_st *st, const char *st_path, struct a
 	}
 	for (size_t k = 0; k < n; k++)
 		if (!mods[k].a || !mods[k].b) {
-			int e = fl_error_set(FL_ENOTFOUND, "%s: module '%s' has lora_%s but no lora_%s",
-					     st_path, fl_error_safe_str(mods[k].name, nb, AD_NAME_MAX),
+			int e = fl_error_set(FL_ENOTFOUND,
+					     "%s: module '%s' has lora_%s but no lora_%s", st_path,
+					     fl_error_safe_str(mods[k].name, nb, AD_NAME_MAX),
 					     mods[k].a ? "A" : "B", mods[k].a ? "B" : "A");
 			ad_lora_free(mods, n);
 			return e;
@@ -181,10 +186,11 @@ static int ad_lora_check_base(const struct ad_lora_mod *mods, size_t nmods,
 		snprintf(wn, sizeof(wn), "%s.weight", mods[i].name);
 		const struct fl_st_tensor *w = fl_st_find(base, wn);
 		if (!w || (w->ndim != 2 && w->ndim != 4))
-			return fl_error_set(FL_ENOTFOUND, "%s has LoRA factors for module '%s' but %s "
-					    "has no 2-D or 4-D '%s.weight'", spath,
-					    fl_error_safe_str(mods[i].name, nb, AD_NAME_MAX), base_path,
-					    mods[i].name);
+			return fl_error_set(FL_ENOTFOUND,
+					    "%s has LoRA factors for module '%s' but %s "
+					    "has no 2-D or 4-D '%s.weight'",
+					    spath, fl_error_safe_str(mods[i].name, nb, AD_NAME_MAX),
+					    base_path, mods[i].name);
 	}
 	return FL_OK;
 }
@@ -219,18 +225,22 @@ int fl_adapter_merge_lora(const char *base_path, const char *dir, const char *ou
 	double r0, alpha0;
 	int err = FL_OK;
 	if (!cfg || !json_is_object(cfg)) {
-		err = fl_error_set(FL_EFORMAT, "%s: %s", cpath, cfg ? "not a JSON object" : je.text);
+		err = fl_error_set(FL_EFORMAT, "%s: %s", cpath,
+				   cfg ? "not a JSON object" : je.text);
 		goto done;
 	}
 	if ((err = ad_lora_num(cfg, "r", cpath, 8, &r0)) ||
 	    (err = ad_lora_num(cfg, "lora_alpha", cpath, 8, &alpha0)))
 		goto done;
-	json_t *rp = json_object_get(cfg, "rank_pattern"), *ap = json_object_get(cfg, "alpha_pattern");
+	json_t *rp = json_object_get(cfg, "rank_pattern"),
+	       *ap = json_object_get(cfg, "alpha_pattern");
 	int rslora = json_is_true(json_object_get(cfg, "use_rslora"));
 	if (json_is_true(json_object_get(cfg, "use_dora")) ||
 	    json_is_true(json_object_get(cfg, "fan_in_fan_out"))) {
-		err = fl_error_set(FL_EUNSUPPORTED, "%s: use_dora / fan_in_fan_out LoRA adapters "
-				   "cannot be merged here", cpath);
+		err = fl_error_set(FL_EUNSUPPORTED,
+				   "%s: use_dora / fan_in_fan_out LoRA adapters "
+				   "cannot be merged here",
+				   cpath);
 		goto done;
 	}
 	if ((err = fl_st_read(spath, &ad)) || (err = ad_lora_collect(ad, spath, &mods, &nmods)) ||
@@ -254,8 +264,9 @@ int fl_adapter_merge_lora(const char *base_path, const char *dir, const char *ou
 		double r = rv && json_is_number(rv) ? json_number_value(rv) : r0;
 		double alpha = av && json_is_number(av) ? json_number_value(av) : alpha0;
 		if (!(r >= 1 && r <= 1e6 && r == floor(r)) || !isfinite(alpha)) {
-			err = fl_error_set(FL_EINVAL, "%s: module '%s': r %g / lora_alpha %g invalid",
-					   cpath, fl_error_safe_str(m->name, nb, AD_NAME_MAX), r, alpha);
+			err = fl_error_set(FL_EINVAL,
+					   "%s: module '%s': r %g / lora_alpha %g invalid", cpath,
+					   fl_error_safe_str(m->name, nb, AD_NAME_MAX), r, alpha);
 			break;
 		}
 		double scale = alpha / (rslora ? sqrt(r) : r);

@@ -22,9 +22,9 @@ static const struct {
 	const char *name;
 	size_t size;
 } fl_dtypes[FL_DTYPE_COUNT] = {
-	[FL_DTYPE_F32] = {"F32", 4}, [FL_DTYPE_F16] = {"F16", 2}, [FL_DTYPE_BF16] = {"BF16", 2},
-	[FL_DTYPE_F64] = {"F64", 8}, [FL_DTYPE_I64] = {"I64", 8}, [FL_DTYPE_I32] = {"I32", 4},
-	[FL_DTYPE_I16] = {"I16", 2}, [FL_DTYPE_I8] = {"I8", 1},	  [FL_DTYPE_U8] = {"U8", 1},
+	[FL_DTYPE_F32] = {"F32", 4},   [FL_DTYPE_F16] = {"F16", 2}, [FL_DTYPE_BF16] = {"BF16", 2},
+	[FL_DTYPE_F64] = {"F64", 8},   [FL_DTYPE_I64] = {"I64", 8}, [FL_DTYPE_I32] = {"I32", 4},
+	[FL_DTYPE_I16] = {"I16", 2},   [FL_DTYPE_I8] = {"I8", 1},   [FL_DTYPE_U8] = {"U8", 1},
 	[FL_DTYPE_BOOL] = {"BOOL", 1},
 };
 
@@ -85,7 +85,8 @@ int fl_st_tensor_to_f32(const struct fl_st_tensor *t, float *dst, size_t numel)
 		return FL_OK;
 	default:
 		return fl_error_set(FL_EUNSUPPORTED, "tensor '%s': dtype %s is not a floating type",
-				    fl_error_safe_str(t->name, nb, sizeof(nb)), fl_dtype_name(t->dtype));
+				    fl_error_safe_str(t->name, nb, sizeof(nb)),
+				    fl_dtype_name(t->dtype));
 	}
 }
 

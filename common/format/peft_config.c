@@ -21,10 +21,22 @@
 static const char *const peft_param_names[] = {"loha", "dense", "fedpara", "pfedpara", "lowrank"};
 
 static const char *const peft_known_keys[] = {
-	"peft_type", "r", "alpha", "rank_dropout", "module_dropout", "use_effective_conv2d",
-	"target_modules", "exclude_modules", "init_weights", "layers_to_transform",
-	"layers_pattern", "rank_pattern", "alpha_pattern", "modules_to_save",
-	"fedloha_parameterization", "fedloha_gamma",
+	"peft_type",
+	"r",
+	"alpha",
+	"rank_dropout",
+	"module_dropout",
+	"use_effective_conv2d",
+	"target_modules",
+	"exclude_modules",
+	"init_weights",
+	"layers_to_transform",
+	"layers_pattern",
+	"rank_pattern",
+	"alpha_pattern",
+	"modules_to_save",
+	"fedloha_parameterization",
+	"fedloha_gamma",
 };
 
 const char *fl_peft_param_name(enum fl_peft_param p)
@@ -42,8 +54,9 @@ int fl_peft_param_parse(const char *s, enum fl_peft_param *out)
 			return FL_OK;
 		}
 	}
-	return fl_error_set(FL_EINVAL,
-			    "unknown parameterization '%s' (loha, dense, fedpara, pfedpara, lowrank)", s);
+	return fl_error_set(
+		FL_EINVAL,
+		"unknown parameterization '%s' (loha, dense, fedpara, pfedpara, lowrank)", s);
 }
 
 /* ---- lifecycle ---- */
@@ -198,7 +211,8 @@ static int peft_parse_scalar(struct fl_peft_config *c, const char *what, const c
 					    "(fedloha reads LoHa adapters only)",
 					    what, json_string_value(v));
 	} else if (strcmp(key, "r") == 0) {
-		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > INT_MAX)
 			return peft_bad(FL_EINVAL, what, key, "a positive integer", v);
 		c->r = (int)json_integer_value(v);
 	} else if (strcmp(key, "alpha") == 0) {
@@ -268,7 +282,8 @@ static int peft_parse_key(struct fl_peft_config *c, const char *what, const char
 		if (json_is_null(v))
 			return FL_OK;
 		if (!json_is_string(v) && !json_is_array(v))
-			return peft_bad(FL_EINVAL, what, key, "a string, a list of strings or null", v);
+			return peft_bad(FL_EINVAL, what, key, "a string, a list of strings or null",
+					v);
 		c->layers_pattern_is_list = json_is_array(v);
 		return peft_get_strv(v, what, key, &c->layers_pattern, &c->n_layers_pattern);
 	} else if (strcmp(key, "rank_pattern") == 0) {
@@ -286,8 +301,9 @@ static int peft_parse_key(struct fl_peft_config *c, const char *what, const char
 			return FL_OK;
 		if (!json_is_string(v) ||
 		    fl_peft_param_parse(json_string_value(v), &c->parameterization) != FL_OK)
-			return peft_bad(FL_EINVAL, what, key,
-					"\"loha\", \"dense\", \"fedpara\", \"pfedpara\" or \"lowrank\"", v);
+			return peft_bad(
+				FL_EINVAL, what, key,
+				"\"loha\", \"dense\", \"fedpara\", \"pfedpara\" or \"lowrank\"", v);
 	} else if (strcmp(key, "fedloha_gamma") == 0) {
 		if (json_is_null(v))
 			return FL_OK;
@@ -316,7 +332,8 @@ int fl_peft_config_parse(const char *json, size_t len, const char *what,
 	json_error_t jerr;
 	json_t *root = json_loadb(json, len, 0, &jerr);
 	if (!root)
-		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", what, jerr.line, jerr.column, jerr.text);
+		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", what, jerr.line, jerr.column,
+				    jerr.text);
 	struct fl_peft_config *c = NULL;
 	json_t *extra = NULL;
 	int err;
@@ -325,7 +342,8 @@ int fl_peft_config_parse(const char *json, size_t len, const char *what,
 		goto fail;
 	}
 	if (!json_object_get(root, "peft_type")) {
-		err = fl_error_set(FL_EINVAL, "%s: key 'peft_type' is missing (expected \"LOHA\")", what);
+		err = fl_error_set(FL_EINVAL, "%s: key 'peft_type' is missing (expected \"LOHA\")",
+				   what);
 		goto fail;
 	}
 	if ((err = fl_peft_config_new(&c)) != FL_OK)
@@ -376,32 +394,32 @@ int fl_peft_config_read(const char *path, struct fl_peft_config **out)
 	return err;
 }
 
-
 /* ---- validation ---- */
 
 static int peft_validate_as(const struct fl_peft_config *c, const char *what)
 {
 	if (c->r < 1)
-		return fl_error_set(FL_EINVAL, "%s: key 'r': expected a positive integer, got %d", what,
-				    c->r);
+		return fl_error_set(FL_EINVAL, "%s: key 'r': expected a positive integer, got %d",
+				    what, c->r);
 	if (!isfinite(c->alpha))
 		return fl_error_set(FL_EINVAL, "%s: key 'alpha': expected a finite number", what);
 	if (!(c->rank_dropout >= 0 && c->rank_dropout < 1))
-		return fl_error_set(FL_EINVAL, "%s: key 'rank_dropout': expected a number in [0, 1)",
-				    what);
+		return fl_error_set(FL_EINVAL,
+				    "%s: key 'rank_dropout': expected a number in [0, 1)", what);
 	if (!(c->module_dropout >= 0 && c->module_dropout < 1))
-		return fl_error_set(FL_EINVAL, "%s: key 'module_dropout': expected a number in [0, 1)",
-				    what);
+		return fl_error_set(FL_EINVAL,
+				    "%s: key 'module_dropout': expected a number in [0, 1)", what);
 	if (c->has_gamma && !(c->gamma >= 0 && c->gamma <= 1))
-		return fl_error_set(FL_EINVAL, "%s: key 'fedloha_gamma': expected a number in [0, 1]",
-				    what);
+		return fl_error_set(FL_EINVAL,
+				    "%s: key 'fedloha_gamma': expected a number in [0, 1]", what);
 	if ((unsigned)c->parameterization > FL_PEFT_PARAM_LOWRANK)
 		return fl_error_set(FL_EINVAL, "%s: key 'fedloha_parameterization': unknown value",
 				    what);
 	if (c->exclude_kind == FL_PEFT_SEL_ALL_LINEAR)
-		return fl_error_set(FL_EINVAL,
-				    "%s: key 'exclude_modules': \"all-linear\" is only for target_modules",
-				    what);
+		return fl_error_set(
+			FL_EINVAL,
+			"%s: key 'exclude_modules': \"all-linear\" is only for target_modules",
+			what);
 	if ((c->target_kind == FL_PEFT_SEL_REGEX && c->n_target_modules != 1) ||
 	    (c->exclude_kind == FL_PEFT_SEL_REGEX && c->n_exclude_modules != 1))
 		return fl_error_set(FL_EINVAL, "%s: key 'target_modules': a regex needs one string",
@@ -409,15 +427,15 @@ static int peft_validate_as(const struct fl_peft_config *c, const char *what)
 	for (size_t i = 0; i < c->n_rank_pattern; i++) {
 		double v = c->rank_pattern[i].value;
 		if (!(v >= 1 && v <= INT_MAX && v == floor(v)))
-			return fl_error_set(FL_EINVAL,
-					    "%s: key 'rank_pattern.%s': expected a positive integer",
-					    what, c->rank_pattern[i].key);
+			return fl_error_set(
+				FL_EINVAL, "%s: key 'rank_pattern.%s': expected a positive integer",
+				what, c->rank_pattern[i].key);
 	}
 	for (size_t i = 0; i < c->n_alpha_pattern; i++)
 		if (!isfinite(c->alpha_pattern[i].value))
 			return fl_error_set(FL_EINVAL,
-					    "%s: key 'alpha_pattern.%s': expected a finite number", what,
-					    c->alpha_pattern[i].key);
+					    "%s: key 'alpha_pattern.%s': expected a finite number",
+					    what, c->alpha_pattern[i].key);
 	return fl_peft_config_check_patterns(c, what);
 }
 
@@ -465,7 +483,8 @@ static json_t *peft_patterns_json(const struct fl_peft_pattern *p, size_t n, int
 	for (size_t i = 0; o && i < n; i++) {
 		*short_reals &= peft_real_short(p[i].value);
 		json_object_set_new(o, p[i].key,
-				    integer ? json_integer((json_int_t)p[i].value) : json_real(p[i].value));
+				    integer ? json_integer((json_int_t)p[i].value)
+					    : json_real(p[i].value));
 	}
 	return o;
 }
@@ -482,7 +501,7 @@ int fl_peft_config_write(const struct fl_peft_config *c, const char *path)
 	}
 	/* PeftConfig's own keys, when extra_json did not carry them. */
 	static const char *const base_null[] = {"auto_mapping", "base_model_name_or_path",
-						 "revision", "task_type"};
+						"revision", "task_type"};
 	for (size_t i = 0; i < sizeof(base_null) / sizeof(base_null[0]); i++)
 		if (!json_object_get(root, base_null[i]))
 			json_object_set_new(root, base_null[i], json_null());
@@ -500,13 +519,13 @@ int fl_peft_config_write(const struct fl_peft_config *c, const char *path)
 	bad |= json_object_set_new(root, "use_effective_conv2d",
 				   json_boolean(c->use_effective_conv2d));
 	bad |= json_object_set_new(root, "init_weights", json_boolean(c->init_weights));
-	bad |= json_object_set_new(root, "target_modules",
-				   peft_sel_json(c->target_kind, c->target_modules,
-						 c->n_target_modules));
+	bad |= json_object_set_new(
+		root, "target_modules",
+		peft_sel_json(c->target_kind, c->target_modules, c->n_target_modules));
 	if (c->exclude_kind != FL_PEFT_SEL_NULL)
-		bad |= json_object_set_new(root, "exclude_modules",
-					   peft_sel_json(c->exclude_kind, c->exclude_modules,
-							 c->n_exclude_modules));
+		bad |= json_object_set_new(
+			root, "exclude_modules",
+			peft_sel_json(c->exclude_kind, c->exclude_modules, c->n_exclude_modules));
 	json_t *ltt = json_null();
 	if (c->layers_to_transform && !c->layers_to_transform_is_list)
 		ltt = json_integer(c->layers_to_transform[0]);
@@ -514,15 +533,15 @@ int fl_peft_config_write(const struct fl_peft_config *c, const char *path)
 		for (size_t i = 0; i < c->n_layers_to_transform; i++)
 			json_array_append_new(ltt, json_integer(c->layers_to_transform[i]));
 	bad |= json_object_set_new(root, "layers_to_transform", ltt);
-	bad |= json_object_set_new(root, "layers_pattern",
-				   peft_strv_json(c->layers_pattern, c->n_layers_pattern,
-						  c->layers_pattern_is_list));
-	bad |= json_object_set_new(root, "rank_pattern",
-				   peft_patterns_json(c->rank_pattern, c->n_rank_pattern, 1,
-						      &short_reals));
-	bad |= json_object_set_new(root, "alpha_pattern",
-				   peft_patterns_json(c->alpha_pattern, c->n_alpha_pattern, 0,
-						      &short_reals));
+	bad |= json_object_set_new(
+		root, "layers_pattern",
+		peft_strv_json(c->layers_pattern, c->n_layers_pattern, c->layers_pattern_is_list));
+	bad |= json_object_set_new(
+		root, "rank_pattern",
+		peft_patterns_json(c->rank_pattern, c->n_rank_pattern, 1, &short_reals));
+	bad |= json_object_set_new(
+		root, "alpha_pattern",
+		peft_patterns_json(c->alpha_pattern, c->n_alpha_pattern, 0, &short_reals));
 	bad |= json_object_set_new(root, "modules_to_save",
 				   peft_strv_json(c->modules_to_save, c->n_modules_to_save, 1));
 	if (c->parameterization != FL_PEFT_PARAM_LOHA)

@@ -77,7 +77,7 @@ struct fl_peft_config {
 	int *layers_to_transform; /* NULL = null */
 	size_t n_layers_to_transform;
 	int layers_to_transform_is_list; /* 0: written back as a plain int */
-	char **layers_pattern;            /* NULL = null */
+	char **layers_pattern;           /* NULL = null */
 	size_t n_layers_pattern;
 	int layers_pattern_is_list; /* 0: written back as a plain string */
 

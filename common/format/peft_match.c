@@ -148,8 +148,8 @@ static int peft_regex_compile(regex_t *re, const char *prefix, const char *py, c
 	if (rc != 0) {
 		char msg[128];
 		regerror(rc, re, msg, sizeof(msg));
-		return fl_error_set(FL_EINVAL, "regex '%.100s': POSIX regcomp cannot compile it: %s",
-				    py, msg);
+		return fl_error_set(FL_EINVAL,
+				    "regex '%.100s': POSIX regcomp cannot compile it: %s", py, msg);
 	}
 	return FL_OK;
 }
@@ -181,7 +181,8 @@ static int peft_layer_index(const struct fl_peft_config *c, const char *module, 
 		np = 0; /* "" counts as empty, as in PEFT */
 	for (size_t i = 0; i < (np ? np : 1); i++) {
 		regex_t re;
-		int err = np ? peft_regex_compile(&re, "^.*\\.(", c->layers_pattern[i], ")\\.([0-9]+)\\.")
+		int err = np ? peft_regex_compile(&re, "^.*\\.(", c->layers_pattern[i],
+						  ")\\.([0-9]+)\\.")
 			     : peft_regex_compile(&re, "^.*\\.[^.]*\\.([0-9]+)\\.", "", "");
 		if (err != FL_OK)
 			return err;
@@ -196,7 +197,6 @@ static int peft_layer_index(const struct fl_peft_config *c, const char *module, 
 	}
 	return FL_OK;
 }
-
 
 /* Re-records the current detail prefixed with "what: key 'key': ". */
 static int peft_wrap(int err, const char *what, const char *key)
@@ -223,10 +223,12 @@ int fl_peft_config_check_patterns(const struct fl_peft_config *c, const char *wh
 		regfree(&re);
 	}
 	for (size_t i = 0; i < c->n_rank_pattern; i++)
-		if ((err = peft_regex_match("^(.*\\.)?(", c->rank_pattern[i].key, ")$", "", &m)) != FL_OK)
+		if ((err = peft_regex_match("^(.*\\.)?(", c->rank_pattern[i].key, ")$", "", &m)) !=
+		    FL_OK)
 			return peft_wrap(err, what, "rank_pattern");
 	for (size_t i = 0; i < c->n_alpha_pattern; i++)
-		if ((err = peft_regex_match("^(.*\\.)?(", c->alpha_pattern[i].key, ")$", "", &m)) != FL_OK)
+		if ((err = peft_regex_match("^(.*\\.)?(", c->alpha_pattern[i].key, ")$", "", &m)) !=
+		    FL_OK)
 			return peft_wrap(err, what, "alpha_pattern");
 	return FL_OK;
 }
@@ -264,9 +266,10 @@ int fl_peft_config_targets(const struct fl_peft_config *c, const char *module, i
 	}
 	switch (c->target_kind) {
 	case FL_PEFT_SEL_NULL:
-		return fl_error_set(FL_EUNSUPPORTED,
-				    "target_modules is null (PEFT then picks modules by model type, "
-				    "which fedloha cannot know): list them in adapter_config.json");
+		return fl_error_set(
+			FL_EUNSUPPORTED,
+			"target_modules is null (PEFT then picks modules by model type, "
+			"which fedloha cannot know): list them in adapter_config.json");
 	case FL_PEFT_SEL_REGEX:
 		return fl_peft_regex_fullmatch(c->target_modules[0], module, targeted);
 	case FL_PEFT_SEL_ALL_LINEAR:
@@ -294,7 +297,7 @@ int fl_peft_config_targets(const struct fl_peft_config *c, const char *module, i
 }
 
 static const struct fl_peft_pattern *peft_pattern_find(const struct fl_peft_pattern *p, size_t n,
-							const char *module)
+						       const char *module)
 {
 	for (size_t i = 0; i < n; i++) {
 		int m = 0;
@@ -306,14 +309,15 @@ static const struct fl_peft_pattern *peft_pattern_find(const struct fl_peft_patt
 
 int fl_peft_config_rank(const struct fl_peft_config *c, const char *module)
 {
-	const struct fl_peft_pattern *p = peft_pattern_find(c->rank_pattern, c->n_rank_pattern, module);
+	const struct fl_peft_pattern *p = peft_pattern_find(c->rank_pattern, c->n_rank_pattern,
+							    module);
 	return p ? (int)p->value : c->r;
 }
 
 double fl_peft_config_alpha(const struct fl_peft_config *c, const char *module)
 {
-	const struct fl_peft_pattern *p =
-		peft_pattern_find(c->alpha_pattern, c->n_alpha_pattern, module);
+	const struct fl_peft_pattern *p = peft_pattern_find(c->alpha_pattern, c->n_alpha_pattern,
+							    module);
 	return p ? p->value : c->alpha;
 }
 

@@ -25,7 +25,7 @@
 /* One tensor; allocated on its own so fl_st_at() pointers survive fl_st_add(). */
 struct st_entry {
 	struct fl_st_tensor t;
-	void *own;	/* bytes copied by fl_st_add(), or NULL when t.data is in buf */
+	void *own;      /* bytes copied by fl_st_add(), or NULL when t.data is in buf */
 	uint64_t begin; /* data offset of a read tensor (sort key) */
 };
 
@@ -68,8 +68,9 @@ static int check_header_len(uint64_t hlen, uint64_t avail, const char *what)
 		return fl_error_set(FL_EFORMAT, "%s: header length %llu is too small", what,
 				    (unsigned long long)hlen);
 	if (hlen > FL_ST_HEADER_MAX)
-		return fl_error_set(FL_ERANGE, "%s: header length %llu exceeds the limit of %u bytes",
-				    what, (unsigned long long)hlen, FL_ST_HEADER_MAX);
+		return fl_error_set(FL_ERANGE,
+				    "%s: header length %llu exceeds the limit of %u bytes", what,
+				    (unsigned long long)hlen, FL_ST_HEADER_MAX);
 	if (hlen > avail)
 		return fl_error_set(FL_EFORMAT,
 				    "%s: header length %llu exceeds the %llu bytes that follow it "
@@ -92,11 +93,13 @@ static int parse_metadata(struct fl_st *st, json_t *obj, const char *what)
 	st->meta_cap = count;
 	const char *key;
 	json_t *val;
-	json_object_foreach(obj, key, val) {
+	json_object_foreach(obj, key, val)
+	{
 		if (!json_is_string(val))
-			return fl_error_set(FL_EFORMAT,
-					    "%s: \"__metadata__\" value of key '%s' is not a string",
-					    what, fl_error_safe_str(key, kb, sizeof(kb)));
+			return fl_error_set(
+				FL_EFORMAT,
+				"%s: \"__metadata__\" value of key '%s' is not a string", what,
+				fl_error_safe_str(key, kb, sizeof(kb)));
 		struct st_meta *m = &st->meta[st->nmeta];
 		m->key = dup_str(key);
 		m->value = dup_str(json_string_value(val));
@@ -119,18 +122,21 @@ static int parse_shape(json_t *js, const char *nm, const char *what, struct fl_s
 				    nm);
 	size_t ndim = json_array_size(js);
 	if (ndim > FL_ST_NDIM_MAX)
-		return fl_error_set(FL_ERANGE, "%s: tensor '%s': %zu dimensions, at most %d supported",
-				    what, nm, ndim, FL_ST_NDIM_MAX);
+		return fl_error_set(FL_ERANGE,
+				    "%s: tensor '%s': %zu dimensions, at most %d supported", what,
+				    nm, ndim, FL_ST_NDIM_MAX);
 	int has_zero = 0;
 	for (size_t i = 0; i < ndim; i++) {
 		json_t *d = json_array_get(js, i);
 		if (!json_is_integer(d))
-			return fl_error_set(FL_EFORMAT, "%s: tensor '%s': shape[%zu] is not an integer",
-					    what, nm, i);
+			return fl_error_set(FL_EFORMAT,
+					    "%s: tensor '%s': shape[%zu] is not an integer", what,
+					    nm, i);
 		shape[i] = json_integer_value(d);
 		if (shape[i] < 0)
-			return fl_error_set(FL_EFORMAT, "%s: tensor '%s': shape[%zu] = %lld is negative",
-					    what, nm, i, (long long)shape[i]);
+			return fl_error_set(FL_EFORMAT,
+					    "%s: tensor '%s': shape[%zu] = %lld is negative", what,
+					    nm, i, (long long)shape[i]);
 		has_zero |= shape[i] == 0;
 	}
 	/* numel * dsize must fit both size_t and the int64 offsets. */
@@ -138,9 +144,10 @@ static int parse_shape(json_t *js, const char *nm, const char *what, struct fl_s
 	uint64_t numel = 1;
 	for (size_t i = 0; i < ndim && !has_zero; i++) {
 		if (numel > limit / (uint64_t)shape[i])
-			return fl_error_set(FL_ERANGE,
-					    "%s: tensor '%s': shape product overflows (dimension %zu)",
-					    what, nm, i);
+			return fl_error_set(
+				FL_ERANGE,
+				"%s: tensor '%s': shape product overflows (dimension %zu)", what,
+				nm, i);
 		numel *= (uint64_t)shape[i];
 	}
 	t->ndim = (int)ndim;
@@ -151,19 +158,22 @@ static int parse_shape(json_t *js, const char *nm, const char *what, struct fl_s
 
 /* Validates one tensor entry and appends it (offsets are checked against the
  * data area here; the tiling is checked once all entries are in). */
-static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
-		       const unsigned char *data, size_t data_len, const char *what)
+static int parse_entry(struct fl_st *st, const char *name, json_t *obj, const unsigned char *data,
+		       size_t data_len, const char *what)
 {
 	char nb[128], db[40];
 	const char *nm = fl_error_safe_str(name, nb, sizeof(nb));
 	if (!json_is_object(obj))
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': entry is not an object", what, nm);
+		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': entry is not an object", what,
+				    nm);
 	json_t *jd = json_object_get(obj, "dtype");
 	json_t *js = json_object_get(obj, "shape");
 	json_t *jo = json_object_get(obj, "data_offsets");
 	if (!jd || !js || !jo)
 		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': missing \"%s\"", what, nm,
-				    !jd ? "dtype" : !js ? "shape" : "data_offsets");
+				    !jd   ? "dtype"
+				    : !js ? "shape"
+					  : "data_offsets");
 
 	struct fl_st_tensor t = {0};
 	if (!json_is_string(jd))
@@ -177,30 +187,33 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj,
 		return err;
 	if (!json_is_array(jo) || json_array_size(jo) != 2 ||
 	    !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))
-		return fl_error_set(FL_EFORMAT,
-				    "%s: tensor '%s': \"data_offsets\" is not [begin, end] integers",
-				    what, nm);
+		return fl_error_set(
+			FL_EFORMAT,
+			"%s: tensor '%s': \"data_offsets\" is not [begin, end] integers", what, nm);
 	json_int_t b = json_integer_value(json_array_get(jo, 0));
 	json_int_t e = json_integer_value(json_array_get(jo, 1));
 	if (b < 0 || e < 0)
-		return fl_error_set(FL_EFORMAT, "%s: tensor '%s': negative data_offsets [%lld, %lld]",
-				    what, nm, (long long)b, (long long)e);
+		return fl_error_set(FL_EFORMAT,
+				    "%s: tensor '%s': negative data_offsets [%lld, %lld]", what, nm,
+				    (long long)b, (long long)e);
 	if (e < b)
 		return fl_error_set(FL_EFORMAT,
-				    "%s: tensor '%s': data_offsets [%lld, %lld] end before begin", what,
-				    nm, (long long)b, (long long)e);
+				    "%s: tensor '%s': data_offsets [%lld, %lld] end before begin",
+				    what, nm, (long long)b, (long long)e);
 	if ((uint64_t)(e - b) != t.nbytes)
-		return fl_error_set(FL_EFORMAT,
-				    "%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, but "
-				    "%llu elements of %s need %llu",
-				    what, nm, (long long)b, (long long)e, (long long)(e - b),
-				    (unsigned long long)t.numel, fl_dtype_name(t.dtype),
-				    (unsigned long long)t.nbytes);
+		return fl_error_set(
+			FL_EFORMAT,
+			"%s: tensor '%s': data_offsets [%lld, %lld] span %lld bytes, but "
+			"%llu elements of %s need %llu",
+			what, nm, (long long)b, (long long)e, (long long)(e - b),
+			(unsigned long long)t.numel, fl_dtype_name(t.dtype),
+			(unsigned long long)t.nbytes);
 	if ((uint64_t)e > data_len)
-		return fl_error_set(FL_EFORMAT,
-				    "%s: tensor '%s': data_offsets [%lld, %lld] outside the data area "
-				    "of %zu bytes",
-				    what, nm, (long long)b, (long long)e, data_len);
+		return fl_error_set(
+			FL_EFORMAT,
+			"%s: tensor '%s': data_offsets [%lld, %lld] outside the data area "
+			"of %zu bytes",
+			what, nm, (long long)b, (long long)e, data_len);
 	struct st_entry *en = calloc(1, sizeof(*en));
 	if (!en || !(t.name = dup_str(name))) {
 		free(en);
@@ -237,24 +250,26 @@ static int check_tiling(struct fl_st *st, size_t data_len, const char *what)
 	for (size_t i = 0; i < st->n; i++) {
 		const struct st_entry *e = st->v[i];
 		if (e->begin < pos)
-			return fl_error_set(FL_EFORMAT,
-					    "%s: tensors '%s' and '%s' are overlapping (offset %llu < %llu)",
-					    what, fl_error_safe_str(prev->t.name, pb, sizeof(pb)),
-					    fl_error_safe_str(e->t.name, nb, sizeof(nb)),
-					    (unsigned long long)e->begin, (unsigned long long)pos);
+			return fl_error_set(
+				FL_EFORMAT,
+				"%s: tensors '%s' and '%s' are overlapping (offset %llu < %llu)",
+				what, fl_error_safe_str(prev->t.name, pb, sizeof(pb)),
+				fl_error_safe_str(e->t.name, nb, sizeof(nb)),
+				(unsigned long long)e->begin, (unsigned long long)pos);
 		if (e->begin > pos)
-			return fl_error_set(FL_EFORMAT,
-					    "%s: hole of %llu bytes at data offset %llu, before tensor '%s'",
-					    what, (unsigned long long)(e->begin - pos),
-					    (unsigned long long)pos, fl_error_safe_str(e->t.name, nb, sizeof(nb)));
+			return fl_error_set(
+				FL_EFORMAT,
+				"%s: hole of %llu bytes at data offset %llu, before tensor '%s'",
+				what, (unsigned long long)(e->begin - pos), (unsigned long long)pos,
+				fl_error_safe_str(e->t.name, nb, sizeof(nb)));
 		pos = e->begin + e->t.nbytes;
 		prev = e;
 	}
 	if (pos != data_len) {
 		if (prev)
 			return fl_error_set(FL_EFORMAT,
-					    "%s: %llu trailing bytes after the last tensor '%s'", what,
-					    (unsigned long long)(data_len - pos),
+					    "%s: %llu trailing bytes after the last tensor '%s'",
+					    what, (unsigned long long)(data_len - pos),
 					    fl_error_safe_str(prev->t.name, nb, sizeof(nb)));
 		return fl_error_set(FL_EFORMAT, "%s: %zu trailing bytes and no tensors", what,
 				    data_len);
@@ -274,8 +289,8 @@ static int parse_owned(unsigned char *buf, size_t len, const char *what, struct 
 	}
 	st->buf = buf;
 	if (len < 8) {
-		rc = fl_error_set(FL_EFORMAT, "%s: %zu bytes, too short for a safetensors file", what,
-				  len);
+		rc = fl_error_set(FL_EFORMAT, "%s: %zu bytes, too short for a safetensors file",
+				  what, len);
 		goto fail;
 	}
 	uint64_t hlen = load_le64(buf);
@@ -286,8 +301,9 @@ static int parse_owned(unsigned char *buf, size_t len, const char *what, struct 
 	root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
 		char tb[JSON_ERROR_TEXT_LENGTH];
-		rc = fl_error_set(FL_EFORMAT, "%s: header is not valid JSON: line %d, column %d: %s",
-				  what, jerr.line, jerr.column, fl_error_safe_str(jerr.text, tb, sizeof(tb)));
+		rc = fl_error_set(
+			FL_EFORMAT, "%s: header is not valid JSON: line %d, column %d: %s", what,
+			jerr.line, jerr.column, fl_error_safe_str(jerr.text, tb, sizeof(tb)));
 		goto fail;
 	}
 	if (!json_is_object(root)) {
@@ -305,7 +321,8 @@ static int parse_owned(unsigned char *buf, size_t len, const char *what, struct 
 	size_t data_len = len - 8 - (size_t)hlen;
 	const char *key;
 	json_t *val;
-	json_object_foreach(root, key, val) {
+	json_object_foreach(root, key, val)
+	{
 		if (strcmp(key, "__metadata__") == 0)
 			rc = parse_metadata(st, val, what);
 		else
@@ -377,8 +394,8 @@ int fl_st_read(const char *path, struct fl_st **out)
 	}
 	uint64_t size = (uint64_t)sb.st_size;
 	if (size < 8) {
-		rc = fl_error_set(FL_EFORMAT, "%s: %llu bytes, too short for a safetensors file", path,
-				  (unsigned long long)size);
+		rc = fl_error_set(FL_EFORMAT, "%s: %llu bytes, too short for a safetensors file",
+				  path, (unsigned long long)size);
 		goto fail;
 	}
 	if (size > SIZE_MAX) {
@@ -540,7 +557,8 @@ int fl_st_add(struct fl_st *st, const char *name, enum fl_dtype dtype, const int
 			free(en->own);
 		}
 		free(en);
-		return fl_error_set(FL_ENOMEM, "tensor '%s': out of memory for %zu bytes", nm, nbytes);
+		return fl_error_set(FL_ENOMEM, "tensor '%s': out of memory for %zu bytes", nm,
+				    nbytes);
 	}
 	if (nbytes)
 		memcpy(en->own, data, nbytes);

@@ -134,8 +134,8 @@ int fl_st_write(const struct fl_st *st, const char *path)
 	}
 	size_t hl = strlen(hdr), padded = (hl + 7) & ~(size_t)7;
 	if (padded > FL_ST_HEADER_MAX) {
-		rc = fl_error_set(FL_ERANGE, "%s: header of %zu bytes exceeds the limit of %u", path,
-				  padded, FL_ST_HEADER_MAX);
+		rc = fl_error_set(FL_ERANGE, "%s: header of %zu bytes exceeds the limit of %u",
+				  path, padded, FL_ST_HEADER_MAX);
 		goto done;
 	}
 	size_t plen = strlen(path);

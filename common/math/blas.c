@@ -12,11 +12,13 @@ void fl_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, c
 		/* BLAS leaves C untouched when k == 0 only if beta == 1; be explicit. */
 		for (int i = 0; i < m; i++)
 			for (int j = 0; j < n; j++)
-				c[(long)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(long)i * ldc + j];
+				c[(long)i * ldc + j] = beta == 0.0f ? 0.0f
+								    : beta * c[(long)i * ldc + j];
 		return;
 	}
 	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-		    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+		    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+		    ldc);
 }
 
 void fl_blas_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,

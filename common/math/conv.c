@@ -187,7 +187,8 @@ static void conv_col_rows(float *restrict col, float *restrict xp, int nb, int p
 				for (int t = 0; t < nb; t++) {
 					float *xr = xp + ((size_t)t * d->in_c + c) * plane +
 						    (size_t)u * pw + v;
-					for (int i = 0; i < oh; i++, cr += ow, xr += (size_t)s * pw) {
+					for (int i = 0; i < oh;
+					     i++, cr += ow, xr += (size_t)s * pw) {
 						if (adjoint)
 							conv_row_scatter_add(xr, cr, ow, s);
 						else
@@ -419,8 +420,8 @@ void fl_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, co
 		for (int c = 0; c < d->in_c; c++)
 			for (int u = 0; u < d->k_h; u++)
 				for (int v = 0; v < d->k_w; v++)
-					dw[conv_w_index(d, o, c, u, v)] +=
-						(float)conv_ref_dw(dy, x, d, o, c, u, v);
+					dw[conv_w_index(d, o, c, u, v)] += (float)conv_ref_dw(
+						dy, x, d, o, c, u, v);
 	for (int n = 0; dx && n < d->batch; n++)
 		for (int c = 0; c < d->in_c; c++)
 			for (int a = 0; a < d->in_h; a++)

@@ -115,8 +115,7 @@ struct loha_pair {
 };
 
 /* P_blk (mb x n) = op(a)[i0 : i0+mb, :] @ b */
-static void pair_block(float *p, const struct loha_pair *q, long i0, long mb, long m, long n,
-		       int r)
+static void pair_block(float *p, const struct loha_pair *q, long i0, long mb, long m, long n, int r)
 {
 	if (q->trans)
 		/* a stored r x m: rows i0.. of a^T are columns i0.. of a */
@@ -155,8 +154,8 @@ static void pair_grad_block(const struct loha_pair *q, const float *t, long i0, 
  * body as a straight-line block; restrict rules out aliasing. */
 #define FL_LOHA_LANES 8
 
-static void ew_forward(float *restrict w, const float *restrict x, const float *restrict y,
-		       long e, float s, float c)
+static void ew_forward(float *restrict w, const float *restrict x, const float *restrict y, long e,
+		       float s, float c)
 {
 	long k = 0;
 	for (; k + FL_LOHA_LANES <= e; k += FL_LOHA_LANES)
@@ -218,15 +217,15 @@ static void tucker_u(float *u, const float *t, const float *b, int r, int in, in
 }
 
 /* From dU (r x N): dt[i] += B @ dU[i];  dB += sum_i t[i] @ dU[i]^T. */
-static void tucker_u_backward(float *gt, float *gb, const float *du, const float *t,
-			      const float *b, int r, int in, int kk)
+static void tucker_u_backward(float *gt, float *gb, const float *du, const float *t, const float *b,
+			      int r, int in, int kk)
 {
 	long nn = (long)in * kk;
 	for (int i = 0; i < r; i++) {
 		fl_blas_sgemm(0, 0, r, kk, in, 1.0f, b, in, du + i * nn, kk, 1.0f,
 			      gt + (long)i * r * kk, kk);
-		fl_blas_sgemm(0, 1, r, in, kk, 1.0f, t + (long)i * r * kk, kk, du + i * nn, kk, 1.0f,
-			      gb, in);
+		fl_blas_sgemm(0, 1, r, in, kk, 1.0f, t + (long)i * r * kk, kk, du + i * nn, kk,
+			      1.0f, gb, in);
 	}
 }
 

@@ -77,8 +77,8 @@ void fl_loha_backward(struct fl_loha_factors *grad, float *work, const float *dw
 void fl_loha_forward_ref(float *w, const struct fl_loha_factors *f, const struct fl_loha_dims *d,
 			 float scale, enum fl_loha_mode mode);
 void fl_loha_backward_ref(struct fl_loha_factors *grad, const float *dw,
-			  const struct fl_loha_factors *f, const struct fl_loha_dims *d, float scale,
-			  enum fl_loha_mode mode);
+			  const struct fl_loha_factors *f, const struct fl_loha_dims *d,
+			  float scale, enum fl_loha_mode mode);
 
 /* Plain low-rank baseline W = s * a @ b, a (m, k), b (k, n). */
 void fl_lowrank_forward(float *w, const float *a, const float *b, int m, int n, int k, float scale);

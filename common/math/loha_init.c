@@ -104,7 +104,8 @@ void fl_loha_init_peft(struct fl_loha_factors *f, const struct fl_loha_dims *d, 
 	double fa = tucker ? d->out : d->r;
 	double fb = tucker ? d->in : (double)d->in * d->k1 * d->k2;
 	double ft = (double)d->r * d->k1 * d->k2;
-	float ba = (float)(1.0 / sqrt(fa)), bb = (float)(1.0 / sqrt(fb)), bt = (float)(1.0 / sqrt(ft));
+	float ba = (float)(1.0 / sqrt(fa)), bb = (float)(1.0 / sqrt(fb)),
+	      bt = (float)(1.0 / sqrt(ft));
 	if (tucker)
 		fl_rng_fill_uniform(rng, f->t1, nt, bt);
 	fl_rng_fill_uniform(rng, f->w1a, na, ba);
@@ -221,7 +222,8 @@ int fl_loha_merge_safe(float *w0, const float *dw, size_t n, const char *name)
 	for (size_t i = 0; i < n; i++) {
 		float v = w0[i] + dw[i];
 		if (!isfinite(v))
-			return fl_error_set(FL_ENONFINITE, "%s: merge gives a non-finite value at index %zu",
+			return fl_error_set(FL_ENONFINITE,
+					    "%s: merge gives a non-finite value at index %zu",
 					    name ? name : "weight", i);
 	}
 	fl_loha_merge(w0, dw, n);

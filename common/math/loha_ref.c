@@ -104,7 +104,8 @@ static void ref_tucker_side(float *g, int side, int pair, const float *fac, cons
 				for (long kl = 0; kl < kk; kl++) {
 					double v = 0.0;
 					for (int w = 0; w < r; w++) {
-						long core = side ? (long)w * r + x : (long)x * r + w;
+						long core = side ? (long)w * r + x
+								 : (long)x * r + w;
 						v += (double)t[core * kk + kl] * fac[w * nsum + z];
 					}
 					long p = side ? z : y, q = side ? y : z;
@@ -139,8 +140,8 @@ static void ref_pair_tucker(float *ga, float *gb, float *gt, int pair, const flo
 }
 
 void fl_loha_backward_ref(struct fl_loha_factors *grad, const float *dw,
-			  const struct fl_loha_factors *f, const struct fl_loha_dims *d, float scale,
-			  enum fl_loha_mode mode)
+			  const struct fl_loha_factors *f, const struct fl_loha_dims *d,
+			  float scale, enum fl_loha_mode mode)
 {
 	double c = mode == FL_LOHA_MODE_PFEDPARA ? 1.0 : 0.0;
 	if (d->form == FL_LOHA_FORM_TUCKER) {

@@ -168,8 +168,8 @@ static int ranges_check(const struct fl_optim_range *r, size_t nr, size_t n)
 	return FL_OK;
 }
 
-int fl_optim_step(struct fl_optim *o, float *w, const float *g,
-		  const struct fl_optim_range *ranges, size_t nranges)
+int fl_optim_step(struct fl_optim *o, float *w, const float *g, const struct fl_optim_range *ranges,
+		  size_t nranges)
 {
 	struct fl_optim_range all = {0, o->n};
 	if (!ranges) {

@@ -92,8 +92,8 @@ void fl_optim_set_lr(struct fl_optim *o, float lr);
  *         w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
  * The step count is shared by all ranges: pass the same trainable set at
  * every step of one optimiser's life (as a torch param group would). */
-int fl_optim_step(struct fl_optim *o, float *w, const float *g,
-		  const struct fl_optim_range *ranges, size_t nranges);
+int fl_optim_step(struct fl_optim *o, float *w, const float *g, const struct fl_optim_range *ranges,
+		  size_t nranges);
 
 /* lr * decay^round, round counted from 0 (FedPara: 0.1 * 0.992^round).
  * In double, so a config's decimal decay (0.992) is not rounded to float

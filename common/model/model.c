@@ -21,9 +21,9 @@ struct arch_step {
 };
 
 static const struct arch_step arch_2nn[] = {
-	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0},  {FL_LAYER_LINEAR, "fc1", 200, 0, 0, 0},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},     {FL_LAYER_LINEAR, "fc2", 200, 0, 0, 0},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},     {FL_LAYER_LINEAR, "fc3", -1, 0, 0, 0},
+	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0}, {FL_LAYER_LINEAR, "fc1", 200, 0, 0, 0},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},    {FL_LAYER_LINEAR, "fc2", 200, 0, 0, 0},
+	{FL_LAYER_RELU, "", 0, 0, 0, 0},    {FL_LAYER_LINEAR, "fc3", -1, 0, 0, 0},
 };
 static const struct arch_step arch_cnn[] = {
 	{FL_LAYER_CONV2D, "conv1", 32, 5, 1, 2}, {FL_LAYER_RELU, "", 0, 0, 0, 0},
@@ -127,7 +127,8 @@ static void layout_tensors(struct fl_model *m)
 			end = pos + t->numel;
 		} else if (tr) {
 			if (open)
-				m->ranges[m->nranges++] = (struct fl_optim_range){start, end - start};
+				m->ranges[m->nranges++] = (struct fl_optim_range){start,
+										  end - start};
 			start = pos;
 			end = pos + t->numel;
 			open = 1;
@@ -159,7 +160,7 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 	L->param = cfg->parameterization;
 	int kk = L->kind == FL_LAYER_CONV2D ? L->k : 1;
 	L->ld.form = (cfg->use_effective_conv2d && kk > 1) ? FL_LOHA_FORM_TUCKER
-							    : FL_LOHA_FORM_LINEAR;
+							   : FL_LOHA_FORM_LINEAR;
 	L->ld.out = L->out_c;
 	L->ld.in = L->in_c;
 	L->ld.k1 = L->ld.k2 = kk;
@@ -170,7 +171,8 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 	if (L->ld.r < 1)
 		return fl_error_set(FL_EINVAL, "model %s: layer %s: rank %d < 1", m->arch, L->name,
 				    L->ld.r);
-	L->scale = L->param == FL_PEFT_PARAM_LOHA ? (float)fl_peft_config_scale(cfg, L->name) : 1.0f;
+	L->scale = L->param == FL_PEFT_PARAM_LOHA ? (float)fl_peft_config_scale(cfg, L->name)
+						  : 1.0f;
 	if (L->param == FL_PEFT_PARAM_LOWRANK) {
 		L->lowrank_tucker = L->ld.form == FL_LOHA_FORM_TUCKER;
 		L->lowrank_k = fl_lowrank_rank_for_budget(&L->ld);
@@ -196,7 +198,8 @@ static int add_layer_tensors(struct fl_model *m, int li, const struct fl_peft_co
 		L->t[i] = -1;
 	unsigned wflags = L->param == FL_PEFT_PARAM_DENSE ? G : BASE;
 	if (L->param == FL_PEFT_PARAM_DENSE || L->param == FL_PEFT_PARAM_LOHA) {
-		if (L->param == FL_PEFT_PARAM_DENSE && cfg && cfg->parameterization == FL_PEFT_PARAM_LOHA &&
+		if (L->param == FL_PEFT_PARAM_DENSE && cfg &&
+		    cfg->parameterization == FL_PEFT_PARAM_LOHA &&
 		    !fl_peft_config_is_module_to_save(cfg, L->name))
 			wflags = BASE; /* loha mode: untargeted layers are frozen base too */
 		int64_t s4[4] = {o, in, k, k};
@@ -284,8 +287,7 @@ static void init_layer(struct fl_model *m, int li, uint64_t seed)
 				   fl_model_tensor_ptr(m, L->t[FL_LT_LORA_A]), L->out_c,
 				   L->in_c * kk * kk, L->lowrank_k, L->scale, &rng);
 		break;
-	default:
-		break;
+	default: break;
 	}
 }
 
@@ -316,8 +318,7 @@ static int build_layers(struct fl_model *m, const struct arch_step *steps, int n
 			c = c * h * w;
 			h = w = 1;
 			break;
-		case FL_LAYER_RELU:
-			break;
+		case FL_LAYER_RELU: break;
 		case FL_LAYER_LINEAR:
 			if (h != 1 || w != 1)
 				return fl_error_set(FL_EINVAL, "model %s: %s needs a flat input",
@@ -386,8 +387,9 @@ static int alloc_batch_buffers(struct fl_model *m)
 				return fl_error_set(FL_ENOMEM, "model: no memory for pool indices");
 		}
 		if (L->kind == FL_LAYER_CONV2D) {
-			struct fl_conv2d_dims d = {m->max_batch, L->in_c, L->in_h, L->in_w, L->out_c,
-						   L->k, L->k, L->stride, L->pad};
+			struct fl_conv2d_dims d = {m->max_batch, L->in_c,   L->in_h,
+						   L->in_w,      L->out_c,  L->k,
+						   L->k,         L->stride, L->pad};
 			size_t wf = fl_conv2d_work_floats(&d);
 			if (wf > m->conv_work_floats)
 				m->conv_work_floats = wf;
@@ -444,8 +446,10 @@ static int alloc_buffers(struct fl_model *m)
 			L->dweff = malloc(sizeof(float) * wn);
 			L->mask = malloc(sizeof(float) * (size_t)L->out_c);
 			if (!L->weff || !L->dweff || !L->mask)
-				return fl_error_set(FL_ENOMEM, "model: no memory for composed weights");
-			size_t lw = L->param == FL_PEFT_PARAM_LOWRANK ? 0 : fl_loha_work_floats(&L->ld);
+				return fl_error_set(FL_ENOMEM,
+						    "model: no memory for composed weights");
+			size_t lw = L->param == FL_PEFT_PARAM_LOWRANK ? 0
+								      : fl_loha_work_floats(&L->ld);
 			if (lw > m->loha_work_floats)
 				m->loha_work_floats = lw;
 		}
@@ -466,10 +470,13 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 		if (arch && strcmp(arch, arches[i].name) == 0)
 			ai = (int)i;
 	if (ai < 0)
-		return fl_error_set(FL_EINVAL, "unknown model '%s' (2nn, cnn, mlp)", arch ? arch : "");
-	if (c < 1 || h < 1 || w < 1 || classes < 2 || max_batch < 1 || (size_t)c * h * w > (1u << 24))
-		return fl_error_set(FL_EINVAL, "model %s: bad input dims %dx%dx%d, %d classes, batch %d",
-				    arch, c, h, w, classes, max_batch);
+		return fl_error_set(FL_EINVAL, "unknown model '%s' (2nn, cnn, mlp)",
+				    arch ? arch : "");
+	if (c < 1 || h < 1 || w < 1 || classes < 2 || max_batch < 1 ||
+	    (size_t)c * h * w > (1u << 24))
+		return fl_error_set(FL_EINVAL,
+				    "model %s: bad input dims %dx%dx%d, %d classes, batch %d", arch,
+				    c, h, w, classes, max_batch);
 	if (cfg) {
 		int err = fl_peft_config_validate(cfg);
 		if (err)
@@ -522,15 +529,42 @@ void fl_model_free(struct fl_model *m)
 
 /* ---- accessors ---- */
 
-const char *fl_model_arch(const struct fl_model *m) { return m->arch; }
-int fl_model_max_batch(const struct fl_model *m) { return m->max_batch; }
-enum fl_peft_param fl_model_param(const struct fl_model *m) { return m->param; }
-float *fl_model_params(struct fl_model *m) { return m->params; }
-float *fl_model_grads(struct fl_model *m) { return m->grads; }
-size_t fl_model_param_floats(const struct fl_model *m) { return m->nparams; }
-void fl_model_params_changed(struct fl_model *m) { m->stale = 1; }
-size_t fl_model_tensor_count(const struct fl_model *m) { return m->ntensors; }
-int fl_model_layer_count(const struct fl_model *m) { return m->nlayers; }
+const char *fl_model_arch(const struct fl_model *m)
+{
+	return m->arch;
+}
+int fl_model_max_batch(const struct fl_model *m)
+{
+	return m->max_batch;
+}
+enum fl_peft_param fl_model_param(const struct fl_model *m)
+{
+	return m->param;
+}
+float *fl_model_params(struct fl_model *m)
+{
+	return m->params;
+}
+float *fl_model_grads(struct fl_model *m)
+{
+	return m->grads;
+}
+size_t fl_model_param_floats(const struct fl_model *m)
+{
+	return m->nparams;
+}
+void fl_model_params_changed(struct fl_model *m)
+{
+	m->stale = 1;
+}
+size_t fl_model_tensor_count(const struct fl_model *m)
+{
+	return m->ntensors;
+}
+int fl_model_layer_count(const struct fl_model *m)
+{
+	return m->nlayers;
+}
 
 void fl_model_input_dims(const struct fl_model *m, int *c, int *h, int *w, int *classes)
 {

@@ -86,7 +86,8 @@ static int write_dense(struct fl_model *m, const char *path, int base_only)
 		err = add_named(st, "", name, s, nd, w);
 		if (!err && L->t[FL_LT_BIAS] >= 0) {
 			const struct fl_model_tensor *b = &m->tensors[L->t[FL_LT_BIAS]];
-			err = add_named(st, "", b->name, b->shape, 1, fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]));
+			err = add_named(st, "", b->name, b->shape, 1,
+					fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]));
 		}
 	}
 	if (!err)
@@ -200,9 +201,11 @@ static int explicit_config(const struct fl_model *m, struct fl_peft_config **out
 				const struct fl_layer *L = &m->layers[i];
 				if (is_weight_layer(L) && L->param == FL_PEFT_PARAM_DENSE &&
 				    (m->tensors[L->t[FL_LT_WEIGHT]].flags & FL_TENSOR_GLOBAL)) {
-					c->modules_to_save[c->n_modules_to_save] = fl_strdup(L->name);
+					c->modules_to_save[c->n_modules_to_save] = fl_strdup(
+						L->name);
 					if (!c->modules_to_save[c->n_modules_to_save++])
-						err = fl_error_set(FL_ENOMEM, "save: out of memory");
+						err = fl_error_set(FL_ENOMEM,
+								   "save: out of memory");
 				}
 			}
 		}
@@ -238,7 +241,8 @@ static int dump_json_atomic(json_t *j, const char *path)
 /* PEFT LoRA config for the low-rank baseline (W = B A, scale 1). */
 static int write_lora_config(const struct fl_peft_config *c, const char *path)
 {
-	json_t *j = json_object(), *targets = json_array(), *rp = json_object(), *ap = json_object();
+	json_t *j = json_object(), *targets = json_array(), *rp = json_object(),
+	       *ap = json_object();
 	for (size_t i = 0; i < c->n_target_modules; i++)
 		json_array_append_new(targets, json_string(c->target_modules[i]));
 	json_object_set_new(j, "peft_type", json_string("LORA"));
@@ -297,11 +301,11 @@ static int write_fedloha_json(const struct fl_model *m, const char *path, const 
 		const struct fl_layer *L = &m->layers[i];
 		if (!is_weight_layer(L))
 			continue;
-		json_t *l = json_pack("{s:s, s:s, s:i, s:f, s:b, s:f, s:f}", "name", L->name, "param",
-				      fl_peft_param_name(L->param), "r", L->ld.r, "alpha",
+		json_t *l = json_pack("{s:s, s:s, s:i, s:f, s:b, s:f, s:f}", "name", L->name,
+				      "param", fl_peft_param_name(L->param), "r", L->ld.r, "alpha",
 				      (double)L->scale * L->ld.r, "tucker",
-				      L->ld.form == FL_LOHA_FORM_TUCKER || L->lowrank_tucker, "rank_dropout",
-				      (double)L->rank_dropout, "module_dropout",
+				      L->ld.form == FL_LOHA_FORM_TUCKER || L->lowrank_tucker,
+				      "rank_dropout", (double)L->rank_dropout, "module_dropout",
 				      (double)L->module_dropout);
 		if (m->param == FL_PEFT_PARAM_LOHA && L->param == FL_PEFT_PARAM_DENSE &&
 		    (m->tensors[L->t[FL_LT_WEIGHT]].flags & FL_TENSOR_GLOBAL))
@@ -335,7 +339,8 @@ int fl_model_save(struct fl_model *m, const char *dir, const char *meta_json)
 	if (m->param == FL_PEFT_PARAM_DENSE) {
 		/* a dense model has no adapter: drop those of an older save */
 		static const char *const stale[] = {"adapter_model.safetensors",
-						    "base_model.safetensors", "adapter_config.json"};
+						    "base_model.safetensors",
+						    "adapter_config.json"};
 		for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
 			snprintf(path, sizeof(path), "%s/%s", dir, stale[i]);
 			if (fl_path_exists(path) && unlink(path) != 0)

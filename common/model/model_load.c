@@ -22,8 +22,8 @@
 static int json_int_in(json_t *v, const char *path, const char *key, int lo, int hi, int *out)
 {
 	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-		return fl_error_set(FL_EFORMAT, "%s: key '%s': expected an integer in [%d, %d]", path,
-				    key, lo, hi);
+		return fl_error_set(FL_EFORMAT, "%s: key '%s': expected an integer in [%d, %d]",
+				    path, key, lo, hi);
 	*out = (int)json_integer_value(v);
 	return FL_OK;
 }
@@ -35,7 +35,8 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 	json_t *param = json_object_get(root, "parameterization");
 	json_t *layers = json_object_get(root, "layers");
 	if (!json_is_string(param))
-		return fl_error_set(FL_EFORMAT, "%s: key 'parameterization': expected a string", path);
+		return fl_error_set(FL_EFORMAT, "%s: key 'parameterization': expected a string",
+				    path);
 	if (!json_is_array(layers) || json_array_size(layers) > 64)
 		return fl_error_set(FL_EFORMAT, "%s: key 'layers': expected a list", path);
 	struct fl_peft_config *c;
@@ -49,7 +50,8 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 	c->rank_pattern = calloc(n + 1, sizeof(*c->rank_pattern));
 	c->alpha_pattern = calloc(n + 1, sizeof(*c->alpha_pattern));
 	c->modules_to_save = calloc(n + 1, sizeof(char *));
-	if (!err && (!c->target_modules || !c->rank_pattern || !c->alpha_pattern || !c->modules_to_save))
+	if (!err &&
+	    (!c->target_modules || !c->rank_pattern || !c->alpha_pattern || !c->modules_to_save))
 		err = fl_error_set(FL_ENOMEM, "load: out of memory");
 	for (size_t i = 0; i < n && !err; i++) {
 		json_t *l = json_array_get(layers, i);
@@ -57,8 +59,10 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 		const char *lp = json_string_value(json_object_get(l, "param"));
 		json_t *alpha = json_object_get(l, "alpha");
 		int r = 0;
-		if (!name || !lp || !*name || strlen(name) > 30 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.") != strlen(name)) {
-			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu]: bad 'name' or 'param'", path, i);
+		if (!name || !lp || !*name || strlen(name) > 30 ||
+		    strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.") != strlen(name)) {
+			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu]: bad 'name' or 'param'",
+					   path, i);
 			break;
 		}
 		if (strcmp(lp, "dense") == 0) {
@@ -67,9 +71,11 @@ static int config_from_json(json_t *root, const char *path, struct fl_peft_confi
 				err = fl_error_set(FL_ENOMEM, "load: out of memory");
 			continue;
 		}
-		err = json_int_in(json_object_get(l, "r"), path, "layers[].r", 1, FL_MODEL_RANK_MAX, &r);
+		err = json_int_in(json_object_get(l, "r"), path, "layers[].r", 1, FL_MODEL_RANK_MAX,
+				  &r);
 		if (!err && !json_is_number(alpha))
-			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu].alpha: expected a number", path, i);
+			err = fl_error_set(FL_EFORMAT, "%s: layers[%zu].alpha: expected a number",
+					   path, i);
 		if (err)
 			break;
 		size_t j = c->n_target_modules;
@@ -114,16 +120,16 @@ static int load_tensor(struct fl_model *m, const struct fl_model_tensor *t, cons
 	    st->shape[0] == t->shape[0])
 		same = 1;
 	if (!same)
-		return fl_error_set(FL_ESHAPE, "%s: tensor '%s' has the wrong shape for model %s", what,
-				    key, m->arch);
+		return fl_error_set(FL_ESHAPE, "%s: tensor '%s' has the wrong shape for model %s",
+				    what, key, m->arch);
 	int err = fl_st_tensor_to_f32(st, m->params + t->offset, t->numel);
 	if (err)
 		return err;
 	return FL_OK;
 }
 
-static const char *const saved_files[3] = {"adapter_model.safetensors",
-					   "base_model.safetensors", "model.safetensors"};
+static const char *const saved_files[3] = {"adapter_model.safetensors", "base_model.safetensors",
+					   "model.safetensors"};
 
 /* The model fedloha.json (root, read from path) describes, with its
  * weights still at their seeded values. */
@@ -147,7 +153,8 @@ static int model_from_json(json_t *root, const char *path, int max_batch, struct
 	if (!err)
 		err = json_int_in(json_array_get(input, 2), path, "input", 1, 4096, &w);
 	if (!err)
-		err = json_int_in(json_object_get(root, "classes"), path, "classes", 2, 100000, &classes);
+		err = json_int_in(json_object_get(root, "classes"), path, "classes", 2, 100000,
+				  &classes);
 	if (!err)
 		err = config_from_json(root, path, &cfg);
 	if (!err)
@@ -193,8 +200,9 @@ static int load_tensors(const char *dir, struct fl_model *m, struct fl_st *const
 					r = load_tensor(m, t, files[f], t->name, saved_files[f]);
 		}
 		if (r == FL_ENOTFOUND)
-			return fl_error_set(FL_ENOTFOUND, "%s: tensor '%s' not found in the saved files",
-					    dir, t->name);
+			return fl_error_set(FL_ENOTFOUND,
+					    "%s: tensor '%s' not found in the saved files", dir,
+					    t->name);
 		if (r)
 			return r;
 	}
@@ -246,7 +254,8 @@ int fl_model_load_picked(struct fl_model *m, const char *path,
 			continue;
 		int r = load_tensor(m, t, st, t->name, path);
 		if (r == FL_ENOTFOUND)
-			err = fl_error_set(FL_ENOTFOUND, "%s: %s '%s' is missing", path, what, t->name);
+			err = fl_error_set(FL_ENOTFOUND, "%s: %s '%s' is missing", path, what,
+					   t->name);
 		else
 			err = r;
 	}

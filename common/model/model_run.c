@@ -36,7 +36,8 @@ static void compose(struct fl_model *m, int li, float *dst, int train, struct fl
 		break;
 	case FL_PEFT_PARAM_LOHA: {
 		const float *w0 = fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]);
-		if (train && L->module_dropout > 0 && fl_loha_module_dropout(L->module_dropout, rng)) {
+		if (train && L->module_dropout > 0 &&
+		    fl_loha_module_dropout(L->module_dropout, rng)) {
 			L->skip = 1;
 			memcpy(dst, w0, sizeof(float) * wn);
 			break;
@@ -45,14 +46,14 @@ static void compose(struct fl_model *m, int li, float *dst, int train, struct fl
 		fl_loha_forward(dst, m->loha_work, &f, &L->ld, L->scale, FL_LOHA_MODE_LOHA);
 		if (train && L->rank_dropout > 0) {
 			fl_loha_rank_dropout_mask(L->mask, L->out_c, L->rank_dropout, rng);
-			fl_loha_apply_row_mask(dst, L->mask, L->out_c, (long)(wn / (size_t)L->out_c));
+			fl_loha_apply_row_mask(dst, L->mask, L->out_c,
+					       (long)(wn / (size_t)L->out_c));
 			L->masked = 1;
 		}
 		fl_loha_merge(dst, w0, wn);
 		break;
 	}
-	default:
-		assert(0 && "compose on a dense layer");
+	default: assert(0 && "compose on a dense layer");
 	}
 }
 
@@ -61,19 +62,21 @@ void fl_model_compose_weight(struct fl_model *m, int layer, float *w)
 	struct fl_layer *L = &m->layers[layer];
 	assert(L->kind == FL_LAYER_LINEAR || L->kind == FL_LAYER_CONV2D);
 	if (L->param == FL_PEFT_PARAM_DENSE)
-		memcpy(w, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]), sizeof(float) * weight_floats(L));
+		memcpy(w, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
+		       sizeof(float) * weight_floats(L));
 	else
 		compose(m, layer, w, 0, NULL);
 }
 
 static const float *layer_weight(struct fl_model *m, struct fl_layer *L)
 {
-	return L->param == FL_PEFT_PARAM_DENSE ? fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]) : L->weff;
+	return L->param == FL_PEFT_PARAM_DENSE ? fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT])
+					       : L->weff;
 }
 
 static struct fl_conv2d_dims conv_dims(const struct fl_layer *L, int batch)
 {
-	struct fl_conv2d_dims d = {batch, L->in_c, L->in_h, L->in_w, L->out_c,
+	struct fl_conv2d_dims d = {batch, L->in_c, L->in_h,   L->in_w, L->out_c,
 				   L->k,  L->k,    L->stride, L->pad};
 	return d;
 }
@@ -105,12 +108,8 @@ const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int
 		struct fl_layer *L = &m->layers[i];
 		size_t n_out = (size_t)batch * L->out_c * L->out_h * L->out_w;
 		switch (L->kind) {
-		case FL_LAYER_FLATTEN:
-			memcpy(L->act, in, sizeof(float) * n_out);
-			break;
-		case FL_LAYER_RELU:
-			fl_relu_forward(L->act, in, n_out);
-			break;
+		case FL_LAYER_FLATTEN: memcpy(L->act, in, sizeof(float) * n_out); break;
+		case FL_LAYER_RELU: fl_relu_forward(L->act, in, n_out); break;
 		case FL_LAYER_LINEAR:
 			fl_linear_forward(L->act, in, layer_weight(m, L),
 					  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), batch, L->in_c,
@@ -156,7 +155,8 @@ static void factor_backward(struct fl_model *m, int li)
 		if (L->skip)
 			return;
 		if (L->masked)
-			fl_loha_apply_row_mask(L->dweff, L->mask, L->out_c, (long)(wn / (size_t)L->out_c));
+			fl_loha_apply_row_mask(L->dweff, L->mask, L->out_c,
+					       (long)(wn / (size_t)L->out_c));
 		/* fall through */
 	case FL_PEFT_PARAM_FEDPARA:
 	case FL_PEFT_PARAM_PFEDPARA:
@@ -166,8 +166,7 @@ static void factor_backward(struct fl_model *m, int li)
 				 L->param == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
 								    : FL_LOHA_MODE_LOHA);
 		return;
-	default:
-		return;
+	default: return;
 	}
 }
 

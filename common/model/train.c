@@ -28,7 +28,8 @@ int fl_trainer_new(struct fl_model *m, const struct fl_optim_config *oc, int bat
 	int c, h, w, classes;
 	fl_model_input_dims(m, &c, &h, &w, &classes);
 	if (batch_size < 1 || batch_size > fl_model_max_batch(m))
-		return fl_error_set(FL_EINVAL, "batch size %d not in [1, %d] (the model's largest batch)",
+		return fl_error_set(FL_EINVAL,
+				    "batch size %d not in [1, %d] (the model's largest batch)",
 				    batch_size, fl_model_max_batch(m));
 	int err = fl_model_buffers(m, 1);
 	if (err)
@@ -149,7 +150,8 @@ int fl_trainer_epoch(struct fl_trainer *t, const struct fl_dataset *ds, const in
 	st->accuracy = (double)correct / n;
 	st->seconds = fl_now_seconds() - t0;
 	if (!(st->loss == st->loss) || st->loss > 1e30)
-		return fl_error_set(FL_ENONFINITE, "training diverged (loss %g); lower the learning rate",
+		return fl_error_set(FL_ENONFINITE,
+				    "training diverged (loss %g); lower the learning rate",
 				    st->loss);
 	return FL_OK;
 }

@@ -109,8 +109,7 @@ int fl_net_write(struct fl_net_conn *n, struct fl_buf *b, int hs)
 	return FL_OK;
 }
 
-int fl_net_send_sealed(struct fl_net_conn *n, struct fl_channel *ch, struct fl_buf *frame,
-		       int hs)
+int fl_net_send_sealed(struct fl_net_conn *n, struct fl_channel *ch, struct fl_buf *frame, int hs)
 {
 	struct fl_buf *rec = NULL;
 	int err = fl_channel_seal_buf(ch, frame, &rec);
@@ -143,8 +142,8 @@ void fl_net_read_end(const struct fl_net_conn *n, struct fl_channel *ch, ssize_t
 		fl_log_info("%s: %s%s", n->name, fl_error_msg(), hint);
 }
 
-int fl_net_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-		   const char *host, int port, int passive)
+int fl_net_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb, const char *host,
+		   int port, int passive)
 {
 	char service[16];
 	snprintf(service, sizeof(service), "%d", port);

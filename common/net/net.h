@@ -20,14 +20,14 @@
 struct fl_net_conn {
 	uv_tcp_t tcp; /* first: the handle pointer is the conn pointer */
 	uv_shutdown_t sreq;
-	size_t pending;       /* bytes queued, not yet written */
-	size_t max_output;    /* a write that would queue more cuts the connection */
-	int closing;          /* shutting down: nothing more is written */
-	int cut;              /* uv_close called */
+	size_t pending;        /* bytes queued, not yet written */
+	size_t max_output;     /* a write that would queue more cuts the connection */
+	int closing;           /* shutting down: nothing more is written */
+	int cut;               /* uv_close called */
 	uv_close_cb on_closed; /* the owner frees its connection there */
-	uint64_t *sock_out;   /* the owner's counter of bytes written */
-	uint64_t *hs_out;     /* ... and of those written before the channel was up */
-	char name[96];        /* names the connection in log lines */
+	uint64_t *sock_out;    /* the owner's counter of bytes written */
+	uint64_t *hs_out;      /* ... and of those written before the channel was up */
+	char name[96];         /* names the connection in log lines */
 };
 
 /* Initialises the handle on loop (calloc'd memory assumed). */
@@ -41,8 +41,7 @@ int fl_net_gone(const struct fl_net_conn *n);
 int fl_net_write(struct fl_net_conn *n, struct fl_buf *b, int hs);
 /* Seals one protocol frame into a record of ch and queues it (takes over
  * the frame's reference). A sealing failure is logged and cuts. */
-int fl_net_send_sealed(struct fl_net_conn *n, struct fl_channel *ch, struct fl_buf *frame,
-		       int hs);
+int fl_net_send_sealed(struct fl_net_conn *n, struct fl_channel *ch, struct fl_buf *frame, int hs);
 /* The start of an orderly close: queues ch's final record when ch is
  * established and healthy (ch NULL: none). FL_OK when the connection may
  * now be shut down, FL_EIO when it is already closing or was cut meanwhile. */
@@ -61,7 +60,7 @@ void fl_net_read_end(const struct fl_net_conn *n, struct fl_channel *ch, ssize_t
 		     const char *hint);
 /* uv_getaddrinfo for a TCP stream to host:port, any address family
  * (passive: for binding). cb NULL: synchronous. The libuv return code. */
-int fl_net_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-		   const char *host, int port, int passive);
+int fl_net_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb, const char *host,
+		   int port, int passive);
 
 #endif

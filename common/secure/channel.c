@@ -60,12 +60,15 @@ int fl_channel_new(const struct fl_channel_config *cfg, struct fl_channel **out)
 		return err;
 	if (!cfg->insecure) {
 		if (!cfg->self)
-			return fl_error_set(FL_EINVAL, "secure channel: no identity (secret key) given");
-		if (!cfg->is_server && !cfg->pinned_server_pk)
 			return fl_error_set(FL_EINVAL,
-					    "secure channel: the client needs the server's public key");
+					    "secure channel: no identity (secret key) given");
+		if (!cfg->is_server && !cfg->pinned_server_pk)
+			return fl_error_set(
+				FL_EINVAL,
+				"secure channel: the client needs the server's public key");
 		if (cfg->is_server && !cfg->authorize)
-			return fl_error_set(FL_EINVAL, "secure channel: the server needs an authoriser");
+			return fl_error_set(FL_EINVAL,
+					    "secure channel: the server needs an authoriser");
 		if (cfg->max_record > MAX_RECORD_LIMIT)
 			return fl_error_set(FL_EINVAL, "secure channel: max_record %zu too large",
 					    cfg->max_record);
@@ -255,7 +258,8 @@ static int on_frame(void *ctx, const uint8_t *p, size_t n)
 static int refuse(void *ctx, size_t n, size_t max)
 {
 	struct fl_channel *ch = ((struct deliver_to *)ctx)->ch;
-	return fl_ch_fail(ch, n ? FL_ERANGE : FL_EFORMAT, "%s of %zu bytes from the peer (limit %zu)",
+	return fl_ch_fail(ch, n ? FL_ERANGE : FL_EFORMAT,
+			  "%s of %zu bytes from the peer (limit %zu)",
 			  ch->hs != HS_DONE ? "handshake message" : "record", n, max);
 }
 
@@ -320,12 +324,14 @@ int fl_channel_seal(struct fl_channel *ch, const uint8_t *plain, size_t n, struc
 	if (ch->hs != HS_DONE || !ch->tx_ready)
 		return fl_error_set(FL_EINVAL, "secure channel: seal before the handshake ended");
 	if (n > ch->max_record)
-		return fl_error_set(FL_ERANGE, "secure channel: %zu bytes over the %zu-byte record "
-				    "limit", n, ch->max_record);
+		return fl_error_set(FL_ERANGE,
+				    "secure channel: %zu bytes over the %zu-byte record "
+				    "limit",
+				    n, ch->max_record);
 	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + n + FL_CHANNEL_RECORD_OVERHEAD);
 	if (!b)
-		return fl_error_set(FL_ENOMEM, "secure channel: out of memory for a %zu-byte record",
-				    n);
+		return fl_error_set(FL_ENOMEM,
+				    "secure channel: out of memory for a %zu-byte record", n);
 	int err = fl_ch_record_seal(ch, b->data, plain, n, 0);
 	if (err) {
 		fl_buf_unref(b);
@@ -376,7 +382,8 @@ int fl_channel_eof(struct fl_channel *ch)
 	if (ch->insecure || ch->peer_final)
 		return FL_OK;
 	if (ch->hs != HS_DONE)
-		return fl_ch_fail(ch, FL_EFORMAT, "the peer closed the connection during the handshake");
+		return fl_ch_fail(ch, FL_EFORMAT,
+				  "the peer closed the connection during the handshake");
 	return fl_ch_fail(ch, FL_EFORMAT,
 			  "connection truncated: the peer closed without its final record");
 }

@@ -48,7 +48,8 @@
 #include <stdint.h>
 
 #define FL_CHANNEL_HANDSHAKE_MAX 1024
-#define FL_CHANNEL_RECORD_OVERHEAD 17 /* both record layers: secretstream ABYTES, or
+#define FL_CHANNEL_RECORD_OVERHEAD \
+	17 /* both record layers: secretstream ABYTES, or
 					* AES-GCM flags byte + 16-byte tag */
 #define FL_CHANNEL_TIMEOUT_DEFAULT_MS 10000
 #define FL_CHANNEL_REASON_MAX 200 /* a refusal reason sent to the client */
@@ -69,13 +70,13 @@ typedef int (*fl_channel_deliver_fn)(void *ctx, const uint8_t *plain, size_t n);
 
 struct fl_channel_config {
 	int is_server;
-	int insecure; /* pass-through; every field below is then ignored */
-	const struct fl_identity *self;   /* our long-term key; must outlive the channel */
-	const uint8_t *pinned_server_pk;  /* client: the coordinator's key (required) */
+	int insecure;                      /* pass-through; every field below is then ignored */
+	const struct fl_identity *self;    /* our long-term key; must outlive the channel */
+	const uint8_t *pinned_server_pk;   /* client: the coordinator's key (required) */
 	fl_channel_authorize_fn authorize; /* server (required) */
 	void *auth_ctx;
-	const char *enrol_token;       /* client, optional: the 43-character token */
-	size_t max_record;             /* plaintext bytes per record; 0 = FL_WIRE_MAX_FRAME_DEFAULT + 4 */
+	const char *enrol_token; /* client, optional: the 43-character token */
+	size_t max_record;       /* plaintext bytes per record; 0 = FL_WIRE_MAX_FRAME_DEFAULT + 4 */
 	uint32_t handshake_timeout_ms; /* 0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS */
 	int disable_aes; /* do not offer AES-256-GCM: records use XChaCha20 secretstream
 			  * (tests and benchmarks; 0 = offer it when the CPU has AES-NI) */

@@ -10,7 +10,7 @@
 
 #include <sodium.h>
 
-#define HS_EPH_BYTES crypto_kx_PUBLICKEYBYTES   /* 32 */
+#define HS_EPH_BYTES crypto_kx_PUBLICKEYBYTES /* 32 */
 #define HS_NONCE_BYTES 32
 #define HS_HASH_BYTES 32
 #define HS_KEY_BYTES 32
@@ -36,8 +36,8 @@ enum hs_state {
 struct fl_channel {
 	int is_server, insecure;
 	enum hs_state hs;
-	int err;                             /* sticky */
-	char why[FL_ERROR_MSG_MAX];          /* its detail, repeated on later calls */
+	int err;                    /* sticky */
+	char why[FL_ERROR_MSG_MAX]; /* its detail, repeated on later calls */
 	const struct fl_identity *self;
 	uint8_t pinned[FL_PUBKEY_BYTES];
 	fl_channel_authorize_fn authorize;
@@ -46,8 +46,8 @@ struct fl_channel {
 	uint8_t token[FL_TOKEN_BYTES];
 	size_t max_record;
 	uint32_t timeout_ms;
-	int aes_ok;                /* we offer AES-256-GCM (available, not disabled) */
-	enum fl_ch_cipher cipher;  /* valid once keys are derived */
+	int aes_ok;               /* we offer AES-256-GCM (available, not disabled) */
+	enum fl_ch_cipher cipher; /* valid once keys are derived */
 	int cipher_known;
 
 	/* handshake secrets and transcript (wiped once keys are derived) */
@@ -62,9 +62,9 @@ struct fl_channel {
 	int tx_ready, rx_ready; /* secretstream states initialised */
 	crypto_secretstream_xchacha20poly1305_state tx, rx;
 	crypto_aead_aes256gcm_state aes_tx, aes_rx; /* expanded AES keys (16-aligned) */
-	uint32_t aes_tx_dir, aes_rx_dir; /* nonce prefix: 1 = c2s, 2 = s2c */
+	uint32_t aes_tx_dir, aes_rx_dir;            /* nonce prefix: 1 = c2s, 2 = s2c */
 	uint64_t tx_records;
-	uint64_t aes_max_records; /* FL_CH_AES_MAX_RECORDS; tests lower it */
+	uint64_t aes_max_records;     /* FL_CH_AES_MAX_RECORDS; tests lower it */
 	uint8_t rx_key[HS_KEY_BYTES]; /* until the peer's stream header arrives */
 	int rx_key_set;
 	int peer_final, sent_final;

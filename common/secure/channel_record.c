@@ -114,8 +114,7 @@ static int bad_record(struct fl_channel *ch)
 			  (unsigned long long)ch->rx_records + 1);
 }
 
-int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, size_t n,
-		      int *final)
+int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, size_t n, int *final)
 {
 	*final = 0;
 	if (ch->cipher == FL_CH_SECRETSTREAM) {

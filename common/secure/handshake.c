@@ -129,8 +129,8 @@ static int server_on_msg1(struct fl_channel *ch, const uint8_t *p, size_t n)
 				  "the peer did not start a fedloha secure handshake (a plaintext "
 				  "client? then both ends need the same security setting)");
 	if (n >= 5 && p[4] != HS_VERSION)
-		return fl_ch_fail(ch, FL_EUNSUPPORTED, "handshake version %u, this server speaks %u",
-				  p[4], HS_VERSION);
+		return fl_ch_fail(ch, FL_EUNSUPPORTED,
+				  "handshake version %u, this server speaks %u", p[4], HS_VERSION);
 	if (n != MSG1_BYTES || (p[5] & ~HS_FLAG_AES) != 0)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 1 (%zu bytes)", n);
 	memcpy(ch->msg1, p, MSG1_BYTES);
@@ -146,10 +146,12 @@ static int server_on_msg1(struct fl_channel *ch, const uint8_t *p, size_t n)
 	memcpy(m + 2, ch->eph_pk, HS_EPH_BYTES);
 	randombytes_buf(m + 2 + HS_EPH_BYTES, HS_NONCE_BYTES);
 	memcpy(m + 2 + HS_EPH_BYTES + HS_NONCE_BYTES, fl_identity_pk(ch->self), FL_PUBKEY_BYTES);
-	int bad = crypto_kx_server_session_keys(ch->k_c2s, ch->k_s2c, ch->eph_pk, ch->eph_sk, c_eph);
+	int bad = crypto_kx_server_session_keys(ch->k_c2s, ch->k_s2c, ch->eph_pk, ch->eph_sk,
+						c_eph);
 	sodium_memzero(ch->eph_sk, sizeof(ch->eph_sk));
 	if (bad)
-		return fl_ch_fail(ch, FL_EFORMAT, "authentication failed: bad client ephemeral key");
+		return fl_ch_fail(ch, FL_EFORMAT,
+				  "authentication failed: bad client ephemeral key");
 	hash_h1(ch, m);
 	uint8_t si[SIG_INPUT_MAX];
 	sig_input(si, D_S, ch->h1);
@@ -182,10 +184,12 @@ static int client_on_msg2(struct fl_channel *ch, const uint8_t *p, size_t n)
 	/* both flags are now known to be the ones the server saw and signed */
 	ch->cipher = (ch->msg1[5] & p[1] & HS_FLAG_AES) ? FL_CH_AES256GCM : FL_CH_SECRETSTREAM;
 	ch->cipher_known = 1;
-	int bad = crypto_kx_client_session_keys(ch->k_s2c, ch->k_c2s, ch->eph_pk, ch->eph_sk, s_eph);
+	int bad = crypto_kx_client_session_keys(ch->k_s2c, ch->k_c2s, ch->eph_pk, ch->eph_sk,
+						s_eph);
 	sodium_memzero(ch->eph_sk, sizeof(ch->eph_sk));
 	if (bad)
-		return fl_ch_fail(ch, FL_EFORMAT, "authentication failed: bad server ephemeral key");
+		return fl_ch_fail(ch, FL_EFORMAT,
+				  "authentication failed: bad server ephemeral key");
 	memcpy(ch->peer_pk, s_id, FL_PUBKEY_BYTES);
 
 	/* msg3: our identity (and token), signed, encrypted under k3. */
@@ -239,8 +243,8 @@ static int server_send_msg4(struct fl_channel *ch, uint8_t status, const char *r
 /* Decrypts handshake message 3 or 4 (p[1..n), after its type byte) into out
  * with the key derived from secret and the transcript hash h, which is
  * also the associated data. */
-static int hs_open(struct fl_channel *ch, uint8_t *out, unsigned long long *plen,
-		   const uint8_t *p, size_t n, const uint8_t *secret, const uint8_t *h, int msg)
+static int hs_open(struct fl_channel *ch, uint8_t *out, unsigned long long *plen, const uint8_t *p,
+		   size_t n, const uint8_t *secret, const uint8_t *h, int msg)
 {
 	uint8_t k[HS_KEY_BYTES];
 	kdf(k, secret, msg == 3 ? "msg3" : "msg4", h);
@@ -249,7 +253,8 @@ static int hs_open(struct fl_channel *ch, uint8_t *out, unsigned long long *plen
 	sodium_memzero(k, sizeof(k));
 	if (bad)
 		return fl_ch_fail(ch, FL_EFORMAT,
-				  "authentication failed: handshake message %d does not decrypt", msg);
+				  "authentication failed: handshake message %d does not decrypt",
+				  msg);
 	return FL_OK;
 }
 
@@ -275,7 +280,8 @@ static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
 
 	char reason[FL_CHANNEL_REASON_MAX + 1] = "";
 	int rc = ch->authorize(ch->auth_ctx, ch->peer_pk,
-			       flags == 1 ? p3 + FL_PUBKEY_BYTES + 1 : NULL, reason, sizeof(reason));
+			       flags == 1 ? p3 + FL_PUBKEY_BYTES + 1 : NULL, reason,
+			       sizeof(reason));
 	sodium_memzero(p3, sizeof(p3));
 	if (rc != 0) {
 		if (!reason[0])

@@ -109,7 +109,8 @@ static int read_private_file(const char *path, char *buf, size_t cap, size_t *le
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		return fl_error_set(e == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: %s", path, strerror(e));
+		return fl_error_set(e == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: %s", path,
+				    strerror(e));
 	}
 	struct stat st;
 	if (fstat(fd, &st) != 0) {
@@ -123,10 +124,11 @@ static int read_private_file(const char *path, char *buf, size_t cap, size_t *le
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		return fl_error_set(FL_EINVAL,
-				    "%s: secret key file is accessible by group/others (mode %03o); "
-				    "run: chmod 600 %s",
-				    path, (unsigned)(st.st_mode & 0777), path);
+		return fl_error_set(
+			FL_EINVAL,
+			"%s: secret key file is accessible by group/others (mode %03o); "
+			"run: chmod 600 %s",
+			path, (unsigned)(st.st_mode & 0777), path);
 	}
 	size_t have = 0;
 	for (;;) {
@@ -143,7 +145,8 @@ static int read_private_file(const char *path, char *buf, size_t cap, size_t *le
 		have += (size_t)r;
 		if (have == cap - 1) {
 			close(fd);
-			return fl_error_set(FL_ERANGE, "%s: longer than a secret key file can be", path);
+			return fl_error_set(FL_ERANGE, "%s: longer than a secret key file can be",
+					    path);
 		}
 	}
 	close(fd);
@@ -174,7 +177,8 @@ int fl_identity_load(const char *path, struct fl_identity **out)
 	if (sodium_base642bin(id->sk, sizeof(id->sk), buf + tag + 1, len - tag - 1, NULL, &got,
 			      &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    got != sizeof(id->sk) || (*end != '\0' && strcmp(end, "\n") != 0)) {
-		err = fl_error_set(FL_EFORMAT, "%s: damaged secret key (bad base64 or length)", path);
+		err = fl_error_set(FL_EFORMAT, "%s: damaged secret key (bad base64 or length)",
+				   path);
 		goto done;
 	}
 	/* The public half must be the one derived from the seed. */
@@ -186,8 +190,8 @@ int fl_identity_load(const char *path, struct fl_identity **out)
 	sodium_memzero(seed, sizeof(seed));
 	sodium_memzero(sk2, sizeof(sk2));
 	if (!same) {
-		err = fl_error_set(FL_EFORMAT, "%s: damaged secret key (public half does not match)",
-				   path);
+		err = fl_error_set(FL_EFORMAT,
+				   "%s: damaged secret key (public half does not match)", path);
 		goto done;
 	}
 	memcpy(id->pk, pk, sizeof(pk));
@@ -266,7 +270,8 @@ int fl_pubkey_parse_arg(const char *arg, uint8_t pk[FL_PUBKEY_BYTES])
 	if (err) {
 		char why[FL_ERROR_MSG_MAX];
 		snprintf(why, sizeof(why), "%s", fl_error_msg());
-		return fl_error_set(err, "server key '%s': not an 'fl1:' key nor a readable file (%s)",
+		return fl_error_set(err,
+				    "server key '%s': not an 'fl1:' key nor a readable file (%s)",
 				    arg, why);
 	}
 	err = fl_error_set(FL_EFORMAT, "%s: no 'fl1:' public key found", arg);

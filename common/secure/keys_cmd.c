@@ -15,8 +15,9 @@ int fl_identity_keygen(const char *path, int force, const char *replace_hint,
 {
 	struct stat st;
 	if (!force && lstat(path, &st) == 0)
-		return fl_error_set(FL_EINVAL, "%s already exists: not overwritten (use --force to "
-					       "replace the key; %s)",
+		return fl_error_set(FL_EINVAL,
+				    "%s already exists: not overwritten (use --force to "
+				    "replace the key; %s)",
 				    path, replace_hint);
 	struct fl_identity *id = NULL;
 	int err = fl_identity_generate(&id);

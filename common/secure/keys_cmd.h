@@ -10,8 +10,8 @@
 
 /* What differs between the programs' key commands. */
 struct fl_keys_cmd {
-	const char *prog;	  /* "fedloha-client": prefix of messages */
-	const char *usage;	  /* printed for --help (stdout) and bad flags (stderr) */
+	const char *prog;         /* "fedloha-client": prefix of messages */
+	const char *usage;        /* printed for --help (stdout) and bad flags (stderr) */
 	const char *replace_hint; /* after "use --force to replace the key; " */
 	const char *written_hint; /* after "secret key written to FILE (mode 0600); " */
 };

@@ -135,10 +135,12 @@ int fl_wire_encode(const fl_envelope *env, struct fl_buf **out)
 		return fl_error_set(FL_EINVAL, "wire encode: envelope has no body");
 	size_t n = fedloha__v1__envelope__get_packed_size(env);
 	if (n > UINT32_MAX)
-		return fl_error_set(FL_ERANGE, "wire encode: %zu-byte envelope does not fit a frame", n);
+		return fl_error_set(FL_ERANGE,
+				    "wire encode: %zu-byte envelope does not fit a frame", n);
 	struct fl_buf *b = fl_buf_new(FL_WIRE_FRAME_HEADER_BYTES + n);
 	if (!b)
-		return fl_error_set(FL_ENOMEM, "wire encode: out of memory for a %zu-byte frame", n);
+		return fl_error_set(FL_ENOMEM, "wire encode: out of memory for a %zu-byte frame",
+				    n);
 	fl_be32_put(b->data, (uint32_t)n);
 	size_t packed = fedloha__v1__envelope__pack(env, b->data + FL_WIRE_FRAME_HEADER_BYTES);
 	assert(packed == n);
@@ -167,7 +169,8 @@ static int check_envelope(const fl_envelope *e)
 		return check_name(e->hello->client_id, "hello client_id");
 	case FEDLOHA__V1__ENVELOPE__BODY_CHUNK:
 		if (e->chunk->n_shape > FL_WIRE_NDIM_MAX)
-			return fl_error_set(FL_ERANGE, "wire decode: tensor chunk has %zu dims (max %d)",
+			return fl_error_set(FL_ERANGE,
+					    "wire decode: tensor chunk has %zu dims (max %d)",
 					    e->chunk->n_shape, FL_WIRE_NDIM_MAX);
 		return check_name(e->chunk->name, "tensor chunk name");
 	case FEDLOHA__V1__ENVELOPE__BODY_UPDATE:
@@ -177,8 +180,7 @@ static int check_envelope(const fl_envelope *e)
 				return rc;
 		}
 		return FL_OK;
-	default:
-		return FL_OK;
+	default: return FL_OK;
 	}
 }
 
@@ -216,16 +218,18 @@ int fl_wire_decode(const uint8_t *payload, size_t len, size_t max_frame, fl_enve
 {
 	*out = NULL;
 	if (len > max_frame)
-		return fl_error_set(FL_ERANGE, "wire decode: %zu-byte frame over the %zu-byte limit",
-				    len, max_frame);
+		return fl_error_set(FL_ERANGE,
+				    "wire decode: %zu-byte frame over the %zu-byte limit", len,
+				    max_frame);
 	struct decode_budget budget = {FL_WIRE_DECODE_FACTOR * len + FL_WIRE_DECODE_SLACK};
 	ProtobufCAllocator alloc = {budget_alloc, budget_free, &budget};
 	fl_envelope *e = fedloha__v1__envelope__unpack(&alloc, len, payload);
 	if (!e)
-		return fl_error_set(FL_EFORMAT,
-				    "wire decode: %zu-byte frame is not a valid envelope (or unpacks "
-				    "to more than %u times its size)",
-				    len, FL_WIRE_DECODE_FACTOR);
+		return fl_error_set(
+			FL_EFORMAT,
+			"wire decode: %zu-byte frame is not a valid envelope (or unpacks "
+			"to more than %u times its size)",
+			len, FL_WIRE_DECODE_FACTOR);
 	int rc = check_envelope(e);
 	if (rc) {
 		fedloha__v1__envelope__free_unpacked(e, &free_allocator);
@@ -319,12 +323,13 @@ int fl_frame_reader_feed(struct fl_frame_reader *r, const uint8_t *data, size_t 
 			if ((n == 0 || n > r->max_frame) && r->refuse)
 				return reader_fail(r, r->refuse(ctx, n, r->max_frame));
 			if (n == 0) {
-				fl_error_set(FL_EFORMAT, "frame of length 0 (an envelope is never empty)");
+				fl_error_set(FL_EFORMAT,
+					     "frame of length 0 (an envelope is never empty)");
 				return reader_fail(r, FL_EFORMAT);
 			}
 			if (n > r->max_frame) {
-				fl_error_set(FL_ERANGE, "frame of %u bytes over the %zu-byte limit", n,
-					     r->max_frame);
+				fl_error_set(FL_ERANGE, "frame of %u bytes over the %zu-byte limit",
+					     n, r->max_frame);
 				return reader_fail(r, FL_ERANGE);
 			}
 			r->need = n;
@@ -339,7 +344,8 @@ int fl_frame_reader_feed(struct fl_frame_reader *r, const uint8_t *data, size_t 
 			}
 			r->buf = malloc(n);
 			if (!r->buf) {
-				fl_error_set(FL_ENOMEM, "frame reader: out of memory for %u bytes", n);
+				fl_error_set(FL_ENOMEM, "frame reader: out of memory for %u bytes",
+					     n);
 				return reader_fail(r, FL_ENOMEM);
 			}
 		}

@@ -94,7 +94,7 @@ struct fl_frame_reader {
 	uint8_t *buf; /* a fragmented frame being reassembled, else NULL */
 	size_t need, have;
 	size_t max_frame; /* read at every header: a stream may change it between frames */
-	int err; /* sticky: once a feed failed, every later feed returns it */
+	int err;          /* sticky: once a feed failed, every later feed returns it */
 	/* Optional: words the refusal of a header announcing n bytes (0, or over
 	 * max_frame) and returns the error. NULL: FL_EFORMAT for 0, FL_ERANGE for
 	 * too long, with the reader's own message. Called with feed's ctx. */
@@ -138,8 +138,8 @@ struct fl_wire_tensor {
 };
 
 /* Fills w (every field): ndim shape entries, numel floats at data. */
-void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim,
-			 const int64_t *shape, size_t numel, float *data);
+void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim, const int64_t *shape,
+			 size_t numel, float *data);
 
 /* Appends the TensorChunk frames of one tensor to *frames (grown with
  * realloc; *nframes updated). int8 uses one scale per tensor: max|x| / 127

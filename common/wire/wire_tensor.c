@@ -56,12 +56,14 @@ static int check_tensor(const struct fl_wire_tensor *t, const char *what)
 	char nb[64];
 	size_t numel;
 	if (!t->name || !t->name[0] || strlen(t->name) > FL_WIRE_NAME_MAX)
-		return fl_error_set(FL_EINVAL, "wire %s: tensor name '%s' empty or over %d bytes", what,
-				    fl_error_safe_str(t->name, nb, sizeof(nb)), FL_WIRE_NAME_MAX);
+		return fl_error_set(FL_EINVAL, "wire %s: tensor name '%s' empty or over %d bytes",
+				    what, fl_error_safe_str(t->name, nb, sizeof(nb)),
+				    FL_WIRE_NAME_MAX);
 	if (t->ndim < 0 || t->ndim > FL_WIRE_NDIM_MAX || !shape_numel(t->shape, t->ndim, &numel) ||
 	    numel != t->numel)
-		return fl_error_set(FL_ESHAPE, "wire %s: tensor '%s': bad shape (%d dims) for %zu elements",
-				    what, fl_error_safe_str(t->name, nb, sizeof(nb)), t->ndim, t->numel);
+		return fl_error_set(
+			FL_ESHAPE, "wire %s: tensor '%s': bad shape (%d dims) for %zu elements",
+			what, fl_error_safe_str(t->name, nb, sizeof(nb)), t->ndim, t->numel);
 	if (t->numel && !t->data)
 		return fl_error_set(FL_EINVAL, "wire %s: tensor '%s' has no data", what,
 				    fl_error_safe_str(t->name, nb, sizeof(nb)));
@@ -96,12 +98,8 @@ static int convert_out(void *dst, const float *src, size_t n, enum fl_wire_dtype
 				goto overflow;
 			memcpy(d + 2 * i, &h, 2);
 			break;
-		case FL_WIRE_INT8:
-			d[i] = (uint8_t)f32_to_q8(src[i], scale);
-			break;
-		default:
-			memcpy(d + 4 * i, src + i, 4);
-			break;
+		case FL_WIRE_INT8: d[i] = (uint8_t)f32_to_q8(src[i], scale); break;
+		default: memcpy(d + 4 * i, src + i, 4); break;
 		}
 		continue;
 	overflow:
@@ -111,8 +109,8 @@ static int convert_out(void *dst, const float *src, size_t n, enum fl_wire_dtype
 	return FL_OK;
 }
 
-void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim,
-			 const int64_t *shape, size_t numel, float *data)
+void fl_wire_tensor_init(struct fl_wire_tensor *w, const char *name, int ndim, const int64_t *shape,
+			 size_t numel, float *data)
 {
 	memset(w, 0, sizeof(*w));
 	w->name = name;
@@ -131,7 +129,8 @@ static int encode_scale(const struct fl_wire_tensor *t, enum fl_wire_dtype dtype
 	float amax = 0.0f;
 	for (size_t i = 0; i < t->numel; i++) {
 		if (!isfinite(t->data[i]))
-			return fl_error_set(FL_ENONFINITE, "wire encode: tensor '%s': non-finite value at %zu",
+			return fl_error_set(FL_ENONFINITE,
+					    "wire encode: tensor '%s': non-finite value at %zu",
 					    fl_error_safe_str(t->name, nb, sizeof(nb)), i);
 		if (fabsf(t->data[i]) > amax)
 			amax = fabsf(t->data[i]);
@@ -166,9 +165,10 @@ static int encode_chunk(uint64_t round, const struct fl_wire_tensor *t, enum fl_
 	if (dtype == FL_WIRE_F32) {
 		ch.data.data = cnt ? (uint8_t *)(t->data + off) : NULL;
 	} else if (convert_out(scratch, t->data + off, cnt, dtype, scale, &bad)) {
-		return fl_error_set(FL_ERANGE, "wire encode: tensor '%s': value %g at %zu overflows %s",
-				    fl_error_safe_str(t->name, nb, sizeof(nb)),
-				    (double)t->data[off + bad], off + bad, fl_wire_dtype_name(dtype));
+		return fl_error_set(
+			FL_ERANGE, "wire encode: tensor '%s': value %g at %zu overflows %s",
+			fl_error_safe_str(t->name, nb, sizeof(nb)), (double)t->data[off + bad],
+			off + bad, fl_wire_dtype_name(dtype));
 	} else {
 		ch.data.data = scratch;
 	}
@@ -188,7 +188,8 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 	if (!esz)
 		return fl_error_set(FL_EINVAL, "wire encode: unknown dtype %d", (int)dtype);
 	if (chunk_bytes < esz)
-		return fl_error_set(FL_EINVAL, "wire encode: chunk of %zu bytes holds no %s element",
+		return fl_error_set(FL_EINVAL,
+				    "wire encode: chunk of %zu bytes holds no %s element",
 				    chunk_bytes, fl_wire_dtype_name(dtype));
 	float scale = 0.0f;
 	if ((rc = encode_scale(t, dtype, &scale)))
@@ -202,7 +203,8 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 		return fl_error_set(FL_ERANGE, "wire encode: too many chunks");
 	struct fl_buf **v = realloc(*frames, (n0 + nchunks) * sizeof(*v));
 	if (!v)
-		return fl_error_set(FL_ENOMEM, "wire encode: out of memory for %zu frames", nchunks);
+		return fl_error_set(FL_ENOMEM, "wire encode: out of memory for %zu frames",
+				    nchunks);
 	*frames = v;
 	uint8_t *scratch = NULL;
 	if (dtype != FL_WIRE_F32 && per) {
@@ -217,8 +219,8 @@ int fl_wire_tensor_encode(uint64_t round, const struct fl_wire_tensor *t, enum f
 		shape[i] = (uint64_t)t->shape[i];
 	for (size_t c = 0; c < nchunks; c++) {
 		size_t off = c * per, cnt = t->numel - off < per ? t->numel - off : per;
-		rc = encode_chunk(round, t, dtype, scale, shape, off, cnt, c + 1 == nchunks, scratch,
-				  &v[*nframes]);
+		rc = encode_chunk(round, t, dtype, scale, shape, off, cnt, c + 1 == nchunks,
+				  scratch, &v[*nframes]);
 		if (rc)
 			goto fail;
 		(*nframes)++;
@@ -237,7 +239,7 @@ fail:
 
 struct rx_tensor {
 	struct fl_wire_tensor t; /* name owned by the receiver */
-	size_t next;		 /* next expected element offset */
+	size_t next;             /* next expected element offset */
 	int done;
 };
 
@@ -261,8 +263,9 @@ int fl_wire_rx_new(const struct fl_wire_tensor *expect, size_t n, enum fl_wire_d
 			return rc;
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(expect[i].name, expect[j].name) == 0)
-				return fl_error_set(FL_EINVAL, "wire rx: tensor '%s' expected twice",
-						    fl_error_safe_str(expect[i].name, nb, sizeof(nb)));
+				return fl_error_set(
+					FL_EINVAL, "wire rx: tensor '%s' expected twice",
+					fl_error_safe_str(expect[i].name, nb, sizeof(nb)));
 	}
 	if (n > (SIZE_MAX - sizeof(struct fl_wire_rx)) / sizeof(struct rx_tensor))
 		return fl_error_set(FL_ERANGE, "wire rx: too many tensors");
@@ -346,11 +349,8 @@ static int convert_in(float *dst, const uint8_t *src, size_t cnt, enum fl_wire_d
 			memcpy(&h, src + 2 * i, 2);
 			dst[i] = fl_bf16_to_f32(h);
 			break;
-		case FL_WIRE_INT8:
-			dst[i] = (float)(int8_t)src[i] * scale;
-			break;
-		default:
-			break;
+		case FL_WIRE_INT8: dst[i] = (float)(int8_t)src[i] * scale; break;
+		default: break;
 		}
 		if (!isfinite(dst[i])) {
 			*bad = i;
@@ -365,9 +365,10 @@ int fl_wire_rx_chunk(struct fl_wire_rx *rx, const Fedloha__V1__TensorChunk *c)
 	char nb[64];
 	const char *cname = c->name ? c->name : "";
 	if (c->round != rx->round)
-		return fl_error_set(FL_EFORMAT, "tensor '%s': chunk for round %llu, expected round %llu",
-				    fl_error_safe_str(cname, nb, sizeof(nb)), (unsigned long long)c->round,
-				    (unsigned long long)rx->round);
+		return fl_error_set(FL_EFORMAT,
+				    "tensor '%s': chunk for round %llu, expected round %llu",
+				    fl_error_safe_str(cname, nb, sizeof(nb)),
+				    (unsigned long long)c->round, (unsigned long long)rx->round);
 	struct rx_tensor *r = rx_find(rx, cname);
 	if (!r)
 		return fl_error_set(FL_ENOTFOUND, "tensor '%s': not an expected tensor",
@@ -380,35 +381,40 @@ int fl_wire_rx_chunk(struct fl_wire_rx *rx, const Fedloha__V1__TensorChunk *c)
 	for (int i = 0; same && i < r->t.ndim; i++)
 		same = c->shape[i] == (uint64_t)r->t.shape[i];
 	if (!same)
-		return fl_error_set(FL_ESHAPE, "tensor '%s': chunk shape differs from the expected one",
-				    name);
+		return fl_error_set(FL_ESHAPE,
+				    "tensor '%s': chunk shape differs from the expected one", name);
 	if (r->done)
-		return fl_error_set(FL_EFORMAT, "tensor '%s': chunk after the tensor was complete", name);
+		return fl_error_set(FL_EFORMAT, "tensor '%s': chunk after the tensor was complete",
+				    name);
 	if (c->offset != r->next)
-		return fl_error_set(FL_EFORMAT, "tensor '%s': chunk at offset %llu, expected %zu", name,
-				    (unsigned long long)c->offset, r->next);
+		return fl_error_set(FL_EFORMAT, "tensor '%s': chunk at offset %llu, expected %zu",
+				    name, (unsigned long long)c->offset, r->next);
 	size_t esz = fl_wire_dtype_bytes(rx->dtype);
 	if (c->data.len % esz)
-		return fl_error_set(FL_EFORMAT, "tensor '%s': %zu data bytes, not whole %s elements",
-				    name, c->data.len, fl_wire_dtype_name(rx->dtype));
+		return fl_error_set(FL_EFORMAT,
+				    "tensor '%s': %zu data bytes, not whole %s elements", name,
+				    c->data.len, fl_wire_dtype_name(rx->dtype));
 	size_t cnt = c->data.len / esz, left = r->t.numel - r->next;
 	if (cnt > left)
-		return fl_error_set(FL_ERANGE, "tensor '%s': chunk of %zu elements at %zu overruns %zu",
-				    name, cnt, r->next, r->t.numel);
+		return fl_error_set(FL_ERANGE,
+				    "tensor '%s': chunk of %zu elements at %zu overruns %zu", name,
+				    cnt, r->next, r->t.numel);
 	if (cnt == 0 && r->t.numel != 0)
 		return fl_error_set(FL_EFORMAT, "tensor '%s': empty chunk", name);
 	int ends = cnt == left;
 	if (c->last && !ends)
-		return fl_error_set(FL_EFORMAT, "tensor '%s': last flag at element %zu of %zu", name,
-				    r->next + cnt, r->t.numel);
+		return fl_error_set(FL_EFORMAT, "tensor '%s': last flag at element %zu of %zu",
+				    name, r->next + cnt, r->t.numel);
 	if (!c->last && ends)
-		return fl_error_set(FL_EFORMAT, "tensor '%s': final chunk without the last flag", name);
+		return fl_error_set(FL_EFORMAT, "tensor '%s': final chunk without the last flag",
+				    name);
 	if (rx->dtype == FL_WIRE_INT8) {
 		if (!isfinite(c->scale))
-			return fl_error_set(FL_ENONFINITE, "tensor '%s': int8 scale is not finite", name);
+			return fl_error_set(FL_ENONFINITE, "tensor '%s': int8 scale is not finite",
+					    name);
 		if (!(c->scale > 0.0f))
-			return fl_error_set(FL_EFORMAT, "tensor '%s': int8 scale %g is not > 0", name,
-					    (double)c->scale);
+			return fl_error_set(FL_EFORMAT, "tensor '%s': int8 scale %g is not > 0",
+					    name, (double)c->scale);
 	}
 	size_t bad = 0;
 	if (convert_in(r->t.data + r->next, c->data.data, cnt, rx->dtype, c->scale, &bad))

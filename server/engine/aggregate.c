@@ -33,7 +33,8 @@ int srv_agg_new(size_t n, struct srv_agg **out)
 		a->acc = calloc(n, sizeof(__int128));
 		if (!a->acc) {
 			free(a);
-			return fl_error_set(FL_ENOMEM, "aggregate: out of memory for %zu elements", n);
+			return fl_error_set(FL_ENOMEM, "aggregate: out of memory for %zu elements",
+					    n);
 		}
 	}
 	*out = a;
@@ -67,7 +68,8 @@ int srv_agg_add(struct srv_agg *a, const float *x, uint64_t w)
 		if (!isfinite(x[i]))
 			return fl_error_set(FL_ENONFINITE, "aggregate: value %zu is not finite", i);
 		if (fabs((double)x[i]) > SRV_AGG_ABS_MAX)
-			return fl_error_set(FL_ERANGE, "aggregate: value %zu (%g) exceeds |x| <= %g", i,
+			return fl_error_set(FL_ERANGE,
+					    "aggregate: value %zu (%g) exceeds |x| <= %g", i,
 					    (double)x[i], SRV_AGG_ABS_MAX);
 	}
 	/* |x| * 2^40 <= 1e6 * 2^40 < 2^60 fits a long long; times w <= 2^32

@@ -30,7 +30,8 @@ static void srv_checkpoint_model_digest(const struct fl_model *m,
 		const struct fl_model_tensor *t = fl_model_tensor_at(m, i);
 		int k = snprintf(line, sizeof(line), "%s|%d|", t->name, t->ndim);
 		for (int d = 0; d < t->ndim; d++)
-			k += snprintf(line + k, sizeof(line) - (size_t)k, "%" PRId64 ",", t->shape[d]);
+			k += snprintf(line + k, sizeof(line) - (size_t)k, "%" PRId64 ",",
+				      t->shape[d]);
 		k += snprintf(line + k, sizeof(line) - (size_t)k, "|%u\n", t->flags);
 		crypto_hash_sha256_update(&st, (const unsigned char *)line, (unsigned long long)k);
 	}
@@ -103,14 +104,16 @@ static int get_u64(const struct fl_st *st, const char *path, const char *key, ui
 	if (!s)
 		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"%s\"", path, key);
 	if (*s < '0' || *s > '9')
-		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata \"%s\" = \"%s\" is not a count",
-				    path, key, s);
+		return fl_error_set(FL_EFORMAT,
+				    "%s: checkpoint metadata \"%s\" = \"%s\" is not a count", path,
+				    key, s);
 	char *end = NULL;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno || !end || *end)
-		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata \"%s\" = \"%s\" is not a count",
-				    path, key, s);
+		return fl_error_set(FL_EFORMAT,
+				    "%s: checkpoint metadata \"%s\" = \"%s\" is not a count", path,
+				    key, s);
 	*out = (uint64_t)v;
 	return FL_OK;
 }
@@ -122,8 +125,8 @@ static int check_meta_str(const struct fl_st *st, const char *path, const char *
 	if (!s)
 		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"%s\"", path, key);
 	if (strcmp(s, want) != 0)
-		return fl_error_set(FL_EINVAL, "%s: checkpoint %s is \"%s\", expected \"%s\"", path, key,
-				    s, want);
+		return fl_error_set(FL_EINVAL, "%s: checkpoint %s is \"%s\", expected \"%s\"", path,
+				    key, s, want);
 	return FL_OK;
 }
 
@@ -136,21 +139,23 @@ static int read_f32(const struct fl_st *st, const char *path, const char *name, 
 	if (!t)
 		return fl_error_set(FL_ENOTFOUND, "%s: checkpoint lacks tensor %s", path, name);
 	if (t->dtype != FL_DTYPE_F32)
-		return fl_error_set(FL_EFORMAT, "%s: checkpoint tensor %s is %s, expected F32", path,
-				    name, fl_dtype_name(t->dtype));
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint tensor %s is %s, expected F32",
+				    path, name, fl_dtype_name(t->dtype));
 	int same = t->ndim == ndim && t->numel == numel;
 	for (int d = 0; same && d < ndim; d++)
 		same = t->shape[d] == shape[d];
 	if (!same)
-		return fl_error_set(FL_ESHAPE, "%s: checkpoint tensor %s has another shape than the model's",
+		return fl_error_set(FL_ESHAPE,
+				    "%s: checkpoint tensor %s has another shape than the model's",
 				    path, name);
 	int err = fl_st_tensor_to_f32(t, dst, numel);
 	if (err != FL_OK)
 		return err;
 	for (size_t i = 0; i < numel; i++)
 		if (!isfinite(dst[i]))
-			return fl_error_set(FL_ENONFINITE, "%s: checkpoint tensor %s has a non-finite value",
-					    path, name);
+			return fl_error_set(FL_ENONFINITE,
+					    "%s: checkpoint tensor %s has a non-finite value", path,
+					    name);
 	return FL_OK;
 }
 
@@ -168,7 +173,8 @@ static int load_meta(const struct fl_st *st, const char *path, const struct fl_m
 		return err;
 	const char *d = fl_st_metadata(st, "model_digest");
 	if (!d)
-		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"model_digest\"", path);
+		return fl_error_set(FL_EFORMAT, "%s: checkpoint metadata lacks \"model_digest\"",
+				    path);
 	if (strcmp(d, digest) != 0)
 		return fl_error_set(FL_EINVAL,
 				    "%s: checkpoint was written for another model or configuration "
@@ -183,10 +189,9 @@ static int load_meta(const struct fl_st *st, const char *path, const struct fl_m
 	    (err = get_u64(st, path, "seed", &mt->seed)) != FL_OK)
 		return err;
 	if (expect_seed && mt->seed != *expect_seed)
-		return fl_error_set(FL_EINVAL,
-				    "%s: checkpoint seed %llu differs from the configured %llu",
-				    path, (unsigned long long)mt->seed,
-				    (unsigned long long)*expect_seed);
+		return fl_error_set(
+			FL_EINVAL, "%s: checkpoint seed %llu differs from the configured %llu",
+			path, (unsigned long long)mt->seed, (unsigned long long)*expect_seed);
 	return FL_OK;
 }
 
@@ -202,9 +207,11 @@ static int load_global(const struct fl_st *st, const char *path, const struct fl
 			continue;
 		/* GLOBAL tensors are the slice [0, nglobal) of the buffer. */
 		if (t->offset + t->numel > nglobal)
-			return fl_error_set(FL_EINVAL, "model: GLOBAL tensor %s outside the global slice",
+			return fl_error_set(FL_EINVAL,
+					    "model: GLOBAL tensor %s outside the global slice",
 					    t->name);
-		int err = read_f32(st, path, t->name, t->ndim, t->shape, t->numel, slice + t->offset);
+		int err = read_f32(st, path, t->name, t->ndim, t->shape, t->numel,
+				   slice + t->offset);
 		if (err != FL_OK)
 			return err;
 		(*count)++;

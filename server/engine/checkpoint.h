@@ -34,7 +34,6 @@ struct srv_checkpoint_meta {
 	uint64_t seed;
 };
 
-
 /* Writes the GLOBAL slice of m, opt's state (opt may be NULL: no optimiser
  * tensors, step 0) and meta to path, atomically. meta->step is taken from
  * opt. */

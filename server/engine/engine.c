@@ -60,7 +60,8 @@ static int check_config(const struct srv_engine_config *c)
 		return fl_error_set(FL_EINVAL, "engine: training settings must be finite "
 					       "(lr >= 0, lr_decay > 0, prox_mu >= 0)");
 	if (c->optimizer && strcmp(c->optimizer, "sgd") != 0 && strcmp(c->optimizer, "adam") != 0)
-		return fl_error_set(FL_EINVAL, "engine: optimizer '%s' is not sgd or adam", c->optimizer);
+		return fl_error_set(FL_EINVAL, "engine: optimizer '%s' is not sgd or adam",
+				    c->optimizer);
 	if ((unsigned)c->dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EINVAL, "engine: unknown dtype %d", (int)c->dtype);
 	if (c->chunk_bytes < 64 || c->max_frame_bytes < FL_WIRE_MAX_FRAME_MIN ||
@@ -471,8 +472,7 @@ size_t srv_engine_conn_count(const struct srv_engine *e)
 	return e->nconns;
 }
 
-int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up,
-			  uint64_t *down)
+int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up, uint64_t *down)
 {
 	for (size_t i = 0; i < e->nconns; i++) {
 		const struct srv_conn *c = e->conns[i];

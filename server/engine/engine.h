@@ -52,19 +52,19 @@ struct srv_engine_config {
 	enum fl_wire_dtype dtype;
 	int dtype_required;
 	uint32_t max_frame_bytes, chunk_bytes;
-	uint32_t eval_every;         /* federated evaluation every N rounds and after the last (0 = never) */
+	uint32_t eval_every; /* federated evaluation every N rounds and after the last (0 = never) */
 	const char *checkpoint_path; /* NULL = no checkpoints */
 	const char *config_json;     /* PEFT-format config text sent in Welcome */
-	const char *base_path;       /* loha: frozen base safetensors served to clients (NULL = none) */
+	const char *base_path; /* loha: frozen base safetensors served to clients (NULL = none) */
 };
 
 struct srv_round_report {
-	uint64_t round; /* 1-based number of the round just aggregated */
+	uint64_t round;                            /* 1-based number of the round just aggregated */
 	int selected, reported, dropped, rejected; /* of the attempt that succeeded */
-	int attempts;                               /* 1 + retries */
-	double train_loss, train_accuracy;          /* weighted by num_examples */
-	uint64_t examples;                          /* sum of num_examples aggregated */
-	uint64_t bytes_up, bytes_down;              /* this round (since the previous report) */
+	int attempts;                              /* 1 + retries */
+	double train_loss, train_accuracy;         /* weighted by num_examples */
+	uint64_t examples;                         /* sum of num_examples aggregated */
+	uint64_t bytes_up, bytes_down;             /* this round (since the previous report) */
 	uint64_t total_up, total_down;
 	int eval_clients;
 	double eval_loss, eval_accuracy; /* federated eval, if this round had one */
@@ -73,7 +73,7 @@ struct srv_round_report {
 	 * weighted by held-out samples; holdout_clients = 0 when none did. */
 	int holdout_clients;
 	double holdout_loss, holdout_accuracy;
-	double seconds;                  /* from the first task to the report */
+	double seconds; /* from the first task to the report */
 };
 
 struct srv_engine_io {
@@ -125,7 +125,6 @@ void srv_engine_bytes(const struct srv_engine *e, uint64_t *up, uint64_t *down);
 size_t srv_engine_conn_count(const struct srv_engine *e);
 /* Bytes received from / sent to one known connection (frames with their
  * length prefix); 1 when conn is known, 0 when not (a flag, not an fl_err). */
-int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up,
-			  uint64_t *down);
+int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up, uint64_t *down);
 
 #endif

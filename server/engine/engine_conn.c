@@ -50,9 +50,10 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	enum fl_wire_dtype dt = FL_WIRE_F32;
 	if (e->cfg.dtype_required) {
 		if (!dtype_supported(h, e->cfg.dtype)) {
-			srv_eng_reject(e, c, FL_EUNSUPPORTED,
-				       "this server requires dtype %s, not in the client's capabilities",
-				       fl_wire_dtype_name(e->cfg.dtype));
+			srv_eng_reject(
+				e, c, FL_EUNSUPPORTED,
+				"this server requires dtype %s, not in the client's capabilities",
+				fl_wire_dtype_name(e->cfg.dtype));
 			return;
 		}
 		dt = e->cfg.dtype;
@@ -66,9 +67,9 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	snprintf(c->client_id, sizeof(c->client_id), "%s", id);
 	c->dtype = dt;
 	c->can_eval = has_cap(h, "eval");
-	c->needs_base = e->has_base && !(h->has_base && h->base_sha256.len == sizeof(e->base_sha) &&
-					 !memcmp(h->base_sha256.data, e->base_sha,
-						 sizeof(e->base_sha)));
+	c->needs_base = e->has_base &&
+			!(h->has_base && h->base_sha256.len == sizeof(e->base_sha) &&
+			  !memcmp(h->base_sha256.data, e->base_sha, sizeof(e->base_sha)));
 	c->state = SRV_CONN_READY;
 
 	int ci = 0, hi = 0, wi = 0, classes = 0;
@@ -119,7 +120,8 @@ static void on_base_request(struct srv_engine *e, struct srv_conn *c,
 	}
 	if (r->sha256.len && (r->sha256.len != sizeof(e->base_sha) ||
 			      memcmp(r->sha256.data, e->base_sha, sizeof(e->base_sha)) != 0)) {
-		srv_eng_reject(e, c, FL_ENOTFOUND, "BaseRequest for a base this server does not have");
+		srv_eng_reject(e, c, FL_ENOTFOUND,
+			       "BaseRequest for a base this server does not have");
 		return;
 	}
 	srv_eng_send_frames(e, c, &e->base);
@@ -135,7 +137,8 @@ static uint64_t cur_round(const struct srv_engine *e)
 static void refuse_unexpected_update(struct srv_engine *e, struct srv_conn *c, uint64_t round)
 {
 	if (c->state == SRV_CONN_LATE) {
-		srv_eng_reject(e, c, FL_ERANGE, "late update for round %llu: its deadline has passed",
+		srv_eng_reject(e, c, FL_ERANGE,
+			       "late update for round %llu: its deadline has passed",
 			       (unsigned long long)c->task_round);
 	} else if (e->phase == SRV_PHASE_TRAIN && c->done_round == cur_round(e) &&
 		   c->done_attempt == e->attempt) {
@@ -190,8 +193,8 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 	const double *hl = metric_find(u, "holdout_loss"), *ha = metric_find(u, "holdout_accuracy"),
 		     *hn = metric_find(u, "holdout_examples");
 	/* reporting only: anything implausible is ignored, never an error */
-	int hold = hl && ha && hn && *hl >= 0 && *hl <= 1e6 && *ha >= 0 && *ha <= 1 &&
-		   *hn >= 1 && *hn <= (double)SRV_AGG_WEIGHT_MAX && *hn == floor(*hn);
+	int hold = hl && ha && hn && *hl >= 0 && *hl <= 1e6 && *ha >= 0 && *ha <= 1 && *hn >= 1 &&
+		   *hn <= (double)SRV_AGG_WEIGHT_MAX && *hn == floor(*hn);
 	c->upd_hold_loss = hold ? *hl : 0.0;
 	c->upd_hold_acc = hold ? *ha : 0.0;
 	c->upd_hold_n = hold ? (uint64_t)*hn : 0;
@@ -228,7 +231,8 @@ static void on_chunk(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 		return;
 	}
 	if (ch->round != c->task_round) {
-		srv_eng_reject(e, c, FL_EINVAL, "tensor chunk for round %llu, the current round is %llu",
+		srv_eng_reject(e, c, FL_EINVAL,
+			       "tensor chunk for round %llu, the current round is %llu",
 			       (unsigned long long)ch->round, (unsigned long long)c->task_round);
 		return;
 	}
@@ -258,8 +262,9 @@ static void on_eval_result(struct srv_engine *e, struct srv_conn *c,
 		return;
 	}
 	if (r->num_examples > SRV_AGG_WEIGHT_MAX || !isfinite(r->loss) || !isfinite(r->accuracy)) {
-		srv_eng_reject(e, c, FL_ERANGE, "EvalResult with num_examples over 2^32 or non-finite "
-						"loss / accuracy");
+		srv_eng_reject(e, c, FL_ERANGE,
+			       "EvalResult with num_examples over 2^32 or non-finite "
+			       "loss / accuracy");
 		return;
 	}
 	c->eval_pending = 0;
@@ -288,26 +293,22 @@ void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope 
 		else
 			on_hello(e, c, env->hello);
 		return;
-	case FEDLOHA__V1__ENVELOPE__BODY_UPDATE:
-		on_update(e, c, env->update);
-		return;
-	case FEDLOHA__V1__ENVELOPE__BODY_CHUNK:
-		on_chunk(e, c, env->chunk);
-		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_UPDATE: on_update(e, c, env->update); return;
+	case FEDLOHA__V1__ENVELOPE__BODY_CHUNK: on_chunk(e, c, env->chunk); return;
 	case FEDLOHA__V1__ENVELOPE__BODY_EVAL_RESULT:
 		on_eval_result(e, c, env->eval_result);
 		return;
 	case FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST:
 		on_base_request(e, c, env->base_request);
 		return;
-	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT:
-		return; /* any frame is a sign of life */
+	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT: return; /* any frame is a sign of life */
 	case FEDLOHA__V1__ENVELOPE__BODY_BYE:
 	case FEDLOHA__V1__ENVELOPE__BODY_ERROR:
 		srv_eng_drop(e, c); /* the peer is leaving */
 		return;
 	default:
-		srv_eng_reject(e, c, FL_EFORMAT, "a client may not send this message (body %d)", body);
+		srv_eng_reject(e, c, FL_EFORMAT, "a client may not send this message (body %d)",
+			       body);
 		return;
 	}
 }

@@ -14,7 +14,7 @@
 /* The flags both commands accept with the same range. */
 static const struct train_flag {
 	const char *name;
-	size_t off;    /* of a float, or of an int when is_int */
+	size_t off; /* of a float, or of an int when is_int */
 	int is_int;
 	double lo, hi;
 } train_flags[] = {

@@ -14,13 +14,13 @@
 
 struct srv_train_opts {
 	uint64_t rounds, seed;
-	double fraction;       /* clients selected per round */
-	int min_report;        /* updates a round needs */
-	int epochs, batch;     /* clients' local training */
+	double fraction;   /* clients selected per round */
+	int min_report;    /* updates a round needs */
+	int epochs, batch; /* clients' local training */
 	float lr, lr_decay, momentum, weight_decay;
-	float prox_mu;         /* sent to the clients as is */
+	float prox_mu; /* sent to the clients as is */
 	enum srv_optim_kind strategy;
-	int prox;              /* fedprox: fedavg on the server, proximal term on the clients */
+	int prox; /* fedprox: fedavg on the server, proximal term on the clients */
 	/* Server optimiser settings over the strategy's defaults
 	 * (srv_optim_config_default); negative = the default. */
 	float server_eta, server_beta1, server_beta2, server_tau;

@@ -310,7 +310,8 @@ static void aggregate(struct srv_engine *e)
 	}
 	e->eval_clients = 0;
 	e->eval_w = 0;
-	int eval = e->cfg.eval_every && (e->done % e->cfg.eval_every == 0 || e->done == e->cfg.rounds);
+	int eval = e->cfg.eval_every &&
+		   (e->done % e->cfg.eval_every == 0 || e->done == e->cfg.rounds);
 	if (eval)
 		start_eval(e);
 	else
@@ -389,8 +390,7 @@ void srv_eng_advance(struct srv_engine *e)
 			start_round(e);
 			continue;
 		case SRV_PHASE_DONE:
-		case SRV_PHASE_FAILED:
-			return;
+		case SRV_PHASE_FAILED: return;
 		}
 	}
 }

@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const server_names[] = {"fedavg", "fedavgm", "fedadam", "fedyogi",
-					   "fedadagrad"};
+static const char *const server_names[] = {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"};
 #define SERVER_KINDS ((int)(sizeof(server_names) / sizeof(server_names[0])))
 
 static int server_has_m(enum srv_optim_kind k)
@@ -26,8 +25,7 @@ static int server_has_m(enum srv_optim_kind k)
 
 static int server_has_v(enum srv_optim_kind k)
 {
-	return k == SRV_OPTIM_FEDADAM || k == SRV_OPTIM_FEDYOGI ||
-	       k == SRV_OPTIM_FEDADAGRAD;
+	return k == SRV_OPTIM_FEDADAM || k == SRV_OPTIM_FEDYOGI || k == SRV_OPTIM_FEDADAGRAD;
 }
 
 /* The defaults of server_optim.h, by kind. */
@@ -73,8 +71,8 @@ int srv_optim_parse(const char *s, enum srv_optim_kind *kind, int *prox)
 			    s);
 }
 
-void srv_optim_config_set(struct srv_optim_config *cfg, double eta, double beta1,
-			      double beta2, double tau)
+void srv_optim_config_set(struct srv_optim_config *cfg, double eta, double beta1, double beta2,
+			  double tau)
 {
 	if (eta >= 0)
 		cfg->eta = (float)eta;
@@ -86,8 +84,7 @@ void srv_optim_config_set(struct srv_optim_config *cfg, double eta, double beta1
 		cfg->tau = (float)tau;
 }
 
-const char *srv_optim_unused(enum srv_optim_kind kind, int eta, int beta1, int beta2,
-				 int tau)
+const char *srv_optim_unused(enum srv_optim_kind kind, int eta, int beta1, int beta2, int tau)
 {
 	int adaptive = kind == SRV_OPTIM_FEDADAM || kind == SRV_OPTIM_FEDYOGI ||
 		       kind == SRV_OPTIM_FEDADAGRAD;
@@ -147,8 +144,7 @@ int srv_optim_init(struct srv_optim *o, const struct srv_optim_config *cfg, size
 				   server_has_v(cfg->kind)) == FL_OK)
 		return FL_OK;
 	srv_optim_free(o);
-	return fl_error_set(FL_ENOMEM, "server optimiser: cannot allocate state for %zu floats",
-			    n);
+	return fl_error_set(FL_ENOMEM, "server optimiser: cannot allocate state for %zu floats", n);
 }
 
 void srv_optim_free(struct srv_optim *o)
@@ -215,9 +211,7 @@ int srv_optim_step(struct srv_optim *o, float *x, const float *y, size_t n)
 		if (n)
 			memcpy(x, y, n * sizeof(float));
 		break;
-	case SRV_OPTIM_FEDAVGM:
-		server_avgm(x, o->m, y, n, c->eta, c->beta1);
-		break;
+	case SRV_OPTIM_FEDAVGM: server_avgm(x, o->m, y, n, c->eta, c->beta1); break;
 	case SRV_OPTIM_FEDADAM:
 	case SRV_OPTIM_FEDYOGI:
 	case SRV_OPTIM_FEDADAGRAD: {
@@ -236,8 +230,8 @@ int srv_optim_step(struct srv_optim *o, float *x, const float *y, size_t n)
 	return FL_OK;
 }
 
-void srv_optim_state(const struct srv_optim *o, const float **m, const float **v,
-			 size_t *n, uint64_t *step)
+void srv_optim_state(const struct srv_optim *o, const float **m, const float **v, size_t *n,
+		     uint64_t *step)
 {
 	if (m)
 		*m = o->m;
@@ -249,8 +243,7 @@ void srv_optim_state(const struct srv_optim *o, const float **m, const float **v
 		*step = o->step;
 }
 
-int srv_optim_restore(struct srv_optim *o, const float *m, const float *v, size_t n,
-			  uint64_t step)
+int srv_optim_restore(struct srv_optim *o, const float *m, const float *v, size_t n, uint64_t step)
 {
 	const char *name = srv_optim_name(o->cfg.kind);
 	if (n != o->n)

@@ -65,14 +65,13 @@ void srv_optim_config_default(struct srv_optim_config *cfg, enum srv_optim_kind 
  * prox may be NULL. FL_EINVAL with a message listing the names otherwise. */
 int srv_optim_parse(const char *s, enum srv_optim_kind *kind, int *prox);
 /* Overrides of the defaults: each value < 0 leaves its field as it is. */
-void srv_optim_config_set(struct srv_optim_config *cfg, double eta, double beta1,
-			      double beta2, double tau);
+void srv_optim_config_set(struct srv_optim_config *cfg, double eta, double beta1, double beta2,
+			  double tau);
 /* Which given setting the strategy would ignore: the first of eta (server
  * lr), beta1, beta2, tau that is given (flag set) but unused by `kind`, as
  * "server-lr" / "server-beta1" / "server-beta2" / "server-tau"; NULL when
  * every given one is used. */
-const char *srv_optim_unused(enum srv_optim_kind kind, int eta, int beta1, int beta2,
-				 int tau);
+const char *srv_optim_unused(enum srv_optim_kind kind, int eta, int beta1, int beta2, int tau);
 /* "fedavg", ... ; "unknown" for an out-of-range value. */
 const char *srv_optim_name(enum srv_optim_kind kind);
 
@@ -102,12 +101,11 @@ int srv_optim_step(struct srv_optim *o, float *x, const float *y, size_t n);
 /* Borrowed views of the state for a checkpoint: *m, *v may be NULL (see
  * above); *n floats each; *step rounds applied. Any out pointer may be
  * NULL. Valid until the next _step, _restore or _free. */
-void srv_optim_state(const struct srv_optim *o, const float **m, const float **v,
-			 size_t *n, uint64_t *step);
+void srv_optim_state(const struct srv_optim *o, const float **m, const float **v, size_t *n,
+		     uint64_t *step);
 /* Copies saved state back (bit-exact). m / v must be given exactly when the
  * kind keeps them, n must match, values must be finite and v >= 0;
  * otherwise FL_EINVAL / FL_ESHAPE / FL_ENONFINITE and nothing changes. */
-int srv_optim_restore(struct srv_optim *o, const float *m, const float *v, size_t n,
-			  uint64_t step);
+int srv_optim_restore(struct srv_optim *o, const float *m, const float *v, size_t n, uint64_t step);
 
 #endif

@@ -35,21 +35,24 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 	}
 	int err = FL_OK;
 	if (!cfg->key_path) {
-		err = fl_error_set(FL_EINVAL, "no --key: the coordinator needs its secret key (make "
-					      "one with 'fedloha-server keygen --out FILE'), or run "
-					      "with --insecure on a trusted network");
+		err = fl_error_set(FL_EINVAL,
+				   "no --key: the coordinator needs its secret key (make "
+				   "one with 'fedloha-server keygen --out FILE'), or run "
+				   "with --insecure on a trusted network");
 		goto fail;
 	}
 	if (!cfg->allow_path) {
-		err = fl_error_set(FL_EINVAL, "no --allow: the coordinator needs an allow-list file "
-					      "of client keys (lines 'fl1:... NAME'; clients print "
-					      "their key with 'fedloha-client keygen')");
+		err = fl_error_set(FL_EINVAL,
+				   "no --allow: the coordinator needs an allow-list file "
+				   "of client keys (lines 'fl1:... NAME'; clients print "
+				   "their key with 'fedloha-client keygen')");
 		goto fail;
 	}
 	struct stat st;
 	if (stat(cfg->key_path, &st) != 0) {
-		err = fl_error_set(FL_ENOTFOUND, "%s: no such key file (make it with "
-						 "'fedloha-server keygen --out %s')",
+		err = fl_error_set(FL_ENOTFOUND,
+				   "%s: no such key file (make it with "
+				   "'fedloha-server keygen --out %s')",
 				   cfg->key_path, cfg->key_path);
 		goto fail;
 	}
@@ -63,8 +66,9 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 	if (err == FL_ENOTFOUND && cfg->enrol) {
 		err = srv_allowlist_new(&a->allow); /* enrolment creates the file */
 	} else if (err == FL_ENOTFOUND) {
-		err = fl_error_set(FL_ENOTFOUND, "%s: no such allow-list (write one line 'fl1:... "
-						 "NAME' per client key, or start with --enrol)",
+		err = fl_error_set(FL_ENOTFOUND,
+				   "%s: no such allow-list (write one line 'fl1:... "
+				   "NAME' per client key, or start with --enrol)",
 				   cfg->allow_path);
 	}
 	if (err)
@@ -107,8 +111,7 @@ size_t srv_access_count(const struct srv_access *a)
 	return a->allow ? srv_allowlist_count(a->allow) : 0;
 }
 
-int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms,
-			   char out[FL_TOKEN_STRING_BYTES])
+int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, char out[FL_TOKEN_STRING_BYTES])
 {
 	if (!a->enrol)
 		return fl_error_set(FL_EINVAL, "enrolment is not enabled (--enrol)");
@@ -155,10 +158,11 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
 			if (fl_wire_client_id_valid(id) && srv_allowlist_has_name(a->allow, id)) {
 				char key[FL_PUBKEY_STRING_BYTES];
 				fl_pubkey_format(pk, key);
-				err = fl_error_set(FL_EAUTH,
-						   "client id '%.64s' belongs to another key on the "
-						   "allow-list; key %s may not use it",
-						   id, key);
+				err = fl_error_set(
+					FL_EAUTH,
+					"client id '%.64s' belongs to another key on the "
+					"allow-list; key %s may not use it",
+					id, key);
 			}
 		} else if (strcmp(id, name) != 0) {
 			char key[FL_PUBKEY_STRING_BYTES];

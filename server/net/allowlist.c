@@ -123,7 +123,7 @@ static int parse_line(struct srv_allowlist *al, const char *s, size_t len, size_
 }
 
 int srv_allowlist_parse(const char *text, size_t len, const char *source,
-		       struct srv_allowlist **out)
+			struct srv_allowlist **out)
 {
 	struct srv_allowlist *al = NULL;
 	int err = srv_allowlist_new(&al);
@@ -157,8 +157,8 @@ int srv_allowlist_parse(const char *text, size_t len, const char *source,
 	if (nbad) {
 		srv_allowlist_free(al);
 		if (nbad > 1)
-			return fl_error_set(first_err, "%s:%zu: %s (and %zu more bad lines)", source,
-					    first_line, first_msg, nbad - 1);
+			return fl_error_set(first_err, "%s:%zu: %s (and %zu more bad lines)",
+					    source, first_line, first_msg, nbad - 1);
 		return fl_error_set(first_err, "%s:%zu: %s", source, first_line, first_msg);
 	}
 	normalise(al);
@@ -243,8 +243,7 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 	return err;
 }
 
-int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
-			     const char *name)
+int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
 {
 	if (!name)
 		name = "";
@@ -280,7 +279,8 @@ int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES
 		if (buf[n - 1] != '\n')
 			buf[n++] = '\n';
 	}
-	n += (size_t)snprintf(buf + n, cap - n, "%s%s%.*s\n", key, nlen ? " " : "", (int)nlen, name);
+	n += (size_t)snprintf(buf + n, cap - n, "%s%s%.*s\n", key, nlen ? " " : "", (int)nlen,
+			      name);
 	err = fl_file_write_atomic(path, buf, n, private_);
 	free(buf);
 	free(text);

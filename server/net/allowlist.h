@@ -29,7 +29,7 @@ struct srv_allowlist;
 int srv_allowlist_new(struct srv_allowlist **out); /* empty */
 /* Parses text (len bytes; source names it in errors). */
 int srv_allowlist_parse(const char *text, size_t len, const char *source,
-		       struct srv_allowlist **out);
+			struct srv_allowlist **out);
 /* Reads a file; FL_ENOTFOUND when it does not exist. */
 int srv_allowlist_load(const char *path, struct srv_allowlist **out);
 /* Loads path; on success frees *current and replaces it, on failure returns
@@ -47,11 +47,12 @@ const char *srv_allowlist_name(const struct srv_allowlist *al, const uint8_t pk[
  * plain comparison). */
 int srv_allowlist_has_name(const struct srv_allowlist *al, const char *name);
 /* Adds pk (no-op when present). name may be NULL; newlines are refused. */
-int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES], const char *name);
+int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES],
+		      const char *name);
 /* Appends "fl1:... name" to the file at path (created when missing) with an
  * atomic rewrite that keeps every existing line. A file only its owner could
  * read stays so. */
 int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
-			     const char *name);
+			      const char *name);
 
 #endif

@@ -63,8 +63,10 @@ int srv_central_eval_new(uv_loop_t *loop, const char *data, const char *path, in
 	int c, h, w, classes;
 	fl_model_input_dims(like, &c, &h, &w, &classes);
 	if (!err && (ce->test->c != c || ce->test->h != h || ce->test->w != w))
-		err = fl_error_set(FL_ESHAPE, "evaluation data: samples %dx%dx%d, the model takes "
-				   "%dx%dx%d", ce->test->c, ce->test->h, ce->test->w, c, h, w);
+		err = fl_error_set(FL_ESHAPE,
+				   "evaluation data: samples %dx%dx%d, the model takes "
+				   "%dx%dx%d",
+				   ce->test->c, ce->test->h, ce->test->w, c, h, w);
 	if (!err)
 		err = fl_model_new(fl_model_arch(like), c, h, w, classes, pc, 0, 256, &ce->model);
 	if (!err && fl_model_param_floats(ce->model) != fl_model_param_floats(like))

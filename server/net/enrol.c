@@ -70,7 +70,7 @@ size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms)
 }
 
 int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
-		   char out[FL_TOKEN_STRING_BYTES])
+		    char out[FL_TOKEN_STRING_BYTES])
 {
 	expire(e, now_ms);
 	if (e->n == SRV_ENROL_MAX_TOKENS)
@@ -102,13 +102,14 @@ int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], 
 	expire(e, now_ms);
 	long i = find(e, token);
 	if (i < 0)
-		return fl_error_set(FL_ENOTFOUND, "enrolment token unknown, already used or expired");
+		return fl_error_set(FL_ENOTFOUND,
+				    "enrolment token unknown, already used or expired");
 	drop(e, (size_t)i);
 	return FL_OK;
 }
 
-int srv_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
-		  char *reason, size_t reason_cap)
+int srv_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token, char *reason,
+		   size_t reason_cap)
 {
 	struct srv_auth *a = ctx;
 	char key[FL_PUBKEY_STRING_BYTES];

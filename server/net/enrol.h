@@ -31,7 +31,7 @@ uint64_t srv_enrol_now_ms(void);
 /* Issues a token valid until now_ms + valid_ms; writes its string form.
  * FL_ERANGE when SRV_ENROL_MAX_TOKENS unexpired tokens are outstanding. */
 int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
-		   char out[FL_TOKEN_STRING_BYTES]);
+		    char out[FL_TOKEN_STRING_BYTES]);
 /* Consumes a valid token: FL_OK, else FL_ENOTFOUND ("unknown, used or
  * expired"). Expired tokens are dropped on the way. */
 int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms);
@@ -52,6 +52,6 @@ struct srv_auth {
 /* Returns 0 when admitted, else FL_ENOTFOUND / FL_EIO with a one-line reason
  * in reason (also told to the client). */
 int srv_auth_check(void *auth, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
-		  char *reason, size_t reason_cap);
+		   char *reason, size_t reason_cap);
 
 #endif

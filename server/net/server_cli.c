@@ -14,25 +14,25 @@
 #include <string.h>
 
 static const struct option longopts[] = {
-	{"listen", 1, 0, 0},        {"model", 1, 0, 0},        {"param", 1, 0, 0},
-	{"gamma", 1, 0, 0},         {"rank", 1, 0, 0},         {"alpha", 1, 0, 0},
-	{"config", 1, 0, 0},        {"base", 1, 0, 0},         {"rounds", 1, 0, 0},
-	{"min-clients", 1, 0, 0},   {"fraction", 1, 0, 0},     {"min-fit", 1, 0, 0},
-	{"min-report", 1, 0, 0},    {"max-retries", 1, 0, 0},  {"round-timeout", 1, 0, 0},
-	{"epochs", 1, 0, 0},        {"batch", 1, 0, 0},        {"lr", 1, 0, 0},
-	{"lr-decay", 1, 0, 0},      {"momentum", 1, 0, 0},     {"weight-decay", 1, 0, 0},
-	{"optimizer", 1, 0, 0},     {"strategy", 1, 0, 0},     {"server-lr", 1, 0, 0},
-	{"prox-mu", 1, 0, 0},       {"dtype", 1, 0, 0},        {"require-dtype", 1, 0, 0},
-	{"eval-every", 1, 0, 0},    {"checkpoint", 1, 0, 0},   {"out", 1, 0, 0},
-	{"seed", 1, 0, 0},          {"log-level", 1, 0, 0},    {"data", 1, 0, 0},
-	{"eval-data", 1, 0, 0},     {"data-path", 1, 0, 0},    {"eval-limit", 1, 0, 0},
-	{"heartbeat", 1, 0, 0},     {"idle-timeout", 1, 0, 0}, {"max-frame", 1, 0, 0},
-	{"chunk", 1, 0, 0},         {"max-output", 1, 0, 0},   {"max-conns", 1, 0, 0},
+	{"listen", 1, 0, 0},        {"model", 1, 0, 0},         {"param", 1, 0, 0},
+	{"gamma", 1, 0, 0},         {"rank", 1, 0, 0},          {"alpha", 1, 0, 0},
+	{"config", 1, 0, 0},        {"base", 1, 0, 0},          {"rounds", 1, 0, 0},
+	{"min-clients", 1, 0, 0},   {"fraction", 1, 0, 0},      {"min-fit", 1, 0, 0},
+	{"min-report", 1, 0, 0},    {"max-retries", 1, 0, 0},   {"round-timeout", 1, 0, 0},
+	{"epochs", 1, 0, 0},        {"batch", 1, 0, 0},         {"lr", 1, 0, 0},
+	{"lr-decay", 1, 0, 0},      {"momentum", 1, 0, 0},      {"weight-decay", 1, 0, 0},
+	{"optimizer", 1, 0, 0},     {"strategy", 1, 0, 0},      {"server-lr", 1, 0, 0},
+	{"prox-mu", 1, 0, 0},       {"dtype", 1, 0, 0},         {"require-dtype", 1, 0, 0},
+	{"eval-every", 1, 0, 0},    {"checkpoint", 1, 0, 0},    {"out", 1, 0, 0},
+	{"seed", 1, 0, 0},          {"log-level", 1, 0, 0},     {"data", 1, 0, 0},
+	{"eval-data", 1, 0, 0},     {"data-path", 1, 0, 0},     {"eval-limit", 1, 0, 0},
+	{"heartbeat", 1, 0, 0},     {"idle-timeout", 1, 0, 0},  {"max-frame", 1, 0, 0},
+	{"chunk", 1, 0, 0},         {"max-output", 1, 0, 0},    {"max-conns", 1, 0, 0},
 	{"threads", 1, 0, 0},       {"debug-tensors", 0, 0, 0}, {"config-file", 1, 0, 0},
-	{"key", 1, 0, 0},           {"allow", 1, 0, 0},        {"enrol", 0, 0, 0},
-	{"enrol-minutes", 1, 0, 0}, {"insecure", 0, 0, 0},     {"handshake-timeout", 1, 0, 0},
-	{"server-beta1", 1, 0, 0},  {"server-beta2", 1, 0, 0}, {"server-tau", 1, 0, 0},
-	{"help", 0, 0, 'h'},        {"version", 0, 0, 'V'},    {0, 0, 0, 0}};
+	{"key", 1, 0, 0},           {"allow", 1, 0, 0},         {"enrol", 0, 0, 0},
+	{"enrol-minutes", 1, 0, 0}, {"insecure", 0, 0, 0},      {"handshake-timeout", 1, 0, 0},
+	{"server-beta1", 1, 0, 0},  {"server-beta2", 1, 0, 0},  {"server-tau", 1, 0, 0},
+	{"help", 0, 0, 'h'},        {"version", 0, 0, 'V'},     {0, 0, 0, 0}};
 
 void srv_opts_usage(FILE *f)
 {
@@ -104,18 +104,20 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 {
 	int seed_ok;
 	double d;
-#define S(name, field)                                                                            \
-	if (!strcmp(k, name)) {                                                                   \
-		o->field = v;                                                                     \
-		return 0;                                                                         \
+#define S(name, field)          \
+	if (!strcmp(k, name)) { \
+		o->field = v;   \
+		return 0;       \
 	}
-	S("listen", listen) S("model", model) S("param", param) S("config", config)
-	S("base", base) S("checkpoint", checkpoint) S("out", out) S("strategy", strategy)
-	S("optimizer", optimizer) S("data", data) S("eval-data", eval_data)
-	S("data-path", data_path) S("log-level", log_level) S("dtype", dtype)
-	S("require-dtype", require_dtype) S("key", key) S("allow", allow)
+	S("listen", listen)
+	S("model", model) S("param", param) S("config", config) S("base", base)
+		S("checkpoint", checkpoint) S("out", out) S("strategy", strategy)
+			S("optimizer", optimizer) S("data", data) S("eval-data", eval_data) S(
+				"data-path", data_path) S("log-level", log_level) S("dtype", dtype)
+				S("require-dtype", require_dtype) S("key", key) S("allow", allow)
 #undef S
-	if (!strcmp(k, "insecure") || !strcmp(k, "enrol")) {
+					if (!strcmp(k, "insecure") || !strcmp(k, "enrol"))
+	{
 		int on = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
 		*(!strcmp(k, "insecure") ? &o->insecure : &o->enrol) = on;
 		return 0;
@@ -126,18 +128,26 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 		return shared;
 	}
-	if (!strcmp(k, "enrol-minutes")) return inum(k, v, 1, 1e6, &o->enrol_minutes);
-	if (!strcmp(k, "handshake-timeout")) return num(k, v, 0.05, 3600, &o->handshake_timeout);
+	if (!strcmp(k, "enrol-minutes"))
+		return inum(k, v, 1, 1e6, &o->enrol_minutes);
+	if (!strcmp(k, "handshake-timeout"))
+		return num(k, v, 0.05, 3600, &o->handshake_timeout);
 	if (!strcmp(k, "gamma")) {
 		o->has_gamma = 1;
 		return num(k, v, 0, 1, &o->gamma);
 	}
-	if (!strcmp(k, "alpha")) return num(k, v, 1e-6, 1e6, &o->alpha);
-	if (!strcmp(k, "fraction")) return num(k, v, 0, 1, &o->train.fraction);
-	if (!strcmp(k, "round-timeout")) return num(k, v, 0.001, 86400, &o->round_timeout);
-	if (!strcmp(k, "heartbeat")) return num(k, v, 0, 86400, &o->heartbeat);
-	if (!strcmp(k, "idle-timeout")) return num(k, v, 0, 86400, &o->idle_timeout);
-	if (!strcmp(k, "rank")) return inum(k, v, 1, 1 << 16, &o->rank);
+	if (!strcmp(k, "alpha"))
+		return num(k, v, 1e-6, 1e6, &o->alpha);
+	if (!strcmp(k, "fraction"))
+		return num(k, v, 0, 1, &o->train.fraction);
+	if (!strcmp(k, "round-timeout"))
+		return num(k, v, 0.001, 86400, &o->round_timeout);
+	if (!strcmp(k, "heartbeat"))
+		return num(k, v, 0, 86400, &o->heartbeat);
+	if (!strcmp(k, "idle-timeout"))
+		return num(k, v, 0, 86400, &o->idle_timeout);
+	if (!strcmp(k, "rank"))
+		return inum(k, v, 1, 1 << 16, &o->rank);
 	if (!strcmp(k, "rounds")) {
 		int rounds;
 		if (inum(k, v, 1, 1e9, &rounds))
@@ -145,19 +155,30 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		o->train.rounds = (uint64_t)rounds;
 		return FL_OK;
 	}
-	if (!strcmp(k, "min-clients")) return inum(k, v, 1, 1e6, &o->min_clients);
-	if (!strcmp(k, "min-fit")) return inum(k, v, 1, 1e6, &o->min_fit);
-	if (!strcmp(k, "min-report")) return inum(k, v, 1, 1e6, &o->train.min_report);
-	if (!strcmp(k, "max-retries")) return inum(k, v, 0, 1e6, &o->max_retries);
-	if (!strcmp(k, "epochs")) return inum(k, v, 0, 10000, &o->train.epochs);
-	if (!strcmp(k, "eval-every")) return inum(k, v, 0, 1e9, &o->eval_every);
-	if (!strcmp(k, "eval-limit")) return inum(k, v, 1, 1e9, &o->eval_limit);
-	if (!strcmp(k, "threads")) return inum(k, v, 1, 256, &o->threads);
-	if (!strcmp(k, "max-conns")) return inum(k, v, 1, 1e7, &o->max_conns);
+	if (!strcmp(k, "min-clients"))
+		return inum(k, v, 1, 1e6, &o->min_clients);
+	if (!strcmp(k, "min-fit"))
+		return inum(k, v, 1, 1e6, &o->min_fit);
+	if (!strcmp(k, "min-report"))
+		return inum(k, v, 1, 1e6, &o->train.min_report);
+	if (!strcmp(k, "max-retries"))
+		return inum(k, v, 0, 1e6, &o->max_retries);
+	if (!strcmp(k, "epochs"))
+		return inum(k, v, 0, 10000, &o->train.epochs);
+	if (!strcmp(k, "eval-every"))
+		return inum(k, v, 0, 1e9, &o->eval_every);
+	if (!strcmp(k, "eval-limit"))
+		return inum(k, v, 1, 1e9, &o->eval_limit);
+	if (!strcmp(k, "threads"))
+		return inum(k, v, 1, 256, &o->threads);
+	if (!strcmp(k, "max-conns"))
+		return inum(k, v, 1, 1e7, &o->max_conns);
 	if (!strcmp(k, "max-frame"))
 		return lnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &o->max_frame);
-	if (!strcmp(k, "chunk")) return lnum(k, v, 64, 1 << 30, &o->chunk);
-	if (!strcmp(k, "max-output")) return lnum(k, v, 4096, 1e12, &o->max_output);
+	if (!strcmp(k, "chunk"))
+		return lnum(k, v, 64, 1 << 30, &o->chunk);
+	if (!strcmp(k, "max-output"))
+		return lnum(k, v, 4096, 1e12, &o->max_output);
 	if (!strcmp(k, "debug-tensors")) {
 		o->debug_tensors = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
 		return 0;
@@ -177,7 +198,8 @@ static int load_config_file(struct srv_opts *o, const char *path, json_t **keep)
 	json_error_t je;
 	json_t *root = json_load_file(path, 0, &je);
 	if (!root) {
-		fprintf(stderr, "fedloha-server: %s:%d:%d: %s\n", path, je.line, je.column, je.text);
+		fprintf(stderr, "fedloha-server: %s:%d:%d: %s\n", path, je.line, je.column,
+			je.text);
 		return FL_EINVAL;
 	}
 	*keep = root;
@@ -205,8 +227,10 @@ static int load_config_file(struct srv_opts *o, const char *path, json_t **keep)
 		} else if (json_is_boolean(v)) {
 			snprintf(buf, sizeof(buf), "%d", json_is_true(v));
 		} else {
-			fprintf(stderr, "fedloha-server: %s: key '%s': expected a string, number or "
-					"boolean\n", path, k);
+			fprintf(stderr,
+				"fedloha-server: %s: key '%s': expected a string, number or "
+				"boolean\n",
+				path, k);
 			bad = 1;
 			continue;
 		}
@@ -228,20 +252,24 @@ char *srv_opts_config_json(const struct srv_opts *o)
 	if (o->config) {
 		json_error_t je;
 		if (!(root = json_load_file(o->config, 0, &je))) {
-			fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", o->config, je.line, je.column, je.text);
+			fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", o->config, je.line, je.column,
+				     je.text);
 			return NULL;
 		}
 		if (o->param)
-			json_object_set_new(root, "fedloha_parameterization", json_string(o->param));
+			json_object_set_new(root, "fedloha_parameterization",
+					    json_string(o->param));
 	} else {
 		const char *p = o->param ? o->param : "fedpara";
 		root = json_object();
 		json_object_set_new(root, "peft_type", json_string("LOHA"));
 		json_object_set_new(root, "fedloha_parameterization", json_string(p));
-		json_object_set_new(root, "use_effective_conv2d", json_boolean(strcmp(p, "loha") != 0));
+		json_object_set_new(root, "use_effective_conv2d",
+				    json_boolean(strcmp(p, "loha") != 0));
 		if (o->rank > 0) {
 			json_object_set_new(root, "r", json_integer(o->rank));
-			json_object_set_new(root, "alpha", json_real(o->alpha > 0 ? o->alpha : o->rank));
+			json_object_set_new(root, "alpha",
+					    json_real(o->alpha > 0 ? o->alpha : o->rank));
 		} else if (strcmp(p, "loha") != 0) {
 			json_object_set_new(root, "fedloha_gamma", json_real(o->gamma));
 		}
@@ -264,17 +292,34 @@ void srv_opts_data_dims(const char *name, int *c, int *h, int *w, int *classes)
 
 int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 {
-	*o = (struct srv_opts){.listen = "127.0.0.1:7420", .model = "2nn", .strategy = "fedavg",
-			 .optimizer = "sgd", .gamma = 0.1, .round_timeout = 60,
-			 .train = {.rounds = 3, .fraction = 1, .min_report = 1, .epochs = 1,
-				   .batch = 64, .lr = 0.1f, .lr_decay = 1, .server_eta = -1,
-				   .server_beta1 = -1, .server_beta2 = -1, .server_tau = -1,
-				   .dtype = FL_WIRE_F32},
-			 .heartbeat = 10, .idle_timeout = 60,
-			 .min_clients = 1, .min_fit = 1,
-			 .max_retries = 3, .threads = 1,
-			 .max_conns = SRV_TRANSPORT_CONNS_DEFAULT, .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
-			 .enrol_minutes = 30, .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0};
+	*o = (struct srv_opts){.listen = "127.0.0.1:7420",
+			       .model = "2nn",
+			       .strategy = "fedavg",
+			       .optimizer = "sgd",
+			       .gamma = 0.1,
+			       .round_timeout = 60,
+			       .train = {.rounds = 3,
+					 .fraction = 1,
+					 .min_report = 1,
+					 .epochs = 1,
+					 .batch = 64,
+					 .lr = 0.1f,
+					 .lr_decay = 1,
+					 .server_eta = -1,
+					 .server_beta1 = -1,
+					 .server_beta2 = -1,
+					 .server_tau = -1,
+					 .dtype = FL_WIRE_F32},
+			       .heartbeat = 10,
+			       .idle_timeout = 60,
+			       .min_clients = 1,
+			       .min_fit = 1,
+			       .max_retries = 3,
+			       .threads = 1,
+			       .max_conns = SRV_TRANSPORT_CONNS_DEFAULT,
+			       .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
+			       .enrol_minutes = 30,
+			       .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0};
 	int bad = 0, ch, idx;
 	for (int i = 1; i < argc; i++) { /* the file first, so flags override it */
 		const char *a = argv[i];

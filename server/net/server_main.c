@@ -84,7 +84,8 @@ static void on_round(void *ctx, const struct srv_round_report *r)
 		       r->holdout_clients);
 	if (r->eval_clients)
 		printf("round %llu federated eval-acc %.4f eval-loss %.4f clients %d\n",
-		       (unsigned long long)r->round, r->eval_accuracy, r->eval_loss, r->eval_clients);
+		       (unsigned long long)r->round, r->eval_accuracy, r->eval_loss,
+		       r->eval_clients);
 	fflush(stdout);
 	/* Snapshot now: the engine changes the model at the next aggregation. */
 	if (s->ce && srv_central_eval_submit(s->ce, s->model, r->round) != FL_OK)
@@ -149,8 +150,10 @@ static int engine_config(struct srv_opts *o, struct srv_engine_config *ec)
 static int setup_access(const struct srv_opts *o, struct srv_access **out)
 {
 	struct srv_access *acc = NULL;
-	struct srv_access_config ac = {.insecure = o->insecure, .key_path = o->key,
-				       .allow_path = o->allow, .enrol = o->enrol};
+	struct srv_access_config ac = {.insecure = o->insecure,
+				       .key_path = o->key,
+				       .allow_path = o->allow,
+				       .enrol = o->enrol};
 	*out = NULL;
 	if (srv_access_new(&ac, &acc)) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
@@ -219,8 +222,8 @@ static void transport_config(const struct srv_opts *o, struct daemon *d,
 	struct stat base_st;
 	size_t base_bytes = o->base && stat(o->base, &base_st) == 0 ? (size_t)base_st.st_size : 0;
 	tc->max_output_bytes = o->max_output > 0 ? (size_t)o->max_output
-						  : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
-							    base_bytes + base_bytes / 64;
+						 : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
+							   base_bytes + base_bytes / 64;
 	tc->max_conns = (size_t)o->max_conns;
 	tc->debug_tensors = o->debug_tensors;
 	tc->hook_ctx = &d->s;
@@ -239,9 +242,9 @@ static int start(const struct srv_opts *o, struct daemon *d, const struct srv_en
 	transport_config(o, d, ec, &tc);
 	uv_loop_init(&d->loop);
 	d->loop_up = 1;
-	if (o->eval_data && (err = srv_central_eval_new(&d->loop, o->eval_data, o->data_path,
-							o->eval_limit, d->s.model, d->pc,
-							on_central_eval, &d->s, &d->s.ce)))
+	if (o->eval_data &&
+	    (err = srv_central_eval_new(&d->loop, o->eval_data, o->data_path, o->eval_limit,
+					d->s.model, d->pc, on_central_eval, &d->s, &d->s.ce)))
 		return err;
 	if ((err = srv_transport_new(&d->loop, &tc, &d->t)))
 		return err;
@@ -317,11 +320,13 @@ static int run(struct srv_opts *o)
 {
 	struct daemon d = {0};
 	if (split_listen(o->listen, d.host, sizeof(d.host), &d.port)) {
-		fprintf(stderr, "fedloha-server: --listen: expected HOST:PORT, got '%s'\n", o->listen);
+		fprintf(stderr, "fedloha-server: --listen: expected HOST:PORT, got '%s'\n",
+			o->listen);
 		return 2;
 	}
 	if (!fl_model_arch_valid(o->model)) {
-		fprintf(stderr, "fedloha-server: --model: unknown model '%s' (2nn, cnn, mlp)\n", o->model);
+		fprintf(stderr, "fedloha-server: --model: unknown model '%s' (2nn, cnn, mlp)\n",
+			o->model);
 		return 2;
 	}
 	struct srv_engine_config ec;

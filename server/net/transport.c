@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FLUSH_POLL_MS 100 /* how often closing connections are checked */
+#define FLUSH_POLL_MS 100  /* how often closing connections are checked */
 #define LOG_FRAME_MAX 1024 /* smaller frames sent are peeked at to log Error messages */
 
 static void after_engine(struct srv_transport *t);
@@ -43,8 +43,9 @@ int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
 	*out = NULL;
 	if (!cfg->host || cfg->port < 0 || cfg->port > 65535 || cfg->max_frame_bytes < 64 ||
 	    cfg->max_output_bytes < cfg->max_frame_bytes || cfg->max_conns < 1)
-		return fl_error_set(FL_EINVAL, "transport: bad configuration (port %d, max frame %u, "
-					       "max output %zu)",
+		return fl_error_set(FL_EINVAL,
+				    "transport: bad configuration (port %d, max frame %u, "
+				    "max output %zu)",
 				    cfg->port, cfg->max_frame_bytes, cfg->max_output_bytes);
 	struct srv_transport *t = calloc(1, sizeof(*t));
 	if (!t || !(t->host = strdup(cfg->host))) {
@@ -176,7 +177,7 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 	if ((t->cfg.debug_tensors || frame->len <= LOG_FRAME_MAX) &&
 	    frame->len > FL_WIRE_FRAME_HEADER_BYTES)
 		srv_tr_log_frame(c, "sent", frame->data + FL_WIRE_FRAME_HEADER_BYTES,
-			   frame->len - FL_WIRE_FRAME_HEADER_BYTES);
+				 frame->len - FL_WIRE_FRAME_HEADER_BYTES);
 	return fl_net_send_sealed(&c->n, c->ch, frame, !c->up);
 }
 
@@ -450,7 +451,8 @@ static int bind_listen(struct srv_transport *t)
 	uv_getaddrinfo_t req;
 	int rc = fl_net_resolve(t->loop, &req, NULL, t->host, t->cfg.port, 1);
 	if (rc != 0)
-		return fl_error_set(FL_EIO, "listen %s:%d: %s", t->host, t->cfg.port, uv_strerror(rc));
+		return fl_error_set(FL_EIO, "listen %s:%d: %s", t->host, t->cfg.port,
+				    uv_strerror(rc));
 	rc = UV_EADDRNOTAVAIL;
 	for (struct addrinfo *a = req.addrinfo; a; a = a->ai_next) {
 		if ((rc = uv_tcp_bind(&t->listener, a->ai_addr, 0)) == 0)
@@ -460,13 +462,13 @@ static int bind_listen(struct srv_transport *t)
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&t->listener, t->cfg.backlog, on_connection);
 	if (rc != 0)
-		return fl_error_set(FL_EIO, "listen %s:%d: %s", t->host, t->cfg.port, uv_strerror(rc));
+		return fl_error_set(FL_EIO, "listen %s:%d: %s", t->host, t->cfg.port,
+				    uv_strerror(rc));
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
 	if (uv_tcp_getsockname(&t->listener, (struct sockaddr *)&ss, &len) == 0)
-		t->port = ntohs(ss.ss_family == AF_INET6
-					? ((struct sockaddr_in6 *)&ss)->sin6_port
-					: ((struct sockaddr_in *)&ss)->sin_port);
+		t->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
 	return FL_OK;
 }
 

@@ -46,16 +46,16 @@
 #define SRV_TRANSPORT_CONNS_DEFAULT 10000
 
 struct srv_transport_config {
-	const char *host;  /* numeric address or name to bind (copied) */
-	int port;          /* 0 = any free port (see srv_transport_port) */
-	int backlog;       /* listen(2) backlog */
-	uint32_t max_frame_bytes;  /* larger incoming frames close the connection */
-	size_t max_output_bytes;   /* bytes queued but not yet written, per connection:
+	const char *host;              /* numeric address or name to bind (copied) */
+	int port;                      /* 0 = any free port (see srv_transport_port) */
+	int backlog;                   /* listen(2) backlog */
+	uint32_t max_frame_bytes;      /* larger incoming frames close the connection */
+	size_t max_output_bytes;       /* bytes queued but not yet written, per connection:
 				      above it the slow reader is closed */
-	size_t max_conns;          /* further connections are accepted and closed at once */
-	uint32_t flush_timeout_ms; /* a closing connection still unflushed after this is cut */
-	int debug_tensors;         /* log every tensor name sent / received (debug level) */
-	struct srv_access *access; /* borrowed: identity, allow-list; NULL = insecure */
+	size_t max_conns;              /* further connections are accepted and closed at once */
+	uint32_t flush_timeout_ms;     /* a closing connection still unflushed after this is cut */
+	int debug_tensors;             /* log every tensor name sent / received (debug level) */
+	struct srv_access *access;     /* borrowed: identity, allow-list; NULL = insecure */
 	uint32_t handshake_timeout_ms; /* a channel not established by then is dropped
 					  (0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS) */
 	/* Hooks on the loop thread; any may be NULL. */

@@ -20,12 +20,12 @@ struct conn {
 	uint32_t slot;
 	char peer[64];
 	struct fl_frame_reader rd;
-	struct fl_channel *ch; /* secure channel (pass-through with --insecure) */
-	int up;                /* channel established and the engine told */
-	int first_seen;        /* the first protocol frame passed the identity rule */
-	int replied;           /* a handshake reply was written (the peer speaks it) */
-	uint64_t close_by;     /* flush deadline */
-	uint64_t hs_by;        /* handshake deadline (while !up) */
+	struct fl_channel *ch;       /* secure channel (pass-through with --insecure) */
+	int up;                      /* channel established and the engine told */
+	int first_seen;              /* the first protocol frame passed the identity rule */
+	int replied;                 /* a handshake reply was written (the peer speaks it) */
+	uint64_t close_by;           /* flush deadline */
+	uint64_t hs_by;              /* handshake deadline (while !up) */
 	uint8_t pk[FL_PUBKEY_BYTES]; /* the authenticated client key (secure, once up) */
 	struct conn *prev, *next;
 };
@@ -51,11 +51,11 @@ struct srv_transport {
 };
 
 /* transport.c */
-int srv_tr_write_raw(struct conn *c, struct fl_buf *b); /* takes over one reference */
+int srv_tr_write_raw(struct conn *c, struct fl_buf *b);      /* takes over one reference */
 int srv_tr_send_frame(struct conn *c, struct fl_buf *frame); /* seals; takes over a reference */
 void srv_tr_send_error(struct conn *c, int err, const char *msg);
-void srv_tr_close(struct conn *c); /* final record, flush, close */
-void srv_tr_cut(struct conn *c);   /* close now */
+void srv_tr_close(struct conn *c);                                /* final record, flush, close */
+void srv_tr_cut(struct conn *c);                                  /* close now */
 int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n); /* to the engine */
 void srv_tr_conn_up(struct conn *c); /* channel established: tell the engine */
 

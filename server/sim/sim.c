@@ -55,8 +55,9 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 	bad = bad || json_object_set_new(o, "peft_type", json_string("LOHA"));
 	bad = bad || json_object_set_new(o, "r", json_integer(r));
 	bad = bad || json_object_set_new(o, "alpha", json_real((double)r));
-	bad = bad || json_object_set_new(o, "use_effective_conv2d",
-					 json_boolean(cfg->tucker && cfg->param != FL_PEFT_PARAM_LOHA));
+	bad = bad ||
+	      json_object_set_new(o, "use_effective_conv2d",
+				  json_boolean(cfg->tucker && cfg->param != FL_PEFT_PARAM_LOHA));
 	bad = bad || json_object_set_new(o, "fedloha_parameterization",
 					 json_string(fl_peft_param_name(cfg->param)));
 	if (cfg->rank <= 0 && cfg->param != FL_PEFT_PARAM_LOHA)
@@ -85,8 +86,8 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 static int new_model(const struct sim *s, int max_batch, struct fl_model **out)
 {
 	const struct fl_dataset *d = s->data->train;
-	int err = fl_model_new(s->cfg->arch, d->c, d->h, d->w, d->classes, s->peft, s->cfg->train.seed,
-			       max_batch, out);
+	int err = fl_model_new(s->cfg->arch, d->c, d->h, d->w, d->classes, s->peft,
+			       s->cfg->train.seed, max_batch, out);
 	if (!err && s->cfg->base_path && (err = fl_model_load_base(*out, s->cfg->base_path))) {
 		fl_model_free(*out);
 		*out = NULL;
@@ -255,8 +256,8 @@ static int key_cmp(const void *a, const void *b)
 	return memcmp(a, b, FL_PUBKEY_BYTES);
 }
 
-int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
-		  char *reason, size_t reason_cap)
+int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token, char *reason,
+		  size_t reason_cap)
 {
 	const struct sim *s = ctx;
 	(void)token;
@@ -457,11 +458,12 @@ static int finish(struct sim *s)
 	if (s->cfg->model_dir) {
 		char meta[512];
 		const struct srv_sim_row *last = res->nrows ? &res->rows[res->nrows - 1] : NULL;
-		snprintf(meta, sizeof(meta),
-			 "{\"simulation\": {\"label\": \"%s\", \"rounds\": %zu, \"accuracy\": %.6f, "
-			 "\"seed\": %llu}}",
-			 res->label, res->nrows, last ? last->accuracy : 0.0,
-			 (unsigned long long)s->cfg->train.seed);
+		snprintf(
+			meta, sizeof(meta),
+			"{\"simulation\": {\"label\": \"%s\", \"rounds\": %zu, \"accuracy\": %.6f, "
+			"\"seed\": %llu}}",
+			res->label, res->nrows, last ? last->accuracy : 0.0,
+			(unsigned long long)s->cfg->train.seed);
 		int err = fl_model_save(s->model, s->cfg->model_dir, meta);
 		if (err)
 			return err;

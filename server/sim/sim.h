@@ -77,7 +77,7 @@ void srv_sim_data_free(struct srv_sim_data *d); /* NULL is a no-op */
 /* ---- one simulated configuration ---- */
 
 struct srv_sim_row {
-	uint64_t round;                  /* 1-based */
+	uint64_t round; /* 1-based */
 	/* The headline accuracy (what the table, targets and plot use): the
 	 * central test set, except with federated evaluation (fed_eval,
 	 * pfedpara, local-only), where it is fed_accuracy. */
@@ -99,8 +99,8 @@ struct srv_sim_row {
 	int has_post;
 	double post_accuracy, post_loss;
 	double train_loss, train_accuracy; /* clients' last local epoch, weighted */
-	uint64_t bytes_up, bytes_down;   /* whole frames of this round (incl. retries) */
-	uint64_t total_up, total_down;   /* cumulative */
+	uint64_t bytes_up, bytes_down;     /* whole frames of this round (incl. retries) */
+	uint64_t total_up, total_down;     /* cumulative */
 	int selected, reported, dropped, attempts;
 	double seconds; /* wall clock from the start of the run to this round's end */
 };
@@ -121,16 +121,16 @@ struct srv_sim_callbacks {
 struct srv_sim_config {
 	char label[SRV_SIM_LABEL_MAX]; /* "" = the parameterisation's name (+ "-dtype") */
 	/* model */
-	const char *arch;            /* "2nn", "cnn", "mlp" */
+	const char *arch; /* "2nn", "cnn", "mlp" */
 	enum fl_peft_param param;
-	double gamma;                /* rank from gamma (fl_loha_rank_gamma, loha.h) unless rank > 0 */
+	double gamma; /* rank from gamma (fl_loha_rank_gamma, loha.h) unless rank > 0 */
 	int rank;
-	int tucker;                  /* convs in Tucker form (fedpara family) */
+	int tucker; /* convs in Tucker form (fedpara family) */
 	/* Comma-separated layers to parameterise (PEFT target_modules, e.g.
 	 * "fc1"); NULL = every weight layer but the output layer. The others
 	 * stay dense and travel in full. Ignored by dense. */
 	const char *targets;
-	const char *base_path;       /* loha: frozen base weights (safetensors), or NULL */
+	const char *base_path; /* loha: frozen base weights (safetensors), or NULL */
 	/* The initial global model from a PyTorch-named safetensors file (e.g.
 	 * the model.safetensors of a `fedloha-client train --out` folder), or
 	 * NULL for the seeded random initialisation. Dense: every weight and
@@ -147,7 +147,7 @@ struct srv_sim_config {
 	 * options fedloha-server takes too (engine_opts.h). min_report 0 = half
 	 * the selected (>= 1); prox_mu reaches the clients with fedprox only. */
 	struct srv_train_opts train;
-	double dropout;              /* probability a task's client vanishes mid-round */
+	double dropout; /* probability a task's client vanishes mid-round */
 	/* Federated evaluation every round, which then gives the headline
 	 * accuracy (always on for pfedpara and local-only). */
 	int fed_eval;
@@ -158,10 +158,10 @@ struct srv_sim_config {
 	 * mean of the clients' accuracies on their held-out samples. The
 	 * engine, sessions and channel are not used: every byte count is 0. */
 	int local_only;
-	int threads;                 /* worker threads (BLAS runs single-threaded inside) */
-	int eval_batch;              /* central evaluation batch */
-	const char *model_dir;       /* save the final global model there (NULL = no) */
-	int secure;                  /* every connection over the secure channel (default 1) */
+	int threads;           /* worker threads (BLAS runs single-threaded inside) */
+	int eval_batch;        /* central evaluation batch */
+	const char *model_dir; /* save the final global model there (NULL = no) */
+	int secure;            /* every connection over the secure channel (default 1) */
 	struct srv_sim_callbacks cb;
 };
 
@@ -232,7 +232,7 @@ void srv_sim_print_channel(FILE *f, struct srv_sim_result *const *r, int n);
 /* Writes DIR/accuracy_vs_mb.gp and runs gnuplot on it to make
  * DIR/accuracy_vs_mb.png. FL_ENOTFOUND when gnuplot is not installed (the
  * script is still written), FL_EIO when it failed. */
-int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double target,
-		 char *png, size_t cap);
+int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double target, char *png,
+		 size_t cap);
 
 #endif

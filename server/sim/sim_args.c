@@ -37,7 +37,9 @@ static int default_threads(void)
 
 void srv_sim_opts_init(struct srv_sim_opts *o)
 {
-	*o = (struct srv_sim_opts){.clients = DEF_CLIENTS, .target = DEF_TARGET, .out = DEF_OUT,
+	*o = (struct srv_sim_opts){.clients = DEF_CLIENTS,
+				   .target = DEF_TARGET,
+				   .out = DEF_OUT,
 				   .partition = DEF_PARTITION};
 	srv_sim_config_default(&o->base);
 	o->base.arch = DEF_MODEL;
@@ -184,37 +186,86 @@ static int parse_u64(const char *s, const char *flag, long lo, long hi, uint64_t
 /* Long options only; the value of `val` picks the case below. The training
  * flags fedloha-server shares (engine_opts.h) all take O_TRAIN. */
 enum {
-	O_MODEL = 256, O_PARAM, O_COMPARE, O_GAMMA, O_RANK, O_NO_TUCKER, O_BASE, O_CLIENTS,
-	O_FRACTION, O_ROUNDS, O_PARTITION, O_HOLDOUT, O_STRATEGY, O_DTYPE, O_DROPOUT,
-	O_MIN_REPORT, O_FED_EVAL, O_EPOCHS, O_TRAIN, O_DATA, O_DATA_PATH, O_LIMIT, O_TEST_LIMIT,
-	O_SEED, O_THREADS, O_TARGET, O_OUT, O_SAVE_MODEL, O_QUIET, O_INSECURE, O_HELP, O_INIT,
-	O_MODULES_TO_SAVE, O_TARGET_MODULES,
+	O_MODEL = 256,
+	O_PARAM,
+	O_COMPARE,
+	O_GAMMA,
+	O_RANK,
+	O_NO_TUCKER,
+	O_BASE,
+	O_CLIENTS,
+	O_FRACTION,
+	O_ROUNDS,
+	O_PARTITION,
+	O_HOLDOUT,
+	O_STRATEGY,
+	O_DTYPE,
+	O_DROPOUT,
+	O_MIN_REPORT,
+	O_FED_EVAL,
+	O_EPOCHS,
+	O_TRAIN,
+	O_DATA,
+	O_DATA_PATH,
+	O_LIMIT,
+	O_TEST_LIMIT,
+	O_SEED,
+	O_THREADS,
+	O_TARGET,
+	O_OUT,
+	O_SAVE_MODEL,
+	O_QUIET,
+	O_INSECURE,
+	O_HELP,
+	O_INIT,
+	O_MODULES_TO_SAVE,
+	O_TARGET_MODULES,
 };
 
-static const struct option longopts[] = {
-	{"model", 1, 0, O_MODEL},	  {"param", 1, 0, O_PARAM},
-	{"compare", 1, 0, O_COMPARE},	  {"gamma", 1, 0, O_GAMMA},
-	{"rank", 1, 0, O_RANK},		  {"no-tucker", 0, 0, O_NO_TUCKER},
-	{"base", 1, 0, O_BASE},		  {"clients", 1, 0, O_CLIENTS},
-	{"fraction", 1, 0, O_FRACTION},	  {"rounds", 1, 0, O_ROUNDS},
-	{"partition", 1, 0, O_PARTITION}, {"holdout", 1, 0, O_HOLDOUT},
-	{"strategy", 1, 0, O_STRATEGY},	  {"prox-mu", 1, 0, O_TRAIN},
-	{"dtype", 1, 0, O_DTYPE},	  {"dropout", 1, 0, O_DROPOUT},
-	{"min-report", 1, 0, O_MIN_REPORT}, {"fed-eval", 0, 0, O_FED_EVAL},
-	{"epochs", 1, 0, O_EPOCHS},	  {"batch", 1, 0, O_TRAIN},
-	{"lr", 1, 0, O_TRAIN},		  {"lr-decay", 1, 0, O_TRAIN},
-	{"momentum", 1, 0, O_TRAIN},	  {"weight-decay", 1, 0, O_TRAIN},
-	{"data", 1, 0, O_DATA},		  {"data-path", 1, 0, O_DATA_PATH},
-	{"limit", 1, 0, O_LIMIT},	  {"test-limit", 1, 0, O_TEST_LIMIT},
-	{"seed", 1, 0, O_SEED},		  {"threads", 1, 0, O_THREADS},
-	{"target", 1, 0, O_TARGET},	  {"out", 1, 0, O_OUT},
-	{"save-model", 0, 0, O_SAVE_MODEL}, {"quiet", 0, 0, O_QUIET},
-	{"insecure", 0, 0, O_INSECURE},	  {"help", 0, 0, O_HELP},
-	{"init", 1, 0, O_INIT},		  {"modules-to-save", 1, 0, O_MODULES_TO_SAVE},
-	{"server-lr", 1, 0, O_TRAIN},	  {"server-beta1", 1, 0, O_TRAIN},
-	{"server-beta2", 1, 0, O_TRAIN},  {"server-tau", 1, 0, O_TRAIN},
-	{"target-modules", 1, 0, O_TARGET_MODULES},
-	{0, 0, 0, 0}};
+static const struct option longopts[] = {{"model", 1, 0, O_MODEL},
+					 {"param", 1, 0, O_PARAM},
+					 {"compare", 1, 0, O_COMPARE},
+					 {"gamma", 1, 0, O_GAMMA},
+					 {"rank", 1, 0, O_RANK},
+					 {"no-tucker", 0, 0, O_NO_TUCKER},
+					 {"base", 1, 0, O_BASE},
+					 {"clients", 1, 0, O_CLIENTS},
+					 {"fraction", 1, 0, O_FRACTION},
+					 {"rounds", 1, 0, O_ROUNDS},
+					 {"partition", 1, 0, O_PARTITION},
+					 {"holdout", 1, 0, O_HOLDOUT},
+					 {"strategy", 1, 0, O_STRATEGY},
+					 {"prox-mu", 1, 0, O_TRAIN},
+					 {"dtype", 1, 0, O_DTYPE},
+					 {"dropout", 1, 0, O_DROPOUT},
+					 {"min-report", 1, 0, O_MIN_REPORT},
+					 {"fed-eval", 0, 0, O_FED_EVAL},
+					 {"epochs", 1, 0, O_EPOCHS},
+					 {"batch", 1, 0, O_TRAIN},
+					 {"lr", 1, 0, O_TRAIN},
+					 {"lr-decay", 1, 0, O_TRAIN},
+					 {"momentum", 1, 0, O_TRAIN},
+					 {"weight-decay", 1, 0, O_TRAIN},
+					 {"data", 1, 0, O_DATA},
+					 {"data-path", 1, 0, O_DATA_PATH},
+					 {"limit", 1, 0, O_LIMIT},
+					 {"test-limit", 1, 0, O_TEST_LIMIT},
+					 {"seed", 1, 0, O_SEED},
+					 {"threads", 1, 0, O_THREADS},
+					 {"target", 1, 0, O_TARGET},
+					 {"out", 1, 0, O_OUT},
+					 {"save-model", 0, 0, O_SAVE_MODEL},
+					 {"quiet", 0, 0, O_QUIET},
+					 {"insecure", 0, 0, O_INSECURE},
+					 {"help", 0, 0, O_HELP},
+					 {"init", 1, 0, O_INIT},
+					 {"modules-to-save", 1, 0, O_MODULES_TO_SAVE},
+					 {"server-lr", 1, 0, O_TRAIN},
+					 {"server-beta1", 1, 0, O_TRAIN},
+					 {"server-beta2", 1, 0, O_TRAIN},
+					 {"server-tau", 1, 0, O_TRAIN},
+					 {"target-modules", 1, 0, O_TARGET_MODULES},
+					 {0, 0, 0, 0}};
 
 /* A flag that names a string: stored as given. FL_ENOTFOUND when ch is
  * not one. */
@@ -344,7 +395,8 @@ int srv_sim_opts_parse(int argc, char **argv, struct srv_sim_opts *o)
 			break;
 		if (ch == O_HELP)
 			return 2;
-		bad |= set_option(o, ch, idx >= 0 ? longopts[idx].name : "", optarg, argv[prev]) != FL_OK;
+		bad |= set_option(o, ch, idx >= 0 ? longopts[idx].name : "", optarg, argv[prev]) !=
+		       FL_OK;
 	}
 	return bad ? FL_EINVAL : check_options(argc, argv, o);
 }
@@ -357,8 +409,10 @@ static int config_from_item(char *item, struct srv_sim_config *c)
 	if (colon) {
 		*colon = '\0';
 		if (fl_wire_dtype_parse(colon + 1, &c->train.dtype)) {
-			fprintf(stderr, PROG ": --compare: '%s': dtype must be f32, f16, bf16 or "
-					"int8\n", colon + 1);
+			fprintf(stderr,
+				PROG ": --compare: '%s': dtype must be f32, f16, bf16 or "
+				     "int8\n",
+				colon + 1);
 			return FL_EINVAL;
 		}
 	}
@@ -371,15 +425,19 @@ static int config_from_item(char *item, struct srv_sim_config *c)
 		kind = item + 6;
 	}
 	if (fl_peft_param_parse(kind, &c->param)) {
-		fprintf(stderr, PROG ": unknown parameterisation '%s' (dense, fedpara, "
-				"pfedpara, lowrank, loha, local or local-KIND)\n", kind);
+		fprintf(stderr,
+			PROG ": unknown parameterisation '%s' (dense, fedpara, "
+			     "pfedpara, lowrank, loha, local or local-KIND)\n",
+			kind);
 		return FL_EINVAL;
 	}
-	if (c->local_only && (colon || (c->param != FL_PEFT_PARAM_DENSE &&
-					c->param != FL_PEFT_PARAM_FEDPARA &&
-					c->param != FL_PEFT_PARAM_LOWRANK))) {
-		fprintf(stderr, PROG ": '%s': local-only training takes dense, fedpara or "
-				"lowrank and no wire dtype\n", item);
+	if (c->local_only &&
+	    (colon || (c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_FEDPARA &&
+		       c->param != FL_PEFT_PARAM_LOWRANK))) {
+		fprintf(stderr,
+			PROG ": '%s': local-only training takes dense, fedpara or "
+			     "lowrank and no wire dtype\n",
+			item);
 		return FL_EINVAL;
 	}
 	return FL_OK;
@@ -389,8 +447,10 @@ static int config_from_item(char *item, struct srv_sim_config *c)
 static int check_init(const char *item, struct srv_sim_config *c)
 {
 	if (c->local_only && (c->init_path || c->base_path)) {
-		fprintf(stderr, PROG ": '%s': local-only training starts from the seeded "
-				"model (no --init or --base)\n", item);
+		fprintf(stderr,
+			PROG ": '%s': local-only training starts from the seeded "
+			     "model (no --init or --base)\n",
+			item);
 		return FL_EINVAL;
 	}
 	if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA) {

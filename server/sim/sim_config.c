@@ -41,7 +41,8 @@ const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size
 		snprintf(buf, cap, c->param == FL_PEFT_PARAM_DENSE ? "local" : "local-%s",
 			 fl_peft_param_name(c->param));
 	else if (c->train.dtype != FL_WIRE_F32)
-		snprintf(buf, cap, "%s-%s", fl_peft_param_name(c->param), fl_wire_dtype_name(c->train.dtype));
+		snprintf(buf, cap, "%s-%s", fl_peft_param_name(c->param),
+			 fl_wire_dtype_name(c->train.dtype));
 	else
 		snprintf(buf, cap, "%s", fl_peft_param_name(c->param));
 	return buf;
@@ -57,36 +58,44 @@ int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *
 		return fl_error_set(FL_EINVAL, "sim: rounds, epochs >= 1 and batch in [1, %d]",
 				    CLI_SESSION_BATCH_MAX);
 	if (!(c->train.fraction > 0 && c->train.fraction <= 1))
-		return fl_error_set(FL_EINVAL, "sim: fraction %g outside (0, 1]", c->train.fraction);
+		return fl_error_set(FL_EINVAL, "sim: fraction %g outside (0, 1]",
+				    c->train.fraction);
 	if (!(c->dropout >= 0 && c->dropout < 1))
 		return fl_error_set(FL_EINVAL, "sim: dropout %g outside [0, 1)", c->dropout);
 	if (c->threads < 1 || c->threads > SRV_SIM_THREADS_MAX)
 		return fl_error_set(FL_EINVAL, "sim: threads %d outside [1, %d]", c->threads,
 				    SRV_SIM_THREADS_MAX);
 	if (c->eval_batch < 1 || c->eval_batch > 4096)
-		return fl_error_set(FL_EINVAL, "sim: eval batch %d outside [1, 4096]", c->eval_batch);
+		return fl_error_set(FL_EINVAL, "sim: eval batch %d outside [1, 4096]",
+				    c->eval_batch);
 	if (!(c->gamma >= 0 && c->gamma <= 1) || c->rank < 0)
 		return fl_error_set(FL_EINVAL, "sim: gamma in [0, 1] and rank >= 0");
 	if (c->init_path && c->param != FL_PEFT_PARAM_DENSE && c->param != FL_PEFT_PARAM_LOHA)
-		return fl_error_set(FL_EINVAL, "sim: an initial model needs dense or loha (%s layers "
-				    "have no dense weight to load)", fl_peft_param_name(c->param));
+		return fl_error_set(FL_EINVAL,
+				    "sim: an initial model needs dense or loha (%s layers "
+				    "have no dense weight to load)",
+				    fl_peft_param_name(c->param));
 	if (c->init_path && c->param == FL_PEFT_PARAM_LOHA && !c->base_path)
-		return fl_error_set(FL_EINVAL, "sim: loha with an initial model needs the frozen base "
+		return fl_error_set(FL_EINVAL,
+				    "sim: loha with an initial model needs the frozen base "
 				    "(base_path; it may be the same file)");
 	if (!d || !d->part || d->part->clients < 1)
 		return fl_error_set(FL_EINVAL, "sim: no clients");
 	if (c->local_only && (c->param == FL_PEFT_PARAM_PFEDPARA || c->param == FL_PEFT_PARAM_LOHA))
-		return fl_error_set(FL_EINVAL, "sim: local-only training takes dense, fedpara or "
-				    "lowrank, not %s", fl_peft_param_name(c->param));
+		return fl_error_set(FL_EINVAL,
+				    "sim: local-only training takes dense, fedpara or "
+				    "lowrank, not %s",
+				    fl_peft_param_name(c->param));
 	if (c->local_only && (c->init_path || c->base_path))
 		return fl_error_set(FL_EINVAL, "sim: local-only training starts from the seeded "
-				    "random model (no initial model or base)");
+					       "random model (no initial model or base)");
 	int fed = c->param == FL_PEFT_PARAM_PFEDPARA || c->fed_eval || c->local_only;
 	for (int i = 0; fed && i < d->part->clients; i++)
 		if (d->part->client[i].n_holdout < 1)
 			return fl_error_set(FL_EINVAL,
 					    "sim: federated evaluation (pfedpara, local-only or "
 					    "fed_eval) needs held-out samples on every client; "
-					    "client %d has none", i);
+					    "client %d has none",
+					    i);
 	return FL_OK;
 }

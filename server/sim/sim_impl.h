@@ -52,8 +52,8 @@ int sim_pool_outstanding(struct sim_pool *p);
 /* The wire carries channel bytes: handshake messages and records (in
  * insecure mode the frames themselves). */
 enum sim_ev_kind {
-	SIM_EV_DOWN = 0, /* bytes coordinator -> client */
-	SIM_EV_UP,       /* bytes client -> coordinator */
+	SIM_EV_DOWN = 0,   /* bytes coordinator -> client */
+	SIM_EV_UP,         /* bytes client -> coordinator */
 	SIM_EV_CLOSE_DOWN, /* the engine closed the conn: the client sees it after the frames */
 	SIM_EV_CLOSE_UP,   /* the client closed the conn: the engine sees it after the frames */
 };
@@ -73,18 +73,18 @@ struct sim_client {
 	int index;
 	char id[24];
 	struct cli_session *s;
-	uint64_t conn;        /* current connection, 0 = offline */
-	int engine_closed;    /* the engine forgot conn: frames up are dropped */
-	int last_task_eval;   /* the last task header delivered was an EvalTask */
+	uint64_t conn;      /* current connection, 0 = offline */
+	int engine_closed;  /* the engine forgot conn: frames up are dropped */
+	int last_task_eval; /* the last task header delivered was an EvalTask */
 	struct fl_rng drop_rng;
-	struct cli_job *job;  /* the job in flight (or vanishing), else NULL */
-	int vanish;           /* vanish once the current delivery returns */
-	int errors;           /* consecutive session errors */
-	int retired;          /* too many errors: never reconnected */
+	struct cli_job *job; /* the job in flight (or vanishing), else NULL */
+	int vanish;          /* vanish once the current delivery returns */
+	int errors;          /* consecutive session errors */
+	int retired;         /* too many errors: never reconnected */
 	struct sim_task task;
 	/* the secure channel of the current connection, both ends */
-	struct fl_identity *key;       /* the client's long-term key (secure mode) */
-	struct fl_channel *cch, *sch;  /* client end, coordinator end */
+	struct fl_identity *key;         /* the client's long-term key (secure mode) */
+	struct fl_channel *cch, *sch;    /* client end, coordinator end */
 	struct fl_frame_reader crd, srd; /* plaintext -> frames at each end */
 	int cli_up, srv_up; /* that end's channel is established (session / engine told) */
 };
@@ -167,8 +167,8 @@ int sim_load_init(struct fl_model *m, const char *path);
  * and its parsed form (NULL for dense). */
 int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_peft_config **peft);
 /* The coordinator's channel authoriser: admits the simulation's client keys. */
-int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
-		  char *reason, size_t reason_cap);
+int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token, char *reason,
+		  size_t reason_cap);
 /* The round's report arrived (from the engine's on_round). */
 void sim_on_report(struct sim *s, const struct srv_round_report *r);
 /* A central evaluation finished (on the loop thread). */

@@ -26,8 +26,8 @@ static int check_layers(const char *list, const char *what, const struct srv_sim
 				strlen(li.name) == len && strncmp(li.name, p, len) == 0;
 		}
 		if (!found)
-			return fl_error_set(FL_EINVAL, "sim: %s: model %s has no layer '%.*s'", what,
-					    cfg->arch, (int)(len < 64 ? len : 64), p);
+			return fl_error_set(FL_EINVAL, "sim: %s: model %s has no layer '%.*s'",
+					    what, cfg->arch, (int)(len < 64 ? len : 64), p);
 		p += len + (p[len] == ',');
 	}
 	return FL_OK;

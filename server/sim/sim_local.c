@@ -75,7 +75,8 @@ static int local_round(struct local_client *c)
 
 static void local_task_run(struct sim_task *t)
 {
-	struct local_client *c = (struct local_client *)((char *)t - offsetof(struct local_client, task));
+	struct local_client *c = (struct local_client *)((char *)t -
+							 offsetof(struct local_client, task));
 	fl_error_clear();
 	c->err = local_round(c);
 	if (c->err)
@@ -144,8 +145,8 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 		err = sim_make_config(cfg, &json, &peft);
 	const struct fl_dataset *t = d->train;
 	for (int i = 0; !err && i < n; i++) {
-		cl[i] = (struct local_client){.cfg = cfg, .data = t, .pc = &d->part->client[i],
-					      .index = i};
+		cl[i] = (struct local_client){
+			.cfg = cfg, .data = t, .pc = &d->part->client[i], .index = i};
 		/* the seeded model: the federation's global model of round 1 */
 		err = fl_model_new(cfg->arch, t->c, t->h, t->w, t->classes, peft, cfg->train.seed,
 				   cfg->train.batch, &cl[i].model);

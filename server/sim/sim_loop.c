@@ -31,7 +31,7 @@
 #define SIM_TAG_EVAL_TASK SIM_BODY_TAG(FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK)
 _Static_assert(FEDLOHA__V1__ENVELOPE__BODY_TASK < 16 && FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK < 16,
 	       "a body tag of one byte");
-#define SIM_DROP_STREAM 0x53494d44524f5050ull /* "SIMDROPP" */
+#define SIM_DROP_STREAM 0x53494d44524f5050ull   /* "SIMDROPP" */
 #define SIM_MAX_FRAME FL_WIRE_MAX_FRAME_DEFAULT /* the engine's and the sessions' */
 
 double sim_wall_seconds(void)
@@ -231,10 +231,10 @@ static int cli_submit(void *ctx, struct cli_job *job)
 
 void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_io *cio)
 {
-	*eio = (struct srv_engine_io){.ctx = s, .send = eng_send, .close = eng_close,
-				      .on_round = eng_on_round};
-	*cio = (struct cli_session_io){.ctx = NULL, .send = cli_send, .close = cli_close,
-				       .submit = cli_submit};
+	*eio = (struct srv_engine_io){
+		.ctx = s, .send = eng_send, .close = eng_close, .on_round = eng_on_round};
+	*cio = (struct cli_session_io){
+		.ctx = NULL, .send = cli_send, .close = cli_close, .submit = cli_submit};
 	for (int i = 0; i < s->nclients; i++)
 		fl_rng_seed_stream(&s->clients[i].drop_rng, s->cfg->train.seed ^ SIM_DROP_STREAM,
 				   (uint64_t)i);
@@ -433,12 +433,8 @@ static void deliver(struct sim *s, struct sim_ev *ev)
 	if (c->conn != ev->conn)
 		return; /* bytes or a close of an earlier connection */
 	switch (ev->kind) {
-	case SIM_EV_DOWN:
-		deliver_down(s, c, ev);
-		break;
-	case SIM_EV_UP:
-		deliver_up(s, c, ev);
-		break;
+	case SIM_EV_DOWN: deliver_down(s, c, ev); break;
+	case SIM_EV_UP: deliver_up(s, c, ev); break;
 	case SIM_EV_CLOSE_DOWN:
 		c->conn = 0;
 		if (c->cli_up) {
@@ -529,7 +525,8 @@ static int stalled(struct sim *s)
 			    "simulation stalled after round %llu: %d of %d clients connected, %d "
 			    "given up after repeated errors (last: %s)",
 			    (unsigned long long)srv_engine_round(s->engine), online, s->nclients,
-			    retired, s->res->last_client_error[0] ? s->res->last_client_error : "none");
+			    retired,
+			    s->res->last_client_error[0] ? s->res->last_client_error : "none");
 }
 
 int sim_loop_run(struct sim *s)

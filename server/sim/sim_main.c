@@ -117,8 +117,8 @@ static int write_table(struct srv_sim_result *const *res, int n, const char *dir
 
 /* The partition of the training set: --partition, --clients, the seed,
  * and held-out samples when asked or when a configuration needs them. */
-static int partition_config(const struct srv_sim_opts *o, const struct srv_sim_config *cfgs,
-			    int n, struct fl_partition_config *pc)
+static int partition_config(const struct srv_sim_opts *o, const struct srv_sim_config *cfgs, int n,
+			    struct fl_partition_config *pc)
 {
 	fl_partition_config_init(pc);
 	if (fl_partition_parse(o->partition, pc)) {

@@ -130,15 +130,14 @@ static int csv_opt(char *buf, size_t cap, int has, double v)
 
 int srv_sim_csv_line(const struct srv_sim_row *w, char *buf, size_t cap)
 {
-	size_t n = (size_t)snprintf(buf, cap, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d",
-				    (unsigned long long)w->round, w->accuracy, w->loss,
-				    (unsigned long long)w->bytes_up,
-				    (unsigned long long)w->bytes_down, (double)row_bytes(w) / MB,
-				    w->seconds, w->train_loss, w->selected, w->reported,
-				    w->dropped, w->attempts);
+	size_t n = (size_t)snprintf(
+		buf, cap, "%llu,%.6f,%.6f,%llu,%llu,%.6f,%.3f,%.6f,%d,%d,%d,%d",
+		(unsigned long long)w->round, w->accuracy, w->loss, (unsigned long long)w->bytes_up,
+		(unsigned long long)w->bytes_down, (double)row_bytes(w) / MB, w->seconds,
+		w->train_loss, w->selected, w->reported, w->dropped, w->attempts);
 	const int has[6] = {w->has_central, w->has_central, w->has_fed,
 			    w->has_fed,     w->has_post,    w->has_post};
-	const double v[6] = {w->central_accuracy, w->central_loss, w->fed_accuracy,
+	const double v[6] = {w->central_accuracy, w->central_loss,  w->fed_accuracy,
 			     w->fed_loss,         w->post_accuracy, w->post_loss};
 	for (int i = 0; i < 6 && n < cap; i++)
 		n += (size_t)csv_opt(buf + n, cap - n, has[i], v[i]);
@@ -180,8 +179,9 @@ static json_t *config_json(const struct srv_sim_config *c)
 	json_object_set_new(o, "lr_decay", json_real(c->train.lr_decay));
 	json_object_set_new(o, "momentum", json_real(c->train.momentum));
 	json_object_set_new(o, "strategy",
-			    json_string(c->local_only ? "local-only"
-				        : c->train.prox ? "fedprox" : srv_optim_name(c->train.strategy)));
+			    json_string(c->local_only   ? "local-only"
+					: c->train.prox ? "fedprox"
+							: srv_optim_name(c->train.strategy)));
 	json_object_set_new(o, "local_only", json_boolean(c->local_only));
 	json_object_set_new(o, "fed_eval", json_boolean(c->fed_eval));
 	if (c->train.server_eta >= 0)
@@ -233,7 +233,8 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 		uint64_t bytes = 0, round = srv_sim_reach(r, targets[i], &bytes);
 		json_t *e = json_object();
 		json_object_set_new(e, "target", json_real(targets[i]));
-		json_object_set_new(e, "round", round ? json_integer((json_int_t)round) : json_null());
+		json_object_set_new(e, "round",
+				    round ? json_integer((json_int_t)round) : json_null());
 		json_object_set_new(e, "mb", round ? json_real((double)bytes / MB) : json_null());
 		json_array_append_new(ts, e);
 	}
@@ -251,7 +252,8 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 				    w->has_central ? json_real(w->central_loss) : json_null());
 		json_object_set_new(e, "fed_accuracy",
 				    w->has_fed ? json_real(w->fed_accuracy) : json_null());
-		json_object_set_new(e, "fed_loss", w->has_fed ? json_real(w->fed_loss) : json_null());
+		json_object_set_new(e, "fed_loss",
+				    w->has_fed ? json_real(w->fed_loss) : json_null());
 		json_object_set_new(e, "post_train_accuracy",
 				    w->has_post ? json_real(w->post_accuracy) : json_null());
 		json_object_set_new(e, "post_train_loss",
@@ -342,8 +344,10 @@ static void print_post(FILE *f, struct srv_sim_result *const *r, int n)
 			any = r[i]->rows[k].has_post;
 	if (!any)
 		return;
-	fprintf(f, "\nclients' held-out accuracy right after local training (before aggregation)\n"
-		   "%-16s %9s %9s\n", "configuration", "final", "best");
+	fprintf(f,
+		"\nclients' held-out accuracy right after local training (before aggregation)\n"
+		"%-16s %9s %9s\n",
+		"configuration", "final", "best");
 	for (int i = 0; i < n; i++) {
 		const struct srv_sim_result *x = r[i];
 		double best = -1, last = -1;
@@ -378,8 +382,8 @@ void srv_sim_print_table(FILE *f, struct srv_sim_result *const *r, int n, const 
 	else if (fed)
 		fprintf(f, "accuracy: the clients' mean accuracy on their own held-out samples "
 			   "(federated evaluation)\n");
-	fprintf(f, "%-16s %9s %9s %9s %8s %13s %10s\n", "configuration", "final", "best", "MB/round",
-		"rounds", "MB to target", "vs dense");
+	fprintf(f, "%-16s %9s %9s %9s %8s %13s %10s\n", "configuration", "final", "best",
+		"MB/round", "rounds", "MB to target", "vs dense");
 	for (int i = 0; i < n; i++) {
 		const struct srv_sim_result *x = r[i];
 		uint64_t bytes = 0, round = srv_sim_reach(x, t0, &bytes);
@@ -413,8 +417,8 @@ static void print_targets(FILE *f, struct srv_sim_result *const *r, int n, const
 		fprintf(f, " %20s", r[i]->label);
 	fprintf(f, "\n");
 	/* ascending targets */
-	int order[SRV_SIM_TARGETS_MAX], m = ntargets < SRV_SIM_TARGETS_MAX ? ntargets
-									    : SRV_SIM_TARGETS_MAX;
+	int order[SRV_SIM_TARGETS_MAX],
+		m = ntargets < SRV_SIM_TARGETS_MAX ? ntargets : SRV_SIM_TARGETS_MAX;
 	for (int k = 0; k < m; k++) {
 		int j = k;
 		while (j > 0 && targets[order[j - 1]] > targets[k]) {
@@ -479,8 +483,8 @@ static void text_quoted(struct text *t, const char *s)
 	text_add(t, "'");
 }
 
-int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double target,
-		 char *png, size_t cap)
+int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double target, char *png,
+		 size_t cap)
 {
 	struct text t = {0};
 	text_add(&t, "# accuracy versus cumulative communication; run: gnuplot accuracy_vs_mb.gp\n"
@@ -500,7 +504,9 @@ int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double
 	for (int i = 0; i < n; i++)
 		*(r[i]->fed_headline ? &fed : &central) = 1;
 	text_add(&t, "set ylabel '%saccuracy (%%)'\n",
-		 fed && central ? "" : fed ? "clients held-out " : "test ");
+		 fed && central ? ""
+		 : fed          ? "clients held-out "
+				: "test ");
 	text_add(&t, "plot \\\n");
 	for (int i = 0; i < n; i++) {
 		char file[SRV_SIM_LABEL_MAX + 8];
@@ -530,8 +536,10 @@ int srv_sim_plot(struct srv_sim_result *const *r, int n, const char *dir, double
 	snprintf(png, cap, "%s/accuracy_vs_mb.png", dir);
 	int rc = run_gnuplot(dir, "accuracy_vs_mb.gp");
 	if (rc == 127)
-		return fl_error_set(FL_ENOTFOUND, "gnuplot is not installed (apt-get install "
-						  "gnuplot-nox); the script is %s", path);
+		return fl_error_set(FL_ENOTFOUND,
+				    "gnuplot is not installed (apt-get install "
+				    "gnuplot-nox); the script is %s",
+				    path);
 	if (rc != 0)
 		return fl_error_set(FL_EIO, "gnuplot failed on %s (exit %d)", path, rc);
 	return FL_OK;

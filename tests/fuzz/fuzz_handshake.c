@@ -68,9 +68,11 @@ static void setup(void)
 
 static struct fl_channel *make(int server, int no_aes)
 {
-	struct fl_channel_config cfg = {.is_server = server, .self = server ? g_server : g_client,
+	struct fl_channel_config cfg = {.is_server = server,
+					.self = server ? g_server : g_client,
 					.pinned_server_pk = fl_identity_pk(g_server),
-					.authorize = allow_all, .max_record = 4096,
+					.authorize = allow_all,
+					.max_record = 4096,
 					.disable_aes = no_aes};
 	struct fl_channel *ch = NULL;
 	if (fl_channel_new(&cfg, &ch))
@@ -114,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		b = pass(victim, b); /* msg2 */
 		if (scene == 3) {
-			b = pass(peer, b); /* msg3 (+ stream header) */
+			b = pass(peer, b);   /* msg3 (+ stream header) */
 			b = pass(victim, b); /* msg4 (+ stream header) */
 			fl_buf_unref(pass(peer, b));
 			if (!fl_channel_established(victim) || !fl_channel_established(peer))

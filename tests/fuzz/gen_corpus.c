@@ -76,7 +76,8 @@ static void tensors(uint64_t round, int dtype, size_t chunk)
 	for (int i = 0; i < 4; i++) {
 		struct fl_buf **v = NULL;
 		size_t n = 0;
-		if (fl_wire_tensor_encode(round, &t[i], (enum fl_wire_dtype)dtype, chunk, &v, &n) != 0)
+		if (fl_wire_tensor_encode(round, &t[i], (enum fl_wire_dtype)dtype, chunk, &v, &n) !=
+		    0)
 			abort();
 		for (size_t k = 0; k < n; k++) {
 			raw(v[k]->data, v[k]->len);

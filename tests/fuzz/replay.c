@@ -92,7 +92,8 @@ int fl_fuzz_replay_main(int argc, char **argv, void (*report)(const char *path, 
 			fprintf(stderr, "%s: not found\n", argv[i]);
 			return 1;
 		}
-		int k = S_ISDIR(st.st_mode) ? run_dir(argv[i], report) : run_file(argv[i], report) == 0;
+		int k = S_ISDIR(st.st_mode) ? run_dir(argv[i], report)
+					    : run_file(argv[i], report) == 0;
 		if (k < 0) {
 			fprintf(stderr, "%s: cannot read\n", argv[i]);
 			return 1;
