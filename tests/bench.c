@@ -73,7 +73,6 @@ static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *
 		       const char *label, enum fl_loha_form form, int out, int in, int k, int r)
 {
 	struct fl_loha_dims d = {form, out, in, k, k, r};
-	size_t na = fl_loha_w_a_floats(&d), nb = fl_loha_w_b_floats(&d), nt = fl_loha_t_floats(&d);
 	size_t np = fl_loha_param_count(&d), nw = fl_loha_dense_count(&d);
 	size_t nwork = fl_loha_work_floats(&d);
 	float *mem = malloc(sizeof(float) * (2 * np + 2 * nw + nwork));
@@ -82,18 +81,8 @@ static void bench_loha(const struct bench_opts *o, const struct fl_bench_sgemm *
 		return;
 	}
 	float *p = mem, *gp = mem + np, *w = gp + np, *dw = w + nw, *work = dw + nw;
-	struct fl_loha_factors f = {p,
-				    p + na,
-				    p + na + nb,
-				    p + 2 * na + nb,
-				    nt ? p + 2 * (na + nb) : NULL,
-				    nt ? p + 2 * (na + nb) + nt : NULL};
-	struct fl_loha_factors g = {gp,
-				    gp + na,
-				    gp + na + nb,
-				    gp + 2 * na + nb,
-				    nt ? gp + 2 * (na + nb) : NULL,
-				    nt ? gp + 2 * (na + nb) + nt : NULL};
+	struct fl_loha_factors f = fl_loha_factors_packed(&d, p);
+	struct fl_loha_factors g = fl_loha_factors_packed(&d, gp);
 	struct fl_rng rng;
 	fl_rng_seed(&rng, 2);
 	fl_loha_init_he(&f, &d, 1.0f, FL_LOHA_MODE_LOHA, &rng);

@@ -120,12 +120,7 @@ static double composed_var(const struct fl_loha_dims *d, enum fl_loha_mode mode,
 	size_t na = fl_loha_w_a_floats(d), nb = fl_loha_w_b_floats(d), nt = fl_loha_t_floats(d);
 	size_t nw = fl_loha_dense_count(d);
 	float *mem = malloc(sizeof(float) * (2 * (na + nb + nt) + nw + fl_loha_work_floats(d)));
-	struct fl_loha_factors f = {mem,
-				    mem + na,
-				    mem + na + nb,
-				    mem + 2 * na + nb,
-				    nt ? mem + 2 * (na + nb) : NULL,
-				    nt ? mem + 2 * (na + nb) + nt : NULL};
+	struct fl_loha_factors f = fl_loha_factors_packed(d, mem);
 	float *w = mem + 2 * (na + nb + nt), *work = w + nw;
 	struct fl_rng rng;
 	fl_rng_seed(&rng, seed);
@@ -182,12 +177,7 @@ static void test_init_peft(void)
 		size_t nt = fl_loha_t_floats(d), nw = fl_loha_dense_count(d);
 		float *mem = malloc(sizeof(float) *
 				    (2 * (na + nb + nt) + nw + fl_loha_work_floats(d)));
-		struct fl_loha_factors f = {mem,
-					    mem + na,
-					    mem + na + nb,
-					    mem + 2 * na + nb,
-					    tucker ? mem + 2 * (na + nb) : NULL,
-					    tucker ? mem + 2 * (na + nb) + nt : NULL};
+		struct fl_loha_factors f = fl_loha_factors_packed(d, mem);
 		float *w = mem + 2 * (na + nb + nt), *work = w + nw;
 		/* fan_in per torch: (m, r) -> r, (r, n) -> n; Tucker (r, O) -> O,
 		 * (r, I) -> I, (r, r, K1, K2) -> r K1 K2 */

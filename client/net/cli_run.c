@@ -23,6 +23,7 @@
 #include <math.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,38 +92,101 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 
 /* FL_OK; 1 when --help was printed; FL_EINVAL for a bad flag (told on
  * stderr). */
+/* The options whose value is kept as given: the field of o that --name
+ * sets, or NULL when name is not one of them. */
+static const char **string_option(struct run_opts *o, const char *name)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} table[] = {
+		{"server", offsetof(struct run_opts, server)},
+		{"id", offsetof(struct run_opts, id)},
+		{"data", offsetof(struct run_opts, data)},
+		{"data-path", offsetof(struct run_opts, data_path)},
+		{"partition", offsetof(struct run_opts, partition)},
+		{"state-dir", offsetof(struct run_opts, state_dir)},
+		{"dtype", offsetof(struct run_opts, dtype)},
+		{"log-level", offsetof(struct run_opts, log_level)},
+		{"key", offsetof(struct run_opts, key)},
+		{"server-key", offsetof(struct run_opts, server_key)},
+		{"enrol-token", offsetof(struct run_opts, enrol_token)},
+	};
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (!strcmp(table[i].name, name))
+			return (const char **)(void *)((char *)o + table[i].off);
+	return NULL;
+}
+
+/* fedloha-client run's flags; every one but --help is handled by name. */
+static const struct option run_longopts[] = {{"server", 1, 0, 0},
+					     {"id", 1, 0, 0},
+					     {"data", 1, 0, 0},
+					     {"data-path", 1, 0, 0},
+					     {"partition", 1, 0, 0},
+					     {"num-clients", 1, 0, 0},
+					     {"client-index", 1, 0, 0},
+					     {"seed", 1, 0, 0},
+					     {"limit", 1, 0, 0},
+					     {"holdout", 1, 0, 0},
+					     {"state-dir", 1, 0, 0},
+					     {"dtype", 1, 0, 0},
+					     {"threads", 1, 0, 0},
+					     {"log-level", 1, 0, 0},
+					     {"max-frame", 1, 0, 0},
+					     {"backoff-min", 1, 0, 0},
+					     {"backoff-max", 1, 0, 0},
+					     {"max-attempts", 1, 0, 0},
+					     {"debug-tensors", 0, 0, 0},
+					     {"help", 0, 0, 'h'},
+					     {"key", 1, 0, 0},
+					     {"server-key", 1, 0, 0},
+					     {"enrol-token", 1, 0, 0},
+					     {"insecure", 0, 0, 0},
+					     {"handshake-timeout", 1, 0, 0},
+					     {0, 0, 0, 0}};
+
+/* The numeric options, checked against their ranges: 0 when k was set,
+ * nonzero after printing why not. */
+static int set_number(struct run_opts *o, const char *k, const char *v)
+{
+	double d;
+	int bad;
+	if (!strcmp(k, "handshake-timeout"))
+		return rnum(k, v, 0.05, 3600, &o->handshake_timeout);
+	else if (!strcmp(k, "num-clients"))
+		return rint_(k, v, 1, FL_PARTITION_CLIENTS_MAX, &o->num_clients);
+	else if (!strcmp(k, "client-index"))
+		return rint_(k, v, 0, FL_PARTITION_CLIENTS_MAX - 1, &o->client_index);
+	else if (!strcmp(k, "limit"))
+		return rint_(k, v, 1, 1e9, &o->limit);
+	else if (!strcmp(k, "threads"))
+		return rint_(k, v, 1, 256, &o->threads);
+	else if (!strcmp(k, "max-attempts"))
+		return rint_(k, v, 0, 1e9, &o->max_attempts);
+	else if (!strcmp(k, "holdout"))
+		return rnum(k, v, 0, 0.99, &o->holdout);
+	else if (!strcmp(k, "backoff-min"))
+		return rnum(k, v, 0.001, 3600, &o->backoff_min);
+	else if (!strcmp(k, "backoff-max"))
+		return rnum(k, v, 0.001, 3600, &o->backoff_max);
+	else if (!strcmp(k, "max-frame")) {
+		bad = rnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &d);
+		o->max_frame = (long long)d;
+		return bad;
+	} else if (!strcmp(k, "seed")) {
+		bad = rnum(k, v, 0, 9007199254740992.0, &d);
+		o->seed = (unsigned long long)d;
+		return bad;
+	}
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
-	static const struct option longopts[] = {{"server", 1, 0, 0},
-						 {"id", 1, 0, 0},
-						 {"data", 1, 0, 0},
-						 {"data-path", 1, 0, 0},
-						 {"partition", 1, 0, 0},
-						 {"num-clients", 1, 0, 0},
-						 {"client-index", 1, 0, 0},
-						 {"seed", 1, 0, 0},
-						 {"limit", 1, 0, 0},
-						 {"holdout", 1, 0, 0},
-						 {"state-dir", 1, 0, 0},
-						 {"dtype", 1, 0, 0},
-						 {"threads", 1, 0, 0},
-						 {"log-level", 1, 0, 0},
-						 {"max-frame", 1, 0, 0},
-						 {"backoff-min", 1, 0, 0},
-						 {"backoff-max", 1, 0, 0},
-						 {"max-attempts", 1, 0, 0},
-						 {"debug-tensors", 0, 0, 0},
-						 {"help", 0, 0, 'h'},
-						 {"key", 1, 0, 0},
-						 {"server-key", 1, 0, 0},
-						 {"enrol-token", 1, 0, 0},
-						 {"insecure", 0, 0, 0},
-						 {"handshake-timeout", 1, 0, 0},
-						 {0, 0, 0, 0}};
 	int ch, idx, bad = 0;
-	double d;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", run_longopts, &idx)) != -1) {
 		if (ch == 'h') {
 			run_usage(stdout);
 			return 1;
@@ -131,58 +195,16 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			bad = 1;
 			continue;
 		}
-		const char *k = longopts[idx].name, *v = optarg;
-		if (!strcmp(k, "server"))
-			o->server = v;
-		else if (!strcmp(k, "id"))
-			o->id = v;
-		else if (!strcmp(k, "data"))
-			o->data = v;
-		else if (!strcmp(k, "data-path"))
-			o->data_path = v;
-		else if (!strcmp(k, "partition"))
-			o->partition = v;
-		else if (!strcmp(k, "state-dir"))
-			o->state_dir = v;
-		else if (!strcmp(k, "dtype"))
-			o->dtype = v;
-		else if (!strcmp(k, "log-level"))
-			o->log_level = v;
+		const char *k = run_longopts[idx].name, *v = optarg;
+		const char **str = string_option(o, k);
+		if (str)
+			*str = v;
 		else if (!strcmp(k, "debug-tensors"))
 			o->debug_tensors = 1;
-		else if (!strcmp(k, "key"))
-			o->key = v;
-		else if (!strcmp(k, "server-key"))
-			o->server_key = v;
-		else if (!strcmp(k, "enrol-token"))
-			o->enrol_token = v;
 		else if (!strcmp(k, "insecure"))
 			o->insecure = 1;
-		else if (!strcmp(k, "handshake-timeout"))
-			bad |= rnum(k, v, 0.05, 3600, &o->handshake_timeout);
-		else if (!strcmp(k, "num-clients"))
-			bad |= rint_(k, v, 1, FL_PARTITION_CLIENTS_MAX, &o->num_clients);
-		else if (!strcmp(k, "client-index"))
-			bad |= rint_(k, v, 0, FL_PARTITION_CLIENTS_MAX - 1, &o->client_index);
-		else if (!strcmp(k, "limit"))
-			bad |= rint_(k, v, 1, 1e9, &o->limit);
-		else if (!strcmp(k, "threads"))
-			bad |= rint_(k, v, 1, 256, &o->threads);
-		else if (!strcmp(k, "max-attempts"))
-			bad |= rint_(k, v, 0, 1e9, &o->max_attempts);
-		else if (!strcmp(k, "holdout"))
-			bad |= rnum(k, v, 0, 0.99, &o->holdout);
-		else if (!strcmp(k, "backoff-min"))
-			bad |= rnum(k, v, 0.001, 3600, &o->backoff_min);
-		else if (!strcmp(k, "backoff-max"))
-			bad |= rnum(k, v, 0.001, 3600, &o->backoff_max);
-		else if (!strcmp(k, "max-frame")) {
-			bad |= rnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &d);
-			o->max_frame = (long long)d;
-		} else if (!strcmp(k, "seed")) {
-			bad |= rnum(k, v, 0, 9007199254740992.0, &d);
-			o->seed = (unsigned long long)d;
-		}
+		else
+			bad |= set_number(o, k, v);
 	}
 	if (optind < argc) {
 		fprintf(stderr, "fedloha-client run: unexpected argument '%s'\n", argv[optind]);

@@ -167,15 +167,23 @@ static int begin_transfer(struct cli_session *s, uint64_t round, uint32_t k, con
 	return FL_OK;
 }
 
+/* A task (what: "RoundTask" / "EvalTask") may not arrive while a job runs. */
+static int refuse_if_busy(const struct cli_session *s, const char *what, uint64_t round)
+{
+	if (!s->busy)
+		return FL_OK;
+	return fl_error_set(FL_EINVAL,
+			    "%s for round %llu while the job of round %llu is still running", what,
+			    (unsigned long long)round, (unsigned long long)s->job.round);
+}
+
 int cli_session_on_task(struct cli_session *s, const Fedloha__V1__RoundTask *t)
 {
-	if (s->busy)
-		return fl_error_set(FL_EINVAL,
-				    "RoundTask for round %llu while the job of round "
-				    "%llu is still running",
-				    (unsigned long long)t->round, (unsigned long long)s->job.round);
+	int err = refuse_if_busy(s, "RoundTask", t->round);
+	if (err)
+		return err;
 	struct cli_train_settings ts;
-	int err = settings_parse(t->train, &ts);
+	err = settings_parse(t->train, &ts);
 	if (err)
 		return err;
 	if (s->have_train_round && t->round < s->last_train_round)
@@ -197,12 +205,10 @@ int cli_session_on_task(struct cli_session *s, const Fedloha__V1__RoundTask *t)
 
 int cli_session_on_eval_task(struct cli_session *s, const Fedloha__V1__EvalTask *t)
 {
-	if (s->busy)
-		return fl_error_set(FL_EINVAL,
-				    "EvalTask for round %llu while the job of round "
-				    "%llu is still running",
-				    (unsigned long long)t->round, (unsigned long long)s->job.round);
-	int err = begin_transfer(s, t->round, t->num_tensors, "EvalTask");
+	int err = refuse_if_busy(s, "EvalTask", t->round);
+	if (err)
+		return err;
+	err = begin_transfer(s, t->round, t->num_tensors, "EvalTask");
 	if (err)
 		return err;
 	s->st = CLI_ST_RECV_EVAL;

@@ -78,6 +78,17 @@ size_t fl_loha_param_count(const struct fl_loha_dims *d)
 	return 2 * (fl_loha_w_a_floats(d) + fl_loha_w_b_floats(d) + fl_loha_t_floats(d));
 }
 
+struct fl_loha_factors fl_loha_factors_packed(const struct fl_loha_dims *d, float *p)
+{
+	size_t na = fl_loha_w_a_floats(d), nb = fl_loha_w_b_floats(d), nt = fl_loha_t_floats(d);
+	struct fl_loha_factors f = {p, p + na, p + na + nb, p + 2 * na + nb, NULL, NULL};
+	if (nt) {
+		f.t1 = p + 2 * (na + nb);
+		f.t2 = f.t1 + nt;
+	}
+	return f;
+}
+
 size_t fl_loha_dense_count(const struct fl_loha_dims *d)
 {
 	return (size_t)d->out * (size_t)loha_cols(d);

@@ -57,6 +57,10 @@ size_t fl_loha_w_b_floats(const struct fl_loha_dims *d);
 size_t fl_loha_t_floats(const struct fl_loha_dims *d);
 /* Total factor parameters: linear 2r(m+n); Tucker 2r(O+I+r*K1*K2). */
 size_t fl_loha_param_count(const struct fl_loha_dims *d);
+/* Views of the six factors packed back to back in p (fl_loha_param_count
+ * floats): w1a, w1b, w2a, w2b, then t1, t2 in the Tucker form (NULL
+ * otherwise). */
+struct fl_loha_factors fl_loha_factors_packed(const struct fl_loha_dims *d, float *p);
 /* Dense parameters of the weight: out*in*k1*k2. */
 size_t fl_loha_dense_count(const struct fl_loha_dims *d);
 /* Upper bound of the rank of the composed weight (reshaped to out x rest):

@@ -10,6 +10,7 @@
 #include "wire.h"
 
 #include <getopt.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,52 +101,42 @@ static int inum(const char *k, const char *v, double lo, double hi, int *out)
 }
 
 /* One option by its long name; v is owned elsewhere and outlives o. */
-static int set_opt(struct srv_opts *o, const char *k, const char *v)
+/* The options whose value is kept as given: the field of o that --name
+ * sets, or NULL when name is not one of them. */
+static const char **string_option(struct srv_opts *o, const char *name)
 {
-	int seed_ok;
-	double d;
-#define S(name, field)          \
-	if (!strcmp(k, name)) { \
-		o->field = v;   \
-		return 0;       \
-	}
-	S("listen", listen)
-	S("model", model) S("param", param) S("config", config) S("base", base)
-		S("checkpoint", checkpoint) S("out", out) S("strategy", strategy)
-			S("optimizer", optimizer) S("data", data) S("eval-data", eval_data) S(
-				"data-path", data_path) S("log-level", log_level) S("dtype", dtype)
-				S("require-dtype", require_dtype) S("key", key) S("allow", allow)
-#undef S
-					if (!strcmp(k, "insecure") || !strcmp(k, "enrol"))
-	{
-		int on = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-		*(!strcmp(k, "insecure") ? &o->insecure : &o->enrol) = on;
-		return 0;
-	}
-	int shared = srv_train_opts_set(&o->train, k, v);
-	if (shared != FL_ENOTFOUND) {
-		if (shared)
-			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
-		return shared;
-	}
-	if (!strcmp(k, "enrol-minutes"))
-		return inum(k, v, 1, 1e6, &o->enrol_minutes);
-	if (!strcmp(k, "handshake-timeout"))
-		return num(k, v, 0.05, 3600, &o->handshake_timeout);
-	if (!strcmp(k, "gamma")) {
-		o->has_gamma = 1;
-		return num(k, v, 0, 1, &o->gamma);
-	}
-	if (!strcmp(k, "alpha"))
-		return num(k, v, 1e-6, 1e6, &o->alpha);
-	if (!strcmp(k, "fraction"))
-		return num(k, v, 0, 1, &o->train.fraction);
-	if (!strcmp(k, "round-timeout"))
-		return num(k, v, 0.001, 86400, &o->round_timeout);
-	if (!strcmp(k, "heartbeat"))
-		return num(k, v, 0, 86400, &o->heartbeat);
-	if (!strcmp(k, "idle-timeout"))
-		return num(k, v, 0, 86400, &o->idle_timeout);
+	static const struct {
+		const char *name;
+		size_t off;
+	} table[] = {
+		{"listen", offsetof(struct srv_opts, listen)},
+		{"model", offsetof(struct srv_opts, model)},
+		{"param", offsetof(struct srv_opts, param)},
+		{"config", offsetof(struct srv_opts, config)},
+		{"base", offsetof(struct srv_opts, base)},
+		{"checkpoint", offsetof(struct srv_opts, checkpoint)},
+		{"out", offsetof(struct srv_opts, out)},
+		{"strategy", offsetof(struct srv_opts, strategy)},
+		{"optimizer", offsetof(struct srv_opts, optimizer)},
+		{"data", offsetof(struct srv_opts, data)},
+		{"eval-data", offsetof(struct srv_opts, eval_data)},
+		{"data-path", offsetof(struct srv_opts, data_path)},
+		{"log-level", offsetof(struct srv_opts, log_level)},
+		{"dtype", offsetof(struct srv_opts, dtype)},
+		{"require-dtype", offsetof(struct srv_opts, require_dtype)},
+		{"key", offsetof(struct srv_opts, key)},
+		{"allow", offsetof(struct srv_opts, allow)},
+	};
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (!strcmp(table[i].name, name))
+			return (const char **)(void *)((char *)o + table[i].off);
+	return NULL;
+}
+
+/* The whole-number options (ranks, rounds, client counts, limits):
+ * FL_ENOTFOUND when k is none of them. */
+static int set_count(struct srv_opts *o, const char *k, const char *v)
+{
 	if (!strcmp(k, "rank"))
 		return inum(k, v, 1, 1 << 16, &o->rank);
 	if (!strcmp(k, "rounds")) {
@@ -173,6 +164,50 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return inum(k, v, 1, 256, &o->threads);
 	if (!strcmp(k, "max-conns"))
 		return inum(k, v, 1, 1e7, &o->max_conns);
+	return FL_ENOTFOUND;
+}
+
+static int set_opt(struct srv_opts *o, const char *k, const char *v)
+{
+	int seed_ok;
+	double d;
+	const char **str = string_option(o, k);
+	if (str) {
+		*str = v;
+		return FL_OK;
+	}
+	if (!strcmp(k, "insecure") || !strcmp(k, "enrol")) {
+		int on = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+		*(!strcmp(k, "insecure") ? &o->insecure : &o->enrol) = on;
+		return FL_OK;
+	}
+	int shared = srv_train_opts_set(&o->train, k, v);
+	if (shared != FL_ENOTFOUND) {
+		if (shared)
+			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
+		return shared;
+	}
+	if (!strcmp(k, "enrol-minutes"))
+		return inum(k, v, 1, 1e6, &o->enrol_minutes);
+	if (!strcmp(k, "handshake-timeout"))
+		return num(k, v, 0.05, 3600, &o->handshake_timeout);
+	if (!strcmp(k, "gamma")) {
+		o->has_gamma = 1;
+		return num(k, v, 0, 1, &o->gamma);
+	}
+	if (!strcmp(k, "alpha"))
+		return num(k, v, 1e-6, 1e6, &o->alpha);
+	if (!strcmp(k, "fraction"))
+		return num(k, v, 0, 1, &o->train.fraction);
+	if (!strcmp(k, "round-timeout"))
+		return num(k, v, 0.001, 86400, &o->round_timeout);
+	if (!strcmp(k, "heartbeat"))
+		return num(k, v, 0, 86400, &o->heartbeat);
+	if (!strcmp(k, "idle-timeout"))
+		return num(k, v, 0, 86400, &o->idle_timeout);
+	int counted = set_count(o, k, v);
+	if (counted != FL_ENOTFOUND)
+		return counted;
 	if (!strcmp(k, "max-frame"))
 		return lnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &o->max_frame);
 	if (!strcmp(k, "chunk"))

@@ -202,6 +202,16 @@ static json_t *config_json(const struct srv_sim_config *c)
 	return o;
 }
 
+/* "<what>_accuracy" and "<what>_loss" of a round: null when not measured. */
+static void set_measured(json_t *e, const char *what, int has, double accuracy, double loss)
+{
+	char key[64];
+	snprintf(key, sizeof(key), "%s_accuracy", what);
+	json_object_set_new(e, key, has ? json_real(accuracy) : json_null());
+	snprintf(key, sizeof(key), "%s_loss", what);
+	json_object_set_new(e, key, has ? json_real(loss) : json_null());
+}
+
 int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_config *cfg,
 		       const double *targets, int ntargets, const char *path)
 {
@@ -246,18 +256,9 @@ int srv_sim_write_json(const struct srv_sim_result *r, const struct srv_sim_conf
 		json_object_set_new(e, "round", json_integer((json_int_t)w->round));
 		json_object_set_new(e, "accuracy", json_real(w->accuracy));
 		json_object_set_new(e, "loss", json_real(w->loss));
-		json_object_set_new(e, "central_accuracy",
-				    w->has_central ? json_real(w->central_accuracy) : json_null());
-		json_object_set_new(e, "central_loss",
-				    w->has_central ? json_real(w->central_loss) : json_null());
-		json_object_set_new(e, "fed_accuracy",
-				    w->has_fed ? json_real(w->fed_accuracy) : json_null());
-		json_object_set_new(e, "fed_loss",
-				    w->has_fed ? json_real(w->fed_loss) : json_null());
-		json_object_set_new(e, "post_train_accuracy",
-				    w->has_post ? json_real(w->post_accuracy) : json_null());
-		json_object_set_new(e, "post_train_loss",
-				    w->has_post ? json_real(w->post_loss) : json_null());
+		set_measured(e, "central", w->has_central, w->central_accuracy, w->central_loss);
+		set_measured(e, "fed", w->has_fed, w->fed_accuracy, w->fed_loss);
+		set_measured(e, "post_train", w->has_post, w->post_accuracy, w->post_loss);
 		json_object_set_new(e, "train_loss", json_real(w->train_loss));
 		json_object_set_new(e, "bytes_up", json_integer((json_int_t)w->bytes_up));
 		json_object_set_new(e, "bytes_down", json_integer((json_int_t)w->bytes_down));
