@@ -9,9 +9,10 @@
  * safetensors_write.c. No memory mapping, no streaming: files are held in
  * memory whole.
  */
-#include "safetensors.h"
+#include "safetensors_impl.h"
 
 #include "errors.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,25 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One tensor; allocated on its own so fl_st_at() pointers survive fl_st_add(). */
-struct st_entry {
-	struct fl_st_tensor t;
-	void *own;      /* bytes copied by fl_st_add(), or NULL when t.data is in buf */
-	uint64_t begin; /* data offset of a read tensor (sort key) */
-};
-
-struct st_meta {
-	char *key, *value;
-};
-
-struct fl_st {
-	struct st_entry **v;
-	size_t n, cap;
-	struct st_meta *meta;
-	size_t nmeta, meta_cap;
-	unsigned char *buf; /* the whole file, for read tensors; NULL for a new writer */
-};
-
 /* ---- helpers ---- */
 
 static uint64_t load_le64(const unsigned char *p)
@@ -49,15 +31,6 @@ static uint64_t load_le64(const unsigned char *p)
 	for (int i = 7; i >= 0; i--)
 		v = (v << 8) | p[i];
 	return v;
-}
-
-static char *dup_str(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *d = malloc(n);
-	if (d)
-		memcpy(d, s, n);
-	return d;
 }
 
 /* Checks the header length N against the format, the limit and the bytes
@@ -101,8 +74,8 @@ static int parse_metadata(struct fl_st *st, json_t *obj, const char *what)
 				"%s: \"__metadata__\" value of key '%s' is not a string", what,
 				fl_error_safe_str(key, kb, sizeof(kb)));
 		struct st_meta *m = &st->meta[st->nmeta];
-		m->key = dup_str(key);
-		m->value = dup_str(json_string_value(val));
+		m->key = fl_strdup(key);
+		m->value = fl_strdup(json_string_value(val));
 		st->nmeta++;
 		if (!m->key || !m->value)
 			return fl_error_set(FL_ENOMEM, "%s: out of memory for metadata", what);
@@ -215,7 +188,7 @@ static int parse_entry(struct fl_st *st, const char *name, json_t *obj, const un
 			"of %zu bytes",
 			what, nm, (long long)b, (long long)e, data_len);
 	struct st_entry *en = calloc(1, sizeof(*en));
-	if (!en || !(t.name = dup_str(name))) {
+	if (!en || !(t.name = fl_strdup(name))) {
 		free(en);
 		return fl_error_set(FL_ENOMEM, "%s: out of memory", what);
 	}
@@ -495,121 +468,3 @@ const char *fl_st_metadata(const struct fl_st *st, const char *key)
 }
 
 /* ---- writing ---- */
-
-int fl_st_new(struct fl_st **out)
-{
-	*out = calloc(1, sizeof(**out));
-	return *out ? FL_OK : fl_error_set(FL_ENOMEM, "out of memory for a safetensors writer");
-}
-
-/* Whether jansson will accept s as a JSON string (valid UTF-8). */
-static int json_ok_str(const char *s)
-{
-	json_t *j = json_string(s);
-	json_decref(j);
-	return j != NULL;
-}
-
-int fl_st_add(struct fl_st *st, const char *name, enum fl_dtype dtype, const int64_t *shape,
-	      int ndim, const void *data)
-{
-	char nb[128];
-	if (!name)
-		return fl_error_set(FL_EINVAL, "fl_st_add: NULL name");
-	const char *nm = fl_error_safe_str(name, nb, sizeof(nb));
-	if ((unsigned)dtype >= FL_DTYPE_COUNT || ndim < 0 || ndim > FL_ST_NDIM_MAX ||
-	    (ndim > 0 && !shape))
-		return fl_error_set(FL_EINVAL, "tensor '%s': bad dtype %d or ndim %d", nm,
-				    (int)dtype, ndim);
-	if (strcmp(name, "__metadata__") == 0 || !json_ok_str(name))
-		return fl_error_set(FL_EINVAL, "tensor '%s': reserved name or not UTF-8", nm);
-	if (fl_st_find(st, name))
-		return fl_error_set(FL_EINVAL, "tensor '%s': already present", nm);
-	uint64_t limit = (SIZE_MAX < INT64_MAX ? (uint64_t)SIZE_MAX : (uint64_t)INT64_MAX) /
-			 fl_dtype_size(dtype);
-	uint64_t numel = 1;
-	for (int i = 0; i < ndim; i++) {
-		if (shape[i] < 0)
-			return fl_error_set(FL_EINVAL, "tensor '%s': negative shape[%d]", nm, i);
-		if (shape[i] > 0 && numel > limit / (uint64_t)shape[i])
-			return fl_error_set(FL_ERANGE, "tensor '%s': shape product overflows", nm);
-		numel *= (uint64_t)shape[i];
-	}
-	size_t nbytes = (size_t)numel * fl_dtype_size(dtype);
-	if (nbytes && !data)
-		return fl_error_set(FL_EINVAL, "tensor '%s': NULL data", nm);
-	if (st->n == st->cap) {
-		size_t cap = st->cap ? 2 * st->cap : 16;
-		struct st_entry **v = realloc(st->v, cap * sizeof(*v));
-		if (!v)
-			return fl_error_set(FL_ENOMEM, "tensor '%s': out of memory", nm);
-		st->v = v;
-		st->cap = cap;
-	}
-	struct st_entry *en = calloc(1, sizeof(*en));
-	if (en) {
-		en->t.name = dup_str(name);
-		en->own = malloc(nbytes ? nbytes : 1);
-	}
-	if (!en || !en->t.name || !en->own) {
-		if (en) {
-			free(en->t.name);
-			free(en->own);
-		}
-		free(en);
-		return fl_error_set(FL_ENOMEM, "tensor '%s': out of memory for %zu bytes", nm,
-				    nbytes);
-	}
-	if (nbytes)
-		memcpy(en->own, data, nbytes);
-	en->t.dtype = dtype;
-	en->t.ndim = ndim;
-	if (ndim)
-		memcpy(en->t.shape, shape, (size_t)ndim * sizeof(shape[0]));
-	en->t.numel = (size_t)numel;
-	en->t.data = en->own;
-	en->t.nbytes = nbytes;
-	st->v[st->n++] = en;
-	return FL_OK;
-}
-
-int fl_st_add_f32(struct fl_st *st, const char *name, const int64_t *shape, int ndim,
-		  const float *data)
-{
-	return fl_st_add(st, name, FL_DTYPE_F32, shape, ndim, data);
-}
-
-int fl_st_set_metadata(struct fl_st *st, const char *key, const char *value)
-{
-	if (!key || !value || !json_ok_str(key) || !json_ok_str(value))
-		return fl_error_set(FL_EINVAL, "metadata key or value missing or not UTF-8");
-	char *v = dup_str(value);
-	if (!v)
-		return fl_error_set(FL_ENOMEM, "out of memory for metadata");
-	for (size_t i = 0; i < st->nmeta; i++) {
-		if (strcmp(st->meta[i].key, key) == 0) {
-			free(st->meta[i].value);
-			st->meta[i].value = v;
-			return FL_OK;
-		}
-	}
-	if (st->nmeta == st->meta_cap) {
-		size_t cap = st->meta_cap ? 2 * st->meta_cap : 4;
-		struct st_meta *m = realloc(st->meta, cap * sizeof(*m));
-		if (!m) {
-			free(v);
-			return fl_error_set(FL_ENOMEM, "out of memory for metadata");
-		}
-		st->meta = m;
-		st->meta_cap = cap;
-	}
-	char *k = dup_str(key);
-	if (!k) {
-		free(v);
-		return fl_error_set(FL_ENOMEM, "out of memory for metadata");
-	}
-	st->meta[st->nmeta].key = k;
-	st->meta[st->nmeta].value = v;
-	st->nmeta++;
-	return FL_OK;
-}
