@@ -112,6 +112,41 @@ static void split_iid(int *order, int *start, int n, int clients, struct fl_rng 
 		start[c] = c * base + (c < rem ? c : rem);
 }
 
+/* One Dirichlet(alpha) draw per class over the clients; each class's
+ * samples (class-major, cstart) go to the clients in those proportions:
+ * owner[i] is sample i's client. g holds clients doubles of scratch. */
+static void dirichlet_owners(int *owner, const int *cstart, int classes, double *g, int clients,
+			     double alpha, struct fl_rng *rng)
+{
+	for (int k = 0; k < classes; k++) {
+		int nk = cstart[k + 1] - cstart[k], *own = owner + cstart[k];
+		if (nk == 0)
+			continue;
+		double sum = 0;
+		for (int c = 0; c < clients; c++)
+			sum += g[c] = fl_rng_gamma(rng, alpha);
+		if (!(sum > 0) || !isfinite(sum)) {
+			/* every draw underflowed (tiny alpha): Dir -> one-hot */
+			int c = (int)fl_rng_below(rng, (uint64_t)clients);
+			for (int i = 0; i < nk; i++)
+				own[i] = c;
+			continue;
+		}
+		double cum = 0;
+		int from = 0;
+		for (int c = 0; c < clients; c++) {
+			cum += g[c];
+			int to = c == clients - 1 ? nk : (int)floor(cum / sum * nk);
+			if (to > nk)
+				to = nk;
+			for (int i = from; i < to; i++)
+				own[i] = c;
+			if (to > from)
+				from = to;
+		}
+	}
+}
+
 /* Dirichlet label skew. owner[pos] = client of class-major position pos. */
 static int split_dirichlet(int *order, int *start, const uint8_t *labels, int n, int classes,
 			   const struct fl_partition_config *cfg, struct fl_rng *rng)
@@ -129,33 +164,7 @@ static int split_dirichlet(int *order, int *start, const uint8_t *labels, int n,
 	group_by_class(grouped, cstart, labels, n, classes, rng);
 	int tries, smallest = 0;
 	for (tries = 0; tries < FL_PARTITION_DIRICHLET_TRIES; tries++) {
-		for (int k = 0; k < classes; k++) {
-			int nk = cstart[k + 1] - cstart[k], *own = owner + cstart[k];
-			if (nk == 0)
-				continue;
-			double sum = 0;
-			for (int c = 0; c < clients; c++)
-				sum += g[c] = fl_rng_gamma(rng, cfg->alpha);
-			if (!(sum > 0) || !isfinite(sum)) {
-				/* every draw underflowed (tiny alpha): Dir -> one-hot */
-				int c = (int)fl_rng_below(rng, (uint64_t)clients);
-				for (int i = 0; i < nk; i++)
-					own[i] = c;
-				continue;
-			}
-			double cum = 0;
-			int from = 0;
-			for (int c = 0; c < clients; c++) {
-				cum += g[c];
-				int to = c == clients - 1 ? nk : (int)floor(cum / sum * nk);
-				if (to > nk)
-					to = nk;
-				for (int i = from; i < to; i++)
-					own[i] = c;
-				if (to > from)
-					from = to;
-			}
-		}
+		dirichlet_owners(owner, cstart, classes, g, clients, cfg->alpha, rng);
 		memset(start, 0, sizeof(int) * (size_t)(clients + 1));
 		for (int i = 0; i < n; i++)
 			start[owner[i] + 1]++;

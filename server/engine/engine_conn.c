@@ -26,6 +26,33 @@ static int dtype_supported(const Fedloha__V1__Hello *h, enum fl_wire_dtype t)
 	return t == FL_WIRE_F32 || has_cap(h, fl_wire_dtype_name(t));
 }
 
+/* The encoding of this client's tensors: the server's when it requires one
+ * (refusing a client that lacks it) or when the client leaves the choice to
+ * the server and supports it, else the client's preference, else f32. */
+static int choose_dtype(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Hello *h,
+			enum fl_wire_dtype *out)
+{
+	enum fl_wire_dtype dt = FL_WIRE_F32;
+	if (e->cfg.dtype_required) {
+		if (!dtype_supported(h, e->cfg.dtype)) {
+			srv_eng_reject(
+				e, c, FL_EUNSUPPORTED,
+				"this server requires dtype %s, not in the client's capabilities",
+				fl_wire_dtype_name(e->cfg.dtype));
+			return FL_EUNSUPPORTED;
+		}
+		dt = e->cfg.dtype;
+	} else if (h->dtype_from_server) {
+		if (dtype_supported(h, e->cfg.dtype))
+			dt = e->cfg.dtype;
+	} else if ((unsigned)h->preferred_dtype <= FL_WIRE_INT8 &&
+		   dtype_supported(h, (enum fl_wire_dtype)h->preferred_dtype)) {
+		dt = (enum fl_wire_dtype)h->preferred_dtype;
+	}
+	*out = dt;
+	return FL_OK;
+}
+
 static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Hello *h)
 {
 	if (h->protocol_version != FL_WIRE_PROTOCOL_VERSION) {
@@ -47,23 +74,9 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 			return;
 		}
 	}
-	enum fl_wire_dtype dt = FL_WIRE_F32;
-	if (e->cfg.dtype_required) {
-		if (!dtype_supported(h, e->cfg.dtype)) {
-			srv_eng_reject(
-				e, c, FL_EUNSUPPORTED,
-				"this server requires dtype %s, not in the client's capabilities",
-				fl_wire_dtype_name(e->cfg.dtype));
-			return;
-		}
-		dt = e->cfg.dtype;
-	} else if (h->dtype_from_server) {
-		if (dtype_supported(h, e->cfg.dtype))
-			dt = e->cfg.dtype;
-	} else if ((unsigned)h->preferred_dtype <= FL_WIRE_INT8 &&
-		   dtype_supported(h, (enum fl_wire_dtype)h->preferred_dtype)) {
-		dt = (enum fl_wire_dtype)h->preferred_dtype;
-	}
+	enum fl_wire_dtype dt;
+	if (choose_dtype(e, c, h, &dt) != FL_OK)
+		return;
 	snprintf(c->client_id, sizeof(c->client_id), "%s", id);
 	c->dtype = dt;
 	c->can_eval = has_cap(h, "eval");
