@@ -90,32 +90,25 @@ static int split_hostport(const char *s, char *host, size_t cap, int *port)
 	return fl_cliopt_hostport("--server", s, 1, host, cap, port) ? FL_EINVAL : FL_OK;
 }
 
-/* FL_OK; 1 when --help was printed; FL_EINVAL for a bad flag (told on
- * stderr). */
-/* The options whose value is kept as given: the field of o that --name
- * sets, or NULL when name is not one of them. */
+/* The options whose value is kept as given. */
+static const struct fl_cliopt_string string_options[] = {
+	{"server", offsetof(struct run_opts, server)},
+	{"id", offsetof(struct run_opts, id)},
+	{"data", offsetof(struct run_opts, data)},
+	{"data-path", offsetof(struct run_opts, data_path)},
+	{"partition", offsetof(struct run_opts, partition)},
+	{"state-dir", offsetof(struct run_opts, state_dir)},
+	{"dtype", offsetof(struct run_opts, dtype)},
+	{"log-level", offsetof(struct run_opts, log_level)},
+	{"key", offsetof(struct run_opts, key)},
+	{"server-key", offsetof(struct run_opts, server_key)},
+	{"enrol-token", offsetof(struct run_opts, enrol_token)},
+};
+
 static const char **string_option(struct run_opts *o, const char *name)
 {
-	static const struct {
-		const char *name;
-		size_t off;
-	} table[] = {
-		{"server", offsetof(struct run_opts, server)},
-		{"id", offsetof(struct run_opts, id)},
-		{"data", offsetof(struct run_opts, data)},
-		{"data-path", offsetof(struct run_opts, data_path)},
-		{"partition", offsetof(struct run_opts, partition)},
-		{"state-dir", offsetof(struct run_opts, state_dir)},
-		{"dtype", offsetof(struct run_opts, dtype)},
-		{"log-level", offsetof(struct run_opts, log_level)},
-		{"key", offsetof(struct run_opts, key)},
-		{"server-key", offsetof(struct run_opts, server_key)},
-		{"enrol-token", offsetof(struct run_opts, enrol_token)},
-	};
-	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-		if (!strcmp(table[i].name, name))
-			return (const char **)(void *)((char *)o + table[i].off);
-	return NULL;
+	return fl_cliopt_string_slot(string_options,
+				     sizeof(string_options) / sizeof(string_options[0]), o, name);
 }
 
 /* fedloha-client run's flags; every one but --help is handled by name. */
@@ -182,6 +175,8 @@ static int set_number(struct run_opts *o, const char *k, const char *v)
 	return 0;
 }
 
+/* FL_OK; 1 when --help was printed; FL_EINVAL for a bad flag (told on
+ * stderr). */
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	int ch, idx, bad = 0;

@@ -100,3 +100,12 @@ int fl_cliopt_key_llong(const char *prog, const char *key, const char *v, long l
 	char f[64];
 	return fl_cliopt_report(prog, fl_cliopt_llong(dashed(key, f), v, lo, hi, out));
 }
+
+const char **fl_cliopt_string_slot(const struct fl_cliopt_string *table, size_t n, void *opts,
+				   const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(table[i].name, name))
+			return (const char **)(void *)((char *)opts + table[i].off);
+	return NULL;
+}

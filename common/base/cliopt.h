@@ -27,4 +27,14 @@ int fl_cliopt_key_int(const char *prog, const char *key, const char *v, long lo,
 int fl_cliopt_key_llong(const char *prog, const char *key, const char *v, long long lo,
 			long long hi, long long *out);
 
+/* A flag whose value is kept as given: its name without "--" and the
+ * offset of its `const char *` field in the caller's options struct. */
+struct fl_cliopt_string {
+	const char *name;
+	size_t off;
+};
+/* The field of opts that --name sets, or NULL when name is not in table. */
+const char **fl_cliopt_string_slot(const struct fl_cliopt_string *table, size_t n, void *opts,
+				   const char *name);
+
 #endif

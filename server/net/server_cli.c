@@ -100,37 +100,31 @@ static int inum(const char *k, const char *v, double lo, double hi, int *out)
 	return fl_cliopt_key_int("fedloha-server", k, v, (long)lo, (long)hi, out);
 }
 
-/* One option by its long name; v is owned elsewhere and outlives o. */
-/* The options whose value is kept as given: the field of o that --name
- * sets, or NULL when name is not one of them. */
+/* The options whose value is kept as given. */
+static const struct fl_cliopt_string string_options[] = {
+	{"listen", offsetof(struct srv_opts, listen)},
+	{"model", offsetof(struct srv_opts, model)},
+	{"param", offsetof(struct srv_opts, param)},
+	{"config", offsetof(struct srv_opts, config)},
+	{"base", offsetof(struct srv_opts, base)},
+	{"checkpoint", offsetof(struct srv_opts, checkpoint)},
+	{"out", offsetof(struct srv_opts, out)},
+	{"strategy", offsetof(struct srv_opts, strategy)},
+	{"optimizer", offsetof(struct srv_opts, optimizer)},
+	{"data", offsetof(struct srv_opts, data)},
+	{"eval-data", offsetof(struct srv_opts, eval_data)},
+	{"data-path", offsetof(struct srv_opts, data_path)},
+	{"log-level", offsetof(struct srv_opts, log_level)},
+	{"dtype", offsetof(struct srv_opts, dtype)},
+	{"require-dtype", offsetof(struct srv_opts, require_dtype)},
+	{"key", offsetof(struct srv_opts, key)},
+	{"allow", offsetof(struct srv_opts, allow)},
+};
+
 static const char **string_option(struct srv_opts *o, const char *name)
 {
-	static const struct {
-		const char *name;
-		size_t off;
-	} table[] = {
-		{"listen", offsetof(struct srv_opts, listen)},
-		{"model", offsetof(struct srv_opts, model)},
-		{"param", offsetof(struct srv_opts, param)},
-		{"config", offsetof(struct srv_opts, config)},
-		{"base", offsetof(struct srv_opts, base)},
-		{"checkpoint", offsetof(struct srv_opts, checkpoint)},
-		{"out", offsetof(struct srv_opts, out)},
-		{"strategy", offsetof(struct srv_opts, strategy)},
-		{"optimizer", offsetof(struct srv_opts, optimizer)},
-		{"data", offsetof(struct srv_opts, data)},
-		{"eval-data", offsetof(struct srv_opts, eval_data)},
-		{"data-path", offsetof(struct srv_opts, data_path)},
-		{"log-level", offsetof(struct srv_opts, log_level)},
-		{"dtype", offsetof(struct srv_opts, dtype)},
-		{"require-dtype", offsetof(struct srv_opts, require_dtype)},
-		{"key", offsetof(struct srv_opts, key)},
-		{"allow", offsetof(struct srv_opts, allow)},
-	};
-	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-		if (!strcmp(table[i].name, name))
-			return (const char **)(void *)((char *)o + table[i].off);
-	return NULL;
+	return fl_cliopt_string_slot(string_options,
+				     sizeof(string_options) / sizeof(string_options[0]), o, name);
 }
 
 /* The whole-number options (ranks, rounds, client counts, limits):
@@ -167,6 +161,7 @@ static int set_count(struct srv_opts *o, const char *k, const char *v)
 	return FL_ENOTFOUND;
 }
 
+/* One option by its long name; v is owned elsewhere and outlives o. */
 static int set_opt(struct srv_opts *o, const char *k, const char *v)
 {
 	int seed_ok;
