@@ -26,7 +26,7 @@ int fl_test_next_weight(struct fl_model *m, int *i, struct fl_model_layer_info *
 struct fl_model *fl_test_small_model(const char *arch, struct fl_peft_config *cfg);
 
 /* Fills sample i: its label and its c*h*w pixels, drawing noise from rng. */
-typedef void (*fl_test_fill_fn)(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px);
+typedef void (*fl_test_fill_fn)(int i, struct fl_rng *rng, int32_t *label, uint8_t *px);
 
 /* A data set of n samples c x h x w over `classes`, every sample filled in
  * order by fill from one generator seeded with seed; NULL when it cannot be

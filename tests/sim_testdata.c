@@ -10,7 +10,7 @@
 #include <stdio.h>
 
 /* Class k: a bright bar at rows 2k..2k+5 plus noise (synthetic fallback). */
-static void bar_sample(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px)
+static void bar_sample(int i, struct fl_rng *rng, int32_t *label, uint8_t *px)
 {
 	(void)i;
 	int k = (int)fl_rng_below(rng, 10);

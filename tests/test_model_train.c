@@ -317,7 +317,7 @@ static void test_buffers_release(void)
 
 /* Sample i of class i % 4 lights the k-th 4x4 quadrant (pixels 160..255)
  * over a noisy background (0..95). */
-static void quadrant_sample(int i, struct fl_rng *rng, uint8_t *label, uint8_t *px)
+static void quadrant_sample(int i, struct fl_rng *rng, int32_t *label, uint8_t *px)
 {
 	int k = i % 4;
 	*label = (uint8_t)k;

@@ -14,7 +14,7 @@ enum {
 	N = 6000,
 	CLASSES = 10
 };
-static uint8_t labels[N]; /* 600 of each class, in random order */
+static int32_t labels[N]; /* 600 of each class, in random order */
 
 static void make_labels(void)
 {
@@ -68,7 +68,7 @@ static int check_cover(const struct fl_partition *p, int n, int exact, double ho
 	return ok;
 }
 
-static void client_counts(const struct fl_partition *p, int c, const uint8_t *lab, int *counts)
+static void client_counts(const struct fl_partition *p, int c, const int32_t *lab, int *counts)
 {
 	memset(counts, 0, sizeof(int) * CLASSES);
 	const struct fl_partition_client *pc = &p->client[c];
@@ -79,7 +79,7 @@ static void client_counts(const struct fl_partition *p, int c, const uint8_t *la
 }
 
 /* Mean over clients of (largest class count / client size). */
-static double mean_max_share(const struct fl_partition *p, const uint8_t *lab)
+static double mean_max_share(const struct fl_partition *p, const int32_t *lab)
 {
 	double s = 0;
 	for (int c = 0; c < p->clients; c++) {
@@ -295,7 +295,7 @@ static void test_summary(void)
 	FL_CHECK(fl_dataset_new(N, 1, 1, 1, CLASSES, &ds) == FL_OK);
 	if (!ds)
 		return;
-	memcpy(ds->labels, labels, N);
+	memcpy(ds->labels, labels, sizeof(labels));
 	struct fl_partition_config cfg = config(FL_PARTITION_SHARDS, 10, 3);
 	cfg.holdout = 0.1;
 	struct fl_partition *p = NULL;

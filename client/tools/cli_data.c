@@ -74,7 +74,7 @@ int cli_classes_keep(struct fl_dataset **ds, const uint8_t *keep, const char *wh
 	if (!idx)
 		return fl_error_set(FL_ENOMEM, "out of memory");
 	for (int i = 0; i < d->n; i++)
-		if (keep[d->labels[i]])
+		if (d->labels[i] < CLI_LABELS_MAX && keep[d->labels[i]])
 			idx[n++] = i;
 	int err = FL_OK;
 	struct fl_dataset *s = NULL;

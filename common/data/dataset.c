@@ -37,7 +37,7 @@
 int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **out)
 {
 	*out = NULL;
-	if (n < 1 || c < 1 || h < 1 || w < 1 || classes < 1 || classes > 256 ||
+	if (n < 1 || c < 1 || h < 1 || w < 1 || classes < 1 || classes > FL_DATASET_CLASSES_MAX ||
 	    c > FL_DATASET_CHANNELS_MAX)
 		return fl_error_set(FL_EINVAL, "dataset: bad shape n=%d c=%d h=%d w=%d classes=%d",
 				    n, c, h, w, classes);
@@ -57,7 +57,7 @@ int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **
 	ds->w = w;
 	ds->classes = classes;
 	ds->pixels = calloc(sb * (size_t)n, 1);
-	ds->labels = calloc((size_t)n, 1);
+	ds->labels = calloc((size_t)n, sizeof(*ds->labels));
 	if (!ds->pixels || !ds->labels) {
 		fl_dataset_free(ds);
 		return fl_error_set(FL_ENOMEM, "dataset: out of memory for %zu pixel bytes",
@@ -291,9 +291,10 @@ int fl_dataset_load_idx(const char *images_path, const char *labels_path, struct
 	if (err)
 		goto fail;
 	free(ds->pixels);
-	free(ds->labels);
 	ds->pixels = pix;
-	ds->labels = lab;
+	for (uint32_t i = 0; i < ldim[0]; i++)
+		ds->labels[i] = lab[i];
+	free(lab);
 	*out = ds;
 	return FL_OK;
 fail:

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #define FL_DATASET_CHANNELS_MAX 4
+#define FL_DATASET_CLASSES_MAX 65536
 #define FL_DATASET_SAMPLES_MAX 100000000       /* samples in one data set */
 #define FL_DATASET_SAMPLE_BYTES_MAX (1u << 24) /* c*h*w of one sample */
 #define FL_DATASET_BYTES_MAX ((size_t)8 << 30) /* pixel bytes of one data set */
@@ -32,7 +33,7 @@ struct fl_dataset {
 	int c, h, w;     /* channels, height, width of one sample */
 	int classes;     /* labels are in [0, classes) */
 	uint8_t *pixels; /* n * c*h*w bytes, owned */
-	uint8_t *labels; /* n bytes, owned */
+	int32_t *labels; /* n labels, owned */
 	/* Normalisation; mean 0, std 1 after loading (plain pixel/255). Change
 	 * them only through fl_dataset_set_norm() and friends, which keep lut in
 	 * step. */

@@ -84,7 +84,7 @@ int fl_partition_parse(const char *spec, struct fl_partition_config *cfg)
 
 /* order = samples grouped by class (class-major), each class's run shuffled;
  * cstart[k] = where class k begins (classes + 1 entries). */
-static void group_by_class(int *order, int *cstart, const uint8_t *labels, int n, int classes,
+static void group_by_class(int *order, int *cstart, const int32_t *labels, int n, int classes,
 			   struct fl_rng *rng)
 {
 	memset(cstart, 0, sizeof(int) * (size_t)(classes + 1));
@@ -148,7 +148,7 @@ static void dirichlet_owners(int *owner, const int *cstart, int classes, double 
 }
 
 /* Dirichlet label skew. owner[pos] = client of class-major position pos. */
-static int split_dirichlet(int *order, int *start, const uint8_t *labels, int n, int classes,
+static int split_dirichlet(int *order, int *start, const int32_t *labels, int n, int classes,
 			   const struct fl_partition_config *cfg, struct fl_rng *rng)
 {
 	int clients = cfg->clients, need = cfg->min_per_client > 0 ? cfg->min_per_client : 1;
@@ -203,7 +203,7 @@ done:
 	return err;
 }
 
-static int split_shards(int *order, int *start, const uint8_t *labels, int n, int classes,
+static int split_shards(int *order, int *start, const int32_t *labels, int n, int classes,
 			const struct fl_partition_config *cfg, struct fl_rng *rng)
 {
 	int clients = cfg->clients, k = cfg->shards_per_client, shards = clients * k;
@@ -245,26 +245,26 @@ static int cmp_int(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static int check_config(const uint8_t *labels, int n, int classes,
+static int check_config(const int32_t *labels, int n, int classes,
 			const struct fl_partition_config *cfg)
 {
 	int clients = cfg->clients;
 	if (clients < 1 || clients > FL_PARTITION_CLIENTS_MAX)
 		return fl_error_set(FL_EINVAL, "partition: %d clients (must be 1..%d)", clients,
 				    FL_PARTITION_CLIENTS_MAX);
-	if (classes < 1 || classes > 256)
-		return fl_error_set(FL_EINVAL, "partition: %d classes (must be 1..256)", classes);
+	if (classes < 1 || classes > FL_DATASET_CLASSES_MAX)
+		return fl_error_set(FL_EINVAL, "partition: %d classes (must be 1..%d)", classes,
+				    FL_DATASET_CLASSES_MAX);
 	if (n < clients)
 		return fl_error_set(FL_EINVAL,
 				    "partition: %d samples cannot be split among %d "
 				    "clients",
 				    n, clients);
 	for (int i = 0; i < n; i++)
-		if (labels[i] >= classes)
+		if (labels[i] < 0 || labels[i] >= classes)
 			return fl_error_set(FL_EINVAL,
-					    "partition: sample %d has label %d >= %d "
-					    "classes",
-					    i, labels[i], classes);
+					    "partition: sample %d has label %d, not in [0, %d)", i,
+					    labels[i], classes);
 	if (!(cfg->holdout >= 0 && cfg->holdout < 1))
 		return fl_error_set(FL_EINVAL, "partition: holdout fraction %g not in [0, 1)",
 				    cfg->holdout);
@@ -294,7 +294,7 @@ static int check_config(const uint8_t *labels, int n, int classes,
 	return fl_error_set(FL_EINVAL, "partition: unknown kind %d", (int)cfg->kind);
 }
 
-int fl_partition_make_labels(const uint8_t *labels, int n, int classes,
+int fl_partition_make_labels(const int32_t *labels, int n, int classes,
 			     const struct fl_partition_config *cfg, struct fl_partition **out)
 {
 	*out = NULL;

@@ -76,7 +76,7 @@ int fl_partition_parse(const char *spec, struct fl_partition_config *cfg);
 /* Partitions samples 0..n of a label array (labels < classes). FL_EINVAL for
  * a bad config (too few samples for the clients, ...), FL_ERANGE when
  * Dirichlet cannot give every client enough samples, FL_ENOMEM. */
-int fl_partition_make_labels(const uint8_t *labels, int n, int classes,
+int fl_partition_make_labels(const int32_t *labels, int n, int classes,
 			     const struct fl_partition_config *cfg, struct fl_partition **out);
 /* The same on a data set's labels. */
 int fl_partition_make(const struct fl_dataset *ds, const struct fl_partition_config *cfg,
