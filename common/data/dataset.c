@@ -34,17 +34,18 @@
 
 /* ---- lifecycle -------------------------------------------------------- */
 
-int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **out)
+/* The shared part of fl_dataset_new() and fl_dataset_new_f32(). */
+static int dataset_alloc(int n, int c, int h, int w, int classes, int f32, struct fl_dataset **out)
 {
 	*out = NULL;
 	if (n < 1 || c < 1 || h < 1 || w < 1 || classes < 1 || classes > FL_DATASET_CLASSES_MAX ||
 	    c > FL_DATASET_CHANNELS_MAX)
 		return fl_error_set(FL_EINVAL, "dataset: bad shape n=%d c=%d h=%d w=%d classes=%d",
 				    n, c, h, w, classes);
-	size_t sb = (size_t)c * (size_t)h * (size_t)w;
+	size_t sb = (size_t)c * (size_t)h * (size_t)w, esize = f32 ? sizeof(float) : 1;
 	if (n > FL_DATASET_SAMPLES_MAX ||
 	    (uint64_t)h * (uint64_t)w * (uint64_t)c > FL_DATASET_SAMPLE_BYTES_MAX ||
-	    sb * (size_t)n > FL_DATASET_BYTES_MAX)
+	    sb * (size_t)n * esize > FL_DATASET_BYTES_MAX)
 		return fl_error_set(FL_ERANGE,
 				    "dataset: %d samples of %dx%dx%d exceed the size limit", n, c,
 				    h, w);
@@ -52,16 +53,21 @@ int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **
 	if (!ds)
 		return fl_error_set(FL_ENOMEM, "dataset: out of memory");
 	ds->n = n;
+	ds->ndim = 3;
 	ds->c = c;
 	ds->h = h;
 	ds->w = w;
 	ds->classes = classes;
-	ds->pixels = calloc(sb * (size_t)n, 1);
+	void *store = calloc(sb * (size_t)n, esize);
+	if (f32)
+		ds->values = store;
+	else
+		ds->pixels = store;
 	ds->labels = calloc((size_t)n, sizeof(*ds->labels));
-	if (!ds->pixels || !ds->labels) {
+	if (!store || !ds->labels) {
 		fl_dataset_free(ds);
-		return fl_error_set(FL_ENOMEM, "dataset: out of memory for %zu pixel bytes",
-				    sb * (size_t)n);
+		return fl_error_set(FL_ENOMEM, "dataset: out of memory for %zu sample bytes",
+				    sb * (size_t)n * esize);
 	}
 	float mean[FL_DATASET_CHANNELS_MAX] = {0}, std[FL_DATASET_CHANNELS_MAX];
 	for (int i = 0; i < FL_DATASET_CHANNELS_MAX; i++)
@@ -71,11 +77,22 @@ int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **
 	return FL_OK;
 }
 
+int fl_dataset_new(int n, int c, int h, int w, int classes, struct fl_dataset **out)
+{
+	return dataset_alloc(n, c, h, w, classes, 0, out);
+}
+
+int fl_dataset_new_f32(int n, int c, int h, int w, int classes, struct fl_dataset **out)
+{
+	return dataset_alloc(n, c, h, w, classes, 1, out);
+}
+
 void fl_dataset_free(struct fl_dataset *ds)
 {
 	if (!ds)
 		return;
 	free(ds->pixels);
+	free(ds->values);
 	free(ds->labels);
 	free(ds);
 }
@@ -406,7 +423,6 @@ int fl_dataset_load_cifar10(const char *dir_or_file, int train, struct fl_datase
 /* ---- named data sets -------------------------------------------------- */
 
 /* buf = dir/base.gz if it exists, else dir/base if it exists. */
-/* buf = dir/base.gz if it exists, else dir/base if it exists. */
 static int idx_find(char *buf, size_t cap, const char *dir, const char *base)
 {
 	struct stat st;
@@ -481,9 +497,15 @@ int fl_dataset_load(const char *name, const char *path, int train, struct fl_dat
 			needs_path = 1;
 		else
 			err = fl_dataset_load_cifar10(path, train, out);
+	} else if (!strcmp(name, "safetensors")) {
+		if (!path || !*path)
+			needs_path = 1;
+		else
+			err = fl_dataset_load_safetensors(path, train, out);
 	} else {
 		return fl_error_set(FL_EINVAL,
-				    "unknown data set '%s' (known: fashion-mnist, mnist, cifar10)",
+				    "unknown data set '%s' (known: fashion-mnist, mnist, cifar10, "
+				    "safetensors)",
 				    name);
 	}
 	if (needs_path)

@@ -1,6 +1,7 @@
-/* dataset_ops.c - operations on a loaded data set: normalisation
- * statistics (computed, set, copied), batch gather, subsets and label
- * counts. No file is read here (loaders: dataset.c). */
+/* dataset_ops.c - operations on a loaded data set, in uint8 or float
+ * storage: normalisation statistics (computed, set, copied), batch gather,
+ * subsets and label counts. No file is read here (loaders: dataset.c,
+ * dataset_st.c). */
 #include "dataset.h"
 
 #include "errors.h"
@@ -35,10 +36,40 @@ int fl_dataset_set_norm(struct fl_dataset *ds, const float *mean, const float *s
 	return FL_OK;
 }
 
+/* Mean and population std of every channel of float storage, in double:
+ * the mean first, then the squared deviations from it. */
+static void values_norm(const struct fl_dataset *ds, float *mean, float *std)
+{
+	size_t hw = (size_t)ds->h * (size_t)ds->w, sb = hw * (size_t)ds->c;
+	double cnt = (double)ds->n * (double)hw;
+	for (int ch = 0; ch < ds->c; ch++) {
+		double s = 0, ss = 0;
+		for (int i = 0; i < ds->n; i++) {
+			const float *p = ds->values + (size_t)i * sb + (size_t)ch * hw;
+			for (size_t k = 0; k < hw; k++)
+				s += p[k];
+		}
+		double m = s / cnt;
+		for (int i = 0; i < ds->n; i++) {
+			const float *p = ds->values + (size_t)i * sb + (size_t)ch * hw;
+			for (size_t k = 0; k < hw; k++)
+				ss += ((double)p[k] - m) * ((double)p[k] - m);
+		}
+		double sd = sqrt(ss / cnt);
+		mean[ch] = (float)m;
+		std[ch] = sd > 1e-12 ? (float)sd : 1.0f;
+	}
+}
+
 int fl_dataset_compute_norm(struct fl_dataset *ds)
 {
 	if (ds->n < 1)
 		return fl_error_set(FL_EINVAL, "dataset: no samples to compute statistics on");
+	if (ds->values) {
+		float mean[FL_DATASET_CHANNELS_MAX], std[FL_DATASET_CHANNELS_MAX];
+		values_norm(ds, mean, std);
+		return fl_dataset_set_norm(ds, mean, std);
+	}
 	uint64_t hist[FL_DATASET_CHANNELS_MAX][256];
 	memset(hist, 0, sizeof(hist));
 	size_t hw = (size_t)ds->h * (size_t)ds->w;
@@ -71,6 +102,17 @@ int fl_dataset_copy_norm(struct fl_dataset *dst, const struct fl_dataset *src)
 		return fl_error_set(FL_ESHAPE,
 				    "dataset: cannot copy statistics of %d channels to %d", src->c,
 				    dst->c);
+	if (dst->ndim != src->ndim || dst->h != src->h || dst->w != src->w ||
+	    !dst->values != !src->values)
+		return fl_error_set(FL_ESHAPE,
+				    "dataset: test samples are %dx%dx%d %s (ndim %d) but training "
+				    "samples are %dx%dx%d %s (ndim %d)",
+				    dst->c, dst->h, dst->w, dst->values ? "F32" : "U8", dst->ndim,
+				    src->c, src->h, src->w, src->values ? "F32" : "U8", src->ndim);
+	if (dst->classes > src->classes)
+		return fl_error_set(
+			FL_EINVAL, "dataset: the test set has %d classes, the training set only %d",
+			dst->classes, src->classes);
 	return fl_dataset_set_norm(dst, src->mean, src->std);
 }
 
@@ -81,8 +123,17 @@ void fl_dataset_gather(const struct fl_dataset *ds, const int *idx, int count, f
 	for (int i = 0; i < count; i++) {
 		int s = idx ? idx[i] : i;
 		assert(s >= 0 && s < ds->n);
-		const uint8_t *src = ds->pixels + (size_t)s * sb;
 		float *dst = x_out + (size_t)i * sb;
+		if (y_out)
+			y_out[i] = ds->labels[s];
+		if (ds->values) {
+			const float *v = ds->values + (size_t)s * sb;
+			for (int ch = 0; ch < ds->c; ch++, v += hw, dst += hw)
+				for (size_t k = 0; k < hw; k++)
+					dst[k] = (v[k] - ds->mean[ch]) / ds->std[ch];
+			continue;
+		}
+		const uint8_t *src = ds->pixels + (size_t)s * sb;
 		for (int ch = 0; ch < ds->c; ch++) {
 			const float *lut = ds->lut[ch];
 			for (size_t k = 0; k < hw; k++)
@@ -90,8 +141,6 @@ void fl_dataset_gather(const struct fl_dataset *ds, const int *idx, int count, f
 			src += hw;
 			dst += hw;
 		}
-		if (y_out)
-			y_out[i] = ds->labels[s];
 	}
 }
 
@@ -111,13 +160,19 @@ int fl_dataset_subset(const struct fl_dataset *ds, const int *idx, int count,
 						    "dataset: subset index %d out of range [0, %d)",
 						    idx[i], ds->n);
 	struct fl_dataset *sub;
-	int err = fl_dataset_new(count, ds->c, ds->h, ds->w, ds->classes, &sub);
+	int err = ds->values ? fl_dataset_new_f32(count, ds->c, ds->h, ds->w, ds->classes, &sub)
+			     : fl_dataset_new(count, ds->c, ds->h, ds->w, ds->classes, &sub);
 	if (err)
 		return err;
+	sub->ndim = ds->ndim;
 	size_t sb = sample_floats(ds);
 	for (int i = 0; i < count; i++) {
 		int s = idx ? idx[i] : i;
-		memcpy(sub->pixels + (size_t)i * sb, ds->pixels + (size_t)s * sb, sb);
+		if (ds->values)
+			memcpy(sub->values + (size_t)i * sb, ds->values + (size_t)s * sb,
+			       sb * sizeof(float));
+		else
+			memcpy(sub->pixels + (size_t)i * sb, ds->pixels + (size_t)s * sb, sb);
 		sub->labels[i] = ds->labels[s];
 	}
 	memcpy(sub->mean, ds->mean, sizeof(ds->mean));

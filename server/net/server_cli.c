@@ -5,6 +5,7 @@
 
 #include "channel.h"
 #include "cliopt.h"
+#include "dataset.h"
 #include "errors.h"
 #include "transport.h"
 #include "wire.h"
@@ -58,7 +59,8 @@ void srv_opts_usage(FILE *f)
 		"  --gamma G | --rank R   factor rank rule (default gamma 0.1); --alpha A for loha\n"
 		"  --config FILE          PEFT adapter_config.json (overrides gamma/rank)\n"
 		"  --base FILE            loha: frozen base weights served to clients\n"
-		"  --data NAME            input shape of fashion-mnist (default), mnist or cifar10\n"
+		"  --data NAME            input shape of fashion-mnist (default), mnist, cifar10 or\n"
+		"                         safetensors (a folder: --data-path DIR, docs/DATA.md)\n"
 		"rounds:\n"
 		"  --rounds N (3)  --min-clients N (1)  --fraction F (1)  --min-fit N (1)\n"
 		"  --min-report N (1)  --max-retries N (3)  --round-timeout SEC (60)\n"
@@ -78,7 +80,8 @@ void srv_opts_usage(FILE *f)
 		"evaluation and output:\n"
 		"  --eval-every N         federated evaluation every N rounds (0 = never)\n"
 		"  --eval-data NAME       central evaluation on this test set after each round\n"
-		"  --data-path DIR        its folder;  --eval-limit N  first N test samples\n"
+		"  --data-path DIR        its folder (and --data's);  --eval-limit N  first N test\n"
+		"                         samples\n"
 		"  --checkpoint FILE      checkpoint after every round; resume from it if present\n"
 		"  --out DIR              export the final model (fl_model_save folder)\n"
 		"  --threads T (1)  --log-level error|warn|info|debug  --debug-tensors\n"
@@ -311,13 +314,22 @@ char *srv_opts_config_json(const struct srv_opts *o)
 	return s;
 }
 
-void srv_opts_data_dims(const char *name, int *c, int *h, int *w, int *classes)
+int srv_opts_data_dims(const char *name, const char *path, int *c, int *h, int *w, int *classes)
 {
 	*classes = 10;
-	if (name && !strcmp(name, "cifar10"))
+	if (name && !strcmp(name, "safetensors")) {
+		struct fl_dataset *ds;
+		int err = fl_dataset_load(name, path, 1, &ds);
+		if (err)
+			return err;
+		*c = ds->c, *h = ds->h, *w = ds->w, *classes = ds->classes;
+		fl_dataset_free(ds);
+	} else if (name && !strcmp(name, "cifar10")) {
 		*c = 3, *h = 32, *w = 32;
-	else
+	} else {
 		*c = 1, *h = 28, *w = 28;
+	}
+	return FL_OK;
 }
 
 int srv_opts_parse(int argc, char **argv, struct srv_opts *o)

@@ -41,7 +41,10 @@ void srv_opts_free(struct srv_opts *o);
 /* The PEFT-format config text sent in Welcome: --config's file with --param
  * applied, or one built from the flags; NULL with the error set. */
 char *srv_opts_config_json(const struct srv_opts *o);
-/* Input shape of the data set by name (cifar10, else 28x28 grey). */
-void srv_opts_data_dims(const char *name, int *c, int *h, int *w, int *classes);
+/* Input shape and classes of the data set by name: cifar10 3x32x32,
+ * safetensors those of the training split in the folder `path` (loaded to
+ * read them), else 28x28 grey; 10 classes for the built-in sets. FL_OK or
+ * the loader's error. */
+int srv_opts_data_dims(const char *name, const char *path, int *c, int *h, int *w, int *classes);
 
 #endif

@@ -201,10 +201,11 @@ static int build_model(const struct srv_opts *o, struct daemon *d)
 {
 	int c, h, w, classes, err;
 	d->cfg_json = srv_opts_config_json(o);
-	srv_opts_data_dims(o->eval_data ? o->eval_data : o->data, &c, &h, &w, &classes);
 	if (!d->cfg_json)
 		return FL_EINVAL;
-	if ((err = fl_peft_config_parse(d->cfg_json, strlen(d->cfg_json), "config", &d->pc)) ||
+	if ((err = srv_opts_data_dims(o->eval_data ? o->eval_data : o->data, o->data_path, &c, &h,
+				      &w, &classes)) ||
+	    (err = fl_peft_config_parse(d->cfg_json, strlen(d->cfg_json), "config", &d->pc)) ||
 	    (err = fl_model_new(o->model, c, h, w, classes, d->pc, o->train.seed, 1, &d->s.model)))
 		return err;
 	return o->base ? fl_model_load_base(d->s.model, o->base) : FL_OK;
