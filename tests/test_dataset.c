@@ -112,18 +112,6 @@ static void test_idx_raw_and_gz(void)
 	fl_dataset_free(NULL);
 }
 
-static int fails_with(int got, int want, const char *needle)
-{
-	const char *msg = fl_error_msg();
-	int ok = got == want && (!needle || strstr(msg, needle));
-	if (getenv("FL_TEST_VERBOSE"))
-		printf("  error %d: %s\n", got, msg);
-	if (!ok)
-		fprintf(stderr, "  got %d (%s), want %d with '%s'\n", got, msg, want,
-			needle ? needle : "");
-	return ok;
-}
-
 static void test_idx_errors(void)
 {
 	const char *img = tpath("e-img"), *lab = tpath("e-lab"), *bad = tpath("e-bad");
@@ -135,19 +123,19 @@ static void test_idx_errors(void)
 
 	/* truncated raw image data (35 of 36 bytes) */
 	write_idx(bad, 0, 0x803, dims, 3, data, 35);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "truncated"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "truncated"));
 	FL_CHECK(ds == NULL);
 	FL_CHECK(strstr(fl_error_msg(), bad) && strstr(fl_error_msg(), "36"));
 	/* truncated gzip: valid stream cut short */
 	write_idx(bad, 1, 0x803, dims, 3, data, 20);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "truncated"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "truncated"));
 	const char *gzcut = tpath("e-cut.gz");
 	write_idx(gzcut, 1, 0x803, dims, 3, data, 36);
 	struct stat st;
 	stat(gzcut, &st);
 	FL_CHECK(truncate(gzcut, st.st_size - 6) == 0);
-	FL_CHECK(fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT,
-			    "truncated or corrupt"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT,
+				    "truncated or corrupt"));
 	FL_CHECK(strstr(fl_error_msg(), gzcut) != NULL);
 	/* gzip cut in the middle of the compressed data, and corrupted */
 	enum {
@@ -162,7 +150,7 @@ static void test_idx_errors(void)
 	stat(gzcut, &st);
 	FL_CHECK(st.st_size > 1000);
 	FL_CHECK(truncate(gzcut, st.st_size / 2) == 0);
-	FL_CHECK(fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT, "truncated"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT, "truncated"));
 	FL_CHECK(strstr(fl_error_msg(), "20000 bytes of pixel data") != NULL);
 	write_idx(gzcut, 1, 0x803, ndims, 3, noise, sizeof(noise));
 	FILE *fp = fopen(gzcut, "r+b");
@@ -171,46 +159,50 @@ static void test_idx_errors(void)
 		fputc(0x5A, fp);
 	}
 	fclose(fp);
-	FL_CHECK(fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT, "corrupt gzip"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(gzcut, lab, &ds), FL_EFORMAT,
+				    "corrupt gzip"));
 	/* header shorter than its dimensions */
 	write_bytes(bad, 0, (const uint8_t *)"\0\0\x08\x03\0\0\0\x04", 8, NULL, 0);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "header"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "header"));
 	write_bytes(bad, 0, (const uint8_t *)"\0\0", 2, NULL, 0);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "too short"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "too short"));
 	/* extra bytes after the data */
 	write_idx(bad, 0, 0x803, dims, 3, data, 40);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "after"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "after"));
 	write_idx(bad, 1, 0x803, dims, 3, data, 40);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "continues"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "continues"));
 	/* wrong magic: files swapped, and a 4-byte-element IDX */
-	FL_CHECK(fails_with(fl_dataset_load_idx(lab, img, &ds), FL_EFORMAT, "magic 0x00000801"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(lab, img, &ds), FL_EFORMAT,
+				    "magic 0x00000801"));
 	write_idx(bad, 0, 0xC03, dims, 3, data, 36);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "not an IDX image"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT,
+				    "not an IDX image"));
 	/* counts differ */
 	uint32_t ldim[1] = {5};
 	write_idx(bad, 0, 0x801, ldim, 1, data, 5);
-	FL_CHECK(fails_with(fl_dataset_load_idx(img, bad, &ds), FL_EFORMAT, "5 labels"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(img, bad, &ds), FL_EFORMAT, "5 labels"));
 	/* zero dimension, sizes over the caps (checked before allocating) */
 	uint32_t zero[3] = {4, 0, 3};
 	write_idx(bad, 0, 0x803, zero, 3, data, 0);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "is 0"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "is 0"));
 	uint32_t huge[3] = {4000000000u, 28, 28};
 	write_idx(bad, 1, 0x803, huge, 3, data, 36);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_ERANGE, "limit"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_ERANGE, "limit"));
 	uint32_t over[3] = {0xFFFFFFFFu, 0xFFFFu, 0xFFFFu}; /* product overflows 64 bits */
 	write_idx(bad, 0, 0x803, over, 3, data, 36);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_ERANGE, "limit"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_ERANGE, "limit"));
 	uint32_t wide[3] = {1, 100000, 100000};
 	write_idx(bad, 0, 0x803, wide, 3, data, 36);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_ERANGE, bad));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_ERANGE, bad));
 	/* a gzip file whose header claims 7.8 GB: fails as truncated without
 	 * allocating it all */
 	uint32_t big[3] = {10000000, 28, 28};
 	write_idx(bad, 1, 0x803, big, 3, data, 36);
-	FL_CHECK(fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "found 36"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(bad, lab, &ds), FL_EFORMAT, "found 36"));
 	/* missing file */
-	FL_CHECK(fails_with(fl_dataset_load_idx(tpath("nope"), lab, &ds), FL_ENOTFOUND, "nope"));
-	FL_CHECK(fails_with(fl_dataset_load_idx(tmp, lab, &ds), FL_EIO, "regular"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(tpath("nope"), lab, &ds), FL_ENOTFOUND,
+				    "nope"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_idx(tmp, lab, &ds), FL_EIO, "regular"));
 	FL_CHECK(ds == NULL);
 }
 
@@ -231,7 +223,7 @@ static void test_idx_classes(void)
 	FL_CHECK(fl_dataset_load_idx(img, lab, &ds) == FL_OK);
 	FL_CHECK(ds && ds->classes == 15 && ds->labels[1] == 14);
 	fl_dataset_free(ds);
-	FL_CHECK(fails_with(fl_dataset_load("mnist", dir, 1, &ds), FL_EFORMAT, "label 14"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load("mnist", dir, 1, &ds), FL_EFORMAT, "label 14"));
 }
 
 /* ---- named loads and committed fixtures ------------------------------- */
@@ -256,11 +248,14 @@ static void test_load_named(void)
 	FL_CHECK(fl_dataset_load("fashion-mnist", dir, 0, &ds) == FL_OK);
 	FL_CHECK(ds && check_pattern(ds, 7, 28, 28));
 	fl_dataset_free(ds);
-	FL_CHECK(fails_with(fl_dataset_load("mnist", dir, 1, &ds), FL_ENOTFOUND,
-			    "train-images-idx3-ubyte"));
-	FL_CHECK(fails_with(fl_dataset_load("mnist", NULL, 1, &ds), FL_EINVAL, "needs a path"));
-	FL_CHECK(fails_with(fl_dataset_load("cifar10", "", 1, &ds), FL_EINVAL, "needs a path"));
-	FL_CHECK(fails_with(fl_dataset_load("imagenet", dir, 1, &ds), FL_EINVAL, "imagenet"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load("mnist", dir, 1, &ds), FL_ENOTFOUND,
+				    "train-images-idx3-ubyte"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load("mnist", NULL, 1, &ds), FL_EINVAL,
+				    "needs a path"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load("cifar10", "", 1, &ds), FL_EINVAL,
+				    "needs a path"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load("imagenet", dir, 1, &ds), FL_EINVAL,
+				    "imagenet"));
 	FL_CHECK(ds == NULL);
 }
 
@@ -318,19 +313,20 @@ static void test_cifar10(void)
 	FL_CHECK(ds && ds->n == 3 && ds->labels[0] == 9 && ds->labels[2] == 7 &&
 		 ds->pixels[3072 + 5] == 10 && ds->pixels[2 * 3072 + 100] == (uint8_t)300);
 	fl_dataset_free(ds);
-	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_ENOTFOUND,
-			    "data_batch_1.bin"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_ENOTFOUND,
+				    "data_batch_1.bin"));
 
 	/* wrong size, bad label, empty */
 	snprintf(file, sizeof(file), "%s/bad.bin", tmp);
 	write_bytes(file, 0, rec, sizeof(rec) - 1, NULL, 0);
-	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT, "multiple of 3073"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT,
+				    "multiple of 3073"));
 	rec[3073] = 10;
 	write_bytes(file, 0, rec, sizeof(rec), NULL, 0);
-	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT,
-			    "record 1 has label 10"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT,
+				    "record 1 has label 10"));
 	write_bytes(file, 0, rec, 0, NULL, 0);
-	FL_CHECK(fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT, "0 bytes"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_cifar10(file, 1, &ds), FL_EFORMAT, "0 bytes"));
 	FL_CHECK(ds == NULL);
 }
 
@@ -379,9 +375,9 @@ static void test_norm_gather_subset(void)
 	fl_dataset_gather(other, NULL, 1, x, NULL);
 	FL_CHECK_NEAR(x[4], (0.0 - ds->mean[1]) / ds->std[1], 1e-5, 0);
 	FL_CHECK(fl_dataset_new(2, 1, 2, 2, 10, &gray) == FL_OK);
-	FL_CHECK(fails_with(fl_dataset_copy_norm(gray, ds), FL_ESHAPE, "channels"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_copy_norm(gray, ds), FL_ESHAPE, "channels"));
 	float bm[3] = {0, 0, 0}, bs[3] = {1, 0, 1};
-	FL_CHECK(fails_with(fl_dataset_set_norm(other, bm, bs), FL_EINVAL, "channel 1"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_set_norm(other, bm, bs), FL_EINVAL, "channel 1"));
 	/* constant data: std falls back to 1 */
 	FL_CHECK(fl_dataset_compute_norm(gray) == FL_OK);
 	FL_CHECK(gray && gray->mean[0] == 0.0f && gray->std[0] == 1.0f);
@@ -397,8 +393,9 @@ static void test_norm_gather_subset(void)
 	FL_CHECK(sub && sub->n == 3 && sub->labels[2] == 6 && sub->pixels[12] == 10);
 	fl_dataset_free(sub);
 	int badidx[1] = {4};
-	FL_CHECK(fails_with(fl_dataset_subset(ds, badidx, 1, &sub), FL_EINVAL, "out of range"));
-	FL_CHECK(fails_with(fl_dataset_subset(ds, NULL, 5, &sub), FL_EINVAL, "subset"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_subset(ds, badidx, 1, &sub), FL_EINVAL,
+				    "out of range"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_subset(ds, NULL, 5, &sub), FL_EINVAL, "subset"));
 	FL_CHECK(sub == NULL);
 
 	int counts[10];
@@ -407,9 +404,10 @@ static void test_norm_gather_subset(void)
 	fl_dataset_label_counts(ds, idx, 3, counts);
 	FL_CHECK(counts[9] == 2 && counts[0] == 1 && counts[3] == 0);
 
-	FL_CHECK(fails_with(fl_dataset_new(0, 1, 1, 1, 10, &sub), FL_EINVAL, "n=0"));
-	FL_CHECK(fails_with(fl_dataset_new(1, 5, 1, 1, 10, &sub), FL_EINVAL, "c=5"));
-	FL_CHECK(fails_with(fl_dataset_new(1000, 1, 65536, 65536, 10, &sub), FL_ERANGE, "limit"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_new(0, 1, 1, 1, 10, &sub), FL_EINVAL, "n=0"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_new(1, 5, 1, 1, 10, &sub), FL_EINVAL, "c=5"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_new(1000, 1, 65536, 65536, 10, &sub), FL_ERANGE,
+				    "limit"));
 	fl_dataset_free(ds);
 	fl_dataset_free(other);
 	fl_dataset_free(gray);

@@ -50,18 +50,6 @@ static const char *folder(const char *name)
 	return buf;
 }
 
-static int fails_with(int got, int want, const char *needle)
-{
-	const char *msg = fl_error_msg();
-	int ok = got == want && (!needle || strstr(msg, needle));
-	if (getenv("FL_TEST_VERBOSE"))
-		printf("  error %d: %s\n", got, msg);
-	if (!ok)
-		fprintf(stderr, "  got %d (%s), want %d with '%s'\n", got, msg, want,
-			needle ? needle : "");
-	return ok;
-}
-
 /* Mean and population std of channel ch of n samples of c x hw floats. */
 static void ref_norm(const float *x, int n, int c, int hw, int ch, double *mean, double *std)
 {
@@ -270,8 +258,8 @@ static void test_split_mismatch(void)
 		write_st(dir, "test.safetensors", cases[i].x, cases[i].y);
 		FL_CHECK(fl_dataset_load_safetensors(dir, 0, &te) == FL_OK);
 		if (te)
-			FL_CHECK(fails_with(fl_dataset_copy_norm(te, tr), cases[i].err,
-					    cases[i].needle));
+			FL_CHECK(fl_test_fails_with(fl_dataset_copy_norm(te, tr), cases[i].err,
+						    cases[i].needle));
 		fl_dataset_free(te);
 		te = NULL;
 	}
@@ -368,7 +356,7 @@ static void test_errors(void)
 		write_st(dir, "train.safetensors", &b->x, &b->y);
 		struct fl_dataset *ds = NULL;
 		int err = fl_dataset_load_safetensors(dir, 1, &ds);
-		FL_CHECK_MSG(fails_with(err, b->err, b->needle) &&
+		FL_CHECK_MSG(fl_test_fails_with(err, b->err, b->needle) &&
 				     strstr(fl_error_msg(), "train.safetensors"),
 			     "case %s", b->what);
 		FL_CHECK(ds == NULL);
@@ -380,23 +368,25 @@ static void test_missing_and_malformed(void)
 {
 	struct fl_dataset *ds = NULL;
 	const char *path;
-	FL_CHECK(fails_with(fl_dataset_load_safetensors("/nonexistent/data", 1, &ds), FL_ENOTFOUND,
-			    "not a folder"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_safetensors("/nonexistent/data", 1, &ds),
+				    FL_ENOTFOUND, "not a folder"));
 	const char *dir = folder("half");
 	float v[4] = {1, 2, 3, 4};
 	int32_t y[2] = {0, 1};
 	struct spec xs = {FL_DTYPE_F32, 2, {2, 2}, v}, ys = {FL_DTYPE_I32, 1, {2}, y};
 	write_st(dir, "train.safetensors", &xs, &ys);
-	FL_CHECK(fails_with(fl_dataset_load_safetensors(dir, 0, &ds), FL_ENOTFOUND,
-			    "test.safetensors"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_safetensors(dir, 0, &ds), FL_ENOTFOUND,
+				    "test.safetensors"));
 	path = fl_test_join(dir, "test.safetensors");
 	fl_test_write_file(path, "\x10\0\0\0\0\0\0\0{\"x\": 1}garbage", 24);
-	FL_CHECK(fails_with(fl_dataset_load_safetensors(dir, 0, &ds), FL_EFORMAT,
-			    "test.safetensors"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_safetensors(dir, 0, &ds), FL_EFORMAT,
+				    "test.safetensors"));
 	fl_test_write_file(path, "\xff\xff", 2);
-	FL_CHECK(fails_with(fl_dataset_load_safetensors(dir, 0, &ds), FL_EFORMAT, NULL));
-	FL_CHECK(fails_with(fl_dataset_load("safetensors", NULL, 1, &ds), FL_EINVAL, "path"));
-	FL_CHECK(fails_with(fl_dataset_load("nope", dir, 1, &ds), FL_EINVAL, "safetensors"));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load_safetensors(dir, 0, &ds), FL_EFORMAT, NULL));
+	FL_CHECK(fl_test_fails_with(fl_dataset_load("safetensors", NULL, 1, &ds), FL_EINVAL,
+				    "path"));
+	FL_CHECK(
+		fl_test_fails_with(fl_dataset_load("nope", dir, 1, &ds), FL_EINVAL, "safetensors"));
 	FL_CHECK(ds == NULL);
 }
 

@@ -167,3 +167,15 @@ void fl_test_write_file(const char *path, const void *p, size_t n)
 	FL_CHECK(fwrite(p, 1, n, f) == n);
 	fclose(f);
 }
+
+int fl_test_fails_with(int got, int want, const char *needle)
+{
+	const char *msg = fl_error_msg();
+	int ok = got == want && (!needle || strstr(msg, needle));
+	if (getenv("FL_TEST_VERBOSE"))
+		printf("  error %d: %s\n", got, msg);
+	if (!ok)
+		fprintf(stderr, "  got %d (%s), want %d with '%s'\n", got, msg, want,
+			needle ? needle : "");
+	return ok;
+}

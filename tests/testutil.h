@@ -34,6 +34,11 @@ int fl_test_array_near_impl(const float *a, const float *b, size_t n, double rto
 void fl_test_run(const char *name, void (*fn)(void));
 int fl_test_main_end(void);
 
+/* 1 when got == want and the last error message contains needle (NULL:
+ * any message), else 0 with both on stderr; FL_TEST_VERBOSE=1 prints every
+ * message checked. */
+int fl_test_fails_with(int got, int want, const char *needle);
+
 /* Fills with uniform values in [lo, hi) from a seeded generator. */
 void fl_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 /* Copies n floats into doubles (the reference computations' state). */
