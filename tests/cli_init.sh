@@ -44,7 +44,7 @@ expect 1 "$CLIENT" train --model cnn "${DATA[@]}" --epochs 0 --init "$INIT"
 [ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "cnn --init: not one line: $(cat "$TMP/err")"
 contains "$TMP/err" "--init $INIT: missing keys: conv1.weight, conv1.bias"
 contains "$TMP/err" "unexpected keys: fc3.bias, fc3.weight"
-contains "$TMP/err" "shape mismatch: fc1.weight file (200,784) model (512,3136)"
+contains "$TMP/err" "shape mismatch: fc1.weight file [200, 784] model [512, 3136]"
 # fedpara trains its targeted layers from scratch: no dense weight to load
 expect 1 "$CLIENT" train --model 2nn --param fedpara "${DATA[@]}" --epochs 0 --init "$INIT"
 contains "$TMP/err" "from-scratch layers have no dense weight: fc1.weight, fc2.weight"

@@ -183,7 +183,7 @@ static void test_problems_listed(void)
 	FL_CHECK_MSG(err == FL_ESHAPE && strstr(msg, path) &&
 			     strstr(msg,
 				    ": missing keys: fc2.weight; unexpected keys: extra.weight; "
-				    "shape mismatch: fc1.weight file (3,5) model (200,64)"),
+				    "shape mismatch: fc1.weight file [3, 5] model [200, 64]"),
 		     "%d %s", err, msg);
 	FL_CHECK(params_equal(m, before));
 	/* 20 unexpected keys: the first names, then how many more */

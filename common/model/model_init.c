@@ -85,18 +85,6 @@ static int is_factor(const struct fl_model_tensor *t)
 	return strstr(t->name, ".hada_") != NULL || strstr(t->name, ".lora_") != NULL;
 }
 
-/* "(10,784)" */
-static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
-{
-	size_t n = (size_t)snprintf(buf, cap, "(");
-	for (int i = 0; i < ndim && n < cap; i++)
-		n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? "," : "",
-				      (long long)shape[i]);
-	if (n < cap)
-		snprintf(buf + n, cap - n, ")");
-	return buf;
-}
-
 /* Checks a file tensor against the model tensor t and converts it into
  * dst (t->numel floats), or records why not. */
 static void take_tensor(const struct fl_model_tensor *t, const struct fl_st_tensor *st, float *dst,
@@ -108,8 +96,8 @@ static void take_tensor(const struct fl_model_tensor *t, const struct fl_st_tens
 		same = st->shape[i] == t->shape[i];
 	if (!same) {
 		snprintf(item, sizeof(item), "%s file %s model %s", t->name,
-			 shape_str(st->shape, st->ndim, fs, sizeof(fs)),
-			 shape_str(t->shape, t->ndim, ms, sizeof(ms)));
+			 fl_error_shape_str(st->shape, st->ndim, fs, sizeof(fs)),
+			 fl_error_shape_str(t->shape, t->ndim, ms, sizeof(ms)));
 		report_add(r, P_SHAPE, item);
 		return;
 	}

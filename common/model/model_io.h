@@ -55,8 +55,8 @@ int fl_model_load_base(struct fl_model *m, const char *path);
  *             so its <name>.weight in the file is refused (the factors keep
  *             their seeded init).
  * Every problem is collected into one message, "path: missing keys: a, b;
- * unexpected keys: c; shape mismatch: fc1.weight file (10,20) model
- * (10,784)" (the first names of each kind, then "and N more"), and m is
+ * unexpected keys: c; shape mismatch: fc1.weight file [10, 20] model
+ * [10, 784]" (the first names of each kind, then "and N more"), and m is
  * left untouched; FL_ENONFINITE when the only problem is a NaN or an
  * infinity, else FL_ESHAPE. Calls fl_model_params_changed on success. */
 int fl_model_load_init(struct fl_model *m, const char *path);
