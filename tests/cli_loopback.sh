@@ -14,7 +14,9 @@
 #      closed (the first two told why in plaintext; the last at the
 #      handshake timeout) while the real clients carry on
 #   6. loha with a base and empty state folders: the clients fetch the base
-#      before their first task (no retried round, no protocol error)
+#      before their first task (no retried round, no protocol error); 6b.
+#      the server started from --init serves it as the base, and clients
+#      given the same --init load it without a fetch
 #   7. the coordinator's --dtype f16 reaches a client without its own --dtype
 #      (updates of 2 bytes per value); the client's --dtype f32 wins
 # Every process runs under timeout(1); the trap kills what is left.
@@ -193,6 +195,24 @@ if grep -h "unexpected RoundTask\|BaseRequest is only allowed" "$TMP"/s6.err "$T
 fi
 cmp "$TMP/lstate0/base.safetensors" "$TMP/loha_base/model.safetensors" || fail "6: base not fetched"
 echo "ok 6: loha clients fetched the base, then trained 2 rounds"
+
+# ---- 6b. --init: the server starts from and serves the file, clients with
+# the same --init load it without fetching ----
+start_server s6i --model 2nn --param loha --init "$TMP/loha_base/model.safetensors" --rounds 1 \
+	--min-clients 2 --round-timeout 20 --max-retries 1 --seed 1
+for i in 0 1; do
+	start_client c6i_$i $i --limit 300 --state-dir "$TMP/istate$i" \
+		--init "$TMP/loha_base/model.safetensors"
+	pids[$i]=$CPID
+done
+wait $SPID || fail "6b: server exit $?"
+for i in 0 1; do wait "${pids[$i]}" || fail "6b: client $i exited $?"; done
+grep -q "^round 1/1 selected 2 reported 2 dropped 0 rejected 0 attempts 1 " "$TMP/s6i.out" ||
+	fail "6b: the round was not completed at the first attempt"
+for i in 0 1; do
+	[ ! -e "$TMP/istate$i/base.safetensors" ] || fail "6b: client $i fetched the base"
+done
+echo "ok 6b: server and clients started from --init, nothing fetched"
 
 # ---- 7. --dtype f16 on the coordinator only ----
 for want in f16 f32; do

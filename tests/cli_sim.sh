@@ -210,7 +210,7 @@ expect 1 "$BIN" --data mnist --data-path "$DATA" --param dense --init "$TMP/none
 [ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "--init missing file: $(cat "$TMP/err")"
 expect 1 "$BIN" --data mnist --data-path "$DATA" --param dense --model mlp --init "$INIT" \
 	--clients 2 --rounds 1 --quiet --out "$TMP/r3"
-contains "$TMP/err" "wrong shape"
+contains "$TMP/err" "shape mismatch: fc1.weight"
 expect 1 "$BIN" --data mnist --data-path "$DATA" --param loha --init "$INIT" --clients 2 \
 	--rounds 1 --modules-to-save fc9 --quiet --out "$TMP/r3"
 contains "$TMP/err" "no layer 'fc9'"

@@ -1,6 +1,8 @@
 /* test_peft_config.c - adapter_config.json: parsing, every bad-value message,
  * PEFT's matching rules (list / regex / all-linear, exclude, layer indexes,
- * rank and alpha patterns, modules_to_save) and the atomic writer. */
+ * rank and alpha patterns, modules_to_save), also over the full module
+ * names of the model description, and the atomic writer (string and list
+ * forms kept). */
 #include "errors.h"
 #include "peft_config.h"
 #include "testutil.h"
@@ -379,6 +381,147 @@ static void test_write_roundtrip(void)
 	fl_peft_config_free(c);
 }
 
+/* The module names of the description format, given in full. */
+static const char *const N1 = "layers.3.fc1", *const N2 = "encoder.layers.10.attn.q_proj",
+			 *const N3 = "fc1";
+
+/* Which of N1, N2, N3 a config targets, as "110" (N3 the output layer). */
+static const char *which(const char *json)
+{
+	static char out[4];
+	struct fl_peft_config *c = parse(json);
+	const char *n[3] = {N1, N2, N3};
+	for (int i = 0; i < 3; i++)
+		out[i] = c && targets(c, n[i], 1, i == 2) == 1 ? '1' : '0';
+	out[3] = '\0';
+	fl_peft_config_free(c);
+	return out;
+}
+
+#define EXPECT_WHICH(json, want) \
+	FL_CHECK_MSG(strcmp(which(json), want) == 0, "%s: %s, want %s", json, which(json), want)
+
+static void test_module_names(void)
+{
+	/* lists: the entry or a "."-suffix */
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"]}", "111");
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": [\"attn.q_proj\"]}", "010");
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": [\"3.fc1\", \"proj\"]}", "100");
+	/* a string is a regex matched against the whole name, not searched */
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": \"fc1\"}", "001");
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": \"q_proj\"}", "000");
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": \".*\\\\.(fc1|q_proj)\"}",
+		     "110");
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": \"(.*\\\\.)?fc\\\\d\"}", "101");
+	/* all-linear: every linear layer but the output */
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": \"all-linear\"}", "110");
+	/* exclude_modules: list and regex, before any target rule */
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": \"all-linear\", \"exclude_modules\": [\"3.fc1\"]}",
+		"010");
+	EXPECT_WHICH("{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"],"
+		     " \"exclude_modules\": \"encoder\\\\..*\"}",
+		     "101");
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"], \"exclude_modules\": [\"fc1\"]}",
+		"010");
+	/* modules_to_save are trained dense, never adapted */
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"], \"modules_to_save\": [\"fc1\"]}",
+		"010");
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"], \"modules_to_save\": [\"attn\"]}",
+		"101");
+	/* layers_to_transform without layers_pattern: any ".<word>.<n>." (a
+	 * top-level "layers.3." has no dot before it: no index, as in PEFT);
+	 * an exact name skips the filter */
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"], \"layers_to_transform\": 10}",
+		"011");
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"], \"layers_to_transform\": [3]}",
+		"001");
+	/* with layers_pattern, a string or a list tried in order */
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"q_proj\"], \"layers_to_transform\": [10, 11],"
+		" \"layers_pattern\": \"layers\"}",
+		"010");
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"q_proj\"], \"layers_to_transform\": [10],"
+		" \"layers_pattern\": \"blocks\"}",
+		"000");
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"q_proj\"], \"layers_to_transform\": [10],"
+		" \"layers_pattern\": [\"blocks\", \"layers\"]}",
+		"010");
+	/* a regex target is never filtered by layer (PEFT) */
+	EXPECT_WHICH(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": \".*q_proj\", \"layers_to_transform\": [0]}",
+		"010");
+
+	/* rank_pattern with a regex key, alpha_pattern; s = alpha / r per layer */
+	struct fl_peft_config *c = parse(
+		"{\"peft_type\": \"LOHA\", \"r\": 8, \"alpha\": 16, \"target_modules\": [\"fc1\", \"q_proj\"],"
+		" \"rank_pattern\": {\"layers\\\\.\\\\d+\\\\.attn\\\\.q_proj\": 2, \"fc1\": 4},"
+		" \"alpha_pattern\": {\"q_proj\": 3, \"layers\\\\.3\\\\.fc1\": 6}}");
+	if (!c)
+		return;
+	FL_CHECK(fl_peft_config_rank(c, N2) == 2 && fl_peft_config_rank(c, N1) == 4 &&
+		 fl_peft_config_rank(c, N3) == 4);
+	FL_CHECK(fl_peft_config_rank(c, "layers.3.attn.q_proj") == 2); /* (.*\.)? is optional */
+	FL_CHECK(fl_peft_config_rank(c, "layers.x.attn.q_proj") == 8);
+	FL_CHECK_NEAR(fl_peft_config_scale(c, N2), 3.0 / 2, 0, 0);
+	FL_CHECK_NEAR(fl_peft_config_scale(c, N1), 6.0 / 4, 0, 0);
+	FL_CHECK_NEAR(fl_peft_config_scale(c, N3), 16.0 / 4, 0, 0);
+	fl_peft_config_free(c);
+}
+
+/* The list forms of the selection keys round-trip through the writer
+ * (strings stay strings, lists stay lists, as PEFT writes them). */
+static void test_write_lists(void)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/adapter_config.json", fl_test_tmpdir("peftlists"));
+	struct fl_peft_config *c = parse(
+		"{\"peft_type\": \"LOHA\", \"target_modules\": [\"fc1\", \"q_proj\"], \"exclude_modules\": [\"3.fc1\"],"
+		" \"layers_to_transform\": [10, 2], \"layers_pattern\": [\"blocks\", \"layers\"],"
+		" \"rank_pattern\": {\"layers\\\\.\\\\d+\\\\.attn\\\\.q_proj\": 2},"
+		" \"alpha_pattern\": {\"q_proj\": 3}, \"modules_to_save\": [\"head\"]}");
+	struct fl_peft_config *d = NULL;
+	if (!c || !FL_CHECK(fl_peft_config_write(c, path) == FL_OK))
+		goto out;
+	char *text = fl_test_read_file(path, NULL);
+	FL_CHECK(text && strstr(text, "\"exclude_modules\": [\n    \"3.fc1\"\n  ]"));
+	FL_CHECK(text && strstr(text, "\"layers_to_transform\": [\n    10,\n    2\n  ]"));
+	FL_CHECK(text &&
+		 strstr(text, "\"layers_pattern\": [\n    \"blocks\",\n    \"layers\"\n  ]"));
+	FL_CHECK(text && strstr(text, "\"layers\\\\.\\\\d+\\\\.attn\\\\.q_proj\": 2"));
+	free(text);
+	if (!FL_CHECK(fl_peft_config_read(path, &d) == FL_OK))
+		goto out;
+	FL_CHECK(d->exclude_kind == FL_PEFT_SEL_LIST && d->n_exclude_modules == 1);
+	FL_CHECK(d->layers_to_transform_is_list && d->n_layers_to_transform == 2 &&
+		 d->layers_to_transform[0] == 10);
+	FL_CHECK(d->layers_pattern_is_list && d->n_layers_pattern == 2);
+	FL_CHECK(targets(d, N2, 1, 0) == 1 && targets(d, N1, 1, 0) == 0);
+	FL_CHECK(fl_peft_config_rank(d, N2) == 2 && fl_peft_config_alpha(d, N2) == 3);
+	fl_peft_config_free(d);
+	d = NULL;
+	/* a regex exclude stays a string */
+	free(c->exclude_modules[0]);
+	c->exclude_modules[0] = strdup("encoder\\..*");
+	c->exclude_kind = FL_PEFT_SEL_REGEX;
+	FL_CHECK(fl_peft_config_write(c, path) == FL_OK);
+	if (FL_CHECK(fl_peft_config_read(path, &d) == FL_OK)) {
+		FL_CHECK(d->exclude_kind == FL_PEFT_SEL_REGEX &&
+			 !strcmp(d->exclude_modules[0], "encoder\\..*"));
+		FL_CHECK(targets(d, N2, 1, 0) == 0);
+	}
+out:
+	fl_peft_config_free(c);
+	fl_peft_config_free(d);
+}
+
 int main(void)
 {
 	FL_RUN(test_parse_full);
@@ -389,5 +532,7 @@ int main(void)
 	FL_RUN(test_patterns);
 	FL_RUN(test_bad_configs);
 	FL_RUN(test_write_roundtrip);
+	FL_RUN(test_module_names);
+	FL_RUN(test_write_lists);
 	return fl_test_main_end();
 }

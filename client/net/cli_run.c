@@ -30,6 +30,7 @@
 
 struct run_opts {
 	const char *server, *id, *data, *data_path, *partition, *state_dir, *dtype, *log_level;
+	const char *init;
 	const char *key, *server_key, *enrol_token;
 	int num_clients, client_index, limit, threads, max_attempts, debug_tensors, insecure;
 	double holdout, backoff_min, backoff_max, handshake_timeout;
@@ -65,6 +66,11 @@ static void run_usage(FILE *f)
 		"  without --num-clients, all of --data-path's training files are this client's\n"
 		"state and wire:\n"
 		"  --state-dir DIR      pFedPara local tensors and a fetched loha base live here\n"
+		"  --init FILE          loha: the frozen base, a PyTorch state dict (safetensors;\n"
+		"                       the server's --init or --base file): used when its SHA-256\n"
+		"                       is the server's, so nothing is fetched. Only the loha base\n"
+		"                       comes from it: the coordinator's global weights replace\n"
+		"                       the client's own every round. --base FILE is the same\n"
 		"  --dtype f32|f16|bf16|int8   preferred tensor encoding (default: the\n"
 		"                       coordinator's --dtype)\n"
 		"  --max-frame BYTES    largest frame accepted (default 4 MiB)\n"
@@ -99,6 +105,8 @@ static const struct fl_cliopt_string string_options[] = {
 	{"data-path", offsetof(struct run_opts, data_path)},
 	{"partition", offsetof(struct run_opts, partition)},
 	{"state-dir", offsetof(struct run_opts, state_dir)},
+	{"init", offsetof(struct run_opts, init)},
+	{"base", offsetof(struct run_opts, init)},
 	{"dtype", offsetof(struct run_opts, dtype)},
 	{"log-level", offsetof(struct run_opts, log_level)},
 	{"key", offsetof(struct run_opts, key)},
@@ -124,6 +132,8 @@ static const struct option run_longopts[] = {{"server", 1, 0, 0},
 					     {"limit", 1, 0, 0},
 					     {"holdout", 1, 0, 0},
 					     {"state-dir", 1, 0, 0},
+					     {"init", 1, 0, 0},
+					     {"base", 1, 0, 0},
 					     {"dtype", 1, 0, 0},
 					     {"threads", 1, 0, 0},
 					     {"log-level", 1, 0, 0},
@@ -339,6 +349,7 @@ static void session_config(const struct run_opts *o, const struct run *r,
 	sc->preferred_dtype = r->dtype;
 	sc->dtype_from_server = o->dtype == NULL;
 	sc->state_dir = o->state_dir;
+	sc->base_path = o->init;
 	sc->max_frame_bytes = (uint32_t)o->max_frame;
 	sc->threads = o->threads;
 }

@@ -23,7 +23,8 @@
 #include <string.h>
 
 struct train_opts {
-	const char *model, *param, *config, *base, *targets, *data, *data_path, *out, *classes;
+	const char *model, *param, *config, *base, *init, *targets, *data, *data_path, *out,
+		*classes;
 	double gamma, alpha, lr, momentum, wd, lr_decay;
 	int rank, epochs, batch, threads, limit, test_limit, tucker, optim_adam, quiet;
 	unsigned long long seed;
@@ -44,7 +45,14 @@ static void train_usage(FILE *f)
 		"                      (default: every Linear/Conv2d but the output layer)\n"
 		"  --no-tucker         convs in reshape form instead of Tucker (fedpara family)\n"
 		"  --config FILE       a PEFT adapter_config.json (LoHa); overrides the above\n"
-		"  --base FILE         frozen base weights (safetensors, PyTorch names) for loha\n"
+		"  --init FILE         initial weights: a PyTorch state dict (safetensors, e.g.\n"
+		"                      the model.safetensors of train --out), strict as\n"
+		"                      load_state_dict: every key and shape must match. dense:\n"
+		"                      every weight and bias; loha: the frozen base (factors keep\n"
+		"                      their PEFT init); fedpara, pfedpara, lowrank: biases and\n"
+		"                      untargeted layers only (targeted layers start from scratch)\n"
+		"  --base FILE         loha: frozen base weights only (safetensors, PyTorch names;\n"
+		"                      extra tensors ignored); applied after --init\n"
 		"data:\n"
 		"  --data NAME         fashion-mnist (default), mnist, cifar10 or safetensors\n"
 		"                      (a folder of train/test.safetensors, docs/DATA.md)\n"
@@ -174,15 +182,20 @@ static void print_model_summary(struct fl_model *m)
 }
 
 static const struct option train_longopts[] = {
-	{"model", 1, 0, 'm'},        {"param", 1, 0, 'p'},     {"gamma", 1, 0, 'g'},
-	{"rank", 1, 0, 'r'},         {"alpha", 1, 0, 'a'},     {"target", 1, 0, 'T'},
-	{"no-tucker", 0, 0, 'N'},    {"config", 1, 0, 'c'},    {"base", 1, 0, 'B'},
-	{"data", 1, 0, 'd'},         {"data-path", 1, 0, 'D'}, {"limit", 1, 0, 'l'},
-	{"test-limit", 1, 0, 'L'},   {"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},
-	{"optim", 1, 0, 'O'},        {"lr", 1, 0, 'R'},        {"momentum", 1, 0, 'M'},
-	{"weight-decay", 1, 0, 'W'}, {"lr-decay", 1, 0, 'y'},  {"seed", 1, 0, 's'},
-	{"threads", 1, 0, 't'},      {"out", 1, 0, 'o'},       {"quiet", 0, 0, 'q'},
-	{"classes", 1, 0, 'C'},      {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+	{"model", 1, 0, 'm'},     {"param", 1, 0, 'p'},
+	{"gamma", 1, 0, 'g'},     {"rank", 1, 0, 'r'},
+	{"alpha", 1, 0, 'a'},     {"target", 1, 0, 'T'},
+	{"no-tucker", 0, 0, 'N'}, {"config", 1, 0, 'c'},
+	{"base", 1, 0, 'B'},      {"init", 1, 0, 'I'},
+	{"data", 1, 0, 'd'},      {"data-path", 1, 0, 'D'},
+	{"limit", 1, 0, 'l'},     {"test-limit", 1, 0, 'L'},
+	{"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},
+	{"optim", 1, 0, 'O'},     {"lr", 1, 0, 'R'},
+	{"momentum", 1, 0, 'M'},  {"weight-decay", 1, 0, 'W'},
+	{"lr-decay", 1, 0, 'y'},  {"seed", 1, 0, 's'},
+	{"threads", 1, 0, 't'},   {"out", 1, 0, 'o'},
+	{"quiet", 0, 0, 'q'},     {"classes", 1, 0, 'C'},
+	{"help", 0, 0, 'h'},      {0, 0, 0, 0}};
 
 /* A flag that takes a string or no value; FL_ENOTFOUND when ch is not
  * one of them, FL_EINVAL when its value is bad (message printed). */
@@ -201,6 +214,7 @@ static int train_set_string(struct train_opts *o, int ch, const char *v, uint8_t
 	case 'N': o->tucker = 0; return FL_OK;
 	case 'c': o->config = v; return FL_OK;
 	case 'B': o->base = v; return FL_OK;
+	case 'I': o->init = v; return FL_OK;
 	case 'd': o->data = v; return FL_OK;
 	case 'D': o->data_path = v; return FL_OK;
 	case 'C': o->classes = v; return cli_classes_parse(v, keep);
@@ -291,15 +305,18 @@ struct train_run {
 static int train_setup(const struct train_opts *o, const uint8_t *keep, struct train_run *r)
 {
 	int err = make_config(o, &r->cfg);
-	if (!err && r->cfg->parameterization == FL_PEFT_PARAM_LOHA && !o->base)
-		fprintf(stderr, "fedloha-client: warning: loha without --base adapts a randomly "
-				"initialised base\n");
+	if (!err && r->cfg->parameterization == FL_PEFT_PARAM_LOHA && !o->base && !o->init)
+		fprintf(stderr,
+			"fedloha-client: warning: loha without --init or --base adapts a randomly "
+			"initialised base\n");
 	if (!err)
 		err = cli_data_load(o->data, o->data_path, o->classes ? keep : NULL, o->limit,
 				    o->test_limit, &r->train, &r->test);
 	if (!err)
 		err = fl_model_new(o->model, r->train->c, r->train->h, r->train->w,
 				   r->train->classes, r->cfg, o->seed, o->batch, &r->m);
+	if (!err && o->init && (err = fl_model_load_init(r->m, o->init)))
+		err = fl_error_set(err, "--init %s", fl_error_msg());
 	if (!err && o->base)
 		err = fl_model_load_base(r->m, o->base);
 	fl_optim_config_default(&r->oc, o->optim_adam ? FL_OPTIM_ADAM : FL_OPTIM_SGD);

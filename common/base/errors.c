@@ -26,12 +26,16 @@ const char *fl_strerror(int err)
 	}
 }
 
+/* Formats through a copy, so that an argument may be fl_error_msg() itself
+ * (fl_error_set(err, "--flag: %s", fl_error_msg()) prefixes the message). */
 int fl_error_set(int err, const char *fmt, ...)
 {
+	char tmp[FL_ERROR_MSG_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(fl_msg, sizeof(fl_msg), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	memcpy(fl_msg, tmp, sizeof(fl_msg));
 	fl_last = err;
 	return err;
 }

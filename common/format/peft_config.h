@@ -7,12 +7,17 @@
  * first, exact list match skips the layer filter) and get_pattern_key in its
  * `(.*\.)?(k)$` form (older releases used `.*\.k$`, which never matches a
  * top-level module; the exact release of the change was not verified):
+ *   - modules_to_save: a module equal to an entry, ending with "." + entry
+ *     or inside such a module (`(.*\.)?entry(\..*)?` as a whole-name regex)
+ *     is never targeted (PEFT keeps adapters off the modules it trains in
+ *     full); the module itself is then trained and saved dense.
  *   - exclude_modules (checked first) and target_modules: a list matches a
  *     module name n when n == entry or n ends with "." + entry; a string is a
  *     regex that must match the whole of n; "all-linear" (any case) selects
  *     every linear layer except the output layer.
  *   - layers_to_transform (int or non-empty list) applies only to list
- *     targets matched through the "." + entry suffix (as in PEFT): the layer
+ *     (and all-linear) targets matched through the "." + entry suffix, never
+ *     to a regex target nor to an exact name (as in PEFT): the layer
  *     index is the (\d+) of `.*\.[^.]*\.(\d+)\.` when layers_pattern is
  *     empty, else of `.*\.<pattern>\.(\d+)\.` for the first pattern that
  *     matches; a module without an index is not targeted.

@@ -222,6 +222,10 @@ int fl_peft_config_check_patterns(const struct fl_peft_config *c, const char *wh
 			return peft_wrap(err, what, "layers_pattern");
 		regfree(&re);
 	}
+	for (size_t i = 0; i < c->n_modules_to_save; i++)
+		if ((err = peft_regex_match("^(.*\\.)?(", c->modules_to_save[i], ")(\\..*)?$", "",
+					    &m)) != FL_OK)
+			return peft_wrap(err, what, "modules_to_save");
 	for (size_t i = 0; i < c->n_rank_pattern; i++)
 		if ((err = peft_regex_match("^(.*\\.)?(", c->rank_pattern[i].key, ")$", "", &m)) !=
 		    FL_OK)
@@ -264,6 +268,14 @@ int fl_peft_config_targets(const struct fl_peft_config *c, const char *module, i
 		   peft_list_match(c->exclude_modules, c->n_exclude_modules, module, &exact)) {
 		return FL_OK;
 	}
+	/* PEFT never puts an adapter on a module to save (or inside one) */
+	for (size_t i = 0; i < c->n_modules_to_save; i++) {
+		if ((err = peft_regex_match("^(.*\\.)?(", c->modules_to_save[i], ")(\\..*)?$",
+					    module, &m)) != FL_OK)
+			return err;
+		if (m)
+			return FL_OK;
+	}
 	switch (c->target_kind) {
 	case FL_PEFT_SEL_NULL:
 		return fl_error_set(
@@ -283,7 +295,9 @@ int fl_peft_config_targets(const struct fl_peft_config *c, const char *module, i
 		m = peft_list_match(c->target_modules, c->n_target_modules, module, &exact);
 		break;
 	}
-	if (m && !exact && c->layers_to_transform && c->n_layers_to_transform > 0) {
+	/* the layer filter applies to list targets matched by suffix only */
+	if (m && !exact && c->target_kind != FL_PEFT_SEL_REGEX && c->layers_to_transform &&
+	    c->n_layers_to_transform > 0) {
 		long idx;
 		if ((err = peft_layer_index(c, module, &idx)) != FL_OK)
 			return err;

@@ -41,6 +41,25 @@ int fl_model_save_dense(struct fl_model *m, const char *path);
 /* Loads the frozen base weights of a loha model (and every other tensor
  * flagged BASE) from a PyTorch-written safetensors file; shapes must match. */
 int fl_model_load_base(struct fl_model *m, const char *path);
+/* Initial weights by name from a PyTorch state dict (safetensors, F32, F16,
+ * BF16 or F64), strict like load_state_dict(strict=True). The file must
+ * hold exactly the dense tensors of m, each with its shape and finite
+ * values:
+ *   dense     every <name>.weight and <name>.bias;
+ *   loha      the frozen base (every weight and bias) and the dense trained
+ *             modules_to_save; the hada_* factors keep their PEFT init, so
+ *             the model starts as the file's model (w2_b = 0);
+ *   fedpara, pfedpara, lowrank
+ *             the biases and the untargeted layers; a targeted layer is
+ *             trained from scratch and has no dense weight to initialise,
+ *             so its <name>.weight in the file is refused (the factors keep
+ *             their seeded init).
+ * Every problem is collected into one message, "path: missing keys: a, b;
+ * unexpected keys: c; shape mismatch: fc1.weight file [10, 20] model
+ * [10, 784]" (the first names of each kind, then "and N more"), and m is
+ * left untouched; FL_ENONFINITE when the only problem is a NaN or an
+ * infinity, else FL_ESHAPE. Calls fl_model_params_changed on success. */
+int fl_model_load_init(struct fl_model *m, const char *path);
 /* Copies into m every tensor t with pick(t) != 0 from the PyTorch-named
  * safetensors file at path, by its own name; shapes must match. what names
  * such a tensor in the message for a missing one ("base tensor"). */

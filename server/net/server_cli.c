@@ -15,26 +15,64 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct option longopts[] = {
-	{"listen", 1, 0, 0},        {"model", 1, 0, 0},         {"param", 1, 0, 0},
-	{"gamma", 1, 0, 0},         {"rank", 1, 0, 0},          {"alpha", 1, 0, 0},
-	{"config", 1, 0, 0},        {"base", 1, 0, 0},          {"rounds", 1, 0, 0},
-	{"min-clients", 1, 0, 0},   {"fraction", 1, 0, 0},      {"min-fit", 1, 0, 0},
-	{"min-report", 1, 0, 0},    {"max-retries", 1, 0, 0},   {"round-timeout", 1, 0, 0},
-	{"epochs", 1, 0, 0},        {"batch", 1, 0, 0},         {"lr", 1, 0, 0},
-	{"lr-decay", 1, 0, 0},      {"momentum", 1, 0, 0},      {"weight-decay", 1, 0, 0},
-	{"optimizer", 1, 0, 0},     {"strategy", 1, 0, 0},      {"server-lr", 1, 0, 0},
-	{"prox-mu", 1, 0, 0},       {"dtype", 1, 0, 0},         {"require-dtype", 1, 0, 0},
-	{"eval-every", 1, 0, 0},    {"checkpoint", 1, 0, 0},    {"out", 1, 0, 0},
-	{"seed", 1, 0, 0},          {"log-level", 1, 0, 0},     {"data", 1, 0, 0},
-	{"eval-data", 1, 0, 0},     {"data-path", 1, 0, 0},     {"eval-limit", 1, 0, 0},
-	{"heartbeat", 1, 0, 0},     {"idle-timeout", 1, 0, 0},  {"max-frame", 1, 0, 0},
-	{"chunk", 1, 0, 0},         {"max-output", 1, 0, 0},    {"max-conns", 1, 0, 0},
-	{"threads", 1, 0, 0},       {"debug-tensors", 0, 0, 0}, {"config-file", 1, 0, 0},
-	{"key", 1, 0, 0},           {"allow", 1, 0, 0},         {"enrol", 0, 0, 0},
-	{"enrol-minutes", 1, 0, 0}, {"insecure", 0, 0, 0},      {"handshake-timeout", 1, 0, 0},
-	{"server-beta1", 1, 0, 0},  {"server-beta2", 1, 0, 0},  {"server-tau", 1, 0, 0},
-	{"help", 0, 0, 'h'},        {"version", 0, 0, 'V'},     {0, 0, 0, 0}};
+static const struct option longopts[] = {{"listen", 1, 0, 0},
+					 {"model", 1, 0, 0},
+					 {"param", 1, 0, 0},
+					 {"gamma", 1, 0, 0},
+					 {"rank", 1, 0, 0},
+					 {"alpha", 1, 0, 0},
+					 {"config", 1, 0, 0},
+					 {"base", 1, 0, 0},
+					 {"rounds", 1, 0, 0},
+					 {"min-clients", 1, 0, 0},
+					 {"fraction", 1, 0, 0},
+					 {"min-fit", 1, 0, 0},
+					 {"min-report", 1, 0, 0},
+					 {"max-retries", 1, 0, 0},
+					 {"round-timeout", 1, 0, 0},
+					 {"epochs", 1, 0, 0},
+					 {"batch", 1, 0, 0},
+					 {"lr", 1, 0, 0},
+					 {"lr-decay", 1, 0, 0},
+					 {"momentum", 1, 0, 0},
+					 {"weight-decay", 1, 0, 0},
+					 {"optimizer", 1, 0, 0},
+					 {"strategy", 1, 0, 0},
+					 {"server-lr", 1, 0, 0},
+					 {"prox-mu", 1, 0, 0},
+					 {"dtype", 1, 0, 0},
+					 {"require-dtype", 1, 0, 0},
+					 {"eval-every", 1, 0, 0},
+					 {"checkpoint", 1, 0, 0},
+					 {"out", 1, 0, 0},
+					 {"seed", 1, 0, 0},
+					 {"log-level", 1, 0, 0},
+					 {"data", 1, 0, 0},
+					 {"eval-data", 1, 0, 0},
+					 {"data-path", 1, 0, 0},
+					 {"eval-limit", 1, 0, 0},
+					 {"heartbeat", 1, 0, 0},
+					 {"idle-timeout", 1, 0, 0},
+					 {"max-frame", 1, 0, 0},
+					 {"chunk", 1, 0, 0},
+					 {"max-output", 1, 0, 0},
+					 {"max-conns", 1, 0, 0},
+					 {"threads", 1, 0, 0},
+					 {"debug-tensors", 0, 0, 0},
+					 {"config-file", 1, 0, 0},
+					 {"key", 1, 0, 0},
+					 {"allow", 1, 0, 0},
+					 {"enrol", 0, 0, 0},
+					 {"enrol-minutes", 1, 0, 0},
+					 {"insecure", 0, 0, 0},
+					 {"handshake-timeout", 1, 0, 0},
+					 {"server-beta1", 1, 0, 0},
+					 {"server-beta2", 1, 0, 0},
+					 {"server-tau", 1, 0, 0},
+					 {"init", 1, 0, 0},
+					 {"help", 0, 0, 'h'},
+					 {"version", 0, 0, 'V'},
+					 {0, 0, 0, 0}};
 
 void srv_opts_usage(FILE *f)
 {
@@ -58,7 +96,14 @@ void srv_opts_usage(FILE *f)
 		"  --param KIND           dense, fedpara, pfedpara, lowrank or loha (default fedpara)\n"
 		"  --gamma G | --rank R   factor rank rule (default gamma 0.1); --alpha A for loha\n"
 		"  --config FILE          PEFT adapter_config.json (overrides gamma/rank)\n"
-		"  --base FILE            loha: frozen base weights served to clients\n"
+		"  --init FILE            initial global model: a PyTorch state dict (safetensors),\n"
+		"                         strict (every key and shape must match): dense loads\n"
+		"                         every weight and bias; loha the frozen base, which is\n"
+		"                         then also the base served to clients (unless --base);\n"
+		"                         fedpara, pfedpara, lowrank the biases and untargeted\n"
+		"                         layers (targeted layers are trained from scratch)\n"
+		"  --base FILE            loha: frozen base weights served to clients (applied\n"
+		"                         after --init; extra tensors are ignored)\n"
 		"  --data NAME            input shape of fashion-mnist (default), mnist, cifar10 or\n"
 		"                         safetensors (a folder: --data-path DIR, docs/DATA.md)\n"
 		"rounds:\n"
@@ -110,6 +155,7 @@ static const struct fl_cliopt_string string_options[] = {
 	{"param", offsetof(struct srv_opts, param)},
 	{"config", offsetof(struct srv_opts, config)},
 	{"base", offsetof(struct srv_opts, base)},
+	{"init", offsetof(struct srv_opts, init)},
 	{"checkpoint", offsetof(struct srv_opts, checkpoint)},
 	{"out", offsetof(struct srv_opts, out)},
 	{"strategy", offsetof(struct srv_opts, strategy)},

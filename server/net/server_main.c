@@ -135,7 +135,6 @@ static int engine_config(struct srv_opts *o, struct srv_engine_config *ec)
 	ec->optimizer = o->optimizer;
 	ec->eval_every = (uint32_t)o->eval_every;
 	ec->checkpoint_path = o->checkpoint;
-	ec->base_path = o->base;
 	ec->max_frame_bytes = (uint32_t)o->max_frame;
 	ec->chunk_bytes = (uint32_t)(o->chunk ? o->chunk
 					      : (o->max_frame / 2 < FL_WIRE_CHUNK_DEFAULT
@@ -196,7 +195,8 @@ struct daemon {
 	int port;
 };
 
-/* The config text, the global model and its frozen base. */
+/* The config text, the global model, its --init weights and its frozen
+ * base (--base after --init). */
 static int build_model(const struct srv_opts *o, struct daemon *d)
 {
 	int c, h, w, classes, err;
@@ -208,7 +208,18 @@ static int build_model(const struct srv_opts *o, struct daemon *d)
 	    (err = fl_peft_config_parse(d->cfg_json, strlen(d->cfg_json), "config", &d->pc)) ||
 	    (err = fl_model_new(o->model, c, h, w, classes, d->pc, o->train.seed, 1, &d->s.model)))
 		return err;
+	if (o->init && (err = fl_model_load_init(d->s.model, o->init)))
+		return fl_error_set(err, "--init %s", fl_error_msg());
 	return o->base ? fl_model_load_base(d->s.model, o->base) : FL_OK;
+}
+
+/* The file served to clients as the loha frozen base: --base, else the
+ * --init state dict when the model has a base; NULL for none. */
+static const char *served_base(const struct srv_opts *o, const struct fl_model *m)
+{
+	if (o->base)
+		return o->base;
+	return o->init && fl_model_count_floats(m, FL_TENSOR_BASE) ? o->init : NULL;
 }
 
 static void transport_config(const struct srv_opts *o, struct daemon *d,
@@ -221,7 +232,9 @@ static void transport_config(const struct srv_opts *o, struct daemon *d,
 	tc->max_frame_bytes = ec->max_frame_bytes;
 	/* a BaseRequest queues the whole loha base at once: leave room for it */
 	struct stat base_st;
-	size_t base_bytes = o->base && stat(o->base, &base_st) == 0 ? (size_t)base_st.st_size : 0;
+	size_t base_bytes = ec->base_path && stat(ec->base_path, &base_st) == 0
+				    ? (size_t)base_st.st_size
+				    : 0;
 	tc->max_output_bytes = o->max_output > 0 ? (size_t)o->max_output
 						 : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
 							   base_bytes + base_bytes / 64;
@@ -347,6 +360,7 @@ static int run(struct srv_opts *o)
 		return 1;
 	}
 	ec.config_json = d.cfg_json;
+	ec.base_path = served_base(o, d.s.model);
 	d.s.rounds = ec.rounds;
 	fl_blas_set_threads(o->threads);
 	err = start(o, &d, &ec);

@@ -301,7 +301,7 @@ static int setup_model(struct sim *s)
 	/* the engine sends the global tensors every round and the clients load
 	 * the same base, so the engine's model is the only one to initialise */
 	if (!err && cfg->init_path)
-		err = sim_load_init(s->model, cfg->init_path);
+		err = sim_load_init(s->model, cfg);
 	return err;
 }
 

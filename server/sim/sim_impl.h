@@ -157,10 +157,10 @@ int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *
 /* Every name of cfg->modules_to_save (loha) and of cfg->targets (not
  * dense) is a weight layer of m. */
 int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m);
-/* Loads every tensor of m that is neither frozen base nor a factor (dense:
- * all; loha: the modules to save) from the safetensors file at path, by
- * PyTorch name; a missing tensor or a wrong shape is an error. */
-int sim_load_init(struct fl_model *m, const char *path);
+/* The initial global model from cfg->init_path (fl_model_load_init, strict:
+ * every key and shape must match), then cfg->base_path's frozen base when
+ * it is another file. */
+int sim_load_init(struct fl_model *m, const struct srv_sim_config *cfg);
 
 /* sim.c */
 /* The PEFT-format JSON every party builds the model from ("" for dense)

@@ -1,8 +1,8 @@
 /* sim_init.c - the simulator's starting point: the initial global model
  * read from a PyTorch-named safetensors file (--init) and the check of the
- * loha modules_to_save names. It does not load the frozen base (that is
- * fl_model_load_base, through base_path) and does not touch the clients,
- * which receive the global tensors from the engine every round. */
+ * loha modules_to_save names. The clients load the frozen base themselves
+ * (fl_model_load_base, through base_path) and receive the global tensors
+ * from the engine every round; this file does not touch them. */
 #include "sim_impl.h"
 
 #include "errors.h"
@@ -11,7 +11,6 @@
 
 #include <string.h>
 
-/* Every name of cfg->modules_to_save must be a weight layer of m. */
 /* Every item of the comma-separated list names a weight layer of m. */
 static int check_layers(const char *list, const char *what, const struct srv_sim_config *cfg,
 			const struct fl_model *m)
@@ -43,16 +42,16 @@ int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_
 	return err;
 }
 
-/* The initial global model: every tensor of m that is neither frozen base
- * nor a factor (dense: all of them; loha: modules_to_save) from the
- * PyTorch-named safetensors file at path; shapes must match. */
-static int pick_init(const struct fl_model_tensor *t)
+/* The initial global model: fl_model_load_init (dense: every weight and
+ * bias; loha: the base and the modules_to_save layers), then the frozen
+ * base again when it is another file, so that the engine's base stays the
+ * one every client loads. */
+int sim_load_init(struct fl_model *m, const struct srv_sim_config *cfg)
 {
-	return !(t->flags & FL_TENSOR_BASE) && !strstr(t->name, ".hada_") &&
-	       !strstr(t->name, ".lora_");
-}
-
-int sim_load_init(struct fl_model *m, const char *path)
-{
-	return fl_model_load_picked(m, path, pick_init, "tensor");
+	int err = fl_model_load_init(m, cfg->init_path);
+	if (err)
+		return fl_error_set(err, "--init %s", fl_error_msg());
+	if (cfg->base_path && strcmp(cfg->base_path, cfg->init_path) != 0)
+		err = fl_model_load_base(m, cfg->base_path);
+	return err;
 }
