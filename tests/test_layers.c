@@ -4,6 +4,7 @@
  * with respect to every input and parameter. The gradients are checked on
  * L = sum(g ⊙ y) for a fixed random g, so backward's dy is g. */
 #include "errors.h"
+#include "gradcheck.h"
 #include "layers.h"
 #include "rng.h"
 #include "testutil.h"
@@ -11,56 +12,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static float *falloc(size_t n)
-{
-	float *p = malloc(sizeof(float) * (n ? n : 1));
-	FL_CHECK(p != NULL);
-	return p;
-}
-
-static float *frand(size_t n, uint64_t seed)
-{
-	float *p = falloc(n);
-	fl_test_fill_uniform(p, n, seed, -1.0f, 1.0f);
-	return p;
-}
-
-static double dotd(const float *a, const float *b, size_t n)
-{
-	double s = 0.0;
-	for (size_t i = 0; i < n; i++)
-		s += (double)a[i] * b[i];
-	return s;
-}
-
-/* Central differences of L = sum(g ⊙ f()) with respect to each of the n
- * floats at param, compared with the analytic gradient. f writes ny floats
- * into y. Returns the largest |numeric - analytic|. */
-typedef void (*fd_forward)(void *ctx, float *y);
-
-static double fd_check(float *param, size_t n, const float *analytic, fd_forward f, void *ctx,
-		       float *y, const float *g, size_t ny, float h, double rtol, double atol)
-{
-	double worst = 0.0;
-	for (size_t i = 0; i < n; i++) {
-		float v = param[i];
-		float vp = v + h, vm = v - h;
-		param[i] = vp;
-		f(ctx, y);
-		double lp = dotd(g, y, ny);
-		param[i] = vm;
-		f(ctx, y);
-		double lm = dotd(g, y, ny);
-		param[i] = v;
-		double num = (lp - lm) / ((double)vp - vm);
-		double err = fabs(num - analytic[i]);
-		if (err > worst)
-			worst = err;
-		FL_CHECK_NEAR(num, analytic[i], rtol, atol);
-	}
-	return worst;
-}
 
 /* ---- Linear -------------------------------------------------------------- */
 
@@ -70,24 +21,28 @@ static void test_linear_vs_ref(void)
 	for (size_t t = 0; t < sizeof(cfg) / sizeof(cfg[0]); t++) {
 		int B = cfg[t][0], in = cfg[t][1], out = cfg[t][2];
 		for (int with_bias = 0; with_bias < 2; with_bias++) {
-			float *x = frand((size_t)B * in, 1), *w = frand((size_t)out * in, 2);
-			float *b = with_bias ? frand(out, 3) : NULL;
-			float *dy = frand((size_t)B * out, 4);
-			float *y1 = frand((size_t)B * out, 5), *y2 = frand((size_t)B * out, 6);
+			float *x = fl_test_frand((size_t)B * in, 1),
+			      *w = fl_test_frand((size_t)out * in, 2);
+			float *b = with_bias ? fl_test_frand(out, 3) : NULL;
+			float *dy = fl_test_frand((size_t)B * out, 4);
+			float *y1 = fl_test_frand((size_t)B * out, 5),
+			      *y2 = fl_test_frand((size_t)B * out, 6);
 			fl_linear_forward(y1, x, w, b, B, in, out);
 			fl_linear_forward_ref(y2, x, w, b, B, in, out);
 			FL_CHECK_ARRAY_NEAR(y1, y2, (size_t)B * out, 1e-5, 1e-5);
 			/* Gradients start non-zero: backward must add. */
-			float *dx1 = frand((size_t)B * in, 7), *dx2 = frand((size_t)B * in, 7);
-			float *dw1 = frand((size_t)out * in, 8), *dw2 = frand((size_t)out * in, 8);
-			float *db1 = frand(out, 9), *db2 = frand(out, 9);
+			float *dx1 = fl_test_frand((size_t)B * in, 7),
+			      *dx2 = fl_test_frand((size_t)B * in, 7);
+			float *dw1 = fl_test_frand((size_t)out * in, 8),
+			      *dw2 = fl_test_frand((size_t)out * in, 8);
+			float *db1 = fl_test_frand(out, 9), *db2 = fl_test_frand(out, 9);
 			fl_linear_backward(dx1, dw1, db1, dy, x, w, B, in, out);
 			fl_linear_backward_ref(dx2, dw2, db2, dy, x, w, B, in, out);
 			FL_CHECK_ARRAY_NEAR(dx1, dx2, (size_t)B * in, 1e-5, 1e-5);
 			FL_CHECK_ARRAY_NEAR(dw1, dw2, (size_t)out * in, 1e-5, 1e-5);
 			FL_CHECK_ARRAY_NEAR(db1, db2, out, 1e-5, 1e-5);
 			/* NULL gradients are skipped; the others are unchanged by that. */
-			float *dw3 = frand((size_t)out * in, 8);
+			float *dw3 = fl_test_frand((size_t)out * in, 8);
 			fl_linear_backward(NULL, dw3, NULL, dy, x, w, B, in, out);
 			FL_CHECK_ARRAY_NEAR(dw3, dw2, (size_t)out * in, 1e-5, 1e-5);
 			free(x), free(w), free(b), free(dy), free(y1), free(y2);
@@ -111,18 +66,20 @@ static void test_linear_grad(void)
 {
 	struct linear_ctx c = {0};
 	c.B = 3, c.in = 7, c.out = 5;
-	c.x = frand((size_t)c.B * c.in, 11);
-	c.w = frand((size_t)c.out * c.in, 12);
-	c.b = frand(c.out, 13);
+	c.x = fl_test_frand((size_t)c.B * c.in, 11);
+	c.w = fl_test_frand((size_t)c.out * c.in, 12);
+	c.b = fl_test_frand(c.out, 13);
 	size_t ny = (size_t)c.B * c.out;
-	float *g = frand(ny, 14), *y = falloc(ny);
+	float *g = fl_test_frand(ny, 14), *y = fl_test_falloc(ny);
 	float *dx = calloc((size_t)c.B * c.in, sizeof(float));
 	float *dw = calloc((size_t)c.out * c.in, sizeof(float));
 	float *db = calloc(c.out, sizeof(float));
 	fl_linear_backward(dx, dw, db, g, c.x, c.w, c.B, c.in, c.out);
-	fd_check(c.x, (size_t)c.B * c.in, dx, linear_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
-	fd_check(c.w, (size_t)c.out * c.in, dw, linear_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
-	fd_check(c.b, c.out, db, linear_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
+	fl_test_fd_check(c.x, (size_t)c.B * c.in, dx, linear_fd_forward, &c, y, g, ny, 1e-2f, 1e-3,
+			 1e-4);
+	fl_test_fd_check(c.w, (size_t)c.out * c.in, dw, linear_fd_forward, &c, y, g, ny, 1e-2f,
+			 1e-3, 1e-4);
+	fl_test_fd_check(c.b, c.out, db, linear_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
 	free(c.x), free(c.w), free(c.b), free(g), free(y), free(dx), free(dw), free(db);
 }
 
@@ -147,25 +104,25 @@ static void conv_compare(const struct fl_conv2d_dims *d, int with_bias, uint64_t
 {
 	FL_CHECK(fl_conv2d_dims_check(d) == FL_OK);
 	size_t nx = conv_x_n(d), ny = conv_y_n(d), nw = conv_w_n(d);
-	float *x = frand(nx, seed), *w = frand(nw, seed + 1);
-	float *b = with_bias ? frand(d->out_c, seed + 2) : NULL;
-	float *dy = frand(ny, seed + 3);
-	float *work = falloc(fl_conv2d_work_floats(d));
-	float *y1 = frand(ny, seed + 4), *y2 = frand(ny, seed + 5);
+	float *x = fl_test_frand(nx, seed), *w = fl_test_frand(nw, seed + 1);
+	float *b = with_bias ? fl_test_frand(d->out_c, seed + 2) : NULL;
+	float *dy = fl_test_frand(ny, seed + 3);
+	float *work = fl_test_falloc(fl_conv2d_work_floats(d));
+	float *y1 = fl_test_frand(ny, seed + 4), *y2 = fl_test_frand(ny, seed + 5);
 	fl_conv2d_forward(y1, work, x, w, b, d);
 	fl_conv2d_forward_ref(y2, x, w, b, d);
 	FL_CHECK_ARRAY_NEAR(y1, y2, ny, 1e-5, 1e-5);
-	float *dx1 = frand(nx, seed + 6), *dx2 = frand(nx, seed + 6);
-	float *dw1 = frand(nw, seed + 7), *dw2 = frand(nw, seed + 7);
-	float *db1 = frand(d->out_c, seed + 8), *db2 = frand(d->out_c, seed + 8);
+	float *dx1 = fl_test_frand(nx, seed + 6), *dx2 = fl_test_frand(nx, seed + 6);
+	float *dw1 = fl_test_frand(nw, seed + 7), *dw2 = fl_test_frand(nw, seed + 7);
+	float *db1 = fl_test_frand(d->out_c, seed + 8), *db2 = fl_test_frand(d->out_c, seed + 8);
 	fl_conv2d_backward(dx1, dw1, db1, work, dy, x, w, d);
 	fl_conv2d_backward_ref(dx2, dw2, db2, dy, x, w, d);
 	FL_CHECK_ARRAY_NEAR(dx1, dx2, nx, 1e-5, 1e-5);
 	FL_CHECK_ARRAY_NEAR(dw1, dw2, nw, 1e-5, 1e-5);
 	FL_CHECK_ARRAY_NEAR(db1, db2, d->out_c, 1e-5, 1e-5);
 	/* Each gradient alone (the others NULL) gives the same values. */
-	float *dx3 = frand(nx, seed + 6), *dw3 = frand(nw, seed + 7),
-	      *db3 = frand(d->out_c, seed + 8);
+	float *dx3 = fl_test_frand(nx, seed + 6), *dw3 = fl_test_frand(nw, seed + 7),
+	      *db3 = fl_test_frand(d->out_c, seed + 8);
 	fl_conv2d_backward(dx3, NULL, NULL, work, dy, x, w, d);
 	fl_conv2d_backward(NULL, dw3, NULL, work, dy, x, w, d);
 	fl_conv2d_backward(NULL, NULL, db3, work, dy, x, w, d);
@@ -285,17 +242,17 @@ static void conv_grad(const struct fl_conv2d_dims *d, uint64_t seed)
 	struct conv_ctx c = {0};
 	c.d = *d;
 	size_t nx = conv_x_n(d), ny = conv_y_n(d), nw = conv_w_n(d);
-	c.x = frand(nx, seed);
-	c.w = frand(nw, seed + 1);
-	c.b = frand(d->out_c, seed + 2);
-	c.work = falloc(fl_conv2d_work_floats(d));
-	float *g = frand(ny, seed + 3), *y = falloc(ny);
+	c.x = fl_test_frand(nx, seed);
+	c.w = fl_test_frand(nw, seed + 1);
+	c.b = fl_test_frand(d->out_c, seed + 2);
+	c.work = fl_test_falloc(fl_conv2d_work_floats(d));
+	float *g = fl_test_frand(ny, seed + 3), *y = fl_test_falloc(ny);
 	float *dx = calloc(nx, sizeof(float)), *dw = calloc(nw, sizeof(float));
 	float *db = calloc(d->out_c, sizeof(float));
 	fl_conv2d_backward(dx, dw, db, c.work, g, c.x, c.w, d);
-	fd_check(c.x, nx, dx, conv_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
-	fd_check(c.w, nw, dw, conv_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
-	fd_check(c.b, d->out_c, db, conv_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
+	fl_test_fd_check(c.x, nx, dx, conv_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
+	fl_test_fd_check(c.w, nw, dw, conv_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
+	fl_test_fd_check(c.b, d->out_c, db, conv_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
 	free(c.x), free(c.w), free(c.b), free(c.work), free(g), free(y);
 	free(dx), free(dw), free(db);
 }
@@ -324,7 +281,7 @@ static void relu_fd_forward(void *p, float *y)
 static void test_relu(void)
 {
 	size_t n = 257;
-	float *x = frand(n, 21), *y = falloc(n), *g = frand(n, 22);
+	float *x = fl_test_frand(n, 21), *y = fl_test_falloc(n), *g = fl_test_frand(n, 22);
 	/* |x| in [0.1, 1]: a step of 1e-2 never crosses the kink. */
 	for (size_t i = 0; i < n; i++)
 		x[i] = x[i] < 0 ? x[i] * 0.9f - 0.1f : x[i] * 0.9f + 0.1f;
@@ -334,7 +291,7 @@ static void test_relu(void)
 	float *dx = calloc(n, sizeof(float));
 	fl_relu_backward(dx, y, g, n);
 	struct relu_ctx c = {x, n};
-	fd_check(x, n, dx, relu_fd_forward, &c, y, g, n, 1e-2f, 1e-3, 1e-4);
+	fl_test_fd_check(x, n, dx, relu_fd_forward, &c, y, g, n, 1e-2f, 1e-3, 1e-4);
 	/* Backward adds. */
 	fl_relu_forward(y, x, n);
 	fl_relu_backward(dx, y, g, n);
@@ -407,14 +364,15 @@ static void pool_grad(const struct fl_pool2d_dims *d, uint64_t seed)
 	struct fl_rng rng;
 	fl_rng_seed(&rng, seed);
 	fl_rng_shuffle_int(&rng, perm, (int)nx);
-	c.x = falloc(nx);
+	c.x = fl_test_falloc(nx);
 	for (size_t i = 0; i < nx; i++)
 		c.x[i] = 0.1f * (float)perm[i] - 0.05f * (float)nx;
 	c.idx = malloc(sizeof(int32_t) * ny);
-	float *g = frand(ny, seed + 1), *y = falloc(ny), *dx = calloc(nx, sizeof(float));
+	float *g = fl_test_frand(ny, seed + 1), *y = fl_test_falloc(ny),
+	      *dx = calloc(nx, sizeof(float));
 	fl_maxpool2d_forward(y, c.idx, c.x, d);
 	fl_maxpool2d_backward(dx, c.idx, g, d);
-	fd_check(c.x, nx, dx, pool_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
+	fl_test_fd_check(c.x, nx, dx, pool_fd_forward, &c, y, g, ny, 1e-2f, 1e-3, 1e-4);
 	free(perm), free(c.x), free(c.idx), free(g), free(y), free(dx);
 }
 
@@ -476,7 +434,7 @@ static void test_softmax_ce_values(void)
 static void test_softmax_ce_grad(void)
 {
 	int B = 4, C = 6;
-	float *l = frand((size_t)B * C, 41), *probs = falloc((size_t)B * C);
+	float *l = fl_test_frand((size_t)B * C, 41), *probs = fl_test_falloc((size_t)B * C);
 	for (int i = 0; i < B * C; i++)
 		l[i] *= 3.0f;
 	int lab[4] = {0, 5, 2, 2};

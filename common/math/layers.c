@@ -1,11 +1,13 @@
-/* layers.c - Linear, ReLU, MaxPool2d and softmax cross-entropy kernels, and
- * the Linear naive twins. Conv2d lives in conv.c. Shapes and conventions are
+/* layers.c - Linear, ReLU, GELU, MaxPool2d, AvgPool2d, dropout and softmax
+ * cross-entropy kernels, and the Linear and AvgPool2d naive twins. Conv2d
+ * lives in conv.c. Shapes and conventions are
  * in layers.h; nothing here allocates, logs or reads globals.
  */
 #include "layers.h"
 
 #include "blas.h"
 #include "errors.h"
+#include "rng.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -136,7 +138,7 @@ int fl_pool2d_dims_check(const struct fl_pool2d_dims *d)
 {
 	if (!pool2d_dims_ok(d))
 		return fl_error_set(FL_EINVAL,
-				    "maxpool2d: bad dims (batch %d, channels %d, input %dx%d, "
+				    "pool2d: bad dims (batch %d, channels %d, input %dx%d, "
 				    "kernel %d, stride %d)",
 				    d->batch, d->channels, d->in_h, d->in_w, d->k, d->stride);
 	return FL_OK;
@@ -190,6 +192,145 @@ void fl_maxpool2d_backward(float *dx, const int32_t *idx, const float *dy,
 			dxp[ip[q]] += dyp[q];
 		}
 	}
+}
+
+/* ---- AvgPool2d ----------------------------------------------------------- */
+
+/* x (B, C, H, W) -> y (B, C, OH, OW), the mean of each window */
+void fl_avgpool2d_forward(float *y, const float *x, const struct fl_pool2d_dims *d)
+{
+	assert(pool2d_dims_ok(d));
+	int h = d->in_h, w = d->in_w, k = d->k, s = d->stride;
+	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d);
+	float inv = 1.0f / (float)(k * k);
+	size_t planes = (size_t)d->batch * d->channels;
+	for (size_t p = 0; p < planes; p++) {
+		const float *xp = x + p * h * w;
+		float *yp = y + p * oh * ow;
+		for (int i = 0; i < oh; i++) {
+			for (int j = 0; j < ow; j++) {
+				float acc = 0.0f;
+				for (int u = 0; u < k; u++) {
+					const float *row = xp + (i * s + u) * w + j * s;
+					for (int v = 0; v < k; v++)
+						acc += row[v];
+				}
+				yp[i * ow + j] = acc * inv;
+			}
+		}
+	}
+}
+
+/* dy (B, C, OH, OW) -> dx (B, C, H, W) += dy / (k*k) over each window */
+void fl_avgpool2d_backward(float *dx, const float *dy, const struct fl_pool2d_dims *d)
+{
+	assert(pool2d_dims_ok(d));
+	int h = d->in_h, w = d->in_w, k = d->k, s = d->stride;
+	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d);
+	float inv = 1.0f / (float)(k * k);
+	size_t planes = (size_t)d->batch * d->channels;
+	for (size_t p = 0; p < planes; p++) {
+		float *dxp = dx + p * h * w;
+		const float *dyp = dy + p * oh * ow;
+		for (int i = 0; i < oh; i++) {
+			for (int j = 0; j < ow; j++) {
+				float g = dyp[i * ow + j] * inv;
+				for (int u = 0; u < k; u++) {
+					float *row = dxp + (i * s + u) * w + j * s;
+					for (int v = 0; v < k; v++)
+						row[v] += g;
+				}
+			}
+		}
+	}
+}
+
+/* Input position (plane offset) of element (u, v) of output (i, j)'s window. */
+static size_t pool_at(const struct fl_pool2d_dims *d, int i, int j, int u, int v)
+{
+	return (size_t)(i * d->stride + u) * d->in_w + (size_t)(j * d->stride + v);
+}
+
+void fl_avgpool2d_forward_ref(float *y, const float *x, const struct fl_pool2d_dims *d)
+{
+	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d), k = d->k;
+	size_t plane = (size_t)d->in_h * d->in_w, oplane = (size_t)oh * ow;
+	for (size_t p = 0; p < (size_t)d->batch * d->channels; p++)
+		for (int i = 0; i < oh; i++)
+			for (int j = 0; j < ow; j++) {
+				double acc = 0.0;
+				for (int u = 0; u < k; u++)
+					for (int v = 0; v < k; v++)
+						acc += x[p * plane + pool_at(d, i, j, u, v)];
+				y[p * oplane + (size_t)i * ow + j] = (float)(acc / (k * k));
+			}
+}
+
+/* Gathers, for each input element, the dy of every window holding it. */
+void fl_avgpool2d_backward_ref(float *dx, const float *dy, const struct fl_pool2d_dims *d)
+{
+	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d), k = d->k;
+	size_t plane = (size_t)d->in_h * d->in_w, oplane = (size_t)oh * ow;
+	for (size_t p = 0; p < (size_t)d->batch * d->channels; p++)
+		for (size_t q = 0; q < plane; q++) {
+			double acc = 0.0;
+			for (int i = 0; i < oh; i++)
+				for (int j = 0; j < ow; j++)
+					for (int u = 0; u < k; u++)
+						for (int v = 0; v < k; v++)
+							if (pool_at(d, i, j, u, v) == q)
+								acc += dy[p * oplane +
+									  (size_t)i * ow + j];
+			dx[p * plane + q] += (float)(acc / (k * k));
+		}
+}
+
+/* ---- GELU ---------------------------------------------------------------- */
+
+#define SQRT1_2 0.70710678118654752f      /* 1 / sqrt 2 */
+#define INV_SQRT_2PI 0.39894228040143268f /* 1 / sqrt(2 pi) */
+
+/* x (n) -> y (n) = 0.5 x (1 + erf(x / sqrt 2)); y may equal x */
+void fl_gelu_forward(float *y, const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * SQRT1_2));
+}
+
+/* x (n) the forward input, dy (n) -> dx (n) += dy * (Phi(x) + x phi(x)) */
+void fl_gelu_backward(float *dx, const float *x, const float *dy, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		float v = x[i];
+		float cdf = 0.5f * (1.0f + erff(v * SQRT1_2));
+		float pdf = INV_SQRT_2PI * expf(-0.5f * v * v);
+		dx[i] += dy[i] * (cdf + v * pdf);
+	}
+}
+
+/* ---- Dropout ------------------------------------------------------------- */
+
+/* mask (n): 0 where a uniform draw u < p, else 1 / (1 - p) */
+void fl_dropout_mask(float *mask, size_t n, float p, struct fl_rng *rng)
+{
+	assert(p >= 0.0f && p < 1.0f);
+	float keep = (float)(1.0 / (1.0 - (double)p));
+	for (size_t i = 0; i < n; i++)
+		mask[i] = fl_rng_uniform(rng) < p ? 0.0f : keep;
+}
+
+/* x (n), mask (n) -> y (n) = x * mask; y may equal x */
+void fl_dropout_forward(float *y, const float *x, const float *mask, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] = x[i] * mask[i];
+}
+
+/* dy (n), mask (n) -> dx (n) += dy * mask */
+void fl_dropout_backward(float *dx, const float *dy, const float *mask, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dx[i] += dy[i] * mask[i];
 }
 
 /* ---- Softmax cross-entropy ----------------------------------------------- */

@@ -1,5 +1,6 @@
 /* layers.h - forward/backward kernels of the layers local training needs:
- * Linear, Conv2d, ReLU, MaxPool2d and softmax cross-entropy. Batched, NCHW,
+ * Linear, Conv2d, ReLU, GELU, MaxPool2d, AvgPool2d, dropout and softmax
+ * cross-entropy. Batched, NCHW,
  * PyTorch weight layouts (Linear weight (out, in), Conv2d weight
  * (O, C, K1, K2)), single precision.
  *
@@ -28,6 +29,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+struct fl_rng;
 
 /* ---- Linear --------------------------------------------------------------
  * x (B, in), w (out, in), b (out) or NULL, y (B, out):
@@ -109,6 +112,38 @@ int fl_pool2d_dims_check(const struct fl_pool2d_dims *d);
 void fl_maxpool2d_forward(float *y, int32_t *idx, const float *x, const struct fl_pool2d_dims *d);
 void fl_maxpool2d_backward(float *dx, const int32_t *idx, const float *dy,
 			   const struct fl_pool2d_dims *d);
+
+/* ---- AvgPool2d -----------------------------------------------------------
+ * x (B, C, H, W), y (B, C, OH, OW), the dims and output size of MaxPool2d
+ * (F.avg_pool2d without padding, floor mode): y = the mean of each k x k
+ * window. backward: dx += dy / (k*k) over each window (windows overlap when
+ * stride < k, and their shares add). The _ref twins are naive loops with
+ * double accumulation, for the tests.
+ */
+void fl_avgpool2d_forward(float *y, const float *x, const struct fl_pool2d_dims *d);
+void fl_avgpool2d_backward(float *dx, const float *dy, const struct fl_pool2d_dims *d);
+void fl_avgpool2d_forward_ref(float *y, const float *x, const struct fl_pool2d_dims *d);
+void fl_avgpool2d_backward_ref(float *dx, const float *dy, const struct fl_pool2d_dims *d);
+
+/* ---- GELU ----------------------------------------------------------------
+ * The exact (erf) form, F.gelu's default: y = 0.5 x (1 + erf(x / sqrt 2))
+ * over n floats; y == x (in place) is allowed.
+ * backward uses the input: dx += dy * (Phi(x) + x phi(x)), Phi and phi the
+ * standard normal CDF and density.
+ */
+void fl_gelu_forward(float *y, const float *x, size_t n);
+void fl_gelu_backward(float *dx, const float *x, const float *dy, size_t n);
+
+/* ---- Dropout -------------------------------------------------------------
+ * nn.Dropout in training mode, with p in [0, 1). fl_dropout_mask draws one
+ * fl_rng_uniform u in [0, 1) per element, in order: u < p drops (mask 0),
+ * else the element is kept with mask 1 / (1 - p). p == 0 keeps everything
+ * (mask 1) and still draws n numbers, so the stream position depends only on
+ * n. forward: y = x * mask (y == x allowed); backward: dx += dy * mask.
+ */
+void fl_dropout_mask(float *mask, size_t n, float p, struct fl_rng *rng);
+void fl_dropout_forward(float *y, const float *x, const float *mask, size_t n);
+void fl_dropout_backward(float *dx, const float *dy, const float *mask, size_t n);
 
 /* ---- Softmax cross-entropy -----------------------------------------------
  * logits (B, C), labels (B) in [0, C) (out of range is a caller bug: assert).
