@@ -29,11 +29,11 @@ Commands:
       I64), or the name fashion-mnist / mnist (Debian's packages).
 
 Exit 0 on success, 1 on a failed load, 2 on bad usage or input, 77 when
-python3-torch is missing. Reads and writes safetensors with the
+python3-torch is missing. IDX files are read with torch_check.py's
+reader. Reads and writes safetensors with the
 `safetensors` package when present, else by hand.
 """
 import argparse
-import gzip
 import json
 import os
 import struct
@@ -46,6 +46,8 @@ try:
 except ImportError:
     print("torch_model: python3-torch is not installed", file=sys.stderr)
     sys.exit(77)
+
+from torch_check import read_idx  # IDX files, plain or gzip  # noqa: E402
 
 DATA_NAMES = {"fashion-mnist": "/usr/share/datasets/fashion-mnist",
               "mnist": "/usr/share/datasets/mnist"}
@@ -267,21 +269,6 @@ def build(model_path, weights_path):
 
 
 # ---- data ----
-
-def read_idx(path):
-    for p in (path, path + ".gz"):
-        if os.path.exists(p):
-            with (gzip.open(p) if p.endswith(".gz") else open(p, "rb")) as f:
-                data = f.read()
-            magic = struct.unpack(">I", data[:4])[0]
-            if magic >> 8 != 0x08:
-                raise ValueError(f"{p}: not an unsigned-byte IDX file")
-            nd = magic & 0xFF
-            dims = struct.unpack(">" + "I" * nd, data[4:4 + 4 * nd])
-            t = torch.frombuffer(bytearray(data[4 + 4 * nd:]), dtype=torch.uint8)
-            return t.reshape(dims)
-    raise FileNotFoundError(path + "[.gz]")
-
 
 def load_split(folder, train):
     """(x (n, c, h, w) U8 or F32, y (n) int64) of one split of a data folder."""
