@@ -238,9 +238,9 @@ static void test_bad_args(void)
 	FL_CHECK(fl_model_new("2nn", 1, 28, 28, 10, NULL, 1, 0, &m) == FL_EINVAL);
 	/* the cnn needs at least a 4x4 input (two 2x2 pools) */
 	FL_CHECK(fl_model_new("cnn", 1, 3, 3, 10, NULL, 1, 8, &m) != FL_OK && m == NULL);
-	FL_CHECK(fl_model_arch_valid("cnn") && fl_model_arch_valid("2nn") &&
-		 fl_model_arch_valid("mlp") && !fl_model_arch_valid("CNN") &&
-		 !fl_model_arch_valid(NULL));
+	FL_CHECK(fl_model_desc_builtin_valid("cnn") && fl_model_desc_builtin_valid("2nn") &&
+		 fl_model_desc_builtin_valid("mlp") && !fl_model_desc_builtin_valid("CNN") &&
+		 !fl_model_desc_builtin_valid(NULL));
 	/* invalid config values are refused */
 	struct fl_peft_config *c = fl_test_peft_config(FL_PEFT_PARAM_LOHA, 0, 0, 4, 4);
 	c->rank_dropout = 1.5;

@@ -84,7 +84,7 @@ static void check_adapter_file(struct fl_model *m, const char *path, const char 
 		int factor = strstr(t->name, ".hada_") || strstr(t->name, ".lora_");
 		int saved = fl_model_param(m) == FL_PEFT_PARAM_LOHA &&
 			    (t->flags & FL_TENSOR_GLOBAL);
-		char key[128];
+		char key[FL_MODEL_NAME_MAX + 32];
 		snprintf(key, sizeof(key), "base_model.model.%s", t->name);
 		const struct fl_st_tensor *s = fl_st_find(st, key);
 		if (!factor && !saved) {

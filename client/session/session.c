@@ -315,7 +315,7 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 	const Fedloha__V1__ModelSpec *M = w->model;
 	if (!M || !M->arch)
 		return fl_error_set(FL_EFORMAT, "Welcome without a model");
-	if (!fl_model_arch_valid(M->arch))
+	if (!fl_model_desc_builtin_valid(M->arch))
 		return fl_error_set(FL_EUNSUPPORTED, "Welcome: unknown architecture '%s'", M->arch);
 	if (M->n_input != 3)
 		return fl_error_set(FL_EFORMAT,

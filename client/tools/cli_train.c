@@ -284,7 +284,7 @@ static int parse_train_args(int argc, char **argv, struct train_opts *o, uint8_t
 	}
 	if (bad)
 		return FL_EINVAL;
-	if (!fl_model_arch_valid(o->model)) {
+	if (!fl_model_desc_builtin_valid(o->model)) {
 		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n",
 			o->model);
 		return FL_EINVAL;

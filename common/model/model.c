@@ -12,63 +12,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One architecture entry: kind, name, output features/channels, kernel,
- * stride, padding. out == -1 means "the number of classes". */
-struct arch_step {
-	enum fl_layer_kind kind;
-	const char *name;
-	int out, k, stride, pad;
-};
-
-static const struct arch_step arch_2nn[] = {
-	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0}, {FL_LAYER_LINEAR, "fc1", 200, 0, 0, 0},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},    {FL_LAYER_LINEAR, "fc2", 200, 0, 0, 0},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},    {FL_LAYER_LINEAR, "fc3", -1, 0, 0, 0},
-};
-static const struct arch_step arch_cnn[] = {
-	{FL_LAYER_CONV2D, "conv1", 32, 5, 1, 2}, {FL_LAYER_RELU, "", 0, 0, 0, 0},
-	{FL_LAYER_MAXPOOL, "", 0, 2, 2, 0},      {FL_LAYER_CONV2D, "conv2", 64, 5, 1, 2},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},         {FL_LAYER_MAXPOOL, "", 0, 2, 2, 0},
-	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0},      {FL_LAYER_LINEAR, "fc1", 512, 0, 0, 0},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},         {FL_LAYER_LINEAR, "fc2", -1, 0, 0, 0},
-};
-static const struct arch_step arch_mlp[] = {
-	{FL_LAYER_FLATTEN, "", 0, 0, 0, 0},
-	{FL_LAYER_LINEAR, "fc1", 256, 0, 0, 0},
-	{FL_LAYER_RELU, "", 0, 0, 0, 0},
-	{FL_LAYER_LINEAR, "fc2", -1, 0, 0, 0},
-};
-
-static const struct {
-	const char *name;
-	const struct arch_step *steps;
-	int n;
-} arches[] = {
-	{"2nn", arch_2nn, (int)(sizeof(arch_2nn) / sizeof(arch_2nn[0]))},
-	{"cnn", arch_cnn, (int)(sizeof(arch_cnn) / sizeof(arch_cnn[0]))},
-	{"mlp", arch_mlp, (int)(sizeof(arch_mlp) / sizeof(arch_mlp[0]))},
-};
-
-int fl_model_arch_valid(const char *arch)
-{
-	for (size_t i = 0; i < sizeof(arches) / sizeof(arches[0]); i++)
-		if (arch && strcmp(arch, arches[i].name) == 0)
-			return 1;
-	return 0;
-}
-
 /* ---- tensor table ---- */
 
 static int add_tensor(struct fl_model *m, int layer, const char *lname, const char *suffix,
 		      unsigned flags, int ndim, const int64_t *shape)
 {
-	if (m->ntensors == FL_MODEL_TENSORS_MAX)
-		return fl_error_set(FL_ERANGE, "model: too many tensors");
+	assert(m->ntensors < m->tensors_cap); /* sized by fl_model_new_desc */
 	struct fl_model_tensor *t = &m->tensors[m->ntensors];
 	memset(t, 0, sizeof(*t));
-	char name[FL_MODEL_NAME_MAX];
-	snprintf(name, sizeof(name), "%s.%s", lname, suffix);
-	memcpy(t->name, name, sizeof(name));
+	snprintf(t->name, sizeof(t->name), "%s.%s", lname, suffix);
+	for (size_t i = 0; i < m->ntensors; i++)
+		if (strcmp(m->tensors[i].name, t->name) == 0)
+			return fl_error_set(FL_EINVAL, "model %s: two tensors named %s", m->arch,
+					    t->name);
 	t->ndim = ndim;
 	t->numel = 1;
 	for (int i = 0; i < ndim; i++) {
@@ -185,7 +141,8 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 	return FL_OK;
 }
 
-/* Registers the tensors of weight layer L (index li). */
+/* Registers the tensors of weight layer L (index li). -1 is "absent" in
+ * L->t; add_tensor's errors are below -1. */
 static int add_layer_tensors(struct fl_model *m, int li, const struct fl_peft_config *cfg)
 {
 	struct fl_layer *L = &m->layers[li];
@@ -210,7 +167,8 @@ static int add_layer_tensors(struct fl_model *m, int li, const struct fl_peft_co
 	if (cfg && cfg->parameterization == FL_PEFT_PARAM_LOHA && !(wflags & FL_TENSOR_GLOBAL))
 		bflags = BASE;
 	int64_t sb[1] = {o};
-	L->t[FL_LT_BIAS] = add_tensor(m, li, L->name, "bias", bflags, 1, sb);
+	if (L->has_bias)
+		L->t[FL_LT_BIAS] = add_tensor(m, li, L->name, "bias", bflags, 1, sb);
 
 	if (L->param == FL_PEFT_PARAM_FEDPARA || L->param == FL_PEFT_PARAM_PFEDPARA ||
 	    L->param == FL_PEFT_PARAM_LOHA) {
@@ -266,8 +224,9 @@ static void init_layer(struct fl_model *m, int li, uint64_t seed)
 	if (L->t[FL_LT_WEIGHT] >= 0)
 		fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
 				    m->tensors[L->t[FL_LT_WEIGHT]].numel, bound);
-	fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]),
-			    m->tensors[L->t[FL_LT_BIAS]].numel, bound);
+	if (L->t[FL_LT_BIAS] >= 0)
+		fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]),
+				    m->tensors[L->t[FL_LT_BIAS]].numel, bound);
 	struct fl_loha_factors f;
 	switch (L->param) {
 	case FL_PEFT_PARAM_FEDPARA:
@@ -293,67 +252,66 @@ static void init_layer(struct fl_model *m, int li, uint64_t seed)
 
 /* ---- build ---- */
 
-static int build_layers(struct fl_model *m, const struct arch_step *steps, int nsteps,
+static const enum fl_layer_kind op_kind[] = {
+	[FL_OP_LINEAR] = FL_LAYER_LINEAR,
+	[FL_OP_CONV2D] = FL_LAYER_CONV2D,
+	[FL_OP_RELU] = FL_LAYER_RELU,
+	[FL_OP_MAXPOOL2D] = FL_LAYER_MAXPOOL,
+	[FL_OP_FLATTEN] = FL_LAYER_FLATTEN,
+	[FL_OP_GELU] = FL_LAYER_GELU,
+	[FL_OP_AVGPOOL2D] = FL_LAYER_AVGPOOL,
+	[FL_OP_DROPOUT] = FL_LAYER_DROPOUT,
+	[FL_OP_RESIDUAL_ADD] = FL_LAYER_RESIDUAL,
+};
+
+/* Layer L from description step s: kind, name, arguments and shapes (the
+ * description has checked and inferred them). */
+static void layer_from_step(struct fl_layer *L, const struct fl_desc_step *s)
+{
+	memset(L, 0, sizeof(*L));
+	L->param = FL_PEFT_PARAM_DENSE; /* non-zero: enum value 0 is loha */
+	for (int t = 0; t < FL_LT_COUNT; t++)
+		L->t[t] = -1;
+	L->kind = op_kind[s->op];
+	snprintf(L->name, sizeof(L->name), "%s", s->name);
+	L->in_numel = fl_desc_shape_numel(&s->in_shape);
+	L->out_numel = fl_desc_shape_numel(&s->out_shape);
+	const struct fl_desc_shape *in = &s->in_shape, *out = &s->out_shape;
+	if (in->ndim == 3) {
+		L->in_c = in->dim[0];
+		L->in_h = in->dim[1];
+		L->in_w = in->dim[2];
+	}
+	if (out->ndim == 3) {
+		L->out_c = out->dim[0];
+		L->out_h = out->dim[1];
+		L->out_w = out->dim[2];
+	}
+	L->k = s->kernel;
+	L->stride = s->stride;
+	L->pad = s->padding;
+	L->has_bias = s->bias;
+	L->p = s->p;
+	L->res_from = s->res_from;
+	if (L->kind == FL_LAYER_LINEAR) {
+		L->in_c = s->in;
+		L->out_c = s->out;
+		L->in_h = L->in_w = L->out_h = L->out_w = 1;
+		L->rows = (int)(L->in_numel / (size_t)s->in);
+	}
+}
+
+static int build_layers(struct fl_model *m, const struct fl_model_desc *d,
 			const struct fl_peft_config *cfg)
 {
-	int c = m->c, h = m->h, w = m->w, last_weight = -1;
-	for (int i = 0; i < nsteps; i++)
-		if (steps[i].kind == FL_LAYER_LINEAR || steps[i].kind == FL_LAYER_CONV2D)
+	int last_weight = -1;
+	for (int i = 0; i < d->nsteps; i++)
+		if (d->steps[i].op == FL_OP_LINEAR || d->steps[i].op == FL_OP_CONV2D)
 			last_weight = i;
-	for (int i = 0; i < nsteps; i++) {
-		const struct arch_step *s = &steps[i];
+	for (int i = 0; i < d->nsteps; i++) {
 		struct fl_layer *L = &m->layers[m->nlayers++];
-		memset(L, 0, sizeof(*L));
-		L->param = FL_PEFT_PARAM_DENSE; /* non-zero: enum value 0 is loha */
-		for (int t = 0; t < FL_LT_COUNT; t++)
-			L->t[t] = -1;
-		L->kind = s->kind;
-		snprintf(L->name, sizeof(L->name), "%s", s->name);
-		L->in_c = c;
-		L->in_h = h;
-		L->in_w = w;
-		int out = s->out == -1 ? m->classes : s->out;
-		switch (s->kind) {
-		case FL_LAYER_FLATTEN:
-			c = c * h * w;
-			h = w = 1;
-			break;
-		case FL_LAYER_RELU: break;
-		case FL_LAYER_LINEAR:
-			if (h != 1 || w != 1)
-				return fl_error_set(FL_EINVAL, "model %s: %s needs a flat input",
-						    m->arch, s->name);
-			c = out;
-			break;
-		case FL_LAYER_CONV2D: {
-			L->k = s->k;
-			L->stride = s->stride;
-			L->pad = s->pad;
-			struct fl_conv2d_dims d = {1, c, h, w, out, s->k, s->k, s->stride, s->pad};
-			int err = fl_conv2d_dims_check(&d);
-			if (err)
-				return err;
-			h = fl_conv2d_out_h(&d);
-			w = fl_conv2d_out_w(&d);
-			c = out;
-			break;
-		}
-		case FL_LAYER_MAXPOOL: {
-			L->k = s->k;
-			L->stride = s->stride;
-			struct fl_pool2d_dims d = {1, c, h, w, s->k, s->stride};
-			int err = fl_pool2d_dims_check(&d);
-			if (err)
-				return err;
-			h = fl_pool2d_out_h(&d);
-			w = fl_pool2d_out_w(&d);
-			break;
-		}
-		}
-		L->out_c = c;
-		L->out_h = h;
-		L->out_w = w;
-		if (s->kind == FL_LAYER_LINEAR || s->kind == FL_LAYER_CONV2D) {
+		layer_from_step(L, &d->steps[i]);
+		if (L->kind == FL_LAYER_LINEAR || L->kind == FL_LAYER_CONV2D) {
 			int err = choose_param(m, L, cfg, i == last_weight);
 			if (!err)
 				err = add_layer_tensors(m, m->nlayers - 1, cfg);
@@ -361,9 +319,6 @@ static int build_layers(struct fl_model *m, const struct arch_step *steps, int n
 				return err;
 		}
 	}
-	if (c != m->classes)
-		return fl_error_set(FL_EINVAL, "model %s: output %d != classes %d", m->arch, c,
-				    m->classes);
 	return FL_OK;
 }
 
@@ -374,7 +329,7 @@ static int alloc_batch_buffers(struct fl_model *m)
 	size_t B = (size_t)m->max_batch;
 	for (int i = 0; i < m->nlayers; i++) {
 		struct fl_layer *L = &m->layers[i];
-		size_t per = (size_t)L->out_c * L->out_h * L->out_w;
+		size_t per = L->out_numel;
 		if (!L->act)
 			L->act = malloc(sizeof(float) * B * per);
 		if (!L->dact)
@@ -385,6 +340,12 @@ static int alloc_batch_buffers(struct fl_model *m)
 			L->pool_idx = malloc(sizeof(int32_t) * B * per);
 			if (!L->pool_idx)
 				return fl_error_set(FL_ENOMEM, "model: no memory for pool indices");
+		}
+		if (L->kind == FL_LAYER_DROPOUT && !L->drop_mask) {
+			L->drop_mask = malloc(sizeof(float) * B * per);
+			if (!L->drop_mask)
+				return fl_error_set(FL_ENOMEM,
+						    "model: no memory for dropout masks");
 		}
 		if (L->kind == FL_LAYER_CONV2D) {
 			struct fl_conv2d_dims d = {m->max_batch, L->in_c,   L->in_h,
@@ -409,7 +370,8 @@ static void free_batch_buffers(struct fl_model *m)
 		free(L->act);
 		free(L->dact);
 		free(L->pool_idx);
-		L->act = L->dact = NULL;
+		free(L->drop_mask);
+		L->act = L->dact = L->drop_mask = NULL;
 		L->pool_idx = NULL;
 	}
 	free(m->conv_work);
@@ -460,23 +422,24 @@ static int alloc_buffers(struct fl_model *m)
 	return FL_OK;
 }
 
-int fl_model_new(const char *arch, int c, int h, int w, int classes,
-		 const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
-		 struct fl_model **out)
+/* The model's tables, sized for description d. */
+static int alloc_tables(struct fl_model *m, const struct fl_model_desc *d)
+{
+	m->tensors_cap = (size_t)d->nsteps * FL_LT_COUNT;
+	m->layers = calloc((size_t)d->nsteps, sizeof(*m->layers));
+	m->tensors = calloc(m->tensors_cap, sizeof(*m->tensors));
+	m->ranges = calloc(m->tensors_cap ? m->tensors_cap : 1, sizeof(*m->ranges));
+	if (!m->layers || !m->tensors || !m->ranges)
+		return fl_error_set(FL_ENOMEM, "model: out of memory");
+	return fl_model_desc_copy(d, &m->desc);
+}
+
+int fl_model_new_desc(const struct fl_model_desc *d, const struct fl_peft_config *cfg,
+		      uint64_t seed, int max_batch, struct fl_model **out)
 {
 	*out = NULL;
-	int ai = -1;
-	for (size_t i = 0; i < sizeof(arches) / sizeof(arches[0]); i++)
-		if (arch && strcmp(arch, arches[i].name) == 0)
-			ai = (int)i;
-	if (ai < 0)
-		return fl_error_set(FL_EINVAL, "unknown model '%s' (2nn, cnn, mlp)",
-				    arch ? arch : "");
-	if (c < 1 || h < 1 || w < 1 || classes < 2 || max_batch < 1 ||
-	    (size_t)c * h * w > (1u << 24))
-		return fl_error_set(FL_EINVAL,
-				    "model %s: bad input dims %dx%dx%d, %d classes, batch %d", arch,
-				    c, h, w, classes, max_batch);
+	if (max_batch < 1)
+		return fl_error_set(FL_EINVAL, "model %s: batch %d < 1", d->label, max_batch);
 	if (cfg) {
 		int err = fl_peft_config_validate(cfg);
 		if (err)
@@ -485,16 +448,19 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 	struct fl_model *m = calloc(1, sizeof(*m));
 	if (!m)
 		return fl_error_set(FL_ENOMEM, "model: out of memory");
-	snprintf(m->arch, sizeof(m->arch), "%s", arch);
-	m->c = c;
-	m->h = h;
-	m->w = w;
-	m->classes = classes;
+	snprintf(m->arch, sizeof(m->arch), "%s", d->label);
+	const struct fl_desc_shape *in = &d->input;
+	m->c = in->ndim == 3 ? in->dim[0] : 1;
+	m->h = in->ndim == 3 ? in->dim[1] : 1;
+	m->w = in->ndim == 3 ? in->dim[2] : in->dim[0];
+	m->classes = d->classes;
 	m->max_batch = max_batch;
 	m->param = cfg ? cfg->parameterization : FL_PEFT_PARAM_DENSE;
 	m->init_weights = cfg ? cfg->init_weights : 1;
 	m->stale = 1;
-	int err = build_layers(m, arches[ai].steps, arches[ai].n, cfg);
+	int err = alloc_tables(m, d);
+	if (!err)
+		err = build_layers(m, d, cfg);
 	if (!err) {
 		layout_tensors(m);
 		err = alloc_buffers(m);
@@ -508,6 +474,19 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 			init_layer(m, i, seed);
 	*out = m;
 	return FL_OK;
+}
+
+int fl_model_new(const char *arch, int c, int h, int w, int classes,
+		 const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
+		 struct fl_model **out)
+{
+	*out = NULL;
+	struct fl_model_desc *d = NULL;
+	int err = fl_model_desc_builtin(arch, c, h, w, classes, &d);
+	if (!err)
+		err = fl_model_new_desc(d, cfg, seed, max_batch, out);
+	fl_model_desc_free(d);
+	return err;
 }
 
 void fl_model_free(struct fl_model *m)
@@ -524,5 +503,9 @@ void fl_model_free(struct fl_model *m)
 	free(m->params);
 	free(m->grads);
 	free(m->loha_work);
+	free(m->layers);
+	free(m->tensors);
+	free(m->ranges);
+	fl_model_desc_free(m->desc);
 	free(m);
 }

@@ -25,6 +25,7 @@
 #define FL_MODEL_H
 
 #include "loha.h"
+#include "model_desc.h"
 #include "optim.h"
 #include "peft_config.h"
 #include "rng.h"
@@ -32,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FL_MODEL_NAME_MAX 64
+#define FL_MODEL_NAME_MAX 128
 #define FL_MODEL_NDIM_MAX 4
 
 enum fl_tensor_flag {
@@ -58,15 +59,16 @@ enum fl_layer_kind {
 	FL_LAYER_RELU,
 	FL_LAYER_MAXPOOL,
 	FL_LAYER_FLATTEN,
+	FL_LAYER_GELU,
+	FL_LAYER_AVGPOOL,
+	FL_LAYER_DROPOUT,
+	FL_LAYER_RESIDUAL, /* adds the output of an earlier layer (x + f(x)) */
 };
 
 /* Opaque: layers, activations, work buffers. */
 struct fl_model;
 
-/* Built-in architectures (McMahan et al. 2017; README "Models"): "2nn", "cnn", "mlp". */
-int fl_model_arch_valid(const char *arch);
-
-/* Builds `arch` for inputs (c, h, w) and `classes` outputs. cfg selects and
+/* Builds the network of description d (model_desc.h). cfg selects and
  * shapes the parameterisation (cfg->parameterization, r / gamma / patterns,
  * alpha, dropouts, use_effective_conv2d, init_weights); NULL = all dense.
  * Parameters are initialised from `seed`: dense layers as PyTorch does
@@ -74,7 +76,12 @@ int fl_model_arch_valid(const char *arch);
  * pfedpara / lowrank factors with fl_loha_init_he, loha factors as PEFT
  * (fl_loha_init_peft; the base weights are initialised too and are then
  * usually replaced by fl_model_load_base). max_batch bounds the batch of
- * forward/backward. */
+ * forward/backward. Layer i draws its initial values from stream i of
+ * seed. */
+int fl_model_new_desc(const struct fl_model_desc *d, const struct fl_peft_config *cfg,
+		      uint64_t seed, int max_batch, struct fl_model **out);
+/* fl_model_new_desc of the built-in network `arch` ("2nn", "cnn", "mlp";
+ * fl_model_desc_builtin) for inputs (c, h, w) and `classes` outputs. */
 int fl_model_new(const char *arch, int c, int h, int w, int classes,
 		 const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
 		 struct fl_model **out);
@@ -90,10 +97,15 @@ void fl_model_free(struct fl_model *m);
 int fl_model_buffers(struct fl_model *m, int on);
 int fl_model_has_buffers(const struct fl_model *m);
 
+/* The description's label: the built-in's name, its "name" or "custom". */
 const char *fl_model_arch(const struct fl_model *m);
+/* The description the model was built from (owned by the model). */
+const struct fl_model_desc *fl_model_description(const struct fl_model *m);
 /* The largest batch forward/backward accept (fl_model_new's max_batch). */
 int fl_model_max_batch(const struct fl_model *m);
 enum fl_peft_param fl_model_param(const struct fl_model *m);
+/* The input as (c, h, w): an image input [C, H, W] as it is, a flat input
+ * [F] as (1, 1, F) (the data sets' convention, dataset.h). */
 void fl_model_input_dims(const struct fl_model *m, int *c, int *h, int *w, int *classes);
 
 /* The parameter buffer (owned by the model) and its gradient twin. After

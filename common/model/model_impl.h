@@ -5,9 +5,7 @@
 
 #include "layers.h"
 #include "model.h"
-
-#define FL_MODEL_LAYERS_MAX 32
-#define FL_MODEL_TENSORS_MAX 128
+#include "model_desc.h"
 
 /* Slots of a weight layer's tensors in the model's tensor table. */
 enum fl_layer_tensor {
@@ -26,10 +24,15 @@ enum fl_layer_tensor {
 
 struct fl_layer {
 	enum fl_layer_kind kind;
-	char name[32];
-	int in_c, in_h, in_w;    /* Linear: in_c = in features, h = w = 1 */
-	int out_c, out_h, out_w; /* Linear: out_c = out features */
-	int k, stride, pad;      /* Conv2d / MaxPool2d */
+	char name[FL_MODEL_MODULE_NAME_MAX];
+	int in_c, in_h, in_w;    /* Conv2d / pools: the input image; Linear: in_c = in features */
+	int out_c, out_h, out_w; /* Conv2d / pools: the output image; Linear: out_c = out */
+	size_t in_numel, out_numel; /* values per sample in and out (every kind) */
+	int rows;                   /* Linear: rows per sample (the leading dims of its input) */
+	int k, stride, pad;         /* Conv2d / pools */
+	int has_bias;
+	float p;      /* Dropout */
+	int res_from; /* Residual: layer whose output is added, -1 = the input */
 	enum fl_peft_param param;
 	struct fl_loha_dims ld; /* LoHa family */
 	int lowrank_k;
@@ -39,23 +42,26 @@ struct fl_layer {
 	int t[FL_LT_COUNT];                 /* tensor indices, -1 when absent */
 	float *act, *dact;                  /* output and its gradient, (max_batch, out) */
 	int32_t *pool_idx;                  /* MaxPool2d argmax cache */
+	float *drop_mask;                   /* Dropout: this step's mask (max_batch, out) */
+	int dropped;                        /* Dropout: the mask applies this step */
 	float *weff, *dweff;                /* composed weight and dL/dW (parameterised) */
 	float *mask;                        /* rank-dropout row mask (loha) */
 	int skip, masked;                   /* module dropped / rows masked this step */
 };
 
 struct fl_model {
-	char arch[16];
+	char arch[64]; /* the description's label */
+	struct fl_model_desc *desc;
 	int c, h, w, classes;
 	enum fl_peft_param param;
 	int init_weights;
 	int nlayers;
-	struct fl_layer layers[FL_MODEL_LAYERS_MAX];
-	struct fl_model_tensor tensors[FL_MODEL_TENSORS_MAX];
-	size_t ntensors;
+	struct fl_layer *layers;         /* one per description step */
+	struct fl_model_tensor *tensors; /* at most FL_LT_COUNT per layer */
+	size_t ntensors, tensors_cap;
 	float *params, *grads;
 	size_t nparams;
-	struct fl_optim_range ranges[FL_MODEL_TENSORS_MAX];
+	struct fl_optim_range *ranges; /* at most one per tensor */
 	size_t nranges;
 	int max_batch, batch;
 	const float *input;

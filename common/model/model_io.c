@@ -74,7 +74,7 @@ static int write_dense(struct fl_model *m, const char *path, int base_only)
 			continue;
 		int64_t s[4];
 		int nd = weight_shape(L, s);
-		char name[64];
+		char name[FL_MODEL_NAME_MAX + 8];
 		if (!base_only)
 			fl_model_compose_weight(m, i, w);
 		else if (L->t[FL_LT_WEIGHT] >= 0)
@@ -288,12 +288,25 @@ static int fix_lora_config(struct fl_model *m, const char *path)
 	return err;
 }
 
+/* The model description, indented, for people and tools
+ * (tests/torch_model.py builds the PyTorch module from it). */
+static int write_description(const struct fl_model *m, const char *path)
+{
+	json_t *j = json_loads(m->desc->text, 0, NULL);
+	if (!j)
+		return fl_error_set(FL_ENOMEM, "save: out of memory");
+	int err = dump_json_atomic(j, path);
+	json_decref(j);
+	return err;
+}
+
 static int write_fedloha_json(const struct fl_model *m, const char *path, const char *meta_json)
 {
 	json_t *j = json_object(), *layers = json_array();
 	json_object_set_new(j, "format", json_string("fedloha-model"));
 	json_object_set_new(j, "version", json_integer(1));
 	json_object_set_new(j, "arch", json_string(m->arch));
+	json_object_set_new(j, "model", json_loads(m->desc->text, 0, NULL));
 	json_object_set_new(j, "input", json_pack("[iii]", m->c, m->h, m->w));
 	json_object_set_new(j, "classes", json_integer(m->classes));
 	json_object_set_new(j, "parameterization", json_string(fl_peft_param_name(m->param)));
@@ -368,6 +381,9 @@ int fl_model_save(struct fl_model *m, const char *dir, const char *meta_json)
 		if (err)
 			return err;
 	}
+	snprintf(path, sizeof(path), "%s/model.json", dir);
+	if ((err = write_description(m, path)))
+		return err;
 	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
 	return write_fedloha_json(m, path, meta_json);
 }

@@ -133,33 +133,76 @@ static const char *const saved_files[3] = {"adapter_model.safetensors", "base_mo
 
 /* The model fedloha.json (root, read from path) describes, with its
  * weights still at their seeded values. */
+/* The description under "model" (folders saved before it existed name a
+ * built-in under "arch" and "input"). */
+static int saved_description(json_t *root, const char *path, struct fl_model_desc **d)
+{
+	json_t *model = json_object_get(root, "model");
+	if (!model)
+		return FL_ENOTFOUND;
+	char *text = json_dumps(model, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!text)
+		return fl_error_set(FL_EFORMAT, "%s: key 'model': not a description", path);
+	char origin[FL_PATH_MAX + 16];
+	snprintf(origin, sizeof(origin), "%s: model", path);
+	int err = fl_model_desc_parse(text, strlen(text), origin, d);
+	free(text);
+	if (!err && fl_model_desc_builtin_valid((*d)->label))
+		(*d)->builtin = 1;
+	return err;
+}
+
+/* The redundant keys next to "model" must agree with it. */
+static int check_agrees(const struct fl_model_desc *d, const char *path, const char *arch, int c,
+			int h, int w, int classes)
+{
+	const struct fl_desc_shape *in = &d->input;
+	int dc = in->ndim == 3 ? in->dim[0] : 1, dh = in->ndim == 3 ? in->dim[1] : 1;
+	int dw = in->ndim == 3 ? in->dim[2] : in->dim[0];
+	if (strcmp(arch, d->label) != 0)
+		return fl_error_set(FL_EFORMAT, "%s: key 'arch': '%s' but the model is '%s'", path,
+				    arch, d->label);
+	if (c != dc || h != dh || w != dw || classes != d->classes)
+		return fl_error_set(FL_EFORMAT,
+				    "%s: keys 'input' / 'classes' disagree with 'model'", path);
+	return FL_OK;
+}
+
 static int model_from_json(json_t *root, const char *path, int max_batch, struct fl_model **m)
 {
 	struct fl_peft_config *cfg = NULL;
+	struct fl_model_desc *d = NULL;
 	const char *arch = json_string_value(json_object_get(root, "arch"));
 	json_t *input = json_object_get(root, "input");
 	int c = 0, h = 0, w = 0, classes = 0, err = FL_OK;
 	if (!json_is_string(json_object_get(root, "format")) ||
 	    strcmp(json_string_value(json_object_get(root, "format")), "fedloha-model") != 0)
 		err = fl_error_set(FL_EFORMAT, "%s: not a fedloha model file (key 'format')", path);
-	else if (!arch || !fl_model_arch_valid(arch))
+	else if ((err = saved_description(root, path, &d)) == FL_ENOTFOUND)
+		err = FL_OK;
+	if (!err && (!arch || (!d && !fl_model_desc_builtin_valid(arch))))
 		err = fl_error_set(FL_EFORMAT, "%s: key 'arch': unknown model", path);
-	else if (!json_is_array(input) || json_array_size(input) != 3)
+	else if (!err && (!json_is_array(input) || json_array_size(input) != 3))
 		err = fl_error_set(FL_EFORMAT, "%s: key 'input': expected [c, h, w]", path);
 	if (!err)
-		err = json_int_in(json_array_get(input, 0), path, "input", 1, 64, &c);
+		err = json_int_in(json_array_get(input, 0), path, "input", 1, 1 << 24, &c);
 	if (!err)
-		err = json_int_in(json_array_get(input, 1), path, "input", 1, 4096, &h);
+		err = json_int_in(json_array_get(input, 1), path, "input", 1, 1 << 24, &h);
 	if (!err)
-		err = json_int_in(json_array_get(input, 2), path, "input", 1, 4096, &w);
+		err = json_int_in(json_array_get(input, 2), path, "input", 1, 1 << 24, &w);
 	if (!err)
-		err = json_int_in(json_object_get(root, "classes"), path, "classes", 2, 100000,
+		err = json_int_in(json_object_get(root, "classes"), path, "classes", 2, 1 << 24,
 				  &classes);
+	if (!err && d)
+		err = check_agrees(d, path, arch, c, h, w, classes);
 	if (!err)
 		err = config_from_json(root, path, &cfg);
-	if (!err)
+	if (!err && d)
+		err = fl_model_new_desc(d, cfg, 0, max_batch, m);
+	else if (!err)
 		err = fl_model_new(arch, c, h, w, classes, cfg, 0, max_batch, m);
 	fl_peft_config_free(cfg);
+	fl_model_desc_free(d);
 	return err;
 }
 

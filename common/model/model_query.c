@@ -14,6 +14,10 @@ const char *fl_model_arch(const struct fl_model *m)
 {
 	return m->arch;
 }
+const struct fl_model_desc *fl_model_description(const struct fl_model *m)
+{
+	return m->desc;
+}
 int fl_model_max_batch(const struct fl_model *m)
 {
 	return m->max_batch;

@@ -87,6 +87,59 @@ static struct fl_pool2d_dims pool_dims(const struct fl_layer *L, int batch)
 	return d;
 }
 
+static const float *layer_output(const struct fl_model *m, int i)
+{
+	return i < 0 ? m->input : m->layers[i].act;
+}
+
+static void layer_forward(struct fl_model *m, int i, const float *in, int batch, int train,
+			  struct fl_rng *rng)
+{
+	struct fl_layer *L = &m->layers[i];
+	size_t n_out = (size_t)batch * L->out_numel;
+	switch (L->kind) {
+	case FL_LAYER_FLATTEN: memcpy(L->act, in, sizeof(float) * n_out); break;
+	case FL_LAYER_RELU: fl_relu_forward(L->act, in, n_out); break;
+	case FL_LAYER_GELU: fl_gelu_forward(L->act, in, n_out); break;
+	case FL_LAYER_DROPOUT:
+		L->dropped = train && L->p > 0;
+		if (!L->dropped) {
+			memcpy(L->act, in, sizeof(float) * n_out);
+			break;
+		}
+		fl_dropout_mask(L->drop_mask, n_out, L->p, rng);
+		fl_dropout_forward(L->act, in, L->drop_mask, n_out);
+		break;
+	case FL_LAYER_RESIDUAL: {
+		const float *skip = layer_output(m, L->res_from);
+		for (size_t k = 0; k < n_out; k++)
+			L->act[k] = in[k] + skip[k];
+		break;
+	}
+	case FL_LAYER_LINEAR:
+		fl_linear_forward(L->act, in, layer_weight(m, L),
+				  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), batch * L->rows,
+				  L->in_c, L->out_c);
+		break;
+	case FL_LAYER_CONV2D: {
+		struct fl_conv2d_dims d = conv_dims(L, batch);
+		fl_conv2d_forward(L->act, m->conv_work, in, layer_weight(m, L),
+				  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), &d);
+		break;
+	}
+	case FL_LAYER_MAXPOOL: {
+		struct fl_pool2d_dims d = pool_dims(L, batch);
+		fl_maxpool2d_forward(L->act, L->pool_idx, in, &d);
+		break;
+	}
+	case FL_LAYER_AVGPOOL: {
+		struct fl_pool2d_dims d = pool_dims(L, batch);
+		fl_avgpool2d_forward(L->act, in, &d);
+		break;
+	}
+	}
+}
+
 const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int train,
 			      struct fl_rng *rng)
 {
@@ -105,29 +158,8 @@ const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int
 	m->stale = train;
 	const float *in = x;
 	for (int i = 0; i < m->nlayers; i++) {
-		struct fl_layer *L = &m->layers[i];
-		size_t n_out = (size_t)batch * L->out_c * L->out_h * L->out_w;
-		switch (L->kind) {
-		case FL_LAYER_FLATTEN: memcpy(L->act, in, sizeof(float) * n_out); break;
-		case FL_LAYER_RELU: fl_relu_forward(L->act, in, n_out); break;
-		case FL_LAYER_LINEAR:
-			fl_linear_forward(L->act, in, layer_weight(m, L),
-					  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), batch, L->in_c,
-					  L->out_c);
-			break;
-		case FL_LAYER_CONV2D: {
-			struct fl_conv2d_dims d = conv_dims(L, batch);
-			fl_conv2d_forward(L->act, m->conv_work, in, layer_weight(m, L),
-					  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), &d);
-			break;
-		}
-		case FL_LAYER_MAXPOOL: {
-			struct fl_pool2d_dims d = pool_dims(L, batch);
-			fl_maxpool2d_forward(L->act, L->pool_idx, in, &d);
-			break;
-		}
-		}
-		in = L->act;
+		layer_forward(m, i, in, batch, train, rng);
+		in = m->layers[i].act;
 	}
 	return in;
 }
@@ -170,59 +202,103 @@ static void factor_backward(struct fl_model *m, int li)
 	}
 }
 
+/* dx += the gradient through a weight layer; dw/db of its tensors. */
+static void weight_backward(struct fl_model *m, int i, float *dx, const float *dy, const float *in,
+			    int batch)
+{
+	struct fl_layer *L = &m->layers[i];
+	float *dw = NULL, *db = NULL;
+	if (L->t[FL_LT_BIAS] >= 0) {
+		const struct fl_model_tensor *bt = &m->tensors[L->t[FL_LT_BIAS]];
+		if (bt->flags & FL_TENSOR_TRAINABLE)
+			db = m->grads + bt->offset;
+	}
+	if (L->param == FL_PEFT_PARAM_DENSE) {
+		const struct fl_model_tensor *wt = &m->tensors[L->t[FL_LT_WEIGHT]];
+		if (wt->flags & FL_TENSOR_TRAINABLE)
+			dw = m->grads + wt->offset;
+	} else if (!(L->param == FL_PEFT_PARAM_LOHA && L->skip)) {
+		dw = L->dweff;
+		memset(dw, 0, sizeof(float) * weight_floats(L));
+	}
+	const float *w = layer_weight(m, L);
+	if (L->kind == FL_LAYER_LINEAR) {
+		fl_linear_backward(dx, dw, db, dy, in, w, batch * L->rows, L->in_c, L->out_c);
+	} else {
+		struct fl_conv2d_dims d = conv_dims(L, batch);
+		fl_conv2d_backward(dx, dw, db, m->conv_work, dy, in, w, &d);
+	}
+	if (L->param != FL_PEFT_PARAM_DENSE)
+		factor_backward(m, i);
+}
+
+/* dx += dL/d(input of layer i), given dy = dL/d(output of layer i). */
+static void layer_backward(struct fl_model *m, int i, float *dx, const float *dy, int batch)
+{
+	struct fl_layer *L = &m->layers[i];
+	const float *in = layer_output(m, i - 1);
+	size_t n_in = (size_t)batch * L->in_numel;
+	switch (L->kind) {
+	case FL_LAYER_FLATTEN:
+	case FL_LAYER_RESIDUAL:
+		if (dx)
+			for (size_t k = 0; k < n_in; k++)
+				dx[k] += dy[k];
+		break;
+	case FL_LAYER_DROPOUT:
+		if (dx && L->dropped)
+			fl_dropout_backward(dx, dy, L->drop_mask, n_in);
+		else if (dx)
+			for (size_t k = 0; k < n_in; k++)
+				dx[k] += dy[k];
+		break;
+	case FL_LAYER_RELU:
+		if (dx)
+			fl_relu_backward(dx, L->act, dy, n_in);
+		break;
+	case FL_LAYER_GELU:
+		if (dx)
+			fl_gelu_backward(dx, in, dy, n_in);
+		break;
+	case FL_LAYER_MAXPOOL: {
+		struct fl_pool2d_dims d = pool_dims(L, batch);
+		if (dx)
+			fl_maxpool2d_backward(dx, L->pool_idx, dy, &d);
+		break;
+	}
+	case FL_LAYER_AVGPOOL: {
+		struct fl_pool2d_dims d = pool_dims(L, batch);
+		if (dx)
+			fl_avgpool2d_backward(dx, dy, &d);
+		break;
+	}
+	case FL_LAYER_LINEAR:
+	case FL_LAYER_CONV2D: weight_backward(m, i, dx, dy, in, batch); break;
+	}
+}
+
+/* The gradient each layer's output receives: from the next layer, plus
+ * from every residual that adds it. The input gradient dx of layer i is
+ * layer i-1's dact; it is complete once the layers after i-1 are done. */
 void fl_model_backward(struct fl_model *m, const float *dlogits)
 {
 	int batch = m->batch;
 	assert(batch >= 1);
-	const float *dy = dlogits;
 	for (int i = m->nlayers - 1; i >= 0; i--) {
 		struct fl_layer *L = &m->layers[i];
-		const float *in = i > 0 ? m->layers[i - 1].act : m->input;
+		const float *dy = i == m->nlayers - 1 ? dlogits : L->dact;
 		float *dx = i > 0 ? m->layers[i - 1].dact : NULL;
-		size_t n_in = (size_t)batch * L->in_c * L->in_h * L->in_w;
 		if (dx)
-			memset(dx, 0, sizeof(float) * n_in);
-		switch (L->kind) {
-		case FL_LAYER_FLATTEN:
-			if (dx)
-				memcpy(dx, dy, sizeof(float) * n_in);
-			break;
-		case FL_LAYER_RELU:
-			if (dx)
-				fl_relu_backward(dx, L->act, dy, n_in);
-			break;
-		case FL_LAYER_MAXPOOL: {
-			struct fl_pool2d_dims d = pool_dims(L, batch);
-			if (dx)
-				fl_maxpool2d_backward(dx, L->pool_idx, dy, &d);
-			break;
+			memset(dx, 0, sizeof(float) * (size_t)batch * L->in_numel);
+		layer_backward(m, i, dx, dy, batch);
+		/* residuals whose skip is layer i-1's output */
+		for (int e = i; e < m->nlayers && dx; e++) {
+			const struct fl_layer *R = &m->layers[e];
+			if (R->kind != FL_LAYER_RESIDUAL || R->res_from != i - 1)
+				continue;
+			const float *dr = e == m->nlayers - 1 ? dlogits : R->dact;
+			for (size_t k = 0; k < (size_t)batch * L->in_numel; k++)
+				dx[k] += dr[k];
 		}
-		case FL_LAYER_LINEAR:
-		case FL_LAYER_CONV2D: {
-			float *dw = NULL, *db = NULL;
-			const struct fl_model_tensor *bt = &m->tensors[L->t[FL_LT_BIAS]];
-			if (bt->flags & FL_TENSOR_TRAINABLE)
-				db = m->grads + bt->offset;
-			if (L->param == FL_PEFT_PARAM_DENSE) {
-				const struct fl_model_tensor *wt = &m->tensors[L->t[FL_LT_WEIGHT]];
-				if (wt->flags & FL_TENSOR_TRAINABLE)
-					dw = m->grads + wt->offset;
-			} else if (!(L->param == FL_PEFT_PARAM_LOHA && L->skip)) {
-				dw = L->dweff;
-				memset(dw, 0, sizeof(float) * weight_floats(L));
-			}
-			const float *w = layer_weight(m, L);
-			if (L->kind == FL_LAYER_LINEAR) {
-				fl_linear_backward(dx, dw, db, dy, in, w, batch, L->in_c, L->out_c);
-			} else {
-				struct fl_conv2d_dims d = conv_dims(L, batch);
-				fl_conv2d_backward(dx, dw, db, m->conv_work, dy, in, w, &d);
-			}
-			if (L->param != FL_PEFT_PARAM_DENSE)
-				factor_backward(m, i);
-			break;
-		}
-		}
-		dy = dx;
 	}
 }

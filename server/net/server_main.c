@@ -338,7 +338,7 @@ static int run(struct srv_opts *o)
 			o->listen);
 		return 2;
 	}
-	if (!fl_model_arch_valid(o->model)) {
+	if (!fl_model_desc_builtin_valid(o->model)) {
 		fprintf(stderr, "fedloha-server: --model: unknown model '%s' (2nn, cnn, mlp)\n",
 			o->model);
 		return 2;

@@ -373,7 +373,7 @@ static int check_options(int argc, char **argv, struct srv_sim_opts *o)
 		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
 		return FL_EINVAL;
 	}
-	if (!fl_model_arch_valid(c->arch)) {
+	if (!fl_model_desc_builtin_valid(c->arch)) {
 		fprintf(stderr, PROG ": --model: unknown model '%s' (2nn, cnn or mlp)\n", c->arch);
 		return FL_EINVAL;
 	}

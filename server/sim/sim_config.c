@@ -50,7 +50,7 @@ const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size
 
 int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *d)
 {
-	if (!c->arch || !fl_model_arch_valid(c->arch))
+	if (!c->arch || !fl_model_desc_builtin_valid(c->arch))
 		return fl_error_set(FL_EINVAL, "sim: unknown model '%s' (2nn, cnn or mlp)",
 				    c->arch ? c->arch : "");
 	if (c->train.rounds < 1 || c->train.epochs < 1 || c->train.batch < 1 ||

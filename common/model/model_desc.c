@@ -1,0 +1,578 @@
+/* model_desc.c - parsing fedloha-model/1 descriptions into a flat list of
+ * steps, checking every field and inferring the shape after each module.
+ * The built-in networks are written as descriptions in model_builtin.c;
+ * building a model from the steps is model.c. */
+#include "model_desc.h"
+
+#include "errors.h"
+#include "fsutil.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIM_MAX (1 << 24)      /* one dimension, and the elements of one sample's tensor */
+#define KERNEL_MAX 1024        /* kernel, stride, padding */
+#define DEPTH_MAX 32           /* nesting of sequential / residual */
+#define WEIGHT_MAX (1ul << 28) /* elements of one weight */
+
+/* Where a module sits, for messages: "modules[3].modules[1] (linear fc1)". */
+struct where {
+	char path[160];
+	char what[FL_MODEL_MODULE_NAME_MAX + 24];
+};
+
+struct parser {
+	const char *origin;
+	struct fl_model_desc *d;
+	int cap;
+	json_t *names; /* object used as a set of module names */
+};
+
+static const char *const op_names[] = {
+	[FL_OP_LINEAR] = "linear",
+	[FL_OP_CONV2D] = "conv2d",
+	[FL_OP_RELU] = "relu",
+	[FL_OP_MAXPOOL2D] = "maxpool2d",
+	[FL_OP_FLATTEN] = "flatten",
+	[FL_OP_GELU] = "gelu",
+	[FL_OP_AVGPOOL2D] = "avgpool2d",
+	[FL_OP_DROPOUT] = "dropout",
+	[FL_OP_RESIDUAL_ADD] = "residual",
+};
+
+const char *fl_desc_op_name(enum fl_desc_op op)
+{
+	return (unsigned)op < sizeof(op_names) / sizeof(op_names[0]) ? op_names[op] : "?";
+}
+
+size_t fl_desc_shape_numel(const struct fl_desc_shape *s)
+{
+	size_t n = 1;
+	for (int i = 0; i < s->ndim; i++)
+		n *= (size_t)s->dim[i];
+	return n;
+}
+
+const char *fl_desc_shape_str(const struct fl_desc_shape *s, char *buf, size_t size)
+{
+	size_t used = 0;
+	buf[0] = 0;
+	for (int i = 0; i < s->ndim && used < size; i++)
+		used += (size_t)snprintf(buf + used, size - used, "%s%d", i ? "," : "(", s->dim[i]);
+	if (used < size)
+		snprintf(buf + used, size - used, ")");
+	return buf;
+}
+
+/* ---- fields ---- */
+
+/* The fields each op takes: required ones first, then optional ones. */
+struct op_spec {
+	const char *op;
+	int code; /* enum fl_desc_op, or -1 for nesting, -2 for ops not built yet */
+	const char *required[5];
+	const char *optional[4];
+};
+
+static const struct op_spec specs[] = {
+	{"linear", FL_OP_LINEAR, {"name", "in", "out"}, {"bias"}},
+	{"conv2d", FL_OP_CONV2D, {"name", "in", "out", "kernel"}, {"stride", "padding", "bias"}},
+	{"relu", FL_OP_RELU, {0}, {0}},
+	{"gelu", FL_OP_GELU, {0}, {0}},
+	{"maxpool2d", FL_OP_MAXPOOL2D, {"kernel"}, {"stride"}},
+	{"avgpool2d", FL_OP_AVGPOOL2D, {"kernel"}, {"stride"}},
+	{"flatten", FL_OP_FLATTEN, {0}, {0}},
+	{"dropout", FL_OP_DROPOUT, {"p"}, {0}},
+	{"residual", -1, {"modules"}, {0}},
+	{"sequential", -1, {"modules"}, {0}},
+	{"groupnorm", -2, {0}, {0}},
+	{"layernorm", -2, {0}, {0}},
+	{"embedding", -2, {0}, {0}},
+	{"tokens", -2, {0}, {0}},
+	{"position", -2, {0}, {0}},
+	{"attention", -2, {0}, {0}},
+	{"mean_tokens", -2, {0}, {0}},
+};
+
+static int bad(struct parser *p, const struct where *w, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int bad(struct parser *p, const struct where *w, const char *fmt, ...)
+{
+	char detail[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	return fl_error_set(FL_EINVAL, "%s: %s%s%s: %s", p->origin, w->path, w->what[0] ? " " : "",
+			    w->what, detail);
+}
+
+static int listed(const char *const *list, int n, const char *key)
+{
+	for (int i = 0; i < n && list[i]; i++)
+		if (strcmp(list[i], key) == 0)
+			return 1;
+	return 0;
+}
+
+/* Every field is known to the op, every required one present. */
+static int check_fields(struct parser *p, const struct where *w, json_t *m, const struct op_spec *s)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(m, key, v)
+	{
+		if (strcmp(key, "op") != 0 && !listed(s->required, 5, key) &&
+		    !listed(s->optional, 4, key))
+			return bad(p, w, "field \"%s\": not an argument of %s", key, s->op);
+	}
+	for (int i = 0; i < 5 && s->required[i]; i++)
+		if (!json_object_get(m, s->required[i]))
+			return bad(p, w, "field \"%s\": missing", s->required[i]);
+	return FL_OK;
+}
+
+/* An integer field in [lo, hi]; absent -> def (def < lo: required). */
+static int int_field(struct parser *p, const struct where *w, json_t *m, const char *key, int lo,
+		     int hi, int def, int *out)
+{
+	json_t *v = json_object_get(m, key);
+	if (!v && def >= lo) {
+		*out = def;
+		return FL_OK;
+	}
+	if (!json_is_integer(v))
+		return bad(p, w, "field \"%s\": expected an integer", key);
+	json_int_t x = json_integer_value(v);
+	if (x < lo || x > hi)
+		return bad(p, w, "field \"%s\": %lld is outside [%d, %d]", key, (long long)x, lo,
+			   hi);
+	*out = (int)x;
+	return FL_OK;
+}
+
+static int bool_field(struct parser *p, const struct where *w, json_t *m, const char *key, int *out)
+{
+	json_t *v = json_object_get(m, key);
+	if (!v) {
+		*out = 1;
+		return FL_OK;
+	}
+	if (!json_is_boolean(v))
+		return bad(p, w, "field \"%s\": expected true or false", key);
+	*out = json_is_true(v);
+	return FL_OK;
+}
+
+static int name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= FL_MODEL_MODULE_NAME_MAX || s[0] == '.' || s[n - 1] == '.' ||
+	    strstr(s, ".."))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+static int name_field(struct parser *p, struct where *w, json_t *m, struct fl_desc_step *st)
+{
+	const char *name = json_string_value(json_object_get(m, "name"));
+	if (!name)
+		return bad(p, w, "field \"name\": expected a string");
+	if (!name_ok(name))
+		return bad(p, w,
+			   "field \"name\": \"%.100s\" is not a module name (1-%d characters of "
+			   "A-Z a-z 0-9 _ - and inner dots)",
+			   name, FL_MODEL_MODULE_NAME_MAX - 1);
+	snprintf(w->what, sizeof(w->what), "(%s %s)", fl_desc_op_name(st->op), name);
+	if (json_object_get(p->names, name))
+		return bad(p, w, "field \"name\": \"%s\" names an earlier module too", name);
+	json_object_set_new(p->names, name, json_true());
+	snprintf(st->name, sizeof(st->name), "%s", name);
+	return FL_OK;
+}
+
+/* ---- shapes ---- */
+
+static int want_image(struct parser *p, const struct where *w, const struct fl_desc_shape *s)
+{
+	char b[64];
+	if (s->ndim != 3)
+		return bad(p, w, "needs a (C,H,W) input, got %s",
+			   fl_desc_shape_str(s, b, sizeof(b)));
+	return FL_OK;
+}
+
+static int conv_shape(struct parser *p, const struct where *w, struct fl_desc_step *st)
+{
+	const struct fl_desc_shape *s = &st->in_shape;
+	char b[64];
+	int err = want_image(p, w, s);
+	if (err)
+		return err;
+	if (st->in != s->dim[0])
+		return bad(p, w, "field \"in\": %d, but the input %s has %d channels", st->in,
+			   fl_desc_shape_str(s, b, sizeof(b)), s->dim[0]);
+	if ((size_t)st->out * st->in * st->kernel * st->kernel > WEIGHT_MAX)
+		return bad(p, w, "weight of %d x %d x %d x %d is too large", st->out, st->in,
+			   st->kernel, st->kernel);
+	int ph = s->dim[1] + 2 * st->padding, pw = s->dim[2] + 2 * st->padding;
+	if (ph < st->kernel || pw < st->kernel)
+		return bad(p, w, "field \"kernel\": %d is larger than the padded input %dx%d",
+			   st->kernel, ph, pw);
+	st->out_shape = (struct fl_desc_shape){
+		3,
+		{st->out, (ph - st->kernel) / st->stride + 1, (pw - st->kernel) / st->stride + 1}};
+	return FL_OK;
+}
+
+static int pool_shape(struct parser *p, const struct where *w, struct fl_desc_step *st)
+{
+	const struct fl_desc_shape *s = &st->in_shape;
+	int err = want_image(p, w, s);
+	if (err)
+		return err;
+	if (s->dim[1] < st->kernel || s->dim[2] < st->kernel)
+		return bad(p, w, "field \"kernel\": %d is larger than the input %dx%d", st->kernel,
+			   s->dim[1], s->dim[2]);
+	st->out_shape = (struct fl_desc_shape){3,
+					       {s->dim[0],
+						(s->dim[1] - st->kernel) / st->stride + 1,
+						(s->dim[2] - st->kernel) / st->stride + 1}};
+	return FL_OK;
+}
+
+static int linear_shape(struct parser *p, const struct where *w, struct fl_desc_step *st)
+{
+	const struct fl_desc_shape *s = &st->in_shape;
+	char b[64];
+	if (st->in != s->dim[s->ndim - 1])
+		return bad(p, w,
+			   "field \"in\": %d, but the input %s has %d features in its last dim",
+			   st->in, fl_desc_shape_str(s, b, sizeof(b)), s->dim[s->ndim - 1]);
+	if ((size_t)st->out * st->in > WEIGHT_MAX)
+		return bad(p, w, "weight of %d x %d is too large", st->out, st->in);
+	st->out_shape = *s;
+	st->out_shape.dim[s->ndim - 1] = st->out;
+	size_t rows = fl_desc_shape_numel(s) / (size_t)st->in;
+	if (rows * (size_t)st->out > DIM_MAX)
+		return bad(p, w, "output of %zu x %d values is too large", rows, st->out);
+	return FL_OK;
+}
+
+/* ---- modules ---- */
+
+static int add_step(struct parser *p, const struct where *w, struct fl_desc_step **out)
+{
+	struct fl_model_desc *d = p->d;
+	if (d->nsteps == FL_MODEL_DESC_STEPS_MAX)
+		return bad(p, w, "more than %d modules", FL_MODEL_DESC_STEPS_MAX);
+	if (d->nsteps == p->cap) {
+		int cap = p->cap ? 2 * p->cap : 16;
+		struct fl_desc_step *s = realloc(d->steps, sizeof(*s) * (size_t)cap);
+		if (!s)
+			return fl_error_set(FL_ENOMEM, "%s: out of memory", p->origin);
+		d->steps = s;
+		p->cap = cap;
+	}
+	*out = &d->steps[d->nsteps++];
+	memset(*out, 0, sizeof(**out));
+	return FL_OK;
+}
+
+static int walk(struct parser *p, json_t *mods, const char *prefix, int depth,
+		struct fl_desc_shape *shape);
+
+/* The arguments of a parametric or pooling op, then its output shape. */
+static int op_args(struct parser *p, struct where *w, json_t *m, struct fl_desc_step *st)
+{
+	int err = FL_OK;
+	switch (st->op) {
+	case FL_OP_LINEAR:
+	case FL_OP_CONV2D:
+		err = name_field(p, w, m, st);
+		if (!err)
+			err = int_field(p, w, m, "in", 1, DIM_MAX, 0, &st->in);
+		if (!err)
+			err = int_field(p, w, m, "out", 1, DIM_MAX, 0, &st->out);
+		if (!err)
+			err = bool_field(p, w, m, "bias", &st->bias);
+		if (err || st->op == FL_OP_LINEAR)
+			return err ? err : linear_shape(p, w, st);
+		err = int_field(p, w, m, "kernel", 1, KERNEL_MAX, 0, &st->kernel);
+		if (!err)
+			err = int_field(p, w, m, "stride", 1, KERNEL_MAX, 1, &st->stride);
+		if (!err)
+			err = int_field(p, w, m, "padding", 0, KERNEL_MAX, 0, &st->padding);
+		return err ? err : conv_shape(p, w, st);
+	case FL_OP_MAXPOOL2D:
+	case FL_OP_AVGPOOL2D:
+		err = int_field(p, w, m, "kernel", 1, KERNEL_MAX, 0, &st->kernel);
+		if (!err)
+			err = int_field(p, w, m, "stride", 1, KERNEL_MAX, st->kernel, &st->stride);
+		return err ? err : pool_shape(p, w, st);
+	case FL_OP_DROPOUT: {
+		json_t *v = json_object_get(m, "p");
+		double x = json_number_value(v);
+		if (!json_is_number(v) || !(x >= 0 && x < 1))
+			return bad(p, w, "field \"p\": expected a number in [0, 1)");
+		st->p = (float)x;
+		st->out_shape = st->in_shape;
+		return FL_OK;
+	}
+	case FL_OP_FLATTEN:
+		st->out_shape = (struct fl_desc_shape){1,
+						       {(int)fl_desc_shape_numel(&st->in_shape)}};
+		return FL_OK;
+	default: st->out_shape = st->in_shape; return FL_OK;
+	}
+}
+
+/* A residual: its body, then the step adding the body's input. */
+static int residual(struct parser *p, struct where *w, json_t *m, int depth,
+		    struct fl_desc_shape *shape)
+{
+	char b1[64], b2[64];
+	int from = p->d->nsteps - 1;
+	struct fl_desc_shape in = *shape;
+	int err = walk(p, json_object_get(m, "modules"), w->path, depth + 1, shape);
+	if (err)
+		return err;
+	if (shape->ndim != in.ndim || memcmp(shape->dim, in.dim, sizeof(int) * (size_t)in.ndim))
+		return bad(p, w, "its modules turn %s into %s: x + f(x) needs the same shape",
+			   fl_desc_shape_str(&in, b1, sizeof(b1)),
+			   fl_desc_shape_str(shape, b2, sizeof(b2)));
+	struct fl_desc_step *st;
+	if ((err = add_step(p, w, &st)))
+		return err;
+	st->op = FL_OP_RESIDUAL_ADD;
+	st->res_from = from;
+	st->in_shape = st->out_shape = in;
+	return FL_OK;
+}
+
+static int module(struct parser *p, struct where *w, json_t *m, int depth,
+		  struct fl_desc_shape *shape)
+{
+	if (!json_is_object(m))
+		return bad(p, w, "expected an object");
+	const char *op = json_string_value(json_object_get(m, "op"));
+	if (!op)
+		return bad(p, w, "field \"op\": missing or not a string");
+	const struct op_spec *s = NULL;
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
+		if (strcmp(specs[i].op, op) == 0)
+			s = &specs[i];
+	if (!s)
+		return bad(p, w, "field \"op\": unknown op \"%.40s\"", op);
+	snprintf(w->what, sizeof(w->what), "(%s)", s->op);
+	if (s->code == -2)
+		return fl_error_set(FL_EUNSUPPORTED,
+				    "%s: %s (%s): op \"%s\" is part of fedloha-model/1 but fedloha "
+				    "does not build it yet",
+				    p->origin, w->path, op, op);
+	int err = check_fields(p, w, m, s);
+	if (err)
+		return err;
+	if (s->code == -1 && strcmp(op, "residual") == 0)
+		return residual(p, w, m, depth, shape);
+	if (s->code == -1)
+		return walk(p, json_object_get(m, "modules"), w->path, depth + 1, shape);
+	struct fl_desc_step *st;
+	if ((err = add_step(p, w, &st)))
+		return err;
+	st->op = (enum fl_desc_op)s->code;
+	st->in_shape = *shape;
+	if ((err = op_args(p, w, m, st)))
+		return err;
+	if (fl_desc_shape_numel(&st->out_shape) > DIM_MAX)
+		return bad(p, w, "output of %zu values per sample is too large",
+			   fl_desc_shape_numel(&st->out_shape));
+	*shape = st->out_shape;
+	return FL_OK;
+}
+
+static int walk(struct parser *p, json_t *mods, const char *prefix, int depth,
+		struct fl_desc_shape *shape)
+{
+	struct where w = {{0}, {0}};
+	snprintf(w.path, sizeof(w.path), "%s", prefix);
+	if (depth > DEPTH_MAX)
+		return bad(p, &w, "nested more than %d deep", DEPTH_MAX);
+	if (!json_is_array(mods))
+		return bad(p, &w, "field \"modules\": expected an array");
+	for (size_t i = 0; i < json_array_size(mods); i++) {
+		snprintf(w.path, sizeof(w.path), "%s%smodules[%zu]", prefix, prefix[0] ? "." : "",
+			 i);
+		w.what[0] = 0;
+		int err = module(p, &w, json_array_get(mods, i), depth, shape);
+		if (err)
+			return err;
+	}
+	return FL_OK;
+}
+
+/* ---- the whole description ---- */
+
+static int top_input(struct parser *p, json_t *root)
+{
+	struct where w = {"input", ""};
+	json_t *in = json_object_get(root, "input");
+	if (!json_is_object(in))
+		return bad(p, &w, "missing or not an object");
+	if (json_object_get(in, "tokens") || json_object_get(in, "vocab"))
+		return fl_error_set(FL_EUNSUPPORTED,
+				    "%s: input: token inputs (\"tokens\", \"vocab\") need the "
+				    "embedding op, which fedloha does not build yet",
+				    p->origin);
+	const char *key;
+	json_t *v;
+	json_object_foreach(in, key, v)
+	{
+		if (strcmp(key, "shape") != 0)
+			return bad(p, &w, "field \"%s\": unknown (expected \"shape\")", key);
+	}
+	json_t *shape = json_object_get(in, "shape");
+	size_t n = json_array_size(shape);
+	if (n != 1 && n != 3)
+		return bad(p, &w, "field \"shape\": expected [F] or [C, H, W]");
+	struct fl_desc_shape *s = &p->d->input;
+	s->ndim = (int)n;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(shape, i);
+		if (!json_is_integer(e) || json_integer_value(e) < 1 ||
+		    json_integer_value(e) > DIM_MAX)
+			return bad(p, &w, "field \"shape\": dimensions are integers in [1, %d]",
+				   DIM_MAX);
+		s->dim[i] = (int)json_integer_value(e);
+	}
+	if (fl_desc_shape_numel(s) > DIM_MAX)
+		return bad(p, &w, "field \"shape\": more than %d values per sample", DIM_MAX);
+	return FL_OK;
+}
+
+static int top_fields(struct parser *p, json_t *root)
+{
+	struct where w = {"description", ""};
+	static const char *const known[] = {"format", "name",    "description",
+					    "input",  "classes", "modules"};
+	if (!json_is_object(root))
+		return bad(p, &w, "expected a JSON object");
+	const char *key;
+	json_t *v;
+	json_object_foreach(root, key, v)
+	{
+		if (!listed(known, 6, key))
+			return bad(p, &w, "field \"%s\": unknown", key);
+	}
+	const char *fmt = json_string_value(json_object_get(root, "format"));
+	if (!fmt || strcmp(fmt, FL_MODEL_DESC_FORMAT) != 0)
+		return bad(p, &w, "field \"format\": expected \"%s\"", FL_MODEL_DESC_FORMAT);
+	json_t *name = json_object_get(root, "name");
+	if (name && (!json_is_string(name) || !name_ok(json_string_value(name)) ||
+		     strlen(json_string_value(name)) >= sizeof(p->d->label)))
+		return bad(p, &w, "field \"name\": expected a short name (A-Z a-z 0-9 _ - .)");
+	snprintf(p->d->label, sizeof(p->d->label), "%s", name ? json_string_value(name) : "custom");
+	json_t *desc = json_object_get(root, "description");
+	if (desc && !json_is_string(desc))
+		return bad(p, &w, "field \"description\": expected a string");
+	if (!json_is_integer(json_object_get(root, "classes")) ||
+	    json_integer_value(json_object_get(root, "classes")) < 2 ||
+	    json_integer_value(json_object_get(root, "classes")) > DIM_MAX)
+		return bad(p, &w, "field \"classes\": expected an integer >= 2");
+	p->d->classes = (int)json_integer_value(json_object_get(root, "classes"));
+	return top_input(p, root);
+}
+
+static int parse_root(struct parser *p, json_t *root)
+{
+	int err = top_fields(p, root);
+	if (err)
+		return err;
+	struct fl_desc_shape shape = p->d->input;
+	if (json_array_size(json_object_get(root, "modules")) == 0) {
+		struct where w = {"description", ""};
+		return bad(p, &w, "field \"modules\": expected a non-empty array");
+	}
+	if ((err = walk(p, json_object_get(root, "modules"), "", 0, &shape)))
+		return err;
+	if (shape.ndim != 1 || shape.dim[0] != p->d->classes) {
+		char b[64];
+		struct where w = {"description", ""};
+		return bad(p, &w, "the last module's output is %s, not (%d) for \"classes\" %d",
+			   fl_desc_shape_str(&shape, b, sizeof(b)), p->d->classes, p->d->classes);
+	}
+	return FL_OK;
+}
+
+int fl_model_desc_parse(const char *text, size_t len, const char *origin,
+			struct fl_model_desc **out)
+{
+	*out = NULL;
+	if (!origin)
+		origin = "model description";
+	if (len > FL_MODEL_DESC_BYTES_MAX)
+		return fl_error_set(FL_ERANGE,
+				    "%s: %zu bytes, more than the %u a description may have",
+				    origin, len, FL_MODEL_DESC_BYTES_MAX);
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return fl_error_set(FL_EFORMAT, "%s: line %d: %s", origin, jerr.line, jerr.text);
+	struct parser p = {origin, calloc(1, sizeof(struct fl_model_desc)), 0, json_object()};
+	int err = p.d && p.names ? parse_root(&p, root) : fl_error_set(FL_ENOMEM, "out of memory");
+	if (!err) {
+		p.d->text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+		p.d->text_len = p.d->text ? strlen(p.d->text) : 0;
+		if (!p.d->text)
+			err = fl_error_set(FL_ENOMEM, "%s: out of memory", origin);
+	}
+	json_decref(p.names);
+	json_decref(root);
+	if (err) {
+		fl_model_desc_free(p.d);
+		return err;
+	}
+	*out = p.d;
+	return FL_OK;
+}
+
+int fl_model_desc_load(const char *path, struct fl_model_desc **out)
+{
+	*out = NULL;
+	char *buf = NULL;
+	size_t len = 0;
+	int err = fl_file_read_all(path, FL_MODEL_DESC_BYTES_MAX, &buf, &len);
+	if (err)
+		return err;
+	err = fl_model_desc_parse(buf, len, path, out);
+	free(buf);
+	return err;
+}
+
+int fl_model_desc_copy(const struct fl_model_desc *d, struct fl_model_desc **out)
+{
+	int err = fl_model_desc_parse(d->text, d->text_len, d->label, out);
+	if (!err)
+		(*out)->builtin = d->builtin;
+	return err;
+}
+
+void fl_model_desc_free(struct fl_model_desc *d)
+{
+	if (!d)
+		return;
+	free(d->steps);
+	free(d->text);
+	free(d);
+}

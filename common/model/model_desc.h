@@ -1,0 +1,92 @@
+/* model_desc.h - model descriptions: the JSON files ("format":
+ * "fedloha-model/1") that say which network to build, and the three
+ * built-in networks written as such descriptions. docs/MODELS.md is the
+ * user's reference for the format and every op.
+ *
+ * A description is parsed once into a flat list of steps (nesting in
+ * "sequential" and "residual" is unrolled; a residual becomes its body
+ * followed by a step that adds the body's input). Parsing checks every
+ * field and infers the shape after each module, so a description that
+ * parses builds. A refusal is one line naming the module (by its path,
+ * e.g. modules[3].modules[1] (linear fc1)) and the field.
+ *
+ * Not here: building the model (fl_model_new_desc in model.h), weights,
+ * parameterisation (peft_config.h).
+ */
+#ifndef FL_MODEL_DESC_H
+#define FL_MODEL_DESC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FL_MODEL_DESC_FORMAT "fedloha-model/1"
+#define FL_MODEL_DESC_BYTES_MAX (4u << 20) /* largest description text */
+#define FL_MODEL_DESC_STEPS_MAX 4096
+#define FL_MODEL_MODULE_NAME_MAX 96 /* a module name ("layers.3.fc1"), with its NUL */
+
+enum fl_desc_op {
+	FL_OP_LINEAR = 0,
+	FL_OP_CONV2D,
+	FL_OP_RELU,
+	FL_OP_MAXPOOL2D,
+	FL_OP_FLATTEN,
+	FL_OP_GELU,
+	FL_OP_AVGPOOL2D,
+	FL_OP_DROPOUT,
+	FL_OP_RESIDUAL_ADD, /* adds the input of a residual to its body's output */
+};
+
+/* A shape without the batch dimension: [F] or [C, H, W]. */
+struct fl_desc_shape {
+	int ndim;
+	int dim[3];
+};
+
+struct fl_desc_step {
+	enum fl_desc_op op;
+	char name[FL_MODEL_MODULE_NAME_MAX]; /* parametric ops; "" otherwise */
+	int in, out, kernel, stride, padding, bias;
+	float p;      /* dropout */
+	int res_from; /* residual add: step whose output is the skip, -1 = input */
+	struct fl_desc_shape in_shape, out_shape;
+};
+
+struct fl_model_desc {
+	struct fl_desc_shape input;
+	int classes;
+	int nsteps;
+	struct fl_desc_step *steps;
+	char *text; /* canonical JSON (compact, keys sorted): what travels */
+	size_t text_len;
+	char label[64]; /* the built-in's name, or the description's "name", or "custom" */
+	int builtin;    /* made by fl_model_desc_builtin */
+};
+
+/* Parses description text (len bytes, not necessarily NUL-terminated);
+ * origin names it in messages (a path, "Welcome"). FL_EFORMAT for bad
+ * JSON, FL_EINVAL for a bad field or shape, FL_EUNSUPPORTED for ops of the
+ * format that fedloha does not build yet. */
+int fl_model_desc_parse(const char *text, size_t len, const char *origin,
+			struct fl_model_desc **out);
+/* Reads and parses a description file. */
+int fl_model_desc_load(const char *path, struct fl_model_desc **out);
+/* The description of built-in network `name` ("2nn", "cnn", "mlp") for
+ * inputs (c, h, w) and `classes` outputs: the networks of McMahan et al.
+ * 2017 as fedloha always built them. models/<name>.json are these for
+ * Fashion-MNIST (1, 28, 28, 10 classes). */
+int fl_model_desc_builtin(const char *name, int c, int h, int w, int classes,
+			  struct fl_model_desc **out);
+/* 1 when name is a built-in network. */
+int fl_model_desc_builtin_valid(const char *name);
+/* A copy (the same text, steps and label). */
+int fl_model_desc_copy(const struct fl_model_desc *d, struct fl_model_desc **out);
+void fl_model_desc_free(struct fl_model_desc *d);
+
+/* "flatten", "linear", ...: the op's name in the format. */
+const char *fl_desc_op_name(enum fl_desc_op op);
+/* Elements of a shape. */
+size_t fl_desc_shape_numel(const struct fl_desc_shape *s);
+/* "(1,28,28)" into buf. */
+const char *fl_desc_shape_str(const struct fl_desc_shape *s, char *buf, size_t size);
+
+#endif
