@@ -23,8 +23,8 @@
 #include <string.h>
 
 struct train_opts {
-	const char *model, *param, *config, *base, *init, *targets, *data, *data_path, *out,
-		*classes;
+	const char *model, *model_file, *param, *config, *base, *init, *targets, *data, *data_path,
+		*out, *classes;
 	double gamma, alpha, lr, momentum, wd, lr_decay;
 	int rank, epochs, batch, threads, limit, test_limit, tucker, optim_adam, quiet;
 	unsigned long long seed;
@@ -36,7 +36,9 @@ static void train_usage(FILE *f)
 		"usage: fedloha-client train [options]\n"
 		"Trains a model locally (centralised) and evaluates it on the test set.\n\n"
 		"model:\n"
-		"  --model NAME        2nn, cnn or mlp (default cnn)\n"
+		"  --model NAME        built-in 2nn, cnn or mlp (default cnn), sized for the data\n"
+		"  --model-file FILE   any model description (fedloha-model/1 JSON,\n"
+		"                      docs/MODELS.md) instead of --model\n"
 		"  --param KIND        dense, fedpara, pfedpara, lowrank or loha (default dense)\n"
 		"  --gamma G           rank from gamma in [0,1] (paper rule; default 0.1)\n"
 		"  --rank R            explicit rank r instead of gamma\n"
@@ -77,8 +79,7 @@ static void train_usage(FILE *f)
 		"  --quiet             no progress lines\n");
 }
 
-/* One line for a getopt failure (opterr = 0, optstring starting with ':'). */
-static void option_error(const char *cmd, int ch, char **argv)
+void cli_option_error(const char *cmd, int ch, char **argv)
 {
 	if (ch == ':')
 		fprintf(stderr, "fedloha-client %s: option %s needs a value\n", cmd,
@@ -93,7 +94,7 @@ static int parse_double(const char *s, const char *flag, double lo, double hi, d
 	return fl_cliopt_report("fedloha-client", fl_cliopt_double(flag, s, lo, hi, out));
 }
 
-static int parse_int(const char *s, const char *flag, long lo, long hi, int *out)
+int cli_parse_int(const char *s, const char *flag, long lo, long hi, int *out)
 {
 	return fl_cliopt_report("fedloha-client", fl_cliopt_int(flag, s, lo, hi, out));
 }
@@ -181,21 +182,35 @@ static void print_model_summary(struct fl_model *m)
 	}
 }
 
-static const struct option train_longopts[] = {
-	{"model", 1, 0, 'm'},     {"param", 1, 0, 'p'},
-	{"gamma", 1, 0, 'g'},     {"rank", 1, 0, 'r'},
-	{"alpha", 1, 0, 'a'},     {"target", 1, 0, 'T'},
-	{"no-tucker", 0, 0, 'N'}, {"config", 1, 0, 'c'},
-	{"base", 1, 0, 'B'},      {"init", 1, 0, 'I'},
-	{"data", 1, 0, 'd'},      {"data-path", 1, 0, 'D'},
-	{"limit", 1, 0, 'l'},     {"test-limit", 1, 0, 'L'},
-	{"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},
-	{"optim", 1, 0, 'O'},     {"lr", 1, 0, 'R'},
-	{"momentum", 1, 0, 'M'},  {"weight-decay", 1, 0, 'W'},
-	{"lr-decay", 1, 0, 'y'},  {"seed", 1, 0, 's'},
-	{"threads", 1, 0, 't'},   {"out", 1, 0, 'o'},
-	{"quiet", 0, 0, 'q'},     {"classes", 1, 0, 'C'},
-	{"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+static const struct option train_longopts[] = {{"model", 1, 0, 'm'},
+					       {"param", 1, 0, 'p'},
+					       {"gamma", 1, 0, 'g'},
+					       {"rank", 1, 0, 'r'},
+					       {"alpha", 1, 0, 'a'},
+					       {"target", 1, 0, 'T'},
+					       {"no-tucker", 0, 0, 'N'},
+					       {"config", 1, 0, 'c'},
+					       {"base", 1, 0, 'B'},
+					       {"init", 1, 0, 'I'},
+					       {"data", 1, 0, 'd'},
+					       {"data-path", 1, 0, 'D'},
+					       {"limit", 1, 0, 'l'},
+					       {"test-limit", 1, 0, 'L'},
+					       {"epochs", 1, 0, 'e'},
+					       {"batch", 1, 0, 'b'},
+					       {"optim", 1, 0, 'O'},
+					       {"lr", 1, 0, 'R'},
+					       {"momentum", 1, 0, 'M'},
+					       {"weight-decay", 1, 0, 'W'},
+					       {"lr-decay", 1, 0, 'y'},
+					       {"seed", 1, 0, 's'},
+					       {"threads", 1, 0, 't'},
+					       {"out", 1, 0, 'o'},
+					       {"quiet", 0, 0, 'q'},
+					       {"classes", 1, 0, 'C'},
+					       {"model-file", 1, 0, 'F'},
+					       {"help", 0, 0, 'h'},
+					       {0, 0, 0, 0}};
 
 /* A flag that takes a string or no value; FL_ENOTFOUND when ch is not
  * one of them, FL_EINVAL when its value is bad (message printed). */
@@ -204,6 +219,7 @@ static int train_set_string(struct train_opts *o, int ch, const char *v, uint8_t
 	enum fl_peft_param pp;
 	switch (ch) {
 	case 'm': o->model = v; return FL_OK;
+	case 'F': o->model_file = v; return FL_OK;
 	case 'p':
 		o->param = v;
 		if (!fl_peft_param_parse(v, &pp))
@@ -238,21 +254,21 @@ static int train_set_number(struct train_opts *o, int ch, const char *v)
 	int seed = 0, bad;
 	switch (ch) {
 	case 'g': return parse_double(v, "--gamma", 0, 1, &o->gamma);
-	case 'r': return parse_int(v, "--rank", 1, 1 << 16, &o->rank);
+	case 'r': return cli_parse_int(v, "--rank", 1, 1 << 16, &o->rank);
 	case 'a': return parse_double(v, "--alpha", 1e-6, 1e6, &o->alpha);
-	case 'l': return parse_int(v, "--limit", 1, 1 << 30, &o->limit);
-	case 'L': return parse_int(v, "--test-limit", 1, 1 << 30, &o->test_limit);
-	case 'e': return parse_int(v, "--epochs", 0, 100000, &o->epochs);
-	case 'b': return parse_int(v, "--batch", 1, 65536, &o->batch);
+	case 'l': return cli_parse_int(v, "--limit", 1, 1 << 30, &o->limit);
+	case 'L': return cli_parse_int(v, "--test-limit", 1, 1 << 30, &o->test_limit);
+	case 'e': return cli_parse_int(v, "--epochs", 0, 100000, &o->epochs);
+	case 'b': return cli_parse_int(v, "--batch", 1, 65536, &o->batch);
 	case 'R': return parse_double(v, "--lr", 0, 100, &o->lr);
 	case 'M': return parse_double(v, "--momentum", 0, 0.9999, &o->momentum);
 	case 'W': return parse_double(v, "--weight-decay", 0, 1, &o->wd);
 	case 'y': return parse_double(v, "--lr-decay", 0, 1, &o->lr_decay);
 	case 's':
-		bad = parse_int(v, "--seed", 0, 2147483647, &seed);
+		bad = cli_parse_int(v, "--seed", 0, 2147483647, &seed);
 		o->seed = (unsigned long long)seed;
 		return bad;
-	case 't': return parse_int(v, "--threads", 1, 256, &o->threads);
+	case 't': return cli_parse_int(v, "--threads", 1, 256, &o->threads);
 	default: return FL_ENOTFOUND;
 	}
 }
@@ -273,7 +289,7 @@ static int parse_train_args(int argc, char **argv, struct train_opts *o, uint8_t
 		if (r == FL_ENOTFOUND)
 			r = train_set_number(o, ch, optarg);
 		if (r == FL_ENOTFOUND) {
-			option_error("train", ch, argv);
+			cli_option_error("train", ch, argv);
 			r = FL_EINVAL;
 		}
 		bad = r != FL_OK;
@@ -284,8 +300,10 @@ static int parse_train_args(int argc, char **argv, struct train_opts *o, uint8_t
 	}
 	if (bad)
 		return FL_EINVAL;
-	if (!fl_model_desc_builtin_valid(o->model)) {
-		fprintf(stderr, "fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp)\n",
+	if (!o->model_file && !fl_model_desc_builtin_valid(o->model)) {
+		fprintf(stderr,
+			"fedloha-client: --model: unknown model '%s' (2nn, cnn, mlp; "
+			"--model-file for any other)\n",
 			o->model);
 		return FL_EINVAL;
 	}
@@ -313,8 +331,8 @@ static int train_setup(const struct train_opts *o, const uint8_t *keep, struct t
 		err = cli_data_load(o->data, o->data_path, o->classes ? keep : NULL, o->limit,
 				    o->test_limit, &r->train, &r->test);
 	if (!err)
-		err = fl_model_new(o->model, r->train->c, r->train->h, r->train->w,
-				   r->train->classes, r->cfg, o->seed, o->batch, &r->m);
+		err = fl_model_new_for_data(o->model, o->model_file, r->train, r->cfg, o->seed,
+					    o->batch, &r->m);
 	if (!err && o->init && (err = fl_model_load_init(r->m, o->init)))
 		err = fl_error_set(err, "--init %s", fl_error_msg());
 	if (!err && o->base)
@@ -425,141 +443,5 @@ out:
 	fl_dataset_free(r.train);
 	fl_dataset_free(r.test);
 	fl_peft_config_free(r.cfg);
-	return rc;
-}
-
-static void eval_usage(FILE *f)
-{
-	fprintf(f, "usage: fedloha-client eval --in DIR [--data NAME] [--data-path DIR]\n"
-		   "                           [--test-limit N] [--classes LIST] [--batch B]\n"
-		   "                           [--threads T]\n"
-		   "Evaluates a model folder saved by 'fedloha-client train --out DIR' on the\n"
-		   "test set (normalised with the training set's statistics).\n");
-}
-
-struct eval_opts {
-	const char *in, *data, *data_path, *class_list;
-	int test_limit, batch, threads;
-};
-
-/* FL_OK: go on; 1: --help printed; FL_EINVAL: a bad flag (message
- * printed). */
-static int parse_eval_args(int argc, char **argv, struct eval_opts *o, uint8_t *keep)
-{
-	static const struct option longopts[] = {
-		{"in", 1, 0, 'i'},         {"data", 1, 0, 'd'},  {"data-path", 1, 0, 'D'},
-		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'},
-		{"classes", 1, 0, 'C'},    {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
-	int bad = 0, ch;
-	optind = 1;
-	opterr = 0;
-	while (!bad && (ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'i': o->in = optarg; break;
-		case 'd': o->data = optarg; break;
-		case 'D': o->data_path = optarg; break;
-		case 'L':
-			bad |= parse_int(optarg, "--test-limit", 1, 1 << 30, &o->test_limit);
-			break;
-		case 'b': bad |= parse_int(optarg, "--batch", 1, 65536, &o->batch); break;
-		case 't': bad |= parse_int(optarg, "--threads", 1, 256, &o->threads); break;
-		case 'C':
-			o->class_list = optarg;
-			bad |= cli_classes_parse(optarg, keep) != FL_OK;
-			break;
-		case 'h': eval_usage(stdout); return 1;
-		default: option_error("eval", ch, argv); bad = 1;
-		}
-	}
-	if (!bad && optind < argc) {
-		fprintf(stderr, "fedloha-client eval: unexpected argument '%s'\n", argv[optind]);
-		bad = 1;
-	}
-	if (!bad && !o->in) {
-		fprintf(stderr, "fedloha-client eval: --in DIR is required (try --help)\n");
-		bad = 1;
-	}
-	return bad ? FL_EINVAL : FL_OK;
-}
-
-/* The test set normalised exactly as in training with the statistics
- * saved in the model folder, without loading the training set. */
-static int load_test_saved_norm(const struct eval_opts *o, const uint8_t *keep, int mc,
-				const float *mean, const float *std, struct fl_dataset **test)
-{
-	int err = fl_dataset_load(o->data, o->data_path, 0, test);
-	if (!err && o->class_list)
-		err = cli_classes_keep(test, keep, "test");
-	if (!err && o->test_limit > 0 && o->test_limit < (*test)->n) {
-		struct fl_dataset *s;
-		err = fl_dataset_subset(*test, NULL, o->test_limit, &s);
-		if (!err) {
-			fl_dataset_free(*test);
-			*test = s;
-		}
-	}
-	if (!err && (*test)->c != mc)
-		err = fl_error_set(FL_ESHAPE, "%s: model has %d input channels, data %d", o->in, mc,
-				   (*test)->c);
-	if (!err)
-		err = fl_dataset_set_norm(*test, mean, std);
-	return err;
-}
-
-/* The model's input and classes cover the test samples. */
-static int check_fits(const char *in, const struct fl_model *m, const struct fl_dataset *test)
-{
-	int c, h, w, classes;
-	fl_model_input_dims(m, &c, &h, &w, &classes);
-	if (c != test->c || h != test->h || w != test->w || classes < test->classes)
-		return fl_error_set(FL_ESHAPE,
-				    "%s: model input %dx%dx%d (%d classes) does not fit "
-				    "the data (%dx%dx%d, %d classes)",
-				    in, c, h, w, classes, test->c, test->h, test->w, test->classes);
-	return FL_OK;
-}
-
-int cli_eval_main(int argc, char **argv)
-{
-	struct eval_opts o = {.batch = 256, .threads = 2};
-	uint8_t keep[CLI_LABELS_MAX];
-	int rc = parse_eval_args(argc, argv, &o, keep);
-	if (rc)
-		return rc == 1 ? 0 : 2;
-	fl_blas_set_threads(o.threads);
-	struct fl_dataset *train = NULL, *test = NULL;
-	struct fl_model *m = NULL;
-	struct fl_trainer *tr = NULL;
-	struct fl_optim_config oc;
-	fl_optim_config_default(&oc, FL_OPTIM_SGD);
-	struct fl_train_stats ev;
-	int err = fl_model_load(o.in, o.batch, &m);
-	int mc = 0;
-	float mean[FL_DATASET_CHANNELS_MAX], std[FL_DATASET_CHANNELS_MAX];
-	if (!err)
-		fl_model_input_dims(m, &mc, NULL, NULL, NULL);
-	if (!err && mc <= FL_DATASET_CHANNELS_MAX && cli_norm_saved(o.in, mc, mean, std))
-		err = load_test_saved_norm(&o, keep, mc, mean, std, &test);
-	else if (!err)
-		err = cli_data_load(o.data, o.data_path, o.class_list ? keep : NULL, 0,
-				    o.test_limit, &train, &test);
-	if (!err)
-		err = check_fits(o.in, m, test);
-	if (!err)
-		err = fl_trainer_new(m, &oc, o.batch, &tr);
-	if (!err)
-		err = fl_trainer_evaluate(tr, test, NULL, test->n, &ev);
-	rc = 1;
-	if (err) {
-		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
-	} else {
-		printf("test-acc %.2f%%  test-loss %.4f  samples %ld\n", 100 * ev.accuracy, ev.loss,
-		       ev.samples);
-		rc = 0;
-	}
-	fl_trainer_free(tr);
-	fl_model_free(m);
-	fl_dataset_free(train);
-	fl_dataset_free(test);
 	return rc;
 }

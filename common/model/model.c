@@ -105,7 +105,8 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 		return FL_OK;
 	int targeted = 0, is_linear = L->kind == FL_LAYER_LINEAR;
 	if (cfg->target_kind == FL_PEFT_SEL_NULL) {
-		targeted = !is_output; /* fedloha default: every weight layer but the output */
+		/* fedloha's default: every weight layer but the output and modules_to_save */
+		targeted = !is_output && !fl_peft_config_is_module_to_save(cfg, L->name);
 	} else {
 		int err = fl_peft_config_targets(cfg, L->name, is_linear, is_output, &targeted);
 		if (err)
@@ -482,7 +483,8 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 {
 	*out = NULL;
 	struct fl_model_desc *d = NULL;
-	int err = fl_model_desc_builtin(arch, c, h, w, classes, &d);
+	struct fl_desc_shape in = {3, {c, h, w}};
+	int err = fl_model_desc_builtin(arch, &in, classes, &d);
 	if (!err)
 		err = fl_model_new_desc(d, cfg, seed, max_batch, out);
 	fl_model_desc_free(d);

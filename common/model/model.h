@@ -85,6 +85,14 @@ int fl_model_new_desc(const struct fl_model_desc *d, const struct fl_peft_config
 int fl_model_new(const char *arch, int c, int h, int w, int classes,
 		 const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
 		 struct fl_model **out);
+/* The model a command's --model NAME / --model-file FILE ask for, for data
+ * set ds (fl_model_desc_pick), after checking that ds's samples have the
+ * model's input shape (FL_ESHAPE) and its labels are below the model's
+ * classes (FL_EINVAL). */
+struct fl_dataset;
+int fl_model_new_for_data(const char *name, const char *file, const struct fl_dataset *ds,
+			  const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
+			  struct fl_model **out);
 void fl_model_free(struct fl_model *m);
 
 /* The batch-sized buffers (activations and their gradients, pool indices,

@@ -5,7 +5,9 @@
  * instances. */
 #include "model_desc.h"
 
+#include "dataset.h"
 #include "errors.h"
+#include "model.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -86,7 +88,7 @@ static json_t *step_json(const struct arch_step *s, int classes, int *feat, int 
 	return m;
 }
 
-int fl_model_desc_builtin(const char *name, int c, int h, int w, int classes,
+int fl_model_desc_builtin(const char *name, const struct fl_desc_shape *input, int classes,
 			  struct fl_model_desc **out)
 {
 	*out = NULL;
@@ -97,17 +99,25 @@ int fl_model_desc_builtin(const char *name, int c, int h, int w, int classes,
 	if (ai < 0)
 		return fl_error_set(FL_EINVAL, "unknown model '%s' (2nn, cnn, mlp)",
 				    name ? name : "");
-	if (c < 1 || h < 1 || w < 1 || classes < 2 || (size_t)c * h * w > (1u << 24))
-		return fl_error_set(FL_EINVAL, "model %s: bad input dims %dx%dx%d, %d classes",
-				    name, c, h, w, classes);
+	char b[64];
+	size_t numel = input->ndim == 1 || input->ndim == 3 ? fl_desc_shape_numel(input) : 0;
+	for (int i = 0; i < input->ndim && numel; i++)
+		if (input->dim[i] < 1)
+			numel = 0;
+	if (numel == 0 || classes < 2 || numel > (1u << 24))
+		return fl_error_set(FL_EINVAL, "model %s: bad input %s, %d classes", name,
+				    fl_desc_shape_str(input, b, sizeof(b)), classes);
+	int flat = input->ndim == 1;
+	int c = input->dim[0], h = flat ? 1 : input->dim[1], w = flat ? 1 : input->dim[2];
 	json_t *mods = json_array();
 	int feat = c, hh = h, ww = w;
 	for (int i = 0; i < arches[ai].n; i++)
 		json_array_append_new(mods,
 				      step_json(&arches[ai].steps[i], classes, &feat, &hh, &ww));
-	json_t *root = json_pack("{s:s, s:s, s:{s:[i,i,i]}, s:i, s:o}", "format",
-				 FL_MODEL_DESC_FORMAT, "name", name, "input", "shape", c, h, w,
-				 "classes", classes, "modules", mods);
+	json_t *shape = flat ? json_pack("[i]", c) : json_pack("[i,i,i]", c, h, w);
+	json_t *root = json_pack("{s:s, s:s, s:{s:o}, s:i, s:o}", "format", FL_MODEL_DESC_FORMAT,
+				 "name", name, "input", "shape", shape, "classes", classes,
+				 "modules", mods);
 	char *text = root ? json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(root);
 	if (!text)
@@ -118,5 +128,46 @@ int fl_model_desc_builtin(const char *name, int c, int h, int w, int classes,
 	free(text);
 	if (!err)
 		(*out)->builtin = 1;
+	return err;
+}
+
+int fl_model_desc_pick(const char *name, const char *file, const struct fl_desc_shape *input,
+		       int classes, struct fl_model_desc **out)
+{
+	if (file)
+		return fl_model_desc_load(file, out);
+	return fl_model_desc_builtin(name, input, classes, out);
+}
+
+struct fl_desc_shape fl_model_data_shape(const struct fl_dataset *ds)
+{
+	if (ds->ndim == 1)
+		return (struct fl_desc_shape){1, {ds->w, 0, 0}};
+	return (struct fl_desc_shape){3, {ds->c, ds->h, ds->w}};
+}
+
+int fl_model_new_for_data(const char *name, const char *file, const struct fl_dataset *ds,
+			  const struct fl_peft_config *cfg, uint64_t seed, int max_batch,
+			  struct fl_model **out)
+{
+	*out = NULL;
+	struct fl_model_desc *d = NULL;
+	struct fl_desc_shape in = fl_model_data_shape(ds);
+	int err = fl_model_desc_pick(name, file, &in, ds->classes, &d);
+	if (!err && (d->input.ndim != in.ndim ||
+		     memcmp(d->input.dim, in.dim, sizeof(int) * (size_t)in.ndim) != 0)) {
+		char b1[64], b2[64];
+		err = fl_error_set(FL_ESHAPE,
+				   "model %s takes inputs %s but the data's samples are %s",
+				   d->label, fl_desc_shape_str(&d->input, b1, sizeof(b1)),
+				   fl_desc_shape_str(&in, b2, sizeof(b2)));
+	}
+	if (!err && ds->classes > d->classes)
+		err = fl_error_set(FL_EINVAL,
+				   "model %s has %d classes but the data has labels up to %d",
+				   d->label, d->classes, ds->classes - 1);
+	if (!err)
+		err = fl_model_new_desc(d, cfg, seed, max_batch, out);
+	fl_model_desc_free(d);
 	return err;
 }

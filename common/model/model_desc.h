@@ -71,11 +71,21 @@ int fl_model_desc_parse(const char *text, size_t len, const char *origin,
 /* Reads and parses a description file. */
 int fl_model_desc_load(const char *path, struct fl_model_desc **out);
 /* The description of built-in network `name` ("2nn", "cnn", "mlp") for
- * inputs (c, h, w) and `classes` outputs: the networks of McMahan et al.
- * 2017 as fedloha always built them. models/<name>.json are these for
- * Fashion-MNIST (1, 28, 28, 10 classes). */
-int fl_model_desc_builtin(const char *name, int c, int h, int w, int classes,
+ * inputs of shape `input` ([C, H, W], or [F] for flat data) and `classes`
+ * outputs: the networks of McMahan et al. 2017 as fedloha always built
+ * them. models/<name>.json are these for Fashion-MNIST ([1, 28, 28], 10
+ * classes). */
+int fl_model_desc_builtin(const char *name, const struct fl_desc_shape *input, int classes,
 			  struct fl_model_desc **out);
+/* What a command's --model NAME / --model-file FILE ask for: the file's
+ * description when file is set, else the built-in `name` for the data's
+ * input shape and classes. */
+int fl_model_desc_pick(const char *name, const char *file, const struct fl_desc_shape *input,
+		       int classes, struct fl_model_desc **out);
+/* The sample shape of a data set as a description's input: [C, H, W], or
+ * [F] for flat data. */
+struct fl_dataset;
+struct fl_desc_shape fl_model_data_shape(const struct fl_dataset *ds);
 /* 1 when name is a built-in network. */
 int fl_model_desc_builtin_valid(const char *name);
 /* A copy (the same text, steps and label). */

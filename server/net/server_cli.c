@@ -17,6 +17,7 @@
 
 static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"model", 1, 0, 0},
+					 {"model-file", 1, 0, 0},
 					 {"param", 1, 0, 0},
 					 {"gamma", 1, 0, 0},
 					 {"rank", 1, 0, 0},
@@ -92,7 +93,9 @@ void srv_opts_usage(FILE *f)
 		"                         added to --allow  (--enrol-minutes N, default 30)\n"
 		"  --handshake-timeout SEC (10)  --insecure (plaintext, no authentication: tests only)\n"
 		"model:\n"
-		"  --model NAME           2nn, cnn or mlp (default 2nn)\n"
+		"  --model NAME           built-in 2nn, cnn or mlp (default 2nn), sized for --data\n"
+		"  --model-file FILE      any model description (fedloha-model/1 JSON,\n"
+		"                         docs/MODELS.md) instead of --model; sent to clients\n"
 		"  --param KIND           dense, fedpara, pfedpara, lowrank or loha (default fedpara)\n"
 		"  --gamma G | --rank R   factor rank rule (default gamma 0.1); --alpha A for loha\n"
 		"  --config FILE          PEFT adapter_config.json (overrides gamma/rank)\n"
@@ -152,6 +155,7 @@ static int inum(const char *k, const char *v, double lo, double hi, int *out)
 static const struct fl_cliopt_string string_options[] = {
 	{"listen", offsetof(struct srv_opts, listen)},
 	{"model", offsetof(struct srv_opts, model)},
+	{"model-file", offsetof(struct srv_opts, model_file)},
 	{"param", offsetof(struct srv_opts, param)},
 	{"config", offsetof(struct srv_opts, config)},
 	{"base", offsetof(struct srv_opts, base)},

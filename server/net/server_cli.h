@@ -13,7 +13,7 @@
 #define SERVER_VERSION "0.1.0"
 
 struct srv_opts {
-	const char *listen, *model, *param, *config, *base, *init, *checkpoint, *out, *strategy;
+	const char *listen, *model, *model_file, *param, *config, *base, *init, *checkpoint, *out, *strategy;
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
 	double handshake_timeout;
 	int insecure, enrol, enrol_minutes;

@@ -199,14 +199,25 @@ struct daemon {
  * base (--base after --init). */
 static int build_model(const struct srv_opts *o, struct daemon *d)
 {
-	int c, h, w, classes, err;
+	int c = 0, h = 0, w = 0, classes = 0, err;
 	d->cfg_json = srv_opts_config_json(o);
 	if (!d->cfg_json)
 		return FL_EINVAL;
-	if ((err = srv_opts_data_dims(o->eval_data ? o->eval_data : o->data, o->data_path, &c, &h,
-				      &w, &classes)) ||
-	    (err = fl_peft_config_parse(d->cfg_json, strlen(d->cfg_json), "config", &d->pc)) ||
-	    (err = fl_model_new(o->model, c, h, w, classes, d->pc, o->train.seed, 1, &d->s.model)))
+	struct fl_model_desc *desc = NULL;
+	if (!o->model_file)
+		err = srv_opts_data_dims(o->eval_data ? o->eval_data : o->data, o->data_path, &c,
+					 &h, &w, &classes);
+	else
+		err = fl_model_desc_load(o->model_file, &desc);
+	if (!err)
+		err = fl_peft_config_parse(d->cfg_json, strlen(d->cfg_json), "config", &d->pc);
+	if (!err && desc)
+		err = fl_model_new_desc(desc, d->pc, o->train.seed, 1, &d->s.model);
+	else if (!err)
+		err = fl_model_new(o->model, c, h, w, classes, d->pc, o->train.seed, 1,
+				   &d->s.model);
+	fl_model_desc_free(desc);
+	if (err)
 		return err;
 	if (o->init && (err = fl_model_load_init(d->s.model, o->init)))
 		return fl_error_set(err, "--init %s", fl_error_msg());
@@ -270,9 +281,9 @@ static int start(const struct srv_opts *o, struct daemon *d, const struct srv_en
 		fl_log_info("resumed from %s after round %llu", o->checkpoint,
 			    (unsigned long long)srv_engine_round(d->e));
 	size_t gbytes = fl_model_count_floats(d->s.model, FL_TENSOR_GLOBAL) * 4;
-	printf("model %s (%s): %zu parameters, %zu transmitted (%zu bytes in f32)\n", o->model,
-	       fl_peft_param_name(fl_model_param(d->s.model)), fl_model_param_floats(d->s.model),
-	       gbytes / 4, gbytes);
+	printf("model %s (%s): %zu parameters, %zu transmitted (%zu bytes in f32)\n",
+	       fl_model_arch(d->s.model), fl_peft_param_name(fl_model_param(d->s.model)),
+	       fl_model_param_floats(d->s.model), gbytes / 4, gbytes);
 	if ((err = srv_transport_start(d->t, d->e)) == FL_OK)
 		printf("listening on %s:%d\n", d->host, srv_transport_port(d->t));
 	fflush(stdout);
@@ -338,8 +349,10 @@ static int run(struct srv_opts *o)
 			o->listen);
 		return 2;
 	}
-	if (!fl_model_desc_builtin_valid(o->model)) {
-		fprintf(stderr, "fedloha-server: --model: unknown model '%s' (2nn, cnn, mlp)\n",
+	if (!o->model_file && !fl_model_desc_builtin_valid(o->model)) {
+		fprintf(stderr,
+			"fedloha-server: --model: unknown model '%s' (2nn, cnn, mlp; --model-file "
+			"for any other)\n",
 			o->model);
 		return 2;
 	}
