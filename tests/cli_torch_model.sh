@@ -1,5 +1,5 @@
 #!/bin/bash
-# cli_torch_model.sh - the model description tests/data/cnn_fmnist.json,
+# cli_torch_model.sh - the model description models/cnn.json,
 # built in PyTorch by tests/torch_model.py (independently of fedloha's
 # loader), loads a cnn trained by fedloha-client with
 # load_state_dict(strict=True) and reaches the same test accuracy as
@@ -12,7 +12,7 @@ FL_BIN=${FL_BIN:-build/bin}
 FL_TMP=${FL_TMP:-/tmp}
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
-DATA=${FL_TEST_DATA:-$HERE/data}
+MODELS=$HERE/../models
 FASHION=/usr/share/datasets/fashion-mnist
 TRAIN=1000
 TEST=2000
@@ -44,9 +44,9 @@ for m in cnn 2nn mlp; do
 		fail "train $m: $(tail -c 300 "$T/$m.log")"
 		continue
 	fi
-	if out=$("$PY" "$HERE/torch_model.py" check --model "$DATA/${m}_fmnist.json" \
+	if out=$("$PY" "$HERE/torch_model.py" check --model "$MODELS/$m.json" \
 		--weights "$T/$m/model.safetensors" 2>&1); then
-		echo "ok   $m: ${m}_fmnist.json loads model.safetensors (strict): $out"
+		echo "ok   $m: models/$m.json loads model.safetensors (strict): $out"
 	else
 		fail "torch_model.py check $m: $out"
 	fi
@@ -60,7 +60,7 @@ done
 "$FL_BIN/fedloha-client" eval --in "$T/cnn" --test-limit "$TEST" >"$T/eval.log" 2>&1 ||
 	fail "fedloha-client eval: $(tail -c 300 "$T/eval.log")"
 fl=$(sed -n 's/.*test-acc \([0-9.]*\)%.*/\1/p' "$T/eval.log" | tail -1)
-json=$("$PY" "$HERE/torch_model.py" eval --model "$DATA/cnn_fmnist.json" \
+json=$("$PY" "$HERE/torch_model.py" eval --model "$MODELS/cnn.json" \
 	--weights "$T/cnn/model.safetensors" --data "$FASHION" --train-limit "$TRAIN" \
 	--limit "$TEST" 2>&1) || fail "torch_model.py eval: $json"
 pt=$("$PY" -c 'import json, sys; print(100 * json.loads(sys.argv[1])["accuracy"])' "$json" 2>/dev/null)

@@ -2,7 +2,10 @@
  * whole models, for every parameterisation: dense, fedpara (Tucker and
  * reshaped convs), pfedpara, lowrank and loha (scale != 1, and with rank
  * dropout replayed from a fixed rng), on small cnn (1x8x8) / 2nn / mlp
- * (1x4x4) models with 3 classes and a fixed batch of 4.
+ * (1x4x4) models with 3 classes and a fixed batch of 4, and on the user
+ * description with every op (tests/data/model_desc/every_op.json: strided
+ * conv without bias, gelu, nested and empty residuals, both pools, dropout
+ * replayed from a fixed rng, linear on the last dim of a (C,H,W) tensor).
  *
  * Loss = mean softmax cross-entropy (fl_softmax_ce_forward, in double) of
  * the batch. For 10 entries of every trainable tensor (half of them drawn
@@ -117,6 +120,18 @@ static int grad_matches(struct fixture *f, float *p, double a, double l0, double
 	return 0;
 }
 
+/* The user description with every op, tests/data/model_desc/every_op.json
+ * (2x8x8 input, 3 classes; its dropout p = 0.25 is replayed in training). */
+static int new_every_op(const struct fl_peft_config *cfg, struct fl_model **out)
+{
+	struct fl_model_desc *d = NULL;
+	int err = fl_model_desc_load(fl_test_data("model_desc/every_op.json"), &d);
+	if (!err)
+		err = fl_model_new_desc(d, cfg, 17, BATCH, out);
+	fl_model_desc_free(d);
+	return err;
+}
+
 static void run_case(const struct gcase *gc)
 {
 	struct fl_peft_config *cfg = NULL;
@@ -139,7 +154,10 @@ static void run_case(const struct gcase *gc)
 	f.classes = gc->classes;
 	f.train = gc->train;
 	f.drop_seed = 1234;
-	int err = fl_model_new(gc->arch, gc->c, gc->h, gc->w, gc->classes, cfg, 17, BATCH, &f.m);
+	int err = strcmp(gc->arch, "every_op") == 0
+			  ? new_every_op(cfg, &f.m)
+			  : fl_model_new(gc->arch, gc->c, gc->h, gc->w, gc->classes, cfg, 17, BATCH,
+					 &f.m);
 	fl_peft_config_free(cfg);
 	if (!FL_CHECK_MSG(err == FL_OK, "%s: %s", gc->what, fl_error_msg()))
 		return;
@@ -268,6 +286,11 @@ static const struct gcase cases[] = {
 	{"cnn loha tucker", "cnn", 2, 8, 8, 3, FL_PEFT_PARAM_LOHA, 1, 2, 3, 0, 0},
 	{"2nn loha", "2nn", 1, 4, 4, 3, FL_PEFT_PARAM_LOHA, 0, 4, 2, 0, 0},
 	{"2nn loha rank-dropout", "2nn", 1, 4, 4, 3, FL_PEFT_PARAM_LOHA, 0, 4, 8, 0.5, 1},
+	{"every_op dense", "every_op", 2, 8, 8, 3, FL_PEFT_PARAM_DENSE, 0, 0, 0, 0, 1},
+	{"every_op fedpara", "every_op", 2, 8, 8, 3, FL_PEFT_PARAM_FEDPARA, 0, 0, 0, 0, 1},
+	{"every_op pfedpara", "every_op", 2, 8, 8, 3, FL_PEFT_PARAM_PFEDPARA, 1, 0, 0, 0, 1},
+	{"every_op lowrank", "every_op", 2, 8, 8, 3, FL_PEFT_PARAM_LOWRANK, 0, 0, 0, 0, 1},
+	{"every_op loha", "every_op", 2, 8, 8, 3, FL_PEFT_PARAM_LOHA, 0, 2, 3, 0, 1},
 };
 
 static void test_grad_cases(void)

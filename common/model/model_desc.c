@@ -223,7 +223,7 @@ static int conv_shape(struct parser *p, const struct where *w, struct fl_desc_st
 	if (st->in != s->dim[0])
 		return bad(p, w, "field \"in\": %d, but the input %s has %d channels", st->in,
 			   fl_desc_shape_str(s, b, sizeof(b)), s->dim[0]);
-	if ((size_t)st->out * st->in * st->kernel * st->kernel > WEIGHT_MAX)
+	if ((double)st->out * st->in * st->kernel * st->kernel > (double)WEIGHT_MAX)
 		return bad(p, w, "weight of %d x %d x %d x %d is too large", st->out, st->in,
 			   st->kernel, st->kernel);
 	int ph = s->dim[1] + 2 * st->padding, pw = s->dim[2] + 2 * st->padding;
@@ -443,11 +443,14 @@ static int top_input(struct parser *p, json_t *root)
 			return bad(p, &w, "field \"%s\": unknown (expected \"shape\")", key);
 	}
 	json_t *shape = json_object_get(in, "shape");
+	if (!json_is_array(shape))
+		return bad(p, &w, "field \"shape\": missing or not an array ([F] or [C, H, W])");
 	size_t n = json_array_size(shape);
 	if (n != 1 && n != 3)
-		return bad(p, &w, "field \"shape\": expected [F] or [C, H, W]");
+		return bad(p, &w, "field \"shape\": %zu dimensions, expected [F] or [C, H, W]", n);
 	struct fl_desc_shape *s = &p->d->input;
 	s->ndim = (int)n;
+	double numel = 1;
 	for (size_t i = 0; i < n; i++) {
 		json_t *e = json_array_get(shape, i);
 		if (!json_is_integer(e) || json_integer_value(e) < 1 ||
@@ -455,8 +458,9 @@ static int top_input(struct parser *p, json_t *root)
 			return bad(p, &w, "field \"shape\": dimensions are integers in [1, %d]",
 				   DIM_MAX);
 		s->dim[i] = (int)json_integer_value(e);
+		numel *= s->dim[i];
 	}
-	if (fl_desc_shape_numel(s) > DIM_MAX)
+	if (numel > DIM_MAX) /* in double: the product of three dims overflows size_t */
 		return bad(p, &w, "field \"shape\": more than %d values per sample", DIM_MAX);
 	return FL_OK;
 }
