@@ -125,11 +125,13 @@ static int check_fields(struct parser *p, const struct where *w, json_t *m, cons
 {
 	const char *key;
 	json_t *v;
+	char b[64];
 	json_object_foreach(m, key, v)
 	{
 		if (strcmp(key, "op") != 0 && !listed(s->required, 5, key) &&
 		    !listed(s->optional, 4, key))
-			return bad(p, w, "field \"%s\": not an argument of %s", key, s->op);
+			return bad(p, w, "field \"%s\": not an argument of %s",
+				   fl_error_safe_str(key, b, sizeof(b)), s->op);
 	}
 	for (int i = 0; i < 5 && s->required[i]; i++)
 		if (!json_object_get(m, s->required[i]))
@@ -189,11 +191,12 @@ static int name_field(struct parser *p, struct where *w, json_t *m, struct fl_de
 	const char *name = json_string_value(json_object_get(m, "name"));
 	if (!name)
 		return bad(p, w, "field \"name\": expected a string");
+	char b[104];
 	if (!name_ok(name))
 		return bad(p, w,
-			   "field \"name\": \"%.100s\" is not a module name (1-%d characters of "
+			   "field \"name\": \"%s\" is not a module name (1-%d characters of "
 			   "A-Z a-z 0-9 _ - and inner dots)",
-			   name, FL_MODEL_MODULE_NAME_MAX - 1);
+			   fl_error_safe_str(name, b, sizeof(b)), FL_MODEL_MODULE_NAME_MAX - 1);
 	snprintf(w->what, sizeof(w->what), "(%s %s)", fl_desc_op_name(st->op), name);
 	if (json_object_get(p->names, name))
 		return bad(p, w, "field \"name\": \"%s\" names an earlier module too", name);
@@ -373,8 +376,10 @@ static int module(struct parser *p, struct where *w, json_t *m, int depth,
 	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
 		if (strcmp(specs[i].op, op) == 0)
 			s = &specs[i];
+	char b[48];
 	if (!s)
-		return bad(p, w, "field \"op\": unknown op \"%.40s\"", op);
+		return bad(p, w, "field \"op\": unknown op \"%s\"",
+			   fl_error_safe_str(op, b, sizeof(b)));
 	snprintf(w->what, sizeof(w->what), "(%s)", s->op);
 	if (s->code == -2)
 		return fl_error_set(FL_EUNSUPPORTED,
@@ -437,10 +442,12 @@ static int top_input(struct parser *p, json_t *root)
 				    p->origin);
 	const char *key;
 	json_t *v;
+	char b[64];
 	json_object_foreach(in, key, v)
 	{
 		if (strcmp(key, "shape") != 0)
-			return bad(p, &w, "field \"%s\": unknown (expected \"shape\")", key);
+			return bad(p, &w, "field \"%s\": unknown (expected \"shape\")",
+				   fl_error_safe_str(key, b, sizeof(b)));
 	}
 	json_t *shape = json_object_get(in, "shape");
 	if (!json_is_array(shape))
@@ -474,10 +481,12 @@ static int top_fields(struct parser *p, json_t *root)
 		return bad(p, &w, "expected a JSON object");
 	const char *key;
 	json_t *v;
+	char b[64];
 	json_object_foreach(root, key, v)
 	{
 		if (!listed(known, 6, key))
-			return bad(p, &w, "field \"%s\": unknown", key);
+			return bad(p, &w, "field \"%s\": unknown",
+				   fl_error_safe_str(key, b, sizeof(b)));
 	}
 	const char *fmt = json_string_value(json_object_get(root, "format"));
 	if (!fmt || strcmp(fmt, FL_MODEL_DESC_FORMAT) != 0)
@@ -532,7 +541,9 @@ int fl_model_desc_parse(const char *text, size_t len, const char *origin,
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return fl_error_set(FL_EFORMAT, "%s: line %d: %s", origin, jerr.line, jerr.text);
+		return fl_error_set(FL_EFORMAT, "%s: line %d: %s", origin, jerr.line,
+				    fl_error_safe_str(jerr.text, (char[sizeof(jerr.text)]){0},
+						      sizeof(jerr.text)));
 	struct parser p = {origin, calloc(1, sizeof(struct fl_model_desc)), 0, json_object()};
 	int err = p.d && p.names ? parse_root(&p, root) : fl_error_set(FL_ENOMEM, "out of memory");
 	if (!err) {
