@@ -5,8 +5,9 @@
 # load_state_dict(strict=True) and reaches the same test accuracy as
 # `fedloha-client eval` (within 0.1 point), with the inputs normalised by the
 # statistics of the same training samples. The 2nn and mlp descriptions
-# load their models too. Skips when python3-torch or the Fashion-MNIST
-# package is not installed (exit 77).
+# load their models too, and so does the user-written
+# models/examples/strided_cnn.json (trained with --model-file). Skips when
+# python3-torch or the Fashion-MNIST package is not installed (exit 77).
 set -u
 FL_BIN=${FL_BIN:-build/bin}
 FL_TMP=${FL_TMP:-/tmp}
@@ -51,6 +52,17 @@ for m in cnn 2nn mlp; do
 		fail "torch_model.py check $m: $out"
 	fi
 done
+# A user's description: models/examples/strided_cnn.json (docs/MODELS.md)
+ex=$MODELS/examples/strided_cnn.json
+if ! "$FL_BIN/fedloha-client" train --model-file "$ex" --epochs 0 --limit "$TRAIN" \
+	--test-limit 100 --quiet --out "$T/strided" >"$T/strided.log" 2>&1; then
+	fail "train strided_cnn: $(tail -c 300 "$T/strided.log")"
+elif out=$("$PY" "$HERE/torch_model.py" check --model "$ex" \
+	--weights "$T/strided/model.safetensors" 2>&1); then
+	echo "ok   strided_cnn: models/examples/strided_cnn.json loads model.safetensors (strict): $out"
+else
+	fail "torch_model.py check strided_cnn: $out"
+fi
 [ -s "$T/cnn/model.safetensors" ] || {
 	echo "$fails failed"
 	exit 1

@@ -26,6 +26,13 @@ static const char *desc_text(const char *shape, int classes, const char *mods)
 	return buf;
 }
 
+/* fl_model_desc_builtin for a (c, h, w) input. */
+static int builtin(const char *name, int c, int h, int w, int classes, struct fl_model_desc **out)
+{
+	struct fl_desc_shape in = {3, {c, h, w}};
+	return fl_model_desc_builtin(name, &in, classes, out);
+}
+
 static struct fl_model_desc *parse_ok(const char *text)
 {
 	struct fl_model_desc *d = NULL;
@@ -50,7 +57,7 @@ static void check_shape(const struct fl_desc_shape *s, int ndim, int a, int b, i
 static void test_steps_and_shapes(void)
 {
 	struct fl_model_desc *d = NULL;
-	if (!FL_CHECK(fl_model_desc_builtin("cnn", 1, 28, 28, 10, &d) == FL_OK))
+	if (!FL_CHECK(builtin("cnn", 1, 28, 28, 10, &d) == FL_OK))
 		return;
 	FL_CHECK(d->nsteps == 10 && d->classes == 10 && d->builtin);
 	FL_CHECK(strcmp(d->label, "cnn") == 0);
@@ -431,12 +438,11 @@ static void test_limits(void)
 	FL_CHECK(d == NULL);
 	free(buf);
 	/* the built-ins' own refusals */
-	FL_CHECK(fl_test_fails_with(fl_model_desc_builtin("vgg", 1, 28, 28, 10, &d), FL_EINVAL,
+	FL_CHECK(fl_test_fails_with(builtin("vgg", 1, 28, 28, 10, &d), FL_EINVAL,
 				    "unknown model 'vgg'"));
-	FL_CHECK(fl_test_fails_with(fl_model_desc_builtin("cnn", 1, 1, 1, 10, &d), FL_EINVAL,
+	FL_CHECK(fl_test_fails_with(builtin("cnn", 1, 1, 1, 10, &d), FL_EINVAL,
 				    "modules[2] (maxpool2d)"));
-	FL_CHECK(fl_test_fails_with(fl_model_desc_builtin("mlp", 1, 28, 28, 1, &d), FL_EINVAL,
-				    "1 classes"));
+	FL_CHECK(fl_test_fails_with(builtin("mlp", 1, 28, 28, 1, &d), FL_EINVAL, "1 classes"));
 	FL_CHECK(fl_model_desc_builtin_valid("2nn") && !fl_model_desc_builtin_valid("CNN"));
 	FL_CHECK(!fl_model_desc_builtin_valid(NULL));
 }
@@ -453,7 +459,7 @@ static void test_builtin_files(void)
 		int err = fl_model_desc_load(path, &file);
 		if (!FL_CHECK_MSG(err == FL_OK, "%s: %s", path, fl_error_msg()))
 			continue;
-		if (FL_CHECK(fl_model_desc_builtin(names[i], 1, 28, 28, 10, &b) == FL_OK)) {
+		if (FL_CHECK(builtin(names[i], 1, 28, 28, 10, &b) == FL_OK)) {
 			FL_CHECK_MSG(strcmp(file->text, b->text) == 0,
 				     "%s:\n  file    %s\n  builtin %s", names[i], file->text,
 				     b->text);
@@ -465,7 +471,7 @@ static void test_builtin_files(void)
 	}
 	/* other inputs: the cnn on 3x32x32 with 100 classes */
 	struct fl_model_desc *d = NULL;
-	if (FL_CHECK(fl_model_desc_builtin("cnn", 3, 32, 32, 100, &d) == FL_OK)) {
+	if (FL_CHECK(builtin("cnn", 3, 32, 32, 100, &d) == FL_OK)) {
 		FL_CHECK(d->steps[0].in == 3 && d->steps[7].in == 64 * 8 * 8);
 		check_shape(&d->steps[9].out_shape, 1, 100, 0, 0);
 	}
