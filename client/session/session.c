@@ -1,11 +1,13 @@
 /* session.c - the client session's lifecycle and connection-level protocol:
  * Hello, Welcome (model spec, limits), the frame dispatch, heartbeats,
- * Error / Bye, byte counters. The loha base is in session_base.c, tasks,
+ * Error / Bye, byte counters. Model descriptions are in session_desc.c,
+ * the loha base in session_base.c, tasks,
  * tensors and jobs in session_task.c, files in state.c. No libuv, no
  * logging, no sleeping. */
 #include "session_impl.h"
 
 #include "errors.h"
+#include "model_data.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -128,6 +130,7 @@ void cli_session_free(struct cli_session *s)
 	fl_peft_config_free(s->peft);
 	free(s->spec_arch);
 	free(s->spec_json);
+	free(s->pending_spec);
 	free(s->local_backup);
 	free(s->state_dir);
 	free(s->base_path);
@@ -248,10 +251,14 @@ int cli_session_set_model(struct cli_session *s, struct fl_model *m, int batch)
 
 static int same_spec(const struct cli_session *s, const Fedloha__V1__ModelSpec *M)
 {
-	return s->model && !strcmp(s->spec_arch, M->arch) && s->spec_c == (int)M->input[0] &&
+	if (!s->model || strcmp(s->spec_json, M->config_json ? M->config_json : ""))
+		return 0;
+	if (M->description_sha256.len || s->spec_has_desc)
+		return s->spec_has_desc && M->description_sha256.len == CLI_SHA256_BYTES &&
+		       !memcmp(s->spec_desc_sha, M->description_sha256.data, CLI_SHA256_BYTES);
+	return !strcmp(s->spec_arch, M->arch) && s->spec_c == (int)M->input[0] &&
 	       s->spec_h == (int)M->input[1] && s->spec_w == (int)M->input[2] &&
-	       s->spec_classes == (int)M->classes &&
-	       !strcmp(s->spec_json, M->config_json ? M->config_json : "");
+	       s->spec_classes == (int)M->classes;
 }
 
 /* A server could ask for any rank; refuse absurd ones before allocating. */
@@ -266,22 +273,33 @@ static int rank_check(const struct fl_peft_config *pc)
 	return FL_OK;
 }
 
-/* Builds the model of spec M (config parsed, local tensors loaded) and
- * installs it. On failure the previous model stays. */
-static int build_model(struct cli_session *s, const Fedloha__V1__ModelSpec *M, uint64_t seed)
+/* The model of spec M: description d when given (the data checked against
+ * it), else the built-in network M->arch. */
+static int new_model(struct cli_session *s, const Fedloha__V1__ModelSpec *M,
+		     const struct fl_model_desc *d, const struct fl_peft_config *pc, uint64_t seed,
+		     struct fl_model **m)
+{
+	if (!d)
+		return fl_model_new(M->arch, (int)M->input[0], (int)M->input[1], (int)M->input[2],
+				    (int)M->classes, pc, seed, CLI_SESSION_BATCH_DEFAULT, m);
+	int err = fl_model_new_desc(d, pc, seed, CLI_SESSION_BATCH_DEFAULT, m);
+	return err ? err : fl_model_check_data(*m, s->cfg.data);
+}
+
+int cli_session_build_model(struct cli_session *s, const Fedloha__V1__ModelSpec *M,
+			    const struct fl_model_desc *d, uint64_t seed)
 {
 	const char *json = M->config_json ? M->config_json : "";
 	struct fl_peft_config *pc = NULL;
 	struct fl_model *m = NULL;
-	char *arch = strdup(M->arch), *js = strdup(json);
+	char *arch = strdup(M->arch ? M->arch : ""), *js = strdup(json);
 	int err = arch && js ? FL_OK : fl_error_set(FL_ENOMEM, "out of memory");
 	if (!err && *json)
 		err = fl_peft_config_parse(json, strlen(json), "Welcome.model.config_json", &pc);
 	if (!err && pc)
 		err = rank_check(pc);
 	if (!err)
-		err = fl_model_new(M->arch, (int)M->input[0], (int)M->input[1], (int)M->input[2],
-				   (int)M->classes, pc, seed, CLI_SESSION_BATCH_DEFAULT, &m);
+		err = new_model(s, M, d, pc, seed, &m);
 	if (!err && s->state_dir)
 		err = cli_state_load_local(m, s->state_dir);
 	if (!err)
@@ -299,22 +317,34 @@ static int build_model(struct cli_session *s, const Fedloha__V1__ModelSpec *M, u
 	s->peft = pc;
 	s->spec_arch = arch;
 	s->spec_json = js;
-	s->spec_c = (int)M->input[0];
-	s->spec_h = (int)M->input[1];
-	s->spec_w = (int)M->input[2];
-	s->spec_classes = (int)M->classes;
+	s->spec_has_desc = d != NULL;
+	if (d)
+		memcpy(s->spec_desc_sha, M->description_sha256.data, CLI_SHA256_BYTES);
+	if (!d) {
+		s->spec_c = (int)M->input[0];
+		s->spec_h = (int)M->input[1];
+		s->spec_w = (int)M->input[2];
+		s->spec_classes = (int)M->classes;
+	}
 	s->base_loaded = 0;
 	return FL_OK;
 }
 
-static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
+int cli_session_keep_model(struct cli_session *s)
 {
-	if (w->protocol_version != FL_WIRE_PROTOCOL_VERSION)
-		return fl_error_set(FL_EUNSUPPORTED, "Welcome: protocol version %u, we speak %d",
-				    w->protocol_version, FL_WIRE_PROTOCOL_VERSION);
-	const Fedloha__V1__ModelSpec *M = w->model;
-	if (!M || !M->arch)
-		return fl_error_set(FL_EFORMAT, "Welcome without a model");
+	struct fl_wire_rx *rx;
+	int err = cli_session_rx_new(s->model, s->dtype, &rx);
+	if (!err) {
+		fl_wire_rx_free(s->rx);
+		s->rx = rx;
+	}
+	return err;
+}
+
+/* A Welcome without a description: the built-in network M->arch, for
+ * inputs and classes the local data must fit. */
+static int check_builtin_spec(const struct cli_session *s, const Fedloha__V1__ModelSpec *M)
+{
 	if (!fl_model_desc_builtin_valid(M->arch))
 		return fl_error_set(FL_EUNSUPPORTED, "Welcome: unknown architecture '%s'", M->arch);
 	if (M->n_input != 3)
@@ -334,6 +364,20 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 				    "the server's model has %u classes but the local data "
 				    "set has %d",
 				    M->classes, d->classes);
+	return FL_OK;
+}
+
+static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
+{
+	if (w->protocol_version != FL_WIRE_PROTOCOL_VERSION)
+		return fl_error_set(FL_EUNSUPPORTED, "Welcome: protocol version %u, we speak %d",
+				    w->protocol_version, FL_WIRE_PROTOCOL_VERSION);
+	const Fedloha__V1__ModelSpec *M = w->model;
+	if (!M || !M->arch)
+		return fl_error_set(FL_EFORMAT, "Welcome without a model");
+	int err = M->description_sha256.len ? FL_OK : check_builtin_spec(s, M);
+	if (err)
+		return err;
 	if ((unsigned)w->dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EFORMAT, "Welcome: unknown dtype %d", (int)w->dtype);
 	uint32_t peer_max = FL_WIRE_MAX_FRAME_DEFAULT, chunk = FL_WIRE_CHUNK_DEFAULT;
@@ -359,18 +403,15 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 	s->chunk_bytes = chunk;
 	s->heartbeat_ms = hb;
 	s->idle_timeout_ms = idle;
-	int err;
+	if (M->description_sha256.len)
+		return cli_session_welcome_desc(s, M, w->seed);
 	if (!same_spec(s, M)) {
 		if (s->busy)
 			return fl_error_set(FL_EINVAL,
 					    "the server's model changed while a job runs");
-		err = build_model(s, M, w->seed);
+		err = cli_session_build_model(s, M, NULL, w->seed);
 	} else { /* the dtype may have changed */
-		struct fl_wire_rx *rx;
-		if (!(err = cli_session_rx_new(s->model, s->dtype, &rx))) {
-			fl_wire_rx_free(s->rx);
-			s->rx = rx;
-		}
+		err = cli_session_keep_model(s);
 	}
 	if (err)
 		return err;

@@ -1,7 +1,8 @@
 /* session_base.c - the loha base in the client session: the SHA-256 a
  * Hello reports, the base a Welcome names (found locally in state_dir or
  * base_path, else fetched with BaseRequest / BaseChunk into state_dir), and
- * loading it into the model. File work is in state.c. */
+ * loading it into the model. BaseChunk frames of a model description are
+ * handed to session_desc.c. File work is in state.c. */
 #include "session_impl.h"
 
 #include "errors.h"
@@ -107,11 +108,18 @@ int cli_session_welcome_base(struct cli_session *s, const Fedloha__V1__ModelSpec
 
 int cli_session_on_base_chunk(struct cli_session *s, const Fedloha__V1__BaseChunk *c)
 {
-	int done;
+	int done, desc = s->fetch.mem != NULL;
 	int err = cli_base_fetch_chunk(&s->fetch, c->offset, c->data.data, c->data.len, c->last,
 				       &done);
+	if (err && desc)
+		return cli_session_refuse(s, err);
 	if (err || !done)
 		return err;
+	if (s->fetch.mem) {
+		uint8_t *text = s->fetch.mem;
+		s->fetch.mem = NULL;
+		return cli_session_desc_fetched(s, text, (size_t)s->fetch.total);
+	}
 	s->sha_cache[0].valid = 0;
 	uint8_t want[CLI_SHA256_BYTES];
 	memcpy(want, s->fetch.want, CLI_SHA256_BYTES);

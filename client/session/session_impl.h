@@ -6,6 +6,7 @@
 
 #include "errors.h"
 #include "fsutil.h"
+#include "model_desc.h"
 #include "peft_config.h"
 #include "session.h"
 
@@ -59,9 +60,10 @@ struct cli_job {
 	long post_samples;
 };
 
-/* The base file being fetched. */
+/* The base file being fetched (fd), or the model description (mem). */
 struct cli_base_fetch {
-	int fd; /* -1 when idle */
+	int fd;       /* -1 when idle or fetching into mem */
+	uint8_t *mem; /* a description being fetched (owned), NULL otherwise */
 	char tmp[FL_PATH_MAX];
 	char path[FL_PATH_MAX];
 	crypto_hash_sha256_state sha;
@@ -102,7 +104,13 @@ struct cli_session {
 	struct fl_model *model;
 	struct fl_peft_config *peft;
 	char *spec_arch, *spec_json;
-	int spec_c, spec_h, spec_w, spec_classes;
+	int spec_c, spec_h, spec_w, spec_classes; /* a built-in's */
+	int spec_has_desc; /* built from a description, of SHA-256 spec_desc_sha */
+	uint8_t spec_desc_sha[CLI_SHA256_BYTES];
+	/* the Welcome's ModelSpec (packed) while its description is fetched */
+	uint8_t *pending_spec;
+	size_t pending_len;
+	uint64_t pending_seed;
 	int model_batch;
 	struct fl_wire_rx *rx;
 	size_t n_global;     /* GLOBAL tensors (K) */
@@ -141,6 +149,27 @@ void cli_session_fail(struct cli_session *s, int err, const char *msg);
  * changed and m is still the caller's. */
 int cli_session_set_model(struct cli_session *s, struct fl_model *m, int batch);
 
+/* Builds and installs the model of spec M: description d when not NULL
+ * (the local data must fit it: fl_model_check_data), else the built-in
+ * M->arch; config parsed, local tensors loaded. On failure the previous
+ * model stays. */
+int cli_session_build_model(struct cli_session *s, const Fedloha__V1__ModelSpec *M,
+			    const struct fl_model_desc *d, uint64_t seed);
+/* Keeps the model, with a receiver for the (maybe new) session dtype. */
+int cli_session_keep_model(struct cli_session *s);
+
+/* session_desc.c */
+/* A Welcome whose ModelSpec names a description: builds it (inline) or
+ * fetches it first (BaseRequest; state BASE); a description that cannot
+ * be built is refused with Error and the connection closed. */
+int cli_session_welcome_desc(struct cli_session *s, const Fedloha__V1__ModelSpec *M, uint64_t seed);
+/* Error{err, the current message} to the server, then close; returns err
+ * with its message kept. */
+int cli_session_refuse(struct cli_session *s, int err);
+/* The fetched description (text, len; SHA-256 already checked): builds the
+ * pending ModelSpec's model and goes on with its base. Takes text. */
+int cli_session_desc_fetched(struct cli_session *s, uint8_t *text, size_t len);
+
 /* session_base.c */
 /* The SHA-256 of the base a Hello reports (state_dir's, else base_path's);
  * 1 when sha was filled, 0 when there is none (a flag, not an fl_err). */
@@ -170,10 +199,14 @@ int cli_state_file_sha(struct cli_sha_cache *c, const char *path, uint8_t sha[CL
 /* Starts a fetch of `total` bytes into dir/base.safetensors (via a temp). */
 int cli_base_fetch_begin(struct cli_base_fetch *f, const char *dir, uint64_t total,
 			 const uint8_t want[CLI_SHA256_BYTES]);
-/* One chunk; *done = 1 after the last one (the file is then in place, its
- * SHA-256 checked). Any error removes the temp file. */
+/* One chunk; *done = 1 after the last one (the file is then in place, or
+ * f->mem holds the bytes for the caller to take; the SHA-256 checked). Any
+ * error removes the temp file or frees mem. */
 int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_t *data, size_t len,
 			 int last, int *done);
+/* Starts a fetch of `total` bytes into memory (fetch.mem). */
+int cli_desc_fetch_begin(struct cli_base_fetch *f, uint64_t total,
+			 const uint8_t want[CLI_SHA256_BYTES]);
 /* Drops a partial fetch (no-op when idle). */
 void cli_base_fetch_abort(struct cli_base_fetch *f);
 

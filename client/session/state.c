@@ -2,7 +2,8 @@
  * pFedPara local tensors (state_dir/local.safetensors, checked tensor by
  * tensor when loaded, replaced atomically when saved) and the loha base
  * file (SHA-256 of candidates, and a fetch streamed into a temporary file
- * that is renamed into place only once its SHA-256 matches). It does not
+ * that is renamed into place only once its SHA-256 matches; the same
+ * chunked fetch fills memory for a model description). It does not
  * speak the protocol; session.c decides when these run. */
 #include "session_impl.h"
 
@@ -173,6 +174,8 @@ static void fsync_dir(const char *dir)
 
 void cli_base_fetch_abort(struct cli_base_fetch *f)
 {
+	free(f->mem);
+	f->mem = NULL;
 	if (f->fd < 0)
 		return;
 	close(f->fd);
@@ -201,6 +204,19 @@ int cli_base_fetch_begin(struct cli_base_fetch *f, const char *dir, uint64_t tot
 	return FL_OK;
 }
 
+int cli_desc_fetch_begin(struct cli_base_fetch *f, uint64_t total,
+			 const uint8_t want[CLI_SHA256_BYTES])
+{
+	cli_base_fetch_abort(f);
+	if (!(f->mem = malloc(total ? total : 1)))
+		return fl_error_set(FL_ENOMEM, "out of memory for the model description");
+	crypto_hash_sha256_init(&f->sha);
+	f->have = 0;
+	f->total = total;
+	memcpy(f->want, want, CLI_SHA256_BYTES);
+	return FL_OK;
+}
+
 static int write_all(int fd, const uint8_t *p, size_t len)
 {
 	while (len > 0) {
@@ -220,7 +236,7 @@ int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_
 {
 	*done = 0;
 	int err = FL_OK;
-	if (f->fd < 0)
+	if (f->fd < 0 && !f->mem)
 		return fl_error_set(FL_EFORMAT, "BaseChunk without a BaseRequest");
 	if (offset != f->have)
 		err = fl_error_set(FL_EFORMAT, "BaseChunk at offset %llu, expected %llu",
@@ -233,6 +249,8 @@ int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_
 				   last ? "last chunk" : "no last flag",
 				   (unsigned long long)(f->have + len),
 				   (unsigned long long)f->total);
+	else if (f->mem)
+		memcpy(f->mem + f->have, data, len);
 	else if (write_all(f->fd, data, len) != 0)
 		err = fl_error_set(FL_EIO, "%s: write: %s", f->tmp, strerror(errno));
 	if (err) {
@@ -246,11 +264,16 @@ int cli_base_fetch_chunk(struct cli_base_fetch *f, uint64_t offset, const uint8_
 	uint8_t got[CLI_SHA256_BYTES];
 	crypto_hash_sha256_final(&f->sha, got);
 	if (sodium_memcmp(got, f->want, CLI_SHA256_BYTES) != 0) {
+		const char *what = f->mem ? "model description" : "base file";
 		cli_base_fetch_abort(f);
 		return fl_error_set(FL_EFORMAT,
-				    "base file from the server: SHA-256 does not match the "
+				    "%s from the server: SHA-256 does not match the "
 				    "Welcome's (%llu bytes discarded)",
-				    (unsigned long long)f->total);
+				    what, (unsigned long long)f->total);
+	}
+	if (f->mem) {
+		*done = 1;
+		return FL_OK;
 	}
 	if (fsync(f->fd) != 0) {
 		err = fl_error_set(FL_EIO, "%s: fsync: %s", f->tmp, strerror(errno));

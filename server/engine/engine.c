@@ -8,6 +8,7 @@
 #include "checkpoint.h"
 #include "errors.h"
 #include "fsutil.h"
+#include "model_desc.h"
 
 #include <assert.h>
 #include <math.h>
@@ -78,24 +79,16 @@ static char *dup_or_null(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-/* Reads the base file, hashes it and cuts it into BaseChunk frames once;
+/* Cuts len bytes into BaseChunk frames (one empty frame when len is 0);
  * every requesting client is sent the same frames. */
-static int load_base(struct srv_engine *e, const char *path)
+static int chunk_frames(struct srv_engine *e, const char *data, size_t len, struct srv_frames *fr)
 {
-	char *data = NULL;
-	size_t len = 0;
-	int err = fl_file_read_all(path, BASE_FILE_MAX, &data, &len);
-	if (err != FL_OK)
-		return err;
-	crypto_hash_sha256(e->base_sha, (const unsigned char *)data, len);
-	e->base_bytes = len;
 	size_t chunk = e->cfg.chunk_bytes, n = len ? (len + chunk - 1) / chunk : 1;
-	e->base.f = calloc(n, sizeof(*e->base.f));
-	if (!e->base.f) {
-		free(data);
-		return fl_error_set(FL_ENOMEM, "engine: out of memory for the base frames");
-	}
-	for (size_t i = 0; i < n; i++) {
+	fr->f = calloc(n, sizeof(*fr->f));
+	if (!fr->f)
+		return fl_error_set(FL_ENOMEM, "engine: out of memory for BaseChunk frames");
+	int err = FL_OK;
+	for (size_t i = 0; i < n && !err; i++) {
 		size_t off = i * chunk, k = len - off < chunk ? len - off : chunk;
 		Fedloha__V1__BaseChunk bc = FEDLOHA__V1__BASE_CHUNK__INIT;
 		bc.offset = off;
@@ -105,13 +98,43 @@ static int load_base(struct srv_engine *e, const char *path)
 		fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
 		env.body_case = FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK;
 		env.base_chunk = &bc;
-		if ((err = fl_wire_encode(&env, &e->base.f[i])) != FL_OK)
-			break;
-		e->base.n++;
+		if ((err = fl_wire_encode(&env, &fr->f[i])) == FL_OK)
+			fr->n++;
 	}
+	return err;
+}
+
+/* Reads the base file, hashes it and cuts it into frames once. */
+static int load_base(struct srv_engine *e, const char *path)
+{
+	char *data = NULL;
+	size_t len = 0;
+	int err = fl_file_read_all(path, BASE_FILE_MAX, &data, &len);
+	if (err != FL_OK)
+		return err;
+	crypto_hash_sha256(e->base_sha, (const unsigned char *)data, len);
+	e->base_bytes = len;
+	err = chunk_frames(e, data, len, &e->base);
 	free(data);
 	e->has_base = err == FL_OK;
 	return err;
+}
+
+/* The model description: its SHA-256, whether it fits in the Welcome
+ * (the bound of engine.h), and its frames for clients that fetch it. */
+static int load_desc(struct srv_engine *e)
+{
+	const struct fl_model_desc *d = fl_model_description(e->model);
+	if (!d || !d->text)
+		return fl_error_set(FL_EINVAL, "engine: the model has no description");
+	crypto_hash_sha256(e->desc_sha, (const unsigned char *)d->text, d->text_len);
+	e->desc_bytes = d->text_len;
+	size_t js = strlen(e->config_json), half = e->cfg.max_frame_bytes / 2;
+	size_t bound = half > FL_WIRE_ENVELOPE_SLACK + js ? half - FL_WIRE_ENVELOPE_SLACK - js : 0;
+	if (e->cfg.desc_inline_max && e->cfg.desc_inline_max < bound)
+		bound = e->cfg.desc_inline_max;
+	e->desc_inline = d->text_len <= bound;
+	return chunk_frames(e, d->text, d->text_len, &e->descf);
 }
 
 int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
@@ -166,6 +189,8 @@ int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
 	if ((err = srv_optim_init(&e->opt, &cfg->server_opt, e->nglobal)) != FL_OK)
 		goto fail;
 	if (cfg->base_path && (err = load_base(e, cfg->base_path)) != FL_OK)
+		goto fail;
+	if ((err = load_desc(e)) != FL_OK)
 		goto fail;
 	e->phase = SRV_PHASE_WAIT;
 	*out = e;
@@ -231,6 +256,7 @@ void srv_engine_free(struct srv_engine *e)
 		srv_eng_frames_free(&e->evalf[d]);
 	}
 	srv_eng_frames_free(&e->base);
+	srv_eng_frames_free(&e->descf);
 	srv_agg_free(e->agg);
 	srv_optim_free(&e->opt);
 	free(e->result);

@@ -56,6 +56,11 @@ struct srv_engine_config {
 	const char *checkpoint_path; /* NULL = no checkpoints */
 	const char *config_json;     /* PEFT-format config text sent in Welcome */
 	const char *base_path; /* loha: frozen base safetensors served to clients (NULL = none) */
+	/* The model description travels inline in the Welcome up to this many
+	 * bytes, else clients fetch it. 0 = the automatic bound, which is also
+	 * the most allowed: half of max_frame_bytes less the envelope slack and
+	 * config_json, so the Welcome always fits in a frame. */
+	uint32_t desc_inline_max;
 };
 
 struct srv_round_report {

@@ -6,6 +6,7 @@
 #include "engine_impl.h"
 
 #include "errors.h"
+#include "model_desc.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -83,13 +84,20 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	c->needs_base = e->has_base &&
 			!(h->has_base && h->base_sha256.len == sizeof(e->base_sha) &&
 			  !memcmp(h->base_sha256.data, e->base_sha, sizeof(e->base_sha)));
+	c->needs_desc = !e->desc_inline;
 	c->state = SRV_CONN_READY;
 
 	int ci = 0, hi = 0, wi = 0, classes = 0;
 	fl_model_input_dims(e->model, &ci, &hi, &wi, &classes);
 	uint32_t input[3] = {(uint32_t)ci, (uint32_t)hi, (uint32_t)wi};
 	Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
-	ms.arch = (char *)fl_model_arch(e->model);
+	const struct fl_model_desc *d = fl_model_description(e->model);
+	ms.arch = d->builtin ? (char *)d->label : (char *)"";
+	ms.description_sha256.data = e->desc_sha;
+	ms.description_sha256.len = sizeof(e->desc_sha);
+	ms.description_bytes = e->desc_bytes;
+	if (e->desc_inline)
+		ms.description = d->text;
 	ms.n_input = 3;
 	ms.input = input;
 	ms.classes = (uint32_t)classes;
@@ -120,10 +128,18 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	srv_eng_send_env(e, c, &env);
 }
 
+static int is_sha(const ProtobufCBinaryData *b, const uint8_t sha[32])
+{
+	return b->len == 32 && !memcmp(b->data, sha, 32);
+}
+
+/* BaseRequest names the loha base or the model description by SHA-256 (an
+ * empty sha256 means the base); the answer is its BaseChunk frames. */
 static void on_base_request(struct srv_engine *e, struct srv_conn *c,
 			    const Fedloha__V1__BaseRequest *r)
 {
-	if (!e->has_base) {
+	int desc = is_sha(&r->sha256, e->desc_sha);
+	if (!desc && !e->has_base) {
 		srv_eng_reject(e, c, FL_EUNSUPPORTED, "this server has no base model to send");
 		return;
 	}
@@ -131,8 +147,12 @@ static void on_base_request(struct srv_engine *e, struct srv_conn *c,
 		srv_eng_reject(e, c, FL_EINVAL, "BaseRequest is only allowed between rounds");
 		return;
 	}
-	if (r->sha256.len && (r->sha256.len != sizeof(e->base_sha) ||
-			      memcmp(r->sha256.data, e->base_sha, sizeof(e->base_sha)) != 0)) {
+	if (desc) {
+		srv_eng_send_frames(e, c, &e->descf);
+		c->needs_desc = 0;
+		return;
+	}
+	if (r->sha256.len && !is_sha(&r->sha256, e->base_sha)) {
 		srv_eng_reject(e, c, FL_ENOTFOUND,
 			       "BaseRequest for a base this server does not have");
 		return;
@@ -298,7 +318,7 @@ void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope 
 		return;
 	}
 	if (body != FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST)
-		c->needs_base = 0;
+		c->needs_base = c->needs_desc = 0;
 	switch (body) {
 	case FEDLOHA__V1__ENVELOPE__BODY_HELLO:
 		if (c->state != SRV_CONN_NEW)

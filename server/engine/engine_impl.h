@@ -29,6 +29,9 @@ struct srv_conn {
 	 * BaseRequest is served (the base frames then precede any task) or it
 	 * sends anything else (it found the base itself). */
 	int needs_base;
+	/* Welcomed without the model description inline: not selectable until
+	 * its fetch is served or it sends anything else (it had the model). */
+	int needs_desc;
 	uint64_t last_rx_ms;
 	uint64_t bytes_up, bytes_down;
 	/* the update being received (TASKED with uploading set) */
@@ -106,6 +109,12 @@ struct srv_engine {
 	uint8_t base_sha[32];
 	uint64_t base_bytes;
 	struct srv_frames base;
+
+	/* the model description (fl_model_description(model)->text) */
+	uint8_t desc_sha[32];
+	uint64_t desc_bytes;
+	int desc_inline; /* small enough for the Welcome */
+	struct srv_frames descf;
 
 	char why[SRV_WHY_MAX];
 };

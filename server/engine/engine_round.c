@@ -111,7 +111,7 @@ static int cmp_conn_id(const void *a, const void *b)
 /* Idle and holding the base: may get a training or evaluation task. */
 static int selectable(const struct srv_conn *c)
 {
-	return c->state == SRV_CONN_READY && !c->needs_base;
+	return c->state == SRV_CONN_READY && !c->needs_base && !c->needs_desc;
 }
 
 static size_t ready_count(const struct srv_engine *e)
