@@ -2,9 +2,10 @@
  * global slice and the server optimiser state, metadata, and refusals that
  * leave the model and the optimiser untouched (another model, another
  * strategy, another seed, a non-finite value, an extra tensor, a missing
- * file). */
+ * file, another model description with the same tensors). */
 #include "checkpoint.h"
 #include "errors.h"
+#include "model_desc.h"
 #include "safetensors.h"
 #include "testutil.h"
 
@@ -176,9 +177,52 @@ static void test_refusals(void)
 	fl_model_free(b);
 }
 
+static struct fl_model *desc_model(const char *act)
+{
+	char text[512];
+	snprintf(text, sizeof(text),
+		 "{\"format\": \"fedloha-model/1\", \"input\": {\"shape\": [4]}, "
+		 "\"classes\": 3, \"modules\": [{\"op\": \"linear\", \"name\": \"fc1\", "
+		 "\"in\": 4, \"out\": 5}, {\"op\": \"%s\"}, {\"op\": \"linear\", "
+		 "\"name\": \"fc2\", \"in\": 5, \"out\": 3}]}",
+		 act);
+	struct fl_model_desc *d = NULL;
+	struct fl_model *m = NULL;
+	FL_CHECK(fl_model_desc_parse(text, strlen(text), "test", &d) == FL_OK);
+	FL_CHECK(fl_model_new_desc(d, NULL, 1, 1, &m) == FL_OK);
+	fl_model_desc_free(d);
+	return m;
+}
+
+/* The description is recorded; one with the same tensor table but another
+ * op is refused, the same one resumes. */
+static void test_description(void)
+{
+	const char *dir = fl_test_tmpdir("ckpt-desc");
+	char path[600];
+	snprintf(path, sizeof(path), "%s/ckpt.safetensors", dir);
+	struct fl_model *a = desc_model("relu"), *b = desc_model("gelu"), *c = desc_model("relu");
+	struct srv_checkpoint_meta meta = {.round = 2, .seed = 7}, got;
+	struct srv_optim o;
+	opt_init(&o, SRV_OPTIM_FEDAVG, fl_model_count_floats(a, FL_TENSOR_GLOBAL));
+	FL_CHECK(srv_checkpoint_save(path, a, &o, &meta) == FL_OK);
+	struct fl_st *st = NULL;
+	FL_CHECK(fl_st_read(path, &st) == FL_OK);
+	FL_CHECK(strcmp(fl_st_metadata(st, "model"), fl_model_description(a)->text) == 0);
+	FL_CHECK(strlen(fl_st_metadata(st, "model_sha256")) == 64);
+	fl_st_free(st);
+	expect_refused(path, b, &o, NULL, FL_EINVAL, "model description");
+	FL_CHECK(srv_checkpoint_load(path, c, &o, NULL, &got) == FL_OK && got.round == 2);
+	srv_optim_free(&o);
+	fl_model_free(a);
+	fl_model_free(b);
+	fl_model_free(c);
+}
+
 int main(void)
 {
 	FL_RUN(test_roundtrip);
 	FL_RUN(test_refusals);
+	FL_RUN(test_description);
 	return fl_test_main_end();
 }

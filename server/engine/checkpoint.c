@@ -4,6 +4,7 @@
 #include "checkpoint.h"
 
 #include "errors.h"
+#include "model_desc.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -38,6 +39,52 @@ static void srv_checkpoint_model_digest(const struct fl_model *m,
 	unsigned char h[crypto_hash_sha256_BYTES];
 	crypto_hash_sha256_final(&st, h);
 	sodium_bin2hex(out, SRV_CHECKPOINT_DIGEST_HEX, h, sizeof(h));
+}
+
+/* Hex SHA-256 of the model's description text ("" when it has none). */
+static void desc_digest(const struct fl_model *m, char out[SRV_CHECKPOINT_DIGEST_HEX])
+{
+	const struct fl_model_desc *d = fl_model_description(m);
+	out[0] = '\0';
+	if (!d || !d->text)
+		return;
+	unsigned char h[crypto_hash_sha256_BYTES];
+	crypto_hash_sha256(h, (const unsigned char *)d->text, d->text_len);
+	sodium_bin2hex(out, SRV_CHECKPOINT_DIGEST_HEX, h, sizeof(h));
+}
+
+/* The description the model was built from: its text, label and SHA-256. */
+static int set_desc(struct fl_st *st, const struct fl_model *m)
+{
+	const struct fl_model_desc *d = fl_model_description(m);
+	char hex[SRV_CHECKPOINT_DIGEST_HEX];
+	desc_digest(m, hex);
+	if (!hex[0])
+		return FL_OK;
+	int err = fl_st_set_metadata(st, "model", d->text);
+	if (err == FL_OK)
+		err = fl_st_set_metadata(st, "model_label", d->label);
+	if (err == FL_OK)
+		err = fl_st_set_metadata(st, "model_sha256", hex);
+	return err;
+}
+
+/* A checkpoint that records a description must be of m's description
+ * (one without, from before descriptions were recorded, is judged by its
+ * tensor table alone). */
+static int check_desc(const struct fl_st *st, const char *path, const struct fl_model *m)
+{
+	const char *want = fl_st_metadata(st, "model_sha256");
+	char hex[SRV_CHECKPOINT_DIGEST_HEX];
+	desc_digest(m, hex);
+	if (!want || !strcmp(want, hex))
+		return FL_OK;
+	const char *label = fl_st_metadata(st, "model_label");
+	const struct fl_model_desc *d = fl_model_description(m);
+	return fl_error_set(FL_EINVAL,
+			    "%s: checkpoint was written for model description '%s' (sha256 "
+			    "%.12s...), this coordinator runs '%s' (sha256 %.12s...)",
+			    path, label ? label : "?", want, d ? d->label : "?", hex);
 }
 
 static int set_u64(struct fl_st *st, const char *key, uint64_t v)
@@ -92,6 +139,8 @@ int srv_checkpoint_save(const char *path, struct fl_model *m, const struct srv_o
 					 srv_optim_name(opt ? opt->cfg.kind : SRV_OPTIM_FEDAVG));
 	if (err == FL_OK)
 		err = fl_st_set_metadata(st, "model_digest", digest);
+	if (err == FL_OK)
+		err = set_desc(st, m);
 	if (err == FL_OK)
 		err = fl_st_write(st, path);
 	fl_st_free(st);
@@ -180,6 +229,8 @@ static int load_meta(const struct fl_st *st, const char *path, const struct fl_m
 				    "%s: checkpoint was written for another model or configuration "
 				    "(tensor table digest %.12s..., this model %.12s...)",
 				    path, d, digest);
+	if ((err = check_desc(st, path, m)) != FL_OK)
+		return err;
 	enum srv_optim_kind kind = opt ? opt->cfg.kind : SRV_OPTIM_FEDAVG;
 	if ((err = check_meta_str(st, path, "server_opt", srv_optim_name(kind))) != FL_OK ||
 	    (err = get_u64(st, path, "round", &mt->round)) != FL_OK ||

@@ -8,7 +8,10 @@
  * round (completed rounds), step (server optimiser steps), bytes_up,
  * bytes_down, seed, server_opt (its name) and model_digest (hex SHA-256 of
  * the whole tensor table: names, shapes, flags), so a checkpoint of another
- * model or configuration is refused with a clear message.
+ * model or configuration is refused with a clear message; model (the
+ * model description's canonical text), model_label and model_sha256 (hex
+ * SHA-256 of that text), so resuming with another description (even one
+ * with the same tensors, e.g. gelu for relu) is refused too.
  *
  * Loading checks everything before it changes anything. This module does
  * not decide when to checkpoint (the engine does).
