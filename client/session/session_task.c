@@ -103,8 +103,7 @@ static int settings_parse(const Fedloha__V1__TrainSettings *t, struct cli_train_
 static int grow_batch(struct cli_session *s, int batch)
 {
 	struct fl_model *m;
-	int err = fl_model_new(s->spec_arch, s->spec_c, s->spec_h, s->spec_w, s->spec_classes,
-			       s->peft, s->seed, batch, &m);
+	int err = fl_model_new_desc(fl_model_description(s->model), s->peft, s->seed, batch, &m);
 	if (err)
 		return err;
 	assert(fl_model_param_floats(m) == fl_model_param_floats(s->model));

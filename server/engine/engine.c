@@ -120,13 +120,17 @@ static int load_base(struct srv_engine *e, const char *path)
 	return err;
 }
 
-/* The model description: its SHA-256, whether it fits in the Welcome
- * (the bound of engine.h), and its frames for clients that fetch it. */
+/* A model built from a description that is not a built-in network: its
+ * SHA-256, whether it fits in the Welcome (the bound of engine.h), and its
+ * frames for clients that fetch it. A built-in travels as its arch alone. */
 static int load_desc(struct srv_engine *e)
 {
 	const struct fl_model_desc *d = fl_model_description(e->model);
 	if (!d || !d->text)
 		return fl_error_set(FL_EINVAL, "engine: the model has no description");
+	if (d->builtin)
+		return FL_OK;
+	e->has_desc = 1;
 	crypto_hash_sha256(e->desc_sha, (const unsigned char *)d->text, d->text_len);
 	e->desc_bytes = d->text_len;
 	size_t js = strlen(e->config_json), half = e->cfg.max_frame_bytes / 2;

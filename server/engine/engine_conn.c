@@ -84,7 +84,7 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	c->needs_base = e->has_base &&
 			!(h->has_base && h->base_sha256.len == sizeof(e->base_sha) &&
 			  !memcmp(h->base_sha256.data, e->base_sha, sizeof(e->base_sha)));
-	c->needs_desc = !e->desc_inline;
+	c->needs_desc = e->has_desc && !e->desc_inline;
 	c->state = SRV_CONN_READY;
 
 	int ci = 0, hi = 0, wi = 0, classes = 0;
@@ -93,11 +93,13 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	Fedloha__V1__ModelSpec ms = FEDLOHA__V1__MODEL_SPEC__INIT;
 	const struct fl_model_desc *d = fl_model_description(e->model);
 	ms.arch = d->builtin ? (char *)d->label : (char *)"";
-	ms.description_sha256.data = e->desc_sha;
-	ms.description_sha256.len = sizeof(e->desc_sha);
-	ms.description_bytes = e->desc_bytes;
-	if (e->desc_inline)
-		ms.description = d->text;
+	if (e->has_desc) {
+		ms.description_sha256.data = e->desc_sha;
+		ms.description_sha256.len = sizeof(e->desc_sha);
+		ms.description_bytes = e->desc_bytes;
+		if (e->desc_inline)
+			ms.description = d->text;
+	}
 	ms.n_input = 3;
 	ms.input = input;
 	ms.classes = (uint32_t)classes;
@@ -138,7 +140,7 @@ static int is_sha(const ProtobufCBinaryData *b, const uint8_t sha[32])
 static void on_base_request(struct srv_engine *e, struct srv_conn *c,
 			    const Fedloha__V1__BaseRequest *r)
 {
-	int desc = is_sha(&r->sha256, e->desc_sha);
+	int desc = e->has_desc && is_sha(&r->sha256, e->desc_sha);
 	if (!desc && !e->has_base) {
 		srv_eng_reject(e, c, FL_EUNSUPPORTED, "this server has no base model to send");
 		return;

@@ -110,7 +110,9 @@ struct srv_engine {
 	uint64_t base_bytes;
 	struct srv_frames base;
 
-	/* the model description (fl_model_description(model)->text) */
+	/* the model description (fl_model_description(model)->text) when the
+	 * model is not a built-in network */
+	int has_desc;
 	uint8_t desc_sha[32];
 	uint64_t desc_bytes;
 	int desc_inline; /* small enough for the Welcome */

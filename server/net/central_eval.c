@@ -6,6 +6,7 @@
 
 #include "dataset.h"
 #include "errors.h"
+#include "model_data.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -60,15 +61,13 @@ int srv_central_eval_new(uv_loop_t *loop, const char *data, const char *path, in
 			ce->test = sub;
 		}
 	}
-	int c, h, w, classes;
-	fl_model_input_dims(like, &c, &h, &w, &classes);
-	if (!err && (ce->test->c != c || ce->test->h != h || ce->test->w != w))
-		err = fl_error_set(FL_ESHAPE,
-				   "evaluation data: samples %dx%dx%d, the model takes "
-				   "%dx%dx%d",
-				   ce->test->c, ce->test->h, ce->test->w, c, h, w);
+	if (!err && (err = fl_model_check_data(like, ce->test))) {
+		char msg[FL_ERROR_MSG_MAX];
+		snprintf(msg, sizeof(msg), "%s", fl_error_msg());
+		err = fl_error_set(err, "evaluation data: %s", msg);
+	}
 	if (!err)
-		err = fl_model_new(fl_model_arch(like), c, h, w, classes, pc, 0, 256, &ce->model);
+		err = fl_model_new_desc(fl_model_description(like), pc, 0, 256, &ce->model);
 	if (!err && fl_model_param_floats(ce->model) != fl_model_param_floats(like))
 		err = fl_error_set(FL_ESHAPE, "evaluation model differs from the global model");
 	struct fl_optim_config oc;

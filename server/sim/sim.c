@@ -86,8 +86,7 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 static int new_model(const struct sim *s, int max_batch, struct fl_model **out)
 {
 	const struct fl_dataset *d = s->data->train;
-	int err = fl_model_new(s->cfg->arch, d->c, d->h, d->w, d->classes, s->peft,
-			       s->cfg->train.seed, max_batch, out);
+	int err = sim_model_new(s->cfg, d, s->peft, s->cfg->train.seed, max_batch, out);
 	if (!err && s->cfg->base_path && (err = fl_model_load_base(*out, s->cfg->base_path))) {
 		fl_model_free(*out);
 		*out = NULL;

@@ -122,6 +122,9 @@ struct srv_sim_config {
 	char label[SRV_SIM_LABEL_MAX]; /* "" = the parameterisation's name (+ "-dtype") */
 	/* model */
 	const char *arch; /* "2nn", "cnn", "mlp" */
+	/* A model description (model_desc.h, borrowed) every party builds
+	 * instead of the built-in `arch`; NULL = the built-in. */
+	const struct fl_model_desc *desc;
 	enum fl_peft_param param;
 	double gamma; /* rank from gamma (fl_loha_rank_gamma, loha.h) unless rank > 0 */
 	int rank;
@@ -170,6 +173,8 @@ struct srv_sim_config {
 void srv_sim_config_default(struct srv_sim_config *c);
 /* The label used for files and tables (c->label, else derived). */
 const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size_t cap);
+/* The model's name: the description's label when desc is set, else arch. */
+const char *srv_sim_config_model(const struct srv_sim_config *c);
 
 struct srv_sim_result {
 	char label[SRV_SIM_LABEL_MAX];

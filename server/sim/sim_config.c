@@ -5,6 +5,8 @@
 
 #include "errors.h"
 #include "model.h"
+#include "model_data.h"
+#include "model_desc.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,9 +50,29 @@ const char *srv_sim_config_label(const struct srv_sim_config *c, char *buf, size
 	return buf;
 }
 
+int sim_model_new(const struct srv_sim_config *cfg, const struct fl_dataset *d,
+		  const struct fl_peft_config *peft, uint64_t seed, int max_batch,
+		  struct fl_model **out)
+{
+	if (!cfg->desc)
+		return fl_model_new(cfg->arch, d->c, d->h, d->w, d->classes, peft, seed, max_batch,
+				    out);
+	int err = fl_model_new_desc(cfg->desc, peft, seed, max_batch, out);
+	if (!err && (err = fl_model_check_data(*out, d))) {
+		fl_model_free(*out);
+		*out = NULL;
+	}
+	return err;
+}
+
+const char *srv_sim_config_model(const struct srv_sim_config *cfg)
+{
+	return cfg->desc ? cfg->desc->label : cfg->arch;
+}
+
 int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *d)
 {
-	if (!c->arch || !fl_model_desc_builtin_valid(c->arch))
+	if (!c->desc && (!c->arch || !fl_model_desc_builtin_valid(c->arch)))
 		return fl_error_set(FL_EINVAL, "sim: unknown model '%s' (2nn, cnn or mlp)",
 				    c->arch ? c->arch : "");
 	if (c->train.rounds < 1 || c->train.epochs < 1 || c->train.batch < 1 ||

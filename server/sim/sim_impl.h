@@ -152,6 +152,12 @@ double sim_wall_seconds(void);
 /* The values of c are usable with the data d (FL_EINVAL naming the first
  * that is not). */
 int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *d);
+/* The model every party starts from: cfg->desc when set (the data d must
+ * fit it: fl_model_check_data), else the built-in cfg->arch for d's
+ * samples and classes. */
+int sim_model_new(const struct srv_sim_config *cfg, const struct fl_dataset *d,
+		  const struct fl_peft_config *peft, uint64_t seed, int max_batch,
+		  struct fl_model **out);
 
 /* sim_init.c */
 /* Every name of cfg->modules_to_save (loha) and of cfg->targets (not

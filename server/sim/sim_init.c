@@ -26,7 +26,8 @@ static int check_layers(const char *list, const char *what, const struct srv_sim
 		}
 		if (!found)
 			return fl_error_set(FL_EINVAL, "sim: %s: model %s has no layer '%.*s'",
-					    what, cfg->arch, (int)(len < 64 ? len : 64), p);
+					    what, srv_sim_config_model(cfg),
+					    (int)(len < 64 ? len : 64), p);
 		p += len + (p[len] == ',');
 	}
 	return FL_OK;

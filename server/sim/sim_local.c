@@ -148,8 +148,7 @@ int sim_local_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d
 		cl[i] = (struct local_client){
 			.cfg = cfg, .data = t, .pc = &d->part->client[i], .index = i};
 		/* the seeded model: the federation's global model of round 1 */
-		err = fl_model_new(cfg->arch, t->c, t->h, t->w, t->classes, peft, cfg->train.seed,
-				   cfg->train.batch, &cl[i].model);
+		err = sim_model_new(cfg, t, peft, cfg->train.seed, cfg->train.batch, &cl[i].model);
 		if (!err && i == 0)
 			err = sim_check_modules_to_save(cfg, cl[0].model);
 		if (!err) /* parameters only until its first round */

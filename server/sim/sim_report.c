@@ -163,7 +163,7 @@ int srv_sim_write_csv(const struct srv_sim_result *r, const char *path)
 static json_t *config_json(const struct srv_sim_config *c)
 {
 	json_t *o = json_object();
-	json_object_set_new(o, "model", json_string(c->arch));
+	json_object_set_new(o, "model", json_string(srv_sim_config_model(c)));
 	json_object_set_new(o, "param", json_string(fl_peft_param_name(c->param)));
 	if (c->rank > 0)
 		json_object_set_new(o, "rank", json_integer(c->rank));
