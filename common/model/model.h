@@ -88,7 +88,7 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 /* The model a command's --model NAME / --model-file FILE ask for, for data
  * set ds (fl_model_desc_pick), after checking that ds's samples have the
  * model's input shape (FL_ESHAPE) and its labels are below the model's
- * classes (FL_EINVAL). */
+ * classes (FL_EINVAL): fl_model_desc_check_data, model_data.h. */
 struct fl_dataset;
 int fl_model_new_for_data(const char *name, const char *file, const struct fl_dataset *ds,
 			  const struct fl_peft_config *cfg, uint64_t seed, int max_batch,

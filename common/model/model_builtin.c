@@ -7,6 +7,7 @@
 
 #include "dataset.h"
 #include "errors.h"
+#include "model_data.h"
 #include "model.h"
 
 #include <jansson.h>
@@ -154,18 +155,8 @@ int fl_model_new_for_data(const char *name, const char *file, const struct fl_da
 	struct fl_model_desc *d = NULL;
 	struct fl_desc_shape in = fl_model_data_shape(ds);
 	int err = fl_model_desc_pick(name, file, &in, ds->classes, &d);
-	if (!err && (d->input.ndim != in.ndim ||
-		     memcmp(d->input.dim, in.dim, sizeof(int) * (size_t)in.ndim) != 0)) {
-		char b1[64], b2[64];
-		err = fl_error_set(FL_ESHAPE,
-				   "model %s takes inputs %s but the data's samples are %s",
-				   d->label, fl_desc_shape_str(&d->input, b1, sizeof(b1)),
-				   fl_desc_shape_str(&in, b2, sizeof(b2)));
-	}
-	if (!err && ds->classes > d->classes)
-		err = fl_error_set(FL_EINVAL,
-				   "model %s has %d classes but the data has labels up to %d",
-				   d->label, d->classes, ds->classes - 1);
+	if (!err)
+		err = fl_model_desc_check_data(d, ds);
 	if (!err)
 		err = fl_model_new_desc(d, cfg, seed, max_batch, out);
 	fl_model_desc_free(d);
