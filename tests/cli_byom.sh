@@ -10,8 +10,11 @@
 #   4. fedloha-server run --model-file with two fedloha-client run processes
 #      that are not told the model (it comes in the Welcome); the export
 #      evaluates the same in PyTorch
+#      (one of them pinned to it with --model-file, so nothing is fetched or
+#      trusted blindly)
 #   5. refusals: a description that does not fit the data, an op not built
-#      yet, a client whose data does not fit the coordinator's model
+#      yet, a client whose data does not fit the coordinator's model and a
+#      client pinned to another model (both final: exit 3, no retry loop)
 # PyTorch parts are skipped (said so) without python3-torch.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
@@ -77,17 +80,21 @@ timeout 60 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --model-file "$MODEL" 
 	--out "$TMP/fed" >"$TMP/srv.out" 2>"$TMP/srv.err" &
 SPID=$!
 await_port srv $SPID
+PIN=()
 for i in 0 1; do
 	timeout 60 "$BIN/fedloha-client" run --server 127.0.0.1:$PORT --insecure --data-path "$DATA" \
-		--num-clients 2 --client-index $i --limit 1500 --seed 3 >"$TMP/c$i.out" \
+		--num-clients 2 --client-index $i --limit 1500 --seed 3 "${PIN[@]}" >"$TMP/c$i.out" \
 		2>"$TMP/c$i.err" &
+	PIN=(--model-file "$MODEL")
 done
 wait $SPID
 RC=$?
 exited srv 0 "" "federated run"
 [ -f "$TMP/fed/model.json" ] || fail "the coordinator exported no model.json"
+for i in 0 1; do contains "$TMP/c$i.out" "finished after 2 training rounds"; done
 expect 0 "$BIN/fedloha-client" eval --in "$TMP/fed" --data-path "$DATA" --test-limit 1000
 A_FED=$(acc "$TMP/out")
+awk -v a="${A_FED:-0}" 'BEGIN { exit !(a > 12) }' || fail "the federated model did not learn: ${A_FED:-no}% (chance is 10%)"
 if [ $TORCH = 1 ] && [ -n "$A_FED" ]; then
 	# the coordinator saves no normalisation: fedloha eval used the full training set's
 	T=$(torch_acc "$TMP/fed" 1000 60000)
@@ -112,9 +119,17 @@ timeout 30 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --model-file "$TMP/cif
 SPID=$!
 await_port srv2 $SPID
 timeout 20 "$BIN/fedloha-client" run --server 127.0.0.1:$PORT --insecure --data-path "$DATA" \
-	--limit 200 --max-attempts 1 >"$TMP/c2.out" 2>"$TMP/c2.err"
+	--limit 200 >"$TMP/c2.out" 2>"$TMP/c2.err"
 RC=$?
-exited c2 1 "(3,32,32)" "client whose data does not fit the model"
+exited c2 3 "(3,32,32)" "client whose data does not fit the model"
+timeout 20 "$BIN/fedloha-client" run --server 127.0.0.1:$PORT --insecure --data-path "$DATA" \
+	--limit 200 --model-file "$HERE/../models/2nn.json" >"$TMP/c3.out" 2>"$TMP/c3.err"
+RC=$?
+exited c3 3 "not the one this client trains" "client pinned to another model"
+timeout 20 "$BIN/fedloha-client" run --server 127.0.0.1:$PORT --insecure --data-path "$DATA" \
+	--limit 200 --model-file "$TMP/cifar.json" >"$TMP/c4.out" 2>"$TMP/c4.err"
+RC=$?
+exited c4 1 "(3,32,32)" "client pinned to a model its own data does not fit"
 kill $SPID 2>/dev/null
 
 [ $fails -eq 0 ] || exit 1

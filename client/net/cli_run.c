@@ -14,6 +14,8 @@
 #include "errors.h"
 #include "fsutil.h"
 #include "log.h"
+#include "model_data.h"
+#include "model_desc.h"
 #include "partition.h"
 #include "session.h"
 #include "transport.h"
@@ -30,7 +32,7 @@
 
 struct run_opts {
 	const char *server, *id, *data, *data_path, *partition, *state_dir, *dtype, *log_level;
-	const char *init;
+	const char *init, *model_file;
 	const char *key, *server_key, *enrol_token;
 	int num_clients, client_index, limit, threads, max_attempts, debug_tensors, insecure;
 	double holdout, backoff_min, backoff_max, handshake_timeout;
@@ -71,6 +73,11 @@ static void run_usage(FILE *f)
 		"                       is the server's, so nothing is fetched. Only the loha base\n"
 		"                       comes from it: the coordinator's global weights replace\n"
 		"                       the client's own every round. --base FILE is the same\n"
+		"  --model-file FILE    the only model this client trains (fedloha-model/1 JSON,\n"
+		"                       docs/MODELS.md): a coordinator sending another is refused,\n"
+		"                       and the data is checked against it before connecting.\n"
+		"                       Without it, the client trains the model the coordinator\n"
+		"                       describes in its Welcome\n"
 		"  --dtype f32|f16|bf16|int8   preferred tensor encoding (default: the\n"
 		"                       coordinator's --dtype)\n"
 		"  --max-frame BYTES    largest frame accepted (default 4 MiB)\n"
@@ -78,8 +85,8 @@ static void run_usage(FILE *f)
 		"  --max-attempts N     give up after N failed connects in a row (0 = never)\n"
 		"  --threads T          BLAS threads for training (default 1)\n"
 		"  --log-level error|warn|info|debug (debug also logs every tensor name on the wire)\n"
-		"exit status: 0 done, 1 failure, 2 bad flags, 3 refused by the server or its key did\n"
-		"not match (not retried), 128+N after signal N\n");
+		"exit status: 0 done, 1 failure, 2 bad flags, 3 refused by the server, its key did\n"
+		"not match, or its model cannot be trained here (not retried), 128+N after signal N\n");
 }
 
 static int rnum(const char *k, const char *v, double lo, double hi, double *out)
@@ -107,6 +114,7 @@ static const struct fl_cliopt_string string_options[] = {
 	{"state-dir", offsetof(struct run_opts, state_dir)},
 	{"init", offsetof(struct run_opts, init)},
 	{"base", offsetof(struct run_opts, init)},
+	{"model-file", offsetof(struct run_opts, model_file)},
 	{"dtype", offsetof(struct run_opts, dtype)},
 	{"log-level", offsetof(struct run_opts, log_level)},
 	{"key", offsetof(struct run_opts, key)},
@@ -134,6 +142,7 @@ static const struct option run_longopts[] = {{"server", 1, 0, 0},
 					     {"state-dir", 1, 0, 0},
 					     {"init", 1, 0, 0},
 					     {"base", 1, 0, 0},
+					     {"model-file", 1, 0, 0},
 					     {"dtype", 1, 0, 0},
 					     {"threads", 1, 0, 0},
 					     {"log-level", 1, 0, 0},
@@ -311,6 +320,7 @@ struct run {
 	uint8_t spk[FL_PUBKEY_BYTES];
 	struct fl_dataset *ds;
 	struct fl_partition *part;
+	struct fl_model_desc *expect; /* --model-file */
 	struct cli_transport *t;
 	struct cli_session *s;
 	uv_loop_t loop;
@@ -352,12 +362,15 @@ static void session_config(const struct run_opts *o, const struct run *r,
 	sc->base_path = o->init;
 	sc->max_frame_bytes = (uint32_t)o->max_frame;
 	sc->threads = o->threads;
+	sc->expect_model = r->expect;
 }
 
 /* The data, the transport and the session, started on r->loop. */
 static int start(const struct run_opts *o, struct run *r)
 {
 	int err = load_data(o, &r->ds, &r->part, &r->which);
+	if (!err && o->model_file && !(err = fl_model_desc_load(o->model_file, &r->expect)))
+		err = fl_model_desc_check_data(r->expect, r->ds);
 	if (!err && o->state_dir)
 		err = fl_mkdir_p(o->state_dir, 1);
 	if (err)
@@ -476,6 +489,7 @@ int cli_run_main(int argc, char **argv)
 		fl_log_error("event loop still busy at exit");
 	fl_partition_free(r.part);
 	fl_dataset_free(r.ds);
+	fl_model_desc_free(r.expect);
 	fl_identity_free(r.ident);
 	return rc;
 }

@@ -60,6 +60,11 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 	if (!c->first_seen)
 		peek_first(c, payload, n);
 	int err = cli_session_on_frame(t->s, payload, n, uv_now(t->loop));
+	if (err != FL_OK && !t->refused && cli_session_refused_model(t->s)) {
+		char why[FL_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", fl_error_msg());
+		refuse(c, why);
+	}
 	if (err != FL_OK) {
 		if (!t->refused)
 			fl_log_warn("server %s:%d: %s", t->host, t->cfg.port, fl_error_msg());

@@ -377,6 +377,8 @@ static int on_welcome(struct cli_session *s, const Fedloha__V1__Welcome *w)
 		return fl_error_set(FL_EFORMAT, "Welcome without a model");
 	int err = M->description_sha256.len ? FL_OK : check_builtin_spec(s, M);
 	if (err)
+		return cli_session_refuse(s, err);
+	if ((err = cli_session_check_expected(s, M)))
 		return err;
 	if ((unsigned)w->dtype > FL_WIRE_INT8)
 		return fl_error_set(FL_EFORMAT, "Welcome: unknown dtype %d", (int)w->dtype);
@@ -519,6 +521,11 @@ void cli_session_bytes(const struct cli_session *s, uint64_t *up, uint64_t *down
 struct fl_model *cli_session_model(struct cli_session *s)
 {
 	return s->model;
+}
+
+int cli_session_refused_model(const struct cli_session *s)
+{
+	return s->refused_model;
 }
 
 uint64_t cli_session_rounds_done(const struct cli_session *s)

@@ -58,6 +58,10 @@ struct cli_session_config {
 					      long (Welcome.limits.heartbeat_ms overrides; 0 = never) */
 	int threads;              /* BLAS threads inside a job (the caller sets
 					      fl_blas_set_threads; see cli_job_threads) */
+	/* The only model this client trains (borrowed; NULL = whatever the
+	 * coordinator sends): a Welcome naming another model is refused, and
+	 * a description sent by SHA-256 only is taken from here, not fetched. */
+	const struct fl_model_desc *expect_model;
 };
 
 struct cli_session;
@@ -129,6 +133,10 @@ void cli_session_bytes(const struct cli_session *s, uint64_t *up, uint64_t *down
 struct fl_model *cli_session_model(struct cli_session *s);
 /* Training rounds whose Update was sent. */
 uint64_t cli_session_rounds_done(const struct cli_session *s);
+/* 1 once the session refused the coordinator's model (it cannot build it,
+ * its data does not fit, or it is not cfg.expect_model): reconnecting
+ * would meet the same model, so the caller should stop. */
+int cli_session_refused_model(const struct cli_session *s);
 /* The session dtype of the current connection (valid after Welcome). */
 enum fl_wire_dtype cli_session_dtype(const struct cli_session *s);
 /* The last failure the session saw on its own (a failed job, a send that

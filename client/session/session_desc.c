@@ -18,6 +18,7 @@ int cli_session_refuse(struct cli_session *s, int err)
 {
 	char msg[FL_ERROR_MSG_MAX];
 	snprintf(msg, sizeof(msg), "%s", fl_error_msg());
+	s->refused_model = 1;
 	cli_session_fail(s, err, msg);
 	return fl_error_set(err, "%s", msg);
 }
@@ -87,6 +88,9 @@ int cli_session_welcome_desc(struct cli_session *s, const Fedloha__V1__ModelSpec
 				     (unsigned long long)M->description_bytes,
 				     FL_MODEL_DESC_BYTES_MAX));
 	const char *text = M->description ? M->description : "";
+	const struct fl_model_desc *mine = s->cfg.expect_model;
+	if (!*text && mine) /* checked to be this one: no fetch */
+		return build(s, M, seed, mine->text, mine->text_len);
 	if (s->model && s->spec_has_desc &&
 	    !memcmp(s->spec_desc_sha, M->description_sha256.data, CLI_SHA256_BYTES) &&
 	    !strcmp(s->spec_json, M->config_json ? M->config_json : "")) {
@@ -113,4 +117,42 @@ int cli_session_desc_fetched(struct cli_session *s, uint8_t *text, size_t len)
 		fedloha__v1__model_spec__free_unpacked(M, NULL);
 	free(text);
 	return err;
+}
+
+/* The description of a Welcome without one: the built-in M->arch. */
+static int builtin_of(const Fedloha__V1__ModelSpec *M, struct fl_model_desc **d)
+{
+	struct fl_desc_shape in = {3, {0, 0, 0}};
+	for (size_t i = 0; i < 3 && i < M->n_input; i++)
+		in.dim[i] = M->input[i] > (1u << 24) ? 0 : (int)M->input[i];
+	return fl_model_desc_builtin(M->arch, &in, (int)M->classes, d);
+}
+
+int cli_session_check_expected(struct cli_session *s, const Fedloha__V1__ModelSpec *M)
+{
+	const struct fl_model_desc *mine = s->cfg.expect_model;
+	if (!mine)
+		return FL_OK;
+	uint8_t want[CLI_SHA256_BYTES];
+	crypto_hash_sha256(want, (const unsigned char *)mine->text, mine->text_len);
+	int same;
+	if (M->description_sha256.len) {
+		same = M->description_sha256.len == CLI_SHA256_BYTES &&
+		       !sodium_memcmp(want, M->description_sha256.data, CLI_SHA256_BYTES);
+	} else {
+		struct fl_model_desc *d = NULL;
+		same = builtin_of(M, &d) == FL_OK && d->text_len == mine->text_len &&
+		       !memcmp(d->text, mine->text, d->text_len);
+		fl_model_desc_free(d);
+	}
+	if (same)
+		return FL_OK;
+	char ab[48];
+	return cli_session_refuse(
+		s, fl_error_set(FL_EINVAL,
+				"the coordinator's model ('%s') is not the one this client "
+				"trains (--model-file: '%s')",
+				*M->arch ? fl_error_safe_str(M->arch, ab, sizeof(ab))
+					 : "a description",
+				mine->label));
 }

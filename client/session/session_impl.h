@@ -94,6 +94,7 @@ struct cli_session {
 	uint64_t up, down;
 	int finished;
 	char last_error[FL_ERROR_MSG_MAX];
+	int refused_model; /* we refused the coordinator's model: final */
 
 	/* from the current Welcome */
 	enum fl_wire_dtype dtype;
@@ -166,6 +167,9 @@ int cli_session_welcome_desc(struct cli_session *s, const Fedloha__V1__ModelSpec
 /* Error{err, the current message} to the server, then close; returns err
  * with its message kept. */
 int cli_session_refuse(struct cli_session *s, int err);
+/* FL_OK when the Welcome's model is cfg.expect_model (or none is
+ * expected); else refused as cli_session_refuse does. */
+int cli_session_check_expected(struct cli_session *s, const Fedloha__V1__ModelSpec *M);
 /* The fetched description (text, len; SHA-256 already checked): builds the
  * pending ModelSpec's model and goes on with its base. Takes text. */
 int cli_session_desc_fetched(struct cli_session *s, uint8_t *text, size_t len);

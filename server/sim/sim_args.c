@@ -33,6 +33,7 @@
  * flags fedloha-server shares (engine_opts.h) all take O_TRAIN. */
 enum {
 	O_MODEL = 256,
+	O_MODEL_FILE,
 	O_PARAM,
 	O_COMPARE,
 	O_GAMMA,
@@ -69,6 +70,7 @@ enum {
 };
 
 static const struct option longopts[] = {{"model", 1, 0, O_MODEL},
+					 {"model-file", 1, 0, O_MODEL_FILE},
 					 {"param", 1, 0, O_PARAM},
 					 {"compare", 1, 0, O_COMPARE},
 					 {"gamma", 1, 0, O_GAMMA},
@@ -155,7 +157,9 @@ static void usage_model(FILE *f)
 {
 	fprintf(f,
 		"model:\n"
-		"  --model NAME        2nn, cnn or mlp (default %s)\n"
+		"  --model NAME        built-in 2nn, cnn or mlp (default %s), sized for the data\n"
+		"  --model-file FILE   any model description (fedloha-model/1 JSON,\n"
+		"                      docs/MODELS.md) instead of --model\n"
 		"  --param KIND        dense, fedpara, pfedpara, lowrank or loha: one configuration\n"
 		"  --compare LIST      several configurations on identical partitions, e.g.\n"
 		"                      dense,fedpara,lowrank; an item may add a wire dtype:\n"
@@ -278,6 +282,7 @@ static int set_string(struct srv_sim_opts *o, int ch, const char *v)
 	struct srv_sim_config *c = &o->base;
 	switch (ch) {
 	case O_MODEL: c->arch = v; break;
+	case O_MODEL_FILE: o->model_file = v; break;
 	case O_PARAM: o->param = v; break;
 	case O_COMPARE: o->compare = v; break;
 	case O_TARGET_MODULES: c->targets = v; break;
@@ -373,7 +378,7 @@ static int check_options(int argc, char **argv, struct srv_sim_opts *o)
 		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
 		return FL_EINVAL;
 	}
-	if (!fl_model_desc_builtin_valid(c->arch)) {
+	if (!o->model_file && !fl_model_desc_builtin_valid(c->arch)) {
 		fprintf(stderr, PROG ": --model: unknown model '%s' (2nn, cnn or mlp)\n", c->arch);
 		return FL_EINVAL;
 	}

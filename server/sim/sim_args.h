@@ -14,6 +14,7 @@
 struct srv_sim_opts {
 	struct srv_sim_config base;
 	const char *compare, *param, *partition, *data, *data_path, *out, *strategy;
+	const char *model_file; /* --model-file: loaded into base.desc by the caller */
 	int clients, limit, test_limit, quiet, save_model, holdout_set;
 	double target, holdout;
 };

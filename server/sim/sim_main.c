@@ -144,8 +144,8 @@ static void print_setting(const struct srv_sim_opts *o, const struct srv_sim_dat
 	       o->partition, 100 * b->train.fraction);
 	printf("model %s, %llu rounds, E=%d B=%d lr %g (decay %g), %s, seed %llu, %d threads, "
 	       "%s\n",
-	       b->arch, (unsigned long long)b->train.rounds, b->train.epochs, b->train.batch,
-	       (double)b->train.lr, (double)b->train.lr_decay,
+	       srv_sim_config_model(b), (unsigned long long)b->train.rounds, b->train.epochs,
+	       b->train.batch, (double)b->train.lr, (double)b->train.lr_decay,
 	       b->train.prox ? "fedprox" : srv_optim_name(b->train.strategy),
 	       (unsigned long long)b->train.seed, b->threads,
 	       b->secure ? "secure channel" : "--insecure (no channel)");
@@ -227,6 +227,8 @@ static int report(const struct srv_sim_opts *o, struct runs *r, const double *ta
 	return rc;
 }
 
+static int run_all(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, int n);
+
 int main(int argc, char **argv)
 {
 #ifdef __GLIBC__
@@ -244,33 +246,49 @@ int main(int argc, char **argv)
 		srv_sim_opts_usage(stdout);
 		return 0;
 	}
+	struct fl_model_desc *desc = NULL;
+	if (!rc && o.model_file && fl_model_desc_load(o.model_file, &desc)) {
+		fprintf(stderr, PROG ": --model-file: %s\n", fl_error_msg());
+		return 2;
+	}
+	o.base.desc = desc;
 	static struct srv_sim_config cfgs[SRV_SIM_CONFIGS_MAX];
 	int n = 0;
 	if (rc || srv_sim_opts_configs(&o, cfgs, &n)) {
 		fprintf(stderr, PROG ": try --help\n");
+		fl_model_desc_free(desc);
 		return 2;
 	}
+	rc = run_all(&o, cfgs, n);
+	fl_model_desc_free(desc);
+	return rc;
+}
+
+/* Every configuration on the same data and partitions, then the report. */
+static int run_all(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, int n)
+{
+	int rc;
 	struct fl_partition_config pc;
-	if (partition_config(&o, cfgs, n, &pc))
+	if (partition_config(o, cfgs, n, &pc))
 		return 2;
-	double target = o.target / 100.0;
+	double target = o->target / 100.0;
 	double targets[NTARGETS] = {target, target - 0.06, target - 0.04, target - 0.02,
 				    target + 0.02};
 	struct srv_sim_data *data = NULL;
-	if (srv_sim_data_load(o.data, o.data_path, o.limit, o.test_limit, &pc, &data) ||
-	    fl_mkdir_p(o.out, 0)) {
+	if (srv_sim_data_load(o->data, o->data_path, o->limit, o->test_limit, &pc, &data) ||
+	    fl_mkdir_p(o->out, 0)) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		srv_sim_data_free(data);
 		return 1;
 	}
-	print_setting(&o, data);
+	print_setting(o, data);
 	static struct runs r;
-	struct progress pr = {.quiet = o.quiet, .tty = isatty(2), .count = n};
+	struct progress pr = {.quiet = o->quiet, .tty = isatty(2), .count = n};
 	rc = 0;
 	for (int i = 0; i < n; i++)
-		if (run_one(&o, &cfgs[i], data, targets, &pr, &r, i))
+		if (run_one(o, &cfgs[i], data, targets, &pr, &r, i))
 			rc = 1;
-	rc |= report(&o, &r, targets);
+	rc |= report(o, &r, targets);
 	for (int i = 0; i < n; i++)
 		srv_sim_result_free(r.res[i]);
 	srv_sim_data_free(data);
