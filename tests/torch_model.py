@@ -11,12 +11,26 @@ Ops, with PyTorch's defaults: linear (in, out, bias=true), conv2d (in, out,
 kernel, stride=1, padding=0, bias=true), relu, gelu (exact erf form),
 maxpool2d / avgpool2d (kernel, stride=kernel; no padding, floor mode),
 flatten (x.flatten(1)), dropout (p=0.5; training only), residual (modules:
-x + f(x)), sequential (modules). Any other op is refused.
+x + f(x)), sequential (modules), and the transformer ops: groupnorm (name,
+groups, channels, eps=1e-5; nn.GroupNorm on (C,H,W)), layernorm (name, dim,
+eps=1e-5; nn.LayerNorm(dim) over the last dimension), embedding (name, num,
+dim; nn.Embedding on the ids of a token input, num == vocab), tokens
+((C,H,W) -> (H*W,C): x.flatten(2).transpose(1,2)), position (name, tokens,
+dim; adds a learned <name>.weight (1,tokens,dim), zeros at init), attention
+(name, dim, heads; multi-head self-attention without mask through
+<name>.q_proj/k_proj/v_proj/out_proj, nn.Linear(dim, dim) each, written
+out: softmax(Q K^T / sqrt(dim/heads)) V per head, heads concatenated, then
+out_proj) and mean_tokens ((T,D) -> (D): x.mean(1)). linear works on the
+last dimension of any shape. Any other op is refused.
+
+Inputs: {"shape": [C,H,W]} or {"shape": [F]} (float), or {"tokens": L,
+"vocab": V}: a LongTensor of ids (B, L) in [0, V) whose first module must be
+an embedding (possibly inside sequential).
 
 Commands:
-  check --model FILE.json --weights model.safetensors
-      builds the module, loads the weights with strict=True and prints the
-      parameter count as JSON.
+  check --model FILE.json [--weights model.safetensors]
+      builds the module, loads the weights with strict=True (when given) and
+      prints the parameter count as JSON.
   eval --model FILE.json --weights model.safetensors --data DIR_OR_NAME
        [--limit N] [--train-limit N]
       prints the test accuracy and mean cross-entropy as JSON. Inputs are
@@ -26,7 +40,9 @@ Commands:
       held as float32, applied to the test split (its first --limit samples).
       Data: a folder of IDX files (train-images-idx3-ubyte[.gz] etc.), a
       folder with train.safetensors / test.safetensors (x U8 or F32, y I32 or
-      I64), or the name fashion-mnist / mnist (Debian's packages).
+      I64), or the name fashion-mnist / mnist (Debian's packages). A model
+      with token inputs reads a safetensors folder whose x is I32 or I64
+      ids (N, L), used as they are (no normalisation).
 
 Exit 0 on success, 1 on a failed load, 2 on bad usage or input, 77 when
 python3-torch is missing. IDX files are read with torch_check.py's
@@ -125,7 +141,58 @@ OPS = {  # op: (required arguments, optional arguments with defaults)
     "dropout": ((), {"p": 0.5}),
     "residual": (("modules",), {}),
     "sequential": (("modules",), {}),
+    "groupnorm": (("name", "groups", "channels"), {"eps": 1e-5}),
+    "layernorm": (("name", "dim"), {"eps": 1e-5}),
+    "embedding": (("name", "num", "dim"), {}),
+    "tokens": ((), {}),
+    "position": (("name", "tokens", "dim"), {}),
+    "attention": (("name", "dim", "heads"), {}),
+    "mean_tokens": ((), {}),
 }
+
+
+class Ids(tuple):
+    """The shape (L,) of a token input: integer ids in [0, vocab)."""
+
+    def __new__(cls, length, vocab):
+        t = super().__new__(cls, (length,))
+        t.vocab = vocab
+        return t
+
+
+class Position(nn.Module):
+    """x + weight, a learned (1, tokens, dim) table (zeros at init)."""
+
+    def __init__(self, tokens, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, tokens, dim))
+
+    def forward(self, x):
+        return x + self.weight
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention without mask, written out (torch 1.13 has
+    no F.scaled_dot_product_attention): per head h of width dim/heads,
+    softmax(Q_h K_h^T / sqrt(dim/heads)) V_h, heads concatenated, out_proj."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        hd = d // self.heads
+
+        def split(y):  # (B, T, D) -> (B, heads, T, hd)
+            return y.reshape(b, t, self.heads, hd).transpose(1, 2)
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        a = torch.softmax(q @ k.transpose(-2, -1) / (hd ** 0.5), dim=-1)
+        return self.out_proj((a @ v).transpose(1, 2).reshape(b, t, d))
 
 
 def op_args(m, where):
@@ -160,7 +227,15 @@ class Described(nn.Module):
         super().__init__()
         if desc.get("format") != "fedloha-model/1":
             raise DescriptionError(f"format is {desc.get('format')!r}, expected 'fedloha-model/1'")
-        self._fl_in_shape = tuple(desc["input"]["shape"])
+        inp = desc["input"]
+        if "tokens" in inp or "vocab" in inp:
+            if set(inp) != {"tokens", "vocab"} or inp["tokens"] < 1 or inp["vocab"] < 1:
+                raise DescriptionError("input: a token input is {\"tokens\": L, \"vocab\": V}")
+            self._fl_vocab = inp["vocab"]
+            self._fl_in_shape = Ids(inp["tokens"], inp["vocab"])
+        else:
+            self._fl_vocab = None
+            self._fl_in_shape = tuple(inp["shape"])
         self._fl_classes = desc.get("classes")
         self._fl_names = set()
         self._fl_steps, shape = self._build(desc["modules"], self._fl_in_shape, "modules")
@@ -195,7 +270,12 @@ class Described(nn.Module):
             w = f"{where}[{i}]"
             op, a = op_args(m, w)
             kids = None
-            if op == "linear":
+            if isinstance(shape, Ids) and op not in ("embedding", "sequential"):
+                raise DescriptionError(f"{w}: {op} on token ids: a token input starts with an embedding")
+            if op in ("groupnorm", "layernorm", "embedding", "tokens", "position",
+                      "attention", "mean_tokens"):
+                f, shape = self._build_token_op(op, a, shape, w)
+            elif op == "linear":
                 if not shape or shape[-1] != a["in"]:
                     raise DescriptionError(f"{w}: linear {a['name']} in={a['in']} but input shape is {shape}")
                 f = self._attach(a["name"], nn.Linear(a["in"], a["out"], bias=bool(a["bias"])))
@@ -229,15 +309,58 @@ class Described(nn.Module):
                 f, shape = None, inner
             else:  # relu, gelu
                 f = None
-            if any(d < 1 for d in shape):
+            if any(not isinstance(d, int) or d < 1 for d in shape):
                 raise DescriptionError(f"{w}: {op} leaves an empty shape {shape}")
             steps.append((op, f, kids))
         return steps, shape
 
+    def _build_token_op(self, op, a, shape, w):
+        """(callable or None, output shape) of the normalisation and
+        transformer ops; checks their shapes."""
+        label = f"{op} {a['name']}" if "name" in a else op
+
+        def need(ok, what):
+            if not ok:
+                raise DescriptionError(f"{w}: {label}: {what}, "
+                                       f"but the input shape is {tuple(shape)}")
+        for k in ("groups", "channels", "dim", "num", "tokens", "heads"):
+            if k in a and (not isinstance(a[k], int) or a[k] < 1):
+                raise DescriptionError(f"{w}: {op}: {k}={a[k]!r} is not a positive integer")
+        if "eps" in a and not (isinstance(a["eps"], (int, float)) and a["eps"] > 0):
+            raise DescriptionError(f"{w}: {op}: eps={a['eps']!r} is not a positive number")
+        if op == "groupnorm":
+            need(len(shape) == 3 and shape[0] == a["channels"], f"channels={a['channels']} needs (C,H,W) with C == channels")
+            need(a["channels"] % a["groups"] == 0, f"groups={a['groups']} does not divide channels={a['channels']}")
+            return self._attach(a["name"], nn.GroupNorm(a["groups"], a["channels"], eps=a["eps"])), shape
+        if op == "layernorm":
+            need(len(shape) >= 1 and shape[-1] == a["dim"], f"dim={a['dim']} is not the last dimension")
+            return self._attach(a["name"], nn.LayerNorm(a["dim"], eps=a["eps"])), shape
+        if op == "embedding":
+            need(isinstance(shape, Ids), "needs a token input")
+            need(a["num"] == shape.vocab, f"num={a['num']} is not the input's vocab {shape.vocab}")
+            return self._attach(a["name"], nn.Embedding(a["num"], a["dim"])), (shape[0], a["dim"])
+        if op == "tokens":
+            need(len(shape) == 3, "needs (C,H,W)")
+            return None, (shape[1] * shape[2], shape[0])
+        if op == "position":
+            need(shape == (a["tokens"], a["dim"]), f"(tokens, dim) = ({a['tokens']}, {a['dim']}) is not (T, D)")
+            return self._attach(a["name"], Position(a["tokens"], a["dim"])), shape
+        if op == "attention":
+            need(len(shape) == 2 and shape[1] == a["dim"], f"dim={a['dim']} needs (T, D) with D == dim")
+            need(a["dim"] % a["heads"] == 0, f"heads={a['heads']} does not divide dim={a['dim']}")
+            return self._attach(a["name"], Attention(a["dim"], a["heads"])), shape
+        need(len(shape) == 2, "needs (T, D)")  # mean_tokens
+        return None, (shape[1],)
+
     def _run(self, steps, x):
         for op, f, kids in steps:
-            if op in ("linear", "conv2d"):
+            if op in ("linear", "conv2d", "groupnorm", "layernorm", "embedding", "position",
+                      "attention"):
                 x = f(x)
+            elif op == "tokens":
+                x = x.flatten(2).transpose(1, 2)
+            elif op == "mean_tokens":
+                x = x.mean(1)
             elif op == "relu":
                 x = F.relu(x)
             elif op == "gelu":
@@ -261,18 +384,31 @@ class Described(nn.Module):
 
 
 def build(model_path, weights_path):
-    """The module with the weights loaded (strict=True), in eval mode."""
+    """The module with the weights loaded (strict=True; PyTorch's
+    initialisation without weights_path), in eval mode."""
     with open(model_path) as f:
         net = Described(json.load(f))
-    net.load_state_dict(st_load(weights_path), strict=True)
+    if weights_path:
+        net.load_state_dict(st_load(weights_path), strict=True)
     return net.eval()
 
 
 # ---- data ----
 
-def load_split(folder, train):
-    """(x (n, c, h, w) U8 or F32, y (n) int64) of one split of a data folder."""
+def load_split(folder, train, ids=False):
+    """(x (n, c, h, w) U8 or F32, y (n) int64) of one split of a data folder;
+    with ids, (x (n, L) int64, y) of a safetensors folder of token ids."""
     st = os.path.join(folder, ("train" if train else "test") + ".safetensors")
+    if ids:
+        t = st_load(st)
+        if "x" not in t or "y" not in t:
+            raise ValueError(f"{st}: needs tensors x and y")
+        x, y = t["x"], t["y"]
+        if x.dtype not in (torch.int32, torch.int64) or y.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"{st}: token ids x and labels y must be I32 or I64")
+        if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"{st}: x {tuple(x.shape)} is not (N, L) or does not match y {tuple(y.shape)}")
+        return x.long(), y.long()
     if os.path.exists(st):
         t = st_load(st)
         if "x" not in t or "y" not in t:
@@ -319,20 +455,27 @@ def cmd_check(a):
 def cmd_eval(a):
     net = build(a.model, a.weights)
     folder = DATA_NAMES.get(a.data, a.data)
-    xtr, _ = load_split(folder, True)
-    if a.train_limit:
-        xtr = xtr[:a.train_limit]
-    mean, std = norm_stats(xtr)
-    del xtr
-    x, y = load_split(folder, False)
+    ids = net._fl_vocab is not None
+    if ids:
+        mean = std = torch.zeros(0, dtype=torch.float64)
+    else:
+        xtr, _ = load_split(folder, True)
+        if a.train_limit:
+            xtr = xtr[:a.train_limit]
+        mean, std = norm_stats(xtr)
+        del xtr
+    x, y = load_split(folder, False, ids)
     if a.limit:
         x, y = x[:a.limit], y[:a.limit]
-    if tuple(x.shape[1:]) != net._fl_in_shape:
-        raise ValueError(f"test inputs {tuple(x.shape[1:])} != model input {net._fl_in_shape}")
+    if tuple(x.shape[1:]) != tuple(net._fl_in_shape):
+        raise ValueError(f"test inputs {tuple(x.shape[1:])} != model input {tuple(net._fl_in_shape)}")
+    if ids and x.numel() and (int(x.min()) < 0 or int(x.max()) >= net._fl_vocab):
+        raise ValueError(f"token ids outside [0, {net._fl_vocab})")
     correct, loss = 0, 0.0
     with torch.no_grad():
         for b in range(0, x.shape[0], 1000):
-            logits = net(normalise(x[b:b + 1000], mean, std))
+            xb = x[b:b + 1000]
+            logits = net(xb if ids else normalise(xb, mean, std))
             yb = y[b:b + 1000]
             correct += int((logits.argmax(1) == yb).sum())
             loss += float(F.cross_entropy(logits.double(), yb, reduction="sum"))
@@ -348,7 +491,7 @@ def main():
     for name in ("check", "eval"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True, help="model description (JSON)")
-        p.add_argument("--weights", required=True, help="model.safetensors")
+        p.add_argument("--weights", required=name == "eval", help="model.safetensors")
         if name == "eval":
             p.add_argument("--data", required=True, help="data folder or fashion-mnist / mnist")
             p.add_argument("--limit", type=int, default=0, help="first N test samples")
