@@ -21,8 +21,12 @@
  * already the (B, C*H*W) matrix PyTorch's flatten(1) produces, in the same
  * order, and its gradient is the same memory too.
  *
+ * The sequence and normalisation kernels (LayerNorm, GroupNorm, Embedding,
+ * tokens, position, attention, mean over tokens) follow at the end; they
+ * live in layers_seq.c, attention.c and layers_seq_ref.c.
+ *
  * Not here: LoHa / FedPara weight composition (loha.h), optimisers, model
- * graphs, normalisation layers.
+ * graphs.
  */
 #ifndef FL_LAYERS_H
 #define FL_LAYERS_H
@@ -159,5 +163,95 @@ void fl_softmax_ce_forward(double *loss, int *correct, float *probs, const float
 			   const int *labels, int batch, int classes);
 void fl_softmax_ce_backward(float *dlogits, const float *probs, const int *labels, int batch,
 			    int classes);
+
+/* ---- LayerNorm -----------------------------------------------------------
+ * nn.LayerNorm over the last dim: x (rows, dim), w, b (dim);
+ *   y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var + eps),
+ * var the population variance of the row (statistics in double). mean and
+ * rstd (rows each) are written by forward and are the caches of backward:
+ *   dw += sum_rows dy * xhat   db += sum_rows dy
+ *   dx += rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dy * w,
+ * xhat = (x - mean) * rstd. The _ref twins are naive double loops (the
+ * reference backward recomputes the statistics, it reads no cache).
+ */
+void fl_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+			  const float *b, int rows, int dim, float eps);
+void fl_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+			   const float *mean, const float *rstd, const float *w, int rows, int dim);
+void fl_layernorm_forward_ref(float *y, const float *x, const float *w, const float *b, int rows,
+			      int dim, float eps);
+void fl_layernorm_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+			       const float *w, int rows, int dim, float eps);
+
+/* ---- GroupNorm -----------------------------------------------------------
+ * nn.GroupNorm: x (B, C, HW), `groups` divides C; the statistics of each
+ * (sample, group) run over its (C / groups) * HW values (contiguous in
+ * memory); w, b per channel (C). mean and rstd (B * groups) are the caches.
+ * Backward is LayerNorm's per group, with w per channel.
+ */
+void fl_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+			  const float *b, int batch, int channels, int hw, int groups, float eps);
+void fl_groupnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+			   const float *mean, const float *rstd, const float *w, int batch,
+			   int channels, int hw, int groups);
+void fl_groupnorm_forward_ref(float *y, const float *x, const float *w, const float *b, int batch,
+			      int channels, int hw, int groups, float eps);
+void fl_groupnorm_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+			       const float *w, int batch, int channels, int hw, int groups,
+			       float eps);
+
+/* ---- Embedding -----------------------------------------------------------
+ * nn.Embedding: ids (n) are floats holding integers in [0, num) (checked by
+ * the caller; asserted), w (num, dim); y (n, dim) = w[id].
+ * backward: dw[id] += dy row by row (repeated ids add up).
+ */
+void fl_embedding_forward(float *y, const float *ids, const float *w, int n, int num, int dim);
+void fl_embedding_backward(float *dw, const float *dy, const float *ids, int n, int num, int dim);
+
+/* ---- Tokens --------------------------------------------------------------
+ * x (B, C, HW) -> y (B, HW, C), x.flatten(2).transpose(1, 2);
+ * backward: dx (B, C, HW) += the transpose of dy back.
+ */
+void fl_tokens_forward(float *y, const float *x, int batch, int channels, int hw);
+void fl_tokens_backward(float *dx, const float *dy, int batch, int channels, int hw);
+
+/* ---- Position ------------------------------------------------------------
+ * y (B, T, D) = x + p (T, D) broadcast over B; y == x allowed.
+ * backward: dx += dy, dp += sum over B of dy.
+ */
+void fl_position_forward(float *y, const float *x, const float *p, int batch, int tokens, int dim);
+void fl_position_backward(float *dx, float *dp, const float *dy, int batch, int tokens, int dim);
+
+/* ---- Multi-head self-attention core --------------------------------------
+ * No mask. q, k, v, o (B, T, D), D = heads * hd; for each sample and head h
+ * (columns h*hd .. (h+1)*hd - 1 of every row):
+ *   o_h = softmax(q_h k_h^T / sqrt(hd)) v_h.
+ * The heads are strided views of the rows (leading dimension D) handed to
+ * fl_blas_sgemm; nothing is copied out. Nothing (B, heads, T, T)-sized is
+ * held: forward computes one (T, T) probability block at a time, backward
+ * recomputes each block from q and k with the same code, so the only scratch
+ * is work, fl_attention_work_floats(T) = 2 T^2 floats (forward uses the
+ * first T^2; backward the probabilities and their gradient).
+ * backward ADDS into dq, dk, dv (each may be NULL). The _ref twins are naive
+ * double loops that need no work buffer (they recompute softmax rows, and
+ * are slow beyond a few dozen tokens: tests only).
+ */
+size_t fl_attention_work_floats(int tokens);
+void fl_attention_forward(float *o, float *work, const float *q, const float *k, const float *v,
+			  int batch, int tokens, int dim, int heads);
+void fl_attention_backward(float *dq, float *dk, float *dv, float *work, const float *dout,
+			   const float *q, const float *k, const float *v, int batch, int tokens,
+			   int dim, int heads);
+void fl_attention_forward_ref(float *o, const float *q, const float *k, const float *v, int batch,
+			      int tokens, int dim, int heads);
+void fl_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout, const float *q,
+			       const float *k, const float *v, int batch, int tokens, int dim,
+			       int heads);
+
+/* ---- Mean over tokens ----------------------------------------------------
+ * x (B, T, D) -> y (B, D) = x.mean(1); backward: dx += dy / T.
+ */
+void fl_mean_tokens_forward(float *y, const float *x, int batch, int tokens, int dim);
+void fl_mean_tokens_backward(float *dx, const float *dy, int batch, int tokens, int dim);
 
 #endif
