@@ -60,13 +60,11 @@ void fl_layernorm_backward(float *dx, float *dw, float *db, const float *dy, con
 			float xh = (xr[i] - m) * rs, g = gr[i] * w[i];
 			sg += g;
 			sgx += (double)g * xh;
-		}
-		if (dw)
-			for (int i = 0; i < dim; i++)
-				dw[i] += gr[i] * ((xr[i] - m) * rs);
-		if (db)
-			for (int i = 0; i < dim; i++)
+			if (dw)
+				dw[i] += gr[i] * xh;
+			if (db)
 				db[i] += gr[i];
+		}
 		if (!dx)
 			continue;
 		float *dr = dx + (size_t)r * dim;
