@@ -12,8 +12,7 @@
 #      evaluates the same in PyTorch
 #      (one of them pinned to it with --model-file, so nothing is fetched or
 #      trusted blindly)
-#   5. refusals: a description that does not fit the data, an op not built
-#      yet, a client whose data does not fit the coordinator's model and a
+#   5. refusals: a description that does not fit the data, an unknown op, a client whose data does not fit the coordinator's model and a
 #      client pinned to another model (both final: exit 3, no retry loop)
 # PyTorch parts are skipped (said so) without python3-torch.
 set -u
@@ -108,10 +107,10 @@ printf '%s' '{"format":"fedloha-model/1","input":{"shape":[3,32,32]},"classes":1
 expect 1 "$BIN/fedloha-client" train --model-file "$TMP/cifar.json" --data-path "$DATA" --epochs 0
 contains "$TMP/err" "(3,32,32)"
 printf '%s' '{"format":"fedloha-model/1","input":{"shape":[1,28,28]},"classes":10,"modules":[
- {"op":"flatten"},{"op":"layernorm","name":"ln","dim":784},
+ {"op":"flatten"},{"op":"rmsnorm","name":"ln","dim":784},
  {"op":"linear","name":"fc","in":784,"out":10}]}' >"$TMP/ln.json"
 expect 1 "$BIN/fedloha-client" train --model-file "$TMP/ln.json" --data-path "$DATA" --epochs 0
-contains "$TMP/err" "layernorm"
+contains "$TMP/err" "unknown op \"rmsnorm\""
 [ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "refusal is not one line: $(cat "$TMP/err")"
 
 timeout 30 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --model-file "$TMP/cifar.json" \

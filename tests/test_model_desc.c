@@ -29,7 +29,7 @@ static const char *desc_text(const char *shape, int classes, const char *mods)
 /* fl_model_desc_builtin for a (c, h, w) input. */
 static int builtin(const char *name, int c, int h, int w, int classes, struct fl_model_desc **out)
 {
-	struct fl_desc_shape in = {3, {c, h, w}};
+	struct fl_desc_shape in = {3, {c, h, w}, 0};
 	return fl_model_desc_builtin(name, &in, classes, out);
 }
 
@@ -347,20 +347,32 @@ static const struct refusal refusals[] = {
 	 "field \"shape\": more than"},
 	{NULL, 0, HEAD "\"input\": {\"shape\": [4], \"mean\": 0}, \"classes\": 4}", FL_EINVAL,
 	 "input", "field \"mean\""},
-	/* the ops and inputs of the format that fedloha does not build yet */
-	{NULL, 0, HEAD "\"input\": {\"tokens\": 16, \"vocab\": 100}, \"classes\": 4}",
-	 FL_EUNSUPPORTED, "input", "embedding"},
-	{IMG, 3, "{\"op\": \"groupnorm\", \"groups\": 1}", FL_EUNSUPPORTED,
-	 "modules[0] (groupnorm)", "does not build it yet"},
-	{IMG, 3, "{\"op\": \"relu\"}, {\"op\": \"layernorm\"}", FL_EUNSUPPORTED,
-	 "modules[1] (layernorm)", "does not build it yet"},
-	{IMG, 3, "{\"op\": \"embedding\"}", FL_EUNSUPPORTED, "modules[0] (embedding)", "not build"},
-	{IMG, 3, "{\"op\": \"tokens\"}", FL_EUNSUPPORTED, "modules[0] (tokens)", "not build"},
-	{IMG, 3, "{\"op\": \"position\"}", FL_EUNSUPPORTED, "modules[0] (position)", "not build"},
-	{IMG, 3, "{\"op\": \"residual\", \"modules\": [{\"op\": \"attention\", \"heads\": 2}]}",
-	 FL_EUNSUPPORTED, "modules[0].modules[0] (attention)", "not build"},
-	{IMG, 3, "{\"op\": \"mean_tokens\"}", FL_EUNSUPPORTED, "modules[0] (mean_tokens)",
-	 "not build"},
+	/* the sequence ops: fields and shapes */
+	{NULL, 0, HEAD "\"input\": {\"tokens\": 16}, \"classes\": 4}", FL_EINVAL, "input",
+	 "field \"vocab\": expected an integer"},
+	{NULL, 0, HEAD "\"input\": {\"tokens\": 16, \"vocab\": 9, \"x\": 1}, \"classes\": 4}",
+	 FL_EINVAL, "input", "field \"x\": unknown"},
+	{"[4]", 3, "{\"op\": \"embedding\", \"name\": \"e\", \"num\": 9, \"dim\": 3}",
+	 FL_EINVAL, "modules[0] (embedding e)", "takes token ids"},
+	{IMG, 3, "{\"op\": \"groupnorm\", \"name\": \"g\", \"groups\": 1}", FL_EINVAL,
+	 "modules[0] (groupnorm)", "field \"channels\": missing"},
+	{IMG, 3, "{\"op\": \"groupnorm\", \"name\": \"g\", \"groups\": 3, \"channels\": 1}",
+	 FL_EINVAL, "modules[0] (groupnorm g)", "field \"groups\": 3 does not divide"},
+	{IMG, 3, "{\"op\": \"groupnorm\", \"name\": \"g\", \"groups\": 1, \"channels\": 2}",
+	 FL_EINVAL, "modules[0] (groupnorm g)", "field \"channels\": 2, but the input"},
+	{IMG, 3, "{\"op\": \"relu\"}, {\"op\": \"layernorm\", \"name\": \"n\", \"dim\": 7}",
+	 FL_EINVAL, "modules[1] (layernorm n)", "field \"dim\": 7"},
+	{IMG, 3, "{\"op\": \"layernorm\", \"name\": \"n\", \"dim\": 8, \"eps\": 0}", FL_EINVAL,
+	 "modules[0] (layernorm n)", "field \"eps\""},
+	{"[4]", 3, "{\"op\": \"tokens\"}", FL_EINVAL, "modules[0] (tokens)",
+	 "needs a (C,H,W) input"},
+	{IMG, 3, "{\"op\": \"position\", \"name\": \"p\", \"tokens\": 8, \"dim\": 8}",
+	 FL_EINVAL, "modules[0] (position p)", "needs a (T,D) input"},
+	{IMG, 3, "{\"op\": \"residual\", \"modules\": [{\"op\": \"attention\", \"name\": \"a\", "
+		 "\"dim\": 8, \"heads\": 2}]}",
+	 FL_EINVAL, "modules[0].modules[0] (attention a)", "needs a (T,D) input"},
+	{IMG, 3, "{\"op\": \"mean_tokens\"}", FL_EINVAL, "modules[0] (mean_tokens)",
+	 "needs a (T,D) input"},
 	/* JSON */
 	{NULL, 0, HEAD "\"classes\": 3, \"classes\": 4}", FL_EFORMAT, "t: line 1", "duplicate"},
 	{IMG, 3, "{\"op\": \"relu\", \"op\": \"gelu\"}", FL_EFORMAT, "t: line", "duplicate"},

@@ -256,9 +256,9 @@ static void test_refusals(void)
 {
 	expect_refusal(CUSTOM, "something else", FL_EFORMAT, "SHA-256");
 	const char *unsup = "{\"format\": \"fedloha-model/1\", \"input\": {\"shape\": [1, 8, 8]}, "
-			    "\"classes\": 10, \"modules\": [{\"op\": \"layernorm\", \"name\": "
-			    "\"n\", \"shape\": [8]}]}";
-	expect_refusal(unsup, NULL, FL_EUNSUPPORTED, "layernorm");
+			    "\"classes\": 10, \"modules\": [{\"op\": \"rmsnorm\", \"name\": "
+			    "\"n\", \"dim\": 8}]}";
+	expect_refusal(unsup, NULL, FL_EINVAL, "unknown op \"rmsnorm\"");
 	const char *big = "{\"format\": \"fedloha-model/1\", \"input\": {\"shape\": [1, 28, 28]}, "
 			  "\"classes\": 10, \"modules\": [{\"op\": \"flatten\"}, {\"op\": "
 			  "\"linear\", \"name\": \"fc\", \"in\": 784, \"out\": 10}]}";

@@ -66,7 +66,7 @@ static void test_desc_runs(void)
 static void test_desc_misfit(void)
 {
 	struct fl_model_desc *desc = NULL;
-	struct fl_desc_shape in = {3, {1, 8, 8}};
+	struct fl_desc_shape in = {3, {1, 8, 8}, 0};
 	FL_CHECK(fl_model_desc_builtin("2nn", &in, 10, &desc) == FL_OK);
 	struct srv_sim_data *d = small_data(4, 0.25);
 	struct srv_sim_config c;

@@ -122,7 +122,7 @@ int cli_session_desc_fetched(struct cli_session *s, uint8_t *text, size_t len)
 /* The description of a Welcome without one: the built-in M->arch. */
 static int builtin_of(const Fedloha__V1__ModelSpec *M, struct fl_model_desc **d)
 {
-	struct fl_desc_shape in = {3, {0, 0, 0}};
+	struct fl_desc_shape in = {3, {0, 0, 0}, 0};
 	for (size_t i = 0; i < 3 && i < M->n_input; i++)
 		in.dim[i] = M->input[i] > (1u << 24) ? 0 : (int)M->input[i];
 	return fl_model_desc_builtin(M->arch, &in, (int)M->classes, d);

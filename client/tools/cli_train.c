@@ -171,7 +171,7 @@ static void print_model_summary(struct fl_model *m)
 	for (int i = 0; i < fl_model_layer_count(m); i++) {
 		struct fl_model_layer_info li;
 		fl_model_layer_info(m, i, &li);
-		if (li.kind != FL_LAYER_LINEAR && li.kind != FL_LAYER_CONV2D)
+		if (!fl_layer_kind_weight(li.kind))
 			continue;
 		printf("  %-6s %-8s out %d in %d k %dx%d", li.name, fl_peft_param_name(li.param),
 		       li.out, li.in, li.k1, li.k2);

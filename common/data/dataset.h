@@ -31,6 +31,7 @@
 #define FL_DATASET_SAMPLES_MAX 100000000       /* samples in one data set */
 #define FL_DATASET_SAMPLE_BYTES_MAX (1u << 24) /* c*h*w of one sample */
 #define FL_DATASET_BYTES_MAX ((size_t)8 << 30) /* pixel or value bytes of one data set */
+#define FL_DATASET_TOKEN_MAX (1 << 24)         /* token ids are below this (exact as floats) */
 #ifndef FL_DATASET_DEFAULT_DIR                 /* overridable at build time for packagers */
 #define FL_DATASET_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
 #endif
@@ -38,6 +39,7 @@
 struct fl_dataset {
 	int n;           /* samples */
 	int ndim;        /* 3: image (c, h, w); 1: flat (F), stored as 1 x 1 x F */
+	int tokens;      /* 1: token ids (flat, ndim 1, stored as F32 values; never normalised) */
 	int c, h, w;     /* channels, height, width of one sample */
 	int classes;     /* labels are in [0, classes) */
 	uint8_t *pixels; /* n * c*h*w bytes, owned; NULL for float storage */

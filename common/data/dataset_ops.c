@@ -65,6 +65,8 @@ int fl_dataset_compute_norm(struct fl_dataset *ds)
 {
 	if (ds->n < 1)
 		return fl_error_set(FL_EINVAL, "dataset: no samples to compute statistics on");
+	if (ds->tokens) /* ids are not features: never normalised */
+		return FL_OK;
 	if (ds->values) {
 		float mean[FL_DATASET_CHANNELS_MAX], std[FL_DATASET_CHANNELS_MAX];
 		values_norm(ds, mean, std);
@@ -103,7 +105,7 @@ int fl_dataset_copy_norm(struct fl_dataset *dst, const struct fl_dataset *src)
 				    "dataset: cannot copy statistics of %d channels to %d", src->c,
 				    dst->c);
 	if (dst->ndim != src->ndim || dst->h != src->h || dst->w != src->w ||
-	    !dst->values != !src->values)
+	    !dst->values != !src->values || dst->tokens != src->tokens)
 		return fl_error_set(FL_ESHAPE,
 				    "dataset: test samples are %dx%dx%d %s (ndim %d) but training "
 				    "samples are %dx%dx%d %s (ndim %d)",
@@ -165,6 +167,7 @@ int fl_dataset_subset(const struct fl_dataset *ds, const int *idx, int count,
 	if (err)
 		return err;
 	sub->ndim = ds->ndim;
+	sub->tokens = ds->tokens;
 	size_t sb = sample_floats(ds);
 	for (int i = 0; i < count; i++) {
 		int s = idx ? idx[i] : i;

@@ -71,14 +71,16 @@ static int st_path(const char *dir, int train, char *path, size_t cap)
 static int check_x(const char *path, const struct fl_st_tensor *x)
 {
 	char sb[160];
-	if ((x->dtype == FL_DTYPE_I32 || x->dtype == FL_DTYPE_I64) && x->ndim == 2)
-		return fl_error_set(FL_EUNSUPPORTED,
-				    "%s: tensor 'x' is %s: token inputs need a model with an "
-				    "embedding, not supported yet",
-				    path, fl_dtype_name(x->dtype));
-	if (x->dtype != FL_DTYPE_U8 && x->dtype != FL_DTYPE_F32)
+	int ids = x->dtype == FL_DTYPE_I32 || x->dtype == FL_DTYPE_I64;
+	if (ids && x->ndim != 2)
+		return fl_error_set(
+			FL_ESHAPE,
+			"%s: tensor 'x' holds token ids (%s) of shape %s; expected (N, L)", path,
+			fl_dtype_name(x->dtype), shape_str(x, sb, sizeof(sb)));
+	if (x->dtype != FL_DTYPE_U8 && x->dtype != FL_DTYPE_F32 && !ids)
 		return fl_error_set(FL_EFORMAT,
-				    "%s: tensor 'x' is %s; expected U8 (scaled by 1/255) or F32",
+				    "%s: tensor 'x' is %s; expected U8 (scaled by 1/255), F32, or "
+				    "I32 / I64 token ids",
 				    path, fl_dtype_name(x->dtype));
 	if (x->ndim != 2 && x->ndim != 4)
 		return fl_error_set(
@@ -152,9 +154,36 @@ static int read_labels(const char *path, const struct fl_st_tensor *y, struct fl
 	return FL_OK;
 }
 
+/* Token ids into float storage: each in [0, FL_DATASET_TOKEN_MAX), where
+ * a float holds it exactly. */
+static int read_ids(const char *path, const struct fl_st_tensor *x, struct fl_dataset *ds)
+{
+	const unsigned char *p = x->data;
+	for (size_t k = 0; k < x->numel; k++) {
+		int64_t v;
+		if (x->dtype == FL_DTYPE_I64) {
+			memcpy(&v, p + 8 * k, 8);
+		} else {
+			int32_t v32;
+			memcpy(&v32, p + 4 * k, 4);
+			v = v32;
+		}
+		if (v < 0 || v >= FL_DATASET_TOKEN_MAX)
+			return fl_error_set(
+				FL_ERANGE,
+				"%s: tensor 'x': sample %zu holds token id %lld, outside "
+				"[0, %d)",
+				path, k / (size_t)ds->w, (long long)v, FL_DATASET_TOKEN_MAX);
+		ds->values[k] = (float)v;
+	}
+	return FL_OK;
+}
+
 /* Copies x into the data set's storage; F32 values must be finite. */
 static int read_x(const char *path, const struct fl_st_tensor *x, struct fl_dataset *ds)
 {
+	if (ds->tokens)
+		return read_ids(path, x, ds);
 	if (x->dtype == FL_DTYPE_U8) {
 		memcpy(ds->pixels, x->data, x->nbytes);
 		return FL_OK;
@@ -180,11 +209,12 @@ static int build(const char *path, const struct fl_st_tensor *x, const struct fl
 	int c = image ? (int)x->shape[1] : 1, h = image ? (int)x->shape[2] : 1;
 	int w = image ? (int)x->shape[3] : (int)x->shape[1];
 	struct fl_dataset *ds;
-	int err = x->dtype == FL_DTYPE_F32 ? fl_dataset_new_f32(n, c, h, w, 2, &ds)
-					   : fl_dataset_new(n, c, h, w, 2, &ds);
+	int err = x->dtype != FL_DTYPE_U8 ? fl_dataset_new_f32(n, c, h, w, 2, &ds)
+					  : fl_dataset_new(n, c, h, w, 2, &ds);
 	if (err)
 		return err;
 	ds->ndim = image ? 3 : 1;
+	ds->tokens = x->dtype == FL_DTYPE_I32 || x->dtype == FL_DTYPE_I64;
 	err = read_labels(path, y, ds);
 	if (!err)
 		err = read_x(path, x, ds);

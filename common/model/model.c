@@ -104,9 +104,12 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 	if (!cfg || cfg->parameterization == FL_PEFT_PARAM_DENSE)
 		return FL_OK;
 	int targeted = 0, is_linear = L->kind == FL_LAYER_LINEAR;
+	int loha = cfg->parameterization == FL_PEFT_PARAM_LOHA;
 	if (cfg->target_kind == FL_PEFT_SEL_NULL) {
-		/* fedloha's default: every weight layer but the output and modules_to_save */
-		targeted = !is_output && !fl_peft_config_is_module_to_save(cfg, L->name);
+		/* fedloha's default: every weight layer but the output and
+		 * modules_to_save, and no Embedding under loha (PEFT's LoHa has none) */
+		targeted = !is_output && !fl_peft_config_is_module_to_save(cfg, L->name) &&
+			   !(loha && L->kind == FL_LAYER_EMBEDDING);
 	} else {
 		int err = fl_peft_config_targets(cfg, L->name, is_linear, is_output, &targeted);
 		if (err)
@@ -114,6 +117,12 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 	}
 	if (!targeted)
 		return FL_OK;
+	if (loha && L->kind == FL_LAYER_EMBEDDING)
+		return fl_error_set(FL_EUNSUPPORTED,
+				    "model %s: layer %s: PEFT's LoHa does not adapt Embedding "
+				    "layers (leave it out of target_modules, or train it from "
+				    "scratch with fedpara or lowrank)",
+				    m->arch, L->name);
 	L->param = cfg->parameterization;
 	int kk = L->kind == FL_LAYER_CONV2D ? L->k : 1;
 	L->ld.form = (cfg->use_effective_conv2d && kk > 1) ? FL_LOHA_FORM_TUCKER
@@ -199,58 +208,6 @@ static int add_layer_tensors(struct fl_model *m, int li, const struct fl_peft_co
 	return FL_OK;
 }
 
-/* ---- initialisation ---- */
-
-float *fl_model_tensor_ptr(struct fl_model *m, int t)
-{
-	return t < 0 ? NULL : m->params + m->tensors[t].offset;
-}
-
-void fl_model_layer_factors(struct fl_model *m, int li, float *base, struct fl_loha_factors *f)
-{
-	struct fl_layer *L = &m->layers[li];
-	const int idx[6] = {FL_LT_W1A, FL_LT_W1B, FL_LT_W2A, FL_LT_W2B, FL_LT_T1, FL_LT_T2};
-	float **dst[6] = {&f->w1a, &f->w1b, &f->w2a, &f->w2b, &f->t1, &f->t2};
-	for (int i = 0; i < 6; i++)
-		*dst[i] = L->t[idx[i]] < 0 ? NULL : base + m->tensors[L->t[idx[i]]].offset;
-}
-
-static void init_layer(struct fl_model *m, int li, uint64_t seed)
-{
-	struct fl_layer *L = &m->layers[li];
-	struct fl_rng rng;
-	fl_rng_seed_stream(&rng, seed, (uint64_t)li);
-	int kk = L->kind == FL_LAYER_CONV2D ? L->k : 1;
-	float bound = 1.0f / sqrtf((float)L->in_c * kk * kk); /* PyTorch default for w and b */
-	if (L->t[FL_LT_WEIGHT] >= 0)
-		fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
-				    m->tensors[L->t[FL_LT_WEIGHT]].numel, bound);
-	if (L->t[FL_LT_BIAS] >= 0)
-		fl_rng_fill_uniform(&rng, fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]),
-				    m->tensors[L->t[FL_LT_BIAS]].numel, bound);
-	struct fl_loha_factors f;
-	switch (L->param) {
-	case FL_PEFT_PARAM_FEDPARA:
-	case FL_PEFT_PARAM_PFEDPARA:
-		fl_model_layer_factors(m, li, m->params, &f);
-		fl_loha_init_he(&f, &L->ld, L->scale,
-				L->param == FL_PEFT_PARAM_PFEDPARA ? FL_LOHA_MODE_PFEDPARA
-								   : FL_LOHA_MODE_LOHA,
-				&rng);
-		break;
-	case FL_PEFT_PARAM_LOHA:
-		fl_model_layer_factors(m, li, m->params, &f);
-		fl_loha_init_peft(&f, &L->ld, m->init_weights, &rng);
-		break;
-	case FL_PEFT_PARAM_LOWRANK:
-		fl_lowrank_init_he(fl_model_tensor_ptr(m, L->t[FL_LT_LORA_B]),
-				   fl_model_tensor_ptr(m, L->t[FL_LT_LORA_A]), L->out_c,
-				   L->in_c * kk * kk, L->lowrank_k, L->scale, &rng);
-		break;
-	default: break;
-	}
-}
-
 /* ---- build ---- */
 
 static const enum fl_layer_kind op_kind[] = {
@@ -263,7 +220,19 @@ static const enum fl_layer_kind op_kind[] = {
 	[FL_OP_AVGPOOL2D] = FL_LAYER_AVGPOOL,
 	[FL_OP_DROPOUT] = FL_LAYER_DROPOUT,
 	[FL_OP_RESIDUAL_ADD] = FL_LAYER_RESIDUAL,
+	[FL_OP_GROUPNORM] = FL_LAYER_GROUPNORM,
+	[FL_OP_LAYERNORM] = FL_LAYER_LAYERNORM,
+	[FL_OP_EMBEDDING] = FL_LAYER_EMBEDDING,
+	[FL_OP_TOKENS] = FL_LAYER_TOKENS,
+	[FL_OP_POSITION] = FL_LAYER_POSITION,
+	[FL_OP_ATTENTION] = FL_LAYER_ATTENTION,
+	[FL_OP_MEAN_TOKENS] = FL_LAYER_MEAN_TOKENS,
 };
+
+int fl_layer_kind_weight(enum fl_layer_kind kind)
+{
+	return kind == FL_LAYER_LINEAR || kind == FL_LAYER_CONV2D || kind == FL_LAYER_EMBEDDING;
+}
 
 /* Layer L from description step s: kind, name, arguments and shapes (the
  * description has checked and inferred them). */
@@ -293,13 +262,57 @@ static void layer_from_step(struct fl_layer *L, const struct fl_desc_step *s)
 	L->pad = s->padding;
 	L->has_bias = s->bias;
 	L->p = s->p;
-	L->res_from = s->res_from;
-	if (L->kind == FL_LAYER_LINEAR) {
+	L->eps = s->eps;
+	L->groups = s->groups;
+	L->heads = s->heads;
+	L->nsrc = s->nsrc;
+	memcpy(L->src, s->src, sizeof(L->src));
+	if (in->ndim == 2) {
+		L->tokens = in->dim[0];
+		L->dim = in->dim[1];
+	}
+	switch (L->kind) {
+	case FL_LAYER_LINEAR:
 		L->in_c = s->in;
 		L->out_c = s->out;
 		L->in_h = L->in_w = L->out_h = L->out_w = 1;
 		L->rows = (int)(L->in_numel / (size_t)s->in);
+		break;
+	case FL_LAYER_LAYERNORM:
+		L->dim = s->in;
+		L->rows = (int)(L->in_numel / (size_t)s->in);
+		break;
+	case FL_LAYER_EMBEDDING:
+		L->out_c = s->in; /* the weight (num, dim) */
+		L->in_c = s->out;
+		L->rows = in->dim[0];
+		break;
+	default: break;
 	}
+}
+
+/* The dense parameters of a norm or a position: trained and sent, except
+ * under loha, where they belong to the frozen base unless modules_to_save
+ * names them (as in PEFT). */
+static int add_layer_params(struct fl_model *m, int li, const struct fl_peft_config *cfg)
+{
+	struct fl_layer *L = &m->layers[li];
+	unsigned flags = FL_TENSOR_TRAINABLE | FL_TENSOR_GLOBAL;
+	if (cfg && cfg->parameterization == FL_PEFT_PARAM_LOHA &&
+	    !fl_peft_config_is_module_to_save(cfg, L->name))
+		flags = FL_TENSOR_BASE;
+	int64_t n = L->kind == FL_LAYER_GROUPNORM ? L->in_c : L->dim;
+	if (L->kind == FL_LAYER_POSITION) {
+		int64_t s3[3] = {1, L->tokens, L->dim};
+		L->t[FL_LT_WEIGHT] = add_tensor(m, li, L->name, "weight", flags, 3, s3);
+		return L->t[FL_LT_WEIGHT] < -1 ? L->t[FL_LT_WEIGHT] : FL_OK;
+	}
+	L->t[FL_LT_WEIGHT] = add_tensor(m, li, L->name, "weight", flags, 1, &n);
+	if (L->t[FL_LT_WEIGHT] >= 0)
+		L->t[FL_LT_BIAS] = add_tensor(m, li, L->name, "bias", flags, 1, &n);
+	return L->t[FL_LT_WEIGHT] < -1 ? L->t[FL_LT_WEIGHT]
+	       : L->t[FL_LT_BIAS] < -1 ? L->t[FL_LT_BIAS]
+				       : FL_OK;
 }
 
 static int build_layers(struct fl_model *m, const struct fl_model_desc *d,
@@ -307,18 +320,22 @@ static int build_layers(struct fl_model *m, const struct fl_model_desc *d,
 {
 	int last_weight = -1;
 	for (int i = 0; i < d->nsteps; i++)
-		if (d->steps[i].op == FL_OP_LINEAR || d->steps[i].op == FL_OP_CONV2D)
+		if (fl_layer_kind_weight(op_kind[d->steps[i].op]))
 			last_weight = i;
 	for (int i = 0; i < d->nsteps; i++) {
 		struct fl_layer *L = &m->layers[m->nlayers++];
 		layer_from_step(L, &d->steps[i]);
-		if (L->kind == FL_LAYER_LINEAR || L->kind == FL_LAYER_CONV2D) {
-			int err = choose_param(m, L, cfg, i == last_weight);
+		int err = FL_OK;
+		if (fl_layer_kind_weight(L->kind)) {
+			err = choose_param(m, L, cfg, i == last_weight);
 			if (!err)
 				err = add_layer_tensors(m, m->nlayers - 1, cfg);
-			if (err)
-				return err;
+		} else if (L->kind == FL_LAYER_GROUPNORM || L->kind == FL_LAYER_LAYERNORM ||
+			   L->kind == FL_LAYER_POSITION) {
+			err = add_layer_params(m, m->nlayers - 1, cfg);
 		}
+		if (err)
+			return err;
 	}
 	return FL_OK;
 }
@@ -348,6 +365,14 @@ static int alloc_batch_buffers(struct fl_model *m)
 				return fl_error_set(FL_ENOMEM,
 						    "model: no memory for dropout masks");
 		}
+		size_t nstat = L->kind == FL_LAYER_GROUPNORM   ? (size_t)L->groups
+			       : L->kind == FL_LAYER_LAYERNORM ? (size_t)L->rows
+							       : 0;
+		if (nstat && !L->stat && !(L->stat = malloc(sizeof(float) * 2 * B * nstat)))
+			return fl_error_set(FL_ENOMEM, "model: no memory for norm statistics");
+		if (L->kind == FL_LAYER_ATTENTION &&
+		    fl_attention_work_floats(L->tokens) > m->attn_work_floats)
+			m->attn_work_floats = fl_attention_work_floats(L->tokens);
 		if (L->kind == FL_LAYER_CONV2D) {
 			struct fl_conv2d_dims d = {m->max_batch, L->in_c,   L->in_h,
 						   L->in_w,      L->out_c,  L->k,
@@ -359,7 +384,9 @@ static int alloc_batch_buffers(struct fl_model *m)
 	}
 	if (!m->conv_work)
 		m->conv_work = malloc(sizeof(float) * (m->conv_work_floats + 1));
-	if (!m->conv_work)
+	if (!m->attn_work)
+		m->attn_work = malloc(sizeof(float) * (m->attn_work_floats + 1));
+	if (!m->conv_work || !m->attn_work)
 		return fl_error_set(FL_ENOMEM, "model: no memory for work buffers");
 	return FL_OK;
 }
@@ -372,11 +399,13 @@ static void free_batch_buffers(struct fl_model *m)
 		free(L->dact);
 		free(L->pool_idx);
 		free(L->drop_mask);
-		L->act = L->dact = L->drop_mask = NULL;
+		free(L->stat);
+		L->act = L->dact = L->drop_mask = L->stat = NULL;
 		L->pool_idx = NULL;
 	}
 	free(m->conv_work);
-	m->conv_work = NULL;
+	free(m->attn_work);
+	m->conv_work = m->attn_work = NULL;
 }
 
 int fl_model_buffers(struct fl_model *m, int on)
@@ -471,8 +500,7 @@ int fl_model_new_desc(const struct fl_model_desc *d, const struct fl_peft_config
 		return err;
 	}
 	for (int i = 0; i < m->nlayers; i++)
-		if (m->layers[i].kind == FL_LAYER_LINEAR || m->layers[i].kind == FL_LAYER_CONV2D)
-			init_layer(m, i, seed);
+		fl_model_init_layer(m, i, seed);
 	*out = m;
 	return FL_OK;
 }
@@ -483,7 +511,7 @@ int fl_model_new(const char *arch, int c, int h, int w, int classes,
 {
 	*out = NULL;
 	struct fl_model_desc *d = NULL;
-	struct fl_desc_shape in = {3, {c, h, w}};
+	struct fl_desc_shape in = {3, {c, h, w}, 0};
 	int err = fl_model_desc_builtin(arch, &in, classes, &d);
 	if (!err)
 		err = fl_model_new_desc(d, cfg, seed, max_batch, out);

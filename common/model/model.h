@@ -63,7 +63,18 @@ enum fl_layer_kind {
 	FL_LAYER_AVGPOOL,
 	FL_LAYER_DROPOUT,
 	FL_LAYER_RESIDUAL, /* adds the output of an earlier layer (x + f(x)) */
+	FL_LAYER_GROUPNORM,
+	FL_LAYER_LAYERNORM,
+	FL_LAYER_EMBEDDING,
+	FL_LAYER_TOKENS,
+	FL_LAYER_POSITION,
+	FL_LAYER_ATTENTION, /* the core of an attention module; its projections are Linears */
+	FL_LAYER_MEAN_TOKENS,
 };
+
+/* 1 for the kinds with a weight a PEFT config may target and parameterise:
+ * Linear, Conv2d and Embedding. */
+int fl_layer_kind_weight(enum fl_layer_kind kind);
 
 /* Opaque: layers, activations, work buffers. */
 struct fl_model;
@@ -135,7 +146,8 @@ struct fl_model_layer_info {
 	const char *name; /* "fc1"; "" for ReLU/pool/flatten */
 	enum fl_layer_kind kind;
 	enum fl_peft_param param; /* FL_PEFT_PARAM_DENSE for unparameterised */
-	int out, in, k1, k2;      /* weight (out, in, k1, k2); k = 1 for Linear */
+	int out, in, k1, k2;      /* weight (out, in, k1, k2); k = 1 for Linear;
+				     Embedding: (num, dim) */
 	int rank;                 /* r (LoHa family) or k (lowrank); 0 for dense */
 	int tucker;               /* factors in Tucker form */
 	float scale;              /* s of the composition */

@@ -143,8 +143,8 @@ int fl_model_desc_pick(const char *name, const char *file, const struct fl_desc_
 struct fl_desc_shape fl_model_data_shape(const struct fl_dataset *ds)
 {
 	if (ds->ndim == 1)
-		return (struct fl_desc_shape){1, {ds->w, 0, 0}};
-	return (struct fl_desc_shape){3, {ds->c, ds->h, ds->w}};
+		return (struct fl_desc_shape){1, {ds->w, 0, 0}, ds->tokens};
+	return (struct fl_desc_shape){3, {ds->c, ds->h, ds->w}, 0};
 }
 
 int fl_model_new_for_data(const char *name, const char *file, const struct fl_dataset *ds,

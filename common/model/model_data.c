@@ -18,11 +18,23 @@ int fl_model_desc_check_data(const struct fl_model_desc *d, const struct fl_data
 				    fl_desc_shape_str(&d->input, want, sizeof(want)),
 				    fl_desc_shape_str(&in, got, sizeof(got)));
 	}
+	if (d->input.ids != in.ids)
+		return fl_error_set(FL_ESHAPE, "the model takes %s but the data holds %s",
+				    d->input.ids ? "token ids" : "features",
+				    in.ids ? "token ids" : "features");
 	for (int i = 0; i < ds->n; i++)
 		if (ds->labels[i] < 0 || ds->labels[i] >= d->classes)
 			return fl_error_set(FL_EINVAL,
 					    "label %d out of range for the model's %d classes",
 					    (int)ds->labels[i], d->classes);
+	size_t nv = (size_t)ds->n * (size_t)ds->w;
+	for (size_t k = 0; in.ids && k < nv; k++)
+		if (ds->values[k] >= (float)d->vocab)
+			return fl_error_set(
+				FL_EINVAL,
+				"sample %zu holds token id %.0f, outside the model's vocab "
+				"of %d",
+				k / (size_t)ds->w, (double)ds->values[k], d->vocab);
 	return FL_OK;
 }
 

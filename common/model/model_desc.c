@@ -1,8 +1,9 @@
 /* model_desc.c - parsing fedloha-model/1 descriptions into a flat list of
- * steps, checking every field and inferring the shape after each module.
- * The built-in networks are written as descriptions in model_builtin.c;
- * building a model from the steps is model.c. */
-#include "model_desc.h"
+ * steps: the top-level fields, the walk over (nested) modules, residuals,
+ * and the field readers every op uses. What each op takes and gives is
+ * model_desc_ops.c; the built-in networks written as descriptions are
+ * model_builtin.c; building a model from the steps is model.c. */
+#include "model_desc_impl.h"
 
 #include "errors.h"
 #include "fsutil.h"
@@ -14,23 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DIM_MAX (1 << 24)      /* one dimension, and the elements of one sample's tensor */
-#define KERNEL_MAX 1024        /* kernel, stride, padding */
-#define DEPTH_MAX 32           /* nesting of sequential / residual */
-#define WEIGHT_MAX (1ul << 28) /* elements of one weight */
-
-/* Where a module sits, for messages: "modules[3].modules[1] (linear fc1)". */
-struct where {
-	char path[160];
-	char what[FL_MODEL_MODULE_NAME_MAX + 24];
-};
-
-struct parser {
-	const char *origin;
-	struct fl_model_desc *d;
-	int cap;
-	json_t *names; /* object used as a set of module names */
-};
+#define DEPTH_MAX 32 /* nesting of sequential / residual */
 
 static const char *const op_names[] = {
 	[FL_OP_LINEAR] = "linear",
@@ -42,6 +27,13 @@ static const char *const op_names[] = {
 	[FL_OP_AVGPOOL2D] = "avgpool2d",
 	[FL_OP_DROPOUT] = "dropout",
 	[FL_OP_RESIDUAL_ADD] = "residual",
+	[FL_OP_GROUPNORM] = "groupnorm",
+	[FL_OP_LAYERNORM] = "layernorm",
+	[FL_OP_EMBEDDING] = "embedding",
+	[FL_OP_TOKENS] = "tokens",
+	[FL_OP_POSITION] = "position",
+	[FL_OP_ATTENTION] = "attention",
+	[FL_OP_MEAN_TOKENS] = "mean_tokens",
 };
 
 const char *fl_desc_op_name(enum fl_desc_op op)
@@ -70,38 +62,7 @@ const char *fl_desc_shape_str(const struct fl_desc_shape *s, char *buf, size_t s
 
 /* ---- fields ---- */
 
-/* The fields each op takes: required ones first, then optional ones. */
-struct op_spec {
-	const char *op;
-	int code; /* enum fl_desc_op, or -1 for nesting, -2 for ops not built yet */
-	const char *required[5];
-	const char *optional[4];
-};
-
-static const struct op_spec specs[] = {
-	{"linear", FL_OP_LINEAR, {"name", "in", "out"}, {"bias"}},
-	{"conv2d", FL_OP_CONV2D, {"name", "in", "out", "kernel"}, {"stride", "padding", "bias"}},
-	{"relu", FL_OP_RELU, {0}, {0}},
-	{"gelu", FL_OP_GELU, {0}, {0}},
-	{"maxpool2d", FL_OP_MAXPOOL2D, {"kernel"}, {"stride"}},
-	{"avgpool2d", FL_OP_AVGPOOL2D, {"kernel"}, {"stride"}},
-	{"flatten", FL_OP_FLATTEN, {0}, {0}},
-	{"dropout", FL_OP_DROPOUT, {"p"}, {0}},
-	{"residual", -1, {"modules"}, {0}},
-	{"sequential", -1, {"modules"}, {0}},
-	{"groupnorm", -2, {0}, {0}},
-	{"layernorm", -2, {0}, {0}},
-	{"embedding", -2, {0}, {0}},
-	{"tokens", -2, {0}, {0}},
-	{"position", -2, {0}, {0}},
-	{"attention", -2, {0}, {0}},
-	{"mean_tokens", -2, {0}, {0}},
-};
-
-static int bad(struct parser *p, const struct where *w, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int bad(struct parser *p, const struct where *w, const char *fmt, ...)
+int fl_desc_bad(struct fl_desc_parser *p, const struct fl_desc_where *w, const char *fmt, ...)
 {
 	char detail[256];
 	va_list ap;
@@ -121,7 +82,8 @@ static int listed(const char *const *list, int n, const char *key)
 }
 
 /* Every field is known to the op, every required one present. */
-static int check_fields(struct parser *p, const struct where *w, json_t *m, const struct op_spec *s)
+static int check_fields(struct fl_desc_parser *p, const struct fl_desc_where *w, json_t *m,
+			const struct fl_desc_op_spec *s)
 {
 	const char *key;
 	json_t *v;
@@ -130,18 +92,17 @@ static int check_fields(struct parser *p, const struct where *w, json_t *m, cons
 	{
 		if (strcmp(key, "op") != 0 && !listed(s->required, 5, key) &&
 		    !listed(s->optional, 4, key))
-			return bad(p, w, "field \"%s\": not an argument of %s",
-				   fl_error_safe_str(key, b, sizeof(b)), s->op);
+			return fl_desc_bad(p, w, "field \"%s\": not an argument of %s",
+					   fl_error_safe_str(key, b, sizeof(b)), s->op);
 	}
 	for (int i = 0; i < 5 && s->required[i]; i++)
 		if (!json_object_get(m, s->required[i]))
-			return bad(p, w, "field \"%s\": missing", s->required[i]);
+			return fl_desc_bad(p, w, "field \"%s\": missing", s->required[i]);
 	return FL_OK;
 }
 
-/* An integer field in [lo, hi]; absent -> def (def < lo: required). */
-static int int_field(struct parser *p, const struct where *w, json_t *m, const char *key, int lo,
-		     int hi, int def, int *out)
+int fl_desc_int(struct fl_desc_parser *p, const struct fl_desc_where *w, json_t *m, const char *key,
+		int lo, int hi, int def, int *out)
 {
 	json_t *v = json_object_get(m, key);
 	if (!v && def >= lo) {
@@ -149,29 +110,16 @@ static int int_field(struct parser *p, const struct where *w, json_t *m, const c
 		return FL_OK;
 	}
 	if (!json_is_integer(v))
-		return bad(p, w, "field \"%s\": expected an integer", key);
+		return fl_desc_bad(p, w, "field \"%s\": expected an integer", key);
 	json_int_t x = json_integer_value(v);
 	if (x < lo || x > hi)
-		return bad(p, w, "field \"%s\": %lld is outside [%d, %d]", key, (long long)x, lo,
-			   hi);
+		return fl_desc_bad(p, w, "field \"%s\": %lld is outside [%d, %d]", key,
+				   (long long)x, lo, hi);
 	*out = (int)x;
 	return FL_OK;
 }
 
-static int bool_field(struct parser *p, const struct where *w, json_t *m, const char *key, int *out)
-{
-	json_t *v = json_object_get(m, key);
-	if (!v) {
-		*out = 1;
-		return FL_OK;
-	}
-	if (!json_is_boolean(v))
-		return bad(p, w, "field \"%s\": expected true or false", key);
-	*out = json_is_true(v);
-	return FL_OK;
-}
-
-static int name_ok(const char *s)
+int fl_desc_name_ok(const char *s)
 {
 	size_t n = strlen(s);
 	if (n == 0 || n >= FL_MODEL_MODULE_NAME_MAX || s[0] == '.' || s[n - 1] == '.' ||
@@ -186,100 +134,41 @@ static int name_ok(const char *s)
 	return 1;
 }
 
-static int name_field(struct parser *p, struct where *w, json_t *m, struct fl_desc_step *st)
+int fl_desc_name(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m,
+		 struct fl_desc_step *st)
 {
 	const char *name = json_string_value(json_object_get(m, "name"));
 	if (!name)
-		return bad(p, w, "field \"name\": expected a string");
+		return fl_desc_bad(p, w, "field \"name\": expected a string");
 	char b[104];
-	if (!name_ok(name))
-		return bad(p, w,
-			   "field \"name\": \"%s\" is not a module name (1-%d characters of "
-			   "A-Z a-z 0-9 _ - and inner dots)",
-			   fl_error_safe_str(name, b, sizeof(b)), FL_MODEL_MODULE_NAME_MAX - 1);
+	if (!fl_desc_name_ok(name))
+		return fl_desc_bad(
+			p, w,
+			"field \"name\": \"%s\" is not a module name (1-%d characters of "
+			"A-Z a-z 0-9 _ - and inner dots)",
+			fl_error_safe_str(name, b, sizeof(b)), FL_MODEL_MODULE_NAME_MAX - 1);
 	snprintf(w->what, sizeof(w->what), "(%s %s)", fl_desc_op_name(st->op), name);
-	if (json_object_get(p->names, name))
-		return bad(p, w, "field \"name\": \"%s\" names an earlier module too", name);
-	json_object_set_new(p->names, name, json_true());
 	snprintf(st->name, sizeof(st->name), "%s", name);
-	return FL_OK;
+	return fl_desc_name_add(p, w, name);
 }
 
-/* ---- shapes ---- */
-
-static int want_image(struct parser *p, const struct where *w, const struct fl_desc_shape *s)
+int fl_desc_name_add(struct fl_desc_parser *p, const struct fl_desc_where *w, const char *name)
 {
-	char b[64];
-	if (s->ndim != 3)
-		return bad(p, w, "needs a (C,H,W) input, got %s",
-			   fl_desc_shape_str(s, b, sizeof(b)));
-	return FL_OK;
-}
-
-static int conv_shape(struct parser *p, const struct where *w, struct fl_desc_step *st)
-{
-	const struct fl_desc_shape *s = &st->in_shape;
-	char b[64];
-	int err = want_image(p, w, s);
-	if (err)
-		return err;
-	if (st->in != s->dim[0])
-		return bad(p, w, "field \"in\": %d, but the input %s has %d channels", st->in,
-			   fl_desc_shape_str(s, b, sizeof(b)), s->dim[0]);
-	if ((double)st->out * st->in * st->kernel * st->kernel > (double)WEIGHT_MAX)
-		return bad(p, w, "weight of %d x %d x %d x %d is too large", st->out, st->in,
-			   st->kernel, st->kernel);
-	int ph = s->dim[1] + 2 * st->padding, pw = s->dim[2] + 2 * st->padding;
-	if (ph < st->kernel || pw < st->kernel)
-		return bad(p, w, "field \"kernel\": %d is larger than the padded input %dx%d",
-			   st->kernel, ph, pw);
-	st->out_shape = (struct fl_desc_shape){
-		3,
-		{st->out, (ph - st->kernel) / st->stride + 1, (pw - st->kernel) / st->stride + 1}};
-	return FL_OK;
-}
-
-static int pool_shape(struct parser *p, const struct where *w, struct fl_desc_step *st)
-{
-	const struct fl_desc_shape *s = &st->in_shape;
-	int err = want_image(p, w, s);
-	if (err)
-		return err;
-	if (s->dim[1] < st->kernel || s->dim[2] < st->kernel)
-		return bad(p, w, "field \"kernel\": %d is larger than the input %dx%d", st->kernel,
-			   s->dim[1], s->dim[2]);
-	st->out_shape = (struct fl_desc_shape){3,
-					       {s->dim[0],
-						(s->dim[1] - st->kernel) / st->stride + 1,
-						(s->dim[2] - st->kernel) / st->stride + 1}};
-	return FL_OK;
-}
-
-static int linear_shape(struct parser *p, const struct where *w, struct fl_desc_step *st)
-{
-	const struct fl_desc_shape *s = &st->in_shape;
-	char b[64];
-	if (st->in != s->dim[s->ndim - 1])
-		return bad(p, w,
-			   "field \"in\": %d, but the input %s has %d features in its last dim",
-			   st->in, fl_desc_shape_str(s, b, sizeof(b)), s->dim[s->ndim - 1]);
-	if ((size_t)st->out * st->in > WEIGHT_MAX)
-		return bad(p, w, "weight of %d x %d is too large", st->out, st->in);
-	st->out_shape = *s;
-	st->out_shape.dim[s->ndim - 1] = st->out;
-	size_t rows = fl_desc_shape_numel(s) / (size_t)st->in;
-	if (rows * (size_t)st->out > DIM_MAX)
-		return bad(p, w, "output of %zu x %d values is too large", rows, st->out);
+	if (json_object_get(p->names, name))
+		return fl_desc_bad(p, w, "field \"name\": \"%s\" names an earlier module too",
+				   name);
+	json_object_set_new(p->names, name, json_true());
 	return FL_OK;
 }
 
 /* ---- modules ---- */
 
-static int add_step(struct parser *p, const struct where *w, struct fl_desc_step **out)
+int fl_desc_add_step(struct fl_desc_parser *p, const struct fl_desc_where *w,
+		     struct fl_desc_step **out)
 {
 	struct fl_model_desc *d = p->d;
 	if (d->nsteps == FL_MODEL_DESC_STEPS_MAX)
-		return bad(p, w, "more than %d modules", FL_MODEL_DESC_STEPS_MAX);
+		return fl_desc_bad(p, w, "more than %d modules", FL_MODEL_DESC_STEPS_MAX);
 	if (d->nsteps == p->cap) {
 		int cap = p->cap ? 2 * p->cap : 16;
 		struct fl_desc_step *s = realloc(d->steps, sizeof(*s) * (size_t)cap);
@@ -290,59 +179,16 @@ static int add_step(struct parser *p, const struct where *w, struct fl_desc_step
 	}
 	*out = &d->steps[d->nsteps++];
 	memset(*out, 0, sizeof(**out));
+	(*out)->src[0] = d->nsteps - 2;
+	(*out)->nsrc = 1;
 	return FL_OK;
 }
 
-static int walk(struct parser *p, json_t *mods, const char *prefix, int depth,
+static int walk(struct fl_desc_parser *p, json_t *mods, const char *prefix, int depth,
 		struct fl_desc_shape *shape);
 
-/* The arguments of a parametric or pooling op, then its output shape. */
-static int op_args(struct parser *p, struct where *w, json_t *m, struct fl_desc_step *st)
-{
-	int err = FL_OK;
-	switch (st->op) {
-	case FL_OP_LINEAR:
-	case FL_OP_CONV2D:
-		err = name_field(p, w, m, st);
-		if (!err)
-			err = int_field(p, w, m, "in", 1, DIM_MAX, 0, &st->in);
-		if (!err)
-			err = int_field(p, w, m, "out", 1, DIM_MAX, 0, &st->out);
-		if (!err)
-			err = bool_field(p, w, m, "bias", &st->bias);
-		if (err || st->op == FL_OP_LINEAR)
-			return err ? err : linear_shape(p, w, st);
-		err = int_field(p, w, m, "kernel", 1, KERNEL_MAX, 0, &st->kernel);
-		if (!err)
-			err = int_field(p, w, m, "stride", 1, KERNEL_MAX, 1, &st->stride);
-		if (!err)
-			err = int_field(p, w, m, "padding", 0, KERNEL_MAX, 0, &st->padding);
-		return err ? err : conv_shape(p, w, st);
-	case FL_OP_MAXPOOL2D:
-	case FL_OP_AVGPOOL2D:
-		err = int_field(p, w, m, "kernel", 1, KERNEL_MAX, 0, &st->kernel);
-		if (!err)
-			err = int_field(p, w, m, "stride", 1, KERNEL_MAX, st->kernel, &st->stride);
-		return err ? err : pool_shape(p, w, st);
-	case FL_OP_DROPOUT: {
-		json_t *v = json_object_get(m, "p");
-		double x = json_number_value(v);
-		if (!json_is_number(v) || !(x >= 0 && x < 1))
-			return bad(p, w, "field \"p\": expected a number in [0, 1)");
-		st->p = (float)x;
-		st->out_shape = st->in_shape;
-		return FL_OK;
-	}
-	case FL_OP_FLATTEN:
-		st->out_shape = (struct fl_desc_shape){1,
-						       {(int)fl_desc_shape_numel(&st->in_shape)}};
-		return FL_OK;
-	default: st->out_shape = st->in_shape; return FL_OK;
-	}
-}
-
 /* A residual: its body, then the step adding the body's input. */
-static int residual(struct parser *p, struct where *w, json_t *m, int depth,
+static int residual(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m, int depth,
 		    struct fl_desc_shape *shape)
 {
 	char b1[64], b2[64];
@@ -352,40 +198,34 @@ static int residual(struct parser *p, struct where *w, json_t *m, int depth,
 	if (err)
 		return err;
 	if (shape->ndim != in.ndim || memcmp(shape->dim, in.dim, sizeof(int) * (size_t)in.ndim))
-		return bad(p, w, "its modules turn %s into %s: x + f(x) needs the same shape",
-			   fl_desc_shape_str(&in, b1, sizeof(b1)),
-			   fl_desc_shape_str(shape, b2, sizeof(b2)));
+		return fl_desc_bad(p, w,
+				   "its modules turn %s into %s: x + f(x) needs the same shape",
+				   fl_desc_shape_str(&in, b1, sizeof(b1)),
+				   fl_desc_shape_str(shape, b2, sizeof(b2)));
 	struct fl_desc_step *st;
-	if ((err = add_step(p, w, &st)))
+	if ((err = fl_desc_add_step(p, w, &st)))
 		return err;
 	st->op = FL_OP_RESIDUAL_ADD;
-	st->res_from = from;
+	st->res_from = st->src[1] = from;
+	st->nsrc = 2;
 	st->in_shape = st->out_shape = in;
 	return FL_OK;
 }
 
-static int module(struct parser *p, struct where *w, json_t *m, int depth,
+static int module(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m, int depth,
 		  struct fl_desc_shape *shape)
 {
 	if (!json_is_object(m))
-		return bad(p, w, "expected an object");
+		return fl_desc_bad(p, w, "expected an object");
 	const char *op = json_string_value(json_object_get(m, "op"));
 	if (!op)
-		return bad(p, w, "field \"op\": missing or not a string");
-	const struct op_spec *s = NULL;
-	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
-		if (strcmp(specs[i].op, op) == 0)
-			s = &specs[i];
+		return fl_desc_bad(p, w, "field \"op\": missing or not a string");
+	const struct fl_desc_op_spec *s = fl_desc_op_find(op);
 	char b[48];
 	if (!s)
-		return bad(p, w, "field \"op\": unknown op \"%s\"",
-			   fl_error_safe_str(op, b, sizeof(b)));
+		return fl_desc_bad(p, w, "field \"op\": unknown op \"%s\"",
+				   fl_error_safe_str(op, b, sizeof(b)));
 	snprintf(w->what, sizeof(w->what), "(%s)", s->op);
-	if (s->code == -2)
-		return fl_error_set(FL_EUNSUPPORTED,
-				    "%s: %s (%s): op \"%s\" is part of fedloha-model/1 but fedloha "
-				    "does not build it yet",
-				    p->origin, w->path, op, op);
 	int err = check_fields(p, w, m, s);
 	if (err)
 		return err;
@@ -393,29 +233,31 @@ static int module(struct parser *p, struct where *w, json_t *m, int depth,
 		return residual(p, w, m, depth, shape);
 	if (s->code == -1)
 		return walk(p, json_object_get(m, "modules"), w->path, depth + 1, shape);
+	if (s->code == FL_OP_ATTENTION)
+		return fl_desc_attention(p, w, m, shape);
 	struct fl_desc_step *st;
-	if ((err = add_step(p, w, &st)))
+	if ((err = fl_desc_add_step(p, w, &st)))
 		return err;
 	st->op = (enum fl_desc_op)s->code;
 	st->in_shape = *shape;
-	if ((err = op_args(p, w, m, st)))
+	if ((err = fl_desc_op_args(p, w, m, st)))
 		return err;
-	if (fl_desc_shape_numel(&st->out_shape) > DIM_MAX)
-		return bad(p, w, "output of %zu values per sample is too large",
-			   fl_desc_shape_numel(&st->out_shape));
+	if (fl_desc_shape_numel(&st->out_shape) > DESC_DIM_MAX)
+		return fl_desc_bad(p, w, "output of %zu values per sample is too large",
+				   fl_desc_shape_numel(&st->out_shape));
 	*shape = st->out_shape;
 	return FL_OK;
 }
 
-static int walk(struct parser *p, json_t *mods, const char *prefix, int depth,
+static int walk(struct fl_desc_parser *p, json_t *mods, const char *prefix, int depth,
 		struct fl_desc_shape *shape)
 {
-	struct where w = {{0}, {0}};
+	struct fl_desc_where w = {{0}, {0}};
 	snprintf(w.path, sizeof(w.path), "%s", prefix);
 	if (depth > DEPTH_MAX)
-		return bad(p, &w, "nested more than %d deep", DEPTH_MAX);
+		return fl_desc_bad(p, &w, "nested more than %d deep", DEPTH_MAX);
 	if (!json_is_array(mods))
-		return bad(p, &w, "field \"modules\": expected an array");
+		return fl_desc_bad(p, &w, "field \"modules\": expected an array");
 	for (size_t i = 0; i < json_array_size(mods); i++) {
 		snprintf(w.path, sizeof(w.path), "%s%smodules[%zu]", prefix, prefix[0] ? "." : "",
 			 i);
@@ -429,101 +271,129 @@ static int walk(struct parser *p, json_t *mods, const char *prefix, int depth,
 
 /* ---- the whole description ---- */
 
-static int top_input(struct parser *p, json_t *root)
+/* {"tokens": L, "vocab": V}: integer ids (B, L), each in [0, V). */
+static int token_input(struct fl_desc_parser *p, const struct fl_desc_where *w, json_t *in)
 {
-	struct where w = {"input", ""};
+	const char *key;
+	json_t *v;
+	char b[64];
+	json_object_foreach(in, key, v)
+	{
+		if (strcmp(key, "tokens") != 0 && strcmp(key, "vocab") != 0)
+			return fl_desc_bad(p, w,
+					   "field \"%s\": unknown (expected \"tokens\", \"vocab\")",
+					   fl_error_safe_str(key, b, sizeof(b)));
+	}
+	int tokens, vocab;
+	int err = fl_desc_int(p, w, in, "tokens", 1, DESC_DIM_MAX, 0, &tokens);
+	if (!err)
+		err = fl_desc_int(p, w, in, "vocab", 1, DESC_DIM_MAX, 0, &vocab);
+	if (err)
+		return err;
+	p->d->input = (struct fl_desc_shape){1, {tokens, 0, 0}, 1};
+	p->d->vocab = vocab;
+	return FL_OK;
+}
+
+static int top_input(struct fl_desc_parser *p, json_t *root)
+{
+	struct fl_desc_where w = {"input", ""};
 	json_t *in = json_object_get(root, "input");
 	if (!json_is_object(in))
-		return bad(p, &w, "missing or not an object");
+		return fl_desc_bad(p, &w, "missing or not an object");
 	if (json_object_get(in, "tokens") || json_object_get(in, "vocab"))
-		return fl_error_set(FL_EUNSUPPORTED,
-				    "%s: input: token inputs (\"tokens\", \"vocab\") need the "
-				    "embedding op, which fedloha does not build yet",
-				    p->origin);
+		return token_input(p, &w, in);
 	const char *key;
 	json_t *v;
 	char b[64];
 	json_object_foreach(in, key, v)
 	{
 		if (strcmp(key, "shape") != 0)
-			return bad(p, &w, "field \"%s\": unknown (expected \"shape\")",
-				   fl_error_safe_str(key, b, sizeof(b)));
+			return fl_desc_bad(p, &w, "field \"%s\": unknown (expected \"shape\")",
+					   fl_error_safe_str(key, b, sizeof(b)));
 	}
 	json_t *shape = json_object_get(in, "shape");
 	if (!json_is_array(shape))
-		return bad(p, &w, "field \"shape\": missing or not an array ([F] or [C, H, W])");
+		return fl_desc_bad(p, &w,
+				   "field \"shape\": missing or not an array ([F] or [C, H, W])");
 	size_t n = json_array_size(shape);
 	if (n != 1 && n != 3)
-		return bad(p, &w, "field \"shape\": %zu dimensions, expected [F] or [C, H, W]", n);
+		return fl_desc_bad(p, &w,
+				   "field \"shape\": %zu dimensions, expected [F] or [C, H, W]", n);
 	struct fl_desc_shape *s = &p->d->input;
 	s->ndim = (int)n;
 	double numel = 1;
 	for (size_t i = 0; i < n; i++) {
 		json_t *e = json_array_get(shape, i);
 		if (!json_is_integer(e) || json_integer_value(e) < 1 ||
-		    json_integer_value(e) > DIM_MAX)
-			return bad(p, &w, "field \"shape\": dimensions are integers in [1, %d]",
-				   DIM_MAX);
+		    json_integer_value(e) > DESC_DIM_MAX)
+			return fl_desc_bad(p, &w,
+					   "field \"shape\": dimensions are integers in [1, %d]",
+					   DESC_DIM_MAX);
 		s->dim[i] = (int)json_integer_value(e);
 		numel *= s->dim[i];
 	}
-	if (numel > DIM_MAX) /* in double: the product of three dims overflows size_t */
-		return bad(p, &w, "field \"shape\": more than %d values per sample", DIM_MAX);
+	if (numel > DESC_DIM_MAX) /* in double: the product of three dims overflows size_t */
+		return fl_desc_bad(p, &w, "field \"shape\": more than %d values per sample",
+				   DESC_DIM_MAX);
 	return FL_OK;
 }
 
-static int top_fields(struct parser *p, json_t *root)
+static int top_fields(struct fl_desc_parser *p, json_t *root)
 {
-	struct where w = {"description", ""};
+	struct fl_desc_where w = {"description", ""};
 	static const char *const known[] = {"format", "name",    "description",
 					    "input",  "classes", "modules"};
 	if (!json_is_object(root))
-		return bad(p, &w, "expected a JSON object");
+		return fl_desc_bad(p, &w, "expected a JSON object");
 	const char *key;
 	json_t *v;
 	char b[64];
 	json_object_foreach(root, key, v)
 	{
 		if (!listed(known, 6, key))
-			return bad(p, &w, "field \"%s\": unknown",
-				   fl_error_safe_str(key, b, sizeof(b)));
+			return fl_desc_bad(p, &w, "field \"%s\": unknown",
+					   fl_error_safe_str(key, b, sizeof(b)));
 	}
 	const char *fmt = json_string_value(json_object_get(root, "format"));
 	if (!fmt || strcmp(fmt, FL_MODEL_DESC_FORMAT) != 0)
-		return bad(p, &w, "field \"format\": expected \"%s\"", FL_MODEL_DESC_FORMAT);
+		return fl_desc_bad(p, &w, "field \"format\": expected \"%s\"",
+				   FL_MODEL_DESC_FORMAT);
 	json_t *name = json_object_get(root, "name");
-	if (name && (!json_is_string(name) || !name_ok(json_string_value(name)) ||
+	if (name && (!json_is_string(name) || !fl_desc_name_ok(json_string_value(name)) ||
 		     strlen(json_string_value(name)) >= sizeof(p->d->label)))
-		return bad(p, &w, "field \"name\": expected a short name (A-Z a-z 0-9 _ - .)");
+		return fl_desc_bad(p, &w,
+				   "field \"name\": expected a short name (A-Z a-z 0-9 _ - .)");
 	snprintf(p->d->label, sizeof(p->d->label), "%s", name ? json_string_value(name) : "custom");
 	json_t *desc = json_object_get(root, "description");
 	if (desc && !json_is_string(desc))
-		return bad(p, &w, "field \"description\": expected a string");
+		return fl_desc_bad(p, &w, "field \"description\": expected a string");
 	if (!json_is_integer(json_object_get(root, "classes")) ||
 	    json_integer_value(json_object_get(root, "classes")) < 2 ||
-	    json_integer_value(json_object_get(root, "classes")) > DIM_MAX)
-		return bad(p, &w, "field \"classes\": expected an integer >= 2");
+	    json_integer_value(json_object_get(root, "classes")) > DESC_DIM_MAX)
+		return fl_desc_bad(p, &w, "field \"classes\": expected an integer >= 2");
 	p->d->classes = (int)json_integer_value(json_object_get(root, "classes"));
 	return top_input(p, root);
 }
 
-static int parse_root(struct parser *p, json_t *root)
+static int parse_root(struct fl_desc_parser *p, json_t *root)
 {
 	int err = top_fields(p, root);
 	if (err)
 		return err;
 	struct fl_desc_shape shape = p->d->input;
 	if (json_array_size(json_object_get(root, "modules")) == 0) {
-		struct where w = {"description", ""};
-		return bad(p, &w, "field \"modules\": expected a non-empty array");
+		struct fl_desc_where w = {"description", ""};
+		return fl_desc_bad(p, &w, "field \"modules\": expected a non-empty array");
 	}
 	if ((err = walk(p, json_object_get(root, "modules"), "", 0, &shape)))
 		return err;
 	if (shape.ndim != 1 || shape.dim[0] != p->d->classes) {
 		char b[64];
-		struct where w = {"description", ""};
-		return bad(p, &w, "the last module's output is %s, not (%d) for \"classes\" %d",
-			   fl_desc_shape_str(&shape, b, sizeof(b)), p->d->classes, p->d->classes);
+		struct fl_desc_where w = {"description", ""};
+		return fl_desc_bad(
+			p, &w, "the last module's output is %s, not (%d) for \"classes\" %d",
+			fl_desc_shape_str(&shape, b, sizeof(b)), p->d->classes, p->d->classes);
 	}
 	return FL_OK;
 }
@@ -544,7 +414,8 @@ int fl_model_desc_parse(const char *text, size_t len, const char *origin,
 		return fl_error_set(FL_EFORMAT, "%s: line %d: %s", origin, jerr.line,
 				    fl_error_safe_str(jerr.text, (char[sizeof(jerr.text)]){0},
 						      sizeof(jerr.text)));
-	struct parser p = {origin, calloc(1, sizeof(struct fl_model_desc)), 0, json_object()};
+	struct fl_desc_parser p = {origin, calloc(1, sizeof(struct fl_model_desc)), 0,
+				   json_object()};
 	int err = p.d && p.names ? parse_root(&p, root) : fl_error_set(FL_ENOMEM, "out of memory");
 	if (!err) {
 		p.d->text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);

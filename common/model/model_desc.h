@@ -34,25 +34,43 @@ enum fl_desc_op {
 	FL_OP_AVGPOOL2D,
 	FL_OP_DROPOUT,
 	FL_OP_RESIDUAL_ADD, /* adds the input of a residual to its body's output */
+	FL_OP_GROUPNORM,
+	FL_OP_LAYERNORM,
+	FL_OP_EMBEDDING,
+	FL_OP_TOKENS,
+	FL_OP_POSITION,
+	FL_OP_ATTENTION, /* the core softmax(QK^T/sqrt(d))V of its q, k, v steps */
+	FL_OP_MEAN_TOKENS,
 };
 
-/* A shape without the batch dimension: [F] or [C, H, W]. */
+/* A shape without the batch dimension: [F], [T, D] or [C, H, W]; ids: the
+ * values are token ids (the input of a token model), not features. */
 struct fl_desc_shape {
 	int ndim;
 	int dim[3];
+	int ids;
 };
 
+/* One step of the flat graph. Its inputs are the outputs of steps src[0..
+ * nsrc) (-1 = the model's input), always earlier steps: the previous one,
+ * plus the skip of a residual add, or q, k and v for attention (whose
+ * module becomes five steps: linear q_proj, k_proj and v_proj on the same
+ * input, the attention core, linear out_proj). */
 struct fl_desc_step {
 	enum fl_desc_op op;
 	char name[FL_MODEL_MODULE_NAME_MAX]; /* parametric ops; "" otherwise */
 	int in, out, kernel, stride, padding, bias;
-	float p;      /* dropout */
-	int res_from; /* residual add: step whose output is the skip, -1 = input */
-	struct fl_desc_shape in_shape, out_shape;
+	int groups, heads; /* groupnorm; attention */
+	float p;           /* dropout */
+	float eps;         /* norms */
+	int res_from;      /* residual add: step whose output is the skip, -1 = input */
+	int src[3], nsrc;
+	struct fl_desc_shape in_shape, out_shape; /* in_shape: of src[0] */
 };
 
 struct fl_model_desc {
 	struct fl_desc_shape input;
+	int vocab; /* token inputs: ids are in [0, vocab); 0 for feature inputs */
 	int classes;
 	int nsteps;
 	struct fl_desc_step *steps;

@@ -25,14 +25,21 @@ enum fl_layer_tensor {
 struct fl_layer {
 	enum fl_layer_kind kind;
 	char name[FL_MODEL_MODULE_NAME_MAX];
-	int in_c, in_h, in_w;    /* Conv2d / pools: the input image; Linear: in_c = in features */
-	int out_c, out_h, out_w; /* Conv2d / pools: the output image; Linear: out_c = out */
+	/* Conv2d, pools, GroupNorm, tokens: the input and output images;
+	 * Linear: in_c = in features, out_c = out; Embedding: the weight
+	 * (num, dim) as out_c = num, in_c = dim */
+	int in_c, in_h, in_w;
+	int out_c, out_h, out_w;
 	size_t in_numel, out_numel; /* values per sample in and out (every kind) */
-	int rows;                   /* Linear: rows per sample (the leading dims of its input) */
-	int k, stride, pad;         /* Conv2d / pools */
+	int rows; /* Linear, LayerNorm: rows per sample (the leading dims); Embedding: ids */
+	int k, stride, pad; /* Conv2d / pools */
 	int has_bias;
-	float p;      /* Dropout */
-	int res_from; /* Residual: layer whose output is added, -1 = the input */
+	float p;           /* Dropout */
+	int src[3], nsrc;  /* layers whose outputs are the inputs, -1 = the model's input */
+	int tokens, dim;   /* (T, D) of position, attention, mean_tokens; LayerNorm: dim */
+	int heads, groups; /* attention; GroupNorm */
+	float eps;         /* norms */
+	float *stat;       /* norms: mean and rstd, (2, max_batch, groups or rows) */
 	enum fl_peft_param param;
 	struct fl_loha_dims ld; /* LoHa family */
 	int lowrank_k;
@@ -65,8 +72,8 @@ struct fl_model {
 	size_t nranges;
 	int max_batch, batch;
 	const float *input;
-	float *conv_work, *loha_work;
-	size_t conv_work_floats, loha_work_floats;
+	float *conv_work, *loha_work, *attn_work;
+	size_t conv_work_floats, loha_work_floats, attn_work_floats;
 	int stale; /* composed weights must be recomputed before evaluation */
 };
 
@@ -74,5 +81,19 @@ struct fl_model {
 float *fl_model_tensor_ptr(struct fl_model *m, int t);
 /* The factor pointers of layer li inside `base` (params or grads). */
 void fl_model_layer_factors(struct fl_model *m, int li, float *base, struct fl_loha_factors *f);
+
+/* Layer li's initial values from stream li of seed (model_values.c). */
+void fl_model_init_layer(struct fl_model *m, int li, uint64_t seed);
+/* The output of layer i (i = -1: the model's input). */
+const float *fl_model_layer_output(const struct fl_model *m, int i);
+/* The weight a weight layer computes with: its own, or the composed one. */
+const float *fl_model_layer_weight(struct fl_model *m, struct fl_layer *L);
+/* dW (L->dweff) of parameterised layer li into its factors' gradients. */
+void fl_model_factor_backward(struct fl_model *m, int li);
+/* Forward and backward of the sequence and norm layers (model_seq.c):
+ * GroupNorm, LayerNorm, Embedding, tokens, position, attention,
+ * mean_tokens. Backward ADDS into the dact of the layer's sources. */
+void fl_model_seq_forward(struct fl_model *m, int i, const float *in, int batch);
+void fl_model_seq_backward(struct fl_model *m, int i, const float *dy, int batch);
 
 #endif

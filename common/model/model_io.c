@@ -19,14 +19,14 @@
 
 static int is_weight_layer(const struct fl_layer *L)
 {
-	return L->kind == FL_LAYER_LINEAR || L->kind == FL_LAYER_CONV2D;
+	return fl_layer_kind_weight(L->kind);
 }
 
 static int weight_shape(const struct fl_layer *L, int64_t *s)
 {
 	s[0] = L->out_c;
 	s[1] = L->in_c;
-	if (L->kind == FL_LAYER_LINEAR)
+	if (L->kind != FL_LAYER_CONV2D)
 		return 2;
 	s[2] = s[3] = L->k;
 	return 4;
@@ -59,6 +59,20 @@ static int add_named(struct fl_st *st, const char *prefix, const char *name, con
 	return fl_st_add_f32(st, key, shape, ndim, data);
 }
 
+/* The parameters of a norm or a position, as they are. */
+static int write_layer_params(struct fl_model *m, struct fl_st *st, const struct fl_layer *L)
+{
+	int err = FL_OK;
+	for (int slot = FL_LT_WEIGHT; slot <= FL_LT_BIAS && !err; slot++) {
+		if (L->t[slot] < 0)
+			continue;
+		const struct fl_model_tensor *t = &m->tensors[L->t[slot]];
+		err = add_named(st, "", t->name, t->shape, t->ndim,
+				fl_model_tensor_ptr(m, L->t[slot]));
+	}
+	return err;
+}
+
 /* Composed weights and biases. zero_factored: write zeros for layers whose
  * weight exists only as factors (the from-scratch base) and W0 for loha. */
 static int write_dense(struct fl_model *m, const char *path, int base_only)
@@ -70,8 +84,10 @@ static int write_dense(struct fl_model *m, const char *path, int base_only)
 		err = fl_st_set_metadata(st, "format", "pt");
 	for (int i = 0; i < m->nlayers && !err; i++) {
 		struct fl_layer *L = &m->layers[i];
-		if (!is_weight_layer(L))
+		if (!is_weight_layer(L)) {
+			err = write_layer_params(m, st, L);
 			continue;
+		}
 		int64_t s[4];
 		int nd = weight_shape(L, s);
 		char name[FL_MODEL_NAME_MAX + 8];

@@ -98,7 +98,7 @@ void fl_model_layer_info(const struct fl_model *m, int i, struct fl_model_layer_
 	out->name = L->name;
 	out->kind = L->kind;
 	out->param = L->param;
-	if (L->kind != FL_LAYER_LINEAR && L->kind != FL_LAYER_CONV2D)
+	if (!fl_layer_kind_weight(L->kind))
 		return;
 	out->out = L->out_c;
 	out->in = L->in_c;

@@ -60,7 +60,7 @@ static void compose(struct fl_model *m, int li, float *dst, int train, struct fl
 void fl_model_compose_weight(struct fl_model *m, int layer, float *w)
 {
 	struct fl_layer *L = &m->layers[layer];
-	assert(L->kind == FL_LAYER_LINEAR || L->kind == FL_LAYER_CONV2D);
+	assert(fl_layer_kind_weight(L->kind));
 	if (L->param == FL_PEFT_PARAM_DENSE)
 		memcpy(w, fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT]),
 		       sizeof(float) * weight_floats(L));
@@ -68,7 +68,7 @@ void fl_model_compose_weight(struct fl_model *m, int layer, float *w)
 		compose(m, layer, w, 0, NULL);
 }
 
-static const float *layer_weight(struct fl_model *m, struct fl_layer *L)
+const float *fl_model_layer_weight(struct fl_model *m, struct fl_layer *L)
 {
 	return L->param == FL_PEFT_PARAM_DENSE ? fl_model_tensor_ptr(m, L->t[FL_LT_WEIGHT])
 					       : L->weff;
@@ -87,7 +87,7 @@ static struct fl_pool2d_dims pool_dims(const struct fl_layer *L, int batch)
 	return d;
 }
 
-static const float *layer_output(const struct fl_model *m, int i)
+const float *fl_model_layer_output(const struct fl_model *m, int i)
 {
 	return i < 0 ? m->input : m->layers[i].act;
 }
@@ -111,19 +111,19 @@ static void layer_forward(struct fl_model *m, int i, const float *in, int batch,
 		fl_dropout_forward(L->act, in, L->drop_mask, n_out);
 		break;
 	case FL_LAYER_RESIDUAL: {
-		const float *skip = layer_output(m, L->res_from);
+		const float *skip = fl_model_layer_output(m, L->src[1]);
 		for (size_t k = 0; k < n_out; k++)
 			L->act[k] = in[k] + skip[k];
 		break;
 	}
 	case FL_LAYER_LINEAR:
-		fl_linear_forward(L->act, in, layer_weight(m, L),
+		fl_linear_forward(L->act, in, fl_model_layer_weight(m, L),
 				  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), batch * L->rows,
 				  L->in_c, L->out_c);
 		break;
 	case FL_LAYER_CONV2D: {
 		struct fl_conv2d_dims d = conv_dims(L, batch);
-		fl_conv2d_forward(L->act, m->conv_work, in, layer_weight(m, L),
+		fl_conv2d_forward(L->act, m->conv_work, in, fl_model_layer_weight(m, L),
 				  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), &d);
 		break;
 	}
@@ -137,6 +137,7 @@ static void layer_forward(struct fl_model *m, int i, const float *in, int batch,
 		fl_avgpool2d_forward(L->act, in, &d);
 		break;
 	}
+	default: fl_model_seq_forward(m, i, in, batch); break;
 	}
 }
 
@@ -156,12 +157,10 @@ const float *fl_model_forward(struct fl_model *m, const float *x, int batch, int
 	/* Training composes with fresh dropout draws each step and the optimiser
 	 * then changes the factors, so only an evaluation result can be reused. */
 	m->stale = train;
-	const float *in = x;
-	for (int i = 0; i < m->nlayers; i++) {
-		layer_forward(m, i, in, batch, train, rng);
-		in = m->layers[i].act;
-	}
-	return in;
+	for (int i = 0; i < m->nlayers; i++)
+		layer_forward(m, i, fl_model_layer_output(m, m->layers[i].src[0]), batch, train,
+			      rng);
+	return m->layers[m->nlayers - 1].act;
 }
 
 void fl_model_zero_grads(struct fl_model *m)
@@ -170,7 +169,7 @@ void fl_model_zero_grads(struct fl_model *m)
 }
 
 /* dW of a parameterised layer -> factor gradients. */
-static void factor_backward(struct fl_model *m, int li)
+void fl_model_factor_backward(struct fl_model *m, int li)
 {
 	struct fl_layer *L = &m->layers[li];
 	size_t wn = weight_floats(L);
@@ -221,7 +220,7 @@ static void weight_backward(struct fl_model *m, int i, float *dx, const float *d
 		dw = L->dweff;
 		memset(dw, 0, sizeof(float) * weight_floats(L));
 	}
-	const float *w = layer_weight(m, L);
+	const float *w = fl_model_layer_weight(m, L);
 	if (L->kind == FL_LAYER_LINEAR) {
 		fl_linear_backward(dx, dw, db, dy, in, w, batch * L->rows, L->in_c, L->out_c);
 	} else {
@@ -229,28 +228,41 @@ static void weight_backward(struct fl_model *m, int i, float *dx, const float *d
 		fl_conv2d_backward(dx, dw, db, m->conv_work, dy, in, w, &d);
 	}
 	if (L->param != FL_PEFT_PARAM_DENSE)
-		factor_backward(m, i);
+		fl_model_factor_backward(m, i);
 }
 
-/* dx += dL/d(input of layer i), given dy = dL/d(output of layer i). */
-static void layer_backward(struct fl_model *m, int i, float *dx, const float *dy, int batch)
+static float *src_grad(struct fl_model *m, const struct fl_layer *L, int j)
+{
+	return L->src[j] < 0 ? NULL : m->layers[L->src[j]].dact;
+}
+
+/* Adds dy to dx over n values (dx NULL: nothing). */
+static void add_into(float *dx, const float *dy, size_t n)
+{
+	if (dx)
+		for (size_t k = 0; k < n; k++)
+			dx[k] += dy[k];
+}
+
+/* The gradients of layer i's inputs (and parameters) from dy = dL/d(its
+ * output): ADDED into the dact of its source layers. */
+static void layer_backward(struct fl_model *m, int i, const float *dy, int batch)
 {
 	struct fl_layer *L = &m->layers[i];
-	const float *in = layer_output(m, i - 1);
+	const float *in = fl_model_layer_output(m, L->src[0]);
+	float *dx = src_grad(m, L, 0);
 	size_t n_in = (size_t)batch * L->in_numel;
 	switch (L->kind) {
-	case FL_LAYER_FLATTEN:
+	case FL_LAYER_FLATTEN: add_into(dx, dy, n_in); break;
 	case FL_LAYER_RESIDUAL:
-		if (dx)
-			for (size_t k = 0; k < n_in; k++)
-				dx[k] += dy[k];
+		add_into(dx, dy, n_in);
+		add_into(src_grad(m, L, 1), dy, n_in);
 		break;
 	case FL_LAYER_DROPOUT:
 		if (dx && L->dropped)
 			fl_dropout_backward(dx, dy, L->drop_mask, n_in);
-		else if (dx)
-			for (size_t k = 0; k < n_in; k++)
-				dx[k] += dy[k];
+		else
+			add_into(dx, dy, n_in);
 		break;
 	case FL_LAYER_RELU:
 		if (dx)
@@ -274,31 +286,22 @@ static void layer_backward(struct fl_model *m, int i, float *dx, const float *dy
 	}
 	case FL_LAYER_LINEAR:
 	case FL_LAYER_CONV2D: weight_backward(m, i, dx, dy, in, batch); break;
+	default: fl_model_seq_backward(m, i, dy, batch); break;
 	}
 }
 
-/* The gradient each layer's output receives: from the next layer, plus
- * from every residual that adds it. The input gradient dx of layer i is
- * layer i-1's dact; it is complete once the layers after i-1 are done. */
+/* Every output gradient (dact) starts at zero and receives what each of
+ * its consumers adds, so a layer read by several (a residual's skip,
+ * attention's q, k and v projections of one input) gets the sum; layers
+ * only read earlier outputs, so going backwards in order completes each
+ * dact before its layer runs. */
 void fl_model_backward(struct fl_model *m, const float *dlogits)
 {
 	int batch = m->batch;
 	assert(batch >= 1);
-	for (int i = m->nlayers - 1; i >= 0; i--) {
-		struct fl_layer *L = &m->layers[i];
-		const float *dy = i == m->nlayers - 1 ? dlogits : L->dact;
-		float *dx = i > 0 ? m->layers[i - 1].dact : NULL;
-		if (dx)
-			memset(dx, 0, sizeof(float) * (size_t)batch * L->in_numel);
-		layer_backward(m, i, dx, dy, batch);
-		/* residuals whose skip is layer i-1's output */
-		for (int e = i; e < m->nlayers && dx; e++) {
-			const struct fl_layer *R = &m->layers[e];
-			if (R->kind != FL_LAYER_RESIDUAL || R->res_from != i - 1)
-				continue;
-			const float *dr = e == m->nlayers - 1 ? dlogits : R->dact;
-			for (size_t k = 0; k < (size_t)batch * L->in_numel; k++)
-				dx[k] += dr[k];
-		}
-	}
+	for (int i = 0; i < m->nlayers - 1; i++)
+		memset(m->layers[i].dact, 0,
+		       sizeof(float) * (size_t)batch * m->layers[i].out_numel);
+	for (int i = m->nlayers - 1; i >= 0; i--)
+		layer_backward(m, i, i == m->nlayers - 1 ? dlogits : m->layers[i].dact, batch);
 }

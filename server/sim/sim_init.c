@@ -21,7 +21,7 @@ static int check_layers(const char *list, const char *what, const struct srv_sim
 		for (int i = 0; i < fl_model_layer_count(m) && !found; i++) {
 			struct fl_model_layer_info li;
 			fl_model_layer_info(m, i, &li);
-			found = (li.kind == FL_LAYER_LINEAR || li.kind == FL_LAYER_CONV2D) &&
+			found = fl_layer_kind_weight(li.kind) &&
 				strlen(li.name) == len && strncmp(li.name, p, len) == 0;
 		}
 		if (!found)
