@@ -93,17 +93,23 @@ static int bool_field(struct fl_desc_parser *p, const struct fl_desc_where *w, j
 
 /* ---- the ops with weights ---- */
 
-static int linear_args(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m,
-		       struct fl_desc_step *st)
+/* name, in, out and bias: what linear and conv2d share. */
+static int weight_fields(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m,
+			 struct fl_desc_step *st)
 {
-	const struct fl_desc_shape *s = &st->in_shape;
 	int err = fl_desc_name(p, w, m, st);
 	if (!err)
 		err = fl_desc_int(p, w, m, "in", 1, DESC_DIM_MAX, 0, &st->in);
 	if (!err)
 		err = fl_desc_int(p, w, m, "out", 1, DESC_DIM_MAX, 0, &st->out);
-	if (!err)
-		err = bool_field(p, w, m, "bias", &st->bias);
+	return err ? err : bool_field(p, w, m, "bias", &st->bias);
+}
+
+static int linear_args(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m,
+		       struct fl_desc_step *st)
+{
+	const struct fl_desc_shape *s = &st->in_shape;
+	int err = weight_fields(p, w, m, st);
 	if (!err)
 		err = want_ndim(p, w, s, 0, "");
 	if (!err)
@@ -121,13 +127,7 @@ static int conv_args(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *
 		     struct fl_desc_step *st)
 {
 	const struct fl_desc_shape *s = &st->in_shape;
-	int err = fl_desc_name(p, w, m, st);
-	if (!err)
-		err = fl_desc_int(p, w, m, "in", 1, DESC_DIM_MAX, 0, &st->in);
-	if (!err)
-		err = fl_desc_int(p, w, m, "out", 1, DESC_DIM_MAX, 0, &st->out);
-	if (!err)
-		err = bool_field(p, w, m, "bias", &st->bias);
+	int err = weight_fields(p, w, m, st);
 	if (!err)
 		err = fl_desc_int(p, w, m, "kernel", 1, DESC_KERNEL_MAX, 0, &st->kernel);
 	if (!err)
