@@ -149,10 +149,30 @@ static void test_vit_tiny(void)
 	fl_model_free(m);
 }
 
+/* A description may come from the network: a model too large to hold is
+ * refused before anything model-sized is allocated. */
+static void test_size_caps(void)
+{
+	static const char big[] =
+		"{\"format\": \"fedloha-model/1\", \"input\": {\"shape\": [16384]}, "
+		"\"classes\": 2, \"modules\": ["
+		"{\"op\": \"linear\", \"name\": \"a\", \"in\": 16384, \"out\": 16384},"
+		"{\"op\": \"linear\", \"name\": \"b\", \"in\": 16384, \"out\": 16384},"
+		"{\"op\": \"linear\", \"name\": \"c\", \"in\": 16384, \"out\": 2}]}";
+	struct fl_model_desc *d = NULL;
+	struct fl_model *m = NULL;
+	if (!FL_CHECK(fl_model_desc_parse(big, strlen(big), "t", &d) == FL_OK))
+		return;
+	FL_CHECK(fl_model_new_desc(d, NULL, 1, 1, &m) == FL_ERANGE && m == NULL);
+	FL_CHECK(strstr(fl_error_msg(), "parameters, more than") != NULL);
+	fl_model_desc_free(d);
+}
+
 int main(void)
 {
 	FL_RUN(test_goldens);
 	FL_RUN(test_vgg16_counts);
 	FL_RUN(test_vit_tiny);
+	FL_RUN(test_size_caps);
 	return fl_test_main_end();
 }

@@ -452,6 +452,25 @@ static int alloc_buffers(struct fl_model *m)
 	return FL_OK;
 }
 
+/* Bounds on what a description may make a process allocate (a
+ * description can come from the network): parameters, and activations
+ * per sample. */
+static int check_size(const struct fl_model *m)
+{
+	size_t acts = 0;
+	for (int i = 0; i < m->nlayers; i++)
+		acts += m->layers[i].out_numel;
+	if (m->nparams > FL_MODEL_PARAMS_MAX)
+		return fl_error_set(FL_ERANGE, "model %s: %zu parameters, more than the %u allowed",
+				    m->arch, m->nparams, FL_MODEL_PARAMS_MAX);
+	if (acts > FL_MODEL_ACTS_MAX)
+		return fl_error_set(FL_ERANGE,
+				    "model %s: %zu activations per sample, more than the %u "
+				    "allowed",
+				    m->arch, acts, FL_MODEL_ACTS_MAX);
+	return FL_OK;
+}
+
 /* The model's tables, sized for description d. */
 static int alloc_tables(struct fl_model *m, const struct fl_model_desc *d)
 {
@@ -493,8 +512,10 @@ int fl_model_new_desc(const struct fl_model_desc *d, const struct fl_peft_config
 		err = build_layers(m, d, cfg);
 	if (!err) {
 		layout_tensors(m);
-		err = alloc_buffers(m);
+		err = check_size(m);
 	}
+	if (!err)
+		err = alloc_buffers(m);
 	if (err) {
 		fl_model_free(m);
 		return err;

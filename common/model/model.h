@@ -34,6 +34,8 @@
 #include <stdint.h>
 
 #define FL_MODEL_NAME_MAX 128
+#define FL_MODEL_PARAMS_MAX (1u << 28) /* floats in one model's parameter buffer (1 GiB) */
+#define FL_MODEL_ACTS_MAX (1u << 26)   /* activation values per sample, all layers */
 #define FL_MODEL_NDIM_MAX 4
 
 enum fl_tensor_flag {
