@@ -2,8 +2,9 @@
  * the safetensors writer (U8 image, F32 image, F32 flat, I32 and I64
  * labels), the loaded samples and labels, normalisation against statistics
  * computed here in double, gather, subsets, the split checks of
- * fl_dataset_copy_norm, a partition with holdout over float data, and every
- * refusal with a message naming the tensor. */
+ * fl_dataset_copy_norm, a partition with holdout over float data, token-id
+ * folders (I32 and I64 x: exact ids, never normalised, out-of-range ids
+ * refused), and every refusal with a message naming the tensor. */
 #include "dataset.h"
 #include "errors.h"
 #include "partition.h"
@@ -364,6 +365,68 @@ static void test_errors(void)
 	}
 }
 
+/* Token ids (N, L) as I32 and I64: held exactly as floats with the tokens
+ * flag, left as they are by the statistics, gathered unchanged; a negative
+ * id and an id of 2^24 are refused with the sample named. */
+static void test_tokens(void)
+{
+	enum {
+		N = 3,
+		L = 4
+	};
+	const int64_t ids64[N * L] = {0, 1, 255, 7, 65535, 3, 2, 1, (1 << 24) - 1, 0, 9, 42};
+	int32_t ids32[N * L];
+	int64_t y[N] = {1, 0, 2};
+	for (int k = 0; k < N * L; k++)
+		ids32[k] = (int32_t)ids64[k];
+	for (int wide = 0; wide < 2; wide++) {
+		const char *dir = folder(wide ? "tok64" : "tok32");
+		struct spec xs = {wide ? FL_DTYPE_I64 : FL_DTYPE_I32,
+				  2,
+				  {N, L},
+				  wide ? (const void *)ids64 : (const void *)ids32};
+		struct spec ys = {FL_DTYPE_I64, 1, {N}, y};
+		write_st(dir, "train.safetensors", &xs, &ys);
+		struct fl_dataset *ds = NULL;
+		int err = fl_dataset_load_safetensors(dir, 1, &ds);
+		FL_CHECK_MSG(err == FL_OK, "%s", fl_error_msg());
+		if (err)
+			continue;
+		FL_CHECK(ds->tokens == 1 && ds->ndim == 1 && ds->n == N && ds->w == L);
+		FL_CHECK(ds->c == 1 && ds->h == 1 && ds->values && !ds->pixels);
+		FL_CHECK(ds->classes == 3);
+		for (int k = 0; k < N * L; k++)
+			FL_CHECK_MSG(ds->values[k] == (float)ids64[k], "id %d", k);
+		FL_CHECK(fl_dataset_compute_norm(ds) == FL_OK);
+		FL_CHECK(ds->mean[0] == 0.0f && ds->std[0] == 1.0f);
+		float x[N * L];
+		int yy[N], idx[N] = {2, 0, 1};
+		fl_dataset_gather(ds, idx, N, x, yy);
+		for (int i = 0; i < N; i++) {
+			FL_CHECK(yy[i] == (int)y[idx[i]]);
+			for (int j = 0; j < L; j++)
+				FL_CHECK(x[i * L + j] == (float)ids64[idx[i] * L + j]);
+		}
+		fl_dataset_free(ds);
+	}
+	const int64_t neg[2 * L] = {0, 1, 2, 3, 4, -1, 6, 7};
+	const int32_t big[2 * L] = {0, 1, 2, 3, 4, 5, 6, 1 << 24};
+	int64_t y2[2] = {0, 1};
+	const struct spec bad[] = {{FL_DTYPE_I64, 2, {2, L}, neg}, {FL_DTYPE_I32, 2, {2, L}, big}};
+	const char *needle[] = {"token id -1", "token id 16777216"};
+	const char *dir = folder("tokbad");
+	for (int i = 0; i < 2; i++) {
+		struct spec ys = {FL_DTYPE_I64, 1, {2}, y2};
+		write_st(dir, "train.safetensors", &bad[i], &ys);
+		struct fl_dataset *ds = NULL;
+		int err = fl_dataset_load_safetensors(dir, 1, &ds);
+		FL_CHECK_MSG(fl_test_fails_with(err, FL_ERANGE, needle[i]) &&
+				     strstr(fl_error_msg(), "sample 1"),
+			     "case %d: %s", i, fl_error_msg());
+		FL_CHECK(ds == NULL);
+	}
+}
+
 static void test_missing_and_malformed(void)
 {
 	struct fl_dataset *ds = NULL;
@@ -398,6 +461,7 @@ int main(void)
 	FL_RUN(test_f32_flat);
 	FL_RUN(test_split_mismatch);
 	FL_RUN(test_errors);
+	FL_RUN(test_tokens);
 	FL_RUN(test_missing_and_malformed);
 	return fl_test_main_end();
 }

@@ -9,9 +9,14 @@
  * The logits and the gradient of their sum with respect to every weight
  * match within 1e-4 (float32 against float64). Also: the model-zoo counts
  * of models/vgg16-gn.json (the FedPara paper's 15.25M, and 1.55M for the
- * factorised convs at gamma 0.1) and models/vit-tiny.json. */
+ * factorised convs at gamma 0.1), models/vit-tiny.json and
+ * models/text-tiny.json (the embedding under loha and lowrank, and token
+ * data checked against the vocab). */
 #include "errors.h"
+#include "dataset.h"
 #include "model.h"
+#include "model_data.h"
+#include "model_desc.h"
 #include "model_io.h"
 #include "peft_config.h"
 #include "safetensors.h"
@@ -168,11 +173,75 @@ static void test_size_caps(void)
 	fl_model_desc_free(d);
 }
 
+/* text-tiny: 87,812 parameters; loha leaves the embedding dense by
+ * default and refuses it as a target (PEFT's LoHa adapts no Embedding);
+ * lowrank factorises it. */
+static void test_text_tiny(void)
+{
+	struct fl_model *m = zoo_model("text-tiny.json", NULL);
+	if (m)
+		FL_CHECK_MSG(fl_model_param_floats(m) == 87812, "text-tiny: %zu parameters",
+			     fl_model_param_floats(m));
+	fl_model_free(m);
+	m = zoo_model("text-tiny.json", "{\"peft_type\": \"LOHA\", \"r\": 4}");
+	if (m) {
+		const struct fl_model_tensor *e = fl_model_tensor_find(m, "embed.weight");
+		FL_CHECK(e && (e->flags & FL_TENSOR_BASE));
+		FL_CHECK(fl_model_tensor_find(m, "embed.hada_w1_a") == NULL);
+		FL_CHECK(fl_model_tensor_find(m, "layers.0.attn.q_proj.hada_w1_a") != NULL);
+	}
+	fl_model_free(m);
+	m = zoo_model("text-tiny.json", "{\"peft_type\": \"LOHA\", "
+					"\"fedloha_parameterization\": \"lowrank\"}");
+	if (m)
+		FL_CHECK(fl_model_tensor_find(m, "embed.lora_A.weight") != NULL);
+	fl_model_free(m);
+
+	char path[512];
+	snprintf(path, sizeof(path), "%s/text-tiny.json", FL_MODELS_DIR);
+	static const char cfg[] = "{\"peft_type\": \"LOHA\", \"target_modules\": [\"embed\"]}";
+	struct fl_model_desc *d = NULL;
+	struct fl_peft_config *pc = NULL;
+	m = NULL;
+	int err = fl_model_desc_load(path, &d);
+	if (!err)
+		err = fl_peft_config_parse(cfg, strlen(cfg), "test", &pc);
+	FL_CHECK_MSG(err == FL_OK, "%s", fl_error_msg());
+	if (!err)
+		FL_CHECK(fl_test_fails_with(fl_model_new_desc(d, pc, 1, 1, &m), FL_EUNSUPPORTED,
+					    "layer embed: PEFT's LoHa does not adapt Embedding"));
+	FL_CHECK(m == NULL);
+	fl_peft_config_free(pc);
+
+	/* token data: ids below the vocab of 256 fit, 256 does not, features do not */
+	struct fl_dataset *ds = NULL;
+	if (d && FL_CHECK(fl_dataset_new_f32(2, 1, 1, 64, 4, &ds) == FL_OK)) {
+		ds->ndim = 1;
+		ds->tokens = 1;
+		for (int k = 0; k < 2 * 64; k++)
+			ds->values[k] = (float)(k % 256 == 0 ? 255 : k % 200);
+		ds->labels[1] = 3;
+		FL_CHECK_MSG(fl_model_desc_check_data(d, ds) == FL_OK, "%s", fl_error_msg());
+		ds->values[64 + 5] = 256;
+		FL_CHECK(
+			fl_test_fails_with(fl_model_desc_check_data(d, ds), FL_EINVAL,
+					   "sample 1 holds token id 256, outside the model's vocab "
+					   "of 256"));
+		ds->values[64 + 5] = 5;
+		ds->tokens = 0;
+		FL_CHECK(fl_test_fails_with(fl_model_desc_check_data(d, ds), FL_ESHAPE,
+					    "takes token ids but the data holds features"));
+	}
+	fl_dataset_free(ds);
+	fl_model_desc_free(d);
+}
+
 int main(void)
 {
 	FL_RUN(test_goldens);
 	FL_RUN(test_vgg16_counts);
 	FL_RUN(test_vit_tiny);
 	FL_RUN(test_size_caps);
+	FL_RUN(test_text_tiny);
 	return fl_test_main_end();
 }
