@@ -14,7 +14,7 @@ flatten (x.flatten(1)), dropout (p=0.5; training only), residual (modules:
 x + f(x)), sequential (modules), and the transformer ops: groupnorm (name,
 groups, channels, eps=1e-5; nn.GroupNorm on (C,H,W)), layernorm (name, dim,
 eps=1e-5; nn.LayerNorm(dim) over the last dimension), embedding (name, num,
-dim; nn.Embedding on the ids of a token input, num == vocab), tokens
+dim; nn.Embedding on the ids of a token input, num >= vocab), tokens
 ((C,H,W) -> (H*W,C): x.flatten(2).transpose(1,2)), position (name, tokens,
 dim; adds a learned <name>.weight (1,tokens,dim), zeros at init), attention
 (name, dim, heads; multi-head self-attention without mask through
@@ -43,8 +43,15 @@ Commands:
       I64), or the name fashion-mnist / mnist (Debian's packages). A model
       with token inputs reads a safetensors folder whose x is I32 or I64
       ids (N, L), used as they are (no normalisation).
+  logits --model FILE.json --weights model.safetensors --data DIR_OR_NAME
+         [--limit N] [--train-limit N] [--against FILE] [--tol T]
+      the logits of the same test samples as eval; with --against (the
+      file of `fedloha-client eval --dump-logits`: logits (N, classes) and
+      labels y), compares them: exit 1 unless every
+      |torch - fedloha| <= T * (1 + |fedloha|) (T 1e-4) and the labels agree.
+      Prints the sample count and the largest difference as JSON.
 
-Exit 0 on success, 1 on a failed load, 2 on bad usage or input, 77 when
+Exit 0 on success, 1 on a failed load or logits that differ, 2 on bad usage or input, 77 when
 python3-torch is missing. IDX files are read with torch_check.py's
 reader. Reads and writes safetensors with the
 `safetensors` package when present, else by hand.
@@ -337,7 +344,7 @@ class Described(nn.Module):
             return self._attach(a["name"], nn.LayerNorm(a["dim"], eps=a["eps"])), shape
         if op == "embedding":
             need(isinstance(shape, Ids), "needs a token input")
-            need(a["num"] == shape.vocab, f"num={a['num']} is not the input's vocab {shape.vocab}")
+            need(a["num"] >= shape.vocab, f"num={a['num']} rows for a vocab of {shape.vocab} ids")
             return self._attach(a["name"], nn.Embedding(a["num"], a["dim"])), (shape[0], a["dim"])
         if op == "tokens":
             need(len(shape) == 3, "needs (C,H,W)")
@@ -452,8 +459,9 @@ def cmd_check(a):
     return 0
 
 
-def cmd_eval(a):
-    net = build(a.model, a.weights)
+def test_inputs(net, a):
+    """(inputs the model takes, labels, mean, std) of the first --limit test
+    samples, normalised as fedloha does (token ids as they are)."""
     folder = DATA_NAMES.get(a.data, a.data)
     ids = net._fl_vocab is not None
     if ids:
@@ -471,28 +479,56 @@ def cmd_eval(a):
         raise ValueError(f"test inputs {tuple(x.shape[1:])} != model input {tuple(net._fl_in_shape)}")
     if ids and x.numel() and (int(x.min()) < 0 or int(x.max()) >= net._fl_vocab):
         raise ValueError(f"token ids outside [0, {net._fl_vocab})")
-    correct, loss = 0, 0.0
+    return (x if ids else normalise(x, mean, std)), y, mean, std
+
+
+def all_logits(net, x):
     with torch.no_grad():
-        for b in range(0, x.shape[0], 1000):
-            xb = x[b:b + 1000]
-            logits = net(xb if ids else normalise(xb, mean, std))
-            yb = y[b:b + 1000]
-            correct += int((logits.argmax(1) == yb).sum())
-            loss += float(F.cross_entropy(logits.double(), yb, reduction="sum"))
+        return torch.cat([net(x[b:b + 1000]) for b in range(0, x.shape[0], 1000)])
+
+
+def cmd_eval(a):
+    net = build(a.model, a.weights)
+    x, y, mean, std = test_inputs(net, a)
+    logits = all_logits(net, x)
+    correct = int((logits.argmax(1) == y).sum())
+    loss = float(F.cross_entropy(logits.double(), y, reduction="sum"))
     n = x.shape[0]
     print(json.dumps({"accuracy": correct / n, "loss": loss / n, "correct": correct,
                       "samples": n, "mean": mean.tolist(), "std": std.tolist()}))
     return 0
 
 
+def cmd_logits(a):
+    net = build(a.model, a.weights)
+    x, y, _, _ = test_inputs(net, a)
+    got = all_logits(net, x)
+    out = {"samples": x.shape[0], "classes": got.shape[1]}
+    if a.against:
+        t = st_load(a.against)
+        want, wy = t["logits"].float(), t["y"].long()
+        if want.shape != got.shape or not torch.equal(wy, y):
+            raise ValueError(f"{a.against}: logits {tuple(want.shape)} and labels do not match "
+                             f"the {x.shape[0]} test samples ({tuple(got.shape)})")
+        diff = (got - want).abs()
+        out["max_abs_diff"] = float(diff.max()) if diff.numel() else 0.0
+        out["within"] = bool((diff <= a.tol * (1 + want.abs())).all())
+    print(json.dumps(out))
+    return 0 if out.get("within", True) else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("check", "eval"):
+    for name in ("check", "eval", "logits"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True, help="model description (JSON)")
-        p.add_argument("--weights", required=name == "eval", help="model.safetensors")
-        if name == "eval":
+        p.add_argument("--weights", required=name != "check", help="model.safetensors")
+        if name == "logits":
+            p.add_argument("--against", help="fedloha-client eval --dump-logits output")
+            p.add_argument("--tol", type=float, default=1e-4,
+                           help="|torch - fedloha| <= tol * (1 + |fedloha|)")
+        if name != "check":
             p.add_argument("--data", required=True, help="data folder or fashion-mnist / mnist")
             p.add_argument("--limit", type=int, default=0, help="first N test samples")
             p.add_argument("--train-limit", type=int, default=0,
@@ -500,7 +536,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(2)
     try:
-        return cmd_check(a) if a.cmd == "check" else cmd_eval(a)
+        return {"check": cmd_check, "eval": cmd_eval, "logits": cmd_logits}[a.cmd](a)
     except RuntimeError as e:  # load_state_dict(strict=True) mismatches
         print(f"torch_model: {e}", file=sys.stderr)
         return 1

@@ -1,31 +1,38 @@
 /* cli_eval.c - `fedloha-client eval`: a saved model folder, or a model
  * description with a PyTorch state dict, evaluated on a test set
- * normalised as in training. Training is cli_train.c. */
+ * normalised as in training, optionally writing the logits of the evaluated
+ * samples (--dump-logits). Training is cli_train.c. */
 #include "blas.h"
 #include "cli_data.h"
 #include "client_cli.h"
 #include "errors.h"
 #include "model_io.h"
+#include "safetensors.h"
 #include "train.h"
 
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static void eval_usage(FILE *f)
 {
 	fprintf(f, "usage: fedloha-client eval (--in DIR | --model-file FILE --weights FILE)\n"
 		   "                           [--data NAME] [--data-path DIR] [--test-limit N]\n"
 		   "                           [--classes LIST] [--batch B] [--threads T]\n"
+		   "                           [--dump-logits FILE.safetensors]\n"
 		   "Evaluates a model folder saved by 'fedloha-client train --out DIR' (or by\n"
 		   "fedloha-server / fedloha-sim) on the test set, normalised with the training\n"
 		   "set's statistics. --model-file and --weights instead evaluate any model\n"
 		   "description with a PyTorch state dict (safetensors, strict names and shapes).\n"
-		   "--data is fashion-mnist (default), mnist, cifar10 or safetensors.\n");
+		   "--data is fashion-mnist (default), mnist, cifar10 or safetensors.\n"
+		   "--dump-logits writes the logits of the evaluated samples (F32, (N, classes))\n"
+		   "and their labels (y, I32, (N)) to a safetensors file.\n");
 }
 
 struct eval_opts {
-	const char *in, *model_file, *weights, *data, *data_path, *class_list;
+	const char *in, *model_file, *weights, *data, *data_path, *class_list, *dump_logits;
 	int test_limit, batch, threads;
 };
 
@@ -34,10 +41,10 @@ struct eval_opts {
 static int parse_eval_args(int argc, char **argv, struct eval_opts *o, uint8_t *keep)
 {
 	static const struct option longopts[] = {
-		{"in", 1, 0, 'i'},         {"data", 1, 0, 'd'},  {"data-path", 1, 0, 'D'},
-		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'}, {"threads", 1, 0, 't'},
-		{"classes", 1, 0, 'C'},    {"help", 0, 0, 'h'},  {"model-file", 1, 0, 'F'},
-		{"weights", 1, 0, 'W'},    {0, 0, 0, 0}};
+		{"in", 1, 0, 'i'},         {"data", 1, 0, 'd'},        {"data-path", 1, 0, 'D'},
+		{"test-limit", 1, 0, 'L'}, {"batch", 1, 0, 'b'},       {"threads", 1, 0, 't'},
+		{"classes", 1, 0, 'C'},    {"help", 0, 0, 'h'},        {"model-file", 1, 0, 'F'},
+		{"weights", 1, 0, 'W'},    {"dump-logits", 1, 0, 'O'}, {0, 0, 0, 0}};
 	int bad = 0, ch;
 	optind = 1;
 	opterr = 0;
@@ -46,6 +53,7 @@ static int parse_eval_args(int argc, char **argv, struct eval_opts *o, uint8_t *
 		case 'i': o->in = optarg; break;
 		case 'F': o->model_file = optarg; break;
 		case 'W': o->weights = optarg; break;
+		case 'O': o->dump_logits = optarg; break;
 		case 'd': o->data = optarg; break;
 		case 'D': o->data_path = optarg; break;
 		case 'L':
@@ -125,6 +133,40 @@ static int eval_from_weights(const struct eval_opts *o, const uint8_t *keep,
 	return err;
 }
 
+/* The logits of every sample of ds, in order, and their labels, written to
+ * path (a safetensors file: logits F32 (n, classes), y I32 (n)). */
+static int dump_logits(struct fl_model *m, const struct fl_dataset *ds, int batch, const char *path)
+{
+	int classes;
+	fl_model_input_dims(m, NULL, NULL, NULL, &classes);
+	size_t per = (size_t)ds->c * (size_t)ds->h * (size_t)ds->w;
+	float *x = malloc(sizeof(float) * per * (size_t)batch);
+	float *lg = malloc(sizeof(float) * (size_t)ds->n * (size_t)classes);
+	int *idx = malloc(sizeof(int) * (size_t)batch);
+	struct fl_st *st = NULL;
+	int err = x && lg && idx ? fl_st_new(&st) : fl_error_set(FL_ENOMEM, "--dump-logits");
+	for (int b0 = 0; !err && b0 < ds->n; b0 += batch) {
+		int bs = ds->n - b0 < batch ? ds->n - b0 : batch;
+		for (int i = 0; i < bs; i++)
+			idx[i] = b0 + i;
+		fl_dataset_gather(ds, idx, bs, x, NULL);
+		memcpy(lg + (size_t)b0 * (size_t)classes, fl_model_forward(m, x, bs, 0, NULL),
+		       sizeof(float) * (size_t)bs * (size_t)classes);
+	}
+	const int64_t ls[2] = {ds->n, classes}, ys[1] = {ds->n};
+	if (!err)
+		err = fl_st_add_f32(st, "logits", ls, 2, lg);
+	if (!err)
+		err = fl_st_add(st, "y", FL_DTYPE_I32, ys, 1, ds->labels);
+	if (!err && (err = fl_st_write(st, path)))
+		err = fl_error_set(err, "--dump-logits %s: %s", path, fl_error_msg());
+	fl_st_free(st);
+	free(idx);
+	free(lg);
+	free(x);
+	return err;
+}
+
 int cli_eval_main(int argc, char **argv)
 {
 	struct eval_opts o = {.batch = 256, .threads = 2};
@@ -157,6 +199,8 @@ int cli_eval_main(int argc, char **argv)
 		err = fl_trainer_new(m, &oc, o.batch, &tr);
 	if (!err)
 		err = fl_trainer_evaluate(tr, test, NULL, test->n, &ev);
+	if (!err && o.dump_logits)
+		err = dump_logits(m, test, o.batch, o.dump_logits);
 	rc = 1;
 	if (err) {
 		fprintf(stderr, "fedloha-client: %s\n", fl_error_msg());
