@@ -36,14 +36,16 @@ torch_acc() {
 # close A B: |A - B| <= 0.1
 close() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; exit !(d <= 0.1 && d >= -0.1) }'; }
 
-TRAIN=(train --model-file "$MODEL" --epochs 1 --limit 3000 --test-limit 1000 --lr 0.05 --seed 5)
+N=1500 # training samples
+NT=500 # test samples
+TRAIN=(train --model-file "$MODEL" --epochs 1 --limit $N --test-limit $NT --lr 0.05 --seed 5)
 
 # 1. IDX and the same samples as a safetensors folder.
 expect 0 "$BIN/fedloha-client" "${TRAIN[@]}" --data-path "$DATA" --out "$TMP/idx"
 cp "$TMP/out" "$TMP/idx.log"
 A_IDX=$(acc "$TMP/idx.log")
 [ -n "$A_IDX" ] || fail "train on IDX printed no accuracy"
-PYTHONDONTWRITEBYTECODE=1 "$PY" "$HERE/idx_to_st.py" "$DATA" "$TMP/st" 3000 1000 u8 >/dev/null ||
+PYTHONDONTWRITEBYTECODE=1 "$PY" "$HERE/idx_to_st.py" "$DATA" "$TMP/st" $N $NT u8 >/dev/null ||
 	fail "idx_to_st.py"
 expect 0 "$BIN/fedloha-client" "${TRAIN[@]}" --data safetensors --data-path "$TMP/st" \
 	--out "$TMP/stout"
@@ -52,20 +54,20 @@ cmp -s "$TMP/idx/model.safetensors" "$TMP/stout/model.safetensors" ||
 	fail "safetensors folder trains another model than the IDX files"
 
 # 2. The export in fedloha-client eval and in PyTorch.
-expect 0 "$BIN/fedloha-client" eval --in "$TMP/idx" --data-path "$DATA" --test-limit 1000
+expect 0 "$BIN/fedloha-client" eval --in "$TMP/idx" --data-path "$DATA" --test-limit $NT
 [ "$(acc "$TMP/out")" = "$A_IDX" ] || fail "eval --in: $(acc "$TMP/out")% != $A_IDX%"
 expect 0 "$BIN/fedloha-client" eval --model-file "$MODEL" --weights "$TMP/idx/model.safetensors" \
-	--data-path "$DATA" --test-limit 1000
+	--data-path "$DATA" --test-limit $NT
 [ -n "$(acc "$TMP/out")" ] || fail "eval --model-file --weights printed no accuracy"
 if [ $TORCH = 1 ]; then
-	T=$(torch_acc "$TMP/idx" 1000 3000)
+	T=$(torch_acc "$TMP/idx" $NT $N)
 	close "$T" "$A_IDX" || fail "PyTorch evaluates the export at $T%, fedloha at $A_IDX%"
 	echo "train: fedloha $A_IDX%, PyTorch $T%"
 fi
 
 # 3. Federated in the simulator.
 expect 0 "$BIN/fedloha-sim" --model-file "$MODEL" --compare dense,fedpara,lowrank --rounds 2 \
-	--clients 4 --fraction 1 --limit 2000 --test-limit 500 --data-path "$DATA" --out "$TMP/sim"
+	--clients 4 --fraction 1 --limit 1000 --test-limit 300 --data-path "$DATA" --out "$TMP/sim"
 for p in dense fedpara lowrank; do
 	[ "$(wc -l <"$TMP/sim/$p.csv")" -eq 3 ] || fail "sim $p: expected 2 rounds in $p.csv"
 done

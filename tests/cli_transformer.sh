@@ -8,7 +8,9 @@
 #      load_state_dict(strict=True) (tests/torch_model.py check) and gives the
 #      logits fedloha-client eval --dump-logits wrote, within 1e-4
 #      (tests/torch_model.py logits --against);
-#   4. a loha config targeting text-tiny's embedding is refused in one line.
+#   4. a loha config targeting text-tiny's embedding is refused in one line;
+#   5. a test split holding an id outside the vocab is refused by train and
+#      eval.
 # Exits 77 without Fashion-MNIST. Without python3-torch the PyTorch checks
 # are skipped (said so), and so is text-tiny, whose data is written by
 # gen_text_data.py (PyTorch).
@@ -84,6 +86,22 @@ if [ $TORCH = 1 ]; then
 	contains "$TMP/err" "layer embed: PEFT's LoHa does not adapt Embedding layers"
 	[ "$(wc -l <"$TMP/err")" -eq 1 ] || fail "refusal is not one line: $(cat "$TMP/err")"
 	cat "$TMP/err"
+
+	# 5. a test split holding an id outside the vocab (300 >= 256): refused
+	# by train and eval before any forward pass.
+	mkdir -p "$TMP/oov"
+	cp "$DDIR/train.safetensors" "$TMP/oov/"
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$HERE" "$PY" -c '
+import sys
+from torch_model import st_load, st_save
+t = st_load(sys.argv[1])
+t["x"][3, 5] = 300
+st_save(sys.argv[2], t)' "$DDIR/test.safetensors" "$TMP/oov/test.safetensors" || fail "oov data"
+	OOV=(--data safetensors --data-path "$TMP/oov")
+	expect 1 "$BIN/fedloha-client" train --model-file "$TEXT" --epochs 0 --limit 50 "${OOV[@]}"
+	contains "$TMP/err" "test split: sample 3 holds token id 300, outside the model's vocab of 256"
+	expect 1 "$BIN/fedloha-client" eval --in "$TMP/text-dense" "${OOV[@]}"
+	contains "$TMP/err" "sample 3 holds token id 300"
 fi
 
 [ $fails -eq 0 ] || {

@@ -6,6 +6,7 @@
 #include "cli_data.h"
 #include "client_cli.h"
 #include "errors.h"
+#include "model_data.h"
 #include "model_io.h"
 #include "safetensors.h"
 #include "train.h"
@@ -105,7 +106,7 @@ static int load_test_saved_norm(const struct eval_opts *o, const uint8_t *keep, 
 	return err;
 }
 
-/* The model's input and classes cover the test samples. */
+/* The model's input, classes and vocabulary cover the test samples. */
 static int check_fits(const char *in, const struct fl_model *m, const struct fl_dataset *test)
 {
 	int c, h, w, classes;
@@ -115,6 +116,8 @@ static int check_fits(const char *in, const struct fl_model *m, const struct fl_
 				    "%s: model input %dx%dx%d (%d classes) does not fit "
 				    "the data (%dx%dx%d, %d classes)",
 				    in, c, h, w, classes, test->c, test->h, test->w, test->classes);
+	if (fl_model_description(m) && fl_model_check_data(m, test)) /* token ids vs the vocab */
+		return fl_error_set(FL_EINVAL, "%s: %s", in, fl_error_msg());
 	return FL_OK;
 }
 

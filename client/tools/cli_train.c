@@ -8,6 +8,7 @@
 #include "blas.h"
 #include "dataset.h"
 #include "errors.h"
+#include "model_data.h"
 #include "model_io.h"
 #include "optim.h"
 #include "peft_config.h"
@@ -333,6 +334,8 @@ static int train_setup(const struct train_opts *o, const uint8_t *keep, struct t
 	if (!err)
 		err = fl_model_new_for_data(o->model, o->model_file, r->train, r->cfg, o->seed,
 					    o->batch, &r->m);
+	if (!err && (err = fl_model_check_data(r->m, r->test)))
+		err = fl_error_set(err, "test split: %s", fl_error_msg());
 	if (!err && o->init && (err = fl_model_load_init(r->m, o->init)))
 		err = fl_error_set(err, "--init %s", fl_error_msg());
 	if (!err && o->base)

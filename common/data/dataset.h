@@ -76,11 +76,12 @@ int fl_dataset_load_cifar10(const char *dir_or_file, int train, struct fl_datase
 
 /* A safetensors data folder: dir/train.safetensors (train) or
  * dir/test.safetensors, holding x (N, C, H, W) or (N, F) as U8 (scaled by
- * 1/255, uint8 storage) or F32 (float storage, finite), and y (N,) as I32 or
- * I64 labels in [0, FL_DATASET_CLASSES_MAX); classes = max label + 1, at
- * least 2. Every malformed input is refused with one line naming the file
- * and the tensor (FL_ENOTFOUND, FL_EFORMAT, FL_ESHAPE, FL_ERANGE,
- * FL_ENONFINITE, FL_EUNSUPPORTED for token-id inputs). */
+ * 1/255, uint8 storage) or F32 (float storage, finite), or token ids x
+ * (N, L) as I32 or I64 in [0, FL_DATASET_TOKEN_MAX) (held exactly in float
+ * storage, tokens set, never normalised), and y (N,) as I32 or I64 labels
+ * in [0, FL_DATASET_CLASSES_MAX); classes = max label + 1, at least 2.
+ * Every malformed input is refused with one line naming the file and the
+ * tensor (FL_ENOTFOUND, FL_EFORMAT, FL_ESHAPE, FL_ERANGE, FL_ENONFINITE). */
 int fl_dataset_load_safetensors(const char *dir, int train, struct fl_dataset **out);
 
 /* Loads a named data set: "fashion-mnist" (path NULL = FL_DATASET_DEFAULT_DIR,

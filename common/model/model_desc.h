@@ -82,8 +82,8 @@ struct fl_model_desc {
 
 /* Parses description text (len bytes, not necessarily NUL-terminated);
  * origin names it in messages (a path, "Welcome"). FL_EFORMAT for bad
- * JSON, FL_EINVAL for a bad field or shape, FL_EUNSUPPORTED for ops of the
- * format that fedloha does not build yet. */
+ * JSON, FL_ERANGE for text over 4 MiB, FL_EINVAL for a bad field or
+ * shape. */
 int fl_model_desc_parse(const char *text, size_t len, const char *origin,
 			struct fl_model_desc **out);
 /* Reads and parses a description file. */
