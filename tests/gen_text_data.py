@@ -18,7 +18,7 @@ Writes DIR/train.safetensors and DIR/test.safetensors, each with x I64
 (--seed, 1): the same arguments give the same files.
 
 Usage: gen_text_data.py DIR [--train N] [--test N] [--seed S]
-Exit 77 without python3-torch.
+Needs only the Python standard library.
 """
 import argparse
 import os
@@ -26,7 +26,9 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_model import st_save, torch  # noqa: E402  (exits 77 without torch)
+from array import array  # noqa: E402
+
+from idx_to_st import write_stdlib  # noqa: E402
 
 LENGTH = 64
 VOCABS = [
@@ -51,9 +53,10 @@ def sample(rng, cls):
 
 
 def split(rng, n):
-    x = torch.tensor([sample(rng, i % len(VOCABS)) for i in range(n)], dtype=torch.int64)
-    y = torch.tensor([i % len(VOCABS) for i in range(n)], dtype=torch.int64)
-    return {"x": x.reshape(n, LENGTH), "y": y}
+    """{name: (dtype, shape, bytes)}: x I64 (n, LENGTH), y I64 (n)."""
+    x = array("q", [v for i in range(n) for v in sample(rng, i % len(VOCABS))])
+    y = array("q", [i % len(VOCABS) for i in range(n)])
+    return {"x": ("I64", (n, LENGTH), x.tobytes()), "y": ("I64", (n,), y.tobytes())}
 
 
 def main():
@@ -67,8 +70,8 @@ def main():
     assert len(words) == len(set(words)) and not set(words) & set(FILLER)
     rng = random.Random(a.seed)
     os.makedirs(a.dir, exist_ok=True)
-    st_save(os.path.join(a.dir, "train.safetensors"), split(rng, a.train))
-    st_save(os.path.join(a.dir, "test.safetensors"), split(rng, a.test))
+    write_stdlib(os.path.join(a.dir, "train.safetensors"), split(rng, a.train))
+    write_stdlib(os.path.join(a.dir, "test.safetensors"), split(rng, a.test))
     print(f"{a.dir}: train {a.train}, test {a.test} samples of {LENGTH} byte ids, "
           f"{len(VOCABS)} classes")
     return 0
