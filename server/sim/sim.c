@@ -64,7 +64,9 @@ int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_pef
 		bad = bad || json_object_set_new(o, "fedloha_gamma", json_real(cfg->gamma));
 	if (!bad && cfg->param == FL_PEFT_PARAM_LOHA && cfg->modules_to_save)
 		bad = add_list(o, "modules_to_save", cfg->modules_to_save);
-	if (!bad && cfg->targets)
+	if (!bad && cfg->targets && sim_targets_all_linear(cfg->targets))
+		bad = json_object_set_new(o, "target_modules", json_string("all-linear"));
+	else if (!bad && cfg->targets)
 		bad = add_list(o, "target_modules", cfg->targets);
 	if (bad == FL_EINVAL) {
 		json_decref(o);

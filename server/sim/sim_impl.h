@@ -160,8 +160,12 @@ int sim_model_new(const struct srv_sim_config *cfg, const struct fl_dataset *d,
 		  struct fl_model **out);
 
 /* sim_init.c */
+/* 1 when the --target-modules value is "all-linear" (any case): every
+ * linear layer but the output layer, as PEFT's string form. */
+int sim_targets_all_linear(const char *targets);
 /* Every name of cfg->modules_to_save (loha) and of cfg->targets (not
- * dense) is a weight layer of m. */
+ * dense, not all-linear) is a weight layer of m, in full or as its last
+ * dotted components (PEFT's suffix rule). */
 int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m);
 /* The initial global model from cfg->init_path (fl_model_load_init, strict:
  * every key and shape must match), then cfg->base_path's frozen base when

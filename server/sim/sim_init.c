@@ -10,8 +10,20 @@
 #include "model_io.h"
 
 #include <string.h>
+#include <strings.h>
 
-/* Every item of the comma-separated list names a weight layer of m. */
+/* 1 when the layer name is the item or ends with "." + item (PEFT's
+ * matching of target_modules and modules_to_save list entries). */
+static int name_matches(const char *name, const char *item, size_t len)
+{
+	size_t n = strlen(name);
+	if (n < len || strncmp(name + n - len, item, len) != 0)
+		return 0;
+	return n == len || name[n - len - 1] == '.';
+}
+
+/* Every item of the comma-separated list names a weight layer of m, in
+ * full or as its last dotted components. */
 static int check_layers(const char *list, const char *what, const struct srv_sim_config *cfg,
 			const struct fl_model *m)
 {
@@ -21,8 +33,7 @@ static int check_layers(const char *list, const char *what, const struct srv_sim
 		for (int i = 0; i < fl_model_layer_count(m) && !found; i++) {
 			struct fl_model_layer_info li;
 			fl_model_layer_info(m, i, &li);
-			found = fl_layer_kind_weight(li.kind) &&
-				strlen(li.name) == len && strncmp(li.name, p, len) == 0;
+			found = fl_layer_kind_weight(li.kind) && name_matches(li.name, p, len);
 		}
 		if (!found)
 			return fl_error_set(FL_EINVAL, "sim: %s: model %s has no layer '%.*s'",
@@ -33,12 +44,18 @@ static int check_layers(const char *list, const char *what, const struct srv_sim
 	return FL_OK;
 }
 
+int sim_targets_all_linear(const char *targets)
+{
+	return strcasecmp(targets, "all-linear") == 0;
+}
+
 int sim_check_modules_to_save(const struct srv_sim_config *cfg, const struct fl_model *m)
 {
 	int err = FL_OK;
 	if (cfg->param == FL_PEFT_PARAM_LOHA && cfg->modules_to_save)
 		err = check_layers(cfg->modules_to_save, "modules_to_save", cfg, m);
-	if (!err && cfg->targets && cfg->param != FL_PEFT_PARAM_DENSE)
+	if (!err && cfg->targets && cfg->param != FL_PEFT_PARAM_DENSE &&
+	    !sim_targets_all_linear(cfg->targets))
 		err = check_layers(cfg->targets, "target_modules", cfg, m);
 	return err;
 }
