@@ -7,7 +7,8 @@
 #   2. fedloha-sim fine-tunes it on all ten classes, Dirichlet 0.5 over 20
 #      clients: full fine-tuning (dense) and LoHa r 8 alpha 8 on
 #      q_proj,v_proj + head (modules_to_save) on identical partitions
-#      (--compare), then LoHa on all-linear + head with the same seed
+#      (--compare), then LoHa on all-linear + head and the head alone
+#      (an empty target list) with the same seed
 #   3. each final LoHa adapter is merged into its base with fedloha-adapter
 #      and the merged weights are evaluated in fedloha-client eval and in
 #      PyTorch (tests/torch_model.py, when python3-torch is installed)
@@ -16,7 +17,7 @@
 # Usage: deploy/experiment-loha-vit.sh [OUT]   (default /tmp/fedloha-loha-vit)
 # Environment: FL_BIN (default build/bin), FL_DATA (default Debian's
 # Fashion-MNIST), ROUNDS (30), TARGET (75), LIMIT (20000), TEST_LIMIT (2000).
-# About 17 minutes on a loaded 2-core machine (21 with the pretraining).
+# About 22 minutes on a loaded 2-core machine (26 with the pretraining).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -63,6 +64,10 @@ echo "== 2b. LoHa r 8 on all-linear + head (same seed: same partition and client
 run "$BIN/fedloha-sim" "${FED[@]}" --param loha --rank 8 --target-modules all-linear \
 	--modules-to-save head --out "$OUT/all" >"$OUT/all.log"
 cat "$OUT/all/table.txt"
+echo "== 2c. baseline: the head alone (an empty target list; same seed)"
+run "$BIN/fedloha-sim" "${FED[@]}" --param loha --rank 8 --target-modules '' \
+	--modules-to-save head --out "$OUT/head" >"$OUT/head.log"
+cat "$OUT/head/table.txt"
 
 # 3. Merge each final adapter and evaluate the merged weights twice.
 echo "== 3. merged adapters: fedloha-client eval and PyTorch on the first $TEST_LIMIT test images"
@@ -87,7 +92,7 @@ done
 
 # 4. The summary table from the per-round CSVs.
 echo "== 4. summary (target $TARGET%, MB = 10^6 frame bytes up + down)"
-"$PY" - "$TARGET" "$OUT/qv/dense" "$OUT/qv/loha" "$OUT/all/loha" <<'EOF'
+"$PY" - "$TARGET" "$OUT/qv/dense" "$OUT/qv/loha" "$OUT/all/loha" "$OUT/head/loha" <<'EOF'
 import csv, json, sys
 target = float(sys.argv[1]) / 100
 rows = []
@@ -97,6 +102,8 @@ for base in sys.argv[2:]:
     with open(base + ".json") as f:
         j = json.load(f)
     name = {"dense": "dense (full FT)"}.get(j["label"], "loha " + j["config"].get("target_modules", ""))
+    if j["transmitted_floats"] == 650:
+        name = "head only"
     mb = [float(x["cum_mb"]) for x in r]
     hit = next((i for i, x in enumerate(r) if float(x["accuracy"]) >= target), None)
     rows.append((name, j["transmitted_floats"], mb[-1] / len(mb), hit, None if hit is None else mb[hit],
