@@ -11,7 +11,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$here/data/layers"
-/usr/bin/python3 - "$here/data/layers/extra.safetensors" <<'PY'
+/usr/bin/python3 - "$here/data/layers/extra.safetensors" "$here" <<'PY'
 import json, struct, sys
 import numpy as np
 import torch
@@ -34,15 +34,8 @@ gx = np.concatenate([np.linspace(-6, 6, 41), rng.normal(0, 2, size=16),
                      [-30, -12, -9, 0, 9, 12, 30]])
 case("gelu", gx, F.gelu)
 
-header, blobs, off = {}, [], 0
-for k in sorted(out):
-    b = out[k].numpy().astype("<f4").tobytes()
-    header[k] = {"dtype": "F32", "shape": list(out[k].shape), "data_offsets": [off, off + len(b)]}
-    blobs.append(b)
-    off += len(b)
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * (-len(h) % 8)
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-print(f"{sys.argv[1]}: {len(out)} tensors, {off} bytes of data")
+sys.path.insert(0, sys.argv[2])
+from torch_model import st_save  # noqa: E402
+st_save(sys.argv[1], {k: v.float() for k, v in out.items()})
+print(f"{sys.argv[1]}: {len(out)} tensors")
 PY

@@ -22,7 +22,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$here/data/layers"
-/usr/bin/python3 - "$here/data/layers/seq.safetensors" <<'PY'
+/usr/bin/python3 - "$here/data/layers/seq.safetensors" "$here" <<'PY'
 import json, struct, sys
 import numpy as np
 import torch
@@ -87,15 +87,8 @@ for h in (1, 4):
 x = t((3, 7, 5))
 run("mean", {"x": x}, lambda: x.mean(1))
 
-header, blobs, off = {}, [], 0
-for k in sorted(out):
-    b = out[k].contiguous().numpy().astype("<f4").tobytes()
-    header[k] = {"dtype": "F32", "shape": list(out[k].shape), "data_offsets": [off, off + len(b)]}
-    blobs.append(b)
-    off += len(b)
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * (-len(h) % 8)
-with open(sys.argv[1], "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-print(f"{sys.argv[1]}: {len(out)} tensors, {off} bytes of data")
+sys.path.insert(0, sys.argv[2])
+from torch_model import st_save  # noqa: E402
+st_save(sys.argv[1], {k: v.float() for k, v in out.items()})
+print(f"{sys.argv[1]}: {len(out)} tensors")
 PY

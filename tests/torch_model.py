@@ -120,19 +120,14 @@ def st_save(path, tensors):
         return
     except ImportError:
         pass
+    from idx_to_st import write_stdlib
     names = {v: k for k, v in ST_DTYPES.items()}
-    header, blobs, off = {}, [], 0
-    for k in sorted(tensors):
-        t = tensors[k].contiguous()
-        raw = t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes()
-        header[k] = {"dtype": names[t.dtype], "shape": list(t.shape),
-                     "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    raw = {}
+    for k, t in tensors.items():
+        t = t.contiguous()
+        b = t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes()
+        raw[k] = (names[t.dtype], tuple(t.shape), b)
+    write_stdlib(path, raw)
 
 
 # ---- the model ----
