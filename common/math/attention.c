@@ -4,11 +4,13 @@
  * D) of q, k, v and o handed to fl_blas_sgemm; nothing is copied out.
  * Backward recomputes the probabilities with forward's own code, so the
  * scratch is the caller's work buffer of fl_attention_work_floats(T) floats.
+ * Softmax exponentials run 4 lanes wide (vmath.h).
  * The naive twins are in layers_seq_ref.c; shapes in layers.h.
  */
 #include "layers.h"
 
 #include "blas.h"
+#include "vmath.h"
 
 #include <assert.h>
 #include <math.h>
@@ -19,17 +21,20 @@ size_t fl_attention_work_floats(int tokens)
 	return 2 * (size_t)tokens * (size_t)tokens;
 }
 
-/* Softmax of the n floats at r in place: max subtraction, double sum. */
+/* Softmax of the n floats at r in place: max subtraction, exp 4 lanes at a
+ * time (vmath.h), double sum. */
 static void softmax_row(float *r, int n)
 {
 	float mx = r[0];
 	for (int j = 1; j < n; j++)
 		mx = r[j] > mx ? r[j] : mx;
-	double s = 0.0;
-	for (int j = 0; j < n; j++) {
-		r[j] = expf(r[j] - mx);
-		s += r[j];
+	for (int j = 0; j < n; j += 4) {
+		size_t w = n - j < 4 ? (size_t)(n - j) : 4;
+		v4_store(r + j, v4_exp_nonpositive(v4_load(r + j, w) - mx), w);
 	}
+	double s = 0.0;
+	for (int j = 0; j < n; j++)
+		s += r[j];
 	float inv = (float)(1.0 / s);
 	for (int j = 0; j < n; j++)
 		r[j] *= inv;

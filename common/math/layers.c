@@ -8,11 +8,11 @@
 #include "blas.h"
 #include "errors.h"
 #include "rng.h"
+#include "vmath.h"
 
 #include <assert.h>
 #include <limits.h>
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
 
 /* ---- Linear -------------------------------------------------------------- */
@@ -292,77 +292,8 @@ void fl_avgpool2d_backward_ref(float *dx, const float *dy, const struct fl_pool2
 #define INV_SQRT_2PI 0.39894228040143268f /* 1 / sqrt(2 pi) */
 
 /* x (n) -> y (n) = 0.5 x (1 + erf(x / sqrt 2)); y may equal x */
-/* GELU through a vectorisable erf: a rational function of x (Eigen's
- * float erf: odd degree-13 numerator, even degree-8 denominator, within
- * 4e-7 of erf), clamped to [-4, 4] where erf is +-1 in float; and, for the
- * backward, exp(a) for a <= 0 as Cephes' expf (a = n ln 2 + r, a degree-6
- * polynomial in r, 2^n from the exponent bits; 0 below -87). Written on
- * GCC/Clang vector extensions, 4 floats at a time, since compilers do not
- * vectorise erff / expf; the tail runs the same arithmetic one lane wide. */
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
-
-static inline v4f v4_select(v4i m, v4f a, v4f b)
-{
-	return (v4f)((m & (v4i)a) | (~m & (v4i)b));
-}
-
-static inline v4f v4_erf(v4f a)
-{
-	const v4f hi = {4.0f, 4.0f, 4.0f, 4.0f};
-	v4f x = v4_select(a > hi, hi, v4_select(a < -hi, -hi, a));
-	v4f x2 = x * x;
-	v4f p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
-	p = x2 * p + -2.10102402082508e-06f;
-	p = x2 * p + -5.69250639462346e-05f;
-	p = x2 * p + -7.34990630326855e-04f;
-	p = x2 * p + -2.95459980854025e-03f;
-	p = x2 * p + -1.60960333262415e-02f;
-	v4f q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
-	q = x2 * q + -1.68282697438203e-03f;
-	q = x2 * q + -7.37332916720468e-03f;
-	q = x2 * q + -1.42647390514189e-02f;
-	return x * p / q;
-}
-
-static inline v4f v4_exp_nonpositive(v4f a)
-{
-	const v4f lo = {-87.0f, -87.0f, -87.0f, -87.0f}, zero = {0};
-	v4f x = v4_select(a < lo, lo, a);
-	/* round to nearest: truncation of the negative x log2 e - 1/2 */
-	v4i n = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, v4i);
-	v4f fn = __builtin_convertvector(n, v4f);
-	x = x - fn * 0.693359375f + fn * 2.12194440e-4f;
-	v4f z = x * x;
-	v4f y = 1.9875691500e-4f * x + 1.3981999507e-3f;
-	y = y * x + 8.3334519073e-3f;
-	y = y * x + 4.1665795894e-2f;
-	y = y * x + 1.6666665459e-1f;
-	y = y * x + 5.0000001201e-1f;
-	y = y * z + x + 1.0f;
-	v4f e = (v4f)((n + 127) * (1 << 23));
-	return v4_select(a < lo, zero, y * e);
-}
-
-/* The first n <= 4 floats of p (the rest 0); n == 4 is one unaligned load. */
-static inline v4f v4_load(const float *p, size_t n)
-{
-	v4f v = {0};
-	if (n == 4)
-		memcpy(&v, p, sizeof(v));
-	else
-		memcpy(&v, p, sizeof(float) * n);
-	return v;
-}
-
-static inline void v4_store(float *p, v4f v, size_t n)
-{
-	if (n == 4)
-		memcpy(p, &v, sizeof(v));
-	else
-		memcpy(p, &v, sizeof(float) * n);
-}
-
+/* GELU through vmath.h's vectorised erf and exp, 4 floats at a time:
+ * compilers do not vectorise erff / expf. */
 static inline v4f gelu4(v4f x)
 {
 	return 0.5f * x * (1.0f + v4_erf(x * SQRT1_2));
