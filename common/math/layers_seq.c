@@ -1,10 +1,13 @@
 /* layers_seq.c - LayerNorm, GroupNorm, Embedding, tokens, position and mean
  * over tokens kernels (shapes and conventions in layers.h). Normalisation
  * statistics are accumulated in double, one pass for the statistics and one
- * for the output. Attention lives in attention.c, the naive twins in
+ * for the output; LayerNorm backward sums in float, 4 lanes wide
+ * (vmath.h). Attention lives in attention.c, the naive twins in
  * layers_seq_ref.c; nothing here allocates, logs or reads globals.
  */
 #include "layers.h"
+
+#include "vmath.h"
 
 #include <assert.h>
 #include <math.h>
@@ -47,31 +50,52 @@ void fl_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
 	}
 }
 
-/* dy, x (rows, dim), mean, rstd (rows), w (dim) -> dx +=, dw +=, db += */
+static inline float v4_sum(v4f v)
+{
+	return (v[0] + v[1]) + (v[2] + v[3]);
+}
+
+/* One row's sums of g = dy * w and of g * xhat (4 float lanes each), with
+ * dw += dy * xhat and db += dy on the way; xhat = (x - m) rs. */
+static void layernorm_row_sums(float *sg, float *sgx, float *dw, float *db, const float *gr,
+			       const float *xr, const float *w, float m, float rs, int dim)
+{
+	v4f asg = {0}, asgx = {0};
+	for (int i = 0; i < dim; i += 4) {
+		size_t k = dim - i < 4 ? (size_t)(dim - i) : 4;
+		v4f g4 = v4_load(gr + i, k), xh = (v4_load(xr + i, k) - m) * rs;
+		v4f g = g4 * v4_load(w + i, k);
+		asg += g;
+		asgx += g * xh;
+		if (dw)
+			v4_store(dw + i, v4_load(dw + i, k) + g4 * xh, k);
+		if (db)
+			v4_store(db + i, v4_load(db + i, k) + g4, k);
+	}
+	*sg = v4_sum(asg);
+	*sgx = v4_sum(asgx);
+}
+
+/* dy, x (rows, dim), mean, rstd (rows), w (dim) -> dx +=, dw +=, db +=.
+ * The row sums are float, 4 lanes wide (the forward statistics are the
+ * exact double ones). */
 void fl_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
 			   const float *mean, const float *rstd, const float *w, int rows, int dim)
 {
 	assert(rows >= 0 && dim >= 1);
 	for (int r = 0; r < rows; r++) {
 		const float *xr = x + (size_t)r * dim, *gr = dy + (size_t)r * dim;
-		float m = mean[r], rs = rstd[r];
-		double sg = 0.0, sgx = 0.0;
-		for (int i = 0; i < dim; i++) {
-			float xh = (xr[i] - m) * rs, g = gr[i] * w[i];
-			sg += g;
-			sgx += (double)g * xh;
-			if (dw)
-				dw[i] += gr[i] * xh;
-			if (db)
-				db[i] += gr[i];
-		}
+		float m = mean[r], rs = rstd[r], sg, sgx;
+		layernorm_row_sums(&sg, &sgx, dw, db, gr, xr, w, m, rs, dim);
 		if (!dx)
 			continue;
 		float *dr = dx + (size_t)r * dim;
-		float a = (float)(sg / dim), c = (float)(sgx / dim);
-		for (int i = 0; i < dim; i++) {
-			float xh = (xr[i] - m) * rs;
-			dr[i] += rs * (gr[i] * w[i] - a - xh * c);
+		float a = sg / (float)dim, c = sgx / (float)dim;
+		for (int i = 0; i < dim; i += 4) {
+			size_t k = dim - i < 4 ? (size_t)(dim - i) : 4;
+			v4f xh = (v4_load(xr + i, k) - m) * rs;
+			v4f d = rs * (v4_load(gr + i, k) * v4_load(w + i, k) - a - xh * c);
+			v4_store(dr + i, v4_load(dr + i, k) + d, k);
 		}
 	}
 }
