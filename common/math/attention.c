@@ -21,21 +21,37 @@ size_t fl_attention_work_floats(int tokens)
 	return 2 * (size_t)tokens * (size_t)tokens;
 }
 
-/* Softmax of the n floats at r in place: max subtraction, exp 4 lanes at a
- * time (vmath.h), double sum. */
+/* Softmax of the n floats at r in place: max subtraction, the max, the
+ * exponentials (vmath.h) and their float sum 4 lanes at a time. */
 static void softmax_row(float *r, int n)
 {
+	int n4 = n & ~3;
 	float mx = r[0];
-	for (int j = 1; j < n; j++)
-		mx = r[j] > mx ? r[j] : mx;
-	for (int j = 0; j < n; j += 4) {
-		size_t w = n - j < 4 ? (size_t)(n - j) : 4;
-		v4_store(r + j, v4_exp_nonpositive(v4_load(r + j, w) - mx), w);
+	if (n4) {
+		v4f m4 = v4_load(r, 4);
+		for (int j = 4; j < n4; j += 4) {
+			v4f v = v4_load(r + j, 4);
+			m4 = v4_select(v > m4, v, m4);
+		}
+		for (int l = 0; l < 4; l++)
+			mx = m4[l] > mx ? m4[l] : mx;
 	}
-	double s = 0.0;
-	for (int j = 0; j < n; j++)
-		s += r[j];
-	float inv = (float)(1.0 / s);
+	for (int j = n4; j < n; j++)
+		mx = r[j] > mx ? r[j] : mx;
+	v4f s4 = {0};
+	for (int j = 0; j < n4; j += 4) {
+		v4f e = v4_exp_nonpositive(v4_load(r + j, 4) - mx);
+		v4_store(r + j, e, 4);
+		s4 += e;
+	}
+	float s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+	if (n4 < n) {
+		v4f e = v4_exp_nonpositive(v4_load(r + n4, (size_t)(n - n4)) - mx);
+		v4_store(r + n4, e, (size_t)(n - n4));
+		for (int l = 0; l < n - n4; l++)
+			s += e[l];
+	}
+	float inv = 1.0f / s;
 	for (int j = 0; j < n; j++)
 		r[j] *= inv;
 }

@@ -55,7 +55,7 @@ static inline v4f v4_exp_nonpositive(v4f a)
 	y = y * x + 1.6666665459e-1f;
 	y = y * x + 5.0000001201e-1f;
 	y = y * z + x + 1.0f;
-	v4f e = (v4f)((n + 127) * (1 << 23));
+	v4f e = (v4f)((n + 127) << 23);
 	return v4_select(a < lo, zero, y * e);
 }
 
