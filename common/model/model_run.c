@@ -290,18 +290,42 @@ static void layer_backward(struct fl_model *m, int i, const float *dy, int batch
 	}
 }
 
+/* Whether a layer after `after` reads layer s's output. */
+static int read_after(const struct fl_model *m, int s, int after)
+{
+	for (int k = after + 1; k < m->nlayers; k++)
+		for (int j = 0; j < m->layers[k].nsrc; j++)
+			if (m->layers[k].src[j] == s)
+				return 1;
+	return 0;
+}
+
+static void zero_dact(struct fl_model *m, int s)
+{
+	memset(m->layers[s].dact, 0, sizeof(float) * (size_t)m->batch * m->layers[s].out_numel);
+}
+
 /* Every output gradient (dact) starts at zero and receives what each of
  * its consumers adds, so a layer read by several (a residual's skip,
  * attention's q, k and v projections of one input) gets the sum; layers
  * only read earlier outputs, so going backwards in order completes each
- * dact before its layer runs. */
+ * dact before its layer runs. A dact is zeroed just before its last reader
+ * (the first to run backwards) adds into it, while it is likely to stay in
+ * cache; an output nobody reads gets a zero gradient. */
 void fl_model_backward(struct fl_model *m, const float *dlogits)
 {
-	int batch = m->batch;
-	assert(batch >= 1);
-	for (int i = 0; i < m->nlayers - 1; i++)
-		memset(m->layers[i].dact, 0,
-		       sizeof(float) * (size_t)batch * m->layers[i].out_numel);
-	for (int i = m->nlayers - 1; i >= 0; i--)
-		layer_backward(m, i, i == m->nlayers - 1 ? dlogits : m->layers[i].dact, batch);
+	assert(m->batch >= 1);
+	for (int i = m->nlayers - 1; i >= 0; i--) {
+		const struct fl_layer *L = &m->layers[i];
+		if (i < m->nlayers - 1 && !read_after(m, i, i))
+			zero_dact(m, i);
+		for (int j = 0; j < L->nsrc; j++) {
+			int s = L->src[j], seen = 0;
+			for (int p = 0; p < j; p++)
+				seen |= L->src[p] == s;
+			if (s >= 0 && !seen && !read_after(m, s, i))
+				zero_dact(m, s);
+		}
+		layer_backward(m, i, i == m->nlayers - 1 ? dlogits : m->layers[i].dact, m->batch);
+	}
 }
