@@ -14,17 +14,25 @@
 #include <string.h>
 
 /* Mean and 1 / sqrt(var + eps) of the n floats at x, population variance,
- * in one pass of double sums. */
+ * in one pass of double sums (four independent pairs, so the additions
+ * overlap). */
 static void norm_stats(const float *x, size_t n, float eps, float *mean, float *rstd)
 {
-	double s = 0.0, ss = 0.0;
-	for (size_t i = 0; i < n; i++) {
+	double s[4] = {0}, ss[4] = {0};
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4)
+		for (int l = 0; l < 4; l++) {
+			double v = x[i + l];
+			s[l] += v;
+			ss[l] += v * v;
+		}
+	for (; i < n; i++) {
 		double v = x[i];
-		s += v;
-		ss += v * v;
+		s[0] += v;
+		ss[0] += v * v;
 	}
-	double m = s / (double)n;
-	double var = ss / (double)n - m * m;
+	double m = ((s[0] + s[1]) + (s[2] + s[3])) / (double)n;
+	double var = ((ss[0] + ss[1]) + (ss[2] + ss[3])) / (double)n - m * m;
 	if (var < 0.0)
 		var = 0.0;
 	*mean = (float)m;
