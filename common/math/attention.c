@@ -51,9 +51,7 @@ static void softmax_row(float *r, int n)
 		for (int l = 0; l < n - n4; l++)
 			s += e[l];
 	}
-	float inv = 1.0f / s;
-	for (int j = 0; j < n; j++)
-		r[j] *= inv;
+	v4_scale(r, 1.0f / s, (size_t)n);
 }
 
 /* p (T, T) = softmax(q_h k_h^T * scale) row by row; q_h, k_h are (T, hd)
@@ -95,8 +93,10 @@ static void softmax_backward_rows(float *dp, const float *p, int tokens)
 		for (int j = 0; j < tokens; j++)
 			c += (double)pr[j] * dr[j];
 		float cf = (float)c;
-		for (int j = 0; j < tokens; j++)
-			dr[j] = pr[j] * (dr[j] - cf);
+		for (int j = 0; j < tokens; j += 4) {
+			size_t k = tokens - j < 4 ? (size_t)(tokens - j) : 4;
+			v4_store(dr + j, v4_load(pr + j, k) * (v4_load(dr + j, k) - cf), k);
+		}
 	}
 }
 

@@ -41,11 +41,8 @@ void fl_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 	if (dw)
 		fl_blas_sgemm(1, 0, out, in, batch, 1.0f, dy, out, x, in, 1.0f, dw, in);
 	if (db) {
-		for (int n = 0; n < batch; n++) {
-			const float *r = dy + (size_t)n * out;
-			for (int o = 0; o < out; o++)
-				db[o] += r[o];
-		}
+		for (int n = 0; n < batch; n++)
+			v4_add(db, db, dy + (size_t)n * out, (size_t)out);
 	}
 	/* dx (B, in) += dy (B, out) * w (out, in). */
 	if (dx)
@@ -103,15 +100,23 @@ void fl_linear_backward_ref(float *dx, float *dw, float *db, const float *dy, co
 /* x (n) -> y (n); y may equal x */
 void fl_relu_forward(float *y, const float *x, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+	const v4f zero = {0};
+	for (size_t i = 0; i < n; i += 4) {
+		size_t k = n - i < 4 ? n - i : 4;
+		v4f v = v4_load(x + i, k);
+		v4_store(y + i, v4_select(v > zero, v, zero), k);
+	}
 }
 
 /* y (n) the forward output, dy (n) -> dx (n) += */
 void fl_relu_backward(float *dx, const float *y, const float *dy, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+	const v4f zero = {0};
+	for (size_t i = 0; i < n; i += 4) {
+		size_t k = n - i < 4 ? n - i : 4;
+		v4f g = v4_select(v4_load(y + i, k) > zero, v4_load(dy + i, k), zero);
+		v4_store(dx + i, v4_load(dx + i, k) + g, k);
+	}
 }
 
 /* ---- MaxPool2d ----------------------------------------------------------- */

@@ -51,8 +51,11 @@ void fl_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
 		float *yr = y + (size_t)r * dim;
 		float m, rs;
 		norm_stats(xr, (size_t)dim, eps, &m, &rs);
-		for (int i = 0; i < dim; i++)
-			yr[i] = (xr[i] - m) * rs * w[i] + b[i];
+		for (int i = 0; i < dim; i += 4) {
+			size_t k = dim - i < 4 ? (size_t)(dim - i) : 4;
+			v4f xh = (v4_load(xr + i, k) - m) * rs;
+			v4_store(yr + i, xh * v4_load(w + i, k) + v4_load(b + i, k), k);
+		}
 		mean[r] = m;
 		rstd[r] = rs;
 	}
@@ -264,8 +267,7 @@ void fl_position_forward(float *y, const float *x, const float *p, int batch, in
 	for (int n = 0; n < batch; n++) {
 		const float *xs = x + n * plane;
 		float *ys = y + n * plane;
-		for (size_t i = 0; i < plane; i++)
-			ys[i] = xs[i] + p[i];
+		v4_add(ys, xs, p, plane);
 	}
 }
 
@@ -278,12 +280,10 @@ void fl_position_backward(float *dx, float *dp, const float *dy, int batch, int 
 		const float *gs = dy + n * plane;
 		if (dx) {
 			float *ds = dx + n * plane;
-			for (size_t i = 0; i < plane; i++)
-				ds[i] += gs[i];
+			v4_add(ds, ds, gs, plane);
 		}
 		if (dp)
-			for (size_t i = 0; i < plane; i++)
-				dp[i] += gs[i];
+			v4_add(dp, dp, gs, plane);
 	}
 }
 

@@ -4,8 +4,10 @@
  * erf is +-1 in float), exp(a) for a <= 0 (Cephes' expf: a = n ln 2 + r, a
  * degree-6 polynomial in r, 2^n from the exponent bits, about 1 ulp; 0
  * below -87), and loads/stores of n <= 4 floats. Compilers do not vectorise
- * erff / expf; these are branch-free and run 4 lanes at a time. Internal to
- * common/math: static inline, nothing exported.
+ * erff / expf; these are branch-free and run 4 lanes at a time. Also the
+ * element-wise sums the kernels and the model runner use (GCC's -O2 does
+ * not vectorise loops of unknown length; lane by lane they give the same
+ * floats as the scalar loops). static inline, nothing exported.
  */
 #ifndef FL_VMATH_H
 #define FL_VMATH_H
@@ -76,6 +78,24 @@ static inline void v4_store(float *p, v4f v, size_t n)
 		memcpy(p, &v, sizeof(v));
 	else
 		memcpy(p, &v, sizeof(float) * n);
+}
+
+/* y (n) = a (n) + b (n); y may be a or b. */
+static inline void v4_add(float *y, const float *a, const float *b, size_t n)
+{
+	for (size_t i = 0; i < n; i += 4) {
+		size_t k = n - i < 4 ? n - i : 4;
+		v4_store(y + i, v4_load(a + i, k) + v4_load(b + i, k), k);
+	}
+}
+
+/* y (n) *= s. */
+static inline void v4_scale(float *y, float s, size_t n)
+{
+	for (size_t i = 0; i < n; i += 4) {
+		size_t k = n - i < 4 ? n - i : 4;
+		v4_store(y + i, v4_load(y + i, k) * s, k);
+	}
 }
 
 #endif

@@ -2,6 +2,7 @@
  * weights of parameterised layers (with PEFT's dropouts when training), the
  * layer kernels, and the chain rule back into the factor gradients. */
 #include "model_impl.h"
+#include "vmath.h"
 
 #include <assert.h>
 #include <string.h>
@@ -110,12 +111,9 @@ static void layer_forward(struct fl_model *m, int i, const float *in, int batch,
 		fl_dropout_mask(L->drop_mask, n_out, L->p, rng);
 		fl_dropout_forward(L->act, in, L->drop_mask, n_out);
 		break;
-	case FL_LAYER_RESIDUAL: {
-		const float *skip = fl_model_layer_output(m, L->src[1]);
-		for (size_t k = 0; k < n_out; k++)
-			L->act[k] = in[k] + skip[k];
+	case FL_LAYER_RESIDUAL:
+		v4_add(L->act, in, fl_model_layer_output(m, L->src[1]), n_out);
 		break;
-	}
 	case FL_LAYER_LINEAR:
 		fl_linear_forward(L->act, in, fl_model_layer_weight(m, L),
 				  fl_model_tensor_ptr(m, L->t[FL_LT_BIAS]), batch * L->rows,
@@ -240,8 +238,7 @@ static float *src_grad(struct fl_model *m, const struct fl_layer *L, int j)
 static void add_into(float *dx, const float *dy, size_t n)
 {
 	if (dx)
-		for (size_t k = 0; k < n; k++)
-			dx[k] += dy[k];
+		v4_add(dx, dx, dy, n);
 }
 
 /* The gradients of layer i's inputs (and parameters) from dy = dL/d(its
