@@ -83,16 +83,19 @@ void fl_attention_forward(float *o, float *work, const float *q, const float *k,
 }
 
 /* dP (T, T) -> dS = P * (dP - rowsum(P * dP)), the gradient of the scaled
- * scores (before the scale), in place over dp. */
+ * scores (before the scale), in place over dp; the row sums in float, 4
+ * lanes wide. */
 static void softmax_backward_rows(float *dp, const float *p, int tokens)
 {
 	for (int i = 0; i < tokens; i++) {
 		const float *pr = p + (size_t)i * tokens;
 		float *dr = dp + (size_t)i * tokens;
-		double c = 0.0;
-		for (int j = 0; j < tokens; j++)
-			c += (double)pr[j] * dr[j];
-		float cf = (float)c;
+		v4f c4 = {0};
+		for (int j = 0; j < tokens; j += 4) {
+			size_t k = tokens - j < 4 ? (size_t)(tokens - j) : 4;
+			c4 += v4_load(pr + j, k) * v4_load(dr + j, k);
+		}
+		float cf = (c4[0] + c4[1]) + (c4[2] + c4[3]);
 		for (int j = 0; j < tokens; j += 4) {
 			size_t k = tokens - j < 4 ? (size_t)(tokens - j) : 4;
 			v4_store(dr + j, v4_load(pr + j, k) * (v4_load(dr + j, k) - cf), k);
