@@ -75,6 +75,11 @@ int sim_check_config(const struct srv_sim_config *c, const struct srv_sim_data *
 	if (!c->desc && (!c->arch || !fl_model_desc_builtin_valid(c->arch)))
 		return fl_error_set(FL_EINVAL, "sim: unknown model '%s' (2nn, cnn or mlp)",
 				    c->arch ? c->arch : "");
+	int err = c->desc ? fl_model_desc_check_data(c->desc, d->train) : FL_OK;
+	if (!err && c->desc && (err = fl_model_desc_check_data(c->desc, d->test)))
+		return fl_error_set(err, "test split: %s", fl_error_msg());
+	if (err)
+		return err;
 	if (c->train.rounds < 1 || c->train.epochs < 1 || c->train.batch < 1 ||
 	    c->train.batch > CLI_SESSION_BATCH_MAX)
 		return fl_error_set(FL_EINVAL, "sim: rounds, epochs >= 1 and batch in [1, %d]",
