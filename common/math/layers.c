@@ -202,53 +202,45 @@ void fl_maxpool2d_backward(float *dx, const int32_t *idx, const float *dy,
 
 /* ---- AvgPool2d ----------------------------------------------------------- */
 
-/* x (B, C, H, W) -> y (B, C, OH, OW), the mean of each window */
-void fl_avgpool2d_forward(float *y, const float *x, const struct fl_pool2d_dims *d)
+/* Every window of an average pool, in output order: forward (dx NULL)
+ * writes y = the window's mean of x; backward adds dy / (k*k) to each
+ * element of the window in dx. */
+static void avgpool_windows(float *y, float *dx, const float *x, const float *dy,
+			    const struct fl_pool2d_dims *d)
 {
 	assert(pool2d_dims_ok(d));
 	int h = d->in_h, w = d->in_w, k = d->k, s = d->stride;
 	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d);
 	float inv = 1.0f / (float)(k * k);
-	size_t planes = (size_t)d->batch * d->channels;
+	size_t planes = (size_t)d->batch * d->channels, in = (size_t)h * w, out = (size_t)oh * ow;
 	for (size_t p = 0; p < planes; p++) {
-		const float *xp = x + p * h * w;
-		float *yp = y + p * oh * ow;
 		for (int i = 0; i < oh; i++) {
 			for (int j = 0; j < ow; j++) {
-				float acc = 0.0f;
-				for (int u = 0; u < k; u++) {
-					const float *row = xp + (i * s + u) * w + j * s;
-					for (int v = 0; v < k; v++)
-						acc += row[v];
-				}
-				yp[i * ow + j] = acc * inv;
+				size_t o = p * out + (size_t)i * ow + j;
+				size_t at = p * in + (size_t)(i * s) * w + (size_t)j * s;
+				float acc = 0.0f, g = dx ? dy[o] * inv : 0.0f;
+				for (int u = 0; u < k; u++, at += (size_t)w)
+					for (int v = 0; v < k; v++) {
+						if (dx)
+							dx[at + v] += g;
+						else
+							acc += x[at + v];
+					}
+				if (!dx)
+					y[o] = acc * inv;
 			}
 		}
 	}
 }
 
-/* dy (B, C, OH, OW) -> dx (B, C, H, W) += dy / (k*k) over each window */
+void fl_avgpool2d_forward(float *y, const float *x, const struct fl_pool2d_dims *d)
+{
+	avgpool_windows(y, NULL, x, NULL, d);
+}
+
 void fl_avgpool2d_backward(float *dx, const float *dy, const struct fl_pool2d_dims *d)
 {
-	assert(pool2d_dims_ok(d));
-	int h = d->in_h, w = d->in_w, k = d->k, s = d->stride;
-	int oh = fl_pool2d_out_h(d), ow = fl_pool2d_out_w(d);
-	float inv = 1.0f / (float)(k * k);
-	size_t planes = (size_t)d->batch * d->channels;
-	for (size_t p = 0; p < planes; p++) {
-		float *dxp = dx + p * h * w;
-		const float *dyp = dy + p * oh * ow;
-		for (int i = 0; i < oh; i++) {
-			for (int j = 0; j < ow; j++) {
-				float g = dyp[i * ow + j] * inv;
-				for (int u = 0; u < k; u++) {
-					float *row = dxp + (i * s + u) * w + j * s;
-					for (int v = 0; v < k; v++)
-						row[v] += g;
-				}
-			}
-		}
-	}
+	avgpool_windows(NULL, dx, NULL, dy, d);
 }
 
 /* Input position (plane offset) of element (u, v) of output (i, j)'s window. */
