@@ -397,25 +397,27 @@ def build(model_path, weights_path):
 
 # ---- data ----
 
+def xy_tensors(path):
+    """The tensors x and y of a safetensors data file."""
+    t = st_load(path)
+    if "x" not in t or "y" not in t:
+        raise ValueError(f"{path}: needs tensors x and y")
+    return t["x"], t["y"]
+
+
 def load_split(folder, train, ids=False):
     """(x (n, c, h, w) U8 or F32, y (n) int64) of one split of a data folder;
     with ids, (x (n, L) int64, y) of a safetensors folder of token ids."""
     st = os.path.join(folder, ("train" if train else "test") + ".safetensors")
     if ids:
-        t = st_load(st)
-        if "x" not in t or "y" not in t:
-            raise ValueError(f"{st}: needs tensors x and y")
-        x, y = t["x"], t["y"]
+        x, y = xy_tensors(st)
         if x.dtype not in (torch.int32, torch.int64) or y.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"{st}: token ids x and labels y must be I32 or I64")
         if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"{st}: x {tuple(x.shape)} is not (N, L) or does not match y {tuple(y.shape)}")
         return x.long(), y.long()
     if os.path.exists(st):
-        t = st_load(st)
-        if "x" not in t or "y" not in t:
-            raise ValueError(f"{st}: needs tensors x and y")
-        x, y = t["x"], t["y"]
+        x, y = xy_tensors(st)
         if x.dtype not in (torch.uint8, torch.float32) or y.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"{st}: x must be U8 or F32 and y I32 or I64")
     else:
