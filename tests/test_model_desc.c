@@ -143,8 +143,8 @@ static void test_nesting(void)
 		FL_CHECK_MSG(d->steps[i].op == (enum fl_desc_op)ops[i], "step %d op %d", i,
 			     d->steps[i].op);
 		if (ops[i] == FL_OP_RESIDUAL_ADD)
-			FL_CHECK_MSG(d->steps[i].res_from == from[i], "step %d res_from %d", i,
-				     d->steps[i].res_from);
+			FL_CHECK_MSG(d->steps[i].src[1] == from[i], "step %d skip from %d", i,
+				     d->steps[i].src[1]);
 		check_shape(&d->steps[i].out_shape, 1, 4, 0, 0);
 	}
 	FL_CHECK(strcmp(d->steps[1].name, "a.b") == 0);
@@ -154,7 +154,7 @@ static void test_nesting(void)
 	d = parse_ok(
 		desc_text("[3]", 3, "{\"op\": \"residual\", \"modules\": [{\"op\": \"relu\"}]}"));
 	if (d) {
-		FL_CHECK(d->nsteps == 2 && d->steps[1].res_from == -1);
+		FL_CHECK(d->nsteps == 2 && d->steps[1].src[1] == -1);
 		fl_model_desc_free(d);
 	}
 }
@@ -352,8 +352,8 @@ static const struct refusal refusals[] = {
 	 "field \"vocab\": expected an integer"},
 	{NULL, 0, HEAD "\"input\": {\"tokens\": 16, \"vocab\": 9, \"x\": 1}, \"classes\": 4}",
 	 FL_EINVAL, "input", "field \"x\": unknown"},
-	{"[4]", 3, "{\"op\": \"embedding\", \"name\": \"e\", \"num\": 9, \"dim\": 3}",
-	 FL_EINVAL, "modules[0] (embedding e)", "takes token ids"},
+	{"[4]", 3, "{\"op\": \"embedding\", \"name\": \"e\", \"num\": 9, \"dim\": 3}", FL_EINVAL,
+	 "modules[0] (embedding e)", "takes token ids"},
 	{IMG, 3, "{\"op\": \"groupnorm\", \"name\": \"g\", \"groups\": 1}", FL_EINVAL,
 	 "modules[0] (groupnorm)", "field \"channels\": missing"},
 	{IMG, 3, "{\"op\": \"groupnorm\", \"name\": \"g\", \"groups\": 3, \"channels\": 1}",
@@ -366,10 +366,11 @@ static const struct refusal refusals[] = {
 	 "modules[0] (layernorm n)", "field \"eps\""},
 	{"[4]", 3, "{\"op\": \"tokens\"}", FL_EINVAL, "modules[0] (tokens)",
 	 "needs a (C,H,W) input"},
-	{IMG, 3, "{\"op\": \"position\", \"name\": \"p\", \"tokens\": 8, \"dim\": 8}",
-	 FL_EINVAL, "modules[0] (position p)", "needs a (T,D) input"},
-	{IMG, 3, "{\"op\": \"residual\", \"modules\": [{\"op\": \"attention\", \"name\": \"a\", "
-		 "\"dim\": 8, \"heads\": 2}]}",
+	{IMG, 3, "{\"op\": \"position\", \"name\": \"p\", \"tokens\": 8, \"dim\": 8}", FL_EINVAL,
+	 "modules[0] (position p)", "needs a (T,D) input"},
+	{IMG, 3,
+	 "{\"op\": \"residual\", \"modules\": [{\"op\": \"attention\", \"name\": \"a\", "
+	 "\"dim\": 8, \"heads\": 2}]}",
 	 FL_EINVAL, "modules[0].modules[0] (attention a)", "needs a (T,D) input"},
 	{IMG, 3, "{\"op\": \"mean_tokens\"}", FL_EINVAL, "modules[0] (mean_tokens)",
 	 "needs a (T,D) input"},

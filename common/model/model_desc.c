@@ -206,7 +206,7 @@ static int residual(struct fl_desc_parser *p, struct fl_desc_where *w, json_t *m
 	if ((err = fl_desc_add_step(p, w, &st)))
 		return err;
 	st->op = FL_OP_RESIDUAL_ADD;
-	st->res_from = st->src[1] = from;
+	st->src[1] = from;
 	st->nsrc = 2;
 	st->in_shape = st->out_shape = in;
 	return FL_OK;

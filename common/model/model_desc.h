@@ -63,7 +63,6 @@ struct fl_desc_step {
 	int groups, heads; /* groupnorm; attention */
 	float p;           /* dropout */
 	float eps;         /* norms */
-	int res_from;      /* residual add: step whose output is the skip, -1 = input */
 	int src[3], nsrc;
 	struct fl_desc_shape in_shape, out_shape; /* in_shape: of src[0] */
 };

@@ -44,9 +44,10 @@ static void check_steps(const struct fl_model_desc *d)
 		if (!same_shape(&s->in_shape, prev) || fl_desc_shape_numel(&s->out_shape) == 0)
 			abort();
 		if (s->op == FL_OP_RESIDUAL_ADD) {
-			const struct fl_desc_shape *skip =
-				s->res_from < 0 ? &d->input : &d->steps[s->res_from].out_shape;
-			if (s->res_from >= i || !same_shape(skip, &s->out_shape) ||
+			const struct fl_desc_shape *skip = s->src[1] < 0
+								   ? &d->input
+								   : &d->steps[s->src[1]].out_shape;
+			if (s->src[1] >= i || !same_shape(skip, &s->out_shape) ||
 			    !same_shape(&s->in_shape, &s->out_shape))
 				abort();
 		}
