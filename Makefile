@@ -3,13 +3,15 @@
 #   make run    build and run the main job (the default fedloha-sim comparison)
 #   make test   build and run the test suite
 #   make asan   the test suite built with AddressSanitizer + UBSan
+#   make clang  the test suite built with clang (deploy/install-deps.sh --with-clang)
 #   make format clang-format every C file in place (.clang-format)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+CLANG_BUILD ?= build-clang
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test run bench asan format clean
+.PHONY: all deps build test run bench asan clang format clean
 
 all: build
 
@@ -43,9 +45,15 @@ asan: deps
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
+clang: deps
+	@command -v clang >/dev/null || { echo "make clang: needs clang (deploy/install-deps.sh --with-clang)" >&2; exit 1; }
+	cmake -S . -B $(CLANG_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(CLANG_BUILD) -j $(JOBS)
+	cd $(CLANG_BUILD) && ctest --output-on-failure -j $(JOBS)
+
 format:
 	@command -v clang-format >/dev/null || { echo "make format: needs clang-format (apt-get install clang-format)" >&2; exit 1; }
 	git ls-files '*.c' '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD)

@@ -61,7 +61,7 @@ wait_for() {
 # daemon_setup NAME LINES: the daemon tests' start (pgrep must be there).
 # Sets BIN, TMP (made; removed at exit, when every background job is
 # killed too) and DATA (Fashion-MNIST: without it the test is skipped,
-# exit 0); fail then ends the test at once, showing the last LINES lines
+# exit 77); fail then ends the test at once, showing the last LINES lines
 # of every output file.
 daemon_setup() {
 	command -v pgrep >/dev/null || { echo "FAIL: pgrep not found (procps; deploy/install-deps.sh installs it)"; exit 1; }
@@ -70,7 +70,7 @@ daemon_setup() {
 	DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
 	if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -e "$DATA/train-images-idx3-ubyte" ]; then
 		echo "SKIP: Fashion-MNIST not found in $DATA (apt install dataset-fashion-mnist)"
-		exit 0
+		exit 77
 	fi
 	mkdir -p "$TMP"
 	trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT

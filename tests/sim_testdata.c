@@ -67,6 +67,6 @@ struct srv_sim_result *sim_run(const struct srv_sim_config *c, const struct srv_
 {
 	struct srv_sim_result *r = NULL;
 	int err = srv_sim_run(c, d, &r);
-	FL_CHECK_MSG(err == FL_OK, "run %s: %s", c->label ? c->label : "", fl_error_msg());
+	FL_CHECK_MSG(err == FL_OK, "run %s: %s", c->label, fl_error_msg());
 	return err ? NULL : r;
 }

@@ -428,7 +428,7 @@ static void test_fashion_mnist(void)
 	double t0 = now();
 	int err = fl_dataset_load("fashion-mnist", NULL, 1, &train);
 	if (err == FL_ENOTFOUND) {
-		printf("skip: Fashion-MNIST not installed (%s)\n", fl_error_msg());
+		fl_test_skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
 		return;
 	}
 	double t1 = now();

@@ -15,7 +15,7 @@
 
 int fl_test_failures;
 int fl_test_checks;
-static int fl_tests_passed, fl_tests_failed;
+static int fl_tests_passed, fl_tests_failed, fl_tests_skipped;
 
 int fl_test_check_impl(int ok, const char *file, int line, const char *fmt, ...)
 {
@@ -80,7 +80,19 @@ void fl_test_run(const char *name, void (*fn)(void))
 int fl_test_main_end(void)
 {
 	printf("%d passed, %d failed\n", fl_tests_passed, fl_tests_failed);
-	return fl_tests_failed ? 1 : 0;
+	if (fl_tests_failed)
+		return 1;
+	if (fl_tests_skipped) {
+		printf("%d part(s) skipped: reported as skipped\n", fl_tests_skipped);
+		return 77;
+	}
+	return 0;
+}
+
+void fl_test_skip(const char *why)
+{
+	printf("skip: %s\n", why);
+	fl_tests_skipped++;
 }
 
 void fl_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)

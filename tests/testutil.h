@@ -33,6 +33,9 @@ int fl_test_array_near_impl(const float *a, const float *b, size_t n, double rto
 #define FL_RUN(fn) fl_test_run(#fn, fn)
 void fl_test_run(const char *name, void (*fn)(void));
 int fl_test_main_end(void);
+/* Says that a part of the test could not run (a missing prerequisite): the
+ * program then exits 77 (ctest: skipped) unless a check failed. */
+void fl_test_skip(const char *why);
 
 /* 1 when got == want and the last error message contains needle (NULL:
  * any message), else 0 with both on stderr; FL_TEST_VERBOSE=1 prints every
