@@ -278,6 +278,55 @@ static void test_tokens(void)
 	srv_enrol_free(NULL);
 }
 
+/* A key with a small-order component: a valid key plus the point of order
+ * 2. crypto_sign_verify_detached accepts some signatures for it, the
+ * allow-list parser does not: enrolment must refuse it before writing. */
+static void mixed_order_key(const struct fl_identity *id, uint8_t out[32])
+{
+	uint8_t t2[32];
+	memset(t2, 0xff, sizeof(t2));
+	t2[0] = 0xec;
+	t2[31] = 0x7f; /* (0, -1) */
+	FL_CHECK(crypto_core_ed25519_add(out, fl_identity_pk(id), t2) == 0);
+}
+
+static void test_small_order_component(void)
+{
+	struct fl_identity *a = NULL;
+	FL_CHECK(fl_identity_generate(&a) == FL_OK);
+	uint8_t bad[32];
+	mixed_order_key(a, bad);
+	FL_CHECK(fl_pubkey_check(fl_identity_pk(a)) == FL_OK);
+	FL_CHECK(fl_pubkey_check(bad) == FL_EFORMAT);
+	FL_CHECK(strstr(fl_error_msg(), "not a valid Ed25519 key") != NULL);
+	char s[FL_PUBKEY_STRING_BYTES];
+	uint8_t back[32];
+	fl_pubkey_format(bad, s);
+	FL_CHECK(fl_pubkey_parse(s, back) == FL_EFORMAT);
+
+	/* enrolment with a valid token refuses the key and writes nothing */
+	const char *path = tmp_file("allow-mixed.txt");
+	write_text(path, "# list\n");
+	struct srv_allowlist *al = NULL;
+	struct srv_enrol *e = NULL;
+	FL_CHECK(srv_allowlist_new(&al) == FL_OK && srv_enrol_new(&e) == FL_OK);
+	char tok[FL_TOKEN_STRING_BYTES], reason[256] = "";
+	uint8_t raw[32];
+	FL_CHECK(srv_enrol_issue(e, 100, 1000, tok) == FL_OK && fl_token_parse(tok, raw) == FL_OK);
+	struct srv_auth auth = {.allow = &al, .allow_path = path, .enrol = e, .now_ms = 200};
+	FL_CHECK(srv_auth_check(&auth, bad, raw, reason, sizeof(reason)) != FL_OK);
+	FL_CHECK_MSG(strstr(reason, "not a valid Ed25519 key") != NULL, "%s", reason);
+	FL_CHECK(srv_allowlist_count(al) == 0 && srv_enrol_count(e, 200) == 1);
+	FL_CHECK(srv_allowlist_add(al, bad, "x") == FL_EFORMAT);
+	FL_CHECK(srv_allowlist_append_file(path, bad, "x") == FL_EFORMAT);
+	struct srv_allowlist *reread = NULL;
+	FL_CHECK(srv_allowlist_load(path, &reread) == FL_OK);
+	srv_allowlist_free(reread);
+	srv_allowlist_free(al);
+	srv_enrol_free(e);
+	fl_identity_free(a);
+}
+
 int main(void)
 {
 	FL_RUN(test_identity_files);
@@ -286,5 +335,6 @@ int main(void)
 	FL_RUN(test_allowlist_parse);
 	FL_RUN(test_allowlist_reload_and_append);
 	FL_RUN(test_tokens);
+	FL_RUN(test_small_order_component);
 	return fl_test_main_end();
 }

@@ -66,6 +66,9 @@ int fl_channel_new(const struct fl_channel_config *cfg, struct fl_channel **out)
 			return fl_error_set(
 				FL_EINVAL,
 				"secure channel: the client needs the server's public key");
+		if (!cfg->is_server && fl_pubkey_check(cfg->pinned_server_pk) != FL_OK)
+			return fl_error_set(FL_EINVAL, "secure channel: pinned server %s",
+					    fl_error_msg());
 		if (cfg->is_server && !cfg->authorize)
 			return fl_error_set(FL_EINVAL,
 					    "secure channel: the server needs an authoriser");

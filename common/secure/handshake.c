@@ -166,6 +166,8 @@ static int client_on_msg2(struct fl_channel *ch, const uint8_t *p, size_t n)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 2 (%zu bytes)", n);
 	const uint8_t *s_eph = p + 2;
 	const uint8_t *s_id = p + 2 + HS_EPH_BYTES + HS_NONCE_BYTES;
+	if (fl_pubkey_check(s_id) != FL_OK)
+		return fl_ch_fail(ch, FL_EFORMAT, "authentication failed: %s", fl_error_msg());
 	if (sodium_memcmp(s_id, ch->pinned, FL_PUBKEY_BYTES) != 0) {
 		char got[FL_PUBKEY_STRING_BYTES], want[FL_PUBKEY_STRING_BYTES];
 		fl_pubkey_format(s_id, got);
@@ -271,6 +273,9 @@ static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
 	size_t sl = FL_PUBKEY_BYTES + 1 + (flags == 1 ? FL_TOKEN_BYTES : 0);
 	if (flags > 1 || plen != sl + FL_SIGNATURE_BYTES)
 		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 3 contents");
+	if (fl_pubkey_check(p3) != FL_OK)
+		return fl_ch_fail(ch, FL_EFORMAT, "authentication failed: client %s",
+				  fl_error_msg());
 	hash_h2(ch, p3, sl);
 	uint8_t si[SIG_INPUT_MAX];
 	sig_input(si, D_C, ch->h2);

@@ -195,6 +195,12 @@ int fl_identity_load(const char *path, struct fl_identity **out)
 		goto done;
 	}
 	memcpy(id->pk, pk, sizeof(pk));
+	err = fl_pubkey_check(id->pk);
+	if (err) {
+		char why[FL_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", fl_error_msg());
+		err = fl_error_set(err, "%s: %s", path, why);
+	}
 done:
 	sodium_memzero(buf, sizeof(buf));
 	if (err) {
@@ -228,6 +234,21 @@ void fl_pubkey_format(const uint8_t pk[FL_PUBKEY_BYTES], char out[FL_PUBKEY_STRI
 			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+int fl_pubkey_check(const uint8_t pk[FL_PUBKEY_BYTES])
+{
+	int err = fl_crypto_init();
+	if (err)
+		return err;
+	if (crypto_core_ed25519_is_valid_point(pk))
+		return FL_OK;
+	char key[FL_PUBKEY_STRING_BYTES];
+	fl_pubkey_format(pk, key);
+	return fl_error_set(FL_EFORMAT,
+			    "public key %s is not a valid Ed25519 key (small-order or "
+			    "non-canonical point)",
+			    key);
+}
+
 int fl_pubkey_parse(const char *s, uint8_t pk[FL_PUBKEY_BYTES])
 {
 	int err = fl_crypto_init();
@@ -254,8 +275,9 @@ int fl_pubkey_parse(const char *s, uint8_t pk[FL_PUBKEY_BYTES])
 	fl_pubkey_format(tmp, back);
 	if (strcmp(back, s) != 0)
 		return fl_error_set(FL_EFORMAT, "public key '%.60s' is not in canonical form", s);
-	if (!crypto_core_ed25519_is_valid_point(tmp))
-		return fl_error_set(FL_EFORMAT, "public key '%.60s' is not a valid Ed25519 key", s);
+	err = fl_pubkey_check(tmp);
+	if (err)
+		return err;
 	memcpy(pk, tmp, sizeof(tmp));
 	return FL_OK;
 }

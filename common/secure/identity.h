@@ -42,7 +42,7 @@ int fl_identity_from_seed(const uint8_t seed[32], struct fl_identity **out);
 int fl_identity_save(const struct fl_identity *id, const char *path);
 /* Reads a secret-key file. Refuses (FL_EINVAL, "chmod 600 <path>") a file
  * readable or writable by group or others, and a file whose public half does
- * not match its seed. */
+ * not match its seed or fails fl_pubkey_check. */
 int fl_identity_load(const char *path, struct fl_identity **out);
 void fl_identity_free(struct fl_identity *id); /* wipes; NULL is a no-op */
 
@@ -55,6 +55,14 @@ void fl_identity_sign(const struct fl_identity *id, const uint8_t *msg, size_t n
 
 /* "fl1:..." of a public key. */
 void fl_pubkey_format(const uint8_t pk[FL_PUBKEY_BYTES], char out[FL_PUBKEY_STRING_BYTES]);
+/* The one validity rule for a peer's or a listed Ed25519 public key, used
+ * by the handshake (both long-term keys), enrolment, the allow-list parser,
+ * fl_pubkey_parse and key-file loading: a canonical encoding of a point in
+ * the prime-order subgroup (crypto_core_ed25519_is_valid_point; refuses
+ * small-order points and points with a small-order component, which
+ * crypto_sign_verify_detached may accept). FL_EFORMAT "public key fl1:...
+ * is not a valid Ed25519 key" otherwise. */
+int fl_pubkey_check(const uint8_t pk[FL_PUBKEY_BYTES]);
 /* Parses exactly one "fl1:..." key (no surrounding spaces). FL_EFORMAT with
  * a one-line reason: missing prefix, bad base64url, wrong length, not a
  * valid Ed25519 point. */

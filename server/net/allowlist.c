@@ -233,6 +233,8 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 	if (!name)
 		name = "";
 	int err = check_name(name);
+	if (!err)
+		err = fl_pubkey_check(pk);
 	if (err)
 		return err;
 	if (find(al, pk) >= 0)
@@ -248,6 +250,8 @@ int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES
 	if (!name)
 		name = "";
 	int err = check_name(name);
+	if (!err)
+		err = fl_pubkey_check(pk); /* the parser would refuse the line */
 	if (err)
 		return err;
 	char *text = NULL;

@@ -114,6 +114,11 @@ int srv_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *
 	struct srv_auth *a = ctx;
 	char key[FL_PUBKEY_STRING_BYTES];
 	fl_pubkey_format(pk, key);
+	if (fl_pubkey_check(pk) != FL_OK) {
+		/* never listed, never written: the allow-list parser refuses it */
+		snprintf(reason, reason_cap, "%s", fl_error_msg());
+		return FL_EFORMAT;
+	}
 	if (a->allow && *a->allow && srv_allowlist_contains(*a->allow, pk))
 		return FL_OK;
 	if (!token || !a->enrol) {
