@@ -12,9 +12,10 @@
 #   4. --insecure on one side only fails clearly on both ends
 #   5. SIGHUP: a bad allow-list keeps the old one; a newly listed client is
 #      admitted without a restart; the round then runs over the channel
-#   6. enrolment: a token admits a new client once (its key lands in the
-#      allow-list file), a second use is refused; a second connection with
-#      a live key is refused
+#   6. enrolment: a token issued for a client id admits a new client once
+#      (its key lands in the allow-list file bound to that id, so another
+#      id is refused), a second use is refused; a second connection with a
+#      live key is refused
 #   7. SIGHUP with a key removed from the allow-list closes its connection
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
@@ -175,15 +176,18 @@ grep -q "^round 1/1 selected 2 reported 2" "$TMP/s5.out" || fail "5: the round d
 echo "ok 5: SIGHUP kept the old list on a bad line, then admitted client-1 without a restart"
 
 # ---- 6. enrolment, once; one live connection per key ----
-start_server s6 "${SEC[@]}" --min-clients 2 --enrol --enrol-minutes 5
-TOKEN=$(sed -n 's/^enrolment token \([A-Za-z0-9_-]*\) .*/\1/p' "$TMP/s6.out")
+start_server s6 "${SEC[@]}" --min-clients 2 --enrol site-2 --enrol-minutes 5
+TOKEN=$(sed -n 's/^enrolment token \([A-Za-z0-9_-]*\) for client id site-2 .*/\1/p' "$TMP/s6.out")
 [ ${#TOKEN} = 43 ] || fail "6: no enrolment token printed"
-bg_client c6_2 2 $(ck 2) --id site-2 --enrol-token "$TOKEN"; c2=$CPID
-wait_for "$TMP/c6_2.err" "secure channel up" 10 || fail "6: enrolling client not admitted"
-grep -q "^${P[2]} # enrolled" "$TMP/allow.txt" || fail "6: enrolled key not in the allow-list file"
+# the token is for site-2: its key is bound to that id, another id is refused
+client c6_bad 2 $(ck 2) --id site-9 --enrol-token "$TOKEN"
+exited c6_bad 3 "does not match the allow-list name 'site-2'" "6: enrolment under another id"
+grep -q "^${P[2]} site-2\$" "$TMP/allow.txt" || fail "6: enrolled key not bound to site-2 in the allow-list file"
+bg_client c6_2 2 $(ck 2) --id site-2; c2=$CPID
+wait_for "$TMP/c6_2.err" "secure channel up" 10 || fail "6: enrolled client not admitted"
 client c6_3 3 $(ck 3) --enrol-token "$TOKEN"
 exited c6_3 3 "unknown, already used or expired" "6: second use of the token"
-client c6_dup 5 $(ck 2) --id site-2b --max-attempts 1
+client c6_dup 5 $(ck 2) --id site-2 --max-attempts 1
 exited c6_dup 1 "" "6: second connection with a live key"
 grep -q "another connection with client key ${P[2]} is already open" "$TMP/s6.err" ||
 	fail "6: duplicate key not refused"
@@ -191,7 +195,7 @@ client c6_0 0 $(ck 0)
 exited c6_0 0 "" "6: client 0"
 wait $c2 || fail "6: enrolled client exit $?"
 wait $SPID || fail "6: server exit $?"
-echo "ok 6: token admitted site-2 once (key appended), reuse refused, duplicate live key refused"
+echo "ok 6: token for site-2 bound the key to site-2 (other id refused), reuse refused, duplicate live key refused"
 
 # ---- 7. a key removed from the allow-list loses its live connection ----
 printf '%s client-0\n' "${P[0]}" >"$TMP/allow.txt"

@@ -318,8 +318,8 @@ static void test_enrolment(void)
 	keys_init(&k, 0);
 	k.auth.allow_path = path;
 	char tok[FL_TOKEN_STRING_BYTES], tok2[FL_TOKEN_STRING_BYTES];
-	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 60000, tok) == FL_OK);
-	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 500, tok2) == FL_OK);
+	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 60000, "site-2", tok) == FL_OK);
+	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 500, "site-3", tok2) == FL_OK);
 	FL_CHECK(strlen(tok) == 43 && strcmp(tok, tok2) != 0);
 	FL_CHECK(srv_enrol_count(k.enrol, 1000) == 2);
 
@@ -354,8 +354,11 @@ static void test_enrolment(void)
 	FL_CHECK(fl_file_read_all(path, 4096, &text, &len) == FL_OK);
 	char pks[FL_PUBKEY_STRING_BYTES];
 	fl_identity_public_string(k.client, pks);
-	FL_CHECK(strncmp(text, initial, strlen(initial)) == 0 && strstr(text, pks) &&
-		 strstr(text, "enrolled"));
+	char line[FL_PUBKEY_STRING_BYTES + 16];
+	snprintf(line, sizeof(line), "%s site-2\n", pks); /* bound to the token's id */
+	FL_CHECK_MSG(strncmp(text, initial, strlen(initial)) == 0 && strstr(text, line), "%s",
+		     text);
+	FL_CHECK(strcmp(srv_allowlist_name(k.allow, fl_identity_pk(k.client)), "site-2") == 0);
 	free(text);
 	end_free(&c);
 	end_free(&s);

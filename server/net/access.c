@@ -111,11 +111,17 @@ size_t srv_access_count(const struct srv_access *a)
 	return a->allow ? srv_allowlist_count(a->allow) : 0;
 }
 
-int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, char out[FL_TOKEN_STRING_BYTES])
+int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *client_id,
+			   char out[FL_TOKEN_STRING_BYTES])
 {
 	if (!a->enrol)
 		return fl_error_set(FL_EINVAL, "enrolment is not enabled (--enrol)");
-	return srv_enrol_issue(a->enrol, srv_enrol_now_ms(), valid_ms, out);
+	if (client_id && srv_allowlist_has_name(a->allow, client_id))
+		return fl_error_set(FL_EINVAL,
+				    "--enrol %.64s: that client id is already bound to a key in "
+				    "%s (remove its line to enrol a new key)",
+				    client_id, a->allow_path);
+	return srv_enrol_issue(a->enrol, srv_enrol_now_ms(), valid_ms, client_id, out);
 }
 
 int srv_access_reload(struct srv_access *a)

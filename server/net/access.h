@@ -38,8 +38,10 @@ const struct fl_identity *srv_access_identity(const struct srv_access *a);
 /* Keys in the current allow-list. */
 size_t srv_access_count(const struct srv_access *a);
 
-/* A one-time enrolment token valid for valid_ms (FL_EINVAL without enrol). */
-int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms,
+/* A one-time enrolment token for client_id valid for valid_ms (FL_EINVAL
+ * without enrol, for an invalid id, or for an id another key of the
+ * allow-list is already bound to). */
+int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *client_id,
 			   char out[FL_TOKEN_STRING_BYTES]);
 /* Re-reads the allow-list file: on success the new list is in force; on
  * failure (a bad line, an unreadable file) the old one stays and the error
@@ -55,8 +57,9 @@ int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYT
 /* The identity rule for the first frame (payload without its length) of a
  * connection authenticated as pk: when it is a Hello and pk's allow-list
  * entry has a name that is a valid client id (1..64 of [A-Za-z0-9._-]), the
- * Hello's client_id must equal that name. Other names (free text, an
- * enrolment's "# enrolled ..." note) are comments and bind nothing.
+ * Hello's client_id must equal that name (an enrolled key is written with
+ * the id its token was issued for, so it binds). Other names (free text, a
+ * "# ..." note) are comments and bind nothing.
  * FL_OK, or FL_EAUTH with the reason in fl_error_msg(). A frame that does not
  * decode, or is not a Hello, passes (the engine refuses it). */
 int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],

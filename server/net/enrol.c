@@ -4,6 +4,7 @@
 #include "enrol.h"
 
 #include "errors.h"
+#include "wire.h"
 
 #include <sodium.h>
 
@@ -15,6 +16,7 @@
 struct token {
 	uint8_t t[FL_TOKEN_BYTES];
 	uint64_t expires_ms;
+	char id[FL_WIRE_CLIENT_ID_MAX + 1]; /* the client id it enrols */
 };
 
 struct srv_enrol {
@@ -69,9 +71,14 @@ size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms)
 	return e->n;
 }
 
-int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
+int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, const char *client_id,
 		    char out[FL_TOKEN_STRING_BYTES])
 {
+	if (!fl_wire_client_id_valid(client_id))
+		return fl_error_set(FL_EINVAL,
+				    "enrolment: '%.80s' is not a client id (1..%d of "
+				    "[A-Za-z0-9._-])",
+				    client_id ? client_id : "", FL_WIRE_CLIENT_ID_MAX);
 	expire(e, now_ms);
 	if (e->n == SRV_ENROL_MAX_TOKENS)
 		return fl_error_set(FL_ERANGE, "too many enrolment tokens outstanding (%d)",
@@ -81,6 +88,7 @@ int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
 	struct token *t = &e->tok[e->n++];
 	randombytes_buf(t->t, sizeof(t->t));
 	t->expires_ms = now_ms + valid_ms;
+	snprintf(t->id, sizeof(t->id), "%s", client_id);
 	sodium_bin2base64(out, FL_TOKEN_STRING_BYTES, t->t, sizeof(t->t),
 			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	return FL_OK;
@@ -108,6 +116,20 @@ int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], 
 	return FL_OK;
 }
 
+/* Appends pk as id to the file and the in-memory set. */
+static int record(struct srv_auth *a, const uint8_t *pk, const char *id, char *reason,
+		  size_t reason_cap)
+{
+	int err = FL_OK;
+	if (a->allow_path)
+		err = srv_allowlist_append_file(a->allow_path, pk, id);
+	if (!err && a->allow && *a->allow)
+		err = srv_allowlist_add(*a->allow, pk, id);
+	if (err)
+		snprintf(reason, reason_cap, "server could not record the enrolment");
+	return err;
+}
+
 int srv_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token, char *reason,
 		   size_t reason_cap)
 {
@@ -127,32 +149,27 @@ int srv_auth_check(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *
 	}
 	uint64_t now = a->now_ms ? a->now_ms : srv_enrol_now_ms();
 	expire(a->enrol, now);
-	if (find(a->enrol, token) < 0) {
+	long i = find(a->enrol, token);
+	if (i < 0) {
 		snprintf(reason, reason_cap,
 			 "client key %s is not in the allow-list and its enrolment token is "
 			 "unknown, already used or expired",
 			 key);
 		return FL_ENOTFOUND;
 	}
+	char id[FL_WIRE_CLIENT_ID_MAX + 1];
+	snprintf(id, sizeof(id), "%s", a->enrol->tok[i].id);
+	if (a->allow && *a->allow && srv_allowlist_has_name(*a->allow, id)) {
+		snprintf(reason, reason_cap,
+			 "enrolment token for client id '%s' refused: that id is already bound "
+			 "to another key on the allow-list",
+			 id);
+		return FL_ENOTFOUND;
+	}
 	/* Record first, consume after: a failed write leaves the token usable. */
-	char name[64];
-	time_t now_s = time(NULL);
-	struct tm tm;
-	gmtime_r(&now_s, &tm);
-	strftime(name, sizeof(name), "# enrolled %Y-%m-%dT%H:%M:%SZ", &tm);
-	if (a->allow_path) {
-		int err = srv_allowlist_append_file(a->allow_path, pk, name);
-		if (err) {
-			snprintf(reason, reason_cap, "server could not record the enrolment");
-			return err;
-		}
-	}
-	if (a->allow && *a->allow) {
-		int err = srv_allowlist_add(*a->allow, pk, name);
-		if (err) {
-			snprintf(reason, reason_cap, "server could not record the enrolment");
-			return err;
-		}
-	}
-	return srv_enrol_consume(a->enrol, token, now);
+	int err = record(a, pk, id, reason, reason_cap);
+	if (err)
+		return err;
+	drop(a->enrol, (size_t)i);
+	return FL_OK;
 }

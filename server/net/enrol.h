@@ -1,14 +1,18 @@
 /* enrol.h - one-time enrolment tokens and the coordinator's authorisation
  * check used by the secure channel.
  *
- * A token is 32 random bytes shown as 43 characters of unpadded base64url.
- * The coordinator issues one (valid for a few minutes), hands it to a new
- * client out of band, and the client presents it inside the encrypted part
- * of the handshake; when it is still valid the client's key is appended to
- * the allow-list file and the in-memory set, and the token is gone. Tokens
- * live in memory only (a restart forgets them) and are compared in constant
- * time against every stored token. Times are explicit milliseconds of a
- * monotonic clock (srv_enrol_now_ms), so tests control expiry.
+ * A token is 32 random bytes shown as 43 characters of unpadded base64url,
+ * issued FOR one client id. The coordinator issues one (valid for a few
+ * minutes), hands it to the new client out of band, and the client
+ * presents it inside the encrypted part of the handshake; when it is still
+ * valid the client's key is appended to the allow-list file as
+ * "fl1:... ID" (and to the in-memory set with name ID), so the allow-list's
+ * id binding applies: that key may only say Hello as ID. The token is then
+ * gone. Tokens live in memory only (a restart forgets them) and are
+ * compared in constant time against every stored token. A token may name a
+ * file holding it (srv_enrol_set_file): the file is removed when the token
+ * is used, expires or the store is freed. Times are explicit milliseconds
+ * of a monotonic clock (srv_enrol_now_ms), so tests control expiry.
  * No networking, no global state.
  */
 #ifndef SRV_ENROL_H
@@ -28,9 +32,10 @@ int srv_enrol_new(struct srv_enrol **out);
 void srv_enrol_free(struct srv_enrol *e); /* wipes; NULL is a no-op */
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t srv_enrol_now_ms(void);
-/* Issues a token valid until now_ms + valid_ms; writes its string form.
- * FL_ERANGE when SRV_ENROL_MAX_TOKENS unexpired tokens are outstanding. */
-int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms,
+/* Issues a token for client_id (a valid Hello client id, else FL_EINVAL)
+ * valid until now_ms + valid_ms; writes its string form. FL_ERANGE when
+ * SRV_ENROL_MAX_TOKENS unexpired tokens are outstanding. */
+int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, const char *client_id,
 		    char out[FL_TOKEN_STRING_BYTES]);
 /* Consumes a valid token: FL_OK, else FL_ENOTFOUND ("unknown, used or
  * expired"). Expired tokens are dropped on the way. */
@@ -40,8 +45,9 @@ size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms);
 
 /* The coordinator's policy, for fl_channel_config.authorize / auth_ctx:
  * a key in *allow passes (a token it presents is left unused); otherwise a
- * valid token enrols it: the key is appended to allow_path (when set) and
- * added to *allow, then the token is consumed. enrol may be NULL (no
+ * valid token enrols it as the token's client id: "fl1:... ID" is appended
+ * to allow_path (when set) and added to *allow, then the token is consumed.
+ * Refused when another key of *allow already carries that id. enrol may be NULL (no
  * enrolment); now_ms 0 means srv_enrol_now_ms(). */
 struct srv_auth {
 	struct srv_allowlist **allow; /* the daemon's current set (swapped on reload) */

@@ -63,7 +63,7 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"config-file", 1, 0, 0},
 					 {"key", 1, 0, 0},
 					 {"allow", 1, 0, 0},
-					 {"enrol", 0, 0, 0},
+					 {"enrol", 1, 0, 0},
 					 {"enrol-minutes", 1, 0, 0},
 					 {"insecure", 0, 0, 0},
 					 {"handshake-timeout", 1, 0, 0},
@@ -89,8 +89,9 @@ void srv_opts_usage(FILE *f)
 		"  --key FILE             the coordinator's secret key (fedloha-server keygen)\n"
 		"  --allow FILE           allow-list: one 'fl1:... NAME' client key a line; re-read on\n"
 		"                         SIGHUP; a NAME that is a valid client id binds that key to it\n"
-		"  --enrol                print a one-time enrolment token; a client presenting it is\n"
-		"                         added to --allow  (--enrol-minutes N, default 30)\n"
+		"  --enrol ID[,ID...]     issue a one-time enrolment token for each client id\n"
+		"                         (repeatable); a client presenting it is added to --allow\n"
+		"                         as 'fl1:... ID' (--enrol-minutes N, default 30)\n"
 		"  --handshake-timeout SEC (10)  --insecure (plaintext, no authentication: tests only)\n"
 		"model:\n"
 		"  --model NAME           built-in 2nn, cnn or mlp (default 2nn), sized for --data\n"
@@ -214,6 +215,37 @@ static int set_count(struct srv_opts *o, const char *k, const char *v)
 	return FL_ENOTFOUND;
 }
 
+/* --enrol's comma-separated client ids, appended to o->enrol_ids. */
+static int add_enrol_ids(struct srv_opts *o, const char *v)
+{
+	for (const char *p = v;;) {
+		size_t n = strcspn(p, ",");
+		char id[FL_WIRE_CLIENT_ID_MAX + 1];
+		snprintf(id, sizeof(id), "%.*s", (int)n, p);
+		if (n > FL_WIRE_CLIENT_ID_MAX || !fl_wire_client_id_valid(id)) {
+			fprintf(stderr,
+				"fedloha-server: --enrol: '%.*s' is not a client id (1..%d of "
+				"[A-Za-z0-9._-]; the ids to enrol, comma-separated)\n",
+				(int)(n > 80 ? 80 : n), p, FL_WIRE_CLIENT_ID_MAX);
+			return FL_EINVAL;
+		}
+		for (int i = 0; i < o->n_enrol; i++)
+			if (!strcmp(o->enrol_ids[i], id)) {
+				fprintf(stderr, "fedloha-server: --enrol: '%s' given twice\n", id);
+				return FL_EINVAL;
+			}
+		if (o->n_enrol == SRV_OPTS_ENROL_MAX) {
+			fprintf(stderr, "fedloha-server: --enrol: more than %d client ids\n",
+				SRV_OPTS_ENROL_MAX);
+			return FL_EINVAL;
+		}
+		memcpy(o->enrol_ids[o->n_enrol++], id, sizeof(id));
+		if (!p[n])
+			return FL_OK;
+		p += n + 1;
+	}
+}
+
 /* One option by its long name; v is owned elsewhere and outlives o. */
 static int set_opt(struct srv_opts *o, const char *k, const char *v)
 {
@@ -224,11 +256,12 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		*str = v;
 		return FL_OK;
 	}
-	if (!strcmp(k, "insecure") || !strcmp(k, "enrol")) {
-		int on = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-		*(!strcmp(k, "insecure") ? &o->insecure : &o->enrol) = on;
+	if (!strcmp(k, "insecure")) {
+		o->insecure = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
 		return FL_OK;
 	}
+	if (!strcmp(k, "enrol"))
+		return add_enrol_ids(o, v);
 	int shared = srv_train_opts_set(&o->train, k, v);
 	if (shared != FL_ENOTFOUND) {
 		if (shared)
@@ -301,6 +334,14 @@ static int load_config_file(struct srv_opts *o, const char *path, json_t **keep)
 			continue;
 		char buf[64];
 		const char *s = NULL;
+		if (!strcmp(k, "enrol") && json_is_boolean(v)) {
+			fprintf(stderr,
+				"fedloha-server: %s: key 'enrol' takes the client ids to enrol "
+				"(\"enrol\": \"site-1,site-2\"), not a boolean\n",
+				path);
+			bad = 1;
+			continue;
+		}
 		if (json_is_string(v)) {
 			s = json_string_value(v);
 		} else if (json_is_integer(v)) {

@@ -6,17 +6,23 @@
 
 #include "engine_opts.h"
 #include "log.h"
+#include "wire.h"
 
 #include <jansson.h>
 #include <stdio.h>
 
 #define SERVER_VERSION "0.1.0"
+#define SRV_OPTS_ENROL_MAX 64 /* client ids of --enrol per start */
 
 struct srv_opts {
-	const char *listen, *model, *model_file, *param, *config, *base, *init, *checkpoint, *out, *strategy;
+	const char *listen, *model, *model_file, *param, *config, *base, *init, *checkpoint, *out,
+		*strategy;
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
 	double handshake_timeout;
-	int insecure, enrol, enrol_minutes;
+	int insecure, enrol_minutes;
+	/* --enrol ID[,ID...] (repeatable): one enrolment token per client id */
+	int n_enrol;
+	char enrol_ids[SRV_OPTS_ENROL_MAX][FL_WIRE_CLIENT_ID_MAX + 1];
 	/* rounds, seed, fraction, min-report, local training, server optimiser
 	 * (the options fedloha-sim takes too); strategy and dtype are resolved
 	 * from their names by run */

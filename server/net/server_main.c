@@ -152,7 +152,7 @@ static int setup_access(const struct srv_opts *o, struct srv_access **out)
 	struct srv_access_config ac = {.insecure = o->insecure,
 				       .key_path = o->key,
 				       .allow_path = o->allow,
-				       .enrol = o->enrol};
+				       .enrol = o->n_enrol > 0};
 	*out = NULL;
 	if (srv_access_new(&ac, &acc)) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
@@ -167,15 +167,17 @@ static int setup_access(const struct srv_opts *o, struct srv_access **out)
 	fl_identity_public_string(srv_access_identity(acc), pub);
 	fl_log_info("server key %s; allow-list %s: %zu client keys", pub, o->allow,
 		    srv_access_count(acc));
-	if (o->enrol) {
-		if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, tok)) {
+	for (int i = 0; i < o->n_enrol; i++) {
+		const char *id = o->enrol_ids[i];
+		if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, id, tok)) {
 			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 			srv_access_free(acc);
-			return 1;
+			return 2;
 		}
-		printf("enrolment token %s (one use, valid %d minutes): fedloha-client run "
-		       "--key FILE --server-key %s --enrol-token %s ...\n",
-		       tok, o->enrol_minutes, pub, tok);
+		printf("enrolment token %s for client id %s (one use, valid %d minutes): "
+		       "fedloha-client run --id %s --key FILE --server-key %s --enrol-token %s "
+		       "...\n",
+		       tok, id, o->enrol_minutes, id, pub, tok);
 	}
 	*out = acc;
 	return 0;
