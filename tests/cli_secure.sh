@@ -177,16 +177,26 @@ echo "ok 5: SIGHUP kept the old list on a bad line, then admitted client-1 witho
 
 # ---- 6. enrolment, once; one live connection per key ----
 start_server s6 "${SEC[@]}" --min-clients 2 --enrol site-2 --enrol-minutes 5
-TOKEN=$(sed -n 's/^enrolment token \([A-Za-z0-9_-]*\) for client id site-2 .*/\1/p' "$TMP/s6.out")
-[ ${#TOKEN} = 43 ] || fail "6: no enrolment token printed"
+TFILE=$(sed -n 's/^enrolment token for client id site-2 in \([^ ]*\) .*/\1/p' "$TMP/s6.out")
+[ "$TFILE" = "$TMP/enrol-tokens/site-2.token" ] || fail "6: token file not printed: $(cat "$TMP/s6.out")"
+[ "$(stat -c %a "$TFILE")" = 600 ] || fail "6: token file mode $(stat -c %a "$TFILE")"
+grep -q "enrolment token [A-Za-z0-9_-]\{43\}" "$TMP/s6.out" && fail "6: the token itself was printed"
+mkdir -p "$TMP/cred" && cp "$TFILE" "$TMP/cred/fedloha-enrol-token" # kept for the reuse check
+# the token on the command line is refused; a token file others can read too
+client c6_cli 2 $(ck 2) --id site-2 --enrol-token "$(cat "$TFILE")"
+exited c6_cli 2 "use --enrol-token-file FILE" "6: --enrol-token"
+cp "$TFILE" "$TMP/open.token" && chmod 644 "$TMP/open.token"
+client c6_open 2 $(ck 2) --id site-2 --enrol-token-file "$TMP/open.token"
+exited c6_open 2 "chmod 600" "6: a token file readable by others"
 # the token is for site-2: its key is bound to that id, another id is refused
-client c6_bad 2 $(ck 2) --id site-9 --enrol-token "$TOKEN"
+client c6_bad 2 $(ck 2) --id site-9 --enrol-token-file "$TFILE"
 exited c6_bad 3 "does not match the allow-list name 'site-2'" "6: enrolment under another id"
 grep -q "^${P[2]} site-2\$" "$TMP/allow.txt" || fail "6: enrolled key not bound to site-2 in the allow-list file"
+[ -e "$TFILE" ] && fail "6: the used token's file is still there"
 bg_client c6_2 2 $(ck 2) --id site-2; c2=$CPID
 wait_for "$TMP/c6_2.err" "secure channel up" 10 || fail "6: enrolled client not admitted"
-client c6_3 3 $(ck 3) --enrol-token "$TOKEN"
-exited c6_3 3 "unknown, already used or expired" "6: second use of the token"
+CREDENTIALS_DIRECTORY="$TMP/cred" client c6_3 3 $(ck 3)
+exited c6_3 3 "unknown, already used or expired" "6: second use of the token (systemd credential)"
 client c6_dup 5 $(ck 2) --id site-2 --max-attempts 1
 exited c6_dup 1 "" "6: second connection with a live key"
 grep -q "another connection with client key ${P[2]} is already open" "$TMP/s6.err" ||
@@ -195,7 +205,7 @@ client c6_0 0 $(ck 0)
 exited c6_0 0 "" "6: client 0"
 wait $c2 || fail "6: enrolled client exit $?"
 wait $SPID || fail "6: server exit $?"
-echo "ok 6: token for site-2 bound the key to site-2 (other id refused), reuse refused, duplicate live key refused"
+echo "ok 6: token file for site-2 (0600, removed once used) bound the key to site-2 (other id refused), reuse refused, duplicate live key refused"
 
 # ---- 7. a key removed from the allow-list loses its live connection ----
 printf '%s client-0\n' "${P[0]}" >"$TMP/allow.txt"

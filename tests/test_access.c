@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static struct fl_buf *hello(const char *id)
 {
@@ -52,7 +53,7 @@ static void test_identity_binding(void)
 		return;
 	fprintf(f, "%s alice\n%s # enrolled 2026-11-28T12:00:00Z\n", pa, pb);
 	fclose(f);
-	struct srv_access_config cfg = {0, key, allow, 0};
+	struct srv_access_config cfg = {0, key, allow, 0, NULL};
 	struct srv_access *acc = NULL;
 	FL_CHECK(srv_access_new(&cfg, &acc) == FL_OK);
 	if (acc) {
@@ -79,27 +80,49 @@ static void test_enrolment_binds_id(void)
 	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK);
 	struct fl_identity *a = NULL, *b = NULL;
 	FL_CHECK(fl_identity_generate(&a) == FL_OK && fl_identity_generate(&b) == FL_OK);
-	struct srv_access_config cfg = {0, key, allow, 1};
+	char tdir[512];
+	snprintf(tdir, sizeof(tdir), "%s/tokens", dir);
+	struct srv_access_config cfg = {0, key, allow, 1, tdir};
 	struct srv_access *acc = NULL;
 	FL_CHECK(srv_access_new(&cfg, &acc) == FL_OK);
 	if (!acc || !a || !b)
 		return;
 	char tok[FL_TOKEN_STRING_BYTES], tok2[FL_TOKEN_STRING_BYTES], reason[256] = "";
 	uint8_t raw[FL_TOKEN_BYTES], raw2[FL_TOKEN_BYTES];
-	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok) == FL_OK);
-	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok2) == FL_OK);
+	const char *path = NULL;
+	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok, &path) == FL_OK);
+	/* the token is in tokens/site-2.token, mode 0600, read back by the client's loader */
+	char tfile[600], fromfile[FL_TOKEN_STRING_BYTES] = "";
+	snprintf(tfile, sizeof(tfile), "%s/site-2.token", tdir);
+	FL_CHECK(path && strcmp(path, tfile) == 0);
+	struct stat st;
+	FL_CHECK(stat(tfile, &st) == 0 && (st.st_mode & 0777) == 0600);
+	FL_CHECK(fl_token_load(tfile, fromfile) == FL_OK && strcmp(fromfile, tok) == 0);
+	FL_CHECK(chmod(tfile, 0640) == 0 && fl_token_load(tfile, fromfile) == FL_EINVAL);
+	FL_CHECK(strstr(fl_error_msg(), "chmod 600") != NULL);
+	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok2, NULL) == FL_EINVAL);
+	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-3", tok2, NULL) == FL_OK);
 	FL_CHECK(fl_token_parse(tok, raw) == FL_OK && fl_token_parse(tok2, raw2) == FL_OK);
 	FL_CHECK(srv_access_authorize(acc, fl_identity_pk(a), raw, reason, sizeof(reason)) ==
 		 FL_OK);
 	FL_CHECK(check(acc, fl_identity_pk(a), "site-2") == FL_OK);
 	FL_CHECK(check(acc, fl_identity_pk(a), "site-9") == FL_EAUTH);
-	/* the id is now bound: a second token for it admits no other key */
+	FL_CHECK(stat(tfile, &st) != 0); /* used: its file is gone */
+	/* an id bound meanwhile (the operator listed a key as site-3): the
+	 * token for it admits no other key */
+	FILE *f = fopen(allow, "a");
+	FL_CHECK(f != NULL);
+	if (f) {
+		fprintf(f, "%s site-3\n", dummy);
+		fclose(f);
+	}
+	FL_CHECK(srv_access_reload(acc) == FL_OK && srv_access_count(acc) == 2);
 	FL_CHECK(srv_access_authorize(acc, fl_identity_pk(b), raw2, reason, sizeof(reason)) ==
 		 FL_ENOTFOUND);
 	FL_CHECK_MSG(strstr(reason, "already bound") != NULL, "%s", reason);
-	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok) == FL_EINVAL);
+	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok, NULL) == FL_EINVAL);
 	/* the file says the same after a reload */
-	FL_CHECK(srv_access_reload(acc) == FL_OK && srv_access_count(acc) == 1);
+	FL_CHECK(srv_access_reload(acc) == FL_OK && srv_access_count(acc) == 2);
 	FL_CHECK(check(acc, fl_identity_pk(a), "site-9") == FL_EAUTH);
 	srv_access_free(acc);
 	fl_identity_free(a);

@@ -33,7 +33,7 @@
 struct run_opts {
 	const char *server, *id, *data, *data_path, *partition, *state_dir, *dtype, *log_level;
 	const char *init, *model_file;
-	const char *key, *server_key, *enrol_token;
+	const char *key, *server_key, *enrol_token, *enrol_token_file;
 	int num_clients, client_index, limit, threads, max_attempts, debug_tensors, insecure;
 	double holdout, backoff_min, backoff_max, handshake_timeout;
 	long long max_frame;
@@ -52,7 +52,10 @@ static void run_usage(FILE *f)
 		"security (docs/SECURITY.md):\n"
 		"  --key FILE           this client's secret key (fedloha-client keygen --out FILE)\n"
 		"  --server-key KEY     the coordinator's public key: fl1:... or a file holding it\n"
-		"  --enrol-token TOKEN  one-time token from 'fedloha-server run --enrol'\n"
+		"  --enrol-token-file FILE  one-time enrolment token (a 0600 file written by\n"
+		"                       'fedloha-server run --enrol ID'); default: the systemd\n"
+		"                       credential " FL_TOKEN_CREDENTIAL
+		" when $CREDENTIALS_DIRECTORY is set\n"
 		"  --handshake-timeout SEC (10)\n"
 		"  --insecure           plaintext, no authentication (tests; the server needs it too)\n"
 		"data (a partition of a data set):\n"
@@ -120,6 +123,7 @@ static const struct fl_cliopt_string string_options[] = {
 	{"key", offsetof(struct run_opts, key)},
 	{"server-key", offsetof(struct run_opts, server_key)},
 	{"enrol-token", offsetof(struct run_opts, enrol_token)},
+	{"enrol-token-file", offsetof(struct run_opts, enrol_token_file)},
 };
 
 static const char **string_option(struct run_opts *o, const char *name)
@@ -155,6 +159,7 @@ static const struct option run_longopts[] = {{"server", 1, 0, 0},
 					     {"key", 1, 0, 0},
 					     {"server-key", 1, 0, 0},
 					     {"enrol-token", 1, 0, 0},
+					     {"enrol-token-file", 1, 0, 0},
 					     {"insecure", 0, 0, 0},
 					     {"handshake-timeout", 1, 0, 0},
 					     {0, 0, 0, 0}};
@@ -255,17 +260,39 @@ static int load_keys(const struct run_opts *o, struct fl_identity **id,
 				    "no --server-key: pass the coordinator's public key "
 				    "(fl1:..., printed by 'fedloha-server keygen' or "
 				    "'fedloha-server pubkey --key FILE'), or a file holding it");
-	if (o->enrol_token) {
-		uint8_t tok[FL_TOKEN_BYTES];
-		int err = fl_token_parse(o->enrol_token, tok);
-		sodium_memzero(tok, sizeof(tok));
-		if (err)
-			return fl_error_set(err, "--enrol-token: %s", fl_error_msg());
-	}
 	int err = fl_pubkey_parse_arg(o->server_key, spk);
 	if (err)
 		return fl_error_set(err, "--server-key: %s", fl_error_msg());
 	return fl_identity_load(o->key, id);
+}
+
+/* The enrolment token: --enrol-token-file, else the systemd credential;
+ * token[0] = 0 when there is none. A token on the command line is refused:
+ * every local user could read it in /proc. */
+static int load_enrol_token(const struct run_opts *o, char token[FL_TOKEN_STRING_BYTES])
+{
+	token[0] = '\0';
+	if (o->enrol_token)
+		return fl_error_set(FL_EINVAL,
+				    "--enrol-token is refused: a token on the command line is "
+				    "visible to every local user; use --enrol-token-file FILE "
+				    "(mode 0600) or the systemd credential " FL_TOKEN_CREDENTIAL);
+	if (o->insecure)
+		return FL_OK;
+	char cred[4096];
+	const char *path = o->enrol_token_file;
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	if (!path && dir && *dir) {
+		snprintf(cred, sizeof(cred), "%s/%s", dir, FL_TOKEN_CREDENTIAL);
+		if (fl_path_exists(cred))
+			path = cred;
+	}
+	if (!path)
+		return FL_OK;
+	int err = fl_token_load(path, token);
+	if (err)
+		return fl_error_set(err, "enrolment token: %s", fl_error_msg());
+	return FL_OK;
 }
 
 /* This client's samples: a partition of the data set, or all of it. */
@@ -318,6 +345,7 @@ struct run {
 	enum fl_wire_dtype dtype;
 	struct fl_identity *ident;
 	uint8_t spk[FL_PUBKEY_BYTES];
+	char token[FL_TOKEN_STRING_BYTES]; /* "" without enrolment */
 	struct fl_dataset *ds;
 	struct fl_partition *part;
 	struct fl_model_desc *expect; /* --model-file */
@@ -341,7 +369,7 @@ static void transport_config(const struct run_opts *o, struct run *r,
 	tc->insecure = o->insecure;
 	tc->identity = r->ident;
 	tc->server_pk = o->insecure ? NULL : r->spk;
-	tc->enrol_token = o->enrol_token;
+	tc->enrol_token = r->token[0] ? r->token : NULL;
 	tc->handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
 }
 
@@ -469,11 +497,13 @@ int cli_run_main(int argc, char **argv)
 	fl_log_set_level(r.lvl);
 	fl_blas_set_threads(o.threads);
 	signal(SIGPIPE, SIG_IGN);
-	if (load_keys(&o, &r.ident, r.spk)) {
+	if (load_keys(&o, &r.ident, r.spk) || load_enrol_token(&o, r.token)) {
 		fprintf(stderr, "fedloha-client run: %s\n", fl_error_msg());
+		fl_identity_free(r.ident);
 		return 2;
 	}
 	int err = start(&o, &r);
+	sodium_memzero(r.token, sizeof(r.token)); /* the transport has its copy */
 	rc = 1;
 	if (!err) {
 		uv_run(&r.loop, UV_RUN_DEFAULT);

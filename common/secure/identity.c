@@ -103,8 +103,7 @@ int fl_identity_save(const struct fl_identity *id, const char *path)
 	return err;
 }
 
-/* Reads at most cap-1 bytes of an owner-only file into buf (NUL-terminated). */
-static int read_private_file(const char *path, char *buf, size_t cap, size_t *len)
+int fl_secret_file_read(const char *path, const char *what, char *buf, size_t cap, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -124,11 +123,10 @@ static int read_private_file(const char *path, char *buf, size_t cap, size_t *le
 	}
 	if (st.st_mode & 077) {
 		close(fd);
-		return fl_error_set(
-			FL_EINVAL,
-			"%s: secret key file is accessible by group/others (mode %03o); "
-			"run: chmod 600 %s",
-			path, (unsigned)(st.st_mode & 0777), path);
+		return fl_error_set(FL_EINVAL,
+				    "%s: %s file is accessible by group/others (mode %03o); "
+				    "run: chmod 600 %s",
+				    path, what, (unsigned)(st.st_mode & 0777), path);
 	}
 	size_t have = 0;
 	for (;;) {
@@ -145,8 +143,8 @@ static int read_private_file(const char *path, char *buf, size_t cap, size_t *le
 		have += (size_t)r;
 		if (have == cap - 1) {
 			close(fd);
-			return fl_error_set(FL_ERANGE, "%s: longer than a secret key file can be",
-					    path);
+			return fl_error_set(FL_ERANGE, "%s: longer than a %s file can be", path,
+					    what);
 		}
 	}
 	close(fd);
@@ -159,7 +157,7 @@ int fl_identity_load(const char *path, struct fl_identity **out)
 {
 	char buf[FL_KEYFILE_MAX];
 	size_t len = 0;
-	int err = read_private_file(path, buf, sizeof(buf), &len);
+	int err = fl_secret_file_read(path, "secret key", buf, sizeof(buf), &len);
 	if (err)
 		return err;
 	struct fl_identity *id = NULL;

@@ -45,6 +45,11 @@ int fl_identity_save(const struct fl_identity *id, const char *path);
  * not match its seed or fails fl_pubkey_check. */
 int fl_identity_load(const char *path, struct fl_identity **out);
 void fl_identity_free(struct fl_identity *id); /* wipes; NULL is a no-op */
+/* Reads a secret file (a key, an enrolment token) of at most cap-1 bytes
+ * into buf, NUL-terminated. Refuses (FL_EINVAL, "PATH: WHAT file is
+ * accessible by group/others ...; run: chmod 600 PATH") a file group or
+ * others may access, and anything but a regular file. */
+int fl_secret_file_read(const char *path, const char *what, char *buf, size_t cap, size_t *len);
 
 const uint8_t *fl_identity_pk(const struct fl_identity *id);
 /* "fl1:..." of this identity's public key. */

@@ -8,6 +8,7 @@
 
 #include <sodium.h>
 
+#include <stdio.h>
 #include <string.h>
 
 int fl_token_parse(const char *s, uint8_t token[FL_TOKEN_BYTES])
@@ -24,5 +25,29 @@ int fl_token_parse(const char *s, uint8_t token[FL_TOKEN_BYTES])
 		return fl_error_set(FL_EFORMAT,
 				    "enrolment token must be %d characters of base64url",
 				    FL_TOKEN_STRING_BYTES - 1);
+	return FL_OK;
+}
+
+int fl_token_load(const char *path, char out[FL_TOKEN_STRING_BYTES])
+{
+	char buf[128];
+	size_t len = 0;
+	int err = fl_secret_file_read(path, "enrolment token", buf, sizeof(buf), &len);
+	if (err)
+		return err;
+	while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		buf[--len] = '\0';
+	uint8_t raw[FL_TOKEN_BYTES];
+	err = fl_token_parse(buf, raw);
+	sodium_memzero(raw, sizeof(raw));
+	if (err) {
+		sodium_memzero(buf, sizeof(buf));
+		return fl_error_set(err,
+				    "%s: not an enrolment token file (want one line of %d "
+				    "base64url characters)",
+				    path, FL_TOKEN_STRING_BYTES - 1);
+	}
+	memcpy(out, buf, FL_TOKEN_STRING_BYTES);
+	sodium_memzero(buf, sizeof(buf));
 	return FL_OK;
 }

@@ -23,6 +23,7 @@ struct srv_access_config {
 	const char *key_path;   /* the coordinator's secret-key file (required) */
 	const char *allow_path; /* the allow-list file (required; may be missing with enrol) */
 	int enrol;              /* accept enrolment tokens (srv_access_enrol_issue) */
+	const char *enrol_dir;  /* token files go here (NULL: no files, tests) */
 };
 
 struct srv_access;
@@ -38,11 +39,13 @@ const struct fl_identity *srv_access_identity(const struct srv_access *a);
 /* Keys in the current allow-list. */
 size_t srv_access_count(const struct srv_access *a);
 
-/* A one-time enrolment token for client_id valid for valid_ms (FL_EINVAL
+/* A one-time enrolment token for client_id valid for valid_ms, also
+ * written to enrol_dir/ID.token when the config has enrol_dir (*path, see
+ * srv_enrol_issue) (FL_EINVAL
  * without enrol, for an invalid id, or for an id another key of the
  * allow-list is already bound to). */
 int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *client_id,
-			   char out[FL_TOKEN_STRING_BYTES]);
+			   char out[FL_TOKEN_STRING_BYTES], const char **path);
 /* Re-reads the allow-list file: on success the new list is in force; on
  * failure (a bad line, an unreadable file) the old one stays and the error
  * is returned. */

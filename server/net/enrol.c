@@ -4,19 +4,24 @@
 #include "enrol.h"
 
 #include "errors.h"
+#include "fsutil.h"
 #include "wire.h"
 
 #include <sodium.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct token {
 	uint8_t t[FL_TOKEN_BYTES];
 	uint64_t expires_ms;
 	char id[FL_WIRE_CLIENT_ID_MAX + 1]; /* the client id it enrols */
+	char *path;                         /* its token file, or NULL */
 };
 
 struct srv_enrol {
@@ -33,10 +38,21 @@ int srv_enrol_new(struct srv_enrol **out)
 	return err;
 }
 
+static void forget_file(struct token *t)
+{
+	if (!t->path)
+		return;
+	unlink(t->path);
+	free(t->path);
+	t->path = NULL;
+}
+
 void srv_enrol_free(struct srv_enrol *e)
 {
 	if (!e)
 		return;
+	for (size_t i = 0; i < e->n; i++)
+		forget_file(&e->tok[i]); /* a restart forgets the tokens */
 	sodium_memzero(e, sizeof(*e));
 	free(e);
 }
@@ -50,6 +66,7 @@ uint64_t srv_enrol_now_ms(void)
 
 static void drop(struct srv_enrol *e, size_t i)
 {
+	forget_file(&e->tok[i]);
 	e->tok[i] = e->tok[e->n - 1];
 	sodium_memzero(&e->tok[e->n - 1], sizeof(e->tok[0]));
 	e->n--;
@@ -71,8 +88,41 @@ size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms)
 	return e->n;
 }
 
+/* Writes DIR/ID.token (0600, O_EXCL | O_NOFOLLOW) holding text; a file
+ * left there by an earlier start (its token is forgotten) is replaced. */
+static int write_token_file(const char *dir, const char *id, const char *text, char **path_out)
+{
+	char path[4096];
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.token", dir, id) >= sizeof(path))
+		return fl_error_set(FL_EINVAL, "--enrol-dir %.80s: path too long", dir);
+	int err = fl_mkdir_parent(path, 1);
+	if (err)
+		return err;
+	if (unlink(path) != 0 && errno != ENOENT)
+		return fl_error_set(FL_EIO, "%s: %s", path, strerror(errno));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return fl_error_set(FL_EIO, "%s: %s", path, strerror(errno));
+	size_t n = strlen(text);
+	int ok = write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+	int e = errno;
+	if (close(fd) != 0 && ok) {
+		ok = 0;
+		e = errno;
+	}
+	if (!ok) {
+		unlink(path);
+		return fl_error_set(FL_EIO, "%s: write: %s", path, strerror(e));
+	}
+	if (!(*path_out = strdup(path))) {
+		unlink(path);
+		return fl_error_set(FL_ENOMEM, "out of memory");
+	}
+	return FL_OK;
+}
+
 int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, const char *client_id,
-		    char out[FL_TOKEN_STRING_BYTES])
+		    const char *dir, char out[FL_TOKEN_STRING_BYTES], const char **path)
 {
 	if (!fl_wire_client_id_valid(client_id))
 		return fl_error_set(FL_EINVAL,
@@ -85,12 +135,30 @@ int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, con
 				    SRV_ENROL_MAX_TOKENS);
 	if (valid_ms == 0 || valid_ms > UINT64_MAX - now_ms)
 		return fl_error_set(FL_EINVAL, "enrolment token validity must be > 0");
-	struct token *t = &e->tok[e->n++];
+	for (size_t i = 0; i < e->n; i++)
+		if (!strcmp(e->tok[i].id, client_id))
+			return fl_error_set(FL_EINVAL,
+					    "an enrolment token for client id '%s' is already "
+					    "outstanding",
+					    client_id);
+	struct token *t = &e->tok[e->n];
+	memset(t, 0, sizeof(*t));
 	randombytes_buf(t->t, sizeof(t->t));
 	t->expires_ms = now_ms + valid_ms;
 	snprintf(t->id, sizeof(t->id), "%s", client_id);
 	sodium_bin2base64(out, FL_TOKEN_STRING_BYTES, t->t, sizeof(t->t),
 			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	if (dir) {
+		int err = write_token_file(dir, client_id, out, &t->path);
+		if (err) {
+			sodium_memzero(t, sizeof(*t));
+			sodium_memzero(out, FL_TOKEN_STRING_BYTES);
+			return err;
+		}
+	}
+	if (path)
+		*path = t->path;
+	e->n++;
 	return FL_OK;
 }
 

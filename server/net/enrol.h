@@ -33,10 +33,16 @@ void srv_enrol_free(struct srv_enrol *e); /* wipes; NULL is a no-op */
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t srv_enrol_now_ms(void);
 /* Issues a token for client_id (a valid Hello client id, else FL_EINVAL)
- * valid until now_ms + valid_ms; writes its string form. FL_ERANGE when
- * SRV_ENROL_MAX_TOKENS unexpired tokens are outstanding. */
+ * valid until now_ms + valid_ms; writes its string form to out. With dir,
+ * also the token file dir/ID.token (folder made 0700 when missing; the file
+ * created O_EXCL | O_NOFOLLOW, mode 0600; one left by an earlier start is
+ * replaced), removed when the token is used, found expired or the store is
+ * freed; FL_EINVAL while a token for that id is outstanding. *path (when
+ * path is not NULL) is its name or NULL, valid while the
+ * token lives. FL_ERANGE when SRV_ENROL_MAX_TOKENS unexpired tokens are
+ * outstanding. */
 int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, const char *client_id,
-		    char out[FL_TOKEN_STRING_BYTES]);
+		    const char *dir, char out[FL_TOKEN_STRING_BYTES], const char **path);
 /* Consumes a valid token: FL_OK, else FL_ENOTFOUND ("unknown, used or
  * expired"). Expired tokens are dropped on the way. */
 int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms);

@@ -65,6 +65,7 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"allow", 1, 0, 0},
 					 {"enrol", 1, 0, 0},
 					 {"enrol-minutes", 1, 0, 0},
+					 {"enrol-dir", 1, 0, 0},
 					 {"insecure", 0, 0, 0},
 					 {"handshake-timeout", 1, 0, 0},
 					 {"server-beta1", 1, 0, 0},
@@ -91,7 +92,10 @@ void srv_opts_usage(FILE *f)
 		"                         SIGHUP; a NAME that is a valid client id binds that key to it\n"
 		"  --enrol ID[,ID...]     issue a one-time enrolment token for each client id\n"
 		"                         (repeatable); a client presenting it is added to --allow\n"
-		"                         as 'fl1:... ID' (--enrol-minutes N, default 30)\n"
+		"                         as 'fl1:... ID' (--enrol-minutes N, default 30); each\n"
+		"                         token is written to DIR/ID.token (0600) for the client's\n"
+		"                         --enrol-token-file  (--enrol-dir DIR, default the\n"
+		"                         folder 'enrol-tokens' next to --allow)\n"
 		"  --handshake-timeout SEC (10)  --insecure (plaintext, no authentication: tests only)\n"
 		"model:\n"
 		"  --model NAME           built-in 2nn, cnn or mlp (default 2nn), sized for --data\n"
@@ -155,6 +159,7 @@ static int inum(const char *k, const char *v, double lo, double hi, int *out)
 /* The options whose value is kept as given. */
 static const struct fl_cliopt_string string_options[] = {
 	{"listen", offsetof(struct srv_opts, listen)},
+	{"enrol-dir", offsetof(struct srv_opts, enrol_dir)},
 	{"model", offsetof(struct srv_opts, model)},
 	{"model-file", offsetof(struct srv_opts, model_file)},
 	{"param", offsetof(struct srv_opts, param)},

@@ -17,7 +17,7 @@
 struct srv_opts {
 	const char *listen, *model, *model_file, *param, *config, *base, *init, *checkpoint, *out,
 		*strategy;
-	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow;
+	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow, *enrol_dir;
 	double handshake_timeout;
 	int insecure, enrol_minutes;
 	/* --enrol ID[,ID...] (repeatable): one enrolment token per client id */

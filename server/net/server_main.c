@@ -30,6 +30,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,15 +145,34 @@ static int engine_config(struct srv_opts *o, struct srv_engine_config *ec)
 	return 0;
 }
 
-/* The key, the allow-list and the enrolment token (printed). 0, or the
+/* --enrol-dir, else the folder "enrol-tokens" next to the allow-list. */
+static void enrol_dir(const struct srv_opts *o, char *dir, size_t cap)
+{
+	if (o->enrol_dir) {
+		snprintf(dir, cap, "%s", o->enrol_dir);
+		return;
+	}
+	const char *allow = o->allow ? o->allow : "";
+	const char *slash = strrchr(allow, '/');
+	if (!slash)
+		snprintf(dir, cap, "enrol-tokens");
+	else
+		snprintf(dir, cap, "%.*s/enrol-tokens", (int)(slash - allow), allow);
+}
+
+/* The key, the allow-list and the enrolment token files (their names
+ * printed). 0, or the
  * exit code with a message. */
 static int setup_access(const struct srv_opts *o, struct srv_access **out)
 {
 	struct srv_access *acc = NULL;
+	char dir[4096];
+	enrol_dir(o, dir, sizeof(dir));
 	struct srv_access_config ac = {.insecure = o->insecure,
 				       .key_path = o->key,
 				       .allow_path = o->allow,
-				       .enrol = o->n_enrol > 0};
+				       .enrol = o->n_enrol > 0,
+				       .enrol_dir = dir};
 	*out = NULL;
 	if (srv_access_new(&ac, &acc)) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
@@ -169,15 +189,18 @@ static int setup_access(const struct srv_opts *o, struct srv_access **out)
 		    srv_access_count(acc));
 	for (int i = 0; i < o->n_enrol; i++) {
 		const char *id = o->enrol_ids[i];
-		if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, id, tok)) {
+		const char *path = NULL;
+		if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, id, tok,
+					   &path)) {
 			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 			srv_access_free(acc);
 			return 2;
 		}
-		printf("enrolment token %s for client id %s (one use, valid %d minutes): "
-		       "fedloha-client run --id %s --key FILE --server-key %s --enrol-token %s "
-		       "...\n",
-		       tok, id, o->enrol_minutes, id, pub, tok);
+		sodium_memzero(tok, sizeof(tok));
+		printf("enrolment token for client id %s in %s (one use, valid %d minutes): copy "
+		       "it to the client (mode 0600) and run: fedloha-client run --id %s --key "
+		       "FILE --server-key %s --enrol-token-file FILE ...\n",
+		       id, path ? path : "?", o->enrol_minutes, id, pub);
 	}
 	*out = acc;
 	return 0;
