@@ -40,10 +40,11 @@ static void test_identity_binding(void)
 	snprintf(allow, sizeof(allow), "%s/allow.txt", dir);
 	char dummy[FL_PUBKEY_STRING_BYTES];
 	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK);
-	struct fl_identity *a = NULL, *b = NULL;
+	struct fl_identity *a = NULL, *b = NULL, *c = NULL;
 	FL_CHECK(fl_identity_generate(&a) == FL_OK);
 	FL_CHECK(fl_identity_generate(&b) == FL_OK);
-	if (!a || !b)
+	FL_CHECK(fl_identity_generate(&c) == FL_OK);
+	if (!a || !b || !c)
 		return;
 	fl_identity_public_string(a, pa);
 	fl_identity_public_string(b, pb);
@@ -63,10 +64,27 @@ static void test_identity_binding(void)
 		/* the squatting case: the unbound key claims alice's id */
 		FL_CHECK(check(acc, fl_identity_pk(b), "alice") == FL_EAUTH);
 		FL_CHECK(strstr(fl_error_msg(), "belongs to another key") != NULL);
+		/* fails closed: no Hello, no identity, no entry */
+		const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01};
+		FL_CHECK(srv_access_check_first_frame(acc, fl_identity_pk(a), junk, sizeof(junk),
+						      1u << 20) == FL_EAUTH);
+		Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
+		fl_envelope env = fl_test_envelope(&hb.base);
+		struct fl_buf *fb = NULL;
+		FL_CHECK(fl_wire_encode(&env, &fb) == FL_OK);
+		if (fb) {
+			FL_CHECK(srv_access_check_first_frame(acc, fl_identity_pk(a), fb->data + 4,
+							      fb->len - 4, 1u << 20) == FL_EAUTH);
+			FL_CHECK(strstr(fl_error_msg(), "not a Hello") != NULL);
+			fl_buf_unref(fb);
+		}
+		FL_CHECK(check(acc, fl_identity_pk(c), "carol") == FL_EAUTH);
+		FL_CHECK(strstr(fl_error_msg(), "not in the allow-list") != NULL);
 	}
 	srv_access_free(acc);
 	fl_identity_free(a);
 	fl_identity_free(b);
+	fl_identity_free(c);
 }
 
 /* An enrolment token is issued for a client id: the enrolled key is written

@@ -150,41 +150,55 @@ int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYT
 	return a->allow && srv_allowlist_contains(a->allow, pk);
 }
 
+/* The Hello of a connection authenticated as pk, decoded into *env; every
+ * other outcome is FL_EAUTH with the reason set. */
+static int first_hello(const struct srv_access *a, const uint8_t *pk, const uint8_t *payload,
+		       size_t len, uint32_t max_frame, fl_envelope **env)
+{
+	char key[FL_PUBKEY_STRING_BYTES];
+	fl_pubkey_format(pk, key);
+	if (!a->allow || !srv_allowlist_contains(a->allow, pk))
+		return fl_error_set(FL_EAUTH, "client key %s is not in the allow-list", key);
+	if (fl_wire_decode(payload, len, max_frame, env) != FL_OK)
+		return fl_error_set(FL_EAUTH,
+				    "the first frame of key %s does not decode, so it names no "
+				    "client id",
+				    key);
+	if ((*env)->body_case != FEDLOHA__V1__ENVELOPE__BODY_HELLO) {
+		fl_wire_envelope_free(*env);
+		*env = NULL;
+		return fl_error_set(FL_EAUTH, "the first frame of key %s is not a Hello", key);
+	}
+	return FL_OK;
+}
+
 int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],
 				 const uint8_t *payload, size_t len, uint32_t max_frame)
 {
-	const char *name = a->allow ? srv_allowlist_name(a->allow, pk) : NULL;
+	fl_envelope *env = NULL;
+	int err = first_hello(a, pk, payload, len, max_frame, &env);
+	if (err)
+		return err;
+	const char *name = srv_allowlist_name(a->allow, pk);
 	/* a name binds only when it could be a client id; free text and '#'
 	 * notes are comments */
 	int binds = fl_wire_client_id_valid(name);
-	if (!a->allow)
-		return FL_OK;
-	fl_envelope *env = NULL;
-	if (fl_wire_decode(payload, len, max_frame, &env) != FL_OK)
-		return FL_OK;
-	int err = FL_OK;
-	if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_HELLO) {
-		const char *id = env->hello->client_id ? env->hello->client_id : "";
-		if (!binds) {
-			/* an unbound key (enrolled, or a free-text name) may not take
-			 * the id another key is bound to */
-			if (fl_wire_client_id_valid(id) && srv_allowlist_has_name(a->allow, id)) {
-				char key[FL_PUBKEY_STRING_BYTES];
-				fl_pubkey_format(pk, key);
-				err = fl_error_set(
-					FL_EAUTH,
-					"client id '%.64s' belongs to another key on the "
-					"allow-list; key %s may not use it",
-					id, key);
-			}
-		} else if (strcmp(id, name) != 0) {
-			char key[FL_PUBKEY_STRING_BYTES];
-			fl_pubkey_format(pk, key);
+	const char *id = env->hello->client_id ? env->hello->client_id : "";
+	char key[FL_PUBKEY_STRING_BYTES];
+	fl_pubkey_format(pk, key);
+	if (!binds) {
+		/* an unbound key (a free-text name) may not take the id another
+		 * key is bound to */
+		if (fl_wire_client_id_valid(id) && srv_allowlist_has_name(a->allow, id))
 			err = fl_error_set(FL_EAUTH,
-					   "client id '%.64s' does not match the allow-list name "
-					   "'%.64s' of key %s (run the client with --id %.64s)",
-					   id, name, key, name);
-		}
+					   "client id '%.64s' belongs to another key on the "
+					   "allow-list; key %s may not use it",
+					   id, key);
+	} else if (strcmp(id, name) != 0) {
+		err = fl_error_set(FL_EAUTH,
+				   "client id '%.64s' does not match the allow-list name "
+				   "'%.64s' of key %s (run the client with --id %.64s)",
+				   id, name, key, name);
 	}
 	fl_wire_envelope_free(env);
 	return err;

@@ -58,13 +58,13 @@ int srv_access_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uin
 int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES]);
 
 /* The identity rule for the first frame (payload without its length) of a
- * connection authenticated as pk: when it is a Hello and pk's allow-list
- * entry has a name that is a valid client id (1..64 of [A-Za-z0-9._-]), the
- * Hello's client_id must equal that name (an enrolled key is written with
- * the id its token was issued for, so it binds). Other names (free text, a
- * "# ..." note) are comments and bind nothing.
- * FL_OK, or FL_EAUTH with the reason in fl_error_msg(). A frame that does not
- * decode, or is not a Hello, passes (the engine refuses it). */
+ * connection authenticated as pk. It fails closed: FL_EAUTH (reason in
+ * fl_error_msg()) unless pk is in the current allow-list and the frame
+ * decodes as a Hello; then, when pk's entry has a name that is a valid
+ * client id (1..64 of [A-Za-z0-9._-]), the Hello's client_id must equal
+ * that name (an enrolled key is written with the id its token was issued
+ * for, so it binds). Other names (free text, a "# ..." note) are comments
+ * and bind nothing, but such a key may not take an id bound to another. */
 int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYTES],
 				 const uint8_t *payload, size_t len, uint32_t max_frame);
 
