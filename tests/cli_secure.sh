@@ -19,6 +19,7 @@
 #   7. SIGHUP with a key removed from the allow-list closes its connection
 # Every process runs under timeout(1); the trap kills what is left.
 set -u
+umask 022 # the coordinator refuses a group-writable allow-list
 . "$(dirname "$0")/cli_lib.sh"
 daemon_setup cli_secure 8
 START=$(date +%s)

@@ -149,6 +149,7 @@ static void test_enrolment_binds_id(void)
 
 int main(void)
 {
+	umask(022); /* the allow-lists written here must not be group-writable */
 	FL_RUN(test_identity_binding);
 	FL_RUN(test_enrolment_binds_id);
 	return fl_test_main_end();

@@ -15,7 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static char g_path[600];
 
@@ -332,6 +337,59 @@ static void test_small_order_component(void)
 	fl_identity_free(a);
 }
 
+/* The allow-list's owner and mode are checked on load; an enrolment's
+ * rewrite waits for the lock an operator holds and then keeps the
+ * operator's line. */
+static void test_allowlist_mode_and_lock(void)
+{
+	struct fl_identity *a = NULL, *b = NULL;
+	FL_CHECK(fl_identity_generate(&a) == FL_OK && fl_identity_generate(&b) == FL_OK);
+	char as[FL_PUBKEY_STRING_BYTES], bs[FL_PUBKEY_STRING_BYTES], text[256];
+	fl_identity_public_string(a, as);
+	fl_identity_public_string(b, bs);
+	const char *path = tmp_file("allow-lock.txt");
+	snprintf(text, sizeof(text), "%s alice\n", as);
+	write_text(path, text);
+	struct srv_allowlist *al = NULL;
+	FL_CHECK(chmod(path, 0664) == 0);
+	FL_CHECK(srv_allowlist_load(path, &al) == FL_EINVAL && !al);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "writable by group/others") != NULL, "%s",
+		     fl_error_msg());
+	FL_CHECK(srv_allowlist_append_file(path, fl_identity_pk(b), "bob") == FL_EINVAL);
+	FL_CHECK(chmod(path, 0644) == 0);
+	FL_CHECK(srv_allowlist_load(path, &al) == FL_OK);
+	srv_allowlist_free(al);
+
+	char lp[700];
+	snprintf(lp, sizeof(lp), "%s.lock", path);
+	int lk = open(lp, O_RDWR | O_CREAT, 0600);
+	FL_CHECK(lk >= 0 && flock(lk, LOCK_EX) == 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) { /* the enrolment; the inherited lock descriptor is not its own */
+		close(lk);
+		_exit(srv_allowlist_append_file(path, fl_identity_pk(b), "bob") == FL_OK ? 0 : 1);
+	}
+	struct timespec ts = {0, 200 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	char *got = NULL;
+	size_t len = 0;
+	FL_CHECK(fl_file_read_all(path, 4096, &got, &len) == FL_OK);
+	FL_CHECK_MSG(got && strcmp(got, text) == 0, "the rewrite did not wait: %s", got);
+	free(got);
+	/* the operator's edit under the lock */
+	snprintf(text + strlen(text), sizeof(text) - strlen(text), "# carol next week\n");
+	write_text(path, text);
+	close(lk);
+	int st = -1;
+	FL_CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	FL_CHECK(fl_file_read_all(path, 4096, &got, &len) == FL_OK);
+	FL_CHECK_MSG(got && strstr(got, "# carol next week\n") && strstr(got, bs), "%s", got);
+	free(got);
+	fl_identity_free(a);
+	fl_identity_free(b);
+}
+
 int main(void)
 {
 	FL_RUN(test_identity_files);
@@ -341,5 +399,6 @@ int main(void)
 	FL_RUN(test_allowlist_reload_and_append);
 	FL_RUN(test_tokens);
 	FL_RUN(test_small_order_component);
+	FL_RUN(test_allowlist_mode_and_lock);
 	return fl_test_main_end();
 }

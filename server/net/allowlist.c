@@ -9,10 +9,13 @@
 #include <sodium.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct entry {
 	uint8_t pk[FL_PUBKEY_BYTES];
@@ -166,11 +169,73 @@ int srv_allowlist_parse(const char *text, size_t len, const char *source,
 	return FL_OK;
 }
 
+/* Refuses an allow-list others could have changed: writable by group or
+ * others, or owned by neither this process's user nor root. */
+static int check_owner_mode(const char *path, const struct stat *st)
+{
+	if (!S_ISREG(st->st_mode))
+		return fl_error_set(FL_EINVAL, "%s: allow-list is not a regular file", path);
+	if (st->st_mode & 022)
+		return fl_error_set(FL_EINVAL,
+				    "%s: allow-list is writable by group/others (mode %03o); run: "
+				    "chmod go-w %s",
+				    path, (unsigned)(st->st_mode & 0777), path);
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return fl_error_set(FL_EINVAL,
+				    "%s: allow-list is owned by uid %u, neither this daemon's "
+				    "user (uid %u) nor root",
+				    path, (unsigned)st->st_uid, (unsigned)geteuid());
+	return FL_OK;
+}
+
+/* Reads the allow-list through one descriptor after check_owner_mode;
+ * *mode receives its permission bits. */
+static int read_checked(const char *path, char **text, size_t *len, mode_t *mode)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		return fl_error_set(e == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: %s", path,
+				    strerror(e));
+	}
+	struct stat st;
+	int err = fstat(fd, &st) != 0 ? fl_error_set(FL_EIO, "%s: stat: %s", path, strerror(errno))
+				      : check_owner_mode(path, &st);
+	if (!err && st.st_size > (off_t)SRV_ALLOWLIST_FILE_MAX)
+		err = fl_error_set(FL_ERANGE, "%s: larger than %u bytes", path,
+				   SRV_ALLOWLIST_FILE_MAX);
+	char *buf = err ? NULL : malloc((size_t)st.st_size + 1);
+	if (!err && !buf)
+		err = fl_error_set(FL_ENOMEM, "%s: out of memory", path);
+	size_t have = 0;
+	while (!err && have < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + have, (size_t)st.st_size - have);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			err = fl_error_set(FL_EIO, "%s: read: %s", path, strerror(errno));
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+	}
+	close(fd);
+	if (err) {
+		free(buf);
+		return err;
+	}
+	buf[have] = '\0';
+	*text = buf;
+	*len = have;
+	*mode = st.st_mode & 0777;
+	return FL_OK;
+}
+
 int srv_allowlist_load(const char *path, struct srv_allowlist **out)
 {
 	char *text = NULL;
 	size_t len = 0;
-	int err = fl_file_read_all(path, SRV_ALLOWLIST_FILE_MAX, &text, &len);
+	mode_t mode = 0;
+	int err = read_checked(path, &text, &len, &mode);
 	if (err)
 		return err;
 	err = srv_allowlist_parse(text, len, path, out);
@@ -245,37 +310,38 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 	return err;
 }
 
-int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
+/* An exclusive flock on "<path>.lock" (created 0600): held across an
+ * enrolment's read-modify-write; operators editing by hand take it with
+ * flock(1). *fd receives the locked descriptor. */
+static int lock_file(const char *path, int *fd)
 {
-	if (!name)
-		name = "";
-	int err = check_name(name);
-	if (!err)
-		err = fl_pubkey_check(pk); /* the parser would refuse the line */
-	if (err)
-		return err;
-	char *text = NULL;
-	size_t len = 0;
-	err = fl_file_read_all(path, SRV_ALLOWLIST_FILE_MAX, &text, &len);
-	int private_ = 0;
-	if (err == FL_ENOTFOUND) {
-		err = FL_OK;
-		len = 0;
-	} else if (err) {
-		return err;
-	} else {
-		struct stat st;
-		private_ = stat(path, &st) == 0 && !(st.st_mode & 077);
+	char lp[4096];
+	if ((size_t)snprintf(lp, sizeof(lp), "%s.lock", path) >= sizeof(lp))
+		return fl_error_set(FL_EINVAL, "%s: path too long", path);
+	*fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (*fd < 0)
+		return fl_error_set(FL_EIO, "%s: %s", lp, strerror(errno));
+	while (flock(*fd, LOCK_EX) != 0) {
+		if (errno == EINTR)
+			continue;
+		int e = errno;
+		close(*fd);
+		return fl_error_set(FL_EIO, "%s: flock: %s", lp, strerror(e));
 	}
+	return FL_OK;
+}
+
+/* The file's text with "key name\n" appended, written atomically. */
+static int append_line(const char *path, const char *text, size_t len, int private_,
+		       const uint8_t *pk, const char *name)
+{
 	char key[FL_PUBKEY_STRING_BYTES];
 	fl_pubkey_format(pk, key);
 	size_t nlen = strnlen(name, SRV_ALLOWLIST_NAME_MAX);
 	size_t cap = len + 1 + sizeof(key) + 1 + nlen + 2;
 	char *buf = malloc(cap);
-	if (!buf) {
-		free(text);
+	if (!buf)
 		return fl_error_set(FL_ENOMEM, "%s: out of memory", path);
-	}
 	size_t n = 0;
 	if (len) {
 		memcpy(buf, text, len);
@@ -285,8 +351,35 @@ int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES
 	}
 	n += (size_t)snprintf(buf + n, cap - n, "%s%s%.*s\n", key, nlen ? " " : "", (int)nlen,
 			      name);
-	err = fl_file_write_atomic(path, buf, n, private_);
+	int err = fl_file_write_atomic(path, buf, n, private_);
 	free(buf);
+	return err;
+}
+
+int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
+{
+	if (!name)
+		name = "";
+	int err = check_name(name);
+	if (!err)
+		err = fl_pubkey_check(pk); /* the parser would refuse the line */
+	if (err)
+		return err;
+	int lock = -1;
+	err = lock_file(path, &lock);
+	if (err)
+		return err;
+	char *text = NULL;
+	size_t len = 0;
+	mode_t mode = 0;
+	err = read_checked(path, &text, &len, &mode);
+	if (err == FL_ENOTFOUND) {
+		err = FL_OK;
+		len = 0;
+	}
+	if (!err)
+		err = append_line(path, text, len, text ? !(mode & 077) : 0, pk, name);
 	free(text);
+	close(lock); /* releases the flock */
 	return err;
 }

@@ -30,7 +30,9 @@ int srv_allowlist_new(struct srv_allowlist **out); /* empty */
 /* Parses text (len bytes; source names it in errors). */
 int srv_allowlist_parse(const char *text, size_t len, const char *source,
 			struct srv_allowlist **out);
-/* Reads a file; FL_ENOTFOUND when it does not exist. */
+/* Reads a file; FL_ENOTFOUND when it does not exist. Refuses (FL_EINVAL,
+ * one line saying what to fix) a file writable by group or others, or
+ * owned by neither this process's user nor root. */
 int srv_allowlist_load(const char *path, struct srv_allowlist **out);
 /* Loads path; on success frees *current and replaces it, on failure returns
  * the error and leaves *current untouched. */
@@ -50,7 +52,10 @@ int srv_allowlist_has_name(const struct srv_allowlist *al, const char *name);
 int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES],
 		      const char *name);
 /* Appends "fl1:... name" to the file at path (created when missing) with an
- * atomic rewrite that keeps every existing line. A file only its owner could
+ * atomic rewrite that keeps every existing line, read and rewritten under
+ * an exclusive flock on "<path>.lock" (so two enrolments, or an operator
+ * editing under `flock <path>.lock`, lose no line). The file must pass
+ * srv_allowlist_load's owner and mode check. A file only its owner could
  * read stays so. */
 int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
 			      const char *name);
