@@ -93,6 +93,7 @@ int fl_channel_new(const struct fl_channel_config *cfg, struct fl_channel **out)
 	ch->self = cfg->self;
 	ch->aes_ok = !cfg->disable_aes && crypto_aead_aes256gcm_is_available();
 	ch->aes_max_records = FL_CH_AES_MAX_RECORDS;
+	ch->max_bytes = FL_CH_MAX_BYTES;
 	ch->hs = ch->is_server ? HS_SERVER_WAIT1 : HS_CLIENT_START;
 	if (!ch->is_server) {
 		memcpy(ch->pinned, cfg->pinned_server_pk, FL_PUBKEY_BYTES);

@@ -23,6 +23,10 @@ enum fl_ch_cipher {
 };
 /* Records per direction and AES key, the final record included. */
 #define FL_CH_AES_MAX_RECORDS ((uint64_t)1 << 32)
+/* Plaintext bytes per direction and key (both record layers; the final
+ * record is always allowed): 2^36 bytes = 2^32 AES blocks, so the
+ * AES-GCM distinguishing advantage stays near (2^32)^2 / 2^128 = 2^-64. */
+#define FL_CH_MAX_BYTES ((uint64_t)1 << 36)
 
 enum hs_state {
 	HS_CLIENT_START, /* client before fl_channel_start */
@@ -65,6 +69,8 @@ struct fl_channel {
 	uint32_t aes_tx_dir, aes_rx_dir;            /* nonce prefix: 1 = c2s, 2 = s2c */
 	uint64_t tx_records;
 	uint64_t aes_max_records;     /* FL_CH_AES_MAX_RECORDS; tests lower it */
+	uint64_t tx_bytes, rx_bytes;  /* plaintext bytes sealed / opened under this key */
+	uint64_t max_bytes;           /* FL_CH_MAX_BYTES; tests lower it */
 	uint8_t rx_key[HS_KEY_BYTES]; /* until the peer's stream header arrives */
 	int rx_key_set;
 	int peer_final, sent_final;

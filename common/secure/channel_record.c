@@ -9,7 +9,9 @@
  *    tag check. At most FL_CH_AES_MAX_RECORDS records per direction.
  *  - crypto_secretstream_xchacha20poly1305, one stream per direction (a
  *    24-byte header message, then records of 17 bytes overhead).
- * Both add exactly FL_CHANNEL_RECORD_OVERHEAD (17) bytes per record.
+ * Both add exactly FL_CHANNEL_RECORD_OVERHEAD (17) bytes per record, and
+ * both carry at most FL_CH_MAX_BYTES plaintext bytes per key and direction
+ * (the final record aside): the sender refuses, the receiver fails.
  * No framing, no buffers, no API: channel.c calls these. */
 #include "channel_impl.h"
 
@@ -41,6 +43,8 @@ int fl_ch_keys_ready(struct fl_channel *ch, const uint8_t tx_key[HS_KEY_BYTES],
 {
 	ch->tx_records = 0;
 	ch->rx_records = 0;
+	ch->tx_bytes = 0;
+	ch->rx_bytes = 0;
 	if (ch->cipher == FL_CH_AES256GCM) {
 		/* c2s records carry direction 1, s2c records direction 2 */
 		ch->aes_tx_dir = ch->is_server ? 2 : 1;
@@ -80,6 +84,12 @@ int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain,
 		      int final)
 {
 	size_t c = n + FL_CHANNEL_RECORD_OVERHEAD;
+	if (!final && n > ch->max_bytes - ch->tx_bytes)
+		return fl_error_set(FL_ERANGE,
+				    "secure channel: %llu bytes sent, the limit per key is %llu; "
+				    "close the channel and reconnect",
+				    (unsigned long long)ch->tx_bytes,
+				    (unsigned long long)ch->max_bytes);
 	fl_be32_put(rec, (uint32_t)c);
 	if (ch->cipher == FL_CH_SECRETSTREAM) {
 		crypto_secretstream_xchacha20poly1305_push(
@@ -87,6 +97,7 @@ int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain,
 			final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
 			      : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
 		ch->tx_records++;
+		ch->tx_bytes += n;
 		return FL_OK;
 	}
 	/* The last counter value is kept for the final record, so a channel
@@ -103,6 +114,7 @@ int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain,
 	crypto_aead_aes256gcm_encrypt_detached_afternm(rec + 5, rec + 5 + n, NULL, plain, n, rec, 5,
 						       NULL, nonce, &ch->aes_tx);
 	ch->tx_records++;
+	ch->tx_bytes += n;
 	return FL_OK;
 }
 
@@ -112,6 +124,17 @@ static int bad_record(struct fl_channel *ch)
 			  "authentication failed: record %llu from the peer is corrupted, "
 			  "replayed or out of order",
 			  (unsigned long long)ch->rx_records + 1);
+}
+
+/* The receiver's side of FL_CH_MAX_BYTES, after a record opened. */
+static int count_rx(struct fl_channel *ch, size_t mlen, int final)
+{
+	if (!final && mlen > ch->max_bytes - ch->rx_bytes)
+		return fl_ch_fail(ch, FL_EFORMAT,
+				  "the peer sent more than %llu bytes under one key (the limit)",
+				  (unsigned long long)ch->max_bytes);
+	ch->rx_bytes += mlen;
+	return FL_OK;
 }
 
 int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, size_t n, int *final)
@@ -129,7 +152,7 @@ int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, s
 			*final = 1;
 		else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
 			return fl_ch_fail(ch, FL_EFORMAT, "record with unexpected tag %u", tag);
-		return FL_OK;
+		return count_rx(ch, (size_t)got, *final);
 	}
 	if (ch->rx_records >= ch->aes_max_records)
 		return fl_ch_fail(ch, FL_EFORMAT, "the peer sent more than %llu records",
@@ -146,5 +169,5 @@ int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, s
 	if (p[0] & ~REC_FLAG_FINAL) /* authenticated, so a broken peer */
 		return fl_ch_fail(ch, FL_EFORMAT, "record with unknown flags 0x%02x", p[0]);
 	*final = p[0] == REC_FLAG_FINAL;
-	return FL_OK;
+	return count_rx(ch, mlen, *final);
 }
