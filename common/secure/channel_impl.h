@@ -15,6 +15,8 @@
 #define HS_HASH_BYTES 32
 #define HS_KEY_BYTES 32
 #define HS_FLAG_AES 0x01 /* msg1 / msg2 flags: this end can run AES-256-GCM */
+/* msg3's plaintext: client key | flags | [token] | signature */
+#define HS_P3_MAX (FL_PUBKEY_BYTES + 1 + FL_TOKEN_BYTES + FL_SIGNATURE_BYTES)
 
 /* The record layer, negotiated in msg1 / msg2 (docs/SECURITY.md §3). */
 enum fl_ch_cipher {
@@ -61,6 +63,7 @@ struct fl_channel {
 	uint8_t k_c2s[HS_KEY_BYTES], k_s2c[HS_KEY_BYTES]; /* crypto_kx outputs */
 	uint8_t peer_pk[FL_PUBKEY_BYTES];
 	int peer_known;
+	uint8_t p3[HS_P3_MAX]; /* server: msg3 decrypted while it is checked, else zero */
 
 	/* records */
 	int tx_ready, rx_ready; /* secretstream states initialised */

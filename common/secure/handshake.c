@@ -44,6 +44,7 @@
 #define AEAD_ABYTES crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define P3_MIN (FL_PUBKEY_BYTES + 1 + FL_SIGNATURE_BYTES)
 #define P3_MAX (P3_MIN + FL_TOKEN_BYTES)
+_Static_assert(P3_MAX == HS_P3_MAX, "msg3 plaintext size");
 #define MSG4_STATUS_OK 0
 #define MSG4_STATUS_REFUSED 1
 
@@ -260,15 +261,11 @@ static int hs_open(struct fl_channel *ch, uint8_t *out, unsigned long long *plen
 	return FL_OK;
 }
 
-static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
+/* msg3 decrypted into ch->p3 (plen bytes): checks it and asks the
+ * authoriser. The caller wipes ch->p3 whatever the outcome. */
+static int server_check_p3(struct fl_channel *ch, size_t plen)
 {
-	if (n < 1 + P3_MIN + AEAD_ABYTES || n > 1 + P3_MAX + AEAD_ABYTES || p[0] != 0x03)
-		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 3 (%zu bytes)", n);
-	uint8_t p3[P3_MAX];
-	unsigned long long plen = 0;
-	int opened = hs_open(ch, p3, &plen, p, n, ch->k_c2s, ch->h1, 3);
-	if (opened != FL_OK)
-		return opened;
+	const uint8_t *p3 = ch->p3;
 	uint8_t flags = p3[FL_PUBKEY_BYTES];
 	size_t sl = FL_PUBKEY_BYTES + 1 + (flags == 1 ? FL_TOKEN_BYTES : 0);
 	if (flags > 1 || plen != sl + FL_SIGNATURE_BYTES)
@@ -287,7 +284,6 @@ static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
 	int rc = ch->authorize(ch->auth_ctx, ch->peer_pk,
 			       flags == 1 ? p3 + FL_PUBKEY_BYTES + 1 : NULL, reason,
 			       sizeof(reason));
-	sodium_memzero(p3, sizeof(p3));
 	if (rc != 0) {
 		if (!reason[0])
 			snprintf(reason, sizeof(reason), "client key not authorised");
@@ -299,7 +295,21 @@ static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
 			return err;
 		return fl_ch_fail(ch, rc < 0 ? rc : FL_ENOTFOUND, "client refused: %s", reason);
 	}
-	int err = server_send_msg4(ch, MSG4_STATUS_OK, NULL);
+	return FL_OK;
+}
+
+static int server_on_msg3(struct fl_channel *ch, const uint8_t *p, size_t n)
+{
+	if (n < 1 + P3_MIN + AEAD_ABYTES || n > 1 + P3_MAX + AEAD_ABYTES || p[0] != 0x03)
+		return fl_ch_fail(ch, FL_EFORMAT, "malformed handshake message 3 (%zu bytes)", n);
+	unsigned long long plen = 0;
+	int err = hs_open(ch, ch->p3, &plen, p, n, ch->k_c2s, ch->h1, 3);
+	if (!err)
+		err = server_check_p3(ch, (size_t)plen);
+	sodium_memzero(ch->p3, sizeof(ch->p3)); /* the token, on every path */
+	if (err)
+		return err;
+	err = server_send_msg4(ch, MSG4_STATUS_OK, NULL);
 	if (!err)
 		err = derive_data_keys(ch);
 	if (err)
