@@ -151,11 +151,32 @@ start_server s4 --insecure --min-clients 1
 grep -q "insecure: traffic is neither encrypted nor authenticated" "$TMP/s4.err" ||
 	fail "4: no --insecure warning on the server"
 client c4b 0 $(ck 0)
-exited c4b 3 "this server runs with --insecure" "4: secure client vs insecure server"
+exited c4b 3 "unauthenticated message from the peer (plaintext): this server runs with --insecure" \
+	"4: secure client vs insecure server"
 wait_for "$TMP/s4.err" "refused: this server runs with --insecure" 5 || fail "4: insecure server log"
 client c4c 0 --insecure
 exited c4c 0 "" "4: insecure pair"
 wait $SPID || fail "4: insecure server exit $?"
+# a plaintext Error before the channel is up is unauthenticated: shown
+# sanitised (no terminal escapes), and said to be unauthenticated
+/usr/bin/python3 - "$TMP/fake.port" <<'PY' &
+import socket, struct, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+c, _ = s.accept(); c.recv(4096)
+msg = b"\x1b[2J\x1b]0;owned\x07server \x9b31m says\nhi"
+err = b"\x08\x10" + b"\x12" + bytes([len(msg)]) + msg          # Error{code 16, message}
+env = b"\x4a" + bytes([len(err)]) + err                          # Envelope{error = 9}
+c.sendall(struct.pack(">I", len(env)) + env); c.close()
+PY
+FAKE=$!
+for _ in $(seq 50); do [ -s "$TMP/fake.port" ] && break; sleep 0.1; done
+PORT=$(cat "$TMP/fake.port")
+client c4d 0 $(ck 0) --max-attempts 1
+wait $FAKE
+grep -qF "unauthenticated message from the peer (plaintext): ?[2J?]0;owned?server ?31m says?hi" \
+	"$TMP/c4d.err" || fail "4: plaintext Error not sanitised: $(cat -v "$TMP/c4d.err")"
+grep -q "$(printf '\033')" "$TMP/c4d.err" && fail "4: an escape byte reached the terminal"
 echo "ok 4: --insecure on one side fails on both ends with a reason; both --insecure works"
 
 # ---- 5. SIGHUP reload ----

@@ -90,7 +90,8 @@ static int deliver(void *ctx, const uint8_t *plain, size_t n)
 
 /* The channel failed before it was up. A reply that is a plaintext Error
  * frame comes from a server without the secure channel (or one refusing
- * our first message): quote it. */
+ * our first message), or from anyone on the path: quote it sanitised,
+ * marked as unauthenticated. */
 static void handshake_failed(struct cconn *c, const uint8_t *data, size_t n)
 {
 	char why[FL_ERROR_MSG_MAX];
@@ -99,9 +100,17 @@ static void handshake_failed(struct cconn *c, const uint8_t *data, size_t n)
 	size_t len = n >= 4 ? fl_be32_get(data) : 0;
 	if (c->rx == n && len && len <= n - 4 &&
 	    fl_wire_decode(data + 4, len, c->t->cfg.max_frame_bytes, &env) == FL_OK) {
-		if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR)
-			snprintf(why, sizeof(why), "the server answered in plaintext: %s",
-				 env->error->message ? env->error->message : "");
+		if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR) {
+			/* anyone on the path could have written it: printable ASCII
+			 * only, and said to be unauthenticated */
+			char safe[FL_ERROR_MSG_MAX / 2];
+			fl_error_safe_str(env->error->message, safe, sizeof(safe));
+			for (char *p = safe; *p; p++)
+				if ((unsigned char)*p >= 0x7f)
+					*p = '?';
+			snprintf(why, sizeof(why),
+				 "unauthenticated message from the peer (plaintext): %s", safe);
+		}
 		fl_wire_envelope_free(env);
 	}
 	refuse(c, why);
