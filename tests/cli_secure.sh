@@ -146,6 +146,21 @@ exited c4a 3 "requires the fedloha secure channel" "4: insecure client vs secure
 grep -q "insecure: traffic is neither encrypted nor authenticated" "$TMP/c4a.err" ||
 	fail "4: no --insecure warning"
 wait_for "$TMP/s3.err" "did not start a fedloha secure handshake" 5 || fail "4: secure server log"
+# a peer of another handshake version gets the real reason, as a plaintext
+# Error (what it reads while waiting for msg2), not just a close
+/usr/bin/python3 - "$PORT" >"$TMP/oldpeer.out" <<'PY'
+import socket, struct, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c.sendall(struct.pack(">I", 70) + b"FLH1\x01\x00" + bytes(64))
+got = b""
+while True:
+    d = c.recv(4096)
+    if not d: break
+    got += d
+print(got[4:].decode("ascii", "replace"))
+PY
+grep -q "handshake version 1, this server speaks 2" "$TMP/oldpeer.out" ||
+	fail "4: an old handshake version was not told why: $(cat -v "$TMP/oldpeer.out")"
 kill -TERM $SPID; wait $SPID
 start_server s4 --insecure --min-clients 1
 grep -q "insecure: traffic is neither encrypted nor authenticated" "$TMP/s4.err" ||

@@ -87,7 +87,11 @@ static void handshake_failed(struct conn *c, int rc)
 		t->st.failed++;
 		fl_log_warn("conn %s: handshake failed: %s: closing", c->peer, msg);
 	}
-	if (!c->replied) {
+	if (!c->replied && rc == FL_EUNSUPPORTED) {
+		/* another handshake version: its peer reads a plaintext Error
+		 * while waiting for msg2, so it gets the real reason */
+		srv_tr_send_error(c, FL_EUNSUPPORTED, msg);
+	} else if (!c->replied) {
 		/* We never answered: the peer does not speak the handshake (a
 		 * plaintext client, garbage). Tell it in plaintext, the only thing
 		 * it can read; nothing secret is in it. */
