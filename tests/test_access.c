@@ -141,6 +141,17 @@ static void test_enrolment_binds_id(void)
 	FL_CHECK(srv_access_enrol_issue(acc, 60000, "site-2", tok, NULL) == FL_EINVAL);
 	/* the file says the same after a reload */
 	FL_CHECK(srv_access_reload(acc) == FL_OK && srv_access_count(acc) == 2);
+	/* a bad line on disk: the old list stays, and the error says so */
+	f = fopen(allow, "a");
+	FL_CHECK(f != NULL);
+	if (f) {
+		fprintf(f, "fl1:not-a-key x\n");
+		fclose(f);
+	}
+	FL_CHECK(srv_access_reload(acc) == FL_EFORMAT && srv_access_count(acc) == 2);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "NOT reloaded") &&
+			     strstr(fl_error_msg(), "allow.txt:3:"),
+		     "%s", fl_error_msg());
 	FL_CHECK(check(acc, fl_identity_pk(a), "site-9") == FL_EAUTH);
 	srv_access_free(acc);
 	fl_identity_free(a);

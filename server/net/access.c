@@ -9,6 +9,7 @@
 #include "keys_cmd.h"
 #include "wire.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -135,7 +136,16 @@ int srv_access_reload(struct srv_access *a)
 {
 	if (a->insecure)
 		return FL_OK;
-	return srv_allowlist_reload(a->allow_path, &a->allow);
+	int err = srv_allowlist_reload(a->allow_path, &a->allow);
+	if (err) {
+		char why[FL_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", fl_error_msg());
+		return fl_error_set(err,
+				    "allow-list NOT reloaded, keys removed from it are still "
+				    "admitted: %s (fix the file and send SIGHUP again)",
+				    why);
+	}
+	return FL_OK;
 }
 
 int srv_access_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,

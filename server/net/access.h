@@ -47,8 +47,10 @@ size_t srv_access_count(const struct srv_access *a);
 int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *client_id,
 			   char out[FL_TOKEN_STRING_BYTES], const char **path);
 /* Re-reads the allow-list file: on success the new list is in force; on
- * failure (a bad line, an unreadable file) the old one stays and the error
- * is returned. */
+ * failure (a bad line, an unreadable file, a bad owner or mode) the old one
+ * stays and the error says so loudly ("allow-list NOT reloaded, keys
+ * removed from it are still admitted: path:LINE: ..."); the daemon logs it
+ * at error level. */
 int srv_access_reload(struct srv_access *a);
 
 /* fl_channel_authorize_fn: ctx is the srv_access. */
