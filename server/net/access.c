@@ -132,6 +132,11 @@ int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *
 			       path);
 }
 
+int srv_access_bound(const struct srv_access *a, const char *client_id)
+{
+	return a->allow && client_id && srv_allowlist_has_name(a->allow, client_id);
+}
+
 int srv_access_reload(struct srv_access *a)
 {
 	if (a->insecure)

@@ -46,6 +46,9 @@ size_t srv_access_count(const struct srv_access *a);
  * allow-list is already bound to). */
 int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *client_id,
 			   char out[FL_TOKEN_STRING_BYTES], const char **path);
+/* 1 when a key of the current allow-list is bound to client_id (its
+ * name): the daemon issues no token for it at startup. */
+int srv_access_bound(const struct srv_access *a, const char *client_id);
 /* Re-reads the allow-list file: on success the new list is in force; on
  * failure (a bad line, an unreadable file, a bad owner or mode) the old one
  * stays and the error says so loudly ("allow-list NOT reloaded, keys

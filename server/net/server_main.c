@@ -190,6 +190,10 @@ static int setup_access(const struct srv_opts *o, struct srv_access **out)
 	for (int i = 0; i < o->n_enrol; i++) {
 		const char *id = o->enrol_ids[i];
 		const char *path = NULL;
+		if (srv_access_bound(acc, id)) {
+			fl_log_warn("%s is already enrolled, no token issued", id);
+			continue;
+		}
 		if (srv_access_enrol_issue(acc, (uint64_t)o->enrol_minutes * 60000, id, tok,
 					   &path)) {
 			fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
