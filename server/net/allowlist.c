@@ -310,9 +310,10 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 	return err;
 }
 
-/* An exclusive flock on "<path>.lock" (created 0600): held across an
- * enrolment's read-modify-write; operators editing by hand take it with
- * flock(1). *fd receives the locked descriptor. */
+/* An exclusive flock on "<path>.lock" (created 0600), taken without
+ * waiting: held across an enrolment's read-modify-write; a scripted rewrite
+ * takes it with flock(1). *fd receives the locked descriptor. 1 when another process holds it
+ * (nothing locked). */
 static int lock_file(const char *path, int *fd)
 {
 	char lp[4096];
@@ -321,11 +322,15 @@ static int lock_file(const char *path, int *fd)
 	*fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (*fd < 0)
 		return fl_error_set(FL_EIO, "%s: %s", lp, strerror(errno));
-	while (flock(*fd, LOCK_EX) != 0) {
+	while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
 		if (errno == EINTR)
 			continue;
 		int e = errno;
 		close(*fd);
+		if (e == EWOULDBLOCK) {
+			fl_error_set(FL_EIO, "%s is held by another process", lp);
+			return 1;
+		}
 		return fl_error_set(FL_EIO, "%s: flock: %s", lp, strerror(e));
 	}
 	return FL_OK;
@@ -367,7 +372,7 @@ int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES
 		return err;
 	int lock = -1;
 	err = lock_file(path, &lock);
-	if (err)
+	if (err) /* 1: busy */
 		return err;
 	char *text = NULL;
 	size_t len = 0;

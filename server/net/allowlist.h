@@ -53,10 +53,11 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 		      const char *name);
 /* Appends "fl1:... name" to the file at path (created when missing) with an
  * atomic rewrite that keeps every existing line, read and rewritten under
- * an exclusive flock on "<path>.lock" (so two enrolments, or an operator
- * editing under `flock <path>.lock`, lose no line). The file must pass
- * srv_allowlist_load's owner and mode check. A file only its owner could
- * read stays so. */
+ * an exclusive flock on "<path>.lock" (so two enrolments, or a scripted
+ * rewrite under `flock <path>.lock`, lose no line). The lock is never
+ * waited for: 1 (nothing written, the reason in fl_error_msg()) when
+ * another process holds it. The file must pass srv_allowlist_load's owner
+ * and mode check. A file only its owner could read stays so. */
 int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
 			      const char *name);
 

@@ -193,6 +193,13 @@ static int record(struct srv_auth *a, const uint8_t *pk, const char *id, char *r
 		err = srv_allowlist_append_file(a->allow_path, pk, id);
 	if (!err && a->allow && *a->allow)
 		err = srv_allowlist_add(*a->allow, pk, id);
+	if (err == 1) {
+		snprintf(reason, reason_cap,
+			 "allow-list busy, retry: %s is being rewritten; the enrolment token "
+			 "stays valid",
+			 a->allow_path);
+		return FL_EIO;
+	}
 	if (err)
 		snprintf(reason, reason_cap, "server could not record the enrolment");
 	return err;
