@@ -455,6 +455,47 @@ static void test_allowlist_concurrent_appends(void)
 	srv_allowlist_free(al);
 }
 
+/* A lock file the daemon may not write (made by root's flock(1), 0644;
+ * without root: a 0400 file of its own) still serves as the lock. */
+static void test_allowlist_foreign_lock_file(void)
+{
+	char dir[] = "/tmp/fl-lockown.XXXXXX";
+	FL_CHECK(mkdtemp(dir) != NULL && chmod(dir, 0755) == 0);
+	char path[100], lp[110];
+	snprintf(path, sizeof(path), "%s/allow.txt", dir);
+	snprintf(lp, sizeof(lp), "%s.lock", path);
+	write_text(path, "# empty\n");
+	int lk = open(lp, O_RDWR | O_CREAT, 0644);
+	FL_CHECK(lk >= 0);
+	close(lk);
+	int root = geteuid() == 0;
+	uid_t nobody = 65534;
+	if (root)
+		FL_CHECK(chown(dir, nobody, nobody) == 0 && chown(path, nobody, nobody) == 0);
+	else
+		FL_CHECK(chmod(lp, 0400) == 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (root && (setgid(nobody) != 0 || setuid(nobody) != 0))
+			_exit(2);
+		struct fl_identity *b = NULL;
+		if (fl_identity_generate(&b))
+			_exit(3);
+		int rc = srv_allowlist_append_file(path, fl_identity_pk(b), "bob");
+		if (rc)
+			fprintf(stderr, "append: %d %s\n", rc, fl_error_msg());
+		_exit(rc ? 1 : 0);
+	}
+	int st = -1;
+	FL_CHECK(waitpid(pid, &st, 0) == pid);
+	FL_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "append with a foreign lock file: %d",
+		     st);
+	unlink(lp);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	FL_RUN(test_identity_files);
@@ -467,5 +508,6 @@ int main(void)
 	FL_RUN(test_allowlist_mode);
 	FL_RUN(test_allowlist_lock_busy);
 	FL_RUN(test_allowlist_concurrent_appends);
+	FL_RUN(test_allowlist_foreign_lock_file);
 	return fl_test_main_end();
 }

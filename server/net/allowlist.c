@@ -312,14 +312,16 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 
 /* An exclusive flock on "<path>.lock" (created 0600), taken without
  * waiting: held across an enrolment's read-modify-write; a scripted rewrite
- * takes it with flock(1). *fd receives the locked descriptor. 1 when another process holds it
+ * takes it with flock(1). Opened read-only (flock needs no write access),
+ * so a lock file another user made, e.g. root's flock(1), still serves.
+ * *fd receives the locked descriptor. 1 when another process holds it
  * (nothing locked). */
 static int lock_file(const char *path, int *fd)
 {
 	char lp[4096];
 	if ((size_t)snprintf(lp, sizeof(lp), "%s.lock", path) >= sizeof(lp))
 		return fl_error_set(FL_EINVAL, "%s: path too long", path);
-	*fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	*fd = open(lp, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (*fd < 0)
 		return fl_error_set(FL_EIO, "%s: %s", lp, strerror(errno));
 	while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {

@@ -5,6 +5,7 @@
 
 #include "errors.h"
 #include "fsutil.h"
+#include "log.h"
 #include "wire.h"
 
 #include <sodium.h>
@@ -200,8 +201,10 @@ static int record(struct srv_auth *a, const uint8_t *pk, const char *id, char *r
 			 a->allow_path);
 		return FL_EIO;
 	}
-	if (err)
+	if (err) {
+		fl_log_error("enrolment of client id '%s' not recorded: %s", id, fl_error_msg());
 		snprintf(reason, reason_cap, "server could not record the enrolment");
+	}
 	return err;
 }
 
