@@ -6,7 +6,7 @@
  * before anything is allocated, and a failing deliver callback; all of it
  * once with AES-256-GCM records (when the CPU has AES-NI) and once with
  * XChaCha20 secretstream records. Also: a downgrade of the negotiated
- * cipher in the handshake, the AES record limit per key and its
+ * cipher in the handshake, the AES record ceiling per key and its
  * authenticated final flag. The rule checked everywhere: an error on some
  * side, and never a byte of wrong plaintext delivered. */
 #include "channel.h"
@@ -520,29 +520,6 @@ static void test_aes_final_flag(void)
 	}
 }
 
-/* Both record layers: at most max_bytes plaintext bytes per key and
- * direction (2^36; lowered here); the final record still goes out, and a
- * receiver refuses a peer that goes past the limit. */
-static void test_byte_limit(void)
-{
-	struct end c, s;
-	make_pair(&c, &s, 0);
-	run(&c, &s, NULL, NULL);
-	c.ch->max_bytes = 10;
-	struct fl_buf *rec[4] = {0}, *x = NULL;
-	for (int i = 0; i < 2; i++)
-		FL_CHECK(fl_channel_seal(c.ch, (const uint8_t *)"abcd", 4, &rec[i]) == FL_OK);
-	FL_CHECK(fl_channel_seal(c.ch, (const uint8_t *)"abcd", 4, &x) == FL_ERANGE && !x);
-	FL_CHECK(strstr(fl_error_msg(), "the limit per key") != NULL);
-	FL_CHECK(fl_channel_close(c.ch, &rec[2]) == FL_OK && rec[2]);
-	s.ch->max_bytes = 4;
-	FL_CHECK(feed(&s, rec[0]) == FL_OK && feed(&s, rec[1]) == FL_EFORMAT && s.got.len == 4);
-	FL_CHECK(strstr(fl_error_msg(), "bytes under one key") != NULL);
-	for (int i = 0; i < 3; i++)
-		fl_buf_unref(rec[i]);
-	free_pair(&c, &s);
-}
-
 static void run_record_tests(void)
 {
 	FL_RUN(test_clean_run_has_no_error);
@@ -553,7 +530,6 @@ static void run_record_tests(void)
 	FL_RUN(test_handshake_replay);
 	FL_RUN(test_oversize_lengths);
 	FL_RUN(test_deliver_error);
-	FL_RUN(test_byte_limit);
 }
 
 int main(void)

@@ -25,6 +25,8 @@ void fl_ch_wipe_secrets(struct fl_channel *ch)
 	sodium_memzero(&ch->rx, sizeof(ch->rx));
 	sodium_memzero(&ch->aes_tx, sizeof(ch->aes_tx));
 	sodium_memzero(&ch->aes_rx, sizeof(ch->aes_rx));
+	sodium_memzero(ch->aes_tx_key, sizeof(ch->aes_tx_key));
+	sodium_memzero(ch->aes_rx_key, sizeof(ch->aes_rx_key));
 	sodium_memzero(ch->token, sizeof(ch->token));
 }
 
@@ -93,7 +95,8 @@ int fl_channel_new(const struct fl_channel_config *cfg, struct fl_channel **out)
 	ch->self = cfg->self;
 	ch->aes_ok = !cfg->disable_aes && crypto_aead_aes256gcm_is_available();
 	ch->aes_max_records = FL_CH_AES_MAX_RECORDS;
-	ch->max_bytes = FL_CH_MAX_BYTES;
+	ch->rekey_bytes = FL_CH_REKEY_BYTES;
+	ch->rekey_records = FL_CH_REKEY_RECORDS;
 	ch->hs = ch->is_server ? HS_SERVER_WAIT1 : HS_CLIENT_START;
 	if (!ch->is_server) {
 		memcpy(ch->pinned, cfg->pinned_server_pk, FL_PUBKEY_BYTES);
@@ -370,6 +373,7 @@ int fl_channel_close(struct fl_channel *ch, struct fl_buf **out)
 	int err = fl_ch_record_seal(ch, b->data, NULL, 0, 1);
 	sodium_memzero(&ch->tx, sizeof(ch->tx));
 	sodium_memzero(&ch->aes_tx, sizeof(ch->aes_tx));
+	sodium_memzero(ch->aes_tx_key, sizeof(ch->aes_tx_key));
 	ch->tx_ready = 0;
 	if (err) {
 		fl_buf_unref(b);

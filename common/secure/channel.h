@@ -97,11 +97,9 @@ int fl_channel_start(struct fl_channel *ch, struct fl_buf **out);
 int fl_channel_recv(struct fl_channel *ch, const uint8_t *data, size_t len,
 		    fl_channel_deliver_fn deliver, void *ctx, struct fl_buf **reply);
 /* One record carrying n plaintext bytes (n <= max_record, else FL_ERANGE);
- * only once established. Also FL_ERANGE once 2^36 plaintext bytes were
- * sealed under this key (both record layers) or, with AES-256-GCM, after
- * 2^32 - 1 records (the per-key limits; the channel stays usable for
- * fl_channel_close: close and reconnect). A receiver fails when the peer
- * goes past either limit. */
+ * only once established. Each direction's key is replaced after 2^35 bytes
+ * or 2^31 records (both ends in step, docs/SECURITY.md §4), so volume never
+ * ends a channel. */
 int fl_channel_seal(struct fl_channel *ch, const uint8_t *plain, size_t n, struct fl_buf **out);
 /* The same for a whole frame buffer; in insecure mode *out is in itself
  * (one more reference), so nothing is copied. in stays the caller's. */

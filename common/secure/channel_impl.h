@@ -25,10 +25,17 @@ enum fl_ch_cipher {
 };
 /* Records per direction and AES key, the final record included. */
 #define FL_CH_AES_MAX_RECORDS ((uint64_t)1 << 32)
-/* Plaintext bytes per direction and key (both record layers; the final
- * record is always allowed): 2^36 bytes = 2^32 AES blocks, so the
- * AES-GCM distinguishing advantage stays near (2^32)^2 / 2^128 = 2^-64. */
-#define FL_CH_MAX_BYTES ((uint64_t)1 << 36)
+/* Each direction's key is replaced (channel_record.c, rekey) after the
+ * record that brings its plaintext bytes to FL_CH_REKEY_BYTES or its
+ * records to FL_CH_REKEY_RECORDS: both ends count the same records, so no
+ * signal is sent. A key thus protects at most 2^35 bytes plus one record
+ * (< 2^36 bytes = 2^32 AES blocks, where the AES-GCM distinguishing
+ * advantage is near (2^32)^2 / 2^128 = 2^-64) and fewer than
+ * FL_CH_AES_MAX_RECORDS records. */
+#define FL_CH_REKEY_BYTES ((uint64_t)1 << 35)
+#define FL_CH_REKEY_RECORDS ((uint64_t)1 << 31)
+/* The BLAKE2b-256 message keyed with the old key that gives the new one. */
+#define FL_CH_REKEY_LABEL "fedloha-hs-v1 rekey"
 
 enum hs_state {
 	HS_CLIENT_START, /* client before fl_channel_start */
@@ -71,10 +78,13 @@ struct fl_channel {
 	crypto_aead_aes256gcm_state aes_tx, aes_rx; /* expanded AES keys (16-aligned) */
 	uint32_t aes_tx_dir, aes_rx_dir;            /* nonce prefix: 1 = c2s, 2 = s2c */
 	uint64_t tx_records;
-	uint64_t aes_max_records;     /* FL_CH_AES_MAX_RECORDS; tests lower it */
-	uint64_t tx_bytes, rx_bytes;  /* plaintext bytes sealed / opened under this key */
-	uint64_t max_bytes;           /* FL_CH_MAX_BYTES; tests lower it */
-	uint8_t rx_key[HS_KEY_BYTES]; /* until the peer's stream header arrives */
+	uint64_t aes_max_records; /* FL_CH_AES_MAX_RECORDS; tests lower it */
+	uint8_t aes_tx_key[HS_KEY_BYTES], aes_rx_key[HS_KEY_BYTES]; /* for the rekey */
+	uint64_t tx_bytes, rx_bytes;   /* plaintext bytes sealed / opened under this key */
+	uint64_t rekey_bytes;          /* FL_CH_REKEY_BYTES; tests lower it */
+	uint64_t rekey_records;        /* FL_CH_REKEY_RECORDS; tests lower it */
+	uint64_t tx_rekeys, rx_rekeys; /* keys replaced so far, per direction */
+	uint8_t rx_key[HS_KEY_BYTES];  /* until the peer's stream header arrives */
 	int rx_key_set;
 	int peer_final, sent_final;
 	uint64_t rx_records;

@@ -10,8 +10,12 @@
  *  - crypto_secretstream_xchacha20poly1305, one stream per direction (a
  *    24-byte header message, then records of 17 bytes overhead).
  * Both add exactly FL_CHANNEL_RECORD_OVERHEAD (17) bytes per record, and
- * both carry at most FL_CH_MAX_BYTES plaintext bytes per key and direction
- * (the final record aside): the sender refuses, the receiver fails.
+ * both replace a direction's key after the record that brings it to
+ * rekey_bytes plaintext bytes or rekey_records records (channel_impl.h):
+ * sender and receiver count the same records, so they switch at the same
+ * record boundary without a signal. AES-256-GCM: new key = BLAKE2b-256
+ * keyed with the old key over FL_CH_REKEY_LABEL, nonce counter from 0;
+ * secretstream: crypto_secretstream_xchacha20poly1305_rekey.
  * No framing, no buffers, no API: channel.c calls these. */
 #include "channel_impl.h"
 
@@ -49,6 +53,8 @@ int fl_ch_keys_ready(struct fl_channel *ch, const uint8_t tx_key[HS_KEY_BYTES],
 		/* c2s records carry direction 1, s2c records direction 2 */
 		ch->aes_tx_dir = ch->is_server ? 2 : 1;
 		ch->aes_rx_dir = ch->is_server ? 1 : 2;
+		memcpy(ch->aes_tx_key, tx_key, HS_KEY_BYTES);
+		memcpy(ch->aes_rx_key, rx_key, HS_KEY_BYTES);
 		crypto_aead_aes256gcm_beforenm(&ch->aes_tx, tx_key);
 		crypto_aead_aes256gcm_beforenm(&ch->aes_rx, rx_key);
 		ch->tx_ready = ch->rx_ready = 1;
@@ -80,16 +86,39 @@ size_t fl_ch_record_limit(const struct fl_channel *ch)
 	return ch->max_record + FL_CHANNEL_RECORD_OVERHEAD;
 }
 
+/* key <- BLAKE2b-256(key = key, FL_CH_REKEY_LABEL); *st expanded from it. */
+static void aes_rekey(uint8_t key[HS_KEY_BYTES], crypto_aead_aes256gcm_state *st)
+{
+	uint8_t next[HS_KEY_BYTES];
+	crypto_generichash(next, sizeof(next), (const uint8_t *)FL_CH_REKEY_LABEL,
+			   sizeof(FL_CH_REKEY_LABEL) - 1, key, HS_KEY_BYTES);
+	memcpy(key, next, HS_KEY_BYTES);
+	sodium_memzero(next, sizeof(next));
+	sodium_memzero(st, sizeof(*st));
+	crypto_aead_aes256gcm_beforenm(st, key);
+}
+
+/* After a record in one direction: a new key once that key has carried
+ * rekey_bytes bytes or rekey_records records. */
+static void maybe_rekey(struct fl_channel *ch, int tx)
+{
+	uint64_t *bytes = tx ? &ch->tx_bytes : &ch->rx_bytes;
+	uint64_t *records = tx ? &ch->tx_records : &ch->rx_records;
+	if (*bytes < ch->rekey_bytes && *records < ch->rekey_records)
+		return;
+	if (ch->cipher == FL_CH_AES256GCM)
+		aes_rekey(tx ? ch->aes_tx_key : ch->aes_rx_key, tx ? &ch->aes_tx : &ch->aes_rx);
+	else
+		crypto_secretstream_xchacha20poly1305_rekey(tx ? &ch->tx : &ch->rx);
+	*records = 0; /* a new key: the AES nonce counter starts again */
+	*bytes = 0;
+	(*(tx ? &ch->tx_rekeys : &ch->rx_rekeys))++;
+}
+
 int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain, size_t n,
 		      int final)
 {
 	size_t c = n + FL_CHANNEL_RECORD_OVERHEAD;
-	if (!final && n > ch->max_bytes - ch->tx_bytes)
-		return fl_error_set(FL_ERANGE,
-				    "secure channel: %llu bytes sent, the limit per key is %llu; "
-				    "close the channel and reconnect",
-				    (unsigned long long)ch->tx_bytes,
-				    (unsigned long long)ch->max_bytes);
 	fl_be32_put(rec, (uint32_t)c);
 	if (ch->cipher == FL_CH_SECRETSTREAM) {
 		crypto_secretstream_xchacha20poly1305_push(
@@ -98,6 +127,7 @@ int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain,
 			      : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
 		ch->tx_records++;
 		ch->tx_bytes += n;
+		maybe_rekey(ch, 1);
 		return FL_OK;
 	}
 	/* The last counter value is kept for the final record, so a channel
@@ -115,6 +145,7 @@ int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain,
 						       NULL, nonce, &ch->aes_tx);
 	ch->tx_records++;
 	ch->tx_bytes += n;
+	maybe_rekey(ch, 1);
 	return FL_OK;
 }
 
@@ -126,14 +157,12 @@ static int bad_record(struct fl_channel *ch)
 			  (unsigned long long)ch->rx_records + 1);
 }
 
-/* The receiver's side of FL_CH_MAX_BYTES, after a record opened. */
+/* The receiver's count after a record opened; a data record may rekey. */
 static int count_rx(struct fl_channel *ch, size_t mlen, int final)
 {
-	if (!final && mlen > ch->max_bytes - ch->rx_bytes)
-		return fl_ch_fail(ch, FL_EFORMAT,
-				  "the peer sent more than %llu bytes under one key (the limit)",
-				  (unsigned long long)ch->max_bytes);
 	ch->rx_bytes += mlen;
+	if (!final)
+		maybe_rekey(ch, 0);
 	return FL_OK;
 }
 
