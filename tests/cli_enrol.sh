@@ -2,6 +2,10 @@
 # cli_enrol.sh - the coordinator's enrolment options at startup (docs/SECURITY.md):
 #   1. a restart with --enrol ID after ID was enrolled issues no token for
 #      it (a warning says so) and runs; other ids still get their token
+#   2. the config file's "enrol" takes client ids only: the old on/off
+#      values (false, "0", 0, "no", true, ...) are refused with a way out
+#   3. the command line's --enrol replaces the config file's ids (the same
+#      id in both is not "given twice")
 # Each server only starts (its "listening on" line) and is stopped.
 set -u
 umask 022 # the coordinator refuses a group-writable allow-list
@@ -41,6 +45,27 @@ grep -q "site-3 is already enrolled, no token issued" "$TMP/s1.err" ||
 grep -q "^enrolment token for client id site-4 " "$TMP/s1.out" || fail "1: site-4 got no token"
 grep -q "client id site-3" "$TMP/s1.out" && fail "1: a token was issued for the bound site-3"
 echo "ok 1: --enrol of an enrolled id is skipped with a warning; others still get a token"
+
+# ---- 2. old on/off values of "enrol" in the config file ----
+for v in false '"false"' 0 '"0"' '"No"' '"TRUE"' 1 '"yes"'; do
+	printf '{"enrol": %s}\n' "$v" >"$TMP/cfg.json"
+	start s2 "${SEC[@]}" --config-file "$TMP/cfg.json"
+	exited s2 2 "" "2: \"enrol\": $v"
+	grep -qE "not a boolean|not taken as a client id" "$TMP/s2.err" ||
+		fail "2: \"enrol\": $v not explained: $(cat "$TMP/s2.err")"
+	grep -q "^enrolment token" "$TMP/s2.out" && fail "2: \"enrol\": $v issued a token"
+done
+echo "ok 2: old on/off values of \"enrol\" are refused (exit 2, with the way out)"
+
+# ---- 3. --enrol on the command line replaces the config file's list ----
+printf '{"enrol": "site-5,site-6"}\n' >"$TMP/cfg.json"
+start s3 "${SEC[@]}" --config-file "$TMP/cfg.json" --enrol site-6
+exited s3 0 "" "3: the same id in the file and on the command line"
+grep -q "^enrolment token for client id site-6 " "$TMP/s3.out" || fail "3: site-6 got no token"
+grep -q "client id site-5" "$TMP/s3.out" && fail "3: the file's site-5 was still enrolled"
+start s3b "${SEC[@]}" --config-file "$TMP/cfg.json"
+grep -q "^enrolment token for client id site-5 " "$TMP/s3b.out" || fail "3: the file's ids unused"
+echo "ok 3: --enrol on the command line replaces the config file's ids"
 
 [ $fails = 0 ] || exit 1
 echo "cli_enrol: all ok"

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"model", 1, 0, 0},
@@ -220,6 +221,16 @@ static int set_count(struct srv_opts *o, const char *k, const char *v)
 	return FL_ENOTFOUND;
 }
 
+/* 1 for a word that once switched enrolment on or off ("enrol": false). */
+static int switch_word(const char *id)
+{
+	static const char *const words[] = {"0", "1", "true", "false", "yes", "no", "on", "off"};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (!strcasecmp(id, words[i]))
+			return 1;
+	return 0;
+}
+
 /* --enrol's comma-separated client ids, appended to o->enrol_ids. */
 static int add_enrol_ids(struct srv_opts *o, const char *v)
 {
@@ -227,6 +238,14 @@ static int add_enrol_ids(struct srv_opts *o, const char *v)
 		size_t n = strcspn(p, ",");
 		char id[FL_WIRE_CLIENT_ID_MAX + 1];
 		snprintf(id, sizeof(id), "%.*s", (int)n, p);
+		if (n <= FL_WIRE_CLIENT_ID_MAX && switch_word(id)) {
+			fprintf(stderr,
+				"fedloha-server: --enrol: '%s' is not taken as a client id: enrol "
+				"takes the ids to enrol (\"enrol\": \"site-1,site-2\"); to turn "
+				"enrolment off, remove the key\n",
+				id);
+			return FL_EINVAL;
+		}
 		if (n > FL_WIRE_CLIENT_ID_MAX || !fl_wire_client_id_valid(id)) {
 			fprintf(stderr,
 				"fedloha-server: --enrol: '%.*s' is not a client id (1..%d of "
@@ -458,7 +477,7 @@ int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 			       .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
 			       .enrol_minutes = 30,
 			       .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0};
-	int bad = 0, ch, idx;
+	int bad = 0, ch, idx, cli_enrol = 0;
 	for (int i = 1; i < argc; i++) { /* the file first, so flags override it */
 		const char *a = argv[i];
 		if (!strncmp(a, "--config-file=", 14))
@@ -483,6 +502,8 @@ int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 		const char *name = longopts[idx].name;
 		if (!strcmp(name, "config-file"))
 			continue;
+		if (!strcmp(name, "enrol") && !cli_enrol++)
+			o->n_enrol = 0; /* the command line's ids replace the file's */
 		bad |= set_opt(o, name, optarg ? optarg : "1");
 	}
 	if (!bad && optind < argc) {
