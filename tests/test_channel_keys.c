@@ -496,6 +496,32 @@ static void test_allowlist_foreign_lock_file(void)
 	rmdir(dir);
 }
 
+/* The rewrite checks the file as it reads it under the lock: a hand edit
+ * not yet reloaded that lists the key, or binds the id to another key, is
+ * not doubled. */
+static void test_allowlist_append_clash(void)
+{
+	struct fl_identity *a = NULL, *b = NULL;
+	FL_CHECK(fl_identity_generate(&a) == FL_OK && fl_identity_generate(&b) == FL_OK);
+	char as[FL_PUBKEY_STRING_BYTES], text[256];
+	fl_identity_public_string(a, as);
+	const char *path = tmp_file("allow-clash.txt");
+	snprintf(text, sizeof(text), "%s site-3\n", as);
+	write_text(path, text);
+	FL_CHECK(srv_allowlist_append_file(path, fl_identity_pk(b), "site-3") == FL_EINVAL);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "already binds client id 'site-3'"), "%s",
+		     fl_error_msg());
+	FL_CHECK(srv_allowlist_append_file(path, fl_identity_pk(a), "site-4") == FL_EINVAL);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "already lists this key"), "%s", fl_error_msg());
+	char *got = NULL;
+	size_t len = 0;
+	FL_CHECK(fl_file_read_all(path, 4096, &got, &len) == FL_OK);
+	FL_CHECK_MSG(got && strcmp(got, text) == 0, "%s", got);
+	free(got);
+	fl_identity_free(a);
+	fl_identity_free(b);
+}
+
 int main(void)
 {
 	FL_RUN(test_identity_files);
@@ -509,5 +535,6 @@ int main(void)
 	FL_RUN(test_allowlist_lock_busy);
 	FL_RUN(test_allowlist_concurrent_appends);
 	FL_RUN(test_allowlist_foreign_lock_file);
+	FL_RUN(test_allowlist_append_clash);
 	return fl_test_main_end();
 }

@@ -363,6 +363,25 @@ static int append_line(const char *path, const char *text, size_t len, int priva
 	return err;
 }
 
+/* The file as read under the lock (it may have been edited since the last
+ * load): refuses when pk is listed already or another key carries name. */
+static int check_clash(const char *path, const char *text, size_t len, const uint8_t *pk,
+		       const char *name)
+{
+	struct srv_allowlist *now = NULL;
+	int err = srv_allowlist_parse(text ? text : "", text ? len : 0, path, &now);
+	if (err)
+		return err;
+	const char *had = srv_allowlist_name(now, pk);
+	if (had)
+		err = fl_error_set(FL_EINVAL, "%s already lists this key (as '%.64s')", path, had);
+	else if (name[0] && srv_allowlist_has_name(now, name))
+		err = fl_error_set(FL_EINVAL, "%s already binds client id '%.64s' to another key",
+				   path, name);
+	srv_allowlist_free(now);
+	return err;
+}
+
 int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES], const char *name)
 {
 	if (!name)
@@ -384,6 +403,8 @@ int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES
 		err = FL_OK;
 		len = 0;
 	}
+	if (!err)
+		err = check_clash(path, text, len, pk, name);
 	if (!err)
 		err = append_line(path, text, len, text ? !(mode & 077) : 0, pk, name);
 	free(text);

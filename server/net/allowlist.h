@@ -56,7 +56,9 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
  * an exclusive flock on "<path>.lock" (so two enrolments, or a scripted
  * rewrite under `flock <path>.lock`, lose no line). The lock is never
  * waited for: 1 (nothing written, the reason in fl_error_msg()) when
- * another process holds it. The file must pass srv_allowlist_load's owner
+ * another process holds it. FL_EINVAL when the file as read under the lock
+ * already lists pk or binds name to another key (a hand edit not yet
+ * reloaded), or has a bad line. The file must pass srv_allowlist_load's owner
  * and mode check. A file only its owner could read stays so. */
 int srv_allowlist_append_file(const char *path, const uint8_t pk[FL_PUBKEY_BYTES],
 			      const char *name);
