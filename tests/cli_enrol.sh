@@ -6,6 +6,7 @@
 #      values (false, "0", 0, "no", true, ...) are refused with a way out
 #   3. the command line's --enrol replaces the config file's ids (the same
 #      id in both is not "given twice")
+#   4. --enrol with --insecure (which issues no tokens) is refused
 # Each server only starts (its "listening on" line) and is stopped.
 set -u
 umask 022 # the coordinator refuses a group-writable allow-list
@@ -66,6 +67,11 @@ grep -q "client id site-5" "$TMP/s3.out" && fail "3: the file's site-5 was still
 start s3b "${SEC[@]}" --config-file "$TMP/cfg.json"
 grep -q "^enrolment token for client id site-5 " "$TMP/s3b.out" || fail "3: the file's ids unused"
 echo "ok 3: --enrol on the command line replaces the config file's ids"
+
+# ---- 4. --enrol with --insecure ----
+start s4 --insecure --enrol site-7
+exited s4 2 "--enrol needs the secure channel" "4: --enrol with --insecure"
+echo "ok 4: --enrol with --insecure is refused (exit 2)"
 
 [ $fails = 0 ] || exit 1
 echo "cli_enrol: all ok"

@@ -15,6 +15,7 @@
 #include "errors.h"
 #include "log.h"
 
+#include <sodium.h>
 #include <assert.h>
 #include <signal.h>
 #include <stdio.h>
@@ -440,6 +441,8 @@ void cli_transport_free(struct cli_transport *t)
 	if (!t)
 		return;
 	assert(!t->conn && !t->jobs && "cli_transport_free before the loop ended");
+	if (t->enrol_token)
+		sodium_memzero(t->enrol_token, strlen(t->enrol_token));
 	free(t->enrol_token);
 	free(t->host);
 	free(t);

@@ -70,7 +70,7 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 	} else if (err == FL_ENOTFOUND) {
 		err = fl_error_set(FL_ENOTFOUND,
 				   "%s: no such allow-list (write one line 'fl1:... "
-				   "NAME' per client key, or start with --enrol)",
+				   "NAME' per client key, or start with --enrol ID)",
 				   cfg->allow_path);
 	}
 	if (err)

@@ -9,9 +9,10 @@
  * "fl1:... ID" (and to the in-memory set with name ID), so the allow-list's
  * id binding applies: that key may only say Hello as ID. The token is then
  * gone. Tokens live in memory only (a restart forgets them) and are
- * compared in constant time against every stored token. A token may name a
- * file holding it (srv_enrol_set_file): the file is removed when the token
- * is used, expires or the store is freed. Times are explicit milliseconds
+ * compared in constant time against every stored token. A token issued
+ * with a folder (srv_enrol_issue) is also written to a file there: the file
+ * is removed when the token is used, when the store is next touched after
+ * the token expired, or when the store is freed. Times are explicit milliseconds
  * of a monotonic clock (srv_enrol_now_ms), so tests control expiry.
  * No networking, no global state.
  */

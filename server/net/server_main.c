@@ -174,6 +174,11 @@ static int setup_access(const struct srv_opts *o, struct srv_access **out)
 				       .enrol = o->n_enrol > 0,
 				       .enrol_dir = dir};
 	*out = NULL;
+	if (o->insecure && o->n_enrol > 0) {
+		fprintf(stderr, "fedloha-server: --enrol needs the secure channel: it issues no "
+				"tokens with --insecure\n");
+		return 2;
+	}
 	if (srv_access_new(&ac, &acc)) {
 		fprintf(stderr, "fedloha-server: %s\n", fl_error_msg());
 		return 2;
