@@ -8,7 +8,8 @@
 #   2. a client whose key is not in the allow-list is refused (both ends say
 #      why; the client exits 3); a listed key with another --id is refused
 #      (the allow-list name binds the client id)
-#   3. a client pinning the wrong server key refuses to go on (exit 3)
+#   3. a client pinning the wrong server key refuses to go on and retries
+#      (unauthenticated: exit 1 after --max-attempts, never 3)
 #   4. --insecure on one side only fails clearly on both ends
 #   5. SIGHUP: a bad allow-list keeps the old one; a newly listed client is
 #      admitted without a restart; the round then runs over the channel
@@ -135,10 +136,11 @@ echo "ok 2: unknown key and wrong id refused (exit 3, both ends say why); listed
 
 # ---- 3. wrong pinned server key ----
 start_server s3 "${SEC[@]}" --min-clients 1
-client c3 0 --key "$TMP/c0.key" --server-key "${P[2]}"
-exited c3 3 "the server's key $SPUB is not the pinned key ${P[2]}" "3: wrong pinned key"
+client c3 0 --key "$TMP/c0.key" --server-key "${P[2]}" --max-attempts 2
+exited c3 1 "the server's key $SPUB is not the pinned key ${P[2]} (unauthenticated" "3: wrong pinned key"
+[ "$(grep -c "is not the pinned key ${P[2]}" "$TMP/c3.err")" = 2 ] || fail "3: not retried once"
 wait_for "$TMP/s3.err" "closed the connection during the handshake" 5 || fail "3: server log"
-echo "ok 3: a client pinning another key refuses the server (exit 3)"
+echo "ok 3: a client pinning another key refuses the server, logs it and retries (exit 1 after --max-attempts)"
 
 # ---- 4. --insecure on one side only ----
 client c4a 0 --insecure
@@ -165,8 +167,8 @@ kill -TERM $SPID; wait $SPID
 start_server s4 --insecure --min-clients 1
 grep -q "insecure: traffic is neither encrypted nor authenticated" "$TMP/s4.err" ||
 	fail "4: no --insecure warning on the server"
-client c4b 0 $(ck 0)
-exited c4b 3 "unauthenticated message from the peer (plaintext): this server runs with --insecure" \
+client c4b 0 $(ck 0) --max-attempts 2
+exited c4b 1 "unauthenticated message from the peer (plaintext): this server runs with --insecure" \
 	"4: secure client vs insecure server"
 wait_for "$TMP/s4.err" "refused: this server runs with --insecure" 5 || fail "4: insecure server log"
 client c4c 0 --insecure

@@ -88,8 +88,12 @@ static void run_usage(FILE *f)
 		"  --max-attempts N     give up after N failed connects in a row (0 = never)\n"
 		"  --threads T          BLAS threads for training (default 1)\n"
 		"  --log-level error|warn|info|debug (debug also logs every tensor name on the wire)\n"
-		"exit status: 0 done, 1 failure, 2 bad flags, 3 refused by the server, its key did\n"
-		"not match, or its model cannot be trained here (not retried), 128+N after signal N\n");
+		"exit status: 0 done, 1 failure (also --max-attempts reached), 2 bad flags,\n"
+		"3 refused by the server in an authenticated message (our key not admitted, an\n"
+		"FL_EAUTH Error inside the channel) or its model cannot be trained here (not\n"
+		"retried), 128+N after signal N. Failures before the server proved its key (a\n"
+		"wrong server key, a bad signature, a plaintext Error, garbage, timeouts) are\n"
+		"unauthenticated: logged as errors and retried with backoff, never exit 3\n");
 }
 
 static int rnum(const char *k, const char *v, double lo, double hi, double *out)

@@ -18,6 +18,7 @@
 #include <sodium.h>
 #include <assert.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,14 @@ int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
 
 /* ---- closing and reconnecting ---- */
 
+void cli_transport_retry_why(struct cli_transport *t, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(t->retry_why, sizeof(t->retry_why), fmt, ap);
+	va_end(ap);
+}
+
 static void on_retry(uv_timer_t *h);
 
 static void schedule_retry(struct cli_transport *t)
@@ -88,7 +97,8 @@ static void schedule_retry(struct cli_transport *t)
 		return;
 	t->attempts++;
 	if (t->cfg.max_attempts && t->attempts >= t->cfg.max_attempts) {
-		fl_log_error("gave up after %d failed connection attempts", t->cfg.max_attempts);
+		fl_log_error("gave up after %d failed connection attempts%s%s", t->cfg.max_attempts,
+			     t->retry_why[0] ? "; the last: " : "", t->retry_why);
 		cli_transport_begin_stop(t, CLI_TRANSPORT_GAVE_UP, 0);
 		return;
 	}
@@ -100,8 +110,13 @@ static void schedule_retry(struct cli_transport *t)
 	/* jitter above the doubled delay, within [backoff_min, backoff_max] */
 	uint64_t hi = 2 * d < t->cfg.backoff_max_ms ? 2 * d : t->cfg.backoff_max_ms;
 	d += fl_rng_below(&t->rng, hi - d + 1);
-	fl_log_info("reconnecting to %s:%d in %llu ms", t->host, t->cfg.port,
-		    (unsigned long long)d);
+	if (t->retry_why[0])
+		fl_log_error("%s; reconnecting to %s:%d in %llu ms", t->retry_why, t->host,
+			     t->cfg.port, (unsigned long long)d);
+	else
+		fl_log_info("reconnecting to %s:%d in %llu ms", t->host, t->cfg.port,
+			    (unsigned long long)d);
+	t->retry_why[0] = '\0';
 	uv_timer_start(&t->retry, on_retry, d, 0);
 }
 
@@ -331,8 +346,15 @@ static void on_retry(uv_timer_t *h)
 	struct cli_transport *t = h->data;
 	if (t->conn) { /* still connecting: the connect or the handshake timed out */
 		if (!t->conn->connected) {
-			fl_log_info("connect %s:%d: %s timed out", t->host, t->cfg.port,
-				    t->conn->tcp_up ? "secure handshake" : "connect");
+			if (t->conn->tcp_up)
+				cli_transport_retry_why(
+					t,
+					"server %s:%d: no secure handshake "
+					"within %u ms",
+					t->host, t->cfg.port,
+					fl_channel_handshake_timeout_ms(t->conn->ch));
+			else
+				fl_log_info("connect %s:%d: timed out", t->host, t->cfg.port);
 			cli_transport_conn_cut(t->conn);
 		}
 		return;

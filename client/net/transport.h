@@ -10,10 +10,16 @@
  * SIGTERM or when the session is finished (Bye "done").
  *
  * The session hears of a connection only once the channel is established.
- * A failed authentication (wrong server key, the server refusing our key,
- * a server without the secure channel, an Error with code FL_EAUTH in
- * answer to our Hello) is not retried: the transport stops with
- * CLI_TRANSPORT_REFUSED and cli_transport_error() says why.
+ * Only an authenticated refusal is final: the server refusing our key in
+ * the handshake's last message (which only the holder of the pinned key
+ * can write), an Error with code FL_EAUTH in answer to our Hello or a model
+ * the session refuses (both inside the established channel, or anything
+ * with --insecure, which authenticates nothing). The transport then stops
+ * with CLI_TRANSPORT_REFUSED and cli_transport_error() says why. Every
+ * failure before the channel is up that anyone on the path could forge
+ * (bad magic or signature, another server key, a plaintext Error, a
+ * handshake timeout, a reset) is logged at error level with the reconnect
+ * delay and retried with the usual backoff.
  *
  * No protocol logic here: the session decides everything. Socket and
  * session calls happen on the loop thread only; cli_job_run() runs on a
@@ -74,7 +80,7 @@ enum cli_transport_result {
 	CLI_TRANSPORT_FINISHED, /* the session got Bye("done") */
 	CLI_TRANSPORT_SIGNALLED,
 	CLI_TRANSPORT_GAVE_UP, /* max_attempts connects failed in a row */
-	CLI_TRANSPORT_REFUSED, /* authentication failed or the server refused us: not retried */
+	CLI_TRANSPORT_REFUSED, /* an authenticated refusal (see above): not retried */
 };
 
 struct cli_transport;

@@ -42,7 +42,10 @@ struct cli_transport {
 	int resolving, started, stopping, sig_got, jobs;
 	enum cli_transport_result result;
 	int attempts; /* failed connects in a row */
-	int refused;  /* authentication failed: stop instead of reconnecting */
+	int refused;  /* an authenticated refusal: stop instead of reconnecting */
+	/* Why the last attempt failed before the channel was up (unauthenticated:
+	 * retried); logged with the reconnect delay, then cleared. */
+	char retry_why[FL_ERROR_MSG_MAX + 160];
 	uint8_t server_pk[FL_PUBKEY_BYTES];
 	char *enrol_token;
 	struct cli_transport_stats st;
@@ -62,6 +65,10 @@ void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result
 void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p, size_t n);
 /* Logs the session's last error once (not again while it stays the same). */
 void cli_transport_log_session_error(struct cli_transport *t);
+/* Records why this attempt failed before the channel was up (printf
+ * format); schedule_retry logs it at error level with the delay. */
+void cli_transport_retry_why(struct cli_transport *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* transport_read.c */
 /* TCP is up: starts the channel (its first handshake message written) and

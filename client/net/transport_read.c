@@ -2,9 +2,9 @@
  * channel glue (transport.h): the channel's start and first handshake
  * message, bytes from the socket through fl_channel_recv into the frame
  * reader, handshake replies out, the channel coming up (the session told
- * on_connect), and a refusal by the server (an FL_EAUTH Error as the first
- * frame, or a plaintext Error instead of a handshake reply) recorded as
- * final. No protocol decisions beyond that first frame; no connecting,
+ * on_connect), a refusal by the server (its authenticated handshake
+ * message 4, or an FL_EAUTH Error as the first frame) recorded as final,
+ * and unauthenticated handshake failures recorded for the retry log. No protocol decisions beyond that first frame; no connecting,
  * writing queue or closing logic (transport.c).
  */
 #include "transport_impl.h"
@@ -23,7 +23,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof(c->t->rbuf);
 }
 
-/* Stop for good: authentication failed or the server refused us. */
+/* Stop for good: the server refused us (authenticated). */
 static void refuse(struct cconn *c, const char *why)
 {
 	struct cli_transport *t = c->t;
@@ -88,18 +88,27 @@ static int deliver(void *ctx, const uint8_t *plain, size_t n)
 	return 0;
 }
 
-/* The channel failed before it was up. A reply that is a plaintext Error
- * frame comes from a server without the secure channel (or one refusing
- * our first message), or from anyone on the path: quote it sanitised,
- * marked as unauthenticated. */
+/* The channel failed before it was up. Final only when the server refused
+ * us in handshake message 4, which it can only write with the keys of a
+ * handshake it signed with the pinned key (fl_channel_recv's FL_ENOTFOUND,
+ * channel.h). Anything else (bad magic or signature, another server key, a
+ * plaintext Error, a message that does not decrypt) is unauthenticated:
+ * anyone on the path can forge it, so it is logged and retried. A plaintext
+ * Error frame is quoted sanitised. */
 static void handshake_failed(struct cconn *c, const uint8_t *data, size_t n)
 {
+	struct cli_transport *t = c->t;
 	char why[FL_ERROR_MSG_MAX];
 	snprintf(why, sizeof(why), "%s", fl_error_msg()); /* "secure channel: ..." */
+	if (fl_channel_error(c->ch) == FL_ENOTFOUND) {
+		refuse(c, why);
+		cli_transport_conn_cut(c);
+		return;
+	}
 	fl_envelope *env = NULL;
 	size_t len = n >= 4 ? fl_be32_get(data) : 0;
 	if (c->rx == n && len && len <= n - 4 &&
-	    fl_wire_decode(data + 4, len, c->t->cfg.max_frame_bytes, &env) == FL_OK) {
+	    fl_wire_decode(data + 4, len, t->cfg.max_frame_bytes, &env) == FL_OK) {
 		if (env->body_case == FEDLOHA__V1__ENVELOPE__BODY_ERROR) {
 			/* anyone on the path could have written it: printable ASCII
 			 * only, and said to be unauthenticated */
@@ -113,7 +122,10 @@ static void handshake_failed(struct cconn *c, const uint8_t *data, size_t n)
 		}
 		fl_wire_envelope_free(env);
 	}
-	refuse(c, why);
+	cli_transport_retry_why(t,
+				"server %s:%d: %s (unauthenticated: possibly an attacker or a "
+				"misconfiguration)",
+				t->host, t->cfg.port, why);
 	cli_transport_conn_cut(c);
 }
 
@@ -125,6 +137,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (nread < 0) {
 		fl_net_read_end(&c->n, c->connected ? c->ch : NULL, nread, "");
+		if (!c->connected)
+			cli_transport_retry_why(t,
+						"server %s:%d: the connection ended during "
+						"the secure handshake",
+						t->host, t->cfg.port);
 		cli_transport_conn_cut(c);
 		return;
 	}
