@@ -59,6 +59,11 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"chunk", 1, 0, 0},
 					 {"max-output", 1, 0, 0},
 					 {"max-conns", 1, 0, 0},
+					 {"reserved-conns", 1, 0, 0},
+					 {"max-handshakes", 1, 0, 0},
+					 {"addr-conns", 1, 0, 0},
+					 {"addr-rate", 1, 0, 0},
+					 {"addr-burst", 1, 0, 0},
 					 {"threads", 1, 0, 0},
 					 {"debug-tensors", 0, 0, 0},
 					 {"config-file", 1, 0, 0},
@@ -97,7 +102,15 @@ void srv_opts_usage(FILE *f)
 		"                         token is written to DIR/ID.token (0600) for the client's\n"
 		"                         --enrol-token-file  (--enrol-dir DIR, default the\n"
 		"                         folder 'enrol-tokens' next to --allow)\n"
-		"  --handshake-timeout SEC (10)  --insecure (plaintext, no authentication: tests only)\n"
+		"  --handshake-timeout SEC (3)  --insecure (plaintext, no authentication: tests only)\n"
+		"  limits on connections not yet authenticated, checked at accept before any\n"
+		"  cryptography (over one: closed at once, counted, one log line per 10 s):\n"
+		"  --max-handshakes N (256)  in progress at once\n"
+		"  --reserved-conns N (--max-conns / 10)  of --max-conns, kept for clients\n"
+		"                         whose channel is up\n"
+		"  --addr-conns N (16)    open per source address (IPv6: per /64; 0 = no limit)\n"
+		"  --addr-rate R (20)  --addr-burst B (40)   new handshakes per second per\n"
+		"                         address, a token bucket (0 = no limit)\n"
 		"model:\n"
 		"  --model NAME           built-in 2nn, cnn or mlp (default 2nn), sized for --data\n"
 		"  --model-file FILE      any model description (fedloha-model/1 JSON,\n"
@@ -218,6 +231,12 @@ static int set_count(struct srv_opts *o, const char *k, const char *v)
 		return inum(k, v, 1, 256, &o->threads);
 	if (!strcmp(k, "max-conns"))
 		return inum(k, v, 1, 1e7, &o->max_conns);
+	if (!strcmp(k, "reserved-conns"))
+		return inum(k, v, 0, 1e7, &o->reserved_conns);
+	if (!strcmp(k, "max-handshakes"))
+		return inum(k, v, 1, 1e7, &o->max_handshakes);
+	if (!strcmp(k, "addr-conns"))
+		return inum(k, v, 0, 1e7, &o->addr_conns);
 	return FL_ENOTFOUND;
 }
 
@@ -296,6 +315,10 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return inum(k, v, 1, 1e6, &o->enrol_minutes);
 	if (!strcmp(k, "handshake-timeout"))
 		return num(k, v, 0.05, 3600, &o->handshake_timeout);
+	if (!strcmp(k, "addr-rate"))
+		return num(k, v, 0, 1e6, &o->addr_rate);
+	if (!strcmp(k, "addr-burst"))
+		return num(k, v, 1, 1e6, &o->addr_burst);
 	if (!strcmp(k, "gamma")) {
 		o->has_gamma = 1;
 		return num(k, v, 0, 1, &o->gamma);
@@ -474,9 +497,14 @@ int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 			       .max_retries = 3,
 			       .threads = 1,
 			       .max_conns = SRV_TRANSPORT_CONNS_DEFAULT,
+			       .reserved_conns = -1,
+			       .max_handshakes = SRV_TRANSPORT_HANDSHAKES_DEFAULT,
+			       .addr_conns = SRV_TRANSPORT_ADDR_CONNS_DEFAULT,
+			       .addr_rate = SRV_TRANSPORT_ADDR_RATE_DEFAULT,
+			       .addr_burst = SRV_TRANSPORT_ADDR_BURST_DEFAULT,
 			       .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
 			       .enrol_minutes = 30,
-			       .handshake_timeout = FL_CHANNEL_TIMEOUT_DEFAULT_MS / 1000.0};
+			       .handshake_timeout = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT / 1000.0};
 	int bad = 0, ch, idx, cli_enrol = 0;
 	for (int i = 1; i < argc; i++) { /* the file first, so flags override it */
 		const char *a = argv[i];
@@ -513,6 +541,12 @@ int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 	enum fl_log_level lvl = FL_LOG_INFO;
 	if (!bad && o->log_level && fl_log_parse_level(o->log_level, &lvl)) {
 		fprintf(stderr, "fedloha-server: --log-level: %s\n", fl_error_msg());
+		bad = 1;
+	}
+	if (!bad && o->reserved_conns >= o->max_conns) {
+		fprintf(stderr,
+			"fedloha-server: --reserved-conns %d must be below --max-conns %d\n",
+			o->reserved_conns, o->max_conns);
 		bad = 1;
 	}
 	if (!bad && o->train.min_report > o->min_clients)

@@ -23,6 +23,10 @@ struct srv_opts {
 	/* --enrol ID[,ID...] (repeatable): one enrolment token per client id */
 	int n_enrol;
 	char enrol_ids[SRV_OPTS_ENROL_MAX][FL_WIRE_CLIENT_ID_MAX + 1];
+	/* limits on unauthenticated connections (transport.h); reserved_conns
+	 * -1 = max_conns / 10 */
+	int reserved_conns, max_handshakes, addr_conns;
+	double addr_rate, addr_burst;
 	/* rounds, seed, fraction, min-report, local training, server optimiser
 	 * (the options fedloha-sim takes too); strategy and dtype are resolved
 	 * from their names by run */

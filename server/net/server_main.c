@@ -104,6 +104,22 @@ static void print_wire_totals(struct srv_transport *t, uint64_t up, uint64_t dow
 	       (unsigned long long)up, (unsigned long long)down, (unsigned long long)st.hs_in,
 	       (unsigned long long)st.hs_out, (unsigned long long)st.handshakes,
 	       (unsigned long long)st.refused, (unsigned long long)st.failed);
+	uint64_t limited = 0;
+	for (int i = 0; i < SRV_LIMIT_N; i++)
+		limited += st.limited[i];
+	if (st.evicted)
+		printf("handshakes cut for a newcomer under --max-handshakes: %llu\n",
+		       (unsigned long long)st.evicted);
+	if (!limited)
+		return;
+	printf("connections closed at accept by a limit: %llu (", (unsigned long long)limited);
+	for (int i = 0, first = 1; i < SRV_LIMIT_N; i++)
+		if (st.limited[i]) {
+			printf("%s%s %llu", first ? "" : ", ", srv_transport_limit_name(i),
+			       (unsigned long long)st.limited[i]);
+			first = 0;
+		}
+	printf(")\n");
 }
 
 static int split_listen(const char *s, char *host, size_t cap, int *port)
@@ -284,6 +300,12 @@ static void transport_config(const struct srv_opts *o, struct daemon *d,
 						 : SRV_TRANSPORT_OUTPUT_DEFAULT + 2 * gbytes +
 							   base_bytes + base_bytes / 64;
 	tc->max_conns = (size_t)o->max_conns;
+	tc->reserved_conns = o->reserved_conns >= 0 ? (size_t)o->reserved_conns
+						    : (size_t)o->max_conns / 10;
+	tc->max_handshakes = (size_t)o->max_handshakes;
+	tc->addr_conns = (uint32_t)o->addr_conns;
+	tc->addr_rate = o->addr_rate;
+	tc->addr_burst = o->addr_burst;
 	tc->debug_tensors = o->debug_tensors;
 	tc->hook_ctx = &d->s;
 	tc->on_round = on_round;

@@ -34,6 +34,12 @@ void srv_transport_config_default(struct srv_transport_config *c)
 	c->max_frame_bytes = FL_WIRE_MAX_FRAME_DEFAULT;
 	c->max_output_bytes = SRV_TRANSPORT_OUTPUT_DEFAULT;
 	c->max_conns = SRV_TRANSPORT_CONNS_DEFAULT;
+	c->reserved_conns = SRV_TRANSPORT_CONNS_DEFAULT / 10;
+	c->max_handshakes = SRV_TRANSPORT_HANDSHAKES_DEFAULT;
+	c->addr_conns = SRV_TRANSPORT_ADDR_CONNS_DEFAULT;
+	c->addr_rate = SRV_TRANSPORT_ADDR_RATE_DEFAULT;
+	c->addr_burst = SRV_TRANSPORT_ADDR_BURST_DEFAULT;
+	c->handshake_timeout_ms = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT;
 	c->flush_timeout_ms = 2000;
 }
 
@@ -47,6 +53,13 @@ int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
 				    "transport: bad configuration (port %d, max frame %u, "
 				    "max output %zu)",
 				    cfg->port, cfg->max_frame_bytes, cfg->max_output_bytes);
+	if (cfg->reserved_conns >= cfg->max_conns || cfg->max_handshakes < 1 ||
+	    cfg->addr_rate < 0 || (cfg->addr_rate > 0 && cfg->addr_burst < 1))
+		return fl_error_set(FL_EINVAL,
+				    "transport: bad limits (%zu of %zu connections reserved, %zu "
+				    "handshakes, per address rate %g burst %g)",
+				    cfg->reserved_conns, cfg->max_conns, cfg->max_handshakes,
+				    cfg->addr_rate, cfg->addr_burst);
 	struct srv_transport *t = calloc(1, sizeof(*t));
 	if (!t || !(t->host = strdup(cfg->host))) {
 		free(t);
@@ -56,6 +69,13 @@ int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
 	t->cfg = *cfg;
 	t->cfg.host = t->host;
 	t->insecure = !cfg->access || srv_access_insecure(cfg->access);
+	if (!t->cfg.handshake_timeout_ms)
+		t->cfg.handshake_timeout_ms = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT;
+	if (srv_tr_limits_new(t) != FL_OK) {
+		free(t->host);
+		free(t);
+		return FL_ENOMEM;
+	}
 	*out = t;
 	return FL_OK;
 }
@@ -126,6 +146,7 @@ static void on_conn_closed(uv_handle_t *h)
 		t->nclosing--;
 	if (!c->up && c->ch)
 		t->nhandshaking--;
+	srv_tr_addr_release(t, c);
 	slot_release(t, c);
 	uint64_t id = c->id;
 	int was_up = c->up;
@@ -284,6 +305,7 @@ static void on_timer(uv_timer_t *h)
 	}
 	if (t->nhandshaking)
 		srv_tr_handshake_sweep(t, now);
+	srv_tr_limits_log(t, 0);
 	if (!t->stopping) {
 		srv_engine_tick(t->e, now);
 		after_engine(t);
@@ -355,6 +377,7 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	c->t = t;
 	c->slot = UINT32_MAX;
+	c->addr = -1;
 	fl_net_conn_init(&c->n, t->loop, t->cfg.max_output_bytes, on_conn_closed, &t->st.sock_out,
 			 &t->st.hs_out);
 	c->next = t->head;
@@ -369,9 +392,12 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	srv_tr_peer_name(&c->n.tcp, c->peer, sizeof(c->peer));
 	snprintf(c->n.name, sizeof(c->n.name), "conn %s", c->peer);
-	if (t->stopping || t->nconns > t->cfg.max_conns || slot_take(t, c) != 0) {
-		fl_log_warn("conn %s: refused (%zu connections, limit %zu)", c->peer, t->nconns,
-			    t->cfg.max_conns);
+	int limit = t->stopping ? SRV_LIMIT_N : srv_tr_admit(t, c);
+	if (t->stopping || limit != SRV_LIMIT_N || slot_take(t, c) != 0) {
+		if (limit != SRV_LIMIT_N)
+			srv_tr_limited(t, limit, c->peer);
+		else if (!t->stopping)
+			fl_log_error("conn %s: refused: out of memory", c->peer);
 		c->id = 0;
 		srv_tr_cut(c);
 		return;
@@ -427,6 +453,7 @@ static void begin_stop(struct srv_transport *t, int sig)
 	}
 	if (t->cfg.on_stop)
 		t->cfg.on_stop(t->cfg.hook_ctx);
+	srv_tr_limits_log(t, 1);
 	maybe_done(t);
 	rearm(t);
 }
@@ -502,6 +529,7 @@ void srv_transport_free(struct srv_transport *t)
 	if (!t)
 		return;
 	assert(!t->head && "srv_transport_free before the loop closed every connection");
+	srv_tr_limits_free(t);
 	free(t->slots);
 	free(t->free_slots);
 	free(t->host);

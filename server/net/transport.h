@@ -44,20 +44,47 @@
 #define SRV_TRANSPORT_READ_BYTES 65536 /* one shared read buffer */
 #define SRV_TRANSPORT_OUTPUT_DEFAULT ((size_t)64 << 20)
 #define SRV_TRANSPORT_CONNS_DEFAULT 10000
+#define SRV_TRANSPORT_HANDSHAKES_DEFAULT 256  /* handshakes in progress at once */
+#define SRV_TRANSPORT_ADDR_CONNS_DEFAULT 16   /* unauthenticated connections per address */
+#define SRV_TRANSPORT_ADDR_RATE_DEFAULT 20.0  /* new handshakes per second per address */
+#define SRV_TRANSPORT_ADDR_BURST_DEFAULT 40.0 /* ... and the bucket's size */
+#define SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT 3000
+
+/* The limits that refuse a connection at accept (srv_transport_stats). */
+enum srv_transport_limit {
+	SRV_LIMIT_CONNS,      /* max_conns connections open */
+	SRV_LIMIT_RESERVE,    /* unauthenticated ones at max_conns - reserved_conns */
+	SRV_LIMIT_HANDSHAKES, /* max_handshakes in progress */
+	SRV_LIMIT_ADDR_CONNS, /* addr_conns unauthenticated ones from this address */
+	SRV_LIMIT_ADDR_RATE,  /* this address's handshake bucket is empty */
+	SRV_LIMIT_ADDR_TABLE, /* no room to track this address */
+	SRV_LIMIT_N
+};
 
 struct srv_transport_config {
-	const char *host;              /* numeric address or name to bind (copied) */
-	int port;                      /* 0 = any free port (see srv_transport_port) */
-	int backlog;                   /* listen(2) backlog */
-	uint32_t max_frame_bytes;      /* larger incoming frames close the connection */
-	size_t max_output_bytes;       /* bytes queued but not yet written, per connection:
+	const char *host;         /* numeric address or name to bind (copied) */
+	int port;                 /* 0 = any free port (see srv_transport_port) */
+	int backlog;              /* listen(2) backlog */
+	uint32_t max_frame_bytes; /* larger incoming frames close the connection */
+	size_t max_output_bytes;  /* bytes queued but not yet written, per connection:
 				      above it the slow reader is closed */
-	size_t max_conns;              /* further connections are accepted and closed at once */
+	size_t max_conns;         /* further connections are accepted and closed at once */
+	/* Limits on connections whose channel is not established yet, checked
+	 * at accept before any cryptography; a connection over one is closed at
+	 * once and counted (stats.limited), one warning line per 10 s. With
+	 * max_handshakes reached, a peer with no handshake in progress takes
+	 * the slot of the oldest handshake of the busiest address (two or more
+	 * in progress; stats.evicted). */
+	size_t reserved_conns;         /* of max_conns, for authenticated clients only */
+	size_t max_handshakes;         /* in progress at once */
+	uint32_t addr_conns;           /* open per source address (IPv6: per /64); 0 = no limit */
+	double addr_rate;              /* new handshakes per second per address; 0 = no limit */
+	double addr_burst;             /* the per-address bucket (>= 1 when addr_rate > 0) */
 	uint32_t flush_timeout_ms;     /* a closing connection still unflushed after this is cut */
 	int debug_tensors;             /* log every tensor name sent / received (debug level) */
 	struct srv_access *access;     /* borrowed: identity, allow-list; NULL = insecure */
 	uint32_t handshake_timeout_ms; /* a channel not established by then is dropped
-					  (0 = FL_CHANNEL_TIMEOUT_DEFAULT_MS) */
+					  (0 = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT) */
 	/* Hooks on the loop thread; any may be NULL. */
 	void *hook_ctx;
 	void (*on_round)(void *ctx, const struct srv_round_report *r);
@@ -73,12 +100,16 @@ struct srv_transport_stats {
 	uint64_t handshakes;        /* channels established */
 	uint64_t refused;           /* clients refused (allow-list, identity rule, duplicate key) */
 	uint64_t failed;            /* handshakes that failed otherwise (garbage, timeout, ...) */
+	uint64_t limited[SRV_LIMIT_N]; /* connections closed at accept, per limit */
+	uint64_t evicted;              /* handshakes cut to make room under max_handshakes for a
+			     peer with none in progress */
 };
 
 struct srv_transport;
 
 /* Defaults: 127.0.0.1:7420, backlog 511, 4 MiB frames, 64 MiB output, 10000
- * connections, flush 2 s, no hooks. */
+ * connections of which 1000 reserved, 256 handshakes, 16 per address and
+ * 20/s (burst 40) per address, handshake timeout 3 s, flush 2 s, no hooks. */
 void srv_transport_config_default(struct srv_transport_config *c);
 /* loop is borrowed and must outlive the transport. Nothing is bound yet. */
 int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
@@ -95,6 +126,8 @@ int srv_transport_port(const struct srv_transport *t);
 /* The signal that stopped the transport, 0 if none. */
 int srv_transport_signal(const struct srv_transport *t);
 void srv_transport_stats(const struct srv_transport *t, struct srv_transport_stats *out);
+/* "per-address rate (--addr-rate)" etc. for an enum srv_transport_limit. */
+const char *srv_transport_limit_name(int which);
 /* Only after uv_run returned (every handle closed); NULL is a no-op. */
 void srv_transport_free(struct srv_transport *t);
 

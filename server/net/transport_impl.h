@@ -11,7 +11,8 @@
 #include "net.h"
 #include "transport.h"
 
-#define SRV_TR_HS_POLL_MS 250 /* how often handshake deadlines are checked */
+#define SRV_TR_HS_POLL_MS 250     /* how often handshake deadlines are checked */
+#define SRV_TR_LIMIT_LOG_MS 10000 /* at most one summary of refusals per interval */
 
 struct conn {
 	struct fl_net_conn n; /* first, so the handle pointer is the conn pointer */
@@ -26,6 +27,7 @@ struct conn {
 	int replied;                 /* a handshake reply was written (the peer speaks it) */
 	uint64_t close_by;           /* flush deadline */
 	uint64_t hs_by;              /* handshake deadline (while !up) */
+	int32_t addr;                /* its address table entry while unauthenticated, or -1 */
 	uint8_t pk[FL_PUBKEY_BYTES]; /* the authenticated client key (secure, once up) */
 	struct conn *prev, *next;
 };
@@ -47,6 +49,7 @@ struct srv_transport {
 	uint32_t nslots, *free_slots, nfree;
 	uint32_t serial;
 	struct srv_transport_stats st;
+	struct srv_tr_limits *lim; /* transport_limits.c */
 	char rbuf[SRV_TRANSPORT_READ_BYTES];
 };
 
@@ -58,6 +61,21 @@ void srv_tr_close(struct conn *c);                                /* final recor
 void srv_tr_cut(struct conn *c);                                  /* close now */
 int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n); /* to the engine */
 void srv_tr_conn_up(struct conn *c); /* channel established: tell the engine */
+
+/* transport_limits.c */
+int srv_tr_limits_new(struct srv_transport *t);
+void srv_tr_limits_free(struct srv_transport *t);
+/* A connection just accepted (its peer known, no channel yet): SRV_LIMIT_N
+ * admits it (and counts it against its address until
+ * srv_tr_addr_release), else the enum srv_transport_limit that refuses it. */
+int srv_tr_admit(struct srv_transport *t, struct conn *c);
+/* The connection is authenticated or gone: its address entry forgets it. */
+void srv_tr_addr_release(struct srv_transport *t, struct conn *c);
+/* Counts a refusal by limit `which` and logs the summary when due. */
+void srv_tr_limited(struct srv_transport *t, int which, const char *peer);
+/* Logs the refusals not yet logged: when the interval has passed, or now
+ * (force). */
+void srv_tr_limits_log(struct srv_transport *t, int force);
 
 /* transport_sec.c */
 int srv_tr_chan_open(struct conn *c); /* at accept; FL_OK or an error (logged) */

@@ -48,6 +48,7 @@ void srv_tr_conn_up(struct conn *c)
 		return;
 	c->up = 1;
 	t->nhandshaking--;
+	srv_tr_addr_release(t, c); /* authenticated: no longer counts against its address */
 	if (!t->insecure) {
 		char key[FL_PUBKEY_STRING_BYTES];
 		memcpy(c->pk, fl_channel_peer_pk(c->ch), FL_PUBKEY_BYTES);
