@@ -470,7 +470,8 @@ int srv_opts_data_dims(const char *name, const char *path, int *c, int *h, int *
 	return FL_OK;
 }
 
-int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
+/* Every option's default. */
+static void opts_default(struct srv_opts *o)
 {
 	*o = (struct srv_opts){.listen = "127.0.0.1:7420",
 			       .model = "2nn",
@@ -505,6 +506,11 @@ int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
 			       .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
 			       .enrol_minutes = 30,
 			       .handshake_timeout = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT / 1000.0};
+}
+
+int srv_opts_parse(int argc, char **argv, struct srv_opts *o)
+{
+	opts_default(o);
 	int bad = 0, ch, idx, cli_enrol = 0;
 	for (int i = 1; i < argc; i++) { /* the file first, so flags override it */
 		const char *a = argv[i];
