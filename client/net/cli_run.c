@@ -36,7 +36,7 @@ struct run_opts {
 	const char *key, *server_key, *enrol_token, *enrol_token_file;
 	int num_clients, client_index, limit, threads, max_attempts, debug_tensors, insecure;
 	double holdout, backoff_min, backoff_max, handshake_timeout;
-	long long max_frame;
+	long long max_frame, max_output;
 	unsigned long long seed;
 };
 
@@ -84,6 +84,8 @@ static void run_usage(FILE *f)
 		"  --dtype f32|f16|bf16|int8   preferred tensor encoding (default: the\n"
 		"                       coordinator's --dtype)\n"
 		"  --max-frame BYTES    largest frame accepted (default 4 MiB)\n"
+		"  --max-output BYTES   bytes queued for the server at once before the\n"
+		"                       connection is cut and retried (default 256 MiB)\n"
 		"  --backoff-min SEC (0.25)  --backoff-max SEC (30)   reconnect delays\n"
 		"  --max-attempts N     give up after N failed connects in a row (0 = never)\n"
 		"  --threads T          BLAS threads for training (default 1)\n"
@@ -155,6 +157,7 @@ static const struct option run_longopts[] = {{"server", 1, 0, 0},
 					     {"threads", 1, 0, 0},
 					     {"log-level", 1, 0, 0},
 					     {"max-frame", 1, 0, 0},
+					     {"max-output", 1, 0, 0},
 					     {"backoff-min", 1, 0, 0},
 					     {"backoff-max", 1, 0, 0},
 					     {"max-attempts", 1, 0, 0},
@@ -195,6 +198,10 @@ static int set_number(struct run_opts *o, const char *k, const char *v)
 	else if (!strcmp(k, "max-frame")) {
 		bad = rnum(k, v, FL_WIRE_MAX_FRAME_OPTION_MIN, 1 << 30, &d);
 		o->max_frame = (long long)d;
+		return bad;
+	} else if (!strcmp(k, "max-output")) {
+		bad = rnum(k, v, 4096, 1e12, &d);
+		o->max_output = (long long)d;
 		return bad;
 	} else if (!strcmp(k, "seed")) {
 		bad = rnum(k, v, 0, 9007199254740992.0, &d);
@@ -365,6 +372,8 @@ static void transport_config(const struct run_opts *o, struct run *r,
 	tc->host = r->host;
 	tc->port = r->port;
 	tc->max_frame_bytes = (uint32_t)o->max_frame;
+	if (o->max_output)
+		tc->max_output_bytes = (size_t)o->max_output;
 	tc->backoff_min_ms = (uint32_t)(o->backoff_min * 1000 + 0.5);
 	tc->backoff_max_ms = (uint32_t)(o->backoff_max * 1000 + 0.5);
 	tc->max_attempts = o->max_attempts;
