@@ -69,6 +69,12 @@ void srv_tr_limits_free(struct srv_transport *t);
  * admits it (and counts it against its address until
  * srv_tr_addr_release), else the enum srv_transport_limit that refuses it. */
 int srv_tr_admit(struct srv_transport *t, struct conn *c);
+/* The same for a peer whose address table key is key (NULL: not an IP
+ * peer, only the global limits apply) at time now (ms). */
+int srv_tr_admit_key(struct srv_transport *t, struct conn *c, const uint8_t *key, uint64_t now);
+/* The address table key of sa: IPv4 as ::ffff:a.b.c.d, IPv6 by its /64
+ * (an IPv4-mapped one as its IPv4 address). 0 for another family. */
+int srv_tr_addr_key(const struct sockaddr *sa, uint8_t key[16]);
 /* The connection is authenticated or gone: its address entry forgets it. */
 void srv_tr_addr_release(struct srv_transport *t, struct conn *c);
 /* Counts a refusal by limit `which` and logs the summary when due. */

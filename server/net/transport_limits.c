@@ -67,23 +67,17 @@ void srv_tr_limits_free(struct srv_transport *t)
 	t->lim = NULL;
 }
 
-/* The table key of the peer: IPv4 as ::ffff:a.b.c.d, IPv6 by its /64 (one
- * site usually holds a whole /64). 0 when the peer has no IP address. */
-static int peer_key(uv_tcp_t *tcp, uint8_t key[16])
+int srv_tr_addr_key(const struct sockaddr *sa, uint8_t key[16])
 {
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
 	memset(key, 0, 16);
-	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-		return 0;
-	if (ss.ss_family == AF_INET) {
+	if (sa->sa_family == AF_INET) {
 		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
 		return 1;
 	}
-	if (ss.ss_family != AF_INET6)
+	if (sa->sa_family != AF_INET6)
 		return 0;
-	const uint8_t *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+	const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
 	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	memcpy(key, a, memcmp(a, v4mapped, 12) == 0 ? 16 : 8);
 	return 1;
@@ -159,13 +153,21 @@ static int evict_for_newcomer(struct srv_transport *t)
 
 int srv_tr_admit(struct srv_transport *t, struct conn *c)
 {
-	const struct srv_transport_config *cfg = &t->cfg;
-	uint64_t now = uv_now(t->loop);
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
 	uint8_t key[16];
+	int known = uv_tcp_getpeername(&c->n.tcp, (struct sockaddr *)&ss, &len) == 0 &&
+		    srv_tr_addr_key((struct sockaddr *)&ss, key);
+	return srv_tr_admit_key(t, c, known ? key : NULL, uv_now(t->loop));
+}
+
+int srv_tr_admit_key(struct srv_transport *t, struct conn *c, const uint8_t *key, uint64_t now)
+{
+	const struct srv_transport_config *cfg = &t->cfg;
 	struct addr_entry *e = NULL;
 	c->addr = -1;
 	if (cfg->addr_conns || cfg->addr_rate > 0) {
-		if (peer_key(&c->n.tcp, key) && !(e = lookup(t, key, now)))
+		if (key && !(e = lookup(t, key, now)))
 			return SRV_LIMIT_ADDR_TABLE;
 		if (e && cfg->addr_conns && e->conns >= cfg->addr_conns)
 			return SRV_LIMIT_ADDR_CONNS;
