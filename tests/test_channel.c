@@ -262,6 +262,37 @@ static void test_cipher_negotiation(void)
 	keys_free(&k);
 }
 
+static int auth_busy(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,
+		     char *reason, size_t reason_cap)
+{
+	(void)ctx, (void)pk, (void)token;
+	snprintf(reason, reason_cap, "allow-list busy, retry");
+	return FL_EIO;
+}
+
+/* An admission that fails for a passing reason (FL_EIO) reaches the client
+ * as "retry" (FL_EIO), not as the final refusal (FL_ENOTFOUND). */
+static void test_admission_retry(void)
+{
+	struct keys k;
+	keys_init(&k, 1);
+	struct end c = {0}, s = {0};
+	struct fl_channel_config cc = {.self = k.client,
+				       .pinned_server_pk = fl_identity_pk(k.server)};
+	struct fl_channel_config sc = {.is_server = 1, .self = k.server, .authorize = auth_busy};
+	FL_CHECK(fl_channel_new(&cc, &c.ch) == FL_OK);
+	FL_CHECK(fl_channel_new(&sc, &s.ch) == FL_OK);
+	run_handshake(&c, &s);
+	FL_CHECK(s.err == FL_EIO);
+	FL_CHECK_MSG(c.err == FL_EIO && strstr(c.msg, "cannot admit this client now") &&
+			     strstr(c.msg, "allow-list busy, retry"),
+		     "%d %s", c.err, c.msg);
+	FL_CHECK(!fl_channel_established(c.ch) && !fl_channel_established(s.ch));
+	end_free(&c);
+	end_free(&s);
+	keys_free(&k);
+}
+
 static void test_unknown_client_refused(void)
 {
 	struct keys k;
@@ -494,6 +525,7 @@ int main(void)
 	FL_RUN(test_handshake_and_data_secretstream);
 	FL_RUN(test_cipher_negotiation);
 	FL_RUN(test_unknown_client_refused);
+	FL_RUN(test_admission_retry);
 	FL_RUN(test_wrong_pinned_key);
 	FL_RUN(test_enrolment);
 	FL_RUN(test_plaintext_peer_and_version);

@@ -57,6 +57,9 @@
 /* Server-side admission: FL_OK admits pk; a negative fl_err (FL_ENOTFOUND
  * for an unknown key) refuses, with a one-line
  * reason (NUL-terminated, fits reason_cap) that is sent to the client.
+ * FL_EIO means "not now" (the server could not record an enrolment, say):
+ * msg4 then says "retry" and the client's fl_channel_recv fails with FL_EIO
+ * instead of the final FL_ENOTFOUND.
  * token is NULL or FL_TOKEN_BYTES (32) bytes of an enrolment token.
  * srv_auth_check (enrol.h) is the coordinator's implementation. */
 typedef int (*fl_channel_authorize_fn)(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES],

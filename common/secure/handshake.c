@@ -47,6 +47,7 @@
 _Static_assert(P3_MAX == HS_P3_MAX, "msg3 plaintext size");
 #define MSG4_STATUS_OK 0
 #define MSG4_STATUS_REFUSED 1
+#define MSG4_STATUS_RETRY 2 /* not admitted now, for a passing reason */
 
 static const char D_T[] = "fedloha-hs-v1 transcript";
 static const char D_T3[] = "fedloha-hs-v1 msg3 transcript";
@@ -290,7 +291,8 @@ static int server_check_p3(struct fl_channel *ch, size_t plen)
 		for (char *c = reason; *c; c++)
 			if ((unsigned char)*c < 0x20)
 				*c = ' ';
-		int err = server_send_msg4(ch, MSG4_STATUS_REFUSED, reason);
+		int err = server_send_msg4(
+			ch, rc == FL_EIO ? MSG4_STATUS_RETRY : MSG4_STATUS_REFUSED, reason);
 		if (err)
 			return err;
 		return fl_ch_fail(ch, rc < 0 ? rc : FL_ENOTFOUND, "client refused: %s", reason);
@@ -329,11 +331,14 @@ static int client_on_msg4(struct fl_channel *ch, const uint8_t *p, size_t n)
 	int opened = hs_open(ch, p4, &plen, p, n, ch->k_s2c, ch->h2, 4);
 	if (opened != FL_OK)
 		return opened;
-	if (p4[0] == MSG4_STATUS_REFUSED) {
+	if (p4[0] == MSG4_STATUS_REFUSED || p4[0] == MSG4_STATUS_RETRY) {
 		p4[plen] = '\0';
 		for (size_t i = 1; i < plen; i++)
 			if (p4[i] < 0x20 || p4[i] > 0x7e)
 				p4[i] = '?';
+		if (p4[0] == MSG4_STATUS_RETRY)
+			return fl_ch_fail(ch, FL_EIO, "the server cannot admit this client now: %s",
+					  (const char *)p4 + 1);
 		return fl_ch_fail(ch, FL_ENOTFOUND, "the server refused this client: %s",
 				  (const char *)p4 + 1);
 	}
