@@ -7,6 +7,7 @@
 #   3. the command line's --enrol replaces the config file's ids (the same
 #      id in both is not "given twice")
 #   4. --enrol with --insecure (which issues no tokens) is refused
+#   5. a group-writable or symlinked token folder is refused at startup
 # Each server only starts (its "listening on" line) and is stopped.
 set -u
 umask 022 # the coordinator refuses a group-writable allow-list
@@ -72,6 +73,16 @@ echo "ok 3: --enrol on the command line replaces the config file's ids"
 start s4 --insecure --enrol site-7
 exited s4 2 "--enrol needs the secure channel" "4: --enrol with --insecure"
 echo "ok 4: --enrol with --insecure is refused (exit 2)"
+
+# ---- 5. the token folder's owner and mode ----
+mkdir -p "$TMP/tok5" && chmod 777 "$TMP/tok5"
+start s5 "${SEC[@]}" --enrol site-8 --enrol-dir "$TMP/tok5"
+exited s5 2 "is group- or world-writable (mode 777): run chmod 700" "5: a writable token folder"
+[ -e "$TMP/tok5/site-8.token" ] && fail "5: a token file was written in the writable folder"
+chmod 700 "$TMP/tok5" && ln -s "$TMP/tok5" "$TMP/tok5link"
+start s5b "${SEC[@]}" --enrol site-8 --enrol-dir "$TMP/tok5link"
+exited s5b 2 "a symbolic link or not a folder" "5: a symlinked token folder"
+echo "ok 5: a group-writable or symlinked token folder is refused (exit 2)"
 
 [ $fails = 0 ] || exit 1
 echo "cli_enrol: all ok"

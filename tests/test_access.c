@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static struct fl_buf *hello(const char *id)
 {
@@ -158,10 +159,48 @@ static void test_enrolment_binds_id(void)
 	fl_identity_free(b);
 }
 
+/* srv_access_new with enrolment and token folder tdir: its result, the
+ * access state freed. */
+static int open_with_dir(const char *key, const char *allow, const char *tdir)
+{
+	struct srv_access_config cfg = {0, key, allow, 1, tdir};
+	struct srv_access *acc = NULL;
+	int rc = srv_access_new(&cfg, &acc);
+	srv_access_free(acc);
+	return rc;
+}
+
+/* The token folder: made 0700 when missing; a group-writable folder or a
+ * symbolic link to one is refused at startup with a one-line reason. */
+static void test_token_dir_checked(void)
+{
+	const char *dir = fl_test_tmpdir("access-tdir");
+	char key[512], allow[512], tdir[512], link[512], dummy[FL_PUBKEY_STRING_BYTES];
+	snprintf(key, sizeof(key), "%s/server.key", dir);
+	snprintf(allow, sizeof(allow), "%s/allow.txt", dir);
+	snprintf(tdir, sizeof(tdir), "%s/new/tokens", dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK);
+	struct stat st;
+	FL_CHECK(open_with_dir(key, allow, tdir) == FL_OK);
+	FL_CHECK(stat(tdir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+	FL_CHECK(chmod(tdir, 0770) == 0);
+	FL_CHECK(open_with_dir(key, allow, tdir) == FL_EINVAL);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "group- or world-writable (mode 770)") &&
+			     strstr(fl_error_msg(), tdir) && !strchr(fl_error_msg(), '\n'),
+		     "%s", fl_error_msg());
+	FL_CHECK(chmod(tdir, 0755) == 0 && open_with_dir(key, allow, tdir) == FL_OK);
+	FL_CHECK(symlink(tdir, link) == 0);
+	FL_CHECK(open_with_dir(key, allow, link) == FL_EIO);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "a symbolic link or not a folder") != NULL, "%s",
+		     fl_error_msg());
+}
+
 int main(void)
 {
 	umask(022); /* the allow-lists written here must not be group-writable */
 	FL_RUN(test_identity_binding);
 	FL_RUN(test_enrolment_binds_id);
+	FL_RUN(test_token_dir_checked);
 	return fl_test_main_end();
 }

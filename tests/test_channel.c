@@ -349,8 +349,8 @@ static void test_enrolment(void)
 	keys_init(&k, 0);
 	k.auth.allow_path = path;
 	char tok[FL_TOKEN_STRING_BYTES], tok2[FL_TOKEN_STRING_BYTES];
-	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 60000, "site-2", NULL, tok, NULL) == FL_OK);
-	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 500, "site-3", NULL, tok2, NULL) == FL_OK);
+	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 60000, "site-2", tok, NULL) == FL_OK);
+	FL_CHECK(srv_enrol_issue(k.enrol, 1000, 500, "site-3", tok2, NULL) == FL_OK);
 	FL_CHECK(strlen(tok) == 43 && strcmp(tok, tok2) != 0);
 	FL_CHECK(srv_enrol_count(k.enrol, 1000) == 2);
 

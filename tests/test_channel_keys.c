@@ -253,10 +253,10 @@ static void test_tokens(void)
 	struct srv_enrol *e = NULL;
 	FL_CHECK(srv_enrol_new(&e) == FL_OK);
 	char t1[FL_TOKEN_STRING_BYTES], t2[FL_TOKEN_STRING_BYTES];
-	FL_CHECK(srv_enrol_issue(e, 100, 1000, "c1", NULL, t1, NULL) == FL_OK);
-	FL_CHECK(srv_enrol_issue(e, 100, 50, "c2", NULL, t2, NULL) == FL_OK);
-	FL_CHECK(srv_enrol_issue(e, 100, 0, "c2", NULL, t2, NULL) == FL_EINVAL);
-	FL_CHECK(srv_enrol_issue(e, 100, 10, "not an id", NULL, t2, NULL) == FL_EINVAL);
+	FL_CHECK(srv_enrol_issue(e, 100, 1000, "c1", t1, NULL) == FL_OK);
+	FL_CHECK(srv_enrol_issue(e, 100, 50, "c2", t2, NULL) == FL_OK);
+	FL_CHECK(srv_enrol_issue(e, 100, 0, "c2", t2, NULL) == FL_EINVAL);
+	FL_CHECK(srv_enrol_issue(e, 100, 10, "not an id", t2, NULL) == FL_EINVAL);
 	uint8_t r1[32], r2[32];
 	FL_CHECK(fl_token_parse(t1, r1) == FL_OK && fl_token_parse(t2, r2) == FL_OK);
 	FL_CHECK(srv_enrol_count(e, 100) == 2);
@@ -279,7 +279,7 @@ static void test_tokens(void)
 	for (int i = 0; i < SRV_ENROL_MAX_TOKENS + 1 && !err; i++) {
 		char id[16];
 		snprintf(id, sizeof(id), "c-%d", i);
-		err = srv_enrol_issue(e, 300, 1000, id, NULL, t1, NULL);
+		err = srv_enrol_issue(e, 300, 1000, id, t1, NULL);
 	}
 	FL_CHECK(err == FL_ERANGE && srv_enrol_count(e, 300) == SRV_ENROL_MAX_TOKENS);
 	FL_CHECK(srv_enrol_count(e, 1300) == 0);
@@ -321,7 +321,7 @@ static void test_small_order_component(void)
 	FL_CHECK(srv_allowlist_new(&al) == FL_OK && srv_enrol_new(&e) == FL_OK);
 	char tok[FL_TOKEN_STRING_BYTES], reason[256] = "";
 	uint8_t raw[32];
-	FL_CHECK(srv_enrol_issue(e, 100, 1000, "m", NULL, tok, NULL) == FL_OK &&
+	FL_CHECK(srv_enrol_issue(e, 100, 1000, "m", tok, NULL) == FL_OK &&
 		 fl_token_parse(tok, raw) == FL_OK);
 	struct srv_auth auth = {.allow = &al, .allow_path = path, .enrol = e, .now_ms = 200};
 	FL_CHECK(srv_auth_check(&auth, bad, raw, reason, sizeof(reason)) != FL_OK);
@@ -385,7 +385,7 @@ static void test_allowlist_lock_busy(void)
 		struct srv_enrol *e = NULL;
 		char tok[FL_TOKEN_STRING_BYTES], reason[300] = "";
 		uint8_t raw[FL_TOKEN_BYTES];
-		if (srv_enrol_new(&e) || srv_enrol_issue(e, 1, 60000, "bob", NULL, tok, NULL) ||
+		if (srv_enrol_new(&e) || srv_enrol_issue(e, 1, 60000, "bob", tok, NULL) ||
 		    fl_token_parse(tok, raw))
 			_exit(2);
 		struct srv_auth au = {NULL, path, e, 2};

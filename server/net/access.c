@@ -17,7 +17,6 @@
 struct srv_access {
 	int insecure;
 	char *allow_path;
-	char *enrol_dir;
 	struct fl_identity *id;
 	struct srv_allowlist *allow; /* swapped by reload; srv_auth holds its address */
 	struct srv_enrol *enrol;     /* NULL without enrolment */
@@ -77,10 +76,8 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 		goto fail;
 	if (cfg->enrol && (err = srv_enrol_new(&a->enrol)))
 		goto fail;
-	if (cfg->enrol && cfg->enrol_dir && !(a->enrol_dir = strdup(cfg->enrol_dir))) {
-		err = fl_error_set(FL_ENOMEM, "out of memory");
+	if (cfg->enrol && cfg->enrol_dir && (err = srv_enrol_open_dir(a->enrol, cfg->enrol_dir)))
 		goto fail;
-	}
 	a->auth.allow = &a->allow;
 	a->auth.allow_path = a->allow_path;
 	a->auth.enrol = a->enrol;
@@ -99,7 +96,6 @@ void srv_access_free(struct srv_access *a)
 	srv_allowlist_free(a->allow);
 	srv_enrol_free(a->enrol);
 	free(a->allow_path);
-	free(a->enrol_dir);
 	free(a);
 }
 
@@ -128,8 +124,7 @@ int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *
 				    "--enrol %.64s: that client id is already bound to a key in "
 				    "%s (remove its line to enrol a new key)",
 				    client_id, a->allow_path);
-	return srv_enrol_issue(a->enrol, srv_enrol_now_ms(), valid_ms, client_id, a->enrol_dir, out,
-			       path);
+	return srv_enrol_issue(a->enrol, srv_enrol_now_ms(), valid_ms, client_id, out, path);
 }
 
 int srv_access_bound(const struct srv_access *a, const char *client_id)

@@ -23,7 +23,8 @@ struct srv_access_config {
 	const char *key_path;   /* the coordinator's secret-key file (required) */
 	const char *allow_path; /* the allow-list file (required; may be missing with enrol) */
 	int enrol;              /* accept enrolment tokens (srv_access_enrol_issue) */
-	const char *enrol_dir;  /* token files go here (NULL: no files, tests) */
+	const char *enrol_dir;  /* token files go here (NULL: no files, tests);
+				 * checked by srv_enrol_open_dir */
 };
 
 struct srv_access;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,22 +29,34 @@ struct token {
 struct srv_enrol {
 	struct token tok[SRV_ENROL_MAX_TOKENS];
 	size_t n;
+	int dfd;   /* the token folder (srv_enrol_open_dir), or -1 */
+	char *dir; /* its name, for messages */
 };
 
 int srv_enrol_new(struct srv_enrol **out)
 {
 	void *p = NULL;
 	int err = fl_crypto_alloc(sizeof(struct srv_enrol), "enrolment tokens", &p);
-	if (!err)
+	if (!err) {
+		((struct srv_enrol *)p)->dfd = -1;
 		*out = p;
+	}
 	return err;
 }
 
-static void forget_file(struct token *t)
+/* "ID.token": a token file's name inside the folder. */
+static void file_name(const char *id, char name[FL_WIRE_CLIENT_ID_MAX + 8])
+{
+	snprintf(name, FL_WIRE_CLIENT_ID_MAX + 8, "%s.token", id);
+}
+
+static void forget_file(struct srv_enrol *e, struct token *t)
 {
 	if (!t->path)
 		return;
-	unlink(t->path);
+	char name[FL_WIRE_CLIENT_ID_MAX + 8];
+	file_name(t->id, name);
+	unlinkat(e->dfd, name, 0);
 	free(t->path);
 	t->path = NULL;
 }
@@ -53,9 +66,61 @@ void srv_enrol_free(struct srv_enrol *e)
 	if (!e)
 		return;
 	for (size_t i = 0; i < e->n; i++)
-		forget_file(&e->tok[i]); /* a restart forgets the tokens */
+		forget_file(e, &e->tok[i]); /* a restart forgets the tokens */
+	if (e->dfd >= 0)
+		close(e->dfd);
+	free(e->dir);
 	sodium_memzero(e, sizeof(*e));
 	free(e);
+}
+
+/* Refuses a folder others could write to or that this user does not own. */
+static int check_dir(int dfd, const char *dir)
+{
+	struct stat st;
+	if (fstat(dfd, &st) != 0)
+		return fl_error_set(FL_EIO, "enrolment token folder %s: %s", dir, strerror(errno));
+	if (st.st_uid != geteuid())
+		return fl_error_set(FL_EINVAL,
+				    "enrolment token folder %s is owned by uid %u, not by this "
+				    "daemon's uid %u (give it to that user, or choose another "
+				    "folder with --enrol-dir)",
+				    dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (st.st_mode & 022)
+		return fl_error_set(FL_EINVAL,
+				    "enrolment token folder %s is group- or world-writable "
+				    "(mode %03o): run chmod 700 %s",
+				    dir, (unsigned)(st.st_mode & 0777), dir);
+	return FL_OK;
+}
+
+int srv_enrol_open_dir(struct srv_enrol *e, const char *dir)
+{
+	if (strlen(dir) >= 4000)
+		return fl_error_set(FL_EINVAL, "enrolment token folder %.80s: path too long", dir);
+	int err = fl_mkdir_parent(dir, 1);
+	if (err)
+		return err;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return fl_error_set(FL_EIO, "enrolment token folder %s: mkdir: %s", dir,
+				    strerror(errno));
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return fl_error_set(FL_EIO, "enrolment token folder %s: %s", dir,
+				    errno == ELOOP || errno == ENOTDIR
+					    ? "a symbolic link or not a folder"
+					    : strerror(errno));
+	char *copy = NULL;
+	if ((err = check_dir(dfd, dir)) || !(copy = strdup(dir))) {
+		close(dfd);
+		return err ? err : fl_error_set(FL_ENOMEM, "out of memory");
+	}
+	if (e->dfd >= 0)
+		close(e->dfd);
+	free(e->dir);
+	e->dfd = dfd;
+	e->dir = copy;
+	return FL_OK;
 }
 
 uint64_t srv_enrol_now_ms(void)
@@ -67,7 +132,7 @@ uint64_t srv_enrol_now_ms(void)
 
 static void drop(struct srv_enrol *e, size_t i)
 {
-	forget_file(&e->tok[i]);
+	forget_file(e, &e->tok[i]);
 	e->tok[i] = e->tok[e->n - 1];
 	sodium_memzero(&e->tok[e->n - 1], sizeof(e->tok[0]));
 	e->n--;
@@ -89,41 +154,39 @@ size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms)
 	return e->n;
 }
 
-/* Writes DIR/ID.token (0600, O_EXCL | O_NOFOLLOW) holding text; a file
- * left there by an earlier start (its token is forgotten) is replaced. */
-static int write_token_file(const char *dir, const char *id, const char *text, char **path_out)
+/* Writes ID.token (0600, O_EXCL | O_NOFOLLOW) holding text in the token
+ * folder; a file left there by an earlier start (its token is forgotten)
+ * is replaced. */
+static int write_token_file(struct srv_enrol *e, const char *id, const char *text, char **path_out)
 {
-	char path[4096];
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s.token", dir, id) >= sizeof(path))
-		return fl_error_set(FL_EINVAL, "--enrol-dir %.80s: path too long", dir);
-	int err = fl_mkdir_parent(path, 1);
-	if (err)
-		return err;
-	if (unlink(path) != 0 && errno != ENOENT)
+	char name[FL_WIRE_CLIENT_ID_MAX + 8], path[4200];
+	file_name(id, name);
+	snprintf(path, sizeof(path), "%s/%s", e->dir, name);
+	if (unlinkat(e->dfd, name, 0) != 0 && errno != ENOENT)
 		return fl_error_set(FL_EIO, "%s: %s", path, strerror(errno));
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int fd = openat(e->dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return fl_error_set(FL_EIO, "%s: %s", path, strerror(errno));
 	size_t n = strlen(text);
 	int ok = write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-	int e = errno;
+	int err = errno;
 	if (close(fd) != 0 && ok) {
 		ok = 0;
-		e = errno;
+		err = errno;
 	}
 	if (!ok) {
-		unlink(path);
-		return fl_error_set(FL_EIO, "%s: write: %s", path, strerror(e));
+		unlinkat(e->dfd, name, 0);
+		return fl_error_set(FL_EIO, "%s: write: %s", path, strerror(err));
 	}
 	if (!(*path_out = strdup(path))) {
-		unlink(path);
+		unlinkat(e->dfd, name, 0);
 		return fl_error_set(FL_ENOMEM, "out of memory");
 	}
 	return FL_OK;
 }
 
 int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, const char *client_id,
-		    const char *dir, char out[FL_TOKEN_STRING_BYTES], const char **path)
+		    char out[FL_TOKEN_STRING_BYTES], const char **path)
 {
 	if (!fl_wire_client_id_valid(client_id))
 		return fl_error_set(FL_EINVAL,
@@ -149,8 +212,8 @@ int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, con
 	snprintf(t->id, sizeof(t->id), "%s", client_id);
 	sodium_bin2base64(out, FL_TOKEN_STRING_BYTES, t->t, sizeof(t->t),
 			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-	if (dir) {
-		int err = write_token_file(dir, client_id, out, &t->path);
+	if (e->dfd >= 0) {
+		int err = write_token_file(e, client_id, out, &t->path);
 		if (err) {
 			sodium_memzero(t, sizeof(*t));
 			sodium_memzero(out, FL_TOKEN_STRING_BYTES);

@@ -33,17 +33,22 @@ int srv_enrol_new(struct srv_enrol **out);
 void srv_enrol_free(struct srv_enrol *e); /* wipes; NULL is a no-op */
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t srv_enrol_now_ms(void);
+/* Opens dir as the token folder: made 0700 when missing (its parents 0700
+ * too), opened O_DIRECTORY | O_NOFOLLOW (a symbolic link is refused), and
+ * refused (FL_EINVAL, a one-line reason) unless owned by the effective uid
+ * and neither group- nor world-writable. */
+int srv_enrol_open_dir(struct srv_enrol *e, const char *dir);
 /* Issues a token for client_id (a valid Hello client id, else FL_EINVAL)
- * valid until now_ms + valid_ms; writes its string form to out. With dir,
- * also the token file dir/ID.token (folder made 0700 when missing; the file
- * created O_EXCL | O_NOFOLLOW, mode 0600; one left by an earlier start is
- * replaced), removed when the token is used, found expired or the store is
- * freed; FL_EINVAL while a token for that id is outstanding. *path (when
+ * valid until now_ms + valid_ms; writes its string form to out. With a
+ * token folder, also the token file DIR/ID.token (created O_EXCL |
+ * O_NOFOLLOW, mode 0600; one left by an earlier start is replaced),
+ * removed when the token is used, found expired or the store is freed;
+ * FL_EINVAL while a token for that id is outstanding. *path (when
  * path is not NULL) is its name or NULL, valid while the
  * token lives. FL_ERANGE when SRV_ENROL_MAX_TOKENS unexpired tokens are
  * outstanding. */
 int srv_enrol_issue(struct srv_enrol *e, uint64_t now_ms, uint64_t valid_ms, const char *client_id,
-		    const char *dir, char out[FL_TOKEN_STRING_BYTES], const char **path);
+		    char out[FL_TOKEN_STRING_BYTES], const char **path);
 /* Consumes a valid token: FL_OK, else FL_ENOTFOUND ("unknown, used or
  * expired"). Expired tokens are dropped on the way. */
 int srv_enrol_consume(struct srv_enrol *e, const uint8_t token[FL_TOKEN_BYTES], uint64_t now_ms);
