@@ -8,6 +8,8 @@
 #      id in both is not "given twice")
 #   4. --enrol with --insecure (which issues no tokens) is refused
 #   5. a group-writable or symlinked token folder is refused at startup
+#   6. token files left in the token folder by an earlier start are
+#      removed at startup (the log says how many); other files stay
 # Each server only starts (its "listening on" line) and is stopped.
 set -u
 umask 022 # the coordinator refuses a group-writable allow-list
@@ -83,6 +85,17 @@ chmod 700 "$TMP/tok5" && ln -s "$TMP/tok5" "$TMP/tok5link"
 start s5b "${SEC[@]}" --enrol site-8 --enrol-dir "$TMP/tok5link"
 exited s5b 2 "a symbolic link or not a folder" "5: a symlinked token folder"
 echo "ok 5: a group-writable or symlinked token folder is refused (exit 2)"
+
+# ---- 6. stale token files ----
+mkdir -p "$TMP/tok6" && chmod 700 "$TMP/tok6"
+echo stale >"$TMP/tok6/site-1.token"; echo stale >"$TMP/tok6/gone.token"; echo x >"$TMP/tok6/keep.txt"
+start s6 "${SEC[@]}" --enrol site-9 --enrol-dir "$TMP/tok6"
+exited s6 0 "" "6: stale token files"
+grep -q "enrolment token folder $TMP/tok6: 2 stale token files removed" "$TMP/s6.err" ||
+	fail "6: the removal is not logged: $(cat "$TMP/s6.err")"
+[ -e "$TMP/tok6/site-1.token" ] || [ -e "$TMP/tok6/gone.token" ] && fail "6: a stale token file is left"
+[ -e "$TMP/tok6/keep.txt" ] || fail "6: a file that is no token file was removed"
+echo "ok 6: stale token files are removed at startup and counted in the log"
 
 [ $fails = 0 ] || exit 1
 echo "cli_enrol: all ok"

@@ -196,11 +196,48 @@ static void test_token_dir_checked(void)
 		     fl_error_msg());
 }
 
+/* Token files left by an earlier start are removed when the folder is
+ * opened; other files stay. */
+static void test_stale_tokens_removed(void)
+{
+	const char *dir = fl_test_tmpdir("access-stale");
+	char key[512], allow[512], tdir[512], p[600], dummy[FL_PUBKEY_STRING_BYTES];
+	snprintf(key, sizeof(key), "%s/server.key", dir);
+	snprintf(allow, sizeof(allow), "%s/allow.txt", dir);
+	snprintf(tdir, sizeof(tdir), "%s/tokens", dir);
+	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK && mkdir(tdir, 0700) == 0);
+	const char *names[] = {"site-1.token", "old.token", "notes.txt"};
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", tdir, names[i]);
+		FILE *f = fopen(p, "w");
+		FL_CHECK(f != NULL);
+		if (f)
+			fclose(f);
+	}
+	snprintf(p, sizeof(p), "%s/dir.token", tdir);
+	FL_CHECK(mkdir(p, 0700) == 0);
+	struct srv_access_config cfg = {0, key, allow, 1, tdir};
+	struct srv_access *acc = NULL;
+	FL_CHECK(srv_access_new(&cfg, &acc) == FL_OK);
+	if (!acc)
+		return;
+	FL_CHECK_MSG(srv_access_stale_removed(acc) == 2, "%zu", srv_access_stale_removed(acc));
+	struct stat st;
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", tdir, names[i]);
+		FL_CHECK_MSG((stat(p, &st) == 0) == (i == 2), "%s", p);
+	}
+	snprintf(p, sizeof(p), "%s/dir.token", tdir);
+	FL_CHECK(stat(p, &st) == 0); /* not a file: left alone */
+	srv_access_free(acc);
+}
+
 int main(void)
 {
 	umask(022); /* the allow-lists written here must not be group-writable */
 	FL_RUN(test_identity_binding);
 	FL_RUN(test_enrolment_binds_id);
 	FL_RUN(test_token_dir_checked);
+	FL_RUN(test_stale_tokens_removed);
 	return fl_test_main_end();
 }

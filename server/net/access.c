@@ -20,6 +20,7 @@ struct srv_access {
 	struct fl_identity *id;
 	struct srv_allowlist *allow; /* swapped by reload; srv_auth holds its address */
 	struct srv_enrol *enrol;     /* NULL without enrolment */
+	size_t stale;                /* token files removed at startup */
 	struct srv_auth auth;
 };
 
@@ -76,7 +77,8 @@ int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
 		goto fail;
 	if (cfg->enrol && (err = srv_enrol_new(&a->enrol)))
 		goto fail;
-	if (cfg->enrol && cfg->enrol_dir && (err = srv_enrol_open_dir(a->enrol, cfg->enrol_dir)))
+	if (cfg->enrol && cfg->enrol_dir &&
+	    (err = srv_enrol_open_dir(a->enrol, cfg->enrol_dir, &a->stale)))
 		goto fail;
 	a->auth.allow = &a->allow;
 	a->auth.allow_path = a->allow_path;
@@ -125,6 +127,11 @@ int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *
 				    "%s (remove its line to enrol a new key)",
 				    client_id, a->allow_path);
 	return srv_enrol_issue(a->enrol, srv_enrol_now_ms(), valid_ms, client_id, out, path);
+}
+
+size_t srv_access_stale_removed(const struct srv_access *a)
+{
+	return a->stale;
 }
 
 int srv_access_bound(const struct srv_access *a, const char *client_id)

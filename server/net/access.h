@@ -47,6 +47,9 @@ size_t srv_access_count(const struct srv_access *a);
  * allow-list is already bound to). */
 int srv_access_enrol_issue(struct srv_access *a, uint64_t valid_ms, const char *client_id,
 			   char out[FL_TOKEN_STRING_BYTES], const char **path);
+/* Stale *.token files srv_access_new removed from enrol_dir (left by an
+ * earlier start; the daemon logs how many). */
+size_t srv_access_stale_removed(const struct srv_access *a);
 /* 1 when a key of the current allow-list is bound to client_id (its
  * name): the daemon issues no token for it at startup. */
 int srv_access_bound(const struct srv_access *a, const char *client_id);

@@ -10,6 +10,7 @@
 
 #include <sodium.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -94,7 +95,28 @@ static int check_dir(int dfd, const char *dir)
 	return FL_OK;
 }
 
-int srv_enrol_open_dir(struct srv_enrol *e, const char *dir)
+/* Removes every *.token file in the folder: no live token has one yet. */
+static size_t remove_stale(int dfd)
+{
+	int d2 = dup(dfd);
+	DIR *d = d2 >= 0 ? fdopendir(d2) : NULL;
+	if (!d) {
+		if (d2 >= 0)
+			close(d2);
+		return 0;
+	}
+	size_t n = 0;
+	for (struct dirent *de; (de = readdir(d));) {
+		size_t len = strlen(de->d_name);
+		if (len > 6 && !strcmp(de->d_name + len - 6, ".token") &&
+		    unlinkat(dfd, de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+int srv_enrol_open_dir(struct srv_enrol *e, const char *dir, size_t *stale)
 {
 	if (strlen(dir) >= 4000)
 		return fl_error_set(FL_EINVAL, "enrolment token folder %.80s: path too long", dir);
@@ -120,6 +142,9 @@ int srv_enrol_open_dir(struct srv_enrol *e, const char *dir)
 	free(e->dir);
 	e->dfd = dfd;
 	e->dir = copy;
+	size_t n = remove_stale(dfd);
+	if (stale)
+		*stale = n;
 	return FL_OK;
 }
 
@@ -155,8 +180,8 @@ size_t srv_enrol_count(struct srv_enrol *e, uint64_t now_ms)
 }
 
 /* Writes ID.token (0600, O_EXCL | O_NOFOLLOW) holding text in the token
- * folder; a file left there by an earlier start (its token is forgotten)
- * is replaced. */
+ * folder; a file of that name put there since startup (no live token has
+ * one) is replaced. */
 static int write_token_file(struct srv_enrol *e, const char *id, const char *text, char **path_out)
 {
 	char name[FL_WIRE_CLIENT_ID_MAX + 8], path[4200];

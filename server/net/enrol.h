@@ -36,12 +36,14 @@ uint64_t srv_enrol_now_ms(void);
 /* Opens dir as the token folder: made 0700 when missing (its parents 0700
  * too), opened O_DIRECTORY | O_NOFOLLOW (a symbolic link is refused), and
  * refused (FL_EINVAL, a one-line reason) unless owned by the effective uid
- * and neither group- nor world-writable. */
-int srv_enrol_open_dir(struct srv_enrol *e, const char *dir);
+ * and neither group- nor world-writable. Then removes every *.token file
+ * in it (left by an earlier start: tokens live in memory only) and stores
+ * how many in *stale (when not NULL). */
+int srv_enrol_open_dir(struct srv_enrol *e, const char *dir, size_t *stale);
 /* Issues a token for client_id (a valid Hello client id, else FL_EINVAL)
  * valid until now_ms + valid_ms; writes its string form to out. With a
  * token folder, also the token file DIR/ID.token (created O_EXCL |
- * O_NOFOLLOW, mode 0600; one left by an earlier start is replaced),
+ * O_NOFOLLOW, mode 0600; one left there meanwhile is replaced),
  * removed when the token is used, found expired or the store is freed;
  * FL_EINVAL while a token for that id is outstanding. *path (when
  * path is not NULL) is its name or NULL, valid while the

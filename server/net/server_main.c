@@ -208,6 +208,9 @@ static int setup_access(const struct srv_opts *o, struct srv_access **out)
 	fl_identity_public_string(srv_access_identity(acc), pub);
 	fl_log_info("server key %s; allow-list %s: %zu client keys", pub, o->allow,
 		    srv_access_count(acc));
+	if (o->n_enrol > 0)
+		fl_log_info("enrolment token folder %s: %zu stale token files removed", dir,
+			    srv_access_stale_removed(acc));
 	for (int i = 0; i < o->n_enrol; i++) {
 		const char *id = o->enrol_ids[i];
 		const char *path = NULL;
