@@ -11,8 +11,11 @@
 #   3. a client pinning the wrong server key refuses to go on and retries
 #      (unauthenticated: exit 1 after --max-attempts, never 3)
 #   4. --insecure on one side only fails clearly on both ends
-#   5. SIGHUP: a bad allow-list keeps the old one; a newly listed client is
-#      admitted without a restart; the round then runs over the channel
+#   5. a handshake-version-1 peer gets the plaintext Error "handshake
+#      version 1, this server speaks 2"; SIGHUP: a bad allow-list (a bad
+#      line, or a group/world-writable file) keeps the old one and logs it;
+#      a newly listed client is admitted without a restart; the round then
+#      runs over the channel
 #   6. enrolment: a token issued for a client id admits a new client once
 #      (its key lands in the allow-list file bound to that id, so another
 #      id is refused), a second use is refused; a second connection with a
@@ -198,12 +201,54 @@ echo "ok 4: --insecure on one side fails on both ends with a reason; both --inse
 
 # ---- 5. SIGHUP reload ----
 start_server s5 "${SEC[@]}" --min-clients 2
+# a peer speaking handshake version 1: msg1 "FLH1", version 1, flags, 64 bytes
+/usr/bin/python3 - "$PORT" >"$TMP/v1.out" <<'PY' || fail "5: version-1 peer: $(cat "$TMP/v1.out")"
+import os, socket, struct, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+c.sendall(struct.pack(">I", 70) + b"FLH1\x01\x00" + os.urandom(64))
+data = b""
+while True:
+    b = c.recv(4096)
+    if not b:
+        break
+    data += b
+def fields(buf):  # protobuf: field number -> bytes (length-delimited) or int
+    out, i = {}, 0
+    def varint():
+        nonlocal i
+        v = s = 0
+        while True:
+            x = buf[i]; i += 1; v |= (x & 0x7f) << s; s += 7
+            if x < 0x80:
+                return v
+    while i < len(buf):
+        key = varint()
+        if key & 7 == 0:
+            out[key >> 3] = varint()
+        elif key & 7 == 2:
+            n = varint(); out[key >> 3] = buf[i:i + n]; i += n
+        else:
+            raise SystemExit("wire type %d" % (key & 7))
+    return out
+n = struct.unpack(">I", data[:4])[0]
+assert len(data) == 4 + n, "one frame, then the close: %r" % data
+err = fields(fields(data[4:])[9])                 # Envelope.error = 9
+want = b"secure channel: handshake version 1, this server speaks 2"
+assert err.get(1) == 8 and err.get(2) == want, err  # ERROR_CODE_UNSUPPORTED
+print("ok")
+PY
 bg_client c5_0 0 $(ck 0); c0=$CPID
 client c5_1a 1 $(ck 1)
 exited c5_1a 3 "" "5: unlisted client"
 echo "fl1:not-a-key client-9" >>"$TMP/allow.txt"
 hup
 wait_for "$TMP/s5.err" "keeping the previous allow-list \(1 keys\)" 5 || fail "5: bad list not refused"
+printf '%s client-0\n%s client-1\n' "${P[0]}" "${P[1]}" >"$TMP/allow.txt"
+chmod 666 "$TMP/allow.txt"
+hup
+wait_for "$TMP/s5.err" "NOT reloaded.*writable by group/others \(mode 666\).*keeping the previous allow-list \(1 keys\)" 5 ||
+	fail "5: a writable list was not refused: $(cat "$TMP/s5.err")"
+chmod 644 "$TMP/allow.txt"
 printf '# test allow-list\n%s client-0\n%s client-1\n' "${P[0]}" "${P[1]}" >"$TMP/allow.txt"
 hup
 wait_for "$TMP/s5.err" "allow-list of 2 keys in force" 5 || fail "5: reload not logged"
@@ -212,7 +257,7 @@ exited c5_1b 0 "" "5: newly listed client"
 wait $c0 || fail "5: client 0 exit $?"
 wait $SPID || fail "5: server exit $?"
 grep -q "^round 1/1 selected 2 reported 2" "$TMP/s5.out" || fail "5: the round did not run"
-echo "ok 5: SIGHUP kept the old list on a bad line, then admitted client-1 without a restart"
+echo "ok 5: a version-1 peer was told why; SIGHUP kept the old list on a bad line and a writable file, then admitted client-1 without a restart"
 
 # ---- 6. enrolment, once; one live connection per key ----
 start_server s6 "${SEC[@]}" --min-clients 2 --enrol site-2 --enrol-minutes 5

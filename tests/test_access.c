@@ -81,6 +81,25 @@ static void test_identity_binding(void)
 		}
 		FL_CHECK(check(acc, fl_identity_pk(c), "carol") == FL_EAUTH);
 		FL_CHECK(strstr(fl_error_msg(), "not in the allow-list") != NULL);
+		/* a reload (SIGHUP) of a file others could have changed: the
+		 * old list stays in force and the error says why */
+		fl_identity_public_string(c, pa);
+		f = fopen(allow, "a");
+		FL_CHECK(f != NULL);
+		if (f) {
+			fprintf(f, "%s carol\n", pa);
+			fclose(f);
+		}
+		FL_CHECK(chmod(allow, 0666) == 0);
+		FL_CHECK(srv_access_reload(acc) == FL_EINVAL && srv_access_count(acc) == 2);
+		FL_CHECK_MSG(strstr(fl_error_msg(), "NOT reloaded") &&
+				     strstr(fl_error_msg(), "writable by group/others (mode 666)"),
+			     "%s", fl_error_msg());
+		FL_CHECK(check(acc, fl_identity_pk(c), "carol") == FL_EAUTH);
+		FL_CHECK(check(acc, fl_identity_pk(a), "alice") == FL_OK);
+		FL_CHECK(chmod(allow, 0644) == 0);
+		FL_CHECK(srv_access_reload(acc) == FL_OK && srv_access_count(acc) == 3);
+		FL_CHECK(check(acc, fl_identity_pk(c), "carol") == FL_OK);
 	}
 	srv_access_free(acc);
 	fl_identity_free(a);

@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,6 +288,34 @@ static void test_tokens(void)
 	srv_enrol_free(NULL);
 }
 
+/* A token's file goes when the store is next touched after the token
+ * expired (srv_enrol_count, srv_enrol_consume), the others' stay. */
+static void test_token_file_expiry(void)
+{
+	struct srv_enrol *e = NULL;
+	FL_CHECK(srv_enrol_new(&e) == FL_OK);
+	if (!e)
+		return;
+	char dir[600], f1[700], f2[700], t[FL_TOKEN_STRING_BYTES];
+	snprintf(dir, sizeof(dir), "%s", tmp_file("tokens"));
+	snprintf(f1, sizeof(f1), "%s/c1.token", dir);
+	snprintf(f2, sizeof(f2), "%s/c2.token", dir);
+	FL_CHECK(srv_enrol_open_dir(e, dir, NULL) == FL_OK);
+	const char *path = NULL;
+	FL_CHECK(srv_enrol_issue(e, 100, 50, "c1", t, &path) == FL_OK);
+	FL_CHECK(path && !strcmp(path, f1));
+	FL_CHECK(srv_enrol_issue(e, 100, 1000, "c2", t, NULL) == FL_OK);
+	struct stat st;
+	FL_CHECK(srv_enrol_count(e, 149) == 2 && stat(f1, &st) == 0 && stat(f2, &st) == 0);
+	FL_CHECK(srv_enrol_count(e, 150) == 1);
+	FL_CHECK(stat(f1, &st) != 0 && errno == ENOENT); /* expired: its file is gone */
+	FL_CHECK(stat(f2, &st) == 0);
+	uint8_t wrong[FL_TOKEN_BYTES] = {0};
+	FL_CHECK(srv_enrol_consume(e, wrong, 1100) == FL_ENOTFOUND);
+	FL_CHECK(stat(f2, &st) != 0 && errno == ENOENT);
+	srv_enrol_free(e);
+}
+
 /* A key with a small-order component: a valid key plus the point of order
  * 2. crypto_sign_verify_detached accepts some signatures for it, the
  * allow-list parser does not: enrolment must refuse it before writing. */
@@ -530,6 +559,7 @@ int main(void)
 	FL_RUN(test_allowlist_parse);
 	FL_RUN(test_allowlist_reload_and_append);
 	FL_RUN(test_tokens);
+	FL_RUN(test_token_file_expiry);
 	FL_RUN(test_small_order_component);
 	FL_RUN(test_allowlist_mode);
 	FL_RUN(test_allowlist_lock_busy);
