@@ -178,6 +178,20 @@ static void test_enrolment_binds_id(void)
 	fl_identity_free(b);
 }
 
+/* A fresh test folder NAME with a coordinator key: fills key, allow (not
+ * made) and tdir (DIR/SUB, not made); returns the folder. */
+static const char *setup(const char *name, const char *sub, char key[512], char allow[512],
+			 char tdir[512])
+{
+	const char *dir = fl_test_tmpdir(name);
+	char dummy[FL_PUBKEY_STRING_BYTES];
+	snprintf(key, 512, "%s/server.key", dir);
+	snprintf(allow, 512, "%s/allow.txt", dir);
+	snprintf(tdir, 512, "%s/%s", dir, sub);
+	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK);
+	return dir;
+}
+
 /* srv_access_new with enrolment and token folder tdir: its result, the
  * access state freed. */
 static int open_with_dir(const char *key, const char *allow, const char *tdir)
@@ -193,13 +207,9 @@ static int open_with_dir(const char *key, const char *allow, const char *tdir)
  * symbolic link to one is refused at startup with a one-line reason. */
 static void test_token_dir_checked(void)
 {
-	const char *dir = fl_test_tmpdir("access-tdir");
-	char key[512], allow[512], tdir[512], link[512], dummy[FL_PUBKEY_STRING_BYTES];
-	snprintf(key, sizeof(key), "%s/server.key", dir);
-	snprintf(allow, sizeof(allow), "%s/allow.txt", dir);
-	snprintf(tdir, sizeof(tdir), "%s/new/tokens", dir);
-	snprintf(link, sizeof(link), "%s/link", dir);
-	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK);
+	char key[512], allow[512], tdir[512], link[600];
+	snprintf(link, sizeof(link), "%s/link",
+		 setup("access-tdir", "new/tokens", key, allow, tdir));
 	struct stat st;
 	FL_CHECK(open_with_dir(key, allow, tdir) == FL_OK);
 	FL_CHECK(stat(tdir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
@@ -219,12 +229,9 @@ static void test_token_dir_checked(void)
  * opened; other files stay. */
 static void test_stale_tokens_removed(void)
 {
-	const char *dir = fl_test_tmpdir("access-stale");
-	char key[512], allow[512], tdir[512], p[600], dummy[FL_PUBKEY_STRING_BYTES];
-	snprintf(key, sizeof(key), "%s/server.key", dir);
-	snprintf(allow, sizeof(allow), "%s/allow.txt", dir);
-	snprintf(tdir, sizeof(tdir), "%s/tokens", dir);
-	FL_CHECK(srv_access_keygen(key, 0, dummy) == FL_OK && mkdir(tdir, 0700) == 0);
+	char key[512], allow[512], tdir[512], p[600];
+	setup("access-stale", "tokens", key, allow, tdir);
+	FL_CHECK(mkdir(tdir, 0700) == 0);
 	const char *names[] = {"site-1.token", "old.token", "notes.txt"};
 	for (size_t i = 0; i < 3; i++) {
 		snprintf(p, sizeof(p), "%s/%s", tdir, names[i]);

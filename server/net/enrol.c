@@ -95,7 +95,8 @@ static int check_dir(int dfd, const char *dir)
 	return FL_OK;
 }
 
-/* Removes every *.token file in the folder: no live token has one yet. */
+/* Removes every *.token file in the folder; called when it is opened,
+ * before this store has issued a token, so none is live. */
 static size_t remove_stale(int dfd)
 {
 	int d2 = dup(dfd);
@@ -118,6 +119,9 @@ static size_t remove_stale(int dfd)
 
 int srv_enrol_open_dir(struct srv_enrol *e, const char *dir, size_t *stale)
 {
+	if (e->dfd >= 0 || e->n)
+		return fl_error_set(FL_EINVAL, "enrolment token folder: opened once, before any "
+					       "token is issued");
 	if (strlen(dir) >= 4000)
 		return fl_error_set(FL_EINVAL, "enrolment token folder %.80s: path too long", dir);
 	int err = fl_mkdir_parent(dir, 1);
@@ -137,9 +141,6 @@ int srv_enrol_open_dir(struct srv_enrol *e, const char *dir, size_t *stale)
 		close(dfd);
 		return err ? err : fl_error_set(FL_ENOMEM, "out of memory");
 	}
-	if (e->dfd >= 0)
-		close(e->dfd);
-	free(e->dir);
 	e->dfd = dfd;
 	e->dir = copy;
 	size_t n = remove_stale(dfd);

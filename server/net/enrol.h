@@ -38,7 +38,8 @@ uint64_t srv_enrol_now_ms(void);
  * refused (FL_EINVAL, a one-line reason) unless owned by the effective uid
  * and neither group- nor world-writable. Then removes every *.token file
  * in it (left by an earlier start: tokens live in memory only) and stores
- * how many in *stale (when not NULL). */
+ * how many in *stale (when not NULL). Once per store, before any token is
+ * issued (else FL_EINVAL). */
 int srv_enrol_open_dir(struct srv_enrol *e, const char *dir, size_t *stale);
 /* Issues a token for client_id (a valid Hello client id, else FL_EINVAL)
  * valid until now_ms + valid_ms; writes its string form to out. With a
