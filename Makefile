@@ -5,13 +5,16 @@
 #   make asan   the test suite built with AddressSanitizer + UBSan
 #   make clang  the test suite built with clang (deploy/install-deps.sh --with-clang)
 #   make format clang-format every C file in place (.clang-format)
+#   make soak   the daemons for SOAK_SECONDS (3600) on 127.0.0.1: RSS and fds
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CLANG_BUILD ?= build-clang
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+SOAK_SECONDS ?= 3600
+SOAK_EVERY ?= 10
 
-.PHONY: all deps build test run bench asan clang format clean
+.PHONY: all deps build test run bench asan clang format clean soak
 
 all: build
 
@@ -50,6 +53,12 @@ clang: deps
 	cmake -S . -B $(CLANG_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(CLANG_BUILD) -j $(JOBS)
 	cd $(CLANG_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# A coordinator and 3 clients over the secure channel, many short rounds;
+# the CSV and summary land in $(BUILD)/soak (tests/faults/soak.sh --help).
+soak: build
+	bash tests/faults/soak.sh --seconds $(SOAK_SECONDS) --every $(SOAK_EVERY) \
+	  --bin $(BUILD)/bin --out $(BUILD)/soak
 
 format:
 	@command -v clang-format >/dev/null || { echo "make format: needs clang-format (apt-get install clang-format)" >&2; exit 1; }
