@@ -60,6 +60,12 @@ soak: build
 	bash tests/faults/soak.sh --seconds $(SOAK_SECONDS) --every $(SOAK_EVERY) \
 	  --bin $(BUILD)/bin --out $(BUILD)/soak
 
+# The daemons under network faults on network namespaces (root; minutes):
+# proxies with toxics, tbf caps, a partition, 20 SIGKILLs; the table lands in
+# $(BUILD)/faults/summary.txt (tests/faults/run.sh --help). Not in make test.
+faults: build
+	bash tests/faults/run.sh --bin $(BUILD)/bin --out $(BUILD)/faults
+
 format:
 	@command -v clang-format >/dev/null || { echo "make format: needs clang-format (apt-get install clang-format)" >&2; exit 1; }
 	git ls-files '*.c' '*.h' | xargs clang-format -i

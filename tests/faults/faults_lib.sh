@@ -89,8 +89,9 @@ supervise() {
 			[ $rc = 0 ] || [ -e "$dir/done" ] || [ -e "$OUT/stop" ] && break
 			sleep 0.5
 		done
-	) &
+	) 2>>"$dir/supervisor.err" &
 	echo $! >"$dir/$name.sup"
+	disown $!
 }
 
 # proxies DIR ARGS...: one fl-faultproxy per proxied client (0 and 1) in
@@ -103,6 +104,7 @@ proxies() {
 			--upstream $COORD:$PORT --seed $((SEED * 10 + i)) --stats "$dir/proxy$i.stats" "$@" \
 			>"$dir/proxy$i.log" 2>&1 &
 		echo $! >"$dir/proxy$i.pid"
+		disown $!
 	done
 }
 
@@ -123,13 +125,14 @@ start_daemons() {
 last_round() { sed -n 's/^round \([0-9]*\)\/[0-9]* selected.*/\1/p' "$1/server.log" | tail -1; }
 server_done() { grep -q "^finished $ROUNDS rounds" "$1/server.log" 2>/dev/null; }
 
-# kill_loop DIR N: N SIGKILLs, 2-6 s apart, of the coordinator (1 in 4) or
+# kill_loop DIR N: N SIGKILLs, 0.5-3.5 s apart, of the coordinator (1 in 4) or
 # a random client, while the run lasts; logged in DIR/kills.
 kill_loop() {
 	local dir=$1 n=$2 k who pid
 	RANDOM=$SEED
 	for k in $(seq "$n"); do
-		sleep "$((2 + RANDOM % 4)).$((RANDOM % 10))"
+		sleep "$((RANDOM % 3)).$((RANDOM % 10))"
+		sleep 0.5
 		server_done "$dir" && break
 		if [ $((RANDOM % 4)) = 0 ]; then who=server; else who=client$((RANDOM % NC)); fi
 		pid=$(cat "$dir/$who.pid" 2>/dev/null)
@@ -221,9 +224,9 @@ stop_scenario() {
 faults_of() {
 	local dir=$1 f="" s
 	if [ -s "$dir/proxy0.stats" ] && [ "$2" != baseline ] && [ "$2" != kills ] && [ "$2" != partition ]; then
-		s=$(cat "$dir"/proxy*.stats | awk '{ for (i = 1; i < NF; i += 2) c[$i] += $(i + 1) }
+		f=$(cat "$dir"/proxy*.stats | awk '{ for (i = 1; i < NF; i += 2) c[$i] += $(i + 1) }
 			END { printf "resets %d stalls %d sliced %d flips %d", c["resets"], c["stalls"], c["sliced"], c["flipped"] }')
-		f="$s tbf"
+		[ "$2" = handshake ] && f="${f/resets 0 stalls 0 sliced 0 /}" || f="$f tbf"
 	fi
 	[ -s "$dir/partition" ] && f="$f${f:+ }partition 30s"
 	echo "${f:--}"
@@ -242,6 +245,7 @@ scenario() {
 		tbf_link c1 20mbit
 		tbf_link c2 10mbit
 		;;
+	handshake) proxies "$dir" --corrupt 0.002 --corrupt-until 400 ;;
 	*) proxies "$dir" ;;
 	esac
 	start_daemons "$dir"

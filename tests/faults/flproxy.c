@@ -32,6 +32,7 @@ struct opts {
 	double slice_p;           /* per read: the read goes out in 1-7 byte writes */
 	double corrupt_p;         /* per byte: one random bit flipped */
 	uint64_t skip;            /* bytes per direction left alone at a connection's start */
+	uint64_t until;           /* no flips from this offset of a direction on (0: none) */
 };
 
 struct counts {
@@ -89,9 +90,10 @@ static double unif(uint64_t *s)
 	return (double)(next_u64(s) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* Sockets carry their conn in data, timers their direction. */
 static void free_conn_cb(uv_handle_t *h)
 {
-	struct conn *c = h->data;
+	struct conn *c = h->type == UV_TIMER ? ((struct dir *)h->data)->c : h->data;
 	if (--c->open_handles)
 		return;
 	for (int i = 0; i < 2; i++)
@@ -230,11 +232,13 @@ static int enqueue(struct dir *d, const char *data, size_t len, double now)
 }
 
 /* Flips one random bit of a byte with probability corrupt_p per byte,
- * after the first `skip` bytes of the direction. */
+ * after the first `skip` bytes of the direction and before offset `until`
+ * (--corrupt-until 400 reaches only the handshake). */
 static void corrupt(struct dir *d, char *b, size_t n)
 {
 	for (size_t i = 0; i < n; i++, d->seen++)
-		if (d->seen >= O.skip && unif(&d->c->rng) < O.corrupt_p) {
+		if (d->seen >= O.skip && (!O.until || d->seen < O.until) &&
+		    unif(&d->c->rng) < O.corrupt_p) {
 			b[i] ^= (char)(1u << (next_u64(&d->c->rng) & 7));
 			N.flipped++;
 		}
@@ -390,9 +394,10 @@ static void usage(FILE *f)
 	fprintf(f, "usage: fl-faultproxy --listen HOST:PORT --upstream HOST:PORT [--seed S]\n"
 		   "  [--latency MS] [--jitter MS] [--bandwidth KIB_PER_S]\n"
 		   "  [--stall P] [--stall-ms MS (2000)] [--reset P] [--slice P]\n"
-		   "  [--corrupt P] [--skip BYTES] [--stats FILE]\n"
+		   "  [--corrupt P] [--skip BYTES] [--corrupt-until BYTES] [--stats FILE]\n"
 		   "P is a probability per read (stall, reset, slice) or per byte (corrupt);\n"
-		   "--skip leaves the first BYTES of each direction of a connection alone.\n");
+		   "--skip leaves the first BYTES of each direction of a connection alone,\n"
+		   "--corrupt-until every byte from offset BYTES on.\n");
 }
 
 static int num(const char *name, const char *v, double lo, double hi, double *out)
@@ -411,12 +416,14 @@ static int num(const char *name, const char *v, double lo, double hi, double *ou
 
 static int parse(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"listen", 1, 0, 'l'},  {"upstream", 1, 0, 'u'}, {"seed", 1, 0, 's'},
-		{"latency", 1, 0, 'L'}, {"jitter", 1, 0, 'J'},   {"bandwidth", 1, 0, 'B'},
-		{"stall", 1, 0, 'S'},   {"stall-ms", 1, 0, 'T'}, {"reset", 1, 0, 'R'},
-		{"slice", 1, 0, 'C'},   {"corrupt", 1, 0, 'X'},  {"skip", 1, 0, 'K'},
-		{"stats", 1, 0, 'o'},   {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+	static const struct option lo[] = {{"listen", 1, 0, 'l'},        {"upstream", 1, 0, 'u'},
+					   {"seed", 1, 0, 's'},          {"latency", 1, 0, 'L'},
+					   {"jitter", 1, 0, 'J'},        {"bandwidth", 1, 0, 'B'},
+					   {"stall", 1, 0, 'S'},         {"stall-ms", 1, 0, 'T'},
+					   {"reset", 1, 0, 'R'},         {"slice", 1, 0, 'C'},
+					   {"corrupt", 1, 0, 'X'},       {"skip", 1, 0, 'K'},
+					   {"corrupt-until", 1, 0, 'U'}, {"stats", 1, 0, 'o'},
+					   {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
 	int ch, bad = 0;
 	double x;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -439,6 +446,10 @@ static int parse(int argc, char **argv)
 		case 'K':
 			bad |= num("skip", optarg, 0, 1e15, &x);
 			O.skip = (uint64_t)x;
+			break;
+		case 'U':
+			bad |= num("corrupt-until", optarg, 0, 1e15, &x);
+			O.until = (uint64_t)x;
 			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;

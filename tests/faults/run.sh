@@ -12,6 +12,8 @@
 #   toxics     the proxies add latency + jitter, a bandwidth cap, stalls,
 #              resets, 1-7 byte slicing and bit flips; tbf caps on the
 #              links of clients 1 and 2
+#   handshake  bit flips in the first 400 bytes of each connection only
+#              (the handshake and the first records)
 #   partition  client 2's link down for 30 s, then up
 #   kills      20 SIGKILLs of the coordinator or a client at random moments;
 #              each daemon is restarted like its systemd unit would be (the
@@ -22,15 +24,15 @@
 # the final tensors equal the baseline's (or the rounds with fewer clients
 # are listed). Prints a summary table, also written to OUT/summary.txt.
 # Exit 0 all passed, 1 a check failed, 77 not root or no `ip netns`.
-#   tests/faults/run.sh [--bin DIR] [--out DIR] [--rounds N (40)] [--seed S (1)]
+#   tests/faults/run.sh [--bin DIR] [--out DIR] [--rounds N (60)] [--seed S (1)]
 #                       [--kills N (20)] [--scenarios "baseline toxics ..."]
 set -u
 BIN=${FL_BIN:-build/bin}
 OUT=""
-ROUNDS=40
+ROUNDS=60
 SEED=1
 KILLS=20
-SCENARIOS="baseline toxics partition kills all"
+SCENARIOS="baseline toxics handshake partition kills all"
 DATA=${FL_LOOPBACK_DATA:-/usr/share/datasets/fashion-mnist}
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
 	--seed) SEED=$2; shift 2 ;;
 	--kills) KILLS=$2; shift 2 ;;
 	--scenarios) SCENARIOS=$2; shift 2 ;;
-	-h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown option '$1' (--help)" >&2; exit 2 ;;
 	esac
 done
@@ -75,7 +77,7 @@ PORT=7420
 SRV_FLAGS=(--model 2nn --param fedpara --gamma 0.1 --rounds "$ROUNDS" --min-clients $NC
 	--min-report $NC --fraction 1 --max-retries 1000000 --round-timeout 15 --seed "$SEED"
 	--epochs 1 --batch 32 --lr 0.05 --handshake-timeout 10)
-CLI_FLAGS=(--data-path "$DATA" --num-clients 100 --seed "$SEED" --limit 400
+CLI_FLAGS=(--data-path "$DATA" --num-clients 20 --seed "$SEED" --limit 2000
 	--backoff-min 0.2 --backoff-max 2)
 
 keys
