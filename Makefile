@@ -6,6 +6,7 @@
 #   make clang  the test suite built with clang (deploy/install-deps.sh --with-clang)
 #   make format clang-format every C file in place (.clang-format)
 #   make soak   the daemons for SOAK_SECONDS (3600) on 127.0.0.1: RSS and fds
+#   make faults the daemons under injected network faults (root; minutes)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CLANG_BUILD ?= build-clang
@@ -14,7 +15,7 @@ CMAKE_FLAGS ?=
 SOAK_SECONDS ?= 3600
 SOAK_EVERY ?= 10
 
-.PHONY: all deps build test run bench asan clang format clean soak
+.PHONY: all deps build test run bench asan clang format clean soak faults
 
 all: build
 
