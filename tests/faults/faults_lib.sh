@@ -141,10 +141,11 @@ kill_loop() {
 	done
 }
 
-# partition DIR: client 2's link down for 30 s (logged in DIR/partition).
+# partition DIR: once round 5 is done, client 2's link down for 30 s
+# (logged in DIR/partition).
 partition() {
 	local dir=$1
-	sleep 5
+	until [ "$(last_round "$dir")" -ge 5 ] 2>/dev/null; do sleep 0.2; done
 	echo "down $(date +%s.%N) round $(last_round "$dir")" >>"$dir/partition"
 	ip -n "$NSH" link set "h${ID}c2" down
 	sleep 30
@@ -197,6 +198,9 @@ check_rounds() {
 	END { printf "lost %d gaps %d retried %d short %s\n", lost, gaps, retried, short ? short : "-" }
 	' "$1/server.log"
 }
+
+# wait_up DIR: waits until the partition of DIR has ended.
+wait_up() { until grep -q '^up ' "$1/partition" 2>/dev/null; do sleep 0.5; done; }
 
 # short_count LIST: how many rounds a comma-separated list names (- is 0).
 short_count() { [ "$1" = - ] && echo 0 || echo "$1" | tr ',' '\n' | wc -l; }
@@ -257,7 +261,11 @@ scenario() {
 	[ "$sc" = quorum ] && SRV_EXTRA="--min-report 2"
 	start_daemons "$dir"
 	case $sc in partition | all) partition "$dir" & bg+=($!) ;; esac
-	case $sc in kills | all | quorum) kill_loop "$dir" "$KILLS" & bg+=($!) ;; esac
+	case $sc in
+	kills | quorum) kill_loop "$dir" "$KILLS" & bg+=($!) ;;
+	all) # the kills after the partition, so that there are checkpoints to resume
+		(wait_up "$dir" && kill_loop "$dir" "$KILLS") & bg+=($!) ;;
+	esac
 	# the coordinator's supervisor ends when it exits 0 (all rounds)
 	for _ in $(seq 1200); do
 		kill -0 "$(cat "$dir/server.sup")" 2>/dev/null || break

@@ -14,11 +14,11 @@
 #              links of clients 1 and 2
 #   handshake  bit flips in the first 400 bytes of each connection only
 #              (the handshake and the first records)
-#   partition  client 2's link down for 30 s, then up
+#   partition  client 2's link down for 30 s after round 5, then up
 #   kills      20 SIGKILLs of the coordinator or a client at random moments;
 #              each daemon is restarted like its systemd unit would be (the
 #              coordinator from its --checkpoint)
-#   all        toxics, partition and kills together
+#   all        toxics throughout, the partition, then the kills
 #   quorum     the kills with --min-report 2: a round may end with the two
 #              clients left, so the model is not compared; the table lists
 #              those rounds instead
