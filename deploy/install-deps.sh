@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package fedloha needs to build, test and run, on a
 # bare Debian 12 too (build-essential brings make; the tests need python3
-# (stdlib json only) and procps (pgrep); make faults needs iproute2). Run it before the first `make` on
-# a machine without make. Idempotent: packages already present are skipped;
-# apt-get runs only when something is missing.
+# (stdlib json only) and procps (pgrep); make faults needs iproute2). Run it
+# before the first `make` on a machine without make. Idempotent: packages
+# already present are skipped; apt-get runs only when something is missing.
 #   --with-torch      also the optional PyTorch reference (python3-torch), used
 #                     to regenerate golden files and to check that saved models
 #                     load in PyTorch
