@@ -136,6 +136,43 @@ static void test_regex_targets(void)
 	FL_CHECK(strstr(fl_error_msg(), "regcomp") != NULL);
 }
 
+/* Over-long patterns are refused with a message, in the regex call and in
+ * a config read (a Welcome's target_modules reaches the same parser); the
+ * longest accepted one, made of the escapes that grow most, still works. */
+static void test_regex_limits(void)
+{
+	int m = -1;
+	char *p = malloc(4096);
+	FL_CHECK(p != NULL);
+	if (!p)
+		return;
+	memset(p, 'a', 2000);
+	p[2000] = '\0';
+	FL_CHECK(fl_peft_regex_fullmatch(p, p, &m) == FL_EINVAL);
+	FL_CHECK(strstr(fl_error_msg(), "longer than 1024") != NULL);
+	char json[4200];
+	snprintf(json, sizeof(json), "{\"peft_type\": \"LOHA\", \"target_modules\": \"%s\"}", p);
+	struct fl_peft_config *c = NULL;
+	FL_CHECK(fl_peft_config_parse(json, strlen(json), "t.json", &c) == FL_EINVAL && !c);
+	FL_CHECK(strstr(fl_error_msg(), "longer than 1024") != NULL);
+	for (int i = 0; i < 512; i++)
+		memcpy(p + 2 * i, "\\W", 2);
+	p[1024] = '\0';
+	FL_CHECK(fl_peft_regex_fullmatch(p, "-", &m) == FL_OK && m == 0);
+	memset(p, '-', 512);
+	p[512] = '\0';
+	char *q = malloc(4096);
+	FL_CHECK(q != NULL);
+	if (q) {
+		for (int i = 0; i < 512; i++)
+			memcpy(q + 2 * i, "\\W", 2);
+		q[1024] = '\0';
+		FL_CHECK(fl_peft_regex_fullmatch(q, p, &m) == FL_OK && m == 1);
+	}
+	free(q);
+	free(p);
+}
+
 static void test_all_linear(void)
 {
 	struct fl_peft_config *c = parse(
@@ -527,6 +564,7 @@ int main(void)
 	FL_RUN(test_parse_full);
 	FL_RUN(test_list_targets);
 	FL_RUN(test_regex_targets);
+	FL_RUN(test_regex_limits);
 	FL_RUN(test_all_linear);
 	FL_RUN(test_layers);
 	FL_RUN(test_patterns);

@@ -27,7 +27,8 @@
  * Python regexes are run with POSIX extended regexes: \d \w \s \D \W \S are
  * translated to bracket expressions and (?:...) to (...); lazy quantifiers
  * become greedy (whole-name matching does not depend on greediness); any
- * other construct POSIX cannot express is refused when the file is read.
+ * other construct POSIX cannot express is refused when the file is read, and
+ * so is a pattern longer than 1024 characters.
  *
  * This module does no tensor work and no training; it does not print.
  */

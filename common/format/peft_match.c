@@ -16,9 +16,40 @@
 
 /* ---- regex translation (Python syntax -> POSIX ERE) ---- */
 
-/* The POSIX form of escape \e outside [...], appended at *o. Returns NULL
+/* Longest Python pattern translated; longer ones are refused (PEFT patterns
+ * are module names with a few alternatives, far below this). */
+#define PEFT_REGEX_MAX 1024
+/* Room of the translated POSIX text: prefix + translation + suffix. */
+#define PEFT_POSIX_MAX (16 * PEFT_REGEX_MAX)
+
+/* A length-tracked output buffer: every append checks the room and sets
+ * `full` instead of writing past the end. */
+struct peft_out {
+	char buf[PEFT_POSIX_MAX + 1];
+	size_t len;
+	int full;
+};
+
+static void out_str(struct peft_out *o, const char *s)
+{
+	size_t n = strlen(s);
+	if (o->full || n > PEFT_POSIX_MAX - o->len) {
+		o->full = 1;
+		return;
+	}
+	memcpy(o->buf + o->len, s, n + 1);
+	o->len += n;
+}
+
+static void out_ch(struct peft_out *o, char c)
+{
+	char s[2] = {c, '\0'};
+	out_str(o, s);
+}
+
+/* The POSIX form of escape \e outside [...], appended to o. Returns NULL
  * or a static reason. */
-static const char *peft_escape_outside(char e, char **o)
+static const char *peft_escape_outside(char e, struct peft_out *o)
 {
 	const char *rep = NULL;
 	switch (e) {
@@ -34,18 +65,17 @@ static const char *peft_escape_outside(char e, char **o)
 		if (isalnum((unsigned char)e))
 			return "unsupported escape (only \\d \\w \\s \\D \\W \\S \\n \\t)";
 		if (strchr(".^$*+?()[]{}|\\", e))
-			*o += sprintf(*o, "\\%c", e);
-		else
-			*(*o)++ = e;
+			out_ch(o, '\\');
+		out_ch(o, e);
 		return NULL;
 	}
-	*o += sprintf(*o, "%s", rep);
+	out_str(o, rep);
 	return NULL;
 }
 
 /* The same inside [...]: *br_start says whether the set has a member yet,
  * *br_dash whether an escaped '-' goes at its end. */
-static const char *peft_escape_inside(char e, char **o, int *br_start, int *br_dash)
+static const char *peft_escape_inside(char e, struct peft_out *o, int *br_start, int *br_dash)
 {
 	const char *rep = NULL;
 	switch (e) {
@@ -64,27 +94,29 @@ static const char *peft_escape_inside(char e, char **o, int *br_start, int *br_d
 	default:
 		if (isalnum((unsigned char)e))
 			return "unsupported escape inside [...]";
-		*(*o)++ = e;
+		out_ch(o, e);
 		return NULL;
 	}
-	*o += sprintf(*o, "%s", rep);
+	out_str(o, rep);
 	*br_start = 1;
 	return NULL;
 }
 
-/* Appends the POSIX form of Python regex `py` to `o` (room for 16*len+1).
- * Returns NULL or a static reason. */
-static const char *peft_regex_translate(const char *py, char *o)
+/* Appends the POSIX form of Python regex `py` to o. Returns NULL or a
+ * static reason. */
+static const char *peft_regex_translate(const char *py, struct peft_out *o)
 {
 	int in_br = 0, br_dash = 0, br_start = 0;
+	if (strlen(py) > PEFT_REGEX_MAX)
+		return "longer than 1024 characters";
 	for (const char *p = py; *p; p++) {
 		char ch = *p;
 		if (ch == '\\') {
 			char e = *++p;
 			if (!e)
 				return "trailing backslash";
-			const char *why = in_br ? peft_escape_inside(e, &o, &br_start, &br_dash)
-						: peft_escape_outside(e, &o);
+			const char *why = in_br ? peft_escape_inside(e, o, &br_start, &br_dash)
+						: peft_escape_outside(e, o);
 			if (why)
 				return why;
 			continue;
@@ -92,39 +124,38 @@ static const char *peft_regex_translate(const char *py, char *o)
 		if (in_br) {
 			if (ch == ']' && br_start) {
 				if (br_dash)
-					*o++ = '-';
+					out_ch(o, '-');
 				in_br = 0;
 			}
-			*o++ = ch;
+			out_ch(o, ch);
 			br_start = 1;
 			continue;
 		}
 		if (ch == '(' && p[1] == '?') {
 			if (p[2] != ':')
 				return "(?...) groups other than (?:...) are not supported";
-			*o++ = '(';
+			out_ch(o, '(');
 			p += 2;
 			continue;
 		}
 		if (strchr("*+?}", ch) && p[1] == '?') { /* lazy -> greedy */
-			*o++ = ch;
+			out_ch(o, ch);
 			p++;
 			continue;
 		}
-		*o++ = ch;
+		out_ch(o, ch);
 		if (ch == '[') {
 			in_br = 1;
 			br_dash = 0;
 			br_start = 0;
 			if (p[1] == '^')
-				*o++ = *++p;
+				out_ch(o, *++p);
 			if (p[1] == ']') { /* a leading ] is literal */
-				*o++ = *++p;
+				out_ch(o, *++p);
 				br_start = 1;
 			}
 		}
 	}
-	*o = '\0';
 	return in_br ? "unterminated [...]" : NULL;
 }
 
@@ -132,24 +163,30 @@ static const char *peft_regex_translate(const char *py, char *o)
  * a message naming the regex. */
 static int peft_regex_compile(regex_t *re, const char *prefix, const char *py, const char *suffix)
 {
-	size_t n = strlen(prefix) + 16 * strlen(py) + strlen(suffix) + 1;
-	char *buf = malloc(n);
-	if (!buf)
+	struct peft_out *o = malloc(sizeof(*o));
+	if (!o)
 		return fl_error_set(FL_ENOMEM, "regex: out of memory");
-	strcpy(buf, prefix);
-	const char *why = peft_regex_translate(py, buf + strlen(buf));
+	o->len = 0;
+	o->full = 0;
+	o->buf[0] = '\0';
+	out_str(o, prefix);
+	const char *why = peft_regex_translate(py, o);
+	out_str(o, suffix);
+	if (!why && o->full)
+		why = "its POSIX translation is too long";
+	char pb[104];
 	if (why) {
-		free(buf);
-		return fl_error_set(FL_EINVAL, "regex '%.100s': %s", py, why);
+		free(o);
+		return fl_error_set(FL_EINVAL, "regex '%s': %s",
+				    fl_error_safe_str(py, pb, sizeof(pb)), why);
 	}
-	strcat(buf, suffix);
-	int rc = regcomp(re, buf, REG_EXTENDED);
-	free(buf);
+	int rc = regcomp(re, o->buf, REG_EXTENDED);
+	free(o);
 	if (rc != 0) {
 		char msg[128];
 		regerror(rc, re, msg, sizeof(msg));
-		return fl_error_set(FL_EINVAL,
-				    "regex '%.100s': POSIX regcomp cannot compile it: %s", py, msg);
+		return fl_error_set(FL_EINVAL, "regex '%s': POSIX regcomp cannot compile it: %s",
+				    fl_error_safe_str(py, pb, sizeof(pb)), msg);
 	}
 	return FL_OK;
 }
