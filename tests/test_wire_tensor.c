@@ -345,6 +345,37 @@ static struct fl_wire_rx *vrx(enum fl_wire_dtype dtype)
 		fl_wire_rx_free(rx_);                                                           \
 	} while (0)
 
+/* int8 has one scale per tensor (PROTOCOL.md): a later chunk of the same
+ * tensor with another scale is refused, the same scale is taken, and the
+ * next round's first chunk may bring a new one. */
+static void test_rx_int8_scale(void)
+{
+	uint64_t sh[3];
+	struct fl_wire_rx *rx = vrx(FL_WIRE_INT8);
+	if (!rx)
+		return;
+	Fedloha__V1__TensorChunk c = vchunk(FL_WIRE_INT8, sh);
+	FL_CHECK(fl_wire_rx_chunk(rx, &c) == FL_OK);
+	c.offset = 2;
+	c.scale = 0.25f;
+	FL_CHECK(fl_wire_rx_chunk(rx, &c) == FL_EFORMAT && !fl_wire_rx_complete(rx));
+	FL_CHECK(strstr(fl_error_msg(), "differs") && strstr(fl_error_msg(), "'v'"));
+	c.scale = 0.5f;
+	FL_CHECK(fl_wire_rx_chunk(rx, &c) == FL_OK);
+	c.offset = 4;
+	c.last = 1;
+	FL_CHECK(fl_wire_rx_chunk(rx, &c) == FL_OK && fl_wire_rx_complete(rx));
+	FL_CHECK(vdst[0] == (float)0x3c * 0.5f);
+	fl_wire_rx_reset(rx, 7);
+	c = vchunk(FL_WIRE_INT8, sh);
+	c.scale = 2.0f;
+	FL_CHECK(fl_wire_rx_chunk(rx, &c) == FL_OK);
+	c.offset = 2;
+	c.scale = 0.5f;
+	FL_CHECK(fl_wire_rx_chunk(rx, &c) == FL_EFORMAT);
+	fl_wire_rx_free(rx);
+}
+
 static void test_rx_violations(void)
 {
 	VCASE(FL_WIRE_F32, FL_OK, (void)0);
@@ -457,6 +488,7 @@ int main(void)
 	FL_RUN(test_encode_refusals);
 	FL_RUN(test_multiple);
 	FL_RUN(test_rx_violations);
+	FL_RUN(test_rx_int8_scale);
 	FL_RUN(test_data_bytes);
 	return fl_test_main_end();
 }

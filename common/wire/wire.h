@@ -10,7 +10,8 @@
  * chunk_bytes of data; a receiver (struct fl_wire_rx) knows which tensors
  * it expects (names, shapes, destination floats), checks every chunk
  * (known name, same shape, agreed dtype, in-order offsets, no overrun,
- * finite values, int8 scale finite and > 0) and decodes straight into the
+ * finite values, int8 scale finite, > 0 and the same on every chunk of a
+ * tensor) and decodes straight into the
  * destination, so memory stays bounded on both sides.
  *
  * Encoded frames live in reference-counted buffers (struct fl_buf) so one

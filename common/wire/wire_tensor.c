@@ -240,6 +240,7 @@ fail:
 struct rx_tensor {
 	struct fl_wire_tensor t; /* name owned by the receiver */
 	size_t next;             /* next expected element offset */
+	float scale;             /* int8: the scale of the tensor's first chunk */
 	int done;
 };
 
@@ -415,9 +416,17 @@ int fl_wire_rx_chunk(struct fl_wire_rx *rx, const Fedloha__V1__TensorChunk *c)
 		if (!(c->scale > 0.0f))
 			return fl_error_set(FL_EFORMAT, "tensor '%s': int8 scale %g is not > 0",
 					    name, (double)c->scale);
+		if (r->next == 0)
+			r->scale = c->scale;
+		else if (c->scale != r->scale)
+			return fl_error_set(
+				FL_EFORMAT,
+				"tensor '%s': int8 scale %g at element %zu differs from "
+				"the tensor's scale %g",
+				name, (double)c->scale, r->next, (double)r->scale);
 	}
 	size_t bad = 0;
-	if (convert_in(r->t.data + r->next, c->data.data, cnt, rx->dtype, c->scale, &bad))
+	if (cnt && convert_in(r->t.data + r->next, c->data.data, cnt, rx->dtype, c->scale, &bad))
 		return fl_error_set(FL_ENONFINITE, "tensor '%s': non-finite value at %zu", name,
 				    r->next + bad);
 	r->next += cnt;
