@@ -261,6 +261,9 @@ int fl_adapter_factors_check(const struct fl_adapter_folder *f, const struct fl_
 			     const struct fl_loha_dims *d)
 {
 	char nb[AD_NAME_MAX], tb[AD_NAME_MAX], sa[96], se[96];
+	if (fl_loha_dims_check(d) != FL_OK) /* the message is copied before the write */
+		return fl_error_set(FL_ERANGE, "%s: module '%s': %s", f->st_path,
+				    fl_error_safe_str(m->name, nb, AD_NAME_MAX), fl_error_msg());
 	int tucker = d->form == FL_LOHA_FORM_TUCKER;
 	int64_t nb_cols = tucker ? d->in : (int64_t)d->in * d->k1 * d->k2;
 	for (int k = 0; k < FL_ADAPTER_NFACT; k++) {

@@ -83,7 +83,9 @@ int fl_adapter_dims_from_factors(const struct fl_adapter_folder *f,
 				 enum fl_adapter_form *form);
 /* Every factor d implies is present (hada_t* exactly in the Tucker form)
  * and has the shape d implies with r = d->r; FL_ESHAPE / FL_ENOTFOUND /
- * FL_EFORMAT naming the tensor, the expected shape and the rank otherwise. */
+ * FL_EFORMAT naming the tensor, the expected shape and the rank otherwise.
+ * First, FL_ERANGE when d has sizes BLAS cannot take (fl_loha_dims_check),
+ * so no kernel ever runs on such a module. */
 int fl_adapter_factors_check(const struct fl_adapter_folder *f, const struct fl_adapter_factors *m,
 			     const struct fl_loha_dims *d);
 

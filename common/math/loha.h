@@ -51,6 +51,13 @@ struct fl_loha_factors {
 	float *w1a, *w1b, *w2a, *w2b, *t1, *t2;
 };
 
+/* FL_OK when every size the kernels pass to BLAS as an int fits one: out,
+ * in, r, k1, k2 >= 1 and out, in, r, k1*k2 and in*k1*k2 <= INT_MAX.
+ * FL_ERANGE with a message naming the dimension otherwise. Shapes read from
+ * a file or a peer go through it before any kernel runs; it needs no
+ * factor memory. */
+int fl_loha_dims_check(const struct fl_loha_dims *d);
+
 /* Number of floats in each factor tensor (0 for t1/t2 in the linear form). */
 size_t fl_loha_w_a_floats(const struct fl_loha_dims *d);
 size_t fl_loha_w_b_floats(const struct fl_loha_dims *d);

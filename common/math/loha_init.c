@@ -1,6 +1,7 @@
 /* loha_init.c - the small LoHa / FedPara helpers around the kernels: rank
  * from gamma (paper §3.1), factor initialisation (PEFT and He), PEFT's rank
- * and module dropouts, and merging a delta into a dense weight.
+ * and module dropouts, merging a delta into a dense weight, and the check
+ * that a shape's sizes fit the int arguments of BLAS.
  *
  * Random choices draw from the caller's struct fl_rng; nothing here
  * allocates or logs. The kernels themselves are in loha.c / loha_ref.c.
@@ -9,8 +10,27 @@
 
 #include "errors.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
+
+/* ---- dimension limits ---- */
+
+int fl_loha_dims_check(const struct fl_loha_dims *d)
+{
+	if (d->out < 1 || d->in < 1 || d->r < 1 || d->k1 < 1 || d->k2 < 1)
+		return fl_error_set(
+			FL_ERANGE,
+			"LoHa dims: out %d, in %d, r %d, kernel %dx%d: each must be >= 1", d->out,
+			d->in, d->r, d->k1, d->k2);
+	long long kk = (long long)d->k1 * d->k2, cols = kk * d->in;
+	if (kk > INT_MAX || cols > INT_MAX)
+		return fl_error_set(FL_ERANGE,
+				    "LoHa dims: in x kernel = %d x %dx%d = %lld columns, over the "
+				    "BLAS limit %d",
+				    d->in, d->k1, d->k2, cols, INT_MAX);
+	return FL_OK;
+}
 
 /* ---- rank from gamma ---- */
 

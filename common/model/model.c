@@ -137,6 +137,9 @@ static int choose_param(struct fl_model *m, struct fl_layer *L, const struct fl_
 	if (L->ld.r < 1)
 		return fl_error_set(FL_EINVAL, "model %s: layer %s: rank %d < 1", m->arch, L->name,
 				    L->ld.r);
+	if (fl_loha_dims_check(&L->ld) != FL_OK)
+		return fl_error_set(FL_ERANGE, "model %s: layer %s: %s", m->arch, L->name,
+				    fl_error_msg());
 	L->scale = L->param == FL_PEFT_PARAM_LOHA ? (float)fl_peft_config_scale(cfg, L->name)
 						  : 1.0f;
 	if (L->param == FL_PEFT_PARAM_LOWRANK) {
