@@ -171,6 +171,16 @@ static void test_regex_limits(void)
 	}
 	free(q);
 	free(p);
+	/* Counted repetitions are bounded by their expanded size: glibc's
+	 * regcomp copies an atom once per count (the first one took 11 GB). */
+	FL_CHECK(fl_peft_regex_fullmatch("(((a{255}){255}){255}){255}", "a", &m) == FL_EINVAL);
+	FL_CHECK(strstr(fl_error_msg(), "20000") != NULL);
+	FL_CHECK(fl_peft_regex_fullmatch("(a{200}){200}", "a", &m) == FL_EINVAL);
+	FL_CHECK(fl_peft_regex_fullmatch("(a{200}){200", "a", &m) == FL_EINVAL);
+	FL_CHECK(fl_peft_regex_fullmatch("(a{100}){100}", "a", &m) == FL_OK && m == 0);
+	FL_CHECK(fl_peft_regex_fullmatch("layers\\.\\d{1,3}\\.fc", "layers.12.fc", &m) == FL_OK &&
+		 m == 1);
+	FL_CHECK(fl_peft_regex_fullmatch("a{3,}", "aaaa", &m) == FL_OK && m == 1);
 }
 
 static void test_all_linear(void)

@@ -102,6 +102,100 @@ static const char *peft_escape_inside(char e, struct peft_out *o, int *br_start,
 	return NULL;
 }
 
+/* Largest size of a pattern with its counted repetitions expanded (glibc's
+ * regcomp copies an atom once per count: "((a{255}){255}){255}" would take
+ * gigabytes). The size counts one per atom, times the upper bound (or the
+ * lower one when open) of each {m,n} around it. */
+#define PEFT_REGEX_EXPANDED_MAX 20000L
+#define PEFT_REGEX_DEPTH_MAX 64
+
+static const char too_heavy[] = "counted repetitions {m,n} expand it beyond 20000 atoms";
+
+static long weight_mul(long a, long b)
+{
+	return a > PEFT_REGEX_EXPANDED_MAX / (b ? b : 1) ? PEFT_REGEX_EXPANDED_MAX + 1 : a * b;
+}
+
+/* A "{m}", "{m,}" or "{m,n}" at p: its largest count through *count and
+ * its length, or 0 when p does not start a bound (then '{' is a literal). */
+static size_t peft_bound(const char *p, long *count)
+{
+	const char *q = p + 1;
+	long m = 0, n = -1;
+	if (*q < '0' || *q > '9')
+		return 0;
+	while (*q >= '0' && *q <= '9')
+		m = m < 100000 ? m * 10 + (*q++ - '0') : (q++, m);
+	if (*q == ',') {
+		q++;
+		if (*q >= '0' && *q <= '9')
+			for (n = 0; *q >= '0' && *q <= '9'; q++)
+				n = n < 100000 ? n * 10 + (*q - '0') : n;
+	}
+	if (*q != '}')
+		return 0;
+	*count = n > m ? n : m;
+	return (size_t)(q - p) + 1;
+}
+
+/* Length of the bracket expression starting at p ('['), or 0 when it is
+ * not closed. */
+static size_t peft_bracket_len(const char *p)
+{
+	const char *q = p + 1;
+	if (*q == '^')
+		q++;
+	if (*q == ']')
+		q++;
+	for (; *q && *q != ']'; q++)
+		if (*q == '\\' && q[1])
+			q++;
+	return *q ? (size_t)(q - p) + 1 : 0;
+}
+
+/* NULL when the expanded size of py stays within PEFT_REGEX_EXPANDED_MAX,
+ * else a static reason. Groups nest at most PEFT_REGEX_DEPTH_MAX deep. */
+static const char *peft_regex_weight(const char *py)
+{
+	long sum[PEFT_REGEX_DEPTH_MAX + 1] = {0}, last = 0;
+	int depth = 0;
+	for (const char *p = py; *p;) {
+		long count;
+		size_t n;
+		if (*p == '(') {
+			if (depth == PEFT_REGEX_DEPTH_MAX)
+				return "groups nested deeper than 64";
+			sum[++depth] = 0;
+			last = 0;
+			p++;
+			continue;
+		}
+		if (*p == ')' && depth > 0) {
+			last = sum[depth--];
+			sum[depth] += last;
+			p++;
+			if (sum[depth] > PEFT_REGEX_EXPANDED_MAX)
+				return too_heavy;
+			continue;
+		}
+		if (*p == '{' && last && (n = peft_bound(p, &count)) > 0) {
+			sum[depth] += weight_mul(last, count > 1 ? count - 1 : 0);
+			last = weight_mul(last, count);
+			p += n;
+		} else {
+			n = *p == '[' ? peft_bracket_len(p) : 0;
+			p += n ? n : (*p == '\\' && p[1]) ? 2 : 1;
+			last = 1;
+			sum[depth] += 1;
+		}
+		if (sum[depth] > PEFT_REGEX_EXPANDED_MAX)
+			return too_heavy;
+	}
+	for (; depth > 0; depth--) /* unclosed groups: regcomp refuses them after expanding */
+		sum[depth - 1] += sum[depth];
+	return sum[0] > PEFT_REGEX_EXPANDED_MAX ? too_heavy : NULL;
+}
+
 /* Appends the POSIX form of Python regex `py` to o. Returns NULL or a
  * static reason. */
 static const char *peft_regex_translate(const char *py, struct peft_out *o)
@@ -109,6 +203,9 @@ static const char *peft_regex_translate(const char *py, struct peft_out *o)
 	int in_br = 0, br_dash = 0, br_start = 0;
 	if (strlen(py) > PEFT_REGEX_MAX)
 		return "longer than 1024 characters";
+	const char *heavy = peft_regex_weight(py);
+	if (heavy)
+		return heavy;
 	for (const char *p = py; *p; p++) {
 		char ch = *p;
 		if (ch == '\\') {
