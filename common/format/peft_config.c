@@ -118,7 +118,9 @@ static int peft_bad(int err, const char *what, const char *key, const char *expe
 			strcpy(buf + PEFT_GOT_MAX - 3, "...");
 		free(s);
 	}
-	return fl_error_set(err, "%s: key '%s': expected %s, got %s", what, key, expected, buf);
+	char kb[104]; /* a pattern key comes from the file: no control bytes in the message */
+	return fl_error_set(err, "%s: key '%s': expected %s, got %s", what,
+			    fl_error_safe_str(key, kb, sizeof(kb)), expected, buf);
 }
 
 /* Copies a JSON string or list of strings into a vector. */
@@ -205,11 +207,13 @@ static int peft_parse_scalar(struct fl_peft_config *c, const char *what, const c
 	if (strcmp(key, "peft_type") == 0) {
 		if (!json_is_string(v))
 			return peft_bad(FL_EINVAL, what, key, "\"LOHA\"", v);
+		char sb[68];
 		if (strcmp(json_string_value(v), "LOHA") != 0)
-			return fl_error_set(FL_EUNSUPPORTED,
-					    "%s: key 'peft_type': expected \"LOHA\", got \"%.64s\" "
-					    "(fedloha reads LoHa adapters only)",
-					    what, json_string_value(v));
+			return fl_error_set(
+				FL_EUNSUPPORTED,
+				"%s: key 'peft_type': expected \"LOHA\", got \"%s\" "
+				"(fedloha reads LoHa adapters only)",
+				what, fl_error_safe_str(json_string_value(v), sb, sizeof(sb)));
 	} else if (strcmp(key, "r") == 0) {
 		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
 		    json_integer_value(v) > INT_MAX)
@@ -424,18 +428,19 @@ static int peft_validate_as(const struct fl_peft_config *c, const char *what)
 	    (c->exclude_kind == FL_PEFT_SEL_REGEX && c->n_exclude_modules != 1))
 		return fl_error_set(FL_EINVAL, "%s: key 'target_modules': a regex needs one string",
 				    what);
+	char kb[104];
 	for (size_t i = 0; i < c->n_rank_pattern; i++) {
 		double v = c->rank_pattern[i].value;
 		if (!(v >= 1 && v <= INT_MAX && v == floor(v)))
 			return fl_error_set(
 				FL_EINVAL, "%s: key 'rank_pattern.%s': expected a positive integer",
-				what, c->rank_pattern[i].key);
+				what, fl_error_safe_str(c->rank_pattern[i].key, kb, sizeof(kb)));
 	}
 	for (size_t i = 0; i < c->n_alpha_pattern; i++)
 		if (!isfinite(c->alpha_pattern[i].value))
-			return fl_error_set(FL_EINVAL,
-					    "%s: key 'alpha_pattern.%s': expected a finite number",
-					    what, c->alpha_pattern[i].key);
+			return fl_error_set(
+				FL_EINVAL, "%s: key 'alpha_pattern.%s': expected a finite number",
+				what, fl_error_safe_str(c->alpha_pattern[i].key, kb, sizeof(kb)));
 	return fl_peft_config_check_patterns(c, what);
 }
 
