@@ -133,6 +133,11 @@ static void test_pubkey_strings(void)
 	snprintf(t, sizeof(t), "%s", s);
 	t[10] = '+';
 	FL_CHECK(fl_pubkey_parse(t, pk) == FL_EFORMAT && strstr(fl_error_msg(), "base64url"));
+	/* control bytes of a flag or a file are not echoed raw (fuzz_keys) */
+	FL_CHECK(fl_pubkey_parse("# a\001b\nfl1:x\033[2J", pk) == FL_EFORMAT);
+	FL_CHECK(!strchr(fl_error_msg(), '\n') && !strchr(fl_error_msg(), '\033') &&
+		 strstr(fl_error_msg(), "'# a?b?fl1:x?[2J'"));
+	FL_CHECK(fl_pubkey_parse("fl1:\n", pk) == FL_EFORMAT && !strchr(fl_error_msg(), '\n'));
 	/* all-zero key: a small-order point */
 	uint8_t zero[32] = {0};
 	fl_pubkey_format(zero, t);

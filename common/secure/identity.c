@@ -249,11 +249,13 @@ int fl_pubkey_check(const uint8_t pk[FL_PUBKEY_BYTES])
 
 int fl_pubkey_parse(const char *s, uint8_t pk[FL_PUBKEY_BYTES])
 {
+	char sb[64]; /* s may come from a file or a flag: no control bytes in messages */
 	int err = fl_crypto_init();
 	if (err)
 		return err;
+	fl_error_safe_str(s, sb, sizeof(sb));
 	if (strncmp(s, FL_PUBKEY_PREFIX, 4) != 0)
-		return fl_error_set(FL_EFORMAT, "public key '%.60s' does not start with '%s'", s,
+		return fl_error_set(FL_EFORMAT, "public key '%s' does not start with '%s'", sb,
 				    FL_PUBKEY_PREFIX);
 	size_t n = strlen(s + 4);
 	size_t want = FL_PUBKEY_STRING_BYTES - 1 - 4;
@@ -261,18 +263,18 @@ int fl_pubkey_parse(const char *s, uint8_t pk[FL_PUBKEY_BYTES])
 	size_t got = 0;
 	if (n != want)
 		return fl_error_set(FL_EFORMAT,
-				    "public key '%.60s' has %zu characters after '%s', want %zu", s,
+				    "public key '%s' has %zu characters after '%s', want %zu", sb,
 				    n, FL_PUBKEY_PREFIX, want);
 	if (sodium_base642bin(tmp, sizeof(tmp), s + 4, n, NULL, &got, NULL,
 			      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
 	    got != sizeof(tmp))
-		return fl_error_set(FL_EFORMAT, "public key '%.60s' is not valid base64url", s);
+		return fl_error_set(FL_EFORMAT, "public key '%s' is not valid base64url", sb);
 	/* The canonical encoding only: re-encode and compare, so one key has
 	 * exactly one spelling. */
 	char back[FL_PUBKEY_STRING_BYTES];
 	fl_pubkey_format(tmp, back);
 	if (strcmp(back, s) != 0)
-		return fl_error_set(FL_EFORMAT, "public key '%.60s' is not in canonical form", s);
+		return fl_error_set(FL_EFORMAT, "public key '%s' is not in canonical form", sb);
 	err = fl_pubkey_check(tmp);
 	if (err)
 		return err;
