@@ -181,6 +181,14 @@ static void test_regex_limits(void)
 	FL_CHECK(fl_peft_regex_fullmatch("layers\\.\\d{1,3}\\.fc", "layers.12.fc", &m) == FL_OK &&
 		 m == 1);
 	FL_CHECK(fl_peft_regex_fullmatch("a{3,}", "aaaa", &m) == FL_OK && m == 1);
+	/* '+' is copied too (x+ = x x*): 120 of them in a row took over 2 GB
+	 * (fuzz_peft_config); '*' and '?' keep the operand for a later count. */
+	char plus[130] = "a";
+	memset(plus + 1, '+', 120);
+	plus[121] = '\0';
+	FL_CHECK(fl_peft_regex_fullmatch(plus, "a", &m) == FL_EINVAL);
+	FL_CHECK(fl_peft_regex_fullmatch("a{200}*{200}", "a", &m) == FL_EINVAL);
+	FL_CHECK(fl_peft_regex_fullmatch("(fc|conv)+\\d+?", "fcconv1", &m) == FL_OK && m == 1);
 }
 
 static void test_all_linear(void)

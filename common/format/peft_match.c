@@ -102,14 +102,15 @@ static const char *peft_escape_inside(char e, struct peft_out *o, int *br_start,
 	return NULL;
 }
 
-/* Largest size of a pattern with its counted repetitions expanded (glibc's
- * regcomp copies an atom once per count: "((a{255}){255}){255}" would take
- * gigabytes). The size counts one per atom, times the upper bound (or the
- * lower one when open) of each {m,n} around it. */
+/* Largest size of a pattern with its repetitions expanded as glibc's
+ * regcomp expands them: it copies an atom once per count of {m,n} and
+ * twice for '+' ("((a{255}){255}){255}" or "a+++...+" would take gigabytes).
+ * The size counts one per atom, times the upper bound (or the lower one when
+ * open) of each {m,n} around it and 2 for each '+'. */
 #define PEFT_REGEX_EXPANDED_MAX 20000L
 #define PEFT_REGEX_DEPTH_MAX 64
 
-static const char too_heavy[] = "counted repetitions {m,n} expand it beyond 20000 atoms";
+static const char too_heavy[] = "its repetitions ({m,n}, +) expand it beyond 20000 atoms";
 
 static long weight_mul(long a, long b)
 {
@@ -182,6 +183,15 @@ static const char *peft_regex_weight(const char *py)
 			sum[depth] += weight_mul(last, count > 1 ? count - 1 : 0);
 			last = weight_mul(last, count);
 			p += n;
+		} else if (*p == '+' && last) { /* regcomp copies x+ as x x* */
+			sum[depth] += last;
+			last = weight_mul(last, 2);
+			p++;
+		} else if ((*p == '*' || *p == '?') && last) { /* no copy; x stays the operand */
+			p++;
+		} else if (*p == '|') {
+			last = 0;
+			p++;
 		} else {
 			n = *p == '[' ? peft_bracket_len(p) : 0;
 			p += n ? n : (*p == '\\' && p[1]) ? 2 : 1;
