@@ -189,6 +189,14 @@ static void test_regex_limits(void)
 	FL_CHECK(fl_peft_regex_fullmatch(plus, "a", &m) == FL_EINVAL);
 	FL_CHECK(fl_peft_regex_fullmatch("a{200}*{200}", "a", &m) == FL_EINVAL);
 	FL_CHECK(fl_peft_regex_fullmatch("(fc|conv)+\\d+?", "fcconv1", &m) == FL_OK && m == 1);
+	/* A quantifier right after another is refused, as Python does: glibc
+	 * took 18 s on the 47-byte "')++++++++*+++++..." (fuzz_peft_regex). */
+	FL_CHECK(fl_peft_regex_fullmatch("a**", "a", &m) == FL_EINVAL);
+	FL_CHECK(strstr(fl_error_msg(), "quantifier right after another") != NULL);
+	FL_CHECK(fl_peft_regex_fullmatch("a{2}+", "aa", &m) == FL_EINVAL);
+	FL_CHECK(fl_peft_regex_fullmatch("mi+++++++++++:+)++++++od", "mi", &m) == FL_EINVAL);
+	FL_CHECK(fl_peft_regex_fullmatch("a*?b+?c??d{1,2}?", "bd", &m) == FL_OK && m == 1);
+	FL_CHECK(fl_peft_regex_fullmatch("\\|+x", "||x", &m) == FL_OK && m == 1);
 }
 
 static void test_all_linear(void)

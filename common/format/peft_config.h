@@ -28,8 +28,9 @@
  * translated to bracket expressions and (?:...) to (...); lazy quantifiers
  * become greedy (whole-name matching does not depend on greediness); any
  * other construct POSIX cannot express is refused when the file is read, and
- * so is a pattern longer than 1024 characters or one whose repetitions
- * ({m,n} copies, '+' twice) would expand it beyond 20000 atoms in regcomp.
+ * so is a pattern longer than 1024 characters, one with a quantifier right
+ * after another ("a**", as Python), or one whose repetitions ({m,n} copies,
+ * '+' twice) would expand it beyond 20000 atoms in regcomp.
  *
  * This module does no tensor work and no training; it does not print.
  */

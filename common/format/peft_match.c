@@ -154,49 +154,64 @@ static size_t peft_bracket_len(const char *p)
 	return *q ? (size_t)(q - p) + 1 : 0;
 }
 
+/* The quantifier at p ('*', '+', '?' or a {m,n} bound, with a lazy '?'
+ * after it) applied to an operand of weight *last: its length, or 0 when p
+ * holds none. *added: the weight it adds to the group. */
+static size_t peft_quantifier(const char *p, long *last, long *added)
+{
+	long count;
+	size_t n = 0;
+	*added = 0;
+	if (*p == '{' && (n = peft_bound(p, &count)) > 0) {
+		*added = weight_mul(*last, count > 1 ? count - 1 : 0);
+		*last = weight_mul(*last, count);
+	} else if (*p == '+') { /* regcomp copies x+ as x x* */
+		*added = *last;
+		*last = weight_mul(*last, 2);
+		n = 1;
+	} else if (*p == '*' || *p == '?') { /* no copy; x stays the operand */
+		n = 1;
+	}
+	if (n && p[n] == '?')
+		n++;
+	return n;
+}
+
 /* NULL when the expanded size of py stays within PEFT_REGEX_EXPANDED_MAX,
- * else a static reason. Groups nest at most PEFT_REGEX_DEPTH_MAX deep. */
+ * groups nest at most PEFT_REGEX_DEPTH_MAX deep and no quantifier follows
+ * another (Python refuses "a**" too; regcomp takes seconds on "a+++++"),
+ * else a static reason. */
 static const char *peft_regex_weight(const char *py)
 {
-	long sum[PEFT_REGEX_DEPTH_MAX + 1] = {0}, last = 0;
-	int depth = 0;
+	long sum[PEFT_REGEX_DEPTH_MAX + 1] = {0}, last = 0, added;
+	int depth = 0, quant = 0;
 	for (const char *p = py; *p;) {
-		long count;
 		size_t n;
-		if (*p == '(') {
-			if (depth == PEFT_REGEX_DEPTH_MAX)
+		if (*p == '(' || (*p == ')' && depth > 0)) {
+			if (*p == '(' && depth == PEFT_REGEX_DEPTH_MAX)
 				return "groups nested deeper than 64";
-			sum[++depth] = 0;
-			last = 0;
+			if (*p == '(') {
+				sum[++depth] = 0;
+				last = 0;
+			} else {
+				last = sum[depth--];
+				sum[depth] += last;
+			}
+			quant = 0;
 			p++;
-			continue;
-		}
-		if (*p == ')' && depth > 0) {
-			last = sum[depth--];
-			sum[depth] += last;
-			p++;
-			if (sum[depth] > PEFT_REGEX_EXPANDED_MAX)
-				return too_heavy;
-			continue;
-		}
-		if (*p == '{' && last && (n = peft_bound(p, &count)) > 0) {
-			sum[depth] += weight_mul(last, count > 1 ? count - 1 : 0);
-			last = weight_mul(last, count);
+		} else if (last && (n = peft_quantifier(p, &last, &added)) > 0) {
+			if (quant)
+				return "a quantifier right after another (as in a** or a{2}+) is "
+				       "not supported";
+			sum[depth] += added;
+			quant = 1;
 			p += n;
-		} else if (*p == '+' && last) { /* regcomp copies x+ as x x* */
-			sum[depth] += last;
-			last = weight_mul(last, 2);
-			p++;
-		} else if ((*p == '*' || *p == '?') && last) { /* no copy; x stays the operand */
-			p++;
-		} else if (*p == '|') {
-			last = 0;
-			p++;
 		} else {
+			last = *p != '|'; /* an alternative starts with no operand */
 			n = *p == '[' ? peft_bracket_len(p) : 0;
 			p += n ? n : (*p == '\\' && p[1]) ? 2 : 1;
-			last = 1;
-			sum[depth] += 1;
+			sum[depth] += last;
+			quant = 0;
 		}
 		if (sum[depth] > PEFT_REGEX_EXPANDED_MAX)
 			return too_heavy;
