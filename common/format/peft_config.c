@@ -335,9 +335,10 @@ int fl_peft_config_parse(const char *json, size_t len, const char *what,
 	*out = NULL;
 	json_error_t jerr;
 	json_t *root = json_loadb(json, len, 0, &jerr);
+	char tb[JSON_ERROR_TEXT_LENGTH]; /* jansson quotes the bad token raw */
 	if (!root)
 		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", what, jerr.line, jerr.column,
-				    jerr.text);
+				    fl_error_safe_str(jerr.text, tb, sizeof(tb)));
 	struct fl_peft_config *c = NULL;
 	json_t *extra = NULL;
 	int err;
