@@ -359,9 +359,10 @@ static void test_bad_configs(void)
 	const char *lora = "{\"peft_type\": \"LORA\", \"r\": 8}";
 	FL_CHECK(fl_peft_config_parse(lora, strlen(lora), "a.json", &c) == FL_EUNSUPPORTED);
 	FL_CHECK(strstr(fl_error_msg(), "key 'peft_type'") && strstr(fl_error_msg(), "\"LORA\""));
-	const char *raw = "{\"peft_type\": \"LOHA\", \"x\": \"a\nb\"}"; /* raw newline */
+	/* a backslash then a raw newline: jansson quotes both in its text */
+	const char *raw = "{\"peft_type\": \"LOHA\", \"x\": \"a\\\nb\"}";
 	FL_CHECK(fl_peft_config_parse(raw, strlen(raw), "a.json", &c) == FL_EFORMAT);
-	FL_CHECK(!strchr(fl_error_msg(), '\n') && strstr(fl_error_msg(), "a.json:1:"));
+	FL_CHECK(!strchr(fl_error_msg(), '\n') && strstr(fl_error_msg(), "a.json:"));
 	const char *nl = "{\"peft_type\": \"LO\\nHA\", \"r\": 8}";
 	FL_CHECK(fl_peft_config_parse(nl, strlen(nl), "a.json", &c) == FL_EUNSUPPORTED);
 	FL_CHECK(strstr(fl_error_msg(), "\"LO?HA\"") && !strchr(fl_error_msg(), '\n'));
