@@ -237,6 +237,20 @@ static void test_bad_folders(void)
 
 /* Saving a model into a folder that held another save: loading gives the
  * model saved last (no stale adapter or base file is read). */
+/* jansson's error text quotes the bytes near the error, a raw newline
+ * included: the message stays one line. */
+static void test_json_error_one_line(void)
+{
+	const char *dir = fl_test_tmpdir("model-jsonerr");
+	char path[512];
+	snprintf(path, sizeof(path), "%s/fedloha.json", dir);
+	const char *raw = "{\"arch\": \"a\\\nb\"}";
+	fl_test_write_file(path, raw, strlen(raw));
+	struct fl_model *m = NULL;
+	FL_CHECK(fl_model_load(dir, 1, &m) == FL_EFORMAT && !m);
+	FL_CHECK_MSG(!strchr(fl_error_msg(), '\n'), "%s", fl_error_msg());
+}
+
 static void test_save_over_old_folder(void)
 {
 	struct fl_peft_config *cfg = fl_test_peft_config(FL_PEFT_PARAM_FEDPARA, 0, 0.2, 0, 0);
@@ -395,6 +409,7 @@ out:
 int main(void)
 {
 	FL_RUN(test_bad_folders);
+	FL_RUN(test_json_error_one_line);
 	FL_RUN(test_save_over_old_folder);
 	FL_RUN(test_loha_missing_base);
 	FL_RUN(test_save_errors);

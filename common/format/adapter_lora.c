@@ -217,6 +217,7 @@ int fl_adapter_merge_lora(const char *base_path, const char *dir, const char *ou
 	snprintf(cpath, sizeof(cpath), "%s/adapter_config.json", dir);
 	snprintf(spath, sizeof(spath), "%s/adapter_model.safetensors", dir);
 	json_error_t je;
+	char jt[sizeof(je.text)]; /* je.text without control bytes */
 	json_t *cfg = json_load_file(cpath, 0, &je);
 	struct fl_st *ad = NULL, *base = NULL, *out = NULL;
 	struct ad_lora_mod *mods = NULL;
@@ -226,7 +227,8 @@ int fl_adapter_merge_lora(const char *base_path, const char *dir, const char *ou
 	int err = FL_OK;
 	if (!cfg || !json_is_object(cfg)) {
 		err = fl_error_set(FL_EFORMAT, "%s: %s", cpath,
-				   cfg ? "not a JSON object" : je.text);
+				   cfg ? "not a JSON object"
+				       : fl_error_safe_str(je.text, jt, sizeof(jt)));
 		goto done;
 	}
 	if ((err = ad_lora_num(cfg, "r", cpath, 8, &r0)) ||

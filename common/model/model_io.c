@@ -283,9 +283,11 @@ static int fix_lora_config(struct fl_model *m, const char *path)
 {
 	/* rank_pattern / alpha_pattern hold k (the LoRA rank) with alpha = k. */
 	json_error_t je;
+	char jt[sizeof(je.text)]; /* je.text without control bytes */
 	json_t *j = json_load_file(path, 0, &je);
 	if (!j)
-		return fl_error_set(FL_EIO, "%s: %s", path, je.text);
+		return fl_error_set(FL_EIO, "%s: %s", path,
+				    fl_error_safe_str(je.text, jt, sizeof(jt)));
 	json_t *rp = json_object_get(j, "rank_pattern"), *ap = json_object_get(j, "alpha_pattern");
 	int r0 = 0;
 	for (int i = 0; i < m->nlayers; i++) {
@@ -344,10 +346,12 @@ static int write_fedloha_json(const struct fl_model *m, const char *path, const 
 	json_object_set_new(j, "layers", layers);
 	if (meta_json) {
 		json_error_t je;
+		char jt[sizeof(je.text)]; /* je.text without control bytes */
 		json_t *meta = json_loads(meta_json, 0, &je);
 		if (!meta) {
 			json_decref(j);
-			return fl_error_set(FL_EINVAL, "save: bad metadata JSON: %s", je.text);
+			return fl_error_set(FL_EINVAL, "save: bad metadata JSON: %s",
+					    fl_error_safe_str(je.text, jt, sizeof(jt)));
 		}
 		json_object_set_new(j, "meta", meta);
 	}

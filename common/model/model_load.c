@@ -261,10 +261,12 @@ int fl_model_load(const char *dir, int max_batch, struct fl_model **out)
 	if (err)
 		return err;
 	json_error_t je;
+	char jt[sizeof(je.text)]; /* je.text without control bytes */
 	json_t *root = json_loads(text, 0, &je);
 	free(text);
 	if (!root)
-		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+		return fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", path, je.line, je.column,
+				    fl_error_safe_str(je.text, jt, sizeof(jt)));
 	struct fl_model *m = NULL;
 	struct fl_st *files[3] = {NULL, NULL, NULL};
 	err = model_from_json(root, path, max_batch, &m);

@@ -359,10 +359,11 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 static int load_config_file(struct srv_opts *o, const char *path, json_t **keep)
 {
 	json_error_t je;
+	char jt[sizeof(je.text)]; /* je.text without control bytes */
 	json_t *root = json_load_file(path, 0, &je);
 	if (!root) {
 		fprintf(stderr, "fedloha-server: %s:%d:%d: %s\n", path, je.line, je.column,
-			je.text);
+			fl_error_safe_str(je.text, jt, sizeof(jt)));
 		return FL_EINVAL;
 	}
 	*keep = root;
@@ -422,9 +423,10 @@ char *srv_opts_config_json(const struct srv_opts *o)
 	json_t *root;
 	if (o->config) {
 		json_error_t je;
+		char jt[sizeof(je.text)]; /* je.text without control bytes */
 		if (!(root = json_load_file(o->config, 0, &je))) {
 			fl_error_set(FL_EFORMAT, "%s:%d:%d: %s", o->config, je.line, je.column,
-				     je.text);
+				     fl_error_safe_str(je.text, jt, sizeof(jt)));
 			return NULL;
 		}
 		if (o->param)
