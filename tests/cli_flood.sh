@@ -26,11 +26,13 @@ for i in 0 1; do
 done
 printf '%s client-0\n%s client-1\n' "${P[0]}" "${P[1]}" >"$TMP/allow.txt"
 
-# round NAME FLOOD: one round with two clients (FLOOD=1: under the flood);
-# sets SECS (the clients' wall time) and RSECS (the server's round time).
+# round NAME FLOOD [SERVER FLAGS]: one round with two clients (FLOOD=1:
+# under the flood; 2: under a 40-address flood holding handshakes); sets
+# SECS (the clients' wall time) and RSECS (the server's round time).
 round() {
 	local name=$1 flood=$2
-	timeout 60 "$S" run --listen 127.0.0.1:0 --model 2nn --rounds 1 --round-timeout 30 \
+	shift 2
+	timeout 60 "$S" run --listen 127.0.0.1:0 --model 2nn --rounds 1 --round-timeout 30 "$@" \
 		--key "$TMP/server.key" --allow "$TMP/allow.txt" --min-clients 2 \
 		>"$TMP/$name.out" 2>"$TMP/$name.err" &
 	local spid=$! f1= f2=
@@ -102,4 +104,11 @@ grep -q "^connections closed at accept by a limit: .*handshakes (--max-handshake
 	"$TMP/spread.out" || fail "3: the handshake cap did not engage"
 grep -q "^handshakes cut for a newcomer under --max-handshakes: [1-9]" "$TMP/spread.out" ||
 	fail "3: no handshake made room for the clients"
+# 4. the same with --max-conns 200: the reserve (20) leaves 180 slots for
+# handshakes, fewer than --max-handshakes, and newcomers make room there too.
+round small 2 --max-conns 200
+echo "round during a 40-address flood, --max-conns 200: clients ${SECS} s, server round ${RSECS} s"
+grep "^connections closed at accept\|^handshakes cut" "$TMP/small.out" | sed 's/^/server: /'
+grep -q "^handshakes cut for a newcomer under --max-handshakes: [1-9]" "$TMP/small.out" ||
+	fail "4: no handshake made room for the clients under the reserve"
 echo "cli_flood: all ok in $(($(date +%s) - START)) s"

@@ -38,6 +38,7 @@ struct srv_tr_limits {
 	uint8_t hkey[crypto_shorthash_KEYBYTES];
 	uint64_t pending[SRV_LIMIT_N]; /* refusals not yet logged */
 	uint64_t pending_evicted;
+	size_t multi; /* entries with two or more connections: eviction candidates */
 	uint64_t next_log_ms;
 	char last_peer[64];
 };
@@ -131,6 +132,8 @@ static struct addr_entry *lookup(struct srv_transport *t, const uint8_t key[16],
  * 1 when one was cut. */
 static int evict_for_newcomer(struct srv_transport *t)
 {
+	if (!t->lim->multi) /* nobody holds two: skip the walk over every connection */
+		return 0;
 	struct conn *victim = NULL;
 	uint32_t most = 1;
 	for (struct conn *o = t->head; o; o = o->next) {
@@ -176,12 +179,15 @@ int srv_tr_admit_key(struct srv_transport *t, struct conn *c, const uint8_t *key
 	}
 	if (t->nconns > cfg->max_conns)
 		return SRV_LIMIT_CONNS;
-	if (t->nhandshaking + 1 > cfg->max_conns - cfg->reserved_conns)
-		return SRV_LIMIT_RESERVE;
-	if (t->nhandshaking + 1 > cfg->max_handshakes && !(e && !e->conns && evict_for_newcomer(t)))
-		return SRV_LIMIT_HANDSHAKES;
+	/* handshakes in progress: the smaller of the cap and what the reserve
+	 * leaves; a newcomer may make room under either */
+	size_t unauth = cfg->max_conns - cfg->reserved_conns;
+	size_t cap = cfg->max_handshakes < unauth ? cfg->max_handshakes : unauth;
+	if (t->nhandshaking + 1 > cap && !(e && !e->conns && evict_for_newcomer(t)))
+		return t->nhandshaking + 1 > unauth ? SRV_LIMIT_RESERVE : SRV_LIMIT_HANDSHAKES;
 	if (e) {
-		e->conns++;
+		if (++e->conns == 2)
+			t->lim->multi++;
 		if (cfg->addr_rate > 0)
 			e->tokens -= 1;
 		c->addr = (int32_t)(e - t->lim->e);
@@ -194,8 +200,8 @@ void srv_tr_addr_release(struct srv_transport *t, struct conn *c)
 	if (c->addr < 0)
 		return;
 	struct addr_entry *e = &t->lim->e[c->addr];
-	if (e->conns)
-		e->conns--;
+	if (e->conns && e->conns-- == 2)
+		t->lim->multi--;
 	c->addr = -1;
 }
 
