@@ -86,7 +86,9 @@ echo "server: $(grep "^socket bytes" "$TMP/flood.out")"
 [[ $LIM == *"per-address connections (--addr-conns) "[1-9]* ]] || fail "the per-address connection limit did not engage"
 hs=$(sed -n 's/.* handshakes \([0-9]*\) (.*/\1/p' "$TMP/flood.flood")
 fs=$(sed -n 's/^flood: \([0-9]*\)\..*/\1/p' "$TMP/flood.flood")
-[ -n "$fs" ] && [ "$fs" -ge 2 ] || fail "the flood ran ${fs:-?} s only"
+# the flood starts 1 s before the clients and stops when the server is
+# gone: on a quiet machine the round ends well inside the next second
+[ -n "$fs" ] && [ "$fs" -ge 1 ] || fail "the flood ran ${fs:-?} s only"
 max=$((8 * (40 + 20 * (FLOOD_S + 1))))
 [ -n "$hs" ] && [ "$hs" -le "$max" ] || fail "the flood got $hs handshakes from 8 addresses (at most $max allowed)"
 n=$(grep -c "refused .* connections at accept, before any cryptography" "$TMP/flood.err")
