@@ -30,7 +30,8 @@
  * other construct POSIX cannot express is refused when the file is read, and
  * so is a pattern longer than 1024 characters, one with a quantifier right
  * after another ("a**", as Python), or one whose repetitions ({m,n} copies,
- * '+' twice) would expand it beyond 20000 atoms in regcomp.
+ * '+' twice) would expand it beyond 2000 atoms in regcomp, or that count
+ * a {m,n} over 32.
  *
  * This module does no tensor work and no training; it does not print.
  */

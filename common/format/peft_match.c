@@ -107,10 +107,15 @@ static const char *peft_escape_inside(char e, struct peft_out *o, int *br_start,
  * twice for '+' ("((a{255}){255}){255}" or "a+++...+" would take gigabytes).
  * The size counts one per atom, times the upper bound (or the lower one when
  * open) of each {m,n} around it and 2 for each '+'. */
-#define PEFT_REGEX_EXPANDED_MAX 20000L
+#define PEFT_REGEX_EXPANDED_MAX 2000L
+/* glibc's epsilon closures grow much faster than the expanded size when
+ * the repeated operand can match the empty string: "(a|b*|){128}" took
+ * 1.5 GB, "(a*){9000}" 12 GB; a count stays within 32 */
+#define PEFT_REGEX_COUNT_MAX 32
 #define PEFT_REGEX_DEPTH_MAX 64
 
-static const char too_heavy[] = "its repetitions ({m,n}, +) expand it beyond 20000 atoms";
+static const char too_heavy[] =
+	"its repetitions expand it beyond 2000 atoms, or a {m,n} counts over 32";
 
 static long weight_mul(long a, long b)
 {
@@ -163,6 +168,8 @@ static size_t peft_quantifier(const char *p, long *last, long *added)
 	size_t n = 0;
 	*added = 0;
 	if (*p == '{' && (n = peft_bound(p, &count)) > 0) {
+		if (count > PEFT_REGEX_COUNT_MAX) /* refused by the caller */
+			count = PEFT_REGEX_EXPANDED_MAX + 1;
 		*added = weight_mul(*last, count > 1 ? count - 1 : 0);
 		*last = weight_mul(*last, count);
 	} else if (*p == '+') { /* regcomp copies x+ as x x* */
@@ -193,8 +200,8 @@ static const char *peft_regex_weight(const char *py)
 			if (*p == '(') {
 				sum[++depth] = 0;
 				last = 0;
-			} else {
-				last = sum[depth--];
+			} else { /* a group is a node of its own, empty or not */
+				last = sum[depth--] + 1;
 				sum[depth] += last;
 			}
 			quant = 0;
