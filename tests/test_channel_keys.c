@@ -202,6 +202,21 @@ static void test_allowlist_parse(void)
 	srv_allowlist_free(al);
 }
 
+/* A FIFO where the allow-list or a key file should be is refused at once
+ * (an open without O_NONBLOCK waited for a writer: the daemon hung). */
+static void test_fifo_refused(void)
+{
+	const char *path = tmp_file("fifo");
+	unlink(path);
+	FL_CHECK(mkfifo(path, 0600) == 0);
+	struct srv_allowlist *al = NULL;
+	FL_CHECK(srv_allowlist_load(path, &al) == FL_EINVAL && !al);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "not a regular file"), "%s", fl_error_msg());
+	struct fl_identity *id = NULL;
+	FL_CHECK(fl_identity_load(path, &id) == FL_EINVAL && !id);
+	unlink(path);
+}
+
 static void test_allowlist_reload_and_append(void)
 {
 	struct fl_identity *a = NULL, *b = NULL;
@@ -562,6 +577,7 @@ int main(void)
 	FL_RUN(test_identity_from_seed);
 	FL_RUN(test_pubkey_strings);
 	FL_RUN(test_allowlist_parse);
+	FL_RUN(test_fifo_refused);
 	FL_RUN(test_allowlist_reload_and_append);
 	FL_RUN(test_tokens);
 	FL_RUN(test_token_file_expiry);

@@ -105,7 +105,7 @@ int fl_identity_save(const struct fl_identity *id, const char *path)
 
 int fl_secret_file_read(const char *path, const char *what, char *buf, size_t cap, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
 	if (fd < 0) {
 		int e = errno;
 		return fl_error_set(e == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: %s", path,

@@ -192,7 +192,7 @@ static int check_owner_mode(const char *path, const struct stat *st)
  * *mode receives its permission bits. */
 static int read_checked(const char *path, char **text, size_t *len, mode_t *mode)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
 	if (fd < 0) {
 		int e = errno;
 		return fl_error_set(e == ENOENT ? FL_ENOTFOUND : FL_EIO, "%s: %s", path,
