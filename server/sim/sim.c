@@ -235,9 +235,7 @@ void sim_on_eval_done(struct sim *s, struct sim_eval *ev)
 
 #define SIM_KEY_STREAM 0x53494d4b45595321ull /* "SIMKEYS!" */
 
-/* The identity of party `stream` (0 = the coordinator, i + 1 = client i),
- * a function of the seed. */
-static int seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out)
+int sim_seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out)
 {
 	struct fl_rng rng;
 	uint8_t bytes[32];
@@ -268,20 +266,21 @@ int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *t
 	return FL_ENOTFOUND;
 }
 
+/* The admitted client keys (the coordinator's key is the client ends'
+ * s->coord, sim_cends_setup). */
 static int setup_keys(struct sim *s)
 {
-	int err = seeded_identity(s->cfg->train.seed, 0, &s->coord);
-	if (err)
-		return err;
 	s->client_pks = malloc((size_t)s->nclients * FL_PUBKEY_BYTES);
 	if (!s->client_pks)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
 	for (int i = 0; i < s->nclients; i++) {
-		struct sim_client *c = &s->clients[i];
-		if ((err = seeded_identity(s->cfg->train.seed, (uint64_t)i + 1, &c->key)))
+		struct fl_identity *key = NULL;
+		int err = sim_seeded_identity(s->cfg->train.seed, (uint64_t)i + 1, &key);
+		if (err)
 			return err;
-		memcpy(s->client_pks + (size_t)i * FL_PUBKEY_BYTES, fl_identity_pk(c->key),
+		memcpy(s->client_pks + (size_t)i * FL_PUBKEY_BYTES, fl_identity_pk(key),
 		       FL_PUBKEY_BYTES);
+		fl_identity_free(key);
 	}
 	qsort(s->client_pks, (size_t)s->nclients, FL_PUBKEY_BYTES, key_cmp);
 	return FL_OK;
@@ -306,7 +305,7 @@ static int setup_model(struct sim *s)
 	return err;
 }
 
-/* The rows, the client slots with their ids, and their keys. */
+/* The rows, the coordinator ends with their ids, and the admitted keys. */
 static int setup_clients(struct sim *s, int n)
 {
 	s->rows = calloc(s->cfg->train.rounds, sizeof(*s->rows));
@@ -314,7 +313,6 @@ static int setup_clients(struct sim *s, int n)
 	s->clients = calloc((size_t)n, sizeof(*s->clients));
 	if (!s->rows || !s->row_ready || !s->clients)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
-	s->nclients = n;
 	s->next_conn = 1;
 	for (int i = 0; i < n; i++) {
 		s->clients[i].sim = s;
@@ -362,57 +360,32 @@ static void engine_config(const struct sim *s, int n, int selected, struct srv_e
 	ec->base_path = cfg->base_path;
 }
 
-/* One client session per partition entry, over its samples. */
-static int setup_sessions(struct sim *s, struct cli_session_io *cio)
-{
-	const struct srv_sim_data *d = s->data;
-	for (int i = 0; i < s->nclients; i++) {
-		struct sim_client *c = &s->clients[i];
-		const struct fl_partition_client *pc = &d->part->client[i];
-		struct cli_session_config cc;
-		cli_session_config_default(&cc);
-		cc.client_id = c->id;
-		cc.data = d->train;
-		cc.train_idx = pc->train;
-		cc.n_train = pc->n_train;
-		cc.eval_idx = pc->holdout;
-		cc.n_eval = pc->n_holdout;
-		cc.preferred_dtype = s->cfg->train.dtype;
-		cc.base_path = s->cfg->base_path;
-		cc.heartbeat_ms = 0;
-		cc.threads = 1;
-		cio->ctx = c;
-		int err = cli_session_new(&cc, cio, &c->s);
-		if (err)
-			return err;
-	}
-	return FL_OK;
-}
-
+/* Rank 0: the model, the engine, the coordinator ends; every rank: the
+ * client ends it owns and its worker pool. */
 static int setup(struct sim *s)
 {
 	int n = s->data->part->clients;
-	int err = setup_model(s);
-	if (!err)
+	s->nclients = n;
+	int err = s->rank == 0 ? setup_model(s) : FL_OK;
+	if (!err && s->rank == 0)
 		err = setup_clients(s, n);
-	if (err)
+	if (!err)
+		err = sim_cends_setup(s);
+	if (!err && (err = sim_pool_init(&s->pool, s->cfg->threads)) == FL_OK)
+		s->pool_up = 1;
+	if (err || s->rank > 0)
 		return err;
 	int selected = selected_per_round(s->cfg, n);
 	struct srv_engine_config ec;
 	engine_config(s, n, selected, &ec);
 	struct srv_engine_io eio;
-	struct cli_session_io cio;
-	sim_io_setup(s, &eio, &cio);
-	if ((err = srv_engine_new(&ec, s->model, &eio, &s->engine)) ||
-	    (err = setup_sessions(s, &cio)))
+	sim_io_setup(s, &eio);
+	if ((err = srv_engine_new(&ec, s->model, &eio, &s->engine)))
 		return err;
 	s->res->clients = n;
 	s->res->selected_per_round = selected;
 	s->res->param_floats = fl_model_param_floats(s->model);
 	s->res->global_floats = fl_model_count_floats(s->model, FL_TENSOR_GLOBAL);
-	if ((err = sim_pool_init(&s->pool, s->cfg->threads)))
-		return err;
-	s->pool_up = 1;
 	return FL_OK;
 }
 
@@ -421,11 +394,9 @@ static void teardown(struct sim *s)
 	if (s->pool_up)
 		sim_pool_destroy(&s->pool); /* every job has been handed back by now */
 	sim_events_free(s);
-	for (int i = 0; s->clients && i < s->nclients; i++) {
-		cli_session_free(s->clients[i].s);
+	sim_cends_free(s);
+	for (int i = 0; s->clients && i < s->nclients; i++)
 		sim_conn_release(&s->clients[i]);
-		fl_identity_free(s->clients[i].key);
-	}
 	fl_identity_free(s->coord);
 	free(s->client_pks);
 	free(s->clients);
@@ -479,9 +450,13 @@ int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 	int err = sim_check_config(cfg, d);
 	if (err)
 		return err;
-	if (cfg->local_only)
-		return sim_local_run(cfg, d, out);
-	struct sim s = {.cfg = cfg, .data = d, .pfed = cfg->param == FL_PEFT_PARAM_PFEDPARA};
+	struct sim s = {.cfg = cfg,
+			.data = d,
+			.pfed = cfg->param == FL_PEFT_PARAM_PFEDPARA,
+			.rank = srv_sim_mpi_rank(),
+			.nranks = srv_sim_mpi_size()};
+	if (cfg->local_only) /* no communication: rank 0 runs it alone */
+		return s.rank == 0 ? sim_local_run(cfg, d, out) : FL_OK;
 	s.res = calloc(1, sizeof(*s.res));
 	if (!s.res)
 		return fl_error_set(FL_ENOMEM, "sim: out of memory");
@@ -494,13 +469,21 @@ int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 	fl_blas_set_threads(1);
 	s.t0 = sim_wall_seconds();
 	err = setup(&s);
-	if (!err)
+	if (s.nranks > 1 && (err = srv_sim_mpi_agree(err)) == FL_OK) {
+		if (s.rank > 0) {
+			sim_mpi_serve(&s); /* until rank 0's loop ended */
+		} else {
+			err = sim_loop_run(&s);
+			sim_mpi_end(&s);
+		}
+	} else if (!err) {
 		err = sim_loop_run(&s);
-	if (!err)
+	}
+	if (!err && s.rank == 0)
 		err = finish(&s);
 	teardown(&s);
 	fl_blas_set_threads(blas_threads);
-	if (err) {
+	if (err || s.rank > 0) {
 		srv_sim_result_free(s.res);
 		return err;
 	}

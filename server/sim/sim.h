@@ -202,10 +202,39 @@ struct srv_sim_result {
 };
 
 /* Runs one configuration on d (borrowed). FL_OK with *out, or an error
- * (engine failure, stall, bad configuration) with a one-line message. */
+ * (engine failure, stall, bad configuration) with a one-line message.
+ * Under MPI (srv_sim_mpi_init) every rank calls it with the same
+ * configuration and data: rank 0 runs the engine and gets the result,
+ * the others serve their clients and get FL_OK with *out NULL. */
 int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 		struct srv_sim_result **out);
 void srv_sim_result_free(struct srv_sim_result *r); /* NULL is a no-op */
+
+/* ---- MPI (sim_mpi.c) ----
+ *
+ * Launched by mpirun with K ranks, rank 0 runs the engine, the central
+ * evaluation and the output, and the virtual clients are spread over the
+ * ranks (client i on rank i % K), each rank training its clients on its
+ * own worker pool (config.threads per rank). Every frame still travels
+ * encoded, over MPI instead of memory; a run is bit-identical whatever K
+ * and the thread counts, and identical to the single-process run. A
+ * local-only baseline runs on rank 0 alone. */
+
+/* 1 when the environment says mpirun started the program. */
+int srv_sim_mpi_launched(void);
+/* Joins the MPI job when launched by mpirun or when forced (--mpi); a
+ * plain run stays one process of one rank. Ranks > 0 print nothing (their
+ * stdout and stderr go to /dev/null; fatal errors still reach the real
+ * stderr). An error when MPI was asked for and this build has none. */
+int srv_sim_mpi_init(int *argc, char ***argv, int force);
+int srv_sim_mpi_rank(void); /* 0 without MPI */
+int srv_sim_mpi_size(void); /* 1 without MPI */
+void srv_sim_mpi_finalize(void);
+/* Prints "fedloha-sim: [rank R: ]msg" and ends every rank with code. */
+void srv_sim_mpi_abort(const char *msg, int code) __attribute__((noreturn));
+/* Collective: FL_OK when err is FL_OK on every rank, else (on every rank)
+ * the error of the lowest failing rank with its message. */
+int srv_sim_mpi_agree(int err);
 
 /* ---- results (sim_report.c) ---- */
 

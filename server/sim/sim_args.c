@@ -67,6 +67,7 @@ enum {
 	O_INIT,
 	O_MODULES_TO_SAVE,
 	O_TARGET_MODULES,
+	O_MPI,
 };
 
 static const struct option longopts[] = {{"model", 1, 0, O_MODEL},
@@ -113,6 +114,7 @@ static const struct option longopts[] = {{"model", 1, 0, O_MODEL},
 					 {"server-beta2", 1, 0, O_TRAIN},
 					 {"server-tau", 1, 0, O_TRAIN},
 					 {"target-modules", 1, 0, O_TARGET_MODULES},
+					 {"mpi", 0, 0, O_MPI},
 					 {0, 0, 0, 0}};
 
 static int default_threads(void)
@@ -247,6 +249,10 @@ static void usage_training_and_output(FILE *f)
 		"  --insecure          plain in-memory connections instead of the secure channel\n"
 		"                      (every connection is encrypted and authenticated by\n"
 		"                      default; frame bytes and results are the same either way)\n"
+		"  --mpi               join an MPI job even when the environment does not show\n"
+		"                      mpirun (under mpirun -np K it is joined anyway): rank 0\n"
+		"                      runs the engine, client i trains on rank i %% K with\n"
+		"                      --threads T per rank; results as in one process\n"
 		"  --help\n",
 		DEF_EPOCHS, DEF_BATCH, DEF_LR, DEF_TARGET, DEF_OUT);
 }
@@ -310,6 +316,7 @@ static int set_switch(struct srv_sim_opts *o, int ch)
 	case O_SAVE_MODEL: o->save_model = 1; break;
 	case O_QUIET: o->quiet = 1; break;
 	case O_INSECURE: o->base.secure = 0; break;
+	case O_MPI: break; /* taken by main before the flags (srv_sim_mpi_init) */
 	default: return FL_ENOTFOUND;
 	}
 	return FL_OK;

@@ -1,7 +1,8 @@
 /* sim_impl.h - the simulator's internals shared by sim.c (set-up, data,
- * keys, teardown), sim_loop.c (the in-memory transport over the secure
- * channel and the event loop), sim_pool.c (worker threads) and sim_init.c
- * (the initial model). Not part of the API. */
+ * keys, teardown), sim_loop.c (the coordinator ends, the in-memory transport
+ * over the secure channel and the event loop), sim_cend.c (the client ends),
+ * sim_mpi.c (client ends on other MPI ranks), sim_pool.c (worker threads)
+ * and sim_init.c (the initial model). Not part of the API. */
 #ifndef SRV_SIM_IMPL_H
 #define SRV_SIM_IMPL_H
 
@@ -68,25 +69,102 @@ struct sim_ev {
 
 struct sim;
 
-struct sim_client {
+/* ---- the client end of a virtual client (sim_cend.c) ----
+ *
+ * Every virtual client has a coordinator end (struct sim_client, rank 0:
+ * the engine's side of the channel) and a client end (struct sim_cend, on
+ * the rank that owns the client: the session, its side of the channel, its
+ * training job). The loop performs an operation on the client end and gets
+ * back what it did, in order (its "effects"); the loop applies them where
+ * the in-process code used to act, so the events are the same whether the
+ * client end lives in this process or on another MPI rank. */
+
+enum sim_op {
+	SIM_OP_CONNECT = 1, /* a new connection: the first handshake bytes */
+	SIM_OP_UP,          /* the channel is up at once (insecure): the session connects */
+	SIM_OP_DOWN,        /* bytes from the coordinator */
+	SIM_OP_CLOSE_DOWN,  /* the coordinator closed the connection (EOF) */
+	SIM_OP_DISCONNECT,  /* the connection is gone (the session is told) */
+	SIM_OP_JOB_DONE,    /* the job finished and its turn came */
+	SIM_OP_END,         /* MPI: the configuration's run is over */
+};
+
+enum sim_fx_kind {
+	SIM_FX_UP = 1,     /* buf: channel bytes to the coordinator */
+	SIM_FX_CLOSE_UP,   /* the client closed the connection */
+	SIM_FX_SUBMIT,     /* a job was submitted (it runs on the owner's pool) */
+	SIM_FX_ERROR,      /* buf: a client error (counts towards retirement) */
+	SIM_FX_NOTE,       /* buf: a client error that is only recorded */
+	SIM_FX_DROP,       /* the client dropped the connection */
+	SIM_FX_VANISH,     /* the client vanished mid-round */
+	SIM_FX_CHAN_ERROR, /* a channel error (failed record, unclean close) */
+	SIM_FX_FAIL,       /* buf: the simulation cannot go on */
+};
+
+struct sim_fx {
+	enum sim_fx_kind kind;
+	struct fl_buf *buf; /* UP: the bytes; ERROR, NOTE, FAIL: the message (no NUL) */
+};
+
+/* The effects of one operation, plus the client end's state after it. */
+struct sim_fxlist {
+	struct sim_fx *v;
+	int n, cap;
+	int nomem;    /* an effect could not be recorded */
+	int job;      /* a job is in flight (running or vanishing) */
+	int finished; /* the session is finished (Bye "done") */
+	int ready;    /* CONNECT: the client end's channel is already established */
+};
+
+struct sim_cend {
 	struct sim *sim;
 	int index;
 	char id[24];
 	struct cli_session *s;
 	uint64_t conn;      /* current connection, 0 = offline */
-	int engine_closed;  /* the engine forgot conn: frames up are dropped */
 	int last_task_eval; /* the last task header delivered was an EvalTask */
 	struct fl_rng drop_rng;
 	struct cli_job *job; /* the job in flight (or vanishing), else NULL */
 	int vanish;          /* vanish once the current delivery returns */
-	int errors;          /* consecutive session errors */
-	int retired;         /* too many errors: never reconnected */
 	struct sim_task task;
-	/* the secure channel of the current connection, both ends */
-	struct fl_identity *key;         /* the client's long-term key (secure mode) */
-	struct fl_channel *cch, *sch;    /* client end, coordinator end */
-	struct fl_frame_reader crd, srd; /* plaintext -> frames at each end */
-	int cli_up, srv_up; /* that end's channel is established (session / engine told) */
+	struct fl_identity *key; /* the client's long-term key (secure mode) */
+	struct fl_channel *cch;  /* the client end of the channel */
+	struct fl_frame_reader crd;
+	int cli_up;            /* the channel is established and the session told */
+	struct sim_fxlist *fx; /* the running operation's effects; NULL = discarded */
+};
+
+/* Builds the client ends of the clients this rank owns (i % nranks ==
+ * rank): keys, sessions, dropout streams. */
+int sim_cends_setup(struct sim *s);
+void sim_cends_free(struct sim *s);
+/* Runs op on the client end (conn: the connection it is about; data:
+ * SIM_OP_DOWN's bytes; s->now set by the caller); the effects go to fx. */
+void sim_cend_op(struct sim_cend *ce, enum sim_op op, uint64_t conn, const uint8_t *data,
+		 size_t len, struct sim_fxlist *fx);
+/* A pool task of a client end (NULL: another task, e.g. an evaluation). */
+struct sim_cend *sim_cend_of_task(struct sim_task *t);
+void sim_fx_free(struct sim_fxlist *fx);
+/* Appends an effect, taking buf (which may be NULL); nomem on failure. */
+void sim_fx_add(struct sim_fxlist *fx, enum sim_fx_kind kind, struct fl_buf *buf);
+/* Appends an effect carrying a message. */
+void sim_fx_msg(struct sim_fxlist *fx, enum sim_fx_kind kind, const char *msg);
+
+/* ---- the coordinator end of a virtual client (sim_loop.c, rank 0) ---- */
+
+struct sim_client {
+	struct sim *sim;
+	int index;
+	char id[24];
+	uint64_t conn;              /* current connection, 0 = offline */
+	int engine_closed;          /* the engine forgot conn: frames up are dropped */
+	int errors;                 /* consecutive session errors */
+	int retired;                /* too many errors: never reconnected */
+	int job, finished;          /* the client end's, after its last operation */
+	struct sim_task ticket;     /* the job in flight: its seq, then held until its turn */
+	struct fl_channel *sch;     /* the coordinator end of the channel */
+	struct fl_frame_reader srd; /* plaintext -> frames */
+	int srv_up;                 /* the channel is established and the engine told */
 };
 
 /* A copy of the global model evaluated on the test set after a round. */
@@ -114,8 +192,10 @@ struct sim {
 	char *config_json;
 	struct srv_engine *engine;
 
-	struct sim_client *clients;
+	struct sim_client *clients; /* rank 0: every coordinator end */
+	struct sim_cend *cends;     /* every rank: the client ends it owns */
 	int nclients;
+	int rank, nranks;          /* MPI (0 and 1 in a single process) */
 	struct fl_identity *coord; /* the coordinator's key (secure mode) */
 	uint8_t *client_pks;       /* the admitted client keys, sorted (secure mode) */
 	uint64_t next_conn;
@@ -139,14 +219,33 @@ struct sim {
 };
 
 /* sim_loop.c */
-void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_io *cio);
+void sim_io_setup(struct sim *s, struct srv_engine_io *eio);
 /* Connects every client and runs until the engine finished (FL_OK) or
  * failed / stalled (an error with a message). */
 int sim_loop_run(struct sim *s);
 void sim_events_free(struct sim *s);
-/* Frees c's channels and frame readers. */
+/* Frees c's end of the channel and its frame reader. */
 void sim_conn_release(struct sim_client *c);
 double sim_wall_seconds(void);
+/* The seeded identity of party `stream` (0 = the coordinator, i + 1 =
+ * client i). */
+int sim_seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out);
+
+/* sim_mpi.c: the client ends of other ranks (the single-process build has
+ * stubs: one rank). */
+/* Rank 0: runs op on client's end at rank owner and waits for its effects. */
+void sim_mpi_call(struct sim *s, int owner, int client, enum sim_op op, uint64_t conn,
+		  const uint8_t *data, size_t len, struct sim_fxlist *fx);
+/* Rank 0: the clients whose remote jobs finished since the last call,
+ * through done(s, client); how many. */
+int sim_mpi_take_done(struct sim *s, void (*done)(struct sim *s, int client));
+/* Rank 0: the run is over (every other rank leaves sim_mpi_serve). */
+void sim_mpi_end(struct sim *s);
+/* Ranks > 0: serves rank 0's operations on this rank's client ends until
+ * the end of the run. */
+void sim_mpi_serve(struct sim *s);
+/* Sleeps a little longer each time (up to 1 ms); *us = 0 starts over. */
+void sim_backoff(unsigned *us);
 
 /* sim_config.c */
 /* The values of c are usable with the data d (FL_EINVAL naming the first

@@ -1,15 +1,18 @@
-/* sim_loop.c - the simulator's in-memory transport and event loop. Every
- * connection has a client end and a coordinator end of the secure channel
- * (channel.h; pass-through when the configuration is insecure); the bytes
- * they write (handshake messages, records) go into one FIFO (the "wire"),
- * and the loop delivers them one event at a time through fl_channel_recv
- * and a frame reader to srv_engine_on_frame or cli_session_on_frame, so
- * nothing re-enters the engine or a session. The engine and a session hear
- * of a connection only once their end of the channel is established.
- * Training and evaluation jobs go to the worker pool; finished client jobs
- * are handed back in submission order, so the sequence of events the
- * engine sees does not depend on thread timing. When nothing is queued or
- * running, vanished clients reconnect (a new channel and handshake), and
+/* sim_loop.c - the simulator's in-memory transport and event loop (rank
+ * 0). Every connection has a client end and a coordinator end of the secure
+ * channel (channel.h; pass-through when the configuration is insecure); the
+ * bytes they write (handshake messages, records) go into one FIFO (the
+ * "wire"), and the loop delivers them one event at a time: to the
+ * coordinator end here (fl_channel_recv, a frame reader,
+ * srv_engine_on_frame), to the client end through an operation on it
+ * (sim_cend.c in this process, sim_mpi.c on another rank) whose effects are
+ * applied in order when it returns, so nothing re-enters the engine or a
+ * session. The engine and a session hear of a connection only once their
+ * end of the channel is established. Training jobs run on the pool of the
+ * rank owning the client; finished client jobs are handed back in
+ * submission order, so the sequence of events the engine sees does not
+ * depend on thread timing or on the number of ranks. When nothing is queued
+ * or running, vanished clients reconnect (a new channel and handshake), and
  * otherwise virtual time jumps to the engine's next deadline. No model,
  * key or result bookkeeping here (sim.c).
  */
@@ -23,15 +26,6 @@
 #include <string.h>
 #include <time.h>
 
-/* The first byte of an Envelope payload is its body's tag: the oneof field
- * number (the generated body case) << 3 | length-delimited. One byte while
- * the field number is below 16. */
-#define SIM_BODY_TAG(body) (((unsigned)(body) << 3) | PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
-#define SIM_TAG_TASK SIM_BODY_TAG(FEDLOHA__V1__ENVELOPE__BODY_TASK)
-#define SIM_TAG_EVAL_TASK SIM_BODY_TAG(FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK)
-_Static_assert(FEDLOHA__V1__ENVELOPE__BODY_TASK < 16 && FEDLOHA__V1__ENVELOPE__BODY_EVAL_TASK < 16,
-	       "a body tag of one byte");
-#define SIM_DROP_STREAM 0x53494d44524f5050ull   /* "SIMDROPP" */
 #define SIM_MAX_FRAME FL_WIRE_MAX_FRAME_DEFAULT /* the engine's and the sessions' */
 
 double sim_wall_seconds(void)
@@ -100,36 +94,27 @@ void sim_events_free(struct sim *s)
 
 void sim_conn_release(struct sim_client *c)
 {
-	fl_channel_free(c->cch);
 	fl_channel_free(c->sch);
-	c->cch = c->sch = NULL;
-	fl_frame_reader_free(&c->crd);
+	c->sch = NULL;
 	fl_frame_reader_free(&c->srd);
-	c->cli_up = c->srv_up = 0;
+	c->srv_up = 0;
 }
 
-/* A fresh pair of channel ends for a new connection. */
-static int conn_channels(struct sim *s, struct sim_client *c)
+/* A fresh coordinator end of the channel for a new connection. */
+static int conn_channel(struct sim *s, struct sim_client *c)
 {
 	sim_conn_release(c);
-	fl_frame_reader_init(&c->crd, SIM_MAX_FRAME);
 	fl_frame_reader_init(&c->srd, SIM_MAX_FRAME);
-	struct fl_channel_config cc, sc;
-	memset(&cc, 0, sizeof(cc));
+	struct fl_channel_config sc;
 	memset(&sc, 0, sizeof(sc));
-	cc.insecure = sc.insecure = !s->cfg->secure;
+	sc.insecure = !s->cfg->secure;
 	sc.is_server = 1;
 	if (s->cfg->secure) {
-		cc.self = c->key;
-		cc.pinned_server_pk = fl_identity_pk(s->coord);
 		sc.self = s->coord;
 		sc.authorize = sim_authorize;
 		sc.auth_ctx = s;
 	}
-	int err = fl_channel_new(&cc, &c->cch);
-	if (!err)
-		err = fl_channel_new(&sc, &c->sch);
-	return err;
+	return fl_channel_new(&sc, &c->sch);
 }
 
 /* ---- the engine's io ---- */
@@ -174,129 +159,13 @@ static void eng_on_round(void *ctx, const struct srv_round_report *r)
 	sim_on_report(ctx, r);
 }
 
-/* ---- the sessions' io ---- */
-
-static int cli_send(void *ctx, struct fl_buf *frame)
-{
-	struct sim_client *c = ctx;
-	if (!c->conn || !c->cli_up) {
-		fl_buf_unref(frame);
-		return FL_EIO;
-	}
-	struct fl_buf *rec = NULL;
-	int err = fl_channel_seal_buf(c->cch, frame, &rec);
-	fl_buf_unref(frame);
-	if (err) {
-		loop_fail(c->sim, "sealing a frame to the coordinator", fl_error_msg());
-		return FL_EIO;
-	}
-	return push_bytes(c->sim, SIM_EV_UP, c, c->conn, rec);
-}
-
-static void cli_close(void *ctx)
-{
-	struct sim_client *c = ctx;
-	if (!c->conn)
-		return;
-	struct fl_buf *fin = NULL;
-	if (c->cli_up && fl_channel_close(c->cch, &fin) == FL_OK && fin)
-		push_bytes(c->sim, SIM_EV_UP, c, c->conn, fin);
-	push(c->sim, SIM_EV_CLOSE_UP, c->index, c->conn, NULL);
-}
-
-static void client_task_run(struct sim_task *t)
-{
-	struct sim_client *c = (struct sim_client *)((char *)t - offsetof(struct sim_client, task));
-	cli_job_run(c->job);
-}
-
-static int cli_submit(void *ctx, struct cli_job *job)
-{
-	struct sim_client *c = ctx;
-	struct sim *s = c->sim;
-	c->job = job;
-	/* A training task's client may vanish instead of training; one draw per
-	 * training task keeps the decision a function of the seed. */
-	if (!c->last_task_eval && s->cfg->dropout > 0 &&
-	    fl_rng_uniform_double(&c->drop_rng) < s->cfg->dropout) {
-		c->vanish = 1;
-		return 0;
-	}
-	c->task.run = client_task_run;
-	c->task.ordered = 1;
-	c->task.seq = s->next_seq++;
-	sim_pool_submit(&s->pool, &c->task);
-	return 0;
-}
-
-void sim_io_setup(struct sim *s, struct srv_engine_io *eio, struct cli_session_io *cio)
+void sim_io_setup(struct sim *s, struct srv_engine_io *eio)
 {
 	*eio = (struct srv_engine_io){
 		.ctx = s, .send = eng_send, .close = eng_close, .on_round = eng_on_round};
-	*cio = (struct cli_session_io){
-		.ctx = NULL, .send = cli_send, .close = cli_close, .submit = cli_submit};
-	for (int i = 0; i < s->nclients; i++)
-		fl_rng_seed_stream(&s->clients[i].drop_rng, s->cfg->train.seed ^ SIM_DROP_STREAM,
-				   (uint64_t)i);
 }
 
-/* ---- connections ---- */
-
-/* Each end hears of the connection once its channel is up (at once in
- * insecure mode): the engine first, then the session (which sends Hello). */
-static void conn_check_up(struct sim *s, struct sim_client *c)
-{
-	uint64_t conn = c->conn;
-	if (conn && !c->srv_up && !c->engine_closed && fl_channel_established(c->sch)) {
-		c->srv_up = 1;
-		if (s->cfg->secure)
-			s->res->handshakes++;
-		srv_engine_on_connect(s->engine, conn, s->now);
-	}
-	if (c->conn == conn && conn && !c->cli_up && fl_channel_established(c->cch)) {
-		c->cli_up = 1;
-		cli_session_on_connect(c->s, s->now);
-	}
-}
-
-static void client_connect(struct sim *s, struct sim_client *c)
-{
-	c->conn = s->next_conn++;
-	c->engine_closed = 0;
-	c->last_task_eval = 0;
-	s->res->connections++;
-	if (conn_channels(s, c)) {
-		loop_fail(s, "secure channel", fl_error_msg());
-		return;
-	}
-	struct fl_buf *out = NULL;
-	if (fl_channel_start(c->cch, &out) != FL_OK) {
-		loop_fail(s, "secure channel (client)", fl_error_msg());
-		return;
-	}
-	if (out)
-		push_bytes(s, SIM_EV_UP, c, c->conn, out);
-	out = NULL;
-	if (fl_channel_start(c->sch, &out) != FL_OK) {
-		loop_fail(s, "secure channel (coordinator)", fl_error_msg());
-		return;
-	}
-	if (out)
-		push_bytes(s, SIM_EV_DOWN, c, c->conn, out);
-	conn_check_up(s, c);
-}
-
-/* Both ends see the connection go (the engine first, then the session);
- * an end that never heard of it is not told. */
-static void client_drop(struct sim *s, struct sim_client *c)
-{
-	uint64_t conn = c->conn;
-	c->conn = 0; /* the engine's close callback for conn is then ignored */
-	if (c->srv_up && !c->engine_closed)
-		srv_engine_on_disconnect(s->engine, conn, s->now);
-	if (c->cli_up)
-		cli_session_on_disconnect(c->s);
-}
+/* ---- the client ends' effects ---- */
 
 /* Counts and keeps the message of an error at client c. */
 static void note_client_error(struct sim *s, const struct sim_client *c, const char *msg)
@@ -313,16 +182,118 @@ static void client_error(struct sim *s, struct sim_client *c, const char *msg)
 		c->retired = 1;
 }
 
-/* A selected client disappears mid-round: its job never runs and its
- * result is dropped (the session restores its local tensors). */
-static void client_vanish(struct sim *s, struct sim_client *c)
+/* The coordinator's side of a dropped connection: the engine hears of it
+ * (when it knew of it) before the session does. */
+static void coord_drop(struct sim *s, struct sim_client *c)
 {
-	c->vanish = 0;
-	s->res->vanished++;
-	client_drop(s, c);
-	struct cli_job *job = c->job;
-	c->job = NULL;
-	cli_session_on_job_done(c->s, job);
+	uint64_t conn = c->conn;
+	c->conn = 0; /* the engine's close callback for conn is then ignored */
+	if (c->srv_up && !c->engine_closed)
+		srv_engine_on_disconnect(s->engine, conn, s->now);
+}
+
+static void apply_fx(struct sim *s, struct sim_client *c, struct sim_fx *fx)
+{
+	char msg[FL_ERROR_MSG_MAX + 1];
+	if (fx->buf && fx->kind != SIM_FX_UP) {
+		size_t n = fx->buf->len < FL_ERROR_MSG_MAX ? fx->buf->len : FL_ERROR_MSG_MAX;
+		memcpy(msg, fx->buf->data, n);
+		msg[n] = 0;
+	}
+	switch (fx->kind) {
+	case SIM_FX_UP:
+		push_bytes(s, SIM_EV_UP, c, c->conn, fx->buf);
+		fx->buf = NULL;
+		break;
+	case SIM_FX_CLOSE_UP: push(s, SIM_EV_CLOSE_UP, c->index, c->conn, NULL); break;
+	case SIM_FX_SUBMIT: c->ticket.seq = s->next_seq++; break;
+	case SIM_FX_ERROR: client_error(s, c, msg); break;
+	case SIM_FX_NOTE: note_client_error(s, c, msg); break;
+	case SIM_FX_DROP: coord_drop(s, c); break;
+	case SIM_FX_VANISH: s->res->vanished++; break;
+	case SIM_FX_CHAN_ERROR: s->res->channel_errors++; break;
+	case SIM_FX_FAIL: loop_fail(s, msg, NULL); break;
+	}
+}
+
+/* Runs op on c's client end, wherever it lives, and applies its effects
+ * in order. */
+static void client_op(struct sim *s, struct sim_client *c, enum sim_op op, const struct fl_buf *b,
+		      struct sim_fxlist *fx)
+{
+	*fx = (struct sim_fxlist){0};
+	int owner = c->index % s->nranks;
+	const uint8_t *data = b ? b->data : NULL;
+	size_t len = b ? b->len : 0;
+	if (owner == s->rank)
+		sim_cend_op(&s->cends[c->index], op, c->conn, data, len, fx);
+	else
+		sim_mpi_call(s, owner, c->index, op, c->conn, data, len, fx);
+	c->job = fx->job;
+	c->finished = fx->finished;
+	for (int i = 0; i < fx->n; i++)
+		apply_fx(s, c, &fx->v[i]);
+	if (fx->nomem)
+		loop_fail(s, "out of memory recording a client's effects", NULL);
+}
+
+static void client_call(struct sim *s, struct sim_client *c, enum sim_op op, const struct fl_buf *b)
+{
+	struct sim_fxlist fx;
+	client_op(s, c, op, b, &fx);
+	sim_fx_free(&fx);
+}
+
+/* ---- connections ---- */
+
+/* The engine hears of the connection once the coordinator's end of the
+ * channel is up (at once in insecure mode). */
+static void conn_check_up(struct sim *s, struct sim_client *c)
+{
+	if (c->conn && !c->srv_up && !c->engine_closed && fl_channel_established(c->sch)) {
+		c->srv_up = 1;
+		if (s->cfg->secure)
+			s->res->handshakes++;
+		srv_engine_on_connect(s->engine, c->conn, s->now);
+	}
+}
+
+/* The client end starts first (its first handshake bytes go up), then the
+ * coordinator's end; the engine then the session hear of a connection that
+ * is up at once. */
+static void client_connect(struct sim *s, struct sim_client *c)
+{
+	c->conn = s->next_conn++;
+	c->engine_closed = 0;
+	s->res->connections++;
+	struct sim_fxlist fx;
+	client_op(s, c, SIM_OP_CONNECT, NULL, &fx);
+	int ready = fx.ready;
+	sim_fx_free(&fx);
+	if (s->failed)
+		return;
+	if (conn_channel(s, c)) {
+		loop_fail(s, "secure channel", fl_error_msg());
+		return;
+	}
+	struct fl_buf *out = NULL;
+	if (fl_channel_start(c->sch, &out) != FL_OK) {
+		loop_fail(s, "secure channel (coordinator)", fl_error_msg());
+		return;
+	}
+	if (out)
+		push_bytes(s, SIM_EV_DOWN, c, c->conn, out);
+	conn_check_up(s, c);
+	if (ready)
+		client_call(s, c, SIM_OP_UP, NULL);
+}
+
+/* Both ends see the connection go (the engine first, then the session);
+ * an end that never heard of it is not told. */
+static void client_drop(struct sim *s, struct sim_client *c)
+{
+	coord_drop(s, c);
+	client_call(s, c, SIM_OP_DISCONNECT, NULL);
 }
 
 /* The coordinator's end failed (a bad record, a refused handshake, an
@@ -339,33 +310,6 @@ static void coord_cut(struct sim *s, struct sim_client *c, const char *msg)
 }
 
 /* ---- delivery ---- */
-
-/* A frame at the client's end. Non-zero stops the reader: the connection
- * went away during the call. */
-static int cli_frame(void *ctx, const uint8_t *payload, size_t len)
-{
-	struct sim_client *c = ctx;
-	struct sim *s = c->sim;
-	uint64_t conn = c->conn;
-	if (len && payload[0] == SIM_TAG_TASK)
-		c->last_task_eval = 0;
-	else if (len && payload[0] == SIM_TAG_EVAL_TASK)
-		c->last_task_eval = 1;
-	int err = cli_session_on_frame(c->s, payload, len, s->now);
-	if (err != FL_OK) {
-		client_error(s, c, fl_error_msg());
-		client_drop(s, c);
-	} else if (c->vanish) {
-		client_vanish(s, c);
-	}
-	return c->conn == conn ? FL_OK : FL_WIRE_FEED_STOP;
-}
-
-static int cli_plain(void *ctx, const uint8_t *plain, size_t n)
-{
-	struct sim_client *c = ctx;
-	return fl_frame_reader_feed(&c->crd, plain, n, cli_frame, c);
-}
 
 /* A frame at the coordinator's end; non-zero once the engine closed. */
 static int srv_frame(void *ctx, const uint8_t *payload, size_t len)
@@ -387,27 +331,6 @@ static int srv_plain(void *ctx, const uint8_t *plain, size_t n)
 	if (s->cfg->cb.on_frame)
 		s->cfg->cb.on_frame(s->cfg->cb.ctx, 1, plain, n);
 	return fl_frame_reader_feed(&c->srd, plain, n, srv_frame, c);
-}
-
-static void deliver_down(struct sim *s, struct sim_client *c, struct sim_ev *ev)
-{
-	struct fl_buf *reply = NULL;
-	int rc = fl_channel_recv(c->cch, ev->buf->data, ev->buf->len, cli_plain, c, &reply);
-	if (c->conn != ev->conn) { /* dropped or vanished during the delivery */
-		fl_buf_unref(reply);
-		return;
-	}
-	if (reply)
-		push_bytes(s, SIM_EV_UP, c, c->conn, reply);
-	if (rc != FL_OK) {
-		char msg[FL_ERROR_MSG_MAX];
-		snprintf(msg, sizeof(msg), "%s", fl_error_msg());
-		s->res->channel_errors++;
-		client_error(s, c, msg);
-		client_drop(s, c);
-		return;
-	}
-	conn_check_up(s, c);
 }
 
 static void deliver_up(struct sim *s, struct sim_client *c, struct sim_ev *ev)
@@ -433,15 +356,11 @@ static void deliver(struct sim *s, struct sim_ev *ev)
 	if (c->conn != ev->conn)
 		return; /* bytes or a close of an earlier connection */
 	switch (ev->kind) {
-	case SIM_EV_DOWN: deliver_down(s, c, ev); break;
+	case SIM_EV_DOWN: client_call(s, c, SIM_OP_DOWN, ev->buf); break;
 	case SIM_EV_UP: deliver_up(s, c, ev); break;
 	case SIM_EV_CLOSE_DOWN:
 		c->conn = 0;
-		if (c->cli_up) {
-			if (fl_channel_eof(c->cch) != FL_OK)
-				s->res->channel_errors++;
-			cli_session_on_disconnect(c->s);
-		}
+		client_call(s, c, SIM_OP_CLOSE_DOWN, NULL);
 		break;
 	case SIM_EV_CLOSE_UP:
 		if (!c->engine_closed && fl_channel_eof(c->sch) != FL_OK)
@@ -455,36 +374,55 @@ static void deliver(struct sim *s, struct sim_ev *ev)
 
 static void client_job_done(struct sim *s, struct sim_client *c)
 {
-	struct cli_job *job = c->job;
-	c->job = NULL;
-	/* the session reports a failed job to the coordinator and closes; the
-	 * reason is kept for the failure message (e.g. a diverged model) */
-	const char *why = cli_job_error(job);
-	if (why)
-		note_client_error(s, c, why);
-	cli_session_on_job_done(c->s, job);
+	client_call(s, c, SIM_OP_JOB_DONE, NULL);
 	if (c->conn)
 		c->errors = 0;
 }
 
-static void take_finished(struct sim *s, int wait)
+/* Holds client's finished job, sorted by seq, until its turn. */
+static void hold(struct sim *s, int client)
 {
+	struct sim_task *t = &s->clients[client].ticket;
+	struct sim_task **pp = &s->held;
+	while (*pp && (*pp)->seq < t->seq)
+		pp = &(*pp)->next;
+	t->next = *pp;
+	*pp = t;
+}
+
+/* Finished tasks of this rank's pool (waiting for one when `wait`) and of
+ * the other ranks; how many. */
+static int take_finished(struct sim *s, int wait)
+{
+	int n = 0;
 	struct sim_task *d = sim_pool_take_done(&s->pool, wait);
 	while (d) {
 		struct sim_task *t = d;
 		d = d->next;
-		if (!t->ordered) {
+		n++;
+		struct sim_cend *ce = sim_cend_of_task(t);
+		if (ce)
+			hold(s, ce->index);
+		else
 			sim_on_eval_done(s, (struct sim_eval *)((char *)t -
 								offsetof(struct sim_eval, task)));
-			continue;
-		}
-		/* hold it, sorted by seq */
-		struct sim_task **pp = &s->held;
-		while (*pp && (*pp)->seq < t->seq)
-			pp = &(*pp)->next;
-		t->next = *pp;
-		*pp = t;
 	}
+	if (s->nranks > 1)
+		n += sim_mpi_take_done(s, hold);
+	return n;
+}
+
+/* Waits until a job or an evaluation finished: on the pool alone in a
+ * single process, else polling the pool and the other ranks. */
+static void wait_finished(struct sim *s)
+{
+	if (s->nranks == 1) {
+		take_finished(s, 1);
+		return;
+	}
+	unsigned us = 0;
+	while (!take_finished(s, 0))
+		sim_backoff(&us);
 }
 
 /* The held job whose turn it is, if any. */
@@ -495,7 +433,7 @@ static struct sim_client *next_in_order(struct sim *s)
 		return NULL;
 	s->held = t->next;
 	s->deliver_seq++;
-	return (struct sim_client *)((char *)t - offsetof(struct sim_client, task));
+	return (struct sim_client *)((char *)t - offsetof(struct sim_client, ticket));
 }
 
 /* ---- the loop ---- */
@@ -506,7 +444,7 @@ static int reconnect_offline(struct sim *s)
 	int n = 0;
 	for (int i = 0; i < s->nclients; i++) {
 		struct sim_client *c = &s->clients[i];
-		if (c->conn || c->retired || c->job || cli_session_finished(c->s))
+		if (c->conn || c->retired || c->job || c->finished)
 			continue;
 		client_connect(s, c);
 		n++;
@@ -529,45 +467,54 @@ static int stalled(struct sim *s)
 			    s->res->last_client_error[0] ? s->res->last_client_error : "none");
 }
 
+/* One step: a wire event, a finished job whose turn it is, a wait for a
+ * running job, reconnections or a jump to the engine's next deadline. 1
+ * to go on, 0 when the engine finished or failed, an error when stalled. */
+static int step(struct sim *s)
+{
+	const char *why = NULL;
+	if (s->head) {
+		struct sim_ev *ev = s->head;
+		s->head = ev->next;
+		if (!s->head)
+			s->tail = NULL;
+		deliver(s, ev);
+		fl_buf_unref(ev->buf);
+		free(ev);
+		return 1;
+	}
+	take_finished(s, 0);
+	struct sim_client *c = next_in_order(s);
+	if (c) {
+		client_job_done(s, c);
+		return 1;
+	}
+	if (s->deliver_seq != s->next_seq) { /* a client job is still running */
+		wait_finished(s);
+		return 1;
+	}
+	if (srv_engine_finished(s->engine) || srv_engine_failed(s->engine, &why))
+		return 0;
+	if (reconnect_offline(s))
+		return 1;
+	uint64_t d = srv_engine_next_deadline(s->engine);
+	if (d == UINT64_MAX)
+		return stalled(s);
+	if (d > s->now)
+		s->now = d;
+	srv_engine_tick(s->engine, s->now);
+	return 1;
+}
+
 int sim_loop_run(struct sim *s)
 {
-	for (int i = 0; i < s->nclients; i++)
+	for (int i = 0; i < s->nclients && !s->failed; i++)
 		client_connect(s, &s->clients[i]);
-	const char *why = NULL;
-	for (;;) {
-		if (s->failed)
-			break;
-		if (s->head) {
-			struct sim_ev *ev = s->head;
-			s->head = ev->next;
-			if (!s->head)
-				s->tail = NULL;
-			deliver(s, ev);
-			fl_buf_unref(ev->buf);
-			free(ev);
-			continue;
-		}
-		take_finished(s, 0);
-		struct sim_client *c = next_in_order(s);
-		if (c) {
-			client_job_done(s, c);
-			continue;
-		}
-		if (s->deliver_seq != s->next_seq) { /* a client job is still running */
-			take_finished(s, 1);
-			continue;
-		}
-		if (srv_engine_finished(s->engine) || srv_engine_failed(s->engine, &why))
-			break;
-		if (reconnect_offline(s))
-			continue;
-		uint64_t d = srv_engine_next_deadline(s->engine);
-		if (d == UINT64_MAX)
-			return stalled(s);
-		if (d > s->now)
-			s->now = d;
-		srv_engine_tick(s->engine, s->now);
-	}
+	int rc = 1;
+	while (!s->failed && (rc = step(s)) == 1)
+		;
+	if (!s->failed && rc < 0)
+		return rc;
 	/* the central evaluations still running */
 	for (;;) {
 		int busy = sim_pool_outstanding(&s->pool) > 0;
@@ -578,6 +525,7 @@ int sim_loop_run(struct sim *s)
 		if (!busy)
 			break;
 	}
+	const char *why = NULL;
 	if (s->failed)
 		return fl_error_set(FL_EINVAL, "simulation failed: %s", s->why);
 	if (srv_engine_failed(s->engine, &why))

@@ -4,7 +4,10 @@
  * the data once, runs every configuration of --compare on that same
  * partition, shows progress on stderr, and writes CSV / JSON per
  * configuration, the comparison table, the secure channel's byte totals and
- * a plot of accuracy versus MB. Exit codes: 0 ok, 1 failure, 2 usage. */
+ * a plot of accuracy versus MB. Launched by mpirun (or with --mpi) it joins
+ * the MPI job first: every rank parses the same flags and loads the same
+ * data, rank 0 runs the engine and writes everything, the other ranks
+ * serve their clients. Exit codes: 0 ok, 1 failure, 2 usage. */
 #include "sim.h"
 #include "sim_args.h"
 
@@ -151,6 +154,9 @@ static void print_setting(const struct srv_sim_opts *o, const struct srv_sim_dat
 	       b->secure ? "secure channel" : "--insecure (no channel)");
 	if (b->init_path)
 		printf("initial model %s\n", b->init_path);
+	if (srv_sim_mpi_size() > 1)
+		printf("MPI: %d ranks (client i on rank i %% %d), %d threads per rank\n",
+		       srv_sim_mpi_size(), srv_sim_mpi_size(), b->threads);
 	fflush(stdout);
 }
 
@@ -229,16 +235,18 @@ static int report(const struct srv_sim_opts *o, struct runs *r, const double *ta
 
 static int run_all(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, int n);
 
-int main(int argc, char **argv)
+/* --mpi anywhere before a lone "--" (MPI must start before the flags are
+ * parsed, on every rank). */
+static int mpi_forced(int argc, char **argv)
 {
-#ifdef __GLIBC__
-	/* Blocks of 1 MiB and more (frames, staging, the models' batch buffers,
-	 * released between rounds) go straight back to the system when freed.
-	 * glibc's default threshold rises with the first such free, after which
-	 * they stay in the heap: with 100 cnn clients the process then keeps
-	 * every buffer it ever used (2.1 GB against 0.8 GB in a 40-client run). */
-	mallopt(M_MMAP_THRESHOLD, 1 << 20);
-#endif
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--mpi") == 0)
+			return 1;
+	return 0;
+}
+
+static int sim_main(int argc, char **argv)
+{
 	struct srv_sim_opts o;
 	srv_sim_opts_init(&o);
 	int rc = srv_sim_opts_parse(argc, argv, &o);
@@ -264,6 +272,36 @@ int main(int argc, char **argv)
 	return rc;
 }
 
+int main(int argc, char **argv)
+{
+#ifdef __GLIBC__
+	/* Blocks of 1 MiB and more (frames, staging, the models' batch buffers,
+	 * released between rounds) go straight back to the system when freed.
+	 * glibc's default threshold rises with the first such free, after which
+	 * they stay in the heap: with 100 cnn clients the process then keeps
+	 * every buffer it ever used (2.1 GB against 0.8 GB in a 40-client run). */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
+	if (srv_sim_mpi_init(&argc, &argv, mpi_forced(argc, argv))) {
+		fprintf(stderr, PROG ": %s\n", fl_error_msg());
+		return 1;
+	}
+	int rc = sim_main(argc, argv);
+	srv_sim_mpi_finalize();
+	return rc;
+}
+
+/* Ranks > 0: every configuration's clients, in the same order as rank 0
+ * (which reports the failures). */
+static void serve_all(struct srv_sim_config *cfgs, int n, const struct srv_sim_data *data)
+{
+	for (int i = 0; i < n; i++) {
+		struct srv_sim_result *res = NULL;
+		(void)srv_sim_run(&cfgs[i], data, &res);
+		srv_sim_result_free(res);
+	}
+}
+
 /* Every configuration on the same data and partitions, then the report. */
 static int run_all(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, int n)
 {
@@ -275,11 +313,18 @@ static int run_all(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, in
 	double targets[NTARGETS] = {target, target - 0.06, target - 0.04, target - 0.02,
 				    target + 0.02};
 	struct srv_sim_data *data = NULL;
-	if (srv_sim_data_load(o->data, o->data_path, o->limit, o->test_limit, &pc, &data) ||
-	    fl_mkdir_p(o->out, 0)) {
+	int err = srv_sim_data_load(o->data, o->data_path, o->limit, o->test_limit, &pc, &data);
+	if (!err && srv_sim_mpi_rank() == 0)
+		err = fl_mkdir_p(o->out, 0);
+	if ((err = srv_sim_mpi_agree(err))) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		srv_sim_data_free(data);
 		return 1;
+	}
+	if (srv_sim_mpi_rank() > 0) {
+		serve_all(cfgs, n, data);
+		srv_sim_data_free(data);
+		return 0;
 	}
 	print_setting(o, data);
 	static struct runs r;
