@@ -1,0 +1,99 @@
+#!/bin/bash
+# cli_sim_mpi.sh - fedloha-sim over MPI (docs/SIMULATION_MPI.md): the same
+# runs in one process and under `mpirun --oversubscribe -np 3` (and -np 2
+# with other thread counts) on the mnist-tiny fixture give identical
+# results: every JSON (rows, frame, channel and engine byte counts, vanished
+# clients, accuracies; only wall-clock seconds and the thread count may
+# differ) and every saved final model, byte for byte. The runs use the secure
+# channel and dropout (clients vanish and reconnect), a personalised
+# configuration with federated evaluation, an --insecure run and a
+# local-only baseline (rank 0 alone). A missing data folder under mpirun
+# fails with a one-line message. Skipped (77) when this build has no MPI
+# or mpirun is not installed.
+set -u
+[ "${FL_HAVE_MPI:-OFF}" = ON ] || [ "${FL_HAVE_MPI:-}" = TRUE ] || [ "${FL_HAVE_MPI:-}" = 1 ] || {
+	echo "skip: fedloha-sim built without MPI (FL_HAVE_MPI=${FL_HAVE_MPI:-})"
+	exit 77
+}
+command -v mpirun >/dev/null || { echo "skip: mpirun not installed (openmpi-bin)"; exit 77; }
+command -v python3 >/dev/null || { echo "FAIL: python3 not found (deploy/install-deps.sh installs it)"; exit 1; }
+BIN=${FL_BIN:?FL_BIN not set}/fedloha-sim
+DATA=${FL_TEST_DATA:?FL_TEST_DATA not set}/dataset/mnist-tiny
+TMP=${FL_TMP:-/tmp}/cli-sim-mpi.$$
+rm -rf "$TMP" && mkdir -p "$TMP"
+. "$(dirname "$0")/cli_lib.sh"
+# mpirun refuses root unless told; the ranks run on this machine only
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(timeout 60 mpirun --oversubscribe)
+
+# same OUT_A OUT_B WHAT: the JSONs and saved models of two runs are equal
+same() {
+	py - "$1" "$2" <<'PY' || fail "$3: results differ"
+import glob, hashlib, json, os, sys
+a, b = sys.argv[1], sys.argv[2]
+def strip(o):
+    if isinstance(o, dict):
+        return {k: strip(v) for k, v in o.items() if k not in ('seconds', 'threads')}
+    if isinstance(o, list):
+        return [strip(x) for x in o]
+    return o
+names = sorted(os.path.basename(f) for f in glob.glob(a + '/*.json'))
+assert names and names == sorted(os.path.basename(f) for f in glob.glob(b + '/*.json')), names
+for n in names:
+    ja, jb = strip(json.load(open(a + '/' + n))), strip(json.load(open(b + '/' + n)))
+    for k in ja:
+        assert ja[k] == jb.get(k), '%s: %s: %s != %s' % (n, k, str(ja[k])[:120], str(jb.get(k))[:120])
+    assert ja.keys() == jb.keys(), n
+models = sorted(glob.glob(a + '/*-model/*'))
+assert models or not glob.glob(a + '/*-model'), 'no model files'
+for m in models:
+    o = os.path.join(b, os.path.relpath(m, a))
+    ha = hashlib.sha256(open(m, 'rb').read()).hexdigest()
+    hb = hashlib.sha256(open(o, 'rb').read()).hexdigest()
+    assert ha == hb, 'model %s differs' % os.path.relpath(m, a)
+PY
+}
+
+ARGS=(--data mnist --data-path "$DATA" --clients 4 --partition iid --fraction 1 --rounds 3
+	--epochs 1 --batch 4 --dropout 0.3 --target 50 --quiet --save-model)
+
+# ---- secure channel, dropout, a personalised configuration ----
+expect 0 "$BIN" "${ARGS[@]}" --compare dense,fedpara,pfedpara --threads 2 --out "$TMP/one"
+expect 0 "${MPIRUN[@]}" -np 3 "$BIN" "${ARGS[@]}" --compare dense,fedpara,pfedpara --threads 1 \
+	--out "$TMP/np3"
+contains "$TMP/out" "MPI: 3 ranks (client i on rank i % 3), 1 threads per rank"
+[ "$(grep -c '^fedloha-sim: ' "$TMP/out")" -eq 1 ] || fail "-np 3: not printed once: $(cat "$TMP/out")"
+same "$TMP/one" "$TMP/np3" "-np 3"
+expect 0 "${MPIRUN[@]}" -np 2 "$BIN" "${ARGS[@]}" --compare dense,fedpara,pfedpara --threads 3 \
+	--out "$TMP/np2"
+same "$TMP/one" "$TMP/np2" "-np 2 --threads 3"
+py -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['vanished'] > 0, 'no client vanished'
+assert d['handshakes'] == d['connections'] > 4, 'no reconnections'
+assert d['bytes_up'] > 0 and d['channel_bytes_up'] > d['bytes_up'], 'bytes'
+" "$TMP/np3/fedpara.json" || fail "-np 3: dropout and reconnections not exercised"
+for f in dense fedpara pfedpara; do
+	[ -s "$TMP/np3/$f.csv" ] || fail "-np 3: no $f.csv"
+done
+[ -s "$TMP/np3/fedpara-model/model.safetensors" ] || fail "-np 3: no saved model: $(ls -R "$TMP/np3")"
+
+# ---- --insecure (both ends connect at once) and a local-only baseline ----
+expect 0 "$BIN" "${ARGS[@]}" --compare fedpara,local-fedpara --insecure --threads 1 \
+	--out "$TMP/one-plain"
+expect 0 "${MPIRUN[@]}" -np 3 "$BIN" "${ARGS[@]}" --compare fedpara,local-fedpara --insecure \
+	--threads 2 --out "$TMP/np3-plain"
+same "$TMP/one-plain" "$TMP/np3-plain" "-np 3 --insecure"
+
+# ---- a missing data folder: one clear line from rank 0, a failed job ----
+"${MPIRUN[@]}" -np 3 "$BIN" --data mnist --data-path "$TMP/nowhere" --quiet --out "$TMP/r0" \
+	>"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "missing data under mpirun: exit $rc"
+[ "$(grep -c "^fedloha-sim: .*$TMP/nowhere" "$TMP/err")" -eq 1 ] ||
+	fail "missing data under mpirun: $(head -c 600 "$TMP/err")"
+
+rm -rf "$TMP"
+[ "$fails" -eq 0 ] || exit 1
+echo "cli_sim_mpi: all passed"
