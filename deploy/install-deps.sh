@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package fedloha needs to build, test and run, on a
 # bare Debian 12 too (build-essential brings make; the tests need python3
-# (stdlib json only) and procps (pgrep); make faults needs iproute2). Run it
+# (stdlib json only) and procps (pgrep); make faults needs iproute2; OpenMPI
+# builds fedloha-sim over MPI, and its mpirun needs an ssh client even for
+# ranks on this machine only, so openssh-client is named too). Run it
 # before the first `make` on a machine without make. Idempotent: packages
 # already present are skipped; apt-get runs only when something is missing.
 #   --with-torch      also the optional PyTorch reference (python3-torch), used
@@ -16,7 +18,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libuv1-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
       libopenblas-dev zlib1g-dev libjansson-dev
-      dataset-fashion-mnist gnuplot-nox python3 procps iproute2)
+      dataset-fashion-mnist gnuplot-nox python3 procps iproute2
+      openmpi-bin libopenmpi-dev openssh-client)
 for arg in "$@"; do
   case "$arg" in
     --with-torch) pkgs+=(python3-torch python3-numpy) ;;
