@@ -199,6 +199,12 @@ struct srv_sim_result {
 			      * for local-only) */
 	size_t n_final_params;
 	char last_client_error[256];
+	/* MPI (more than one rank): the operations rank 0 ran on client ends
+	 * of other ranks, the bytes of those requests and replies, and the wall
+	 * seconds rank 0 spent in them (send, the remote work, receive). Not in
+	 * the result files: they depend on the number of ranks. */
+	uint64_t mpi_calls, mpi_bytes;
+	double mpi_seconds;
 };
 
 /* Runs one configuration on d (borrowed). FL_OK with *out, or an error

@@ -200,6 +200,12 @@ static int run_one(const struct srv_sim_opts *o, struct srv_sim_config *cfg,
 	if (res->client_errors)
 		fprintf(stderr, PROG ": %s: %llu client errors, last: %s\n", res->label,
 			(unsigned long long)res->client_errors, res->last_client_error);
+	if (srv_sim_mpi_size() > 1 && !o->quiet)
+		fprintf(stderr,
+			PROG ": %s: %llu requests to other ranks, %.1f MB over MPI, "
+			     "%.2f s\n",
+			res->label, (unsigned long long)res->mpi_calls,
+			(double)res->mpi_bytes / 1e6, res->mpi_seconds);
 	r->done[r->ndone++] = r->res[i];
 	if ((err = write_result(res, cfg, o->out, targets)))
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());

@@ -244,6 +244,7 @@ static void fx_decode(const uint8_t *p, size_t n, struct sim_fxlist *fx)
 void sim_mpi_call(struct sim *s, int owner, int client, enum sim_op op, uint64_t conn,
 		  const uint8_t *data, size_t len, struct sim_fxlist *fx)
 {
+	double t0 = sim_wall_seconds();
 	uint8_t *req = malloc(REQ_HEAD + len);
 	if (!req)
 		die("out of memory sending a request");
@@ -257,6 +258,9 @@ void sim_mpi_call(struct sim *s, int owner, int client, enum sim_op op, uint64_t
 	uint8_t *resp = recv_wait(owner, TAG_FX, &n);
 	fx_decode(resp, n, fx);
 	free(resp);
+	s->res->mpi_calls++;
+	s->res->mpi_bytes += REQ_HEAD + len + n;
+	s->res->mpi_seconds += sim_wall_seconds() - t0;
 }
 
 int sim_mpi_take_done(struct sim *s, void (*done)(struct sim *s, int client))
