@@ -233,9 +233,11 @@ int sim_seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out
 
 /* sim_mpi.c: the client ends of other ranks (the single-process build has
  * stubs: one rank). */
-/* Rank 0: runs op on client's end at rank owner and waits for its effects. */
+/* Rank 0: runs op on client's end at rank owner (once per buffer when
+ * nbufs > 0, e.g. consecutive SIM_OP_DOWN deliveries) and waits for the
+ * effects, in order. */
 void sim_mpi_call(struct sim *s, int owner, int client, enum sim_op op, uint64_t conn,
-		  const uint8_t *data, size_t len, struct sim_fxlist *fx);
+		  struct fl_buf *const *bufs, int nbufs, struct sim_fxlist *fx);
 /* Rank 0: the clients whose remote jobs finished since the last call,
  * through done(s, client); how many. */
 int sim_mpi_take_done(struct sim *s, void (*done)(struct sim *s, int client));

@@ -27,6 +27,8 @@
 #include <time.h>
 
 #define SIM_MAX_FRAME FL_WIRE_MAX_FRAME_DEFAULT /* the engine's and the sessions' */
+#define SIM_BATCH_MAX 64                        /* DOWN events in one MPI request */
+#define SIM_BATCH_BYTES ((size_t)64 << 20)      /* and their bytes (one may be larger) */
 
 double sim_wall_seconds(void)
 {
@@ -216,19 +218,19 @@ static void apply_fx(struct sim *s, struct sim_client *c, struct sim_fx *fx)
 	}
 }
 
-/* Runs op on c's client end, wherever it lives, and applies its effects
- * in order. */
-static void client_op(struct sim *s, struct sim_client *c, enum sim_op op, const struct fl_buf *b,
-		      struct sim_fxlist *fx)
+/* Runs op on c's client end, wherever it lives (once per buffer: several
+ * only for a client on another rank), and applies its effects in order. */
+static void client_op(struct sim *s, struct sim_client *c, enum sim_op op,
+		      struct fl_buf *const *bufs, int nbufs, struct sim_fxlist *fx)
 {
 	*fx = (struct sim_fxlist){0};
 	int owner = c->index % s->nranks;
-	const uint8_t *data = b ? b->data : NULL;
-	size_t len = b ? b->len : 0;
-	if (owner == s->rank)
-		sim_cend_op(&s->cends[c->index], op, c->conn, data, len, fx);
+	if (owner != s->rank)
+		sim_mpi_call(s, owner, c->index, op, c->conn, bufs, nbufs, fx);
+	else if (nbufs == 1)
+		sim_cend_op(&s->cends[c->index], op, c->conn, bufs[0]->data, bufs[0]->len, fx);
 	else
-		sim_mpi_call(s, owner, c->index, op, c->conn, data, len, fx);
+		sim_cend_op(&s->cends[c->index], op, c->conn, NULL, 0, fx);
 	c->job = fx->job;
 	c->finished = fx->finished;
 	for (int i = 0; i < fx->n; i++)
@@ -237,10 +239,10 @@ static void client_op(struct sim *s, struct sim_client *c, enum sim_op op, const
 		loop_fail(s, "out of memory recording a client's effects", NULL);
 }
 
-static void client_call(struct sim *s, struct sim_client *c, enum sim_op op, const struct fl_buf *b)
+static void client_call(struct sim *s, struct sim_client *c, enum sim_op op)
 {
 	struct sim_fxlist fx;
-	client_op(s, c, op, b, &fx);
+	client_op(s, c, op, NULL, 0, &fx);
 	sim_fx_free(&fx);
 }
 
@@ -267,7 +269,7 @@ static void client_connect(struct sim *s, struct sim_client *c)
 	c->engine_closed = 0;
 	s->res->connections++;
 	struct sim_fxlist fx;
-	client_op(s, c, SIM_OP_CONNECT, NULL, &fx);
+	client_op(s, c, SIM_OP_CONNECT, NULL, 0, &fx);
 	int ready = fx.ready;
 	sim_fx_free(&fx);
 	if (s->failed)
@@ -285,7 +287,7 @@ static void client_connect(struct sim *s, struct sim_client *c)
 		push_bytes(s, SIM_EV_DOWN, c, c->conn, out);
 	conn_check_up(s, c);
 	if (ready)
-		client_call(s, c, SIM_OP_UP, NULL);
+		client_call(s, c, SIM_OP_UP);
 }
 
 /* Both ends see the connection go (the engine first, then the session);
@@ -293,7 +295,7 @@ static void client_connect(struct sim *s, struct sim_client *c)
 static void client_drop(struct sim *s, struct sim_client *c)
 {
 	coord_drop(s, c);
-	client_call(s, c, SIM_OP_DISCONNECT, NULL);
+	client_call(s, c, SIM_OP_DISCONNECT);
 }
 
 /* The coordinator's end failed (a bad record, a refused handshake, an
@@ -350,17 +352,49 @@ static void deliver_up(struct sim *s, struct sim_client *c, struct sim_ev *ev)
 	conn_check_up(s, c);
 }
 
+/* Bytes down to a client end. For a client on another rank the DOWN
+ * events right behind this one on the same connection go with it (one
+ * request): nothing but the effects of the earlier ones, which only append
+ * to the wire or drop the connection (the later ones are then skipped on
+ * both sides), would have come between them. */
+static void deliver_down(struct sim *s, struct sim_client *c, struct sim_ev *ev)
+{
+	struct fl_buf *bufs[SIM_BATCH_MAX];
+	struct sim_ev *taken[SIM_BATCH_MAX];
+	int n = 0;
+	size_t bytes = ev->buf->len;
+	bufs[n++] = ev->buf;
+	while (c->index % s->nranks != s->rank && n < SIM_BATCH_MAX && s->head &&
+	       s->head->kind == SIM_EV_DOWN && s->head->client == ev->client &&
+	       s->head->conn == ev->conn && bytes + s->head->buf->len <= SIM_BATCH_BYTES) {
+		struct sim_ev *e = s->head;
+		s->head = e->next;
+		if (!s->head)
+			s->tail = NULL;
+		bytes += e->buf->len;
+		taken[n] = e;
+		bufs[n++] = e->buf;
+	}
+	struct sim_fxlist fx;
+	client_op(s, c, SIM_OP_DOWN, bufs, n, &fx);
+	sim_fx_free(&fx);
+	for (int i = 1; i < n; i++) {
+		fl_buf_unref(taken[i]->buf);
+		free(taken[i]);
+	}
+}
+
 static void deliver(struct sim *s, struct sim_ev *ev)
 {
 	struct sim_client *c = &s->clients[ev->client];
 	if (c->conn != ev->conn)
 		return; /* bytes or a close of an earlier connection */
 	switch (ev->kind) {
-	case SIM_EV_DOWN: client_call(s, c, SIM_OP_DOWN, ev->buf); break;
+	case SIM_EV_DOWN: deliver_down(s, c, ev); break;
 	case SIM_EV_UP: deliver_up(s, c, ev); break;
 	case SIM_EV_CLOSE_DOWN:
 		c->conn = 0;
-		client_call(s, c, SIM_OP_CLOSE_DOWN, NULL);
+		client_call(s, c, SIM_OP_CLOSE_DOWN);
 		break;
 	case SIM_EV_CLOSE_UP:
 		if (!c->engine_closed && fl_channel_eof(c->sch) != FL_OK)
@@ -374,7 +408,7 @@ static void deliver(struct sim *s, struct sim_ev *ev)
 
 static void client_job_done(struct sim *s, struct sim_client *c)
 {
-	client_call(s, c, SIM_OP_JOB_DONE, NULL);
+	client_call(s, c, SIM_OP_JOB_DONE);
 	if (c->conn)
 		c->errors = 0;
 }

@@ -3,7 +3,8 @@
  * rank i % K) and every rank trains its clients on its own worker pool.
  * An operation on a remote client end is a synchronous request (the
  * operation, the connection, the virtual time and the channel bytes going
- * down) answered by its effects in order (the channel bytes going up are
+ * down: several consecutive deliveries to one client travel together and
+ * run one after the other) answered by its effects in order (the channel bytes going up are
  * the very bytes the client end wrote); a finished job is announced by its
  * rank asynchronously and handed back by rank 0 in submission order. Only
  * the main thread calls MPI (MPI_THREAD_FUNNELED). Waits poll with short
@@ -82,7 +83,7 @@ enum {
 	TAG_FX,
 	TAG_DONE
 };
-#define REQ_HEAD (5 * sizeof(uint64_t)) /* op, client, conn, now, length */
+#define REQ_HEAD (5 * sizeof(uint64_t)) /* op, client, conn, now, payloads */
 #define FX_HEAD (5 * sizeof(uint64_t))  /* count, job, finished, ready, nomem */
 #define FX_ITEM (2 * sizeof(uint64_t))  /* kind, length */
 
@@ -242,24 +243,32 @@ static void fx_decode(const uint8_t *p, size_t n, struct sim_fxlist *fx)
 /* ---- rank 0 ---- */
 
 void sim_mpi_call(struct sim *s, int owner, int client, enum sim_op op, uint64_t conn,
-		  const uint8_t *data, size_t len, struct sim_fxlist *fx)
+		  struct fl_buf *const *bufs, int nbufs, struct sim_fxlist *fx)
 {
 	double t0 = sim_wall_seconds();
-	uint8_t *req = malloc(REQ_HEAD + len);
+	size_t len = REQ_HEAD;
+	for (int i = 0; i < nbufs; i++)
+		len += sizeof(uint64_t) + bufs[i]->len;
+	uint8_t *req = malloc(len), *p = req;
 	if (!req)
 		die("out of memory sending a request");
-	uint64_t h[5] = {(uint64_t)op, (uint64_t)client, conn, s->now, (uint64_t)len};
-	memcpy(req, h, REQ_HEAD);
-	if (len)
-		memcpy(req + REQ_HEAD, data, len);
-	send_bytes(req, REQ_HEAD + len, owner, TAG_REQ);
+	uint64_t h[5] = {(uint64_t)op, (uint64_t)client, conn, s->now, (uint64_t)nbufs};
+	memcpy(p, h, REQ_HEAD);
+	p += REQ_HEAD;
+	for (int i = 0; i < nbufs; i++) {
+		uint64_t n = bufs[i]->len;
+		memcpy(p, &n, sizeof(n));
+		memcpy(p + sizeof(n), bufs[i]->data, bufs[i]->len);
+		p += sizeof(n) + bufs[i]->len;
+	}
+	send_bytes(req, len, owner, TAG_REQ);
 	free(req);
 	size_t n = 0;
 	uint8_t *resp = recv_wait(owner, TAG_FX, &n);
 	fx_decode(resp, n, fx);
 	free(resp);
 	s->res->mpi_calls++;
-	s->res->mpi_bytes += REQ_HEAD + len + n;
+	s->res->mpi_bytes += len + n;
 	s->res->mpi_seconds += sim_wall_seconds() - t0;
 }
 
@@ -319,7 +328,8 @@ static int announce_done(struct sim *s)
 	return n;
 }
 
-/* Runs one request; 0 once it was the end of the run. */
+/* Runs one request (an operation, once per payload when it has several);
+ * 0 once it was the end of the run. */
 static int serve_one(struct sim *s)
 {
 	size_t n = 0;
@@ -328,15 +338,28 @@ static int serve_one(struct sim *s)
 	if (n < REQ_HEAD)
 		die("a short request");
 	memcpy(h, req, REQ_HEAD);
-	if (h[4] != n - REQ_HEAD || h[0] < SIM_OP_CONNECT || h[0] > SIM_OP_END ||
-	    h[1] >= (uint64_t)s->nclients || (h[0] != SIM_OP_END && (int)h[1] % g_size != g_rank))
+	if (h[0] < SIM_OP_CONNECT || h[0] > SIM_OP_END || h[1] >= (uint64_t)s->nclients ||
+	    (h[0] != SIM_OP_END && (int)h[1] % g_size != g_rank) || h[4] > n)
 		die("a bad request");
 	struct sim_fxlist fx = {0};
-	if (h[0] != SIM_OP_END) {
-		s->now = h[3];
-		sim_cend_op(&s->cends[h[1]], (enum sim_op)h[0], h[2], req + REQ_HEAD, (size_t)h[4],
-			    &fx);
+	struct sim_cend *ce = &s->cends[h[1]];
+	s->now = h[3];
+	size_t off = REQ_HEAD;
+	for (uint64_t i = 0; i < h[4]; i++) {
+		uint64_t len;
+		if (n - off < sizeof(len))
+			die("a truncated request");
+		memcpy(&len, req + off, sizeof(len));
+		off += sizeof(len);
+		if (len > n - off)
+			die("a truncated request");
+		sim_cend_op(ce, (enum sim_op)h[0], h[2], req + off, (size_t)len, &fx);
+		off += (size_t)len;
 	}
+	if (off != n)
+		die("trailing bytes in a request");
+	if (h[4] == 0 && h[0] != SIM_OP_END)
+		sim_cend_op(ce, (enum sim_op)h[0], h[2], NULL, 0, &fx);
 	free(req);
 	fx_send(&fx, 0);
 	sim_fx_free(&fx);
@@ -387,7 +410,7 @@ int srv_sim_mpi_agree(int err)
 }
 
 void sim_mpi_call(struct sim *s, int owner, int client, enum sim_op op, uint64_t conn,
-		  const uint8_t *data, size_t len, struct sim_fxlist *fx)
+		  struct fl_buf *const *bufs, int nbufs, struct sim_fxlist *fx)
 {
 	srv_sim_mpi_abort("no MPI: a client on another rank", 1);
 }
