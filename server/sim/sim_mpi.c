@@ -30,8 +30,11 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_up = 0;
+static int g_rank = 0, g_size = 1;
 static FILE *g_err; /* the real stderr of ranks > 0 (their stdio is silenced) */
+#ifdef FL_HAVE_MPI
+static int g_up = 0; /* MPI_Init_thread succeeded */
+#endif
 
 void sim_backoff(unsigned *n)
 {
