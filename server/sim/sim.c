@@ -1,11 +1,12 @@
 /* sim.c - fedloha-sim's set-up and bookkeeping: the PEFT-format model
- * config every party builds from, the engine and its model, one client
- * session per partition entry, the keys of the secure channel (seeded)
- * and their admission, the rows of results (engine reports + central evaluations on copies of the
- * global model), and teardown. The transport and the loop are in
- * sim_loop.c, the worker threads in sim_pool.c, result files in
- * sim_report.c, the initial model (--init) in sim_init.c, the data in
- * sim_data.c, the config's defaults and checks in sim_config.c. */
+ * config every party builds from, the engine and its model, the keys of the
+ * secure channel (seeded) and their admission, the rows of results (engine
+ * reports + central evaluations on copies of the global model), what each
+ * MPI rank sets up, and teardown. The transport and the loop are in
+ * sim_loop.c, the client ends (sessions) in sim_cend.c, MPI in sim_mpi.c,
+ * the worker threads in sim_pool.c, result files in sim_report.c, the
+ * initial model (--init) in sim_init.c, the data in sim_data.c, the
+ * config's defaults and checks in sim_config.c. */
 #include "sim_impl.h"
 
 #include "blas.h"
