@@ -251,6 +251,9 @@ static int mpi_forced(int argc, char **argv)
 	return 0;
 }
 
+/* The flags, the model file and the configurations; 2 (message printed)
+ * when they are refused on any rank (only a file can tell ranks apart),
+ * else run_all's exit code. */
 static int sim_main(int argc, char **argv)
 {
 	struct srv_sim_opts o;
@@ -261,15 +264,22 @@ static int sim_main(int argc, char **argv)
 		return 0;
 	}
 	struct fl_model_desc *desc = NULL;
+	static struct srv_sim_config cfgs[SRV_SIM_CONFIGS_MAX];
+	int n = 0, bad = 0;
 	if (!rc && o.model_file && fl_model_desc_load(o.model_file, &desc)) {
-		fprintf(stderr, PROG ": --model-file: %s\n", fl_error_msg());
-		return 2;
+		fl_error_set(FL_EINVAL, "--model-file: %s", fl_error_msg());
+		fprintf(stderr, PROG ": %s\n", fl_error_msg());
+		bad = 1;
 	}
 	o.base.desc = desc;
-	static struct srv_sim_config cfgs[SRV_SIM_CONFIGS_MAX];
-	int n = 0;
-	if (rc || srv_sim_opts_configs(&o, cfgs, &n)) {
+	if (!bad && (rc || srv_sim_opts_configs(&o, cfgs, &n))) {
+		fl_error_set(FL_EINVAL, "the command line was refused (see --help)");
 		fprintf(stderr, PROG ": try --help\n");
+		bad = 1;
+	}
+	if (srv_sim_mpi_agree(bad ? FL_EINVAL : FL_OK)) {
+		if (!bad) /* another rank refused it */
+			fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		fl_model_desc_free(desc);
 		return 2;
 	}
