@@ -11,6 +11,7 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -117,9 +118,15 @@ static const struct option longopts[] = {{"model", 1, 0, O_MODEL},
 					 {"mpi", 0, 0, O_MPI},
 					 {0, 0, 0, 0}};
 
+/* The online CPUs (at most 8), shared by the ranks of an MPI job that run
+ * on this machine (OMPI_COMM_WORLD_LOCAL_SIZE). */
 static int default_threads(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *local = srv_sim_mpi_size() > 1 ? getenv("OMPI_COMM_WORLD_LOCAL_SIZE") : NULL;
+	long ranks = local ? strtol(local, NULL, 10) : 1;
+	if (ranks > 1)
+		n /= ranks;
 	return n < 1 ? 1 : n > 8 ? 8 : (int)n;
 }
 
@@ -239,7 +246,8 @@ static void usage_training_and_output(FILE *f)
 		"  --test-limit N      evaluate on the first N test samples\n"
 		"run and output:\n"
 		"  --seed S            (default 1); results depend only on the seed\n"
-		"  --threads T         worker threads (default: online CPUs)\n"
+		"  --threads T         worker threads (default: online CPUs, at most 8; under\n"
+		"                      MPI per rank, the CPUs shared by this machine's ranks)\n"
 		"  --target ACC        target accuracy in %% for the table (default %.0f); the\n"
 		"                      table also shows ACC-6, -4, -2 and +2\n"
 		"  --out DIR           results folder (default ./%s): <config>.csv,\n"
