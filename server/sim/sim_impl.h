@@ -205,7 +205,7 @@ struct sim {
 	struct sim_pool pool;
 	int pool_up;
 	uint64_t next_seq, deliver_seq;
-	struct sim_task *held; /* finished ordered tasks waiting for their turn */
+	struct sim_task *held; /* finished client jobs (tickets) waiting for their turn */
 
 	struct sim_eval **evals;
 	int nevals;
@@ -227,9 +227,6 @@ void sim_events_free(struct sim *s);
 /* Frees c's end of the channel and its frame reader. */
 void sim_conn_release(struct sim_client *c);
 double sim_wall_seconds(void);
-/* The seeded identity of party `stream` (0 = the coordinator, i + 1 =
- * client i). */
-int sim_seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out);
 
 /* sim_mpi.c: the client ends of other ranks (the single-process build has
  * stubs: one rank). */
@@ -246,8 +243,9 @@ void sim_mpi_end(struct sim *s);
 /* Ranks > 0: serves rank 0's operations on this rank's client ends until
  * the end of the run. */
 void sim_mpi_serve(struct sim *s);
-/* Sleeps a little longer each time (up to 1 ms); *us = 0 starts over. */
-void sim_backoff(unsigned *us);
+/* One wait of a polling loop: yields the CPU the first 64 times, then
+ * sleeps 16 us, doubling up to 256 us; *n = 0 starts over. */
+void sim_backoff(unsigned *n);
 
 /* sim_config.c */
 /* The values of c are usable with the data d (FL_EINVAL naming the first
@@ -277,6 +275,9 @@ int sim_load_init(struct fl_model *m, const struct srv_sim_config *cfg);
 /* The PEFT-format JSON every party builds the model from ("" for dense)
  * and its parsed form (NULL for dense). */
 int sim_make_config(const struct srv_sim_config *cfg, char **json, struct fl_peft_config **peft);
+/* The seeded identity of party `stream` (0 = the coordinator, i + 1 =
+ * client i). */
+int sim_seeded_identity(uint64_t seed, uint64_t stream, struct fl_identity **out);
 /* The coordinator's channel authoriser: admits the simulation's client keys. */
 int sim_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token, char *reason,
 		  size_t reason_cap);
