@@ -243,8 +243,9 @@ void sim_mpi_end(struct sim *s);
 /* Ranks > 0: serves rank 0's operations on this rank's client ends until
  * the end of the run. */
 void sim_mpi_serve(struct sim *s);
-/* One wait of a polling loop: yields the CPU the first 64 times, then
- * sleeps 16 us, doubling up to 256 us; *n = 0 starts over. */
+/* One wait of a polling loop: nothing the first 2000 times, then 64
+ * yields, then sleeps of 16-64 us for a few ms, then of 256 us and 1 ms;
+ * *n = 0 starts over. */
 void sim_backoff(unsigned *n);
 
 /* sim_config.c */

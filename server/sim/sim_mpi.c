@@ -24,11 +24,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #ifdef FL_HAVE_MPI
 #include <mpi.h>
 #endif
+
+/* Polls before yielding, and yields before sleeping (sim_backoff). */
+#define SPIN_POLLS 2000
+#define YIELD_POLLS 64
 
 static int g_rank = 0, g_size = 1;
 static FILE *g_err; /* the real stderr of ranks > 0 (their stdio is silenced) */
@@ -38,14 +43,19 @@ static int g_up = 0; /* MPI_Init_thread succeeded */
 
 void sim_backoff(unsigned *n)
 {
-	if (*n < 64) { /* a reply is usually a few microseconds away */
-		(*n)++;
+	unsigned k = (*n)++;
+	if (k < SPIN_POLLS) /* a reply is usually microseconds away: poll again */
+		return;
+	if (k < SPIN_POLLS + YIELD_POLLS) {
 		sched_yield();
 		return;
 	}
-	unsigned shift = *n - 64 < 4 ? *n - 64 : 4;
-	(*n)++;
-	struct timespec ts = {0, (long)(16000u << shift)}; /* 16 .. 256 us */
+	/* short sleeps for the first few ms (requests come in bursts), then
+	 * longer ones (a rank whose clients train for seconds wakes ~1000 times
+	 * a second) */
+	k -= SPIN_POLLS + YIELD_POLLS;
+	unsigned us = k < 100 ? (k < 2 ? 16u << k : 64u) : k < 140 ? 256u : 1000u;
+	struct timespec ts = {0, (long)us * 1000};
 	nanosleep(&ts, NULL);
 }
 
@@ -113,6 +123,9 @@ int srv_sim_mpi_init(int *argc, char ***argv, int force)
 		die("the MPI library does not support MPI_THREAD_FUNNELED");
 	check(MPI_Comm_rank(MPI_COMM_WORLD, &g_rank), "MPI_Comm_rank failed");
 	check(MPI_Comm_size(MPI_COMM_WORLD, &g_size), "MPI_Comm_size failed");
+	/* the polling sleeps are short: a timer slack of 1 us instead of the
+	 * default 50 us keeps them so */
+	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 	if (g_rank > 0) { /* rank 0 alone prints; the others keep stderr for fatal errors */
 		int fd = dup(2);
 		g_err = fd >= 0 ? fdopen(fd, "w") : NULL;
