@@ -44,6 +44,68 @@ static void io_close(void *ctx, uint64_t conn)
 		c->closed = 1;
 }
 
+static void io_pause(void *ctx, uint64_t conn)
+{
+	struct fake_net *net = ctx;
+	struct fake_client *c = by_conn(net, conn);
+	net->pauses++;
+	if (c)
+		c->paused = c->pause_now = 1;
+}
+
+static void io_resume(void *ctx, uint64_t conn)
+{
+	struct fake_net *net = ctx;
+	struct fake_client *c = by_conn(net, conn);
+	net->resumes++;
+	if (!c || !c->paused || c->resume_queued || net->nres == FAKE_MAX_CLIENTS)
+		return;
+	c->resume_queued = 1;
+	net->resq[net->nres++] = c;
+}
+
+static void hold(struct fake_client *c, const uint8_t *p, size_t n)
+{
+	if (c->nheld == c->heldcap) {
+		c->heldcap = c->heldcap ? 2 * c->heldcap : 16;
+		c->held = realloc(c->held, c->heldcap * sizeof(*c->held));
+	}
+	struct fl_buf *b = fl_buf_new(n);
+	memcpy(b->data, p, n);
+	b->len = n;
+	c->held[c->nheld++] = b;
+}
+
+static void deliver(struct fake_net *net, struct fake_client *c, const uint8_t *p, size_t n)
+{
+	net->recv_bytes += n + FL_WIRE_FRAME_HEADER_BYTES;
+	srv_engine_on_frame(net->e, c->conn, p, n, net->now);
+}
+
+/* Resumed clients get their held frames delivered again, in order, until
+ * one pauses again. */
+static void resume_pending(struct fake_net *net)
+{
+	while (net->nres) {
+		struct fake_client *c = net->resq[0];
+		memmove(net->resq, net->resq + 1, (size_t)--net->nres * sizeof(*net->resq));
+		c->resume_queued = 0;
+		c->paused = 0;
+		size_t k = 0;
+		while (k < c->nheld && !c->closed && !c->paused) {
+			deliver(net, c, c->held[k]->data, c->held[k]->len);
+			if (c->paused) {
+				c->pause_now = 0;
+				net->recv_bytes -= c->held[k]->len + FL_WIRE_FRAME_HEADER_BYTES;
+				break;
+			}
+			fl_buf_unref(c->held[k++]);
+		}
+		memmove(c->held, c->held + k, (c->nheld - k) * sizeof(*c->held));
+		c->nheld -= k;
+	}
+}
+
 static void io_on_round(void *ctx, const struct srv_round_report *r)
 {
 	struct fake_net *net = ctx;
@@ -72,19 +134,33 @@ void fake_engine_config(struct srv_engine_config *c, uint64_t rounds, uint64_t s
 	c->max_frame_bytes = 65536;
 }
 
-struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg)
+static struct fake_net *net_new(struct fl_model *model, const struct srv_engine_config *cfg, int bp)
 {
 	struct fake_net *net = calloc(1, sizeof(*net));
 	net->model = model;
 	net->nglobal = fl_model_count_floats(model, FL_TENSOR_GLOBAL);
 	net->now = 1000;
 	net->next_conn = 100;
-	struct srv_engine_io io = {net, io_send, io_close, io_on_round};
+	struct srv_engine_io io = {net, io_send, io_close, io_on_round, NULL, NULL};
+	if (bp) {
+		io.pause = io_pause;
+		io.resume = io_resume;
+	}
 	if (srv_engine_new(cfg, model, &io, &net->e) != FL_OK) {
 		free(net);
 		return NULL;
 	}
 	return net;
+}
+
+struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_config *cfg)
+{
+	return net_new(model, cfg, 0);
+}
+
+struct fake_net *fake_net_new_bp(struct fl_model *model, const struct srv_engine_config *cfg)
+{
+	return net_new(model, cfg, 1);
 }
 
 struct fake_net *fake_net_own(uint64_t seed, const struct srv_engine_config *cfg)
@@ -102,6 +178,9 @@ static void client_free(struct fake_client *c)
 	for (size_t i = 0; i < c->nq; i++)
 		fl_buf_unref(c->q[i]);
 	free(c->q);
+	for (size_t i = 0; i < c->nheld; i++)
+		fl_buf_unref(c->held[i]);
+	free(c->held);
 	fl_wire_rx_free(c->rx);
 	free(c->global);
 	free(c);
@@ -136,8 +215,17 @@ void fake_send_raw(struct fake_net *net, struct fake_client *c, const uint8_t *p
 {
 	if (c->closed)
 		return;
-	net->recv_bytes += n + FL_WIRE_FRAME_HEADER_BYTES;
-	srv_engine_on_frame(net->e, c->conn, p, n, net->now);
+	if (c->paused) { /* the transport stopped reading it */
+		hold(c, p, n);
+		return;
+	}
+	deliver(net, c, p, n);
+	if (c->pause_now) { /* not consumed: counted when delivered again */
+		c->pause_now = 0;
+		net->recv_bytes -= n + FL_WIRE_FRAME_HEADER_BYTES;
+		hold(c, p, n);
+	}
+	resume_pending(net);
 }
 
 void fake_send_env(struct fake_net *net, struct fake_client *c, const fl_envelope *env)
@@ -190,6 +278,7 @@ void fake_disconnect(struct fake_net *net, struct fake_client *c)
 {
 	c->closed = 1;
 	srv_engine_on_disconnect(net->e, c->conn, net->now);
+	resume_pending(net);
 }
 
 void fake_send_update_header(struct fake_net *net, struct fake_client *c, uint64_t round,
@@ -243,10 +332,17 @@ static size_t global_tensors(struct fake_net *net, float *buf, struct fl_wire_te
 void fake_send_update(struct fake_net *net, struct fake_client *c, uint64_t round,
 		      uint64_t num_examples, const float *values)
 {
+	fake_send_update_parts(net, c, round, num_examples, values, FAKE_HEADER | FAKE_CHUNKS);
+}
+
+void fake_send_update_parts(struct fake_net *net, struct fake_client *c, uint64_t round,
+			    uint64_t num_examples, const float *values, int parts)
+{
 	struct fl_wire_tensor ts[64];
 	size_t k = global_tensors(net, (float *)values, ts);
-	fake_send_update_header(net, c, round, num_examples, (uint32_t)k);
-	for (size_t i = 0; i < k && !c->closed; i++) {
+	if (parts & FAKE_HEADER)
+		fake_send_update_header(net, c, round, num_examples, (uint32_t)k);
+	for (size_t i = 0; i < k && !c->closed && (parts & FAKE_CHUNKS); i++) {
 		struct fl_buf **frames = NULL;
 		size_t nf = 0;
 		if (fl_wire_tensor_encode(round, &ts[i], c->dtype, 4096, &frames, &nf) != FL_OK)
@@ -258,7 +354,8 @@ void fake_send_update(struct fake_net *net, struct fake_client *c, uint64_t roun
 		}
 		free(frames);
 	}
-	c->updates_sent++;
+	if (parts & FAKE_CHUNKS)
+		c->updates_sent++;
 }
 
 static void start_rx(struct fake_net *net, struct fake_client *c, uint64_t round, int is_eval)
@@ -383,6 +480,7 @@ void fake_tick_at(struct fake_net *net, uint64_t t)
 	if (t > net->now)
 		net->now = t;
 	srv_engine_tick(net->e, net->now);
+	resume_pending(net);
 	fake_pump(net);
 }
 

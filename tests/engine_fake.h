@@ -38,6 +38,11 @@ struct fake_client {
 	int drop_on_task; /* disconnect when a task arrives */
 	double loss;      /* train_loss metric and eval loss */
 	int updates_sent;
+	/* backpressure: frames the engine did not consume (paused) or that
+	 * came after, delivered again on resume */
+	int paused, pause_now, resume_queued;
+	struct fl_buf **held;
+	size_t nheld, heldcap;
 };
 
 struct fake_net {
@@ -52,6 +57,9 @@ struct fake_net {
 	uint64_t sent_bytes, recv_bytes; /* as seen by the fake transport */
 	struct srv_round_report rep[FAKE_MAX_REPORTS];
 	int nrep;
+	struct fake_client *resq[FAKE_MAX_CLIENTS]; /* resumed, not yet delivered again */
+	int nres;
+	int pauses, resumes; /* io calls seen */
 };
 
 /* The engine tests' configuration: the defaults with 3 clients to start a
@@ -69,6 +77,9 @@ struct fake_net *fake_net_new(struct fl_model *model, const struct srv_engine_co
  * fake_net_free frees; aborts, after a failed check, when it cannot. */
 struct fake_net *fake_net_own(uint64_t seed, const struct srv_engine_config *cfg);
 void fake_net_free(struct fake_net *net);
+
+/* fake_net_new with io pause / resume (needed when cfg->upload_slots > 0). */
+struct fake_net *fake_net_new_bp(struct fl_model *model, const struct srv_engine_config *cfg);
 
 /* A new connection; no Hello yet. */
 struct fake_client *fake_connect_raw(struct fake_net *net, const char *id);
@@ -91,6 +102,13 @@ void fake_send_chunk(struct fake_net *net, struct fake_client *c, uint64_t round
  * (nglobal floats), in c's session dtype. */
 void fake_send_update(struct fake_net *net, struct fake_client *c, uint64_t round,
 		      uint64_t num_examples, const float *values);
+
+/* The header (FAKE_HEADER), the tensor chunks (FAKE_CHUNKS) or both of
+ * that update. */
+#define FAKE_HEADER 1
+#define FAKE_CHUNKS 2
+void fake_send_update_parts(struct fake_net *net, struct fake_client *c, uint64_t round,
+			    uint64_t num_examples, const float *values, int parts);
 
 /* Answers the task (or evaluation) c last received completely. */
 void fake_answer(struct fake_net *net, struct fake_client *c);

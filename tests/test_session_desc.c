@@ -113,7 +113,7 @@ static void world_up(struct world *w, struct fl_model *m, int n, uint32_t inline
 	cfg.batch_size = 16;
 	cfg.chunk_bytes = 256;
 	cfg.desc_inline_max = inline_max;
-	struct srv_engine_io io = {w, eng_send, eng_close, NULL};
+	struct srv_engine_io io = {w, eng_send, eng_close, NULL, NULL, NULL};
 	FL_CHECK(srv_engine_new(&cfg, m, &io, &w->e) == FL_OK);
 	w->nlinks = n;
 	for (int i = 0; i < n; i++) {

@@ -1,6 +1,7 @@
 /* engine.c - the round engine's lifecycle, public entry points and the
  * connection table: creating and restoring the engine, sending and counting
- * frames, dropping and rejecting connections. Incoming frames are handled
+ * frames, dropping and rejecting connections (looked up through the
+ * indexes of engine_map.c; upload slots are in engine_upload.c). Incoming frames are handled
  * in engine_conn.c, rounds and timers in engine_round.c. No I/O here: every
  * byte leaves through srv_engine_io. */
 #include "engine_impl.h"
@@ -150,6 +151,8 @@ int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
 		return err;
 	if (!io || !io->send || !io->close)
 		return fl_error_set(FL_EINVAL, "engine: io needs send and close");
+	if (cfg->upload_slots && (!io->pause || !io->resume))
+		return fl_error_set(FL_EINVAL, "engine: upload_slots needs io pause and resume");
 	if (sodium_init() < 0)
 		return fl_error_set(FL_EIO, "engine: libsodium failed to initialise");
 	struct srv_engine *e = calloc(1, sizeof(*e));
@@ -188,6 +191,9 @@ int srv_engine_new(const struct srv_engine_config *cfg, struct fl_model *model,
 		fl_wire_tensor_init(&e->gt[e->K++], t->name, t->ndim, t->shape, t->numel, NULL);
 		e->goff[e->K - 1] = t->offset;
 	}
+	e->by_name.by_name = 1;
+	if ((err = srv_eng_uploads_init(e, cfg->upload_slots)) != FL_OK)
+		goto fail;
 	if ((err = srv_agg_new(e->nglobal, &e->agg)) != FL_OK)
 		goto fail;
 	if ((err = srv_optim_init(&e->opt, &cfg->server_opt, e->nglobal)) != FL_OK)
@@ -222,20 +228,11 @@ int srv_engine_restore(struct srv_engine *e)
 	return FL_OK;
 }
 
-void srv_eng_upload_free(struct srv_conn *c)
-{
-	fl_wire_rx_free(c->rx);
-	c->rx = NULL;
-	free(c->staging);
-	c->staging = NULL;
-	c->uploading = 0;
-}
-
-static void conn_free(struct srv_conn *c)
+static void conn_free(struct srv_engine *e, struct srv_conn *c)
 {
 	if (!c)
 		return;
-	srv_eng_upload_free(c);
+	srv_eng_upload_free(e, c);
 	free(c);
 }
 
@@ -252,9 +249,13 @@ void srv_engine_free(struct srv_engine *e)
 {
 	if (!e)
 		return;
+	srv_eng_park_clear(e);
 	for (size_t i = 0; i < e->nconns; i++)
-		conn_free(e->conns[i]);
+		conn_free(e, e->conns[i]);
 	free(e->conns);
+	srv_map_free(&e->by_id);
+	srv_map_free(&e->by_name);
+	srv_eng_uploads_free(e);
 	for (int d = 0; d < SRV_NDTYPES; d++) {
 		srv_eng_frames_free(&e->task[d]);
 		srv_eng_frames_free(&e->evalf[d]);
@@ -276,21 +277,20 @@ void srv_engine_free(struct srv_engine *e)
 
 struct srv_conn *srv_eng_find(struct srv_engine *e, uint64_t id)
 {
-	for (size_t i = 0; i < e->nconns; i++)
-		if (e->conns[i]->id == id)
-			return e->conns[i];
-	return NULL;
+	return srv_map_get_id(&e->by_id, id);
 }
 
+/* The last connection takes c's place in the table. */
 static void conn_remove(struct srv_engine *e, struct srv_conn *c)
 {
-	for (size_t i = 0; i < e->nconns; i++) {
-		if (e->conns[i] == c) {
-			e->conns[i] = e->conns[--e->nconns];
-			return;
-		}
-	}
-	assert(0 && "connection not in the table");
+	assert(c->idx < e->nconns && e->conns[c->idx] == c);
+	struct srv_conn *last = e->conns[--e->nconns];
+	e->conns[c->idx] = last;
+	last->idx = c->idx;
+	srv_map_del(&e->by_id, c);
+	if (c->state != SRV_CONN_NEW)
+		srv_map_del(&e->by_name, c);
+	srv_eng_lru_unlink(e, c);
 }
 
 void srv_eng_send(struct srv_engine *e, struct srv_conn *c, struct fl_buf *frame)
@@ -347,7 +347,7 @@ static void conn_forget(struct srv_engine *e, struct srv_conn *c, int rejected)
 		e->eval_outstanding--;
 	uint64_t id = c->id;
 	conn_remove(e, c);
-	conn_free(c);
+	conn_free(e, c);
 	e->io.close(e->io.ctx, id);
 }
 
@@ -384,6 +384,7 @@ void srv_eng_fail(struct srv_engine *e, const char *fmt, ...)
 	char reason[SRV_WHY_MAX + 16];
 	snprintf(reason, sizeof(reason), "failed: %s", e->why);
 	e->phase = SRV_PHASE_FAILED;
+	srv_eng_park_clear(e);
 	while (e->nconns) {
 		struct srv_conn *c = e->conns[e->nconns - 1];
 		if (c->state != SRV_CONN_NEW)
@@ -404,10 +405,18 @@ void srv_engine_on_connect(struct srv_engine *e, uint64_t conn, uint64_t now_ms)
 		return;
 	}
 	struct srv_conn *c = calloc(1, sizeof(*c));
+	if (c) {
+		c->id = conn;
+		if (srv_map_put(&e->by_id, c) != FL_OK) {
+			free(c);
+			c = NULL;
+		}
+	}
 	if (c && e->nconns == e->cap) {
 		size_t cap = e->cap ? 2 * e->cap : 16;
 		struct srv_conn **p = realloc(e->conns, cap * sizeof(*p));
 		if (!p) {
+			srv_map_del(&e->by_id, c);
 			free(c);
 			c = NULL;
 		} else {
@@ -419,10 +428,12 @@ void srv_engine_on_connect(struct srv_engine *e, uint64_t conn, uint64_t now_ms)
 		e->io.close(e->io.ctx, conn);
 		return;
 	}
-	c->id = conn;
 	c->state = SRV_CONN_NEW;
+	c->slot = -1;
 	c->last_rx_ms = now_ms;
+	c->idx = e->nconns;
 	e->conns[e->nconns++] = c;
+	srv_eng_lru_touch(e, c);
 	if (e->cfg.heartbeat_ms && e->next_hb == 0)
 		e->next_hb = now_ms + e->cfg.heartbeat_ms;
 }
@@ -439,13 +450,20 @@ void srv_engine_on_frame(struct srv_engine *e, uint64_t conn, const uint8_t *pay
 	e->bytes_up += n;
 	e->round_up += n;
 	c->last_rx_ms = now_ms;
+	srv_eng_lru_touch(e, c);
 	fl_envelope *env = NULL;
 	int err = fl_wire_decode(payload, len, e->cfg.max_frame_bytes, &env);
 	if (err != FL_OK) {
 		srv_eng_reject(e, c, err, "undecodable frame: %s", fl_error_msg());
 	} else {
+		e->up.frame_parked = 0;
 		srv_eng_handle(e, c, env);
 		fl_wire_envelope_free(env);
+		if (e->up.frame_parked) { /* not consumed: counted when it comes again */
+			c->bytes_up -= n;
+			e->bytes_up -= n;
+			e->round_up -= n;
+		}
 	}
 	srv_eng_advance(e);
 }
@@ -504,15 +522,20 @@ size_t srv_engine_conn_count(const struct srv_engine *e)
 
 int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up, uint64_t *down)
 {
-	for (size_t i = 0; i < e->nconns; i++) {
-		const struct srv_conn *c = e->conns[i];
-		if (c->id != conn)
-			continue;
-		if (up)
-			*up = c->bytes_up;
-		if (down)
-			*down = c->bytes_down;
-		return 1;
-	}
-	return 0;
+	const struct srv_conn *c = srv_map_get_id(&e->by_id, conn);
+	if (!c)
+		return 0;
+	if (up)
+		*up = c->bytes_up;
+	if (down)
+		*down = c->bytes_down;
+	return 1;
+}
+
+void srv_engine_upload_stats(const struct srv_engine *e, struct srv_upload_stats *out)
+{
+	out->slots = e->up.nslots;
+	out->in_use = e->up.in_use;
+	out->peak = e->up.peak;
+	out->parked = e->up.parks;
 }

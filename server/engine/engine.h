@@ -15,6 +15,16 @@
  * updates (else retry), apply the server optimiser, checkpoint atomically,
  * optionally run a federated evaluation, report, next round.
  *
+ * Memory: the engine holds nothing model-sized per client. An update in
+ * flight is staged whole (checked chunk by chunk as it arrives, folded into
+ * the accumulator only when complete, dropped without a trace when refused)
+ * in one of upload_slots buffers of nglobal floats; an Update header that
+ * finds them all busy parks its connection (io->pause) until a slot frees
+ * (io->resume; oldest parked first). Model-sized memory is then
+ * (upload_slots + a few) * nglobal * 4 bytes whatever the number of clients
+ * (engine_upload.c). upload_slots = 0 gives every uploading client a buffer
+ * of its own and needs no pause / resume.
+ *
  * Callbacks must not re-enter the engine (queue frames, deliver later).
  * Round numbers on the wire are 1-based: the first round is round 1.
  */
@@ -28,6 +38,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define SRV_UPLOAD_SLOTS_DEFAULT 32 /* fedloha-server --upload-slots */
 
 struct srv_engine_config {
 	uint64_t rounds; /* rounds to run */
@@ -61,6 +73,8 @@ struct srv_engine_config {
 	 * the most allowed: half of max_frame_bytes less the envelope slack and
 	 * config_json, so the Welcome always fits in a frame. */
 	uint32_t desc_inline_max;
+	/* Updates staged at once (0 = no bound); > 0 needs io pause and resume. */
+	uint32_t upload_slots;
 };
 
 struct srv_round_report {
@@ -91,6 +105,21 @@ struct srv_engine_io {
 	void (*close)(void *ctx, uint64_t conn);
 	/* After each aggregated round (and its evaluation); may be NULL. */
 	void (*on_round)(void *ctx, const struct srv_round_report *r);
+	/* Backpressure for upload slots (NULL when upload_slots is 0). pause:
+	 * the frame being delivered was not consumed; stop reading conn and
+	 * keep that frame and every later one. resume: deliver them again, in
+	 * order, then read on (after the engine call returns: never from
+	 * inside the callback). A pause without a resume happens only when the
+	 * engine then closes conn. */
+	void (*pause)(void *ctx, uint64_t conn);
+	void (*resume)(void *ctx, uint64_t conn);
+};
+
+struct srv_upload_stats {
+	uint32_t slots;  /* the bound (0 = none) */
+	uint32_t in_use; /* slots holding or reserved for an update */
+	uint32_t peak;   /* most in use at once */
+	uint64_t parked; /* uploads that waited for a slot */
 };
 
 struct srv_engine;
@@ -131,5 +160,6 @@ size_t srv_engine_conn_count(const struct srv_engine *e);
 /* Bytes received from / sent to one known connection (frames with their
  * length prefix); 1 when conn is known, 0 when not (a flag, not an fl_err). */
 int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up, uint64_t *down);
+void srv_engine_upload_stats(const struct srv_engine *e, struct srv_upload_stats *out);
 
 #endif

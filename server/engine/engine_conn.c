@@ -68,17 +68,19 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 			       SRV_CLIENT_ID_MAX);
 		return;
 	}
-	for (size_t i = 0; i < e->nconns; i++) {
-		const struct srv_conn *o = e->conns[i];
-		if (o != c && o->state != SRV_CONN_NEW && strcmp(o->client_id, id) == 0) {
-			srv_eng_reject(e, c, FL_EINVAL, "client id '%s' is already connected", id);
-			return;
-		}
+	if (srv_map_get_name(&e->by_name, id)) {
+		srv_eng_reject(e, c, FL_EINVAL, "client id '%s' is already connected", id);
+		return;
 	}
 	enum fl_wire_dtype dt;
 	if (choose_dtype(e, c, h, &dt) != FL_OK)
 		return;
 	snprintf(c->client_id, sizeof(c->client_id), "%s", id);
+	if (srv_map_put(&e->by_name, c) != FL_OK) {
+		c->client_id[0] = '\0';
+		srv_eng_reject(e, c, FL_ENOMEM, "server out of memory");
+		return;
+	}
 	c->dtype = dt;
 	c->can_eval = has_cap(h, "eval");
 	c->needs_base = e->has_base &&
@@ -234,17 +236,9 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 	c->upd_hold_acc = hold ? *ha : 0.0;
 	c->upd_hold_n = hold ? (uint64_t)*hn : 0;
 	/* Staging exists only while an update is in flight. */
-	c->staging = malloc((e->nglobal ? e->nglobal : 1) * sizeof(float));
-	struct fl_wire_tensor *ex = malloc((e->K ? e->K : 1) * sizeof(*ex));
-	int err = FL_ENOMEM;
-	if (c->staging && ex) {
-		for (size_t i = 0; i < e->K; i++) {
-			ex[i] = e->gt[i];
-			ex[i].data = c->staging + e->goff[i];
-		}
-		err = fl_wire_rx_new(ex, e->K, c->dtype, &c->rx);
-	}
-	free(ex);
+	int err = srv_eng_upload_begin(e, c);
+	if (err == SRV_UPLOAD_PARKED)
+		return; /* this header comes again once a slot is free */
 	if (err != FL_OK) {
 		srv_eng_reject(e, c, err, "server cannot receive the update: %s", fl_error_msg());
 		return;

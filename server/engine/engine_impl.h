@@ -43,8 +43,14 @@ struct srv_conn {
 	/* the client's held-out samples after its local training, if sent */
 	double upd_hold_loss, upd_hold_acc;
 	uint64_t upd_hold_n;
-	float *staging;
+	float *staging; /* its upload slot's buffer, or its own when slots are unbounded */
+	int32_t slot;   /* the upload slot it holds, -1 for none */
+	int parked;     /* at its Update header, waiting for a slot (engine_upload.c) */
 	struct fl_wire_rx *rx;
+	/* the idle list (engine_upload.c) */
+	struct srv_conn *lru_prev, *lru_next;
+	int lru_in;
+	size_t idx; /* position in srv_engine.conns */
 	/* last completed update (duplicate detection) */
 	uint64_t done_round;
 	int done_attempt;
@@ -58,6 +64,28 @@ enum srv_phase {
 	SRV_PHASE_DONE,
 	SRV_PHASE_FAILED,
 };
+
+/* An open-addressing index of connections (engine_map.c): by id, or by
+ * client id (by_name) for the welcomed ones. */
+struct srv_conn_map {
+	struct srv_conn **t;
+	size_t cap, n;
+	int by_name;
+};
+
+/* The bounded pool of upload slots and the queue of parked uploads. */
+struct srv_uploads {
+	uint32_t nslots; /* 0 = one buffer per uploading client */
+	float **buf;     /* nslots staging buffers of nglobal floats, made on first use */
+	uint32_t *free_idx, nfree;
+	uint64_t *park; /* FIFO ring of parked connection ids */
+	size_t park_head, park_n, park_cap;
+	uint32_t in_use, peak;
+	uint64_t parks;   /* uploads that had to wait for a slot */
+	int frame_parked; /* the frame being handled parked its connection */
+};
+
+#define SRV_UPLOAD_PARKED 1 /* srv_eng_upload_begin: the connection waits */
 
 struct srv_frames {
 	struct fl_buf **f;
@@ -79,6 +107,9 @@ struct srv_engine {
 
 	struct srv_conn **conns;
 	size_t nconns, cap;
+	struct srv_conn_map by_id, by_name;
+	struct srv_conn *lru_head, *lru_tail; /* by last frame, oldest first */
+	struct srv_uploads up;
 
 	enum srv_phase phase;
 	uint64_t done; /* completed rounds; the current round is done + 1 */
@@ -140,8 +171,32 @@ int srv_eng_reject(struct srv_engine *e, struct srv_conn *c, int err, const char
 	__attribute__((format(printf, 4, 5)));
 /* Bye to everyone, every connection closed, phase set (DONE or FAILED). */
 void srv_eng_fail(struct srv_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Frees a connection's upload state (staging, receiver). */
-void srv_eng_upload_free(struct srv_conn *c);
+
+/* engine_map.c */
+int srv_map_put(struct srv_conn_map *m, struct srv_conn *c); /* FL_OK or FL_ENOMEM */
+struct srv_conn *srv_map_get_id(const struct srv_conn_map *m, uint64_t id);
+struct srv_conn *srv_map_get_name(const struct srv_conn_map *m, const char *name);
+void srv_map_del(struct srv_conn_map *m, const struct srv_conn *c);
+void srv_map_free(struct srv_conn_map *m);
+
+/* engine_upload.c */
+int srv_eng_uploads_init(struct srv_engine *e, uint32_t slots);
+void srv_eng_uploads_free(struct srv_engine *e);
+/* Forgets every parked connection (the engine is closing them all). */
+void srv_eng_park_clear(struct srv_engine *e);
+/* A staging buffer and a receiver for c's update: FL_OK, SRV_UPLOAD_PARKED
+ * (every slot busy: c parked, io->pause called; the header frame comes
+ * again after io->resume), or a negative fl_err. */
+int srv_eng_upload_begin(struct srv_engine *e, struct srv_conn *c);
+/* Frees a connection's upload state (receiver; its slot goes to the oldest
+ * parked connection, or back to the pool). */
+void srv_eng_upload_free(struct srv_engine *e, struct srv_conn *c);
+/* A parked c stops waiting (its attempt ended): io->resume, so its header
+ * comes again and is refused as late. */
+void srv_eng_unpark(struct srv_engine *e, struct srv_conn *c);
+/* c's frame arrived: it moves to the end of the idle list. */
+void srv_eng_lru_touch(struct srv_engine *e, struct srv_conn *c);
+void srv_eng_lru_unlink(struct srv_engine *e, struct srv_conn *c);
 
 /* engine_conn.c */
 void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope *env);

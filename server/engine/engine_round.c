@@ -210,7 +210,7 @@ void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c)
 	e->examples += c->upd_examples;
 	e->reported++;
 	e->outstanding--;
-	srv_eng_upload_free(c);
+	srv_eng_upload_free(e, c);
 	c->state = SRV_CONN_READY;
 	c->done_round = c->task_round;
 	c->done_attempt = e->attempt;
@@ -324,8 +324,9 @@ static void end_attempt(struct srv_engine *e)
 	for (size_t i = 0; i < e->nconns; i++) {
 		struct srv_conn *c = e->conns[i];
 		if (c->state == SRV_CONN_TASKED) {
-			srv_eng_upload_free(c);
+			srv_eng_upload_free(e, c);
 			c->state = SRV_CONN_LATE;
+			srv_eng_unpark(e, c);
 		}
 	}
 	e->outstanding = 0;
@@ -358,6 +359,7 @@ static void end_train(struct srv_engine *e)
 static void finish_all(struct srv_engine *e)
 {
 	e->phase = SRV_PHASE_DONE;
+	srv_eng_park_clear(e);
 	while (e->nconns) {
 		struct srv_conn *c = e->conns[e->nconns - 1];
 		if (c->state != SRV_CONN_NEW)
@@ -398,10 +400,14 @@ void srv_eng_advance(struct srv_engine *e)
 void srv_eng_timers(struct srv_engine *e)
 {
 	uint64_t now = e->now;
-	if (e->cfg.idle_timeout_ms) {
+	/* the idle list's head is the oldest: nobody is idle when it is not */
+	if (e->cfg.idle_timeout_ms && e->lru_head &&
+	    now - e->lru_head->last_rx_ms >= e->cfg.idle_timeout_ms) {
 		for (size_t i = 0; i < e->nconns;) {
 			struct srv_conn *c = e->conns[i];
-			if (now >= c->last_rx_ms && now - c->last_rx_ms >= e->cfg.idle_timeout_ms) {
+			/* a parked connection is silent because it is not read */
+			if (!c->parked && now >= c->last_rx_ms &&
+			    now - c->last_rx_ms >= e->cfg.idle_timeout_ms) {
 				srv_eng_send_error(e, c, FL_EIO, "idle timeout: closing");
 				srv_eng_drop(e, c); /* counted dropped, not rejected */
 				continue; /* the table shrank: conns[i] is another one now */
@@ -430,12 +436,10 @@ uint64_t srv_eng_next_deadline(const struct srv_engine *e)
 		d = e->deadline;
 	if (e->cfg.heartbeat_ms && e->next_hb && e->nconns && e->next_hb < d)
 		d = e->next_hb;
-	if (e->cfg.idle_timeout_ms) {
-		for (size_t i = 0; i < e->nconns; i++) {
-			uint64_t x = e->conns[i]->last_rx_ms + e->cfg.idle_timeout_ms;
-			if (x < d)
-				d = x;
-		}
+	if (e->cfg.idle_timeout_ms && e->lru_head) {
+		uint64_t x = e->lru_head->last_rx_ms + e->cfg.idle_timeout_ms;
+		if (x < d)
+			d = x;
 	}
 	return d;
 }

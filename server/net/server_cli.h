@@ -35,6 +35,7 @@ struct srv_opts {
 	double heartbeat, idle_timeout;
 	int rank, min_clients, min_fit, max_retries;
 	int eval_every, eval_limit, threads, max_conns, debug_tensors;
+	int upload_slots; /* engine.h: updates staged at once */
 	long long max_frame, chunk, max_output;
 	const char *dtype, *require_dtype;
 	int has_gamma;

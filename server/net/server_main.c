@@ -147,6 +147,7 @@ static int engine_config(struct srv_opts *o, struct srv_engine_config *ec)
 	ec->min_fit = o->min_fit;
 	ec->max_retries = o->max_retries;
 	ec->round_timeout_ms = (uint32_t)(o->round_timeout * 1000);
+	ec->upload_slots = (uint32_t)o->upload_slots;
 	ec->heartbeat_ms = (uint32_t)(o->heartbeat * 1000);
 	ec->idle_timeout_ms = (uint32_t)(o->idle_timeout * 1000);
 	ec->optimizer = o->optimizer;

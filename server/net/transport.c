@@ -10,6 +10,7 @@
  */
 #include "transport_impl.h"
 
+#include "bytes.h"
 #include "errors.h"
 #include "log.h"
 
@@ -121,6 +122,116 @@ static void slot_release(struct srv_transport *t, struct conn *c)
 	}
 }
 
+/* ---- backpressure ---- */
+
+static void resume_unlink(struct srv_transport *t, struct conn *c)
+{
+	struct conn **p = &t->resume_head, *prev = NULL;
+	while (*p && *p != c) {
+		prev = *p;
+		p = &(*p)->resume_next;
+	}
+	if (!*p)
+		return;
+	*p = c->resume_next;
+	if (t->resume_tail == c)
+		t->resume_tail = prev;
+	c->resume_next = NULL;
+	c->resume_queued = 0;
+}
+
+/* Keeps one frame of a paused connection (its length prefix included). */
+static int hold_frame(struct conn *c, const uint8_t *payload, size_t n)
+{
+	size_t need = c->held_len + FL_WIRE_FRAME_HEADER_BYTES + n;
+	if (need > c->held_cap) {
+		size_t cap = c->held_cap ? c->held_cap : 256;
+		while (cap < need)
+			cap *= 2;
+		uint8_t *h = realloc(c->held, cap);
+		if (!h)
+			return fl_error_set(FL_ENOMEM,
+					    "out of memory holding a paused connection's "
+					    "frames");
+		c->held = h;
+		c->held_cap = cap;
+	}
+	fl_be32_put(c->held + c->held_len, (uint32_t)n);
+	memcpy(c->held + c->held_len + FL_WIRE_FRAME_HEADER_BYTES, payload, n);
+	c->held_len = need;
+	return FL_OK;
+}
+
+static void io_pause(void *ctx, uint64_t id)
+{
+	struct conn *c = conn_find(ctx, id);
+	if (!c || fl_net_gone(&c->n))
+		return;
+	c->paused = c->pause_now = 1;
+	uv_read_stop((uv_stream_t *)&c->n.tcp);
+}
+
+static void io_resume(void *ctx, uint64_t id)
+{
+	struct srv_transport *t = ctx;
+	struct conn *c = conn_find(t, id);
+	if (!c || !c->paused || c->resume_queued)
+		return;
+	c->resume_queued = 1;
+	c->resume_next = NULL;
+	if (t->resume_tail)
+		t->resume_tail->resume_next = c;
+	else
+		t->resume_head = c;
+	t->resume_tail = c;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Delivers a resumed connection's kept frames; a new pause keeps the rest. */
+static void redeliver(struct conn *c)
+{
+	c->paused = 0;
+	size_t off = 0;
+	while (off < c->held_len && !fl_net_gone(&c->n) && !c->paused) {
+		uint32_t n = fl_be32_get(c->held + off);
+		const uint8_t *p = c->held + off + FL_WIRE_FRAME_HEADER_BYTES;
+		c->redelivering = 1;
+		int rc = srv_tr_on_frame(c, p, n);
+		c->redelivering = 0;
+		if (c->paused) { /* the engine paused again at this frame: keep it */
+			c->pause_now = 0;
+			break;
+		}
+		off += FL_WIRE_FRAME_HEADER_BYTES + n;
+		if (rc != FL_OK)
+			break;
+	}
+	if (off && off < c->held_len)
+		memmove(c->held, c->held + off, c->held_len - off);
+	c->held_len -= off < c->held_len ? off : c->held_len;
+	if (!c->paused && !fl_net_gone(&c->n)) {
+		c->held_len = 0;
+		if (uv_read_start((uv_stream_t *)&c->n.tcp, on_alloc, on_read) != 0)
+			srv_tr_cut(c);
+	}
+}
+
+static void resume_pending(struct srv_transport *t)
+{
+	if (t->resuming)
+		return;
+	t->resuming = 1;
+	while (t->resume_head && !t->stopping) {
+		struct conn *c = t->resume_head;
+		resume_unlink(t, c);
+		if (!fl_net_gone(&c->n))
+			redeliver(c);
+	}
+	t->resuming = 0;
+}
+
 /* ---- closing ---- */
 
 static void maybe_done(struct srv_transport *t)
@@ -154,6 +265,9 @@ static void on_conn_closed(uv_handle_t *h)
 		fl_log_info("conn %s: closed", c->peer);
 	fl_frame_reader_free(&c->rd);
 	fl_channel_free(c->ch);
+	free(c->held);
+	if (c->resume_queued)
+		resume_unlink(t, c);
 	free(c);
 	if (!t->quiet && t->e && was_up) {
 		/* Unknown ids (the engine closed it itself) are ignored there. */
@@ -261,6 +375,8 @@ void srv_transport_engine_io(struct srv_transport *t, struct srv_engine_io *io)
 	io->send = io_send;
 	io->close = io_close;
 	io->on_round = io_on_round;
+	io->pause = io_pause;
+	io->resume = io_resume;
 }
 
 /* ---- timer ---- */
@@ -286,6 +402,7 @@ static void rearm(struct srv_transport *t)
 
 static void after_engine(struct srv_transport *t)
 {
+	resume_pending(t);
 	if (!t->stopping && (srv_engine_finished(t->e) || srv_engine_failed(t->e, NULL)))
 		begin_stop(t, 0);
 	rearm(t);
@@ -335,7 +452,16 @@ int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n)
 		srv_tr_log_frame(c, "received", payload, n);
 	if (!c->first_seen && srv_tr_first_frame(c, payload, n))
 		return FL_WIRE_FEED_STOP;
+	if (c->paused) /* bytes read before the pause: kept for the resume */
+		return hold_frame(c, payload, n) == FL_OK ? FL_OK : FL_WIRE_FEED_STOP;
 	srv_engine_on_frame(t->e, c->id, payload, n, uv_now(t->loop));
+	if (c->pause_now && !c->redelivering) { /* the engine did not consume this frame */
+		c->pause_now = 0;
+		if (hold_frame(c, payload, n) != FL_OK) {
+			srv_tr_cut(c);
+			return FL_WIRE_FEED_STOP;
+		}
+	}
 	/* stop feeding a closed stream */
 	return fl_net_gone(&c->n) || t->stopping ? FL_WIRE_FEED_STOP : FL_OK;
 }

@@ -30,6 +30,13 @@ struct conn {
 	int32_t addr;                /* its address table entry while unauthenticated, or -1 */
 	uint8_t pk[FL_PUBKEY_BYTES]; /* the authenticated client key (secure, once up) */
 	struct conn *prev, *next;
+	/* Backpressure (engine io pause / resume): not read while paused; the
+	 * frame the engine did not consume and every later one are kept (each
+	 * with its 4-byte length) to be delivered again on resume. */
+	int paused, pause_now, resume_queued, redelivering;
+	uint8_t *held;
+	size_t held_len, held_cap;
+	struct conn *resume_next;
 };
 
 struct srv_transport {
@@ -49,7 +56,9 @@ struct srv_transport {
 	uint32_t nslots, *free_slots, nfree;
 	uint32_t serial;
 	struct srv_transport_stats st;
-	struct srv_tr_limits *lim; /* transport_limits.c */
+	struct srv_tr_limits *lim;              /* transport_limits.c */
+	struct conn *resume_head, *resume_tail; /* paused connections to deliver again */
+	int resuming;
 	char rbuf[SRV_TRANSPORT_READ_BYTES];
 };
 

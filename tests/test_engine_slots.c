@@ -1,0 +1,213 @@
+/* test_engine_slots.c - the engine's bounded upload slots
+ * (engine_upload.c): with one slot, uploads that arrive together park at
+ * their Update header and resume in order; the aggregate is bit for bit
+ * the one of unbounded staging; an update refused mid-upload leaves no
+ * trace (the same model as when that client never answered); a connection
+ * parked past the deadline is refused as late; parked and idle, it is not
+ * dropped by the idle timeout. */
+#include "engine_fake.h"
+#include "errors.h"
+#include "model.h"
+#include "testutil.h"
+#include "wireutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NCL 4
+
+enum scenario {
+	ALL_GOOD,  /* everyone uploads, c0's chunks last */
+	C0_REJECT, /* c0 sends its header, then a NaN chunk */
+	C0_SILENT, /* c0 never answers and disconnects */
+};
+
+struct run {
+	struct fl_model *m;
+	struct fake_net *net;
+	struct fake_client *c[NCL];
+	float *vals[NCL];
+	size_t n;
+};
+
+static void run_start(struct run *r, uint32_t slots, uint32_t idle_ms)
+{
+	memset(r, 0, sizeof(*r));
+	r->m = fake_small_model(1);
+	r->n = fl_model_count_floats(r->m, FL_TENSOR_GLOBAL);
+	struct srv_engine_config cfg;
+	fake_engine_config(&cfg, 1, 11, 3);
+	cfg.min_available = NCL;
+	cfg.upload_slots = slots;
+	cfg.idle_timeout_ms = idle_ms;
+	r->net = slots ? fake_net_new_bp(r->m, &cfg) : fake_net_new(r->m, &cfg);
+	FL_CHECK(r->net != NULL);
+	for (int i = 0; i < NCL; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "c%d", i);
+		r->c[i] = fake_connect(r->net, id, (uint64_t)(10 + 7 * i), 0.0f, NULL);
+		r->c[i]->hold = 1;
+		r->vals[i] = malloc(r->n * sizeof(float));
+		for (size_t j = 0; j < r->n; j++)
+			r->vals[i][j] = 0.25f * (float)(i + 1) + 1e-3f * (float)(j % 97);
+	}
+	fake_pump(r->net);
+	for (int i = 0; i < NCL; i++)
+		FL_CHECK(r->c[i]->tasks == 1);
+}
+
+static void run_free(struct run *r)
+{
+	fake_net_free(r->net);
+	for (int i = 0; i < NCL; i++)
+		free(r->vals[i]);
+	fl_model_free(r->m);
+}
+
+static void send(struct run *r, int i, int parts)
+{
+	fake_send_update_parts(r->net, r->c[i], 1, r->c[i]->num_examples, r->vals[i], parts);
+}
+
+/* The scenario's frames in an order that makes uploads overlap; returns
+ * the final global model (n floats, malloc'd). */
+static float *play(uint32_t slots, enum scenario sc, struct srv_upload_stats *st)
+{
+	struct run r;
+	run_start(&r, slots, 0);
+	if (sc != C0_SILENT)
+		send(&r, 0, FAKE_HEADER);
+	send(&r, 1, FAKE_HEADER | FAKE_CHUNKS);
+	send(&r, 2, FAKE_HEADER | FAKE_CHUNKS);
+	send(&r, 3, FAKE_HEADER);
+	if (slots == 1 && sc != C0_SILENT) /* c0 holds the slot: 1, 2, 3 wait */
+		FL_CHECK(r.net->pauses == 3 && r.c[1]->paused && r.c[3]->nheld == 1);
+	if (sc == ALL_GOOD) {
+		send(&r, 0, FAKE_CHUNKS);
+	} else if (sc == C0_REJECT) {
+		const struct fl_model_tensor *t = fl_model_tensor_at(r.m, 0);
+		float bad[4] = {1.0f, NAN, 2.0f, 3.0f};
+		fake_send_chunk(r.net, r.c[0], 1, t->name, t->shape, t->ndim, FL_WIRE_F32, 0, bad,
+				sizeof(bad), 0);
+		fake_pump(r.net);
+		FL_CHECK_MSG(r.c[0]->closed && r.c[0]->error_code == (uint32_t)-FL_ENONFINITE,
+			     "NaN chunk: error %u (%s)", r.c[0]->error_code, r.c[0]->error_msg);
+	} else {
+		fake_disconnect(r.net, r.c[0]);
+	}
+	send(&r, 3, FAKE_CHUNKS);
+	FL_CHECK(fake_run(r.net, 100000));
+	FL_CHECK(r.net->nrep == 1);
+	const struct srv_round_report *rep = &r.net->rep[0];
+	FL_CHECK(rep->reported == (sc == ALL_GOOD ? 4 : 3));
+	FL_CHECK(rep->rejected == (sc == C0_REJECT) && rep->dropped == (sc == C0_SILENT));
+	for (int i = 1; i < NCL; i++)
+		FL_CHECK(!r.c[i]->error_code && r.c[i]->nheld == 0 && !r.c[i]->paused);
+	uint64_t up = 0;
+	srv_engine_bytes(r.net->e, &up, NULL);
+	FL_CHECK_MSG(up == r.net->recv_bytes, "engine counted %llu bytes up, transport %llu",
+		     (unsigned long long)up, (unsigned long long)r.net->recv_bytes);
+	srv_engine_upload_stats(r.net->e, st);
+	FL_CHECK(st->in_use == 0);
+	float *out = malloc(r.n * sizeof(float));
+	memcpy(out, fl_model_params(r.m), r.n * sizeof(float));
+	run_free(&r);
+	return out;
+}
+
+static void test_same_results(void)
+{
+	struct srv_upload_stats st;
+	struct fl_model *m = fake_small_model(1);
+	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	fl_model_free(m);
+	float *ref = play(0, ALL_GOOD, &st);
+	FL_CHECK(st.slots == 0 && st.parked == 0);
+	float *one = play(1, ALL_GOOD, &st);
+	FL_CHECK(st.slots == 1 && st.peak == 1 && st.parked == 3);
+	float *two = play(2, ALL_GOOD, &st);
+	FL_CHECK(st.peak == 2 && st.parked == 0); /* 1 and 2 finish before 3 starts */
+	FL_CHECK(memcmp(ref, one, n * sizeof(float)) == 0);
+	FL_CHECK(memcmp(ref, two, n * sizeof(float)) == 0);
+	free(ref);
+	free(one);
+	free(two);
+}
+
+static void test_reject_leaves_no_trace(void)
+{
+	struct srv_upload_stats st;
+	struct fl_model *m = fake_small_model(1);
+	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	fl_model_free(m);
+	float *silent = play(0, C0_SILENT, &st);
+	float *rej1 = play(1, C0_REJECT, &st);
+	FL_CHECK(st.parked == 3);
+	float *rej0 = play(0, C0_REJECT, &st);
+	FL_CHECK(memcmp(silent, rej1, n * sizeof(float)) == 0);
+	FL_CHECK(memcmp(silent, rej0, n * sizeof(float)) == 0);
+	free(silent);
+	free(rej1);
+	free(rej0);
+}
+
+static void heartbeat(struct run *r, int i)
+{
+	Fedloha__V1__Heartbeat hb = FEDLOHA__V1__HEARTBEAT__INIT;
+	hb.time_ms = r->net->now;
+	fl_envelope env = fl_test_envelope(&hb.base);
+	fake_send_env(r->net, r->c[i], &env);
+}
+
+/* Parked longer than the idle timeout (4 s) while the others talk: kept.
+ * Still parked at the round's deadline (10 s): resumed, then refused as
+ * late; the round is retried without it. */
+static void test_parked_late_and_idle(void)
+{
+	struct run r;
+	run_start(&r, 1, 4000);
+	uint64_t t0 = r.net->now;
+	send(&r, 0, FAKE_HEADER);
+	send(&r, 1, FAKE_HEADER | FAKE_CHUNKS);
+	FL_CHECK(r.c[1]->paused && r.net->pauses == 1);
+	for (uint64_t t = t0 + 1000; t <= t0 + 9000; t += 1000) {
+		fake_tick_at(r.net, t);
+		for (int i = 0; i < NCL; i++)
+			if (i != 1)
+				heartbeat(&r, i);
+	}
+	FL_CHECK_MSG(!r.c[1]->closed && r.c[1]->paused, "a parked client was dropped as idle");
+	fake_tick_at(r.net, t0 + 10000);
+	FL_CHECK(r.net->resumes == 1 && !r.c[1]->paused);
+	FL_CHECK_MSG(r.c[1]->closed && r.c[1]->error_code == (uint32_t)-FL_ERANGE,
+		     "parked past the deadline: error %u (%s)", r.c[1]->error_code,
+		     r.c[1]->error_msg);
+	FL_CHECK(strstr(r.c[1]->error_msg, "late") != NULL);
+	struct srv_upload_stats st;
+	srv_engine_upload_stats(r.net->e, &st);
+	FL_CHECK(st.in_use == 0);
+	run_free(&r);
+}
+
+/* upload_slots without pause / resume is refused at creation. */
+static void test_needs_backpressure(void)
+{
+	struct fl_model *m = fake_small_model(1);
+	struct srv_engine_config cfg;
+	fake_engine_config(&cfg, 1, 11, 3);
+	cfg.upload_slots = 2;
+	FL_CHECK(fake_net_new(m, &cfg) == NULL);
+	FL_CHECK(strstr(fl_error_msg(), "pause") != NULL);
+	fl_model_free(m);
+}
+
+int main(void)
+{
+	FL_RUN(test_same_results);
+	FL_RUN(test_reject_leaves_no_trace);
+	FL_RUN(test_parked_late_and_idle);
+	FL_RUN(test_needs_backpressure);
+	return fl_test_main_end();
+}
