@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# cli_loadgen.sh - many real sessions on one coordinator, small: a secure
+# fedloha-server (2nn FedPara, --upload-slots 1 so uploads must wait for
+# the one slot) and 200 sessions of tests/loadgen (fl-loadgen) from 2
+# processes on 127.0.0.1, their connections spread over 50 loopback source
+# addresses so the per-address limits keep their defaults. Checks: both
+# rounds selected and counted all 200 updates (none dropped or rejected),
+# every session was established and ended with Bye("done"), some uploads
+# waited for the slot and at most one was in flight.
+set -u
+. "$(dirname "$0")/cli_lib.sh"
+BIN=${FL_BIN:-build/bin}
+TMP=${FL_TMP:-/tmp}/cli_loadgen.$$
+mkdir -p "$TMP"
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+fail() {
+	echo "FAIL: $*"
+	for f in "$TMP"/*.out "$TMP"/*.err; do
+		[ -s "$f" ] && { echo "== $f"; tail -n 8 "$f"; }
+	done
+	exit 1
+}
+N=200
+SPUB=$("$BIN/fedloha-server" keygen --out "$TMP/server.key" 2>/dev/null) || fail "server keygen"
+"$BIN/fl-loadgen" allow --clients $N --seed 5 --out "$TMP/allow.txt" || fail "fl-loadgen allow"
+[ "$(wc -l <"$TMP/allow.txt")" = $N ] || fail "allow-list of $N lines expected"
+
+timeout 60 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --key "$TMP/server.key" \
+	--allow "$TMP/allow.txt" --model 2nn --param fedpara --rounds 2 --min-clients $N \
+	--round-timeout 40 --upload-slots 1 >"$TMP/server.out" 2>"$TMP/server.err" &
+SPID=$!
+await_port server $SPID
+for p in 0 1; do
+	timeout 60 "$BIN/fl-loadgen" run --port "$PORT" --server-key "$SPUB" --clients $((N / 2)) \
+		--first $((p * N / 2)) --seed 5 --sources 50 >"$TMP/lg$p.out" 2>"$TMP/lg$p.err" &
+	LG[$p]=$!
+done
+for p in 0 1; do
+	wait "${LG[$p]}" || fail "fl-loadgen $p exit $?"
+done
+wait $SPID || fail "server exit $?"
+
+for r in 1 2; do
+	grep -q "^round $r/2 selected $N reported $N dropped 0 rejected 0 " "$TMP/server.out" ||
+		fail "round $r: not every update counted"
+done
+grep -q "^finished 2 rounds" "$TMP/server.out" || fail "server did not finish"
+for p in 0 1; do
+	grep -q "^loadgen: sessions 100 up 100 failed 0 errors 0 byes_done 100 .* tasks 200 updates 200 " \
+		"$TMP/lg$p.out" || fail "fl-loadgen $p: not every session served"
+done
+line=$(grep "^upload slots 1: " "$TMP/server.out") || fail "no upload slot line"
+peak=$(echo "$line" | sed -n 's/.*at most \([0-9]*\) in use.*/\1/p')
+waited=$(echo "$line" | sed -n 's/.*, \([0-9]*\) uploads waited.*/\1/p')
+[ "$peak" = 1 ] || fail "upload slots: $peak in use at once (1 allowed)"
+[ "${waited:-0}" -gt 0 ] || fail "no upload waited for the slot: the backpressure was not exercised"
+echo "ok: $N sessions, 2 rounds, $waited uploads waited for the one slot"
+cat "$TMP/lg0.out" | tail -1
