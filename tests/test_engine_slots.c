@@ -203,11 +203,79 @@ static void test_needs_backpressure(void)
 	fl_model_free(m);
 }
 
+/* 30 clients, 2 slots, every update's frames sent in random pieces
+ * interleaved at random (seeded): every update counted, the model the
+ * one of unbounded staging. */
+static float *stress(uint32_t slots, uint64_t seed)
+{
+	struct fl_model *m = fake_small_model(1);
+	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	struct srv_engine_config cfg;
+	fake_engine_config(&cfg, 2, 11, 30);
+	cfg.min_available = 30;
+	cfg.upload_slots = slots;
+	struct fake_net *net = slots ? fake_net_new_bp(m, &cfg) : fake_net_new(m, &cfg);
+	struct fake_client *c[30];
+	float *vals = malloc(n * sizeof(float));
+	for (size_t j = 0; j < n; j++)
+		vals[j] = 0.01f * (float)(j % 13);
+	for (int i = 0; i < 30; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "s%02d", i);
+		c[i] = fake_connect(net, id, (uint64_t)(1 + i), 0.0f, NULL);
+		c[i]->hold = 1;
+	}
+	uint64_t x = seed;
+	for (uint64_t r = 1; r <= 2; r++) {
+		fake_pump(net);
+		int part[30] = {0}, left = 30;
+		while (left) { /* header (1), then chunks (2), per client, interleaved */
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			int i = (int)((x >> 33) % 30);
+			if (part[i] == 2)
+				continue;
+			part[i]++;
+			fake_send_update_parts(net, c[i], r, c[i]->num_examples, vals,
+					       part[i] == 1 ? FAKE_HEADER : FAKE_CHUNKS);
+			if (part[i] == 2)
+				left--;
+		}
+		fake_pump(net);
+		FL_CHECK_MSG(net->nrep == (int)r && net->rep[r - 1].reported == 30,
+			     "stress seed %llu round %llu: %d reports, %d reported",
+			     (unsigned long long)seed, (unsigned long long)r, net->nrep,
+			     net->nrep ? net->rep[net->nrep - 1].reported : -1);
+		if (net->nrep != (int)r)
+			break;
+	}
+	float *out = malloc(n * sizeof(float));
+	memcpy(out, fl_model_params(m), n * sizeof(float));
+	free(vals);
+	fake_net_free(net);
+	fl_model_free(m);
+	return out;
+}
+
+static void test_stress(void)
+{
+	struct fl_model *m = fake_small_model(1);
+	size_t n = fl_model_count_floats(m, FL_TENSOR_GLOBAL);
+	fl_model_free(m);
+	float *ref = stress(0, 1);
+	for (uint64_t seed = 1; seed <= 20; seed++) {
+		float *got = stress(seed % 3 + 1, seed);
+		FL_CHECK(memcmp(ref, got, n * sizeof(float)) == 0);
+		free(got);
+	}
+	free(ref);
+}
+
 int main(void)
 {
 	FL_RUN(test_same_results);
 	FL_RUN(test_reject_leaves_no_trace);
 	FL_RUN(test_parked_late_and_idle);
 	FL_RUN(test_needs_backpressure);
+	FL_RUN(test_stress);
 	return fl_test_main_end();
 }

@@ -60,14 +60,17 @@ static void on_written(uv_write_t *req, int status)
 {
 	struct wreq *w = (struct wreq *)req;
 	struct fl_net_conn *n = w->n;
-	n->pending -= w->buf->len;
+	size_t len = w->buf->len;
+	n->pending -= len;
 	if (status == 0) {
-		*n->sock_out += w->buf->len;
+		*n->sock_out += len;
 		if (w->hs)
-			*n->hs_out += w->buf->len;
+			*n->hs_out += len;
 	}
 	fl_buf_unref(w->buf);
 	free(w);
+	if (n->on_written)
+		n->on_written(n, len);
 	if (status < 0 && status != UV_ECANCELED) {
 		fl_log_debug("%s: write failed: %s", n->name, uv_strerror(status));
 		fl_net_cut(n);

@@ -25,9 +25,12 @@ struct fl_net_conn {
 	int closing;           /* shutting down: nothing more is written */
 	int cut;               /* uv_close called */
 	uv_close_cb on_closed; /* the owner frees its connection there */
-	uint64_t *sock_out;    /* the owner's counter of bytes written */
-	uint64_t *hs_out;      /* ... and of those written before the channel was up */
-	char name[96];         /* names the connection in log lines */
+	/* Optional: after each write left the queue (written, failed or
+	 * cancelled), with its byte count, once pending is updated. */
+	void (*on_written)(struct fl_net_conn *n, size_t bytes);
+	uint64_t *sock_out; /* the owner's counter of bytes written */
+	uint64_t *hs_out;   /* ... and of those written before the channel was up */
+	char name[96];      /* names the connection in log lines */
 };
 
 /* Initialises the handle on loop (calloc'd memory assumed). */

@@ -208,6 +208,9 @@ struct deliver_to {
 	void *ctx;
 };
 
+/* Decrypted-record buffers up to this size are kept between records. */
+#define PLAIN_KEEP 16384
+
 static int on_record(struct fl_channel *ch, const uint8_t *p, size_t n, struct deliver_to *d)
 {
 	if (ch->peer_final)
@@ -232,6 +235,13 @@ static int on_record(struct fl_channel *ch, const uint8_t *p, size_t n, struct d
 			snprintf(why, sizeof(why), "%s", fl_error_msg());
 			rc = fl_ch_fail(ch, rc, "%s", why);
 		}
+	}
+	if (ch->plain_cap > PLAIN_KEEP && !ch->err) {
+		/* a large record (a tensor chunk) does not pin its size to an
+		 * idle connection; the fail path above still uses ch->plain */
+		free(ch->plain);
+		ch->plain = NULL;
+		ch->plain_cap = 0;
 	}
 	return rc;
 }

@@ -42,6 +42,7 @@ void srv_transport_config_default(struct srv_transport_config *c)
 	c->addr_burst = SRV_TRANSPORT_ADDR_BURST_DEFAULT;
 	c->handshake_timeout_ms = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT;
 	c->flush_timeout_ms = 2000;
+	c->seal_budget = SRV_TRANSPORT_SEAL_BUDGET;
 }
 
 int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
@@ -72,6 +73,8 @@ int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,
 	t->insecure = !cfg->access || srv_access_insecure(cfg->access);
 	if (!t->cfg.handshake_timeout_ms)
 		t->cfg.handshake_timeout_ms = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT;
+	if (!t->cfg.seal_budget)
+		t->cfg.seal_budget = SRV_TRANSPORT_SEAL_BUDGET;
 	if (srv_tr_limits_new(t) != FL_OK) {
 		free(t->host);
 		free(t);
@@ -122,116 +125,6 @@ static void slot_release(struct srv_transport *t, struct conn *c)
 	}
 }
 
-/* ---- backpressure ---- */
-
-static void resume_unlink(struct srv_transport *t, struct conn *c)
-{
-	struct conn **p = &t->resume_head, *prev = NULL;
-	while (*p && *p != c) {
-		prev = *p;
-		p = &(*p)->resume_next;
-	}
-	if (!*p)
-		return;
-	*p = c->resume_next;
-	if (t->resume_tail == c)
-		t->resume_tail = prev;
-	c->resume_next = NULL;
-	c->resume_queued = 0;
-}
-
-/* Keeps one frame of a paused connection (its length prefix included). */
-static int hold_frame(struct conn *c, const uint8_t *payload, size_t n)
-{
-	size_t need = c->held_len + FL_WIRE_FRAME_HEADER_BYTES + n;
-	if (need > c->held_cap) {
-		size_t cap = c->held_cap ? c->held_cap : 256;
-		while (cap < need)
-			cap *= 2;
-		uint8_t *h = realloc(c->held, cap);
-		if (!h)
-			return fl_error_set(FL_ENOMEM,
-					    "out of memory holding a paused connection's "
-					    "frames");
-		c->held = h;
-		c->held_cap = cap;
-	}
-	fl_be32_put(c->held + c->held_len, (uint32_t)n);
-	memcpy(c->held + c->held_len + FL_WIRE_FRAME_HEADER_BYTES, payload, n);
-	c->held_len = need;
-	return FL_OK;
-}
-
-static void io_pause(void *ctx, uint64_t id)
-{
-	struct conn *c = conn_find(ctx, id);
-	if (!c || fl_net_gone(&c->n))
-		return;
-	c->paused = c->pause_now = 1;
-	uv_read_stop((uv_stream_t *)&c->n.tcp);
-}
-
-static void io_resume(void *ctx, uint64_t id)
-{
-	struct srv_transport *t = ctx;
-	struct conn *c = conn_find(t, id);
-	if (!c || !c->paused || c->resume_queued)
-		return;
-	c->resume_queued = 1;
-	c->resume_next = NULL;
-	if (t->resume_tail)
-		t->resume_tail->resume_next = c;
-	else
-		t->resume_head = c;
-	t->resume_tail = c;
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-/* Delivers a resumed connection's kept frames; a new pause keeps the rest. */
-static void redeliver(struct conn *c)
-{
-	c->paused = 0;
-	size_t off = 0;
-	while (off < c->held_len && !fl_net_gone(&c->n) && !c->paused) {
-		uint32_t n = fl_be32_get(c->held + off);
-		const uint8_t *p = c->held + off + FL_WIRE_FRAME_HEADER_BYTES;
-		c->redelivering = 1;
-		int rc = srv_tr_on_frame(c, p, n);
-		c->redelivering = 0;
-		if (c->paused) { /* the engine paused again at this frame: keep it */
-			c->pause_now = 0;
-			break;
-		}
-		off += FL_WIRE_FRAME_HEADER_BYTES + n;
-		if (rc != FL_OK)
-			break;
-	}
-	if (off && off < c->held_len)
-		memmove(c->held, c->held + off, c->held_len - off);
-	c->held_len -= off < c->held_len ? off : c->held_len;
-	if (!c->paused && !fl_net_gone(&c->n)) {
-		c->held_len = 0;
-		if (uv_read_start((uv_stream_t *)&c->n.tcp, on_alloc, on_read) != 0)
-			srv_tr_cut(c);
-	}
-}
-
-static void resume_pending(struct srv_transport *t)
-{
-	if (t->resuming)
-		return;
-	t->resuming = 1;
-	while (t->resume_head && !t->stopping) {
-		struct conn *c = t->resume_head;
-		resume_unlink(t, c);
-		if (!fl_net_gone(&c->n))
-			redeliver(c);
-	}
-	t->resuming = 0;
-}
-
 /* ---- closing ---- */
 
 static void maybe_done(struct srv_transport *t)
@@ -253,7 +146,7 @@ static void on_conn_closed(uv_handle_t *h)
 	if (c->next)
 		c->next->prev = c->prev;
 	t->nconns--;
-	if (c->n.closing)
+	if (c->n.closing || c->close_after)
 		t->nclosing--;
 	if (!c->up && c->ch)
 		t->nhandshaking--;
@@ -265,9 +158,9 @@ static void on_conn_closed(uv_handle_t *h)
 		fl_log_info("conn %s: closed", c->peer);
 	fl_frame_reader_free(&c->rd);
 	fl_channel_free(c->ch);
-	free(c->held);
+	srv_tr_out_free(c);
 	if (c->resume_queued)
-		resume_unlink(t, c);
+		srv_tr_resume_unlink(t, c);
 	free(c);
 	if (!t->quiet && t->e && was_up) {
 		/* Unknown ids (the engine closed it itself) are ignored there. */
@@ -282,39 +175,29 @@ void srv_tr_cut(struct conn *c)
 	fl_net_cut(&c->n);
 }
 
-/* The final record (when the channel is up), flush what is queued, close. */
+/* The final record (when the channel is up), flush what is queued, close.
+ * With frames still waiting to be sealed, that happens once they are. */
 void srv_tr_close(struct conn *c)
 {
 	struct srv_transport *t = c->t;
-	if (fl_net_close_channel(&c->n, c->ch, !c->up))
+	if (srv_tr_out_queued(c) && !fl_net_gone(&c->n)) {
+		if (!c->close_after) {
+			c->close_after = 1;
+			t->nclosing++;
+			c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
+		}
 		return;
-	t->nclosing++;
-	c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
+	}
+	if (srv_tr_close_channel(c))
+		return;
+	if (!c->close_by) {
+		t->nclosing++;
+		c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
+	}
 	fl_net_shutdown(&c->n);
 }
 
 /* ---- writing ---- */
-
-/* Bytes as they go on the socket; takes over one reference to b. */
-int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
-{
-	return fl_net_write(&c->n, b, !c->up);
-}
-
-/* One protocol frame: sealed into a record (as is with --insecure). */
-int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
-{
-	struct srv_transport *t = c->t;
-	if (fl_net_gone(&c->n) || !fl_channel_established(c->ch)) {
-		fl_buf_unref(frame);
-		return FL_EIO;
-	}
-	if ((t->cfg.debug_tensors || frame->len <= LOG_FRAME_MAX) &&
-	    frame->len > FL_WIRE_FRAME_HEADER_BYTES)
-		srv_tr_log_frame(c, "sent", frame->data + FL_WIRE_FRAME_HEADER_BYTES,
-				 frame->len - FL_WIRE_FRAME_HEADER_BYTES);
-	return fl_net_send_sealed(&c->n, c->ch, frame, !c->up);
-}
 
 /* Error or Bye from the transport itself (outside the engine's protocol):
  * sealed once the channel is up, else in plaintext (a peer that is no
@@ -352,6 +235,20 @@ static int io_send(void *ctx, uint64_t id, struct fl_buf *frame)
 		return FL_EIO;
 	}
 	return srv_tr_send_frame(c, frame);
+}
+
+static void io_pause(void *ctx, uint64_t id)
+{
+	struct conn *c = conn_find(ctx, id);
+	if (c)
+		srv_tr_pause(c);
+}
+
+static void io_resume(void *ctx, uint64_t id)
+{
+	struct conn *c = conn_find(ctx, id);
+	if (c)
+		srv_tr_resume(c);
 }
 
 static void io_close(void *ctx, uint64_t id)
@@ -402,7 +299,7 @@ static void rearm(struct srv_transport *t)
 
 static void after_engine(struct srv_transport *t)
 {
-	resume_pending(t);
+	srv_tr_resume_pending(t);
 	if (!t->stopping && (srv_engine_finished(t->e) || srv_engine_failed(t->e, NULL)))
 		begin_stop(t, 0);
 	rearm(t);
@@ -414,7 +311,7 @@ static void on_timer(uv_timer_t *h)
 	uint64_t now = uv_now(t->loop);
 	if (t->nclosing) {
 		for (struct conn *c = t->head; c; c = c->next)
-			if (c->n.closing && !c->n.cut && now >= c->close_by) {
+			if ((c->n.closing || c->close_after) && !c->n.cut && now >= c->close_by) {
 				fl_log_warn("conn %s: not flushed within %u ms: closed", c->peer,
 					    t->cfg.flush_timeout_ms);
 				srv_tr_cut(c);
@@ -453,11 +350,11 @@ int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n)
 	if (!c->first_seen && srv_tr_first_frame(c, payload, n))
 		return FL_WIRE_FEED_STOP;
 	if (c->paused) /* bytes read before the pause: kept for the resume */
-		return hold_frame(c, payload, n) == FL_OK ? FL_OK : FL_WIRE_FEED_STOP;
+		return srv_tr_hold_frame(c, payload, n) == FL_OK ? FL_OK : FL_WIRE_FEED_STOP;
 	srv_engine_on_frame(t->e, c->id, payload, n, uv_now(t->loop));
 	if (c->pause_now && !c->redelivering) { /* the engine did not consume this frame */
 		c->pause_now = 0;
-		if (hold_frame(c, payload, n) != FL_OK) {
+		if (srv_tr_hold_frame(c, payload, n) != FL_OK) {
 			srv_tr_cut(c);
 			return FL_WIRE_FEED_STOP;
 		}
@@ -487,6 +384,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	after_engine(t);
 }
 
+int srv_tr_read_start(struct conn *c)
+{
+	return uv_read_start((uv_stream_t *)&c->n.tcp, on_alloc, on_read);
+}
+
 /* ---- accepting ---- */
 
 static void on_connection(uv_stream_t *server, int status)
@@ -506,6 +408,7 @@ static void on_connection(uv_stream_t *server, int status)
 	c->addr = -1;
 	fl_net_conn_init(&c->n, t->loop, t->cfg.max_output_bytes, on_conn_closed, &t->st.sock_out,
 			 &t->st.hs_out);
+	c->n.on_written = srv_tr_out_written;
 	c->next = t->head;
 	if (t->head)
 		t->head->prev = c;
@@ -530,8 +433,7 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	uv_tcp_nodelay(&c->n.tcp, 1);
 	fl_log_info("conn %s: connected", c->peer);
-	if (srv_tr_chan_open(c) != FL_OK ||
-	    uv_read_start((uv_stream_t *)&c->n.tcp, on_alloc, on_read) != 0) {
+	if (srv_tr_chan_open(c) != FL_OK || srv_tr_read_start(c) != 0) {
 		srv_tr_cut(c);
 		return;
 	}

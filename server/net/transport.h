@@ -49,6 +49,7 @@
 #define SRV_TRANSPORT_ADDR_RATE_DEFAULT 20.0  /* new handshakes per second per address */
 #define SRV_TRANSPORT_ADDR_BURST_DEFAULT 40.0 /* ... and the bucket's size */
 #define SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT 3000
+#define SRV_TRANSPORT_SEAL_BUDGET ((size_t)32 << 20)
 
 /* The limits that refuse a connection at accept (srv_transport_stats). */
 enum srv_transport_limit {
@@ -75,12 +76,16 @@ struct srv_transport_config {
 	 * max_handshakes reached, a peer with no handshake in progress takes
 	 * the slot of the oldest handshake of the busiest address (two or more
 	 * in progress; stats.evicted). */
-	size_t reserved_conns;         /* of max_conns, for authenticated clients only */
-	size_t max_handshakes;         /* in progress at once */
-	uint32_t addr_conns;           /* open per source address (IPv6: per /64); 0 = no limit */
-	double addr_rate;              /* new handshakes per second per address; 0 = no limit */
-	double addr_burst;             /* the per-address bucket (>= 1 when addr_rate > 0) */
-	uint32_t flush_timeout_ms;     /* a closing connection still unflushed after this is cut */
+	size_t reserved_conns;     /* of max_conns, for authenticated clients only */
+	size_t max_handshakes;     /* in progress at once */
+	uint32_t addr_conns;       /* open per source address (IPv6: per /64); 0 = no limit */
+	double addr_rate;          /* new handshakes per second per address; 0 = no limit */
+	double addr_burst;         /* the per-address bucket (>= 1 when addr_rate > 0) */
+	uint32_t flush_timeout_ms; /* a closing connection still unflushed after this is cut */
+	/* Bytes sealed and written but not yet taken by the kernel, over all
+	 * connections, before further frames wait unsealed in their
+	 * connection's queue (transport_out.c; 0 = SRV_TRANSPORT_SEAL_BUDGET) */
+	size_t seal_budget;
 	int debug_tensors;             /* log every tensor name sent / received (debug level) */
 	struct srv_access *access;     /* borrowed: identity, allow-list; NULL = insecure */
 	uint32_t handshake_timeout_ms; /* a channel not established by then is dropped

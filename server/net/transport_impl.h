@@ -37,6 +37,11 @@ struct conn {
 	uint8_t *held;
 	size_t held_len, held_cap;
 	struct conn *resume_next;
+	/* Output pacing (transport_out.c): frames not sealed yet, a ring */
+	struct fl_buf **outq;
+	size_t outq_head, outq_n, outq_cap, outq_bytes;
+	int waiting, close_after; /* in the FIFO of connections with frames queued */
+	struct conn *wait_prev, *wait_next;
 };
 
 struct srv_transport {
@@ -59,13 +64,14 @@ struct srv_transport {
 	struct srv_tr_limits *lim;              /* transport_limits.c */
 	struct conn *resume_head, *resume_tail; /* paused connections to deliver again */
 	int resuming;
+	size_t unwritten;                   /* written to libuv, not yet to the kernel */
+	struct conn *wait_head, *wait_tail; /* connections with frames queued, oldest first */
 	char rbuf[SRV_TRANSPORT_READ_BYTES];
 };
 
 /* transport.c */
-int srv_tr_write_raw(struct conn *c, struct fl_buf *b);      /* takes over one reference */
-int srv_tr_send_frame(struct conn *c, struct fl_buf *frame); /* seals; takes over a reference */
 void srv_tr_send_error(struct conn *c, int err, const char *msg);
+int srv_tr_read_start(struct conn *c);                            /* uv_read_start's code */
 void srv_tr_close(struct conn *c);                                /* final record, flush, close */
 void srv_tr_cut(struct conn *c);                                  /* close now */
 int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n); /* to the engine */
@@ -91,6 +97,20 @@ void srv_tr_limited(struct srv_transport *t, int which, const char *peer);
 /* Logs the refusals not yet logged: when the interval has passed, or now
  * (force). */
 void srv_tr_limits_log(struct srv_transport *t, int force);
+
+/* transport_out.c */
+int srv_tr_write_raw(struct conn *c, struct fl_buf *b);       /* takes over one reference */
+int srv_tr_send_frame(struct conn *c, struct fl_buf *frame);  /* seals; takes over a reference */
+int srv_tr_close_channel(struct conn *c);                     /* fl_net_close_channel, counted */
+void srv_tr_out_written(struct fl_net_conn *n, size_t bytes); /* the fl_net hook */
+void srv_tr_out_pump(struct srv_transport *t);
+int srv_tr_out_queued(const struct conn *c); /* 1 when frames wait unsealed */
+void srv_tr_out_free(struct conn *c);        /* at close: queued and held frames */
+void srv_tr_pause(struct conn *c);
+void srv_tr_resume(struct conn *c); /* queued: delivered in srv_tr_resume_pending */
+void srv_tr_resume_unlink(struct srv_transport *t, struct conn *c);
+int srv_tr_hold_frame(struct conn *c, const uint8_t *payload, size_t n);
+void srv_tr_resume_pending(struct srv_transport *t);
 
 /* transport_sec.c */
 int srv_tr_chan_open(struct conn *c); /* at accept; FL_OK or an error (logged) */

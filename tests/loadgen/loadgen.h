@@ -40,6 +40,7 @@ struct lg {
 	unsigned first, n, sources, concurrency;
 	int random_values; /* else zeros */
 	uint32_t examples;
+	uint32_t chunk_bytes; /* the Welcome's limits.chunk_bytes */
 	uv_timer_t deadline;
 	/* the global tensors, learned from the first complete task */
 	struct lg_tensor ts[LG_TENSORS_MAX];
@@ -51,6 +52,10 @@ struct lg {
 	size_t nupd;
 	/* progress */
 	unsigned next, handshaking, up, closed, failed, errors, byes_done;
+	/* sessions whose handshake failed, to try again (a real client retries) */
+	unsigned *retry, nretry, max_retries, retries;
+	uint8_t *attempts;
+	int stopping;
 	uint64_t t_start, t_last_up; /* ms */
 	uint64_t tasks, updates, heartbeats;
 	uint64_t sock_out, hs_out; /* bytes written (fl_net counters) */

@@ -27,9 +27,16 @@ static void on_closed(uv_handle_t *h)
 	struct lg *g = c->g;
 	if (!c->up)
 		g->handshaking--;
-	if (!c->up || !c->bye_done)
-		g->failed++;
-	g->closed++;
+	unsigned i = c->idx - g->first;
+	if (!c->up && !g->stopping && g->attempts[i] < g->max_retries) {
+		g->attempts[i]++;
+		g->retry[g->nretry++] = c->idx;
+		g->retries++;
+	} else {
+		if (!c->up || !c->bye_done)
+			g->failed++;
+		g->closed++;
+	}
 	fl_frame_reader_free(&c->rd);
 	fl_channel_free(c->ch);
 	fl_identity_free(c->id);
@@ -110,8 +117,7 @@ static int update_frames(struct lg *g, uint64_t r)
 			v[j] = 0.05f * (2.0f * fl_rng_uniform(&rng) - 1.0f);
 		struct fl_wire_tensor wt;
 		fl_wire_tensor_init(&wt, t->name, t->ndim, t->shape, t->numel, v);
-		err = fl_wire_tensor_encode(r, &wt, FL_WIRE_F32, FL_WIRE_CHUNK_DEFAULT, &g->upd,
-					    &g->nupd);
+		err = fl_wire_tensor_encode(r, &wt, FL_WIRE_F32, g->chunk_bytes, &g->upd, &g->nupd);
 		free(v);
 	}
 	g->upd_round = r;
@@ -185,7 +191,11 @@ static int handle(struct lgc *c, const fl_envelope *env)
 {
 	struct lg *g = c->g;
 	switch (env->body_case) {
-	case FEDLOHA__V1__ENVELOPE__BODY_WELCOME: return FL_OK;
+	case FEDLOHA__V1__ENVELOPE__BODY_WELCOME:
+		/* the server's chunk size for the updates, as a real client */
+		if (env->welcome->limits && env->welcome->limits->chunk_bytes >= 64)
+			g->chunk_bytes = env->welcome->limits->chunk_bytes;
+		return FL_OK;
 	case FEDLOHA__V1__ENVELOPE__BODY_TASK: on_task(c, env->task); return FL_OK;
 	case FEDLOHA__V1__ENVELOPE__BODY_CHUNK: on_chunk(c, env->chunk); return FL_OK;
 	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT: {
@@ -262,7 +272,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	if (nread < 0) {
-		if (!c->bye_done)
+		if (!c->bye_done && c->up)
 			fprintf(stderr, "fl-loadgen: " LG_ID_FMT ": connection ended (%s)\n",
 				c->idx, uv_strerror((int)nread));
 		fl_net_cut(&c->n);
@@ -326,7 +336,7 @@ static struct lgc *conn_new(struct lg *g, unsigned idx)
 
 static void start_one(struct lg *g)
 {
-	unsigned idx = g->first + g->next++;
+	unsigned idx = g->nretry ? g->retry[--g->nretry] : g->first + g->next++;
 	struct lgc *c = conn_new(g, idx);
 	if (!c) {
 		g->failed++;
@@ -361,6 +371,6 @@ static void start_one(struct lg *g)
 
 void lg_start_more(struct lg *g)
 {
-	while (g->next < g->n && g->handshaking < g->concurrency)
+	while ((g->nretry || g->next < g->n) && g->handshaking < g->concurrency && !g->stopping)
 		start_one(g);
 }

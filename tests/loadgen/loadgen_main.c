@@ -67,7 +67,7 @@ static void on_deadline(uv_timer_t *t)
 	for (unsigned i = 0; i < g->n; i++)
 		if (g->conns[i] && !fl_net_gone(&g->conns[i]->n))
 			fl_net_cut(&g->conns[i]->n);
-	g->next = g->n; /* start nothing more */
+	g->stopping = 1; /* start nothing more */
 }
 
 static void report(const struct lg *g)
@@ -86,13 +86,15 @@ static void report(const struct lg *g)
 		if (t->tasks > tmax)
 			tmax = t->tasks;
 	}
-	printf("loadgen: sessions %u up %u failed %u errors %u byes_done %u start_ms %llu "
+	printf("loadgen: sessions %u up %u failed %u errors %u byes_done %u retries %u "
+	       "start_ms %llu "
 	       "last_up_ms %llu handshake_seconds %.3f handshakes_per_s %.1f tasks %llu "
 	       "updates %llu heartbeats %llu bytes_out %llu\n",
-	       g->n, g->up, g->failed, g->errors, g->byes_done, (unsigned long long)g->t_start,
-	       (unsigned long long)g->t_last_up, hs_s, hs_s > 0 ? g->up / hs_s : 0.0,
-	       (unsigned long long)g->tasks, (unsigned long long)g->updates,
-	       (unsigned long long)g->heartbeats, (unsigned long long)g->sock_out);
+	       g->n, g->up, g->failed, g->errors, g->byes_done, g->retries,
+	       (unsigned long long)g->t_start, (unsigned long long)g->t_last_up, hs_s,
+	       hs_s > 0 ? g->up / hs_s : 0.0, (unsigned long long)g->tasks,
+	       (unsigned long long)g->updates, (unsigned long long)g->heartbeats,
+	       (unsigned long long)g->sock_out);
 }
 
 static void usage(FILE *o)
@@ -102,25 +104,31 @@ static void usage(FILE *o)
 		   "                  [--first I (0)] [--seed S (1)] [--sources K (0)]\n"
 		   "                  [--concurrency C (64)] [--values random|zeros]\n"
 		   "                  [--examples N (100)] [--seconds T (600)]\n"
+		   "                  [--retries R (5)]\n"
 		   "allow writes the allow-list of clients 0..N-1 (keys from --seed, ids\n"
 		   "lg-00000...). run opens sessions I..I+N-1 to 127.0.0.1:PORT over the secure\n"
 		   "channel (at most C handshakes at once; --sources K binds them to K loopback\n"
-		   "source addresses 127.0.0.2...), answers every task with an Update of the\n"
+		   "source addresses 127.0.0.2...; a failed handshake is tried again up to R\n"
+		   "times), answers every task with an Update of the\n"
 		   "task's tensors and prints its counts; exit 0 when every session ended with\n"
 		   "the server's Bye(\"done\").\n");
 }
 
 struct lg_args {
 	const char *cmd, *out, *server_key, *values;
-	int port, clients, first, sources, concurrency, examples;
+	int port, clients, first, sources, concurrency, examples, retries;
 	double seconds;
 	long long seed;
 };
 
 static int parse(int argc, char **argv, struct lg_args *a)
 {
-	*a = (struct lg_args){
-		.seed = 1, .concurrency = 64, .examples = 100, .seconds = 600, .values = "random"};
+	*a = (struct lg_args){.seed = 1,
+			      .concurrency = 64,
+			      .examples = 100,
+			      .seconds = 600,
+			      .values = "random",
+			      .retries = 5};
 	if (argc < 2)
 		return 2;
 	a->cmd = argv[1];
@@ -146,6 +154,8 @@ static int parse(int argc, char **argv, struct lg_args *a)
 			err = fl_cliopt_int(k, v, 0, 1 << 20, &a->sources);
 		else if (!strcmp(k, "--concurrency"))
 			err = fl_cliopt_int(k, v, 1, 100000, &a->concurrency);
+		else if (!strcmp(k, "--retries"))
+			err = fl_cliopt_int(k, v, 0, 100, &a->retries);
 		else if (!strcmp(k, "--examples"))
 			err = fl_cliopt_int(k, v, 1, 1 << 30, &a->examples);
 		else if (!strcmp(k, "--seconds"))
@@ -170,6 +180,7 @@ static int run(const struct lg_args *a)
 	g.sources = (unsigned)a->sources;
 	g.concurrency = (unsigned)a->concurrency;
 	g.examples = (uint32_t)a->examples;
+	g.chunk_bytes = FL_WIRE_CHUNK_DEFAULT;
 	g.random_values = strcmp(a->values, "zeros") != 0;
 	if (strcmp(a->values, "zeros") && strcmp(a->values, "random")) {
 		fprintf(stderr, "fl-loadgen: --values must be random or zeros\n");
@@ -180,8 +191,11 @@ static int run(const struct lg_args *a)
 		return 2;
 	}
 	uv_ip4_addr("127.0.0.1", a->port, &g.target);
+	g.max_retries = (unsigned)a->retries;
 	g.conns = calloc(g.n, sizeof(*g.conns));
-	if (!g.conns)
+	g.retry = calloc(g.n, sizeof(*g.retry));
+	g.attempts = calloc(g.n, 1);
+	if (!g.conns || !g.retry || !g.attempts)
 		return 1;
 	uv_timer_init(g.loop, &g.deadline);
 	g.deadline.data = &g;
@@ -191,6 +205,8 @@ static int run(const struct lg_args *a)
 	uv_run(g.loop, UV_RUN_DEFAULT);
 	report(&g);
 	free(g.conns);
+	free(g.retry);
+	free(g.attempts);
 	for (size_t i = 0; i < g.nupd; i++)
 		fl_buf_unref(g.upd[i]);
 	free(g.upd);
