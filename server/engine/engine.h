@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRV_UPLOAD_SLOTS_DEFAULT 32 /* fedloha-server --upload-slots */
+#define SRV_UPLOAD_SLOTS_DEFAULT 1024 /* fedloha-server --upload-slots */
 
 struct srv_engine_config {
 	uint64_t rounds; /* rounds to run */

@@ -145,7 +145,7 @@ void srv_opts_usage(FILE *f)
 		"  --require-dtype DTYPE       force this encoding for every client\n"
 		"  --max-frame BYTES (4 MiB)  --chunk BYTES (min(1 MiB, max-frame/2))\n"
 		"  --max-output BYTES (64 MiB + twice the model)  --max-conns N (10000)\n"
-		"  --upload-slots N (32)  updates received at once (N x the model); more wait\n"
+		"  --upload-slots N (1024)  updates received at once (N x the model); more wait\n"
 		"evaluation and output:\n"
 		"  --eval-every N         federated evaluation every N rounds (0 = never)\n"
 		"  --eval-data NAME       central evaluation on this test set after each round\n"
