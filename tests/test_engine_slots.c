@@ -4,7 +4,8 @@
  * the one of unbounded staging; an update refused mid-upload leaves no
  * trace (the same model as when that client never answered); a connection
  * parked past the deadline is refused as late; parked and idle, it is not
- * dropped by the idle timeout. */
+ * dropped by the idle timeout; 20 seeded random interleavings of 30
+ * clients' headers and chunks over 1-3 slots give the unbounded model. */
 #include "engine_fake.h"
 #include "errors.h"
 #include "model.h"
