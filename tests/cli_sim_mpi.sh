@@ -1,15 +1,20 @@
 #!/bin/bash
 # cli_sim_mpi.sh - fedloha-sim over MPI (docs/SIMULATION_MPI.md): the same
 # runs in one process and under `mpirun --oversubscribe -np 3` (and -np 2
-# with other thread counts) on the mnist-tiny fixture give identical
-# results: every JSON (rows, frame, channel and engine byte counts, vanished
-# clients, accuracies; only wall-clock seconds and the thread count may
-# differ) and every saved final model, byte for byte. The runs use the secure
-# channel and dropout (clients vanish and reconnect), a personalised
-# configuration with federated evaluation, an --insecure run and a
-# local-only baseline (rank 0 alone). A missing data folder under mpirun
-# fails with a one-line message. Skipped (77) when this build has no MPI
-# or mpirun is not installed.
+# with other thread counts, -np 5 with more ranks than clients) on the
+# mnist-tiny fixture give identical results: every JSON (rows, frame,
+# channel and engine byte counts, vanished clients, accuracies; only
+# wall-clock seconds and the thread count may differ) and the same set of
+# saved final models, byte for byte. The runs use the secure channel and
+# dropout (clients vanish and reconnect), a personalised configuration with
+# federated evaluation, --fraction 0.5, an --insecure run, a local-only
+# baseline (rank 0 alone) and messages cut into 100- and 64-byte pieces
+# (the test knob FL_SIM_MPI_CHUNK); rank 0 must have made requests to the
+# other ranks. Failures end with one line and never hang (every mpirun
+# under `timeout`): a missing data folder; ranks started with different
+# data or flags (MPMD); an MPI error (FL_SIM_MPI_FAULT=mpi-error); a rank
+# announcing a finished job twice (FL_SIM_MPI_FAULT=double-done). Skipped
+# (77) when this build has no MPI or mpirun is not installed.
 set -u
 [ "${FL_HAVE_MPI:-OFF}" = ON ] || [ "${FL_HAVE_MPI:-}" = TRUE ] || [ "${FL_HAVE_MPI:-}" = 1 ] || {
 	echo "skip: fedloha-sim built without MPI (FL_HAVE_MPI=${FL_HAVE_MPI:-})"
@@ -32,9 +37,10 @@ MPIENV=(env OMPI_MCA_mca_base_component_disable_dlclose=1
 	"LSAN_OPTIONS=${LSAN_OPTIONS:-}:suppressions=$TESTS_DIR/lsan_mpi.supp:print_suppressions=0")
 MPIRUN=(timeout 60 "${MPIENV[@]}" mpirun --oversubscribe)
 
-# same OUT_A OUT_B WHAT: the JSONs and saved models of two runs are equal
-same() {
-	py - "$1" "$2" <<'PY' || fail "$3: results differ"
+# same_py OUT_A OUT_B: 0 when the JSONs and saved models of two runs are
+# equal (the same files on both sides)
+same_py() {
+	py - "$1" "$2" <<'PY'
 import glob, hashlib, json, os, sys
 a, b = sys.argv[1], sys.argv[2]
 def strip(o):
@@ -50,14 +56,30 @@ for n in names:
     for k in ja:
         assert ja[k] == jb.get(k), '%s: %s: %s != %s' % (n, k, str(ja[k])[:120], str(jb.get(k))[:120])
     assert ja.keys() == jb.keys(), n
-models = sorted(glob.glob(a + '/*-model/*'))
-assert models or not glob.glob(a + '/*-model'), 'no model files'
-for m in models:
-    o = os.path.join(b, os.path.relpath(m, a))
-    ha = hashlib.sha256(open(m, 'rb').read()).hexdigest()
-    hb = hashlib.sha256(open(o, 'rb').read()).hexdigest()
-    assert ha == hb, 'model %s differs' % os.path.relpath(m, a)
+def models(d):
+    return sorted(os.path.relpath(m, d) for m in glob.glob(d + '/*-model/*'))
+ma = models(a)
+assert ma or not glob.glob(a + '/*-model'), 'no model files'
+assert ma == models(b), 'models %s != %s' % (ma, models(b))
+for m in ma:
+    ha = hashlib.sha256(open(os.path.join(a, m), 'rb').read()).hexdigest()
+    hb = hashlib.sha256(open(os.path.join(b, m), 'rb').read()).hexdigest()
+    assert ha == hb, 'model %s differs' % m
 PY
+}
+
+# same OUT_A OUT_B WHAT: the JSONs and saved models of two runs are equal
+same() {
+	same_py "$1" "$2" || fail "$3: results differ"
+}
+
+# fails_once WHAT PATTERN: the mpirun just run (exit status in $rc, stderr
+# in $TMP/err) failed without hanging and its stderr has exactly one
+# fedloha-sim line, matching PATTERN
+fails_once() {
+	[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "$1: exit $rc"
+	[ "$(grep -c '^fedloha-sim: ' "$TMP/err")" -eq 1 ] && grep -q "^fedloha-sim: $2" "$TMP/err" ||
+		fail "$1: $(head -c 600 "$TMP/err")"
 }
 
 ARGS=(--data mnist --data-path "$DATA" --clients 4 --partition iid --fraction 1 --rounds 3
@@ -92,13 +114,59 @@ expect 0 "${MPIRUN[@]}" -np 3 "$BIN" "${ARGS[@]}" --compare fedpara,local-fedpar
 	--threads 2 --out "$TMP/np3-plain"
 same "$TMP/one-plain" "$TMP/np3-plain" "-np 3 --insecure"
 
+# ---- more ranks than clients, --fraction 0.5 ----
+expect 0 "$BIN" "${ARGS[@]}" --compare fedpara --fraction 0.5 --threads 1 --out "$TMP/one-half"
+expect 0 "${MPIRUN[@]}" -np 5 "$BIN" "${ARGS[@]}" --compare fedpara --fraction 0.5 --threads 1 \
+	--out "$TMP/np5-half"
+same "$TMP/one-half" "$TMP/np5-half" "-np 5 --fraction 0.5"
+
+# ---- messages in pieces; rank 0 made requests to the other ranks ----
+NOQUIET=()
+for a in "${ARGS[@]}"; do [ "$a" = --quiet ] || NOQUIET+=("$a"); done
+for chunk in 100 64; do
+	expect 0 env FL_SIM_MPI_CHUNK=$chunk "${MPIRUN[@]}" -np 2 "$BIN" "${NOQUIET[@]}" \
+		--compare dense,fedpara,pfedpara --threads 1 --out "$TMP/np2-chunk$chunk"
+	same "$TMP/one" "$TMP/np2-chunk$chunk" "-np 2 in $chunk-byte pieces"
+	for f in dense fedpara pfedpara; do
+		calls=$(sed -n "s/^fedloha-sim: $f: \([0-9]*\) requests to other ranks, .*/\1/p" "$TMP/err")
+		[ "${calls:-0}" -gt 0 ] || fail "-np 2 $f: no requests to rank 1: $(head -c 600 "$TMP/err")"
+	done
+done
+
+# ---- the comparison itself: a model that one run lacks is a difference ----
+cp -r "$TMP/one" "$TMP/extra" && mkdir -p "$TMP/extra/extra-model" &&
+	echo x >"$TMP/extra/extra-model/model.safetensors"
+same_py "$TMP/one" "$TMP/extra" 2>/dev/null && fail "same: a model only in run B passed"
+same_py "$TMP/extra" "$TMP/one" 2>/dev/null && fail "same: a model only in run A passed"
+
 # ---- a missing data folder: one clear line from rank 0, a failed job ----
 "${MPIRUN[@]}" -np 3 "$BIN" --data mnist --data-path "$TMP/nowhere" --quiet --out "$TMP/r0" \
 	>"$TMP/out" 2>"$TMP/err"
 rc=$?
-[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "missing data under mpirun: exit $rc"
-[ "$(grep -c "^fedloha-sim: .*$TMP/nowhere" "$TMP/err")" -eq 1 ] ||
-	fail "missing data under mpirun: $(head -c 600 "$TMP/err")"
+fails_once "missing data under mpirun" ".*$TMP/nowhere"
+
+# ---- ranks started with different data or flags (MPMD): refused, no hang ----
+MM=(--data mnist --data-path "$DATA" --clients 4 --partition iid --fraction 1 --rounds 2
+	--epochs 1 --batch 4 --quiet --compare pfedpara,dense --threads 1 --out "$TMP/mm")
+"${MPIRUN[@]}" -np 1 "$BIN" "${MM[@]}" --holdout 0.2 : -np 1 "$BIN" "${MM[@]}" --holdout 0.01 \
+	>"$TMP/out" 2>"$TMP/err"
+rc=$?
+fails_once "different data" "rank 1: its data/configuration differ from rank 0's$"
+"${MPIRUN[@]}" -np 2 "$BIN" "${MM[@]}" : -np 1 "$BIN" "${MM[@]}" --rounds 3 \
+	>"$TMP/out" 2>"$TMP/err"
+rc=$?
+fails_once "different flags" "rank 2: its data/configuration differ from rank 0's$"
+
+# ---- an MPI error, a finished job announced twice: one line, the job ends ----
+FL_SIM_MPI_FAULT=mpi-error "${MPIRUN[@]}" -np 3 "$BIN" "${ARGS[@]}" --compare fedpara \
+	--out "$TMP/fault" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+fails_once "MPI error" "rank 2: MPI_Send failed: MPI_ERR_RANK"
+grep -q MPI_ERRORS_ARE_FATAL "$TMP/err" && fail "MPI error: MPI's own handler ran"
+FL_SIM_MPI_FAULT=double-done "${MPIRUN[@]}" -np 2 "$BIN" "${ARGS[@]}" --compare fedpara \
+	--out "$TMP/fault" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+fails_once "a job announced twice" "rank 0: a .*finished job .*client"
 
 rm -rf "$TMP"
 [ "$fails" -eq 0 ] || exit 1

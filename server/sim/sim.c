@@ -444,23 +444,39 @@ static int finish(struct sim *s)
 	return FL_OK;
 }
 
+/* Every rank's checks of the configuration and its result struct, agreed
+ * (one failing rank fails it on every rank, so that every rank skips it);
+ * local-only: rank 0's run. 1 when the run goes on (*res set on every
+ * rank), else 0 with *err set. */
+static int run_start(const struct srv_sim_config *cfg, const struct srv_sim_data *d, int rank,
+		     struct srv_sim_result **res, struct srv_sim_result **out, int *err)
+{
+	*res = NULL;
+	*err = sim_check_config(cfg, d);
+	if (!*err && !cfg->local_only && !(*res = calloc(1, sizeof(**res))))
+		*err = fl_error_set(FL_ENOMEM, "sim: out of memory");
+	*err = srv_sim_mpi_agree(*err);
+	if (!*err && cfg->local_only) /* no communication: rank 0 runs it alone */
+		*err = rank == 0 ? sim_local_run(cfg, d, out) : FL_OK;
+	if (!*err && !cfg->local_only)
+		return 1;
+	free(*res);
+	*res = NULL;
+	return 0;
+}
+
 int srv_sim_run(const struct srv_sim_config *cfg, const struct srv_sim_data *d,
 		struct srv_sim_result **out)
 {
 	*out = NULL;
-	int err = sim_check_config(cfg, d);
-	if (err)
-		return err;
 	struct sim s = {.cfg = cfg,
 			.data = d,
 			.pfed = cfg->param == FL_PEFT_PARAM_PFEDPARA,
 			.rank = srv_sim_mpi_rank(),
 			.nranks = srv_sim_mpi_size()};
-	if (cfg->local_only) /* no communication: rank 0 runs it alone */
-		return s.rank == 0 ? sim_local_run(cfg, d, out) : FL_OK;
-	s.res = calloc(1, sizeof(*s.res));
-	if (!s.res)
-		return fl_error_set(FL_ENOMEM, "sim: out of memory");
+	int err;
+	if (!run_start(cfg, d, s.rank, &s.res, out, &err))
+		return err;
 	srv_sim_config_label(cfg, s.res->label, sizeof(s.res->label));
 	s.res->secure = cfg->secure != 0;
 	s.res->fed_headline = s.pfed || cfg->fed_eval;

@@ -241,6 +241,17 @@ void srv_sim_mpi_abort(const char *msg, int code) __attribute__((noreturn));
 /* Collective: FL_OK when err is FL_OK on every rank, else (on every rank)
  * the error of the lowest failing rank with its message. */
 int srv_sim_mpi_agree(int err);
+/* Collective: FL_OK when err is FL_OK and digest (srv_sim_digest's, which
+ * returned err) equals rank 0's on every rank, else on every rank an error
+ * (FL_EINVAL "rank R: its data/configuration differ from rank 0's" for a
+ * mismatch) naming the lowest failing rank. */
+#define SRV_SIM_DIGEST_BYTES 32
+int srv_sim_mpi_same(int err, const uint8_t digest[SRV_SIM_DIGEST_BYTES]);
+/* A BLAKE2b digest of what every rank must share (sim_digest.c): the n
+ * configurations (not their thread counts, callbacks or model_dir) and
+ * the data (samples, labels, normalisation, partition). */
+int srv_sim_digest(const struct srv_sim_config *cfgs, int n, const struct srv_sim_data *d,
+		   uint8_t out[SRV_SIM_DIGEST_BYTES]);
 
 /* ---- results (sim_report.c) ---- */
 

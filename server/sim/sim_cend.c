@@ -13,6 +13,7 @@
 #include "errors.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,77 @@ void sim_fx_free(struct sim_fxlist *fx)
 		fl_buf_unref(fx->v[i].buf);
 	free(fx->v);
 	*fx = (struct sim_fxlist){0};
+}
+
+/* ---- effects as bytes (a reply over MPI, sim_mpi.c) ---- */
+
+#define FX_HEAD (5 * sizeof(uint64_t)) /* count, job, finished, ready, nomem */
+#define FX_ITEM (2 * sizeof(uint64_t)) /* kind, length */
+
+uint8_t *sim_fx_encode(const struct sim_fxlist *fx, size_t *len)
+{
+	size_t n = FX_HEAD;
+	for (int i = 0; i < fx->n; i++)
+		n += FX_ITEM + (fx->v[i].buf ? fx->v[i].buf->len : 0);
+	uint8_t *buf = malloc(n), *p = buf;
+	if (!buf)
+		return NULL;
+	uint64_t h[5] = {(uint64_t)fx->n, (uint64_t)fx->job, (uint64_t)fx->finished,
+			 (uint64_t)fx->ready, (uint64_t)fx->nomem};
+	memcpy(p, h, FX_HEAD);
+	p += FX_HEAD;
+	for (int i = 0; i < fx->n; i++) {
+		uint64_t k = fx->v[i].buf ? fx->v[i].buf->len : 0;
+		uint64_t item[2] = {(uint64_t)fx->v[i].kind, k};
+		memcpy(p, item, FX_ITEM);
+		p += FX_ITEM;
+		if (k)
+			memcpy(p, fx->v[i].buf->data, k);
+		p += k;
+	}
+	*len = n;
+	return buf;
+}
+
+/* The kinds whose effect carries a buffer (a message may be empty). */
+static int fx_has_buf(uint64_t kind)
+{
+	return kind == SIM_FX_UP || kind == SIM_FX_ERROR || kind == SIM_FX_NOTE ||
+	       kind == SIM_FX_FAIL;
+}
+
+int sim_fx_decode(const uint8_t *p, size_t n, struct sim_fxlist *fx)
+{
+	uint64_t h[5];
+	if (n < FX_HEAD)
+		return fl_error_set(FL_EFORMAT, "a short effects message");
+	memcpy(h, p, FX_HEAD);
+	size_t off = FX_HEAD;
+	fx->job = h[1] != 0;
+	fx->finished = h[2] != 0;
+	fx->ready = h[3] != 0;
+	fx->nomem = h[4] != 0;
+	for (uint64_t i = 0; i < h[0]; i++) {
+		uint64_t item[2];
+		if (n - off < FX_ITEM)
+			return fl_error_set(FL_EFORMAT, "a truncated effects message");
+		memcpy(item, p + off, FX_ITEM);
+		off += FX_ITEM;
+		if (item[0] < SIM_FX_UP || item[0] > SIM_FX_FAIL || item[1] > n - off ||
+		    (item[1] && !fx_has_buf(item[0])))
+			return fl_error_set(FL_EFORMAT, "a bad effect in an effects message");
+		struct fl_buf *b = NULL;
+		if (fx_has_buf(item[0])) {
+			if (!(b = fl_buf_new((size_t)item[1])))
+				return fl_error_set(FL_ENOMEM, "out of memory receiving effects");
+			memcpy(b->data, p + off, (size_t)item[1]);
+		}
+		off += (size_t)item[1];
+		sim_fx_add(fx, (enum sim_fx_kind)item[0], b);
+	}
+	if (off != n)
+		return fl_error_set(FL_EFORMAT, "trailing bytes in an effects message");
+	return FL_OK;
 }
 
 /* ---- the session's io ---- */

@@ -149,6 +149,12 @@ void sim_fx_free(struct sim_fxlist *fx);
 void sim_fx_add(struct sim_fxlist *fx, enum sim_fx_kind kind, struct fl_buf *buf);
 /* Appends an effect carrying a message. */
 void sim_fx_msg(struct sim_fxlist *fx, enum sim_fx_kind kind, const char *msg);
+/* The effects and state of fx as one message (malloc'd, *len bytes; NULL
+ * when out of memory), and back: appended to fx (FL_EFORMAT with a message
+ * when the bytes do not parse). UP, ERROR, NOTE and FAIL always carry a
+ * buffer, an empty message as an empty one. */
+uint8_t *sim_fx_encode(const struct sim_fxlist *fx, size_t *len);
+int sim_fx_decode(const uint8_t *p, size_t n, struct sim_fxlist *fx);
 
 /* ---- the coordinator end of a virtual client (sim_loop.c, rank 0) ---- */
 
@@ -162,6 +168,7 @@ struct sim_client {
 	int retired;                /* too many errors: never reconnected */
 	int job, finished;          /* the client end's, after its last operation */
 	struct sim_task ticket;     /* the job in flight: its seq, then held until its turn */
+	int held;                   /* the ticket is in sim.held */
 	struct fl_channel *sch;     /* the coordinator end of the channel */
 	struct fl_frame_reader srd; /* plaintext -> frames */
 	int srv_up;                 /* the channel is established and the engine told */

@@ -197,6 +197,7 @@ static void coord_drop(struct sim *s, struct sim_client *c)
 static void apply_fx(struct sim *s, struct sim_client *c, struct sim_fx *fx)
 {
 	char msg[FL_ERROR_MSG_MAX + 1];
+	msg[0] = 0; /* a kind without a buffer has no message */
 	if (fx->buf && fx->kind != SIM_FX_UP) {
 		size_t n = fx->buf->len < FL_ERROR_MSG_MAX ? fx->buf->len : FL_ERROR_MSG_MAX;
 		memcpy(msg, fx->buf->data, n);
@@ -422,6 +423,7 @@ static void hold(struct sim *s, int client)
 		pp = &(*pp)->next;
 	t->next = *pp;
 	*pp = t;
+	s->clients[client].held = 1;
 }
 
 /* Finished tasks of this rank's pool (waiting for one when `wait`) and of
@@ -467,7 +469,10 @@ static struct sim_client *next_in_order(struct sim *s)
 		return NULL;
 	s->held = t->next;
 	s->deliver_seq++;
-	return (struct sim_client *)((char *)t - offsetof(struct sim_client, ticket));
+	struct sim_client *c = (struct sim_client *)((char *)t -
+						     offsetof(struct sim_client, ticket));
+	c->held = 0;
+	return c;
 }
 
 /* ---- the loop ---- */

@@ -323,16 +323,21 @@ static int run_all(const struct srv_sim_opts *o, struct srv_sim_config *cfgs, in
 {
 	int rc;
 	struct fl_partition_config pc;
-	if (partition_config(o, cfgs, n, &pc))
+	int bad = partition_config(o, cfgs, n, &pc); /* message printed */
+	if (srv_sim_mpi_agree(bad ? fl_error_set(FL_EINVAL, "--partition refused") : FL_OK))
 		return 2;
 	double target = o->target / 100.0;
 	double targets[NTARGETS] = {target, target - 0.06, target - 0.04, target - 0.02,
 				    target + 0.02};
 	struct srv_sim_data *data = NULL;
+	uint8_t digest[SRV_SIM_DIGEST_BYTES];
 	int err = srv_sim_data_load(o->data, o->data_path, o->limit, o->test_limit, &pc, &data);
 	if (!err && srv_sim_mpi_rank() == 0)
 		err = fl_mkdir_p(o->out, 0);
-	if ((err = srv_sim_mpi_agree(err))) {
+	/* every rank must run the same configurations on the same data */
+	if (!(err = srv_sim_mpi_agree(err)) && srv_sim_mpi_size() > 1)
+		err = srv_sim_mpi_same(srv_sim_digest(cfgs, n, data, digest), digest);
+	if (err) {
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		srv_sim_data_free(data);
 		return 1;
