@@ -12,8 +12,9 @@
 # (the test knob FL_SIM_MPI_CHUNK); rank 0 must have made requests to the
 # other ranks. Failures end with one line and never hang (every mpirun
 # under `timeout`): a missing data folder; ranks started with different
-# data or flags (MPMD); an MPI error (FL_SIM_MPI_FAULT=mpi-error); a rank
-# announcing a finished job twice (FL_SIM_MPI_FAULT=double-done). Skipped
+# data or flags (MPMD), or --help on one rank only; an MPI error
+# (FL_SIM_MPI_FAULT=mpi-error); a rank announcing a finished job twice
+# (FL_SIM_MPI_FAULT=double-done). Skipped
 # (77) when this build has no MPI or mpirun is not installed.
 set -u
 [ "${FL_HAVE_MPI:-OFF}" = ON ] || [ "${FL_HAVE_MPI:-}" = TRUE ] || [ "${FL_HAVE_MPI:-}" = 1 ] || {
@@ -156,6 +157,9 @@ fails_once "different data" "rank 1: its data/configuration differ from rank 0's
 	>"$TMP/out" 2>"$TMP/err"
 rc=$?
 fails_once "different flags" "rank 2: its data/configuration differ from rank 0's$"
+"${MPIRUN[@]}" -np 1 "$BIN" "${MM[@]}" : -np 1 "$BIN" --help >"$TMP/out" 2>"$TMP/err"
+rc=$?
+fails_once "--help on rank 1 alone" "rank 1: --help was given$"
 
 # ---- an MPI error, a finished job announced twice: one line, the job ends ----
 FL_SIM_MPI_FAULT=mpi-error "${MPIRUN[@]}" -np 3 "$BIN" "${ARGS[@]}" --compare fedpara \

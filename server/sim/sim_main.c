@@ -259,14 +259,13 @@ static int sim_main(int argc, char **argv)
 	struct srv_sim_opts o;
 	srv_sim_opts_init(&o);
 	int rc = srv_sim_opts_parse(argc, argv, &o);
-	if (rc == 2) {
-		srv_sim_opts_usage(stdout);
-		return 0;
-	}
 	struct fl_model_desc *desc = NULL;
 	static struct srv_sim_config cfgs[SRV_SIM_CONFIGS_MAX];
 	int n = 0, bad = 0;
-	if (!rc && o.model_file && fl_model_desc_load(o.model_file, &desc)) {
+	if (rc == 2) { /* --help: the usage after the agreement every rank joins */
+		fl_error_set(FL_EINVAL, "--help was given");
+		bad = 1;
+	} else if (!rc && o.model_file && fl_model_desc_load(o.model_file, &desc)) {
 		fl_error_set(FL_EINVAL, "--model-file: %s", fl_error_msg());
 		fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		bad = 1;
@@ -278,6 +277,10 @@ static int sim_main(int argc, char **argv)
 		bad = 1;
 	}
 	if (srv_sim_mpi_agree(bad ? FL_EINVAL : FL_OK)) {
+		if (rc == 2) {
+			srv_sim_opts_usage(stdout);
+			return 0;
+		}
 		if (!bad) /* another rank refused it */
 			fprintf(stderr, PROG ": %s\n", fl_error_msg());
 		fl_model_desc_free(desc);
