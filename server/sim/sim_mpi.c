@@ -244,14 +244,18 @@ static uint8_t *recv_wait(int src, int tag, size_t *n)
 		sim_backoff(&b);
 	}
 	uint8_t *buf = NULL;
-	size_t have = 0;
+	size_t have = 0, cap = 0;
 	for (;;) {
 		int count = 0;
 		check(MPI_Get_count(&st, MPI_BYTE, &count), "MPI_Get_count");
-		uint8_t *p = realloc(buf, have + (size_t)count + 1);
-		if (!p)
-			die("out of memory receiving a message");
-		buf = p;
+		if (have + (size_t)count + 1 > cap) { /* doubling: many pieces stay linear */
+			cap = have + (size_t)count + 1 > 2 * cap ? have + (size_t)count + 1
+								 : 2 * cap;
+			uint8_t *p = realloc(buf, cap);
+			if (!p)
+				die("out of memory receiving a message");
+			buf = p;
+		}
 		check(MPI_Recv(buf + have, count, MPI_BYTE, src, tag, MPI_COMM_WORLD,
 			       MPI_STATUS_IGNORE),
 		      "MPI_Recv");
