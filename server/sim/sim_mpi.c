@@ -4,10 +4,11 @@
  * An operation on a remote client end is a synchronous request (the
  * operation, the connection, the virtual time and the channel bytes going
  * down: several consecutive deliveries to one client travel together and
- * run one after the other) answered by its effects in order (the channel bytes going up are
- * the very bytes the client end wrote); a finished job is announced by its
- * rank asynchronously (MPI_Isend: rank 0 may be sending it a request at
- * the same time) and handed back by rank 0 in submission order. A message
+ * run one after the other) answered by its effects in order (the channel
+ * bytes going up are the very bytes the client end wrote); a finished job
+ * is announced by its rank asynchronously (MPI_Isend: rank 0 may be
+ * sending it a request at the same time) and handed back by rank 0 in
+ * submission order. A message
  * longer than 1 GiB travels in pieces. Only the main thread calls MPI
  * (MPI_THREAD_FUNNELED). Waits poll with short sleeps instead of spinning
  * a core. A broken message or an MPI failure (MPI_ERRORS_RETURN) ends the
