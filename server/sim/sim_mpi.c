@@ -8,13 +8,12 @@
  * bytes going up are the very bytes the client end wrote); a finished job
  * is announced by its rank asynchronously (MPI_Isend: rank 0 may be
  * sending it a request at the same time) and handed back by rank 0 in
- * submission order. A message
- * longer than 1 GiB travels in pieces. Only the main thread calls MPI
- * (MPI_THREAD_FUNNELED). Waits poll with short sleeps instead of spinning
- * a core. A broken message or an MPI failure (MPI_ERRORS_RETURN) ends the
- * whole job (MPI_Abort) with a one-line message. Without MPI
- * (FL_HAVE_MPI undefined) there is one rank and the remote calls are never
- * made. No simulation logic here.
+ * submission order. A message longer than 1 GiB travels in pieces. Only
+ * the main thread calls MPI (MPI_THREAD_FUNNELED). Waits poll with short
+ * sleeps instead of spinning a core. A broken message or an MPI failure
+ * (MPI_ERRORS_RETURN) ends the whole job (MPI_Abort) with a one-line
+ * message. Without MPI (FL_HAVE_MPI undefined) there is one rank and the
+ * remote calls are never made. No simulation logic here.
  */
 #include "sim_impl.h"
 
