@@ -3,10 +3,11 @@
  * secure channel (seeded) and their admission, the rows of results (engine
  * reports + central evaluations on copies of the global model), what each
  * MPI rank sets up, and teardown. The transport and the loop are in
- * sim_loop.c, the client ends (sessions) in sim_cend.c, MPI in sim_mpi.c,
- * the worker threads in sim_pool.c, result files in sim_report.c, the
- * initial model (--init) in sim_init.c, the data in sim_data.c, the
- * config's defaults and checks in sim_config.c. */
+ * sim_loop.c, the client ends (sessions) in sim_cend.c, MPI in sim_mpi.c
+ * (the digest the ranks compare in sim_digest.c), the worker threads in
+ * sim_pool.c, result files in sim_report.c, the initial model (--init) in
+ * sim_init.c, the data in sim_data.c, the config's defaults and checks in
+ * sim_config.c. */
 #include "sim_impl.h"
 
 #include "blas.h"
