@@ -167,14 +167,16 @@ int srv_access_listed(const struct srv_access *a, const uint8_t pk[FL_PUBKEY_BYT
 	return a->allow && srv_allowlist_contains(a->allow, pk);
 }
 
-/* The Hello of a connection authenticated as pk, decoded into *env; every
+/* The Hello of a connection authenticated as pk, decoded into *env, and
+ * pk's allow-list name in *name (one lookup: membership and name); every
  * other outcome is FL_EAUTH with the reason set. */
 static int first_hello(const struct srv_access *a, const uint8_t *pk, const uint8_t *payload,
-		       size_t len, uint32_t max_frame, fl_envelope **env)
+		       size_t len, uint32_t max_frame, fl_envelope **env, const char **name)
 {
 	char key[FL_PUBKEY_STRING_BYTES];
 	fl_pubkey_format(pk, key);
-	if (!a->allow || !srv_allowlist_contains(a->allow, pk))
+	*name = a->allow ? srv_allowlist_name(a->allow, pk) : NULL;
+	if (!*name)
 		return fl_error_set(FL_EAUTH, "client key %s is not in the allow-list", key);
 	if (fl_wire_decode(payload, len, max_frame, env) != FL_OK)
 		return fl_error_set(FL_EAUTH,
@@ -193,10 +195,10 @@ int srv_access_check_first_frame(const struct srv_access *a, const uint8_t pk[FL
 				 const uint8_t *payload, size_t len, uint32_t max_frame)
 {
 	fl_envelope *env = NULL;
-	int err = first_hello(a, pk, payload, len, max_frame, &env);
+	const char *name = NULL;
+	int err = first_hello(a, pk, payload, len, max_frame, &env, &name);
 	if (err)
 		return err;
-	const char *name = srv_allowlist_name(a->allow, pk);
 	/* a name binds only when it could be a client id; free text and '#'
 	 * notes are comments */
 	int binds = fl_wire_client_id_valid(name);

@@ -1,6 +1,6 @@
-/* allowlist.c - allow-list files: parse with line numbers, sorted key set,
- * constant-time-per-entry lookup, swap on reload, atomic append. No
- * enrolment tokens (enrol.c). */
+/* allowlist.c - allow-list files: parse with line numbers, sorted key set
+ * with hash indexes by key and by name (keyed SipHash, open addressing),
+ * swap on reload, atomic append. No enrolment tokens (enrol.c). */
 #include "allowlist.h"
 
 #include "errors.h"
@@ -23,18 +23,33 @@ struct entry {
 	size_t line; /* for stable sorting: the first occurrence wins */
 };
 
+/* One slot of an index: the keyed hash and 1 + the entry's position (0:
+ * empty). */
+struct slot {
+	uint64_t h;
+	size_t at;
+};
+
 struct srv_allowlist {
 	struct entry *e; /* sorted by key, no duplicates */
 	size_t n, cap;
+	/* open-addressing indexes over e, nslots a power of two >= 2 n (0:
+	 * none yet); the SipHash key is random per set */
+	struct slot *by_pk, *by_name;
+	size_t nslots;
+	unsigned char hkey[crypto_shorthash_KEYBYTES];
 };
 
 int srv_allowlist_new(struct srv_allowlist **out)
 {
 	void *p = NULL;
 	int err = fl_crypto_alloc(sizeof(struct srv_allowlist), "allow-list", &p);
-	if (!err)
-		*out = p;
-	return err;
+	if (err)
+		return err;
+	struct srv_allowlist *al = p;
+	randombytes_buf(al->hkey, sizeof(al->hkey));
+	*out = al;
+	return FL_OK;
 }
 
 void srv_allowlist_free(struct srv_allowlist *al)
@@ -42,6 +57,8 @@ void srv_allowlist_free(struct srv_allowlist *al)
 	if (!al)
 		return;
 	free(al->e);
+	free(al->by_pk);
+	free(al->by_name);
 	free(al);
 }
 
@@ -91,6 +108,60 @@ static void normalise(struct srv_allowlist *al)
 		if (memcmp(al->e[i].pk, al->e[k - 1].pk, FL_PUBKEY_BYTES) != 0)
 			al->e[k++] = al->e[i];
 	al->n = k;
+}
+
+static uint64_t hash(const struct srv_allowlist *al, const void *p, size_t len)
+{
+	unsigned char h[crypto_shorthash_BYTES];
+	crypto_shorthash(h, p, len, al->hkey);
+	uint64_t v = 0;
+	memcpy(&v, h, sizeof(v));
+	return v;
+}
+
+/* Makes room in the indexes for n entries (their contents are then stale
+ * until index_fill). Allocates only when they grow. */
+static int index_reserve(struct srv_allowlist *al, size_t n)
+{
+	if (2 * n <= al->nslots && al->nslots)
+		return FL_OK;
+	size_t ns = 16;
+	while (ns < 2 * n)
+		ns *= 2;
+	struct slot *a = calloc(ns, sizeof(*a)), *b = calloc(ns, sizeof(*b));
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return fl_error_set(FL_ENOMEM, "allow-list: out of memory");
+	}
+	free(al->by_pk);
+	free(al->by_name);
+	al->by_pk = a;
+	al->by_name = b;
+	al->nslots = ns;
+	return FL_OK;
+}
+
+static void slot_put(struct slot *t, size_t mask, uint64_t h, size_t at)
+{
+	size_t i = (size_t)h & mask;
+	while (t[i].at)
+		i = (i + 1) & mask;
+	t[i].h = h;
+	t[i].at = at;
+}
+
+/* Rebuilds both indexes over e (after index_reserve for al->n). */
+static void index_fill(struct srv_allowlist *al)
+{
+	size_t mask = al->nslots - 1;
+	memset(al->by_pk, 0, al->nslots * sizeof(*al->by_pk));
+	memset(al->by_name, 0, al->nslots * sizeof(*al->by_name));
+	for (size_t i = 0; i < al->n; i++) {
+		const struct entry *e = &al->e[i];
+		slot_put(al->by_pk, mask, hash(al, e->pk, FL_PUBKEY_BYTES), i + 1);
+		slot_put(al->by_name, mask, hash(al, e->name, strlen(e->name)), i + 1);
+	}
 }
 
 /* One line (not NUL-terminated, no '\n'). 0 = ok or skipped; else an error
@@ -165,6 +236,12 @@ int srv_allowlist_parse(const char *text, size_t len, const char *source,
 		return fl_error_set(first_err, "%s:%zu: %s", source, first_line, first_msg);
 	}
 	normalise(al);
+	err = index_reserve(al, al->n);
+	if (err) {
+		srv_allowlist_free(al);
+		return err;
+	}
+	index_fill(al);
 	*out = al;
 	return FL_OK;
 }
@@ -254,16 +331,21 @@ int srv_allowlist_reload(const char *path, struct srv_allowlist **current)
 	return FL_OK;
 }
 
-/* Index of pk or -1, comparing with every entry (no early exit). */
+/* Index of pk or -1: the slots of its keyed hash, then sodium_memcmp on a
+ * candidate whose 64-bit hash matches (so one comparison, barring a hash
+ * collision). */
 static long find(const struct srv_allowlist *al, const uint8_t *pk)
 {
-	long hit = -1;
-	for (size_t i = 0; i < al->n; i++) {
-		int eq = sodium_memcmp(al->e[i].pk, pk, FL_PUBKEY_BYTES) == 0;
-		long mask = -(long)eq; /* all ones when equal */
-		hit = (hit & ~mask) | ((long)i & mask);
+	if (!al->nslots)
+		return -1;
+	size_t mask = al->nslots - 1;
+	uint64_t h = hash(al, pk, FL_PUBKEY_BYTES);
+	for (size_t i = (size_t)h & mask; al->by_pk[i].at; i = (i + 1) & mask) {
+		const struct slot *s = &al->by_pk[i];
+		if (s->h == h && sodium_memcmp(al->e[s->at - 1].pk, pk, FL_PUBKEY_BYTES) == 0)
+			return (long)(s->at - 1);
 	}
-	return hit;
+	return -1;
 }
 
 int srv_allowlist_contains(const struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES])
@@ -279,9 +361,15 @@ const char *srv_allowlist_name(const struct srv_allowlist *al, const uint8_t pk[
 
 int srv_allowlist_has_name(const struct srv_allowlist *al, const char *name)
 {
-	for (size_t i = 0; i < al->n; i++)
-		if (strcmp(al->e[i].name, name) == 0)
+	if (!al->nslots)
+		return 0;
+	size_t mask = al->nslots - 1;
+	uint64_t h = hash(al, name, strlen(name));
+	for (size_t i = (size_t)h & mask; al->by_name[i].at; i = (i + 1) & mask) {
+		const struct slot *s = &al->by_name[i];
+		if (s->h == h && strcmp(al->e[s->at - 1].name, name) == 0)
 			return 1;
+	}
 	return 0;
 }
 
@@ -304,9 +392,13 @@ int srv_allowlist_add(struct srv_allowlist *al, const uint8_t pk[FL_PUBKEY_BYTES
 		return err;
 	if (find(al, pk) >= 0)
 		return FL_OK;
+	err = index_reserve(al, al->n + 1);
+	if (err)
+		return err;
 	err = push(al, pk, name, strlen(name), (size_t)-1);
 	if (!err)
 		normalise(al);
+	index_fill(al); /* also after a failed push: the reserve emptied it */
 	return err;
 }
 

@@ -7,9 +7,13 @@
  * whole file fail with "path:LINE: reason" (the first bad line, and how many
  * more there are). Duplicate keys keep the first name.
  *
- * In memory the keys form a sorted set; a lookup compares the key with every
- * entry using sodium_memcmp and no early exit, so its time depends on the
- * size of the list only. Reloading (SIGHUP) builds a new set and swaps it in
+ * In memory the keys form a sorted set with two hash indexes (SipHash,
+ * crypto_shorthash, under a key drawn at random for each set): by public
+ * key and by name. A key lookup costs O(1) whatever the list's size: the
+ * slots of its hash, then one sodium_memcmp on the entry whose hash
+ * matches. Its time can tell whether a key is listed, nothing else (see
+ * docs/SECURITY.md: the coordinator looks a key up only once its holder
+ * has proved it has the secret key). Reloading (SIGHUP) builds a new set and swaps it in
  * only when the file parsed cleanly. This module does no networking and
  * keeps no global state.
  */
