@@ -6,7 +6,9 @@
 # addresses so the per-address limits keep their defaults. Checks: both
 # rounds selected and counted all 200 updates (none dropped or rejected),
 # every session was established and ended with Bye("done"), some uploads
-# waited for the slot and at most one was in flight.
+# waited for the slot and at most one was in flight. Also the printed
+# number of upload slots: --upload-slots as given, else --upload-memory
+# (256 MiB by default) / the update's bytes, clamped to 1..1024.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 BIN=${FL_BIN:-build/bin}
@@ -54,5 +56,32 @@ peak=$(echo "$line" | sed -n 's/.*at most \([0-9]*\) in use.*/\1/p')
 waited=$(echo "$line" | sed -n 's/.*, \([0-9]*\) uploads waited.*/\1/p')
 [ "$peak" = 1 ] || fail "upload slots: $peak in use at once (1 allowed)"
 [ "${waited:-0}" -gt 0 ] || fail "no upload waited for the slot: the backpressure was not exercised"
-echo "ok: $N sessions, 2 rounds, $waited uploads waited for the one slot"
+grep -q "^upload slots: 1 (0.2 MiB)$" "$TMP/server.out" || fail "--upload-slots 1 not printed at start"
+
+# upload_slots NAME MEM_FLAGS...: the slots a coordinator (no client) prints
+# at start (the update's bytes are in its model line).
+upload_slots() {
+	local name=$1
+	shift
+	timeout 30 "$BIN/fedloha-server" run --listen 127.0.0.1:0 --insecure --model 2nn \
+		--param fedpara --min-clients 2 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+	local pid=$!
+	await_port "$name" $pid
+	kill $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	sed -n 's/^upload slots: \([0-9]*\) (.* MiB)$/\1/p' "$TMP/$name.out"
+}
+got=$(upload_slots mem_default)
+[ "$got" = 1024 ] || fail "default budget: $got upload slots, want 1024 (256 MiB / 236 KB, capped)"
+for mib in 1 10 100; do
+	got=$(upload_slots "mem$mib" --upload-memory $mib)
+	ub=$(sed -n 's/^model .*(\([0-9]*\) bytes in f32)$/\1/p' "$TMP/mem$mib.out")
+	want=$((mib * 1048576 / ub))
+	[ $want -gt 1024 ] && want=1024
+	[ $want -lt 1 ] && want=1
+	[ "$got" = "$want" ] || fail "--upload-memory $mib: $got upload slots, want $want"
+done
+got=$(upload_slots given --upload-memory 1 --upload-slots 7)
+[ "$got" = 7 ] || fail "--upload-slots 7 with a budget: $got upload slots"
+echo "ok: $N sessions, 2 rounds, $waited uploads waited for the one slot; upload slots from the budget"
 cat "$TMP/lg0.out" | tail -1

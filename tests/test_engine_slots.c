@@ -5,7 +5,8 @@
  * trace (the same model as when that client never answered); a connection
  * parked past the deadline is refused as late; parked and idle, it is not
  * dropped by the idle timeout; 20 seeded random interleavings of 30
- * clients' headers and chunks over 1-3 slots give the unbounded model. */
+ * clients' headers and chunks over 1-3 slots give the unbounded model;
+ * the number of slots a memory budget holds (srv_engine_upload_slots_for). */
 #include "engine_fake.h"
 #include "errors.h"
 #include "model.h"
@@ -271,8 +272,28 @@ static void test_stress(void)
 	free(ref);
 }
 
+/* budget / (4 nglobal), clamped to 1..SRV_UPLOAD_SLOTS_DEFAULT */
+static void test_slots_for_budget(void)
+{
+	const uint64_t mib = 1u << 20;
+	FL_CHECK(srv_engine_upload_slots_for(256 * mib, 58938) == 1024); /* 2nn: 1138 fit */
+	FL_CHECK(srv_engine_upload_slots_for(10 * mib, 58938) == 44);
+	FL_CHECK(srv_engine_upload_slots_for(256 * mib, 25000000) == 2); /* a 100 MB model */
+	FL_CHECK(srv_engine_upload_slots_for(256 * mib, 50000000) == 1); /* over the budget */
+	FL_CHECK(srv_engine_upload_slots_for(256 * mib, 16 * mib) == 4);
+	FL_CHECK(srv_engine_upload_slots_for(256 * mib - 1, 16 * mib) == 3);
+	FL_CHECK(srv_engine_upload_slots_for(4096, 1) == 1024);
+	FL_CHECK(srv_engine_upload_slots_for(4095, 1) == 1023);
+	FL_CHECK(srv_engine_upload_slots_for(1, 0) == 1024); /* no global tensors */
+	FL_CHECK(srv_engine_upload_slots_for(0, 1) == 1);
+	FL_CHECK(srv_engine_upload_slots_for(UINT64_MAX, (size_t)1 << 40) == 1024);
+	FL_CHECK(srv_engine_upload_slots_for(UINT64_MAX, SIZE_MAX / 8) == 2);
+	FL_CHECK(srv_engine_upload_slots_for(UINT64_MAX, SIZE_MAX) == 1); /* no overflow */
+}
+
 int main(void)
 {
+	FL_RUN(test_slots_for_budget);
 	FL_RUN(test_same_results);
 	FL_RUN(test_reject_leaves_no_trace);
 	FL_RUN(test_parked_late_and_idle);

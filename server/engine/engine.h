@@ -39,7 +39,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SRV_UPLOAD_SLOTS_DEFAULT 1024 /* fedloha-server --upload-slots */
+/* fedloha-server: without --upload-slots, the slots --upload-memory (MiB)
+ * holds, at most SRV_UPLOAD_SLOTS_DEFAULT (srv_engine_upload_slots_for) */
+#define SRV_UPLOAD_SLOTS_DEFAULT 1024
+#define SRV_UPLOAD_MEMORY_DEFAULT_MIB 256
 
 struct srv_engine_config {
 	uint64_t rounds; /* rounds to run */
@@ -161,5 +164,9 @@ size_t srv_engine_conn_count(const struct srv_engine *e);
  * length prefix); 1 when conn is known, 0 when not (a flag, not an fl_err). */
 int srv_engine_conn_bytes(const struct srv_engine *e, uint64_t conn, uint64_t *up, uint64_t *down);
 void srv_engine_upload_stats(const struct srv_engine *e, struct srv_upload_stats *out);
+/* The upload slots a staging budget of budget_bytes holds for updates of
+ * nglobal floats (4 bytes each): budget / (4 nglobal), at least 1 and at
+ * most SRV_UPLOAD_SLOTS_DEFAULT (the most when nglobal is 0). */
+uint32_t srv_engine_upload_slots_for(uint64_t budget_bytes, size_t nglobal);
 
 #endif

@@ -216,3 +216,14 @@ void srv_eng_park_clear(struct srv_engine *e)
 	e->up.park_n = 0;
 	e->up.park_head = 0;
 }
+
+uint32_t srv_engine_upload_slots_for(uint64_t budget_bytes, size_t nglobal)
+{
+	if ((uint64_t)nglobal > UINT64_MAX / sizeof(float))
+		return 1;
+	uint64_t update = (uint64_t)nglobal * sizeof(float);
+	if (!update || budget_bytes / update >= SRV_UPLOAD_SLOTS_DEFAULT)
+		return SRV_UPLOAD_SLOTS_DEFAULT;
+	uint64_t n = budget_bytes / update;
+	return n ? (uint32_t)n : 1;
+}

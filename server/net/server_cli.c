@@ -60,6 +60,7 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"max-output", 1, 0, 0},
 					 {"max-conns", 1, 0, 0},
 					 {"upload-slots", 1, 0, 0},
+					 {"upload-memory", 1, 0, 0},
 					 {"reserved-conns", 1, 0, 0},
 					 {"max-handshakes", 1, 0, 0},
 					 {"addr-conns", 1, 0, 0},
@@ -145,7 +146,8 @@ void srv_opts_usage(FILE *f)
 		"  --require-dtype DTYPE       force this encoding for every client\n"
 		"  --max-frame BYTES (4 MiB)  --chunk BYTES (min(1 MiB, max-frame/2))\n"
 		"  --max-output BYTES (64 MiB + twice the model)  --max-conns N (10000)\n"
-		"  --upload-slots N (1024)  updates received at once (N x the model); more wait\n"
+		"  --upload-slots N  updates received at once (N x the model); more wait\n"
+		"  --upload-memory MIB (256)  without --upload-slots: N = MIB / model, 1..1024\n"
 		"evaluation and output:\n"
 		"  --eval-every N         federated evaluation every N rounds (0 = never)\n"
 		"  --eval-data NAME       central evaluation on this test set after each round\n"
@@ -235,6 +237,8 @@ static int set_count(struct srv_opts *o, const char *k, const char *v)
 		return inum(k, v, 1, 1e7, &o->max_conns);
 	if (!strcmp(k, "upload-slots"))
 		return inum(k, v, 1, 1e5, &o->upload_slots);
+	if (!strcmp(k, "upload-memory"))
+		return inum(k, v, 1, 1e7, &o->upload_memory);
 	if (!strcmp(k, "reserved-conns"))
 		return inum(k, v, 0, 1e7, &o->reserved_conns);
 	if (!strcmp(k, "max-handshakes"))
@@ -504,7 +508,8 @@ static void opts_default(struct srv_opts *o)
 			       .max_retries = 3,
 			       .threads = 1,
 			       .max_conns = SRV_TRANSPORT_CONNS_DEFAULT,
-			       .upload_slots = SRV_UPLOAD_SLOTS_DEFAULT,
+			       .upload_slots = -1,
+			       .upload_memory = SRV_UPLOAD_MEMORY_DEFAULT_MIB,
 			       .reserved_conns = -1,
 			       .max_handshakes = SRV_TRANSPORT_HANDSHAKES_DEFAULT,
 			       .addr_conns = SRV_TRANSPORT_ADDR_CONNS_DEFAULT,

@@ -35,7 +35,8 @@ struct srv_opts {
 	double heartbeat, idle_timeout;
 	int rank, min_clients, min_fit, max_retries;
 	int eval_every, eval_limit, threads, max_conns, debug_tensors;
-	int upload_slots; /* engine.h: updates staged at once */
+	int upload_slots;  /* engine.h: updates staged at once; -1: from upload_memory */
+	int upload_memory; /* MiB of staging that sets upload_slots when not given */
 	long long max_frame, chunk, max_output;
 	const char *dtype, *require_dtype;
 	int has_gamma;

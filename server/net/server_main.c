@@ -147,7 +147,8 @@ static int engine_config(struct srv_opts *o, struct srv_engine_config *ec)
 	ec->min_fit = o->min_fit;
 	ec->max_retries = o->max_retries;
 	ec->round_timeout_ms = (uint32_t)(o->round_timeout * 1000);
-	ec->upload_slots = (uint32_t)o->upload_slots;
+	ec->upload_slots = o->upload_slots > 0 ? (uint32_t)o->upload_slots
+					       : SRV_UPLOAD_SLOTS_DEFAULT;
 	ec->heartbeat_ms = (uint32_t)(o->heartbeat * 1000);
 	ec->idle_timeout_ms = (uint32_t)(o->idle_timeout * 1000);
 	ec->optimizer = o->optimizer;
@@ -344,6 +345,8 @@ static int start(const struct srv_opts *o, struct daemon *d, const struct srv_en
 	printf("model %s (%s): %zu parameters, %zu transmitted (%zu bytes in f32)\n",
 	       fl_model_arch(d->s.model), fl_peft_param_name(fl_model_param(d->s.model)),
 	       fl_model_param_floats(d->s.model), gbytes / 4, gbytes);
+	printf("upload slots: %u (%.1f MiB)\n", ec->upload_slots,
+	       (double)ec->upload_slots * (double)gbytes / (1 << 20));
 	if ((err = srv_transport_start(d->t, d->e)) == FL_OK)
 		printf("listening on %s:%d\n", d->host, srv_transport_port(d->t));
 	fflush(stdout);
@@ -438,6 +441,10 @@ static int run(struct srv_opts *o)
 	}
 	ec.config_json = d.cfg_json;
 	ec.base_path = served_base(o, d.s.model);
+	if (o->upload_slots < 0)
+		ec.upload_slots = srv_engine_upload_slots_for(
+			(uint64_t)o->upload_memory << 20,
+			fl_model_count_floats(d.s.model, FL_TENSOR_GLOBAL));
 	d.s.rounds = ec.rounds;
 	fl_blas_set_threads(o->threads);
 	err = start(o, &d, &ec);
