@@ -151,6 +151,7 @@ static void on_conn_closed(uv_handle_t *h)
 	if (!c->up && c->ch)
 		t->nhandshaking--;
 	srv_tr_addr_release(t, c);
+	srv_tr_key_forget(c);
 	slot_release(t, c);
 	uint64_t id = c->id;
 	int was_up = c->up;
@@ -558,6 +559,7 @@ void srv_transport_free(struct srv_transport *t)
 		return;
 	assert(!t->head && "srv_transport_free before the loop closed every connection");
 	srv_tr_limits_free(t);
+	free(t->by_pk);
 	free(t->slots);
 	free(t->free_slots);
 	free(t->host);

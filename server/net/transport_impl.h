@@ -30,6 +30,8 @@ struct conn {
 	int32_t addr;                /* its address table entry while unauthenticated, or -1 */
 	uint8_t pk[FL_PUBKEY_BYTES]; /* the authenticated client key (secure, once up) */
 	struct conn *prev, *next;
+	struct conn *pk_next; /* in its bucket of srv_transport.by_pk */
+	int pk_in;            /* in by_pk: its first frame passed */
 	/* Backpressure (engine io pause / resume): not read while paused; the
 	 * frame the engine did not consume and every later one are kept (each
 	 * with its 4-byte length) to be delivered again on resume. */
@@ -66,6 +68,11 @@ struct srv_transport {
 	int resuming;
 	size_t unwritten;                   /* written to libuv, not yet to the kernel */
 	struct conn *wait_head, *wait_tail; /* connections with frames queued, oldest first */
+	/* connections whose first frame passed, chained by the keyed hash of
+	 * their client key (transport_sec.c; made on first use) */
+	struct conn **by_pk;
+	size_t by_pk_mask;
+	uint8_t by_pk_key[16];
 	char rbuf[SRV_TRANSPORT_READ_BYTES];
 };
 
@@ -127,5 +134,7 @@ void srv_tr_peer_name(uv_tcp_t *tcp, char *out, size_t cap);
 void srv_tr_log_frame(const struct conn *c, const char *dir, const uint8_t *payload, size_t len);
 /* SIGHUP: re-reads the allow-list, closes connections whose key left it. */
 void srv_tr_reload(struct srv_transport *t);
+/* The connection is closed: out of the index of live client keys. */
+void srv_tr_key_forget(struct conn *c);
 
 #endif

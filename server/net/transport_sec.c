@@ -11,7 +11,10 @@
 #include "errors.h"
 #include "log.h"
 
+#include <sodium.h>
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define HS_MAGIC "FLH1" /* the first bytes of a client's handshake message */
@@ -146,6 +149,74 @@ static void refuse(struct conn *c, int err, const char *why)
 	srv_tr_close(c);
 }
 
+static size_t key_bucket(const struct srv_transport *t, const uint8_t *pk)
+{
+	uint64_t h;
+	unsigned char out[crypto_shorthash_BYTES];
+	crypto_shorthash(out, pk, FL_PUBKEY_BYTES, t->by_pk_key);
+	memcpy(&h, out, sizeof(h));
+	return (size_t)h & t->by_pk_mask;
+}
+
+static void key_add(struct conn *c)
+{
+	struct srv_transport *t = c->t;
+	if (c->pk_in || !t->by_pk)
+		return;
+	size_t b = key_bucket(t, c->pk);
+	c->pk_next = t->by_pk[b];
+	t->by_pk[b] = c;
+	c->pk_in = 1;
+}
+
+/* The index of live client keys, one bucket per connection allowed (a
+ * power of two, at most 2^22), made on first use with every connection
+ * whose first frame passed. Without memory for it key_taken scans. */
+static void keys_ready(struct srv_transport *t)
+{
+	if (t->by_pk)
+		return;
+	size_t nb = 1024;
+	while (nb < t->cfg.max_conns && nb < ((size_t)1 << 22))
+		nb *= 2;
+	if (!(t->by_pk = calloc(nb, sizeof(*t->by_pk))))
+		return;
+	t->by_pk_mask = nb - 1;
+	crypto_shorthash_keygen(t->by_pk_key);
+	for (struct conn *o = t->head; o; o = o->next)
+		if (o->up && o->first_seen && !fl_net_gone(&o->n))
+			key_add(o);
+}
+
+void srv_tr_key_forget(struct conn *c)
+{
+	if (!c->pk_in)
+		return;
+	struct conn **p = &c->t->by_pk[key_bucket(c->t, c->pk)];
+	while (*p != c)
+		p = &(*p)->pk_next;
+	*p = c->pk_next;
+	c->pk_in = 0;
+}
+
+/* 1 when another live connection whose first frame passed has c's key. */
+static int key_taken(struct conn *c)
+{
+	struct srv_transport *t = c->t;
+	if (t->by_pk) {
+		for (struct conn *o = t->by_pk[key_bucket(t, c->pk)]; o; o = o->pk_next)
+			if (o != c && o->up && !fl_net_gone(&o->n) &&
+			    memcmp(o->pk, c->pk, FL_PUBKEY_BYTES) == 0)
+				return 1;
+		return 0;
+	}
+	for (struct conn *o = t->head; o; o = o->next)
+		if (o != c && o->up && o->first_seen && !fl_net_gone(&o->n) &&
+		    memcmp(o->pk, c->pk, FL_PUBKEY_BYTES) == 0)
+			return 1;
+	return 0;
+}
+
 int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n)
 {
 	struct srv_transport *t = c->t;
@@ -166,10 +237,8 @@ int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n)
 		refuse(c, FL_EAUTH, why);
 		return FL_EAUTH;
 	}
-	for (struct conn *o = t->head; o; o = o->next) {
-		if (o == c || !o->up || !o->first_seen || fl_net_gone(&o->n) ||
-		    memcmp(o->pk, c->pk, FL_PUBKEY_BYTES) != 0)
-			continue;
+	keys_ready(t);
+	if (key_taken(c)) {
 		char key[FL_PUBKEY_STRING_BYTES], why[160];
 		fl_pubkey_format(c->pk, key);
 		snprintf(why, sizeof(why), "another connection with client key %s is already open",
@@ -177,6 +246,7 @@ int srv_tr_first_frame(struct conn *c, const uint8_t *payload, size_t n)
 		refuse(c, FL_EINVAL, why); /* the client retries: the old one may be stale */
 		return FL_EINVAL;
 	}
+	key_add(c);
 	return FL_OK;
 }
 
