@@ -78,6 +78,9 @@ static char *make_list(struct ref *r, size_t n, uint64_t *s)
 {
 	char *text = malloc(n * (FL_PUBKEY_STRING_BYTES + 32) + 1);
 	size_t len = 0;
+	if (!text)
+		abort();
+	text[0] = '\0';
 	r->n = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t v = mix(s);
