@@ -23,7 +23,7 @@
 /* The reference: the lines as written (key, name), in order. */
 struct ref {
 	uint8_t pk[MAXK][FL_PUBKEY_BYTES];
-	char name[MAXK][24];
+	char name[MAXK][32];
 	size_t n;
 };
 
@@ -123,7 +123,7 @@ static void check_same(const struct srv_allowlist *al, const struct ref *r, uint
 		bad += srv_allowlist_contains(al, pk) != (ref_name(r, pk) != NULL);
 		pk[(size_t)i % FL_PUBKEY_BYTES] ^= 1; /* one bit off a key */
 		bad += srv_allowlist_name(al, pk) != NULL && !ref_name(r, pk);
-		char nm[24];
+		char nm[32];
 		snprintf(nm, sizeof(nm), "site-%d", i * 17);
 		bad += srv_allowlist_has_name(al, nm) != ref_has_name(r, nm);
 	}
@@ -230,7 +230,7 @@ static void test_ids(void)
 	for (size_t i = 0; a && i < R.n; i++) {
 		const char *own = ref_name(&R, R.pk[i]);
 		int binds = fl_wire_client_id_valid(own);
-		char other[24];
+		char other[32];
 		snprintf(other, sizeof(other), "free-%zu", i);
 		/* its own id, the id of a line i names, a fresh id */
 		bad += first_frame(a, R.pk[i], binds ? own : other) != FL_OK;
