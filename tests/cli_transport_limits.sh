@@ -14,6 +14,11 @@
 #      that connection with a clear log line and reconnects, the round ends
 #      with the other client (a stalled reader and a fast one look the same
 #      here: an update is queued in one go, so the cap bounds that burst)
+#   5. the coordinator's --write-timeout and fair output: a peer that asks
+#      for 50 loha bases (40 MB, more than the 32 MiB sealed-output budget,
+#      under its output cap) and stops reading holds at most its share of
+#      the budget: two real clients get their tasks and send their updates
+#      while it is stuck; it is cut after --write-timeout (a clear line)
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 daemon_setup cli_transport_limits 12
@@ -104,5 +109,29 @@ grep -q "server 127.0.0.1:$PORT: [0-9]* bytes queued, over the output cap of 655
 grep -q "reconnecting to 127.0.0.1:$PORT" "$TMP/c4x.err" || fail "4: client X did not reconnect"
 grep -q "^round 1/1 selected 2 reported 1" "$TMP/s4.out" || fail "4: the round did not end with Y's update"
 echo "ok 4: client X cut its connection at its output cap and reconnected; the round ended with Y"
+
+# ---- 5. a peer that stops reading: the others go on, it is cut ----
+timeout 60 "$S" run --listen 127.0.0.1:0 --insecure --model 2nn --param loha \
+	--base "$TMP/base/model.safetensors" --rounds 1 --min-clients 3 --min-report 2 \
+	--round-timeout 30 --write-timeout 8 --debug-tensors --log-level debug \
+	>"$TMP/s5.out" 2>"$TMP/s5.err" &
+SPID=$!
+await_port s5 $SPID
+timeout 40 python3 "$TESTS_DIR/raw_peer.py" stuck "$PORT" 50 >"$TMP/p5.out" 2>"$TMP/p5.err" &
+PPID5=$!
+sleep 0.5
+cl c5a 0; ca=$CPID
+cl c5b 1; cb=$CPID
+wait $PPID5 || fail "5: $(cat "$TMP/p5.err")"
+wait $ca || fail "5: client A exit $?"
+wait $cb || fail "5: client B exit $?"
+wait $SPID || fail "5: server exit $?"
+CUT=$(grep -n "bytes not taken by the peer for 8000 ms (--write-timeout): connection cut" "$TMP/s5.err" |
+	cut -d: -f1)
+[ "$(echo "$CUT" | grep -c .)" = 1 ] || fail "5: not one write timeout line"
+UP=$(grep -n "received tensor .* round 1" "$TMP/s5.err" | head -1 | cut -d: -f1)
+[ -n "$UP" ] && [ "$UP" -lt "$CUT" ] || fail "5: no update arrived while the peer was stuck"
+grep -q "^round 1/1 selected 3 reported 2" "$TMP/s5.out" || fail "5: the round did not end with A and B"
+echo "ok 5: $(cat "$TMP/p5.out"); A and B sent their updates while it was stuck"
 
 echo "cli_transport_limits: all ok in $(($(date +%s) - START)) s"

@@ -10,6 +10,10 @@ fedloha-server on 127.0.0.1 (bounded in count and time).
                              whole loha base) with a 4 KiB receive buffer,
                              reads nothing, and checks that the server
                              closes the connection (over its output cap)
+  raw_peer.py stuck PORT N   the same requests, then reads nothing for 12 s
+                             (more than the server's --write-timeout), then
+                             reads: the stream must end within 10 s (the
+                             server cut the peer that stopped reading)
 Exit 0 when the server behaved, 1 with a reason on stderr otherwise.
 """
 import socket
@@ -61,18 +65,42 @@ def frame(env):
     return struct.pack(">I", len(env)) + env
 
 
-def stall(port, n):
+def base_requests(n):
+    """A plaintext Hello (client id raw-0) and n BaseRequests."""
     cid = b"raw-0"
     hello = bytes([0x08, 0x01, 0x12, len(cid)]) + cid + bytes([0x18, 0x64])
     data = frame(bytes([0x0A, len(hello)]) + hello)
-    data += frame(bytes([0x5A, 0x00])) * n  # BaseRequest without a sha256: the base
+    return data + frame(bytes([0x5A, 0x00])) * n  # BaseRequest without a sha256: the base
+
+
+def stall(port, n):
     s = connect(port, rcvbuf=4096)
-    s.sendall(data)
+    s.sendall(base_requests(n))
     time.sleep(1)  # read nothing: the server's output queues up
     # the kernel's buffers hold a little; the server must have cut us
     if not is_closed(s, 5):
         sys.exit("the server kept a peer that reads nothing")
     print(f"the server cut the peer that asked for the base {n} times and read nothing")
+
+
+def stuck(port, n):
+    s = connect(port, rcvbuf=4096)
+    s.sendall(base_requests(n))
+    time.sleep(12)  # read nothing: the server must give up on us
+    s.settimeout(10)
+    got = 0
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += len(d)
+    except socket.timeout:
+        sys.exit(f"the server kept a peer that read nothing for 12 s ({got} bytes then)")
+    except OSError:
+        pass
+    print(f"the server cut the peer that asked for the base {n} times and stopped reading "
+          f"({got} bytes were on the way)")
 
 
 if __name__ == "__main__":
@@ -81,5 +109,7 @@ if __name__ == "__main__":
         conns(port, int(arg))
     elif cmd == "stall":
         stall(port, int(arg))
+    elif cmd == "stuck":
+        stuck(port, int(arg))
     else:
-        sys.exit("usage: raw_peer.py conns PORT N | stall PORT N")
+        sys.exit("usage: raw_peer.py conns PORT N | stall PORT N | stuck PORT N")

@@ -55,6 +55,7 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"eval-limit", 1, 0, 0},
 					 {"heartbeat", 1, 0, 0},
 					 {"idle-timeout", 1, 0, 0},
+					 {"write-timeout", 1, 0, 0},
 					 {"max-frame", 1, 0, 0},
 					 {"chunk", 1, 0, 0},
 					 {"max-output", 1, 0, 0},
@@ -134,6 +135,8 @@ void srv_opts_usage(FILE *f)
 		"  --rounds N (3)  --min-clients N (1)  --fraction F (1)  --min-fit N (1)\n"
 		"  --min-report N (1)  --max-retries N (3)  --round-timeout SEC (60)\n"
 		"  --heartbeat SEC (10)  --idle-timeout SEC (60)  --seed S (0)\n"
+		"  --write-timeout SEC (the idle timeout; 0 = never: a client whose socket\n"
+		"                      takes no output for this long is cut)\n"
 		"client training:\n"
 		"  --epochs N (1)  --batch B (64)  --lr LR (0.1)  --lr-decay D (1)  --momentum M (0)\n"
 		"  --weight-decay WD (0)  --optimizer sgd|adam  --prox-mu MU (0)\n"
@@ -341,6 +344,8 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return num(k, v, 0, 86400, &o->heartbeat);
 	if (!strcmp(k, "idle-timeout"))
 		return num(k, v, 0, 86400, &o->idle_timeout);
+	if (!strcmp(k, "write-timeout"))
+		return num(k, v, 0, 86400, &o->write_timeout);
 	int counted = set_count(o, k, v);
 	if (counted != FL_ENOTFOUND)
 		return counted;
@@ -503,6 +508,7 @@ static void opts_default(struct srv_opts *o)
 					 .dtype = FL_WIRE_F32},
 			       .heartbeat = 10,
 			       .idle_timeout = 60,
+			       .write_timeout = -1,
 			       .min_clients = 1,
 			       .min_fit = 1,
 			       .max_retries = 3,

@@ -33,6 +33,7 @@ struct srv_opts {
 	struct srv_train_opts train;
 	double gamma, alpha, round_timeout;
 	double heartbeat, idle_timeout;
+	double write_timeout; /* < 0: the idle timeout */
 	int rank, min_clients, min_fit, max_retries;
 	int eval_every, eval_limit, threads, max_conns, debug_tensors;
 	int upload_slots;  /* engine.h: updates staged at once; -1: from upload_memory */

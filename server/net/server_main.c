@@ -316,6 +316,8 @@ static void transport_config(const struct srv_opts *o, struct daemon *d,
 	tc->on_round = on_round;
 	tc->access = d->acc;
 	tc->handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
+	tc->write_timeout_ms =
+		(uint32_t)((o->write_timeout >= 0 ? o->write_timeout : o->idle_timeout) * 1000);
 }
 
 /* The central evaluation, the transport and the engine (restored from its

@@ -42,6 +42,7 @@ void srv_transport_config_default(struct srv_transport_config *c)
 	c->addr_burst = SRV_TRANSPORT_ADDR_BURST_DEFAULT;
 	c->handshake_timeout_ms = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT;
 	c->flush_timeout_ms = 2000;
+	c->write_timeout_ms = 60000;
 	c->seal_budget = SRV_TRANSPORT_SEAL_BUDGET;
 }
 
@@ -146,7 +147,7 @@ static void on_conn_closed(uv_handle_t *h)
 	if (c->next)
 		c->next->prev = c->prev;
 	t->nconns--;
-	if (c->n.closing || c->close_after)
+	if (c->counted_closing)
 		t->nclosing--;
 	if (!c->up && c->ch)
 		t->nhandshaking--;
@@ -176,25 +177,27 @@ void srv_tr_cut(struct conn *c)
 	fl_net_cut(&c->n);
 }
 
+void srv_tr_count_closing(struct conn *c)
+{
+	if (c->counted_closing)
+		return;
+	c->counted_closing = 1;
+	c->t->nclosing++;
+	c->close_by = uv_now(c->t->loop) + c->t->cfg.flush_timeout_ms;
+}
+
 /* The final record (when the channel is up), flush what is queued, close.
  * With frames still waiting to be sealed, that happens once they are. */
 void srv_tr_close(struct conn *c)
 {
-	struct srv_transport *t = c->t;
 	if (srv_tr_out_queued(c) && !fl_net_gone(&c->n)) {
-		if (!c->close_after) {
-			c->close_after = 1;
-			t->nclosing++;
-			c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
-		}
+		c->close_after = 1;
+		srv_tr_count_closing(c);
 		return;
 	}
 	if (srv_tr_close_channel(c))
 		return;
-	if (!c->close_by) {
-		t->nclosing++;
-		c->close_by = uv_now(t->loop) + t->cfg.flush_timeout_ms;
-	}
+	srv_tr_count_closing(c);
 	fl_net_shutdown(&c->n);
 }
 
@@ -291,6 +294,9 @@ static void rearm(struct srv_transport *t)
 		d = now + FLUSH_POLL_MS;
 	if (t->nhandshaking && d > now + SRV_TR_HS_POLL_MS)
 		d = now + SRV_TR_HS_POLL_MS;
+	uint64_t w = srv_tr_write_deadline(t);
+	if (w < d)
+		d = w;
 	if (d == UINT64_MAX) {
 		uv_timer_stop(&t->timer);
 		return;
@@ -312,7 +318,7 @@ static void on_timer(uv_timer_t *h)
 	uint64_t now = uv_now(t->loop);
 	if (t->nclosing) {
 		for (struct conn *c = t->head; c; c = c->next)
-			if ((c->n.closing || c->close_after) && !c->n.cut && now >= c->close_by) {
+			if (c->counted_closing && !c->n.cut && now >= c->close_by) {
 				fl_log_warn("conn %s: not flushed within %u ms: closed", c->peer,
 					    t->cfg.flush_timeout_ms);
 				srv_tr_cut(c);
@@ -320,6 +326,7 @@ static void on_timer(uv_timer_t *h)
 	}
 	if (t->nhandshaking)
 		srv_tr_handshake_sweep(t, now);
+	srv_tr_write_sweep(t, now);
 	srv_tr_limits_log(t, 0);
 	if (!t->stopping) {
 		srv_engine_tick(t->e, now);

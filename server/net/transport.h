@@ -84,8 +84,14 @@ struct srv_transport_config {
 	uint32_t flush_timeout_ms; /* a closing connection still unflushed after this is cut */
 	/* Bytes sealed and written but not yet taken by the kernel, over all
 	 * connections, before further frames wait unsealed in their
-	 * connection's queue (transport_out.c; 0 = SRV_TRANSPORT_SEAL_BUDGET) */
+	 * connection's queue (transport_out.c; 0 = SRV_TRANSPORT_SEAL_BUDGET).
+	 * One connection holds at most max(2 x max_frame_bytes, seal_budget /
+	 * 16) of it (or one frame), and connections waiting are served one
+	 * frame each in turn. */
 	size_t seal_budget;
+	/* A connection with bytes written but not taken by the kernel for this
+	 * long (its peer stopped reading) is cut; 0 = never. */
+	uint32_t write_timeout_ms;
 	int debug_tensors;             /* log every tensor name sent / received (debug level) */
 	struct srv_access *access;     /* borrowed: identity, allow-list; NULL = insecure */
 	uint32_t handshake_timeout_ms; /* a channel not established by then is dropped
@@ -114,7 +120,8 @@ struct srv_transport;
 
 /* Defaults: 127.0.0.1:7420, backlog 511, 4 MiB frames, 64 MiB output, 10000
  * connections of which 1000 reserved, 256 handshakes, 16 per address and
- * 20/s (burst 40) per address, handshake timeout 3 s, flush 2 s, no hooks. */
+ * 20/s (burst 40) per address, handshake timeout 3 s, flush 2 s, write
+ * timeout 60 s, no hooks. */
 void srv_transport_config_default(struct srv_transport_config *c);
 /* loop is borrowed and must outlive the transport. Nothing is bound yet. */
 int srv_transport_new(uv_loop_t *loop, const struct srv_transport_config *cfg,

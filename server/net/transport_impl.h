@@ -38,12 +38,19 @@ struct conn {
 	int paused, pause_now, resume_queued, redelivering;
 	uint8_t *held;
 	size_t held_len, held_cap;
-	struct conn *resume_next;
+	struct conn *resume_prev, *resume_next;
 	/* Output pacing (transport_out.c): frames not sealed yet, a ring */
 	struct fl_buf **outq;
 	size_t outq_head, outq_n, outq_cap, outq_bytes;
-	int waiting, close_after; /* in the FIFO of connections with frames queued */
+	int waiting, close_after; /* in the round-robin list of connections to seal for */
+	int counted_closing;      /* counted in nclosing (once, until closed) */
 	struct conn *wait_prev, *wait_next;
+	/* Write progress (transport_out.c): while bytes are unwritten, in the
+	 * list of writing connections, oldest progress first. */
+	int writing;
+	uint64_t wprog_at; /* last progress (ms) */
+	size_t wqueue;     /* libuv's write queue size then */
+	struct conn *wr_prev, *wr_next;
 };
 
 struct srv_transport {
@@ -67,7 +74,9 @@ struct srv_transport {
 	struct conn *resume_head, *resume_tail; /* paused connections to deliver again */
 	int resuming;
 	size_t unwritten;                   /* written to libuv, not yet to the kernel */
-	struct conn *wait_head, *wait_tail; /* connections with frames queued, oldest first */
+	struct conn *wait_head, *wait_tail; /* connections with frames queued, served in turn */
+	struct conn *wr_head,
+		*wr_tail; /* connections with unwritten bytes, oldest progress first */
 	/* connections whose first frame passed, chained by the keyed hash of
 	 * their client key (transport_sec.c; made on first use) */
 	struct conn **by_pk;
@@ -80,6 +89,7 @@ struct srv_transport {
 void srv_tr_send_error(struct conn *c, int err, const char *msg);
 int srv_tr_read_start(struct conn *c);                            /* uv_read_start's code */
 void srv_tr_close(struct conn *c);                                /* final record, flush, close */
+void srv_tr_count_closing(struct conn *c);                        /* nclosing counts c, once */
 void srv_tr_cut(struct conn *c);                                  /* close now */
 int srv_tr_on_frame(void *ctx, const uint8_t *payload, size_t n); /* to the engine */
 void srv_tr_conn_up(struct conn *c); /* channel established: tell the engine */
@@ -118,6 +128,10 @@ void srv_tr_resume(struct conn *c); /* queued: delivered in srv_tr_resume_pendin
 void srv_tr_resume_unlink(struct srv_transport *t, struct conn *c);
 int srv_tr_hold_frame(struct conn *c, const uint8_t *payload, size_t n);
 void srv_tr_resume_pending(struct srv_transport *t);
+/* Cuts connections whose writes made no progress for write_timeout_ms. */
+void srv_tr_write_sweep(struct srv_transport *t, uint64_t now);
+/* When the next write progress check is due, UINT64_MAX for none. */
+uint64_t srv_tr_write_deadline(const struct srv_transport *t);
 
 /* transport_sec.c */
 int srv_tr_chan_open(struct conn *c); /* at accept; FL_OK or an error (logged) */

@@ -4,14 +4,20 @@
  * client; sealed at once for 10,000 clients it would be 10,000 sealed
  * copies of the model in memory. So a frame is sealed only when it can be
  * written: while the bytes written but not yet accepted by the kernel, over
- * all connections, stay under seal_budget, and the connection has nothing
- * queued before it. Otherwise the connection keeps a reference to the
- * (shared, plaintext) frame in its queue, and waits in a FIFO of
- * connections; every completed write seals and writes more, draining one
- * connection's queue before the next (its client can start training
- * early). A close asked for while frames are queued happens once they are
- * written. Queued plus unwritten bytes still count against max_output_bytes
- * (a reader too slow is cut).
+ * all connections, stay under seal_budget, the connection's own unwritten
+ * bytes stay under its share (max(2 x max_frame, seal_budget / 16), or one
+ * frame), and the connection has nothing queued before it. Otherwise the
+ * connection keeps a reference to the (shared, plaintext) frame in its
+ * queue. Connections under their share wait in a round-robin list, served
+ * one frame per turn as writes complete; one over its share waits for its
+ * own writes (a peer that stops reading holds at most its share). A close
+ * asked for while frames are queued happens once they are written. Queued
+ * plus unwritten bytes still count against max_output_bytes.
+ *
+ * Write progress: a connection with unwritten bytes whose writes make no
+ * progress for write_timeout_ms (its peer stopped reading) is cut. The
+ * writing connections are a list ordered by their last progress, so the
+ * check looks only at the expired ones.
  *
  * Input backpressure (engine io pause / resume, the engine's upload slots):
  * a paused connection is not read; the frame the engine did not consume and
@@ -32,12 +38,76 @@
 
 /* ---- output ---- */
 
+static void wr_unlink(struct srv_transport *t, struct conn *c)
+{
+	if (!c->writing)
+		return;
+	if (c->wr_prev)
+		c->wr_prev->wr_next = c->wr_next;
+	else
+		t->wr_head = c->wr_next;
+	if (c->wr_next)
+		c->wr_next->wr_prev = c->wr_prev;
+	else
+		t->wr_tail = c->wr_prev;
+	c->wr_prev = c->wr_next = NULL;
+	c->writing = 0;
+}
+
+/* c made progress now (or started writing): to the tail of the list. */
+static void wr_touch(struct conn *c)
+{
+	struct srv_transport *t = c->t;
+	wr_unlink(t, c);
+	if (!c->n.pending || fl_net_gone(&c->n))
+		return;
+	c->wprog_at = uv_now(t->loop);
+	c->wqueue = uv_stream_get_write_queue_size((uv_stream_t *)&c->n.tcp);
+	c->wr_prev = t->wr_tail;
+	if (t->wr_tail)
+		t->wr_tail->wr_next = c;
+	else
+		t->wr_head = c;
+	t->wr_tail = c;
+	c->writing = 1;
+}
+
+uint64_t srv_tr_write_deadline(const struct srv_transport *t)
+{
+	if (!t->wr_head || !t->cfg.write_timeout_ms)
+		return UINT64_MAX;
+	return t->wr_head->wprog_at + t->cfg.write_timeout_ms;
+}
+
+void srv_tr_write_sweep(struct srv_transport *t, uint64_t now)
+{
+	while (t->cfg.write_timeout_ms && t->wr_head &&
+	       now >= t->wr_head->wprog_at + t->cfg.write_timeout_ms) {
+		struct conn *c = t->wr_head;
+		size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->n.tcp);
+		if (q < c->wqueue && !fl_net_gone(&c->n)) { /* the kernel took part of a write */
+			wr_touch(c);
+			continue;
+		}
+		wr_unlink(t, c);
+		if (!c->n.cut) {
+			fl_log_warn("conn %s: %zu bytes not taken by the peer for %u ms "
+				    "(--write-timeout): connection cut",
+				    c->peer, c->n.pending, t->cfg.write_timeout_ms);
+			srv_tr_cut(c);
+		}
+	}
+}
+
 /* fl_net_write through f, with the bytes it queued added to t->unwritten
  * (on_written takes them off as they reach the kernel). */
 static void count_pending(struct conn *c, size_t before)
 {
-	if (c->n.pending > before)
+	if (c->n.pending > before) {
 		c->t->unwritten += c->n.pending - before;
+		if (!c->writing)
+			wr_touch(c);
+	}
 }
 
 int srv_tr_write_raw(struct conn *c, struct fl_buf *b)
@@ -99,6 +169,18 @@ static int budget_allows(const struct srv_transport *t, size_t len)
 	return t->unwritten == 0 || t->unwritten + len <= t->cfg.seal_budget;
 }
 
+/* c's own unwritten bytes stay under its share of the budget. */
+static int conn_allows(const struct conn *c, size_t len)
+{
+	size_t two = 2 * (size_t)c->t->cfg.max_frame_bytes, share = c->t->cfg.seal_budget / 16;
+	return c->n.pending == 0 || c->n.pending + len <= (two > share ? two : share);
+}
+
+static size_t front_len(const struct conn *c)
+{
+	return c->outq[c->outq_head]->len;
+}
+
 static int queue_push(struct conn *c, struct fl_buf *frame)
 {
 	if (c->outq_n == c->outq_cap) {
@@ -119,29 +201,29 @@ static int queue_push(struct conn *c, struct fl_buf *frame)
 	return FL_OK;
 }
 
-/* Seals and writes c's queued frames while the budget allows; 1 when its
- * queue is empty. */
-static int drain(struct conn *c)
-{
-	struct srv_transport *t = c->t;
-	while (c->outq_n && !fl_net_gone(&c->n)) {
-		struct fl_buf *f = c->outq[c->outq_head];
-		if (!budget_allows(t, f->len))
-			return 0;
-		c->outq_head = (c->outq_head + 1) % c->outq_cap;
-		c->outq_n--;
-		c->outq_bytes -= f->len;
-		seal_write(c, f);
-	}
-	return 1;
-}
-
+/* Serves the connections waiting, one frame each per turn, while the
+ * budget allows. A connection over its share leaves the list until its own
+ * writes progress; one whose queue emptied closes if that was asked. */
 void srv_tr_out_pump(struct srv_transport *t)
 {
 	while (t->wait_head) {
 		struct conn *c = t->wait_head;
-		if (!drain(c))
-			return;
+		if (c->outq_n && !fl_net_gone(&c->n)) {
+			struct fl_buf *f = c->outq[c->outq_head];
+			if (!budget_allows(t, f->len))
+				return;
+			wait_unlink(t, c);
+			if (!conn_allows(c, f->len))
+				continue;
+			c->outq_head = (c->outq_head + 1) % c->outq_cap;
+			c->outq_n--;
+			c->outq_bytes -= f->len;
+			seal_write(c, f);
+			if (c->outq_n && !fl_net_gone(&c->n)) {
+				wait_append(t, c);
+				continue;
+			}
+		}
 		wait_unlink(t, c);
 		if (c->close_after) {
 			c->close_after = 0;
@@ -155,6 +237,9 @@ void srv_tr_out_written(struct fl_net_conn *n, size_t bytes)
 	struct conn *c = (struct conn *)n;
 	struct srv_transport *t = c->t;
 	t->unwritten -= bytes < t->unwritten ? bytes : t->unwritten;
+	wr_touch(c);
+	if (c->outq_n && !c->waiting && !fl_net_gone(&c->n) && conn_allows(c, front_len(c)))
+		wait_append(t, c);
 	srv_tr_out_pump(t);
 }
 
@@ -166,6 +251,7 @@ int srv_tr_out_queued(const struct conn *c)
 void srv_tr_out_free(struct conn *c)
 {
 	wait_unlink(c->t, c);
+	wr_unlink(c->t, c);
 	for (size_t i = 0; i < c->outq_n; i++)
 		fl_buf_unref(c->outq[(c->outq_head + i) % c->outq_cap]);
 	free(c->outq);
@@ -189,7 +275,7 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 	    frame->len > FL_WIRE_FRAME_HEADER_BYTES)
 		srv_tr_log_frame(c, "sent", frame->data + FL_WIRE_FRAME_HEADER_BYTES,
 				 frame->len - FL_WIRE_FRAME_HEADER_BYTES);
-	if (!c->outq_n && budget_allows(t, frame->len))
+	if (!c->outq_n && budget_allows(t, frame->len) && conn_allows(c, frame->len))
 		return seal_write(c, frame);
 	if (c->n.pending + c->outq_bytes + frame->len > c->n.max_output) {
 		fl_log_warn("%s: %zu bytes queued, over the output cap of %zu: connection cut",
@@ -203,7 +289,8 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 		srv_tr_cut(c);
 		return FL_EIO;
 	}
-	wait_append(t, c);
+	if (conn_allows(c, front_len(c))) /* else its own next write completion adds it */
+		wait_append(t, c);
 	return FL_OK;
 }
 
@@ -211,17 +298,17 @@ int srv_tr_send_frame(struct conn *c, struct fl_buf *frame)
 
 void srv_tr_resume_unlink(struct srv_transport *t, struct conn *c)
 {
-	struct conn **p = &t->resume_head, *prev = NULL;
-	while (*p && *p != c) {
-		prev = *p;
-		p = &(*p)->resume_next;
-	}
-	if (!*p)
+	if (!c->resume_queued)
 		return;
-	*p = c->resume_next;
-	if (t->resume_tail == c)
-		t->resume_tail = prev;
-	c->resume_next = NULL;
+	if (c->resume_prev)
+		c->resume_prev->resume_next = c->resume_next;
+	else
+		t->resume_head = c->resume_next;
+	if (c->resume_next)
+		c->resume_next->resume_prev = c->resume_prev;
+	else
+		t->resume_tail = c->resume_prev;
+	c->resume_prev = c->resume_next = NULL;
 	c->resume_queued = 0;
 }
 
@@ -260,6 +347,7 @@ void srv_tr_resume(struct conn *c)
 		return;
 	c->resume_queued = 1;
 	c->resume_next = NULL;
+	c->resume_prev = t->resume_tail;
 	if (t->resume_tail)
 		t->resume_tail->resume_next = c;
 	else
