@@ -538,4 +538,5 @@ void srv_engine_upload_stats(const struct srv_engine *e, struct srv_upload_stats
 	out->in_use = e->up.in_use;
 	out->peak = e->up.peak;
 	out->parked = e->up.parks;
+	out->discarded = e->up.discarded;
 }

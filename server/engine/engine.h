@@ -119,10 +119,11 @@ struct srv_engine_io {
 };
 
 struct srv_upload_stats {
-	uint32_t slots;  /* the bound (0 = none) */
-	uint32_t in_use; /* slots holding or reserved for an update */
-	uint32_t peak;   /* most in use at once */
-	uint64_t parked; /* uploads that waited for a slot */
+	uint32_t slots;     /* the bound (0 = none) */
+	uint32_t in_use;    /* slots holding or reserved for an update */
+	uint32_t peak;      /* most in use at once */
+	uint64_t parked;    /* uploads that waited for a slot */
+	uint64_t discarded; /* still waiting at their deadline: read and discarded */
 };
 
 struct srv_engine;

@@ -197,6 +197,10 @@ static const double *metric_find(const Fedloha__V1__Update *u, const char *name)
 
 static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u)
 {
+	if (c->discarding) {
+		srv_eng_discard_update(e, c, u);
+		return;
+	}
 	if (c->state != SRV_CONN_TASKED) {
 		refuse_unexpected_update(e, c, u->round);
 		return;
@@ -251,7 +255,7 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 
 static void on_chunk(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__TensorChunk *ch)
 {
-	if (c->state != SRV_CONN_TASKED) {
+	if (c->state != SRV_CONN_TASKED && !c->discarding) {
 		refuse_unexpected_update(e, c, ch->round);
 		return;
 	}
@@ -270,7 +274,9 @@ static void on_chunk(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 		srv_eng_reject(e, c, err, "%s", fl_error_msg());
 		return;
 	}
-	if (fl_wire_rx_complete(c->rx))
+	if (fl_wire_rx_complete(c->rx) && c->discarding)
+		srv_eng_discard_done(e, c);
+	else if (fl_wire_rx_complete(c->rx))
 		srv_eng_update_complete(e, c);
 }
 

@@ -46,6 +46,7 @@ struct srv_conn {
 	float *staging; /* its upload slot's buffer, or its own when slots are unbounded */
 	int32_t slot;   /* the upload slot it holds, -1 for none */
 	int parked;     /* at its Update header, waiting for a slot (engine_upload.c) */
+	int discarding; /* parked when its attempt ended: its update is read, not used */
 	struct fl_wire_rx *rx;
 	/* the idle list (engine_upload.c) */
 	struct srv_conn *lru_prev, *lru_next;
@@ -81,8 +82,10 @@ struct srv_uploads {
 	uint64_t *park; /* FIFO ring of parked connection ids */
 	size_t park_head, park_n, park_cap;
 	uint32_t in_use, peak;
-	uint64_t parks;   /* uploads that had to wait for a slot */
-	int frame_parked; /* the frame being handled parked its connection */
+	uint64_t parks;     /* uploads that had to wait for a slot */
+	int frame_parked;   /* the frame being handled parked its connection */
+	float *scratch;     /* where discarded updates are read (nglobal floats) */
+	uint64_t discarded; /* updates read and discarded: parked past their deadline */
 };
 
 #define SRV_UPLOAD_PARKED 1 /* srv_eng_upload_begin: the connection waits */
@@ -196,6 +199,11 @@ void srv_eng_upload_free(struct srv_engine *e, struct srv_conn *c);
 void srv_eng_unpark(struct srv_engine *e, struct srv_conn *c);
 /* c's frame arrived: it moves to the end of the idle list. */
 void srv_eng_lru_touch(struct srv_engine *e, struct srv_conn *c);
+/* The Update header of a discarding connection: its update is read into
+ * the scratch buffer (no slot), then the connection is READY again. */
+void srv_eng_discard_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u);
+/* A discarding connection's update was read whole: READY, counted. */
+void srv_eng_discard_done(struct srv_engine *e, struct srv_conn *c);
 void srv_eng_lru_unlink(struct srv_engine *e, struct srv_conn *c);
 
 /* engine_conn.c */

@@ -318,15 +318,24 @@ static void aggregate(struct srv_engine *e)
 		emit_report(e);
 }
 
-/* Clients still owing an update of the ending attempt become LATE. */
+/* Clients still owing an update of the ending attempt become LATE; one
+ * the server did not read (parked at its Update header, waiting for a slot)
+ * gets its update read and discarded, then is READY again. */
 static void end_attempt(struct srv_engine *e)
 {
+	/* first the parked ones: a slot freed below must not go to them */
+	for (size_t i = 0; i < e->nconns; i++) {
+		struct srv_conn *c = e->conns[i];
+		if (c->state == SRV_CONN_TASKED && c->parked) {
+			c->discarding = 1;
+			srv_eng_unpark(e, c); /* its frames come again after this call */
+		}
+	}
 	for (size_t i = 0; i < e->nconns; i++) {
 		struct srv_conn *c = e->conns[i];
 		if (c->state == SRV_CONN_TASKED) {
 			srv_eng_upload_free(e, c);
 			c->state = SRV_CONN_LATE;
-			srv_eng_unpark(e, c);
 		}
 	}
 	e->outstanding = 0;
@@ -400,20 +409,19 @@ void srv_eng_advance(struct srv_engine *e)
 void srv_eng_timers(struct srv_engine *e)
 {
 	uint64_t now = e->now;
-	/* the idle list's head is the oldest: nobody is idle when it is not */
-	if (e->cfg.idle_timeout_ms && e->lru_head &&
-	    now - e->lru_head->last_rx_ms >= e->cfg.idle_timeout_ms) {
-		for (size_t i = 0; i < e->nconns;) {
-			struct srv_conn *c = e->conns[i];
-			/* a parked connection is silent because it is not read */
-			if (!c->parked && now >= c->last_rx_ms &&
-			    now - c->last_rx_ms >= e->cfg.idle_timeout_ms) {
-				srv_eng_send_error(e, c, FL_EIO, "idle timeout: closing");
-				srv_eng_drop(e, c); /* counted dropped, not rejected */
-				continue; /* the table shrank: conns[i] is another one now */
-			}
-			i++;
+	/* the idle list is ordered by last frame, oldest first: only its
+	 * expired head entries are looked at (parked connections are off it:
+	 * silent because they are not read) */
+	while (e->cfg.idle_timeout_ms && e->lru_head) {
+		struct srv_conn *c = e->lru_head;
+		if (now < c->last_rx_ms || now - c->last_rx_ms < e->cfg.idle_timeout_ms)
+			break;
+		if (c->parked) {
+			srv_eng_lru_unlink(e, c);
+			continue;
 		}
+		srv_eng_send_error(e, c, FL_EIO, "idle timeout: closing");
+		srv_eng_drop(e, c); /* counted dropped, not rejected; off the list */
 	}
 	if (e->cfg.heartbeat_ms && e->next_hb && now >= e->next_hb) {
 		for (size_t i = 0; i < e->nconns; i++)

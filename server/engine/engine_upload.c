@@ -83,6 +83,7 @@ void srv_eng_uploads_free(struct srv_engine *e)
 	free(u->buf);
 	free(u->free_idx);
 	free(u->park);
+	free(u->scratch);
 	memset(u, 0, sizeof(*u));
 }
 
@@ -154,6 +155,21 @@ void srv_eng_unpark(struct srv_engine *e, struct srv_conn *c)
 	e->io.resume(e->io.ctx, c->id);
 }
 
+/* c's update reader, writing into buf (nglobal floats). */
+static int rx_open(struct srv_engine *e, struct srv_conn *c, float *buf)
+{
+	struct fl_wire_tensor *ex = malloc((e->K ? e->K : 1) * sizeof(*ex));
+	if (!ex)
+		return fl_error_set(FL_ENOMEM, "out of memory for the update");
+	for (size_t i = 0; i < e->K; i++) {
+		ex[i] = e->gt[i];
+		ex[i].data = buf + e->goff[i];
+	}
+	int err = fl_wire_rx_new(ex, e->K, c->dtype, &c->rx);
+	free(ex);
+	return err;
+}
+
 int srv_eng_upload_begin(struct srv_engine *e, struct srv_conn *c)
 {
 	struct srv_uploads *u = &e->up;
@@ -183,16 +199,39 @@ int srv_eng_upload_begin(struct srv_engine *e, struct srv_conn *c)
 		u->peak = u->in_use;
 	if (!c->staging) /* a pool buffer that could not be allocated */
 		return fl_error_set(FL_ENOMEM, "out of memory for an upload slot");
-	struct fl_wire_tensor *ex = malloc((e->K ? e->K : 1) * sizeof(*ex));
-	if (!ex)
-		return fl_error_set(FL_ENOMEM, "out of memory for the update");
-	for (size_t i = 0; i < e->K; i++) {
-		ex[i] = e->gt[i];
-		ex[i].data = c->staging + e->goff[i];
+	return rx_open(e, c, c->staging);
+}
+
+void srv_eng_discard_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u)
+{
+	struct srv_uploads *up = &e->up;
+	if (c->uploading || u->round != c->task_round || u->num_tensors != e->K) {
+		srv_eng_reject(e, c, FL_EINVAL, "update for round %llu does not match its task",
+			       (unsigned long long)u->round);
+		return;
 	}
-	int err = fl_wire_rx_new(ex, e->K, c->dtype, &c->rx);
-	free(ex);
-	return err;
+	if (!up->scratch)
+		up->scratch = malloc((e->nglobal ? e->nglobal : 1) * sizeof(float));
+	int err = up->scratch ? rx_open(e, c, up->scratch)
+			      : fl_error_set(FL_ENOMEM, "out of memory for the update");
+	if (err != FL_OK) {
+		srv_eng_reject(e, c, err, "server cannot receive the update: %s", fl_error_msg());
+		return;
+	}
+	fl_wire_rx_reset(c->rx, c->task_round);
+	c->uploading = 1;
+	if (fl_wire_rx_complete(c->rx))
+		srv_eng_discard_done(e, c);
+}
+
+void srv_eng_discard_done(struct srv_engine *e, struct srv_conn *c)
+{
+	fl_wire_rx_free(c->rx);
+	c->rx = NULL;
+	c->uploading = 0;
+	c->discarding = 0;
+	c->state = SRV_CONN_READY;
+	e->up.discarded++;
 }
 
 void srv_eng_upload_free(struct srv_engine *e, struct srv_conn *c)

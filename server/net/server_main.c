@@ -374,8 +374,9 @@ static int conclude(const struct srv_opts *o, struct daemon *d, int *err)
 	print_wire_totals(d->t, up, down);
 	struct srv_upload_stats us;
 	srv_engine_upload_stats(d->e, &us);
-	printf("upload slots %u: at most %u in use, %llu uploads waited for one\n", us.slots,
-	       us.peak, (unsigned long long)us.parked);
+	printf("upload slots %u: at most %u in use, %llu uploads waited for one, %llu discarded "
+	       "(not read before their deadline)\n",
+	       us.slots, us.peak, (unsigned long long)us.parked, (unsigned long long)us.discarded);
 	if (!finished) {
 		int sig = srv_transport_signal(d->t);
 		return sig ? 128 + sig : 1;
