@@ -6,9 +6,12 @@
 # addresses so the per-address limits keep their defaults. Checks: both
 # rounds selected and counted all 200 updates (none dropped or rejected),
 # every session was established and ended with Bye("done"), some uploads
-# waited for the slot and at most one was in flight. Also the printed
-# number of upload slots: --upload-slots as given, else --upload-memory
-# (256 MiB by default) / the update's bytes, clamped to 1..1024.
+# waited for the slot and at most one was in flight, the updates carried
+# seeded random (non-zero) values, and the handshakes retried after a
+# failure stay few (at most 10 per process; the count is reported). Also
+# the printed number of upload slots: --upload-slots as given, else
+# --upload-memory (256 MiB by default) / the update's bytes, clamped to
+# 1..1024.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 BIN=${FL_BIN:-build/bin}
@@ -34,7 +37,7 @@ SPID=$!
 await_port server $SPID
 for p in 0 1; do
 	timeout 60 "$BIN/fl-loadgen" run --port "$PORT" --server-key "$SPUB" --clients $((N / 2)) \
-		--first $((p * N / 2)) --seed 5 --sources 50 >"$TMP/lg$p.out" 2>"$TMP/lg$p.err" &
+		--first $((p * N / 2)) --seed 5 --sources 50 --values random >"$TMP/lg$p.out" 2>"$TMP/lg$p.err" &
 	LG[$p]=$!
 done
 for p in 0 1; do
@@ -50,6 +53,9 @@ grep -q "^finished 2 rounds" "$TMP/server.out" || fail "server did not finish"
 for p in 0 1; do
 	grep -q "^loadgen: sessions 100 up 100 failed 0 errors 0 byes_done 100 .* tasks 200 updates 200 " \
 		"$TMP/lg$p.out" || fail "fl-loadgen $p: not every session served"
+	RETRIES[$p]=$(sed -n 's/^loadgen: .* retries \([0-9]*\) .*/\1/p' "$TMP/lg$p.out")
+	[ -n "${RETRIES[$p]}" ] && [ "${RETRIES[$p]}" -le 10 ] ||
+		fail "fl-loadgen $p: ${RETRIES[$p]:-no count of} handshake retries (at most 10 allowed)"
 done
 line=$(grep "^upload slots 1: " "$TMP/server.out") || fail "no upload slot line"
 peak=$(echo "$line" | sed -n 's/.*at most \([0-9]*\) in use.*/\1/p')
@@ -83,5 +89,6 @@ for mib in 1 10 100; do
 done
 got=$(upload_slots given --upload-memory 1 --upload-slots 7)
 [ "$got" = 7 ] || fail "--upload-slots 7 with a budget: $got upload slots"
-echo "ok: $N sessions, 2 rounds, $waited uploads waited for the one slot; upload slots from the budget"
+echo "ok: $N sessions, 2 rounds, $waited uploads waited for the one slot," \
+	"handshake retries ${RETRIES[0]} + ${RETRIES[1]}; upload slots from the budget"
 cat "$TMP/lg0.out" | tail -1
