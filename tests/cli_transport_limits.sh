@@ -134,4 +134,7 @@ UP=$(grep -n "received tensor .* round 1" "$TMP/s5.err" | head -1 | cut -d: -f1)
 grep -q "^round 1/1 selected 3 reported 2" "$TMP/s5.out" || fail "5: the round did not end with A and B"
 echo "ok 5: $(cat "$TMP/p5.out"); A and B sent their updates while it was stuck"
 
+! grep -l "counted as closing after the last closed" "$TMP"/s*.err ||
+	fail "the count of closing connections leaked"
+
 echo "cli_transport_limits: all ok in $(($(date +%s) - START)) s"

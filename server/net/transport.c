@@ -130,6 +130,9 @@ static void slot_release(struct srv_transport *t, struct conn *c)
 
 static void maybe_done(struct srv_transport *t)
 {
+	if (!t->head && t->nclosing) /* each closing connection is counted once */
+		fl_log_error("transport: %zu connections counted as closing after the last closed",
+			     t->nclosing);
 	if (t->stopping && !t->head && !t->timer_closed) {
 		t->timer_closed = 1;
 		uv_close((uv_handle_t *)&t->timer, NULL);
