@@ -195,13 +195,19 @@ static const double *metric_find(const Fedloha__V1__Update *u, const char *name)
 	return NULL;
 }
 
+/* The whole update arrived: folded, or discarded when the server had left
+ * it unread past its deadline. */
+static void upload_done(struct srv_engine *e, struct srv_conn *c)
+{
+	if (c->discarding)
+		srv_eng_discard_done(e, c);
+	else
+		srv_eng_update_complete(e, c);
+}
+
 static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u)
 {
-	if (c->discarding) {
-		srv_eng_discard_update(e, c, u);
-		return;
-	}
-	if (c->state != SRV_CONN_TASKED) {
+	if (c->state != SRV_CONN_TASKED && !c->discarding) {
 		refuse_unexpected_update(e, c, u->round);
 		return;
 	}
@@ -250,7 +256,7 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 	fl_wire_rx_reset(c->rx, c->task_round);
 	c->uploading = 1;
 	if (fl_wire_rx_complete(c->rx))
-		srv_eng_update_complete(e, c);
+		upload_done(e, c);
 }
 
 static void on_chunk(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__TensorChunk *ch)
@@ -274,10 +280,8 @@ static void on_chunk(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 		srv_eng_reject(e, c, err, "%s", fl_error_msg());
 		return;
 	}
-	if (fl_wire_rx_complete(c->rx) && c->discarding)
-		srv_eng_discard_done(e, c);
-	else if (fl_wire_rx_complete(c->rx))
-		srv_eng_update_complete(e, c);
+	if (fl_wire_rx_complete(c->rx))
+		upload_done(e, c);
 }
 
 static void on_eval_result(struct srv_engine *e, struct srv_conn *c,

@@ -195,14 +195,13 @@ int srv_eng_upload_begin(struct srv_engine *e, struct srv_conn *c);
  * parked connection, or back to the pool). */
 void srv_eng_upload_free(struct srv_engine *e, struct srv_conn *c);
 /* A parked c stops waiting (its attempt ended): io->resume, so its header
- * comes again and is refused as late. */
+ * comes again and, c discarding, its update is read and discarded. */
 void srv_eng_unpark(struct srv_engine *e, struct srv_conn *c);
 /* c's frame arrived: it moves to the end of the idle list. */
 void srv_eng_lru_touch(struct srv_engine *e, struct srv_conn *c);
-/* The Update header of a discarding connection: its update is read into
- * the scratch buffer (no slot), then the connection is READY again. */
-void srv_eng_discard_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u);
-/* A discarding connection's update was read whole: READY, counted. */
+/* A discarding connection (parked when its attempt ended; srv_eng_upload_begin
+ * reads its update into a shared scratch buffer, no slot) read it whole:
+ * READY again, counted. */
 void srv_eng_discard_done(struct srv_engine *e, struct srv_conn *c);
 void srv_eng_lru_unlink(struct srv_engine *e, struct srv_conn *c);
 

@@ -11,7 +11,10 @@
  * and keeps that frame and whatever followed it); when a slot frees, the
  * oldest parked connection gets it (FIFO) and io->resume asks the transport
  * to deliver the kept frames again. With M = 0 every uploading client gets
- * its own buffer (the in-process simulator's choice).
+ * its own buffer (the in-process simulator's choice). A connection still
+ * parked when its attempt ends is read anyway, into one shared scratch
+ * buffer, and its update discarded (the server chose not to read it in
+ * time: not the client's fault); it is then READY again.
  *
  * The idle list: connections in the order of their last frame (time only
  * moves forward, so appending at each frame keeps it sorted); its head
@@ -173,6 +176,12 @@ static int rx_open(struct srv_engine *e, struct srv_conn *c, float *buf)
 int srv_eng_upload_begin(struct srv_engine *e, struct srv_conn *c)
 {
 	struct srv_uploads *u = &e->up;
+	if (c->discarding) { /* read into the shared scratch buffer, no slot */
+		if (!u->scratch)
+			u->scratch = malloc((e->nglobal ? e->nglobal : 1) * sizeof(float));
+		return u->scratch ? rx_open(e, c, u->scratch)
+				  : fl_error_set(FL_ENOMEM, "out of memory for the update");
+	}
 	if (c->staging) {
 		/* a slot handed over while parked */
 	} else if (!u->nslots) {
@@ -200,28 +209,6 @@ int srv_eng_upload_begin(struct srv_engine *e, struct srv_conn *c)
 	if (!c->staging) /* a pool buffer that could not be allocated */
 		return fl_error_set(FL_ENOMEM, "out of memory for an upload slot");
 	return rx_open(e, c, c->staging);
-}
-
-void srv_eng_discard_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1__Update *u)
-{
-	struct srv_uploads *up = &e->up;
-	if (c->uploading || u->round != c->task_round || u->num_tensors != e->K) {
-		srv_eng_reject(e, c, FL_EINVAL, "update for round %llu does not match its task",
-			       (unsigned long long)u->round);
-		return;
-	}
-	if (!up->scratch)
-		up->scratch = malloc((e->nglobal ? e->nglobal : 1) * sizeof(float));
-	int err = up->scratch ? rx_open(e, c, up->scratch)
-			      : fl_error_set(FL_ENOMEM, "out of memory for the update");
-	if (err != FL_OK) {
-		srv_eng_reject(e, c, err, "server cannot receive the update: %s", fl_error_msg());
-		return;
-	}
-	fl_wire_rx_reset(c->rx, c->task_round);
-	c->uploading = 1;
-	if (fl_wire_rx_complete(c->rx))
-		srv_eng_discard_done(e, c);
 }
 
 void srv_eng_discard_done(struct srv_engine *e, struct srv_conn *c)
