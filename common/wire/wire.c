@@ -180,6 +180,16 @@ static int check_envelope(const fl_envelope *e)
 				return rc;
 		}
 		return FL_OK;
+	case FEDLOHA__V1__ENVELOPE__BODY_PARTIAL_SUM:
+		for (size_t i = 0; i < e->partial_sum->n_metrics; i++) {
+			int rc = check_name(e->partial_sum->metrics[i]->name,
+					    "partial sum metric name");
+			if (rc)
+				return rc;
+		}
+		return FL_OK;
+	case FEDLOHA__V1__ENVELOPE__BODY_SUM_CHUNK:
+		return check_name(e->sum_chunk->name, "sum chunk name");
 	default: return FL_OK;
 	}
 }

@@ -1,5 +1,6 @@
-/* aggregate.c - the fixed-point weighted-average accumulator (see
- * aggregate.h). Plain sequential loops; no server optimiser, no I/O. */
+/* aggregate.c - the fixed-point weighted-average accumulator and the fold
+ * of partial sums (see aggregate.h). Plain sequential loops; no server
+ * optimiser, no I/O. */
 #include "aggregate.h"
 
 #include "errors.h"
@@ -79,6 +80,42 @@ int srv_agg_add(struct srv_agg *a, const float *x, uint64_t w)
 		a->acc[i] += (__int128)llround((double)x[i] * AGG_SCALE) * wi;
 	a->weight += w;
 	a->count++;
+	return FL_OK;
+}
+
+const __int128 *srv_agg_sums(const struct srv_agg *a)
+{
+	return a->acc;
+}
+
+/* |round(x * 2^40)| for the largest |x| an update may hold: 1e6 * 2^40 is an
+ * integer below 2^60. */
+#define AGG_ELEM_MAX ((int64_t)(SRV_AGG_ABS_MAX * AGG_SCALE))
+
+int srv_agg_fold(struct srv_agg *a, const __int128 *sums, uint64_t weight, uint64_t count)
+{
+	if (weight == 0 || weight > AGG_WEIGHT_TOTAL_MAX)
+		return fl_error_set(FL_EINVAL,
+				    "aggregate: partial sum weight %llu is outside 1..2^62",
+				    (unsigned long long)weight);
+	if (count == 0 || count > weight)
+		return fl_error_set(FL_EINVAL,
+				    "aggregate: partial sum of %llu updates with weight %llu "
+				    "(each update weighs at least 1)",
+				    (unsigned long long)count, (unsigned long long)weight);
+	if (a->weight + weight > AGG_WEIGHT_TOTAL_MAX)
+		return fl_error_set(FL_ERANGE, "aggregate: total weight over 2^62");
+	/* weight <= 2^62 times < 2^60 stays below 2^122 */
+	__int128 lim = (__int128)weight * AGG_ELEM_MAX;
+	for (size_t i = 0; i < a->n; i++)
+		if (sums[i] > lim || sums[i] < -lim)
+			return fl_error_set(FL_ERANGE,
+					    "aggregate: partial sum %zu exceeds weight * %g * 2^%d",
+					    i, SRV_AGG_ABS_MAX, SRV_AGG_FRAC_BITS);
+	for (size_t i = 0; i < a->n; i++)
+		a->acc[i] += sums[i];
+	a->weight += weight;
+	a->count += (size_t)count;
 	return FL_OK;
 }
 

@@ -256,6 +256,7 @@ void srv_engine_free(struct srv_engine *e)
 	srv_map_free(&e->by_id);
 	srv_map_free(&e->by_name);
 	srv_eng_uploads_free(e);
+	srv_eng_relay_free(e);
 	for (int d = 0; d < SRV_NDTYPES; d++) {
 		srv_eng_frames_free(&e->task[d]);
 		srv_eng_frames_free(&e->evalf[d]);

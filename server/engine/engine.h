@@ -78,6 +78,9 @@ struct srv_engine_config {
 	uint32_t desc_inline_max;
 	/* Updates staged at once (0 = no bound); > 0 needs io pause and resume. */
 	uint32_t upload_slots;
+	/* A mid-tier aggregator (engine_relay.c): rounds come from the parent
+	 * (srv_engine_relay_*), not from rounds / fraction / min_report. */
+	int relay;
 };
 
 struct srv_round_report {
@@ -169,5 +172,59 @@ void srv_engine_upload_stats(const struct srv_engine *e, struct srv_upload_stats
  * nglobal floats (4 bytes each): budget / (4 nglobal), at least 1 and at
  * most SRV_UPLOAD_SLOTS_DEFAULT (the most when nglobal is 0). */
 uint32_t srv_engine_upload_slots_for(uint64_t budget_bytes, size_t nglobal);
+
+/* ---- aggregator trees (engine_relay.c, proto/PROTOCOL.md) ----
+ * An engine accepts, from a client it selected and named in
+ * srv_engine_set_tiers, a PartialSum + SumChunk frames instead of an Update: the exact fixed-point sums of a subtree,
+ * folded into the round's accumulator with the subtree's weight and count
+ * (srv_agg_fold), so a tree aggregates bit for bit what one flat
+ * coordinator over the same clients would.
+ *
+ * A mid-tier engine (cfg.relay) is also a client of its parent: the
+ * functions below are its side of that connection, which the caller's
+ * transport carries. On the parent's Welcome it checks that the parent's
+ * model (built-in name or description SHA-256, config text, loha base) and
+ * seed are its own (else refused: the caller should stop). A RoundTask with
+ * the global tensors becomes a round for every ready client of its own with
+ * the parent's training settings verbatim and a deadline before the
+ * parent's; when all reported, or at that deadline, it sends the partial
+ * sum of what it got (an empty one when nothing came: the parent counts a
+ * dropout) and waits for the next task. An EvalTask goes to its evaluating
+ * clients the same way and comes back as one EvalResult for the subtree.
+ * Bye("done") from the parent ends the engine (Bye to its clients). No
+ * server optimiser, no checkpoint runs on a mid-tier. */
+/* The client ids (comma-separated) that may answer a task with a partial
+ * sum: the mid-tiers under this node. A partial sum from any other client
+ * is refused (FL_EAUTH), since its weight may reach 2^62 where an update's
+ * is at most 2^32. NULL or "" = none (the default). Copied; FL_EINVAL for a
+ * list with an invalid id. With e NULL the list is only checked. */
+int srv_engine_set_tiers(struct srv_engine *e, const char *ids);
+
+struct srv_relay_io {
+	void *ctx;
+	/* Queues a whole frame to the parent; takes over one reference. */
+	int (*send)(void *ctx, struct fl_buf *frame);
+};
+/* node_id is the client id this node gives its parent (copied). */
+int srv_engine_relay_start(struct srv_engine *e, const char *node_id,
+			   const struct srv_relay_io *io);
+/* The upstream connection is up: Hello. */
+void srv_engine_relay_on_connect(struct srv_engine *e, uint64_t now_ms);
+/* One frame payload from the parent. FL_OK, or an error (fl_error_msg):
+ * the caller closes the upstream connection (and reconnects unless
+ * srv_engine_relay_refused). */
+int srv_engine_relay_on_frame(struct srv_engine *e, const uint8_t *payload, size_t len,
+			      uint64_t now_ms);
+void srv_engine_relay_on_disconnect(struct srv_engine *e, uint64_t now_ms);
+/* Heartbeat to the parent when nothing was sent for its heartbeat_ms. */
+void srv_engine_relay_tick(struct srv_engine *e, uint64_t now_ms);
+/* 1 when the parent has been silent for its idle_timeout_ms. */
+int srv_engine_relay_idle_expired(const struct srv_engine *e, uint64_t now_ms);
+/* 1 when min_available of its own clients are ready to train. */
+int srv_engine_relay_ready(const struct srv_engine *e);
+/* 1 once the parent's model or seed was found not to be this node's. */
+int srv_engine_relay_refused(const struct srv_engine *e);
+/* Ends the engine as failed (e.g. its upstream link gave up). */
+void srv_engine_relay_fail(struct srv_engine *e, const char *why);
 
 #endif

@@ -126,6 +126,7 @@ static void on_hello(struct srv_engine *e, struct srv_conn *c, const Fedloha__V1
 	w.limits = &lim;
 	w.dtype = (Fedloha__V1__DType)dt;
 	w.seed = e->cfg.seed;
+	w.partial_sums = srv_eng_relay_is_tier(e, c->client_id);
 	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
 	env.body_case = FEDLOHA__V1__ENVELOPE__BODY_WELCOME;
 	env.welcome = &w;
@@ -339,6 +340,12 @@ void srv_eng_handle(struct srv_engine *e, struct srv_conn *c, const fl_envelope 
 		return;
 	case FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST:
 		on_base_request(e, c, env->base_request);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_PARTIAL_SUM:
+		srv_eng_relay_partial(e, c, env->partial_sum);
+		return;
+	case FEDLOHA__V1__ENVELOPE__BODY_SUM_CHUNK:
+		srv_eng_relay_sum_chunk(e, c, env->sum_chunk);
 		return;
 	case FEDLOHA__V1__ENVELOPE__BODY_HEARTBEAT: return; /* any frame is a sign of life */
 	case FEDLOHA__V1__ENVELOPE__BODY_BYE:

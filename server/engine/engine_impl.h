@@ -152,6 +152,10 @@ struct srv_engine {
 	int desc_inline; /* small enough for the Welcome */
 	struct srv_frames descf;
 
+	/* aggregator trees: partial sums being received, and for a mid-tier
+	 * its upstream state (engine_relay.c); NULL until first needed */
+	struct srv_relay *relay;
+
 	char why[SRV_WHY_MAX];
 };
 
@@ -215,5 +219,46 @@ void srv_eng_advance(struct srv_engine *e);
 void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c);
 void srv_eng_timers(struct srv_engine *e);
 uint64_t srv_eng_next_deadline(const struct srv_engine *e);
+/* The bookkeeping of an update already folded into e->agg: metrics,
+ * counts, c back to READY. */
+void srv_eng_update_account(struct srv_engine *e, struct srv_conn *c);
+/* Connections idle and holding the base (selectable for a task). */
+size_t srv_eng_ready_count(const struct srv_engine *e);
+/* Clients still owing an update of the running attempt become LATE. */
+void srv_eng_end_attempt(struct srv_engine *e);
+void srv_eng_free_task_frames(struct srv_engine *e);
+/* e->report from the attempt that ended (round t, 1-based). */
+void srv_eng_report_attempt(struct srv_engine *e, uint64_t t);
+/* Completes e->report (evaluation, bytes, time), hands it to io.on_round,
+ * back to WAIT for the next round. */
+void srv_eng_emit_report(struct srv_engine *e);
+
+/* engine_relay.c */
+void srv_eng_relay_free(struct srv_engine *e);
+/* 1 when the client id is one of the mid-tiers (srv_engine_set_tiers). */
+int srv_eng_relay_is_tier(const struct srv_engine *e, const char *client_id);
+/* PartialSum / SumChunk from c (any engine). */
+void srv_eng_relay_partial(struct srv_engine *e, struct srv_conn *c,
+			   const Fedloha__V1__PartialSum *p);
+void srv_eng_relay_sum_chunk(struct srv_engine *e, struct srv_conn *c,
+			     const Fedloha__V1__SumChunk *ch);
+/* Mid-tier: 1 when a round for the parent's task should start now (the
+ * task installed as the global model and round); 0 when no task is
+ * pending, or none of its clients is ready yet. */
+int srv_eng_relay_take_task(struct srv_engine *e);
+/* Mid-tier: a task that found no client ready waits until its deadline,
+ * then goes up as an empty partial sum. */
+void srv_eng_relay_timers(struct srv_engine *e);
+uint64_t srv_eng_relay_deadline(const struct srv_engine *e);
+/* Mid-tier: the parent said Bye("done"). */
+int srv_eng_relay_done(const struct srv_engine *e);
+/* Mid-tier: the parent's training settings into a task. */
+void srv_eng_relay_settings(const struct srv_engine *e, Fedloha__V1__TrainSettings *ts);
+/* Evaluation tasks to every ready client that evaluates; phase EVAL. */
+void srv_eng_start_eval(struct srv_engine *e);
+/* Mid-tier: its clients' evaluation ended; the EvalResult goes up. */
+void srv_eng_relay_eval_done(struct srv_engine *e);
+/* Mid-tier: the attempt ended; the partial sum goes up, a report out. */
+void srv_eng_relay_forward(struct srv_engine *e);
 
 #endif

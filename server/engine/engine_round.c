@@ -62,6 +62,8 @@ static int task_frames(struct srv_engine *e, enum fl_wire_dtype dt, struct srv_f
 		ts.weight_decay = e->cfg.weight_decay;
 		ts.prox_mu = e->cfg.prox_mu;
 		ts.optimizer = e->optimizer;
+		if (e->cfg.relay)
+			srv_eng_relay_settings(e, &ts);
 		Fedloha__V1__RoundTask rt = FEDLOHA__V1__ROUND_TASK__INIT;
 		rt.round = t;
 		rt.deadline_ms = e->cfg.round_timeout_ms;
@@ -192,6 +194,11 @@ void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c)
 		srv_eng_reject(e, c, err, "update refused: %s", fl_error_msg());
 		return;
 	}
+	srv_eng_update_account(e, c);
+}
+
+void srv_eng_update_account(struct srv_engine *e, struct srv_conn *c)
+{
 	double w = (double)c->upd_examples;
 	if (c->has_loss) {
 		e->loss_sum += w * c->upd_loss;
@@ -214,6 +221,24 @@ void srv_eng_update_complete(struct srv_engine *e, struct srv_conn *c)
 	c->state = SRV_CONN_READY;
 	c->done_round = c->task_round;
 	c->done_attempt = e->attempt;
+}
+
+void srv_eng_report_attempt(struct srv_engine *e, uint64_t t)
+{
+	struct srv_round_report *r = &e->report;
+	memset(r, 0, sizeof(*r));
+	r->round = t;
+	r->selected = e->selected;
+	r->reported = e->reported;
+	r->dropped = e->dropped;
+	r->rejected = e->rejected;
+	r->attempts = e->attempt + 1;
+	r->examples = e->examples;
+	r->train_loss = e->loss_w ? e->loss_sum / (double)e->loss_w : 0.0;
+	r->train_accuracy = e->acc_w ? e->acc_sum / (double)e->acc_w : 0.0;
+	r->holdout_clients = e->hold_clients;
+	r->holdout_loss = e->hold_w ? e->hold_loss_sum / (double)e->hold_w : 0.0;
+	r->holdout_accuracy = e->hold_w ? e->hold_acc_sum / (double)e->hold_w : 0.0;
 }
 
 static void emit_report(struct srv_engine *e)
@@ -264,6 +289,10 @@ static void end_eval(struct srv_engine *e)
 		e->conns[i]->eval_pending = 0;
 	e->eval_outstanding = 0;
 	free_frames(e->evalf);
+	if (e->cfg.relay) {
+		srv_eng_relay_eval_done(e);
+		return;
+	}
 	emit_report(e);
 }
 
@@ -281,20 +310,7 @@ static void aggregate(struct srv_engine *e)
 	fl_model_params_changed(e->model);
 	e->done = t;
 	free_frames(e->task);
-	struct srv_round_report *r = &e->report;
-	memset(r, 0, sizeof(*r));
-	r->round = t;
-	r->selected = e->selected;
-	r->reported = e->reported;
-	r->dropped = e->dropped;
-	r->rejected = e->rejected;
-	r->attempts = e->attempt + 1;
-	r->examples = e->examples;
-	r->train_loss = e->loss_w ? e->loss_sum / (double)e->loss_w : 0.0;
-	r->train_accuracy = e->acc_w ? e->acc_sum / (double)e->acc_w : 0.0;
-	r->holdout_clients = e->hold_clients;
-	r->holdout_loss = e->hold_w ? e->hold_loss_sum / (double)e->hold_w : 0.0;
-	r->holdout_accuracy = e->hold_w ? e->hold_acc_sum / (double)e->hold_w : 0.0;
+	srv_eng_report_attempt(e, t);
 	srv_agg_reset(e->agg);
 	if (e->checkpoint_path) {
 		struct srv_checkpoint_meta meta = {.round = e->done,
@@ -359,6 +375,10 @@ static void retry(struct srv_engine *e)
 static void end_train(struct srv_engine *e)
 {
 	end_attempt(e);
+	if (e->cfg.relay) {
+		srv_eng_relay_forward(e);
+		return;
+	}
 	if (e->reported >= e->cfg.min_report)
 		aggregate(e);
 	else
@@ -392,11 +412,12 @@ void srv_eng_advance(struct srv_engine *e)
 			end_eval(e);
 			continue;
 		case SRV_PHASE_WAIT:
-			if (e->done >= e->cfg.rounds) {
+			if (e->cfg.relay ? srv_eng_relay_done(e) : e->done >= e->cfg.rounds) {
 				finish_all(e);
 				return;
 			}
-			if (ready_count(e) < (size_t)e->cfg.min_available)
+			if (e->cfg.relay ? !srv_eng_relay_take_task(e)
+					 : ready_count(e) < (size_t)e->cfg.min_available)
 				return;
 			start_round(e);
 			continue;
@@ -429,6 +450,8 @@ void srv_eng_timers(struct srv_engine *e)
 				srv_eng_send_heartbeat(e, e->conns[i]);
 		e->next_hb = now + e->cfg.heartbeat_ms;
 	}
+	if (e->cfg.relay)
+		srv_eng_relay_timers(e);
 	if (e->phase == SRV_PHASE_TRAIN && now >= e->deadline)
 		end_train(e);
 	else if (e->phase == SRV_PHASE_EVAL && now >= e->deadline)
@@ -442,6 +465,8 @@ uint64_t srv_eng_next_deadline(const struct srv_engine *e)
 	uint64_t d = UINT64_MAX;
 	if (e->phase == SRV_PHASE_TRAIN || e->phase == SRV_PHASE_EVAL)
 		d = e->deadline;
+	if (e->cfg.relay && srv_eng_relay_deadline(e) < d)
+		d = srv_eng_relay_deadline(e);
 	if (e->cfg.heartbeat_ms && e->next_hb && e->nconns && e->next_hb < d)
 		d = e->next_hb;
 	if (e->cfg.idle_timeout_ms && e->lru_head) {
@@ -450,4 +475,31 @@ uint64_t srv_eng_next_deadline(const struct srv_engine *e)
 			d = x;
 	}
 	return d;
+}
+
+/* ---- for a mid-tier (engine_upstream.c) ---- */
+
+size_t srv_eng_ready_count(const struct srv_engine *e)
+{
+	return ready_count(e);
+}
+
+void srv_eng_end_attempt(struct srv_engine *e)
+{
+	end_attempt(e);
+}
+
+void srv_eng_emit_report(struct srv_engine *e)
+{
+	emit_report(e);
+}
+
+void srv_eng_free_task_frames(struct srv_engine *e)
+{
+	free_frames(e->task);
+}
+
+void srv_eng_start_eval(struct srv_engine *e)
+{
+	start_eval(e);
 }
