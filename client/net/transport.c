@@ -1,10 +1,10 @@
 /* transport.c - the edge client's libuv transport (transport.h): resolve,
  * connect, reconnect with backoff and jitter, frames out (sealed into
  * records) with a cap on pending output, the final record and the orderly
- * close, jobs on the thread pool, the session tick, signals and the
- * shutdown. The read path and the secure channel's start are in
- * transport_read.c. The session makes every protocol decision; this file
- * moves bytes.
+ * close, the peer's tick, signals and the shutdown. The read path and
+ * the secure channel's start are in transport_read.c; the session as the
+ * peer, with its jobs on the thread pool, in transport_session.c. The peer
+ * makes every protocol decision; this file moves bytes.
  *
  * Ownership: the connection struct embeds its struct fl_net_conn (net.h: the
  * uv_tcp_t, queued writes, close-once) and is freed only in its close
@@ -131,14 +131,14 @@ static void on_conn_closed(uv_handle_t *h)
 	fl_channel_free(c->ch);
 	free(c);
 	if (was_up)
-		cli_session_on_disconnect(t->s);
+		t->p.on_disconnect(t->p.ctx);
 	if (t->stopping)
 		return;
 	if (t->refused) {
 		cli_transport_begin_stop(t, CLI_TRANSPORT_REFUSED, 0);
 		return;
 	}
-	if (cli_session_finished(t->s)) {
+	if (t->p.finished(t->p.ctx)) {
 		cli_transport_begin_stop(t, CLI_TRANSPORT_FINISHED, 0);
 		return;
 	}
@@ -184,8 +184,8 @@ int cli_transport_write_raw(struct cconn *c, struct fl_buf *b)
 	return fl_net_write(&c->n, b, !c->connected);
 }
 
-/* One protocol frame from the session: sealed into a record. */
-static int io_send(void *ctx, struct fl_buf *b)
+/* One protocol frame from the peer: sealed into a record. */
+int cli_transport_io_send(void *ctx, struct fl_buf *b)
 {
 	struct cli_transport *t = ctx;
 	struct cconn *c = t->conn;
@@ -199,64 +199,27 @@ static int io_send(void *ctx, struct fl_buf *b)
 	return fl_net_send_sealed(&c->n, c->ch, b, 0);
 }
 
-static void io_close(void *ctx)
+int cli_transport_send(struct cli_transport *t, struct fl_buf *b)
+{
+	return cli_transport_io_send(t, b);
+}
+
+void cli_transport_io_close(void *ctx)
 {
 	struct cli_transport *t = ctx;
 	if (t->conn)
 		cli_transport_conn_close(t->conn);
 }
 
-/* ---- jobs ---- */
+/* ---- the peer's errors ---- */
 
-void cli_transport_log_session_error(struct cli_transport *t)
+void cli_transport_log_peer_error(struct cli_transport *t)
 {
-	const char *e = cli_session_last_error(t->s);
+	const char *e = t->p.last_error ? t->p.last_error(t->p.ctx) : NULL;
 	if (e && *e && strcmp(e, t->last_err) != 0) {
 		fl_log_warn("%s", e);
 		snprintf(t->last_err, sizeof(t->last_err), "%s", e);
 	}
-}
-
-static void job_work(uv_work_t *req)
-{
-	cli_job_run(((struct jreq *)req)->job);
-}
-
-static void job_done(uv_work_t *req, int status)
-{
-	struct jreq *j = (struct jreq *)req;
-	struct cli_transport *t = j->t;
-	t->jobs--;
-	cli_session_on_job_done(t->s, j->job);
-	free(j);
-	cli_transport_log_session_error(t);
-	if (!t->stopping && cli_session_finished(t->s))
-		cli_transport_begin_stop(t, CLI_TRANSPORT_FINISHED, 0);
-}
-
-static int io_submit(void *ctx, struct cli_job *job)
-{
-	struct cli_transport *t = ctx;
-	struct jreq *j = malloc(sizeof(*j));
-	if (!j)
-		return FL_EIO;
-	j->t = t;
-	j->job = job;
-	if (uv_queue_work(t->loop, &j->req, job_work, job_done) != 0) {
-		free(j);
-		return FL_EIO;
-	}
-	t->jobs++;
-	return 0;
-}
-
-void cli_transport_session_io(struct cli_transport *t, struct cli_session_io *io)
-{
-	memset(io, 0, sizeof(*io));
-	io->ctx = t;
-	io->send = io_send;
-	io->close = io_close;
-	io->submit = io_submit;
 }
 
 /* ---- connecting ---- */
@@ -282,8 +245,8 @@ static void on_connected(uv_connect_t *req, int status)
 	if (fl_channel_established(c->ch)) { /* --insecure */
 		c->connected = 1;
 		fl_log_info("connected to %s:%d", t->host, t->cfg.port);
-		cli_session_on_connect(t->s, uv_now(t->loop));
-		cli_transport_log_session_error(t);
+		t->p.on_connect(t->p.ctx, uv_now(t->loop));
+		cli_transport_log_peer_error(t);
 	} else {
 		uv_timer_start(&t->retry, on_retry, fl_channel_handshake_timeout_ms(c->ch), 0);
 	}
@@ -369,13 +332,13 @@ static void on_tick(uv_timer_t *h)
 	if (!c || !c->connected || fl_net_gone(&c->n))
 		return;
 	uint64_t now = uv_now(t->loop);
-	if (cli_session_idle_expired(t->s, now)) {
+	if (t->p.idle_expired(t->p.ctx, now)) {
 		fl_log_warn("server %s:%d silent for too long: reconnecting", t->host, t->cfg.port);
 		cli_transport_conn_cut(c);
 		return;
 	}
-	cli_session_tick(t->s, now);
-	cli_transport_log_session_error(t);
+	t->p.tick(t->p.ctx, now);
+	cli_transport_log_peer_error(t);
 }
 
 /* ---- signals, start, stop ---- */
@@ -410,7 +373,7 @@ void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result
 	if (c && c->connected && !fl_net_gone(&c->n) && r == CLI_TRANSPORT_SIGNALLED) {
 		struct fl_buf *b = NULL;
 		if (fl_wire_encode_bye("shutdown", &b) == FL_OK)
-			io_send(t, b);
+			cli_transport_io_send(t, b);
 	}
 	if (t->conn)
 		cli_transport_conn_close(t->conn);
@@ -419,11 +382,16 @@ void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result
 	/* The loop ends by itself once the handles are closed and the job is back. */
 }
 
-int cli_transport_start(struct cli_transport *t, struct cli_session *s)
+void cli_transport_stop(struct cli_transport *t)
+{
+	cli_transport_begin_stop(t, CLI_TRANSPORT_FINISHED, 0);
+}
+
+int cli_transport_start_peer(struct cli_transport *t, const struct cli_transport_peer *p)
 {
 	assert(!t->started);
 	t->started = 1;
-	t->s = s;
+	t->p = *p;
 	uv_timer_init(t->loop, &t->tick);
 	uv_timer_init(t->loop, &t->retry);
 	t->tick.data = t->retry.data = t;

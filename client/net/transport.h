@@ -85,6 +85,23 @@ enum cli_transport_result {
 
 struct cli_transport;
 
+/* What the transport drives: the session (cli_transport_start), or any
+ * other speaker of the client side of the protocol (cli_transport_start_peer),
+ * e.g. a mid-tier aggregator's link to its parent. Every call happens on the
+ * loop thread with the peer's ctx. */
+struct cli_transport_peer {
+	void *ctx;
+	void (*on_connect)(void *ctx, uint64_t now_ms); /* the channel is up */
+	/* FL_OK, or an error (fl_error_msg says why): the connection closes */
+	int (*on_frame)(void *ctx, const uint8_t *payload, size_t len, uint64_t now_ms);
+	void (*on_disconnect)(void *ctx);
+	void (*tick)(void *ctx, uint64_t now_ms);
+	int (*idle_expired)(void *ctx, uint64_t now_ms); /* 1: the server is silent too long */
+	int (*finished)(void *ctx);                      /* 1: stop, the work is done */
+	int (*refused)(void *ctx);            /* 1 after an on_frame error that is final */
+	const char *(*last_error)(void *ctx); /* the peer's own last failure, "" if none */
+};
+
 /* Defaults: 127.0.0.1:7420, 4 MiB frames, 256 MiB output, backoff 250 ms
  * .. 30 s, connect timeout 10 s, tick 500 ms, retry forever, seed 0. */
 void cli_transport_config_default(struct cli_transport_config *c);
@@ -95,6 +112,15 @@ int cli_transport_new(uv_loop_t *loop, const struct cli_transport_config *cfg,
 void cli_transport_session_io(struct cli_transport *t, struct cli_session_io *io);
 /* Starts connecting (s is borrowed until the loop run ends). */
 int cli_transport_start(struct cli_transport *t, struct cli_session *s);
+/* The same for another peer (copied; its ctx is borrowed until the loop run
+ * ends). Such a peer submits no jobs. */
+int cli_transport_start_peer(struct cli_transport *t, const struct cli_transport_peer *p);
+/* Queues one frame to the server (sealed into a record); takes over one
+ * reference. FL_EIO when no channel is up (the frame is dropped). */
+int cli_transport_send(struct cli_transport *t, struct fl_buf *b);
+/* Stops as if finished: the connection is closed, the loop run ends once
+ * every handle is closed. */
+void cli_transport_stop(struct cli_transport *t);
 enum cli_transport_result cli_transport_result(const struct cli_transport *t);
 int cli_transport_signal(const struct cli_transport *t); /* the signal received, or 0 */
 /* Why it stopped with CLI_TRANSPORT_REFUSED ("" otherwise). */

@@ -1,6 +1,7 @@
 /* transport_impl.h - internals shared by transport.c (connect, reconnect,
- * writes, jobs, tick, signals, shutdown) and transport_read.c (the read path
- * and the secure channel glue of the connection). Not part of the
+ * writes, tick, signals, shutdown), transport_read.c (the read path and the
+ * secure channel glue of the connection) and transport_session.c (the
+ * session as the peer, its jobs). Not part of the
  * transport's API.
  */
 #ifndef CLI_TRANSPORT_IMPL_H
@@ -34,7 +35,8 @@ struct cli_transport {
 	uv_loop_t *loop;
 	struct cli_transport_config cfg;
 	char *host;
-	struct cli_session *s;
+	struct cli_session *s;       /* NULL when a peer other than a session runs */
+	struct cli_transport_peer p; /* the session's calls, or those of start_peer */
 	uv_timer_t tick, retry;
 	uv_signal_t sig[2];
 	struct cconn *conn; /* the current connection (connecting or up), or NULL */
@@ -56,6 +58,9 @@ struct cli_transport {
 };
 
 /* transport.c */
+/* The peer's send / close (ctx = the transport). */
+int cli_transport_io_send(void *ctx, struct fl_buf *b);
+void cli_transport_io_close(void *ctx);
 /* Bytes as they go on the socket; takes over one reference to b. */
 int cli_transport_write_raw(struct cconn *c, struct fl_buf *b);
 void cli_transport_conn_close(struct cconn *c); /* final record, flush, close */
@@ -63,8 +68,8 @@ void cli_transport_conn_cut(struct cconn *c);   /* close now */
 void cli_transport_begin_stop(struct cli_transport *t, enum cli_transport_result r, int sig);
 /* Logs the tensor name of a Chunk frame's first piece (debug_tensors). */
 void cli_transport_log_tensor(struct cli_transport *t, const char *dir, const uint8_t *p, size_t n);
-/* Logs the session's last error once (not again while it stays the same). */
-void cli_transport_log_session_error(struct cli_transport *t);
+/* Logs the peer's last error once (not again while it stays the same). */
+void cli_transport_log_peer_error(struct cli_transport *t);
 /* Records why this attempt failed before the channel was up (printf
  * format); schedule_retry logs it at error level with the delay. */
 void cli_transport_retry_why(struct cli_transport *t, const char *fmt, ...)

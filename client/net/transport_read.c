@@ -59,8 +59,8 @@ static int on_frame(void *ctx, const uint8_t *payload, size_t n)
 		cli_transport_log_tensor(t, "received", payload, n);
 	if (!c->first_seen)
 		peek_first(c, payload, n);
-	int err = cli_session_on_frame(t->s, payload, n, uv_now(t->loop));
-	if (err != FL_OK && !t->refused && cli_session_refused_model(t->s)) {
+	int err = t->p.on_frame(t->p.ctx, payload, n, uv_now(t->loop));
+	if (err != FL_OK && !t->refused && t->p.refused(t->p.ctx)) {
 		char why[FL_ERROR_MSG_MAX];
 		snprintf(why, sizeof(why), "%s", fl_error_msg());
 		refuse(c, why);
@@ -169,10 +169,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			t->st.handshakes++;
 			fl_log_info("connected to %s:%d: secure channel up", t->host, t->cfg.port);
 		}
-		cli_session_on_connect(t->s, uv_now(t->loop));
+		t->p.on_connect(t->p.ctx, uv_now(t->loop));
 	}
-	cli_transport_log_session_error(t);
-	if (!t->stopping && cli_session_finished(t->s))
+	cli_transport_log_peer_error(t);
+	if (!t->stopping && t->p.finished(t->p.ctx))
 		cli_transport_begin_stop(t, CLI_TRANSPORT_FINISHED, 0);
 }
 

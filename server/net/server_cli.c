@@ -81,86 +81,13 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"server-beta2", 1, 0, 0},
 					 {"server-tau", 1, 0, 0},
 					 {"init", 1, 0, 0},
+					 {"upstream", 1, 0, 0},
+					 {"upstream-key", 1, 0, 0},
+					 {"upstream-id", 1, 0, 0},
+					 {"tier-ids", 1, 0, 0},
 					 {"help", 0, 0, 'h'},
 					 {"version", 0, 0, 'V'},
 					 {0, 0, 0, 0}};
-
-void srv_opts_usage(FILE *f)
-{
-	fprintf(f,
-		"usage: fedloha-server run [options]\n"
-		"       fedloha-server keygen --out FILE [--force]   new key (0600), prints its public key\n"
-		"       fedloha-server pubkey --key FILE             prints the public key again\n"
-		"Runs federated rounds for fedloha-client daemons over TCP, on a mutually\n"
-		"authenticated, encrypted channel (docs/SECURITY.md).\n\n"
-		"  --listen HOST:PORT     address to listen on (default 127.0.0.1:7420; port 0 = any)\n"
-		"  --config-file FILE     JSON object with the same keys as these flags (flags win)\n"
-		"security:\n"
-		"  --key FILE             the coordinator's secret key (fedloha-server keygen)\n"
-		"  --allow FILE           allow-list: one 'fl1:... NAME' client key a line; re-read on\n"
-		"                         SIGHUP; a NAME that is a valid client id binds that key to it\n"
-		"  --enrol ID[,ID...]     issue a one-time enrolment token for each client id\n"
-		"                         (repeatable); a client presenting it is added to --allow\n"
-		"                         as 'fl1:... ID' (--enrol-minutes N, default 30); each\n"
-		"                         token is written to DIR/ID.token (0600) for the client's\n"
-		"                         --enrol-token-file  (--enrol-dir DIR, default the\n"
-		"                         folder 'enrol-tokens' next to --allow)\n"
-		"  --handshake-timeout SEC (3)  --insecure (plaintext, no authentication: tests only)\n"
-		"  limits on connections not yet authenticated, checked at accept before any\n"
-		"  cryptography (over one: closed at once, counted, one log line per 10 s):\n"
-		"  --max-handshakes N (256)  in progress at once\n"
-		"  --reserved-conns N (--max-conns / 10)  of --max-conns, kept for clients\n"
-		"                         whose channel is up\n"
-		"  --addr-conns N (16)    open per source address (IPv6: per /64; 0 = no limit)\n"
-		"  --addr-rate R (20)  --addr-burst B (40)   new handshakes per second per\n"
-		"                         address, a token bucket (0 = no limit)\n"
-		"model:\n"
-		"  --model NAME           built-in 2nn, cnn or mlp (default 2nn), sized for --data\n"
-		"  --model-file FILE      any model description (fedloha-model/1 JSON,\n"
-		"                         docs/MODELS.md) instead of --model; sent to clients\n"
-		"  --param KIND           dense, fedpara, pfedpara, lowrank or loha (default fedpara)\n"
-		"  --gamma G | --rank R   factor rank rule (default gamma 0.1); --alpha A for loha\n"
-		"  --config FILE          PEFT adapter_config.json (overrides gamma/rank)\n"
-		"  --init FILE            initial global model: a PyTorch state dict (safetensors),\n"
-		"                         strict (every key and shape must match): dense loads\n"
-		"                         every weight and bias; loha the frozen base, which is\n"
-		"                         then also the base served to clients (unless --base);\n"
-		"                         fedpara, pfedpara, lowrank the biases and untargeted\n"
-		"                         layers (targeted layers are trained from scratch)\n"
-		"  --base FILE            loha: frozen base weights served to clients (applied\n"
-		"                         after --init; extra tensors are ignored)\n"
-		"  --data NAME            input shape of fashion-mnist (default), mnist, cifar10 or\n"
-		"                         safetensors (a folder: --data-path DIR, docs/DATA.md)\n"
-		"rounds:\n"
-		"  --rounds N (3)  --min-clients N (1)  --fraction F (1)  --min-fit N (1)\n"
-		"  --min-report N (1)  --max-retries N (3)  --round-timeout SEC (60)\n"
-		"  --heartbeat SEC (10)  --idle-timeout SEC (60)  --seed S (0)\n"
-		"  --write-timeout SEC (the idle timeout; 0 = never: a client whose socket\n"
-		"                      takes no output for this long is cut)\n"
-		"client training:\n"
-		"  --epochs N (1)  --batch B (64)  --lr LR (0.1)  --lr-decay D (1)  --momentum M (0)\n"
-		"  --weight-decay WD (0)  --optimizer sgd|adam  --prox-mu MU (0)\n"
-		"aggregation:\n"
-		"  --strategy fedavg|fedavgm|fedadam|fedyogi|fedadagrad|fedprox  --server-lr ETA\n"
-		"  --server-beta1 B  --server-beta2 B  --server-tau T   (defaults: the strategy's)\n"
-		"wire:\n"
-		"  --dtype f32|f16|bf16|int8   encoding for clients without their own --dtype\n"
-		"                              (f32; a client's --dtype wins)\n"
-		"  --require-dtype DTYPE       force this encoding for every client\n"
-		"  --max-frame BYTES (4 MiB)  --chunk BYTES (min(1 MiB, max-frame/2))\n"
-		"  --max-output BYTES (64 MiB + twice the model)  --max-conns N (10000)\n"
-		"  --upload-slots N  updates received at once (N x the model); more wait\n"
-		"  --upload-memory MIB (256)  without --upload-slots: N = MIB / model, 1..1024\n"
-		"evaluation and output:\n"
-		"  --eval-every N         federated evaluation every N rounds (0 = never)\n"
-		"  --eval-data NAME       central evaluation on this test set after each round\n"
-		"  --data-path DIR        its folder (and --data's);  --eval-limit N  first N test\n"
-		"                         samples\n"
-		"  --checkpoint FILE      checkpoint after every round; resume from it if present\n"
-		"  --out DIR              export the final model (fl_model_save folder)\n"
-		"  --threads T (1)  --log-level error|warn|info|debug  --debug-tensors\n"
-		"  --help  --version\n");
-}
 
 static int num(const char *k, const char *v, double lo, double hi, double *out)
 {
@@ -199,6 +126,10 @@ static const struct fl_cliopt_string string_options[] = {
 	{"require-dtype", offsetof(struct srv_opts, require_dtype)},
 	{"key", offsetof(struct srv_opts, key)},
 	{"allow", offsetof(struct srv_opts, allow)},
+	{"upstream", offsetof(struct srv_opts, upstream)},
+	{"upstream-key", offsetof(struct srv_opts, upstream_key)},
+	{"upstream-id", offsetof(struct srv_opts, upstream_id)},
+	{"tier-ids", offsetof(struct srv_opts, tier_ids)},
 };
 
 static const char **string_option(struct srv_opts *o, const char *name)

@@ -18,6 +18,9 @@ struct srv_opts {
 	const char *listen, *model, *model_file, *param, *config, *base, *init, *checkpoint, *out,
 		*strategy;
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow, *enrol_dir;
+	/* a mid-tier aggregator: its parent, the parent's key, its id there */
+	const char *upstream, *upstream_key, *upstream_id;
+	const char *tier_ids; /* the mid-tiers below: client ids that may send partial sums */
 	double handshake_timeout;
 	int insecure, enrol_minutes;
 	/* --enrol ID[,ID...] (repeatable): one enrolment token per client id */

@@ -8,8 +8,10 @@
  * file), loads the key and the allow-list (access.h), builds
  * the global model, the round engine and the libuv transport, prints one
  * line per round (and the central evaluation on a test slice when asked),
- * exports the final model. Protocol logic is in engine.c, sockets and the
- * secure channel in transport*.c; this file only wires them up.
+ * exports the final model. With --upstream the node is a mid-tier
+ * aggregator: its engine serves its parent's rounds over upstream.c.
+ * Protocol logic is in engine*.c, sockets and the secure channel in
+ * transport*.c; this file only wires them up.
  */
 #include "access.h"
 #include "blas.h"
@@ -26,6 +28,7 @@
 #include "server_cli.h"
 #include "keys_cmd.h"
 #include "engine_opts.h"
+#include "upstream.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -44,7 +47,14 @@ struct server {
 	uint64_t rounds;
 	struct srv_transport *t;
 	struct srv_transport_stats prev; /* socket counts at the previous round */
+	struct srv_upstream *up;         /* a mid-tier's link to its parent, else NULL */
 };
+
+/* The coordinator side began its shutdown: a mid-tier's link ends too. */
+static void on_stop(void *ctx)
+{
+	srv_upstream_stop(((struct server *)ctx)->up);
+}
 
 static void on_central_eval(void *ctx, uint64_t round, int err, const char *msg,
 			    const struct fl_train_stats *st)
@@ -61,12 +71,16 @@ static void on_central_eval(void *ctx, uint64_t round, int err, const char *msg,
 static void on_round(void *ctx, const struct srv_round_report *r)
 {
 	struct server *s = ctx;
-	printf("round %llu/%llu selected %d reported %d dropped %d rejected %d attempts %d "
+	/* a mid-tier does not know how many rounds its parent runs */
+	char total[32] = "";
+	if (!s->up)
+		snprintf(total, sizeof(total), "/%llu", (unsigned long long)s->rounds);
+	printf("round %llu%s selected %d reported %d dropped %d rejected %d attempts %d "
 	       "examples %llu train-loss %.4f train-acc %.4f up %llu down %llu total-up %llu "
 	       "total-down %llu %.2fs\n",
-	       (unsigned long long)r->round, (unsigned long long)s->rounds, r->selected,
-	       r->reported, r->dropped, r->rejected, r->attempts, (unsigned long long)r->examples,
-	       r->train_loss, r->train_accuracy, (unsigned long long)r->bytes_up,
+	       (unsigned long long)r->round, total, r->selected, r->reported, r->dropped,
+	       r->rejected, r->attempts, (unsigned long long)r->examples, r->train_loss,
+	       r->train_accuracy, (unsigned long long)r->bytes_up,
 	       (unsigned long long)r->bytes_down, (unsigned long long)r->total_up,
 	       (unsigned long long)r->total_down, r->seconds);
 	if (s->t) {
@@ -248,6 +262,9 @@ struct daemon {
 	char *cfg_json;
 	char host[256];
 	int port;
+	char up_host[256]; /* --upstream */
+	int up_port;
+	uint8_t up_pk[FL_PUBKEY_BYTES];
 };
 
 /* The config text, the global model, its --init weights and its frozen
@@ -314,10 +331,31 @@ static void transport_config(const struct srv_opts *o, struct daemon *d,
 	tc->debug_tensors = o->debug_tensors;
 	tc->hook_ctx = &d->s;
 	tc->on_round = on_round;
+	tc->on_stop = on_stop;
 	tc->access = d->acc;
 	tc->handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000);
 	tc->write_timeout_ms =
 		(uint32_t)((o->write_timeout >= 0 ? o->write_timeout : o->idle_timeout) * 1000);
+}
+
+/* A mid-tier's link to its parent (--upstream), on this node's key. */
+static int start_upstream(const struct srv_opts *o, struct daemon *d)
+{
+	struct srv_upstream_config uc = {
+		.host = d->up_host,
+		.port = d->up_port,
+		.node_id = o->upstream_id,
+		.insecure = o->insecure,
+		.identity = o->insecure ? NULL : srv_access_identity(d->acc),
+		.parent_pk = o->insecure ? NULL : d->up_pk,
+		.max_frame_bytes = (uint32_t)o->max_frame,
+		.handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000),
+		.seed = o->train.seed};
+	int err = srv_upstream_new(&d->loop, &uc, d->e, d->t, &d->s.up);
+	if (!err)
+		fl_log_info("mid-tier: client '%s' of the parent %s:%d", o->upstream_id, d->up_host,
+			    d->up_port);
+	return err;
 }
 
 /* The central evaluation, the transport and the engine (restored from its
@@ -340,6 +378,10 @@ static int start(const struct srv_opts *o, struct daemon *d, const struct srv_en
 	srv_transport_engine_io(d->t, &io);
 	if ((err = srv_engine_new(ec, d->s.model, &io, &d->e)) || (err = srv_engine_restore(d->e)))
 		return err;
+	if ((err = srv_engine_set_tiers(d->e, o->tier_ids)))
+		return err;
+	if (o->upstream && (err = start_upstream(o, d)))
+		return err;
 	if (srv_engine_round(d->e))
 		fl_log_info("resumed from %s after round %llu", o->checkpoint,
 			    (unsigned long long)srv_engine_round(d->e));
@@ -351,6 +393,8 @@ static int start(const struct srv_opts *o, struct daemon *d, const struct srv_en
 	       (double)ec->upload_slots * (double)gbytes / (1 << 20));
 	if ((err = srv_transport_start(d->t, d->e)) == FL_OK)
 		printf("listening on %s:%d\n", d->host, srv_transport_port(d->t));
+	if (!err && d->s.up)
+		err = srv_upstream_start(d->s.up);
 	fflush(stdout);
 	return err;
 }
@@ -398,7 +442,9 @@ static int conclude(const struct srv_opts *o, struct daemon *d, int *err)
 static void daemon_free(struct daemon *d)
 {
 	if (d->loop_up) {
+		srv_upstream_stop(d->s.up);
 		uv_run(&d->loop, UV_RUN_DEFAULT); /* close whatever is still open */
+		srv_upstream_free(d->s.up);
 		srv_engine_free(d->e);
 		srv_transport_free(d->t);
 		srv_central_eval_free(d->s.ce);
@@ -409,6 +455,39 @@ static void daemon_free(struct daemon *d)
 	fl_peft_config_free(d->pc);
 	free(d->cfg_json);
 	srv_access_free(d->acc);
+}
+
+/* --upstream and what goes with it; 2 with a message. */
+static int upstream_opts(const struct srv_opts *o, struct daemon *d)
+{
+	const char *bad = NULL;
+	if (fl_cliopt_report("fedloha-server",
+			     fl_cliopt_hostport("--upstream", o->upstream, 1, d->up_host,
+						sizeof(d->up_host), &d->up_port)))
+		return 2;
+	if (!o->upstream_id || !fl_wire_client_id_valid(o->upstream_id))
+		bad = "--upstream needs --upstream-id ID (1..64 of [A-Za-z0-9._-]): this node's "
+		      "client id at its parent";
+	else if (!o->insecure && !o->upstream_key)
+		bad = "--upstream needs --upstream-key KEY: the parent's public key (fl1:... or a "
+		      "file holding it)";
+	else if (o->checkpoint)
+		bad = "--checkpoint: a mid-tier keeps no rounds of its own (each task brings the "
+		      "global model); checkpoint the root";
+	else if (o->out)
+		bad = "--out: a mid-tier never holds the final model; export it at the root";
+	else if (o->eval_every)
+		bad = "--eval-every: a mid-tier evaluates when its parent asks (the parent's "
+		      "--eval-every)";
+	if (bad) {
+		fprintf(stderr, "fedloha-server: %s\n", bad);
+		return 2;
+	}
+	if (!o->insecure && fl_pubkey_parse_arg(o->upstream_key, d->up_pk)) {
+		fprintf(stderr, "fedloha-server: --upstream-key: %s\n", fl_error_msg());
+		return 2;
+	}
+	return 0;
 }
 
 static int run(struct srv_opts *o)
@@ -426,8 +505,15 @@ static int run(struct srv_opts *o)
 			o->model);
 		return 2;
 	}
+	if (o->upstream && upstream_opts(o, &d))
+		return 2;
+	if (srv_engine_set_tiers(NULL, o->tier_ids)) {
+		fprintf(stderr, "fedloha-server: --tier-ids: %s\n", fl_error_msg());
+		return 2;
+	}
 	struct srv_engine_config ec;
 	int rc = engine_config(o, &ec);
+	ec.relay = o->upstream != NULL;
 	if (!rc && o->checkpoint && fl_mkdir_parent(o->checkpoint, 0)) {
 		fprintf(stderr, "fedloha-server: --checkpoint: %s\n", fl_error_msg());
 		rc = 1;

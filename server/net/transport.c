@@ -497,6 +497,12 @@ static void begin_stop(struct srv_transport *t, int sig)
 	rearm(t);
 }
 
+void srv_transport_engine_changed(struct srv_transport *t)
+{
+	if (t->started)
+		after_engine(t);
+}
+
 int srv_transport_signal(const struct srv_transport *t)
 {
 	return t->sig_got;

@@ -133,6 +133,10 @@ void srv_transport_engine_io(struct srv_transport *t, struct srv_engine_io *io);
  * loop run. An engine that is already finished (restored from a final
  * checkpoint) makes the transport stop at once. */
 int srv_transport_start(struct srv_transport *t, struct srv_engine *e);
+/* The engine was called from outside the transport (a mid-tier's upstream
+ * link, upstream.h): stop if it ended, re-arm the timer to its next
+ * deadline. */
+void srv_transport_engine_changed(struct srv_transport *t);
 /* The bound port (after start), e.g. when cfg.port was 0. */
 int srv_transport_port(const struct srv_transport *t);
 /* The signal that stopped the transport, 0 if none. */
