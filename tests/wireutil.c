@@ -20,6 +20,8 @@ static const struct {
 	{&fedloha__v1__bye__descriptor, FEDLOHA__V1__ENVELOPE__BODY_BYE},
 	{&fedloha__v1__base_request__descriptor, FEDLOHA__V1__ENVELOPE__BODY_BASE_REQUEST},
 	{&fedloha__v1__base_chunk__descriptor, FEDLOHA__V1__ENVELOPE__BODY_BASE_CHUNK},
+	{&fedloha__v1__partial_sum__descriptor, FEDLOHA__V1__ENVELOPE__BODY_PARTIAL_SUM},
+	{&fedloha__v1__sum_chunk__descriptor, FEDLOHA__V1__ENVELOPE__BODY_SUM_CHUNK},
 };
 
 fl_envelope fl_test_envelope(ProtobufCMessage *msg)

@@ -162,6 +162,38 @@ static void other_frames(void)
 	frame(fl_wire_encode_bye("done", &b), &b);
 }
 
+/* A mid-tier's answer: PartialSum, then SumChunk frames (16 bytes an
+ * element), and an empty PartialSum. */
+static void tree_frames(void)
+{
+	Fedloha__V1__Metric m = FEDLOHA__V1__METRIC__INIT, *mv[1] = {&m};
+	Fedloha__V1__PartialSum ps = FEDLOHA__V1__PARTIAL_SUM__INIT;
+	m.name = "train_loss";
+	m.value = 0.5;
+	ps.round = 1;
+	ps.weight = 90;
+	ps.num_updates = 2;
+	ps.num_tensors = 4;
+	ps.n_metrics = 1;
+	ps.metrics = mv;
+	body(&ps.base);
+	uint8_t sums[32] = {0,    0,    0,    0,    0,    1,    0,    0,    0,    0,   0,
+			    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,   0xff,
+			    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	Fedloha__V1__SumChunk sc = FEDLOHA__V1__SUM_CHUNK__INIT;
+	sc.round = 1;
+	sc.name = "a";
+	sc.data = (ProtobufCBinaryData){32, sums};
+	body(&sc.base);
+	sc.offset = 2;
+	sc.data.len = 16;
+	sc.last = 1;
+	body(&sc.base);
+	Fedloha__V1__PartialSum empty = FEDLOHA__V1__PARTIAL_SUM__INIT;
+	empty.round = 2;
+	body(&empty.base);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -182,6 +214,7 @@ int main(int argc, char **argv)
 	begin(3, 13), tensors(1, 3, 2), finish("valid-int8-step13");
 	begin(0, 0), session_frames(), finish("session");
 	begin(0, 5), other_frames(), finish("messages");
+	begin(0, 0), tree_frames(), finish("tree");
 	begin(0, 0), raw("\0\0\0\0", 4), finish("zero-length");
 	begin(0, 0), raw("\xff\xff\xff\xff\x01", 5), finish("oversize");
 	begin(0, 0), raw("\0\0\0\x03\xff\xff\xff", 7), finish("garbage");
