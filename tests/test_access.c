@@ -258,6 +258,68 @@ static void test_stale_tokens_removed(void)
 	srv_access_free(acc);
 }
 
+/* Writes "KEY_A site-a" and "KEY_B # note" (and "KEY_C site-b" when
+ * with_b) to allow. */
+static void write_tier_list(const char *allow, const char *pa, const char *pb, const char *pc,
+			    int with_b)
+{
+	FILE *f = fopen(allow, "w");
+	FL_CHECK(f != NULL);
+	if (!f)
+		return;
+	fprintf(f, "%s site-a\n%s # a free-text note\n", pa, pb);
+	if (with_b)
+		fprintf(f, "%s site-b\n", pc);
+	fclose(f);
+}
+
+/* --tier-ids must name keys of the allow-list: an id no key is bound to
+ * could be claimed by any listed key, whose partial sum would then count
+ * for a subtree. A reload that unbinds one keeps the old list. */
+static void test_tier_ids_bound(void)
+{
+	char key[512], allow[512], tdir[512];
+	char pa[FL_PUBKEY_STRING_BYTES], pb[FL_PUBKEY_STRING_BYTES], pc[FL_PUBKEY_STRING_BYTES];
+	setup("access_tiers", "tokens", key, allow, tdir);
+	struct fl_identity *ids[3] = {NULL, NULL, NULL};
+	for (int i = 0; i < 3; i++)
+		FL_CHECK(fl_identity_generate(&ids[i]) == FL_OK);
+	if (!ids[0] || !ids[1] || !ids[2])
+		goto out;
+	fl_identity_public_string(ids[0], pa);
+	fl_identity_public_string(ids[1], pb);
+	fl_identity_public_string(ids[2], pc);
+	write_tier_list(allow, pa, pb, pc, 1);
+	struct srv_access_config cfg = {0, key, allow, 0, NULL};
+	struct srv_access *acc = NULL;
+	FL_CHECK(srv_access_new(&cfg, &acc) == FL_OK);
+	if (!acc)
+		goto out;
+	FL_CHECK(srv_access_set_tiers(acc, NULL) == FL_OK);
+	FL_CHECK(srv_access_set_tiers(acc, "site-a") == FL_OK);
+	FL_CHECK(srv_access_set_tiers(acc, "site-a,site-c") == FL_EAUTH);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "'site-c'") &&
+			     strstr(fl_error_msg(), "not bound to a key"),
+		     "%s", fl_error_msg());
+	FL_CHECK(srv_access_set_tiers(acc, "site-a,site-b") == FL_OK);
+	write_tier_list(allow, pa, pb, pc, 0); /* site-b's key removed */
+	FL_CHECK(srv_access_reload(acc) == FL_EAUTH && srv_access_count(acc) == 3);
+	FL_CHECK_MSG(strstr(fl_error_msg(), "NOT reloaded") && strstr(fl_error_msg(), "'site-b'"),
+		     "%s", fl_error_msg());
+	FL_CHECK(check(acc, fl_identity_pk(ids[2]), "site-b") == FL_OK); /* old list */
+	FL_CHECK(srv_access_set_tiers(acc, "site-a") == FL_OK);
+	FL_CHECK(srv_access_reload(acc) == FL_OK && srv_access_count(acc) == 2);
+	srv_access_free(acc);
+	struct srv_access_config icfg = {1, NULL, NULL, 0, NULL};
+	FL_CHECK(srv_access_new(&icfg, &acc) == FL_OK && acc);
+	if (acc) /* insecure: there is no allow-list to check against */
+		FL_CHECK(srv_access_set_tiers(acc, "site-z") == FL_OK);
+	srv_access_free(acc);
+out:
+	for (int i = 0; i < 3; i++)
+		fl_identity_free(ids[i]);
+}
+
 int main(void)
 {
 	umask(022); /* the allow-lists written here must not be group-writable */
@@ -265,5 +327,6 @@ int main(void)
 	FL_RUN(test_enrolment_binds_id);
 	FL_RUN(test_token_dir_checked);
 	FL_RUN(test_stale_tokens_removed);
+	FL_RUN(test_tier_ids_bound);
 	return fl_test_main_end();
 }

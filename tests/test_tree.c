@@ -8,6 +8,7 @@
  * for that connection only. */
 #include "aggregate.h"
 #include "engine_fake.h"
+#include "engine_impl.h"
 #include "errors.h"
 #include "model.h"
 #include "testutil.h"
@@ -86,13 +87,14 @@ struct fixture {
 	size_t k;
 };
 
-static void setup(struct fixture *f, int min_available)
+static void setup_report(struct fixture *f, int min_available, int min_report)
 {
 	memset(f, 0, sizeof(*f));
 	FL_CHECK(fl_model_new("mlp", 1, 2, 2, 3, NULL, 9, 1, &f->m) == FL_OK);
 	struct srv_engine_config cfg;
-	fake_engine_config(&cfg, 1, 3, 2);
+	fake_engine_config(&cfg, 1, 3, min_report);
 	cfg.min_available = min_available;
+	cfg.chunk_bytes = 64; /* 4 sums a SumChunk at most */
 	f->net = fake_net_new(f->m, &cfg);
 	FL_CHECK(srv_engine_set_tiers(f->net->e, "tier-y,tier-x") == FL_OK);
 	f->n = fl_model_count_floats(f->m, FL_TENSOR_GLOBAL);
@@ -109,6 +111,11 @@ static void setup(struct fixture *f, int min_available)
 	free(v);
 	f->g1 = fake_connect(f->net, "good-1", 10, 1.0f, NULL);
 	f->g2 = fake_connect(f->net, "good-2", 30, 2.0f, NULL);
+}
+
+static void setup(struct fixture *f, int min_available)
+{
+	setup_report(f, min_available, 2);
 }
 
 /* x joins and holds its task: round 1 is running. */
@@ -241,6 +248,8 @@ static void test_bad_headers(void)
 		{1, 5, 0, 0, 0, FL_ERANGE, "no updates"},
 		{1, ((uint64_t)1 << 62) + 1, 1, 0, 0, FL_ERANGE, "weight over 2^62"},
 		{1, 5, 2, 0, 1, FL_EINVAL, "second header"},
+		{1, ((uint64_t)1 << 33) + 1, 2, 0, 0, FL_ERANGE, "over 2^32 per update"},
+		{1, (uint64_t)1 << 31, (uint64_t)1 << 31, 0, 0, FL_ERANGE, "over 2^30 updates"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct fixture f;
@@ -271,6 +280,7 @@ static void test_bad_chunks(void)
 		{1, 1, 0, 0, 5, 0, FL_ESHAPE, "not 16 bytes an element"},
 		{1, 1, 0, 0, 0, 1, FL_EFORMAT, "last too early"},
 		{1, 2, 0, 0, 0, 0, FL_EINVAL, "chunk round"},
+		{1, 1, 0, 0, 64, 0, FL_EFORMAT, "over chunk_bytes"}, /* 80 bytes */
 	};
 	struct fixture f;
 	__int128 v[1] = {0};
@@ -323,6 +333,59 @@ static void test_not_selected(void)
 	teardown(&f);
 }
 
+/* A PartialSum and an Update from one connection in one round: the second
+ * header is refused whichever came first. */
+static void test_partial_update_mix(void)
+{
+	struct fixture f;
+	setup_x(&f);
+	send_header(&f, 1, 5, 2, (uint32_t)f.k);
+	fake_send_update_header(f.net, f.x, 1, 5, (uint32_t)f.k);
+	finish(&f, FL_EINVAL, "Update after PartialSum");
+	setup_x(&f);
+	fake_send_update_header(f.net, f.x, 1, 5, (uint32_t)f.k);
+	send_header(&f, 1, 5, 2, (uint32_t)f.k);
+	finish(&f, FL_EINVAL, "PartialSum after Update");
+}
+
+/* A partial sum cut by the attempt's deadline is dropped with it (its
+ * 16 bytes an element freed), and its later chunks are refused as late;
+ * a partial sum of a closed connection is dropped too. */
+static void test_stale_parts(void)
+{
+	struct fixture f;
+	setup_report(&f, 3, 3);
+	f.x = fake_connect(f.net, "tier-x", 0, 0.0f, "");
+	f.x->hold = 1;
+	fake_pump(f.net);
+	FL_CHECK(f.x->tasks == 1);
+	const __int128 *sums = srv_agg_sums(f.sub);
+	const struct fl_model_tensor *t0 = f.gt[0];
+	send_header(&f, 1, srv_agg_total_weight(f.sub), srv_agg_count(f.sub), (uint32_t)f.k);
+	send_chunk(&f, 1, t0->name, 0, sums + t0->offset, 1, 0, t0->numel == 1);
+	fake_pump(f.net);
+	FL_CHECK_MSG(!f.x->closed, "first chunk refused: %s", f.x->error_msg);
+	FL_CHECK(srv_eng_relay_receiving(f.net->e, f.x->conn));
+	fake_tick_at(f.net, f.net->now + 10001); /* the attempt's deadline */
+	FL_CHECK(!f.x->closed && !srv_eng_relay_receiving(f.net->e, f.x->conn));
+	send_chunk(&f, 1, t0->name, 1, sums + t0->offset + 1, 1, 0, t0->numel == 2);
+	fake_pump(f.net);
+	FL_CHECK_MSG(f.x->closed && f.x->error_code == (uint32_t)-FL_ERANGE,
+		     "late chunk: closed %d, error %u (%s)", f.x->closed, f.x->error_code,
+		     f.x->error_msg);
+	teardown(&f);
+
+	setup_x(&f);
+	send_header(&f, 1, 5, 2, (uint32_t)f.k);
+	fake_pump(f.net);
+	uint64_t conn = f.x->conn;
+	FL_CHECK(srv_eng_relay_receiving(f.net->e, conn));
+	fake_disconnect(f.net, f.x);
+	FL_CHECK(!srv_eng_relay_receiving(f.net->e, conn));
+	FL_CHECK(fake_run(f.net, 100000) && f.net->nrep == 1 && f.net->rep[0].reported == 2);
+	teardown(&f);
+}
+
 int main(void)
 {
 	FL_RUN(test_fold_is_flat);
@@ -332,5 +395,7 @@ int main(void)
 	FL_RUN(test_bad_chunks);
 	FL_RUN(test_not_a_tier);
 	FL_RUN(test_not_selected);
+	FL_RUN(test_partial_update_mix);
+	FL_RUN(test_stale_parts);
 	return fl_test_main_end();
 }

@@ -347,6 +347,7 @@ static void conn_forget(struct srv_engine *e, struct srv_conn *c, int rejected)
 	if (c->eval_pending && e->phase == SRV_PHASE_EVAL)
 		e->eval_outstanding--;
 	uint64_t id = c->id;
+	srv_eng_relay_forget(e, id);
 	conn_remove(e, c);
 	conn_free(e, c);
 	e->io.close(e->io.ctx, id);

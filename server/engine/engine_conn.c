@@ -212,7 +212,7 @@ static void on_update(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 		refuse_unexpected_update(e, c, u->round);
 		return;
 	}
-	if (c->uploading) {
+	if (c->uploading || srv_eng_relay_receiving(e, c->id)) {
 		srv_eng_reject(e, c, FL_EINVAL, "duplicate Update for round %llu",
 			       (unsigned long long)c->task_round);
 		return;

@@ -242,6 +242,12 @@ void srv_eng_relay_partial(struct srv_engine *e, struct srv_conn *c,
 			   const Fedloha__V1__PartialSum *p);
 void srv_eng_relay_sum_chunk(struct srv_engine *e, struct srv_conn *c,
 			     const Fedloha__V1__SumChunk *ch);
+/* Drops the partial sum being received from conn (it closed or left). */
+void srv_eng_relay_forget(struct srv_engine *e, uint64_t conn);
+/* Drops every partial sum being received (the attempt ended). */
+void srv_eng_relay_end_attempt(struct srv_engine *e);
+/* 1 while a partial sum from conn is being received. */
+int srv_eng_relay_receiving(const struct srv_engine *e, uint64_t conn);
 /* Mid-tier: 1 when a round for the parent's task should start now (the
  * task installed as the global model and round); 0 when no task is
  * pending, or none of its clients is ready yet. */

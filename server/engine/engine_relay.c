@@ -12,6 +12,7 @@
 
 #include "errors.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,17 +39,23 @@ static struct srv_relay_part *part_find(struct srv_relay *r, uint64_t conn)
 	return NULL;
 }
 
-/* Forgets receptions whose connection is gone or owes nothing any more. */
-static void parts_sweep(struct srv_engine *e)
+void srv_eng_relay_forget(struct srv_engine *e, uint64_t conn)
+{
+	struct srv_relay_part *part = part_find(e->relay, conn);
+	if (part)
+		part_remove(e->relay, (size_t)(part - e->relay->parts));
+}
+
+void srv_eng_relay_end_attempt(struct srv_engine *e)
 {
 	struct srv_relay *r = e->relay;
-	for (size_t i = 0; r && i < r->nparts;) {
-		const struct srv_conn *c = srv_eng_find(e, r->parts[i].conn);
-		if (!c || c->state != SRV_CONN_TASKED || c->task_round != r->parts[i].round)
-			part_remove(r, i);
-		else
-			i++;
-	}
+	while (r && r->nparts)
+		part_remove(r, r->nparts - 1);
+}
+
+int srv_eng_relay_receiving(const struct srv_engine *e, uint64_t conn)
+{
+	return part_find(e->relay, conn) != NULL;
 }
 
 void srv_eng_relay_free(struct srv_engine *e)
@@ -181,8 +188,12 @@ static void part_complete(struct srv_engine *e, struct srv_conn *c)
 		return;
 	}
 	srv_eng_update_account(e, c); /* counts one held-out client */
+	/* hold_clients <= num_updates <= SRV_RELAY_UPDATES_MAX; the total
+	 * saturates at INT_MAX */
 	if (hold_clients > 1)
-		e->hold_clients += (int)(hold_clients - 1);
+		e->hold_clients = hold_clients - 1 > (uint64_t)(INT_MAX - e->hold_clients)
+					  ? INT_MAX
+					  : e->hold_clients + (int)(hold_clients - 1);
 }
 
 /* Checks the header; 1 when a reception may start. */
@@ -204,10 +215,12 @@ static int partial_ok(struct srv_engine *e, struct srv_conn *c, const Fedloha__V
 			       p->num_tensors, e->K);
 		return 0;
 	}
-	if (p->weight > ((uint64_t)1 << 62) || p->num_updates < 1 || p->num_updates > p->weight) {
+	if (p->weight > ((uint64_t)1 << 62) || p->num_updates < 1 || p->num_updates > p->weight ||
+	    p->num_updates > SRV_RELAY_UPDATES_MAX ||
+	    (p->weight - 1) / SRV_AGG_WEIGHT_MAX >= p->num_updates) {
 		srv_eng_reject(e, c, FL_ERANGE,
 			       "partial sum of %llu updates with weight %llu (weight at most "
-			       "2^62, 1..weight updates)",
+			       "2^62 and at most 2^32 per update, 1..2^30 updates)",
 			       (unsigned long long)p->num_updates, (unsigned long long)p->weight);
 		return 0;
 	}
@@ -226,7 +239,6 @@ void srv_eng_relay_partial(struct srv_engine *e, struct srv_conn *c,
 			       c->client_id);
 		return;
 	}
-	parts_sweep(e);
 	if (p->weight == 0 && p->round == c->task_round && !c->uploading &&
 	    !part_find(e->relay, c->id)) {
 		empty_partial(e, c, p);
@@ -260,10 +272,15 @@ static int chunk_check(struct srv_engine *e, struct srv_conn *c, const struct sr
 		       const Fedloha__V1__SumChunk *ch, size_t *count)
 {
 	const struct fl_wire_tensor *t = &e->gt[part->ti];
-	if (ch->round != part->round)
+	if (ch->round != c->task_round || part->round != c->task_round)
 		return srv_eng_reject(
 			e, c, FL_EINVAL, "sum chunk for round %llu, the current round is %llu",
-			(unsigned long long)ch->round, (unsigned long long)part->round);
+			(unsigned long long)ch->round, (unsigned long long)c->task_round);
+	if (e->cfg.chunk_bytes && ch->data.len > e->cfg.chunk_bytes)
+		return srv_eng_reject(e, c, FL_EFORMAT,
+				      "sum chunk of '%s' carries %zu bytes, more than the "
+				      "server's chunk_bytes %u",
+				      t->name, ch->data.len, (unsigned)e->cfg.chunk_bytes);
 	if (!ch->name || strcmp(ch->name, t->name) != 0)
 		return srv_eng_reject(e, c, FL_EFORMAT, "sum chunk for '%s', expected '%s'",
 				      ch->name ? ch->name : "", t->name);

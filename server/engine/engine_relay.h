@@ -9,6 +9,9 @@
 
 #define SRV_RELAY_SUM_BYTES 16 /* one 128-bit sum on the wire */
 #define SRV_RELAY_OPT_MAX 16   /* TrainSettings.optimizer, with its NUL */
+/* at most this many updates in one partial sum (its held-out client count
+ * stays far from INT_MAX) */
+#define SRV_RELAY_UPDATES_MAX ((uint64_t)1 << 30)
 
 /* A partial sum being received from one selected connection. */
 struct srv_relay_part {

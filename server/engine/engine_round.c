@@ -354,6 +354,7 @@ static void end_attempt(struct srv_engine *e)
 			c->state = SRV_CONN_LATE;
 		}
 	}
+	srv_eng_relay_end_attempt(e); /* a partial sum not complete is late */
 	e->outstanding = 0;
 }
 

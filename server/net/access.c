@@ -22,6 +22,7 @@ struct srv_access {
 	struct srv_enrol *enrol;     /* NULL without enrolment */
 	size_t stale;                /* token files removed at startup */
 	struct srv_auth auth;
+	char *tiers; /* --tier-ids, comma-separated, or NULL */
 };
 
 int srv_access_new(const struct srv_access_config *cfg, struct srv_access **out)
@@ -98,6 +99,7 @@ void srv_access_free(struct srv_access *a)
 	srv_allowlist_free(a->allow);
 	srv_enrol_free(a->enrol);
 	free(a->allow_path);
+	free(a->tiers);
 	free(a);
 }
 
@@ -139,11 +141,47 @@ int srv_access_bound(const struct srv_access *a, const char *client_id)
 	return a->allow && client_id && srv_allowlist_has_name(a->allow, client_id);
 }
 
+/* FL_OK when every comma-separated id of tiers is the name of a key of al;
+ * else FL_EAUTH naming the first id that is not. */
+static int tiers_bound(const struct srv_allowlist *al, const char *tiers)
+{
+	for (const char *p = tiers; p && *p;) {
+		size_t n = strcspn(p, ",");
+		char id[FL_WIRE_CLIENT_ID_MAX + 1];
+		snprintf(id, sizeof(id), "%.*s", (int)(n > FL_WIRE_CLIENT_ID_MAX ? 0 : n), p);
+		if (!srv_allowlist_has_name(al, id))
+			return fl_error_set(FL_EAUTH,
+					    "mid-tier id '%.64s' (--tier-ids) is not bound to a "
+					    "key of the allow-list (a line 'fl1:... %.64s'): any "
+					    "key could claim it",
+					    id, id);
+		p += n + (p[n] == ',');
+	}
+	return FL_OK;
+}
+
+int srv_access_set_tiers(struct srv_access *a, const char *ids)
+{
+	if (a->insecure)
+		return FL_OK;
+	int err = tiers_bound(a->allow, ids);
+	if (err)
+		return err;
+	free(a->tiers);
+	a->tiers = NULL;
+	if (ids && *ids && !(a->tiers = strdup(ids)))
+		return fl_error_set(FL_ENOMEM, "out of memory");
+	return FL_OK;
+}
+
 int srv_access_reload(struct srv_access *a)
 {
 	if (a->insecure)
 		return FL_OK;
-	int err = srv_allowlist_reload(a->allow_path, &a->allow);
+	struct srv_allowlist *al = NULL;
+	int err = srv_allowlist_load(a->allow_path, &al);
+	if (!err && (err = tiers_bound(al, a->tiers)))
+		srv_allowlist_free(al);
 	if (err) {
 		char why[FL_ERROR_MSG_MAX];
 		snprintf(why, sizeof(why), "%s", fl_error_msg());
@@ -152,6 +190,8 @@ int srv_access_reload(struct srv_access *a)
 				    "admitted: %s (fix the file and send SIGHUP again)",
 				    why);
 	}
+	srv_allowlist_free(a->allow);
+	a->allow = al;
 	return FL_OK;
 }
 

@@ -59,6 +59,13 @@ int srv_access_bound(const struct srv_access *a, const char *client_id);
  * removed from it are still admitted: path:LINE: ..."); the daemon logs it
  * at error level. */
 int srv_access_reload(struct srv_access *a);
+/* Records the mid-tier ids (--tier-ids, comma-separated client ids, NULL =
+ * none) after checking that each is the name of a key of the allow-list
+ * (FL_EAUTH otherwise): a mid-tier's partial sum speaks for its subtree, so
+ * its id may not be one an unbound key could claim. A reload whose new list
+ * leaves one of them unbound is refused like a bad file (the old list
+ * stays). No-op when insecure. */
+int srv_access_set_tiers(struct srv_access *a, const char *ids);
 
 /* fl_channel_authorize_fn: ctx is the srv_access. */
 int srv_access_authorize(void *ctx, const uint8_t pk[FL_PUBKEY_BYTES], const uint8_t *token,

@@ -378,7 +378,8 @@ static int start(const struct srv_opts *o, struct daemon *d, const struct srv_en
 	srv_transport_engine_io(d->t, &io);
 	if ((err = srv_engine_new(ec, d->s.model, &io, &d->e)) || (err = srv_engine_restore(d->e)))
 		return err;
-	if ((err = srv_engine_set_tiers(d->e, o->tier_ids)))
+	if ((err = srv_engine_set_tiers(d->e, o->tier_ids)) ||
+	    (err = srv_access_set_tiers(d->acc, o->tier_ids)))
 		return err;
 	if (o->upstream && (err = start_upstream(o, d)))
 		return err;
