@@ -386,6 +386,58 @@ static void test_stale_parts(void)
 	teardown(&f);
 }
 
+static int capture_send(void *ctx, struct fl_buf *frame)
+{
+	struct fl_buf **slot = ctx;
+	if (*slot)
+		fl_buf_unref(*slot);
+	*slot = frame;
+	return FL_OK;
+}
+
+/* The dtype a parent with --dtype f16 (required or not) gives the Hello a
+ * mid-tier sends. */
+static enum fl_wire_dtype tier_dtype(int required)
+{
+	struct srv_engine_config cfg;
+	fake_engine_config(&cfg, 1, 3, 2);
+	cfg.relay = 1;
+	struct fake_net *tier = fake_net_own(9, &cfg);
+	struct fl_buf *hello = NULL;
+	struct srv_relay_io rio = {&hello, capture_send};
+	FL_CHECK(srv_engine_relay_start(tier->e, "tier-x", &rio) == FL_OK);
+	srv_engine_relay_on_connect(tier->e, 1000);
+	FL_CHECK(hello != NULL);
+	fake_engine_config(&cfg, 1, 3, 2);
+	cfg.dtype = FL_WIRE_F16;
+	cfg.dtype_required = required;
+	struct fake_net *root = fake_net_own(9, &cfg);
+	FL_CHECK(srv_engine_set_tiers(root->e, "tier-x") == FL_OK);
+	struct fake_client *x = fake_connect_raw(root, "tier-x");
+	enum fl_wire_dtype dt = (enum fl_wire_dtype) - 1;
+	if (hello) {
+		fake_send_raw(root, x, hello->data + FL_WIRE_FRAME_HEADER_BYTES,
+			      hello->len - FL_WIRE_FRAME_HEADER_BYTES);
+		fake_pump(root);
+		FL_CHECK_MSG(x->welcomed && !x->closed, "the mid-tier's Hello refused: %s",
+			     x->error_msg);
+		dt = x->dtype;
+		fl_buf_unref(hello);
+	}
+	fake_net_free(root);
+	fake_net_free(tier);
+	return dt;
+}
+
+/* A mid-tier asks its parent for f32 unless the parent requires a dtype:
+ * the global its clients get is then encoded only by the mid-tier's own
+ * --dtype, as under a flat coordinator. */
+static void test_tier_asks_f32(void)
+{
+	FL_CHECK(tier_dtype(0) == FL_WIRE_F32);
+	FL_CHECK(tier_dtype(1) == FL_WIRE_F16);
+}
+
 int main(void)
 {
 	FL_RUN(test_fold_is_flat);
@@ -397,5 +449,6 @@ int main(void)
 	FL_RUN(test_not_selected);
 	FL_RUN(test_partial_update_mix);
 	FL_RUN(test_stale_parts);
+	FL_RUN(test_tier_asks_f32);
 	return fl_test_main_end();
 }

@@ -64,7 +64,11 @@ void srv_engine_relay_on_connect(struct srv_engine *e, uint64_t now_ms)
 	h.client_id = r->node_id;
 	h.n_capabilities = 4;
 	h.capabilities = (char **)caps;
-	h.dtype_from_server = 1;
+	/* f32 unless the parent requires a dtype: the global reaches this
+	 * node's clients quantised only by this node's own --dtype, as under a
+	 * flat coordinator with those flags */
+	h.preferred_dtype = FEDLOHA__V1__DTYPE__DTYPE_F32;
+	h.dtype_from_server = 0;
 	if (e->has_base) {
 		h.has_base = 1;
 		h.base_sha256.data = e->base_sha;
