@@ -87,7 +87,7 @@ struct fixture {
 	size_t k;
 };
 
-static void setup_report(struct fixture *f, int min_available, int min_report)
+static void setup_report(struct fixture *f, int min_available, int min_report, uint32_t eval_every)
 {
 	memset(f, 0, sizeof(*f));
 	FL_CHECK(fl_model_new("mlp", 1, 2, 2, 3, NULL, 9, 1, &f->m) == FL_OK);
@@ -95,6 +95,7 @@ static void setup_report(struct fixture *f, int min_available, int min_report)
 	fake_engine_config(&cfg, 1, 3, min_report);
 	cfg.min_available = min_available;
 	cfg.chunk_bytes = 64; /* 4 sums a SumChunk at most */
+	cfg.eval_every = eval_every;
 	f->net = fake_net_new(f->m, &cfg);
 	FL_CHECK(srv_engine_set_tiers(f->net->e, "tier-y,tier-x") == FL_OK);
 	f->n = fl_model_count_floats(f->m, FL_TENSOR_GLOBAL);
@@ -115,7 +116,7 @@ static void setup_report(struct fixture *f, int min_available, int min_report)
 
 static void setup(struct fixture *f, int min_available)
 {
-	setup_report(f, min_available, 2);
+	setup_report(f, min_available, 2, 0);
 }
 
 /* x joins and holds its task: round 1 is running. */
@@ -354,7 +355,7 @@ static void test_partial_update_mix(void)
 static void test_stale_parts(void)
 {
 	struct fixture f;
-	setup_report(&f, 3, 3);
+	setup_report(&f, 3, 3, 0);
 	f.x = fake_connect(f.net, "tier-x", 0, 0.0f, "");
 	f.x->hold = 1;
 	fake_pump(f.net);
@@ -383,6 +384,23 @@ static void test_stale_parts(void)
 	fake_disconnect(f.net, f.x);
 	FL_CHECK(!srv_eng_relay_receiving(f.net->e, conn));
 	FL_CHECK(fake_run(f.net, 100000) && f.net->nrep == 1 && f.net->rep[0].reported == 2);
+	teardown(&f);
+}
+
+/* A mid-tier's EvalResult sums its subtree's examples: over 2^32 is taken
+ * from a mid-tier (up to 2^62), not from a client. */
+static void test_tier_eval_examples(void)
+{
+	struct fixture f;
+	setup_report(&f, 3, 2, 1);
+	f.x = fake_connect(f.net, "tier-x", (uint64_t)1 << 33, 0.5f, "");
+	f.x->hold = 1;
+	fake_pump(f.net);
+	FL_CHECK(f.x->tasks == 1);
+	send_sums(&f, srv_agg_total_weight(f.sub), srv_agg_count(f.sub), srv_agg_sums(f.sub));
+	FL_CHECK(fake_run(f.net, 100000) && f.net->nrep == 1);
+	FL_CHECK_MSG(!f.x->error_code, "mid-tier refused: %s", f.x->error_msg);
+	FL_CHECK(f.x->evals == 1 && f.net->rep[0].eval_clients == 3);
 	teardown(&f);
 }
 
@@ -450,5 +468,6 @@ int main(void)
 	FL_RUN(test_partial_update_mix);
 	FL_RUN(test_stale_parts);
 	FL_RUN(test_tier_asks_f32);
+	FL_RUN(test_tier_eval_examples);
 	return fl_test_main_end();
 }

@@ -301,10 +301,14 @@ static void on_eval_result(struct srv_engine *e, struct srv_conn *c,
 			       (unsigned long long)r->round, (unsigned long long)e->done);
 		return;
 	}
-	if (r->num_examples > SRV_AGG_WEIGHT_MAX || !isfinite(r->loss) || !isfinite(r->accuracy)) {
+	/* a mid-tier's result sums its subtree's examples */
+	uint64_t max = srv_eng_relay_is_tier(e, c->client_id) ? SRV_EVAL_TIER_MAX
+							      : SRV_AGG_WEIGHT_MAX;
+	if (r->num_examples > max || !isfinite(r->loss) || !isfinite(r->accuracy)) {
 		srv_eng_reject(e, c, FL_ERANGE,
-			       "EvalResult with num_examples over 2^32 or non-finite "
-			       "loss / accuracy");
+			       "EvalResult with num_examples over %s or non-finite "
+			       "loss / accuracy",
+			       max == SRV_AGG_WEIGHT_MAX ? "2^32" : "2^62");
 		return;
 	}
 	c->eval_pending = 0;
@@ -313,7 +317,9 @@ static void on_eval_result(struct srv_engine *e, struct srv_conn *c,
 		e->eval_clients++;
 		e->eval_loss_sum += r->loss * (double)r->num_examples;
 		e->eval_acc_sum += r->accuracy * (double)r->num_examples;
-		e->eval_w += r->num_examples;
+		/* saturates: at most 2^62 a result, so a sum past 2^64 needs 4 */
+		e->eval_w = r->num_examples > UINT64_MAX - e->eval_w ? UINT64_MAX
+								     : e->eval_w + r->num_examples;
 	}
 }
 

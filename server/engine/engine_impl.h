@@ -234,6 +234,8 @@ void srv_eng_report_attempt(struct srv_engine *e, uint64_t t);
 void srv_eng_emit_report(struct srv_engine *e);
 
 /* engine_relay.c */
+/* the most examples a mid-tier's EvalResult may sum (a client's: 2^32) */
+#define SRV_EVAL_TIER_MAX ((uint64_t)1 << 62)
 void srv_eng_relay_free(struct srv_engine *e);
 /* 1 when the client id is one of the mid-tiers (srv_engine_set_tiers). */
 int srv_eng_relay_is_tier(const struct srv_engine *e, const char *client_id);

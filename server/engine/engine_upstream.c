@@ -561,7 +561,10 @@ void srv_eng_relay_eval_done(struct srv_engine *e)
 		return;
 	Fedloha__V1__EvalResult er = FEDLOHA__V1__EVAL_RESULT__INIT;
 	er.round = e->done;
-	er.num_examples = e->eval_w;
+	/* the parent takes at most 2^62 from a mid-tier: a larger subtree
+	 * total (more than 2^30 clients of 2^32 examples) is clamped, which
+	 * only changes this result's weight at the parent */
+	er.num_examples = e->eval_w > SRV_EVAL_TIER_MAX ? SRV_EVAL_TIER_MAX : e->eval_w;
 	er.loss = e->eval_w ? e->eval_loss_sum / (double)e->eval_w : 0.0;
 	er.accuracy = e->eval_w ? e->eval_acc_sum / (double)e->eval_w : 0.0;
 	fl_envelope env = FEDLOHA__V1__ENVELOPE__INIT;
