@@ -9,6 +9,7 @@
 #include "aggregate.h"
 #include "engine_fake.h"
 #include "engine_impl.h"
+#include "engine_relay.h"
 #include "errors.h"
 #include "model.h"
 #include "testutil.h"
@@ -404,6 +405,17 @@ static void test_tier_eval_examples(void)
 	teardown(&f);
 }
 
+/* The margin before the parent's deadline counts the partial sum's upload
+ * at the assumed rate (160 MB at 100 Mbit/s: 12.8 s). */
+static void test_tier_margin(void)
+{
+	FL_CHECK(srv_relay_keep_ms(20000, 1200000, 12500000) == 2000);    /* a tenth */
+	FL_CHECK(srv_relay_keep_ms(20000, 160000000, 12500000) == 12800); /* the upload */
+	FL_CHECK(srv_relay_keep_ms(600, 0, 12500000) == 300);             /* at most half */
+	FL_CHECK(srv_relay_keep_ms(5000, 160000000, 12500000) == 5000);   /* all there is */
+	FL_CHECK(srv_relay_keep_ms(20000, 160000000, 0) == 2000);         /* not counted */
+}
+
 static int capture_send(void *ctx, struct fl_buf *frame)
 {
 	struct fl_buf **slot = ctx;
@@ -469,5 +481,6 @@ int main(void)
 	FL_RUN(test_stale_parts);
 	FL_RUN(test_tier_asks_f32);
 	FL_RUN(test_tier_eval_examples);
+	FL_RUN(test_tier_margin);
 	return fl_test_main_end();
 }

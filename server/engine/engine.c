@@ -32,6 +32,7 @@ void srv_engine_config_default(struct srv_engine_config *c)
 	c->min_report = 1;
 	c->max_retries = 3;
 	c->round_timeout_ms = 60000;
+	c->relay_up_rate = SRV_RELAY_UP_RATE_DEFAULT;
 	c->heartbeat_ms = 10000;
 	c->idle_timeout_ms = 60000;
 	c->epochs = 1;

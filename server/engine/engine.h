@@ -81,7 +81,13 @@ struct srv_engine_config {
 	/* A mid-tier aggregator (engine_relay.c): rounds come from the parent
 	 * (srv_engine_relay_*), not from rounds / fraction / min_report. */
 	int relay;
+	/* A mid-tier's assumed upload rate to its parent, bytes per second:
+	 * its deadline keeps the partial sum's bytes at this rate before the
+	 * parent's (default 12.5e6, 100 Mbit/s). */
+	uint64_t relay_up_rate;
 };
+
+#define SRV_RELAY_UP_RATE_DEFAULT 12500000u /* bytes/s: 100 Mbit/s */
 
 struct srv_round_report {
 	uint64_t round;                            /* 1-based number of the round just aggregated */

@@ -55,6 +55,11 @@ struct srv_relay {
 	char optimizer[SRV_RELAY_OPT_MAX];
 };
 
+/* The margin a mid-tier keeps before its parent's deadline, left_ms away:
+ * a tenth of it (at least 0.5 s, at most half), or the time sum_bytes take
+ * at rate bytes/s when longer (rate 0: not counted); at most left_ms. */
+uint64_t srv_relay_keep_ms(uint64_t left_ms, uint64_t sum_bytes, uint64_t rate);
+
 /* The engine's relay state, made on first use; NULL when out of memory
  * (the error set). */
 struct srv_relay *srv_eng_relay_get(struct srv_engine *e);

@@ -342,9 +342,22 @@ int srv_engine_relay_on_frame(struct srv_engine *e, const uint8_t *payload, size
 	return err;
 }
 
-/* The local deadline: the time left of the parent's, less a tenth (at
- * least UP_MARGIN_MIN_MS, at most half) for the partial sum to travel up,
- * and never more than this node's --round-timeout. */
+uint64_t srv_relay_keep_ms(uint64_t left_ms, uint64_t sum_bytes, uint64_t rate)
+{
+	uint64_t keep = left_ms / 10 > UP_MARGIN_MIN_MS ? left_ms / 10 : UP_MARGIN_MIN_MS;
+	if (keep > left_ms / 2)
+		keep = left_ms / 2;
+	if (rate) {
+		uint64_t send = (sum_bytes * 1000 + rate - 1) / rate; /* ms, rounded up */
+		if (send > keep)
+			keep = send;
+	}
+	return keep > left_ms ? left_ms : keep;
+}
+
+/* The local deadline: the time left of the parent's less the margin of
+ * srv_relay_keep_ms for the partial sum to travel up, and never more than
+ * this node's --round-timeout. */
 static uint32_t local_deadline(const struct srv_engine *e)
 {
 	const struct srv_relay *r = e->relay;
@@ -352,10 +365,12 @@ static uint32_t local_deadline(const struct srv_engine *e)
 		return r->own_timeout_ms;
 	uint64_t gone = e->now - r->task_rx_ms;
 	uint64_t left = r->task_deadline_ms > gone ? r->task_deadline_ms - gone : 0;
-	uint64_t keep = left / 10 > UP_MARGIN_MIN_MS ? left / 10 : UP_MARGIN_MIN_MS;
-	if (keep > left / 2)
-		keep = left / 2;
-	uint64_t d = left - keep;
+	/* 16 bytes a value and about 64 of framing per chunk */
+	uint64_t per = r->chunk_bytes / SRV_RELAY_SUM_BYTES ? r->chunk_bytes / SRV_RELAY_SUM_BYTES
+							    : 1;
+	uint64_t bytes = (uint64_t)e->nglobal * SRV_RELAY_SUM_BYTES +
+			 (e->nglobal / per + e->K) * 64;
+	uint64_t d = left - srv_relay_keep_ms(left, bytes, e->cfg.relay_up_rate);
 	if (d > r->own_timeout_ms)
 		d = r->own_timeout_ms;
 	return d ? (uint32_t)d : 1;

@@ -85,6 +85,8 @@ static const struct option longopts[] = {{"listen", 1, 0, 0},
 					 {"upstream-key", 1, 0, 0},
 					 {"upstream-id", 1, 0, 0},
 					 {"tier-ids", 1, 0, 0},
+					 {"upstream-rate", 1, 0, 0},
+					 {"upstream-max-attempts", 1, 0, 0},
 					 {"help", 0, 0, 'h'},
 					 {"version", 0, 0, 'V'},
 					 {0, 0, 0, 0}};
@@ -136,50 +138,6 @@ static const char **string_option(struct srv_opts *o, const char *name)
 {
 	return fl_cliopt_string_slot(string_options,
 				     sizeof(string_options) / sizeof(string_options[0]), o, name);
-}
-
-/* The whole-number options (ranks, rounds, client counts, limits):
- * FL_ENOTFOUND when k is none of them. */
-static int set_count(struct srv_opts *o, const char *k, const char *v)
-{
-	if (!strcmp(k, "rank"))
-		return inum(k, v, 1, 1 << 16, &o->rank);
-	if (!strcmp(k, "rounds")) {
-		int rounds;
-		if (inum(k, v, 1, 1e9, &rounds))
-			return FL_EINVAL;
-		o->train.rounds = (uint64_t)rounds;
-		return FL_OK;
-	}
-	if (!strcmp(k, "min-clients"))
-		return inum(k, v, 1, 1e6, &o->min_clients);
-	if (!strcmp(k, "min-fit"))
-		return inum(k, v, 1, 1e6, &o->min_fit);
-	if (!strcmp(k, "min-report"))
-		return inum(k, v, 1, 1e6, &o->train.min_report);
-	if (!strcmp(k, "max-retries"))
-		return inum(k, v, 0, 1e6, &o->max_retries);
-	if (!strcmp(k, "epochs"))
-		return inum(k, v, 0, 10000, &o->train.epochs);
-	if (!strcmp(k, "eval-every"))
-		return inum(k, v, 0, 1e9, &o->eval_every);
-	if (!strcmp(k, "eval-limit"))
-		return inum(k, v, 1, 1e9, &o->eval_limit);
-	if (!strcmp(k, "threads"))
-		return inum(k, v, 1, 256, &o->threads);
-	if (!strcmp(k, "max-conns"))
-		return inum(k, v, 1, 1e7, &o->max_conns);
-	if (!strcmp(k, "upload-slots"))
-		return inum(k, v, 1, 1e5, &o->upload_slots);
-	if (!strcmp(k, "upload-memory"))
-		return inum(k, v, 1, 1e7, &o->upload_memory);
-	if (!strcmp(k, "reserved-conns"))
-		return inum(k, v, 0, 1e7, &o->reserved_conns);
-	if (!strcmp(k, "max-handshakes"))
-		return inum(k, v, 1, 1e7, &o->max_handshakes);
-	if (!strcmp(k, "addr-conns"))
-		return inum(k, v, 0, 1e7, &o->addr_conns);
-	return FL_ENOTFOUND;
 }
 
 /* 1 for a word that once switched enrolment on or off ("enrol": false). */
@@ -277,7 +235,7 @@ static int set_opt(struct srv_opts *o, const char *k, const char *v)
 		return num(k, v, 0, 86400, &o->idle_timeout);
 	if (!strcmp(k, "write-timeout"))
 		return num(k, v, 0, 86400, &o->write_timeout);
-	int counted = set_count(o, k, v);
+	int counted = srv_opts_set_count(o, k, v);
 	if (counted != FL_ENOTFOUND)
 		return counted;
 	if (!strcmp(k, "max-frame"))
@@ -454,6 +412,7 @@ static void opts_default(struct srv_opts *o)
 			       .addr_burst = SRV_TRANSPORT_ADDR_BURST_DEFAULT,
 			       .max_frame = FL_WIRE_MAX_FRAME_DEFAULT,
 			       .enrol_minutes = 30,
+			       .upstream_rate = SRV_RELAY_UP_RATE_DEFAULT * 8 / 1e6,
 			       .handshake_timeout = SRV_TRANSPORT_HANDSHAKE_MS_DEFAULT / 1000.0};
 }
 

@@ -20,7 +20,9 @@ struct srv_opts {
 	const char *optimizer, *data, *eval_data, *data_path, *log_level, *key, *allow, *enrol_dir;
 	/* a mid-tier aggregator: its parent, the parent's key, its id there */
 	const char *upstream, *upstream_key, *upstream_id;
-	const char *tier_ids; /* the mid-tiers below: client ids that may send partial sums */
+	const char *tier_ids;      /* the mid-tiers below: client ids that may send partial sums */
+	double upstream_rate;      /* Mbit/s assumed for a partial sum's upload */
+	int upstream_max_attempts; /* failed connects in a row before a mid-tier stops (0 = never) */
 	double handshake_timeout;
 	int insecure, enrol_minutes;
 	/* --enrol ID[,ID...] (repeatable): one enrolment token per client id */
@@ -54,6 +56,10 @@ void srv_opts_usage(FILE *f);
  * value, told on stderr (exit 2). Free with srv_opts_free in every case. */
 int srv_opts_parse(int argc, char **argv, struct srv_opts *o);
 void srv_opts_free(struct srv_opts *o);
+/* The whole-number options and the mid-tier's numeric ones
+ * (server_cli_num.c): FL_OK, FL_EINVAL (told on stderr), or FL_ENOTFOUND
+ * when k is none of them. */
+int srv_opts_set_count(struct srv_opts *o, const char *k, const char *v);
 /* The PEFT-format config text sent in Welcome: --config's file with --param
  * applied, or one built from the flags; NULL with the error set. */
 char *srv_opts_config_json(const struct srv_opts *o);

@@ -350,6 +350,7 @@ static int start_upstream(const struct srv_opts *o, struct daemon *d)
 		.parent_pk = o->insecure ? NULL : d->up_pk,
 		.max_frame_bytes = (uint32_t)o->max_frame,
 		.handshake_timeout_ms = (uint32_t)(o->handshake_timeout * 1000),
+		.max_attempts = o->upstream_max_attempts,
 		.seed = o->train.seed};
 	int err = srv_upstream_new(&d->loop, &uc, d->e, d->t, &d->s.up);
 	if (!err)
@@ -515,6 +516,7 @@ static int run(struct srv_opts *o)
 	struct srv_engine_config ec;
 	int rc = engine_config(o, &ec);
 	ec.relay = o->upstream != NULL;
+	ec.relay_up_rate = (uint64_t)(o->upstream_rate * 1e6 / 8);
 	if (!rc && o->checkpoint && fl_mkdir_parent(o->checkpoint, 0)) {
 		fprintf(stderr, "fedloha-server: --checkpoint: %s\n", fl_error_msg());
 		rc = 1;

@@ -148,6 +148,7 @@ int srv_upstream_new(uv_loop_t *loop, const struct srv_upstream_config *cfg, str
 	tc.identity = cfg->identity;
 	tc.server_pk = cfg->parent_pk;
 	tc.handshake_timeout_ms = cfg->handshake_timeout_ms;
+	tc.max_attempts = cfg->max_attempts;
 	int err = cli_transport_new(loop, &tc, &u->ct);
 	if (err) {
 		free(u);

@@ -4,8 +4,10 @@
  * engine's upstream side (engine.h, srv_engine_relay_*). It connects once
  * min_available of this node's own clients are ready, and re-arms the
  * coordinator transport's timer after every call into the engine. When the
- * link stops for good (the parent refused this node or its model, or the
- * connects gave up) the engine fails, which stops the coordinator side;
+ * link stops for good (the parent refused this node or its model, or
+ * max_attempts connects failed in a row; with max_attempts 0 it retries
+ * forever) the engine fails, which stops the coordinator side with a Bye
+ * to this node's clients;
  * when the coordinator side stops, srv_upstream_stop ends the link.
  *
  * Lifecycle: srv_upstream_new after the engine and the coordinator
@@ -32,6 +34,7 @@ struct srv_upstream_config {
 	uint32_t max_frame_bytes;
 	uint32_t handshake_timeout_ms; /* 0 = the channel's default */
 	uint64_t seed;                 /* reconnect jitter */
+	int max_attempts;              /* failed connects in a row before giving up (0 = never) */
 };
 
 struct srv_upstream;
