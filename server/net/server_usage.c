@@ -4,6 +4,29 @@
 
 #include <stdio.h>
 
+/* The aggregator-tree, evaluation and output flags. */
+static void usage_tail(FILE *f)
+{
+	fprintf(f,
+		"aggregator tree (docs/DEPLOY.md):\n"
+		"  --upstream HOST:PORT --upstream-key KEY --upstream-id ID   a mid-tier under this\n"
+		"                         parent (its key, this node's id there; same model flags)\n"
+		"  --tier-ids ID[,ID...]  the mid-tiers below: the only clients whose partial sums count\n"
+		"  --upstream-rate MBIT (100)  assumed upload rate to the parent: the mid-tier's\n"
+		"                         deadline keeps its partial sum's bytes at it before the parent's\n"
+		"  --upstream-max-attempts N (0 = never)  failed connects in a row to the parent\n"
+		"                         before the mid-tier stops (exit 1)\n"
+		"evaluation and output:\n"
+		"  --eval-every N         federated evaluation every N rounds (0 = never)\n"
+		"  --eval-data NAME       central evaluation on this test set after each round\n"
+		"  --data-path DIR        its folder (and --data's);  --eval-limit N  first N test\n"
+		"                         samples\n"
+		"  --checkpoint FILE      checkpoint after every round; resume from it if present\n"
+		"  --out DIR              export the final model (fl_model_save folder)\n"
+		"  --threads T (1)  --log-level error|warn|info|debug  --debug-tensors\n"
+		"  --help  --version\n");
+}
+
 void srv_opts_usage(FILE *f)
 {
 	fprintf(f,
@@ -69,22 +92,6 @@ void srv_opts_usage(FILE *f)
 		"  --max-frame BYTES (4 MiB)  --chunk BYTES (min(1 MiB, max-frame/2))\n"
 		"  --max-output BYTES (64 MiB + twice the model)  --max-conns N (10000)\n"
 		"  --upload-slots N  updates received at once (N x the model); more wait\n"
-		"  --upload-memory MIB (256)  without --upload-slots: N = MIB / model, 1..1024\n"
-		"aggregator tree (docs/DEPLOY.md):\n"
-		"  --upstream HOST:PORT --upstream-key KEY --upstream-id ID   a mid-tier under this\n"
-		"                         parent (its key, this node's id there; same model flags)\n"
-		"  --tier-ids ID[,ID...]  the mid-tiers below: the only clients whose partial sums count\n"
-		"  --upstream-rate MBIT (100)  assumed upload rate to the parent: the mid-tier's\n"
-		"                         deadline keeps its partial sum's bytes at it before the parent's\n"
-		"  --upstream-max-attempts N (0 = never)  failed connects in a row to the parent\n"
-		"                         before the mid-tier stops (exit 1)\n"
-		"evaluation and output:\n"
-		"  --eval-every N         federated evaluation every N rounds (0 = never)\n"
-		"  --eval-data NAME       central evaluation on this test set after each round\n"
-		"  --data-path DIR        its folder (and --data's);  --eval-limit N  first N test\n"
-		"                         samples\n"
-		"  --checkpoint FILE      checkpoint after every round; resume from it if present\n"
-		"  --out DIR              export the final model (fl_model_save folder)\n"
-		"  --threads T (1)  --log-level error|warn|info|debug  --debug-tensors\n"
-		"  --help  --version\n");
+		"  --upload-memory MIB (256)  without --upload-slots: N = MIB / model, 1..1024\n");
+	usage_tail(f);
 }
