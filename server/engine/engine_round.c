@@ -417,8 +417,11 @@ void srv_eng_advance(struct srv_engine *e)
 				finish_all(e);
 				return;
 			}
+			/* nconns bounds the ready count: no scan while too few
+			 * are even connected (the ramp-up to --min-clients) */
 			if (e->cfg.relay ? !srv_eng_relay_take_task(e)
-					 : ready_count(e) < (size_t)e->cfg.min_available)
+					 : e->nconns < (size_t)e->cfg.min_available ||
+						   ready_count(e) < (size_t)e->cfg.min_available)
 				return;
 			start_round(e);
 			continue;
