@@ -9,8 +9,8 @@
 #   --with-torch      also the optional PyTorch reference (python3-torch), used
 #                     to regenerate golden files and to check that saved models
 #                     load in PyTorch
-#   --with-clang      also clang and its sanitizer/fuzzer runtime (make clang,
-#                     the libFuzzer targets of tests/fuzz/)
+#   --with-clang      also clang, its sanitizer/fuzzer runtime and its OpenMP
+#                     runtime (make clang, the libFuzzer targets of tests/fuzz/)
 #   --with-container  also podman, runc, mmdebstrap and podman-compose, used by
 #                     deploy/bare-debian-check.sh and deploy/compose.yaml
 set -euo pipefail
@@ -23,7 +23,7 @@ pkgs=(build-essential cmake pkg-config
 for arg in "$@"; do
   case "$arg" in
     --with-torch) pkgs+=(python3-torch python3-numpy) ;;
-    --with-clang) pkgs+=(clang libclang-rt-14-dev) ;;
+    --with-clang) pkgs+=(clang libclang-rt-14-dev libomp-14-dev) ;;
     --with-container)
       pkgs+=(podman runc mmdebstrap podman-compose uidmap
              containernetworking-plugins golang-github-containernetworking-plugin-dnsname) ;;
@@ -31,7 +31,7 @@ for arg in "$@"; do
       echo "usage: deploy/install-deps.sh [--with-torch] [--with-clang] [--with-container]"
       echo "Installs the Debian packages fedloha needs (build, test, run)."
       echo "  --with-torch      also python3-torch (golden files, PyTorch checks)"
-      echo "  --with-clang      also clang and libclang-rt-14-dev (make clang, fuzzing)"
+      echo "  --with-clang      also clang, libclang-rt-14-dev, libomp-14-dev (make clang)"
       echo "  --with-container  also podman, runc, mmdebstrap, podman-compose"
       echo "                    (deploy/bare-debian-check.sh, deploy/compose.yaml)"
       exit 0 ;;

@@ -38,9 +38,18 @@ void fl_blas_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alph
 	}
 }
 
+/* Written by fl_blas_set_threads only (the thread that owns numerics). */
+static int par_threads = 1;
+
 void fl_blas_set_threads(int n)
 {
-	openblas_set_num_threads(n < 1 ? 1 : n);
+	par_threads = n < 1 ? 1 : n;
+	openblas_set_num_threads(par_threads);
+}
+
+int fl_par_threads(void)
+{
+	return par_threads;
 }
 
 int fl_blas_get_threads(void)

@@ -19,4 +19,9 @@ void fl_blas_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alph
 void fl_blas_set_threads(int n);
 int fl_blas_get_threads(void);
 
+/* Threads a parallel loop of the numerics (an OpenMP region) may use: the
+ * count last given to fl_blas_set_threads (1 before any call). Loops split
+ * work statically, so their results do not depend on it. */
+int fl_par_threads(void);
+
 #endif
