@@ -8,6 +8,7 @@
  * record under the new key and delivers no wrong byte. */
 #include "channel.h"
 #include "channel_impl.h" /* rekey_bytes, rekey_records, *_rekeys */
+#include "chanpair.h"
 #include "errors.h"
 #include "identity.h"
 #include "testutil.h"
@@ -31,42 +32,6 @@ static int sink_put(void *ctx, const uint8_t *p, size_t n)
 	memcpy(s->data + s->len, p, n);
 	s->len += n;
 	return 0;
-}
-
-static struct fl_identity *g_server, *g_client;
-
-static int allow_all(void *ctx, const uint8_t pk[32], const uint8_t *token, char *reason,
-		     size_t cap)
-{
-	(void)ctx, (void)pk, (void)token, (void)reason, (void)cap;
-	return 0;
-}
-
-/* A client and a server channel with the handshake done. */
-static void pair(struct fl_channel **c, struct fl_channel **s, int disable_aes)
-{
-	struct fl_channel_config cc = {.self = g_client,
-				       .pinned_server_pk = fl_identity_pk(g_server),
-				       .disable_aes = disable_aes};
-	struct fl_channel_config sc = {.is_server = 1,
-				       .self = g_server,
-				       .authorize = allow_all,
-				       .disable_aes = disable_aes};
-	FL_CHECK(fl_channel_new(&cc, c) == FL_OK && fl_channel_new(&sc, s) == FL_OK);
-	struct fl_buf *b = NULL;
-	struct sink none = {.len = 0};
-	FL_CHECK(fl_channel_start(*c, &b) == FL_OK);
-	struct fl_channel *to = *s, *from = *c;
-	for (int k = 0; b && k < 10; k++) {
-		struct fl_buf *r = NULL;
-		FL_CHECK(fl_channel_recv(to, b->data, b->len, sink_put, &none, &r) == FL_OK);
-		fl_buf_unref(b);
-		b = r;
-		struct fl_channel *t = to;
-		to = from;
-		from = t;
-	}
-	FL_CHECK(fl_channel_established(*c) && fl_channel_established(*s));
 }
 
 /* Record i's size: records ending exactly on the threshold first, then a
@@ -111,7 +76,7 @@ static int transfer(struct fl_channel *a, struct fl_channel *b, size_t threshold
 static void check_rekeys(int disable_aes, uint64_t bytes, uint64_t records)
 {
 	struct fl_channel *c = NULL, *s = NULL;
-	pair(&c, &s, disable_aes);
+	fl_test_chan_pair(&c, &s, disable_aes);
 	if (!c || !s)
 		return;
 	FL_CHECK(strcmp(fl_channel_cipher(c), disable_aes ? "xchacha20-poly1305" : "aes-256-gcm") ==
@@ -153,7 +118,7 @@ static void test_rekey_mismatch(void)
 {
 	for (int ss = 0; ss < 2; ss++) {
 		struct fl_channel *c = NULL, *s = NULL;
-		pair(&c, &s, ss);
+		fl_test_chan_pair(&c, &s, ss);
 		if (!c || !s)
 			return;
 		c->rekey_bytes = 64;
@@ -168,12 +133,9 @@ static void test_rekey_mismatch(void)
 
 int main(void)
 {
-	FL_CHECK(fl_identity_generate(&g_server) == FL_OK);
-	FL_CHECK(fl_identity_generate(&g_client) == FL_OK);
 	FL_RUN(test_rekey_by_bytes);
 	FL_RUN(test_rekey_by_records);
 	FL_RUN(test_rekey_mismatch);
-	fl_identity_free(g_server);
-	fl_identity_free(g_client);
+	fl_test_chan_pair_end();
 	return fl_test_main_end();
 }

@@ -1,8 +1,8 @@
-/* channel.c - the secure channel's public API: configuration, framing of
- * incoming bytes (handshake messages, then records), orderly close,
- * truncation detection and the insecure pass-through. The handshake
- * messages are in handshake.c, the two record layers (AES-256-GCM and
- * XChaCha20 secretstream) in channel_record.c. No sockets, no event loop. */
+/* channel.c - the secure channel's public API: configuration, sealing,
+ * orderly close, truncation detection and the insecure pass-through. The
+ * input side (framing, opening records) is in channel_read.c, the handshake
+ * messages in handshake.c, the two record layers (AES-256-GCM and XChaCha20
+ * secretstream) in channel_record.c. No sockets, no event loop. */
 #include "channel_impl.h"
 
 #include "bytes.h"
@@ -119,27 +119,11 @@ void fl_channel_free(struct fl_channel *ch)
 {
 	if (!ch)
 		return;
-	fl_frame_reader_free(&ch->rd);
+	fl_ch_rx_free(ch);
 	free(ch->out);
-	free(ch->plain);
 	fl_ch_wipe_secrets(ch);
 	sodium_memzero(ch, sizeof(*ch));
 	free(ch);
-}
-
-/* Makes *buf hold at least n bytes. Buffers only grow, up to the largest
- * message the peer may send (max_record + 17), so a steady stream of
- * records touches no fresh memory. */
-static int reserve(struct fl_channel *ch, uint8_t **buf, size_t *cap, size_t n)
-{
-	if (n <= *cap)
-		return FL_OK;
-	uint8_t *b = realloc(*buf, n);
-	if (!b)
-		return fl_ch_fail(ch, FL_ENOMEM, "out of memory for a %zu-byte message", n);
-	*buf = b;
-	*cap = n;
-	return FL_OK;
 }
 
 int fl_ch_emit(struct fl_channel *ch, const uint8_t *p, size_t n)
@@ -194,124 +178,17 @@ int fl_channel_start(struct fl_channel *ch, struct fl_buf **out)
 	return flush(ch, out);
 }
 
-/* The largest message acceptable in the current state. */
-static size_t limit(const struct fl_channel *ch)
-{
-	if (ch->hs != HS_DONE)
-		return FL_CHANNEL_HANDSHAKE_MAX;
-	return fl_ch_record_limit(ch);
-}
-
-struct deliver_to {
-	struct fl_channel *ch;
-	fl_channel_deliver_fn fn;
-	void *ctx;
-};
-
-/* Decrypted-record buffers up to this size are kept between records. */
-#define PLAIN_KEEP 16384
-
-static int on_record(struct fl_channel *ch, const uint8_t *p, size_t n, struct deliver_to *d)
-{
-	if (ch->peer_final)
-		return fl_ch_fail(ch, FL_EFORMAT, "data after the peer's final record");
-	if (n < FL_CHANNEL_RECORD_OVERHEAD)
-		return fl_ch_fail(ch, FL_EFORMAT, "record of %zu bytes is too short", n);
-	size_t mlen = n - FL_CHANNEL_RECORD_OVERHEAD;
-	int err = reserve(ch, &ch->plain, &ch->plain_cap, mlen ? mlen : 1);
-	if (err)
-		return err;
-	uint8_t *plain = ch->plain;
-	int final = 0;
-	int rc = fl_ch_record_open(ch, plain, p, n, &final);
-	if (rc)
-		return rc;
-	if (final)
-		ch->peer_final = 1;
-	if (mlen && d->fn) {
-		rc = d->fn(d->ctx, plain, mlen);
-		if (rc) {
-			char why[FL_ERROR_MSG_MAX];
-			snprintf(why, sizeof(why), "%s", fl_error_msg());
-			rc = fl_ch_fail(ch, rc, "%s", why);
-		}
-	}
-	if (ch->plain_cap > PLAIN_KEEP && !ch->err) {
-		/* a large record (a tensor chunk) does not pin its size to an
-		 * idle connection; the fail path above still uses ch->plain */
-		free(ch->plain);
-		ch->plain = NULL;
-		ch->plain_cap = 0;
-	}
-	return rc;
-}
-
-/* One complete message from the framing layer. */
-static int on_message(struct fl_channel *ch, const uint8_t *p, size_t n, struct deliver_to *d)
-{
-	if (ch->hs != HS_DONE) {
-		int err = fl_hs_on_message(ch, p, n);
-		if (!err && ch->hs == HS_DONE) {
-			/* handshake secrets are no longer needed */
-			sodium_memzero(ch->k_c2s, sizeof(ch->k_c2s));
-			sodium_memzero(ch->k_s2c, sizeof(ch->k_s2c));
-			sodium_memzero(ch->token, sizeof(ch->token));
-		}
-		return err;
-	}
-	if (!ch->rx_ready)
-		return fl_ch_record_rx_header(ch, p, n);
-	return on_record(ch, p, n, d);
-}
-
-static int on_frame(void *ctx, const uint8_t *p, size_t n)
-{
-	struct deliver_to *d = ctx;
-	int err = on_message(d->ch, p, n, d);
-	d->ch->rd.max_frame = limit(d->ch);
-	return err;
-}
-
-static int refuse(void *ctx, size_t n, size_t max)
-{
-	struct fl_channel *ch = ((struct deliver_to *)ctx)->ch;
-	return fl_ch_fail(ch, n ? FL_ERANGE : FL_EFORMAT,
-			  "%s of %zu bytes from the peer (limit %zu)",
-			  ch->hs != HS_DONE ? "handshake message" : "record", n, max);
-}
-
-/* Handshake messages and records are length-prefixed like protocol frames:
- * the wire's frame reader reassembles them, under the limit of the state the
- * channel is in when each one begins. */
-static int feed(struct fl_channel *ch, const uint8_t *data, size_t len, struct deliver_to *d)
-{
-	ch->rd.max_frame = limit(ch);
-	ch->rd.refuse = refuse;
-	int err = fl_frame_reader_feed(&ch->rd, data, len, on_frame, d);
-	if (err && !ch->err)
-		fl_ch_fail(ch, err, "%s", fl_error_msg());
-	return err;
-}
-
 int fl_channel_recv(struct fl_channel *ch, const uint8_t *data, size_t len,
 		    fl_channel_deliver_fn deliver, void *ctx, struct fl_buf **reply)
 {
 	*reply = NULL;
 	if (ch->err)
 		return dead(ch);
-	if (ch->insecure) {
-		if (!len || !deliver)
-			return FL_OK;
-		int rc = deliver(ctx, data, len);
-		if (rc) {
-			char why[FL_ERROR_MSG_MAX];
-			snprintf(why, sizeof(why), "%s", fl_error_msg());
-			return fl_ch_fail(ch, rc, "%s", why);
-		}
-		return FL_OK;
-	}
-	struct deliver_to d = {ch, deliver, ctx};
-	int err = feed(ch, data, len, &d);
+	if (ch->insecure)
+		return fl_ch_deliver(ch, data, len, deliver, ctx);
+	int err = fl_ch_feed(ch, data, len, deliver, ctx);
+	if (err && !ch->err)
+		fl_ch_fail(ch, err, "%s", fl_error_msg());
 	/* Even after a failure: a refusal notice is meant to reach the peer. */
 	char why[FL_ERROR_MSG_MAX];
 	snprintf(why, sizeof(why), "%s", fl_error_msg());

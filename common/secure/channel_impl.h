@@ -89,10 +89,14 @@ struct fl_channel {
 	int peer_final, sent_final;
 	uint64_t rx_records;
 
-	/* framing of incoming bytes */
-	struct fl_frame_reader rd;
-	uint8_t *plain; /* decrypted record (grow-only) */
-	size_t plain_cap;
+	/* incoming messages (channel_read.c) */
+	uint8_t hdr[FL_WIRE_FRAME_HEADER_BYTES];
+	size_t hdr_have;
+	size_t need, have; /* the message being reassembled */
+	uint8_t *small;    /* messages and plaintexts up to RX_KEEP bytes (kept) */
+	size_t small_cap;
+	uint8_t *big; /* a larger one: the thread's spare, during one record */
+	size_t big_cap;
 
 	/* bytes to send, collected during one call */
 	uint8_t *out;
@@ -104,6 +108,18 @@ void fl_ch_wipe_secrets(struct fl_channel *ch);
 int fl_ch_fail(struct fl_channel *ch, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int fl_ch_emit(struct fl_channel *ch, const uint8_t *p, size_t n); /* length + bytes */
+
+/* channel_read.c */
+/* Feeds bytes from the peer: handshake messages to handshake.c, records
+ * opened and their plaintext passed to fn. Fails (sticky) like the
+ * message that failed. */
+int fl_ch_feed(struct fl_channel *ch, const uint8_t *data, size_t len, fl_channel_deliver_fn fn,
+	       void *ctx);
+void fl_ch_rx_free(struct fl_channel *ch); /* the input buffers */
+/* Passes n plaintext bytes to fn (nothing when n = 0 or fn = NULL); its
+ * non-zero return fails the channel with fn's message and is returned. */
+int fl_ch_deliver(struct fl_channel *ch, const uint8_t *plain, size_t n, fl_channel_deliver_fn fn,
+		  void *ctx);
 
 /* channel_record.c */
 /* Both directions' keys are known (ch->cipher chosen): secretstream sets up
@@ -117,7 +133,8 @@ int fl_ch_keys_ready(struct fl_channel *ch, const uint8_t tx_key[HS_KEY_BYTES],
 int fl_ch_record_seal(struct fl_channel *ch, uint8_t *rec, const uint8_t *plain, size_t n,
 		      int final);
 /* Opens record p (n bytes, n >= FL_CHANNEL_RECORD_OVERHEAD) into plain
- * (n - FL_CHANNEL_RECORD_OVERHEAD bytes); *final = 1 for the final record.
+ * (n - FL_CHANNEL_RECORD_OVERHEAD bytes): elsewhere, or at p + 1 (in place,
+ * p then writable); *final = 1 for the final record.
  * Fails (sticky) when it does not authenticate. */
 int fl_ch_record_open(struct fl_channel *ch, uint8_t *plain, const uint8_t *p, size_t n,
 		      int *final);
