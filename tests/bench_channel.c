@@ -4,7 +4,10 @@
  *
  *  1. handshake: the full four-message handshake in memory, median of 200;
  *  2. a 10 MiB update in 1 MiB frames, in memory: seal, open, and seal +
- *     open versus a plain memcpy of the same bytes;
+ *     open versus a plain memcpy of the same bytes; for AES-256-GCM also
+ *     libsodium's cipher alone on the same records in the same pattern
+ *     (raw_libsodium_*_MBps, the ceiling) and the channel's fraction of it
+ *     (seal_of_raw, open_of_raw);
  *  3. the same update end to end over a loopback TCP connection and over an
  *     AF_UNIX socketpair (a writer thread, the reader here): plain frames
  *     through an fl_frame_reader versus sealed records through
@@ -17,8 +20,10 @@
  *     (default 125 MB/s = 1 Gbit/s): what the channel costs when the
  *     network, not the loopback copy, sets the pace.
  * Each figure is the median of reps repetitions (plain and secure runs
- * interleaved); one JSON line per measurement on stdout, overhead_pct =
- * 100 * (secure - plain) / plain.
+ * interleaved); one JSON line per measurement on stdout, ratio = secure /
+ * plain time, overhead_pct = 100 * (ratio - 1), and the CPU time both ends
+ * spent (plain_cpu_ms, secure_cpu_ms: all threads, user + system; with both
+ * ends on one machine, time >= CPU time / cores).
  * Usage: fl-bench-channel [total_MiB] [frame_KiB] [reps] [paced_link_MBps]
  */
 #include "benchutil.h"
@@ -36,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,17 +126,49 @@ static void bench_handshake(int mode)
 	       mode_name[mode], N, fl_bench_median(t, N));
 }
 
+/* libsodium's AES-256-GCM alone, the ceiling of the channel's AES record
+ * layer: the same records (frame bytes, 5 bytes of associated data, a
+ * counter nonce) in the same pattern as bench_memory (each record sealed
+ * into one reused buffer, then opened into another); ms per total bytes. */
+static void raw_aes(const uint8_t *src, size_t total, size_t frame, double *enc, double *dec)
+{
+	static crypto_aead_aes256gcm_state st;
+	uint8_t key[32], nonce[12] = {0}, ad[5] = {0}, tag[16];
+	randombytes_buf(key, sizeof(key));
+	crypto_aead_aes256gcm_beforenm(&st, key);
+	uint8_t *ct = malloc(frame), *pt = malloc(frame);
+	*enc = *dec = 0;
+	for (size_t off = 0; off < total; off += frame) {
+		nonce[11]++;
+		double t1 = (1e3 * fl_now_seconds());
+		crypto_aead_aes256gcm_encrypt_detached_afternm(ct, tag, NULL, src + off, frame, ad,
+							       sizeof(ad), NULL, nonce, &st);
+		double t2 = (1e3 * fl_now_seconds());
+		if (crypto_aead_aes256gcm_decrypt_detached_afternm(pt, NULL, ct, frame, tag, ad,
+								   sizeof(ad), nonce, &st))
+			die("raw open");
+		double t3 = (1e3 * fl_now_seconds());
+		*enc += t2 - t1;
+		*dec += t3 - t2;
+	}
+	free(ct);
+	free(pt);
+}
+
 /* Seal and open alternate frame by frame (one record alive at a time, as
- * in a transport), each call timed on its own. */
+ * in a transport), each call timed on its own; with AES-256-GCM, the raw
+ * libsodium loop of the same records runs in each repetition too. */
 static void bench_memory(const uint8_t *src, size_t total, size_t frame, int reps, int mode)
 {
-	double tp[64], tseal[64], topen[64], both[64];
+	double tp[64], tseal[64], topen[64], both[64], renc[64], rdec[64];
 	uint8_t *dst = malloc(total);
 	for (int r = 0; r < reps; r++) {
 		double t0 = (1e3 * fl_now_seconds());
 		for (size_t off = 0; off < total; off += frame)
 			memcpy(dst + off, src + off, frame);
 		tp[r] = (1e3 * fl_now_seconds()) - t0;
+		if (mode == AES)
+			raw_aes(src, total, frame, &renc[r], &rdec[r]);
 		struct fl_channel *c, *s;
 		make_pair(&c, &s, mode);
 		size_t got = 0;
@@ -159,9 +197,16 @@ static void bench_memory(const uint8_t *src, size_t total, size_t frame, int rep
 	double se = fl_bench_median(tseal, reps), op = fl_bench_median(topen, reps);
 	printf("{\"bench\":\"channel_memory\",\"cipher\":\"%s\",\"bytes\":%zu,\"frame\":%zu,"
 	       "\"plain_memcpy_ms\":%.3f,\"seal_ms\":%.3f,\"open_ms\":%.3f,\"seal_MBps\":%.1f,"
-	       "\"open_MBps\":%.1f,\"seal_open_ms\":%.3f,\"overhead_pct\":%.1f}\n",
+	       "\"open_MBps\":%.1f,\"seal_open_ms\":%.3f,\"overhead_pct\":%.1f",
 	       mode_name[mode], total, frame, p, se, op, (double)total / 1e3 / se,
 	       (double)total / 1e3 / op, so, 100.0 * (so - p) / p);
+	if (mode == AES) {
+		double re = fl_bench_median(renc, reps), rd = fl_bench_median(rdec, reps);
+		printf(",\"raw_libsodium_seal_MBps\":%.1f,\"raw_libsodium_open_MBps\":%.1f,"
+		       "\"seal_of_raw\":%.3f,\"open_of_raw\":%.3f",
+		       (double)total / 1e3 / re, (double)total / 1e3 / rd, re / se, rd / op);
+	}
+	printf("}\n");
 }
 
 /* ---- a small blocking queue between pipeline stages ---- */
@@ -359,9 +404,19 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-/* ms to move the frames from a writer thread to here. */
+/* The process's CPU time (all threads, user + system), ms. */
+static double cpu_ms(void)
+{
+	struct rusage u;
+	getrusage(RUSAGE_SELF, &u);
+	return 1e3 * (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+	       1e-3 * (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+/* ms to move the frames from a writer thread to here; *cpu: the CPU ms
+ * both ends spent meanwhile. */
 static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload, int mode,
-			  int unix_sock, int pipelined, double link_MBps)
+			  int unix_sock, int pipelined, double link_MBps, double *cpu)
 {
 	struct fl_channel *c, *s;
 	make_pair(&c, &s, mode);
@@ -395,7 +450,7 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 	if (pipelined)
 		for (int k = 0; k < NCHUNK; k++)
 			rd.chunk[k] = malloc(CHUNK);
-	double t0 = (1e3 * fl_now_seconds());
+	double c0 = cpu_ms(), t0 = (1e3 * fl_now_seconds());
 	w.t0 = t0;
 	pthread_t th, thr;
 	pthread_create(&th, NULL, writer_main, &w);
@@ -420,8 +475,10 @@ static double stream_once(struct fl_buf **frames, size_t nframes, size_t payload
 	}
 	double t = (1e3 * fl_now_seconds()) - t0;
 	pthread_join(th, NULL);
-	if (pipelined) {
+	if (pipelined)
 		pthread_join(thr, NULL);
+	*cpu = cpu_ms() - c0;
+	if (pipelined) {
 		for (int k = 0; k < NCHUNK; k++)
 			free(rd.chunk[k]);
 	}
@@ -446,20 +503,23 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 		memcpy(frames[i]->data + 4, src + i * frame, frame);
 	}
 	/* [0] plain, then per cipher: [1 + 2 * (mode - 1) + pipelined] */
-	double t[5][64];
+	double t[5][64], cpu[5][64];
 	int have_aes = crypto_aead_aes256gcm_is_available();
-	stream_once(frames, n, n * frame, PLAIN, unix_sock, 0, link_MBps); /* warm-up */
+	stream_once(frames, n, n * frame, PLAIN, unix_sock, 0, link_MBps, cpu[0]); /* warm-up */
 	for (int r = 0; r < reps; r++) {
-		t[0][r] = stream_once(frames, n, n * frame, PLAIN, unix_sock, 0, link_MBps);
+		t[0][r] = stream_once(frames, n, n * frame, PLAIN, unix_sock, 0, link_MBps,
+				      &cpu[0][r]);
 		for (int mode = AES; mode <= CHACHA; mode++) {
 			if (mode == AES && !have_aes)
 				continue;
-			for (int pl = 0; pl < 2; pl++)
-				t[1 + 2 * (mode - 1) + pl][r] = stream_once(
-					frames, n, n * frame, mode, unix_sock, pl, link_MBps);
+			for (int pl = 0; pl < 2; pl++) {
+				int k = 1 + 2 * (mode - 1) + pl;
+				t[k][r] = stream_once(frames, n, n * frame, mode, unix_sock, pl,
+						      link_MBps, &cpu[k][r]);
+			}
 		}
 	}
-	double p = fl_bench_median(t[0], reps);
+	double p = fl_bench_median(t[0], reps), pc = fl_bench_median(cpu[0], reps);
 	const char *link = unix_sock       ? "unix_socketpair"
 			   : link_MBps > 0 ? "tcp_loopback_paced"
 					   : "tcp_loopback";
@@ -467,15 +527,17 @@ static void bench_stream(const uint8_t *src, size_t total, size_t frame, int rep
 		if (mode == AES && !have_aes)
 			continue;
 		for (int pl = 0; pl < 2; pl++) {
-			double s = fl_bench_median(t[1 + 2 * (mode - 1) + pl], reps);
+			int k = 1 + 2 * (mode - 1) + pl;
+			double s = fl_bench_median(t[k], reps), sc = fl_bench_median(cpu[k], reps);
 			printf("{\"bench\":\"channel_%s\",\"cipher\":\"%s\",\"style\":\"%s\","
 			       "\"link_MBps\":%.0f,"
 			       "\"bytes\":%zu,\"frame\":%zu,\"reps\":%d,\"plain_ms\":%.3f,"
-			       "\"secure_ms\":%.3f,\"plain_MBps\":%.1f,\"secure_MBps\":%.1f,"
-			       "\"overhead_pct\":%.1f}\n",
+			       "\"secure_ms\":%.3f,\"ratio\":%.2f,\"plain_MBps\":%.1f,"
+			       "\"secure_MBps\":%.1f,\"overhead_pct\":%.1f,\"plain_cpu_ms\":%.2f,"
+			       "\"secure_cpu_ms\":%.2f}\n",
 			       link, mode_name[mode], pl ? "pipelined" : "serial", link_MBps,
-			       n * frame, frame, reps, p, s, (double)(n * frame) / 1e3 / p,
-			       (double)(n * frame) / 1e3 / s, 100.0 * (s - p) / p);
+			       n * frame, frame, reps, p, s, s / p, (double)(n * frame) / 1e3 / p,
+			       (double)(n * frame) / 1e3 / s, 100.0 * (s - p) / p, pc, sc);
 		}
 	}
 	for (size_t i = 0; i < n; i++)
