@@ -14,7 +14,7 @@
  * A larger one is the calling thread's spare buffer, borrowed for one record
  * and handed back once it is delivered: a stream of large records reuses one
  * buffer per thread (no allocation, no fresh pages per record) and an idle
- * connection holds none. No cipher code, no API (channel.c). */
+ * connection holds no large buffer. No cipher code, no API (channel.c). */
 #include "channel_impl.h"
 
 #include "bytes.h"
