@@ -6,7 +6,9 @@
  * one call; a large record borrows the thread's spare buffer only while it
  * is read, a second channel on the thread reuses it, a deliver callback may
  * feed another channel, a thread that used the channel ends without a
- * leak, and a corrupted large record fails without delivering anything. */
+ * leak, a record's header alone takes no buffer, a destructor of an ending
+ * thread may feed and free a channel after the spare is gone, and a
+ * corrupted large record fails without delivering anything. */
 #include "channel_impl.h" /* small_cap, big: the input buffers */
 #include "chanpair.h"
 #include "errors.h"
@@ -131,7 +133,7 @@ static void feed_halves(struct fl_channel *s, const struct fl_buf *rec, struct s
 	struct fl_buf *r = NULL;
 	FL_CHECK(fl_channel_recv(s, rec->data, rec->len / 2, sink_put, got, &r) == FL_OK);
 	*pending = s->big;
-	FL_CHECK(s->big != NULL);
+	FL_CHECK(s->big != NULL && fl_ch_spare_debug(NULL) == NULL); /* lent out */
 	FL_CHECK(fl_channel_recv(s, rec->data + rec->len / 2, rec->len - rec->len / 2, sink_put,
 				 got, &r) == FL_OK);
 	FL_CHECK(s->big == NULL);
@@ -152,8 +154,10 @@ static void test_spare_reused(void)
 	sink_init(&got, 2 * (size_t)BIG);
 	uint8_t *first = NULL, *second = NULL;
 	feed_halves(s1, r1, &got, &first);
+	size_t cap = 0;
+	FL_CHECK(first != NULL && fl_ch_spare_debug(&cap) == first && cap >= BIG);
 	feed_halves(s2, r2, &got, &second);
-	FL_CHECK(first == second);
+	FL_CHECK(first == second && fl_ch_spare_debug(NULL) == first);
 	FL_CHECK(got.len == 2 * (size_t)BIG && memcmp(got.data, src, BIG) == 0 &&
 		 memcmp(got.data + BIG, src, BIG) == 0);
 	fl_buf_unref(r1);
@@ -225,6 +229,97 @@ static void test_thread_exit(void)
 	pthread_join(th, NULL);
 }
 
+/* A large record's header alone takes no buffer (nor the spare); its
+ * first body byte does. */
+static void test_header_only(void)
+{
+	struct fl_channel *c, *s;
+	fl_test_chan_pair(&c, &s, 0);
+	uint8_t *src = pattern(BIG, 6);
+	struct fl_buf *rec = NULL, *r = NULL;
+	FL_CHECK(fl_channel_seal(c, src, BIG, &rec) == FL_OK);
+	struct sink got;
+	sink_init(&got, BIG);
+	const uint8_t *sp = fl_ch_spare_debug(NULL);
+	FL_CHECK(sp != NULL); /* left by the tests before */
+	FL_CHECK(fl_channel_recv(s, rec->data, 4, sink_put, &got, &r) == FL_OK);
+	FL_CHECK(!s->big && fl_ch_spare_debug(NULL) == sp);
+	FL_CHECK(fl_channel_recv(s, rec->data + 4, 1, sink_put, &got, &r) == FL_OK);
+	FL_CHECK(s->big == sp && fl_ch_spare_debug(NULL) == NULL);
+	FL_CHECK(fl_channel_recv(s, rec->data + 5, rec->len - 5, sink_put, &got, &r) == FL_OK);
+	FL_CHECK(!s->big && fl_ch_spare_debug(NULL) == sp);
+	FL_CHECK(got.len == BIG && memcmp(got.data, src, BIG) == 0);
+	fl_buf_unref(rec);
+	free(got.data);
+	free(src);
+	fl_channel_free(c);
+	fl_channel_free(s);
+}
+
+/* Channels used by a thread-specific destructor that runs after the
+ * spare's (its second round): a large record read whole, then one read in
+ * part and freed mid-record. */
+struct late {
+	struct fl_channel *c, *s;
+	struct fl_buf *rec[2];
+	uint8_t *src;
+	struct sink got;
+	int round;
+	int ok;
+};
+
+static pthread_key_t late_key;
+
+static void late_dtor(void *arg)
+{
+	struct late *x = arg;
+	if (++x->round == 1) { /* the spare's destructor runs in this round */
+		pthread_setspecific(late_key, x);
+		return;
+	}
+	struct fl_buf *r = NULL;
+	x->ok = fl_ch_spare_debug(NULL) == NULL &&
+		fl_channel_recv(x->s, x->rec[0]->data, x->rec[0]->len, sink_put, &x->got, &r) ==
+			FL_OK &&
+		x->got.len == BIG && memcmp(x->got.data, x->src, BIG) == 0 &&
+		fl_channel_recv(x->s, x->rec[1]->data, x->rec[1]->len / 2, sink_put, &x->got, &r) ==
+			FL_OK &&
+		x->s->big != NULL;
+	fl_channel_free(x->s); /* mid-record */
+	fl_channel_free(x->c);
+}
+
+static void *late_main(void *arg)
+{
+	struct late *x = arg;
+	check_feed(0, 65536, NSIZES); /* the thread has a spare */
+	FL_CHECK(fl_ch_spare_debug(NULL) != NULL);
+	fl_test_chan_pair(&x->c, &x->s, 0);
+	for (int i = 0; i < 2; i++)
+		FL_CHECK(fl_channel_seal(x->c, x->src, BIG, &x->rec[i]) == FL_OK);
+	pthread_setspecific(late_key, x);
+	return NULL;
+}
+
+/* A channel fed and freed by a destructor of an ending thread after the
+ * spare was freed does not touch the freed spare (ASan: no use after free,
+ * no leak). */
+static void test_late_destructor(void)
+{
+	struct late x = {.src = pattern(BIG, 8)};
+	sink_init(&x.got, BIG);
+	FL_CHECK(pthread_key_create(&late_key, late_dtor) == 0);
+	pthread_t th;
+	FL_CHECK(pthread_create(&th, NULL, late_main, &x) == 0);
+	pthread_join(th, NULL);
+	FL_CHECK(x.round == 2 && x.ok);
+	pthread_key_delete(late_key);
+	fl_buf_unref(x.rec[0]);
+	fl_buf_unref(x.rec[1]);
+	free(x.got.data);
+	free(x.src);
+}
+
 /* A flipped bit in a large record read in pieces (opened in place). */
 static void test_corrupt_large(void)
 {
@@ -257,6 +352,8 @@ int main(void)
 	FL_RUN(test_spare_reused);
 	FL_RUN(test_nested_feed);
 	FL_RUN(test_thread_exit);
+	FL_RUN(test_header_only);
+	FL_RUN(test_late_destructor);
 	FL_RUN(test_corrupt_large);
 	fl_test_chan_pair_end();
 	return fl_test_main_end();

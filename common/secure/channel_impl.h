@@ -116,6 +116,9 @@ int fl_ch_emit(struct fl_channel *ch, const uint8_t *p, size_t n); /* length + b
 int fl_ch_feed(struct fl_channel *ch, const uint8_t *data, size_t len, fl_channel_deliver_fn fn,
 	       void *ctx);
 void fl_ch_rx_free(struct fl_channel *ch); /* the input buffers */
+/* For tests: the calling thread's spare buffer (NULL when it has none) and
+ * its size in *cap (when cap is not NULL). */
+const uint8_t *fl_ch_spare_debug(size_t *cap);
 /* Passes n plaintext bytes to fn (nothing when n = 0 or fn = NULL); its
  * non-zero return fails the channel with fn's message and is returned. */
 int fl_ch_deliver(struct fl_channel *ch, const uint8_t *plain, size_t n, fl_channel_deliver_fn fn,

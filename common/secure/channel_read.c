@@ -11,10 +11,17 @@
  * at most once by a copy.
  *
  * Memory: a channel keeps a buffer of up to RX_KEEP bytes between messages.
- * A larger one is the calling thread's spare buffer, borrowed for one record
- * and handed back once it is delivered: a stream of large records reuses one
- * buffer per thread (no allocation, no fresh pages per record) and an idle
- * connection holds no large buffer. No cipher code, no API (channel.c). */
+ * A message in progress (at least one body byte received) holds a buffer of
+ * its announced size, up to the state's limit (max_record + 17 bytes for a
+ * record), until it completes or the channel is freed, even when the peer
+ * stops sending. A buffer over RX_KEEP bytes is the calling thread's spare
+ * when it has one (else a new one), borrowed for one message and handed
+ * back once it is delivered: the spare keeps the size of the largest
+ * message the thread has read, until the thread ends. One connection per
+ * thread reading large records thus reuses one buffer (no allocation, no
+ * fresh pages per record); with several connections on a thread whose
+ * records interleave, a record that finds the spare lent out allocates its
+ * own. No cipher code, no API (channel.c). */
 #include "channel_impl.h"
 
 #include "bytes.h"
@@ -29,16 +36,31 @@
 #define RX_KEEP 16384
 
 /* The thread's spare buffer for records over RX_KEEP bytes; freed when the
- * thread ends (the key's destructor). */
+ * thread ends (the key's destructor, which also forgets it, so a channel
+ * freed or fed by a later destructor of the same thread allocates anew). */
 static _Thread_local uint8_t *spare;
 static _Thread_local size_t spare_cap;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static pthread_key_t spare_key;
 static int spare_key_ok;
 
+static void spare_dtor(void *p)
+{
+	free(p);
+	spare = NULL;
+	spare_cap = 0;
+}
+
 static void spare_key_init(void)
 {
-	spare_key_ok = pthread_key_create(&spare_key, free) == 0;
+	spare_key_ok = pthread_key_create(&spare_key, spare_dtor) == 0;
+}
+
+const uint8_t *fl_ch_spare_debug(size_t *cap)
+{
+	if (cap)
+		*cap = spare_cap;
+	return spare;
 }
 
 static void spare_set(uint8_t *p, size_t cap)
@@ -216,6 +238,8 @@ int fl_ch_feed(struct fl_channel *ch, const uint8_t *data, size_t len, fl_channe
 					return rc;
 				continue;
 			}
+			if (i == len) /* no body byte yet: no buffer yet */
+				break;
 		}
 		uint8_t *buf = rx_buf(ch, ch->need);
 		if (!buf)
